@@ -1,0 +1,84 @@
+//! Validation of `host[:port]` broker addresses as given to `pipeline_kafka.add_broker`.
+
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum BrokerError {
+    #[error("broker address is empty")]
+    Empty,
+    #[error("broker address \"{0}\" contains whitespace or a comma; add one broker per call")]
+    BadCharacter(String),
+    #[error("broker address \"{0}\" has an invalid port (expected 1-65535)")]
+    BadPort(String),
+    #[error("broker address \"{0}\" has an invalid host name")]
+    BadHost(String),
+}
+
+/// The default Kafka port, used when an address has none.
+pub const DEFAULT_PORT: u16 = 9092;
+
+/// Parses `host`, `host:port` or `[ipv6]:port`; returns the host and the port.
+pub fn parse_broker(addr: &str) -> Result<(String, u16), BrokerError> {
+    if addr.is_empty() {
+        return Err(BrokerError::Empty);
+    }
+    if addr.chars().any(|c| c.is_whitespace() || c == ',' || c.is_control()) {
+        return Err(BrokerError::BadCharacter(addr.to_string()));
+    }
+    let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
+        let end = rest.find(']').ok_or_else(|| BrokerError::BadHost(addr.to_string()))?;
+        let host = &rest[..end];
+        let after = &rest[end + 1..];
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or_else(|| BrokerError::BadHost(addr.to_string()))?),
+        };
+        (host, port)
+    } else {
+        match addr.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (addr, None),
+        }
+    };
+    if host.is_empty() || host.contains(['[', ']', '/', '@']) || host.contains(':') && !addr.starts_with('[') {
+        return Err(BrokerError::BadHost(addr.to_string()));
+    }
+    let port = match port {
+        None => DEFAULT_PORT,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 && !p.starts_with('+') => n,
+            _ => return Err(BrokerError::BadPort(addr.to_string())),
+        },
+    };
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_host_and_port_forms() {
+        assert_eq!(parse_broker("localhost"), Ok(("localhost".into(), 9092)));
+        assert_eq!(parse_broker("127.0.0.1:29092"), Ok(("127.0.0.1".into(), 29092)));
+        assert_eq!(parse_broker("kafka-1.example.com:9093"), Ok(("kafka-1.example.com".into(), 9093)));
+        assert_eq!(parse_broker("[::1]:9092"), Ok(("::1".into(), 9092)));
+        assert_eq!(parse_broker("[::1]"), Ok(("::1".into(), 9092)));
+    }
+
+    #[test]
+    fn rejects_malformed_addresses() {
+        assert_eq!(parse_broker(""), Err(BrokerError::Empty));
+        assert!(matches!(parse_broker("a:0"), Err(BrokerError::BadPort(_))));
+        assert!(matches!(parse_broker("a:65536"), Err(BrokerError::BadPort(_))));
+        assert!(matches!(parse_broker("a:"), Err(BrokerError::BadPort(_))));
+        assert!(matches!(parse_broker("a:x"), Err(BrokerError::BadPort(_))));
+        assert!(matches!(parse_broker("a:+1"), Err(BrokerError::BadPort(_))));
+        assert!(matches!(parse_broker(":9092"), Err(BrokerError::BadHost(_))));
+        assert!(matches!(parse_broker("a b:1"), Err(BrokerError::BadCharacter(_))));
+        assert!(matches!(parse_broker("a:1,b:2"), Err(BrokerError::BadCharacter(_))));
+        assert!(matches!(parse_broker("::1:9092"), Err(BrokerError::BadHost(_))));
+        assert!(matches!(parse_broker("[::1"), Err(BrokerError::BadHost(_))));
+        assert!(matches!(parse_broker("user@host:1"), Err(BrokerError::BadHost(_))));
+    }
+}

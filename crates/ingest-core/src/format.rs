@@ -1,0 +1,281 @@
+//! Message formats (`text`, `csv`, `json`) and how a message's bytes become COPY input.
+//!
+//! A Kafka or Kinesis message always holds whole rows: for `text` and `csv` one or more lines (a
+//! final newline is added when missing), for `json` one object or an array of objects. Before a
+//! message joins a COPY stream it is checked so it cannot swallow or cut off its neighbours: an
+//! unterminated CSV quote or a `\.` end-of-data line would otherwise merge or truncate rows.
+
+use thiserror::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Csv,
+    Json,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Result<Format, FormatError> {
+        match s.to_ascii_lowercase().as_str() {
+            "text" => Ok(Format::Text),
+            "csv" => Ok(Format::Csv),
+            "json" => Ok(Format::Json),
+            _ => Err(FormatError::UnknownFormat(s.to_string())),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Csv => "csv",
+            Format::Json => "json",
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum FormatError {
+    #[error("unknown format \"{0}\" (expected text, csv or json)")]
+    UnknownFormat(String),
+    #[error("{0} must be a single one-byte character")]
+    NotOneByte(&'static str),
+    #[error("{0} is available only in csv format")]
+    CsvOnly(&'static str),
+    #[error("json format takes no {0}")]
+    NotForJson(&'static str),
+    #[error("delimiter and quote must be different")]
+    DelimiterIsQuote,
+    #[error("delimiter cannot be newline, carriage return or backslash")]
+    BadDelimiter,
+    #[error("message ends inside a quoted CSV field")]
+    UnterminatedQuote,
+    #[error("message contains a line \"\\.\" (end-of-data marker), which would end the COPY early")]
+    EndOfDataMarker,
+    #[error("message ends with a backslash that escapes its final newline")]
+    TrailingBackslash,
+}
+
+/// COPY options of a consumer, as given to `consume_begin`. `None` = COPY's default for the format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyOptions {
+    pub format: Format,
+    pub delimiter: Option<String>,
+    pub quote: Option<String>,
+    pub escape: Option<String>,
+}
+
+fn one_byte(v: &Option<String>, what: &'static str) -> Result<Option<u8>, FormatError> {
+    match v {
+        None => Ok(None),
+        Some(s) if s.len() == 1 => Ok(Some(s.as_bytes()[0])),
+        Some(_) => Err(FormatError::NotOneByte(what)),
+    }
+}
+
+impl CopyOptions {
+    /// Checks the options the way COPY would, so a mistake is an error at `consume_begin`.
+    pub fn new(
+        format: &str,
+        delimiter: Option<String>,
+        quote: Option<String>,
+        escape: Option<String>,
+    ) -> Result<CopyOptions, FormatError> {
+        let format = Format::parse(format)?;
+        let opts = CopyOptions { format, delimiter, quote, escape };
+        let d = one_byte(&opts.delimiter, "delimiter")?;
+        let q = one_byte(&opts.quote, "quote")?;
+        one_byte(&opts.escape, "escape")?;
+        if format != Format::Csv {
+            if opts.quote.is_some() {
+                return Err(FormatError::CsvOnly("quote"));
+            }
+            if opts.escape.is_some() {
+                return Err(FormatError::CsvOnly("escape"));
+            }
+        }
+        if format == Format::Json && opts.delimiter.is_some() {
+            return Err(FormatError::NotForJson("delimiter"));
+        }
+        if let Some(d) = d {
+            if d == b'\n' || d == b'\r' || d == b'\\' {
+                return Err(FormatError::BadDelimiter);
+            }
+            if Some(d) == q.or(if format == Format::Csv { Some(b'"') } else { None }) {
+                return Err(FormatError::DelimiterIsQuote);
+            }
+        }
+        Ok(opts)
+    }
+
+    fn quote_byte(&self) -> u8 {
+        self.quote.as_ref().map(|s| s.as_bytes()[0]).unwrap_or(b'"')
+    }
+
+    fn escape_byte(&self) -> u8 {
+        self.escape.as_ref().map(|s| s.as_bytes()[0]).unwrap_or_else(|| self.quote_byte())
+    }
+
+    /// Checks one `text` or `csv` message and returns how many rows it holds.
+    pub fn check_message(&self, msg: &[u8]) -> Result<usize, FormatError> {
+        match self.format {
+            Format::Text => check_text(msg),
+            Format::Csv => check_csv(msg, self.quote_byte(), self.escape_byte()),
+            Format::Json => unreachable!("json messages are converted, not checked"),
+        }
+    }
+}
+
+fn is_marker(line: &[u8]) -> bool {
+    line == b"\\." || line == b"\\.\r"
+}
+
+fn check_text(msg: &[u8]) -> Result<usize, FormatError> {
+    if msg.is_empty() {
+        return Ok(0);
+    }
+    let body = msg.strip_suffix(b"\n").unwrap_or(msg);
+    let mut rows = 0;
+    for line in body.split(|b| *b == b'\n') {
+        if is_marker(line) {
+            return Err(FormatError::EndOfDataMarker);
+        }
+        rows += 1;
+    }
+    // An odd number of trailing backslashes escapes the newline we append or the one present.
+    let trailing = body.iter().rev().take_while(|b| **b == b'\\').count();
+    if trailing % 2 == 1 {
+        return Err(FormatError::TrailingBackslash);
+    }
+    Ok(rows)
+}
+
+fn check_csv(msg: &[u8], quote: u8, escape: u8) -> Result<usize, FormatError> {
+    if msg.is_empty() {
+        return Ok(0);
+    }
+    let mut rows = 0;
+    let mut in_quotes = false;
+    let mut line_start = 0;
+    let mut i = 0;
+    while i < msg.len() {
+        let b = msg[i];
+        if in_quotes {
+            if b == escape && escape != quote && i + 1 < msg.len() && (msg[i + 1] == quote || msg[i + 1] == escape) {
+                i += 2;
+                continue;
+            }
+            if b == quote {
+                if escape == quote && i + 1 < msg.len() && msg[i + 1] == quote {
+                    i += 2;
+                    continue;
+                }
+                in_quotes = false;
+            }
+        } else if b == quote {
+            in_quotes = true;
+        } else if b == b'\n' {
+            if is_marker(&msg[line_start..i]) {
+                return Err(FormatError::EndOfDataMarker);
+            }
+            rows += 1;
+            line_start = i + 1;
+        }
+        i += 1;
+    }
+    if in_quotes {
+        return Err(FormatError::UnterminatedQuote);
+    }
+    if line_start < msg.len() {
+        if is_marker(&msg[line_start..]) {
+            return Err(FormatError::EndOfDataMarker);
+        }
+        rows += 1;
+    }
+    Ok(rows)
+}
+
+/// Appends a checked message to a COPY stream, ending it with a newline.
+pub fn append_message(buf: &mut Vec<u8>, msg: &[u8]) {
+    if msg.is_empty() {
+        return;
+    }
+    buf.extend_from_slice(msg);
+    if msg.last() != Some(&b'\n') {
+        buf.push(b'\n');
+    }
+}
+
+/// Appends `value` to a text-format COPY line, escaping what text format treats specially.
+pub fn push_text_field(buf: &mut Vec<u8>, value: &str) {
+    for &b in value.as_bytes() {
+        match b {
+            b'\\' => buf.extend_from_slice(b"\\\\"),
+            b'\n' => buf.extend_from_slice(b"\\n"),
+            b'\r' => buf.extend_from_slice(b"\\r"),
+            b'\t' => buf.extend_from_slice(b"\\t"),
+            _ => buf.push(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(f: &str) -> CopyOptions {
+        CopyOptions::new(f, None, None, None).unwrap()
+    }
+
+    #[test]
+    fn options_are_validated_like_copy() {
+        assert!(CopyOptions::new("TEXT", Some("|".into()), None, None).is_ok());
+        assert_eq!(Format::parse("xml"), Err(FormatError::UnknownFormat("xml".into())));
+        assert_eq!(CopyOptions::new("text", Some("||".into()), None, None), Err(FormatError::NotOneByte("delimiter")));
+        assert_eq!(CopyOptions::new("text", None, Some("'".into()), None), Err(FormatError::CsvOnly("quote")));
+        assert_eq!(CopyOptions::new("text", None, None, Some("\\".into())), Err(FormatError::CsvOnly("escape")));
+        assert_eq!(CopyOptions::new("csv", Some("\"".into()), None, None), Err(FormatError::DelimiterIsQuote));
+        assert_eq!(CopyOptions::new("csv", Some("\n".into()), None, None), Err(FormatError::BadDelimiter));
+        assert_eq!(CopyOptions::new("json", Some(",".into()), None, None), Err(FormatError::NotForJson("delimiter")));
+        assert!(CopyOptions::new("csv", Some(";".into()), Some("'".into()), Some("\\".into())).is_ok());
+    }
+
+    #[test]
+    fn text_messages_count_lines_and_reject_markers() {
+        let t = opts("text");
+        assert_eq!(t.check_message(b"1\ta"), Ok(1));
+        assert_eq!(t.check_message(b"1\ta\n2\tb\n"), Ok(2));
+        assert_eq!(t.check_message(b""), Ok(0));
+        assert_eq!(t.check_message(b"1\n\\.\n2"), Err(FormatError::EndOfDataMarker));
+        assert_eq!(t.check_message(b"a\\"), Err(FormatError::TrailingBackslash));
+        assert_eq!(t.check_message(b"a\\\\"), Ok(1));
+    }
+
+    #[test]
+    fn csv_messages_keep_quoted_newlines_inside_one_row() {
+        let c = opts("csv");
+        assert_eq!(c.check_message(b"1,\"a\nb\"\n2,c"), Ok(2));
+        assert_eq!(c.check_message(b"1,\"a\"\"b\""), Ok(1));
+        assert_eq!(c.check_message(b"1,\"open"), Err(FormatError::UnterminatedQuote));
+        assert_eq!(c.check_message(b"1,a\n\\.\n"), Err(FormatError::EndOfDataMarker));
+        assert_eq!(c.check_message(b"1,\"\n\\.\n\""), Ok(1));
+        let custom = CopyOptions::new("csv", None, Some("'".into()), Some("\\".into())).unwrap();
+        assert_eq!(custom.check_message(b"1,'it\\'s'\n"), Ok(1));
+        assert_eq!(custom.check_message(b"1,'it\\'s"), Err(FormatError::UnterminatedQuote));
+    }
+
+    #[test]
+    fn appended_messages_end_in_newline() {
+        let mut buf = Vec::new();
+        append_message(&mut buf, b"a");
+        append_message(&mut buf, b"b\n");
+        append_message(&mut buf, b"");
+        assert_eq!(buf, b"a\nb\n");
+    }
+
+    #[test]
+    fn text_fields_are_escaped() {
+        let mut buf = Vec::new();
+        push_text_field(&mut buf, "a\tb\nc\\d\re");
+        assert_eq!(buf, b"a\\tb\\nc\\\\d\\re");
+    }
+}

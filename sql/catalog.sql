@@ -1,0 +1,93 @@
+-- Catalog of pipeline_ingest: the desired state that the launcher and workers converge to.
+-- Rows are kept by pg_dump (pg_extension_config_dump); functions write them, users read them.
+
+CREATE SCHEMA IF NOT EXISTS pipeline_kafka;
+CREATE SCHEMA IF NOT EXISTS pipeline_kinesis;
+GRANT USAGE ON SCHEMA pipeline_kafka, pipeline_kinesis TO PUBLIC;
+
+-- Kafka brokers every consumer and producer of this database connects to.
+CREATE TABLE pipeline_kafka.brokers (
+    host   text PRIMARY KEY CHECK (host <> ''),
+    config jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(config) = 'object')
+);
+
+-- One row per (topic, relation) consumer. `generation` changes whenever the consumer is
+-- (re)started or its settings change, so running workers know to restart.
+CREATE TABLE pipeline_kafka.consumers (
+    id           serial PRIMARY KEY,
+    topic        text NOT NULL CHECK (topic <> ''),
+    relation     regclass NOT NULL,
+    owner        regrole NOT NULL,
+    group_id     text,
+    format       text NOT NULL DEFAULT 'text' CHECK (format IN ('text', 'csv', 'json')),
+    delimiter    text,
+    quote        text,
+    escape       text,
+    batchsize    integer NOT NULL DEFAULT 1000 CHECK (batchsize > 0),
+    maxbytes     integer NOT NULL DEFAULT 32000000 CHECK (maxbytes > 0),
+    parallelism  integer NOT NULL DEFAULT 1 CHECK (parallelism > 0),
+    timeout      integer NOT NULL DEFAULT 250 CHECK (timeout > 0),
+    config       jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(config) = 'object'),
+    enabled      boolean NOT NULL DEFAULT true,
+    generation   bigint NOT NULL DEFAULT 1,
+    last_error   text,
+    last_error_at timestamptz,
+    UNIQUE (topic, relation)
+);
+
+-- Next offset to read, per consumer and partition. Written in the same transaction as the rows.
+CREATE TABLE pipeline_kafka.offsets (
+    consumer_id integer NOT NULL REFERENCES pipeline_kafka.consumers (id) ON DELETE CASCADE,
+    "partition" integer NOT NULL CHECK ("partition" >= 0),
+    "offset"    bigint NOT NULL CHECK ("offset" >= 0),
+    PRIMARY KEY (consumer_id, "partition")
+);
+
+CREATE TABLE pipeline_kinesis.endpoints (
+    name     text PRIMARY KEY CHECK (name <> ''),
+    region   text NOT NULL CHECK (region <> ''),
+    credfile text,
+    url      text,
+    config   jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(config) = 'object')
+);
+
+CREATE TABLE pipeline_kinesis.consumers (
+    id           serial PRIMARY KEY,
+    endpoint     text NOT NULL REFERENCES pipeline_kinesis.endpoints (name) ON UPDATE CASCADE,
+    stream       text NOT NULL CHECK (stream <> ''),
+    relation     regclass NOT NULL,
+    owner        regrole NOT NULL,
+    format       text NOT NULL DEFAULT 'text' CHECK (format IN ('text', 'csv', 'json')),
+    delimiter    text,
+    quote        text,
+    escape       text,
+    batchsize    integer NOT NULL DEFAULT 1000 CHECK (batchsize > 0),
+    parallelism  integer NOT NULL DEFAULT 1 CHECK (parallelism > 0),
+    config       jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(config) = 'object'),
+    enabled      boolean NOT NULL DEFAULT true,
+    generation   bigint NOT NULL DEFAULT 1,
+    last_error   text,
+    last_error_at timestamptz,
+    UNIQUE (endpoint, stream, relation)
+);
+
+-- Last sequence number read per shard (Kinesis sequence numbers are up to 128 bits: text).
+CREATE TABLE pipeline_kinesis.seqnums (
+    consumer_id integer NOT NULL REFERENCES pipeline_kinesis.consumers (id) ON DELETE CASCADE,
+    shard_id    text NOT NULL,
+    seqnum      text NOT NULL CHECK (seqnum ~ '^[0-9]+$'),
+    PRIMARY KEY (consumer_id, shard_id)
+);
+
+-- Catalog rows are written only through the extension's functions; everyone may read them.
+REVOKE ALL ON ALL TABLES IN SCHEMA pipeline_kafka, pipeline_kinesis FROM PUBLIC;
+GRANT SELECT ON ALL TABLES IN SCHEMA pipeline_kafka, pipeline_kinesis TO PUBLIC;
+
+SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.brokers', '');
+SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.consumers', '');
+SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.consumers_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.offsets', '');
+SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.endpoints', '');
+SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.consumers', '');
+SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.consumers_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.seqnums', '');

@@ -1,0 +1,245 @@
+//! `pipeline_kafka.*` SQL functions: brokers and consumers.
+
+use pgrx::prelude::*;
+
+#[pg_schema]
+mod pipeline_kafka {
+    use crate::api::{can_act_as, current_role, wake_at_commit};
+    use crate::catalog::{kafka as cat, spi};
+    use crate::error::{raise, raise_with};
+    use crate::sources::kafka::{client_config, Probe, ProbeError};
+    use ingest_core::format::CopyOptions;
+    use pgrx::prelude::*;
+    use pgrx::JsonB;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    /// Adds a Kafka broker (`host[:port]`, port 9092 by default) that consumers connect to.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn add_broker(hostname: &str) {
+        if let Err(e) = ingest_core::broker::parse_broker(hostname) {
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
+        }
+        if cat::broker_exists(hostname) {
+            raise(PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT, format!("Kafka broker \"{hostname}\" already exists"));
+        }
+        cat::insert_broker(hostname);
+    }
+
+    /// Removes a Kafka broker.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn remove_broker(hostname: &str) {
+        if !cat::delete_broker(hostname) {
+            raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("Kafka broker \"{hostname}\" does not exist"));
+        }
+    }
+
+    fn resolve_relation(relation: &str) -> pg_sys::Oid {
+        // The regclass cast raises 42P01 for an unknown relation, with the usual message.
+        let oid = spi(Spi::get_one_with_args::<pg_sys::Oid>("SELECT $1::text::regclass::oid", &[relation.into()]));
+        oid.unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("relation \"{relation}\" does not exist")))
+    }
+
+    fn check_relation(relid: pg_sys::Oid, relation: &str) {
+        let kind = spi(Spi::get_one_with_args::<String>(
+            "SELECT relkind::text FROM pg_catalog.pg_class WHERE oid = $1",
+            &[relid.into()],
+        ))
+        .unwrap_or_default();
+        if kind != "r" && kind != "p" {
+            raise(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, format!("\"{relation}\" is not a table"));
+        }
+        let may_insert =
+            spi(Spi::get_one_with_args::<bool>("SELECT pg_catalog.has_table_privilege($1, 'INSERT')", &[relid.into()]))
+                .unwrap_or(false);
+        if !may_insert {
+            raise(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("permission denied for table {relation}"));
+        }
+        // SAFETY: catalog lookup for an existing relation, in a transaction.
+        let rls = unsafe { pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, true) };
+        if rls == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32 {
+            raise(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("row-level security is enabled on \"{relation}\"; ingestion uses COPY FROM, which does not support it"),
+            );
+        }
+    }
+
+    fn probe_error(topic: &str, e: ProbeError) -> ! {
+        match e {
+            ProbeError::NoTopic => raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("Kafka topic \"{topic}\" does not exist")),
+            ProbeError::Config(m) => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("invalid Kafka client setting: {m}")),
+            ProbeError::Unreachable(m) => raise_with(
+                PgSqlErrorCode::ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+                format!("could not get metadata of Kafka topic \"{topic}\": {m}"),
+                None,
+                Some("Check pipeline_kafka.brokers and that the brokers are reachable; pipeline_ingest.broker_timeout sets the time limit.".into()),
+            ),
+        }
+    }
+
+    /// Starts (or updates and restarts) the consumer of `topic` into `relation`; returns its id.
+    #[allow(clippy::too_many_arguments)]
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn consume_begin(
+        topic: &str,
+        relation: &str,
+        format: default!(&str, "'text'"),
+        delimiter: default!(Option<&str>, "NULL"),
+        quote: default!(Option<&str>, "NULL"),
+        escape: default!(Option<&str>, "NULL"),
+        batchsize: default!(i32, 1000),
+        maxbytes: default!(i32, 32000000),
+        parallelism: default!(i32, 1),
+        start_offset: default!(Option<i64>, "NULL"),
+        timeout: default!(i32, 250),
+        group_id: default!(Option<&str>, "NULL"),
+        config: default!(Option<JsonB>, "NULL"),
+    ) -> i32 {
+        if topic.is_empty() {
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "topic must not be empty");
+        }
+        let opts = CopyOptions::new(format, delimiter.map(str::to_string), quote.map(str::to_string), escape.map(str::to_string))
+            .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string()));
+        for (name, v) in [("batchsize", batchsize), ("maxbytes", maxbytes), ("parallelism", parallelism), ("timeout", timeout)] {
+            if v <= 0 {
+                raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("{name} must be positive, got {v}"));
+            }
+        }
+        if let Some(s) = start_offset {
+            if s < -2 {
+                raise(
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                    format!("start_offset must be -2 (beginning), -1 (end), an offset >= 0 or NULL; got {s}"),
+                );
+            }
+        }
+        let extra = match config.map(|j| j.0) {
+            None | Some(serde_json::Value::Null) => serde_json::Map::new(),
+            Some(serde_json::Value::Object(m)) => m,
+            Some(_) => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "config must be a JSON object of librdkafka settings"),
+        };
+        let relid = resolve_relation(relation);
+        check_relation(relid, relation);
+
+        let (brokers, broker_config) = cat::brokers();
+        if brokers.is_empty() {
+            raise_with(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                "no Kafka broker is configured",
+                None,
+                Some("Add one with pipeline_kafka.add_broker('host:port').".into()),
+            );
+        }
+        let mut cfg = client_config(&brokers, &[&broker_config, &extra])
+            .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e));
+        if let Some(g) = group_id {
+            cfg.set("group.id", g);
+        }
+        let timeout_ms = crate::guc::BROKER_TIMEOUT_MS.get().max(100) as u64;
+        let probe = Probe::new(&cfg, Duration::from_millis(timeout_ms)).unwrap_or_else(|e| probe_error(topic, e));
+        let partitions = probe.partitions(topic).unwrap_or_else(|e| probe_error(topic, e));
+
+        let existing = cat::consumer_by_key(topic, relid);
+        if let Some(c) = &existing {
+            if !can_act_as(c.owner) {
+                raise(
+                    PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                    format!("must be a member of the role that owns the consumer of \"{topic}\" into \"{relation}\""),
+                );
+            }
+        }
+        let config_text = serde_json::Value::Object(extra).to_string();
+        let id = cat::upsert_consumer(&cat::NewConsumer {
+            topic,
+            relid,
+            owner: current_role(),
+            group_id,
+            format: opts.format.name(),
+            delimiter,
+            quote,
+            escape,
+            batchsize,
+            maxbytes,
+            parallelism,
+            timeout,
+            config: &config_text,
+        });
+
+        // Where to start: an explicit start_offset replaces stored offsets; a new consumer with
+        // none starts at the end of each partition. Partitions created later start at their beginning.
+        let start = match (start_offset, existing.is_some()) {
+            (Some(s), _) => Some(s),
+            (None, false) => Some(-1),
+            (None, true) => None,
+        };
+        if let Some(s) = start {
+            let mut next = BTreeMap::new();
+            for p in &partitions {
+                let off = match s {
+                    -1 => probe.watermarks(topic, *p).unwrap_or_else(|e| probe_error(topic, e)).1,
+                    -2 => probe.watermarks(topic, *p).unwrap_or_else(|e| probe_error(topic, e)).0,
+                    n => n,
+                };
+                next.insert(*p, off);
+            }
+            cat::clear_offsets(id);
+            cat::save_offsets(id, &next);
+        }
+        wake_at_commit();
+        id
+    }
+
+    /// Starts every stored consumer of this database that the current user may manage, from its
+    /// stored offsets. Returns how many were started.
+    #[pg_extern(volatile, parallel_unsafe, name = "consume_begin")]
+    fn consume_begin_all() -> i32 {
+        let mut n = 0;
+        for c in cat::all_consumers() {
+            if !c.enabled && can_act_as(c.owner) {
+                n += cat::set_enabled(Some(c.id), true).len() as i32;
+            }
+        }
+        wake_at_commit();
+        n
+    }
+
+    /// Stops the consumer of `topic` into `relation` (its offsets are kept).
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn consume_end(topic: &str, relation: &str) {
+        let relid = resolve_relation(relation);
+        let c = cat::consumer_by_key(topic, relid).unwrap_or_else(|| {
+            raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("there is no consumer of topic \"{topic}\" into \"{relation}\""))
+        });
+        if !can_act_as(c.owner) {
+            raise(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("must be a member of the role that owns the consumer of \"{topic}\" into \"{relation}\""),
+            );
+        }
+        cat::set_enabled(Some(c.id), false);
+        wake_at_commit();
+    }
+
+    /// Stops every consumer of this database that the current user may manage. Returns how many.
+    #[pg_extern(volatile, parallel_unsafe, name = "consume_end")]
+    fn consume_end_all() -> i32 {
+        let mut n = 0;
+        for c in cat::all_consumers() {
+            if c.enabled && can_act_as(c.owner) {
+                n += cat::set_enabled(Some(c.id), false).len() as i32;
+            }
+        }
+        wake_at_commit();
+        n
+    }
+}
+
+extension_sql!(
+    r#"
+REVOKE EXECUTE ON FUNCTION pipeline_kafka.add_broker(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION pipeline_kafka.remove_broker(text) FROM PUBLIC;
+"#,
+    name = "kafka_grants",
+    requires = [pipeline_kafka::add_broker, pipeline_kafka::remove_broker]
+);

@@ -1,0 +1,27 @@
+//! The SQL surface: thin functions that validate, write the catalog and wake workers at COMMIT.
+
+pub mod kafka;
+pub mod kinesis;
+
+use pgrx::prelude::*;
+use pgrx::{register_xact_callback, PgXactCallbackEvent};
+
+/// Wakes this database's supervisor (or the launcher) when the current transaction commits;
+/// a rolled-back call therefore starts or stops nothing.
+pub fn wake_at_commit() {
+    // SAFETY: MyDatabaseId is set for the whole life of a connected backend.
+    let dboid = unsafe { pg_sys::MyDatabaseId };
+    register_xact_callback(PgXactCallbackEvent::Commit, move || crate::shmem::wake_database(dboid));
+}
+
+/// The current user's role oid.
+pub fn current_role() -> pg_sys::Oid {
+    // SAFETY: plain call, valid in a backend.
+    unsafe { pg_sys::GetUserId() }
+}
+
+/// True when the current user has the privileges of `role` (or is a superuser).
+pub fn can_act_as(role: pg_sys::Oid) -> bool {
+    // SAFETY: catalog lookups in a backend inside a transaction.
+    unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), role) }
+}

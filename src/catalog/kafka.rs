@@ -1,0 +1,284 @@
+//! `pipeline_kafka.brokers`, `.consumers` and `.offsets`.
+
+use super::spi;
+use crate::xact::as_superuser;
+use pgrx::prelude::*;
+use std::collections::BTreeMap;
+
+pub fn broker_exists(host: &str) -> bool {
+    spi(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pipeline_kafka.brokers WHERE host = $1)",
+        &[host.into()],
+    ))
+    .unwrap_or(false)
+}
+
+pub fn insert_broker(host: &str) {
+    as_superuser(|| spi(Spi::run_with_args("INSERT INTO pipeline_kafka.brokers (host) VALUES ($1)", &[host.into()])));
+}
+
+/// Deletes a broker; false when there was none.
+pub fn delete_broker(host: &str) -> bool {
+    as_superuser(|| {
+        spi(Spi::get_one_with_args::<bool>(
+            "WITH d AS (DELETE FROM pipeline_kafka.brokers WHERE host = $1 RETURNING 1) SELECT count(*) > 0 FROM d",
+            &[host.into()],
+        ))
+    })
+    .unwrap_or(false)
+}
+
+/// All brokers and the union of their extra client settings (later entries win on conflict).
+pub fn brokers() -> (Vec<String>, serde_json::Map<String, serde_json::Value>) {
+    let rows: Vec<(String, String)> = spi(Spi::connect(|c| {
+        let t = c.select("SELECT host, config::text FROM pipeline_kafka.brokers ORDER BY host", None, &[])?;
+        let mut out = Vec::new();
+        for row in t {
+            out.push((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()));
+        }
+        Ok(out)
+    }));
+    let mut hosts = Vec::new();
+    let mut config = serde_json::Map::new();
+    for (h, c) in rows {
+        hosts.push(h);
+        if let Ok(serde_json::Value::Object(m)) = serde_json::from_str(&c) {
+            config.extend(m);
+        }
+    }
+    (hosts, config)
+}
+
+/// A consumer as stored in `pipeline_kafka.consumers`.
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    pub id: i32,
+    pub topic: String,
+    pub relid: pg_sys::Oid,
+    pub owner: pg_sys::Oid,
+    pub group_id: Option<String>,
+    pub format: String,
+    pub delimiter: Option<String>,
+    pub quote: Option<String>,
+    pub escape: Option<String>,
+    pub batchsize: i32,
+    pub maxbytes: i32,
+    pub parallelism: i32,
+    pub timeout: i32,
+    pub config: serde_json::Map<String, serde_json::Value>,
+    pub enabled: bool,
+    pub generation: i64,
+}
+
+const CONSUMER_COLUMNS: &str = "id, topic, relation::oid, owner::oid, group_id, format, delimiter, quote, escape, \
+     batchsize, maxbytes, parallelism, timeout, config::text, enabled, generation";
+
+fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<Consumer> {
+    let config: String = row.get(14)?.unwrap_or_default();
+    Ok(Consumer {
+        id: row.get(1)?.unwrap_or_default(),
+        topic: row.get(2)?.unwrap_or_default(),
+        relid: row.get(3)?.unwrap_or(pg_sys::Oid::INVALID),
+        owner: row.get(4)?.unwrap_or(pg_sys::Oid::INVALID),
+        group_id: row.get(5)?,
+        format: row.get(6)?.unwrap_or_default(),
+        delimiter: row.get(7)?,
+        quote: row.get(8)?,
+        escape: row.get(9)?,
+        batchsize: row.get(10)?.unwrap_or(1000),
+        maxbytes: row.get(11)?.unwrap_or(32_000_000),
+        parallelism: row.get(12)?.unwrap_or(1),
+        timeout: row.get(13)?.unwrap_or(250),
+        config: match serde_json::from_str(&config) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        },
+        enabled: row.get(15)?.unwrap_or(false),
+        generation: row.get(16)?.unwrap_or(0),
+    })
+}
+
+fn select_consumers(where_sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<Consumer> {
+    let q = format!("SELECT {CONSUMER_COLUMNS} FROM pipeline_kafka.consumers {where_sql} ORDER BY id");
+    spi(Spi::connect(|c| {
+        let t = c.select(q.as_str(), None, args)?;
+        let mut out = Vec::new();
+        for row in t {
+            out.push(consumer_from_row(&row)?);
+        }
+        Ok(out)
+    }))
+}
+
+pub fn consumer(id: i32) -> Option<Consumer> {
+    select_consumers("WHERE id = $1", &[id.into()]).into_iter().next()
+}
+
+pub fn consumer_by_key(topic: &str, relid: pg_sys::Oid) -> Option<Consumer> {
+    select_consumers("WHERE topic = $1 AND relation = $2", &[topic.into(), relid.into()]).into_iter().next()
+}
+
+pub fn enabled_consumers() -> Vec<Consumer> {
+    select_consumers("WHERE enabled", &[])
+}
+
+pub fn all_consumers() -> Vec<Consumer> {
+    select_consumers("", &[])
+}
+
+/// The settings `consume_begin` writes.
+pub struct NewConsumer<'a> {
+    pub topic: &'a str,
+    pub relid: pg_sys::Oid,
+    pub owner: pg_sys::Oid,
+    pub group_id: Option<&'a str>,
+    pub format: &'a str,
+    pub delimiter: Option<&'a str>,
+    pub quote: Option<&'a str>,
+    pub escape: Option<&'a str>,
+    pub batchsize: i32,
+    pub maxbytes: i32,
+    pub parallelism: i32,
+    pub timeout: i32,
+    pub config: &'a str,
+}
+
+/// Inserts or updates a consumer, enables it and bumps its generation; returns its id.
+pub fn upsert_consumer(c: &NewConsumer) -> i32 {
+    as_superuser(|| {
+        spi(Spi::get_one_with_args::<i32>(
+            "INSERT INTO pipeline_kafka.consumers AS k (topic, relation, owner, group_id, format, delimiter, quote, escape, \
+                 batchsize, maxbytes, parallelism, timeout, config) \
+             VALUES ($1, $2::oid::regclass, $3::oid::regrole, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb) \
+             ON CONFLICT (topic, relation) DO UPDATE SET owner = EXCLUDED.owner, group_id = EXCLUDED.group_id, \
+                 format = EXCLUDED.format, delimiter = EXCLUDED.delimiter, quote = EXCLUDED.quote, escape = EXCLUDED.escape, \
+                 batchsize = EXCLUDED.batchsize, maxbytes = EXCLUDED.maxbytes, parallelism = EXCLUDED.parallelism, \
+                 timeout = EXCLUDED.timeout, config = EXCLUDED.config, enabled = true, generation = k.generation + 1, \
+                 last_error = NULL, last_error_at = NULL \
+             RETURNING id",
+            &[
+                c.topic.into(),
+                c.relid.into(),
+                c.owner.into(),
+                c.group_id.into(),
+                c.format.into(),
+                c.delimiter.into(),
+                c.quote.into(),
+                c.escape.into(),
+                c.batchsize.into(),
+                c.maxbytes.into(),
+                c.parallelism.into(),
+                c.timeout.into(),
+                c.config.into(),
+            ],
+        ))
+    })
+    .expect("INSERT ... RETURNING id returns a row")
+}
+
+/// Enables (bumping the generation) or disables consumers; `None` = every consumer.
+/// Returns the ids changed.
+pub fn set_enabled(id: Option<i32>, enabled: bool) -> Vec<i32> {
+    as_superuser(|| {
+        spi(Spi::connect_mut(|c| {
+            let t = c.update(
+                "UPDATE pipeline_kafka.consumers SET enabled = $2, \
+                     generation = generation + CASE WHEN $2 THEN 1 ELSE 0 END, \
+                     last_error = CASE WHEN $2 THEN NULL ELSE last_error END \
+                 WHERE ($1::int IS NULL OR id = $1) AND enabled <> $2 RETURNING id",
+                None,
+                &[id.into(), enabled.into()],
+            )?;
+            let mut out = Vec::new();
+            for row in t {
+                out.extend(row.get::<i32>(1)?);
+            }
+            Ok(out)
+        }))
+    })
+}
+
+pub fn stored_offsets(consumer_id: i32) -> BTreeMap<i32, i64> {
+    spi(Spi::connect(|c| {
+        let t = c.select(
+            "SELECT \"partition\", \"offset\" FROM pipeline_kafka.offsets WHERE consumer_id = $1",
+            None,
+            &[consumer_id.into()],
+        )?;
+        let mut out = BTreeMap::new();
+        for row in t {
+            if let (Some(p), Some(o)) = (row.get::<i32>(1)?, row.get::<i64>(2)?) {
+                out.insert(p, o);
+            }
+        }
+        Ok(out)
+    }))
+}
+
+/// Upserts the next offset to read of each partition.
+pub fn save_offsets(consumer_id: i32, next: &BTreeMap<i32, i64>) {
+    if next.is_empty() {
+        return;
+    }
+    let parts: Vec<i32> = next.keys().copied().collect();
+    let offs: Vec<i64> = next.values().copied().collect();
+    as_superuser(|| {
+        spi(Spi::run_with_args(
+            "INSERT INTO pipeline_kafka.offsets (consumer_id, \"partition\", \"offset\") \
+             SELECT $1, p, o FROM unnest($2::int[], $3::bigint[]) AS u(p, o) \
+             ON CONFLICT (consumer_id, \"partition\") DO UPDATE SET \"offset\" = EXCLUDED.\"offset\"",
+            &[consumer_id.into(), parts.into(), offs.into()],
+        ))
+    });
+}
+
+pub fn clear_offsets(consumer_id: i32) {
+    as_superuser(|| {
+        spi(Spi::run_with_args("DELETE FROM pipeline_kafka.offsets WHERE consumer_id = $1", &[consumer_id.into()]))
+    });
+}
+
+/// Records (or clears, with None) the last error of a consumer.
+pub fn set_last_error(consumer_id: i32, error: Option<&str>) {
+    as_superuser(|| {
+        spi(Spi::run_with_args(
+            "UPDATE pipeline_kafka.consumers SET last_error = $2, \
+                 last_error_at = CASE WHEN $2 IS NULL THEN NULL ELSE now() END \
+             WHERE id = $1 AND last_error IS DISTINCT FROM $2",
+            &[consumer_id.into(), error.into()],
+        ))
+    });
+}
+
+/// Locks the consumer row for the rest of the transaction (a concurrent `consume_begin` /
+/// `consume_end` waits for the batch) and returns its generation if it is still enabled.
+pub fn lock_consumer(consumer_id: i32) -> Option<i64> {
+    as_superuser(|| {
+        spi(Spi::get_one_with_args::<i64>(
+            "SELECT generation FROM pipeline_kafka.consumers WHERE id = $1 AND enabled FOR SHARE",
+            &[consumer_id.into()],
+        ))
+    })
+}
+
+/// Locks and returns the stored next offsets of some partitions.
+pub fn lock_offsets(consumer_id: i32, partitions: &[i32]) -> BTreeMap<i32, i64> {
+    let parts: Vec<i32> = partitions.to_vec();
+    as_superuser(|| {
+        spi(Spi::connect(|c| {
+            let t = c.select(
+                "SELECT \"partition\", \"offset\" FROM pipeline_kafka.offsets \
+                 WHERE consumer_id = $1 AND \"partition\" = ANY($2) FOR UPDATE",
+                None,
+                &[consumer_id.into(), parts.into()],
+            )?;
+            let mut out = BTreeMap::new();
+            for row in t {
+                if let (Some(p), Some(o)) = (row.get::<i32>(1)?, row.get::<i64>(2)?) {
+                    out.insert(p, o);
+                }
+            }
+            Ok(out)
+        }))
+    })
+}

@@ -1,0 +1,21 @@
+//! Raising SQL errors with SQLSTATEs, hints and details from the API layer.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+
+/// Raises an ERROR with the given SQLSTATE. Never returns.
+pub fn raise(code: PgSqlErrorCode, message: impl Into<String>) -> ! {
+    raise_with(code, message, None, None)
+}
+
+pub fn raise_with(code: PgSqlErrorCode, message: impl Into<String>, detail: Option<String>, hint: Option<String>) -> ! {
+    let mut r = ErrorReport::new(code, message.into(), "pipeline_ingest");
+    if let Some(d) = detail {
+        r = r.set_detail(d);
+    }
+    if let Some(h) = hint {
+        r = r.set_hint(h);
+    }
+    r.report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}

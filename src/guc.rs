@@ -1,0 +1,60 @@
+//! Settings (`pipeline_ingest.*`).
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
+
+/// Database the launcher connects to (to list databases; it shows in pg_stat_activity there).
+pub static LAUNCHER_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+/// How long SQL functions wait for a broker to answer (metadata, watermarks), in milliseconds.
+pub static BROKER_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(5000);
+/// How often the launcher looks for databases where the extension was created, in seconds.
+pub static LAUNCHER_NAPTIME_S: GucSetting<i32> = GucSetting::<i32>::new(10);
+/// How often a consumer worker checks its topic for new partitions, in seconds.
+pub static METADATA_REFRESH_S: GucSetting<i32> = GucSetting::<i32>::new(30);
+
+pub fn init() {
+    GucRegistry::define_string_guc(
+        c"pipeline_ingest.database",
+        c"Database the pipeline_ingest launcher connects to.",
+        c"The launcher lists databases from here and starts a supervisor in each that has the extension.",
+        &LAUNCHER_DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pipeline_ingest.broker_timeout",
+        c"Time limit for broker requests made by SQL functions.",
+        c"consume_begin and topic checks fail with an error when the broker does not answer in time.",
+        &BROKER_TIMEOUT_MS,
+        100,
+        600_000,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pipeline_ingest.launcher_naptime",
+        c"How often the launcher checks databases for the extension.",
+        c"",
+        &LAUNCHER_NAPTIME_S,
+        1,
+        3600,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pipeline_ingest.metadata_refresh",
+        c"How often consumers look for partitions added to their topic.",
+        c"",
+        &METADATA_REFRESH_S,
+        1,
+        3600,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    // SAFETY: called from _PG_init in the postmaster.
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"pipeline_ingest".as_ptr()) };
+}
+
+pub fn launcher_database() -> String {
+    LAUNCHER_DATABASE.get().and_then(|c| c.into_string().ok()).unwrap_or_else(|| "postgres".to_string())
+}

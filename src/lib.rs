@@ -1,0 +1,48 @@
+//! pipeline_ingest: Apache Kafka (and AWS Kinesis) into PostgreSQL tables, exactly once.
+//!
+//! Layout: `api` is the SQL surface (thin), `catalog` the typed access to the extension's tables,
+//! `worker` the launcher / per-database supervisor / consumer processes, `sources` the systems we
+//! read from behind one trait, `sink` the COPY bridge. Formats and batching are pure Rust in the
+//! `ingest-core` crate.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use pgrx::prelude::*;
+
+mod api;
+mod catalog;
+mod error;
+mod guc;
+mod shmem;
+mod sink;
+mod sources;
+mod worker;
+mod xact;
+
+pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
+
+/// Runs when the library is loaded. It must be preloaded: workers and shared memory are set up
+/// here, so loading it any other way (CREATE EXTENSION without the setting) is refused.
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    // SAFETY: plain reads of PostgreSQL globals in the postmaster / backend main thread.
+    let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
+    if !preloading {
+        pgrx::pg_sys::panic::ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "pipeline_ingest must be loaded via shared_preload_libraries",
+            "_PG_init",
+        )
+        .set_hint("Add pipeline_ingest to shared_preload_libraries in postgresql.conf and restart PostgreSQL.")
+        .report(PgLogLevel::ERROR);
+        unreachable!();
+    }
+    guc::init();
+    shmem::init();
+    // SAFETY: as above.
+    let binary_upgrade = unsafe { pg_sys::IsBinaryUpgrade };
+    if !binary_upgrade {
+        worker::launcher::register();
+    }
+}

@@ -1,0 +1,112 @@
+//! The COPY FROM bridge: feeds an in-memory buffer to `BeginCopyFrom` through a data-source
+//! callback, so triggers, defaults, constraints and partition routing behave as with COPY.
+//! Privileges are checked as `COPY` does (INSERT on the relation, as the current user); relations
+//! with row-level security enabled are refused, as `COPY FROM` refuses them.
+
+use crate::error::raise;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::cell::Cell;
+use std::ffi::{c_int, c_void, CString};
+
+thread_local! {
+    /// The buffer being fed to the running COPY: (start, length, position).
+    static FEED: Cell<(*const u8, usize, usize)> = const { Cell::new((std::ptr::null(), 0, 0)) };
+}
+
+#[pg_guard]
+extern "C-unwind" fn feed_copy(outbuf: *mut c_void, _minread: c_int, maxread: c_int) -> c_int {
+    FEED.with(|f| {
+        let (ptr, len, pos) = f.get();
+        let n = (len - pos).min(maxread.max(0) as usize);
+        if n > 0 {
+            // SAFETY: ptr..ptr+len is the caller's live buffer (see `copy_rows`); outbuf holds maxread bytes.
+            unsafe { std::ptr::copy_nonoverlapping(ptr.add(pos), outbuf.cast::<u8>(), n) };
+        }
+        f.set((ptr, len, pos + n));
+        n as c_int
+    })
+}
+
+/// COPY options as (name, value) pairs, e.g. ("format", "csv").
+pub type CopyOptionList<'a> = Vec<(&'a str, String)>;
+
+/// COPYs `data` into `relid`. `columns` = the columns named in the data, in order (None = all).
+/// Returns the number of rows COPY processed. Raises PostgreSQL errors (the caller's transaction
+/// or subtransaction takes care of them).
+pub fn copy_rows(relid: pg_sys::Oid, columns: Option<&[&str]>, options: &CopyOptionList, data: &[u8]) -> u64 {
+    let c_options: Vec<(CString, CString)> = options
+        .iter()
+        .map(|(k, v)| (CString::new(*k).expect("option name"), CString::new(v.as_str()).expect("option value has no NUL")))
+        .collect();
+    let c_columns: Option<Vec<CString>> =
+        columns.map(|cols| cols.iter().map(|c| CString::new(*c).expect("column name has no NUL")).collect());
+
+    // SAFETY: called in a transaction in the main thread; every pointer handed to PostgreSQL is
+    // palloc'd (pstrdup) or outlives the call; `data` outlives CopyFrom, and FEED is reset after.
+    unsafe {
+        let lockmode = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
+        let rel = pg_sys::table_open(relid, lockmode);
+        let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
+        let nsitem = pg_sys::addRangeTableEntryForRelation(pstate, rel, lockmode, std::ptr::null_mut(), false, false);
+        let rte = (*nsitem).p_rte;
+        (*rte).requiredPerms = pg_sys::ACL_INSERT as pg_sys::AclMode;
+
+        let tupdesc = (*rel).rd_att;
+        let natts = (*tupdesc).natts as usize;
+        let attrs = (*tupdesc).attrs.as_slice(natts);
+        for (i, att) in attrs.iter().enumerate() {
+            if att.attisdropped || att.attgenerated != 0 {
+                continue;
+            }
+            if let Some(cols) = &c_columns {
+                let name = std::ffi::CStr::from_ptr(att.attname.data.as_ptr());
+                if !cols.iter().any(|c| c.as_c_str() == name) {
+                    continue;
+                }
+            }
+            let attno = i as i32 + 1 - pg_sys::FirstLowInvalidHeapAttributeNumber;
+            (*rte).insertedCols = pg_sys::bms_add_member((*rte).insertedCols, attno);
+        }
+        pg_sys::ExecCheckRTPerms((*pstate).p_rtable, true);
+
+        if pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, false) == pg_sys::CheckEnableRlsResult::RLS_ENABLED as c_int {
+            raise(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                "row-level security is enabled on the target relation; ingestion uses COPY FROM, which does not support it",
+            );
+        }
+
+        let mut opts: *mut pg_sys::List = std::ptr::null_mut();
+        for (k, v) in &c_options {
+            let arg = pg_sys::makeString(pg_sys::pstrdup(v.as_ptr()));
+            let def = pg_sys::makeDefElem(pg_sys::pstrdup(k.as_ptr()), arg.cast(), -1);
+            opts = pg_sys::lappend(opts, def.cast());
+        }
+        let mut attnames: *mut pg_sys::List = std::ptr::null_mut();
+        if let Some(cols) = &c_columns {
+            for c in cols {
+                attnames = pg_sys::lappend(attnames, pg_sys::makeString(pg_sys::pstrdup(c.as_ptr())).cast());
+            }
+        }
+
+        FEED.with(|f| f.set((data.as_ptr(), data.len(), 0)));
+        let cstate = pg_sys::BeginCopyFrom(
+            pstate,
+            rel,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            false,
+            Some(feed_copy),
+            attnames,
+            opts,
+        );
+        let processed = pg_sys::CopyFrom(cstate);
+        pg_sys::EndCopyFrom(cstate);
+        FEED.with(|f| f.set((std::ptr::null(), 0, 0)));
+
+        pg_sys::free_parsestate(pstate);
+        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        processed
+    }
+}

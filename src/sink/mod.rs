@@ -1,0 +1,3 @@
+//! Where rows go: PostgreSQL's own COPY FROM machinery.
+
+pub mod copy;

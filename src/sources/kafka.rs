@@ -1,0 +1,282 @@
+//! Apache Kafka through librdkafka (the rdkafka crate, bundled library): client settings, topic
+//! checks for SQL functions, and the consumer `Source` used by workers (manual partition
+//! assignment from stored offsets, no group commits, bounded prefetch).
+//!
+//! librdkafka runs its own threads; everything here is called from the worker's main thread and
+//! never calls back into PostgreSQL.
+
+use super::Source;
+use ingest_core::batch::{partitions_for_worker, Batch, Limits, Message as BatchMessage};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A setting value from jsonb: strings as they are, numbers and booleans spelled out.
+fn setting_value(v: &serde_json::Value) -> Result<String, String> {
+    match v {
+        serde_json::Value::String(s) => Ok(s.clone()),
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        serde_json::Value::Bool(b) => Ok(b.to_string()),
+        other => Err(format!("setting values must be strings, numbers or booleans, not {other}")),
+    }
+}
+
+/// Settings we own: users may not override them, or exactly-once would break.
+const RESERVED: &[&str] = &["bootstrap.servers", "metadata.broker.list", "enable.auto.commit", "enable.auto.offset.store"];
+
+/// librdkafka client settings for the given brokers plus extra settings (broker entries first,
+/// then the consumer's own, which win).
+pub fn client_config(
+    brokers: &[String],
+    extra: &[&serde_json::Map<String, serde_json::Value>],
+) -> Result<ClientConfig, String> {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", brokers.join(","));
+    cfg.set("client.id", "pipeline_ingest");
+    cfg.set("enable.auto.commit", "false");
+    cfg.set("enable.auto.offset.store", "false");
+    cfg.set("enable.partition.eof", "false");
+    cfg.set("auto.offset.reset", "earliest");
+    cfg.set("log_level", "3");
+    for map in extra {
+        for (k, v) in map.iter() {
+            if RESERVED.contains(&k.as_str()) {
+                return Err(format!("setting \"{k}\" is managed by pipeline_ingest and cannot be set"));
+            }
+            cfg.set(k, setting_value(v)?);
+        }
+    }
+    Ok(cfg)
+}
+
+/// A short-lived client for SQL functions: metadata and watermarks with a time limit.
+pub struct Probe {
+    consumer: BaseConsumer,
+    timeout: Duration,
+}
+
+#[derive(Debug)]
+pub enum ProbeError {
+    /// The settings were refused by librdkafka.
+    Config(String),
+    /// The brokers did not answer in time, or answered with an error.
+    Unreachable(String),
+    /// The topic does not exist.
+    NoTopic,
+}
+
+impl Probe {
+    pub fn new(cfg: &ClientConfig, timeout: Duration) -> Result<Probe, ProbeError> {
+        let mut cfg = cfg.clone();
+        cfg.set("group.id", "pipeline_ingest_probe");
+        let consumer: BaseConsumer = cfg.create().map_err(|e| ProbeError::Config(e.to_string()))?;
+        Ok(Probe { consumer, timeout })
+    }
+
+    /// The partition ids of a topic.
+    pub fn partitions(&self, topic: &str) -> Result<Vec<i32>, ProbeError> {
+        topic_partitions(&self.consumer, topic, self.timeout)
+    }
+
+    /// (low, high) watermarks of one partition.
+    pub fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), ProbeError> {
+        self.consumer
+            .fetch_watermarks(topic, partition, self.timeout)
+            .map_err(|e| ProbeError::Unreachable(e.to_string()))
+    }
+}
+
+fn topic_partitions(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Vec<i32>, ProbeError> {
+    let md = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| ProbeError::Unreachable(e.to_string()))?;
+    let t = md.topics().iter().find(|t| t.name() == topic).ok_or(ProbeError::NoTopic)?;
+    if let Some(err) = t.error() {
+        let code = rdkafka::types::RDKafkaErrorCode::from(err);
+        return match code {
+            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition | rdkafka::types::RDKafkaErrorCode::UnknownTopic => {
+                Err(ProbeError::NoTopic)
+            }
+            other => Err(ProbeError::Unreachable(other.to_string())),
+        };
+    }
+    let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+    if ids.is_empty() {
+        return Err(ProbeError::NoTopic);
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// The consumer side of a worker: owns partitions p with p mod parallelism == index.
+pub struct KafkaSource {
+    consumer: BaseConsumer,
+    topic: String,
+    parallelism: i32,
+    index: i32,
+    /// Next offset to read per owned partition; None = no stored offset (read from the start).
+    positions: BTreeMap<i32, Option<i64>>,
+    wake_fds: [i32; 2],
+    error: Option<String>,
+    metadata_timeout: Duration,
+}
+
+impl KafkaSource {
+    pub fn new(
+        cfg: &ClientConfig,
+        topic: &str,
+        parallelism: i32,
+        index: i32,
+        stored: &BTreeMap<i32, i64>,
+        max_bytes: usize,
+    ) -> Result<KafkaSource, String> {
+        let mut cfg = cfg.clone();
+        // Prefetch bounded by the batch size in bytes (librdkafka's default is 64 MB per partition).
+        let kbytes = (max_bytes / 1024).clamp(1024, 2_097_151);
+        cfg.set("queued.max.messages.kbytes", kbytes.to_string());
+        if cfg.get("group.id").is_none() {
+            cfg.set("group.id", "pipeline_ingest");
+        }
+        let consumer: BaseConsumer = cfg.create().map_err(|e| format!("could not create Kafka consumer: {e}"))?;
+        let mut fds = [-1i32; 2];
+        // SAFETY: pipe2 fills the two-element array on success.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        if rc != 0 {
+            return Err(format!("could not create a wakeup pipe: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: the client pointer is valid while `consumer` lives; the queue handle is released
+        // right after enabling the event (librdkafka keeps the setting on the queue itself).
+        unsafe {
+            let rk = consumer.client().native_ptr();
+            let q = rdkafka_sys::rd_kafka_queue_get_consumer(rk);
+            if !q.is_null() {
+                rdkafka_sys::rd_kafka_queue_io_event_enable(q, fds[1], b"1".as_ptr().cast(), 1);
+                rdkafka_sys::rd_kafka_queue_destroy(q);
+            }
+        }
+        let mut src = KafkaSource {
+            consumer,
+            topic: topic.to_string(),
+            parallelism,
+            index,
+            positions: BTreeMap::new(),
+            wake_fds: fds,
+            error: None,
+            metadata_timeout: Duration::from_secs(5),
+        };
+        src.positions = stored.iter().map(|(p, o)| (*p, Some(*o))).collect();
+        src.positions.retain(|p, _| p.rem_euclid(parallelism.max(1)) == index);
+        src.reassign(None)?;
+        Ok(src)
+    }
+
+    /// Assigns the owned partitions at their positions. With `known`, the partition list is taken
+    /// from there instead of asking the broker.
+    fn reassign(&mut self, known: Option<Vec<i32>>) -> Result<(), String> {
+        let all = match known {
+            Some(k) => k,
+            None => match topic_partitions(&self.consumer, &self.topic, self.metadata_timeout) {
+                Ok(p) => p,
+                Err(ProbeError::NoTopic) => return Err(format!("topic \"{}\" does not exist", self.topic)),
+                Err(ProbeError::Unreachable(e)) | Err(ProbeError::Config(e)) => {
+                    return Err(format!("could not get metadata of topic \"{}\": {e}", self.topic))
+                }
+            },
+        };
+        let mine = partitions_for_worker(&all, self.parallelism, self.index);
+        for p in &mine {
+            self.positions.entry(*p).or_insert(None);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in &mine {
+            let off = match self.positions[p] {
+                Some(o) => Offset::Offset(o),
+                None => Offset::Beginning,
+            };
+            tpl.add_partition_offset(&self.topic, *p, off).map_err(|e| e.to_string())?;
+        }
+        self.consumer.assign(&tpl).map_err(|e| format!("could not assign partitions: {e}"))?;
+        Ok(())
+    }
+
+    pub fn assigned(&self) -> Vec<i32> {
+        self.positions.keys().copied().collect()
+    }
+
+    /// Positions as stored: what the catalog must hold before the next batch commits.
+    pub fn positions(&self) -> &BTreeMap<i32, Option<i64>> {
+        &self.positions
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        for fd in self.wake_fds {
+            if fd >= 0 {
+                // SAFETY: closing descriptors this struct created and owns.
+                unsafe { libc::close(fd) };
+            }
+        }
+    }
+}
+
+impl Source for KafkaSource {
+    fn fill(&mut self, batch: &mut Batch, limits: &Limits) -> usize {
+        let mut added = 0;
+        while !batch.is_full(limits) {
+            match self.consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(m)) => {
+                    batch.push(BatchMessage {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: m.payload().map(<[u8]>::to_vec),
+                    });
+                    added += 1;
+                }
+                Some(Err(e)) => {
+                    self.error = Some(format!("Kafka: {e}"));
+                }
+            }
+        }
+        added
+    }
+
+    fn wait_fd(&self) -> Option<i32> {
+        Some(self.wake_fds[0])
+    }
+
+    fn drain_wakeups(&mut self) {
+        let mut buf = [0u8; 64];
+        // SAFETY: reads into a local buffer from the non-blocking pipe this struct owns.
+        while unsafe { libc::read(self.wake_fds[0], buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+    }
+
+    fn take_error(&mut self) -> Option<String> {
+        self.error.take()
+    }
+
+    fn maintain(&mut self) -> Result<(), String> {
+        let all = match topic_partitions(&self.consumer, &self.topic, self.metadata_timeout) {
+            Ok(p) => p,
+            Err(ProbeError::NoTopic) => return Err(format!("topic \"{}\" does not exist", self.topic)),
+            Err(ProbeError::Unreachable(e)) | Err(ProbeError::Config(e)) => {
+                return Err(format!("could not get metadata of topic \"{}\": {e}", self.topic))
+            }
+        };
+        let mine = partitions_for_worker(&all, self.parallelism, self.index);
+        if mine.iter().any(|p| !self.positions.contains_key(p)) {
+            pgrx::log!("pipeline_kafka: topic \"{}\" has new partitions, now reading {:?}", self.topic, mine);
+            self.reassign(Some(all))?;
+        }
+        Ok(())
+    }
+
+    fn committed(&mut self, next: &BTreeMap<i32, i64>) {
+        for (p, o) in next {
+            self.positions.insert(*p, Some(*o));
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! Where messages come from. A worker's pipeline (poll -> batch -> COPY -> checkpoint) is the same
+//! for every system; what differs (connecting, assigning partitions or shards, polling) lives
+//! behind `Source`.
+
+pub mod kafka;
+
+use ingest_core::batch::{Batch, Limits};
+
+pub trait Source {
+    /// Moves messages that are already available into `batch` without waiting, until the batch
+    /// is full or none are left. Returns how many were added.
+    fn fill(&mut self, batch: &mut Batch, limits: &Limits) -> usize;
+
+    /// A file descriptor that becomes readable when messages may be available, for latch waits.
+    fn wait_fd(&self) -> Option<i32>;
+
+    /// Drains whatever made `wait_fd` readable.
+    fn drain_wakeups(&mut self);
+
+    /// The latest client-side error (connection lost, topic gone), taken once.
+    fn take_error(&mut self) -> Option<String>;
+
+    /// Periodic upkeep between batches, e.g. taking on partitions added to the topic.
+    fn maintain(&mut self) -> Result<(), String>;
+
+    /// Called after a batch committed, with the next position of each partition it touched.
+    fn committed(&mut self, next: &std::collections::BTreeMap<i32, i64>);
+}

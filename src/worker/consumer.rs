@@ -1,0 +1,352 @@
+//! A consumer worker: poll -> batch -> COPY -> checkpoint, one batch per transaction.
+//!
+//! The rows of a batch and the next offsets of its partitions commit together, so a crash at
+//! any moment replays exactly the uncommitted batch. Before writing, the batch transaction locks
+//! the consumer row (its generation must be ours) and the offset rows (they must be where this
+//! worker believes they are): a second worker on the same partitions, or a rewind by
+//! `consume_begin`, makes the batch roll back and this worker exit instead of duplicating rows.
+//! A failed batch is rolled back, its error recorded in `pipeline_kafka.consumers.last_error`,
+//! and retried with backoff; offsets never move past rows that were not inserted.
+
+use super::{reload_config_if_requested, shutdown_requested, wait};
+use crate::catalog::kafka::{self as cat, Consumer};
+use crate::error::raise;
+use crate::sink::copy::{copy_rows, CopyOptionList};
+use crate::sources::kafka::{client_config, KafkaSource};
+use crate::sources::Source;
+use crate::xact::{in_transaction, PgError};
+use ingest_core::backoff::Backoff;
+use ingest_core::batch::{Batch, Limits};
+use ingest_core::format::{append_message, CopyOptions, Format};
+use ingest_core::json::JsonRowEncoder;
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::prelude::*;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+struct WorkerArgs {
+    dboid: pg_sys::Oid,
+    consumer: i32,
+    index: i32,
+    generation: i64,
+}
+
+fn parse_extra(extra: &str) -> Option<WorkerArgs> {
+    let mut it = extra.split_whitespace();
+    Some(WorkerArgs {
+        dboid: pg_sys::Oid::from(it.next()?.parse::<u32>().ok()?),
+        consumer: it.next()?.parse().ok()?,
+        index: it.next()?.parse().ok()?,
+        generation: it.next()?.parse().ok()?,
+    })
+}
+
+/// One COPY of a batch: the columns named (None = all) and text/csv data.
+struct CopyJob {
+    columns: Option<Vec<String>>,
+    data: Vec<u8>,
+    rows: usize,
+}
+
+/// Why a batch did not commit.
+enum BatchError {
+    /// The consumer was changed or stopped, or another worker moved the offsets: exit.
+    Superseded(String),
+    /// Anything else: roll back, record, back off, retry.
+    Failed(PgError),
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pipeline_kafka_worker_main(_arg: pg_sys::Datum) {
+    super::setup_signals();
+    let args = parse_extra(BackgroundWorker::get_extra()).expect("worker extra: dboid consumer index generation");
+    // Connected as the bootstrap superuser for catalog access; rows are written as the owner.
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(args.dboid), None);
+
+    let loaded = in_transaction(|| {
+        if !crate::catalog::extension_exists() {
+            return None;
+        }
+        let c = cat::consumer(args.consumer)?;
+        let (brokers, broker_config) = cat::brokers();
+        let stored = cat::stored_offsets(args.consumer);
+        Some((c, brokers, broker_config, stored))
+    });
+    let (consumer, brokers, broker_config, stored) = match loaded {
+        Ok(Some(v)) => v,
+        Ok(None) => return,
+        Err(e) => {
+            warning!("pipeline_kafka consumer {}: could not load its settings: {e}", args.consumer);
+            return;
+        }
+    };
+    if !consumer.enabled || consumer.generation != args.generation {
+        return;
+    }
+    let mut worker = match Worker::new(args, consumer, brokers, broker_config, stored) {
+        Some(w) => w,
+        None => return,
+    };
+    worker.run();
+}
+
+struct Worker {
+    args: WorkerArgs,
+    consumer: Consumer,
+    opts: CopyOptions,
+    limits: Limits,
+    source: KafkaSource,
+    error_shown: Option<String>,
+    error_recorded_at: Option<Instant>,
+}
+
+impl Worker {
+    fn new(
+        args: WorkerArgs,
+        consumer: Consumer,
+        brokers: Vec<String>,
+        broker_config: serde_json::Map<String, serde_json::Value>,
+        stored: BTreeMap<i32, i64>,
+    ) -> Option<Worker> {
+        let opts = match CopyOptions::new(&consumer.format, consumer.delimiter.clone(), consumer.quote.clone(), consumer.escape.clone()) {
+            Ok(o) => o,
+            Err(e) => {
+                record_error(consumer.id, &format!("invalid format options: {e}"));
+                return None;
+            }
+        };
+        let limits = Limits {
+            max_messages: consumer.batchsize.max(1) as usize,
+            max_bytes: consumer.maxbytes.max(1) as usize,
+            max_wait: Duration::from_millis(consumer.timeout.max(1) as u64),
+        };
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        let source = loop {
+            let made = client_config(&brokers, &[&broker_config, &consumer.config]).and_then(|mut cfg| {
+                if let Some(g) = &consumer.group_id {
+                    cfg.set("group.id", g);
+                }
+                KafkaSource::new(&cfg, &consumer.topic, consumer.parallelism, args.index, &stored, limits.max_bytes)
+            });
+            match made {
+                Ok(s) => break s,
+                Err(e) => {
+                    warning!("pipeline_kafka consumer {}: {e}", consumer.id);
+                    record_error(consumer.id, &e);
+                    wait(backoff.next_delay(), None);
+                    if shutdown_requested() {
+                        return None;
+                    }
+                }
+            }
+        };
+        log!(
+            "pipeline_kafka consumer {} worker {} started: topic \"{}\", partitions {:?}",
+            consumer.id,
+            args.index,
+            consumer.topic,
+            source.assigned()
+        );
+        Some(Worker { args, consumer, opts, limits, source, error_shown: None, error_recorded_at: None })
+    }
+
+    fn run(&mut self) {
+        let mut batch = Batch::default();
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let refresh = Duration::from_secs(crate::guc::METADATA_REFRESH_S.get().max(1) as u64);
+        let mut last_refresh = Instant::now();
+        while !shutdown_requested() {
+            reload_config_if_requested();
+            if !batch.is_full(&self.limits) {
+                self.source.fill(&mut batch, &self.limits);
+            }
+            if let Some(e) = self.source.take_error() {
+                self.show_error(&e);
+            }
+            let now = Instant::now();
+            let due = !batch.is_empty() && (batch.is_full(&self.limits) || batch.time_left(&self.limits, now) == Some(Duration::ZERO));
+            if due {
+                match self.flush(&batch) {
+                    Ok(()) => {
+                        self.source.committed(&batch.next_offsets());
+                        batch.clear();
+                        backoff.reset();
+                    }
+                    Err(BatchError::Superseded(why)) => {
+                        log!("pipeline_kafka consumer {} worker {} stops: {why}", self.consumer.id, self.args.index);
+                        return;
+                    }
+                    Err(BatchError::Failed(e)) => {
+                        let delay = backoff.next_delay();
+                        let msg = format!("batch of {} messages failed: {e}", batch.len());
+                        warning!(
+                            "pipeline_kafka consumer {} ({} -> relation {}): {msg}; retrying in {} ms",
+                            self.consumer.id,
+                            self.consumer.topic,
+                            self.consumer.relid.to_u32(),
+                            delay.as_millis()
+                        );
+                        self.error_shown = None;
+                        self.show_error(&msg);
+                        wait(delay, None);
+                    }
+                }
+                continue;
+            }
+            if batch.is_empty() && last_refresh.elapsed() >= refresh {
+                last_refresh = Instant::now();
+                if let Err(e) = self.source.maintain() {
+                    self.show_error(&e);
+                }
+            }
+            let timeout = batch.time_left(&self.limits, now).unwrap_or(Duration::from_secs(1));
+            wait(timeout, self.source.wait_fd());
+            self.source.drain_wakeups();
+        }
+    }
+
+    /// Logs and records an error once per distinct message (and again after a minute).
+    fn show_error(&mut self, e: &str) {
+        let fresh = self.error_shown.as_deref() != Some(e) || self.error_recorded_at.is_none_or(|t| t.elapsed() > Duration::from_secs(60));
+        if fresh {
+            if self.error_shown.as_deref() != Some(e) {
+                warning!("pipeline_kafka consumer {}: {e}", self.consumer.id);
+            }
+            record_error(self.consumer.id, e);
+            self.error_shown = Some(e.to_string());
+            self.error_recorded_at = Some(Instant::now());
+        }
+    }
+
+    fn flush(&mut self, batch: &Batch) -> Result<(), BatchError> {
+        let consumer = &self.consumer;
+        let generation = self.args.generation;
+        let opts = &self.opts;
+        let positions = self.source.positions().clone();
+        let next = batch.next_offsets();
+        let clear_error = self.error_shown.is_some();
+        let result = in_transaction(|| {
+            match cat::lock_consumer(consumer.id) {
+                Some(g) if g == generation => {}
+                _ => return Err("the consumer was stopped or changed".to_string()),
+            }
+            let parts: Vec<i32> = next.keys().copied().collect();
+            let stored = cat::lock_offsets(consumer.id, &parts);
+            for p in &parts {
+                let believed = positions.get(p).copied().flatten();
+                if stored.get(p).copied() != believed {
+                    return Err(format!(
+                        "the stored offset of partition {p} is {:?}, not {:?}: another worker or a rewind moved it",
+                        stored.get(p),
+                        believed
+                    ));
+                }
+            }
+            let columns = if opts.format == Format::Json { crate::catalog::insertable_columns(consumer.relid) } else { Vec::new() };
+            let jobs = plan_copies(batch, opts, &columns, &consumer.topic);
+            let copy_options = copy_options(opts);
+            crate::xact::as_role(consumer.owner, || {
+                for job in &jobs {
+                    let cols: Option<Vec<&str>> = job.columns.as_ref().map(|c| c.iter().map(String::as_str).collect());
+                    let n = copy_rows(consumer.relid, cols.as_deref(), &copy_options, &job.data);
+                    if n as usize != job.rows && opts.format != Format::Csv {
+                        raise(
+                            PgSqlErrorCode::ERRCODE_BAD_COPY_FILE_FORMAT,
+                            format!("COPY took {n} rows where the batch holds {}", job.rows),
+                        );
+                    }
+                }
+            });
+            cat::save_offsets(consumer.id, &next);
+            if clear_error {
+                cat::set_last_error(consumer.id, None);
+            }
+            Ok(())
+        });
+        match result {
+            Ok(Ok(())) => {
+                self.error_shown = None;
+                Ok(())
+            }
+            Ok(Err(why)) => Err(BatchError::Superseded(why)),
+            Err(e) => Err(BatchError::Failed(e)),
+        }
+    }
+}
+
+/// Turns a batch into COPY input. A message that cannot become whole rows raises an ERROR naming
+/// its partition and offset (the batch then rolls back).
+fn plan_copies(batch: &Batch, opts: &CopyOptions, columns: &[String], topic: &str) -> Vec<CopyJob> {
+    let bad = |m: &ingest_core::batch::Message, e: &dyn std::fmt::Display| -> ! {
+        raise(
+            PgSqlErrorCode::ERRCODE_BAD_COPY_FILE_FORMAT,
+            format!("message at offset {} of partition {} of topic \"{topic}\": {e}", m.offset, m.partition),
+        )
+    };
+    match opts.format {
+        Format::Json => {
+            let mut enc = JsonRowEncoder::default();
+            for m in &batch.messages {
+                if let Some(p) = &m.payload {
+                    if let Err(e) = enc.push_message(p, columns) {
+                        bad(m, &e);
+                    }
+                }
+            }
+            enc.groups
+                .into_iter()
+                .map(|g| CopyJob {
+                    columns: Some(g.columns.iter().map(|i| columns[*i].clone()).collect()),
+                    data: g.data,
+                    rows: g.rows,
+                })
+                .collect()
+        }
+        Format::Text | Format::Csv => {
+            let mut data = Vec::with_capacity(batch.bytes() + batch.len());
+            let mut rows = 0;
+            for m in &batch.messages {
+                if let Some(p) = &m.payload {
+                    match opts.check_message(p) {
+                        Ok(n) => rows += n,
+                        Err(e) => bad(m, &e),
+                    }
+                    append_message(&mut data, p);
+                }
+            }
+            if rows == 0 {
+                Vec::new()
+            } else {
+                vec![CopyJob { columns: None, data, rows }]
+            }
+        }
+    }
+}
+
+fn copy_options(opts: &CopyOptions) -> CopyOptionList<'static> {
+    let mut o: CopyOptionList = vec![("encoding", "UTF8".to_string())];
+    match opts.format {
+        Format::Json => o.push(("format", "text".to_string())),
+        f => {
+            o.push(("format", f.name().to_string()));
+            if let Some(d) = &opts.delimiter {
+                o.push(("delimiter", d.clone()));
+            }
+            if let Some(q) = &opts.quote {
+                o.push(("quote", q.clone()));
+            }
+            if let Some(e) = &opts.escape {
+                o.push(("escape", e.clone()));
+            }
+        }
+    }
+    o
+}
+
+/// Records the error in the catalog in its own transaction (the batch's was rolled back).
+fn record_error(consumer_id: i32, e: &str) {
+    if let Err(err) = in_transaction(|| cat::set_last_error(consumer_id, Some(e))) {
+        warning!("pipeline_kafka consumer {consumer_id}: could not record its error: {err}");
+    }
+}

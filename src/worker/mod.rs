@@ -1,0 +1,147 @@
+//! Background processes. The launcher (one per cluster, registered at preload) starts a
+//! supervisor in every database that has the extension; a supervisor starts one consumer worker
+//! per (consumer, worker index) and converges them to the catalog; consumer workers run the
+//! poll -> batch -> COPY -> checkpoint pipeline.
+
+pub mod consumer;
+pub mod launcher;
+pub mod supervisor;
+
+use pgrx::bgworkers::BackgroundWorkerBuilder;
+use pgrx::pg_sys;
+use std::time::Duration;
+
+pub const LIBRARY: &str = "pipeline_ingest";
+
+/// Flag-setting handlers, as PostgreSQL's SignalHandlerForConfigReload / ...ShutdownRequest:
+/// SIGHUP -> reload at the next pass, SIGTERM -> stop at the next pass. They set a flag and the
+/// latch, nothing else.
+pub fn setup_signals() {
+    // SAFETY: installing handlers at worker start, then unblocking signals.
+    unsafe {
+        pg_sys::pqsignal(libc::SIGHUP, Some(on_sighup));
+        pg_sys::pqsignal(libc::SIGTERM, Some(on_sigterm));
+        pg_sys::BackgroundWorkerUnblockSignals();
+    }
+}
+
+unsafe extern "C-unwind" fn on_sighup(_sig: std::ffi::c_int) {
+    let saved = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    // SAFETY: sig_atomic_t flag write and SetLatch, both async-signal-safe in PostgreSQL.
+    unsafe {
+        std::ptr::write_volatile(&raw mut pg_sys::ConfigReloadPending, 1);
+        pg_sys::SetLatch(pg_sys::MyLatch);
+        *libc::__errno_location() = saved;
+    }
+}
+
+unsafe extern "C-unwind" fn on_sigterm(_sig: std::ffi::c_int) {
+    let saved = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    // SAFETY: as in on_sighup.
+    unsafe {
+        std::ptr::write_volatile(&raw mut pg_sys::ShutdownRequestPending, 1);
+        pg_sys::SetLatch(pg_sys::MyLatch);
+        *libc::__errno_location() = saved;
+    }
+}
+
+pub fn shutdown_requested() -> bool {
+    // SAFETY: reads a sig_atomic_t flag set by the handler.
+    unsafe { std::ptr::read_volatile(&raw const pg_sys::ShutdownRequestPending) != 0 }
+}
+
+/// Reloads postgresql.conf when SIGHUP arrived.
+pub fn reload_config_if_requested() {
+    // SAFETY: flag read/reset and config reload in the main thread, outside a transaction.
+    unsafe {
+        if std::ptr::read_volatile(&raw const pg_sys::ConfigReloadPending) != 0 {
+            std::ptr::write_volatile(&raw mut pg_sys::ConfigReloadPending, 0);
+            pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
+        }
+    }
+}
+
+/// Waits on the latch (and `fd` when given) for at most `timeout`. Exits the process if the
+/// postmaster dies. Returns true when `fd` became readable.
+pub fn wait(timeout: Duration, fd: Option<i32>) -> bool {
+    let mut events = pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH;
+    if fd.is_some() {
+        events |= pg_sys::WL_SOCKET_READABLE;
+    }
+    let ms = timeout.as_millis().min(i64::MAX as u128) as std::ffi::c_long;
+    // SAFETY: MyLatch is this process's latch; the fd (if any) is owned by the caller and open.
+    let rc = unsafe {
+        let rc = pg_sys::WaitLatchOrSocket(pg_sys::MyLatch, events as i32, fd.unwrap_or(-1), ms, pg_sys::PG_WAIT_EXTENSION);
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+        rc
+    };
+    pg_sys::check_for_interrupts!();
+    rc & pg_sys::WL_SOCKET_READABLE as i32 != 0
+}
+
+pub fn my_pid() -> i32 {
+    // SAFETY: plain global read.
+    unsafe { pg_sys::MyProcPid }
+}
+
+/// A dynamic worker started by this process; dropping it does not stop it.
+pub struct Handle(*mut pg_sys::BackgroundWorkerHandle);
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Status {
+    Starting,
+    Running(i32),
+    Stopped,
+}
+
+impl Handle {
+    /// Starts a dynamic worker that notifies this process when it starts or stops.
+    pub fn start(name: &str, kind: &str, function: &str, extra: &str) -> Option<Handle> {
+        let builder = BackgroundWorkerBuilder::new(name)
+            .set_type(kind)
+            .set_library(LIBRARY)
+            .set_function(function)
+            .enable_spi_access()
+            .set_start_time(pgrx::bgworkers::BgWorkerStartTime::RecoveryFinished)
+            .set_extra(extra)
+            .set_notify_pid(my_pid());
+        let mut bgw: pg_sys::BackgroundWorker = (&builder).into();
+        let mut handle: *mut pg_sys::BackgroundWorkerHandle = std::ptr::null_mut();
+        // SAFETY: the handle is allocated in TopMemoryContext so it survives transactions.
+        let ok = unsafe {
+            let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
+            let ok = pg_sys::RegisterDynamicBackgroundWorker(&mut bgw, &mut handle);
+            pg_sys::MemoryContextSwitchTo(old);
+            ok
+        };
+        if ok && !handle.is_null() {
+            Some(Handle(handle))
+        } else {
+            None
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        let mut pid: pg_sys::pid_t = 0;
+        // SAFETY: the handle came from RegisterDynamicBackgroundWorker and is still allocated.
+        let st = unsafe { pg_sys::GetBackgroundWorkerPid(self.0, &mut pid) };
+        match st {
+            pg_sys::BgwHandleStatus::BGWH_STARTED => Status::Running(pid),
+            pg_sys::BgwHandleStatus::BGWH_NOT_YET_STARTED => Status::Starting,
+            _ => Status::Stopped,
+        }
+    }
+
+    /// Asks the worker to stop (SIGTERM); it finishes or abandons its current batch.
+    pub fn terminate(&self) {
+        // SAFETY: as in `status`.
+        unsafe { pg_sys::TerminateBackgroundWorker(self.0) };
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: frees the palloc'd handle; the worker itself is unaffected.
+        unsafe { pg_sys::pfree(self.0.cast()) };
+    }
+}

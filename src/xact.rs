@@ -1,0 +1,113 @@
+//! Transactions and roles in background workers: run a closure in its own transaction and get
+//! PostgreSQL errors back as values (the transaction rolled back), and act on the catalog as the
+//! bootstrap superuser while the rest of the work runs as the consumer's owner.
+
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+
+/// A PostgreSQL error caught in a worker, after its transaction was rolled back.
+#[derive(Debug, Clone)]
+pub struct PgError {
+    pub sqlstate: String,
+    pub message: String,
+    pub detail: Option<String>,
+}
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.message)?;
+        if let Some(d) = &self.detail {
+            write!(f, " ({d})")?;
+        }
+        write!(f, " [SQLSTATE {}]", self.sqlstate)
+    }
+}
+
+fn sqlstate_text(code: PgSqlErrorCode) -> String {
+    let mut n = code as i32;
+    let mut s = String::with_capacity(5);
+    for _ in 0..5 {
+        s.push((((n & 0x3f) as u8) + b'0') as char);
+        n >>= 6;
+    }
+    s
+}
+
+impl From<CaughtError> for PgError {
+    fn from(e: CaughtError) -> Self {
+        match e {
+            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) | CaughtError::RustPanic { ereport: r, .. } => {
+                PgError {
+                    sqlstate: sqlstate_text(r.sql_error_code()),
+                    message: r.message().to_string(),
+                    detail: r.detail().map(str::to_string),
+                }
+            }
+        }
+    }
+}
+
+/// Runs `f` in a new transaction and commits it. Any ERROR (raised by `f` or by the commit) rolls
+/// the transaction back and is returned.
+pub fn in_transaction<R>(f: impl FnOnce() -> R) -> Result<R, PgError> {
+    let f = std::panic::AssertUnwindSafe(f);
+    // SAFETY: worker main thread, outside any transaction.
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let result = PgTryBuilder::new(move || {
+        let f = f;
+        let r = (f.0)();
+        // SAFETY: the snapshot pushed above is still the active one; committing ends the transaction.
+        unsafe {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommitTransactionCommand();
+        }
+        Ok(r)
+    })
+    .catch_others(|e| Err(PgError::from(e)))
+    .execute();
+    if result.is_err() {
+        // SAFETY: rolls back whatever state the failed transaction (or commit) left.
+        unsafe { pg_sys::AbortCurrentTransaction() };
+    }
+    result
+}
+
+/// Runs `f` as the bootstrap superuser (catalog writes from a worker acting as a plain role).
+/// On ERROR the transaction's abort restores the previous user.
+pub fn as_superuser<R>(f: impl FnOnce() -> R) -> R {
+    let mut uid = pg_sys::Oid::INVALID;
+    let mut ctx: i32 = 0;
+    // SAFETY: reads and sets the current user id of this backend, restored below.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut uid, &mut ctx);
+        pg_sys::SetUserIdAndSecContext(
+            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
+            ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+    }
+    let r = f();
+    // SAFETY: restores what was read above.
+    unsafe { pg_sys::SetUserIdAndSecContext(uid, ctx) };
+    r
+}
+
+/// Runs `f` as `role` (privileges, row-level security and triggers apply as for that role).
+/// SECURITY_LOCAL_USERID_CHANGE forbids SET ROLE / SET SESSION AUTHORIZATION inside.
+pub fn as_role<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
+    let mut uid = pg_sys::Oid::INVALID;
+    let mut ctx: i32 = 0;
+    // SAFETY: as in `as_superuser`.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut uid, &mut ctx);
+        pg_sys::SetUserIdAndSecContext(role, ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
+    }
+    let r = f();
+    // SAFETY: restores what was read above.
+    unsafe { pg_sys::SetUserIdAndSecContext(uid, ctx) };
+    r
+}
