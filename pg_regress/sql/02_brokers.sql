@@ -1,0 +1,38 @@
+-- add_broker / remove_broker: validation and SQLSTATEs.
+CREATE FUNCTION pg_temp.try(sql text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  EXECUTE sql;
+  RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+  RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
+
+SELECT pg_temp.try($$SELECT pipeline_kafka.add_broker('127.0.0.1:29092')$$);
+SELECT pg_temp.try($$SELECT pipeline_kafka.add_broker('kafka-1.example.com')$$);
+SELECT pg_temp.try($$SELECT pipeline_kafka.add_broker('[::1]:9093')$$);
+SELECT host, config FROM pipeline_kafka.brokers ORDER BY host;
+
+-- duplicates, malformed addresses, unknown brokers
+SELECT pg_temp.try($$SELECT pipeline_kafka.add_broker('127.0.0.1:29092')$$);
+SELECT pg_temp.try($$SELECT pipeline_kafka.add_broker('')$$);
+SELECT pg_temp.try($$SELECT pipeline_kafka.add_broker('host:0')$$);
+SELECT pg_temp.try($$SELECT pipeline_kafka.add_broker('host:99999')$$);
+SELECT pg_temp.try($$SELECT pipeline_kafka.add_broker('host:port')$$);
+SELECT pg_temp.try($$SELECT pipeline_kafka.add_broker(':9092')$$);
+SELECT pg_temp.try($$SELECT pipeline_kafka.add_broker('a:1,b:2')$$);
+SELECT pg_temp.try($$SELECT pipeline_kafka.add_broker('two words')$$);
+SELECT pg_temp.try($$SELECT pipeline_kafka.add_broker(NULL)$$);
+SELECT pg_temp.try($$SELECT pipeline_kafka.remove_broker('nope:9092')$$);
+
+SELECT pg_temp.try($$SELECT pipeline_kafka.remove_broker('kafka-1.example.com')$$);
+SELECT pg_temp.try($$SELECT pipeline_kafka.remove_broker('[::1]:9093')$$);
+SELECT host FROM pipeline_kafka.brokers ORDER BY host;
+
+-- a rolled-back add_broker leaves nothing
+BEGIN;
+SELECT pipeline_kafka.add_broker('rolled.back:9092');
+ROLLBACK;
+SELECT count(*) AS rolled_back_brokers FROM pipeline_kafka.brokers WHERE host = 'rolled.back:9092';
+
+SELECT pg_temp.try($$SELECT pipeline_kafka.remove_broker('127.0.0.1:29092')$$);
+SELECT count(*) AS brokers_left FROM pipeline_kafka.brokers;
