@@ -43,6 +43,26 @@ CREATE TABLE pipeline_kafka.offsets (
     PRIMARY KEY (consumer_id, "partition")
 );
 
+-- Transactional outbox: produce_message and emit_tuple write here in the caller's transaction;
+-- the database's producer worker sends committed rows and deletes them once the broker acked.
+CREATE TABLE pipeline_kafka.outbox (
+    id          bigserial PRIMARY KEY,
+    topic       text NOT NULL CHECK (topic <> ''),
+    "partition" integer CHECK ("partition" >= 0),
+    key         bytea,
+    message     bytea,
+    headers     jsonb CHECK (headers IS NULL OR jsonb_typeof(headers) = 'object'),
+    "timestamp" timestamptz,
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- Last delivery error per topic, written by the producer worker, cleared on the next success.
+CREATE TABLE pipeline_kafka.producer_errors (
+    topic         text PRIMARY KEY,
+    last_error    text NOT NULL,
+    last_error_at timestamptz NOT NULL DEFAULT now()
+);
+
 CREATE TABLE pipeline_kinesis.endpoints (
     name     text PRIMARY KEY CHECK (name <> ''),
     region   text NOT NULL CHECK (region <> ''),
@@ -79,14 +99,31 @@ CREATE TABLE pipeline_kinesis.seqnums (
     PRIMARY KEY (consumer_id, shard_id)
 );
 
--- Catalog rows are written only through the extension's functions; everyone may read them.
+-- Pending messages per topic: how many, the oldest, and the last delivery error.
+CREATE VIEW pipeline_kafka.outbox_status AS
+SELECT t.topic,
+       coalesce(o.pending, 0) AS pending,
+       o.oldest,
+       clock_timestamp() - o.oldest AS oldest_age,
+       e.last_error,
+       e.last_error_at
+FROM (SELECT topic FROM pipeline_kafka.outbox UNION SELECT topic FROM pipeline_kafka.producer_errors) AS t
+LEFT JOIN (SELECT topic, count(*) AS pending, min(created_at) AS oldest
+           FROM pipeline_kafka.outbox GROUP BY topic) AS o USING (topic)
+LEFT JOIN pipeline_kafka.producer_errors AS e USING (topic);
+
+-- Catalog rows are written only through the extension's functions; everyone may read them,
+-- except the outbox, whose message contents are for superusers (its status view is public).
 REVOKE ALL ON ALL TABLES IN SCHEMA pipeline_kafka, pipeline_kinesis FROM PUBLIC;
 GRANT SELECT ON ALL TABLES IN SCHEMA pipeline_kafka, pipeline_kinesis TO PUBLIC;
+REVOKE SELECT ON pipeline_kafka.outbox FROM PUBLIC;
 
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.brokers', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.consumers', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.consumers_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.offsets', '');
+SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.outbox_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.endpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.consumers', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.consumers_id_seq', '');

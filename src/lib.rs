@@ -12,6 +12,7 @@ mod api;
 mod catalog;
 mod error;
 mod guc;
+mod produce;
 mod shmem;
 mod sink;
 mod sources;

@@ -12,6 +12,7 @@ pub const MAX_DATABASES: usize = 128;
 pub struct DbSlot {
     pub dboid: u32,
     pub supervisor_pid: i32,
+    pub producer_pid: i32,
     pub wake: bool,
 }
 
@@ -106,7 +107,23 @@ pub fn set_supervisor(dboid: pg_sys::Oid, pid: i32) {
         }
     } else if pid != 0 {
         if let Some(s) = reg.slots.iter_mut().find(|s| s.dboid == 0) {
-            *s = DbSlot { dboid, supervisor_pid: pid, wake: false };
+            *s = DbSlot { dboid, supervisor_pid: pid, producer_pid: 0, wake: false };
         }
     }
+}
+
+/// Records (or, with pid 0, clears) the producer worker of a database.
+pub fn set_producer(dboid: pg_sys::Oid, pid: i32) {
+    let dboid = dboid.to_u32();
+    let mut reg = REGISTRY.exclusive();
+    if let Some(s) = reg.slots.iter_mut().find(|s| s.dboid == dboid) {
+        s.producer_pid = pid;
+    }
+}
+
+/// Wakes the producer worker of a database (committed outbox rows are waiting).
+pub fn wake_producer(dboid: pg_sys::Oid) {
+    let dboid = dboid.to_u32();
+    let pid = REGISTRY.share().slots.iter().find(|s| s.dboid == dboid).map_or(0, |s| s.producer_pid);
+    signal(pid);
 }

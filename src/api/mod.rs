@@ -2,6 +2,7 @@
 
 pub mod kafka;
 pub mod kinesis;
+pub mod produce;
 
 use pgrx::prelude::*;
 use pgrx::{register_xact_callback, PgXactCallbackEvent};

@@ -52,6 +52,29 @@ pub fn client_config(
     Ok(cfg)
 }
 
+/// librdkafka producer settings: the brokers, idempotence (no duplicates from retries, order
+/// kept per partition), then the broker entries' extra settings.
+pub fn producer_config(
+    brokers: &[String],
+    extra: &[&serde_json::Map<String, serde_json::Value>],
+) -> Result<ClientConfig, String> {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", brokers.join(","));
+    cfg.set("client.id", "pipeline_ingest");
+    cfg.set("enable.idempotence", "true");
+    cfg.set("linger.ms", "5");
+    cfg.set("log_level", "3");
+    for map in extra {
+        for (k, v) in map.iter() {
+            if RESERVED.contains(&k.as_str()) {
+                return Err(format!("setting \"{k}\" is managed by pipeline_ingest and cannot be set"));
+            }
+            cfg.set(k, setting_value(v)?);
+        }
+    }
+    Ok(cfg)
+}
+
 /// A short-lived client for SQL functions: metadata and watermarks with a time limit.
 pub struct Probe {
     consumer: BaseConsumer,

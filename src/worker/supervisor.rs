@@ -14,11 +14,15 @@ use std::time::{Duration, Instant};
 /// How soon a worker that stopped on its own is started again.
 const RESTART_DELAY: Duration = Duration::from_secs(5);
 
+/// A worker the supervisor keeps running: a consumer's worker `index`, or (consumer 0) the
+/// database's producer.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 struct Key {
     consumer: i32,
     index: i32,
 }
+
+const PRODUCER: Key = Key { consumer: 0, index: 0 };
 
 struct Running {
     generation: i64,
@@ -62,10 +66,11 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
                 continue;
             }
         };
-        let mut want: HashMap<Key, (i64, pg_sys::Oid)> = HashMap::new();
+        let mut want: HashMap<Key, i64> = HashMap::new();
+        want.insert(PRODUCER, 0);
         for c in &desired {
             for index in 0..c.parallelism {
-                want.insert(Key { consumer: c.id, index }, (c.generation, c.owner));
+                want.insert(Key { consumer: c.id, index }, c.generation);
             }
         }
 
@@ -77,7 +82,7 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
                 }
                 return false;
             }
-            let wanted = want.get(key).is_some_and(|(generation, _)| *generation == r.generation);
+            let wanted = want.get(key).is_some_and(|generation| *generation == r.generation);
             if !wanted && !r.stopping {
                 r.handle.terminate();
                 r.stopping = true;
@@ -86,17 +91,26 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
         });
 
         // Start what is missing.
-        for (key, (generation, _owner)) in &want {
+        for (key, generation) in &want {
             if running.contains_key(key) || not_before.get(key).is_some_and(|t| Instant::now() < *t) {
                 continue;
             }
-            let extra = format!("{} {} {} {}", dboid.to_u32(), key.consumer, key.index, generation);
-            match Handle::start(
-                &format!("pipeline_kafka consumer {}/{}", key.consumer, key.index),
-                "pipeline_kafka consumer",
-                "pipeline_kafka_worker_main",
-                &extra,
-            ) {
+            let started = if *key == PRODUCER {
+                Handle::start(
+                    "pipeline_kafka producer",
+                    "pipeline_kafka producer",
+                    "pipeline_kafka_producer_main",
+                    &dboid.to_u32().to_string(),
+                )
+            } else {
+                Handle::start(
+                    &format!("pipeline_kafka consumer {}/{}", key.consumer, key.index),
+                    "pipeline_kafka consumer",
+                    "pipeline_kafka_worker_main",
+                    &format!("{} {} {} {}", dboid.to_u32(), key.consumer, key.index, generation),
+                )
+            };
+            match started {
                 Some(handle) => {
                     slot_warning = false;
                     running.insert(*key, Running { generation: *generation, handle, stopping: false });

@@ -1,0 +1,84 @@
+//! `pipeline_kafka.produce_message` and the `emit_tuple` trigger: both only write the outbox in
+//! the caller's transaction (see `crate::produce`).
+
+use pgrx::prelude::*;
+
+#[pg_schema]
+mod pipeline_kafka {
+    use crate::error::raise;
+    use crate::produce::{outbox, wake_producer_at_commit};
+    use pgrx::prelude::*;
+    use pgrx::JsonB;
+
+    fn check_brokers() {
+        if crate::catalog::kafka::brokers().0.is_empty() {
+            crate::error::raise_with(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                "no Kafka broker is configured",
+                None,
+                Some("Add one with pipeline_kafka.add_broker('host:port').".into()),
+            );
+        }
+    }
+
+    fn check_headers(headers: &Option<JsonB>) -> Option<String> {
+        let h = headers.as_ref()?;
+        match &h.0 {
+            serde_json::Value::Null => None,
+            serde_json::Value::Object(m) => {
+                if m.values().any(|v| !(v.is_string() || v.is_null())) {
+                    raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "header values must be strings or null");
+                }
+                Some(h.0.to_string())
+            }
+            _ => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "headers must be a JSON object of strings"),
+        }
+    }
+
+    /// Produces a message to `topic` if and only if the current transaction commits; returns the
+    /// message's outbox id. NULL partition (or -1) = the producer's partitioner (by key when a key
+    /// is given); a NULL message is a tombstone.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn produce_message(
+        topic: &str,
+        message: Option<&[u8]>,
+        partition: default!(Option<i32>, "NULL"),
+        key: default!(Option<&[u8]>, "NULL"),
+        headers: default!(Option<JsonB>, "NULL"),
+        timestamp: default!(Option<pgrx::datum::TimestampWithTimeZone>, "NULL"),
+    ) -> i64 {
+        if topic.is_empty() {
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "topic must not be empty");
+        }
+        let partition = match partition {
+            None | Some(-1) => None,
+            Some(p) if p >= 0 => Some(p),
+            Some(p) => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("partition must be >= 0 or -1 (unassigned), got {p}")),
+        };
+        let headers = check_headers(&headers);
+        check_brokers();
+        let id = outbox::insert(topic, message, partition, key, headers.as_deref(), timestamp);
+        wake_producer_at_commit();
+        id
+    }
+
+    /// Trigger: `AFTER INSERT OR UPDATE [OR DELETE] ... FOR EACH ROW EXECUTE FUNCTION
+    /// pipeline_kafka.emit_tuple('topic' [, 'partition' [, 'key_column']])`. Sends the new row as
+    /// JSON (row_to_json) when the transaction commits; partition '-1' = unassigned; on DELETE
+    /// sends a tombstone (NULL value) keyed by the key column.
+    #[pg_trigger]
+    fn emit_tuple<'a>(
+        trigger: &'a pgrx::PgTrigger<'a>,
+    ) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, pgrx::PgTriggerError> {
+        crate::produce::emit::fire(trigger)
+    }
+}
+
+extension_sql!(
+    r#"
+REVOKE EXECUTE ON FUNCTION pipeline_kafka.produce_message(text, bytea, integer, bytea, jsonb, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION pipeline_kafka.emit_tuple() FROM PUBLIC;
+"#,
+    name = "produce_grants",
+    requires = [pipeline_kafka::produce_message, pipeline_kafka::emit_tuple]
+);
