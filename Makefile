@@ -1,0 +1,36 @@
+# pipeline_ingest: `make test` (CI runs exactly this via .ci/run), `make demo`, `make stop`.
+# All targets are idempotent and work on a fresh Debian 12 machine (setup installs what is missing).
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+.PHONY: setup build services test unit regress e2e demo stop status
+
+setup:
+	bash scripts/setup.sh
+
+build: setup
+	bash scripts/build.sh
+
+services:
+	bash scripts/services.sh start all
+
+test: build
+	bash scripts/test.sh
+
+# Single tiers against already-running services (make services first).
+unit:
+	source scripts/env.sh && cargo test -p ingest-core
+regress:
+	bash scripts/regress.sh
+e2e:
+	source scripts/env.sh && PI_SERVICES_MANAGED=1 "$$PI_VENV/bin/pytest" -v tests/e2e
+
+demo: build
+	bash scripts/services.sh start all
+	bash scripts/demo.sh
+
+stop:
+	bash scripts/services.sh stop all
+
+status:
+	bash scripts/services.sh status all

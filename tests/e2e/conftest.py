@@ -1,0 +1,104 @@
+"""pytest configuration for the pipeline_ingest e2e tier.
+
+Services: a session fixture runs `scripts/services.sh start all` before the first test and
+`scripts/services.sh stop all` after the last one (also on failure), unless
+PI_SERVICES_MANAGED=1 says the caller (scripts/test.sh) manages them.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pihelpers  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def services():
+    managed = os.environ.get("PI_SERVICES_MANAGED") == "1"
+    if not managed:
+        pihelpers.run_services("start", "all")
+    try:
+        yield
+    finally:
+        if not managed:
+            proc = pihelpers.run_services("stop", "all", check=False)
+            if proc.returncode != 0:
+                print(proc.stdout, file=sys.stderr)
+
+
+def _port_open(hostport: str) -> bool:
+    import socket
+    host, port = hostport.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def restore_services():
+    """After each test, restart any service a test stopped or crashed (outage/crash tests),
+    so one failing outage test does not cascade into the following ones."""
+    yield
+    down = []
+    if not pihelpers.pg_is_ready():
+        down.append("pg")
+    if not _port_open(pihelpers.KAFKA_BOOTSTRAP):
+        down.append("kafka")
+    if not _port_open(pihelpers.KINESIS_ENDPOINT.split("//", 1)[1]):
+        down.append("kinesis")
+    for s in down:
+        pihelpers.run_services("start", s)
+
+
+@pytest.fixture
+def fresh_db():
+    """Name of a new database with the extension created; dropped WITH (FORCE) afterwards."""
+    with pihelpers.fresh_db() as name:
+        yield name
+
+
+@pytest.fixture
+def topic_factory():
+    """create(partitions=1) -> new unique topic; all deleted afterwards."""
+    created: list[str] = []
+
+    def create(partitions: int = 1, prefix: str = "pi_topic") -> str:
+        name = pihelpers.unique_name(prefix)
+        pihelpers.create_topic(name, partitions)
+        created.append(name)
+        return name
+
+    yield create
+    for name in created:
+        try:
+            pihelpers.delete_topic(name)
+        except Exception as exc:  # noqa: BLE001
+            print(f"warning: could not delete topic {name}: {exc!r}", file=sys.stderr)
+
+
+@pytest.fixture
+def stream_factory():
+    """create(shards=1) -> (stream name, shard ids); all deleted afterwards."""
+    created: list[str] = []
+
+    def create(shards: int = 1, prefix: str = "pi_stream"):
+        name = pihelpers.unique_name(prefix)
+        shard_ids = pihelpers.kinesis_create_stream(name, shards)
+        created.append(name)
+        return name, shard_ids
+
+    yield create
+    for name in created:
+        pihelpers.kinesis_delete_stream(name)
+
+
+def pytest_report_header(config):
+    return (f"pipeline_ingest e2e: pg {pihelpers.PGHOST}:{pihelpers.PGPORT} kafka {pihelpers.KAFKA_BOOTSTRAP} "
+            f"kinesis {pihelpers.KINESIS_ENDPOINT} managed={os.environ.get('PI_SERVICES_MANAGED', '0')}")
