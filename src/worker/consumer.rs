@@ -154,7 +154,6 @@ impl Worker {
     fn run(&mut self) {
         let mut batch = Batch::default();
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-        let refresh = Duration::from_secs(crate::guc::METADATA_REFRESH_S.get().max(1) as u64);
         let mut last_refresh = Instant::now();
         while !shutdown_requested() {
             reload_config_if_requested();
@@ -194,6 +193,7 @@ impl Worker {
                 }
                 continue;
             }
+            let refresh = Duration::from_secs(crate::guc::METADATA_REFRESH_S.get().max(1) as u64);
             if batch.is_empty() && last_refresh.elapsed() >= refresh {
                 last_refresh = Instant::now();
                 if let Err(e) = self.source.maintain() {
