@@ -28,6 +28,8 @@ CREATE TABLE pipeline_kafka.consumers (
     parallelism  integer NOT NULL DEFAULT 1 CHECK (parallelism > 0),
     timeout      integer NOT NULL DEFAULT 250 CHECK (timeout > 0),
     config       jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(config) = 'object'),
+    on_error     text NOT NULL DEFAULT 'dead_letter' CHECK (on_error IN ('dead_letter', 'skip', 'stop')),
+    max_dead_letters integer CHECK (max_dead_letters >= 0),
     enabled      boolean NOT NULL DEFAULT true,
     generation   bigint NOT NULL DEFAULT 1,
     last_error   text,
@@ -42,6 +44,23 @@ CREATE TABLE pipeline_kafka.offsets (
     "offset"    bigint NOT NULL CHECK ("offset" >= 0),
     PRIMARY KEY (consumer_id, "partition")
 );
+
+-- Messages that could not become rows (bad format, a value of the wrong type, a constraint or a
+-- trigger error), with their raw bytes. Written in the same transaction as the batch's good rows
+-- and its offsets. Owners of a consumer see (and may delete) its dead letters; superusers all.
+CREATE TABLE pipeline_kafka.dead_letters (
+    id          bigserial PRIMARY KEY,
+    consumer_id integer NOT NULL REFERENCES pipeline_kafka.consumers (id) ON DELETE CASCADE,
+    topic       text NOT NULL,
+    "partition" integer NOT NULL,
+    "offset"    bigint NOT NULL,
+    key         bytea,
+    value       bytea,
+    error       text NOT NULL,
+    sqlstate    text NOT NULL,
+    failed_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON pipeline_kafka.dead_letters (consumer_id, "partition", "offset");
 
 -- Transactional outbox: produce_message and emit_tuple write here in the caller's transaction;
 -- the database's producer worker sends committed rows and deletes them once the broker acked.
@@ -117,11 +136,18 @@ LEFT JOIN pipeline_kafka.producer_errors AS e USING (topic);
 REVOKE ALL ON ALL TABLES IN SCHEMA pipeline_kafka, pipeline_kinesis FROM PUBLIC;
 GRANT SELECT ON ALL TABLES IN SCHEMA pipeline_kafka, pipeline_kinesis TO PUBLIC;
 REVOKE SELECT ON pipeline_kafka.outbox FROM PUBLIC;
+GRANT DELETE ON pipeline_kafka.dead_letters TO PUBLIC;
+ALTER TABLE pipeline_kafka.dead_letters ENABLE ROW LEVEL SECURITY;
+CREATE POLICY dead_letters_of_owned_consumers ON pipeline_kafka.dead_letters
+    USING (EXISTS (SELECT 1 FROM pipeline_kafka.consumers c
+                   WHERE c.id = consumer_id AND pg_catalog.pg_has_role(c.owner, 'USAGE')));
 
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.brokers', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.consumers', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.consumers_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.offsets', '');
+SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.dead_letters', '');
+SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.dead_letters_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.outbox', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.outbox_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.endpoints', '');

@@ -111,3 +111,69 @@ pub fn as_role<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
     unsafe { pg_sys::SetUserIdAndSecContext(uid, ctx) };
     r
 }
+
+/// Like `in_transaction`, but `f` decides: `Ok` commits, `Err` rolls back. PostgreSQL errors roll
+/// back and come back as the outer `Err`.
+pub fn try_in_transaction<R, E>(f: impl FnOnce() -> Result<R, E>) -> Result<Result<R, E>, PgError> {
+    let f = std::panic::AssertUnwindSafe(f);
+    // SAFETY: worker main thread, outside any transaction.
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let result = PgTryBuilder::new(move || {
+        let f = f;
+        let r = (f.0)();
+        // SAFETY: the snapshot pushed above is still the active one.
+        unsafe { pg_sys::PopActiveSnapshot() };
+        if r.is_ok() {
+            // SAFETY: ends the transaction started above.
+            unsafe { pg_sys::CommitTransactionCommand() };
+        }
+        Ok(r)
+    })
+    .catch_others(|e| Err(PgError::from(e)))
+    .execute();
+    if !matches!(result, Ok(Ok(_))) {
+        // SAFETY: rolls back the transaction (asked for, or left by an error).
+        unsafe { pg_sys::AbortCurrentTransaction() };
+    }
+    result
+}
+
+/// Runs `f` in a subtransaction of the current transaction: released on success, rolled back on
+/// ERROR (the error is returned and the outer transaction goes on).
+pub fn in_subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, PgError> {
+    let f = std::panic::AssertUnwindSafe(f);
+    // SAFETY: inside a transaction in the main thread; memory context and resource owner are
+    // restored after the subtransaction ends, as PL/pgSQL's exception blocks do.
+    unsafe {
+        let old_context = pg_sys::CurrentMemoryContext;
+        let old_owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(old_context);
+        let result = PgTryBuilder::new(move || {
+            let f = f;
+            Ok((f.0)())
+        })
+        .catch_others(|e| Err(PgError::from(e)))
+        .execute();
+        if result.is_ok() {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+        pg_sys::MemoryContextSwitchTo(old_context);
+        pg_sys::CurrentResourceOwner = old_owner;
+        result
+    }
+}
+
+impl PgError {
+    /// Errors about the data of a message (its values, constraints, triggers rejecting it), as
+    /// opposed to errors about the system (privileges, missing tables, resources, locks).
+    pub fn is_data_error(&self) -> bool {
+        matches!(&self.sqlstate[..2], "22" | "23" | "P0" | "09" | "27" | "2F" | "38" | "39" | "44")
+    }
+}

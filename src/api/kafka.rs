@@ -95,7 +95,18 @@ mod pipeline_kafka {
         timeout: default!(i32, 250),
         group_id: default!(Option<&str>, "NULL"),
         config: default!(Option<JsonB>, "NULL"),
+        on_error: default!(&str, "'dead_letter'"),
+        max_dead_letters: default!(Option<i32>, "NULL"),
     ) -> i32 {
+        if !matches!(on_error, "dead_letter" | "skip" | "stop") {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("on_error must be 'dead_letter', 'skip' or 'stop', got \"{on_error}\""),
+            );
+        }
+        if max_dead_letters.is_some_and(|m| m < 0) {
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "max_dead_letters must be >= 0 or NULL");
+        }
         if topic.is_empty() {
             raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "topic must not be empty");
         }
@@ -164,6 +175,8 @@ mod pipeline_kafka {
             parallelism,
             timeout,
             config: &config_text,
+            on_error,
+            max_dead_letters,
         });
 
         // Where to start: an explicit start_offset replaces stored offsets; a new consumer with

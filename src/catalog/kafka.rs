@@ -68,10 +68,14 @@ pub struct Consumer {
     pub config: serde_json::Map<String, serde_json::Value>,
     pub enabled: bool,
     pub generation: i64,
+    /// What to do with a message that cannot become rows: dead_letter, skip or stop.
+    pub on_error: String,
+    /// Dead letters allowed in one batch before the consumer stops (None = no limit).
+    pub max_dead_letters: Option<i32>,
 }
 
 const CONSUMER_COLUMNS: &str = "id, topic, relation::oid, owner::oid, group_id, format, delimiter, quote, escape, \
-     batchsize, maxbytes, parallelism, timeout, config::text, enabled, generation";
+     batchsize, maxbytes, parallelism, timeout, config::text, enabled, generation, on_error, max_dead_letters";
 
 fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<Consumer> {
     let config: String = row.get(14)?.unwrap_or_default();
@@ -95,6 +99,8 @@ fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<
         },
         enabled: row.get(15)?.unwrap_or(false),
         generation: row.get(16)?.unwrap_or(0),
+        on_error: row.get(17)?.unwrap_or_else(|| "dead_letter".to_string()),
+        max_dead_letters: row.get(18)?,
     })
 }
 
@@ -141,6 +147,8 @@ pub struct NewConsumer<'a> {
     pub parallelism: i32,
     pub timeout: i32,
     pub config: &'a str,
+    pub on_error: &'a str,
+    pub max_dead_letters: Option<i32>,
 }
 
 /// Inserts or updates a consumer, enables it and bumps its generation; returns its id.
@@ -148,12 +156,13 @@ pub fn upsert_consumer(c: &NewConsumer) -> i32 {
     as_superuser(|| {
         spi(Spi::get_one_with_args::<i32>(
             "INSERT INTO pipeline_kafka.consumers AS k (topic, relation, owner, group_id, format, delimiter, quote, escape, \
-                 batchsize, maxbytes, parallelism, timeout, config) \
-             VALUES ($1, $2::oid::regclass, $3::oid::regrole, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb) \
+                 batchsize, maxbytes, parallelism, timeout, config, on_error, max_dead_letters) \
+             VALUES ($1, $2::oid::regclass, $3::oid::regrole, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, $15) \
              ON CONFLICT (topic, relation) DO UPDATE SET owner = EXCLUDED.owner, group_id = EXCLUDED.group_id, \
                  format = EXCLUDED.format, delimiter = EXCLUDED.delimiter, quote = EXCLUDED.quote, escape = EXCLUDED.escape, \
                  batchsize = EXCLUDED.batchsize, maxbytes = EXCLUDED.maxbytes, parallelism = EXCLUDED.parallelism, \
-                 timeout = EXCLUDED.timeout, config = EXCLUDED.config, enabled = true, generation = k.generation + 1, \
+                 timeout = EXCLUDED.timeout, config = EXCLUDED.config, on_error = EXCLUDED.on_error, \
+                 max_dead_letters = EXCLUDED.max_dead_letters, enabled = true, generation = k.generation + 1, \
                  last_error = NULL, last_error_at = NULL \
              RETURNING id",
             &[
@@ -170,6 +179,8 @@ pub fn upsert_consumer(c: &NewConsumer) -> i32 {
                 c.parallelism.into(),
                 c.timeout.into(),
                 c.config.into(),
+                c.on_error.into(),
+                c.max_dead_letters.into(),
             ],
         ))
     })
@@ -281,4 +292,47 @@ pub fn lock_offsets(consumer_id: i32, partitions: &[i32]) -> BTreeMap<i32, i64> 
             Ok(out)
         }))
     })
+}
+
+/// A message that could not become rows.
+pub struct DeadLetter<'a> {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub error: String,
+    pub sqlstate: String,
+}
+
+/// Stores dead letters (in the batch's transaction).
+pub fn insert_dead_letters(consumer_id: i32, topic: &str, letters: &[DeadLetter]) {
+    for d in letters {
+        as_superuser(|| {
+            spi(Spi::run_with_args(
+                "INSERT INTO pipeline_kafka.dead_letters \
+                     (consumer_id, topic, \"partition\", \"offset\", key, value, error, sqlstate) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    consumer_id.into(),
+                    topic.into(),
+                    d.partition.into(),
+                    d.offset.into(),
+                    d.key.into(),
+                    d.value.into(),
+                    d.error.as_str().into(),
+                    d.sqlstate.as_str().into(),
+                ],
+            ))
+        });
+    }
+}
+
+/// Disables a consumer and records why (the `stop` error policy, or too many dead letters).
+pub fn stop_with_error(consumer_id: i32, error: &str) {
+    as_superuser(|| {
+        spi(Spi::run_with_args(
+            "UPDATE pipeline_kafka.consumers SET enabled = false, last_error = $2, last_error_at = now() WHERE id = $1",
+            &[consumer_id.into(), error.into()],
+        ))
+    });
 }

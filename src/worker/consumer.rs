@@ -41,18 +41,34 @@ fn parse_extra(extra: &str) -> Option<WorkerArgs> {
     })
 }
 
-/// One COPY of a batch: the columns named (None = all) and text/csv data.
-struct CopyJob {
-    columns: Option<Vec<String>>,
+/// A message made ready for COPY: its rows as COPY input, in chunks by the columns they fill
+/// (text/csv: one chunk naming no columns; json: one chunk per run of objects with the same fields).
+struct Prepared {
+    msg: usize,
+    chunks: Vec<Chunk>,
+}
+
+struct Chunk {
+    columns: Option<Vec<usize>>,
     data: Vec<u8>,
     rows: usize,
+}
+
+/// A message that did not become rows, and why.
+struct Rejected {
+    msg: usize,
+    error: String,
+    sqlstate: String,
 }
 
 /// Why a batch did not commit.
 enum BatchError {
     /// The consumer was changed or stopped, or another worker moved the offsets: exit.
     Superseded(String),
-    /// Anything else: roll back, record, back off, retry.
+    /// The error policy says stop (on_error = 'stop', or more than max_dead_letters): the batch
+    /// is rolled back, the consumer disabled with this error, and the worker exits.
+    Stop(String),
+    /// Anything else (not about the data): roll back, record, back off, retry.
     Failed(PgError),
 }
 
@@ -172,7 +188,7 @@ impl Worker {
                         batch.clear();
                         backoff.reset();
                     }
-                    Err(BatchError::Superseded(why)) => {
+                    Err(BatchError::Superseded(why)) | Err(BatchError::Stop(why)) => {
                         log!("pipeline_kafka consumer {} worker {} stops: {why}", self.consumer.id, self.args.index);
                         return;
                     }
@@ -226,38 +242,76 @@ impl Worker {
         let positions = self.source.positions().clone();
         let next = batch.next_offsets();
         let clear_error = self.error_shown.is_some();
-        let result = in_transaction(|| {
+        let result = crate::xact::try_in_transaction(|| {
             match cat::lock_consumer(consumer.id) {
                 Some(g) if g == generation => {}
-                _ => return Err("the consumer was stopped or changed".to_string()),
+                _ => return Err(BatchError::Superseded("the consumer was stopped or changed".to_string())),
             }
             let parts: Vec<i32> = next.keys().copied().collect();
             let stored = cat::lock_offsets(consumer.id, &parts);
             for p in &parts {
                 let believed = positions.get(p).copied().flatten();
                 if stored.get(p).copied() != believed {
-                    return Err(format!(
+                    return Err(BatchError::Superseded(format!(
                         "the stored offset of partition {p} is {:?}, not {:?}: another worker or a rewind moved it",
                         stored.get(p),
                         believed
-                    ));
+                    )));
                 }
             }
             let columns = if opts.format == Format::Json { crate::catalog::insertable_columns(consumer.relid) } else { Vec::new() };
-            let jobs = plan_copies(batch, opts, &columns, &consumer.topic);
-            let copy_options = copy_options(opts);
-            crate::xact::as_role(consumer.owner, || {
-                for job in &jobs {
-                    let cols: Option<Vec<&str>> = job.columns.as_ref().map(|c| c.iter().map(String::as_str).collect());
-                    let n = copy_rows(consumer.relid, cols.as_deref(), &copy_options, &job.data);
-                    if n as usize != job.rows && opts.format != Format::Csv {
-                        raise(
-                            PgSqlErrorCode::ERRCODE_BAD_COPY_FILE_FORMAT,
-                            format!("COPY took {n} rows where the batch holds {}", job.rows),
-                        );
+            let (prepared, mut rejected) = prepare(batch, opts, &columns);
+            let sink = Sink { consumer, opts, columns: &columns, copy_options: copy_options(opts) };
+            match sink.insert_isolating(&prepared) {
+                Ok(more) => rejected.extend(more),
+                Err(e) => return Err(BatchError::Failed(e)),
+            }
+            if !rejected.is_empty() {
+                rejected.sort_by_key(|r| r.msg);
+                let first = &rejected[0];
+                let m = &batch.messages[first.msg];
+                let summary = format!(
+                    "{} bad message(s), first at partition {} offset {}: {} [SQLSTATE {}]",
+                    rejected.len(),
+                    m.partition,
+                    m.offset,
+                    first.error,
+                    first.sqlstate
+                );
+                if consumer.on_error == "stop" {
+                    return Err(BatchError::Stop(summary));
+                }
+                if let Some(max) = consumer.max_dead_letters {
+                    if rejected.len() > max as usize {
+                        return Err(BatchError::Stop(format!("more than max_dead_letters ({max}) in one batch: {summary}")));
                     }
                 }
-            });
+                if consumer.on_error == "skip" {
+                    for r in &rejected {
+                        let m = &batch.messages[r.msg];
+                        warning!(
+                            "pipeline_kafka consumer {}: skipped the message at partition {} offset {} of topic \"{}\": {} [SQLSTATE {}]",
+                            consumer.id, m.partition, m.offset, consumer.topic, r.error, r.sqlstate
+                        );
+                    }
+                } else {
+                    let letters: Vec<cat::DeadLetter> = rejected
+                        .iter()
+                        .map(|r| {
+                            let m = &batch.messages[r.msg];
+                            cat::DeadLetter {
+                                partition: m.partition,
+                                offset: m.offset,
+                                key: m.key.as_deref(),
+                                value: m.payload.as_deref(),
+                                error: r.error.clone(),
+                                sqlstate: r.sqlstate.clone(),
+                            }
+                        })
+                        .collect();
+                    cat::insert_dead_letters(consumer.id, &consumer.topic, &letters);
+                }
+            }
             cat::save_offsets(consumer.id, &next);
             if clear_error {
                 cat::set_last_error(consumer.id, None);
@@ -269,59 +323,116 @@ impl Worker {
                 self.error_shown = None;
                 Ok(())
             }
-            Ok(Err(why)) => Err(BatchError::Superseded(why)),
+            Ok(Err(BatchError::Stop(why))) => {
+                if let Err(e) = in_transaction(|| cat::stop_with_error(consumer.id, &why)) {
+                    warning!("pipeline_kafka consumer {}: could not record that it stops: {e}", consumer.id);
+                }
+                warning!("pipeline_kafka consumer {} stops: {why}", consumer.id);
+                Err(BatchError::Superseded(why))
+            }
+            Ok(Err(other)) => Err(other),
             Err(e) => Err(BatchError::Failed(e)),
         }
     }
 }
 
-/// Turns a batch into COPY input. A message that cannot become whole rows raises an ERROR naming
-/// its partition and offset (the batch then rolls back).
-fn plan_copies(batch: &Batch, opts: &CopyOptions, columns: &[String], topic: &str) -> Vec<CopyJob> {
-    let bad = |m: &ingest_core::batch::Message, e: &dyn std::fmt::Display| -> ! {
-        raise(
-            PgSqlErrorCode::ERRCODE_BAD_COPY_FILE_FORMAT,
-            format!("message at offset {} of partition {} of topic \"{topic}\": {e}", m.offset, m.partition),
-        )
-    };
-    match opts.format {
-        Format::Json => {
-            let mut enc = JsonRowEncoder::default();
-            for m in &batch.messages {
-                if let Some(p) = &m.payload {
-                    if let Err(e) = enc.push_message(p, columns) {
-                        bad(m, &e);
-                    }
-                }
-            }
-            enc.groups
-                .into_iter()
-                .map(|g| CopyJob {
-                    columns: Some(g.columns.iter().map(|i| columns[*i].clone()).collect()),
-                    data: g.data,
-                    rows: g.rows,
-                })
-                .collect()
+/// COPYs prepared messages into the consumer's relation as its owner.
+struct Sink<'a> {
+    consumer: &'a Consumer,
+    opts: &'a CopyOptions,
+    columns: &'a [String],
+    copy_options: CopyOptionList<'static>,
+}
+
+impl Sink<'_> {
+    /// COPYs the messages; when that fails on their data, finds the bad ones by bisection, each
+    /// try in a subtransaction, and COPYs the rest. Returns the bad messages; an error that is not
+    /// about the data fails the whole batch. A batch without bad messages costs one subtransaction.
+    fn insert_isolating(&self, items: &[Prepared]) -> Result<Vec<Rejected>, PgError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
         }
-        Format::Text | Format::Csv => {
-            let mut data = Vec::with_capacity(batch.bytes() + batch.len());
-            let mut rows = 0;
-            for m in &batch.messages {
-                if let Some(p) = &m.payload {
-                    match opts.check_message(p) {
-                        Ok(n) => rows += n,
-                        Err(e) => bad(m, &e),
-                    }
-                    append_message(&mut data, p);
+        match crate::xact::in_subtransaction(|| self.copy(items)) {
+            Ok(()) => Ok(Vec::new()),
+            Err(e) if !e.is_data_error() => Err(e),
+            Err(e) if items.len() == 1 => {
+                let mut error = e.message.clone();
+                if let Some(d) = &e.detail {
+                    error.push_str(&format!(" ({d})"));
                 }
+                Ok(vec![Rejected { msg: items[0].msg, error, sqlstate: e.sqlstate }])
             }
-            if rows == 0 {
-                Vec::new()
-            } else {
-                vec![CopyJob { columns: None, data, rows }]
+            Err(_) => {
+                let (left, right) = items.split_at(items.len() / 2);
+                let mut bad = self.insert_isolating(left)?;
+                bad.extend(self.insert_isolating(right)?);
+                Ok(bad)
             }
         }
     }
+
+    fn copy(&self, items: &[Prepared]) {
+        // Consecutive chunks naming the same columns share one COPY.
+        let mut jobs: Vec<Chunk> = Vec::new();
+        for chunk in items.iter().flat_map(|p| &p.chunks) {
+            match jobs.last_mut() {
+                Some(j) if j.columns == chunk.columns => {
+                    j.data.extend_from_slice(&chunk.data);
+                    j.rows += chunk.rows;
+                }
+                _ => jobs.push(Chunk { columns: chunk.columns.clone(), data: chunk.data.clone(), rows: chunk.rows }),
+            }
+        }
+        crate::xact::as_role(self.consumer.owner, || {
+            for job in &jobs {
+                let cols: Option<Vec<&str>> = job.columns.as_ref().map(|c| c.iter().map(|i| self.columns[*i].as_str()).collect());
+                let n = copy_rows(self.consumer.relid, cols.as_deref(), &self.copy_options, &job.data);
+                if n as usize != job.rows && self.opts.format != Format::Csv {
+                    raise(
+                        PgSqlErrorCode::ERRCODE_BAD_COPY_FILE_FORMAT,
+                        format!("COPY took {n} rows where the messages hold {}", job.rows),
+                    );
+                }
+            }
+        });
+    }
+}
+
+/// Turns each message into COPY input, or rejects it when it cannot become whole rows.
+fn prepare(batch: &Batch, opts: &CopyOptions, columns: &[String]) -> (Vec<Prepared>, Vec<Rejected>) {
+    let mut ok = Vec::with_capacity(batch.len());
+    let mut bad = Vec::new();
+    for (i, m) in batch.messages.iter().enumerate() {
+        let Some(payload) = m.payload.as_deref() else { continue };
+        match opts.format {
+            Format::Json => {
+                let mut enc = JsonRowEncoder::default();
+                match enc.push_message(payload, columns) {
+                    Ok(_) => ok.push(Prepared {
+                        msg: i,
+                        chunks: enc.groups.into_iter().map(|g| Chunk { columns: Some(g.columns), data: g.data, rows: g.rows }).collect(),
+                    }),
+                    Err(e) => {
+                        let sqlstate = match e {
+                            ingest_core::json::JsonError::Invalid(_) => "22032",
+                            _ => "22P02",
+                        };
+                        bad.push(Rejected { msg: i, error: e.to_string(), sqlstate: sqlstate.to_string() });
+                    }
+                }
+            }
+            Format::Text | Format::Csv => match opts.check_message(payload) {
+                Ok(0) => {}
+                Ok(rows) => {
+                    let mut data = Vec::with_capacity(payload.len() + 1);
+                    append_message(&mut data, payload);
+                    ok.push(Prepared { msg: i, chunks: vec![Chunk { columns: None, data, rows }] });
+                }
+                Err(e) => bad.push(Rejected { msg: i, error: e.to_string(), sqlstate: "22P04".to_string() }),
+            },
+        }
+    }
+    (ok, bad)
 }
 
 fn copy_options(opts: &CopyOptions) -> CopyOptionList<'static> {
