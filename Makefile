@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
-.PHONY: setup build services test unit regress e2e demo stop status
+.PHONY: setup build services test unit regress e2e demo stop status bench
 
 setup:
 	bash scripts/setup.sh
@@ -34,3 +34,9 @@ stop:
 
 status:
 	bash scripts/services.sh status all
+
+# Ingestion against raw COPY FROM a file of the same rows (BENCHMARKS.md). BENCH_ARGS e.g.
+# "--rows 1000000 --batchsize 10000 --bad-percent 1".
+bench: build
+	bash scripts/services.sh start all
+	source scripts/env.sh && "$$PI_VENV/bin/python" bench/consume_vs_copy.py $(BENCH_ARGS)
