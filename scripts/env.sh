@@ -16,8 +16,9 @@ else
 fi
 export PI_CACHE="${PI_CACHE:-$HOME/.cache/pipeline_ingest}"
 
-export PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
-export PG_BIN=/usr/lib/postgresql/15/bin
+# Another PostgreSQL 15 installation can be used by setting PG_CONFIG (PG_BIN follows it).
+export PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
+export PG_BIN="${PG_BIN:-$("$PG_CONFIG" --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)}"
 
 export PGHOST=127.0.0.1
 export PGPORT=$((28815 + _pi_off))

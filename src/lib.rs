@@ -41,6 +41,7 @@ pub extern "C-unwind" fn _PG_init() {
     }
     guc::init();
     shmem::init();
+    shmem::init_status();
     // SAFETY: as above.
     let binary_upgrade = unsafe { pg_sys::IsBinaryUpgrade };
     if !binary_upgrade {

@@ -127,3 +127,83 @@ pub fn wake_producer(dboid: pg_sys::Oid) {
     let pid = REGISTRY.share().slots.iter().find(|s| s.dboid == dboid).map_or(0, |s| s.producer_pid);
     signal(pid);
 }
+
+pub const MAX_PARTITION_SLOTS: usize = 2048;
+
+/// Progress of one partition of one consumer, written by its worker after every batch, read by
+/// `pipeline_kafka.consumer_status` (cheap: no broker call, no catalog write per batch).
+#[derive(Copy, Clone, Default)]
+pub struct PartitionSlot {
+    pub dboid: u32,
+    pub consumer_id: i32,
+    pub partition: i32,
+    pub worker_pid: i32,
+    pub high_watermark: i64,
+    pub messages: i64,
+    pub rows: i64,
+    pub dead_letters: i64,
+    pub batches: i64,
+    /// TimestampTz of the last committed batch; 0 = none yet.
+    pub last_batch_at: i64,
+}
+
+#[derive(Copy, Clone)]
+pub struct PartitionStatus {
+    pub slots: [PartitionSlot; MAX_PARTITION_SLOTS],
+}
+
+impl Default for PartitionStatus {
+    fn default() -> Self {
+        PartitionStatus { slots: [PartitionSlot::default(); MAX_PARTITION_SLOTS] }
+    }
+}
+
+// SAFETY: plain old data.
+unsafe impl PGRXSharedMemory for PartitionStatus {}
+
+// SAFETY: the name is unique to this extension.
+pub static PARTITIONS: PgLwLock<PartitionStatus> = unsafe { PgLwLock::new(c"pipeline_ingest_partitions") };
+
+pub fn init_status() {
+    pg_shmem_init!(PARTITIONS);
+}
+
+/// Updates (creating it if needed) the slot of a consumer's partition. Counters survive worker
+/// restarts until the server restarts. Returns false when every slot is taken.
+pub fn update_partition(dboid: pg_sys::Oid, consumer_id: i32, partition: i32, f: impl FnOnce(&mut PartitionSlot)) -> bool {
+    let dboid = dboid.to_u32();
+    let mut st = PARTITIONS.exclusive();
+    let idx = st
+        .slots
+        .iter()
+        .position(|s| s.dboid == dboid && s.consumer_id == consumer_id && s.partition == partition)
+        .or_else(|| st.slots.iter().position(|s| s.dboid == 0));
+    match idx {
+        Some(i) => {
+            let slot = &mut st.slots[i];
+            if slot.dboid == 0 {
+                *slot = PartitionSlot { dboid, consumer_id, partition, ..Default::default() };
+            }
+            f(slot);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The slots of a database.
+pub fn partitions_of(dboid: pg_sys::Oid) -> Vec<PartitionSlot> {
+    let dboid = dboid.to_u32();
+    PARTITIONS.share().slots.iter().filter(|s| s.dboid == dboid).copied().collect()
+}
+
+/// Frees the slots of consumers that no longer exist in a database.
+pub fn forget_partitions(dboid: pg_sys::Oid, keep: &[i32]) {
+    let dboid = dboid.to_u32();
+    let mut st = PARTITIONS.exclusive();
+    for s in st.slots.iter_mut() {
+        if s.dboid == dboid && !keep.contains(&s.consumer_id) {
+            *s = PartitionSlot::default();
+        }
+    }
+}

@@ -3,6 +3,7 @@
 pub mod kafka;
 pub mod kinesis;
 pub mod produce;
+pub mod status;
 
 use pgrx::prelude::*;
 use pgrx::{register_xact_callback, PgXactCallbackEvent};

@@ -124,10 +124,6 @@ pub fn consumer_by_key(topic: &str, relid: pg_sys::Oid) -> Option<Consumer> {
     select_consumers("WHERE topic = $1 AND relation = $2", &[topic.into(), relid.into()]).into_iter().next()
 }
 
-pub fn enabled_consumers() -> Vec<Consumer> {
-    select_consumers("WHERE enabled", &[])
-}
-
 pub fn all_consumers() -> Vec<Consumer> {
     select_consumers("", &[])
 }

@@ -223,6 +223,23 @@ impl KafkaSource {
         Ok(())
     }
 
+    /// The high watermark librdkafka last saw for a partition (from fetch responses: no request).
+    pub fn cached_high_watermark(&self, partition: i32) -> Option<i64> {
+        let topic = std::ffi::CString::new(self.topic.as_str()).ok()?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: valid client pointer and C string; librdkafka writes the two integers.
+        let err = unsafe {
+            rdkafka_sys::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                topic.as_ptr(),
+                partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        (err == rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+    }
+
     pub fn assigned(&self) -> Vec<i32> {
         self.positions.keys().copied().collect()
     }

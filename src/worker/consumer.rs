@@ -17,7 +17,7 @@ use crate::sources::Source;
 use crate::xact::{in_transaction, PgError};
 use ingest_core::backoff::Backoff;
 use ingest_core::batch::{Batch, Limits};
-use ingest_core::format::{append_message, CopyOptions, Format};
+use ingest_core::format::{CopyOptions, Format};
 use ingest_core::json::JsonRowEncoder;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
@@ -53,6 +53,16 @@ struct Chunk {
     data: Vec<u8>,
     rows: usize,
 }
+
+/// What a committed batch did, per partition.
+#[derive(Default)]
+struct PartitionStats {
+    messages: i64,
+    rows: i64,
+    dead_letters: i64,
+}
+
+type BatchStats = BTreeMap<i32, PartitionStats>;
 
 /// A message that did not become rows, and why.
 struct Rejected {
@@ -171,6 +181,8 @@ impl Worker {
         let mut batch = Batch::default();
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut last_refresh = Instant::now();
+        let mut last_publish = Instant::now();
+        self.publish(&BatchStats::new());
         while !shutdown_requested() {
             reload_config_if_requested();
             if !batch.is_full(&self.limits) {
@@ -183,8 +195,9 @@ impl Worker {
             let due = !batch.is_empty() && (batch.is_full(&self.limits) || batch.time_left(&self.limits, now) == Some(Duration::ZERO));
             if due {
                 match self.flush(&batch) {
-                    Ok(()) => {
+                    Ok(stats) => {
                         self.source.committed(&batch.next_offsets());
+                        self.publish(&stats);
                         batch.clear();
                         backoff.reset();
                     }
@@ -216,9 +229,38 @@ impl Worker {
                     self.show_error(&e);
                 }
             }
+            if last_publish.elapsed() >= Duration::from_secs(1) {
+                last_publish = Instant::now();
+                self.publish(&BatchStats::new());
+            }
             let timeout = batch.time_left(&self.limits, now).unwrap_or(Duration::from_secs(1));
             wait(timeout, self.source.wait_fd());
             self.source.drain_wakeups();
+        }
+    }
+
+    /// Publishes progress to shared memory for `pipeline_kafka.consumer_status`: the batch's
+    /// counts (if any), this worker's pid and the cached high watermark of every owned partition.
+    fn publish(&self, stats: &BatchStats) {
+        // SAFETY: plain call in a backend.
+        let now = unsafe { pg_sys::GetCurrentTimestamp() };
+        let pid = super::my_pid();
+        for p in self.source.assigned() {
+            let hw = self.source.cached_high_watermark(p);
+            let st = stats.get(&p);
+            crate::shmem::update_partition(self.args.dboid, self.consumer.id, p, |slot| {
+                slot.worker_pid = pid;
+                if let Some(h) = hw {
+                    slot.high_watermark = h;
+                }
+                if let Some(st) = st {
+                    slot.messages += st.messages;
+                    slot.rows += st.rows;
+                    slot.dead_letters += st.dead_letters;
+                    slot.batches += 1;
+                    slot.last_batch_at = now;
+                }
+            });
         }
     }
 
@@ -235,7 +277,7 @@ impl Worker {
         }
     }
 
-    fn flush(&mut self, batch: &Batch) -> Result<(), BatchError> {
+    fn flush(&mut self, batch: &Batch) -> Result<BatchStats, BatchError> {
         let consumer = &self.consumer;
         let generation = self.args.generation;
         let opts = &self.opts;
@@ -316,12 +358,27 @@ impl Worker {
             if clear_error {
                 cat::set_last_error(consumer.id, None);
             }
-            Ok(())
+            let mut stats = BatchStats::new();
+            for m in &batch.messages {
+                stats.entry(m.partition).or_default().messages += 1;
+            }
+            for p in &prepared {
+                let m = &batch.messages[p.msg];
+                if !rejected.iter().any(|r| r.msg == p.msg) {
+                    stats.entry(m.partition).or_default().rows += p.chunks.iter().map(|c| c.rows as i64).sum::<i64>();
+                }
+            }
+            if consumer.on_error == "dead_letter" {
+                for r in &rejected {
+                    stats.entry(batch.messages[r.msg].partition).or_default().dead_letters += 1;
+                }
+            }
+            Ok(stats)
         });
         match result {
-            Ok(Ok(())) => {
+            Ok(Ok(stats)) => {
                 self.error_shown = None;
-                Ok(())
+                Ok(stats)
             }
             Ok(Err(BatchError::Stop(why))) => {
                 if let Err(e) = in_transaction(|| cat::stop_with_error(consumer.id, &why)) {
@@ -421,15 +478,14 @@ fn prepare(batch: &Batch, opts: &CopyOptions, columns: &[String]) -> (Vec<Prepar
                     }
                 }
             }
-            Format::Text | Format::Csv => match opts.check_message(payload) {
-                Ok(0) => {}
-                Ok(rows) => {
-                    let mut data = Vec::with_capacity(payload.len() + 1);
-                    append_message(&mut data, payload);
-                    ok.push(Prepared { msg: i, chunks: vec![Chunk { columns: None, data, rows }] });
+            Format::Text | Format::Csv => {
+                let mut data = Vec::with_capacity(payload.len() + 1);
+                match opts.push_message(&mut data, payload) {
+                    Ok(0) => {}
+                    Ok(rows) => ok.push(Prepared { msg: i, chunks: vec![Chunk { columns: None, data, rows }] }),
+                    Err(e) => bad.push(Rejected { msg: i, error: e.to_string(), sqlstate: "22P04".to_string() }),
                 }
-                Err(e) => bad.push(Rejected { msg: i, error: e.to_string(), sqlstate: "22P04".to_string() }),
-            },
+            }
         }
     }
     (ok, bad)

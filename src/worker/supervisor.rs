@@ -4,7 +4,7 @@
 //! never read the same partitions at once.
 
 use super::{reload_config_if_requested, shutdown_requested, wait, Handle, Status};
-use crate::catalog::kafka::enabled_consumers;
+use crate::catalog::kafka::all_consumers;
 use crate::xact::in_transaction;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
@@ -55,7 +55,7 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
             if !crate::catalog::extension_exists() {
                 return None;
             }
-            Some(enabled_consumers())
+            Some(all_consumers())
         });
         let desired = match desired {
             Ok(Some(d)) => d,
@@ -66,9 +66,11 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
                 continue;
             }
         };
+        let ids: Vec<i32> = desired.iter().map(|c| c.id).collect();
+        crate::shmem::forget_partitions(dboid, &ids);
         let mut want: HashMap<Key, i64> = HashMap::new();
         want.insert(PRODUCER, 0);
-        for c in &desired {
+        for c in desired.iter().filter(|c| c.enabled) {
             for index in 0..c.parallelism {
                 want.insert(Key { consumer: c.id, index }, c.generation);
             }

@@ -417,3 +417,73 @@ def kinesis_read_all(name: str, timeout: float = 10.0) -> dict[str, list[dict]]:
     k = kinesis_client()
     shards = [s["ShardId"] for s in k.list_shards(StreamName=name)["Shards"]]
     return {s: kinesis_read_shard(name, s, timeout) for s in shards}
+
+
+# --------------------------------------------------------------------------- Kafka message counts
+
+
+def watermark_consumer():
+    """A Kafka consumer used only to read watermarks (reuse it when polling often)."""
+    from confluent_kafka import Consumer
+    return Consumer({"bootstrap.servers": KAFKA_BOOTSTRAP, "group.id": unique_name("pi_e2e_counter"),
+                     "enable.auto.commit": False})
+
+
+def topic_message_count(topic: str, consumer: Any = None) -> int:
+    """Messages currently in topic: the sum over its partitions of high - low watermark.
+
+    Cheap (no message is read); exact for topics written without transactions."""
+    from confluent_kafka import TopicPartition
+    own = consumer is None
+    c = watermark_consumer() if own else consumer
+    try:
+        total = 0
+        for p in range(topic_partitions(topic)):
+            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            total += hi - lo
+        return total
+    finally:
+        if own:
+            c.close()
+
+
+def wait_topic_count(topic: str, n: int, timeout: float = 60.0, interval: float = 0.05) -> int:
+    """Poll the watermarks of topic until it holds at least n (>= 1) messages; return the count."""
+    assert n >= 1, n
+    c = watermark_consumer()
+    try:
+        return wait_until(lambda: (lambda k: k if k >= n else None)(topic_message_count(topic, c)),
+                          timeout=timeout, interval=interval, what=f"{n} messages in topic {topic}")
+    finally:
+        c.close()
+
+
+def high_watermarks(topic: str, timeout: float = 10.0) -> dict[int, int]:
+    """{partition: high watermark (the next offset to be written)} for every partition of topic."""
+    from confluent_kafka import Consumer, TopicPartition
+    parts = wait_until(lambda: topic_partitions(topic), timeout=timeout, what=f"topic {topic} metadata")
+    c = Consumer({"bootstrap.servers": KAFKA_BOOTSTRAP, "group.id": unique_name("pi_e2e_wm"),
+                  "enable.auto.commit": False})
+    try:
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1] for p in range(parts)}
+    finally:
+        c.close()
+
+
+def pg_kill9_all(wait: float = 30.0) -> list[int]:
+    """Simulate a machine crash: freeze the postmaster and every one of its children (SIGSTOP,
+    postmaster first so it forks nothing new), then SIGKILL them all, so that no process gets to
+    run another instruction (unlike pg_kill9_postmaster, after which children keep running until
+    they notice the postmaster's death). Waits until all are gone; returns the killed pids."""
+    pid = postmaster_pid()
+    assert pid and _pid_alive(pid), "postmaster is not running"
+    os.kill(pid, signal.SIGSTOP)
+    pids = [pid] + _children(pid)
+    for p in pids[1:]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGSTOP)
+    for p in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+    wait_until(lambda: not any(_pid_alive(p) for p in pids), timeout=wait, what="killed PostgreSQL processes to exit")
+    return pids

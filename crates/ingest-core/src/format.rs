@@ -123,6 +123,17 @@ impl CopyOptions {
             Format::Json => unreachable!("json messages are converted, not checked"),
         }
     }
+
+    /// Checks one `text` or `csv` message and appends it to a COPY stream with `\n` line ends:
+    /// COPY fixes the line-ending style from the first line it reads, so a `\r\n` message next to
+    /// a `\n` one would fail the whole stream. `\r\n` inside a quoted csv field is data and kept.
+    /// Returns the rows the message holds; on error nothing is appended.
+    pub fn push_message(&self, buf: &mut Vec<u8>, msg: &[u8]) -> Result<usize, FormatError> {
+        let body = normalize_line_ends(msg, self.format, self.quote_byte(), self.escape_byte());
+        let rows = self.check_message(&body)?;
+        append_message(buf, &body);
+        Ok(rows)
+    }
 }
 
 fn is_marker(line: &[u8]) -> bool {
@@ -194,6 +205,45 @@ fn check_csv(msg: &[u8], quote: u8, escape: u8) -> Result<usize, FormatError> {
     Ok(rows)
 }
 
+/// `msg` with every `\r\n` that ends a line turned into `\n` (borrowed when there is no `\r`).
+fn normalize_line_ends(msg: &[u8], format: Format, quote: u8, escape: u8) -> std::borrow::Cow<'_, [u8]> {
+    if !msg.contains(&b'\r') {
+        return std::borrow::Cow::Borrowed(msg);
+    }
+    let mut out = Vec::with_capacity(msg.len());
+    let mut in_quotes = false;
+    let mut i = 0;
+    while i < msg.len() {
+        let b = msg[i];
+        if format == Format::Csv {
+            if in_quotes {
+                if b == escape && escape != quote && i + 1 < msg.len() && (msg[i + 1] == quote || msg[i + 1] == escape) {
+                    out.extend_from_slice(&msg[i..i + 2]);
+                    i += 2;
+                    continue;
+                }
+                if b == quote {
+                    if escape == quote && i + 1 < msg.len() && msg[i + 1] == quote {
+                        out.extend_from_slice(&msg[i..i + 2]);
+                        i += 2;
+                        continue;
+                    }
+                    in_quotes = false;
+                }
+            } else if b == quote {
+                in_quotes = true;
+            }
+        }
+        if b == b'\r' && !in_quotes && msg.get(i + 1) == Some(&b'\n') {
+            i += 1;
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Appends a checked message to a COPY stream, ending it with a newline.
 pub fn append_message(buf: &mut Vec<u8>, msg: &[u8]) {
     if msg.is_empty() {
@@ -261,6 +311,23 @@ mod tests {
         let custom = CopyOptions::new("csv", None, Some("'".into()), Some("\\".into())).unwrap();
         assert_eq!(custom.check_message(b"1,'it\\'s'\n"), Ok(1));
         assert_eq!(custom.check_message(b"1,'it\\'s"), Err(FormatError::UnterminatedQuote));
+    }
+
+    #[test]
+    fn crlf_line_ends_become_lf_outside_quotes() {
+        let t = opts("text");
+        let mut buf = Vec::new();
+        assert_eq!(t.push_message(&mut buf, b"1\ta\r\n2\tb"), Ok(2));
+        assert_eq!(t.push_message(&mut buf, b"3\tc\n"), Ok(1));
+        assert_eq!(t.push_message(&mut buf, b"4\td\r\n"), Ok(1));
+        assert_eq!(buf, b"1\ta\n2\tb\n3\tc\n4\td\n".to_vec());
+        let c = opts("csv");
+        let mut buf = Vec::new();
+        assert_eq!(c.push_message(&mut buf, b"1,\"x\r\ny\"\r\n2,z\r\n"), Ok(2));
+        assert_eq!(buf, b"1,\"x\r\ny\"\n2,z\n".to_vec());
+        let mut untouched = b"keep".to_vec();
+        assert_eq!(c.push_message(&mut untouched, b"1,\"open\r\n"), Err(FormatError::UnterminatedQuote));
+        assert_eq!(untouched, b"keep".to_vec());
     }
 
     #[test]

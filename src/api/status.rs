@@ -1,0 +1,133 @@
+//! Status of consumers (`pipeline_kafka.consumer_status`) and topic watermarks.
+
+use pgrx::prelude::*;
+
+#[pg_schema]
+mod pipeline_kafka {
+    use crate::error::raise;
+    use crate::sources::kafka::{client_config, Probe, ProbeError};
+    use pgrx::datum::TimestampWithTimeZone;
+    use pgrx::prelude::*;
+    use std::time::Duration;
+
+    /// Per-partition progress published by this database's workers in shared memory (used by the
+    /// consumer_status view).
+    #[allow(clippy::type_complexity)]
+    #[pg_extern(volatile, parallel_safe)]
+    fn partition_status() -> TableIterator<
+        'static,
+        (
+            name!(consumer_id, i32),
+            name!(partition, i32),
+            name!(worker_pid, Option<i32>),
+            name!(high_watermark, Option<i64>),
+            name!(messages, i64),
+            name!(rows, i64),
+            name!(dead_letters, i64),
+            name!(batches, i64),
+            name!(last_batch_at, Option<TimestampWithTimeZone>),
+        ),
+    > {
+        // SAFETY: MyDatabaseId is set in a connected backend.
+        let dboid = unsafe { pg_sys::MyDatabaseId };
+        let rows: Vec<_> = crate::shmem::partitions_of(dboid)
+            .into_iter()
+            .map(|s| {
+                let at = (s.last_batch_at != 0)
+                    // SAFETY: a TimestampTz is a by-value int64 datum.
+                    .then(|| unsafe { TimestampWithTimeZone::from_datum(pg_sys::Datum::from(s.last_batch_at), false) })
+                    .flatten();
+                (
+                    s.consumer_id,
+                    s.partition,
+                    (s.worker_pid != 0).then_some(s.worker_pid),
+                    (s.high_watermark >= 0 && s.worker_pid != 0).then_some(s.high_watermark),
+                    s.messages,
+                    s.rows,
+                    s.dead_letters,
+                    s.batches,
+                    at,
+                )
+            })
+            .collect();
+        TableIterator::new(rows)
+    }
+
+    /// Low and high watermarks of a topic's partitions (all of them when `partition` is NULL),
+    /// asked from the brokers within pipeline_ingest.broker_timeout.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn topic_watermarks(
+        topic: &str,
+        partition: default!(Option<i32>, "NULL"),
+    ) -> TableIterator<'static, (name!(topic, String), name!(partition, i32), name!(low, i64), name!(high, i64))> {
+        let (brokers, config) = crate::catalog::kafka::brokers();
+        if brokers.is_empty() {
+            raise(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "no Kafka broker is configured");
+        }
+        let cfg = client_config(&brokers, &[&config]).unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e));
+        let timeout = Duration::from_millis(crate::guc::BROKER_TIMEOUT_MS.get().max(100) as u64);
+        let fail = |e: ProbeError| -> ! {
+            match e {
+                ProbeError::NoTopic => raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("Kafka topic \"{topic}\" does not exist")),
+                ProbeError::Config(m) => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, m),
+                ProbeError::Unreachable(m) => raise(
+                    PgSqlErrorCode::ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+                    format!("could not get watermarks of Kafka topic \"{topic}\": {m}"),
+                ),
+            }
+        };
+        let probe = Probe::new(&cfg, timeout).unwrap_or_else(|e| fail(e));
+        let all = probe.partitions(topic).unwrap_or_else(|e| fail(e));
+        let wanted: Vec<i32> = match partition {
+            None => all,
+            Some(p) if all.contains(&p) => vec![p],
+            Some(p) => raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("Kafka topic \"{topic}\" has no partition {p}")),
+        };
+        let rows: Vec<_> = wanted
+            .into_iter()
+            .map(|p| {
+                let (low, high) = probe.watermarks(topic, p).unwrap_or_else(|e| fail(e));
+                (topic.to_string(), p, low, high)
+            })
+            .collect();
+        TableIterator::new(rows)
+    }
+}
+
+extension_sql!(
+    r#"
+-- One row per consumer and partition: where it is, how far behind, what it did, what went wrong.
+CREATE VIEW pipeline_kafka.consumer_status AS
+WITH s AS (SELECT * FROM pipeline_kafka.partition_status()),
+     parts AS (SELECT consumer_id, "partition" FROM pipeline_kafka.offsets
+               UNION SELECT consumer_id, "partition" FROM s)
+SELECT c.id AS consumer_id,
+       c.topic,
+       c.relation,
+       CASE WHEN NOT c.enabled THEN 'stopped'
+            WHEN a.pid IS NULL THEN 'starting'
+            WHEN c.last_error IS NOT NULL THEN 'error'
+            ELSE 'running' END AS state,
+       a.pid AS worker_pid,
+       p."partition",
+       o."offset" AS next_offset,
+       s.high_watermark,
+       greatest(s.high_watermark - o."offset", 0) AS lag,
+       coalesce(s.messages, 0) AS messages,
+       coalesce(s.rows, 0) AS rows,
+       coalesce(s.dead_letters, 0) AS dead_letters,
+       coalesce(s.batches, 0) AS batches,
+       s.last_batch_at,
+       c.last_error,
+       c.last_error_at
+FROM pipeline_kafka.consumers c
+LEFT JOIN parts p ON p.consumer_id = c.id
+LEFT JOIN pipeline_kafka.offsets o ON o.consumer_id = p.consumer_id AND o."partition" = p."partition"
+LEFT JOIN s ON s.consumer_id = p.consumer_id AND s."partition" = p."partition"
+LEFT JOIN pg_catalog.pg_stat_activity a
+       ON a.pid = s.worker_pid AND a.backend_type = 'pipeline_kafka consumer' AND c.enabled;
+GRANT SELECT ON pipeline_kafka.consumer_status TO PUBLIC;
+"#,
+    name = "consumer_status_view",
+    requires = [pipeline_kafka::partition_status]
+);
