@@ -125,7 +125,12 @@ pub fn set_producer(dboid: pg_sys::Oid, pid: i32) {
 pub fn wake_producer(dboid: pg_sys::Oid) {
     let dboid = dboid.to_u32();
     let pid = REGISTRY.share().slots.iter().find(|s| s.dboid == dboid).map_or(0, |s| s.producer_pid);
-    signal(pid);
+    if pid > 0 {
+        signal(pid);
+    } else {
+        // No producer yet (the database's supervisor has not started one): have it started now.
+        wake_database(pg_sys::Oid::from(dboid));
+    }
 }
 
 pub const MAX_PARTITION_SLOTS: usize = 2048;

@@ -14,12 +14,12 @@ pub fn fire<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, pgr
     if !matches!(trigger.when()?, PgTriggerWhen::After) {
         misuse("pipeline_kafka.emit_tuple must be used in an AFTER trigger");
     }
-    if !matches!(trigger.level(), PgTriggerLevel::Row) {
-        misuse("pipeline_kafka.emit_tuple must be used in a FOR EACH ROW trigger");
-    }
     let op = trigger.op()?;
     if matches!(op, PgTriggerOperation::Truncate) {
         misuse("pipeline_kafka.emit_tuple cannot be used in a TRUNCATE trigger");
+    }
+    if !matches!(trigger.level(), PgTriggerLevel::Row) {
+        misuse("pipeline_kafka.emit_tuple must be used in a FOR EACH ROW trigger");
     }
     let args = trigger.extra_args()?;
     let topic = match args.first() {

@@ -189,6 +189,7 @@ fn send_round(producer: &BaseProducer<Reports>, batch: &[Pending]) -> (Vec<usize
         // flush() serves delivery callbacks on this thread; bounded slices keep SIGTERM handled.
         let _ = producer.flush(Duration::from_millis(200)); // a timeout here only means "not yet"
         pgrx::check_for_interrupts!();
+        crate::worker::exit_if_postmaster_died();
     }
     producer.poll(Duration::ZERO);
     let reports = std::mem::take(&mut *producer.context().results.lock().expect("delivery report lock"));

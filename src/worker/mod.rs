@@ -79,6 +79,18 @@ pub fn wait(timeout: Duration, fd: Option<i32>) -> bool {
     rc & pg_sys::WL_SOCKET_READABLE as i32 != 0
 }
 
+/// Exits at once when the postmaster is gone (for loops that wait on something other than the
+/// latch, such as librdkafka's delivery reports).
+pub fn exit_if_postmaster_died() {
+    // SAFETY: plain calls in the main thread. Workers are children of the postmaster: once it is
+    // gone they are re-parented, so their parent pid no longer matches.
+    unsafe {
+        if libc::getppid() != pg_sys::PostmasterPid {
+            pg_sys::proc_exit(1);
+        }
+    }
+}
+
 pub fn my_pid() -> i32 {
     // SAFETY: plain global read.
     unsafe { pg_sys::MyProcPid }
