@@ -27,6 +27,10 @@ export PIPELINE_PGDATA="$PI_RUN/pg/data"
 
 export KAFKA_BOOTSTRAP=127.0.0.1:$((29092 + _pi_off))
 export KAFKA_CONTROLLER=127.0.0.1:$((29093 + _pi_off))
+# A SASL_PLAINTEXT (PLAIN) listener beside the plain one, with a local test account.
+export KAFKA_SASL_BOOTSTRAP=127.0.0.1:$((29094 + _pi_off))
+export KAFKA_SASL_USER=pipeline
+export KAFKA_SASL_PASSWORD=pipeline-secret
 export KAFKA_LIBS="$PI_ROOT/tests/kafka/target/kafka-libs"
 export KINESIS_HOST=127.0.0.1
 export KINESIS_PORT=$((24567 + _pi_off))

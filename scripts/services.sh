@@ -6,7 +6,8 @@
 #   pg       PostgreSQL 15 cluster in $PIPELINE_PGDATA, port $PGPORT (28815), trust auth,
 #            superusers postgres and root. Log: $PI_RUN/pg/postgres.log
 #   kafka    Apache Kafka 4.1.1, KRaft single node (broker+controller), 127.0.0.1:29092
-#            (controller 127.0.0.1:29093). Data: $PI_RUN/kafka/data. Log: $PI_RUN/kafka/kafka.log
+#            (controller 127.0.0.1:29093, SASL_PLAINTEXT/PLAIN 127.0.0.1:29094 with the test account
+#            $KAFKA_SASL_USER / $KAFKA_SASL_PASSWORD). Data: $PI_RUN/kafka/data. Log: $PI_RUN/kafka/kafka.log
 #   kinesis  kinesalite (in-memory Kinesis emulator) on 127.0.0.1:24567.
 #            Log: $PI_RUN/kinesis/kinesalite.log. Streams do NOT survive a restart.
 #
@@ -263,11 +264,13 @@ kafka_write_conf() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$KAFKA_CONTROLLER
-listeners=PLAINTEXT://$KAFKA_BOOTSTRAP,CONTROLLER://$KAFKA_CONTROLLER
-advertised.listeners=PLAINTEXT://$KAFKA_BOOTSTRAP
+listeners=PLAINTEXT://$KAFKA_BOOTSTRAP,CONTROLLER://$KAFKA_CONTROLLER,SASL_PLAINTEXT://$KAFKA_SASL_BOOTSTRAP
+advertised.listeners=PLAINTEXT://$KAFKA_BOOTSTRAP,SASL_PLAINTEXT://$KAFKA_SASL_BOOTSTRAP
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$KAFKA_SASL_USER="$KAFKA_SASL_PASSWORD";
 log.dirs=$KAFKA_DIR/data
 num.partitions=1
 offsets.topic.replication.factor=1

@@ -37,6 +37,18 @@ CREATE TABLE pipeline_kafka.consumers (
     UNIQUE (topic, relation)
 );
 
+-- Secret client settings (passwords, keys) of broker entries and consumers, kept apart so that the
+-- readable `config` columns show them masked. Superusers only.
+CREATE TABLE pipeline_kafka.secrets (
+    broker      text REFERENCES pipeline_kafka.brokers (host) ON DELETE CASCADE,
+    consumer_id integer REFERENCES pipeline_kafka.consumers (id) ON DELETE CASCADE,
+    key         text NOT NULL,
+    value       text NOT NULL,
+    CHECK ((broker IS NULL) <> (consumer_id IS NULL))
+);
+CREATE UNIQUE INDEX ON pipeline_kafka.secrets (broker, key) WHERE broker IS NOT NULL;
+CREATE UNIQUE INDEX ON pipeline_kafka.secrets (consumer_id, key) WHERE consumer_id IS NOT NULL;
+
 -- Next offset to read, per consumer and partition. Written in the same transaction as the rows.
 CREATE TABLE pipeline_kafka.offsets (
     consumer_id integer NOT NULL REFERENCES pipeline_kafka.consumers (id) ON DELETE CASCADE,
@@ -136,6 +148,7 @@ LEFT JOIN pipeline_kafka.producer_errors AS e USING (topic);
 REVOKE ALL ON ALL TABLES IN SCHEMA pipeline_kafka, pipeline_kinesis FROM PUBLIC;
 GRANT SELECT ON ALL TABLES IN SCHEMA pipeline_kafka, pipeline_kinesis TO PUBLIC;
 REVOKE SELECT ON pipeline_kafka.outbox FROM PUBLIC;
+REVOKE SELECT ON pipeline_kafka.secrets FROM PUBLIC;
 GRANT DELETE ON pipeline_kafka.dead_letters TO PUBLIC;
 ALTER TABLE pipeline_kafka.dead_letters ENABLE ROW LEVEL SECURITY;
 CREATE POLICY dead_letters_of_owned_consumers ON pipeline_kafka.dead_letters
@@ -146,6 +159,7 @@ SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.brokers', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.consumers', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.consumers_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.offsets', '');
+SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.secrets', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.dead_letters', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.dead_letters_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.outbox', '');

@@ -19,3 +19,12 @@ pub fn raise_with(code: PgSqlErrorCode, message: impl Into<String>, detail: Opti
     r.report(PgLogLevel::ERROR);
     unreachable!("ERROR does not return")
 }
+
+/// A required argument of a function that also has optional ones (so it is not STRICT): NULL is
+/// an error naming the argument (SQLSTATE 22004).
+pub fn required<T>(value: Option<T>, name: &str) -> T {
+    match value {
+        Some(v) => v,
+        None => raise(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{name} must not be NULL")),
+    }
+}

@@ -22,6 +22,14 @@ SELECT pg_temp.try($$SELECT pipeline_kafka.add_broker(':9092')$$);
 SELECT pg_temp.try($$SELECT pipeline_kafka.add_broker('a:1,b:2')$$);
 SELECT pg_temp.try($$SELECT pipeline_kafka.add_broker('two words')$$);
 SELECT pg_temp.try($$SELECT pipeline_kafka.add_broker(NULL)$$);
+SELECT pg_temp.try($$SELECT pipeline_kafka.add_broker('127.0.0.1:9', '{"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "sasl.username": "u", "sasl.password": "hunter2"}')$$);
+SELECT host, config FROM pipeline_kafka.brokers WHERE host = '127.0.0.1:9';
+SELECT broker, key FROM pipeline_kafka.secrets;
+SELECT pg_temp.try($$SELECT pipeline_kafka.add_broker('127.0.0.1:10', '{"security.protocol": "NONSENSE"}')$$);
+SELECT pg_temp.try($$SELECT pipeline_kafka.add_broker('127.0.0.1:10', '{"enable.auto.commit": true}')$$);
+SELECT pg_temp.try($$SELECT pipeline_kafka.add_broker('127.0.0.1:10', '"x"')$$);
+SELECT pg_temp.try($$SELECT pipeline_kafka.remove_broker('127.0.0.1:9')$$);
+SELECT count(*) AS secrets_left FROM pipeline_kafka.secrets;
 SELECT pg_temp.try($$SELECT pipeline_kafka.remove_broker('nope:9092')$$);
 
 SELECT pg_temp.try($$SELECT pipeline_kafka.remove_broker('kafka-1.example.com')$$);

@@ -14,6 +14,7 @@ SELECT name, region, credfile, url FROM pipeline_kinesis.endpoints ORDER BY name
 
 SELECT pg_temp.try($$SELECT pipeline_kinesis.add_endpoint('local', 'us-east-1')$$);
 SELECT pg_temp.try($$SELECT pipeline_kinesis.add_endpoint('', 'us-east-1')$$);
+SELECT pg_temp.try($$SELECT pipeline_kinesis.add_endpoint(NULL, 'us-east-1')$$);
 SELECT pg_temp.try($$SELECT pipeline_kinesis.add_endpoint('x', '')$$);
 SELECT pg_temp.try($$SELECT pipeline_kinesis.add_endpoint('x', ' ')$$);
 SELECT pg_temp.try($$SELECT pipeline_kinesis.add_endpoint('x', 'us-east-1', NULL, 'ftp://somewhere')$$);

@@ -49,6 +49,9 @@ SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', time
 SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', start_offset := -3)$$);
 SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', config := '[1]')$$);
 SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('', 'target')$$);
+SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin(NULL, 'target')$$);
+SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', NULL)$$);
+SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', batchsize := NULL)$$);
 SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', on_error := 'ignore')$$);
 SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', max_dead_letters := -1)$$);
 

@@ -13,6 +13,7 @@ SELECT pg_temp.try($$SELECT pipeline_kafka.produce_message('t', 'm')$$);
 SELECT pipeline_kafka.add_broker('127.0.0.1:1');
 
 SELECT pg_temp.try($$SELECT pipeline_kafka.produce_message('', 'm')$$);
+SELECT pg_temp.try($$SELECT pipeline_kafka.produce_message(NULL, 'm')$$);
 SELECT pg_temp.try($$SELECT pipeline_kafka.produce_message('t', 'm', partition := -2)$$);
 SELECT pg_temp.try($$SELECT pipeline_kafka.produce_message('t', 'm', headers := '["a"]')$$);
 SELECT pg_temp.try($$SELECT pipeline_kafka.produce_message('t', 'm', headers := '{"a": 1}')$$);

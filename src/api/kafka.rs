@@ -6,7 +6,7 @@ use pgrx::prelude::*;
 mod pipeline_kafka {
     use crate::api::{can_act_as, current_role, wake_at_commit};
     use crate::catalog::{kafka as cat, spi};
-    use crate::error::{raise, raise_with};
+    use crate::error::{raise, raise_with, required};
     use crate::sources::kafka::{client_config, Probe, ProbeError};
     use ingest_core::format::CopyOptions;
     use pgrx::prelude::*;
@@ -14,16 +14,35 @@ mod pipeline_kafka {
     use std::collections::BTreeMap;
     use std::time::Duration;
 
-    /// Adds a Kafka broker (`host[:port]`, port 9092 by default) that consumers connect to.
+    /// The settings object given to a function (NULL = none); anything else is an error.
+    fn settings_arg(config: Option<JsonB>) -> serde_json::Map<String, serde_json::Value> {
+        match config.map(|j| j.0) {
+            None | Some(serde_json::Value::Null) => serde_json::Map::new(),
+            Some(serde_json::Value::Object(m)) => m,
+            Some(_) => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "config must be a JSON object of librdkafka settings"),
+        }
+    }
+
+    /// Adds a Kafka broker (`host[:port]`, port 9092 by default) that consumers and the producer
+    /// connect to, with optional librdkafka settings for it (e.g. security.protocol, sasl.*, ssl.*);
+    /// secret settings are stored apart and shown masked.
     #[pg_extern(volatile, parallel_unsafe)]
-    fn add_broker(hostname: &str) {
+    fn add_broker(hostname: Option<&str>, config: default!(Option<JsonB>, "NULL")) {
+        let hostname = required(hostname, "hostname");
         if let Err(e) = ingest_core::broker::parse_broker(hostname) {
             raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
+        }
+        let settings = settings_arg(config);
+        let cfg = client_config(&[hostname.to_string()], &[&settings])
+            .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e));
+        if let Err(e) = crate::sources::kafka::check_settings(&cfg) {
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("invalid Kafka client setting: {e}"));
         }
         if cat::broker_exists(hostname) {
             raise(PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT, format!("Kafka broker \"{hostname}\" already exists"));
         }
-        cat::insert_broker(hostname);
+        let (shown, secrets) = ingest_core::settings::split_secrets(&settings);
+        cat::insert_broker(hostname, &serde_json::Value::Object(shown).to_string(), &secrets);
     }
 
     /// Removes a Kafka broker.
@@ -82,22 +101,30 @@ mod pipeline_kafka {
     #[allow(clippy::too_many_arguments)]
     #[pg_extern(volatile, parallel_unsafe)]
     fn consume_begin(
-        topic: &str,
-        relation: &str,
-        format: default!(&str, "'text'"),
+        topic: Option<&str>,
+        relation: Option<&str>,
+        format: default!(Option<&str>, "'text'"),
         delimiter: default!(Option<&str>, "NULL"),
         quote: default!(Option<&str>, "NULL"),
         escape: default!(Option<&str>, "NULL"),
-        batchsize: default!(i32, 1000),
-        maxbytes: default!(i32, 32000000),
-        parallelism: default!(i32, 1),
+        batchsize: default!(Option<i32>, 1000),
+        maxbytes: default!(Option<i32>, 32000000),
+        parallelism: default!(Option<i32>, 1),
         start_offset: default!(Option<i64>, "NULL"),
-        timeout: default!(i32, 250),
+        timeout: default!(Option<i32>, 250),
         group_id: default!(Option<&str>, "NULL"),
         config: default!(Option<JsonB>, "NULL"),
-        on_error: default!(&str, "'dead_letter'"),
+        on_error: default!(Option<&str>, "'dead_letter'"),
         max_dead_letters: default!(Option<i32>, "NULL"),
     ) -> i32 {
+        let topic = required(topic, "topic");
+        let relation = required(relation, "relation");
+        let format = required(format, "format");
+        let batchsize = required(batchsize, "batchsize");
+        let maxbytes = required(maxbytes, "maxbytes");
+        let parallelism = required(parallelism, "parallelism");
+        let timeout = required(timeout, "timeout");
+        let on_error = required(on_error, "on_error");
         if !matches!(on_error, "dead_letter" | "skip" | "stop") {
             raise(
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -125,11 +152,7 @@ mod pipeline_kafka {
                 );
             }
         }
-        let extra = match config.map(|j| j.0) {
-            None | Some(serde_json::Value::Null) => serde_json::Map::new(),
-            Some(serde_json::Value::Object(m)) => m,
-            Some(_) => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "config must be a JSON object of librdkafka settings"),
-        };
+        let extra = settings_arg(config);
         let relid = resolve_relation(relation);
         check_relation(relid, relation);
 
@@ -160,7 +183,8 @@ mod pipeline_kafka {
                 );
             }
         }
-        let config_text = serde_json::Value::Object(extra).to_string();
+        let (shown, secrets) = ingest_core::settings::split_secrets(&extra);
+        let config_text = serde_json::Value::Object(shown).to_string();
         let id = cat::upsert_consumer(&cat::NewConsumer {
             topic,
             relid,
@@ -178,6 +202,7 @@ mod pipeline_kafka {
             on_error,
             max_dead_letters,
         });
+        cat::set_consumer_secrets(id, &secrets);
 
         // Where to start: an explicit start_offset replaces stored offsets; a new consumer with
         // none starts at the end of each partition. Partitions created later start at their beginning.
@@ -250,7 +275,7 @@ mod pipeline_kafka {
 
 extension_sql!(
     r#"
-REVOKE EXECUTE ON FUNCTION pipeline_kafka.add_broker(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION pipeline_kafka.add_broker(text, jsonb) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION pipeline_kafka.remove_broker(text) FROM PUBLIC;
 "#,
     name = "kafka_grants",

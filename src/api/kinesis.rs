@@ -11,7 +11,14 @@ mod pipeline_kinesis {
     /// Adds a Kinesis endpoint: a name for a region (and optionally a credentials file and a
     /// non-AWS URL such as kinesalite's).
     #[pg_extern(volatile, parallel_unsafe)]
-    fn add_endpoint(name: &str, region: &str, credfile: default!(Option<&str>, "NULL"), url: default!(Option<&str>, "NULL")) {
+    fn add_endpoint(
+        name: Option<&str>,
+        region: Option<&str>,
+        credfile: default!(Option<&str>, "NULL"),
+        url: default!(Option<&str>, "NULL"),
+    ) {
+        let name = crate::error::required(name, "name");
+        let region = crate::error::required(region, "region");
         if name.trim().is_empty() {
             raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "endpoint name must not be empty");
         }

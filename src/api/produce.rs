@@ -40,13 +40,14 @@ mod pipeline_kafka {
     /// is given); a NULL message is a tombstone.
     #[pg_extern(volatile, parallel_unsafe)]
     fn produce_message(
-        topic: &str,
+        topic: Option<&str>,
         message: Option<&[u8]>,
         partition: default!(Option<i32>, "NULL"),
         key: default!(Option<&[u8]>, "NULL"),
         headers: default!(Option<JsonB>, "NULL"),
         timestamp: default!(Option<pgrx::datum::TimestampWithTimeZone>, "NULL"),
     ) -> i64 {
+        let topic = crate::error::required(topic, "topic");
         if topic.is_empty() {
             raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "topic must not be empty");
         }

@@ -57,9 +57,10 @@ mod pipeline_kafka {
     /// asked from the brokers within pipeline_ingest.broker_timeout.
     #[pg_extern(volatile, parallel_unsafe)]
     fn topic_watermarks(
-        topic: &str,
+        topic: Option<&str>,
         partition: default!(Option<i32>, "NULL"),
     ) -> TableIterator<'static, (name!(topic, String), name!(partition, i32), name!(low, i64), name!(high, i64))> {
+        let topic = crate::error::required(topic, "topic");
         let (brokers, config) = crate::catalog::kafka::brokers();
         if brokers.is_empty() {
             raise(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "no Kafka broker is configured");

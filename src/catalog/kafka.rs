@@ -13,8 +13,57 @@ pub fn broker_exists(host: &str) -> bool {
     .unwrap_or(false)
 }
 
-pub fn insert_broker(host: &str) {
-    as_superuser(|| spi(Spi::run_with_args("INSERT INTO pipeline_kafka.brokers (host) VALUES ($1)", &[host.into()])));
+/// Adds a broker with its settings: `shown` (secrets masked) in the readable table, `secrets`
+/// apart.
+pub fn insert_broker(host: &str, shown: &str, secrets: &[(String, String)]) {
+    as_superuser(|| {
+        spi(Spi::run_with_args(
+            "INSERT INTO pipeline_kafka.brokers (host, config) VALUES ($1, $2::jsonb)",
+            &[host.into(), shown.into()],
+        ));
+        for (k, v) in secrets {
+            spi(Spi::run_with_args(
+                "INSERT INTO pipeline_kafka.secrets (broker, key, value) VALUES ($1, $2, $3)",
+                &[host.into(), k.as_str().into(), v.as_str().into()],
+            ));
+        }
+    });
+}
+
+/// Replaces the secret settings of a consumer.
+pub fn set_consumer_secrets(consumer_id: i32, secrets: &[(String, String)]) {
+    as_superuser(|| {
+        spi(Spi::run_with_args("DELETE FROM pipeline_kafka.secrets WHERE consumer_id = $1", &[consumer_id.into()]));
+        for (k, v) in secrets {
+            spi(Spi::run_with_args(
+                "INSERT INTO pipeline_kafka.secrets (consumer_id, key, value) VALUES ($1, $2, $3)",
+                &[consumer_id.into(), k.as_str().into(), v.as_str().into()],
+            ));
+        }
+    });
+}
+
+/// (owner, key, value) of secrets: `broker` is the broker host or the consumer id as text.
+fn secrets(of_brokers: bool) -> Vec<(String, String, String)> {
+    let q = if of_brokers {
+        "SELECT broker, key, value FROM pipeline_kafka.secrets WHERE broker IS NOT NULL"
+    } else {
+        "SELECT consumer_id::text, key, value FROM pipeline_kafka.secrets WHERE consumer_id IS NOT NULL"
+    };
+    as_superuser(|| {
+        spi(Spi::connect(|c| {
+            let t = c.select(q, None, &[])?;
+            let mut out = Vec::new();
+            for row in t {
+                out.push((
+                    row.get::<String>(1)?.unwrap_or_default(),
+                    row.get::<String>(2)?.unwrap_or_default(),
+                    row.get::<String>(3)?.unwrap_or_default(),
+                ));
+            }
+            Ok(out)
+        }))
+    })
 }
 
 /// Deletes a broker; false when there was none.
@@ -38,13 +87,17 @@ pub fn brokers() -> (Vec<String>, serde_json::Map<String, serde_json::Value>) {
         }
         Ok(out)
     }));
+    let secrets = if rows.is_empty() { Vec::new() } else { secrets(true) };
     let mut hosts = Vec::new();
     let mut config = serde_json::Map::new();
     for (h, c) in rows {
-        hosts.push(h);
         if let Ok(serde_json::Value::Object(m)) = serde_json::from_str(&c) {
             config.extend(m);
         }
+        for (_, k, v) in secrets.iter().filter(|(owner, _, _)| *owner == h) {
+            config.insert(k.clone(), serde_json::Value::String(v.clone()));
+        }
+        hosts.push(h);
     }
     (hosts, config)
 }
@@ -106,14 +159,24 @@ fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<
 
 fn select_consumers(where_sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<Consumer> {
     let q = format!("SELECT {CONSUMER_COLUMNS} FROM pipeline_kafka.consumers {where_sql} ORDER BY id");
-    spi(Spi::connect(|c| {
+    let mut consumers: Vec<Consumer> = spi(Spi::connect(|c| {
         let t = c.select(q.as_str(), None, args)?;
         let mut out = Vec::new();
         for row in t {
             out.push(consumer_from_row(&row)?);
         }
         Ok(out)
-    }))
+    }));
+    if consumers.iter().any(|c| c.config.values().any(|v| v.as_str() == Some(ingest_core::settings::MASK))) {
+        let secrets = secrets(false);
+        for c in consumers.iter_mut() {
+            let id = c.id.to_string();
+            for (_, k, v) in secrets.iter().filter(|(owner, _, _)| *owner == id) {
+                c.config.insert(k.clone(), serde_json::Value::String(v.clone()));
+            }
+        }
+    }
+    consumers
 }
 
 pub fn consumer(id: i32) -> Option<Consumer> {

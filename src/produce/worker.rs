@@ -52,8 +52,9 @@ fn make_client(brokers: &[String], config: &serde_json::Map<String, serde_json::
     let settings = format!("{}|{}", brokers.join(","), serde_json::Value::Object(config.clone()));
     let mut cfg = crate::sources::kafka::producer_config(brokers, &[config])?;
     cfg.set("message.timeout.ms", MESSAGE_TIMEOUT_MS.to_string());
-    let producer: BaseProducer<Reports> =
-        cfg.create_with_context(Reports::default()).map_err(|e| format!("could not create Kafka producer: {e}"))?;
+    let producer: BaseProducer<Reports> = cfg.create_with_context(Reports::default()).map_err(|e| {
+        format!("could not create Kafka producer: {}", crate::sources::kafka::config_error(&e, &cfg))
+    })?;
     Ok(Client { settings, producer })
 }
 

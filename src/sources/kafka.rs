@@ -7,8 +7,12 @@
 
 use super::Source;
 use ingest_core::batch::{partitions_for_worker, Batch, Limits, Message as BatchMessage};
+use ingest_core::settings::{is_secret, scrub};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use std::sync::Mutex;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
@@ -75,9 +79,81 @@ pub fn producer_config(
     Ok(cfg)
 }
 
+/// Keeps librdkafka's latest error-level log line: error events reach us as bare codes ("broker
+/// transport failure"), the log line says why ("SASL authentication error: ..."). librdkafka calls
+/// `log` from its own threads, so it only stores the text.
+#[derive(Default)]
+pub struct Context {
+    last_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, _facility: &str, message: &str) {
+        if (level as i32) <= (RDKafkaLogLevel::Error as i32) {
+            if let Ok(mut last) = self.last_error.lock() {
+                *last = Some(message.to_string());
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Context {}
+
+impl Context {
+    /// `error`, with librdkafka's latest logged reason appended when there is one (taken once).
+    pub fn explain(&self, error: String) -> String {
+        match self.last_error.lock().ok().and_then(|mut l| l.take()) {
+            Some(reason) => format!("{error} ({reason})"),
+            None => error,
+        }
+    }
+}
+
+type Client = BaseConsumer<Context>;
+
+/// Adds librdkafka's logged reason to an error. Log lines reach the context only while the client
+/// is polled, so a client with nothing assigned (no message can be taken by mistake) is polled
+/// briefly first.
+fn explain(consumer: &Client, error: String) -> String {
+    if consumer.assignment().map(|a| a.count() == 0).unwrap_or(false) {
+        for _ in 0..100 {
+            if consumer.poll(Duration::ZERO).is_none() {
+                break;
+            }
+        }
+    }
+    consumer.context().explain(error)
+}
+
+/// The secret settings of a client configuration (to keep them out of error messages).
+pub fn secrets_in(cfg: &ClientConfig) -> Vec<(String, String)> {
+    cfg.config_map().into_iter().filter(|(k, _)| is_secret(k)).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Creates a librdkafka consumer; errors (which quote offending values) have secrets masked.
+fn create_consumer(cfg: &ClientConfig) -> Result<Client, String> {
+    cfg.create_with_context(Context::default()).map_err(|e| config_error(&e, cfg))
+}
+
+/// A configuration error as text, secrets masked. The rdkafka crate's own message appends the
+/// offending value whatever the key (a mistyped secret key would show its value), so only
+/// librdkafka's description is used.
+pub fn config_error(e: &rdkafka::error::KafkaError, cfg: &ClientConfig) -> String {
+    let text = match e {
+        rdkafka::error::KafkaError::ClientConfig(_, desc, _, _) => desc.clone(),
+        other => other.to_string(),
+    };
+    scrub(&text, &secrets_in(cfg))
+}
+
+/// Checks every setting with librdkafka without creating a client (no threads, no network).
+pub fn check_settings(cfg: &ClientConfig) -> Result<(), String> {
+    cfg.create_native_config().map(|_| ()).map_err(|e| config_error(&e, cfg))
+}
+
 /// A short-lived client for SQL functions: metadata and watermarks with a time limit.
 pub struct Probe {
-    consumer: BaseConsumer,
+    consumer: Client,
     timeout: Duration,
 }
 
@@ -95,7 +171,7 @@ impl Probe {
     pub fn new(cfg: &ClientConfig, timeout: Duration) -> Result<Probe, ProbeError> {
         let mut cfg = cfg.clone();
         cfg.set("group.id", "pipeline_ingest_probe");
-        let consumer: BaseConsumer = cfg.create().map_err(|e| ProbeError::Config(e.to_string()))?;
+        let consumer = create_consumer(&cfg).map_err(ProbeError::Config)?;
         Ok(Probe { consumer, timeout })
     }
 
@@ -108,12 +184,12 @@ impl Probe {
     pub fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), ProbeError> {
         self.consumer
             .fetch_watermarks(topic, partition, self.timeout)
-            .map_err(|e| ProbeError::Unreachable(e.to_string()))
+            .map_err(|e| ProbeError::Unreachable(explain(&self.consumer, e.to_string())))
     }
 }
 
-fn topic_partitions(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Vec<i32>, ProbeError> {
-    let md = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| ProbeError::Unreachable(e.to_string()))?;
+fn topic_partitions(consumer: &Client, topic: &str, timeout: Duration) -> Result<Vec<i32>, ProbeError> {
+    let md = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| ProbeError::Unreachable(explain(consumer, e.to_string())))?;
     let t = md.topics().iter().find(|t| t.name() == topic).ok_or(ProbeError::NoTopic)?;
     if let Some(err) = t.error() {
         let code = rdkafka::types::RDKafkaErrorCode::from(err);
@@ -134,7 +210,7 @@ fn topic_partitions(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> 
 
 /// The consumer side of a worker: owns partitions p with p mod parallelism == index.
 pub struct KafkaSource {
-    consumer: BaseConsumer,
+    consumer: Client,
     topic: String,
     parallelism: i32,
     index: i32,
@@ -161,7 +237,7 @@ impl KafkaSource {
         if cfg.get("group.id").is_none() {
             cfg.set("group.id", "pipeline_ingest");
         }
-        let consumer: BaseConsumer = cfg.create().map_err(|e| format!("could not create Kafka consumer: {e}"))?;
+        let consumer = create_consumer(&cfg).map_err(|e| format!("could not create Kafka consumer: {e}"))?;
         let mut fds = [-1i32; 2];
         // SAFETY: pipe2 fills the two-element array on success.
         let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
@@ -277,7 +353,7 @@ impl Source for KafkaSource {
                     added += 1;
                 }
                 Some(Err(e)) => {
-                    self.error = Some(format!("Kafka: {e}"));
+                    self.error = Some(self.consumer.context().explain(format!("Kafka: {e}")));
                 }
             }
         }

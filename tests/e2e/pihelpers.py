@@ -26,6 +26,9 @@ PGUSER = "postgres"
 PIPELINE_PGDATA = Path(os.environ.get("PIPELINE_PGDATA") or PI_RUN / "pg" / "data")
 KAFKA_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:29092")
 KINESIS_ENDPOINT = os.environ.get("KINESIS_ENDPOINT", "http://127.0.0.1:24567")
+KAFKA_SASL_BOOTSTRAP = os.environ.get("KAFKA_SASL_BOOTSTRAP", "127.0.0.1:29094")
+KAFKA_SASL_USER = os.environ.get("KAFKA_SASL_USER", "pipeline")
+KAFKA_SASL_PASSWORD = os.environ.get("KAFKA_SASL_PASSWORD", "pipeline-secret")
 AWS_REGION = os.environ.get("AWS_REGION", "us-east-1")
 SERVICES = PI_ROOT / "scripts" / "services.sh"
 

@@ -7,3 +7,4 @@ pub mod batch;
 pub mod broker;
 pub mod format;
 pub mod json;
+pub mod settings;
