@@ -51,30 +51,10 @@ impl From<CaughtError> for PgError {
 /// Runs `f` in a new transaction and commits it. Any ERROR (raised by `f` or by the commit) rolls
 /// the transaction back and is returned.
 pub fn in_transaction<R>(f: impl FnOnce() -> R) -> Result<R, PgError> {
-    let f = std::panic::AssertUnwindSafe(f);
-    // SAFETY: worker main thread, outside any transaction.
-    unsafe {
-        pg_sys::SetCurrentStatementStartTimestamp();
-        pg_sys::StartTransactionCommand();
-        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-    }
-    let result = PgTryBuilder::new(move || {
-        let f = f;
-        let r = (f.0)();
-        // SAFETY: the snapshot pushed above is still the active one; committing ends the transaction.
-        unsafe {
-            pg_sys::PopActiveSnapshot();
-            pg_sys::CommitTransactionCommand();
-        }
-        Ok(r)
+    try_in_transaction(|| Ok::<R, std::convert::Infallible>(f())).map(|r| match r {
+        Ok(v) => v,
+        Err(never) => match never {},
     })
-    .catch_others(|e| Err(PgError::from(e)))
-    .execute();
-    if result.is_err() {
-        // SAFETY: rolls back whatever state the failed transaction (or commit) left.
-        unsafe { pg_sys::AbortCurrentTransaction() };
-    }
-    result
 }
 
 /// Runs `f` as the bootstrap superuser (catalog writes from a worker acting as a plain role).

@@ -2,6 +2,24 @@
 -- readable by everyone and writable by no one but the extension's functions.
 CREATE EXTENSION pipeline_ingest;
 
+-- Helpers for the following files: run a statement, return 'ok' or its SQLSTATE and message.
+CREATE SCHEMA regress;
+CREATE FUNCTION regress.try(sql text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  EXECUTE sql;
+  RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+  RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
+CREATE FUNCTION regress.sqlstate_of(sql text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  EXECUTE sql;
+  RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+  RETURN SQLSTATE;
+END $$;
+GRANT USAGE ON SCHEMA regress TO PUBLIC;
+
 SELECT n.nspname, c.relname, c.relkind
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname IN ('pipeline_kafka', 'pipeline_kinesis') AND c.relkind IN ('r', 'v')

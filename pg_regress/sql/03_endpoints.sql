@@ -1,33 +1,26 @@
 -- add_endpoint / remove_endpoint: validation and SQLSTATEs.
-CREATE FUNCTION pg_temp.try(sql text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-  EXECUTE sql;
-  RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-  RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
 
-SELECT pg_temp.try($$SELECT pipeline_kinesis.add_endpoint('local', 'us-east-1', NULL, 'http://127.0.0.1:24567')$$);
-SELECT pg_temp.try($$SELECT pipeline_kinesis.add_endpoint('aws', 'eu-west-1')$$);
-SELECT pg_temp.try($$SELECT pipeline_kinesis.add_endpoint(name := 'creds', region := 'us-west-2', credfile := '/etc/aws/credentials')$$);
+SELECT regress.try($$SELECT pipeline_kinesis.add_endpoint('local', 'us-east-1', NULL, 'http://127.0.0.1:24567')$$);
+SELECT regress.try($$SELECT pipeline_kinesis.add_endpoint('aws', 'eu-west-1')$$);
+SELECT regress.try($$SELECT pipeline_kinesis.add_endpoint(name := 'creds', region := 'us-west-2', credfile := '/etc/aws/credentials')$$);
 SELECT name, region, credfile, url FROM pipeline_kinesis.endpoints ORDER BY name;
 
-SELECT pg_temp.try($$SELECT pipeline_kinesis.add_endpoint('local', 'us-east-1')$$);
-SELECT pg_temp.try($$SELECT pipeline_kinesis.add_endpoint('', 'us-east-1')$$);
-SELECT pg_temp.try($$SELECT pipeline_kinesis.add_endpoint(NULL, 'us-east-1')$$);
-SELECT pg_temp.try($$SELECT pipeline_kinesis.add_endpoint('x', '')$$);
-SELECT pg_temp.try($$SELECT pipeline_kinesis.add_endpoint('x', ' ')$$);
-SELECT pg_temp.try($$SELECT pipeline_kinesis.add_endpoint('x', 'us-east-1', NULL, 'ftp://somewhere')$$);
-SELECT pg_temp.try($$SELECT pipeline_kinesis.add_endpoint('x', 'us-east-1', '')$$);
-SELECT pg_temp.try($$SELECT pipeline_kinesis.remove_endpoint('nope')$$);
+SELECT regress.try($$SELECT pipeline_kinesis.add_endpoint('local', 'us-east-1')$$);
+SELECT regress.try($$SELECT pipeline_kinesis.add_endpoint('', 'us-east-1')$$);
+SELECT regress.try($$SELECT pipeline_kinesis.add_endpoint(NULL, 'us-east-1')$$);
+SELECT regress.try($$SELECT pipeline_kinesis.add_endpoint('x', '')$$);
+SELECT regress.try($$SELECT pipeline_kinesis.add_endpoint('x', ' ')$$);
+SELECT regress.try($$SELECT pipeline_kinesis.add_endpoint('x', 'us-east-1', NULL, 'ftp://somewhere')$$);
+SELECT regress.try($$SELECT pipeline_kinesis.add_endpoint('x', 'us-east-1', '')$$);
+SELECT regress.try($$SELECT pipeline_kinesis.remove_endpoint('nope')$$);
 
 -- an endpoint in use by a consumer cannot be removed
 CREATE TABLE kinesis_target (v text);
 INSERT INTO pipeline_kinesis.consumers (endpoint, stream, relation, owner) VALUES ('local', 's', 'kinesis_target', current_user::regrole);
-SELECT pg_temp.try($$SELECT pipeline_kinesis.remove_endpoint('local')$$);
+SELECT regress.try($$SELECT pipeline_kinesis.remove_endpoint('local')$$);
 DELETE FROM pipeline_kinesis.consumers;
-SELECT pg_temp.try($$SELECT pipeline_kinesis.remove_endpoint('local')$$);
-SELECT pg_temp.try($$SELECT pipeline_kinesis.remove_endpoint('aws')$$);
-SELECT pg_temp.try($$SELECT pipeline_kinesis.remove_endpoint('creds')$$);
+SELECT regress.try($$SELECT pipeline_kinesis.remove_endpoint('local')$$);
+SELECT regress.try($$SELECT pipeline_kinesis.remove_endpoint('aws')$$);
+SELECT regress.try($$SELECT pipeline_kinesis.remove_endpoint('creds')$$);
 SELECT count(*) AS endpoints_left FROM pipeline_kinesis.endpoints;
 DROP TABLE kinesis_target;

@@ -1,77 +1,63 @@
 -- consume_begin / consume_end argument checks that need no running broker.
-CREATE FUNCTION pg_temp.try(sql text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-  EXECUTE sql;
-  RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-  RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
-CREATE FUNCTION pg_temp.sqlstate_of(sql text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-  EXECUTE sql;
-  RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-  RETURN SQLSTATE;
-END $$;
 
 CREATE TABLE target (id int, v text);
 CREATE VIEW target_view AS SELECT * FROM target;
 
 -- no broker configured yet
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target')$$);
 
 -- the relation
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'no_such_table')$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target_view')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'no_such_table')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target_view')$$);
 CREATE ROLE regress_no_insert;
 GRANT USAGE ON SCHEMA public TO regress_no_insert;
 GRANT SELECT ON target TO regress_no_insert;
 SET ROLE regress_no_insert;
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target')$$);
 RESET ROLE;
 ALTER TABLE target ENABLE ROW LEVEL SECURITY;
 GRANT INSERT ON target TO regress_no_insert;
 SET ROLE regress_no_insert;
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target')$$);
 RESET ROLE;
 ALTER TABLE target DISABLE ROW LEVEL SECURITY;
 
 -- formats and numbers
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', format := 'xml')$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', format := 'text', quote := '"')$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', format := 'csv', delimiter := ';;')$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', format := 'csv', delimiter := '"')$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', format := 'json', delimiter := ',')$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', batchsize := 0)$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', maxbytes := -1)$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', parallelism := 0)$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', timeout := 0)$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', start_offset := -3)$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', config := '[1]')$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('', 'target')$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin(NULL, 'target')$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', NULL)$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', batchsize := NULL)$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', on_error := 'ignore')$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', max_dead_letters := -1)$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', format := 'xml')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', format := 'text', quote := '"')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', format := 'csv', delimiter := ';;')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', format := 'csv', delimiter := '"')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', format := 'json', delimiter := ',')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', batchsize := 0)$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', maxbytes := -1)$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', parallelism := 0)$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', timeout := 0)$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', start_offset := -3)$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', config := '[1]')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('', 'target')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin(NULL, 'target')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', NULL)$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', batchsize := NULL)$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', on_error := 'ignore')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', max_dead_letters := -1)$$);
 
 -- settings are checked by librdkafka before anything is stored
 SELECT pipeline_kafka.add_broker('127.0.0.1:1');
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', config := '{"no.such.setting": "1"}')$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', config := '{"bootstrap.servers": "elsewhere:9092"}')$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', config := '{"fetch.wait.max.ms": {"nested": 1}}')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', config := '{"no.such.setting": "1"}')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', config := '{"bootstrap.servers": "elsewhere:9092"}')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', config := '{"fetch.wait.max.ms": {"nested": 1}}')$$);
 
 -- an unreachable broker is an error within pipeline_ingest.broker_timeout, not a hang
 SET pipeline_ingest.broker_timeout = 300;
-SELECT pg_temp.sqlstate_of($$SELECT pipeline_kafka.consume_begin('topic', 'target')$$);
+SELECT regress.sqlstate_of($$SELECT pipeline_kafka.consume_begin('topic', 'target')$$);
 RESET pipeline_ingest.broker_timeout;
 
 -- nothing was stored by the failed calls
 SELECT count(*) AS consumers FROM pipeline_kafka.consumers;
 
 -- consume_end of something that does not exist
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_end('topic', 'target')$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.consume_end('topic', 'no_such_table')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_end('topic', 'target')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_end('topic', 'no_such_table')$$);
 SELECT pipeline_kafka.consume_end() AS stopped, pipeline_kafka.consume_begin() AS started;
 
 SELECT pipeline_kafka.remove_broker('127.0.0.1:1');

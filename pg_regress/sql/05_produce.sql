@@ -1,22 +1,15 @@
 -- produce_message and emit_tuple: validation, trigger misuse, and that only committed work
 -- reaches the outbox. Everything here rolls back, so nothing is ever sent.
-CREATE FUNCTION pg_temp.try(sql text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-  EXECUTE sql;
-  RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-  RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
 
 -- no broker: an error rather than a message that can never leave
-SELECT pg_temp.try($$SELECT pipeline_kafka.produce_message('t', 'm')$$);
+SELECT regress.try($$SELECT pipeline_kafka.produce_message('t', 'm')$$);
 SELECT pipeline_kafka.add_broker('127.0.0.1:1');
 
-SELECT pg_temp.try($$SELECT pipeline_kafka.produce_message('', 'm')$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.produce_message(NULL, 'm')$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.produce_message('t', 'm', partition := -2)$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.produce_message('t', 'm', headers := '["a"]')$$);
-SELECT pg_temp.try($$SELECT pipeline_kafka.produce_message('t', 'm', headers := '{"a": 1}')$$);
+SELECT regress.try($$SELECT pipeline_kafka.produce_message('', 'm')$$);
+SELECT regress.try($$SELECT pipeline_kafka.produce_message(NULL, 'm')$$);
+SELECT regress.try($$SELECT pipeline_kafka.produce_message('t', 'm', partition := -2)$$);
+SELECT regress.try($$SELECT pipeline_kafka.produce_message('t', 'm', headers := '["a"]')$$);
+SELECT regress.try($$SELECT pipeline_kafka.produce_message('t', 'm', headers := '{"a": 1}')$$);
 
 -- a rolled-back transaction leaves nothing; a rolled-back savepoint only drops its own messages
 BEGIN;
@@ -46,39 +39,39 @@ DROP TRIGGER ev_emit ON ev;
 
 -- misuse is an error when the trigger fires
 CREATE TRIGGER ev_before BEFORE INSERT ON ev FOR EACH ROW EXECUTE FUNCTION pipeline_kafka.emit_tuple('events');
-SELECT pg_temp.try($$INSERT INTO ev VALUES (3, 'c')$$);
+SELECT regress.try($$INSERT INTO ev VALUES (3, 'c')$$);
 DROP TRIGGER ev_before ON ev;
 CREATE TRIGGER ev_stmt AFTER INSERT ON ev FOR EACH STATEMENT EXECUTE FUNCTION pipeline_kafka.emit_tuple('events');
-SELECT pg_temp.try($$INSERT INTO ev VALUES (3, 'c')$$);
+SELECT regress.try($$INSERT INTO ev VALUES (3, 'c')$$);
 DROP TRIGGER ev_stmt ON ev;
 CREATE TRIGGER ev_trunc AFTER TRUNCATE ON ev FOR EACH STATEMENT EXECUTE FUNCTION pipeline_kafka.emit_tuple('events');
-SELECT pg_temp.try($$TRUNCATE ev$$);
+SELECT regress.try($$TRUNCATE ev$$);
 DROP TRIGGER ev_trunc ON ev;
 CREATE TRIGGER ev_nokey AFTER INSERT ON ev FOR EACH ROW EXECUTE FUNCTION pipeline_kafka.emit_tuple('events', '-1', 'no_such_column');
-SELECT pg_temp.try($$INSERT INTO ev VALUES (3, 'c')$$);
+SELECT regress.try($$INSERT INTO ev VALUES (3, 'c')$$);
 DROP TRIGGER ev_nokey ON ev;
 CREATE TRIGGER ev_badpart AFTER INSERT ON ev FOR EACH ROW EXECUTE FUNCTION pipeline_kafka.emit_tuple('events', 'first');
-SELECT pg_temp.try($$INSERT INTO ev VALUES (3, 'c')$$);
+SELECT regress.try($$INSERT INTO ev VALUES (3, 'c')$$);
 DROP TRIGGER ev_badpart ON ev;
 CREATE TRIGGER ev_notopic AFTER INSERT ON ev FOR EACH ROW EXECUTE FUNCTION pipeline_kafka.emit_tuple();
-SELECT pg_temp.try($$INSERT INTO ev VALUES (3, 'c')$$);
+SELECT regress.try($$INSERT INTO ev VALUES (3, 'c')$$);
 DROP TRIGGER ev_notopic ON ev;
 CREATE TRIGGER ev_delnokey AFTER DELETE ON ev FOR EACH ROW EXECUTE FUNCTION pipeline_kafka.emit_tuple('events');
 INSERT INTO ev VALUES (3, 'c');
-SELECT pg_temp.try($$DELETE FROM ev$$);
+SELECT regress.try($$DELETE FROM ev$$);
 DROP TRIGGER ev_delnokey ON ev;
 SELECT count(*) AS outbox_rows FROM pipeline_kafka.outbox;
 
 -- producing is granted, not public
 CREATE ROLE regress_producer;
 SET ROLE regress_producer;
-SELECT pg_temp.try($$SELECT pipeline_kafka.produce_message('t', 'm')$$);
+SELECT regress.try($$SELECT pipeline_kafka.produce_message('t', 'm')$$);
 RESET ROLE;
 GRANT EXECUTE ON FUNCTION pipeline_kafka.produce_message(text, bytea, integer, bytea, jsonb, timestamptz) TO regress_producer;
 SET ROLE regress_producer;
 BEGIN;
 SELECT pipeline_kafka.produce_message('t', 'm') > 0 AS queued;
-SELECT pg_temp.try($$SELECT count(*) FROM pipeline_kafka.outbox$$);
+SELECT regress.try($$SELECT count(*) FROM pipeline_kafka.outbox$$);
 ROLLBACK;
 RESET ROLE;
 DROP OWNED BY regress_producer;

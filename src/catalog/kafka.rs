@@ -268,13 +268,10 @@ pub fn set_enabled(id: Option<i32>, enabled: bool) -> Vec<i32> {
     })
 }
 
-pub fn stored_offsets(consumer_id: i32) -> BTreeMap<i32, i64> {
+/// (partition, offset) rows of a query on pipeline_kafka.offsets.
+fn select_offsets(query: &str, args: &[pgrx::datum::DatumWithOid]) -> BTreeMap<i32, i64> {
     spi(Spi::connect(|c| {
-        let t = c.select(
-            "SELECT \"partition\", \"offset\" FROM pipeline_kafka.offsets WHERE consumer_id = $1",
-            None,
-            &[consumer_id.into()],
-        )?;
+        let t = c.select(query, None, args)?;
         let mut out = BTreeMap::new();
         for row in t {
             if let (Some(p), Some(o)) = (row.get::<i32>(1)?, row.get::<i64>(2)?) {
@@ -283,6 +280,13 @@ pub fn stored_offsets(consumer_id: i32) -> BTreeMap<i32, i64> {
         }
         Ok(out)
     }))
+}
+
+pub fn stored_offsets(consumer_id: i32) -> BTreeMap<i32, i64> {
+    select_offsets(
+        "SELECT \"partition\", \"offset\" FROM pipeline_kafka.offsets WHERE consumer_id = $1",
+        &[consumer_id.into()],
+    )
 }
 
 /// Upserts the next offset to read of each partition.
@@ -335,21 +339,11 @@ pub fn lock_consumer(consumer_id: i32) -> Option<i64> {
 pub fn lock_offsets(consumer_id: i32, partitions: &[i32]) -> BTreeMap<i32, i64> {
     let parts: Vec<i32> = partitions.to_vec();
     as_superuser(|| {
-        spi(Spi::connect(|c| {
-            let t = c.select(
-                "SELECT \"partition\", \"offset\" FROM pipeline_kafka.offsets \
-                 WHERE consumer_id = $1 AND \"partition\" = ANY($2) FOR UPDATE",
-                None,
-                &[consumer_id.into(), parts.into()],
-            )?;
-            let mut out = BTreeMap::new();
-            for row in t {
-                if let (Some(p), Some(o)) = (row.get::<i32>(1)?, row.get::<i64>(2)?) {
-                    out.insert(p, o);
-                }
-            }
-            Ok(out)
-        }))
+        select_offsets(
+            "SELECT \"partition\", \"offset\" FROM pipeline_kafka.offsets \
+             WHERE consumer_id = $1 AND \"partition\" = ANY($2) FOR UPDATE",
+            &[consumer_id.into(), parts.into()],
+        )
     })
 }
 

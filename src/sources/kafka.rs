@@ -31,6 +31,19 @@ fn setting_value(v: &serde_json::Value) -> Result<String, String> {
 /// Settings we own: users may not override them, or exactly-once would break.
 const RESERVED: &[&str] = &["bootstrap.servers", "metadata.broker.list", "enable.auto.commit", "enable.auto.offset.store"];
 
+/// Adds user settings (in order: later maps win), refusing the ones the extension manages.
+fn apply_settings(cfg: &mut ClientConfig, extra: &[&serde_json::Map<String, serde_json::Value>]) -> Result<(), String> {
+    for map in extra {
+        for (k, v) in map.iter() {
+            if RESERVED.contains(&k.as_str()) {
+                return Err(format!("setting \"{k}\" is managed by pipeline_ingest and cannot be set"));
+            }
+            cfg.set(k, setting_value(v)?);
+        }
+    }
+    Ok(())
+}
+
 /// librdkafka client settings for the given brokers plus extra settings (broker entries first,
 /// then the consumer's own, which win).
 pub fn client_config(
@@ -45,14 +58,7 @@ pub fn client_config(
     cfg.set("enable.partition.eof", "false");
     cfg.set("auto.offset.reset", "earliest");
     cfg.set("log_level", "3");
-    for map in extra {
-        for (k, v) in map.iter() {
-            if RESERVED.contains(&k.as_str()) {
-                return Err(format!("setting \"{k}\" is managed by pipeline_ingest and cannot be set"));
-            }
-            cfg.set(k, setting_value(v)?);
-        }
-    }
+    apply_settings(&mut cfg, extra)?;
     Ok(cfg)
 }
 
@@ -68,14 +74,7 @@ pub fn producer_config(
     cfg.set("enable.idempotence", "true");
     cfg.set("linger.ms", "5");
     cfg.set("log_level", "3");
-    for map in extra {
-        for (k, v) in map.iter() {
-            if RESERVED.contains(&k.as_str()) {
-                return Err(format!("setting \"{k}\" is managed by pipeline_ingest and cannot be set"));
-            }
-            cfg.set(k, setting_value(v)?);
-        }
-    }
+    apply_settings(&mut cfg, extra)?;
     Ok(cfg)
 }
 
