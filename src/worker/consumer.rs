@@ -41,16 +41,29 @@ fn parse_extra(extra: &str) -> Option<WorkerArgs> {
     })
 }
 
-/// A message made ready for COPY: its rows as COPY input, in chunks by the columns they fill
-/// (text/csv: one chunk naming no columns; json: one chunk per run of objects with the same fields).
+/// A batch made ready for COPY: the rows of every good message in one buffer, and for each message
+/// the byte ranges of its rows. A run of consecutive messages is one slice of the buffer, so COPYing
+/// any part of the batch (as bisection does) copies nothing.
+#[derive(Default)]
 struct Prepared {
+    data: Vec<u8>,
+    items: Vec<Item>,
+    /// The distinct column lists chunks name (json), by index.
+    column_sets: Vec<Vec<usize>>,
+}
+
+/// One good message: its rows, in chunks by the columns they fill (text/csv: one chunk naming no
+/// columns; json: one chunk per run of objects with the same fields).
+struct Item {
     msg: usize,
     chunks: Vec<Chunk>,
 }
 
+#[derive(Clone)]
 struct Chunk {
-    columns: Option<Vec<usize>>,
-    data: Vec<u8>,
+    /// Index into `Prepared::column_sets`; None = every column.
+    columns: Option<usize>,
+    range: std::ops::Range<usize>,
     rows: usize,
 }
 
@@ -303,8 +316,8 @@ impl Worker {
             }
             let columns = if opts.format == Format::Json { crate::catalog::insertable_columns(consumer.relid) } else { Vec::new() };
             let (prepared, mut rejected) = prepare(batch, opts, &columns);
-            let sink = Sink { consumer, opts, columns: &columns, copy_options: copy_options(opts) };
-            match sink.insert_isolating(&prepared) {
+            let sink = Sink { consumer, opts, columns: &columns, copy_options: copy_options(opts), prepared: &prepared };
+            match sink.insert_isolating(&prepared.items) {
                 Ok(more) => rejected.extend(more),
                 Err(e) => return Err(BatchError::Failed(e)),
             }
@@ -362,7 +375,7 @@ impl Worker {
             for m in &batch.messages {
                 stats.entry(m.partition).or_default().messages += 1;
             }
-            for p in &prepared {
+            for p in &prepared.items {
                 let m = &batch.messages[p.msg];
                 if !rejected.iter().any(|r| r.msg == p.msg) {
                     stats.entry(m.partition).or_default().rows += p.chunks.iter().map(|c| c.rows as i64).sum::<i64>();
@@ -399,13 +412,14 @@ struct Sink<'a> {
     opts: &'a CopyOptions,
     columns: &'a [String],
     copy_options: CopyOptionList<'static>,
+    prepared: &'a Prepared,
 }
 
 impl Sink<'_> {
     /// COPYs the messages; when that fails on their data, finds the bad ones by bisection, each
     /// try in a subtransaction, and COPYs the rest. Returns the bad messages; an error that is not
     /// about the data fails the whole batch. A batch without bad messages costs one subtransaction.
-    fn insert_isolating(&self, items: &[Prepared]) -> Result<Vec<Rejected>, PgError> {
+    fn insert_isolating(&self, items: &[Item]) -> Result<Vec<Rejected>, PgError> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
@@ -428,22 +442,25 @@ impl Sink<'_> {
         }
     }
 
-    fn copy(&self, items: &[Prepared]) {
-        // Consecutive chunks naming the same columns share one COPY.
+    fn copy(&self, items: &[Item]) {
+        // Consecutive chunks naming the same columns are one slice of the buffer: one COPY each.
         let mut jobs: Vec<Chunk> = Vec::new();
         for chunk in items.iter().flat_map(|p| &p.chunks) {
             match jobs.last_mut() {
-                Some(j) if j.columns == chunk.columns => {
-                    j.data.extend_from_slice(&chunk.data);
+                Some(j) if j.columns == chunk.columns && j.range.end == chunk.range.start => {
+                    j.range.end = chunk.range.end;
                     j.rows += chunk.rows;
                 }
-                _ => jobs.push(Chunk { columns: chunk.columns.clone(), data: chunk.data.clone(), rows: chunk.rows }),
+                _ => jobs.push(chunk.clone()),
             }
         }
         crate::xact::as_role(self.consumer.owner, || {
             for job in &jobs {
-                let cols: Option<Vec<&str>> = job.columns.as_ref().map(|c| c.iter().map(|i| self.columns[*i].as_str()).collect());
-                let n = copy_rows(self.consumer.relid, cols.as_deref(), &self.copy_options, &job.data);
+                let cols: Option<Vec<&str>> = job
+                    .columns
+                    .map(|set| self.prepared.column_sets[set].iter().map(|i| self.columns[*i].as_str()).collect());
+                let data = &self.prepared.data[job.range.clone()];
+                let n = copy_rows(self.consumer.relid, cols.as_deref(), &self.copy_options, data);
                 if n as usize != job.rows && self.opts.format != Format::Csv {
                     raise(
                         PgSqlErrorCode::ERRCODE_BAD_COPY_FILE_FORMAT,
@@ -456,8 +473,8 @@ impl Sink<'_> {
 }
 
 /// Turns each message into COPY input, or rejects it when it cannot become whole rows.
-fn prepare(batch: &Batch, opts: &CopyOptions, columns: &[String]) -> (Vec<Prepared>, Vec<Rejected>) {
-    let mut ok = Vec::with_capacity(batch.len());
+fn prepare(batch: &Batch, opts: &CopyOptions, columns: &[String]) -> (Prepared, Vec<Rejected>) {
+    let mut out = Prepared { data: Vec::with_capacity(batch.bytes() + batch.len()), ..Default::default() };
     let mut bad = Vec::new();
     for (i, m) in batch.messages.iter().enumerate() {
         let Some(payload) = m.payload.as_deref() else { continue };
@@ -465,10 +482,24 @@ fn prepare(batch: &Batch, opts: &CopyOptions, columns: &[String]) -> (Vec<Prepar
             Format::Json => {
                 let mut enc = JsonRowEncoder::default();
                 match enc.push_message(payload, columns) {
-                    Ok(_) => ok.push(Prepared {
-                        msg: i,
-                        chunks: enc.groups.into_iter().map(|g| Chunk { columns: Some(g.columns), data: g.data, rows: g.rows }).collect(),
-                    }),
+                    Ok(_) => {
+                        let mut chunks = Vec::with_capacity(enc.groups.len());
+                        for g in enc.groups {
+                            let set = match out.column_sets.iter().position(|c| *c == g.columns) {
+                                Some(k) => k,
+                                None => {
+                                    out.column_sets.push(g.columns);
+                                    out.column_sets.len() - 1
+                                }
+                            };
+                            let start = out.data.len();
+                            out.data.extend_from_slice(&g.data);
+                            chunks.push(Chunk { columns: Some(set), range: start..out.data.len(), rows: g.rows });
+                        }
+                        if !chunks.is_empty() {
+                            out.items.push(Item { msg: i, chunks });
+                        }
+                    }
                     Err(e) => {
                         let sqlstate = match e {
                             ingest_core::json::JsonError::Invalid(_) => "22032",
@@ -479,16 +510,19 @@ fn prepare(batch: &Batch, opts: &CopyOptions, columns: &[String]) -> (Vec<Prepar
                 }
             }
             Format::Text | Format::Csv => {
-                let mut data = Vec::with_capacity(payload.len() + 1);
-                match opts.push_message(&mut data, payload) {
+                let start = out.data.len();
+                match opts.push_message(&mut out.data, payload) {
                     Ok(0) => {}
-                    Ok(rows) => ok.push(Prepared { msg: i, chunks: vec![Chunk { columns: None, data, rows }] }),
+                    Ok(rows) => out.items.push(Item {
+                        msg: i,
+                        chunks: vec![Chunk { columns: None, range: start..out.data.len(), rows }],
+                    }),
                     Err(e) => bad.push(Rejected { msg: i, error: e.to_string(), sqlstate: "22P04".to_string() }),
                 }
             }
         }
     }
-    (ok, bad)
+    (out, bad)
 }
 
 fn copy_options(opts: &CopyOptions) -> CopyOptionList<'static> {
