@@ -17,6 +17,9 @@ CREATE TABLE pipeline_kafka.consumers (
     id           serial PRIMARY KEY,
     topic        text NOT NULL CHECK (topic <> ''),
     relation     regclass NOT NULL,
+    -- the relation's qualified name when consume_begin ran: if the table is dropped and created
+    -- again, the consumer takes the new one and continues from its offsets
+    relname      text NOT NULL,
     owner        regrole NOT NULL,
     group_id     text,
     format       text NOT NULL DEFAULT 'text' CHECK (format IN ('text', 'csv', 'json')),

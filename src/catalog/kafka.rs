@@ -214,9 +214,12 @@ pub struct NewConsumer<'a> {
 pub fn upsert_consumer(c: &NewConsumer) -> i32 {
     as_superuser(|| {
         spi(Spi::get_one_with_args::<i32>(
-            "INSERT INTO pipeline_kafka.consumers AS k (topic, relation, owner, group_id, format, delimiter, quote, escape, \
+            "INSERT INTO pipeline_kafka.consumers AS k (topic, relation, relname, owner, group_id, format, delimiter, quote, escape, \
                  batchsize, maxbytes, parallelism, timeout, config, on_error, max_dead_letters) \
-             VALUES ($1, $2::oid::regclass, $3::oid::regrole, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, $15) \
+             VALUES ($1, $2::oid::regclass, \
+                     (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
+                      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $2), \
+                     $3::oid::regrole, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, $15) \
              ON CONFLICT (topic, relation) DO UPDATE SET owner = EXCLUDED.owner, group_id = EXCLUDED.group_id, \
                  format = EXCLUDED.format, delimiter = EXCLUDED.delimiter, quote = EXCLUDED.quote, escape = EXCLUDED.escape, \
                  batchsize = EXCLUDED.batchsize, maxbytes = EXCLUDED.maxbytes, parallelism = EXCLUDED.parallelism, \
@@ -388,4 +391,37 @@ pub fn stop_with_error(consumer_id: i32, error: &str) {
             &[consumer_id.into(), error.into()],
         ))
     });
+}
+
+/// Where a consumer's rows go now. `Ok(oid)` when its relation exists, or when it was dropped and
+/// a relation of the same name exists again (the catalog then points at the new one);
+/// `Err(name)` when there is none.
+pub fn current_relation(consumer_id: i32, relid: pg_sys::Oid) -> Result<pg_sys::Oid, String> {
+    let exists = spi(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE oid = $1)",
+        &[relid.into()],
+    ))
+    .unwrap_or(false);
+    if exists {
+        return Ok(relid);
+    }
+    let (name, again) = as_superuser(|| {
+        spi(Spi::get_two_with_args::<String, pg_sys::Oid>(
+            "SELECT relname, to_regclass(relname)::oid FROM pipeline_kafka.consumers WHERE id = $1",
+            &[consumer_id.into()],
+        ))
+    });
+    let name = name.unwrap_or_default();
+    match again {
+        Some(oid) => {
+            as_superuser(|| {
+                spi(Spi::run_with_args(
+                    "UPDATE pipeline_kafka.consumers SET relation = $2::oid::regclass WHERE id = $1",
+                    &[consumer_id.into(), oid.into()],
+                ))
+            });
+            Ok(oid)
+        }
+        None => Err(name),
+    }
 }

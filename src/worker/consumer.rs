@@ -208,7 +208,8 @@ impl Worker {
             let due = !batch.is_empty() && (batch.is_full(&self.limits) || batch.time_left(&self.limits, now) == Some(Duration::ZERO));
             if due {
                 match self.flush(&batch) {
-                    Ok(stats) => {
+                    Ok((stats, relid)) => {
+                        self.consumer.relid = relid;
                         self.source.committed(&batch.next_offsets());
                         self.publish(&stats);
                         batch.clear();
@@ -290,7 +291,8 @@ impl Worker {
         }
     }
 
-    fn flush(&mut self, batch: &Batch) -> Result<BatchStats, BatchError> {
+    /// Commits a batch; returns what it did and the relation it went into.
+    fn flush(&mut self, batch: &Batch) -> Result<(BatchStats, pg_sys::Oid), BatchError> {
         let consumer = &self.consumer;
         let generation = self.args.generation;
         let opts = &self.opts;
@@ -314,7 +316,15 @@ impl Worker {
                     )));
                 }
             }
-            let columns = if opts.format == Format::Json { crate::catalog::insertable_columns(consumer.relid) } else { Vec::new() };
+            let relid = match cat::current_relation(consumer.id, consumer.relid) {
+                Ok(oid) => oid,
+                Err(name) => raise(
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                    format!("relation \"{name}\" (oid {}) no longer exists; create it again to resume", consumer.relid.to_u32()),
+                ),
+            };
+            let consumer = &Consumer { relid, ..consumer.clone() };
+            let columns = if opts.format == Format::Json { crate::catalog::insertable_columns(relid) } else { Vec::new() };
             let (prepared, mut rejected) = prepare(batch, opts, &columns);
             let sink = Sink { consumer, opts, columns: &columns, copy_options: copy_options(opts), prepared: &prepared };
             match sink.insert_isolating(&prepared.items) {
@@ -386,12 +396,12 @@ impl Worker {
                     stats.entry(batch.messages[r.msg].partition).or_default().dead_letters += 1;
                 }
             }
-            Ok(stats)
+            Ok((stats, relid))
         });
         match result {
-            Ok(Ok(stats)) => {
+            Ok(Ok(done)) => {
                 self.error_shown = None;
-                Ok(stats)
+                Ok(done)
             }
             Ok(Err(BatchError::Stop(why))) => {
                 if let Err(e) = in_transaction(|| cat::stop_with_error(consumer.id, &why)) {

@@ -207,3 +207,26 @@ def test_dead_letters_visible_to_owner_only(fresh_db, topic_factory):
         finally:
             conn.execute("RESET ROLE")
             conn.execute("DROP ROLE pi_dl_other")
+
+
+@pytest.mark.timeout(120)
+def test_dropped_table_is_retried_then_adopted_when_created_again(fresh_db, topic_factory):
+    topic = topic_factory(1)
+    produce(topic, GOOD[:10])
+    with pg_connect(fresh_db) as conn:
+        cid = _setup(conn, topic)
+        wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM target") == 10, timeout=60, what="10 rows")
+        conn.execute("DROP TABLE target")
+        produce(topic, GOOD[10:20])
+        err = wait_until(lambda: scalar(fresh_db, "SELECT last_error FROM pipeline_kafka.consumers WHERE id = %s",
+                                        (cid,)), timeout=60, what="the missing table to show")
+        assert "no longer exists" in err and "42P01" in err, err
+        assert scalar(fresh_db, "SELECT count(*) FROM pipeline_kafka.dead_letters") == 0
+        assert scalar(fresh_db, "SELECT \"offset\" FROM pipeline_kafka.offsets WHERE consumer_id = %s", (cid,)) == 10
+        conn.execute(TABLE.split(";")[0])  # the table again (without the trigger)
+        wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM target") == 10, timeout=60,
+                   what="the 10 messages produced while the table was missing")
+        assert sorted(r[0] for r in query(fresh_db, "SELECT id FROM target")) == list(range(11, 21))
+        assert scalar(fresh_db, "SELECT relation::text FROM pipeline_kafka.consumers WHERE id = %s", (cid,)) == "target"
+        wait_until(lambda: scalar(fresh_db, "SELECT last_error FROM pipeline_kafka.consumers WHERE id = %s",
+                                  (cid,)) is None, timeout=30, what="the error to clear")
