@@ -57,6 +57,9 @@ pub fn client_config(
     cfg.set("enable.auto.offset.store", "false");
     cfg.set("enable.partition.eof", "false");
     cfg.set("auto.offset.reset", "earliest");
+    // librdkafka postpones the next fetch by this much (default 1 s) once its prefetch queue is
+    // full; a worker drains the queue far sooner, and would then sit idle waiting for data.
+    cfg.set("fetch.queue.backoff.ms", "10");
     cfg.set("log_level", "3");
     apply_settings(&mut cfg, extra)?;
     Ok(cfg)
@@ -216,6 +219,8 @@ pub struct KafkaSource {
     /// Next offset to read per owned partition; None = no stored offset (read from the start).
     positions: BTreeMap<i32, Option<i64>>,
     wake_fds: [i32; 2],
+    /// Our reference to the consumer queue, to ask how many events it holds.
+    queue: *mut rdkafka_sys::rd_kafka_queue_t,
     error: Option<String>,
     metadata_timeout: Duration,
 }
@@ -243,16 +248,17 @@ impl KafkaSource {
         if rc != 0 {
             return Err(format!("could not create a wakeup pipe: {}", std::io::Error::last_os_error()));
         }
-        // SAFETY: the client pointer is valid while `consumer` lives; the queue handle is released
-        // right after enabling the event (librdkafka keeps the setting on the queue itself).
-        unsafe {
+        // SAFETY: the client pointer is valid while `consumer` lives; the queue reference is kept in
+        // the struct and released in Drop (before the consumer).
+        let queue = unsafe {
             let rk = consumer.client().native_ptr();
             let q = rdkafka_sys::rd_kafka_queue_get_consumer(rk);
-            if !q.is_null() {
-                rdkafka_sys::rd_kafka_queue_io_event_enable(q, fds[1], b"1".as_ptr().cast(), 1);
-                rdkafka_sys::rd_kafka_queue_destroy(q);
+            if q.is_null() {
+                return Err("librdkafka has no consumer queue".to_string());
             }
-        }
+            rdkafka_sys::rd_kafka_queue_io_event_enable(q, fds[1], b"1".as_ptr().cast(), 1);
+            q
+        };
         let mut src = KafkaSource {
             consumer,
             topic: topic.to_string(),
@@ -260,6 +266,7 @@ impl KafkaSource {
             index,
             positions: BTreeMap::new(),
             wake_fds: fds,
+            queue,
             error: None,
             metadata_timeout: Duration::from_secs(5),
         };
@@ -327,6 +334,8 @@ impl KafkaSource {
 
 impl Drop for KafkaSource {
     fn drop(&mut self) {
+        // SAFETY: the reference taken in `new`, released once.
+        unsafe { rdkafka_sys::rd_kafka_queue_destroy(self.queue) };
         for fd in self.wake_fds {
             if fd >= 0 {
                 // SAFETY: closing descriptors this struct created and owns.
@@ -341,7 +350,13 @@ impl Source for KafkaSource {
         let mut added = 0;
         while !batch.is_full(limits) {
             match self.consumer.poll(Duration::ZERO) {
-                None => break,
+                // poll() also answers None after serving an event that is not a message (a log
+                // line, an error): only an empty queue means "nothing more for now". The wakeup pipe
+                // fires only when the queue goes from empty to non-empty, so stopping earlier would
+                // sleep until the batch timeout with messages waiting.
+                // SAFETY: our live reference to the consumer queue.
+                None if unsafe { rdkafka_sys::rd_kafka_queue_length(self.queue) } == 0 => break,
+                None => {}
                 Some(Ok(m)) => {
                     batch.push(BatchMessage {
                         partition: m.partition(),
