@@ -57,7 +57,9 @@ mod pipeline_kafka {
             Some(p) => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("partition must be >= 0 or -1 (unassigned), got {p}")),
         };
         let headers = check_headers(&headers);
-        check_brokers();
+        if crate::produce::first_in_transaction() {
+            check_brokers();
+        }
         let id = outbox::insert(topic, message, partition, key, headers.as_deref(), timestamp);
         wake_producer_at_commit();
         id

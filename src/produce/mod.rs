@@ -15,6 +15,12 @@ thread_local! {
     static WAKE_REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
+/// True until this transaction has produced its first message (later calls skip per-transaction
+/// checks).
+pub fn first_in_transaction() -> bool {
+    !WAKE_REGISTERED.with(|w| w.get())
+}
+
 /// Wakes this database's producer when the transaction commits (once per transaction, however
 /// many messages it produced). Rolled-back transactions wake no one and leave no rows.
 pub fn wake_producer_at_commit() {

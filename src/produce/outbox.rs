@@ -15,6 +15,14 @@ pub struct Pending {
     pub timestamp_ms: Option<i64>,
 }
 
+thread_local! {
+    /// The outbox INSERT, planned once per backend (the plan cache replans it if the table changes).
+    static INSERT_PLAN: std::cell::RefCell<Option<pgrx::spi::OwnedPreparedStatement>> = const { std::cell::RefCell::new(None) };
+}
+
+const INSERT_SQL: &str = "INSERT INTO pipeline_kafka.outbox (topic, \"partition\", key, message, headers, \"timestamp\") \
+                          VALUES ($1, $2, $3, $4, $5::jsonb, $6) RETURNING id";
+
 /// Adds a message to the outbox in the current transaction; returns its id.
 pub fn insert(
     topic: &str,
@@ -24,14 +32,28 @@ pub fn insert(
     headers: Option<&str>,
     timestamp: Option<pgrx::datum::TimestampWithTimeZone>,
 ) -> i64 {
+    use pgrx::pg_sys::{PgBuiltInOids as T, PgOid};
     as_superuser(|| {
-        spi(Spi::get_one_with_args::<i64>(
-            "INSERT INTO pipeline_kafka.outbox (topic, \"partition\", key, message, headers, \"timestamp\") \
-             VALUES ($1, $2, $3, $4, $5::jsonb, $6) RETURNING id",
-            &[topic.into(), partition.into(), key.into(), message.into(), headers.into(), timestamp.into()],
-        ))
+        INSERT_PLAN.with(|cell| {
+            let mut plan = cell.borrow_mut();
+            spi(Spi::connect_mut(|c| {
+                if plan.is_none() {
+                    let types = [T::TEXTOID, T::INT4OID, T::BYTEAOID, T::BYTEAOID, T::TEXTOID, T::TIMESTAMPTZOID]
+                        .map(PgOid::BuiltIn);
+                    *plan = Some(c.prepare_mut(INSERT_SQL, &types)?.keep());
+                }
+                let stmt = plan.as_ref().expect("prepared just above");
+                c.update(
+                    stmt,
+                    None,
+                    &[topic.into(), partition.into(), key.into(), message.into(), headers.into(), timestamp.into()],
+                )?
+                .first()
+                .get_one::<i64>()
+            }))
+            .expect("INSERT ... RETURNING id returns a row")
+        })
     })
-    .expect("INSERT ... RETURNING id returns a row")
 }
 
 /// The oldest `limit` committed messages.
