@@ -44,15 +44,22 @@ fn apply_settings(cfg: &mut ClientConfig, extra: &[&serde_json::Map<String, serd
     Ok(())
 }
 
+/// What every client of ours sets: the brokers, our client id, errors-only logging.
+fn base_config(brokers: &[String]) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", brokers.join(","));
+    cfg.set("client.id", "pipeline_ingest");
+    cfg.set("log_level", "3");
+    cfg
+}
+
 /// librdkafka client settings for the given brokers plus extra settings (broker entries first,
 /// then the consumer's own, which win).
 pub fn client_config(
     brokers: &[String],
     extra: &[&serde_json::Map<String, serde_json::Value>],
 ) -> Result<ClientConfig, String> {
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", brokers.join(","));
-    cfg.set("client.id", "pipeline_ingest");
+    let mut cfg = base_config(brokers);
     cfg.set("enable.auto.commit", "false");
     cfg.set("enable.auto.offset.store", "false");
     cfg.set("enable.partition.eof", "false");
@@ -60,7 +67,6 @@ pub fn client_config(
     // librdkafka postpones the next fetch by this much (default 1 s) once its prefetch queue is
     // full; a worker drains the queue far sooner, and would then sit idle waiting for data.
     cfg.set("fetch.queue.backoff.ms", "10");
-    cfg.set("log_level", "3");
     apply_settings(&mut cfg, extra)?;
     Ok(cfg)
 }
@@ -71,12 +77,9 @@ pub fn producer_config(
     brokers: &[String],
     extra: &[&serde_json::Map<String, serde_json::Value>],
 ) -> Result<ClientConfig, String> {
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", brokers.join(","));
-    cfg.set("client.id", "pipeline_ingest");
+    let mut cfg = base_config(brokers);
     cfg.set("enable.idempotence", "true");
     cfg.set("linger.ms", "5");
-    cfg.set("log_level", "3");
     apply_settings(&mut cfg, extra)?;
     Ok(cfg)
 }
