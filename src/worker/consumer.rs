@@ -239,8 +239,12 @@ impl Worker {
             let refresh = Duration::from_secs(crate::guc::METADATA_REFRESH_S.get().max(1) as u64);
             if batch.is_empty() && last_refresh.elapsed() >= refresh {
                 last_refresh = Instant::now();
-                if let Err(e) = self.source.maintain() {
-                    self.show_error(&e);
+                match self.source.maintain() {
+                    Err(e) => self.show_error(&e),
+                    // A broker round trip worked and no batch is pending (the batch is empty), so a
+                    // connection error shown earlier is over even if no message came since.
+                    Ok(()) if self.error_shown.is_some() && !self.source_error_pending() => self.clear_error(),
+                    Ok(()) => {}
                 }
             }
             if last_publish.elapsed() >= Duration::from_secs(1) {
@@ -275,6 +279,23 @@ impl Worker {
                     slot.last_batch_at = now;
                 }
             });
+        }
+    }
+
+    fn source_error_pending(&mut self) -> bool {
+        match self.source.take_error() {
+            Some(e) => {
+                self.show_error(&e);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn clear_error(&mut self) {
+        match in_transaction(|| cat::set_last_error(self.consumer.id, None)) {
+            Ok(()) => self.error_shown = None,
+            Err(e) => warning!("pipeline_kafka consumer {}: could not clear its error: {e}", self.consumer.id),
         }
     }
 

@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from pihelpers import (KAFKA_BOOTSTRAP, delete_topic, kafka_start, kafka_stop, pg_connect, produce, query,
+from pihelpers import (KAFKA_BOOTSTRAP, create_topic, delete_topic, kafka_start, kafka_stop, pg_connect, produce, query,
                        scalar, wait_until)
 
 
@@ -128,6 +128,13 @@ def test_deleted_topic_shows_error_without_flooding_the_log(fresh_db, topic_fact
             # the worker keeps running and retrying
             assert scalar(fresh_db, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
                                     "'pipeline_kafka consumer' AND datname = current_database()") == 1
+            # once the topic exists again, a successful metadata refresh clears the error, even
+            # though no message has arrived since
+            create_topic(topic, 1)
+            wait_until(lambda: scalar(fresh_db, "SELECT last_error FROM pipeline_kafka.consumers WHERE id = %s",
+                                      (cid,)) is None, timeout=60, what="the error to clear")
+            assert scalar(fresh_db, "SELECT DISTINCT state FROM pipeline_kafka.consumer_status "
+                                    "WHERE consumer_id = %s", (cid,)) == "running"
         finally:
             conn.execute("ALTER SYSTEM RESET pipeline_ingest.metadata_refresh")
             conn.execute("SELECT pg_reload_conf()")
