@@ -26,6 +26,8 @@ CREATE TABLE pipeline_kafka.consumers (
     delimiter    text,
     quote        text,
     escape       text,
+    -- text/csv: the columns the fields fill, in order (NULL = every column); others get defaults
+    columns      text[],
     batchsize    integer NOT NULL DEFAULT 1000 CHECK (batchsize > 0),
     maxbytes     integer NOT NULL DEFAULT 32000000 CHECK (maxbytes > 0),
     parallelism  integer NOT NULL DEFAULT 1 CHECK (parallelism > 0),

@@ -38,6 +38,10 @@ SELECT regress.try($$SELECT pipeline_kafka.consume_begin('', 'target')$$);
 SELECT regress.try($$SELECT pipeline_kafka.consume_begin(NULL, 'target')$$);
 SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', NULL)$$);
 SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', batchsize := NULL)$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', columns := ARRAY['id', 'nope'])$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', columns := ARRAY['id', 'id'])$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', columns := ARRAY[]::text[])$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', format := 'json', columns := ARRAY['id'])$$);
 SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', on_error := 'ignore')$$);
 SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', max_dead_letters := -1)$$);
 

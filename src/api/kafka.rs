@@ -116,6 +116,7 @@ mod pipeline_kafka {
         config: default!(Option<JsonB>, "NULL"),
         on_error: default!(Option<&str>, "'dead_letter'"),
         max_dead_letters: default!(Option<i32>, "NULL"),
+        columns: default!(Option<Vec<String>>, "NULL"),
     ) -> i32 {
         let topic = required(topic, "topic");
         let relation = required(relation, "relation");
@@ -155,6 +156,23 @@ mod pipeline_kafka {
         let extra = settings_arg(config);
         let relid = resolve_relation(relation);
         check_relation(relid, relation);
+        if let Some(cols) = &columns {
+            if opts.format == ingest_core::format::Format::Json {
+                raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "columns is for text and csv (json matches fields to columns by name)");
+            }
+            if cols.is_empty() {
+                raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "columns must name at least one column (or be NULL for all)");
+            }
+            let known = crate::catalog::insertable_columns(relid);
+            for (i, c) in cols.iter().enumerate() {
+                if !known.contains(c) {
+                    raise(PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN, format!("column \"{c}\" of relation \"{relation}\" does not exist or is generated"));
+                }
+                if cols[..i].contains(c) {
+                    raise(PgSqlErrorCode::ERRCODE_DUPLICATE_COLUMN, format!("column \"{c}\" is named more than once"));
+                }
+            }
+        }
 
         let (brokers, broker_config) = cat::brokers();
         if brokers.is_empty() {
@@ -194,6 +212,7 @@ mod pipeline_kafka {
             delimiter,
             quote,
             escape,
+            columns: columns.clone(),
             batchsize,
             maxbytes,
             parallelism,

@@ -114,6 +114,8 @@ pub struct Consumer {
     pub delimiter: Option<String>,
     pub quote: Option<String>,
     pub escape: Option<String>,
+    /// text/csv: the columns fields go to (None = all).
+    pub columns: Option<Vec<String>>,
     pub batchsize: i32,
     pub maxbytes: i32,
     pub parallelism: i32,
@@ -128,7 +130,7 @@ pub struct Consumer {
 }
 
 const CONSUMER_COLUMNS: &str = "id, topic, relation::oid, owner::oid, group_id, format, delimiter, quote, escape, \
-     batchsize, maxbytes, parallelism, timeout, config::text, enabled, generation, on_error, max_dead_letters";
+     batchsize, maxbytes, parallelism, timeout, config::text, enabled, generation, on_error, max_dead_letters, columns";
 
 fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<Consumer> {
     let config: String = row.get(14)?.unwrap_or_default();
@@ -154,6 +156,7 @@ fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<
         generation: row.get(16)?.unwrap_or(0),
         on_error: row.get(17)?.unwrap_or_else(|| "dead_letter".to_string()),
         max_dead_letters: row.get(18)?,
+        columns: row.get(19)?,
     })
 }
 
@@ -201,6 +204,7 @@ pub struct NewConsumer<'a> {
     pub delimiter: Option<&'a str>,
     pub quote: Option<&'a str>,
     pub escape: Option<&'a str>,
+    pub columns: Option<Vec<String>>,
     pub batchsize: i32,
     pub maxbytes: i32,
     pub parallelism: i32,
@@ -215,16 +219,17 @@ pub fn upsert_consumer(c: &NewConsumer) -> i32 {
     as_superuser(|| {
         spi(Spi::get_one_with_args::<i32>(
             "INSERT INTO pipeline_kafka.consumers AS k (topic, relation, relname, owner, group_id, format, delimiter, quote, escape, \
-                 batchsize, maxbytes, parallelism, timeout, config, on_error, max_dead_letters) \
+                 batchsize, maxbytes, parallelism, timeout, config, on_error, max_dead_letters, columns) \
              VALUES ($1, $2::oid::regclass, \
                      (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
                       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $2), \
-                     $3::oid::regrole, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, $15) \
+                     $3::oid::regrole, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, $15, $16) \
              ON CONFLICT (topic, relation) DO UPDATE SET owner = EXCLUDED.owner, group_id = EXCLUDED.group_id, \
                  format = EXCLUDED.format, delimiter = EXCLUDED.delimiter, quote = EXCLUDED.quote, escape = EXCLUDED.escape, \
                  batchsize = EXCLUDED.batchsize, maxbytes = EXCLUDED.maxbytes, parallelism = EXCLUDED.parallelism, \
                  timeout = EXCLUDED.timeout, config = EXCLUDED.config, on_error = EXCLUDED.on_error, \
-                 max_dead_letters = EXCLUDED.max_dead_letters, enabled = true, generation = k.generation + 1, \
+                 max_dead_letters = EXCLUDED.max_dead_letters, columns = EXCLUDED.columns, \
+                 enabled = true, generation = k.generation + 1, \
                  last_error = NULL, last_error_at = NULL \
              RETURNING id",
             &[
@@ -243,6 +248,7 @@ pub fn upsert_consumer(c: &NewConsumer) -> i32 {
                 c.config.into(),
                 c.on_error.into(),
                 c.max_dead_letters.into(),
+                c.columns.clone().into(),
             ],
         ))
     })

@@ -346,7 +346,12 @@ impl Worker {
             };
             let consumer = &Consumer { relid, ..consumer.clone() };
             let columns = if opts.format == Format::Json { crate::catalog::insertable_columns(relid) } else { Vec::new() };
-            let (prepared, mut rejected) = prepare(batch, opts, &columns);
+            // text/csv with a column list: one column set naming them, by their names
+            let columns = match (&consumer.columns, opts.format) {
+                (Some(list), Format::Text | Format::Csv) => list.clone(),
+                _ => columns,
+            };
+            let (prepared, mut rejected) = prepare(batch, opts, &columns, consumer.columns.is_some());
             let sink = Sink { consumer, opts, columns: &columns, copy_options: copy_options(opts), prepared: &prepared };
             match sink.insert_isolating(&prepared.items) {
                 Ok(more) => rejected.extend(more),
@@ -504,8 +509,15 @@ impl Sink<'_> {
 }
 
 /// Turns each message into COPY input, or rejects it when it cannot become whole rows.
-fn prepare(batch: &Batch, opts: &CopyOptions, columns: &[String]) -> (Prepared, Vec<Rejected>) {
+/// `listed`: text/csv fields go to `columns` (all of them, in order) rather than to every column.
+fn prepare(batch: &Batch, opts: &CopyOptions, columns: &[String], listed: bool) -> (Prepared, Vec<Rejected>) {
     let mut out = Prepared { data: Vec::with_capacity(batch.bytes() + batch.len()), ..Default::default() };
+    let text_columns = if listed && opts.format != Format::Json {
+        out.column_sets.push((0..columns.len()).collect());
+        Some(0)
+    } else {
+        None
+    };
     let mut bad = Vec::new();
     for (i, m) in batch.messages.iter().enumerate() {
         let Some(payload) = m.payload.as_deref() else { continue };
@@ -546,7 +558,7 @@ fn prepare(batch: &Batch, opts: &CopyOptions, columns: &[String]) -> (Prepared, 
                     Ok(0) => {}
                     Ok(rows) => out.items.push(Item {
                         msg: i,
-                        chunks: vec![Chunk { columns: None, range: start..out.data.len(), rows }],
+                        chunks: vec![Chunk { columns: text_columns, range: start..out.data.len(), rows }],
                     }),
                     Err(e) => bad.push(Rejected { msg: i, error: e.to_string(), sqlstate: "22P04".to_string() }),
                 }

@@ -721,3 +721,22 @@ def test_exactly_once_across_kill9(fresh_db, topic_factory, log_mark):
     assert query(db, "SELECT min(id), max(id) FROM t") == [(0, n - 1)]
     assert_caught_up(db, cid, topic)
     print(f"killed at progress {kills} of {n}")
+
+
+@pytest.mark.timeout(120)
+def test_csv_column_list_leaves_the_rest_to_defaults(fresh_db, topic_factory):
+    """consume_begin(columns := ...) names the columns csv/text fields fill; the others get their
+    defaults. A message with more fields than listed columns is bad data (a dead letter)."""
+    topic = topic_factory(1)
+    produce(topic, ["1,a", "2,b", "3,c,extra", "4,d"])
+    with pg_connect(fresh_db) as conn:
+        conn.execute("CREATE TABLE t (id int, v text, src text DEFAULT 'kafka', at timestamptz DEFAULT now())")
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
+        conn.execute("SELECT pipeline_kafka.consume_begin(%s, 't', format := 'csv', start_offset := -2, "
+                     "columns := ARRAY['id', 'v'])", (topic,))
+        wait_until(lambda: scalar(fresh_db, "SELECT (SELECT count(*) FROM t) + "
+                                            "(SELECT count(*) FROM pipeline_kafka.dead_letters)") == 4,
+                   timeout=60, what="4 messages accounted for")
+        rows = query(fresh_db, "SELECT id, v, src, at IS NOT NULL FROM t ORDER BY id")
+        assert rows == [(1, "a", "kafka", True), (2, "b", "kafka", True), (4, "d", "kafka", True)]
+        assert query(fresh_db, "SELECT value, sqlstate FROM pipeline_kafka.dead_letters") == [(b"3,c,extra", "22P04")]
