@@ -37,12 +37,14 @@ CREATE EXTENSION pipeline_ingest;
 SELECT pipeline_kafka.add_broker('$KAFKA_BOOTSTRAP');
 SELECT pipeline_kinesis.add_endpoint('local', '$AWS_REGION', NULL, '$KINESIS_ENDPOINT');
 
--- Targets: csv lines fill every column of charges; json objects fill orders by name.
-CREATE TABLE charges (user_id bigint, amount numeric(10,2), created timestamptz);
+-- Targets: csv lines fill the listed columns of charges (ingested_at takes its default); json
+-- objects fill orders by name.
+CREATE TABLE charges (user_id bigint, amount numeric(10,2), created timestamptz, ingested_at timestamptz DEFAULT now());
 CREATE TABLE orders (order_id int, customer text, items jsonb, total numeric);
 
 -- Consumers start at the beginning of each partition.
-SELECT pipeline_kafka.consume_begin('demo_charges', 'charges', format := 'csv', start_offset := -2, parallelism := 2);
+SELECT pipeline_kafka.consume_begin('demo_charges', 'charges', format := 'csv', start_offset := -2, parallelism := 2,
+                                    columns := ARRAY['user_id', 'amount', 'created']);
 SELECT pipeline_kafka.consume_begin('demo_orders', 'orders', format := 'json', start_offset := -2);
 
 -- Fill demo_charges with produce_message (csv lines), in one transaction.
@@ -83,7 +85,7 @@ SELECT * FROM pipeline_kafka.outbox_status;
 \echo '== ingested rows'
 SELECT 'charges' AS "table", count(*) AS rows, count(DISTINCT (user_id, amount, created)) AS distinct_rows FROM charges
 UNION ALL SELECT 'orders', count(*), count(DISTINCT order_id) FROM orders;
-SELECT user_id, amount, created FROM charges ORDER BY created DESC LIMIT 3;
+SELECT user_id, amount, created, ingested_at FROM charges ORDER BY created DESC LIMIT 3;
 SELECT order_id, customer, items, total FROM orders ORDER BY order_id LIMIT 3;
 SQL
 got="$(psql_pg -d pipeline_demo -tAc "SELECT (SELECT count(*) FROM charges) + (SELECT count(*) FROM orders)")"
