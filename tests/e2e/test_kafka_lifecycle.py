@@ -99,3 +99,37 @@ def test_pg_dump_keeps_the_catalog(topic_factory, tmp_path):
             assert scalar(restored, "SELECT count(DISTINCT id) FROM t") == 40
         finally:
             drop_database(restored)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_worker_killed_mid_ingest_resumes_exactly_once(topic_factory):
+    """kill -9 of a consumer worker (not the postmaster): PostgreSQL resets every process, the
+    launcher starts again by itself, and the consumer finishes with every message exactly once."""
+    import os
+    import signal
+    n = 100_000
+    topic = topic_factory(2)
+    produce(topic, [f"{i},p" for i in range(n)])
+    with fresh_db() as db:
+        with pg_connect(db) as conn:
+            conn.execute("CREATE TABLE t (id int, v text)")
+            conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
+            conn.execute("SELECT pipeline_kafka.consume_begin(%s, 't', format := 'csv', start_offset := -2, "
+                         "batchsize := 500, parallelism := 2)", (topic,))
+        wait_until(lambda: scalar(db, "SELECT count(*) FROM t") >= n // 10, timeout=60, what="ingestion under way")
+        pid = scalar("postgres", "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pipeline_kafka consumer' "
+                                 "AND datname = %s LIMIT 1", (db,))
+        assert pid, "no worker to kill"
+        os.kill(pid, signal.SIGKILL)
+        # the postmaster reinitialises (every connection is dropped); wait for it and the workers to come back
+        wait_until(lambda: _ready_count(db) >= n, timeout=180, what=f"{n} rows after the crash")
+        assert scalar(db, "SELECT count(*) FROM t") == n
+        assert scalar(db, "SELECT count(DISTINCT id) FROM t") == n
+
+
+def _ready_count(db: str) -> int:
+    try:
+        return scalar(db, "SELECT count(*) FROM t")
+    except Exception:  # noqa: BLE001 - the server is restarting after the crash
+        return -1
