@@ -78,13 +78,16 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
 
         // Stop what is no longer wanted; forget what has stopped.
         running.retain(|key, r| {
+            let wanted = want.get(key).is_some_and(|generation| *generation == r.generation);
             if r.handle.status() == Status::Stopped {
-                if !r.stopping {
+                // A worker that stopped although still wanted as it is (crashed, or gave up) is
+                // restarted after a delay; one that left because its consumer changed or stopped
+                // is replaced at once.
+                if wanted && !r.stopping {
                     not_before.insert(*key, Instant::now() + RESTART_DELAY);
                 }
                 return false;
             }
-            let wanted = want.get(key).is_some_and(|generation| *generation == r.generation);
             if !wanted && !r.stopping {
                 r.handle.terminate();
                 r.stopping = true;
