@@ -60,20 +60,7 @@ pub fn in_transaction<R>(f: impl FnOnce() -> R) -> Result<R, PgError> {
 /// Runs `f` as the bootstrap superuser (catalog writes from a worker acting as a plain role).
 /// On ERROR the transaction's abort restores the previous user.
 pub fn as_superuser<R>(f: impl FnOnce() -> R) -> R {
-    let mut uid = pg_sys::Oid::INVALID;
-    let mut ctx: i32 = 0;
-    // SAFETY: reads and sets the current user id of this backend, restored below.
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut uid, &mut ctx);
-        pg_sys::SetUserIdAndSecContext(
-            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
-            ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-        );
-    }
-    let r = f();
-    // SAFETY: restores what was read above.
-    unsafe { pg_sys::SetUserIdAndSecContext(uid, ctx) };
-    r
+    as_role(pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID), f)
 }
 
 /// Runs `f` as `role` (privileges, row-level security and triggers apply as for that role).

@@ -85,16 +85,7 @@ mod pipeline_kafka {
     }
 
     fn probe_error(topic: &str, e: ProbeError) -> ! {
-        match e {
-            ProbeError::NoTopic => raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("Kafka topic \"{topic}\" does not exist")),
-            ProbeError::Config(m) => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("invalid Kafka client setting: {m}")),
-            ProbeError::Unreachable(m) => raise_with(
-                PgSqlErrorCode::ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-                format!("could not get metadata of Kafka topic \"{topic}\": {m}"),
-                None,
-                Some("Check pipeline_kafka.brokers and that the brokers are reachable; pipeline_ingest.broker_timeout sets the time limit.".into()),
-            ),
-        }
+        crate::api::raise_probe_error(topic, "metadata", e)
     }
 
     /// Starts (or updates and restarts) the consumer of `topic` into `relation`; returns its id.

@@ -67,16 +67,7 @@ mod pipeline_kafka {
         }
         let cfg = client_config(&brokers, &[&config]).unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e));
         let timeout = Duration::from_millis(crate::guc::BROKER_TIMEOUT_MS.get().max(100) as u64);
-        let fail = |e: ProbeError| -> ! {
-            match e {
-                ProbeError::NoTopic => raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("Kafka topic \"{topic}\" does not exist")),
-                ProbeError::Config(m) => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, m),
-                ProbeError::Unreachable(m) => raise(
-                    PgSqlErrorCode::ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-                    format!("could not get watermarks of Kafka topic \"{topic}\": {m}"),
-                ),
-            }
-        };
+        let fail = |e: ProbeError| -> ! { crate::api::raise_probe_error(topic, "watermarks", e) };
         let probe = Probe::new(&cfg, timeout).unwrap_or_else(|e| fail(e));
         let all = probe.partitions(topic).unwrap_or_else(|e| fail(e));
         let wanted: Vec<i32> = match partition {
