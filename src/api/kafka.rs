@@ -245,7 +245,7 @@ mod pipeline_kafka {
         let mut n = 0;
         for c in cat::all_consumers() {
             if !c.enabled && can_act_as(c.owner) {
-                n += cat::set_enabled(Some(c.id), true).len() as i32;
+                n += cat::set_enabled(c.id, true) as i32;
             }
         }
         wake_at_commit();
@@ -265,7 +265,7 @@ mod pipeline_kafka {
                 format!("must be a member of the role that owns the consumer of \"{topic}\" into \"{relation}\""),
             );
         }
-        cat::set_enabled(Some(c.id), false);
+        cat::set_enabled(c.id, false);
         wake_at_commit();
     }
 
@@ -275,7 +275,7 @@ mod pipeline_kafka {
         let mut n = 0;
         for c in cat::all_consumers() {
             if c.enabled && can_act_as(c.owner) {
-                n += cat::set_enabled(Some(c.id), false).len() as i32;
+                n += cat::set_enabled(c.id, false) as i32;
             }
         }
         wake_at_commit();

@@ -255,26 +255,18 @@ pub fn upsert_consumer(c: &NewConsumer) -> i32 {
     .expect("INSERT ... RETURNING id returns a row")
 }
 
-/// Enables (bumping the generation) or disables consumers; `None` = every consumer.
-/// Returns the ids changed.
-pub fn set_enabled(id: Option<i32>, enabled: bool) -> Vec<i32> {
+/// Enables (bumping the generation) or disables a consumer; false when it already was.
+pub fn set_enabled(id: i32, enabled: bool) -> bool {
     as_superuser(|| {
-        spi(Spi::connect_mut(|c| {
-            let t = c.update(
-                "UPDATE pipeline_kafka.consumers SET enabled = $2, \
-                     generation = generation + CASE WHEN $2 THEN 1 ELSE 0 END, \
-                     last_error = CASE WHEN $2 THEN NULL ELSE last_error END \
-                 WHERE ($1::int IS NULL OR id = $1) AND enabled <> $2 RETURNING id",
-                None,
-                &[id.into(), enabled.into()],
-            )?;
-            let mut out = Vec::new();
-            for row in t {
-                out.extend(row.get::<i32>(1)?);
-            }
-            Ok(out)
-        }))
+        spi(Spi::get_one_with_args::<bool>(
+            "WITH u AS (UPDATE pipeline_kafka.consumers SET enabled = $2, \
+                 generation = generation + CASE WHEN $2 THEN 1 ELSE 0 END, \
+                 last_error = CASE WHEN $2 THEN NULL ELSE last_error END \
+             WHERE id = $1 AND enabled <> $2 RETURNING 1) SELECT count(*) > 0 FROM u",
+            &[id.into(), enabled.into()],
+        ))
     })
+    .unwrap_or(false)
 }
 
 /// (partition, offset) rows of a query on pipeline_kafka.offsets.
