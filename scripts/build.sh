@@ -19,3 +19,6 @@ if ! cargo pgrx install --pg-config "$PG_CONFIG" "$@"; then
   exit 1
 fi
 rm -f "$so.old"
+# The install script of every earlier release and the upgrade scripts between releases (cargo pgrx
+# install writes only the current version's script).
+cp sql/pipeline_ingest--*.sql "$("$PG_CONFIG" --sharedir)/extension/"

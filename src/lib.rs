@@ -22,6 +22,7 @@ mod xact;
 pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
+extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 /// Runs when the library is loaded. It must be preloaded: workers and shared memory are set up
 /// here, so loading it any other way (CREATE EXTENSION without the setting) is refused.

@@ -282,12 +282,3 @@ mod pipeline_kafka {
         n
     }
 }
-
-extension_sql!(
-    r#"
-REVOKE EXECUTE ON FUNCTION pipeline_kafka.add_broker(text, jsonb) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION pipeline_kafka.remove_broker(text) FROM PUBLIC;
-"#,
-    name = "kafka_grants",
-    requires = [pipeline_kafka::add_broker, pipeline_kafka::remove_broker]
-);

@@ -56,12 +56,3 @@ mod pipeline_kinesis {
         }
     }
 }
-
-extension_sql!(
-    r#"
-REVOKE EXECUTE ON FUNCTION pipeline_kinesis.add_endpoint(text, text, text, text) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION pipeline_kinesis.remove_endpoint(text) FROM PUBLIC;
-"#,
-    name = "kinesis_grants",
-    requires = [pipeline_kinesis::add_endpoint, pipeline_kinesis::remove_endpoint]
-);

@@ -76,12 +76,3 @@ mod pipeline_kafka {
         crate::produce::emit::fire(trigger)
     }
 }
-
-extension_sql!(
-    r#"
-REVOKE EXECUTE ON FUNCTION pipeline_kafka.produce_message(text, bytea, integer, bytea, jsonb, timestamptz) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION pipeline_kafka.emit_tuple() FROM PUBLIC;
-"#,
-    name = "produce_grants",
-    requires = [pipeline_kafka::produce_message, pipeline_kafka::emit_tuple]
-);

@@ -21,6 +21,14 @@ pub fn extension_exists() -> bool {
         .unwrap_or(false)
 }
 
+/// The version of the extension's schema in the current database (None when not created).
+pub fn extension_version() -> Option<String> {
+    spi(Spi::get_one::<String>("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pipeline_ingest'"))
+}
+
+/// The schema version this library works with.
+pub const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// Columns of a relation that COPY may fill (not dropped, not generated), in order.
 pub fn insertable_columns(relid: pg_sys::Oid) -> Vec<String> {
     spi(Spi::connect(|c| {

@@ -49,16 +49,42 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
     let mut running: HashMap<Key, Running> = HashMap::new();
     let mut not_before: HashMap<Key, Instant> = HashMap::new();
     let mut slot_warning = false;
+    let mut version_warned = false;
     while !shutdown_requested() {
         reload_config_if_requested();
         let desired = in_transaction(|| {
-            if !crate::catalog::extension_exists() {
-                return None;
+            let version = crate::catalog::extension_version()?;
+            if version != crate::catalog::LIBRARY_VERSION {
+                return Some(Err(version));
             }
-            Some(all_consumers())
+            Some(Ok(all_consumers()))
         });
         let desired = match desired {
-            Ok(Some(d)) => d,
+            Ok(Some(Ok(d))) => {
+                version_warned = false;
+                d
+            }
+            // The library was updated but the database's schema was not (yet): workers of this
+            // library would read and write tables that are not as it expects. Wait, with a
+            // message, until ALTER EXTENSION ... UPDATE; workers of the old schema are stopped.
+            Ok(Some(Err(version))) => {
+                if !version_warned {
+                    warning!(
+                        "pipeline_ingest: the extension in this database is at version {version}, the library at {}; \
+                         no consumer or producer runs here until ALTER EXTENSION pipeline_ingest UPDATE",
+                        crate::catalog::LIBRARY_VERSION
+                    );
+                    version_warned = true;
+                }
+                for r in running.values_mut() {
+                    if !r.stopping {
+                        r.handle.terminate();
+                        r.stopping = true;
+                    }
+                }
+                wait(Duration::from_secs(1), None);
+                continue;
+            }
             Ok(None) => break,
             Err(e) => {
                 warning!("pipeline_ingest supervisor could not read consumers: {e}");

@@ -1,0 +1,47 @@
+-- Objects that depend on the extension's functions: views, grants, revocations. Runs after every
+-- function is created (pgrx `finalize`). Tables are in catalog.sql; changes after a release also go
+-- into that release's upgrade script (pipeline_ingest--OLD--NEW.sql).
+
+-- Brokers and endpoints are managed by superusers (they hold credentials and decide where
+-- data comes from); producing is granted per role.
+REVOKE EXECUTE ON FUNCTION pipeline_kafka.add_broker(text, jsonb) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION pipeline_kafka.remove_broker(text) FROM PUBLIC;
+
+REVOKE EXECUTE ON FUNCTION pipeline_kafka.produce_message(text, bytea, integer, bytea, jsonb, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION pipeline_kafka.emit_tuple() FROM PUBLIC;
+
+REVOKE EXECUTE ON FUNCTION pipeline_kinesis.add_endpoint(text, text, text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION pipeline_kinesis.remove_endpoint(text) FROM PUBLIC;
+
+-- One row per consumer and partition: where it is, how far behind, what it did, what went wrong.
+CREATE VIEW pipeline_kafka.consumer_status AS
+WITH s AS (SELECT * FROM pipeline_kafka.partition_status()),
+     parts AS (SELECT consumer_id, "partition" FROM pipeline_kafka.offsets
+               UNION SELECT consumer_id, "partition" FROM s)
+SELECT c.id AS consumer_id,
+       c.topic,
+       c.relation,
+       CASE WHEN NOT c.enabled THEN 'stopped'
+            WHEN a.pid IS NULL THEN 'starting'
+            WHEN c.last_error IS NOT NULL THEN 'error'
+            ELSE 'running' END AS state,
+       a.pid AS worker_pid,
+       p."partition",
+       o."offset" AS next_offset,
+       s.high_watermark,
+       greatest(s.high_watermark - o."offset", 0) AS lag,
+       coalesce(s.messages, 0) AS messages,
+       coalesce(s.rows, 0) AS rows,
+       coalesce(s.dead_letters, 0) AS dead_letters,
+       coalesce(s.batches, 0) AS batches,
+       s.last_batch_at,
+       c.last_error,
+       c.last_error_at
+FROM pipeline_kafka.consumers c
+LEFT JOIN parts p ON p.consumer_id = c.id
+LEFT JOIN pipeline_kafka.offsets o ON o.consumer_id = p.consumer_id AND o."partition" = p."partition"
+LEFT JOIN s ON s.consumer_id = p.consumer_id AND s."partition" = p."partition"
+LEFT JOIN pg_catalog.pg_stat_activity a
+       ON a.pid = s.worker_pid AND a.backend_type = 'pipeline_kafka consumer' AND c.enabled;
+GRANT SELECT ON pipeline_kafka.consumer_status TO PUBLIC;
+
