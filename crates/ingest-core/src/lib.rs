@@ -7,4 +7,5 @@ pub mod batch;
 pub mod broker;
 pub mod format;
 pub mod json;
+pub mod kinesis;
 pub mod settings;
