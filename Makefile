@@ -19,7 +19,7 @@ test: build
 
 # Single tiers against already-running services (make services first).
 unit:
-	source scripts/env.sh && cargo test -p ingest-core
+	source scripts/env.sh && cargo test -p ingest-core -p ingest-kinesis --lib
 regress:
 	bash scripts/regress.sh
 e2e:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The full test suite (what `make test` and CI run after setup + build):
-#   1. unit     cargo test -p ingest-core (pure Rust)
+#   1. unit     cargo test -p ingest-core -p ingest-kinesis --lib (pure Rust, no services)
 #   2.          scripts/services.sh start all
 #   3. regress  scripts/regress.sh (pg_regress against the running cluster)
+#      kinesis-client  cargo test -p ingest-kinesis --test kinesalite (the Kinesis client against kinesalite)
 #   4. e2e      pytest -v tests/e2e (services managed here: PI_SERVICES_MANAGED=1)
 # Every tier runs even if an earlier one failed; exit status is non-zero if any failed.
 # Services this script started are always stopped on exit (ones already running are left).
@@ -35,7 +36,7 @@ tier() { # name cmd...
 if [ "${PI_SKIP_UNIT:-0}" = 1 ]; then   # developer knob; CI never sets it
   pi_log "tier unit skipped (PI_SKIP_UNIT=1)"
 else
-  tier unit cargo test -p ingest-core
+  tier unit cargo test -p ingest-core -p ingest-kinesis --lib
 fi
 
 for s in pg kafka kinesis; do
@@ -43,6 +44,7 @@ for s in pg kafka kinesis; do
 done
 if bash scripts/services.sh start all; then
   tier regress bash scripts/regress.sh
+  tier kinesis-client cargo test -p ingest-kinesis --test kinesalite
   tier e2e env PI_SERVICES_MANAGED=1 "$PI_VENV/bin/pytest" -v tests/e2e
 else
   failed+=("services")
