@@ -505,6 +505,9 @@ impl Sink<'_> {
                     );
                 }
             }
+            // Deferred constraint triggers would fire at COMMIT, as the superuser the worker is
+            // connected as: fire them now, as the owner (their errors are this COPY's errors).
+            crate::catalog::spi(Spi::run("SET CONSTRAINTS ALL IMMEDIATE"));
         });
     }
 }
