@@ -47,12 +47,14 @@ def roles(fresh_db):
 
     yield make
     with pg_connect(fresh_db) as conn:
-        # stop the workers before their roles go
-        for c in conn.execute("SELECT topic, relname FROM pipeline_kafka.consumers").fetchall():
-            conn.execute("SELECT pipeline_kafka.consume_drop(%s, %s)", c)
-        for name in made:
-            conn.execute(f"DROP OWNED BY {name} CASCADE")
-            conn.execute(f"DROP ROLE {name}")
+        try:
+            # stop the workers before their roles go
+            for c in conn.execute("SELECT topic, relname FROM pipeline_kafka.consumers").fetchall():
+                conn.execute("SELECT pipeline_kafka.consume_drop(%s, %s)", c)
+        finally:
+            for name in made:
+                conn.execute(f"DROP OWNED BY {name} CASCADE")
+                conn.execute(f"DROP ROLE {name}")
 
 
 def _is_superuser(db: str, role: str) -> bool:
