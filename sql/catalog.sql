@@ -159,6 +159,11 @@ ALTER TABLE pipeline_kafka.dead_letters ENABLE ROW LEVEL SECURITY;
 CREATE POLICY dead_letters_of_owned_consumers ON pipeline_kafka.dead_letters
     USING (EXISTS (SELECT 1 FROM pipeline_kafka.consumers c
                    WHERE c.id = consumer_id AND pg_catalog.pg_has_role(c.owner, 'USAGE')));
+-- A consumer's row (its settings and last_error, which can quote message contents) is visible to
+-- its owner's members and superusers only, like its dead letters.
+ALTER TABLE pipeline_kafka.consumers ENABLE ROW LEVEL SECURITY;
+CREATE POLICY consumers_of_own_roles ON pipeline_kafka.consumers FOR SELECT
+    USING (pg_catalog.pg_has_role(owner, 'USAGE'));
 
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.brokers', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.consumers', '');

@@ -42,6 +42,8 @@ LEFT JOIN parts p ON p.consumer_id = c.id
 LEFT JOIN pipeline_kafka.offsets o ON o.consumer_id = p.consumer_id AND o."partition" = p."partition"
 LEFT JOIN s ON s.consumer_id = p.consumer_id AND s."partition" = p."partition"
 LEFT JOIN pg_catalog.pg_stat_activity a
-       ON a.pid = s.worker_pid AND a.backend_type = 'pipeline_kafka consumer' AND c.enabled;
+       ON a.pid = s.worker_pid AND a.backend_type = 'pipeline_kafka consumer' AND c.enabled
+-- the view reads the table as its owner, past row-level security: the same rule, for the caller
+WHERE pg_catalog.pg_has_role(c.owner, 'USAGE');
 GRANT SELECT ON pipeline_kafka.consumer_status TO PUBLIC;
 

@@ -5,3 +5,49 @@
 
 \echo Use "ALTER EXTENSION pipeline_ingest UPDATE" to load this file. \quit
 
+
+-- Issue 11 items 2, 3, 7, 9 (consumer ownership, status visibility, consume_drop).
+-- Consumers' rows and status are visible to their owner's members and superusers only.
+ALTER TABLE pipeline_kafka.consumers ENABLE ROW LEVEL SECURITY;
+CREATE POLICY consumers_of_own_roles ON pipeline_kafka.consumers FOR SELECT
+    USING (pg_catalog.pg_has_role(owner, 'USAGE'));
+-- consumer_status shows the caller only the consumers it may see.
+CREATE OR REPLACE VIEW pipeline_kafka.consumer_status AS
+WITH s AS (SELECT * FROM pipeline_kafka.partition_status()),
+     parts AS (SELECT consumer_id, "partition" FROM pipeline_kafka.offsets
+               UNION SELECT consumer_id, "partition" FROM s)
+SELECT c.id AS consumer_id,
+       c.topic,
+       c.relation,
+       CASE WHEN NOT c.enabled THEN 'stopped'
+            WHEN a.pid IS NULL THEN 'starting'
+            WHEN c.last_error IS NOT NULL THEN 'error'
+            ELSE 'running' END AS state,
+       a.pid AS worker_pid,
+       p."partition",
+       o."offset" AS next_offset,
+       s.high_watermark,
+       greatest(s.high_watermark - o."offset", 0) AS lag,
+       coalesce(s.messages, 0) AS messages,
+       coalesce(s.rows, 0) AS rows,
+       coalesce(s.dead_letters, 0) AS dead_letters,
+       coalesce(s.batches, 0) AS batches,
+       s.last_batch_at,
+       c.last_error,
+       c.last_error_at
+FROM pipeline_kafka.consumers c
+LEFT JOIN parts p ON p.consumer_id = c.id
+LEFT JOIN pipeline_kafka.offsets o ON o.consumer_id = p.consumer_id AND o."partition" = p."partition"
+LEFT JOIN s ON s.consumer_id = p.consumer_id AND s."partition" = p."partition"
+LEFT JOIN pg_catalog.pg_stat_activity a
+       ON a.pid = s.worker_pid AND a.backend_type = 'pipeline_kafka consumer' AND c.enabled
+-- the view reads the table as its owner, past row-level security: the same rule, for the caller
+WHERE pg_catalog.pg_has_role(c.owner, 'USAGE');
+-- Removes a consumer with its offsets, also when its relation was dropped.
+CREATE  FUNCTION pipeline_kafka."consume_drop"(
+	"topic" TEXT, /* Option < & str > */
+	"relation" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'consume_drop_wrapper';

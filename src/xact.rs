@@ -59,23 +59,51 @@ pub fn in_transaction<R>(f: impl FnOnce() -> R) -> Result<R, PgError> {
 
 /// Runs `f` as the bootstrap superuser (catalog writes from a worker acting as a plain role).
 /// On ERROR the transaction's abort restores the previous user.
+///
+/// The search_path is `pg_catalog, pg_temp` meanwhile: the caller's (or one a trigger set in a
+/// worker) could otherwise put a function or operator of its own, such as `format(text, name,
+/// name)`, in front of the built-in one a catalog statement means, and run it as superuser.
 pub fn as_superuser<R>(f: impl FnOnce() -> R) -> R {
-    as_role(pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID), f)
+    as_role(pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID), || {
+        // SAFETY: in a transaction; GUC_ACTION_SAVE keeps the previous value, restored by the
+        // AtEOXact_GUC of the nest level `as_role` opened (or by the transaction's abort).
+        unsafe {
+            pg_sys::set_config_option(
+                c"search_path".as_ptr(),
+                c"pg_catalog, pg_temp".as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+        }
+        f()
+    })
 }
 
 /// Runs `f` as `role` (privileges, row-level security and triggers apply as for that role).
-/// SECURITY_LOCAL_USERID_CHANGE forbids SET ROLE / SET SESSION AUTHORIZATION inside.
+/// SECURITY_LOCAL_USERID_CHANGE forbids SET ROLE / SET SESSION AUTHORIZATION inside, and
+/// settings changed inside (even session-wide, by a trigger's `set_config`) are rolled back when
+/// `f` returns, as ANALYZE does around the table owner's index functions: code running as a
+/// plain role must not leave settings behind for what later runs as the superuser.
 pub fn as_role<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
     let mut uid = pg_sys::Oid::INVALID;
     let mut ctx: i32 = 0;
-    // SAFETY: as in `as_superuser`.
-    unsafe {
+    // SAFETY: plain calls in a backend inside a transaction.
+    let nest = unsafe {
         pg_sys::GetUserIdAndSecContext(&mut uid, &mut ctx);
         pg_sys::SetUserIdAndSecContext(role, ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
-    }
+        pg_sys::NewGUCNestLevel()
+    };
     let r = f();
-    // SAFETY: restores what was read above.
-    unsafe { pg_sys::SetUserIdAndSecContext(uid, ctx) };
+    // SAFETY: undoes the setting changes of the nest level opened above, then restores the user
+    // read above.
+    unsafe {
+        pg_sys::AtEOXact_GUC(false, nest);
+        pg_sys::SetUserIdAndSecContext(uid, ctx);
+    }
     r
 }
 

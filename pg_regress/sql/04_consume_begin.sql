@@ -9,18 +9,38 @@ SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target')$$);
 -- the relation
 SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'no_such_table')$$);
 SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target_view')$$);
+CREATE SEQUENCE target_seq;
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target_seq')$$);
+DROP SEQUENCE target_seq;
+-- workers are other sessions: a temporary table is refused
+CREATE TEMP TABLE target_temp (id int);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target_temp')$$);
+DROP TABLE target_temp;
+-- rows are written as the table's owner: the caller must be able to SET ROLE to it; INSERT is
+-- not enough
 CREATE ROLE regress_no_insert;
 GRANT USAGE ON SCHEMA public TO regress_no_insert;
 GRANT SELECT ON target TO regress_no_insert;
 SET ROLE regress_no_insert;
 SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target')$$);
 RESET ROLE;
-ALTER TABLE target ENABLE ROW LEVEL SECURITY;
 GRANT INSERT ON target TO regress_no_insert;
 SET ROLE regress_no_insert;
 SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target')$$);
 RESET ROLE;
-ALTER TABLE target DISABLE ROW LEVEL SECURITY;
+-- the owner's own INSERT privilege and row-level security as it applies to the owner
+CREATE TABLE owned (id int);
+ALTER TABLE owned OWNER TO regress_no_insert;
+REVOKE INSERT ON owned FROM regress_no_insert;
+SET ROLE regress_no_insert;
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'owned')$$);
+RESET ROLE;
+GRANT INSERT ON owned TO regress_no_insert;
+ALTER TABLE owned ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+SET ROLE regress_no_insert;
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'owned')$$);
+RESET ROLE;
+DROP TABLE owned;
 
 -- formats and numbers
 SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'target', format := 'xml')$$);
@@ -62,6 +82,8 @@ SELECT count(*) AS consumers FROM pipeline_kafka.consumers;
 -- consume_end of something that does not exist
 SELECT regress.try($$SELECT pipeline_kafka.consume_end('topic', 'target')$$);
 SELECT regress.try($$SELECT pipeline_kafka.consume_end('topic', 'no_such_table')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_drop('topic', 'target')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_drop('topic', NULL)$$);
 SELECT pipeline_kafka.consume_end() AS stopped, pipeline_kafka.consume_begin() AS started;
 
 SELECT pipeline_kafka.remove_broker('127.0.0.1:1');

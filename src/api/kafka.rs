@@ -4,7 +4,7 @@ use pgrx::prelude::*;
 
 #[pg_schema]
 mod pipeline_kafka {
-    use crate::api::{can_act_as, current_role, wake_at_commit};
+    use crate::api::{can_act_as, wake_at_commit};
     use crate::catalog::{kafka as cat, spi};
     use crate::error::{raise, raise_with, required};
     use crate::sources::kafka::{client_config, Probe, ProbeError};
@@ -59,29 +59,86 @@ mod pipeline_kafka {
         oid.unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("relation \"{relation}\" does not exist")))
     }
 
-    fn check_relation(relid: pg_sys::Oid, relation: &str) {
-        let kind = spi(Spi::get_one_with_args::<String>(
-            "SELECT relkind::text FROM pg_catalog.pg_class WHERE oid = $1",
+    /// May the current user SET ROLE to `role`? (Superusers may.) Consumers write as their
+    /// relation's owner, so only who could do that by hand may create or change one.
+    fn may_become(role: pg_sys::Oid) -> bool {
+        // SAFETY: catalog lookups in a backend inside a transaction.
+        unsafe { pg_sys::is_member_of_role(pg_sys::GetUserId(), role) }
+    }
+
+    /// Checks that a consumer may write into the relation; returns its owner, the role the
+    /// workers will write as.
+    fn check_relation(relid: pg_sys::Oid, relation: &str) -> pg_sys::Oid {
+        let (kind, persistence) = spi(Spi::get_two_with_args::<String, String>(
+            "SELECT relkind::text, relpersistence::text FROM pg_catalog.pg_class WHERE oid = $1",
             &[relid.into()],
-        ))
-        .unwrap_or_default();
+        ));
+        let kind = kind.unwrap_or_default();
         if kind != "r" && kind != "p" {
             raise(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, format!("\"{relation}\" is not a table"));
         }
-        let may_insert =
-            spi(Spi::get_one_with_args::<bool>("SELECT pg_catalog.has_table_privilege($1, 'INSERT')", &[relid.into()]))
-                .unwrap_or(false);
+        if persistence.as_deref() == Some("t") {
+            // Workers are other sessions, which cannot see this session's temporary tables.
+            raise(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("\"{relation}\" is a temporary table; consumers write from their own sessions, which cannot see it"),
+            );
+        }
+        let (_, owner) = cat::relation_name_and_owner(relid)
+            .unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("relation \"{relation}\" does not exist")));
+        if !may_become(owner) {
+            raise_with(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("must be able to SET ROLE {} (the owner of \"{relation}\") to consume into it", cat::role_name(owner)),
+                None,
+                Some("Consumers write as their table's owner; ask a member of that role or a superuser.".into()),
+            );
+        }
+        let may_insert = spi(Spi::get_one_with_args::<bool>(
+            "SELECT pg_catalog.has_table_privilege($1, $2, 'INSERT')",
+            &[owner.into(), relid.into()],
+        ))
+        .unwrap_or(false);
         if !may_insert {
             raise(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("permission denied for table {relation}"));
         }
         // SAFETY: catalog lookup for an existing relation, in a transaction.
-        let rls = unsafe { pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, true) };
+        let rls = unsafe { pg_sys::check_enable_rls(relid, owner, true) };
         if rls == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32 {
             raise(
                 PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
                 format!("row-level security is enabled on \"{relation}\"; ingestion uses COPY FROM, which does not support it"),
             );
         }
+        owner
+    }
+
+    /// The consumer `consume_end` / `consume_drop` name: of `topic` into `relation`, or, when no
+    /// relation of that name exists (or a new one does that the consumer has not taken yet), the
+    /// one whose dropped relation had that name. Only who may manage it gets it.
+    fn named_consumer(topic: &str, relation: &str) -> cat::Consumer {
+        let relid = spi(Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[relation.into()]));
+        let mut found: Vec<cat::Consumer> = relid.and_then(|r| cat::consumer_by_key(topic, r)).into_iter().collect();
+        if found.is_empty() {
+            let name = relid.and_then(cat::relation_name_and_owner).map(|(n, _)| n);
+            found = cat::consumers_of_missing_relation(topic, name.as_deref().unwrap_or(relation));
+        }
+        if found.len() > 1 {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("\"{relation}\" names the dropped tables of more than one consumer of \"{topic}\"; qualify it with its schema"),
+            );
+        }
+        let c = found.pop().unwrap_or_else(|| {
+            raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("there is no consumer of topic \"{topic}\" into \"{relation}\""))
+        });
+        if !can_act_as(c.owner) {
+            raise(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("must be a member of the role that owns the consumer of \"{topic}\" into \"{relation}\""),
+            );
+        }
+        c
     }
 
     fn probe_error(topic: &str, e: ProbeError) -> ! {
@@ -146,7 +203,7 @@ mod pipeline_kafka {
         }
         let extra = settings_arg(config);
         let relid = resolve_relation(relation);
-        check_relation(relid, relation);
+        let owner = check_relation(relid, relation);
         if let Some(cols) = &columns {
             if opts.format == ingest_core::format::Format::Json {
                 raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "columns is for text and csv (json matches fields to columns by name)");
@@ -183,21 +240,29 @@ mod pipeline_kafka {
         let probe = Probe::new(&cfg, Duration::from_millis(timeout_ms)).unwrap_or_else(|e| probe_error(topic, e));
         let partitions = probe.partitions(topic).unwrap_or_else(|e| probe_error(topic, e));
 
-        let existing = cat::consumer_by_key(topic, relid);
-        if let Some(c) = &existing {
-            if !can_act_as(c.owner) {
-                raise(
-                    PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                    format!("must be a member of the role that owns the consumer of \"{topic}\" into \"{relation}\""),
-                );
-            }
+        // The consumer of this pair, or one whose table was dropped and created again under the
+        // same name, which the worker did not adopt because its owner changed: a member of the
+        // new owner adopts it here, offsets included.
+        let existing = cat::consumer_by_key(topic, relid).or_else(|| {
+            let (name, _) = cat::relation_name_and_owner(relid)?;
+            let c = cat::consumers_of_missing_relation(topic, &name).into_iter().next()?;
+            cat::set_relation(c.id, relid);
+            Some(c)
+        });
+        if let Some(c) = existing.as_ref().filter(|c| c.owner != owner) {
+            // Whoever calls (a superuser too), the consumer writes as the table's owner.
+            notice!(
+                "the consumer of \"{topic}\" into \"{relation}\" now belongs to {}, the owner of the table (it belonged to {})",
+                cat::role_name(owner),
+                cat::role_name(c.owner)
+            );
         }
         let (shown, secrets) = ingest_core::settings::split_secrets(&extra);
         let config_text = serde_json::Value::Object(shown).to_string();
         let id = cat::upsert_consumer(&cat::NewConsumer {
             topic,
             relid,
-            owner: current_role(),
+            owner,
             group_id,
             format: opts.format.name(),
             delimiter,
@@ -252,20 +317,21 @@ mod pipeline_kafka {
         n
     }
 
-    /// Stops the consumer of `topic` into `relation` (its offsets are kept).
+    /// Stops the consumer of `topic` into `relation` (its offsets are kept); also when the
+    /// relation was dropped.
     #[pg_extern(volatile, parallel_unsafe)]
     fn consume_end(topic: &str, relation: &str) {
-        let relid = resolve_relation(relation);
-        let c = cat::consumer_by_key(topic, relid).unwrap_or_else(|| {
-            raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("there is no consumer of topic \"{topic}\" into \"{relation}\""))
-        });
-        if !can_act_as(c.owner) {
-            raise(
-                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                format!("must be a member of the role that owns the consumer of \"{topic}\" into \"{relation}\""),
-            );
-        }
+        let c = named_consumer(topic, relation);
         cat::set_enabled(c.id, false);
+        wake_at_commit();
+    }
+
+    /// Removes the consumer of `topic` into `relation` (also when the relation was dropped) with
+    /// its offsets, secret settings and dead letters. Its workers stop.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn consume_drop(topic: Option<&str>, relation: Option<&str>) {
+        let c = named_consumer(required(topic, "topic"), required(relation, "relation"));
+        cat::delete_consumer(c.id);
         wake_at_commit();
     }
 

@@ -162,14 +162,18 @@ fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<
 
 fn select_consumers(where_sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<Consumer> {
     let q = format!("SELECT {CONSUMER_COLUMNS} FROM pipeline_kafka.consumers {where_sql} ORDER BY id");
-    let mut consumers: Vec<Consumer> = spi(Spi::connect(|c| {
-        let t = c.select(q.as_str(), None, args)?;
-        let mut out = Vec::new();
-        for row in t {
-            out.push(consumer_from_row(&row)?);
-        }
-        Ok(out)
-    }));
+    // As the superuser: row-level security hides other roles' consumers from the caller, but the
+    // functions must see them (to refuse changing them, not to create a second one).
+    let mut consumers: Vec<Consumer> = as_superuser(|| {
+        spi(Spi::connect(|c| {
+            let t = c.select(q.as_str(), None, args)?;
+            let mut out = Vec::new();
+            for row in t {
+                out.push(consumer_from_row(&row)?);
+            }
+            Ok(out)
+        }))
+    });
     if consumers.iter().any(|c| c.config.values().any(|v| v.as_str() == Some(ingest_core::settings::MASK))) {
         let secrets = secrets(false);
         for c in consumers.iter_mut() {
@@ -192,6 +196,55 @@ pub fn consumer_by_key(topic: &str, relid: pg_sys::Oid) -> Option<Consumer> {
 
 pub fn all_consumers() -> Vec<Consumer> {
     select_consumers("", &[])
+}
+
+/// Consumers of `topic` whose relation no longer exists and whose stored name is `name` (a name
+/// as a user writes it; unqualified, it matches that table name in any schema).
+pub fn consumers_of_missing_relation(topic: &str, name: &str) -> Vec<Consumer> {
+    select_consumers(
+        "WHERE topic = $1 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class r WHERE r.oid = relation) \
+           AND CASE pg_catalog.cardinality(pg_catalog.parse_ident($2)) \
+                 WHEN 1 THEN (pg_catalog.parse_ident(relname))[2] = (pg_catalog.parse_ident($2))[1] \
+                 ELSE pg_catalog.parse_ident(relname) = pg_catalog.parse_ident($2) END",
+        &[topic.into(), name.into()],
+    )
+}
+
+/// The qualified name (as stored in `consumers.relname`) and the owner of a relation.
+pub fn relation_name_and_owner(relid: pg_sys::Oid) -> Option<(String, pg_sys::Oid)> {
+    let (name, owner) = as_superuser(|| {
+        spi(Spi::get_two_with_args::<String, pg_sys::Oid>(
+            // scalar subqueries: one row (of NULLs) also when the relation does not exist
+            "SELECT (SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
+                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1), \
+                    (SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1)",
+            &[relid.into()],
+        ))
+    });
+    Some((name?, owner?))
+}
+
+/// A role's name, for messages.
+pub fn role_name(role: pg_sys::Oid) -> String {
+    as_superuser(|| spi(Spi::get_one_with_args::<String>("SELECT $1::oid::regrole::text", &[role.into()])))
+        .unwrap_or_else(|| role.to_u32().to_string())
+}
+
+/// Points a consumer at a relation (a dropped table created again, adopted by `consume_begin`).
+pub fn set_relation(consumer_id: i32, relid: pg_sys::Oid) {
+    as_superuser(|| {
+        spi(Spi::run_with_args(
+            "UPDATE pipeline_kafka.consumers SET relation = $2::oid::regclass WHERE id = $1",
+            &[consumer_id.into(), relid.into()],
+        ))
+    });
+}
+
+/// Deletes a consumer with its offsets, secrets and dead letters (foreign keys cascade).
+pub fn delete_consumer(consumer_id: i32) {
+    as_superuser(|| {
+        spi(Spi::run_with_args("DELETE FROM pipeline_kafka.consumers WHERE id = $1", &[consumer_id.into()]))
+    });
 }
 
 /// The settings `consume_begin` writes.
@@ -224,7 +277,8 @@ pub fn upsert_consumer(c: &NewConsumer) -> i32 {
                      (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
                       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $2), \
                      $3::oid::regrole, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, $15, $16) \
-             ON CONFLICT (topic, relation) DO UPDATE SET owner = EXCLUDED.owner, group_id = EXCLUDED.group_id, \
+             ON CONFLICT (topic, relation) DO UPDATE SET relname = EXCLUDED.relname, owner = EXCLUDED.owner, \
+                 group_id = EXCLUDED.group_id, \
                  format = EXCLUDED.format, delimiter = EXCLUDED.delimiter, quote = EXCLUDED.quote, escape = EXCLUDED.escape, \
                  batchsize = EXCLUDED.batchsize, maxbytes = EXCLUDED.maxbytes, parallelism = EXCLUDED.parallelism, \
                  timeout = EXCLUDED.timeout, config = EXCLUDED.config, on_error = EXCLUDED.on_error, \
@@ -391,35 +445,45 @@ pub fn stop_with_error(consumer_id: i32, error: &str) {
     });
 }
 
-/// Where a consumer's rows go now. `Ok(oid)` when its relation exists, or when it was dropped and
-/// a relation of the same name exists again (the catalog then points at the new one);
-/// `Err(name)` when there is none.
-pub fn current_relation(consumer_id: i32, relid: pg_sys::Oid) -> Result<pg_sys::Oid, String> {
-    let exists = spi(Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE oid = $1)",
-        &[relid.into()],
-    ))
-    .unwrap_or(false);
-    if exists {
-        return Ok(relid);
+/// Why a consumer cannot write into its relation now.
+pub enum RelationProblem {
+    /// Dropped, and no relation of its name exists: wait for one (the batch fails and is retried).
+    Missing(String),
+    /// The relation (or the one created again under its name) belongs to another role than the
+    /// consumer: writing as the consumer's owner would run that role's triggers with the owner's
+    /// rights, and writing as the new owner would give the consumer's owner its rights. Stop.
+    OtherOwner(String),
+}
+
+/// Where a consumer's rows go now. `Ok(oid)` when its relation exists and still belongs to the
+/// consumer's owner, or when it was dropped and a relation of the same name and owner exists again
+/// (the catalog then points at the new one).
+pub fn current_relation(consumer_id: i32, relid: pg_sys::Oid, owner: pg_sys::Oid) -> Result<pg_sys::Oid, RelationProblem> {
+    let other_owner = |name: &str, now: pg_sys::Oid, recreated: bool| {
+        let (now, was) = (role_name(now), role_name(owner));
+        let what = if recreated { "was created again with owner" } else { "now belongs to" };
+        RelationProblem::OtherOwner(format!(
+            "relation \"{name}\" {what} {now}, but the consumer belongs to {was}: nothing was written; \
+             run consume_begin again as a member of {now} to continue [SQLSTATE 42501]"
+        ))
+    };
+    if let Some((name, relowner)) = relation_name_and_owner(relid) {
+        return if relowner == owner { Ok(relid) } else { Err(other_owner(&name, relowner, false)) };
     }
     let (name, again) = as_superuser(|| {
         spi(Spi::get_two_with_args::<String, pg_sys::Oid>(
-            "SELECT relname, to_regclass(relname)::oid FROM pipeline_kafka.consumers WHERE id = $1",
+            "SELECT relname, pg_catalog.to_regclass(relname)::oid FROM pipeline_kafka.consumers WHERE id = $1",
             &[consumer_id.into()],
         ))
     });
     let name = name.unwrap_or_default();
-    match again {
-        Some(oid) => {
-            as_superuser(|| {
-                spi(Spi::run_with_args(
-                    "UPDATE pipeline_kafka.consumers SET relation = $2::oid::regclass WHERE id = $1",
-                    &[consumer_id.into(), oid.into()],
-                ))
-            });
+    let Some(oid) = again else { return Err(RelationProblem::Missing(name)) };
+    match relation_name_and_owner(oid) {
+        Some((_, relowner)) if relowner == owner => {
+            set_relation(consumer_id, oid);
             Ok(oid)
         }
-        None => Err(name),
+        Some((_, relowner)) => Err(other_owner(&name, relowner, true)),
+        None => Err(RelationProblem::Missing(name)),
     }
 }

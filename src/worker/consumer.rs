@@ -337,9 +337,10 @@ impl Worker {
                     )));
                 }
             }
-            let relid = match cat::current_relation(consumer.id, consumer.relid) {
+            let relid = match cat::current_relation(consumer.id, consumer.relid, consumer.owner) {
                 Ok(oid) => oid,
-                Err(name) => raise(
+                Err(cat::RelationProblem::OtherOwner(why)) => return Err(BatchError::Stop(why)),
+                Err(cat::RelationProblem::Missing(name)) => raise(
                     PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
                     format!("relation \"{name}\" (oid {}) no longer exists; create it again to resume", consumer.relid.to_u32()),
                 ),
@@ -504,6 +505,9 @@ impl Sink<'_> {
                     );
                 }
             }
+            // Deferred constraint triggers would fire at COMMIT, as the superuser the worker is
+            // connected as: fire them now, as the owner (their errors are this COPY's errors).
+            crate::catalog::spi(Spi::run("SET CONSTRAINTS ALL IMMEDIATE"));
         });
     }
 }

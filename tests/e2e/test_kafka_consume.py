@@ -571,7 +571,8 @@ def test_revoked_insert_stops_owner_worker(pg_role, fresh_db, topic_factory, log
     with pg_connect(db) as conn:
         conn.execute("CREATE TABLE t (id int, v text)")
         conn.execute(f'GRANT USAGE ON SCHEMA public TO "{role}"')
-        conn.execute(f'GRANT SELECT, INSERT ON t TO "{role}"')
+        # consumers write as their table's owner: the role owns the table, then loses INSERT on it
+        conn.execute(f'ALTER TABLE t OWNER TO "{role}"')
         conn.execute(f'SET ROLE "{role}"')
         cid = consume_begin(conn, topic, "t", format="csv", batchsize=10)
         conn.execute("RESET ROLE")

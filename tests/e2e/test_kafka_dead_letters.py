@@ -165,7 +165,8 @@ def test_non_data_errors_are_retried_not_dead_lettered(fresh_db, topic_factory):
         conn.execute("CREATE ROLE pi_dl_owner LOGIN")
         try:
             conn.execute(TABLE)
-            conn.execute("GRANT USAGE ON SCHEMA public TO pi_dl_owner; GRANT INSERT ON target TO pi_dl_owner")
+            # consumers write as their table's owner: the role owns the table, then loses INSERT on it
+            conn.execute("GRANT USAGE ON SCHEMA public TO pi_dl_owner; ALTER TABLE target OWNER TO pi_dl_owner")
             conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
             conn.execute("SET ROLE pi_dl_owner")
             cid = conn.execute("SELECT pipeline_kafka.consume_begin(%s, 'target', format := 'csv', "
