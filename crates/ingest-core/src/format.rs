@@ -46,6 +46,8 @@ pub enum FormatError {
     CsvOnly(&'static str),
     #[error("json format takes no {0}")]
     NotForJson(&'static str),
+    #[error("delimiter \"{0}\" cannot be used in text format (COPY would read it as part of an escape, \\N or \\.)")]
+    TextDelimiter(char),
     #[error("delimiter and quote must be different")]
     DelimiterIsQuote,
     #[error("delimiter cannot be newline, carriage return or backslash")]
@@ -106,6 +108,12 @@ impl CopyOptions {
         if let Some(d) = d {
             if d == b'\n' || d == b'\r' || d == b'\\' {
                 return Err(FormatError::BadDelimiter);
+            }
+            // COPY's text format refuses what an escape (`\t`, `\101`), `\.` or `\N` could mean.
+            // consume_begin asks PostgreSQL itself; this keeps a worker from starting with such a
+            // consumer stored by an older version.
+            if format == Format::Text && (d == b'.' || d == b'N' || d.is_ascii_lowercase() || d.is_ascii_digit()) {
+                return Err(FormatError::TextDelimiter(d as char));
             }
             if Some(d) == q.or(if format == Format::Csv { Some(b'"') } else { None }) {
                 return Err(FormatError::DelimiterIsQuote);
@@ -321,6 +329,11 @@ mod tests {
         assert_eq!(CopyOptions::new("csv", Some("\n".into()), None, None), Err(FormatError::BadDelimiter));
         assert_eq!(CopyOptions::new("json", Some(",".into()), None, None), Err(FormatError::NotForJson("delimiter")));
         assert!(CopyOptions::new("csv", Some(";".into()), Some("'".into()), Some("\\".into())).is_ok());
+        for d in [".", "N", "a", "z", "0", "9"] {
+            assert_eq!(CopyOptions::new("text", Some(d.into()), None, None), Err(FormatError::TextDelimiter(d.chars().next().unwrap())));
+        }
+        assert!(CopyOptions::new("csv", Some(".".into()), None, None).is_ok());
+        assert!(CopyOptions::new("text", Some("A".into()), None, None).is_ok());
     }
 
     #[test]
