@@ -154,3 +154,26 @@ def test_an_empty_message_holds_no_rows_in_every_format(fresh_db, topic_factory)
         _wait_committed(db, cid, len(cases[fmt]))
         assert query(db, f"SELECT id, v FROM e_{fmt} ORDER BY id") == [(1, "a"), (2, "b")], fmt
     assert scalar(db, "SELECT count(*) FROM pipeline_kafka.dead_letters") == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_stored_consumer_with_options_copy_refuses_stops_instead_of_dead_lettering(fresh_db, topic_factory):
+    """A consumer stored with a text delimiter COPY refuses (as 0.1.0's consume_begin allowed):
+    its worker records the error and reads nothing, instead of dead-lettering every message
+    (COPY's 22023 counted as bad data) or retrying forever (0A000 for 'N')."""
+    db = fresh_db
+    topic = topic_factory(1)
+    produce(topic, [b"1.a", b"2.b"])
+    with pg_connect(db) as conn:
+        conn.execute("CREATE TABLE legacy (id int, v text)")
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
+        with conn.transaction():
+            cid = _consume(conn, topic, "legacy", "text")
+            # What an older consume_begin stored: the worker only sees the committed row.
+            conn.execute("UPDATE pipeline_kafka.consumers SET delimiter = '.' WHERE id = %s", (cid,))
+    error = wait_until(lambda: scalar(db, "SELECT last_error FROM pipeline_kafka.consumers WHERE id = %s", [cid]),
+                       timeout=60, what="the worker to record why it cannot start")
+    assert "invalid format options" in error and "delimiter" in error, error
+    assert scalar(db, "SELECT count(*) FROM legacy") == 0
+    assert scalar(db, "SELECT count(*) FROM pipeline_kafka.dead_letters") == 0
+    assert scalar(db, 'SELECT "offset" FROM pipeline_kafka.offsets WHERE consumer_id = %s', [cid]) == 0

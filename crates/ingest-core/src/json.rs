@@ -205,6 +205,15 @@ mod tests {
     }
 
     #[test]
+    fn whitespace_around_values_is_not_part_of_them() {
+        let mut enc = JsonRowEncoder::default();
+        let c = cols(&["id", "doc"]);
+        assert_eq!(enc.push_message(b" \n[ {\"id\" :  1 \n, \"doc\":\t[1 , 2]\t} ,\n{\"id\":2} ]\n ", &c), Ok(2));
+        assert_eq!(enc.groups[0].data, b"1\t[1 , 2]\n".to_vec());
+        assert_eq!(enc.groups[1].data, b"2\n".to_vec());
+    }
+
+    #[test]
     fn repeated_field_names_take_the_last_value() {
         let mut enc = JsonRowEncoder::default();
         assert_eq!(enc.push_message(br#"{"id": 1, "id": 2}"#, &cols(&["id"])), Ok(1));
