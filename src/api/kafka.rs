@@ -8,7 +8,7 @@ mod pipeline_kafka {
     use crate::catalog::{kafka as cat, spi};
     use crate::error::{raise, raise_with, required};
     use crate::sources::kafka::{client_config, Probe, ProbeError};
-    use ingest_core::format::CopyOptions;
+    use ingest_core::format::{CopyOptions, Format};
     use pgrx::prelude::*;
     use pgrx::JsonB;
     use std::collections::BTreeMap;
@@ -186,7 +186,13 @@ mod pipeline_kafka {
         if topic.is_empty() {
             raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "topic must not be empty");
         }
-        let opts = CopyOptions::new(format, delimiter.map(str::to_string), quote.map(str::to_string), escape.map(str::to_string))
+        let owned = |v: Option<&str>| v.map(str::to_string);
+        // COPY's own option code judges text and csv options first, exactly as the workers' COPY
+        // will (its errors and SQLSTATEs); the json rules and the worker's parse come after.
+        let format_kind = Format::parse(format).unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string()));
+        let unchecked = CopyOptions { format: format_kind, delimiter: owned(delimiter), quote: owned(quote), escape: owned(escape) };
+        crate::sink::copy::check_copy_options(&crate::worker::consumer::copy_options(&unchecked));
+        let opts = CopyOptions::new(format, owned(delimiter), owned(quote), owned(escape))
             .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string()));
         for (name, v) in [("batchsize", batchsize), ("maxbytes", maxbytes), ("parallelism", parallelism), ("timeout", timeout)] {
             if v <= 0 {

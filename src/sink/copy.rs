@@ -31,14 +31,55 @@ extern "C-unwind" fn feed_copy(outbuf: *mut c_void, _minread: c_int, maxread: c_
 /// COPY options as (name, value) pairs, e.g. ("format", "csv").
 pub type CopyOptionList<'a> = Vec<(&'a str, String)>;
 
+fn c_strings(options: &CopyOptionList) -> Vec<(CString, CString)> {
+    options
+        .iter()
+        .map(|(k, v)| (CString::new(*k).expect("option name"), CString::new(v.as_str()).expect("option value has no NUL")))
+        .collect()
+}
+
+/// The options as the List of DefElem that COPY's option code reads (palloc'd in the current
+/// memory context).
+///
+/// # Safety
+/// Must be called in a backend with a valid current memory context.
+unsafe fn def_elems(c_options: &[(CString, CString)]) -> *mut pg_sys::List {
+    let mut opts: *mut pg_sys::List = std::ptr::null_mut();
+    for (k, v) in c_options {
+        // SAFETY: k and v are NUL-terminated and live for the call; pstrdup copies them.
+        let arg = unsafe { pg_sys::makeString(pg_sys::pstrdup(v.as_ptr())) };
+        let def = unsafe { pg_sys::makeDefElem(pg_sys::pstrdup(k.as_ptr()), arg.cast(), -1) };
+        opts = unsafe { pg_sys::lappend(opts, def.cast()) };
+    }
+    opts
+}
+
+/// Checks `options` with PostgreSQL's own COPY option code (ProcessCopyOptions, as COPY FROM
+/// runs it), so a consumer is refused at `consume_begin` with COPY's error and SQLSTATE (e.g.
+/// `22023` for `delimiter '.'`, `0A000` for a two-byte delimiter) instead of every message
+/// failing later in the worker. Pass the same list the worker will give `copy_rows`.
+pub fn check_copy_options(options: &CopyOptionList) {
+    if options.iter().any(|(_, v)| v.contains('\0')) {
+        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "COPY options cannot contain NUL characters");
+    }
+    let c_options = c_strings(options);
+    // SAFETY: called in a transaction (a SQL function); ProcessCopyOptions reads the palloc'd
+    // DefElem list and fills the zeroed, palloc'd CopyFormatOptions, raising an ERROR (a Rust
+    // panic through pgrx's guard) for a bad option. Nothing is kept after the call.
+    unsafe {
+        let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
+        let out = pg_sys::palloc0(std::mem::size_of::<pg_sys::CopyFormatOptions>()).cast::<pg_sys::CopyFormatOptions>();
+        pg_sys::ProcessCopyOptions(pstate, out, true, def_elems(&c_options));
+        pg_sys::pfree(out.cast());
+        pg_sys::free_parsestate(pstate);
+    }
+}
+
 /// COPYs `data` into `relid`. `columns` = the columns named in the data, in order (None = all).
 /// Returns the number of rows COPY processed. Raises PostgreSQL errors (the caller's transaction
 /// or subtransaction takes care of them).
 pub fn copy_rows(relid: pg_sys::Oid, columns: Option<&[&str]>, options: &CopyOptionList, data: &[u8]) -> u64 {
-    let c_options: Vec<(CString, CString)> = options
-        .iter()
-        .map(|(k, v)| (CString::new(*k).expect("option name"), CString::new(v.as_str()).expect("option value has no NUL")))
-        .collect();
+    let c_options = c_strings(options);
     let c_columns: Option<Vec<CString>> =
         columns.map(|cols| cols.iter().map(|c| CString::new(*c).expect("column name has no NUL")).collect());
 
@@ -77,12 +118,7 @@ pub fn copy_rows(relid: pg_sys::Oid, columns: Option<&[&str]>, options: &CopyOpt
             );
         }
 
-        let mut opts: *mut pg_sys::List = std::ptr::null_mut();
-        for (k, v) in &c_options {
-            let arg = pg_sys::makeString(pg_sys::pstrdup(v.as_ptr()));
-            let def = pg_sys::makeDefElem(pg_sys::pstrdup(k.as_ptr()), arg.cast(), -1);
-            opts = pg_sys::lappend(opts, def.cast());
-        }
+        let opts = def_elems(&c_options);
         let mut attnames: *mut pg_sys::List = std::ptr::null_mut();
         if let Some(cols) = &c_columns {
             for c in cols {

@@ -572,7 +572,8 @@ fn prepare(batch: &Batch, opts: &CopyOptions, columns: &[String], listed: bool) 
     (out, bad)
 }
 
-fn copy_options(opts: &CopyOptions) -> CopyOptionList<'static> {
+/// The options the workers give COPY; `consume_begin` has PostgreSQL check this same list.
+pub(crate) fn copy_options(opts: &CopyOptions) -> CopyOptionList<'static> {
     let mut o: CopyOptionList = vec![("encoding", "UTF8".to_string())];
     match opts.format {
         Format::Json => o.push(("format", "text".to_string())),

@@ -2,8 +2,11 @@
 //!
 //! A Kafka or Kinesis message always holds whole rows: for `text` and `csv` one or more lines (a
 //! final newline is added when missing), for `json` one object or an array of objects. Before a
-//! message joins a COPY stream it is checked so it cannot swallow or cut off its neighbours: an
-//! unterminated CSV quote or a `\.` end-of-data line would otherwise merge or truncate rows.
+//! message joins a COPY stream it is checked so it yields exactly the rows COPY would read from
+//! that message alone as a file, or is rejected (a dead letter): an unterminated CSV quote or a
+//! `\.` end-of-data line would otherwise merge or truncate rows, a text-format `\.` at the end of a
+//! line would silently vanish, and a lone carriage return is a line end or an error depending on
+//! what came before it in the stream.
 
 use thiserror::Error;
 
@@ -43,6 +46,8 @@ pub enum FormatError {
     CsvOnly(&'static str),
     #[error("json format takes no {0}")]
     NotForJson(&'static str),
+    #[error("delimiter \"{0}\" cannot be used in text format (COPY would read it as part of an escape, \\N or \\.)")]
+    TextDelimiter(char),
     #[error("delimiter and quote must be different")]
     DelimiterIsQuote,
     #[error("delimiter cannot be newline, carriage return or backslash")]
@@ -51,6 +56,10 @@ pub enum FormatError {
     UnterminatedQuote,
     #[error("message contains a line \"\\.\" (end-of-data marker), which would end the COPY early")]
     EndOfDataMarker,
+    #[error("message contains \"\\.\" (COPY's end-of-data marker) outside a line of its own; text format cannot read it as data (write a period as \".\" and a backslash as \"\\\\\")")]
+    BackslashPeriod,
+    #[error("message contains a carriage return that does not end a line in \"\\r\\n\" (write it as \"\\r\" in text format, or inside a quoted csv field)")]
+    BareCarriageReturn,
     #[error("message ends with a backslash that escapes its final newline")]
     TrailingBackslash,
 }
@@ -100,6 +109,12 @@ impl CopyOptions {
             if d == b'\n' || d == b'\r' || d == b'\\' {
                 return Err(FormatError::BadDelimiter);
             }
+            // COPY's text format refuses what an escape (`\t`, `\101`), `\.` or `\N` could mean.
+            // consume_begin asks PostgreSQL itself; this keeps a worker from starting with such a
+            // consumer stored by an older version.
+            if format == Format::Text && (d == b'.' || d == b'N' || d.is_ascii_lowercase() || d.is_ascii_digit()) {
+                return Err(FormatError::TextDelimiter(d as char));
+            }
             if Some(d) == q.or(if format == Format::Csv { Some(b'"') } else { None }) {
                 return Err(FormatError::DelimiterIsQuote);
             }
@@ -140,24 +155,42 @@ fn is_marker(line: &[u8]) -> bool {
     line == b"\\." || line == b"\\.\r"
 }
 
+/// Text format: lines end at every `\n` not escaped by a backslash (a backslash takes the next
+/// byte as data, so `\` + newline continues the row, as in COPY). A backslash-period ends COPY's
+/// data wherever it stands (PostgreSQL 15's CopyReadLineText; at the end of a line COPY drops it
+/// and reads on, so `9\tmid\.` would be stored as `mid`): it cannot be data, so it is refused.
 fn check_text(msg: &[u8]) -> Result<usize, FormatError> {
-    if msg.is_empty() {
-        return Ok(0);
-    }
-    let body = msg.strip_suffix(b"\n").unwrap_or(msg);
     let mut rows = 0;
-    for line in body.split(|b| *b == b'\n') {
-        if is_marker(line) {
-            return Err(FormatError::EndOfDataMarker);
+    let mut i = 0;
+    while i < msg.len() {
+        match msg[i] {
+            b'\\' => match msg.get(i + 1) {
+                // The newline appended after the message would be escaped and join the next one.
+                None => return Err(FormatError::TrailingBackslash),
+                Some(b'\n') if i + 2 == msg.len() => return Err(FormatError::TrailingBackslash),
+                Some(b'.') if line_is_marker(msg, i) => return Err(FormatError::EndOfDataMarker),
+                Some(b'.') => return Err(FormatError::BackslashPeriod),
+                Some(_) => i += 2,
+            },
+            b'\n' => {
+                rows += 1;
+                i += 1;
+            }
+            // `\r\n` line ends were turned into `\n` before; a carriage return left here is bare.
+            b'\r' => return Err(FormatError::BareCarriageReturn),
+            _ => i += 1,
         }
+    }
+    if msg.last().is_some_and(|b| *b != b'\n') {
         rows += 1;
     }
-    // An odd number of trailing backslashes escapes the newline we append or the one present.
-    let trailing = body.iter().rev().take_while(|b| **b == b'\\').count();
-    if trailing % 2 == 1 {
-        return Err(FormatError::TrailingBackslash);
-    }
     Ok(rows)
+}
+
+/// Whether the `\.` at `at` is alone on its line (COPY's classic end-of-data line).
+fn line_is_marker(msg: &[u8], at: usize) -> bool {
+    let line_start = msg[..at].iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+    line_start == at && matches!(msg.get(at + 2), None | Some(b'\n'))
 }
 
 fn check_csv(msg: &[u8], quote: u8, escape: u8) -> Result<usize, FormatError> {
@@ -184,6 +217,9 @@ fn check_csv(msg: &[u8], quote: u8, escape: u8) -> Result<usize, FormatError> {
             }
         } else if b == quote {
             in_quotes = true;
+        } else if b == b'\r' {
+            // `\r\n` outside quotes was turned into `\n` before; this one is bare.
+            return Err(FormatError::BareCarriageReturn);
         } else if b == b'\n' {
             if is_marker(&msg[line_start..i]) {
                 return Err(FormatError::EndOfDataMarker);
@@ -215,6 +251,12 @@ fn normalize_line_ends(msg: &[u8], format: Format, quote: u8, escape: u8) -> std
     let mut i = 0;
     while i < msg.len() {
         let b = msg[i];
+        if format == Format::Text && b == b'\\' {
+            // An escaped byte is data: `\\\r\n` is a carriage return in a value, then a line end.
+            out.extend_from_slice(&msg[i..(i + 2).min(msg.len())]);
+            i += 2;
+            continue;
+        }
         if format == Format::Csv {
             if in_quotes {
                 if b == escape && escape != quote && i + 1 < msg.len() && (msg[i + 1] == quote || msg[i + 1] == escape) {
@@ -287,6 +329,11 @@ mod tests {
         assert_eq!(CopyOptions::new("csv", Some("\n".into()), None, None), Err(FormatError::BadDelimiter));
         assert_eq!(CopyOptions::new("json", Some(",".into()), None, None), Err(FormatError::NotForJson("delimiter")));
         assert!(CopyOptions::new("csv", Some(";".into()), Some("'".into()), Some("\\".into())).is_ok());
+        for d in [".", "N", "a", "z", "0", "9"] {
+            assert_eq!(CopyOptions::new("text", Some(d.into()), None, None), Err(FormatError::TextDelimiter(d.chars().next().unwrap())));
+        }
+        assert!(CopyOptions::new("csv", Some(".".into()), None, None).is_ok());
+        assert!(CopyOptions::new("text", Some("A".into()), None, None).is_ok());
     }
 
     #[test]
@@ -298,6 +345,50 @@ mod tests {
         assert_eq!(t.check_message(b"1\n\\.\n2"), Err(FormatError::EndOfDataMarker));
         assert_eq!(t.check_message(b"a\\"), Err(FormatError::TrailingBackslash));
         assert_eq!(t.check_message(b"a\\\\"), Ok(1));
+    }
+
+    #[test]
+    fn text_backslash_period_is_refused_wherever_it_stands() {
+        // Issue 11 item 11: COPY drops a `\.` that ends a non-empty line and reads on, so this
+        // message was stored as (9, 'mid'). Checked against PostgreSQL 15.20 COPY FROM a file.
+        let t = opts("text");
+        assert_eq!(t.check_message(b"9\tmid\\."), Err(FormatError::BackslashPeriod));
+        assert_eq!(t.check_message(b"9\tmid\\.\n10\tafter\n"), Err(FormatError::BackslashPeriod));
+        // In the middle of a field COPY raises "end-of-copy marker corrupt": refused here already.
+        assert_eq!(t.check_message(b"9\tmi\\.d"), Err(FormatError::BackslashPeriod));
+        assert_eq!(t.check_message(b"\\.x\t1"), Err(FormatError::BackslashPeriod));
+        assert_eq!(t.check_message(b"\\."), Err(FormatError::EndOfDataMarker));
+        // An escaped backslash before a period is data: `\\.` is the text `\.`.
+        assert_eq!(t.check_message(b"9\tmid\\\\."), Ok(1));
+        assert_eq!(t.check_message(b"9\t\\\\.\n"), Ok(1));
+    }
+
+    #[test]
+    fn text_escaped_newlines_continue_the_row_as_in_copy() {
+        let t = opts("text");
+        // COPY reads `1<TAB>a\<LF>b` as one row whose value holds a newline.
+        assert_eq!(t.check_message(b"1\ta\\\nb\n2\tc"), Ok(2));
+        assert_eq!(t.check_message(b"1\ta\\\n"), Err(FormatError::TrailingBackslash));
+        assert_eq!(t.check_message(b"1\ta\\\\\n"), Ok(1));
+    }
+
+    #[test]
+    fn bare_carriage_returns_are_refused() {
+        // COPY takes a lone CR as the line end only when it comes first in the stream, and
+        // raises "literal carriage return found in data" otherwise: its meaning would depend on
+        // the neighbours. `\r\n` line ends and an escaped CR (`\` + CR, data) are fine.
+        let t = opts("text");
+        let mut buf = Vec::new();
+        assert_eq!(t.push_message(&mut buf, b"1\ta\r2\tb"), Err(FormatError::BareCarriageReturn));
+        assert_eq!(t.push_message(&mut buf, b"1\ta\r"), Err(FormatError::BareCarriageReturn));
+        assert!(buf.is_empty());
+        assert_eq!(t.push_message(&mut buf, b"1\ta\\\r\n2\tb\r\n"), Ok(2));
+        assert_eq!(buf, b"1\ta\\\r\n2\tb\n".to_vec());
+        let c = opts("csv");
+        let mut buf = Vec::new();
+        assert_eq!(c.push_message(&mut buf, b"1,a\r2,b"), Err(FormatError::BareCarriageReturn));
+        assert_eq!(c.push_message(&mut buf, b"1,\"a\rb\"\r\n"), Ok(1));
+        assert_eq!(buf, b"1,\"a\rb\"\n".to_vec());
     }
 
     #[test]

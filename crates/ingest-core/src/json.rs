@@ -5,9 +5,15 @@
 //! column); a field that is JSON `null` sets NULL. Strings go in as their text, numbers and
 //! booleans as their JSON spelling, objects and arrays as JSON text (so json/jsonb columns get the
 //! nested value). Consecutive rows with the same set of columns share one COPY.
+//!
+//! Field values are kept as the message's own bytes (`RawValue`), never as parsed numbers: a
+//! number reaches PostgreSQL exactly as written (`123456789012345678901234567890`, `1e400`, `-0`,
+//! `1.0`), and so does every number inside a nested object or array. PostgreSQL's input function
+//! for the column then takes it or rejects it (a dead letter), instead of an f64 rounding it.
 
 use crate::format::push_text_field;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
+use std::collections::HashMap;
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -20,30 +26,45 @@ pub enum JsonError {
     NoMatchingField,
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// One JSON object: its fields' values as they appear in the message. For a repeated field name
+/// the last one counts (as in jsonb).
+pub type Object<'a> = HashMap<String, &'a RawValue>;
+
+/// What kind of JSON value `raw` is, from its first byte (a `RawValue` is valid JSON, trimmed).
+fn kind(raw: &RawValue) -> &'static str {
+    match raw.get().as_bytes().first() {
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'"') => "a string",
+        Some(b'[') => "an array",
+        Some(b'{') => "an object",
+        _ => "a number",
     }
 }
 
-/// The objects of one message, in order.
-pub fn message_objects(msg: &[u8]) -> Result<Vec<Map<String, Value>>, JsonError> {
-    let v: Value = serde_json::from_slice(msg).map_err(|e| JsonError::Invalid(e.to_string()))?;
-    match v {
-        Value::Object(m) => Ok(vec![m]),
-        Value::Array(items) => items
-            .into_iter()
-            .map(|item| match item {
-                Value::Object(m) => Ok(m),
-                other => Err(JsonError::NotAnObject(kind(&other))),
-            })
-            .collect(),
-        other => Err(JsonError::NotAnObject(kind(&other))),
+fn invalid(e: serde_json::Error) -> JsonError {
+    JsonError::Invalid(e.to_string())
+}
+
+fn object(raw: &RawValue) -> Result<Object<'_>, JsonError> {
+    match kind(raw) {
+        "an object" => serde_json::from_str(raw.get()).map_err(invalid),
+        other => Err(JsonError::NotAnObject(other)),
+    }
+}
+
+/// The objects of one message, in order. A zero-length message holds none (as in text and csv).
+pub fn message_objects(msg: &[u8]) -> Result<Vec<Object<'_>>, JsonError> {
+    if msg.is_empty() {
+        return Ok(Vec::new());
+    }
+    let top: &RawValue = serde_json::from_slice(msg).map_err(invalid)?;
+    match kind(top) {
+        "an array" => {
+            let items: Vec<&RawValue> = serde_json::from_str(top.get()).map_err(invalid)?;
+            items.into_iter().map(object).collect()
+        }
+        _ => Ok(vec![object(top)?]),
     }
 }
 
@@ -78,7 +99,7 @@ impl JsonRowEncoder {
                 if n > 0 {
                     line.push(b'\t');
                 }
-                push_json_value(&mut line, &obj[columns[ci].as_str()]);
+                push_json_value(&mut line, obj[columns[ci].as_str()])?;
             }
             line.push(b'\n');
             encoded.push((present, line));
@@ -97,14 +118,18 @@ impl JsonRowEncoder {
     }
 }
 
-fn push_json_value(buf: &mut Vec<u8>, v: &Value) {
-    match v {
-        Value::Null => buf.extend_from_slice(b"\\N"),
-        Value::String(s) => push_text_field(buf, s),
-        Value::Bool(b) => buf.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Number(n) => buf.extend_from_slice(n.to_string().as_bytes()),
-        nested => push_text_field(buf, &nested.to_string()),
+/// Appends one field as a text-format COPY value: strings unescaped, everything else (numbers,
+/// booleans, nested objects and arrays) as its JSON text exactly as it stands in the message.
+fn push_json_value(buf: &mut Vec<u8>, v: &RawValue) -> Result<(), JsonError> {
+    match kind(v) {
+        "null" => buf.extend_from_slice(b"\\N"),
+        "a string" => {
+            let s: String = serde_json::from_str(v.get()).map_err(invalid)?;
+            push_text_field(buf, &s);
+        }
+        _ => push_text_field(buf, v.get()),
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -151,5 +176,56 @@ mod tests {
         assert!(enc.groups.is_empty());
         assert_eq!(enc.push_message(br#"{"id":true}"#, &c), Ok(1));
         assert_eq!(enc.groups[0].data, b"true\n".to_vec());
+    }
+
+    #[test]
+    fn numbers_keep_their_exact_text() {
+        // Issue 11 item 6: an f64 turned these into 123456789012345680000000000000 and
+        // 0.12345678901234568; 1e400 did not parse at all.
+        let mut enc = JsonRowEncoder::default();
+        let c = cols(&["n", "d", "big", "neg", "one", "doc"]);
+        let msg = br#"{"n": 123456789012345678901234567890, "d": 0.1234567890123456789, "big": 1e400,
+                       "neg": -0, "one": 1.0, "doc": {"x": [123456789012345678901234567890, 1.0, -0, 1E+2]}}"#;
+        assert_eq!(enc.push_message(msg, &c), Ok(1));
+        assert_eq!(
+            String::from_utf8(enc.groups[0].data.clone()).unwrap(),
+            "123456789012345678901234567890\t0.1234567890123456789\t1e400\t-0\t1.0\t\
+             {\"x\": [123456789012345678901234567890, 1.0, -0, 1E+2]}\n"
+        );
+    }
+
+    #[test]
+    fn nested_values_are_their_source_text_escaped_for_copy() {
+        let mut enc = JsonRowEncoder::default();
+        let c = cols(&["doc", "s"]);
+        // A newline and a tab between tokens must not split the COPY line; the string escapes
+        // inside the nested value stay JSON escapes; top-level strings are unescaped.
+        assert_eq!(enc.push_message(b"{\"doc\": {\"a\":\n\t\"x\\ty\"}, \"s\": \"p\\\\q\"}", &c), Ok(1));
+        assert_eq!(enc.groups[0].data, b"{\"a\":\\n\\t\"x\\\\ty\"}\tp\\\\q\n".to_vec());
+    }
+
+    #[test]
+    fn whitespace_around_values_is_not_part_of_them() {
+        let mut enc = JsonRowEncoder::default();
+        let c = cols(&["id", "doc"]);
+        assert_eq!(enc.push_message(b" \n[ {\"id\" :  1 \n, \"doc\":\t[1 , 2]\t} ,\n{\"id\":2} ]\n ", &c), Ok(2));
+        assert_eq!(enc.groups[0].data, b"1\t[1 , 2]\n".to_vec());
+        assert_eq!(enc.groups[1].data, b"2\n".to_vec());
+    }
+
+    #[test]
+    fn repeated_field_names_take_the_last_value() {
+        let mut enc = JsonRowEncoder::default();
+        assert_eq!(enc.push_message(br#"{"id": 1, "id": 2}"#, &cols(&["id"])), Ok(1));
+        assert_eq!(enc.groups[0].data, b"2\n".to_vec());
+    }
+
+    #[test]
+    fn an_empty_message_holds_no_rows_like_text_and_csv() {
+        let mut enc = JsonRowEncoder::default();
+        assert_eq!(enc.push_message(b"", &cols(&["id"])), Ok(0));
+        assert!(enc.groups.is_empty());
+        // Whitespace is not empty: it is not JSON.
+        assert!(matches!(enc.push_message(b" ", &cols(&["id"])), Err(JsonError::Invalid(_))));
     }
 }
