@@ -5,3 +5,37 @@
 
 \echo Use "ALTER EXTENSION pipeline_ingest UPDATE" to load this file. \quit
 
+
+-- Issue 11 items 4, 5, 14 (worker slots, outbox head-of-line blocking, shutdown).
+-- consumer_status: a consumer that gets no worker (per-database budget, no free slot) shows
+-- state 'waiting' with the reason in last_error, instead of 'starting'.
+CREATE OR REPLACE VIEW pipeline_kafka.consumer_status AS
+WITH s AS (SELECT * FROM pipeline_kafka.partition_status()),
+     parts AS (SELECT consumer_id, "partition" FROM pipeline_kafka.offsets
+               UNION SELECT consumer_id, "partition" FROM s)
+SELECT c.id AS consumer_id,
+       c.topic,
+       c.relation,
+       CASE WHEN NOT c.enabled THEN 'stopped'
+            WHEN a.pid IS NULL AND starts_with(c.last_error, 'waiting for a worker') THEN 'waiting'
+            WHEN a.pid IS NULL THEN 'starting'
+            WHEN c.last_error IS NOT NULL AND NOT starts_with(c.last_error, 'waiting for a worker') THEN 'error'
+            ELSE 'running' END AS state,
+       a.pid AS worker_pid,
+       p."partition",
+       o."offset" AS next_offset,
+       s.high_watermark,
+       greatest(s.high_watermark - o."offset", 0) AS lag,
+       coalesce(s.messages, 0) AS messages,
+       coalesce(s.rows, 0) AS rows,
+       coalesce(s.dead_letters, 0) AS dead_letters,
+       coalesce(s.batches, 0) AS batches,
+       s.last_batch_at,
+       c.last_error,
+       c.last_error_at
+FROM pipeline_kafka.consumers c
+LEFT JOIN parts p ON p.consumer_id = c.id
+LEFT JOIN pipeline_kafka.offsets o ON o.consumer_id = p.consumer_id AND o."partition" = p."partition"
+LEFT JOIN s ON s.consumer_id = p.consumer_id AND s."partition" = p."partition"
+LEFT JOIN pg_catalog.pg_stat_activity a
+       ON a.pid = s.worker_pid AND a.backend_type = 'pipeline_kafka consumer' AND c.enabled;
