@@ -111,6 +111,31 @@ def test_no_workers_without_partitions(fresh_db, other_db, topic_factory):
 
 
 @pytest.mark.timeout(180)
+def test_partition_added_later_gets_its_worker(fresh_db, topic_factory):
+    """A 1-partition topic at parallelism 4 runs one worker; partitions added later (no stored
+    offset yet, owned by worker indexes that were not started) get their workers once the running
+    worker sees them at its metadata refresh, and their messages are ingested."""
+    from pihelpers import add_partitions
+    db = fresh_db
+    topic = topic_factory(1)
+    produce(topic, ["p0"], partition=0)
+    setup_db(db, ["t"])
+    set_guc("pipeline_ingest.metadata_refresh", 1)
+    try:
+        consume_begin(db, topic, "t", parallelism=4)
+        wait_rows(db, "t", 1)
+        assert len(pids(db, CONSUMER)) == 1
+        add_partitions(topic, 3)
+        produce(topic, ["p1"], partition=1)
+        produce(topic, ["p2"], partition=2)
+        wait_rows(db, "t", 3, timeout=60)
+        assert sorted(r[0] for r in query(db, "SELECT v FROM t")) == ["p0", "p1", "p2"]
+        wait_until(lambda: len(pids(db, CONSUMER)) == 3, timeout=10, what="three workers")
+    finally:
+        set_guc("pipeline_ingest.metadata_refresh", None)
+
+
+@pytest.mark.timeout(180)
 def test_worker_budget_per_database(fresh_db, topic_factory):
     """With pipeline_ingest.max_workers_per_database = 1, a second consumer gets no worker and says
     so (state 'waiting', last_error naming the setting); raising the budget starts it and clears it."""
