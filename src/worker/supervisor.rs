@@ -144,6 +144,10 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
     while !shutdown_requested() {
         reload_config_if_requested();
         let desired = in_transaction(|| {
+            // extension_version() raises (no row) once the extension is dropped: ask first.
+            if !crate::catalog::extension_exists() {
+                return None;
+            }
             let version = crate::catalog::extension_version()?;
             if version != crate::catalog::LIBRARY_VERSION {
                 return Some(Err(version));
