@@ -297,6 +297,38 @@ def test_sigterm_ends_producer_delivery_wait(fresh_db, topic_factory):
     assert values >= {b"warm"} | {f"during outage {i}".encode() for i in range(1, 11)}
 
 
+@pytest.mark.timeout(120)
+def test_sigterm_ends_worker_blocked_in_a_batch(fresh_db, topic_factory):
+    """A consumer worker whose batch waits for a lock held by another session leaves within ~2 s
+    of pg_terminate_backend (SIGTERM now interrupts any wait, as for a backend; before, only the
+    worker's own loop looked at the flag, after the lock was granted); the batch is rolled back
+    and ingested exactly once by its successor."""
+    db = fresh_db
+    topic = topic_factory(1)
+    produce(topic, ["1"])
+    setup_db(db, ["t"])
+    consume_begin(db, topic, "t")
+    wait_rows(db, "t", 1)
+    pid = pids(db, CONSUMER)[0]
+    with pg_connect(db, autocommit=False) as locker:
+        locker.execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        produce(topic, ["2"])
+        # Marker: the worker's batch is waiting for the lock.
+        wait_until(lambda: scalar(db, "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]) == "Lock",
+                   timeout=30, what="the worker to wait for the table lock")
+        t0 = time.monotonic()
+        assert scalar(db, "SELECT pg_terminate_backend(%s)", [pid])
+        wait_until(lambda: pid not in pids(db, CONSUMER), timeout=20, interval=0.05, what="the worker to exit")
+        took = time.monotonic() - t0
+        locker.rollback()
+    print(f"worker blocked on a lock exited {took:.2f}s after pg_terminate_backend")
+    assert took < 2.0, took
+    wait_rows(db, "t", 2)
+    produce(topic, ["3"])
+    wait_rows(db, "t", 3)
+    assert sorted(r[0] for r in query(db, "SELECT v FROM t")) == ["1", "2", "3"]
+
+
 @pytest.mark.timeout(180)
 def test_terminated_supervisor_is_replaced_promptly(fresh_db, topic_factory):
     """pg_terminate_backend(supervisor): the launcher starts a new supervisor at once, so the
