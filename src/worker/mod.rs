@@ -95,8 +95,8 @@ unsafe extern "C" {
 /// latch, such as librdkafka's delivery reports).
 pub fn exit_if_postmaster_died() {
     // SAFETY: plain calls in the main thread; the death pipe was set up by InitPostmasterChild.
-    // Unlike getppid(), this is what PostgreSQL itself trusts (a re-parented child may not be
-    // adopted by pid 1 under a subreaper).
+    // PostgreSQL's own test (the postmaster-death pipe, the one WL_EXIT_ON_PM_DEATH uses), which
+    // does not depend on how the system re-parents orphans, unlike comparing getppid().
     unsafe {
         if !PostmasterIsAliveInternal() {
             pg_sys::proc_exit(1);
