@@ -22,8 +22,9 @@ SELECT c.id AS consumer_id,
        c.topic,
        c.relation,
        CASE WHEN NOT c.enabled THEN 'stopped'
+            WHEN a.pid IS NULL AND starts_with(c.last_error, 'waiting for a worker') THEN 'waiting'
             WHEN a.pid IS NULL THEN 'starting'
-            WHEN c.last_error IS NOT NULL THEN 'error'
+            WHEN c.last_error IS NOT NULL AND NOT starts_with(c.last_error, 'waiting for a worker') THEN 'error'
             ELSE 'running' END AS state,
        a.pid AS worker_pid,
        p."partition",

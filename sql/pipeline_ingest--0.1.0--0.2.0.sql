@@ -11,7 +11,10 @@
 ALTER TABLE pipeline_kafka.consumers ENABLE ROW LEVEL SECURITY;
 CREATE POLICY consumers_of_own_roles ON pipeline_kafka.consumers FOR SELECT
     USING (pg_catalog.pg_has_role(owner, 'USAGE'));
--- consumer_status shows the caller only the consumers it may see.
+-- Issue 11 items 4, 5, 14 (worker slots, outbox head-of-line blocking, shutdown).
+-- consumer_status shows the caller only the consumers it may see (item 7), and a consumer that
+-- gets no worker (per-database budget, no free slot) as 'waiting' with the reason in last_error,
+-- instead of 'starting' (item 4).
 CREATE OR REPLACE VIEW pipeline_kafka.consumer_status AS
 WITH s AS (SELECT * FROM pipeline_kafka.partition_status()),
      parts AS (SELECT consumer_id, "partition" FROM pipeline_kafka.offsets
@@ -20,8 +23,9 @@ SELECT c.id AS consumer_id,
        c.topic,
        c.relation,
        CASE WHEN NOT c.enabled THEN 'stopped'
+            WHEN a.pid IS NULL AND starts_with(c.last_error, 'waiting for a worker') THEN 'waiting'
             WHEN a.pid IS NULL THEN 'starting'
-            WHEN c.last_error IS NOT NULL THEN 'error'
+            WHEN c.last_error IS NOT NULL AND NOT starts_with(c.last_error, 'waiting for a worker') THEN 'error'
             ELSE 'running' END AS state,
        a.pid AS worker_pid,
        p."partition",

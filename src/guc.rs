@@ -11,6 +11,8 @@ pub static BROKER_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(5000);
 pub static LAUNCHER_NAPTIME_S: GucSetting<i32> = GucSetting::<i32>::new(10);
 /// How often a consumer worker checks its topic for new partitions, in seconds.
 pub static METADATA_REFRESH_S: GucSetting<i32> = GucSetting::<i32>::new(30);
+/// How many consumer and producer workers one database may run at once (its supervisor aside).
+pub static MAX_WORKERS_PER_DATABASE: GucSetting<i32> = GucSetting::<i32>::new(8);
 
 pub fn init() {
     GucRegistry::define_string_guc(
@@ -50,6 +52,17 @@ pub fn init() {
         3600,
         GucContext::Sighup,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pipeline_ingest.max_workers_per_database",
+        c"How many consumer and producer workers one database may run at once.",
+        c"Bounds the background worker slots one database takes (its supervisor is not counted); \
+          a consumer that gets no worker shows state 'waiting' in pipeline_kafka.consumer_status.",
+        &MAX_WORKERS_PER_DATABASE,
+        1,
+        10_000,
+        GucContext::Sighup,
+        GucFlags::default(),
     );
     // SAFETY: called from _PG_init in the postmaster.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"pipeline_ingest".as_ptr()) };

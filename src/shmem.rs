@@ -50,7 +50,48 @@ fn signal(pid: i32) {
     }
 }
 
+thread_local! {
+    /// Whether this process registered `forget_me` already.
+    static EXIT_HOOK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes sure this process's pid leaves the registry however the process ends (FATAL on SIGTERM,
+/// ERROR escaping the main loop, proc_exit on postmaster death): a stale pid would have wake-ups
+/// sent to nobody, and the launcher would not know the database lost its supervisor.
+fn clear_at_exit() {
+    if EXIT_HOOK.with(|h| h.replace(true)) {
+        return;
+    }
+    // SAFETY: registers a plain function (no captured state) with a dummy argument.
+    unsafe { pg_sys::before_shmem_exit(Some(forget_me), pg_sys::Datum::from(0usize)) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_me(code: std::ffi::c_int, _arg: pg_sys::Datum) {
+    // SAFETY: plain global read.
+    let me = unsafe { pg_sys::MyProcPid };
+    let mut reg = REGISTRY.exclusive();
+    if reg.launcher_pid == me {
+        reg.launcher_pid = 0;
+    }
+    for s in reg.slots.iter_mut() {
+        if s.producer_pid == me {
+            s.producer_pid = 0;
+        }
+        if s.dboid != 0 && s.supervisor_pid == me {
+            // The database has no supervisor now: a wake-up for it goes to the launcher, which
+            // starts a new one. A supervisor that did not finish normally (terminated, FATAL,
+            // ERROR: exit code != 0) leaves the database marked woken, so the launcher (told of
+            // the exit by the postmaster) replaces it at once rather than at its next probe.
+            *s = if code != 0 { DbSlot { dboid: s.dboid, wake: true, ..DbSlot::default() } } else { DbSlot::default() };
+        }
+    }
+}
+
 pub fn set_launcher_pid(pid: i32) {
+    if pid != 0 {
+        clear_at_exit();
+    }
     REGISTRY.exclusive().launcher_pid = pid;
 }
 
@@ -97,6 +138,9 @@ pub fn take_woken_databases() -> Vec<u32> {
 
 /// Records (or, with pid 0, clears) the supervisor of a database.
 pub fn set_supervisor(dboid: pg_sys::Oid, pid: i32) {
+    if pid != 0 {
+        clear_at_exit();
+    }
     let dboid = dboid.to_u32();
     let mut reg = REGISTRY.exclusive();
     if let Some(s) = reg.slots.iter_mut().find(|s| s.dboid == dboid) {
@@ -114,6 +158,9 @@ pub fn set_supervisor(dboid: pg_sys::Oid, pid: i32) {
 
 /// Records (or, with pid 0, clears) the producer worker of a database.
 pub fn set_producer(dboid: pg_sys::Oid, pid: i32) {
+    if pid != 0 {
+        clear_at_exit();
+    }
     let dboid = dboid.to_u32();
     let mut reg = REGISTRY.exclusive();
     if let Some(s) = reg.slots.iter_mut().find(|s| s.dboid == dboid) {

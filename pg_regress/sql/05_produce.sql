@@ -10,6 +10,11 @@ SELECT regress.try($$SELECT pipeline_kafka.produce_message(NULL, 'm')$$);
 SELECT regress.try($$SELECT pipeline_kafka.produce_message('t', 'm', partition := -2)$$);
 SELECT regress.try($$SELECT pipeline_kafka.produce_message('t', 'm', headers := '["a"]')$$);
 SELECT regress.try($$SELECT pipeline_kafka.produce_message('t', 'm', headers := '{"a": 1}')$$);
+-- a topic name Kafka cannot accept, a message over message.max.bytes (default 1000000): refused
+SELECT regress.try($$SELECT pipeline_kafka.produce_message('bad topic name!', 'm')$$);
+SELECT regress.try($$SELECT pipeline_kafka.produce_message('..', 'm')$$);
+SELECT regress.try($$SELECT pipeline_kafka.produce_message(repeat('a', 250), 'm')$$);
+SELECT regress.try($$SELECT pipeline_kafka.produce_message('t', convert_to(repeat('x', 1000001), 'UTF8'))$$);
 
 -- a rolled-back transaction leaves nothing; a rolled-back savepoint only drops its own messages
 BEGIN;
@@ -56,6 +61,9 @@ DROP TRIGGER ev_badpart ON ev;
 CREATE TRIGGER ev_notopic AFTER INSERT ON ev FOR EACH ROW EXECUTE FUNCTION pipeline_kafka.emit_tuple();
 SELECT regress.try($$INSERT INTO ev VALUES (3, 'c')$$);
 DROP TRIGGER ev_notopic ON ev;
+CREATE TRIGGER ev_badtopic AFTER INSERT ON ev FOR EACH ROW EXECUTE FUNCTION pipeline_kafka.emit_tuple('bad topic');
+SELECT regress.try($$INSERT INTO ev VALUES (3, 'c')$$);
+DROP TRIGGER ev_badtopic ON ev;
 CREATE TRIGGER ev_delnokey AFTER DELETE ON ev FOR EACH ROW EXECUTE FUNCTION pipeline_kafka.emit_tuple('events');
 INSERT INTO ev VALUES (3, 'c');
 SELECT regress.try($$DELETE FROM ev$$);

@@ -11,7 +11,9 @@ mod pipeline_kafka {
     use pgrx::JsonB;
 
     fn check_brokers() {
-        if crate::catalog::kafka::brokers().0.is_empty() {
+        let (brokers, config) = crate::catalog::kafka::brokers();
+        crate::produce::load_message_limit(&config);
+        if brokers.is_empty() {
             crate::error::raise_with(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 "no Kafka broker is configured",
@@ -35,6 +37,14 @@ mod pipeline_kafka {
         }
     }
 
+    /// What headers add to a message's size (names and values).
+    fn headers_size(headers: &Option<String>) -> usize {
+        match headers.as_deref().map(serde_json::from_str::<serde_json::Value>) {
+            Some(Ok(serde_json::Value::Object(m))) => m.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum(),
+            _ => 0,
+        }
+    }
+
     /// Produces a message to `topic` if and only if the current transaction commits; returns the
     /// message's outbox id. NULL partition (or -1) = the producer's partitioner (by key when a key
     /// is given); a NULL message is a tombstone.
@@ -48,8 +58,8 @@ mod pipeline_kafka {
         timestamp: default!(Option<pgrx::datum::TimestampWithTimeZone>, "NULL"),
     ) -> i64 {
         let topic = crate::error::required(topic, "topic");
-        if topic.is_empty() {
-            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "topic must not be empty");
+        if let Some(problem) = crate::produce::topic_name_problem(topic) {
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, problem);
         }
         let partition = match partition {
             None | Some(-1) => None,
@@ -60,6 +70,7 @@ mod pipeline_kafka {
         if crate::produce::first_in_transaction() {
             check_brokers();
         }
+        crate::produce::check_message_size(message, key, headers_size(&headers));
         let id = outbox::insert(topic, message, partition, key, headers.as_deref(), timestamp);
         wake_producer_at_commit();
         id

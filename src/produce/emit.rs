@@ -26,6 +26,9 @@ pub fn fire<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, pgr
         Some(t) if !t.is_empty() => t.clone(),
         _ => misuse("pipeline_kafka.emit_tuple needs a topic: emit_tuple('topic' [, 'partition' [, 'key_column']])"),
     };
+    if let Some(problem) = super::topic_name_problem(&topic) {
+        misuse(format!("pipeline_kafka.emit_tuple: {problem}"));
+    }
     if args.len() > 3 {
         misuse("pipeline_kafka.emit_tuple takes at most three arguments: topic, partition, key column");
     }
@@ -80,6 +83,10 @@ pub fn fire<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, pgr
         };
         Some(json.unwrap_or_default().into_bytes())
     };
+    if super::first_in_transaction() {
+        super::load_message_limit(&crate::catalog::kafka::brokers().1);
+    }
+    super::check_message_size(message.as_deref(), key.as_deref(), 0);
     outbox::insert(&topic, message.as_deref(), partition, key.as_deref(), None, None);
     wake_producer_at_commit();
     Ok(None)

@@ -35,3 +35,59 @@ pub fn wake_producer_at_commit() {
     });
     register_xact_callback(PgXactCallbackEvent::Abort, || WAKE_REGISTERED.with(|w| w.set(false)));
 }
+
+/// Why `topic` is not a legal Kafka topic name, or None. Kafka's rule: 1 to 249 characters of
+/// ASCII letters, digits, '.', '_' and '-', and not "." or "..". Checked when a message is
+/// produced, so that a name the broker can never accept does not sit in the outbox.
+pub fn topic_name_problem(topic: &str) -> Option<String> {
+    const MAX: usize = 249;
+    if topic.is_empty() {
+        return Some("topic must not be empty".to_string());
+    }
+    if topic == "." || topic == ".." {
+        return Some(format!("\"{topic}\" is not a legal Kafka topic name"));
+    }
+    if topic.len() > MAX {
+        return Some(format!("topic name is {} characters long; Kafka allows at most {MAX}", topic.len()));
+    }
+    if let Some(c) = topic.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Some(format!(
+            "topic name \"{topic}\" contains {c:?}; Kafka topic names are made of ASCII letters, digits, '.', '_' and '-'"
+        ));
+    }
+    None
+}
+
+/// librdkafka's default message.max.bytes, used when no broker entry sets it.
+const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+thread_local! {
+    /// The producer's message size limit, read at this transaction's first message.
+    static MESSAGE_MAX_BYTES: Cell<usize> = const { Cell::new(DEFAULT_MESSAGE_MAX_BYTES) };
+}
+
+/// Reads the producer's message.max.bytes from the broker settings (as the producer worker will
+/// use them); called once per producing transaction.
+pub fn load_message_limit(config: &serde_json::Map<String, serde_json::Value>) {
+    let limit = match config.get("message.max.bytes") {
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(|n| n as usize),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<usize>().ok(),
+        _ => None,
+    };
+    MESSAGE_MAX_BYTES.with(|m| m.set(limit.unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)));
+}
+
+/// Refuses (54000) a message the producer could never send: librdkafka rejects one whose key,
+/// value and headers together exceed message.max.bytes, and it would stay in the outbox forever.
+pub fn check_message_size(message: Option<&[u8]>, key: Option<&[u8]>, headers_bytes: usize) {
+    let size = message.map_or(0, <[u8]>::len) + key.map_or(0, <[u8]>::len) + headers_bytes;
+    let limit = MESSAGE_MAX_BYTES.with(|m| m.get());
+    if size > limit {
+        crate::error::raise_with(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("message of {size} bytes (key, value and headers) exceeds the producer's limit of {limit} bytes"),
+            None,
+            Some("The limit is the producer setting message.max.bytes (pipeline_kafka.add_broker config; default 1000000).".into()),
+        );
+    }
+}

@@ -56,15 +56,17 @@ pub fn insert(
     })
 }
 
-/// The oldest `limit` committed messages.
-pub fn oldest(limit: i64) -> Vec<Pending> {
+/// The oldest `limit` committed messages, except those of the topics in `skip` (topics waiting
+/// out a delivery failure, or with messages still in flight).
+pub fn oldest(limit: i64, skip: &[String]) -> Vec<Pending> {
+    let skip = skip.to_vec();
     spi(Spi::connect(|c| {
         let t = c.select(
             "SELECT id, topic, \"partition\", key, message, headers::text, \
                     (extract(epoch FROM \"timestamp\") * 1000)::bigint \
-             FROM pipeline_kafka.outbox ORDER BY id LIMIT $1",
+             FROM pipeline_kafka.outbox WHERE topic <> ALL($2) ORDER BY id LIMIT $1",
             None,
-            &[limit.into()],
+            &[limit.into(), skip.into()],
         )?;
         let mut out = Vec::new();
         for row in t {

@@ -2,6 +2,13 @@
 //! producer and deletes each row only after the broker acknowledged it. A crash between the ack
 //! and the delete sends that message again (at-least-once); nothing committed is lost, nothing
 //! rolled back is ever read. Per partition, messages go out in outbox order.
+//!
+//! Topics are independent: a topic's next messages are read only once its messages in flight are
+//! all acknowledged (which keeps the order), and a topic whose delivery failed is left alone for a
+//! backoff (1 s doubling to 30 s, its error in outbox_status) while other topics' messages keep
+//! going out; so one failing topic never delays another. The worker runs only while there is
+//! work: it exits once the outbox stayed empty for `IDLE_EXIT`, and the supervisor starts it again
+//! when rows are committed.
 
 use super::outbox::{self, Pending};
 use crate::worker::{reload_config_if_requested, shutdown_requested, wait};
@@ -12,19 +19,26 @@ use pgrx::prelude::*;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Messages read from the outbox per round.
+/// Messages read from the outbox per pass (and so in flight per topic at most).
 const ROUND: i64 = 5000;
+/// Messages in flight at most, all topics together.
+const MAX_IN_FLIGHT: usize = 4 * ROUND as usize;
 /// How long librdkafka keeps trying one message before reporting it failed.
 const MESSAGE_TIMEOUT_MS: u64 = 10_000;
+/// A message with no delivery report after this long is given up on (it stays in the outbox and
+/// is sent again); librdkafka reports every message within message.timeout.ms.
+const REPORT_DEADLINE: Duration = Duration::from_millis(MESSAGE_TIMEOUT_MS + 5000);
+/// How long the worker stays once the outbox is empty.
+const IDLE_EXIT: Duration = Duration::from_secs(10);
 
-/// Collects delivery reports; librdkafka calls it from `poll`/`flush` on this thread.
+/// Collects delivery reports (by outbox id); librdkafka calls it from `poll` on this thread.
 #[derive(Default)]
 struct Reports {
-    results: Mutex<Vec<(usize, Result<(), String>)>>,
+    results: Mutex<Vec<(i64, Result<(), String>)>>,
 }
 
 impl ClientContext for Reports {}
@@ -32,13 +46,13 @@ impl ClientContext for Reports {}
 impl ProducerContext for Reports {
     type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, index: usize) {
+    fn delivery(&self, result: &DeliveryResult<'_>, id: usize) {
         let r = match result {
             Ok(_) => Ok(()),
             Err((e, _)) => Err(e.to_string()),
         };
         if let Ok(mut v) = self.results.lock() {
-            v.push((index, r));
+            v.push((id as i64, r));
         }
     }
 }
@@ -58,6 +72,18 @@ fn make_client(brokers: &[String], config: &serde_json::Map<String, serde_json::
     Ok(Client { settings, producer })
 }
 
+/// A message sent and not yet reported on.
+struct InFlight {
+    topic: String,
+    since: Instant,
+}
+
+/// A topic whose last delivery failed: not read again before `until`.
+struct Failing {
+    backoff: Backoff,
+    until: Instant,
+}
+
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
@@ -68,16 +94,26 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
     crate::shmem::set_producer(dboid, crate::worker::my_pid());
 
     let mut client: Option<Client> = None;
+    // For problems of the whole producer (no broker, bad settings, catalog errors).
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-    let mut failing_topics: Vec<String> = Vec::new();
+    let mut in_flight: HashMap<i64, InFlight> = HashMap::new();
+    let mut failing: BTreeMap<String, Failing> = BTreeMap::new();
+    let mut idle_since = Instant::now();
     while !shutdown_requested() {
         reload_config_if_requested();
+        let now = Instant::now();
+        // Topics not to read now: in backoff, or with messages in flight.
+        let mut skip: BTreeSet<String> = failing.iter().filter(|(_, f)| f.until > now).map(|(t, _)| t.clone()).collect();
+        skip.extend(in_flight.values().map(|m| m.topic.clone()));
+        let room = if in_flight.len() < MAX_IN_FLIGHT { ROUND } else { 0 };
+        let skip: Vec<String> = skip.into_iter().collect();
         let loaded = in_transaction(|| {
             if !crate::catalog::extension_exists() {
                 return None;
             }
             let (brokers, config) = crate::catalog::kafka::brokers();
-            Some((brokers, config, outbox::oldest(ROUND)))
+            let batch = if room > 0 { outbox::oldest(room, &skip) } else { Vec::new() };
+            Some((brokers, config, batch))
         });
         let (brokers, config, batch) = match loaded {
             Ok(Some(v)) => v,
@@ -88,73 +124,132 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
                 continue;
             }
         };
-        if batch.is_empty() {
-            wait(Duration::from_secs(5), None);
-            continue;
-        }
-        let problem = if brokers.is_empty() {
-            Some("no Kafka broker is configured (pipeline_kafka.add_broker)".to_string())
-        } else {
-            let settings = format!("{}|{}", brokers.join(","), serde_json::Value::Object(config.clone()));
-            if client.as_ref().is_none_or(|c| c.settings != settings) {
-                client = None;
-                match make_client(&brokers, &config) {
-                    Ok(c) => {
-                        client = Some(c);
-                        None
-                    }
-                    Err(e) => Some(e),
-                }
+        if batch.is_empty() && in_flight.is_empty() {
+            if !failing.is_empty() {
+                // Rows of failing topics wait out their backoff.
+                let next = failing.values().map(|f| f.until).min().unwrap_or(now);
+                wait(next.saturating_duration_since(now).clamp(Duration::from_millis(50), Duration::from_secs(1)), None);
+                idle_since = Instant::now();
+            } else if idle_since.elapsed() >= IDLE_EXIT {
+                // Nothing to do: give the slot back (the supervisor starts a producer again when
+                // rows are committed, or when it sees rows at its next pass).
+                break;
             } else {
-                None
+                wait(Duration::from_secs(1), None);
             }
-        };
-        if let Some(p) = problem {
-            let topics: Vec<&str> = batch.iter().map(|m| m.topic.as_str()).collect();
-            record(&[], &topics.iter().map(|t| (t.to_string(), p.clone())).collect::<Vec<_>>(), &[]);
-            warning!("pipeline_kafka producer: {p}");
-            wait(backoff.next_delay(), None);
             continue;
         }
-        let c = client.as_ref().expect("client was made above");
-        let (delivered, failed) = send_round(&c.producer, &batch);
-        let delivered_topics: Vec<String> = {
-            let mut t: Vec<String> = delivered.iter().map(|i| batch[*i].topic.clone()).collect();
-            t.sort();
-            t.dedup();
-            t.retain(|t| !failed.iter().any(|(ft, _)| ft == t));
-            t
-        };
-        let ids: Vec<i64> = delivered.iter().map(|i| batch[*i].id).collect();
-        let cleared: Vec<String> = delivered_topics.into_iter().filter(|t| failing_topics.contains(t)).collect();
-        record(&ids, &failed, &cleared);
-        failing_topics.retain(|t| !cleared.contains(t));
-        for (t, e) in &failed {
-            if !failing_topics.contains(t) {
-                warning!("pipeline_kafka producer: delivery to topic \"{t}\" failed: {e}");
-                failing_topics.push(t.clone());
+        idle_since = Instant::now();
+
+        let mut failed: BTreeMap<String, String> = BTreeMap::new();
+        if !batch.is_empty() {
+            let problem = if brokers.is_empty() {
+                Some("no Kafka broker is configured (pipeline_kafka.add_broker)".to_string())
+            } else {
+                let settings = format!("{}|{}", brokers.join(","), serde_json::Value::Object(config.clone()));
+                if client.as_ref().is_some_and(|c| c.settings != settings) && in_flight.is_empty() {
+                    // New settings: a new client, once the old one has nothing in flight.
+                    client = None;
+                }
+                if client.is_none() {
+                    match make_client(&brokers, &config) {
+                        Ok(c) => {
+                            client = Some(c);
+                            None
+                        }
+                        Err(e) => Some(e),
+                    }
+                } else {
+                    None
+                }
+            };
+            if let Some(p) = problem {
+                let topics: BTreeSet<&str> = batch.iter().map(|m| m.topic.as_str()).collect();
+                record(&[], &topics.iter().map(|t| (t.to_string(), p.clone())).collect::<Vec<_>>(), &[]);
+                warning!("pipeline_kafka producer: {p}");
+                wait(backoff.next_delay(), None);
+                continue;
+            }
+            backoff.reset();
+            let c = client.as_ref().expect("client was made above");
+            let (queued, refused) = send(&c.producer, &batch);
+            for (topic, e) in refused {
+                failed.entry(topic).or_insert(e);
+            }
+            let sent_at = Instant::now();
+            for i in queued {
+                in_flight.insert(batch[i].id, InFlight { topic: batch[i].topic.clone(), since: sent_at });
             }
         }
-        if failed.is_empty() {
-            backoff.reset();
-        } else {
-            wait(backoff.next_delay(), None);
+
+        // Delivery reports: wait a little for them (they usually come within milliseconds), then
+        // go on reading other topics' rows while slow ones are still in flight.
+        let mut delivered: Vec<i64> = Vec::new();
+        let mut delivered_topics: BTreeSet<String> = BTreeSet::new();
+        if let Some(c) = client.as_ref() {
+            if !in_flight.is_empty() {
+                c.producer.poll(Duration::from_millis(100));
+                pgrx::check_for_interrupts!();
+                crate::worker::exit_if_postmaster_died();
+            }
+            let reports = std::mem::take(&mut *c.producer.context().results.lock().expect("delivery report lock"));
+            for (id, r) in reports {
+                // A report for a message no longer tracked (given up on) changes nothing: its row
+                // is still in the outbox and is sent again.
+                let Some(m) = in_flight.remove(&id) else { continue };
+                match r {
+                    Ok(()) => {
+                        delivered.push(id);
+                        delivered_topics.insert(m.topic);
+                    }
+                    Err(e) => {
+                        failed.entry(m.topic).or_insert(e);
+                    }
+                }
+            }
+        }
+        in_flight.retain(|_, m| m.since.elapsed() < REPORT_DEADLINE);
+
+        let mut cleared: Vec<String> = Vec::new();
+        for t in delivered_topics {
+            if !failed.contains_key(&t) && failing.remove(&t).is_some() {
+                cleared.push(t);
+            }
+        }
+        let failed: Vec<(String, String)> = failed.into_iter().collect();
+        if !delivered.is_empty() || !failed.is_empty() || !cleared.is_empty() {
+            record(&delivered, &failed, &cleared);
+        }
+        for (t, e) in &failed {
+            let f = failing.entry(t.clone()).or_insert_with(|| {
+                warning!("pipeline_kafka producer: delivery to topic \"{t}\" failed: {e}");
+                Failing { backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)), until: Instant::now() }
+            });
+            f.until = Instant::now() + f.backoff.next_delay();
+        }
+        if batch.is_empty() && !in_flight.is_empty() {
+            // Only waiting for reports: also listen to the latch (new rows) between polls.
+            wait(Duration::from_millis(10), None);
         }
     }
     crate::shmem::set_producer(dboid, 0);
 }
 
-/// Sends a round and waits for every delivery report. Returns the indexes delivered and the
-/// (topic, error) of failures.
-fn send_round(producer: &BaseProducer<Reports>, batch: &[Pending]) -> (Vec<usize>, Vec<(String, String)>) {
+/// Queues a round of messages. Returns the indexes queued and the (topic, error) of messages
+/// librdkafka refused at once; after a refusal the topic's later messages are not queued (they
+/// would overtake it).
+fn send(producer: &BaseProducer<Reports>, batch: &[Pending]) -> (Vec<usize>, Vec<(String, String)>) {
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
-    let mut queued = 0usize;
+    let mut queued = Vec::with_capacity(batch.len());
     for (i, m) in batch.iter().enumerate() {
+        if failed.contains_key(&m.topic) {
+            continue;
+        }
         let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
         for (k, v) in &m.headers {
             headers = headers.insert(Header { key: k, value: v.as_deref() });
         }
-        let mut record: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(&m.topic, i).headers(headers);
+        let mut record: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(&m.topic, m.id as usize).headers(headers);
         if let Some(k) = &m.key {
             record = record.key(k.as_slice());
         }
@@ -170,42 +265,22 @@ fn send_round(producer: &BaseProducer<Reports>, batch: &[Pending]) -> (Vec<usize
         loop {
             match producer.send(record) {
                 Ok(()) => {
-                    queued += 1;
+                    queued.push(i);
                     break;
                 }
                 Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
                     producer.poll(Duration::from_millis(50));
+                    pgrx::check_for_interrupts!();
                 }
                 Err((e, _)) => {
-                    failed.entry(m.topic.clone()).or_insert_with(|| e.to_string());
+                    failed.insert(m.topic.clone(), e.to_string());
                     break;
                 }
             }
         }
     }
-    // Every queued message gets a report within message.timeout.ms; wait a little longer.
-    let deadline = std::time::Instant::now() + Duration::from_millis(MESSAGE_TIMEOUT_MS + 5000);
-    while producer.in_flight_count() > 0 && std::time::Instant::now() < deadline {
-        // flush() serves delivery callbacks on this thread; bounded slices keep SIGTERM handled.
-        let _ = producer.flush(Duration::from_millis(200)); // a timeout here only means "not yet"
-        pgrx::check_for_interrupts!();
-        crate::worker::exit_if_postmaster_died();
-    }
-    producer.poll(Duration::ZERO);
-    let reports = std::mem::take(&mut *producer.context().results.lock().expect("delivery report lock"));
-    let mut delivered = Vec::with_capacity(queued);
-    let mut by_index: HashMap<usize, Result<(), String>> = reports.into_iter().collect();
-    for (i, m) in batch.iter().enumerate() {
-        match by_index.remove(&i) {
-            Some(Ok(())) => delivered.push(i),
-            Some(Err(e)) => {
-                failed.entry(m.topic.clone()).or_insert(e);
-            }
-            None => {}
-        }
-    }
-    (delivered, failed.into_iter().collect())
+    (queued, failed.into_iter().collect())
 }
 
 /// In one transaction: delete delivered rows, record failures, clear recovered topics.

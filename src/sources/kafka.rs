@@ -226,6 +226,8 @@ pub struct KafkaSource {
     queue: *mut rdkafka_sys::rd_kafka_queue_t,
     error: Option<String>,
     metadata_timeout: Duration,
+    /// Every partition of the topic, as last seen (for the supervisor, see `partitions`).
+    all: Vec<i32>,
 }
 
 impl KafkaSource {
@@ -272,11 +274,18 @@ impl KafkaSource {
             queue,
             error: None,
             metadata_timeout: Duration::from_secs(5),
+            all: Vec::new(),
         };
         src.positions = stored.iter().map(|(p, o)| (*p, Some(*o))).collect();
         src.positions.retain(|p, _| p.rem_euclid(parallelism.max(1)) == index);
         src.reassign(None)?;
         Ok(src)
+    }
+
+    /// Every partition of the topic as last seen (at start and at each metadata refresh), owned
+    /// by this worker or not: the supervisor starts the workers of partitions added later.
+    pub fn partitions(&self) -> &[i32] {
+        &self.all
     }
 
     /// Assigns the owned partitions at their positions. With `known`, the partition list is taken
@@ -293,6 +302,7 @@ impl KafkaSource {
             },
         };
         let mine = partitions_for_worker(&all, self.parallelism, self.index);
+        self.all = all;
         for p in &mine {
             self.positions.entry(*p).or_insert(None);
         }
@@ -400,6 +410,7 @@ impl Source for KafkaSource {
             }
         };
         let mine = partitions_for_worker(&all, self.parallelism, self.index);
+        self.all.clone_from(&all);
         if mine.iter().any(|p| !self.positions.contains_key(p)) {
             pgrx::log!("pipeline_kafka: topic \"{}\" has new partitions, now reading {:?}", self.topic, mine);
             self.reassign(Some(all))?;

@@ -196,6 +196,7 @@ impl Worker {
         let mut last_refresh = Instant::now();
         let mut last_publish = Instant::now();
         self.publish(&BatchStats::new());
+        self.note_partitions();
         while !shutdown_requested() {
             reload_config_if_requested();
             if !batch.is_full(&self.limits) {
@@ -239,7 +240,9 @@ impl Worker {
             let refresh = Duration::from_secs(crate::guc::METADATA_REFRESH_S.get().max(1) as u64);
             if batch.is_empty() && last_refresh.elapsed() >= refresh {
                 last_refresh = Instant::now();
-                match self.source.maintain() {
+                let result = self.source.maintain();
+                self.note_partitions();
+                match result {
                     Err(e) => self.show_error(&e),
                     // A broker round trip worked and no batch is pending (the batch is empty), so a
                     // connection error shown earlier is over even if no message came since.
@@ -254,6 +257,15 @@ impl Worker {
             let timeout = batch.time_left(&self.limits, now).unwrap_or(Duration::from_secs(1));
             wait(timeout, self.source.wait_fd());
             self.source.drain_wakeups();
+        }
+    }
+
+    /// Makes every partition of the topic known in shared memory, so that the supervisor starts
+    /// the worker of a partition added after consume_begin (it has no stored offset yet and
+    /// another worker index may own it). Existing slots are left as they are.
+    fn note_partitions(&self) {
+        for p in self.source.partitions() {
+            crate::shmem::update_partition(self.args.dboid, self.consumer.id, *p, |_| {});
         }
     }
 

@@ -13,9 +13,12 @@ use std::time::Duration;
 
 pub const LIBRARY: &str = "pipeline_ingest";
 
-/// Flag-setting handlers, as PostgreSQL's SignalHandlerForConfigReload / ...ShutdownRequest:
-/// SIGHUP -> reload at the next pass, SIGTERM -> stop at the next pass. They set a flag and the
-/// latch, nothing else.
+/// Signal handlers. SIGHUP sets a flag (reload at the next pass), as PostgreSQL's
+/// SignalHandlerForConfigReload. SIGTERM does what PostgreSQL's own die() does for a backend:
+/// InterruptPending + ProcDiePending, so that the next CHECK_FOR_INTERRUPTS anywhere (inside SPI,
+/// in the producer's delivery wait, in `wait`) ends the process with FATAL instead of finishing
+/// whatever it waits for; it also sets ShutdownRequestPending so our own loops, which test it
+/// between passes, stop there first when they can.
 pub fn setup_signals() {
     // SAFETY: installing handlers at worker start, then unblocking signals.
     unsafe {
@@ -37,9 +40,11 @@ unsafe extern "C-unwind" fn on_sighup(_sig: std::ffi::c_int) {
 
 unsafe extern "C-unwind" fn on_sigterm(_sig: std::ffi::c_int) {
     let saved = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-    // SAFETY: as in on_sighup.
+    // SAFETY: sig_atomic_t flag writes and SetLatch, as PostgreSQL's die() handler does.
     unsafe {
         std::ptr::write_volatile(&raw mut pg_sys::ShutdownRequestPending, 1);
+        std::ptr::write_volatile(&raw mut pg_sys::ProcDiePending, 1);
+        std::ptr::write_volatile(&raw mut pg_sys::InterruptPending, 1);
         pg_sys::SetLatch(pg_sys::MyLatch);
         *libc::__errno_location() = saved;
     }
@@ -79,13 +84,21 @@ pub fn wait(timeout: Duration, fd: Option<i32>) -> bool {
     rc & pg_sys::WL_SOCKET_READABLE as i32 != 0
 }
 
+unsafe extern "C" {
+    // pmsignal.h: reads the postmaster-death pipe. Not in pgrx's bindings; PostmasterIsAlive() is
+    // an inline wrapper around it. It can only fail with FATAL (proc_exit, no longjmp), so it
+    // needs no pg_guard boundary.
+    fn PostmasterIsAliveInternal() -> bool;
+}
+
 /// Exits at once when the postmaster is gone (for loops that wait on something other than the
 /// latch, such as librdkafka's delivery reports).
 pub fn exit_if_postmaster_died() {
-    // SAFETY: plain calls in the main thread. Workers are children of the postmaster: once it is
-    // gone they are re-parented, so their parent pid no longer matches.
+    // SAFETY: plain calls in the main thread; the death pipe was set up by InitPostmasterChild.
+    // PostgreSQL's own test (the postmaster-death pipe, the one WL_EXIT_ON_PM_DEATH uses), which
+    // does not depend on how the system re-parents orphans, unlike comparing getppid().
     unsafe {
-        if libc::getppid() != pg_sys::PostmasterPid {
+        if !PostmasterIsAliveInternal() {
             pg_sys::proc_exit(1);
         }
     }

@@ -2,21 +2,34 @@
 //! worker running per (consumer, worker index) at the consumer's current generation. A worker of
 //! an old generation is stopped, and its successor starts only once it is gone, so two workers
 //! never read the same partitions at once.
+//!
+//! Slots are spent only on work: a consumer gets workers only for the indexes that own a
+//! partition (partition p belongs to index p mod parallelism; partitions are known from the
+//! stored offsets and from what running workers saw of their topic, so index 0, which owns
+//! partition 0 of every topic, is always started and notices partitions added later), the
+//! producer runs only while the outbox has rows, and one database runs at most
+//! `pipeline_ingest.max_workers_per_database` of them. A consumer that cannot get a worker shows
+//! why in `last_error` (state 'waiting' in consumer_status) until it gets one.
 
 use super::{reload_config_if_requested, shutdown_requested, wait, Handle, Status};
-use crate::catalog::kafka::all_consumers;
+use crate::catalog::kafka::{all_consumers, Consumer};
 use crate::xact::in_transaction;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 /// How soon a worker that stopped on its own is started again.
 const RESTART_DELAY: Duration = Duration::from_secs(5);
 
+/// What `last_error` of a consumer waiting for a worker starts with (consumer_status shows such a
+/// consumer as 'waiting', see sql/finalize.sql).
+pub const WAITING_PREFIX: &str = "waiting for a worker";
+
 /// A worker the supervisor keeps running: a consumer's worker `index`, or (consumer 0) the
 /// database's producer.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 struct Key {
     consumer: i32,
     index: i32,
@@ -28,6 +41,78 @@ struct Running {
     generation: i64,
     handle: Handle,
     stopping: bool,
+}
+
+thread_local! {
+    /// The workers this supervisor started. Kept outside the main function so that the exit
+    /// callback can stop them: SIGTERM ends the process with FATAL from wherever it waits, and
+    /// FATAL runs exit callbacks, not Rust destructors.
+    static RUNNING: RefCell<HashMap<Key, Running>> = RefCell::new(HashMap::new());
+}
+
+/// Stops this supervisor's workers when it exits (a successor would start its own, and two
+/// workers must never read the same partitions).
+#[pg_guard]
+unsafe extern "C-unwind" fn stop_workers_at_exit(_code: std::ffi::c_int, _arg: pg_sys::Datum) {
+    RUNNING.with(|r| {
+        if let Ok(running) = r.try_borrow() {
+            for w in running.values().filter(|w| !w.stopping) {
+                w.handle.terminate();
+            }
+        }
+    });
+}
+
+/// What one pass reads from the catalog.
+struct Desired {
+    consumers: Vec<Consumer>,
+    /// Partitions with a stored offset, by consumer.
+    partitions: HashMap<i32, Vec<i32>>,
+    outbox_pending: bool,
+}
+
+fn read_desired() -> Desired {
+    let partitions = crate::catalog::spi(Spi::connect(|c| {
+        let t = c.select(
+            "SELECT consumer_id, array_agg(\"partition\") FROM pipeline_kafka.offsets GROUP BY consumer_id",
+            None,
+            &[],
+        )?;
+        let mut out = HashMap::new();
+        for row in t {
+            if let (Some(id), Some(parts)) = (row.get::<i32>(1)?, row.get::<Vec<i32>>(2)?) {
+                out.insert(id, parts);
+            }
+        }
+        Ok(out)
+    }));
+    let outbox_pending =
+        crate::catalog::spi(Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pipeline_kafka.outbox)")).unwrap_or(false);
+    Desired { consumers: all_consumers(), partitions, outbox_pending }
+}
+
+/// The worker indexes of a consumer that own at least one known partition (always 0).
+fn indexes_with_partitions(parallelism: i32, known: impl Iterator<Item = i32>) -> BTreeSet<i32> {
+    let parallelism = parallelism.max(1);
+    let mut out: BTreeSet<i32> = known.map(|p| p.rem_euclid(parallelism)).collect();
+    out.insert(0);
+    out
+}
+
+/// Sets (Some) or clears (None, only if it is still the waiting message) a consumer's waiting
+/// message.
+fn show_waiting(consumer_id: i32, why: Option<&str>) {
+    let r = in_transaction(|| match why {
+        Some(w) => crate::catalog::kafka::set_last_error(consumer_id, Some(w)),
+        None => crate::catalog::spi(Spi::run_with_args(
+            "UPDATE pipeline_kafka.consumers SET last_error = NULL, last_error_at = NULL \
+             WHERE id = $1 AND starts_with(last_error, $2)",
+            &[consumer_id.into(), WAITING_PREFIX.into()],
+        )),
+    });
+    if let Err(e) = r {
+        warning!("pipeline_ingest supervisor could not update consumer {consumer_id}: {e}");
+    }
 }
 
 #[pg_guard]
@@ -42,22 +127,32 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
     if !has_extension {
         return;
     }
+    // SAFETY: registers a plain function with a dummy argument.
+    unsafe { pg_sys::before_shmem_exit(Some(stop_workers_at_exit), pg_sys::Datum::from(0usize)) };
     crate::shmem::set_supervisor(dboid, super::my_pid());
     let dbname = in_transaction(|| Spi::get_one::<String>("SELECT current_database()::text").ok().flatten()).ok().flatten();
     log!("pipeline_ingest supervisor started for database \"{}\"", dbname.unwrap_or_default());
 
-    let mut running: HashMap<Key, Running> = HashMap::new();
     let mut not_before: HashMap<Key, Instant> = HashMap::new();
     let mut slot_warning = false;
     let mut version_warned = false;
+    // Consumers shown as waiting, with the message shown.
+    let mut waiting: HashMap<i32, String> = HashMap::new();
+    // A waiting message left by a previous supervisor of this database is cleared once the
+    // consumer's workers run, as ours are.
+    let mut first_pass = true;
     while !shutdown_requested() {
         reload_config_if_requested();
         let desired = in_transaction(|| {
+            // extension_version() raises (no row) once the extension is dropped: ask first.
+            if !crate::catalog::extension_exists() {
+                return None;
+            }
             let version = crate::catalog::extension_version()?;
             if version != crate::catalog::LIBRARY_VERSION {
                 return Some(Err(version));
             }
-            Some(Ok(all_consumers()))
+            Some(Ok(read_desired()))
         });
         let desired = match desired {
             Ok(Some(Ok(d))) => {
@@ -76,12 +171,14 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
                     );
                     version_warned = true;
                 }
-                for r in running.values_mut() {
-                    if !r.stopping {
-                        r.handle.terminate();
-                        r.stopping = true;
+                RUNNING.with_borrow_mut(|running| {
+                    for r in running.values_mut() {
+                        if !r.stopping {
+                            r.handle.terminate();
+                            r.stopping = true;
+                        }
                     }
-                }
+                });
                 wait(Duration::from_secs(1), None);
                 continue;
             }
@@ -92,74 +189,130 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
                 continue;
             }
         };
-        let ids: Vec<i32> = desired.iter().map(|c| c.id).collect();
+        let ids: Vec<i32> = desired.consumers.iter().map(|c| c.id).collect();
         crate::shmem::forget_partitions(dboid, &ids);
-        let mut want: HashMap<Key, i64> = HashMap::new();
-        want.insert(PRODUCER, 0);
-        for c in desired.iter().filter(|c| c.enabled) {
-            for index in 0..c.parallelism {
+        // Partitions running workers saw in their topic (new ones have no stored offset yet).
+        let mut seen: HashMap<i32, Vec<i32>> = HashMap::new();
+        for slot in crate::shmem::partitions_of(dboid) {
+            seen.entry(slot.consumer_id).or_default().push(slot.partition);
+        }
+        // Ordered: the producer (key 0/0) first, then consumers by id and index, so that under the
+        // budget the same workers keep their places from pass to pass.
+        let mut want: BTreeMap<Key, i64> = BTreeMap::new();
+        let producer_running = RUNNING.with_borrow(|r| r.get(&PRODUCER).is_some_and(|p| p.handle.status() != Status::Stopped));
+        if desired.outbox_pending || producer_running {
+            // The producer exits by itself once the outbox stayed empty for a while.
+            want.insert(PRODUCER, 0);
+        }
+        for c in desired.consumers.iter().filter(|c| c.enabled) {
+            let known = desired.partitions.get(&c.id).into_iter().chain(seen.get(&c.id)).flatten().copied();
+            for index in indexes_with_partitions(c.parallelism, known) {
                 want.insert(Key { consumer: c.id, index }, c.generation);
             }
         }
 
-        // Stop what is no longer wanted; forget what has stopped.
-        running.retain(|key, r| {
-            let wanted = want.get(key).is_some_and(|generation| *generation == r.generation);
-            if r.handle.status() == Status::Stopped {
-                // A worker that stopped although still wanted as it is (crashed, or gave up) is
-                // restarted after a delay; one that left because its consumer changed or stopped
-                // is replaced at once.
-                if wanted && !r.stopping {
-                    not_before.insert(*key, Instant::now() + RESTART_DELAY);
-                }
-                return false;
-            }
-            if !wanted && !r.stopping {
-                r.handle.terminate();
-                r.stopping = true;
-            }
-            true
-        });
-
-        // Start what is missing.
-        for (key, generation) in &want {
-            if running.contains_key(key) || not_before.get(key).is_some_and(|t| Instant::now() < *t) {
-                continue;
-            }
-            let started = if *key == PRODUCER {
-                Handle::start(
-                    "pipeline_kafka producer",
-                    "pipeline_kafka producer",
-                    "pipeline_kafka_producer_main",
-                    &dboid.to_u32().to_string(),
-                )
-            } else {
-                Handle::start(
-                    &format!("pipeline_kafka consumer {}/{}", key.consumer, key.index),
-                    "pipeline_kafka consumer",
-                    "pipeline_kafka_worker_main",
-                    &format!("{} {} {} {}", dboid.to_u32(), key.consumer, key.index, generation),
-                )
-            };
-            match started {
-                Some(handle) => {
-                    slot_warning = false;
-                    running.insert(*key, Running { generation: *generation, handle, stopping: false });
-                }
-                None => {
-                    if !slot_warning {
-                        warning!("pipeline_ingest could not start a consumer worker: no background worker slot is free (raise max_worker_processes)");
-                        slot_warning = true;
+        let budget = crate::guc::MAX_WORKERS_PER_DATABASE.get().max(1) as usize;
+        let mut blocked: HashMap<i32, String> = HashMap::new();
+        RUNNING.with_borrow_mut(|running| {
+            // Stop what is no longer wanted; forget what has stopped.
+            running.retain(|key, r| {
+                let wanted = want.get(key).is_some_and(|generation| *generation == r.generation);
+                if r.handle.status() == Status::Stopped {
+                    // A worker that stopped although still wanted as it is (crashed, or gave up) is
+                    // restarted after a delay; one that left because its consumer changed or stopped
+                    // is replaced at once. The producer leaves on its own when idle and is started
+                    // again as soon as rows wait.
+                    if wanted && !r.stopping && *key != PRODUCER {
+                        not_before.insert(*key, Instant::now() + RESTART_DELAY);
                     }
-                    not_before.insert(*key, Instant::now() + RESTART_DELAY);
+                    return false;
+                }
+                if !wanted && !r.stopping {
+                    r.handle.terminate();
+                    r.stopping = true;
+                }
+                true
+            });
+
+            // Start what is missing, within the budget (workers still stopping hold their slot).
+            for (key, generation) in &want {
+                if running.contains_key(key) || not_before.get(key).is_some_and(|t| Instant::now() < *t) {
+                    continue;
+                }
+                if running.len() >= budget {
+                    blocked.entry(key.consumer).or_insert_with(|| {
+                        format!(
+                            "{WAITING_PREFIX}: this database already runs its {budget} pipeline_ingest workers \
+                             (pipeline_ingest.max_workers_per_database)"
+                        )
+                    });
+                    continue;
+                }
+                let started = if *key == PRODUCER {
+                    Handle::start(
+                        "pipeline_kafka producer",
+                        "pipeline_kafka producer",
+                        "pipeline_kafka_producer_main",
+                        &dboid.to_u32().to_string(),
+                    )
+                } else {
+                    Handle::start(
+                        &format!("pipeline_kafka consumer {}/{}", key.consumer, key.index),
+                        "pipeline_kafka consumer",
+                        "pipeline_kafka_worker_main",
+                        &format!("{} {} {} {}", dboid.to_u32(), key.consumer, key.index, generation),
+                    )
+                };
+                match started {
+                    Some(handle) => {
+                        slot_warning = false;
+                        running.insert(*key, Running { generation: *generation, handle, stopping: false });
+                    }
+                    None => {
+                        if !slot_warning {
+                            warning!("pipeline_ingest could not start a worker: no background worker slot is free (raise max_worker_processes)");
+                            slot_warning = true;
+                        }
+                        blocked.entry(key.consumer).or_insert_with(|| {
+                            format!("{WAITING_PREFIX}: no background worker slot is free (raise max_worker_processes)")
+                        });
+                        not_before.insert(*key, Instant::now() + RESTART_DELAY);
+                    }
+                }
+            }
+        });
+        // Keys waiting out a restart delay after a failed start stay waiting.
+        for (key, t) in &not_before {
+            if Instant::now() < *t && want.contains_key(key) {
+                if let Some(w) = waiting.get(&key.consumer) {
+                    blocked.entry(key.consumer).or_insert_with(|| w.clone());
                 }
             }
         }
+        blocked.remove(&PRODUCER.consumer);
+        for (id, why) in &blocked {
+            // Every pass: a running worker of the same consumer may have cleared it meanwhile
+            // (the UPDATE writes nothing when the message is already there).
+            show_waiting(*id, Some(why));
+        }
+        let started: Vec<i32> = if first_pass {
+            desired.consumers.iter().map(|c| c.id).filter(|id| !blocked.contains_key(id)).collect()
+        } else {
+            waiting.keys().copied().filter(|id| !blocked.contains_key(id)).collect()
+        };
+        for id in started {
+            show_waiting(id, None);
+        }
+        waiting = blocked;
+        first_pass = false;
         not_before.retain(|_, t| Instant::now() < *t);
         wait(Duration::from_secs(1), None);
     }
-    for r in running.values() {
-        r.handle.terminate();
-    }
+    RUNNING.with_borrow_mut(|running| {
+        for r in running.values_mut().filter(|r| !r.stopping) {
+            r.handle.terminate();
+            r.stopping = true;
+        }
+    });
     crate::shmem::set_supervisor(dboid, 0);
 }
