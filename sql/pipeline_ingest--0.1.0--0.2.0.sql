@@ -5,3 +5,32 @@
 
 \echo Use "ALTER EXTENSION pipeline_ingest UPDATE" to load this file. \quit
 
+
+-- Issue 11, items 1, 8, 12, 13 (client settings, broker changes, broker waits, NULL arguments):
+-- functions that were STRICT (NULL in, NULL out, nothing done) now raise 22004 on a NULL argument.
+DROP FUNCTION pipeline_kafka.remove_broker(text);
+CREATE  FUNCTION pipeline_kafka."remove_broker"(
+	"hostname" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'remove_broker_wrapper';
+REVOKE EXECUTE ON FUNCTION pipeline_kafka.remove_broker(text) FROM PUBLIC;
+
+DROP FUNCTION pipeline_kafka.consume_end(text, text);
+CREATE  FUNCTION pipeline_kafka."consume_end"(
+	"topic" TEXT, /* Option < & str > */
+	"relation" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'consume_end_wrapper';
+
+DROP FUNCTION pipeline_kinesis.remove_endpoint(text);
+CREATE  FUNCTION pipeline_kinesis."remove_endpoint"(
+	"name" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'remove_endpoint_wrapper';
+REVOKE EXECUTE ON FUNCTION pipeline_kinesis.remove_endpoint(text) FROM PUBLIC;

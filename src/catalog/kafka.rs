@@ -269,6 +269,14 @@ pub fn set_enabled(id: i32, enabled: bool) -> bool {
     .unwrap_or(false)
 }
 
+/// Bumps the generation of every enabled consumer of this database (all of them use every
+/// broker entry), so the supervisor restarts their workers with the current broker list.
+pub fn bump_all_generations() {
+    as_superuser(|| {
+        spi(Spi::run("UPDATE pipeline_kafka.consumers SET generation = generation + 1 WHERE enabled"))
+    });
+}
+
 /// (partition, offset) rows of a query on pipeline_kafka.offsets.
 fn select_offsets(query: &str, args: &[pgrx::datum::DatumWithOid]) -> BTreeMap<i32, i64> {
     spi(Spi::connect(|c| {
