@@ -34,3 +34,7 @@ VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'remove_endpoint_wrapper';
 REVOKE EXECUTE ON FUNCTION pipeline_kinesis.remove_endpoint(text) FROM PUBLIC;
+
+-- Whether a consumer's config was given by a superuser (the worker checks it against the owner's
+-- rights otherwise); consumers stored by 0.1.0 are checked against their owner's.
+ALTER TABLE pipeline_kafka.consumers ADD COLUMN config_by_superuser boolean NOT NULL DEFAULT false;

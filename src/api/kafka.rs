@@ -176,7 +176,8 @@ mod pipeline_kafka {
             }
         }
         // The caller's own rights decide: a superuser may give any setting (but the reserved ones).
-        let extra = settings_arg(config, is_superuser());
+        let config_by_superuser = is_superuser();
+        let extra = settings_arg(config, config_by_superuser);
         let relid = resolve_relation(relation);
         check_relation(relid, relation);
         if let Some(cols) = &columns {
@@ -244,6 +245,7 @@ mod pipeline_kafka {
             on_error,
             max_dead_letters,
         });
+        cat::set_config_by_superuser(id, config_by_superuser);
         cat::set_consumer_secrets(id, &secrets);
 
         // Where to start: an explicit start_offset replaces stored offsets; a new consumer with

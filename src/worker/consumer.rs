@@ -127,9 +127,10 @@ pub extern "C-unwind" fn pipeline_kafka_worker_main(_arg: pg_sys::Datum) {
     }
     // consume_begin checked the settings already; checked again here in case the row was written
     // another way (e.g. by a release without the check): a consumer owned by a role that is not a
-    // superuser gets no setting that runs commands, loads code or reads files. It is stopped with
-    // the reason rather than run with some of its settings left out.
-    if let Err(e) = ingest_core::settings::check(&consumer.config, owner_is_superuser) {
+    // superuser, whose settings were not given by a superuser, gets no setting that runs commands,
+    // loads code or reads files. It is stopped with the reason rather than run with some of its
+    // settings left out.
+    if let Err(e) = ingest_core::settings::check(&consumer.config, owner_is_superuser || consumer.config_by_superuser) {
         let why = format!("refused its client settings: {e}");
         warning!("pipeline_kafka consumer {}: {why}", consumer.id);
         if let Err(err) = in_transaction(|| cat::stop_with_error(consumer.id, &why)) {

@@ -203,6 +203,30 @@ def test_superusers_may_give_file_settings(fresh_db, topic_factory):
 
 
 @pytest.mark.timeout(120)
+def test_superuser_given_settings_run_for_a_consumer_owned_by_another_role(role, fresh_db, topic_factory):
+    """Settings a superuser gave stay usable when the consumer's owner is a role that is not a
+    superuser (the owner may be the table's owner rather than the caller): the worker goes by who
+    gave the settings, recorded in consumers.config_by_superuser."""
+    r = role()
+    topic = topic_factory(1)
+    produce(topic, ["1,a"])
+    with pg_connect(fresh_db) as conn:
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", [KAFKA_BOOTSTRAP])
+        _table_owned_by(conn, r)
+        cid = _consume_begin(conn, topic, {"ssl.ca.location": "/etc/ssl/certs"}, start_offset=-2)
+        assert scalar(fresh_db, "SELECT config_by_superuser FROM pipeline_kafka.consumers WHERE id = %s", [cid])
+        wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM t") == 1, timeout=60, what="the first row")
+        # The same row as a release storing the table's owner would write it; its workers restart.
+        conn.execute('UPDATE pipeline_kafka.consumers SET owner = %s::regrole, generation = generation + 1 '
+                     'WHERE id = %s', [r, cid])
+        produce(topic, ["2,b"])
+        wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM t") == 2, timeout=60, what="the second row")
+        assert scalar(fresh_db, "SELECT enabled AND last_error IS NULL FROM pipeline_kafka.consumers "
+                                "WHERE id = %s", [cid])
+        conn.execute("SELECT pipeline_kafka.consume_end()")
+
+
+@pytest.mark.timeout(120)
 def test_worker_refuses_stored_settings_of_a_non_superuser_owner(role, fresh_db, topic_factory):
     """Defence in depth: a consumer row owned by a role that is not a superuser, whose settings
     were written without the check (as a 0.1.0 database could hold), is stopped by its worker
