@@ -39,6 +39,9 @@ CREATE TABLE pipeline_kafka.consumers (
     generation   bigint NOT NULL DEFAULT 1,
     last_error   text,
     last_error_at timestamptz,
+    -- config was given by a superuser (it may hold settings only superusers may give); the worker
+    -- otherwise checks config against the owner's rights
+    config_by_superuser boolean NOT NULL DEFAULT false,
     UNIQUE (topic, relation)
 );
 

@@ -6,6 +6,7 @@ use std::ffi::CString;
 /// Database the launcher connects to (to list databases; it shows in pg_stat_activity there).
 pub static LAUNCHER_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 /// How long SQL functions wait for a broker to answer (metadata, watermarks), in milliseconds.
+/// Superuser-only, and capped: a role must not hold a backend (and its locks) on a broker for long.
 pub static BROKER_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(5000);
 /// How often the launcher looks for databases where the extension was created, in seconds.
 pub static LAUNCHER_NAPTIME_S: GucSetting<i32> = GucSetting::<i32>::new(10);
@@ -29,8 +30,8 @@ pub fn init() {
         c"consume_begin and topic checks fail with an error when the broker does not answer in time.",
         &BROKER_TIMEOUT_MS,
         100,
-        600_000,
-        GucContext::Userset,
+        60_000,
+        GucContext::Suset,
         GucFlags::UNIT_MS,
     );
     GucRegistry::define_int_guc(

@@ -4,35 +4,58 @@ use pgrx::prelude::*;
 
 #[pg_schema]
 mod pipeline_kafka {
-    use crate::api::{can_act_as, wake_at_commit};
+    use crate::api::{can_act_as, is_superuser, wake_at_commit, JsonbArg};
     use crate::catalog::{kafka as cat, spi};
     use crate::error::{raise, raise_with, required};
     use crate::sources::kafka::{client_config, Probe, ProbeError};
     use ingest_core::format::{CopyOptions, Format};
     use pgrx::prelude::*;
-    use pgrx::JsonB;
     use std::collections::BTreeMap;
     use std::time::Duration;
 
-    /// The settings object given to a function (NULL = none); anything else is an error.
-    fn settings_arg(config: Option<JsonB>) -> serde_json::Map<String, serde_json::Value> {
-        match config.map(|j| j.0) {
+    /// The settings object given to a function (NULL = none); anything else is an error. It is
+    /// checked here, before librdkafka sees any of it (creating a client runs commands and reads
+    /// files named in settings): sizes, settings the extension manages, and, unless
+    /// `any_setting`, the allow-list for roles that are not superusers (SQLSTATE 42501).
+    fn settings_arg(config: Option<JsonbArg>, any_setting: bool) -> serde_json::Map<String, serde_json::Value> {
+        let map = match config.map(|j| j.parse("config")) {
             None | Some(serde_json::Value::Null) => serde_json::Map::new(),
             Some(serde_json::Value::Object(m)) => m,
             Some(_) => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "config must be a JSON object of librdkafka settings"),
+        };
+        if let Err(e) = ingest_core::settings::check(&map, any_setting) {
+            if e.is_privilege() {
+                raise_with(
+                    PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                    e.to_string(),
+                    None,
+                    Some("Roles that are not superusers may give only the client tuning settings listed in README.md (Settings, \"Client settings\"); settings that run commands, load code or read files are for superusers.".into()),
+                );
+            }
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
         }
+        map
+    }
+
+    /// Broker entries apply to every consumer: restart their workers (at COMMIT) so they use the
+    /// new list and settings.
+    fn restart_consumers_at_commit() {
+        cat::bump_all_generations();
+        wake_at_commit();
     }
 
     /// Adds a Kafka broker (`host[:port]`, port 9092 by default) that consumers and the producer
     /// connect to, with optional librdkafka settings for it (e.g. security.protocol, sasl.*, ssl.*);
     /// secret settings are stored apart and shown masked.
     #[pg_extern(volatile, parallel_unsafe)]
-    fn add_broker(hostname: Option<&str>, config: default!(Option<JsonB>, "NULL")) {
+    fn add_broker(hostname: Option<&str>, config: default!(Option<JsonbArg>, "NULL")) {
         let hostname = required(hostname, "hostname");
         if let Err(e) = ingest_core::broker::parse_broker(hostname) {
             raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
         }
-        let settings = settings_arg(config);
+        // Broker management is granted by a superuser, but settings that run commands or read
+        // files stay superuser-only there too.
+        let settings = settings_arg(config, is_superuser());
         let cfg = client_config(&[hostname.to_string()], &[&settings])
             .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e));
         if let Err(e) = crate::sources::kafka::check_settings(&cfg) {
@@ -43,14 +66,17 @@ mod pipeline_kafka {
         }
         let (shown, secrets) = ingest_core::settings::split_secrets(&settings);
         cat::insert_broker(hostname, &serde_json::Value::Object(shown).to_string(), &secrets);
+        restart_consumers_at_commit();
     }
 
     /// Removes a Kafka broker.
     #[pg_extern(volatile, parallel_unsafe)]
-    fn remove_broker(hostname: &str) {
+    fn remove_broker(hostname: Option<&str>) {
+        let hostname = required(hostname, "hostname");
         if !cat::delete_broker(hostname) {
             raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("Kafka broker \"{hostname}\" does not exist"));
         }
+        restart_consumers_at_commit();
     }
 
     fn resolve_relation(relation: &str) -> pg_sys::Oid {
@@ -161,10 +187,10 @@ mod pipeline_kafka {
         start_offset: default!(Option<i64>, "NULL"),
         timeout: default!(Option<i32>, 250),
         group_id: default!(Option<&str>, "NULL"),
-        config: default!(Option<JsonB>, "NULL"),
+        config: default!(Option<JsonbArg>, "NULL"),
         on_error: default!(Option<&str>, "'dead_letter'"),
         max_dead_letters: default!(Option<i32>, "NULL"),
-        columns: default!(Option<Vec<String>>, "NULL"),
+        columns: default!(Option<Vec<Option<String>>>, "NULL"),
     ) -> i32 {
         let topic = required(topic, "topic");
         let relation = required(relation, "relation");
@@ -183,9 +209,14 @@ mod pipeline_kafka {
         if max_dead_letters.is_some_and(|m| m < 0) {
             raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "max_dead_letters must be >= 0 or NULL");
         }
-        if topic.is_empty() {
-            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "topic must not be empty");
+        if let Err(e) = ingest_core::broker::check_topic(topic) {
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
         }
+        let columns: Option<Vec<String>> = columns.map(|cols| {
+            cols.into_iter()
+                .map(|c| c.unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "columns must not contain NULL")))
+                .collect()
+        });
         let owned = |v: Option<&str>| v.map(str::to_string);
         // COPY's own option code judges text and csv options first, exactly as the workers' COPY
         // will (its errors and SQLSTATEs); the json rules and the worker's parse come after.
@@ -207,7 +238,9 @@ mod pipeline_kafka {
                 );
             }
         }
-        let extra = settings_arg(config);
+        // The caller's own rights decide: a superuser may give any setting (but the reserved ones).
+        let config_by_superuser = is_superuser();
+        let extra = settings_arg(config, config_by_superuser);
         let relid = resolve_relation(relation);
         let owner = check_relation(relid, relation);
         if let Some(cols) = &columns {
@@ -283,6 +316,7 @@ mod pipeline_kafka {
             on_error,
             max_dead_letters,
         });
+        cat::set_config_by_superuser(id, config_by_superuser);
         cat::set_consumer_secrets(id, &secrets);
 
         // Where to start: an explicit start_offset replaces stored offsets; a new consumer with
@@ -326,8 +360,8 @@ mod pipeline_kafka {
     /// Stops the consumer of `topic` into `relation` (its offsets are kept); also when the
     /// relation was dropped.
     #[pg_extern(volatile, parallel_unsafe)]
-    fn consume_end(topic: &str, relation: &str) {
-        let c = named_consumer(topic, relation);
+    fn consume_end(topic: Option<&str>, relation: Option<&str>) {
+        let c = named_consumer(required(topic, "topic"), required(relation, "relation"));
         cat::set_enabled(c.id, false);
         wake_at_commit();
     }

@@ -41,7 +41,8 @@ mod pipeline_kinesis {
 
     /// Removes an endpoint that no consumer uses.
     #[pg_extern(volatile, parallel_unsafe)]
-    fn remove_endpoint(name: &str) {
+    fn remove_endpoint(name: Option<&str>) {
+        let name = crate::error::required(name, "name");
         let users = cat::endpoint_users(name);
         if users > 0 {
             crate::error::raise_with(

@@ -16,10 +16,10 @@ pub fn wake_at_commit() {
     register_xact_callback(PgXactCallbackEvent::Commit, move || crate::shmem::wake_database(dboid));
 }
 
-/// The current user's role oid.
-pub fn current_role() -> pg_sys::Oid {
-    // SAFETY: plain call, valid in a backend.
-    unsafe { pg_sys::GetUserId() }
+/// True when the current user is a superuser.
+pub fn is_superuser() -> bool {
+    // SAFETY: plain catalog lookup in a backend inside a transaction.
+    unsafe { pg_sys::superuser() }
 }
 
 /// True when the current user has the privileges of `role` (or is a superuser).
@@ -42,5 +42,46 @@ pub fn raise_probe_error(topic: &str, doing: &str, e: crate::sources::kafka::Pro
             None,
             Some("Check pipeline_kafka.brokers and that the brokers are reachable; pipeline_ingest.broker_timeout sets the time limit.".into()),
         ),
+    }
+}
+
+/// A `jsonb` argument as its text, parsed by the function itself: pgrx's `JsonB` parses inside the
+/// argument conversion and panics (SQLSTATE XX000) on what serde_json refuses, such as numbers
+/// out of f64's range (`1e400`), which jsonb accepts.
+pub struct JsonbArg(pub String);
+
+impl pgrx::FromDatum for JsonbArg {
+    unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<JsonbArg> {
+        if is_null {
+            return None;
+        }
+        // SAFETY: a non-null jsonb datum handed to us by the function call; jsonb_out returns a
+        // palloc'd C string in the current memory context, copied before it is freed.
+        unsafe {
+            let text = pgrx::direct_function_call::<&core::ffi::CStr>(pg_sys::jsonb_out, &[Some(datum)])?;
+            let owned = text.to_string_lossy().into_owned();
+            pg_sys::pfree(text.as_ptr() as *mut core::ffi::c_void);
+            Some(JsonbArg(owned))
+        }
+    }
+}
+
+// SAFETY: an argument-only mapping to the built-in jsonb type, read through jsonb_out above.
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for JsonbArg {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        // SAFETY: the caller (pgrx's wrapper) guarantees the argument is a jsonb datum.
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| panic!("argument {index} must not be null"))
+    }
+}
+
+pgrx::impl_sql_translatable!(JsonbArg, arg_only = "jsonb");
+
+impl JsonbArg {
+    /// The value, or an error (SQLSTATE 22023) naming the argument when serde_json cannot hold it.
+    pub fn parse(&self, name: &str) -> serde_json::Value {
+        serde_json::from_str(&self.0).unwrap_or_else(|e| {
+            crate::error::raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("{name} is not usable JSON: {e}"))
+        })
     }
 }

@@ -8,7 +8,7 @@ mod pipeline_kafka {
     use crate::error::raise;
     use crate::produce::{outbox, wake_producer_at_commit};
     use pgrx::prelude::*;
-    use pgrx::JsonB;
+    use crate::api::JsonbArg;
 
     fn check_brokers() {
         let (brokers, config) = crate::catalog::kafka::brokers();
@@ -23,15 +23,15 @@ mod pipeline_kafka {
         }
     }
 
-    fn check_headers(headers: &Option<JsonB>) -> Option<String> {
-        let h = headers.as_ref()?;
-        match &h.0 {
+    fn check_headers(headers: &Option<JsonbArg>) -> Option<String> {
+        let h = headers.as_ref()?.parse("headers");
+        match &h {
             serde_json::Value::Null => None,
             serde_json::Value::Object(m) => {
                 if m.values().any(|v| !(v.is_string() || v.is_null())) {
                     raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "header values must be strings or null");
                 }
-                Some(h.0.to_string())
+                Some(h.to_string())
             }
             _ => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "headers must be a JSON object of strings"),
         }
@@ -54,12 +54,12 @@ mod pipeline_kafka {
         message: Option<&[u8]>,
         partition: default!(Option<i32>, "NULL"),
         key: default!(Option<&[u8]>, "NULL"),
-        headers: default!(Option<JsonB>, "NULL"),
+        headers: default!(Option<JsonbArg>, "NULL"),
         timestamp: default!(Option<pgrx::datum::TimestampWithTimeZone>, "NULL"),
     ) -> i64 {
         let topic = crate::error::required(topic, "topic");
-        if let Some(problem) = crate::produce::topic_name_problem(topic) {
-            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, problem);
+        if let Err(e) = ingest_core::broker::check_topic(topic) {
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
         }
         let partition = match partition {
             None | Some(-1) => None,

@@ -61,6 +61,9 @@ mod pipeline_kafka {
         partition: default!(Option<i32>, "NULL"),
     ) -> TableIterator<'static, (name!(topic, String), name!(partition, i32), name!(low, i64), name!(high, i64))> {
         let topic = crate::error::required(topic, "topic");
+        if let Err(e) = ingest_core::broker::check_topic(topic) {
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
+        }
         let (brokers, config) = crate::catalog::kafka::brokers();
         if brokers.is_empty() {
             raise(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "no Kafka broker is configured");

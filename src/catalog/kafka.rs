@@ -127,10 +127,15 @@ pub struct Consumer {
     pub on_error: String,
     /// Dead letters allowed in one batch before the consumer stops (None = no limit).
     pub max_dead_letters: Option<i32>,
+    /// `config` was given by a superuser.
+    pub config_by_superuser: bool,
 }
 
+// config_by_superuser is read through the row's jsonb: a database still at 0.1.0 (before ALTER
+// EXTENSION UPDATE) calls this library through its old functions and has no such column.
 const CONSUMER_COLUMNS: &str = "id, topic, relation::oid, owner::oid, group_id, format, delimiter, quote, escape, \
-     batchsize, maxbytes, parallelism, timeout, config::text, enabled, generation, on_error, max_dead_letters, columns";
+     batchsize, maxbytes, parallelism, timeout, config::text, enabled, generation, on_error, max_dead_letters, columns, \
+     coalesce((to_jsonb(k) ->> 'config_by_superuser')::boolean, false)";
 
 fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<Consumer> {
     let config: String = row.get(14)?.unwrap_or_default();
@@ -157,11 +162,12 @@ fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<
         on_error: row.get(17)?.unwrap_or_else(|| "dead_letter".to_string()),
         max_dead_letters: row.get(18)?,
         columns: row.get(19)?,
+        config_by_superuser: row.get(20)?.unwrap_or(false),
     })
 }
 
 fn select_consumers(where_sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<Consumer> {
-    let q = format!("SELECT {CONSUMER_COLUMNS} FROM pipeline_kafka.consumers {where_sql} ORDER BY id");
+    let q = format!("SELECT {CONSUMER_COLUMNS} FROM pipeline_kafka.consumers k {where_sql} ORDER BY id");
     // As the superuser: row-level security hides other roles' consumers from the caller, but the
     // functions must see them (to refuse changing them, not to create a second one).
     let mut consumers: Vec<Consumer> = as_superuser(|| {
@@ -309,6 +315,25 @@ pub fn upsert_consumer(c: &NewConsumer) -> i32 {
     .expect("INSERT ... RETURNING id returns a row")
 }
 
+/// Records whether a consumer's config was given by a superuser (the worker checks the config
+/// against the owner's rights otherwise). A database still at 0.1.0 has no column for it; its
+/// workers do not run before ALTER EXTENSION UPDATE, and until then owners are the callers.
+pub fn set_config_by_superuser(consumer_id: i32, by_superuser: bool) {
+    let has_column = spi(Spi::get_one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = 'pipeline_kafka.consumers'::regclass \
+         AND attname = 'config_by_superuser' AND NOT attisdropped)",
+    ))
+    .unwrap_or(false);
+    if has_column {
+        as_superuser(|| {
+            spi(Spi::run_with_args(
+                "UPDATE pipeline_kafka.consumers SET config_by_superuser = $2 WHERE id = $1",
+                &[consumer_id.into(), by_superuser.into()],
+            ))
+        });
+    }
+}
+
 /// Enables (bumping the generation) or disables a consumer; false when it already was.
 pub fn set_enabled(id: i32, enabled: bool) -> bool {
     as_superuser(|| {
@@ -321,6 +346,14 @@ pub fn set_enabled(id: i32, enabled: bool) -> bool {
         ))
     })
     .unwrap_or(false)
+}
+
+/// Bumps the generation of every enabled consumer of this database (all of them use every
+/// broker entry), so the supervisor restarts their workers with the current broker list.
+pub fn bump_all_generations() {
+    as_superuser(|| {
+        spi(Spi::run("UPDATE pipeline_kafka.consumers SET generation = generation + 1 WHERE enabled"))
+    });
 }
 
 /// (partition, offset) rows of a query on pipeline_kafka.offsets.

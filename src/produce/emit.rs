@@ -26,7 +26,7 @@ pub fn fire<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, pgr
         Some(t) if !t.is_empty() => t.clone(),
         _ => misuse("pipeline_kafka.emit_tuple needs a topic: emit_tuple('topic' [, 'partition' [, 'key_column']])"),
     };
-    if let Some(problem) = super::topic_name_problem(&topic) {
+    if let Err(problem) = ingest_core::broker::check_topic(&topic) {
         misuse(format!("pipeline_kafka.emit_tuple: {problem}"));
     }
     if args.len() > 3 {

@@ -36,28 +36,6 @@ pub fn wake_producer_at_commit() {
     register_xact_callback(PgXactCallbackEvent::Abort, || WAKE_REGISTERED.with(|w| w.set(false)));
 }
 
-/// Why `topic` is not a legal Kafka topic name, or None. Kafka's rule: 1 to 249 characters of
-/// ASCII letters, digits, '.', '_' and '-', and not "." or "..". Checked when a message is
-/// produced, so that a name the broker can never accept does not sit in the outbox.
-pub fn topic_name_problem(topic: &str) -> Option<String> {
-    const MAX: usize = 249;
-    if topic.is_empty() {
-        return Some("topic must not be empty".to_string());
-    }
-    if topic == "." || topic == ".." {
-        return Some(format!("\"{topic}\" is not a legal Kafka topic name"));
-    }
-    if topic.len() > MAX {
-        return Some(format!("topic name is {} characters long; Kafka allows at most {MAX}", topic.len()));
-    }
-    if let Some(c) = topic.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Some(format!(
-            "topic name \"{topic}\" contains {c:?}; Kafka topic names are made of ASCII letters, digits, '.', '_' and '-'"
-        ));
-    }
-    None
-}
-
 /// librdkafka's default message.max.bytes, used when no broker entry sets it.
 const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
 

@@ -12,7 +12,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
@@ -28,15 +28,14 @@ fn setting_value(v: &serde_json::Value) -> Result<String, String> {
     }
 }
 
-/// Settings we own: users may not override them, or exactly-once would break.
-const RESERVED: &[&str] = &["bootstrap.servers", "metadata.broker.list", "enable.auto.commit", "enable.auto.offset.store"];
-
-/// Adds user settings (in order: later maps win), refusing the ones the extension manages.
+/// Adds user settings (in order: later maps win), refusing the ones the extension manages under
+/// any of their librdkafka names (or exactly-once would break). Who may give which setting is
+/// checked before this, by `ingest_core::settings::check`.
 fn apply_settings(cfg: &mut ClientConfig, extra: &[&serde_json::Map<String, serde_json::Value>]) -> Result<(), String> {
     for map in extra {
         for (k, v) in map.iter() {
-            if RESERVED.contains(&k.as_str()) {
-                return Err(format!("setting \"{k}\" is managed by pipeline_ingest and cannot be set"));
+            if ingest_core::settings::is_reserved(k) {
+                return Err(ingest_core::settings::SettingError::Reserved(k.clone()).to_string());
             }
             cfg.set(k, setting_value(v)?);
         }
@@ -156,10 +155,45 @@ pub fn check_settings(cfg: &ClientConfig) -> Result<(), String> {
     cfg.create_native_config().map(|_| ()).map_err(|e| config_error(&e, cfg))
 }
 
-/// A short-lived client for SQL functions: metadata and watermarks with a time limit.
+/// A short-lived client for SQL functions: metadata and watermarks with a time limit. Its waits
+/// honour query cancel and statement_timeout (see `interruptible`).
 pub struct Probe {
-    consumer: Client,
+    consumer: Arc<Client>,
     timeout: Duration,
+}
+
+/// How often a SQL function waiting for a broker checks for interrupts.
+const INTERRUPT_CHECK: Duration = Duration::from_millis(100);
+
+/// Runs a blocking librdkafka request on a helper thread while this backend waits for its answer
+/// in short slices, handling interrupts between them: librdkafka's blocking calls cannot be
+/// interrupted, and a backend stuck in one ignores pg_cancel_backend and statement_timeout. When
+/// the statement is cancelled, the helper finishes on its own (within the request's time limit)
+/// and drops its reference to the client. The helper never calls into PostgreSQL.
+fn interruptible<T: Send + 'static>(
+    consumer: &Arc<Client>,
+    request: impl FnOnce(&Client) -> Result<T, ProbeError> + Send + 'static,
+) -> Result<T, ProbeError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let client = Arc::clone(consumer);
+    std::thread::Builder::new()
+        .name("pipeline_ingest probe".into())
+        .spawn(move || {
+            // The receiver is gone when the statement was cancelled: nobody wants the answer.
+            let _ = tx.send(request(&client));
+        })
+        .map_err(|e| ProbeError::Unreachable(format!("could not start a thread for the broker request: {e}")))?;
+    loop {
+        match rx.recv_timeout(INTERRUPT_CHECK) {
+            Ok(answer) => return answer,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                pgrx::check_for_interrupts!();
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(ProbeError::Unreachable("the broker request failed unexpectedly".into()))
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -176,20 +210,22 @@ impl Probe {
     pub fn new(cfg: &ClientConfig, timeout: Duration) -> Result<Probe, ProbeError> {
         let mut cfg = cfg.clone();
         cfg.set("group.id", "pipeline_ingest_probe");
-        let consumer = create_consumer(&cfg).map_err(ProbeError::Config)?;
+        let consumer = Arc::new(create_consumer(&cfg).map_err(ProbeError::Config)?);
         Ok(Probe { consumer, timeout })
     }
 
     /// The partition ids of a topic.
     pub fn partitions(&self, topic: &str) -> Result<Vec<i32>, ProbeError> {
-        topic_partitions(&self.consumer, topic, self.timeout)
+        let (topic, timeout) = (topic.to_string(), self.timeout);
+        interruptible(&self.consumer, move |c| topic_partitions(c, &topic, timeout))
     }
 
     /// (low, high) watermarks of one partition.
     pub fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), ProbeError> {
-        self.consumer
-            .fetch_watermarks(topic, partition, self.timeout)
-            .map_err(|e| ProbeError::Unreachable(explain(&self.consumer, e.to_string())))
+        let (topic, timeout) = (topic.to_string(), self.timeout);
+        interruptible(&self.consumer, move |c| {
+            c.fetch_watermarks(&topic, partition, timeout).map_err(|e| ProbeError::Unreachable(explain(c, e.to_string())))
+        })
     }
 }
 

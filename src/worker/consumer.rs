@@ -108,11 +108,13 @@ pub extern "C-unwind" fn pipeline_kafka_worker_main(_arg: pg_sys::Datum) {
             return None;
         }
         let c = cat::consumer(args.consumer)?;
+        // SAFETY: syscache lookup of a role oid, inside a transaction.
+        let owner_is_superuser = unsafe { pg_sys::superuser_arg(c.owner) };
         let (brokers, broker_config) = cat::brokers();
         let stored = cat::stored_offsets(args.consumer);
-        Some((c, brokers, broker_config, stored))
+        Some((c, owner_is_superuser, brokers, broker_config, stored))
     });
-    let (consumer, brokers, broker_config, stored) = match loaded {
+    let (consumer, owner_is_superuser, brokers, broker_config, stored) = match loaded {
         Ok(Some(v)) => v,
         Ok(None) => return,
         Err(e) => {
@@ -121,6 +123,19 @@ pub extern "C-unwind" fn pipeline_kafka_worker_main(_arg: pg_sys::Datum) {
         }
     };
     if !consumer.enabled || consumer.generation != args.generation {
+        return;
+    }
+    // consume_begin checked the settings already; checked again here in case the row was written
+    // another way (e.g. by a release without the check): a consumer owned by a role that is not a
+    // superuser, whose settings were not given by a superuser, gets no setting that runs commands,
+    // loads code or reads files. It is stopped with the reason rather than run with some of its
+    // settings left out.
+    if let Err(e) = ingest_core::settings::check(&consumer.config, owner_is_superuser || consumer.config_by_superuser) {
+        let why = format!("refused its client settings: {e}");
+        warning!("pipeline_kafka consumer {}: {why}", consumer.id);
+        if let Err(err) = in_transaction(|| cat::stop_with_error(consumer.id, &why)) {
+            warning!("pipeline_kafka consumer {}: could not record its error: {err}", consumer.id);
+        }
         return;
     }
     let mut worker = match Worker::new(args, consumer, brokers, broker_config, stored) {

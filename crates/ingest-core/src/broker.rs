@@ -1,4 +1,5 @@
-//! Validation of `host[:port]` broker addresses as given to `pipeline_kafka.add_broker`.
+//! Validation of `host[:port]` broker addresses as given to `pipeline_kafka.add_broker`, and of
+//! Kafka topic names.
 
 use thiserror::Error;
 
@@ -12,6 +13,42 @@ pub enum BrokerError {
     BadPort(String),
     #[error("broker address \"{0}\" has an invalid host name")]
     BadHost(String),
+    #[error("broker address is longer than {MAX_HOST_BYTES} bytes")]
+    TooLong,
+}
+
+/// The longest host name DNS allows; an IP address is shorter.
+pub const MAX_HOST_BYTES: usize = 255;
+/// Kafka's limit on topic names.
+pub const MAX_TOPIC_BYTES: usize = 249;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TopicError {
+    #[error("topic must not be empty")]
+    Empty,
+    #[error("topic name is longer than {MAX_TOPIC_BYTES} bytes")]
+    TooLong,
+    #[error("topic name \"{0}\" is not valid: Kafka allows letters, digits, '.', '_' and '-'")]
+    BadCharacter(String),
+    #[error("\"{0}\" is not a legal Kafka topic name")]
+    DotName(String),
+}
+
+/// Checks a topic name as Kafka does (its length and characters).
+pub fn check_topic(topic: &str) -> Result<(), TopicError> {
+    if topic.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if topic.len() > MAX_TOPIC_BYTES {
+        return Err(TopicError::TooLong);
+    }
+    if !topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+        return Err(TopicError::BadCharacter(topic.to_string()));
+    }
+    if topic == "." || topic == ".." {
+        return Err(TopicError::DotName(topic.to_string()));
+    }
+    Ok(())
 }
 
 /// The default Kafka port, used when an address has none.
@@ -21,6 +58,10 @@ pub const DEFAULT_PORT: u16 = 9092;
 pub fn parse_broker(addr: &str) -> Result<(String, u16), BrokerError> {
     if addr.is_empty() {
         return Err(BrokerError::Empty);
+    }
+    // Host, brackets and ":port"; checked before any message quotes the address.
+    if addr.len() > MAX_HOST_BYTES + 8 {
+        return Err(BrokerError::TooLong);
     }
     if addr.chars().any(|c| c.is_whitespace() || c == ',' || c.is_control()) {
         return Err(BrokerError::BadCharacter(addr.to_string()));
@@ -41,6 +82,13 @@ pub fn parse_broker(addr: &str) -> Result<(String, u16), BrokerError> {
         }
     };
     if host.is_empty() || host.contains(['[', ']', '/', '@']) || host.contains(':') && !addr.starts_with('[') {
+        return Err(BrokerError::BadHost(addr.to_string()));
+    }
+    if host.len() > MAX_HOST_BYTES {
+        return Err(BrokerError::TooLong);
+    }
+    // Host names (letters, digits, '-', '.', '_'), IPv4 and bracketed IPv6 (with a %zone).
+    if !host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'%')) {
         return Err(BrokerError::BadHost(addr.to_string()));
     }
     let port = match port {
@@ -78,6 +126,11 @@ mod tests {
         assert!(matches!(parse_broker("a b:1"), Err(BrokerError::BadCharacter(_))));
         assert!(matches!(parse_broker("a:1,b:2"), Err(BrokerError::BadCharacter(_))));
         assert!(matches!(parse_broker("::1:9092"), Err(BrokerError::BadHost(_))));
+        assert_eq!(parse_broker(&"a".repeat(100_000)), Err(BrokerError::TooLong));
+        assert_eq!(parse_broker(&format!("{}:9092", "a".repeat(256))), Err(BrokerError::TooLong));
+        assert!(parse_broker(&format!("{}:9092", "a".repeat(255))).is_ok());
+        assert!(matches!(parse_broker("h\u{e9}te:9092"), Err(BrokerError::BadHost(_))));
+        assert!(matches!(parse_broker("a;b:9092"), Err(BrokerError::BadHost(_))));
         assert!(matches!(parse_broker("[::1"), Err(BrokerError::BadHost(_))));
         assert!(matches!(parse_broker("user@host:1"), Err(BrokerError::BadHost(_))));
     }

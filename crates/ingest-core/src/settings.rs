@@ -1,7 +1,153 @@
 //! Client settings (librdkafka properties) given as JSON objects: which are secrets, how they are
-//! masked in readable catalog columns, and scrubbing them out of error messages.
+//! masked in readable catalog columns, and scrubbing them out of error messages; which settings
+//! the extension manages itself, and which a role that is not a superuser may give.
 
 use serde_json::{Map, Value};
+use thiserror::Error;
+
+/// librdkafka's property aliases (`_RK_C_ALIAS` in rdkafka_conf.c, librdkafka 2.12): the property
+/// each alias sets. librdkafka looks a name up among the global properties first.
+const GLOBAL_ALIASES: &[(&str, &str)] = &[
+    ("bootstrap.servers", "metadata.broker.list"),
+    ("max.in.flight", "max.in.flight.requests.per.connection"),
+    ("sasl.mechanism", "sasl.mechanisms"),
+    ("sasl.oauthbearer.client.credentials.client.id", "sasl.oauthbearer.client.id"),
+    ("sasl.oauthbearer.client.credentials.client.secret", "sasl.oauthbearer.client.secret"),
+    ("max.partition.fetch.bytes", "fetch.message.max.bytes"),
+    ("linger.ms", "queue.buffering.max.ms"),
+    ("retries", "message.send.max.retries"),
+    ("compression.type", "compression.codec"),
+];
+
+/// Aliases among the topic properties, where librdkafka sends a name it does not know globally
+/// (after removing a `topic.` prefix).
+const TOPIC_ALIASES: &[(&str, &str)] = &[
+    ("acks", "request.required.acks"),
+    ("delivery.timeout.ms", "message.timeout.ms"),
+    ("compression.type", "compression.codec"),
+    ("enable.auto.commit", "auto.commit.enable"),
+];
+
+/// Properties the extension sets itself (by their real names): the broker list comes from
+/// `pipeline_kafka.brokers`, and offsets are committed with the rows, never by the client, or
+/// exactly-once would break.
+const RESERVED: &[&str] =
+    &["metadata.broker.list", "enable.auto.commit", "auto.commit.enable", "enable.auto.offset.store"];
+
+/// What a role that is not a superuser may set in `consume_begin(config := ...)`: client tuning
+/// that runs no command, loads no code, reads or writes no file and changes no credential or
+/// endpoint (real names; their aliases are accepted too). Everything else is for superusers.
+pub const ALLOWED_FOR_ALL: &[&str] = &[
+    "api.version.request.timeout.ms",
+    "broker.address.family",
+    "check.crcs",
+    "client.rack",
+    "connections.max.idle.ms",
+    "fetch.error.backoff.ms",
+    "fetch.max.bytes",
+    "fetch.message.max.bytes",
+    "fetch.min.bytes",
+    "fetch.queue.backoff.ms",
+    "fetch.wait.max.ms",
+    "heartbeat.interval.ms",
+    "isolation.level",
+    "message.max.bytes",
+    "metadata.max.age.ms",
+    "queued.max.messages.kbytes",
+    "queued.min.messages",
+    "receive.message.max.bytes",
+    "reconnect.backoff.max.ms",
+    "reconnect.backoff.ms",
+    "retry.backoff.max.ms",
+    "retry.backoff.ms",
+    "session.timeout.ms",
+    "socket.connection.setup.timeout.ms",
+    "socket.keepalive.enable",
+    "socket.nagle.disable",
+    "socket.receive.buffer.bytes",
+    "socket.send.buffer.bytes",
+    "socket.timeout.ms",
+    "topic.metadata.refresh.interval.ms",
+];
+
+/// Bounds on what one settings object may hold (librdkafka's longest property name is about 50
+/// bytes; PEM certificate bundles are the longest values).
+pub const MAX_SETTINGS: usize = 200;
+pub const MAX_KEY_BYTES: usize = 255;
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SettingError {
+    #[error("setting \"{0}\" is managed by pipeline_ingest and cannot be set")]
+    Reserved(String),
+    #[error("setting \"{0}\" may only be given by a superuser")]
+    NotAllowed(String),
+    #[error("setting \"{0}\" must be a string, a number or a boolean")]
+    BadValue(String),
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+impl SettingError {
+    /// True for a refusal on privilege grounds (SQLSTATE 42501); the others are bad values (22023).
+    pub fn is_privilege(&self) -> bool {
+        matches!(self, SettingError::NotAllowed(_))
+    }
+}
+
+fn resolve<'a>(aliases: &[(&'a str, &'a str)], name: &'a str) -> &'a str {
+    aliases.iter().find(|(alias, _)| *alias == name).map_or(name, |(_, real)| real)
+}
+
+/// The properties a setting name can reach in librdkafka: the global property (aliases resolved)
+/// and, for a name librdkafka does not know globally, the topic property it falls through to.
+/// Names are matched case-sensitively, as librdkafka does (`strcmp`).
+pub fn targets(name: &str) -> [&str; 2] {
+    let topic_name = name.strip_prefix("topic.").unwrap_or(name);
+    [resolve(GLOBAL_ALIASES, name), resolve(TOPIC_ALIASES, topic_name)]
+}
+
+/// True for a setting the extension manages (under any of its names).
+pub fn is_reserved(name: &str) -> bool {
+    targets(name).iter().any(|t| RESERVED.contains(t))
+}
+
+/// True for a setting any role may give. Only global property names (or their aliases) are
+/// listed, and librdkafka tries a name as a global property first, so the name sets exactly that.
+pub fn allowed_for_all(name: &str) -> bool {
+    ALLOWED_FOR_ALL.contains(&resolve(GLOBAL_ALIASES, name))
+}
+
+/// Checks a settings object before any client library sees it: sizes, value types, settings the
+/// extension manages, and (unless `any_setting`, for superusers and broker entries) the allow-list.
+pub fn check(settings: &Map<String, Value>, any_setting: bool) -> Result<(), SettingError> {
+    if settings.len() > MAX_SETTINGS {
+        return Err(SettingError::TooLarge(format!("at most {MAX_SETTINGS} settings may be given")));
+    }
+    for (k, v) in settings {
+        if k.len() > MAX_KEY_BYTES {
+            return Err(SettingError::TooLarge(format!("setting names are at most {MAX_KEY_BYTES} bytes long")));
+        }
+        let len = match v {
+            Value::String(s) => s.len(),
+            // With serde_json's arbitrary_precision, a number jsonb accepts (1e400) gets here as
+            // written; librdkafka's numeric settings are ints and doubles.
+            Value::Number(n) if n.to_string().parse::<f64>().is_ok_and(f64::is_finite) => n.to_string().len(),
+            Value::Bool(_) => 0,
+            _ => return Err(SettingError::BadValue(k.clone())),
+        };
+        if len > MAX_VALUE_BYTES {
+            return Err(SettingError::TooLarge(format!("the value of setting \"{k}\" is longer than {MAX_VALUE_BYTES} bytes")));
+        }
+        if is_reserved(k) {
+            return Err(SettingError::Reserved(k.clone()));
+        }
+        if !any_setting && !allowed_for_all(k) {
+            return Err(SettingError::NotAllowed(k.clone()));
+        }
+    }
+    Ok(())
+}
 
 /// What readable catalog columns show instead of a secret value.
 pub const MASK: &str = "********";
@@ -52,6 +198,59 @@ pub fn scrub(message: &str, secrets: &[(String, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn obj(text: &str) -> Map<String, Value> {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn reserved_settings_are_found_under_every_alias() {
+        for k in ["bootstrap.servers", "metadata.broker.list", "enable.auto.commit", "auto.commit.enable",
+                  "topic.auto.commit.enable", "topic.enable.auto.commit", "enable.auto.offset.store"] {
+            assert!(is_reserved(k), "{k}");
+            assert_eq!(check(&obj(&format!(r#"{{"{k}": "x"}}"#)), true), Err(SettingError::Reserved(k.into())));
+        }
+        for k in ["fetch.wait.max.ms", "auto.offset.reset", "Enable.Auto.Commit", "topic.metadata.refresh.interval.ms"] {
+            assert!(!is_reserved(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn only_harmless_tuning_is_allowed_for_everyone() {
+        for k in ["fetch.wait.max.ms", "fetch.min.bytes", "max.partition.fetch.bytes", "fetch.message.max.bytes",
+                  "socket.timeout.ms", "isolation.level", "client.rack", "check.crcs", "reconnect.backoff.max.ms"] {
+            assert!(allowed_for_all(k), "{k}");
+        }
+        // Commands, code, files, credentials, endpoints; aliases; case and `topic.` variants.
+        for k in ["sasl.kerberos.kinit.cmd", "plugin.library.paths", "ssl.ca.location", "ssl.key.location",
+                  "ssl.certificate.location", "ssl.keystore.location", "ssl.crl.location", "ssl.engine.location",
+                  "sasl.kerberos.keytab", "sasl.oauthbearer.config", "sasl.oauthbearer.token.endpoint.url",
+                  "sasl.oauthbearer.assertion.private.key.file", "sasl.oauthbearer.assertion.jwt.template.file",
+                  "security.protocol", "sasl.mechanism", "sasl.mechanisms", "sasl.username", "sasl.password",
+                  "ssl_engine_id", "ssl.ca.certificate.stores", "debug", "offset.store.method", "offset.store.path",
+                  "topic.offset.store.path", "auto.offset.reset", "group.id", "client.id", "interceptor.x",
+                  "FETCH.WAIT.MAX.MS", "topic.fetch.wait.max.ms", "fetch.wait.max.ms ", ""] {
+            assert!(!allowed_for_all(k), "{k}");
+        }
+        let attack = obj(r#"{"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "GSSAPI",
+                            "sasl.kerberos.kinit.cmd": "id > /tmp/x"}"#);
+        assert!(matches!(check(&attack, false), Err(SettingError::NotAllowed(_))));
+        assert_eq!(check(&attack, true), Ok(()));
+        assert!(check(&obj(r#"{"sasl.mechanism": "PLAIN"}"#), false).unwrap_err().is_privilege());
+        assert_eq!(check(&obj(r#"{"fetch.wait.max.ms": 50, "check.crcs": true}"#), false), Ok(()));
+    }
+
+    #[test]
+    fn sizes_and_value_types_are_bounded() {
+        let long_key = format!(r#"{{"{}": 1}}"#, "a".repeat(MAX_KEY_BYTES + 1));
+        assert!(matches!(check(&obj(&long_key), true), Err(SettingError::TooLarge(_))));
+        let long_value = format!(r#"{{"ssl.ca.pem": "{}"}}"#, "a".repeat(MAX_VALUE_BYTES + 1));
+        assert!(matches!(check(&obj(&long_value), true), Err(SettingError::TooLarge(_))));
+        assert_eq!(check(&obj(r#"{"fetch.wait.max.ms": [1]}"#), true), Err(SettingError::BadValue("fetch.wait.max.ms".into())));
+        assert_eq!(check(&obj(r#"{"fetch.wait.max.ms": null}"#), false), Err(SettingError::BadValue("fetch.wait.max.ms".into())));
+        let many: Map<String, Value> = (0..=MAX_SETTINGS).map(|i| (format!("k{i}"), Value::Bool(true))).collect();
+        assert!(matches!(check(&many, true), Err(SettingError::TooLarge(_))));
+    }
 
     #[test]
     fn secrets_are_recognised_split_and_scrubbed() {
