@@ -65,6 +65,28 @@ def fresh_db():
 
 
 @pytest.fixture
+def pg_role():
+    """create() -> a new NOLOGIN role that is not a superuser; dropped at teardown. Request it
+    BEFORE fresh_db so the database (holding the role's objects and privileges) is dropped first."""
+    roles: list[str] = []
+
+    def create() -> str:
+        name = pihelpers.unique_name("pi_role")
+        with pihelpers.pg_connect("postgres") as conn:
+            conn.execute(f'CREATE ROLE "{name}" NOLOGIN')
+        roles.append(name)
+        return name
+
+    yield create
+    for name in roles:
+        try:
+            with pihelpers.pg_connect("postgres") as conn:
+                conn.execute(f'DROP ROLE IF EXISTS "{name}"')
+        except Exception as exc:  # noqa: BLE001 - do not mask the test's own failure
+            print(f"warning: could not drop role {name}: {exc!r}", file=sys.stderr)
+
+
+@pytest.fixture
 def topic_factory():
     """create(partitions=1) -> new unique topic; all deleted afterwards."""
     created: list[str] = []

@@ -228,6 +228,18 @@ def pg_log_path() -> Path:
 # --------------------------------------------------------------------------- Kafka
 
 
+def log_size() -> int:
+    """The server log's size now: pass it to log_since() to read what is logged after this."""
+    return pg_log_path().stat().st_size
+
+
+def log_since(offset: int) -> str:
+    """The server log from `offset` (a log_size() value) on."""
+    with open(pg_log_path(), "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
 def kafka_stop() -> None:
     run_services("stop", "kafka")
 

@@ -109,28 +109,6 @@ def assert_caught_up(db: str, consumer_id: int, topic: str) -> None:
 
 
 @pytest.fixture
-def pg_role():
-    """create() -> a new NOLOGIN role; dropped at teardown. Request it BEFORE fresh_db so the
-    database (holding the role's privileges) is dropped first."""
-    roles: list[str] = []
-
-    def create() -> str:
-        name = unique_name("pi_role")
-        with pg_connect("postgres") as conn:
-            conn.execute(f'CREATE ROLE "{name}" NOLOGIN')
-        roles.append(name)
-        return name
-
-    yield create
-    for name in roles:
-        try:
-            with pg_connect("postgres") as conn:
-                conn.execute(f'DROP ROLE IF EXISTS "{name}"')
-        except Exception as exc:  # noqa: BLE001
-            print(f"warning: could not drop role {name}: {exc!r}")
-
-
-@pytest.fixture
 def log_mark():
     return _log_size()
 
@@ -511,7 +489,7 @@ def test_rolled_back_consume_begin_starts_nothing(fresh_db, topic_factory, log_m
     produce(topic, ["m1", "m2", "m3"])
     with pg_connect(db) as conn:
         conn.execute("BEGIN")
-        rb_id = consume_begin(conn, topic, "t_rb", start_offset=-2)
+        consume_begin(conn, topic, "t_rb", start_offset=-2)
         assert scalar(db, "SELECT count(*) FROM pipeline_kafka.consumers") == 0  # not visible outside
         conn.execute("ROLLBACK")
         ok_id = consume_begin(conn, topic, "t_ok", start_offset=-2)

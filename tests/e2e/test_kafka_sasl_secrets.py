@@ -9,27 +9,17 @@ import json
 import psycopg
 import pytest
 
-from pihelpers import (KAFKA_SASL_BOOTSTRAP, KAFKA_SASL_PASSWORD, KAFKA_SASL_USER, pg_connect, pg_log_path, produce,
+from pihelpers import (KAFKA_SASL_BOOTSTRAP, KAFKA_SASL_PASSWORD, KAFKA_SASL_USER, log_since, log_size, pg_connect, produce,
                        query, scalar, wait_until)
 
 SASL = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "sasl.username": KAFKA_SASL_USER}
-
-
-def _log_size() -> int:
-    return pg_log_path().stat().st_size
-
-
-def _log_since(offset: int) -> str:
-    with open(pg_log_path(), "rb") as f:
-        f.seek(offset)
-        return f.read().decode(errors="replace")
 
 
 @pytest.mark.timeout(120)
 def test_ingest_through_sasl_with_broker_settings(fresh_db, topic_factory):
     topic = topic_factory(2)
     produce(topic, [f"{i},v{i}" for i in range(50)])
-    log_start = _log_size()
+    log_start = log_size()
     with pg_connect(fresh_db) as conn:
         conn.execute("CREATE TABLE t (id int, v text)")
         conn.execute("SELECT pipeline_kafka.add_broker(%s, %s)",
@@ -49,14 +39,14 @@ def test_ingest_through_sasl_with_broker_settings(fresh_db, topic_factory):
                    what="a produced message to come back through the consumer")
         conn.execute("SELECT pipeline_kafka.consume_end(%s, 't')", (topic,))
         assert scalar(fresh_db, "SELECT last_error FROM pipeline_kafka.consumers WHERE id = %s", (cid,)) is None
-    assert KAFKA_SASL_PASSWORD not in _log_since(log_start)
+    assert KAFKA_SASL_PASSWORD not in log_since(log_start)
 
 
 @pytest.mark.timeout(120)
 def test_wrong_credentials_show_an_authentication_error(fresh_db, topic_factory):
     topic = topic_factory(1)
     produce(topic, ["1,a"])
-    log_start = _log_size()
+    log_start = log_size()
     with pg_connect(fresh_db) as conn:
         conn.execute("SET pipeline_ingest.broker_timeout = 3000")
         conn.execute("CREATE TABLE t (id int, v text)")
@@ -85,7 +75,7 @@ def test_wrong_credentials_show_an_authentication_error(fresh_db, topic_factory)
         state = scalar(fresh_db, "SELECT DISTINCT state FROM pipeline_kafka.consumer_status WHERE consumer_id = %s", (cid,))
         assert state in ("error", "starting"), state
         conn.execute("SELECT pipeline_kafka.consume_end()")
-    log = _log_since(log_start)
+    log = log_since(log_start)
     assert "wrong-password-1" not in log and "wrong-password-2" not in log and KAFKA_SASL_PASSWORD not in log
 
 

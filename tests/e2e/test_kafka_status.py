@@ -3,13 +3,12 @@ partition, from shared memory) and topic_watermarks; and what happens when the b
 the consumer shows the outage, reconnects by itself, and loses or duplicates nothing."""
 from __future__ import annotations
 
-import threading
 import time
 
 import psycopg
 import pytest
 
-from pihelpers import (KAFKA_BOOTSTRAP, create_topic, delete_topic, kafka_start, kafka_stop, pg_connect, produce, query,
+from pihelpers import (KAFKA_BOOTSTRAP, create_topic, delete_topic, kafka_start, kafka_stop, pg_connect, produce,
                        scalar, wait_until)
 
 

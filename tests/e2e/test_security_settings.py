@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pihelpers import (KAFKA_BOOTSTRAP, pg_connect, pg_log_path, produce, query, scalar, unique_name,
+from pihelpers import (KAFKA_BOOTSTRAP, log_since, log_size, pg_connect, produce, scalar, unique_name,
                        wait_until)
 
 
@@ -34,42 +34,10 @@ def _unused_port() -> int:
         return s.getsockname()[1]
 
 
-def _log_size() -> int:
-    return pg_log_path().stat().st_size
-
-
-def _log_since(offset: int) -> str:
-    with open(pg_log_path(), "rb") as f:
-        f.seek(offset)
-        return f.read().decode(errors="replace")
-
-
 def _sqlstate(conn: psycopg.Connection, sql: str, params: Any = None) -> str:
     with pytest.raises(psycopg.Error) as ei:
         conn.execute(sql, params)
     return ei.value.sqlstate
-
-
-@pytest.fixture
-def role():
-    """A new NOLOGIN role that is not a superuser; its objects and the role are dropped after the
-    test. Request it BEFORE fresh_db so the database is dropped first."""
-    names: list[str] = []
-
-    def create() -> str:
-        name = unique_name("pi_settings_role")
-        with pg_connect("postgres") as conn:
-            conn.execute(f'CREATE ROLE "{name}" NOLOGIN')
-        names.append(name)
-        return name
-
-    yield create
-    for name in names:
-        try:
-            with pg_connect("postgres") as conn:
-                conn.execute(f'DROP ROLE IF EXISTS "{name}"')
-        except Exception as exc:  # noqa: BLE001 - do not mask the test's own failure
-            print(f"warning: could not drop role {name}: {exc!r}")
 
 
 def _table_owned_by(conn: psycopg.Connection, role: str, table: str = "t") -> None:
@@ -89,10 +57,10 @@ KINIT_ATTACK = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "GSSAP
 
 
 @pytest.mark.timeout(120)
-def test_command_running_settings_are_refused_for_non_superusers(role, fresh_db, topic_factory):
+def test_command_running_settings_are_refused_for_non_superusers(pg_role, fresh_db, topic_factory):
     """The kinit.cmd attack: refused with 42501 and the command never runs for a role that is not a
     superuser; the same settings from a superuser do run it (so the refusal is what stops it)."""
-    r = role()
+    r = pg_role()
     topic = topic_factory(1)
     marker = f"/tmp/{unique_name('pi_kinit_marker')}"
     su_marker = marker + "_superuser"
@@ -121,8 +89,8 @@ def test_command_running_settings_are_refused_for_non_superusers(role, fresh_db,
 
 
 @pytest.mark.timeout(120)
-def test_code_file_and_aliased_settings_are_refused_for_non_superusers(role, fresh_db, topic_factory):
-    r = role()
+def test_code_file_and_aliased_settings_are_refused_for_non_superusers(pg_role, fresh_db, topic_factory):
+    r = pg_role()
     topic = topic_factory(1)
     refused = [
         {"plugin.library.paths": "/tmp/x.so"},
@@ -172,8 +140,8 @@ def test_code_file_and_aliased_settings_are_refused_for_non_superusers(role, fre
 
 
 @pytest.mark.timeout(120)
-def test_allow_listed_settings_work_for_non_superusers(role, fresh_db, topic_factory):
-    r = role()
+def test_allow_listed_settings_work_for_non_superusers(pg_role, fresh_db, topic_factory):
+    r = pg_role()
     topic = topic_factory(2)
     produce(topic, [f"{i},v{i}" for i in range(20)])
     with pg_connect(fresh_db) as conn:
@@ -203,11 +171,11 @@ def test_superusers_may_give_file_settings(fresh_db, topic_factory):
 
 
 @pytest.mark.timeout(120)
-def test_superuser_given_settings_run_for_a_consumer_owned_by_another_role(role, fresh_db, topic_factory):
+def test_superuser_given_settings_run_for_a_consumer_owned_by_another_role(pg_role, fresh_db, topic_factory):
     """Settings a superuser gave stay usable when the consumer's owner is a role that is not a
     superuser (the owner may be the table's owner rather than the caller): the worker goes by who
     gave the settings, recorded in consumers.config_by_superuser."""
-    r = role()
+    r = pg_role()
     topic = topic_factory(1)
     produce(topic, ["1,a"])
     with pg_connect(fresh_db) as conn:
@@ -227,11 +195,11 @@ def test_superuser_given_settings_run_for_a_consumer_owned_by_another_role(role,
 
 
 @pytest.mark.timeout(120)
-def test_worker_refuses_stored_settings_of_a_non_superuser_owner(role, fresh_db, topic_factory):
+def test_worker_refuses_stored_settings_of_a_non_superuser_owner(pg_role, fresh_db, topic_factory):
     """Defence in depth: a consumer row owned by a role that is not a superuser, whose settings
     were written without the check (as a 0.1.0 database could hold), is stopped by its worker
     with the reason instead of handing the settings to librdkafka."""
-    r = role()
+    r = pg_role()
     topic = topic_factory(1)
     produce(topic, ["1,a"])
     marker = f"/tmp/{unique_name('pi_kinit_marker')}"
@@ -323,8 +291,8 @@ def test_broker_waits_honour_statement_timeout_and_cancel(fresh_db):
 
 
 @pytest.mark.timeout(60)
-def test_broker_timeout_is_superuser_only_and_capped(role, fresh_db):
-    r = role()
+def test_broker_timeout_is_superuser_only_and_capped(pg_role, fresh_db):
+    r = pg_role()
     with pg_connect(fresh_db) as conn:
         assert _sqlstate(conn, "SET pipeline_ingest.broker_timeout = '61s'") == "22023"
         conn.execute("SET pipeline_ingest.broker_timeout = '60s'")
@@ -341,14 +309,14 @@ def test_secret_passed_as_parameter_stays_out_of_the_log(fresh_db):
     a parameter is not in that text, one written as a literal is."""
     bound_secret = f"bound-{unique_name('s')}"
     literal_secret = f"literal-{unique_name('s')}"
-    start = _log_size()
+    start = log_size()
     with pg_connect(fresh_db) as conn:
         bad = {"security.protocol": "NONSENSE", "sasl.password": bound_secret}
         assert _sqlstate(conn, "SELECT pipeline_kafka.add_broker(%s, %s)", ["127.0.0.1:9", json.dumps(bad)]) == "22023"
         bad_literal = json.dumps({"security.protocol": "NONSENSE", "sasl.password": literal_secret})
         assert _sqlstate(conn, f"SELECT pipeline_kafka.add_broker('127.0.0.1:9', '{bad_literal}')") == "22023"
     # Positive markers: both failing statements reached the log.
-    wait_until(lambda: "pipeline_kafka.add_broker($1, $2)" in _log_since(start) and literal_secret in _log_since(start),
+    wait_until(lambda: "pipeline_kafka.add_broker($1, $2)" in log_since(start) and literal_secret in log_since(start),
                timeout=10, what="both failing statements in the server log")
-    assert bound_secret not in _log_since(start)
+    assert bound_secret not in log_since(start)
     assert scalar(fresh_db, "SELECT count(*) FROM pipeline_kafka.brokers") == 0
