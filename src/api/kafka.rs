@@ -200,12 +200,9 @@ mod pipeline_kafka {
         let parallelism = required(parallelism, "parallelism");
         let timeout = required(timeout, "timeout");
         let on_error = required(on_error, "on_error");
-        if !matches!(on_error, "dead_letter" | "skip" | "stop") {
-            raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("on_error must be 'dead_letter', 'skip' or 'stop', got \"{on_error}\""),
-            );
-        }
+        let on_error = ingest_core::policy::OnError::parse(on_error)
+            .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string()))
+            .name();
         if max_dead_letters.is_some_and(|m| m < 0) {
             raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "max_dead_letters must be >= 0 or NULL");
         }
@@ -222,7 +219,7 @@ mod pipeline_kafka {
         // will (its errors and SQLSTATEs); the json rules and the worker's parse come after.
         let format_kind = Format::parse(format).unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string()));
         let unchecked = CopyOptions { format: format_kind, delimiter: owned(delimiter), quote: owned(quote), escape: owned(escape) };
-        crate::sink::copy::check_copy_options(&crate::worker::consumer::copy_options(&unchecked));
+        crate::sink::copy::check_copy_options(&crate::sink::copy::copy_option_list(&unchecked));
         let opts = CopyOptions::new(format, owned(delimiter), owned(quote), owned(escape))
             .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string()));
         for (name, v) in [("batchsize", batchsize), ("maxbytes", maxbytes), ("parallelism", parallelism), ("timeout", timeout)] {

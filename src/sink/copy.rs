@@ -31,6 +31,29 @@ extern "C-unwind" fn feed_copy(outbuf: *mut c_void, _minread: c_int, maxread: c_
 /// COPY options as (name, value) pairs, e.g. ("format", "csv").
 pub type CopyOptionList<'a> = Vec<(&'a str, String)>;
 
+/// The options the workers give COPY for a consumer's format; `consume_begin` has PostgreSQL check
+/// this same list. json rows are produced in text format.
+pub fn copy_option_list(opts: &ingest_core::format::CopyOptions) -> CopyOptionList<'static> {
+    use ingest_core::format::Format;
+    let mut o: CopyOptionList = vec![("encoding", "UTF8".to_string())];
+    match opts.format {
+        Format::Json => o.push(("format", "text".to_string())),
+        f => {
+            o.push(("format", f.name().to_string()));
+            if let Some(d) = &opts.delimiter {
+                o.push(("delimiter", d.clone()));
+            }
+            if let Some(q) = &opts.quote {
+                o.push(("quote", q.clone()));
+            }
+            if let Some(e) = &opts.escape {
+                o.push(("escape", e.clone()));
+            }
+        }
+    }
+    o
+}
+
 fn c_strings(options: &CopyOptionList) -> Vec<(CString, CString)> {
     options
         .iter()

@@ -6,7 +6,7 @@
 //! never calls back into PostgreSQL.
 
 use super::Source;
-use ingest_core::batch::{partitions_for_worker, Batch, Limits, Message as BatchMessage};
+use ingest_core::batch::{partitions_for_worker, Batch, KafkaPos, Limits, Message as BatchMessage};
 use ingest_core::settings::{is_secret, scrub};
 use rdkafka::config::ClientConfig;
 use rdkafka::client::ClientContext;
@@ -395,7 +395,9 @@ impl Drop for KafkaSource {
 }
 
 impl Source for KafkaSource {
-    fn fill(&mut self, batch: &mut Batch, limits: &Limits) -> usize {
+    type Pos = KafkaPos;
+
+    fn fill(&mut self, batch: &mut Batch<KafkaPos>, limits: &Limits) -> usize {
         let mut added = 0;
         while !batch.is_full(limits) {
             match self.consumer.poll(Duration::ZERO) {
@@ -408,8 +410,7 @@ impl Source for KafkaSource {
                 None => {}
                 Some(Ok(m)) => {
                     batch.push(BatchMessage {
-                        partition: m.partition(),
-                        offset: m.offset(),
+                        pos: KafkaPos { partition: m.partition(), offset: m.offset() },
                         key: m.key().map(<[u8]>::to_vec),
                         payload: m.payload().map(<[u8]>::to_vec),
                     });
@@ -454,9 +455,9 @@ impl Source for KafkaSource {
         Ok(())
     }
 
-    fn committed(&mut self, next: &BTreeMap<i32, i64>) {
-        for (p, o) in next {
-            self.positions.insert(*p, Some(*o));
+    fn committed(&mut self, last: &BTreeMap<i32, KafkaPos>) {
+        for (p, pos) in last {
+            self.positions.insert(*p, Some(pos.offset + 1));
         }
     }
 }

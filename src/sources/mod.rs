@@ -4,12 +4,16 @@
 
 pub mod kafka;
 
-use ingest_core::batch::{Batch, Limits};
+use ingest_core::batch::{Batch, Limits, Position};
+use std::collections::BTreeMap;
 
 pub trait Source {
+    /// Where a message is: (partition, offset) for Kafka, (shard, sequence number) for Kinesis.
+    type Pos: Position;
+
     /// Moves messages that are already available into `batch` without waiting, until the batch
     /// is full or none are left. Returns how many were added.
-    fn fill(&mut self, batch: &mut Batch, limits: &Limits) -> usize;
+    fn fill(&mut self, batch: &mut Batch<Self::Pos>, limits: &Limits) -> usize;
 
     /// A file descriptor that becomes readable when messages may be available, for latch waits.
     fn wait_fd(&self) -> Option<i32>;
@@ -23,6 +27,6 @@ pub trait Source {
     /// Periodic upkeep between batches, e.g. taking on partitions added to the topic.
     fn maintain(&mut self) -> Result<(), String>;
 
-    /// Called after a batch committed, with the next position of each partition it touched.
-    fn committed(&mut self, next: &std::collections::BTreeMap<i32, i64>);
+    /// Called after a batch committed, with the last position it took from each stream.
+    fn committed(&mut self, last: &BTreeMap<<Self::Pos as Position>::Stream, Self::Pos>);
 }

@@ -11,14 +11,16 @@
 use super::{reload_config_if_requested, shutdown_requested, wait};
 use crate::catalog::kafka::{self as cat, Consumer};
 use crate::error::raise;
-use crate::sink::copy::{copy_rows, CopyOptionList};
+use crate::sink::copy::copy_option_list;
+use crate::sink::isolate::BatchSink;
 use crate::sources::kafka::{client_config, KafkaSource};
 use crate::sources::Source;
 use crate::xact::{in_transaction, PgError};
 use ingest_core::backoff::Backoff;
 use ingest_core::batch::{Batch, Limits};
 use ingest_core::format::{CopyOptions, Format};
-use ingest_core::json::JsonRowEncoder;
+use ingest_core::policy::{decide, Decision, OnError};
+use ingest_core::prepare::prepare;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use std::collections::BTreeMap;
@@ -41,32 +43,6 @@ fn parse_extra(extra: &str) -> Option<WorkerArgs> {
     })
 }
 
-/// A batch made ready for COPY: the rows of every good message in one buffer, and for each message
-/// the byte ranges of its rows. A run of consecutive messages is one slice of the buffer, so COPYing
-/// any part of the batch (as bisection does) copies nothing.
-#[derive(Default)]
-struct Prepared {
-    data: Vec<u8>,
-    items: Vec<Item>,
-    /// The distinct column lists chunks name (json), by index.
-    column_sets: Vec<Vec<usize>>,
-}
-
-/// One good message: its rows, in chunks by the columns they fill (text/csv: one chunk naming no
-/// columns; json: one chunk per run of objects with the same fields).
-struct Item {
-    msg: usize,
-    chunks: Vec<Chunk>,
-}
-
-#[derive(Clone)]
-struct Chunk {
-    /// Index into `Prepared::column_sets`; None = every column.
-    columns: Option<usize>,
-    range: std::ops::Range<usize>,
-    rows: usize,
-}
-
 /// What a committed batch did, per partition.
 #[derive(Default)]
 struct PartitionStats {
@@ -76,13 +52,6 @@ struct PartitionStats {
 }
 
 type BatchStats = BTreeMap<i32, PartitionStats>;
-
-/// A message that did not become rows, and why.
-struct Rejected {
-    msg: usize,
-    error: String,
-    sqlstate: String,
-}
 
 /// Why a batch did not commit.
 enum BatchError {
@@ -149,6 +118,7 @@ struct Worker {
     args: WorkerArgs,
     consumer: Consumer,
     opts: CopyOptions,
+    on_error: OnError,
     limits: Limits,
     source: KafkaSource,
     error_shown: Option<String>,
@@ -167,6 +137,13 @@ impl Worker {
             Ok(o) => o,
             Err(e) => {
                 record_error(consumer.id, &format!("invalid format options: {e}"));
+                return None;
+            }
+        };
+        let on_error = match OnError::parse(&consumer.on_error) {
+            Ok(p) => p,
+            Err(e) => {
+                record_error(consumer.id, &e.to_string());
                 return None;
             }
         };
@@ -202,7 +179,7 @@ impl Worker {
             consumer.topic,
             source.assigned()
         );
-        Some(Worker { args, consumer, opts, limits, source, error_shown: None, error_recorded_at: None })
+        Some(Worker { args, consumer, opts, on_error, limits, source, error_shown: None, error_recorded_at: None })
     }
 
     fn run(&mut self) {
@@ -226,7 +203,7 @@ impl Worker {
                 match self.flush(&batch) {
                     Ok((stats, relid)) => {
                         self.consumer.relid = relid;
-                        self.source.committed(&batch.next_offsets());
+                        self.source.committed(&batch.last_positions());
                         self.publish(&stats);
                         batch.clear();
                         backoff.reset();
@@ -344,6 +321,7 @@ impl Worker {
         let consumer = &self.consumer;
         let generation = self.args.generation;
         let opts = &self.opts;
+        let on_error = self.on_error;
         let positions = self.source.positions().clone();
         let next = batch.next_offsets();
         let clear_error = self.error_shown.is_some();
@@ -379,8 +357,17 @@ impl Worker {
                 (Some(list), Format::Text | Format::Csv) => list.clone(),
                 _ => columns,
             };
-            let (prepared, mut rejected) = prepare(batch, opts, &columns, consumer.columns.is_some());
-            let sink = Sink { consumer, opts, columns: &columns, copy_options: copy_options(opts), prepared: &prepared };
+            let payloads = batch.messages.iter().map(|m| m.payload.as_deref());
+            let (prepared, mut rejected) =
+                prepare(payloads, opts, &columns, consumer.columns.is_some(), batch.bytes() + batch.len());
+            let sink = BatchSink {
+                relid,
+                owner: consumer.owner,
+                format: opts.format,
+                columns: &columns,
+                copy_options: copy_option_list(opts),
+                prepared: &prepared,
+            };
             match sink.insert_isolating(&prepared.items) {
                 Ok(more) => rejected.extend(more),
                 Err(e) => return Err(BatchError::Failed(e)),
@@ -392,25 +379,20 @@ impl Worker {
                 let summary = format!(
                     "{} bad message(s), first at partition {} offset {}: {} [SQLSTATE {}]",
                     rejected.len(),
-                    m.partition,
-                    m.offset,
+                    m.pos.partition,
+                    m.pos.offset,
                     first.error,
                     first.sqlstate
                 );
-                if consumer.on_error == "stop" {
-                    return Err(BatchError::Stop(summary));
+                if let Decision::Stop(why) = decide(on_error, consumer.max_dead_letters, rejected.len(), &summary) {
+                    return Err(BatchError::Stop(why));
                 }
-                if let Some(max) = consumer.max_dead_letters {
-                    if rejected.len() > max as usize {
-                        return Err(BatchError::Stop(format!("more than max_dead_letters ({max}) in one batch: {summary}")));
-                    }
-                }
-                if consumer.on_error == "skip" {
+                if on_error == OnError::Skip {
                     for r in &rejected {
                         let m = &batch.messages[r.msg];
                         warning!(
                             "pipeline_kafka consumer {}: skipped the message at partition {} offset {} of topic \"{}\": {} [SQLSTATE {}]",
-                            consumer.id, m.partition, m.offset, consumer.topic, r.error, r.sqlstate
+                            consumer.id, m.pos.partition, m.pos.offset, consumer.topic, r.error, r.sqlstate
                         );
                     }
                 } else {
@@ -419,8 +401,8 @@ impl Worker {
                         .map(|r| {
                             let m = &batch.messages[r.msg];
                             cat::DeadLetter {
-                                partition: m.partition,
-                                offset: m.offset,
+                                partition: m.pos.partition,
+                                offset: m.pos.offset,
                                 key: m.key.as_deref(),
                                 value: m.payload.as_deref(),
                                 error: r.error.clone(),
@@ -437,17 +419,17 @@ impl Worker {
             }
             let mut stats = BatchStats::new();
             for m in &batch.messages {
-                stats.entry(m.partition).or_default().messages += 1;
+                stats.entry(m.pos.partition).or_default().messages += 1;
             }
             for p in &prepared.items {
                 let m = &batch.messages[p.msg];
                 if !rejected.iter().any(|r| r.msg == p.msg) {
-                    stats.entry(m.partition).or_default().rows += p.chunks.iter().map(|c| c.rows as i64).sum::<i64>();
+                    stats.entry(m.pos.partition).or_default().rows += p.rows() as i64;
                 }
             }
-            if consumer.on_error == "dead_letter" {
+            if on_error == OnError::DeadLetter {
                 for r in &rejected {
-                    stats.entry(batch.messages[r.msg].partition).or_default().dead_letters += 1;
+                    stats.entry(batch.messages[r.msg].pos.partition).or_default().dead_letters += 1;
                 }
             }
             Ok((stats, relid))
@@ -468,156 +450,6 @@ impl Worker {
             Err(e) => Err(BatchError::Failed(e)),
         }
     }
-}
-
-/// COPYs prepared messages into the consumer's relation as its owner.
-struct Sink<'a> {
-    consumer: &'a Consumer,
-    opts: &'a CopyOptions,
-    columns: &'a [String],
-    copy_options: CopyOptionList<'static>,
-    prepared: &'a Prepared,
-}
-
-impl Sink<'_> {
-    /// COPYs the messages; when that fails on their data, finds the bad ones by bisection, each
-    /// try in a subtransaction, and COPYs the rest. Returns the bad messages; an error that is not
-    /// about the data fails the whole batch. A batch without bad messages costs one subtransaction.
-    fn insert_isolating(&self, items: &[Item]) -> Result<Vec<Rejected>, PgError> {
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
-        match crate::xact::in_subtransaction(|| self.copy(items)) {
-            Ok(()) => Ok(Vec::new()),
-            Err(e) if !e.is_data_error() => Err(e),
-            Err(e) if items.len() == 1 => {
-                let mut error = e.message.clone();
-                if let Some(d) = &e.detail {
-                    error.push_str(&format!(" ({d})"));
-                }
-                Ok(vec![Rejected { msg: items[0].msg, error, sqlstate: e.sqlstate }])
-            }
-            Err(_) => {
-                let (left, right) = items.split_at(items.len() / 2);
-                let mut bad = self.insert_isolating(left)?;
-                bad.extend(self.insert_isolating(right)?);
-                Ok(bad)
-            }
-        }
-    }
-
-    fn copy(&self, items: &[Item]) {
-        // Consecutive chunks naming the same columns are one slice of the buffer: one COPY each.
-        let mut jobs: Vec<Chunk> = Vec::new();
-        for chunk in items.iter().flat_map(|p| &p.chunks) {
-            match jobs.last_mut() {
-                Some(j) if j.columns == chunk.columns && j.range.end == chunk.range.start => {
-                    j.range.end = chunk.range.end;
-                    j.rows += chunk.rows;
-                }
-                _ => jobs.push(chunk.clone()),
-            }
-        }
-        crate::xact::as_role(self.consumer.owner, || {
-            for job in &jobs {
-                let cols: Option<Vec<&str>> = job
-                    .columns
-                    .map(|set| self.prepared.column_sets[set].iter().map(|i| self.columns[*i].as_str()).collect());
-                let data = &self.prepared.data[job.range.clone()];
-                let n = copy_rows(self.consumer.relid, cols.as_deref(), &self.copy_options, data);
-                if n as usize != job.rows && self.opts.format != Format::Csv {
-                    raise(
-                        PgSqlErrorCode::ERRCODE_BAD_COPY_FILE_FORMAT,
-                        format!("COPY took {n} rows where the messages hold {}", job.rows),
-                    );
-                }
-            }
-            // Deferred constraint triggers would fire at COMMIT, as the superuser the worker is
-            // connected as: fire them now, as the owner (their errors are this COPY's errors).
-            crate::catalog::spi(Spi::run("SET CONSTRAINTS ALL IMMEDIATE"));
-        });
-    }
-}
-
-/// Turns each message into COPY input, or rejects it when it cannot become whole rows.
-/// `listed`: text/csv fields go to `columns` (all of them, in order) rather than to every column.
-fn prepare(batch: &Batch, opts: &CopyOptions, columns: &[String], listed: bool) -> (Prepared, Vec<Rejected>) {
-    let mut out = Prepared { data: Vec::with_capacity(batch.bytes() + batch.len()), ..Default::default() };
-    let text_columns = if listed && opts.format != Format::Json {
-        out.column_sets.push((0..columns.len()).collect());
-        Some(0)
-    } else {
-        None
-    };
-    let mut bad = Vec::new();
-    for (i, m) in batch.messages.iter().enumerate() {
-        let Some(payload) = m.payload.as_deref() else { continue };
-        match opts.format {
-            Format::Json => {
-                let mut enc = JsonRowEncoder::default();
-                match enc.push_message(payload, columns) {
-                    Ok(_) => {
-                        let mut chunks = Vec::with_capacity(enc.groups.len());
-                        for g in enc.groups {
-                            let set = match out.column_sets.iter().position(|c| *c == g.columns) {
-                                Some(k) => k,
-                                None => {
-                                    out.column_sets.push(g.columns);
-                                    out.column_sets.len() - 1
-                                }
-                            };
-                            let start = out.data.len();
-                            out.data.extend_from_slice(&g.data);
-                            chunks.push(Chunk { columns: Some(set), range: start..out.data.len(), rows: g.rows });
-                        }
-                        if !chunks.is_empty() {
-                            out.items.push(Item { msg: i, chunks });
-                        }
-                    }
-                    Err(e) => {
-                        let sqlstate = match e {
-                            ingest_core::json::JsonError::Invalid(_) => "22032",
-                            _ => "22P02",
-                        };
-                        bad.push(Rejected { msg: i, error: e.to_string(), sqlstate: sqlstate.to_string() });
-                    }
-                }
-            }
-            Format::Text | Format::Csv => {
-                let start = out.data.len();
-                match opts.push_message(&mut out.data, payload) {
-                    Ok(0) => {}
-                    Ok(rows) => out.items.push(Item {
-                        msg: i,
-                        chunks: vec![Chunk { columns: text_columns, range: start..out.data.len(), rows }],
-                    }),
-                    Err(e) => bad.push(Rejected { msg: i, error: e.to_string(), sqlstate: "22P04".to_string() }),
-                }
-            }
-        }
-    }
-    (out, bad)
-}
-
-/// The options the workers give COPY; `consume_begin` has PostgreSQL check this same list.
-pub(crate) fn copy_options(opts: &CopyOptions) -> CopyOptionList<'static> {
-    let mut o: CopyOptionList = vec![("encoding", "UTF8".to_string())];
-    match opts.format {
-        Format::Json => o.push(("format", "text".to_string())),
-        f => {
-            o.push(("format", f.name().to_string()));
-            if let Some(d) = &opts.delimiter {
-                o.push(("delimiter", d.clone()));
-            }
-            if let Some(q) = &opts.quote {
-                o.push(("quote", q.clone()));
-            }
-            if let Some(e) = &opts.escape {
-                o.push(("escape", e.clone()));
-            }
-        }
-    }
-    o
 }
 
 /// Records the error in the catalog in its own transaction (the batch's was rolled back).

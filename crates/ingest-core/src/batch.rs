@@ -1,14 +1,51 @@
-//! A batch of polled messages and its offset bookkeeping: what the next offset of each partition
-//! is once the batch commits, and when the batch is due.
+//! A batch of polled messages and its position bookkeeping: where each stream of the source (a
+//! Kafka partition, a Kinesis shard) stands once the batch commits, and when the batch is due.
+//! Generic over the source's position type.
 
 use std::collections::BTreeMap;
+use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
-/// One message from a source, owned. `partition` is a Kafka partition or a Kinesis shard index.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
+/// Where a message is in its source: a stream (partition, shard) and a place in it. A source
+/// delivers each stream's messages in order.
+pub trait Position: Clone + Debug {
+    type Stream: Ord + Clone + Debug;
+    fn stream(&self) -> Self::Stream;
+}
+
+/// A Kafka message's position: its partition and offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KafkaPos {
     pub partition: i32,
     pub offset: i64,
+}
+
+impl Position for KafkaPos {
+    type Stream = i32;
+    fn stream(&self) -> i32 {
+        self.partition
+    }
+}
+
+/// A Kinesis user record's position: its shard, the record's sequence number and, for a record of
+/// a KPL aggregate, its index in the aggregate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KinesisPos {
+    pub shard: String,
+    pub at: crate::kinesis::seqnum::ShardPos,
+}
+
+impl Position for KinesisPos {
+    type Stream = String;
+    fn stream(&self) -> String {
+        self.shard.clone()
+    }
+}
+
+/// One message from a source, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message<P = KafkaPos> {
+    pub pos: P,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
 }
@@ -21,15 +58,21 @@ pub struct Limits {
     pub max_wait: Duration,
 }
 
-#[derive(Debug, Default)]
-pub struct Batch {
-    pub messages: Vec<Message>,
+#[derive(Debug)]
+pub struct Batch<P = KafkaPos> {
+    pub messages: Vec<Message<P>>,
     bytes: usize,
     started: Option<Instant>,
 }
 
-impl Batch {
-    pub fn push(&mut self, m: Message) {
+impl<P> Default for Batch<P> {
+    fn default() -> Self {
+        Batch { messages: Vec::new(), bytes: 0, started: None }
+    }
+}
+
+impl<P: Position> Batch<P> {
+    pub fn push(&mut self, m: Message<P>) {
         if self.started.is_none() {
             self.started = Some(Instant::now());
         }
@@ -59,22 +102,28 @@ impl Batch {
         self.started.map(|s| (s + l.max_wait).saturating_duration_since(now))
     }
 
-    /// The next offset to read per partition once this batch has committed.
-    pub fn next_offsets(&self) -> BTreeMap<i32, i64> {
-        let mut next = BTreeMap::new();
+    /// The last message's position in each stream: where each stream stands once this batch has
+    /// committed (sources deliver a stream's messages in order).
+    pub fn last_positions(&self) -> BTreeMap<P::Stream, P> {
+        let mut last = BTreeMap::new();
         for m in &self.messages {
-            let e = next.entry(m.partition).or_insert(m.offset + 1);
-            if *e < m.offset + 1 {
-                *e = m.offset + 1;
-            }
+            last.insert(m.pos.stream(), m.pos.clone());
         }
-        next
+        last
     }
 
     pub fn clear(&mut self) {
         self.messages.clear();
         self.bytes = 0;
         self.started = None;
+    }
+}
+
+impl Batch<KafkaPos> {
+    /// The next offset to read per partition once this batch has committed (what Kafka
+    /// checkpoints store).
+    pub fn next_offsets(&self) -> BTreeMap<i32, i64> {
+        self.last_positions().into_iter().map(|(p, pos)| (p, pos.offset + 1)).collect()
     }
 }
 
@@ -90,7 +139,7 @@ mod tests {
     use super::*;
 
     fn msg(p: i32, o: i64, len: usize) -> Message {
-        Message { partition: p, offset: o, key: None, payload: Some(vec![b'x'; len]) }
+        Message { pos: KafkaPos { partition: p, offset: o }, key: None, payload: Some(vec![b'x'; len]) }
     }
 
     #[test]
@@ -101,6 +150,22 @@ mod tests {
         }
         let want: BTreeMap<i32, i64> = [(0, 7), (1, 11), (2, 1)].into_iter().collect();
         assert_eq!(b.next_offsets(), want);
+    }
+
+    #[test]
+    fn kinesis_positions_are_the_last_record_of_each_shard() {
+        use crate::kinesis::seqnum::{SeqNum, ShardPos};
+        let pos = |shard: &str, seq: &str, sub: Option<u64>| KinesisPos {
+            shard: shard.to_string(),
+            at: ShardPos { seq: SeqNum::parse(seq).unwrap(), sub },
+        };
+        let mut b: Batch<KinesisPos> = Batch::default();
+        for p in [pos("shardId-1", "10", None), pos("shardId-2", "7", Some(0)), pos("shardId-2", "7", Some(1)), pos("shardId-1", "12", None)] {
+            b.push(Message { pos: p, key: None, payload: Some(b"x".to_vec()) });
+        }
+        let last = b.last_positions();
+        assert_eq!(last["shardId-1"], pos("shardId-1", "12", None));
+        assert_eq!(last["shardId-2"], pos("shardId-2", "7", Some(1)));
     }
 
     #[test]

@@ -8,4 +8,6 @@ pub mod broker;
 pub mod format;
 pub mod json;
 pub mod kinesis;
+pub mod policy;
+pub mod prepare;
 pub mod settings;
