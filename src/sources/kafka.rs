@@ -262,7 +262,7 @@ pub struct KafkaSource {
     queue: *mut rdkafka_sys::rd_kafka_queue_t,
     error: Option<String>,
     metadata_timeout: Duration,
-    /// Every partition of the topic, as last seen (for the supervisor, see `partitions`).
+    /// Every partition of the topic, as last seen (for the supervisor, see `Source::all_streams`).
     all: Vec<i32>,
 }
 
@@ -318,12 +318,6 @@ impl KafkaSource {
         Ok(src)
     }
 
-    /// Every partition of the topic as last seen (at start and at each metadata refresh), owned
-    /// by this worker or not: the supervisor starts the workers of partitions added later.
-    pub fn partitions(&self) -> &[i32] {
-        &self.all
-    }
-
     /// Assigns the owned partitions at their positions. With `known`, the partition list is taken
     /// from there instead of asking the broker.
     fn reassign(&mut self, known: Option<Vec<i32>>) -> Result<(), String> {
@@ -373,11 +367,6 @@ impl KafkaSource {
 
     pub fn assigned(&self) -> Vec<i32> {
         self.positions.keys().copied().collect()
-    }
-
-    /// Positions as stored: what the catalog must hold before the next batch commits.
-    pub fn positions(&self) -> &BTreeMap<i32, Option<i64>> {
-        &self.positions
     }
 }
 
@@ -453,6 +442,18 @@ impl Source for KafkaSource {
             self.reassign(Some(all))?;
         }
         Ok(())
+    }
+
+    fn checkpoints(&self) -> BTreeMap<i32, Option<i64>> {
+        self.positions.clone()
+    }
+
+    fn owned(&self) -> Vec<(i32, Option<i64>)> {
+        self.positions.keys().map(|p| (*p, self.cached_high_watermark(*p))).collect()
+    }
+
+    fn all_streams(&self) -> Vec<i32> {
+        self.all.clone()
     }
 
     fn committed(&mut self, last: &BTreeMap<i32, KafkaPos>) {

@@ -27,6 +27,18 @@ pub trait Source {
     /// Periodic upkeep between batches, e.g. taking on partitions added to the topic.
     fn maintain(&mut self) -> Result<(), String>;
 
+    /// What the checkpoint of each stream this worker owns holds, as far as the worker knows
+    /// (None: nothing stored yet). The batch transaction checks the catalog still says so.
+    fn checkpoints(&self) -> BTreeMap<<Self::Pos as Position>::Stream, Option<<Self::Pos as Position>::Checkpoint>>;
+
+    /// The streams this worker reads, with the latest position the source reported for each (for
+    /// the status view: Kafka's high watermark), without asking the server.
+    fn owned(&self) -> Vec<(<Self::Pos as Position>::Stream, Option<i64>)>;
+
+    /// Every stream of the source as last seen, owned by this worker or not (the supervisor starts
+    /// the workers of streams added later).
+    fn all_streams(&self) -> Vec<<Self::Pos as Position>::Stream>;
+
     /// Called after a batch committed, with the last position it took from each stream.
     fn committed(&mut self, last: &BTreeMap<<Self::Pos as Position>::Stream, Self::Pos>);
 }

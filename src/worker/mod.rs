@@ -5,6 +5,7 @@
 
 pub mod consumer;
 pub mod launcher;
+pub mod pipeline;
 pub mod supervisor;
 
 use pgrx::bgworkers::BackgroundWorkerBuilder;

@@ -10,7 +10,14 @@ use std::time::{Duration, Instant};
 /// delivers each stream's messages in order.
 pub trait Position: Clone + Debug {
     type Stream: Ord + Clone + Debug;
+    /// What a checkpoint stores for a stream once this message is consumed (Kafka: the next
+    /// offset to read; Kinesis: this record's sequence and sub-sequence numbers).
+    type Checkpoint: Clone + PartialEq + Debug;
     fn stream(&self) -> Self::Stream;
+    fn checkpoint(&self) -> Self::Checkpoint;
+    /// The number a stream is shown and counted under in shared memory (Kafka: the partition;
+    /// Kinesis: the number in the shard id).
+    fn status_key(stream: &Self::Stream) -> i32;
 }
 
 /// A Kafka message's position: its partition and offset.
@@ -22,8 +29,15 @@ pub struct KafkaPos {
 
 impl Position for KafkaPos {
     type Stream = i32;
+    type Checkpoint = i64;
     fn stream(&self) -> i32 {
         self.partition
+    }
+    fn checkpoint(&self) -> i64 {
+        self.offset + 1
+    }
+    fn status_key(stream: &i32) -> i32 {
+        *stream
     }
 }
 
@@ -37,8 +51,16 @@ pub struct KinesisPos {
 
 impl Position for KinesisPos {
     type Stream = String;
+    type Checkpoint = crate::kinesis::seqnum::ShardPos;
     fn stream(&self) -> String {
         self.shard.clone()
+    }
+    fn checkpoint(&self) -> Self::Checkpoint {
+        self.at.clone()
+    }
+    fn status_key(stream: &String) -> i32 {
+        let digits: String = stream.chars().rev().take_while(char::is_ascii_digit).collect();
+        digits.chars().rev().collect::<String>().parse::<i32>().unwrap_or(-1)
     }
 }
 
@@ -112,18 +134,15 @@ impl<P: Position> Batch<P> {
         last
     }
 
+    /// What the checkpoint of each stream the batch touched holds once it has committed.
+    pub fn checkpoints(&self) -> BTreeMap<P::Stream, P::Checkpoint> {
+        self.last_positions().into_iter().map(|(s, p)| (s, p.checkpoint())).collect()
+    }
+
     pub fn clear(&mut self) {
         self.messages.clear();
         self.bytes = 0;
         self.started = None;
-    }
-}
-
-impl Batch<KafkaPos> {
-    /// The next offset to read per partition once this batch has committed (what Kafka
-    /// checkpoints store).
-    pub fn next_offsets(&self) -> BTreeMap<i32, i64> {
-        self.last_positions().into_iter().map(|(p, pos)| (p, pos.offset + 1)).collect()
     }
 }
 
@@ -149,7 +168,7 @@ mod tests {
             b.push(msg(p, o, 1));
         }
         let want: BTreeMap<i32, i64> = [(0, 7), (1, 11), (2, 1)].into_iter().collect();
-        assert_eq!(b.next_offsets(), want);
+        assert_eq!(b.checkpoints(), want);
     }
 
     #[test]
@@ -166,6 +185,8 @@ mod tests {
         let last = b.last_positions();
         assert_eq!(last["shardId-1"], pos("shardId-1", "12", None));
         assert_eq!(last["shardId-2"], pos("shardId-2", "7", Some(1)));
+        assert_eq!(b.checkpoints()["shardId-2"], ShardPos { seq: SeqNum::parse("7").unwrap(), sub: Some(1) });
+        assert_eq!(KinesisPos::status_key(&"shardId-000000000012".to_string()), 12);
     }
 
     #[test]

@@ -1,0 +1,368 @@
+//! The pipeline every consumer worker runs, whatever the source: poll -> batch -> prepare ->
+//! COPY (bad messages isolated) -> checkpoint -> commit, one batch per transaction.
+//!
+//! The rows of a batch and its streams' checkpoints commit together, so a crash at any moment
+//! replays exactly the uncommitted batch. Before writing, the batch transaction locks the consumer
+//! row (its generation must be ours) and the checkpoint rows (they must say what this worker
+//! believes): a second worker on the same streams, or a rewind by `consume_begin`, makes the batch
+//! roll back and this worker exit instead of duplicating rows. A failed batch is rolled back, its
+//! error recorded in the consumer's `last_error`, and retried with backoff; checkpoints never move
+//! past rows that were not inserted.
+//!
+//! What differs per source lives behind two traits: `Source` (polling) and `ConsumerCatalog`
+//! (the consumer's rows: generation, checkpoints, dead letters, errors, its relation).
+
+use super::{reload_config_if_requested, shutdown_requested, wait};
+use crate::catalog::kafka::RelationProblem;
+use crate::error::raise;
+use crate::sink::copy::copy_option_list;
+use crate::sink::isolate::BatchSink;
+use crate::sources::Source;
+use crate::xact::{in_transaction, PgError};
+use ingest_core::backoff::Backoff;
+use ingest_core::batch::{Batch, Limits, Message, Position};
+use ingest_core::format::{CopyOptions, Format};
+use ingest_core::policy::{decide, Decision, OnError};
+use ingest_core::prepare::{prepare, Rejected};
+use pgrx::prelude::*;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+type Stream<P> = <P as Position>::Stream;
+type Checkpoint<P> = <P as Position>::Checkpoint;
+
+/// A consumer's rows in the catalog, for one source. Every method runs inside the caller's
+/// transaction (the batch's, or one of its own for errors).
+pub trait ConsumerCatalog {
+    type Pos: Position;
+
+    /// How logs name the consumer, e.g. `pipeline_kafka consumer 3`.
+    fn label(&self) -> String;
+    /// Locks the consumer row for the transaction; its generation if it is still enabled.
+    fn lock_consumer(&self) -> Option<i64>;
+    /// Locks and returns the stored checkpoints of some streams.
+    fn lock_checkpoints(&self, streams: &[Stream<Self::Pos>]) -> BTreeMap<Stream<Self::Pos>, Checkpoint<Self::Pos>>;
+    fn save_checkpoints(&self, checkpoints: &BTreeMap<Stream<Self::Pos>, Checkpoint<Self::Pos>>);
+    /// Where rows go now (a recreated table is adopted only under the owner rule).
+    fn current_relation(&self, relid: pg_sys::Oid) -> Result<pg_sys::Oid, RelationProblem>;
+    fn insert_dead_letters(&self, letters: &[(&Message<Self::Pos>, &Rejected)]);
+    fn set_last_error(&self, error: Option<&str>);
+    /// Disables the consumer with the reason (error policy `stop`, too many dead letters).
+    fn stop_with_error(&self, error: &str);
+    /// A message's place, for errors and logs, e.g. `partition 2 offset 17`.
+    fn describe(pos: &Self::Pos) -> String;
+}
+
+/// What a consumer writes and how: the same fields for every source.
+pub struct Target {
+    pub dboid: pg_sys::Oid,
+    pub consumer_id: i32,
+    pub index: i32,
+    pub generation: i64,
+    pub relid: pg_sys::Oid,
+    /// The relation's owner: rows are written with its rights.
+    pub owner: pg_sys::Oid,
+    pub opts: CopyOptions,
+    /// text/csv: the columns fields fill (None = all).
+    pub columns: Option<Vec<String>>,
+    pub on_error: OnError,
+    pub max_dead_letters: Option<i32>,
+    pub limits: Limits,
+}
+
+/// What a committed batch did, per stream (by status key).
+#[derive(Default)]
+struct StreamStats {
+    messages: i64,
+    rows: i64,
+    dead_letters: i64,
+}
+
+type BatchStats = BTreeMap<i32, StreamStats>;
+
+/// Why a batch did not commit.
+enum BatchError {
+    /// The consumer was changed or stopped, or another worker moved the checkpoints: exit.
+    Superseded(String),
+    /// The error policy says stop (on_error = 'stop', or more than max_dead_letters): the batch
+    /// is rolled back, the consumer disabled with this error, and the worker exits.
+    Stop(String),
+    /// Anything else (not about the data): roll back, record, back off, retry.
+    Failed(PgError),
+}
+
+pub struct Pipeline<S: Source, C: ConsumerCatalog<Pos = S::Pos>> {
+    pub target: Target,
+    pub source: S,
+    pub catalog: C,
+    error_shown: Option<String>,
+    error_recorded_at: Option<Instant>,
+}
+
+impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
+    pub fn new(target: Target, source: S, catalog: C) -> Self {
+        Pipeline { target, source, catalog, error_shown: None, error_recorded_at: None }
+    }
+
+    pub fn run(&mut self) {
+        let mut batch: Batch<S::Pos> = Batch::default();
+        let limits = self.target.limits;
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut last_refresh = Instant::now();
+        let mut last_publish = Instant::now();
+        self.publish(&BatchStats::new());
+        self.note_streams();
+        while !shutdown_requested() {
+            reload_config_if_requested();
+            if !batch.is_full(&limits) {
+                self.source.fill(&mut batch, &limits);
+            }
+            if let Some(e) = self.source.take_error() {
+                self.show_error(&e);
+            }
+            let now = Instant::now();
+            let due = !batch.is_empty() && (batch.is_full(&limits) || batch.time_left(&limits, now) == Some(Duration::ZERO));
+            if due {
+                match self.flush(&batch) {
+                    Ok((stats, relid)) => {
+                        self.target.relid = relid;
+                        self.source.committed(&batch.last_positions());
+                        self.publish(&stats);
+                        batch.clear();
+                        backoff.reset();
+                    }
+                    Err(BatchError::Superseded(why)) | Err(BatchError::Stop(why)) => {
+                        log!("{} worker {} stops: {why}", self.catalog.label(), self.target.index);
+                        return;
+                    }
+                    Err(BatchError::Failed(e)) => {
+                        let delay = backoff.next_delay();
+                        let msg = format!("batch of {} messages failed: {e}", batch.len());
+                        warning!(
+                            "{} (relation {}): {msg}; retrying in {} ms",
+                            self.catalog.label(),
+                            self.target.relid.to_u32(),
+                            delay.as_millis()
+                        );
+                        self.error_shown = None;
+                        self.show_error(&msg);
+                        wait(delay, None);
+                    }
+                }
+                continue;
+            }
+            let refresh = Duration::from_secs(crate::guc::METADATA_REFRESH_S.get().max(1) as u64);
+            if batch.is_empty() && last_refresh.elapsed() >= refresh {
+                last_refresh = Instant::now();
+                let result = self.source.maintain();
+                self.note_streams();
+                match result {
+                    Err(e) => self.show_error(&e),
+                    // A round trip to the server worked and no batch is pending (the batch is
+                    // empty), so a connection error shown earlier is over even if nothing came since.
+                    Ok(()) if self.error_shown.is_some() && !self.source_error_pending() => self.clear_error(),
+                    Ok(()) => {}
+                }
+            }
+            if last_publish.elapsed() >= Duration::from_secs(1) {
+                last_publish = Instant::now();
+                self.publish(&BatchStats::new());
+            }
+            let timeout = batch.time_left(&limits, now).unwrap_or(Duration::from_secs(1));
+            wait(timeout, self.source.wait_fd());
+            self.source.drain_wakeups();
+        }
+    }
+
+    /// Makes every stream of the source known in shared memory, so that the supervisor starts
+    /// the worker of a stream added after consume_begin (it has no checkpoint yet and another
+    /// worker index may own it). Existing slots are left as they are.
+    fn note_streams(&self) {
+        for s in self.source.all_streams() {
+            crate::shmem::update_partition(self.target.dboid, self.target.consumer_id, S::Pos::status_key(&s), |_| {});
+        }
+    }
+
+    /// Publishes progress to shared memory for the status view: the batch's counts (if any), this
+    /// worker's pid and the latest position the source reported for every owned stream.
+    fn publish(&self, stats: &BatchStats) {
+        // SAFETY: plain call in a backend.
+        let now = unsafe { pg_sys::GetCurrentTimestamp() };
+        let pid = super::my_pid();
+        for (stream, latest) in self.source.owned() {
+            let key = S::Pos::status_key(&stream);
+            let st = stats.get(&key);
+            crate::shmem::update_partition(self.target.dboid, self.target.consumer_id, key, |slot| {
+                slot.worker_pid = pid;
+                if let Some(h) = latest {
+                    slot.high_watermark = h;
+                }
+                if let Some(st) = st {
+                    slot.messages += st.messages;
+                    slot.rows += st.rows;
+                    slot.dead_letters += st.dead_letters;
+                    slot.batches += 1;
+                    slot.last_batch_at = now;
+                }
+            });
+        }
+    }
+
+    fn source_error_pending(&mut self) -> bool {
+        match self.source.take_error() {
+            Some(e) => {
+                self.show_error(&e);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn clear_error(&mut self) {
+        match in_transaction(|| self.catalog.set_last_error(None)) {
+            Ok(()) => self.error_shown = None,
+            Err(e) => warning!("{}: could not clear its error: {e}", self.catalog.label()),
+        }
+    }
+
+    /// Logs and records an error once per distinct message (and again after a minute).
+    fn show_error(&mut self, e: &str) {
+        let fresh = self.error_shown.as_deref() != Some(e) || self.error_recorded_at.is_none_or(|t| t.elapsed() > Duration::from_secs(60));
+        if fresh {
+            if self.error_shown.as_deref() != Some(e) {
+                warning!("{}: {e}", self.catalog.label());
+            }
+            record_error(&self.catalog, e);
+            self.error_shown = Some(e.to_string());
+            self.error_recorded_at = Some(Instant::now());
+        }
+    }
+
+    /// Commits a batch; returns what it did and the relation it went into.
+    fn flush(&mut self, batch: &Batch<S::Pos>) -> Result<(BatchStats, pg_sys::Oid), BatchError> {
+        let target = &self.target;
+        let catalog = &self.catalog;
+        let believed = self.source.checkpoints();
+        let next = batch.checkpoints();
+        let clear_error = self.error_shown.is_some();
+        let result = crate::xact::try_in_transaction(|| {
+            match catalog.lock_consumer() {
+                Some(g) if g == target.generation => {}
+                _ => return Err(BatchError::Superseded("the consumer was stopped or changed".to_string())),
+            }
+            let streams: Vec<Stream<S::Pos>> = next.keys().cloned().collect();
+            let stored = catalog.lock_checkpoints(&streams);
+            for s in &streams {
+                let thought = believed.get(s).cloned().flatten();
+                if stored.get(s).cloned() != thought {
+                    return Err(BatchError::Superseded(format!(
+                        "the stored position of {s:?} is {:?}, not {thought:?}: another worker or a rewind moved it",
+                        stored.get(s)
+                    )));
+                }
+            }
+            let relid = match catalog.current_relation(target.relid) {
+                Ok(oid) => oid,
+                Err(RelationProblem::OtherOwner(why)) => return Err(BatchError::Stop(why)),
+                Err(RelationProblem::Missing(name)) => raise(
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                    format!("relation \"{name}\" (oid {}) no longer exists; create it again to resume", target.relid.to_u32()),
+                ),
+            };
+            let opts = &target.opts;
+            // json: fields match the relation's columns by name; text/csv with a column list: one
+            // column set naming them.
+            let columns = match (&target.columns, opts.format) {
+                (Some(list), Format::Text | Format::Csv) => list.clone(),
+                (_, Format::Json) => crate::catalog::insertable_columns(relid),
+                _ => Vec::new(),
+            };
+            let payloads = batch.messages.iter().map(|m| m.payload.as_deref());
+            let (prepared, mut rejected) =
+                prepare(payloads, opts, &columns, target.columns.is_some(), batch.bytes() + batch.len());
+            let sink = BatchSink {
+                relid,
+                owner: target.owner,
+                format: opts.format,
+                columns: &columns,
+                copy_options: copy_option_list(opts),
+                prepared: &prepared,
+            };
+            match sink.insert_isolating(&prepared.items) {
+                Ok(more) => rejected.extend(more),
+                Err(e) => return Err(BatchError::Failed(e)),
+            }
+            if !rejected.is_empty() {
+                rejected.sort_by_key(|r| r.msg);
+                let first = &rejected[0];
+                let summary = format!(
+                    "{} bad message(s), first at {}: {} [SQLSTATE {}]",
+                    rejected.len(),
+                    C::describe(&batch.messages[first.msg].pos),
+                    first.error,
+                    first.sqlstate
+                );
+                if let Decision::Stop(why) = decide(target.on_error, target.max_dead_letters, rejected.len(), &summary) {
+                    return Err(BatchError::Stop(why));
+                }
+                if target.on_error == OnError::Skip {
+                    for r in &rejected {
+                        warning!(
+                            "{}: skipped the message at {}: {} [SQLSTATE {}]",
+                            catalog.label(),
+                            C::describe(&batch.messages[r.msg].pos),
+                            r.error,
+                            r.sqlstate
+                        );
+                    }
+                } else {
+                    let letters: Vec<(&Message<S::Pos>, &Rejected)> =
+                        rejected.iter().map(|r| (&batch.messages[r.msg], r)).collect();
+                    catalog.insert_dead_letters(&letters);
+                }
+            }
+            catalog.save_checkpoints(&next);
+            if clear_error {
+                catalog.set_last_error(None);
+            }
+            let key = |i: usize| S::Pos::status_key(&batch.messages[i].pos.stream());
+            let mut stats = BatchStats::new();
+            for i in 0..batch.messages.len() {
+                stats.entry(key(i)).or_default().messages += 1;
+            }
+            for p in &prepared.items {
+                if !rejected.iter().any(|r| r.msg == p.msg) {
+                    stats.entry(key(p.msg)).or_default().rows += p.rows() as i64;
+                }
+            }
+            if target.on_error == OnError::DeadLetter {
+                for r in &rejected {
+                    stats.entry(key(r.msg)).or_default().dead_letters += 1;
+                }
+            }
+            Ok((stats, relid))
+        });
+        match result {
+            Ok(Ok(done)) => {
+                self.error_shown = None;
+                Ok(done)
+            }
+            Ok(Err(BatchError::Stop(why))) => {
+                if let Err(e) = in_transaction(|| catalog.stop_with_error(&why)) {
+                    warning!("{}: could not record that it stops: {e}", catalog.label());
+                }
+                warning!("{} stops: {why}", catalog.label());
+                Err(BatchError::Superseded(why))
+            }
+            Ok(Err(other)) => Err(other),
+            Err(e) => Err(BatchError::Failed(e)),
+        }
+    }
+}
+
+/// Records an error in the catalog in its own transaction (the batch's was rolled back).
+pub fn record_error<C: ConsumerCatalog>(catalog: &C, e: &str) {
+    if let Err(err) = in_transaction(|| catalog.set_last_error(Some(e))) {
+        warning!("{}: could not record its error: {err}", catalog.label());
+    }
+}
