@@ -182,11 +182,22 @@ pub fn wake_producer(dboid: pg_sys::Oid) {
 
 pub const MAX_PARTITION_SLOTS: usize = 2048;
 
+/// Which system a consumer reads: consumer ids come from one serial per system, so Kafka consumer
+/// 1 and Kinesis consumer 1 are different consumers, told apart by this.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[allow(dead_code, reason = "Kinesis consumers run on the same pipeline once their worker exists (issue 8)")]
+pub enum SourceKind {
+    Kafka = 1,
+    Kinesis = 2,
+}
+
 /// Progress of one partition of one consumer, written by its worker after every batch, read by
 /// `pipeline_kafka.consumer_status` (cheap: no broker call, no catalog write per batch).
 #[derive(Copy, Clone, Default)]
 pub struct PartitionSlot {
     pub dboid: u32,
+    /// `SourceKind as i32`; 0 in a free slot.
+    pub source: i32,
     pub consumer_id: i32,
     pub partition: i32,
     pub worker_pid: i32,
@@ -222,19 +233,26 @@ pub fn init_status() {
 
 /// Updates (creating it if needed) the slot of a consumer's partition. Counters survive worker
 /// restarts until the server restarts. Returns false when every slot is taken.
-pub fn update_partition(dboid: pg_sys::Oid, consumer_id: i32, partition: i32, f: impl FnOnce(&mut PartitionSlot)) -> bool {
+pub fn update_partition(
+    dboid: pg_sys::Oid,
+    source: SourceKind,
+    consumer_id: i32,
+    partition: i32,
+    f: impl FnOnce(&mut PartitionSlot),
+) -> bool {
     let dboid = dboid.to_u32();
+    let source = source as i32;
     let mut st = PARTITIONS.exclusive();
     let idx = st
         .slots
         .iter()
-        .position(|s| s.dboid == dboid && s.consumer_id == consumer_id && s.partition == partition)
+        .position(|s| s.dboid == dboid && s.source == source && s.consumer_id == consumer_id && s.partition == partition)
         .or_else(|| st.slots.iter().position(|s| s.dboid == 0));
     match idx {
         Some(i) => {
             let slot = &mut st.slots[i];
             if slot.dboid == 0 {
-                *slot = PartitionSlot { dboid, consumer_id, partition, ..Default::default() };
+                *slot = PartitionSlot { dboid, source, consumer_id, partition, ..Default::default() };
             }
             f(slot);
             true
@@ -243,18 +261,18 @@ pub fn update_partition(dboid: pg_sys::Oid, consumer_id: i32, partition: i32, f:
     }
 }
 
-/// The slots of a database.
-pub fn partitions_of(dboid: pg_sys::Oid) -> Vec<PartitionSlot> {
+/// The slots of a database's consumers of one system.
+pub fn partitions_of(dboid: pg_sys::Oid, source: SourceKind) -> Vec<PartitionSlot> {
     let dboid = dboid.to_u32();
-    PARTITIONS.share().slots.iter().filter(|s| s.dboid == dboid).copied().collect()
+    PARTITIONS.share().slots.iter().filter(|s| s.dboid == dboid && s.source == source as i32).copied().collect()
 }
 
-/// Frees the slots of consumers that no longer exist in a database.
-pub fn forget_partitions(dboid: pg_sys::Oid, keep: &[i32]) {
+/// Frees the slots of a system's consumers that no longer exist in a database.
+pub fn forget_partitions(dboid: pg_sys::Oid, source: SourceKind, keep: &[i32]) {
     let dboid = dboid.to_u32();
     let mut st = PARTITIONS.exclusive();
     for s in st.slots.iter_mut() {
-        if s.dboid == dboid && !keep.contains(&s.consumer_id) {
+        if s.dboid == dboid && s.source == source as i32 && !keep.contains(&s.consumer_id) {
             *s = PartitionSlot::default();
         }
     }

@@ -30,7 +30,7 @@ mod pipeline_kafka {
     > {
         // SAFETY: MyDatabaseId is set in a connected backend.
         let dboid = unsafe { pg_sys::MyDatabaseId };
-        let rows: Vec<_> = crate::shmem::partitions_of(dboid)
+        let rows: Vec<_> = crate::shmem::partitions_of(dboid, crate::shmem::SourceKind::Kafka)
             .into_iter()
             .map(|s| {
                 let at = (s.last_batch_at != 0)

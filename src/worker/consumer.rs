@@ -173,6 +173,7 @@ pub struct KafkaCatalog {
 
 impl ConsumerCatalog for KafkaCatalog {
     type Pos = KafkaPos;
+    const SOURCE: crate::shmem::SourceKind = crate::shmem::SourceKind::Kafka;
 
     fn label(&self) -> String {
         format!("pipeline_kafka consumer {} ({})", self.id, self.topic)

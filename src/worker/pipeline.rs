@@ -35,6 +35,8 @@ type Checkpoint<P> = <P as Position>::Checkpoint;
 /// transaction (the batch's, or one of its own for errors).
 pub trait ConsumerCatalog {
     type Pos: Position;
+    /// Which system's consumer this is (its id is unique within that system).
+    const SOURCE: crate::shmem::SourceKind;
 
     /// How logs name the consumer, e.g. `pipeline_kafka consumer 3`.
     fn label(&self) -> String;
@@ -179,7 +181,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
     /// worker index may own it). Existing slots are left as they are.
     fn note_streams(&self) {
         for s in self.source.all_streams() {
-            crate::shmem::update_partition(self.target.dboid, self.target.consumer_id, S::Pos::status_key(&s), |_| {});
+            crate::shmem::update_partition(self.target.dboid, C::SOURCE, self.target.consumer_id, S::Pos::status_key(&s), |_| {});
         }
     }
 
@@ -192,7 +194,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
         for (stream, latest) in self.source.owned() {
             let key = S::Pos::status_key(&stream);
             let st = stats.get(&key);
-            crate::shmem::update_partition(self.target.dboid, self.target.consumer_id, key, |slot| {
+            crate::shmem::update_partition(self.target.dboid, C::SOURCE, self.target.consumer_id, key, |slot| {
                 slot.worker_pid = pid;
                 if let Some(h) = latest {
                     slot.high_watermark = h;

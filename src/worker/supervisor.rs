@@ -13,6 +13,7 @@
 
 use super::{reload_config_if_requested, shutdown_requested, wait, Handle, Status};
 use crate::catalog::kafka::{all_consumers, Consumer};
+use crate::shmem::SourceKind;
 use crate::xact::in_transaction;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
@@ -27,15 +28,16 @@ const RESTART_DELAY: Duration = Duration::from_secs(5);
 /// consumer as 'waiting', see sql/finalize.sql).
 pub const WAITING_PREFIX: &str = "waiting for a worker";
 
-/// A worker the supervisor keeps running: a consumer's worker `index`, or (consumer 0) the
-/// database's producer.
+/// A worker the supervisor keeps running: a consumer's worker `index` (consumer ids are unique
+/// per source system), or (Kafka consumer 0) the database's producer.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 struct Key {
+    source: SourceKind,
     consumer: i32,
     index: i32,
 }
 
-const PRODUCER: Key = Key { consumer: 0, index: 0 };
+const PRODUCER: Key = Key { source: SourceKind::Kafka, consumer: 0, index: 0 };
 
 struct Running {
     generation: i64,
@@ -190,10 +192,10 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
             }
         };
         let ids: Vec<i32> = desired.consumers.iter().map(|c| c.id).collect();
-        crate::shmem::forget_partitions(dboid, &ids);
+        crate::shmem::forget_partitions(dboid, SourceKind::Kafka, &ids);
         // Partitions running workers saw in their topic (new ones have no stored offset yet).
         let mut seen: HashMap<i32, Vec<i32>> = HashMap::new();
-        for slot in crate::shmem::partitions_of(dboid) {
+        for slot in crate::shmem::partitions_of(dboid, SourceKind::Kafka) {
             seen.entry(slot.consumer_id).or_default().push(slot.partition);
         }
         // Ordered: the producer (key 0/0) first, then consumers by id and index, so that under the
@@ -207,7 +209,7 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
         for c in desired.consumers.iter().filter(|c| c.enabled) {
             let known = desired.partitions.get(&c.id).into_iter().chain(seen.get(&c.id)).flatten().copied();
             for index in indexes_with_partitions(c.parallelism, known) {
-                want.insert(Key { consumer: c.id, index }, c.generation);
+                want.insert(Key { source: SourceKind::Kafka, consumer: c.id, index }, c.generation);
             }
         }
 
