@@ -241,11 +241,19 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
                 if running.contains_key(key) || not_before.get(key).is_some_and(|t| Instant::now() < *t) {
                     continue;
                 }
-                if running.len() >= budget {
+                // One slot of a budget of two or more is kept for the producer: it runs only while
+                // committed messages wait, and consumers holding the whole budget would delay them
+                // with nothing to show why.
+                let (used, limit) = if *key == PRODUCER {
+                    (running.len(), budget)
+                } else {
+                    (running.keys().filter(|k| **k != PRODUCER).count(), if budget > 1 { budget - 1 } else { 1 })
+                };
+                if used >= limit {
                     blocked.entry(key.consumer).or_insert_with(|| {
                         format!(
-                            "{WAITING_PREFIX}: this database already runs its {budget} pipeline_ingest workers \
-                             (pipeline_ingest.max_workers_per_database)"
+                            "{WAITING_PREFIX}: this database already runs the {limit} consumer workers \
+                             pipeline_ingest.max_workers_per_database ({budget}) allows"
                         )
                     });
                     continue;

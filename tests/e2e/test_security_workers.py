@@ -165,6 +165,34 @@ def test_worker_budget_per_database(fresh_db, topic_factory):
 
 
 @pytest.mark.timeout(180)
+def test_budget_keeps_a_slot_for_the_producer(fresh_db, topic_factory):
+    """With a budget of 2, consumers get one worker between them and the other slot stays free for
+    the producer: a message committed while a consumer waits for a worker is still delivered."""
+    db = fresh_db
+    t1, t2, out = topic_factory(1), topic_factory(1), topic_factory(1)
+    produce(t1, ["1"])
+    produce(t2, ["2"])
+    setup_db(db, ["a", "b"])
+    set_guc("pipeline_ingest.max_workers_per_database", 2)
+    try:
+        wait_until(lambda: scalar("postgres", "SHOW pipeline_ingest.max_workers_per_database") == "2", timeout=10,
+                   what="the budget after reload")
+        consume_begin(db, t1, "a")
+        wait_rows(db, "a", 1)
+        c2 = consume_begin(db, t2, "b")
+        wait_until(lambda: any(s == "waiting" for s, _ in states(db, c2)), timeout=20, what="consumer 2 waiting")
+        assert len(pids(db, CONSUMER)) == 1
+        with pg_connect(db) as conn:
+            conn.execute("SELECT pipeline_kafka.produce_message(%s, 'through the kept slot')", (out,))
+        wait_topic_count(out, 1, timeout=30)
+        assert [m["value"] for m in consume_all(out, min_messages=1)] == [b"through the kept slot"]
+        assert scalar(db, "SELECT count(*) FROM b") == 0
+    finally:
+        set_guc("pipeline_ingest.max_workers_per_database", None)
+    wait_rows(db, "b", 1)
+
+
+@pytest.mark.timeout(180)
 def test_producer_only_while_outbox_has_rows(fresh_db, topic_factory):
     """A database that does not produce holds no producer worker; one starts when a message is
     committed, delivers it, and leaves once the outbox stayed empty."""
