@@ -11,9 +11,7 @@ mod pipeline_kafka {
     use crate::api::JsonbArg;
 
     fn check_brokers() {
-        let (brokers, config) = crate::catalog::kafka::brokers();
-        crate::produce::load_message_limit(&config);
-        if brokers.is_empty() {
+        if !crate::produce::load_producer_settings() {
             crate::error::raise_with(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 "no Kafka broker is configured",
@@ -23,25 +21,20 @@ mod pipeline_kafka {
         }
     }
 
-    fn check_headers(headers: &Option<JsonbArg>) -> Option<String> {
-        let h = headers.as_ref()?.parse("headers");
+    /// The headers as the outbox stores them (None = no headers), and what they add to the
+    /// message's size (names and values).
+    fn check_headers(headers: &Option<JsonbArg>) -> (Option<String>, usize) {
+        let Some(h) = headers.as_ref().map(|h| h.parse("headers")) else { return (None, 0) };
         match &h {
-            serde_json::Value::Null => None,
+            serde_json::Value::Null => (None, 0),
             serde_json::Value::Object(m) => {
                 if m.values().any(|v| !(v.is_string() || v.is_null())) {
                     raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "header values must be strings or null");
                 }
-                Some(h.to_string())
+                let size = m.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum();
+                (Some(h.to_string()), size)
             }
             _ => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "headers must be a JSON object of strings"),
-        }
-    }
-
-    /// What headers add to a message's size (names and values).
-    fn headers_size(headers: &Option<String>) -> usize {
-        match headers.as_deref().map(serde_json::from_str::<serde_json::Value>) {
-            Some(Ok(serde_json::Value::Object(m))) => m.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum(),
-            _ => 0,
         }
     }
 
@@ -66,11 +59,11 @@ mod pipeline_kafka {
             Some(p) if p >= 0 => Some(p),
             Some(p) => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("partition must be >= 0 or -1 (unassigned), got {p}")),
         };
-        let headers = check_headers(&headers);
+        let (headers, headers_size) = check_headers(&headers);
         if crate::produce::first_in_transaction() {
             check_brokers();
         }
-        crate::produce::check_message_size(message, key, headers_size(&headers));
+        crate::produce::check_message_size(message, key, headers_size);
         let id = outbox::insert(topic, message, partition, key, headers.as_deref(), timestamp);
         wake_producer_at_commit();
         id

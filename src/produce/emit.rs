@@ -84,7 +84,7 @@ pub fn fire<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, pgr
         Some(json.unwrap_or_default().into_bytes())
     };
     if super::first_in_transaction() {
-        super::load_message_limit(&crate::catalog::kafka::brokers().1);
+        super::load_producer_settings();
     }
     super::check_message_size(message.as_deref(), key.as_deref(), 0);
     outbox::insert(&topic, message.as_deref(), partition, key.as_deref(), None, None);

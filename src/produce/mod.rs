@@ -44,15 +44,18 @@ thread_local! {
     static MESSAGE_MAX_BYTES: Cell<usize> = const { Cell::new(DEFAULT_MESSAGE_MAX_BYTES) };
 }
 
-/// Reads the producer's message.max.bytes from the broker settings (as the producer worker will
-/// use them); called once per producing transaction.
-pub fn load_message_limit(config: &serde_json::Map<String, serde_json::Value>) {
+/// Reads what producing checks need from the broker entries, once per producing transaction:
+/// the producer's message.max.bytes (as the producer worker will use it). Returns whether a
+/// broker is configured.
+pub fn load_producer_settings() -> bool {
+    let (brokers, config) = crate::catalog::kafka::brokers();
     let limit = match config.get("message.max.bytes") {
         Some(serde_json::Value::Number(n)) => n.as_u64().map(|n| n as usize),
         Some(serde_json::Value::String(s)) => s.trim().parse::<usize>().ok(),
         _ => None,
     };
     MESSAGE_MAX_BYTES.with(|m| m.set(limit.unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)));
+    !brokers.is_empty()
 }
 
 /// Refuses (54000) a message the producer could never send: librdkafka rejects one whose key,

@@ -62,8 +62,9 @@ struct Client {
     producer: BaseProducer<Reports>,
 }
 
-fn make_client(brokers: &[String], config: &serde_json::Map<String, serde_json::Value>) -> Result<Client, String> {
-    let settings = format!("{}|{}", brokers.join(","), serde_json::Value::Object(config.clone()));
+/// `settings` identifies the broker list and settings the client is made from (a change makes a
+/// new client).
+fn make_client(brokers: &[String], config: &serde_json::Map<String, serde_json::Value>, settings: String) -> Result<Client, String> {
     let mut cfg = crate::sources::kafka::producer_config(brokers, &[config])?;
     cfg.set("message.timeout.ms", MESSAGE_TIMEOUT_MS.to_string());
     let producer: BaseProducer<Reports> = cfg.create_with_context(Reports::default()).map_err(|e| {
@@ -152,7 +153,7 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
                     client = None;
                 }
                 if client.is_none() {
-                    match make_client(&brokers, &config) {
+                    match make_client(&brokers, &config, settings) {
                         Ok(c) => {
                             client = Some(c);
                             None
