@@ -127,16 +127,57 @@ CREATE TABLE pipeline_kinesis.consumers (
     generation   bigint NOT NULL DEFAULT 1,
     last_error   text,
     last_error_at timestamptz,
+    -- 0.3.0 (appended, as the upgrade script adds them):
+    -- the relation's qualified name when consume_begin ran (a table created again is adopted)
+    relname      text,
+    -- text/csv: the columns the fields fill, in order (NULL = every column)
+    columns      text[],
+    timeout      integer NOT NULL DEFAULT 250 CHECK (timeout > 0),
+    -- milliseconds between GetRecords calls on a shard that returned nothing new (each shard
+    -- stays within the service's 5 calls per second)
+    poll_interval integer NOT NULL DEFAULT 200 CHECK (poll_interval > 0),
+    on_error     text NOT NULL DEFAULT 'dead_letter' CHECK (on_error IN ('dead_letter', 'skip', 'stop')),
+    max_dead_letters integer CHECK (max_dead_letters >= 0),
+    -- where a shard without a checkpoint starts: AT_TIMESTAMP start_time, or TRIM_HORIZON when NULL
+    -- (consume_begin stores its own start time for LATEST, so a restart never skips records)
+    start_time   timestamptz,
     UNIQUE (endpoint, stream, relation)
 );
 
--- Last sequence number read per shard (Kinesis sequence numbers are up to 128 bits: text).
+-- One row per consumer and shard its workers know. The checkpoint (seqnum, sub_sequence, finished)
+-- is written in the same transaction as the rows it stands for. Sequence numbers are decimal text
+-- of up to 128 digits, compared as numbers.
 CREATE TABLE pipeline_kinesis.seqnums (
     consumer_id integer NOT NULL REFERENCES pipeline_kinesis.consumers (id) ON DELETE CASCADE,
     shard_id    text NOT NULL,
-    seqnum      text NOT NULL CHECK (seqnum ~ '^[0-9]+$'),
+    -- the last record consumed (NULL: none yet)
+    seqnum      text CHECK (seqnum ~ '^[0-9]+$'),
+    -- 0.3.0: of a KPL aggregate record, the index of the last user record consumed (NULL: whole)
+    sub_sequence bigint CHECK (sub_sequence >= 0),
+    -- read to SHARD_END and committed: its children may be read
+    finished    boolean NOT NULL DEFAULT false,
+    -- lineage as ListShards gave it: parent and adjacent parent
+    parents     text[],
+    -- ListShards shows an ending sequence number (split or merged away)
+    closed      boolean NOT NULL DEFAULT false,
     PRIMARY KEY (consumer_id, shard_id)
 );
+
+-- Kinesis user records that could not become rows, with their raw bytes; as pipeline_kafka's.
+CREATE TABLE pipeline_kinesis.dead_letters (
+    id              bigserial PRIMARY KEY,
+    consumer_id     integer NOT NULL REFERENCES pipeline_kinesis.consumers (id) ON DELETE CASCADE,
+    stream          text NOT NULL,
+    shard_id        text NOT NULL,
+    sequence_number text NOT NULL,
+    sub_sequence    bigint,
+    partition_key   text,
+    data            bytea,
+    error           text NOT NULL,
+    sqlstate        text NOT NULL,
+    failed_at       timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON pipeline_kinesis.dead_letters (consumer_id, shard_id);
 
 -- Pending messages per topic: how many, the oldest, and the last delivery error.
 CREATE VIEW pipeline_kafka.outbox_status AS
@@ -167,6 +208,14 @@ CREATE POLICY dead_letters_of_owned_consumers ON pipeline_kafka.dead_letters
 ALTER TABLE pipeline_kafka.consumers ENABLE ROW LEVEL SECURITY;
 CREATE POLICY consumers_of_own_roles ON pipeline_kafka.consumers FOR SELECT
     USING (pg_catalog.pg_has_role(owner, 'USAGE'));
+GRANT DELETE ON pipeline_kinesis.dead_letters TO PUBLIC;
+ALTER TABLE pipeline_kinesis.dead_letters ENABLE ROW LEVEL SECURITY;
+CREATE POLICY dead_letters_of_owned_consumers ON pipeline_kinesis.dead_letters
+    USING (EXISTS (SELECT 1 FROM pipeline_kinesis.consumers c
+                   WHERE c.id = consumer_id AND pg_catalog.pg_has_role(c.owner, 'USAGE')));
+ALTER TABLE pipeline_kinesis.consumers ENABLE ROW LEVEL SECURITY;
+CREATE POLICY consumers_of_own_roles ON pipeline_kinesis.consumers FOR SELECT
+    USING (pg_catalog.pg_has_role(owner, 'USAGE'));
 
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.brokers', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.consumers', '');
@@ -181,3 +230,5 @@ SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.endpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.consumers', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.consumers_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.seqnums', '');
+SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.dead_letters', '');
+SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.dead_letters_id_seq', '');

@@ -185,7 +185,7 @@ pub const MAX_PARTITION_SLOTS: usize = 2048;
 /// Which system a consumer reads: consumer ids come from one serial per system, so Kafka consumer
 /// 1 and Kinesis consumer 1 are different consumers, told apart by this.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[allow(dead_code, reason = "Kinesis consumers run on the same pipeline once their worker exists (issue 8)")]
+
 pub enum SourceKind {
     Kafka = 1,
     Kinesis = 2,

@@ -5,7 +5,8 @@ use pgrx::prelude::*;
 #[pg_schema]
 mod pipeline_kafka {
     use crate::api::{can_act_as, is_superuser, wake_at_commit, JsonbArg};
-    use crate::catalog::{kafka as cat, spi};
+    use crate::catalog::{consumers, kafka as cat, spi};
+    use crate::shmem::SourceKind;
     use crate::error::{raise, raise_with, required};
     use crate::sources::kafka::{client_config, Probe, ProbeError};
     use ingest_core::format::{CopyOptions, Format};
@@ -110,12 +111,12 @@ mod pipeline_kafka {
                 format!("\"{relation}\" is a temporary table; consumers write from their own sessions, which cannot see it"),
             );
         }
-        let (_, owner) = cat::relation_name_and_owner(relid)
+        let (_, owner) = consumers::relation_name_and_owner(relid)
             .unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("relation \"{relation}\" does not exist")));
         if !may_become(owner) {
             raise_with(
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                format!("must be able to SET ROLE {} (the owner of \"{relation}\") to consume into it", cat::role_name(owner)),
+                format!("must be able to SET ROLE {} (the owner of \"{relation}\") to consume into it", consumers::role_name(owner)),
                 None,
                 Some("Consumers write as their table's owner; ask a member of that role or a superuser.".into()),
             );
@@ -146,7 +147,7 @@ mod pipeline_kafka {
         let relid = spi(Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[relation.into()]));
         let mut found: Vec<cat::Consumer> = relid.and_then(|r| cat::consumer_by_key(topic, r)).into_iter().collect();
         if found.is_empty() {
-            let name = relid.and_then(cat::relation_name_and_owner).map(|(n, _)| n);
+            let name = relid.and_then(consumers::relation_name_and_owner).map(|(n, _)| n);
             found = cat::consumers_of_missing_relation(topic, name.as_deref().unwrap_or(relation));
         }
         if found.len() > 1 {
@@ -280,17 +281,17 @@ mod pipeline_kafka {
         // same name, which the worker did not adopt because its owner changed: a member of the
         // new owner adopts it here, offsets included.
         let existing = cat::consumer_by_key(topic, relid).or_else(|| {
-            let (name, _) = cat::relation_name_and_owner(relid)?;
+            let (name, _) = consumers::relation_name_and_owner(relid)?;
             let c = cat::consumers_of_missing_relation(topic, &name).into_iter().next()?;
-            cat::set_relation(c.id, relid);
+            consumers::set_relation(SourceKind::Kafka, c.id, relid);
             Some(c)
         });
         if let Some(c) = existing.as_ref().filter(|c| c.owner != owner) {
             // Whoever calls (a superuser too), the consumer writes as the table's owner.
             notice!(
                 "the consumer of \"{topic}\" into \"{relation}\" now belongs to {}, the owner of the table (it belonged to {})",
-                cat::role_name(owner),
-                cat::role_name(c.owner)
+                consumers::role_name(owner),
+                consumers::role_name(c.owner)
             );
         }
         let (shown, secrets) = ingest_core::settings::split_secrets(&extra);
@@ -347,7 +348,7 @@ mod pipeline_kafka {
         let mut n = 0;
         for c in cat::all_consumers() {
             if !c.enabled && can_act_as(c.owner) {
-                n += cat::set_enabled(c.id, true) as i32;
+                n += consumers::set_enabled(SourceKind::Kafka, c.id, true) as i32;
             }
         }
         wake_at_commit();
@@ -359,7 +360,7 @@ mod pipeline_kafka {
     #[pg_extern(volatile, parallel_unsafe)]
     fn consume_end(topic: Option<&str>, relation: Option<&str>) {
         let c = named_consumer(required(topic, "topic"), required(relation, "relation"));
-        cat::set_enabled(c.id, false);
+        consumers::set_enabled(SourceKind::Kafka, c.id, false);
         wake_at_commit();
     }
 
@@ -368,7 +369,7 @@ mod pipeline_kafka {
     #[pg_extern(volatile, parallel_unsafe)]
     fn consume_drop(topic: Option<&str>, relation: Option<&str>) {
         let c = named_consumer(required(topic, "topic"), required(relation, "relation"));
-        cat::delete_consumer(c.id);
+        consumers::delete_consumer(SourceKind::Kafka, c.id);
         wake_at_commit();
     }
 
@@ -378,7 +379,7 @@ mod pipeline_kafka {
         let mut n = 0;
         for c in cat::all_consumers() {
             if c.enabled && can_act_as(c.owner) {
-                n += cat::set_enabled(c.id, false) as i32;
+                n += consumers::set_enabled(SourceKind::Kafka, c.id, false) as i32;
             }
         }
         wake_at_commit();

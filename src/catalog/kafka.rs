@@ -208,49 +208,9 @@ pub fn all_consumers() -> Vec<Consumer> {
 /// as a user writes it; unqualified, it matches that table name in any schema).
 pub fn consumers_of_missing_relation(topic: &str, name: &str) -> Vec<Consumer> {
     select_consumers(
-        "WHERE topic = $1 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class r WHERE r.oid = relation) \
-           AND CASE pg_catalog.cardinality(pg_catalog.parse_ident($2)) \
-                 WHEN 1 THEN (pg_catalog.parse_ident(relname))[2] = (pg_catalog.parse_ident($2))[1] \
-                 ELSE pg_catalog.parse_ident(relname) = pg_catalog.parse_ident($2) END",
+        &format!("WHERE topic = $1 AND {}", super::consumers::missing_relation_named(2)),
         &[topic.into(), name.into()],
     )
-}
-
-/// The qualified name (as stored in `consumers.relname`) and the owner of a relation.
-pub fn relation_name_and_owner(relid: pg_sys::Oid) -> Option<(String, pg_sys::Oid)> {
-    let (name, owner) = as_superuser(|| {
-        spi(Spi::get_two_with_args::<String, pg_sys::Oid>(
-            // scalar subqueries: one row (of NULLs) also when the relation does not exist
-            "SELECT (SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
-                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1), \
-                    (SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1)",
-            &[relid.into()],
-        ))
-    });
-    Some((name?, owner?))
-}
-
-/// A role's name, for messages.
-pub fn role_name(role: pg_sys::Oid) -> String {
-    as_superuser(|| spi(Spi::get_one_with_args::<String>("SELECT $1::oid::regrole::text", &[role.into()])))
-        .unwrap_or_else(|| role.to_u32().to_string())
-}
-
-/// Points a consumer at a relation (a dropped table created again, adopted by `consume_begin`).
-pub fn set_relation(consumer_id: i32, relid: pg_sys::Oid) {
-    as_superuser(|| {
-        spi(Spi::run_with_args(
-            "UPDATE pipeline_kafka.consumers SET relation = $2::oid::regclass WHERE id = $1",
-            &[consumer_id.into(), relid.into()],
-        ))
-    });
-}
-
-/// Deletes a consumer with its offsets, secrets and dead letters (foreign keys cascade).
-pub fn delete_consumer(consumer_id: i32) {
-    as_superuser(|| {
-        spi(Spi::run_with_args("DELETE FROM pipeline_kafka.consumers WHERE id = $1", &[consumer_id.into()]))
-    });
 }
 
 /// The settings `consume_begin` writes.
@@ -334,20 +294,6 @@ pub fn set_config_by_superuser(consumer_id: i32, by_superuser: bool) {
     }
 }
 
-/// Enables (bumping the generation) or disables a consumer; false when it already was.
-pub fn set_enabled(id: i32, enabled: bool) -> bool {
-    as_superuser(|| {
-        spi(Spi::get_one_with_args::<bool>(
-            "WITH u AS (UPDATE pipeline_kafka.consumers SET enabled = $2, \
-                 generation = generation + CASE WHEN $2 THEN 1 ELSE 0 END, \
-                 last_error = CASE WHEN $2 THEN NULL ELSE last_error END \
-             WHERE id = $1 AND enabled <> $2 RETURNING 1) SELECT count(*) > 0 FROM u",
-            &[id.into(), enabled.into()],
-        ))
-    })
-    .unwrap_or(false)
-}
-
 /// Bumps the generation of every enabled consumer of this database (all of them use every
 /// broker entry), so the supervisor restarts their workers with the current broker list.
 pub fn bump_all_generations() {
@@ -400,29 +346,6 @@ pub fn clear_offsets(consumer_id: i32) {
     });
 }
 
-/// Records (or clears, with None) the last error of a consumer.
-pub fn set_last_error(consumer_id: i32, error: Option<&str>) {
-    as_superuser(|| {
-        spi(Spi::run_with_args(
-            "UPDATE pipeline_kafka.consumers SET last_error = $2, \
-                 last_error_at = CASE WHEN $2 IS NULL THEN NULL ELSE now() END \
-             WHERE id = $1 AND last_error IS DISTINCT FROM $2",
-            &[consumer_id.into(), error.into()],
-        ))
-    });
-}
-
-/// Locks the consumer row for the rest of the transaction (a concurrent `consume_begin` /
-/// `consume_end` waits for the batch) and returns its generation if it is still enabled.
-pub fn lock_consumer(consumer_id: i32) -> Option<i64> {
-    as_superuser(|| {
-        spi(Spi::get_one_with_args::<i64>(
-            "SELECT generation FROM pipeline_kafka.consumers WHERE id = $1 AND enabled FOR SHARE",
-            &[consumer_id.into()],
-        ))
-    })
-}
-
 /// Locks and returns the stored next offsets of some partitions.
 pub fn lock_offsets(consumer_id: i32, partitions: &[i32]) -> BTreeMap<i32, i64> {
     let parts: Vec<i32> = partitions.to_vec();
@@ -468,55 +391,3 @@ pub fn insert_dead_letters(consumer_id: i32, topic: &str, letters: &[DeadLetter]
     }
 }
 
-/// Disables a consumer and records why (the `stop` error policy, or too many dead letters).
-pub fn stop_with_error(consumer_id: i32, error: &str) {
-    as_superuser(|| {
-        spi(Spi::run_with_args(
-            "UPDATE pipeline_kafka.consumers SET enabled = false, last_error = $2, last_error_at = now() WHERE id = $1",
-            &[consumer_id.into(), error.into()],
-        ))
-    });
-}
-
-/// Why a consumer cannot write into its relation now.
-pub enum RelationProblem {
-    /// Dropped, and no relation of its name exists: wait for one (the batch fails and is retried).
-    Missing(String),
-    /// The relation (or the one created again under its name) belongs to another role than the
-    /// consumer: writing as the consumer's owner would run that role's triggers with the owner's
-    /// rights, and writing as the new owner would give the consumer's owner its rights. Stop.
-    OtherOwner(String),
-}
-
-/// Where a consumer's rows go now. `Ok(oid)` when its relation exists and still belongs to the
-/// consumer's owner, or when it was dropped and a relation of the same name and owner exists again
-/// (the catalog then points at the new one).
-pub fn current_relation(consumer_id: i32, relid: pg_sys::Oid, owner: pg_sys::Oid) -> Result<pg_sys::Oid, RelationProblem> {
-    let other_owner = |name: &str, now: pg_sys::Oid, recreated: bool| {
-        let (now, was) = (role_name(now), role_name(owner));
-        let what = if recreated { "was created again with owner" } else { "now belongs to" };
-        RelationProblem::OtherOwner(format!(
-            "relation \"{name}\" {what} {now}, but the consumer belongs to {was}: nothing was written; \
-             run consume_begin again as a member of {now} to continue [SQLSTATE 42501]"
-        ))
-    };
-    if let Some((name, relowner)) = relation_name_and_owner(relid) {
-        return if relowner == owner { Ok(relid) } else { Err(other_owner(&name, relowner, false)) };
-    }
-    let (name, again) = as_superuser(|| {
-        spi(Spi::get_two_with_args::<String, pg_sys::Oid>(
-            "SELECT relname, pg_catalog.to_regclass(relname)::oid FROM pipeline_kafka.consumers WHERE id = $1",
-            &[consumer_id.into()],
-        ))
-    });
-    let name = name.unwrap_or_default();
-    let Some(oid) = again else { return Err(RelationProblem::Missing(name)) };
-    match relation_name_and_owner(oid) {
-        Some((_, relowner)) if relowner == owner => {
-            set_relation(consumer_id, oid);
-            Ok(oid)
-        }
-        Some((_, relowner)) => Err(other_owner(&name, relowner, true)),
-        None => Err(RelationProblem::Missing(name)),
-    }
-}

@@ -1,6 +1,7 @@
 //! Typed access to the extension's catalog tables. Every statement is parameterized; writes run
 //! as the bootstrap superuser because the tables are not writable by other roles.
 
+pub mod consumers;
 pub mod kafka;
 pub mod kinesis;
 

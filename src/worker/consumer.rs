@@ -5,7 +5,9 @@
 
 use super::pipeline::{record_error, ConsumerCatalog, Pipeline, Target};
 use super::{shutdown_requested, wait};
-use crate::catalog::kafka::{self as cat, Consumer, RelationProblem};
+use crate::catalog::consumers::{self, RelationProblem};
+use crate::catalog::kafka::{self as cat, Consumer};
+use crate::shmem::SourceKind;
 use crate::sources::kafka::{client_config, KafkaSource};
 use crate::xact::in_transaction;
 use ingest_core::backoff::Backoff;
@@ -73,7 +75,7 @@ pub extern "C-unwind" fn pipeline_kafka_worker_main(_arg: pg_sys::Datum) {
     if let Err(e) = ingest_core::settings::check(&consumer.config, owner_is_superuser || consumer.config_by_superuser) {
         let why = format!("refused its client settings: {e}");
         warning!("pipeline_kafka consumer {}: {why}", consumer.id);
-        if let Err(err) = in_transaction(|| cat::stop_with_error(consumer.id, &why)) {
+        if let Err(err) = in_transaction(|| consumers::stop_with_error(SourceKind::Kafka, consumer.id, &why)) {
             warning!("pipeline_kafka consumer {}: could not record its error: {err}", consumer.id);
         }
         return;
@@ -180,7 +182,7 @@ impl ConsumerCatalog for KafkaCatalog {
     }
 
     fn lock_consumer(&self) -> Option<i64> {
-        cat::lock_consumer(self.id)
+        consumers::lock_consumer(SourceKind::Kafka, self.id)
     }
 
     fn lock_checkpoints(&self, partitions: &[i32]) -> BTreeMap<i32, i64> {
@@ -192,7 +194,7 @@ impl ConsumerCatalog for KafkaCatalog {
     }
 
     fn current_relation(&self, relid: pg_sys::Oid) -> Result<pg_sys::Oid, RelationProblem> {
-        cat::current_relation(self.id, relid, self.owner)
+        consumers::current_relation(SourceKind::Kafka, self.id, relid, self.owner)
     }
 
     fn insert_dead_letters(&self, letters: &[(&Message<KafkaPos>, &Rejected)]) {
@@ -211,11 +213,11 @@ impl ConsumerCatalog for KafkaCatalog {
     }
 
     fn set_last_error(&self, error: Option<&str>) {
-        cat::set_last_error(self.id, error)
+        consumers::set_last_error(SourceKind::Kafka, self.id, error)
     }
 
     fn stop_with_error(&self, error: &str) {
-        cat::stop_with_error(self.id, error)
+        consumers::stop_with_error(SourceKind::Kafka, self.id, error)
     }
 
     fn describe(pos: &KafkaPos) -> String {

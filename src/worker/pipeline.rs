@@ -13,7 +13,7 @@
 //! (the consumer's rows: generation, checkpoints, dead letters, errors, its relation).
 
 use super::{reload_config_if_requested, shutdown_requested, wait};
-use crate::catalog::kafka::RelationProblem;
+use crate::catalog::consumers::RelationProblem;
 use crate::error::raise;
 use crate::sink::copy::copy_option_list;
 use crate::sink::isolate::BatchSink;

@@ -105,7 +105,7 @@ fn indexes_with_partitions(parallelism: i32, known: impl Iterator<Item = i32>) -
 /// message.
 fn show_waiting(consumer_id: i32, why: Option<&str>) {
     let r = in_transaction(|| match why {
-        Some(w) => crate::catalog::kafka::set_last_error(consumer_id, Some(w)),
+        Some(w) => crate::catalog::consumers::set_last_error(SourceKind::Kafka, consumer_id, Some(w)),
         None => crate::catalog::spi(Spi::run_with_args(
             "UPDATE pipeline_kafka.consumers SET last_error = NULL, last_error_at = NULL \
              WHERE id = $1 AND starts_with(last_error, $2)",
