@@ -9,7 +9,8 @@
 #            (controller 127.0.0.1:29093, SASL_PLAINTEXT/PLAIN 127.0.0.1:29094 with the test account
 #            $KAFKA_SASL_USER / $KAFKA_SASL_PASSWORD). Data: $PI_RUN/kafka/data. Log: $PI_RUN/kafka/kafka.log
 #   kinesis  kinesalite (in-memory Kinesis emulator) on 127.0.0.1:24567.
-#            Log: $PI_RUN/kinesis/kinesalite.log. Streams do NOT survive a restart.
+#            Log: $PI_RUN/kinesis/kinesalite.log. Streams do NOT survive a restart, unless
+#            PI_KINESIS_PATH is set (see below).
 #
 # start is idempotent (already running -> ok) and waits until the service answers real
 # requests (bounded by PI_READY_TIMEOUT seconds, default 60); on failure it prints the log tail.
@@ -21,6 +22,9 @@
 #                       setting is regenerated at every start, so toggling it takes effect on
 #                       the next (re)start.
 #   PI_READY_TIMEOUT=N  readiness bound in seconds (default 60).
+#   PI_KINESIS_PATH=DIR kinesalite keeps its streams in a LevelDB store in DIR (kinesalite's
+#                       --path), so they survive a restart. The e2e tests that stop kinesalite
+#                       run a private one instead (pihelpers.Kinesalite) and leave this unset.
 set -euo pipefail
 # shellcheck source=env.sh
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -392,7 +396,9 @@ kinesis_start() {
       && pi_die "kinesis: port $KINESIS_PORT is already in use by a process not started from $PI_RUN"
     pi_log "kinesis: starting kinesalite on $KINESIS_ENDPOINT"
     echo "===== $(date -Is) start =====" >>"$KINESIS_LOG"
-    setsid nohup node "$PI_ROOT/tests/kinesis/kinesalite.js" "$KINESIS_PORT" "$KINESIS_HOST" \
+    local store=()
+    [ -n "${PI_KINESIS_PATH:-}" ] && store=(--path "$PI_KINESIS_PATH")
+    setsid nohup node "$PI_ROOT/tests/kinesis/kinesalite.js" "${store[@]}" "$KINESIS_PORT" "$KINESIS_HOST" \
       >>"$KINESIS_LOG" 2>&1 </dev/null &
     echo $! >"$KINESIS_PID"
   fi

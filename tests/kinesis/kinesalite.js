@@ -1,16 +1,28 @@
 #!/usr/bin/env node
 // Local Kinesis emulator for pipeline_ingest tests.
 // kinesalite's own CLI binds all interfaces; this wrapper binds 127.0.0.1 only.
-// In-memory store (no --path, so leveldown's native addon is never loaded):
-// streams do not survive a restart of this process.
+// By default the store is in memory (leveldown's native addon is never loaded) and streams do
+// not survive a restart of this process. With --path DIR (kinesalite's own option) the store is
+// a LevelDB database in DIR: streams, records and sequence numbers survive a restart, which the
+// outage tests need (stop kinesalite, start it again on the same port with the same data).
 //
-// Usage: node kinesalite.js [port] [host]           run the server (defaults 24567 127.0.0.1)
-//        node kinesalite.js --probe [port] [host]   exit 0 iff a ListStreams call succeeds
+// Usage: node kinesalite.js [--path DIR] [port] [host]   run the server (defaults 24567 127.0.0.1)
+//        node kinesalite.js --probe [port] [host]         exit 0 iff a ListStreams call succeeds
 'use strict'
 
 const args = process.argv.slice(2)
 const probe = args[0] === '--probe'
 if (probe) args.shift()
+let dbPath = null
+const pathAt = args.indexOf('--path')
+if (pathAt >= 0) {
+  dbPath = args[pathAt + 1]
+  if (!dbPath) {
+    console.error('kinesalite: --path needs a directory')
+    process.exit(2)
+  }
+  args.splice(pathAt, 2)
+}
 const port = parseInt(args[0] || process.env.KINESIS_PORT || '24567', 10)
 const host = args[1] || process.env.KINESIS_HOST || '127.0.0.1'
 
@@ -42,7 +54,10 @@ if (probe) {
 
 const kinesalite = require('kinesalite')
 
+if (dbPath) require('fs').mkdirSync(dbPath, { recursive: true })
+
 const server = kinesalite({
+  path: dbPath || undefined,
   createStreamMs: 0,
   deleteStreamMs: 0,
   updateStreamMs: 0,
@@ -55,7 +70,8 @@ server.on('error', (err) => {
 })
 
 server.listen(port, host, () => {
-  console.log(`kinesalite listening on http://${host}:${port} (pid ${process.pid})`)
+  const store = dbPath ? `LevelDB store in ${dbPath}` : 'in-memory store'
+  console.log(`kinesalite listening on http://${host}:${port} (pid ${process.pid}, ${store})`)
 })
 
 function shutdown(sig) {
