@@ -121,6 +121,29 @@ def stream_factory():
         pihelpers.kinesis_delete_stream(name)
 
 
+@pytest.fixture
+def own_kinesalite(tmp_path):
+    """A private kinesalite (pihelpers.Kinesalite) on a free port with its store in tmp_path, for
+    tests that stop and restart it; always stopped, and its store removed, at teardown."""
+    import shutil
+    k = pihelpers.Kinesalite(tmp_path / "kinesalite-db")
+    k.start()
+    try:
+        yield k
+    finally:
+        k.stop()
+        shutil.rmtree(k.path, ignore_errors=True)
+
+
+@pytest.fixture
+def log_mark():
+    """The server log's size when the test began (for pihelpers.kinesis_diag / log_since)."""
+    try:
+        return pihelpers.log_size()
+    except FileNotFoundError:
+        return 0
+
+
 def pytest_report_header(config):
     return (f"pipeline_ingest e2e: pg {pihelpers.PGHOST}:{pihelpers.PGPORT} kafka {pihelpers.KAFKA_BOOTSTRAP} "
             f"kinesis {pihelpers.KINESIS_ENDPOINT} managed={os.environ.get('PI_SERVICES_MANAGED', '0')}")

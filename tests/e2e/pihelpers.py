@@ -7,6 +7,7 @@ same defaults, so the helpers also work when pytest is started by hand.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 import psycopg
+import psycopg.rows
 
 PI_ROOT = Path(os.environ.get("PI_ROOT") or Path(__file__).resolve().parents[2])
 PI_RUN = Path(os.environ.get("PI_RUN") or PI_ROOT / ".run")
@@ -502,3 +504,323 @@ def pg_kill9_all(wait: float = 30.0) -> list[int]:
             os.kill(p, signal.SIGKILL)
     wait_until(lambda: not any(_pid_alive(p) for p in pids), timeout=wait, what="killed PostgreSQL processes to exit")
     return pids
+
+
+# --------------------------------------------------------------------------- Kinesis: records, resharding
+
+
+def kinesis_wait_active(name: str, timeout: float = 30.0) -> None:
+    """Wait until the stream is ACTIVE (after create, split, merge)."""
+    k = kinesis_client()
+    wait_until(lambda: k.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamStatus"]
+               == "ACTIVE", timeout=timeout, what=f"stream {name} ACTIVE")
+
+
+def kinesis_put_records(name: str, records: Iterable[tuple], batch: int = 500,
+                        client: Any = None) -> list[tuple[str, str]]:
+    """Put records with PutRecords, `batch` (<= 500) at a time, in the given order.
+
+    Each record is (partition_key, data) or (partition_key, data, explicit_hash_key); data is
+    bytes or str. Returns [(shard_id, sequence_number), ...] in the same order. A record the
+    service refuses (FailedRecordCount) is an assertion error, not retried: a retry would put it
+    after its successors and break the per-key order the tests check (kinesalite never refuses).
+    """
+    k = client or kinesis_client()
+    out: list[tuple[str, str]] = []
+    chunk: list[dict] = []
+
+    def flush() -> None:
+        if not chunk:
+            return
+        r = k.put_records(StreamName=name, Records=chunk)
+        failed = [x for x in r["Records"] if "ErrorCode" in x]
+        assert not r.get("FailedRecordCount") and not failed, f"PutRecords to {name} refused: {failed[:3]}"
+        out.extend((x["ShardId"], x["SequenceNumber"]) for x in r["Records"])
+        chunk.clear()
+
+    for rec in records:
+        pk, data = rec[0], rec[1]
+        entry = {"PartitionKey": pk, "Data": data if isinstance(data, bytes) else str(data).encode()}
+        if len(rec) > 2 and rec[2] is not None:
+            entry["ExplicitHashKey"] = str(rec[2])
+        chunk.append(entry)
+        if len(chunk) >= batch:
+            flush()
+    flush()
+    return out
+
+
+def kinesis_shards(name: str, client: Any = None) -> list[dict]:
+    """Every shard of the stream, open and closed, with its lineage (ListShards, paginated).
+
+    Dicts: shard_id, parent (or None), adjacent_parent (or None), start_hash, end_hash (ints),
+    closed (an ending sequence number is set), sorted by shard id."""
+    k = client or kinesis_client()
+    shards: list[dict] = []
+    r = k.list_shards(StreamName=name)
+    while True:
+        for s in r["Shards"]:
+            shards.append(dict(
+                shard_id=s["ShardId"], parent=s.get("ParentShardId"),
+                adjacent_parent=s.get("AdjacentParentShardId"),
+                start_hash=int(s["HashKeyRange"]["StartingHashKey"]),
+                end_hash=int(s["HashKeyRange"]["EndingHashKey"]),
+                closed=s["SequenceNumberRange"].get("EndingSequenceNumber") is not None))
+        token = r.get("NextToken")
+        if not token:
+            break
+        r = k.list_shards(NextToken=token)
+    return sorted(shards, key=lambda s: s["shard_id"])
+
+
+def kinesis_open_shards(name: str) -> list[dict]:
+    return [s for s in kinesis_shards(name) if not s["closed"]]
+
+
+def kinesis_split_shard(name: str, shard_id: str, timeout: float = 30.0) -> list[str]:
+    """Split an open shard at the midpoint of its hash-key range; wait until the stream is ACTIVE
+    again. Returns the two children's shard ids (lower half first)."""
+    k = kinesis_client()
+    shard = next(s for s in kinesis_shards(name, k) if s["shard_id"] == shard_id)
+    assert not shard["closed"], f"shard {shard_id} of {name} is already closed"
+    mid = (shard["start_hash"] + shard["end_hash"] + 1) // 2
+    k.split_shard(StreamName=name, ShardToSplit=shard_id, NewStartingHashKey=str(mid))
+    kinesis_wait_active(name, timeout)
+    children = sorted((s for s in kinesis_shards(name, k) if s["parent"] == shard_id and s["adjacent_parent"] is None),
+                      key=lambda s: s["start_hash"])
+    assert len(children) == 2, f"split of {shard_id} made {children}"
+    return [c["shard_id"] for c in children]
+
+
+def kinesis_merge_shards(name: str, shard_id: str, adjacent_shard_id: str, timeout: float = 30.0) -> str:
+    """Merge two open shards with adjacent hash-key ranges; wait until the stream is ACTIVE again.
+    Returns the child's shard id."""
+    k = kinesis_client()
+    k.merge_shards(StreamName=name, ShardToMerge=shard_id, AdjacentShardToMerge=adjacent_shard_id)
+    kinesis_wait_active(name, timeout)
+    children = [s for s in kinesis_shards(name, k)
+                if {s["parent"], s["adjacent_parent"]} == {shard_id, adjacent_shard_id}]
+    assert len(children) == 1, f"merge of {shard_id} and {adjacent_shard_id} made {children}"
+    return children[0]["shard_id"]
+
+
+def shard_status_key(shard_id: str) -> int:
+    """The number at the end of a shard id (shardId-000000000003 -> 3), as the worker publishes it."""
+    n = int(shard_id.rsplit("-", 1)[1])
+    return n if n < 2**31 else -1
+
+
+# --------------------------------------------------------------------------- Kinesis: KPL aggregates
+
+KPL_MAGIC = b"\xf3\x89\x9a\xc2"
+
+
+def _pb_varint(v: int) -> bytes:
+    assert v >= 0, v
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _pb_bytes(field: int, b: bytes) -> bytes:
+    return _pb_varint(field << 3 | 2) + _pb_varint(len(b)) + b
+
+
+def _pb_uint(field: int, v: int) -> bytes:
+    return _pb_varint(field << 3 | 0) + _pb_varint(v)
+
+
+def kpl_aggregate(records: Iterable[tuple], corrupt_md5: bool = False) -> bytes:
+    """A KPL aggregated record holding `records`, built by hand (no protobuf library).
+
+    Each record is (partition_key, data) or (partition_key, data, explicit_hash_key). Layout:
+    magic F3 89 9A C2, protobuf AggregatedRecord {1: repeated string partition_key_table,
+    2: repeated string explicit_hash_key_table, 3: repeated Record {1: uint64
+    partition_key_index, 2: uint64 explicit_hash_key_index (optional), 3: bytes data}}, then the
+    16-byte MD5 of the protobuf bytes. Keys are stored once each in their table, in first-use
+    order, as the KPL does. corrupt_md5 flips a bit of the digest (the record is then plain)."""
+    pk_index: dict[str, int] = {}
+    ehk_index: dict[str, int] = {}
+    recs = []
+    for rec in records:
+        pk, data = rec[0], rec[1]
+        ehk = rec[2] if len(rec) > 2 else None
+        data = data if isinstance(data, bytes) else str(data).encode()
+        body = _pb_uint(1, pk_index.setdefault(pk, len(pk_index)))
+        if ehk is not None:
+            body += _pb_uint(2, ehk_index.setdefault(str(ehk), len(ehk_index)))
+        body += _pb_bytes(3, data)
+        recs.append(body)
+    msg = b"".join(_pb_bytes(1, k.encode()) for k in pk_index)
+    msg += b"".join(_pb_bytes(2, k.encode()) for k in ehk_index)
+    msg += b"".join(_pb_bytes(3, r) for r in recs)
+    digest = bytearray(hashlib.md5(msg).digest())
+    if corrupt_md5:
+        digest[-1] ^= 1
+    return KPL_MAGIC + msg + bytes(digest)
+
+
+def kinesis_hash_key(partition_key: str) -> int:
+    """The 128-bit hash key Kinesis derives from a partition key (MD5, big-endian)."""
+    return int.from_bytes(hashlib.md5(partition_key.encode()).digest(), "big")
+
+
+# --------------------------------------------------------------------------- Kinesis: own kinesalite
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Kinesalite:
+    """A private kinesalite on a free port of 127.0.0.1 with a LevelDB store (--path), so that it
+    can be stopped and started again on the same port with the same streams and records, without
+    touching the shared one that scripts/services.sh runs for the other tests. Use as a context
+    manager: the process is always stopped at exit."""
+
+    def __init__(self, path: Path, port: Optional[int] = None):
+        self.path = Path(path)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = self.path.parent / f"kinesalite-{self.port}.log"
+        self.proc: Optional[subprocess.Popen] = None
+
+    def client(self):
+        import boto3
+        from botocore.config import Config
+        return boto3.client("kinesis", endpoint_url=self.url, region_name=AWS_REGION,
+                            aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+                            config=Config(connect_timeout=5, read_timeout=15,
+                                          retries={"max_attempts": 3, "mode": "standard"}))
+
+    def _ready(self) -> bool:
+        return subprocess.run(["node", str(PI_ROOT / "tests" / "kinesis" / "kinesalite.js"), "--probe",
+                               str(self.port), "127.0.0.1"], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10).returncode == 0
+
+    def start(self, timeout: float = 30.0) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                ["node", str(PI_ROOT / "tests" / "kinesis" / "kinesalite.js"), "--path", str(self.path),
+                 str(self.port), "127.0.0.1"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def up() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, \
+                f"kinesalite exited: {self.log.read_text(errors='replace')[-2000:]}"
+            return self._ready()
+
+        wait_until(up, timeout=timeout, what=f"kinesalite on port {self.port}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (kinesalite closes its store, then exits), SIGKILL if it does not exit in time."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def __enter__(self) -> "Kinesalite":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------- Kinesis consumers (SQL side)
+
+KINESIS_WORKER_TYPE = "pipeline_kinesis consumer"
+
+
+def kinesis_add_endpoint(db: str, name: str = "local", url: Optional[str] = None) -> str:
+    """pipeline_kinesis.add_endpoint(name, region, NULL, url); url defaults to KINESIS_ENDPOINT."""
+    with pg_connect(db) as conn:
+        conn.execute("SELECT pipeline_kinesis.add_endpoint(%s, %s, NULL, %s)",
+                     [name, AWS_REGION, url or KINESIS_ENDPOINT])
+    return name
+
+
+def kinesis_consume_begin(conn: psycopg.Connection, endpoint: str, stream: str, relation: str, **kw: Any) -> int:
+    """SELECT pipeline_kinesis.consume_begin(endpoint, stream, relation, name := value, ...) -> id."""
+    names = list(kw)
+    args = "".join(f", {n} := %s" for n in names)
+    return conn.execute(f"SELECT pipeline_kinesis.consume_begin(%s, %s, %s{args})",
+                        [endpoint, stream, relation] + [kw[n] for n in names]).fetchone()[0]
+
+
+def kinesis_status(db: str, consumer_id: Optional[int] = None) -> list[dict]:
+    """Rows of pipeline_kinesis.consumer_status (of one consumer), as dicts, by shard id."""
+    with pg_connect(db) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        if consumer_id is None:
+            cur.execute("SELECT * FROM pipeline_kinesis.consumer_status ORDER BY consumer_id, shard_id")
+        else:
+            cur.execute("SELECT * FROM pipeline_kinesis.consumer_status WHERE consumer_id = %s "
+                        "ORDER BY shard_id", [consumer_id])
+        return cur.fetchall()
+
+
+def kinesis_seqnums(db: str, consumer_id: int) -> dict[str, tuple]:
+    """{shard_id: (seqnum, sub_sequence, finished)} from pipeline_kinesis.seqnums."""
+    return {r[0]: r[1:] for r in query(db, "SELECT shard_id, seqnum, sub_sequence, finished "
+                                           "FROM pipeline_kinesis.seqnums WHERE consumer_id = %s", [consumer_id])}
+
+
+def kinesis_worker_pids(db: str) -> set[int]:
+    return {r[0] for r in query(db, "SELECT pid FROM pg_stat_activity WHERE backend_type = %s AND datname = %s",
+                                [KINESIS_WORKER_TYPE, db])}
+
+
+def kinesis_diag(db: str, log_mark: Optional[int] = None, limit: int = 6000) -> str:
+    """Consumers, seqnums, status and the pipeline lines of the server log since log_mark: for
+    assertion messages."""
+    parts = []
+    for what, sql in [
+        ("consumers", "SELECT id, stream, relation::text, enabled, generation, start_time, last_error "
+                      "FROM pipeline_kinesis.consumers ORDER BY id"),
+        ("seqnums", "SELECT consumer_id, shard_id, seqnum, sub_sequence, finished, parents, closed "
+                    "FROM pipeline_kinesis.seqnums ORDER BY 1, 2"),
+        ("status", "SELECT consumer_id, shard_id, state, shard_state, worker_pid, records, rows, dead_letters, "
+                   "last_error FROM pipeline_kinesis.consumer_status ORDER BY 1, shard_id"),
+    ]:
+        try:
+            parts.append(f"{what}: {query(db, sql)}")
+        except Exception as exc:  # noqa: BLE001 - diagnostics only
+            parts.append(f"{what}: {exc!r}")
+    if log_mark is not None:
+        try:
+            text = log_since(log_mark)
+        except FileNotFoundError:
+            text = ""
+        lines = [ln for ln in text.splitlines() if "pipeline" in ln or "ERROR" in ln or "FATAL" in ln
+                 or "PANIC" in ln or "WARNING" in ln]
+        parts.append("postgres.log since the test began:\n" + "\n".join(lines)[-limit:])
+    return "\n" + "\n".join(parts)
+
+
+def wait_table_rows(db: str, table: str, n: int, timeout: float = 60.0, log_mark: Optional[int] = None,
+                    interval: float = 0.2) -> None:
+    """Wait until `table` holds at least n rows, then assert it holds exactly n."""
+    try:
+        wait_until(lambda: scalar(db, f"SELECT count(*) FROM {table}") >= n, timeout=timeout,
+                   interval=interval, what=f"{n} rows in {table}")
+    except WaitTimeout as exc:
+        got = scalar(db, f"SELECT count(*) FROM {table}")
+        raise AssertionError(f"{exc}; has {got} rows{kinesis_diag(db, log_mark)}") from None
+    got = scalar(db, f"SELECT count(*) FROM {table}")
+    assert got == n, f"{table} has {got} rows, expected exactly {n}{kinesis_diag(db, log_mark)}"
