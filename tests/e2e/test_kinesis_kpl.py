@@ -1,0 +1,136 @@
+"""KPL-aggregated records, end to end, with aggregates the tests build themselves
+(pihelpers.kpl_aggregate): de-aggregated into one message per user record, in order, mixed with
+plain records; a corrupt MD5 makes the record a plain record; a bad user record is a dead letter
+of its own (with its sub-sequence and partition key); a kill -9 of the postmaster between the
+batches of one large aggregate loses and repeats no user record.
+
+The streams have one shard, so every user record's hash key lies in the shard's range (user
+records outside it are dropped after a reshard, as the KCL does: not tested end to end here).
+"""
+from __future__ import annotations
+
+import pytest
+
+from pihelpers import (kinesis_add_endpoint, kinesis_consume_begin, kinesis_diag, kinesis_put_records, kpl_aggregate,
+                       pg_connect, pg_kill9_postmaster, pg_start, query, scalar, wait_table_rows, wait_until)
+
+
+@pytest.mark.timeout(120)
+def test_plain_and_aggregated_records_mixed(fresh_db, stream_factory, log_mark):
+    db = fresh_db
+    kinesis_add_endpoint(db)
+    stream, _ = stream_factory(1)
+    n = iter(range(1, 10_000))
+
+    def rec(src: str) -> bytes:
+        return f"{next(n)},{src}".encode()
+
+    records = [
+        ("plain-1", rec("plain")),
+        ("outer-1", kpl_aggregate([("a", rec("agg1")), ("b", rec("agg1")), ("a", rec("agg1"))])),
+        ("plain-2", rec("plain")),
+        # an empty user record holds no rows; a user record may hold several lines
+        ("outer-2", kpl_aggregate([("c", b""), ("d", rec("agg2") + b"\n" + rec("agg2")), ("c", rec("agg2"))])),
+        ("outer-3", kpl_aggregate([("e", rec("agg3"))])),
+        ("outer-4", kpl_aggregate([(f"key-{i % 9}", rec("agg4")) for i in range(200)])),
+        ("plain-3", rec("plain")),
+    ]
+    expected = next(n) - 1
+    kinesis_put_records(stream, records)
+    with pg_connect(db) as conn:
+        conn.execute("CREATE TABLE t (id bigserial, n int, src text)")
+        kinesis_consume_begin(conn, "local", stream, "t", format="csv", columns=["n", "src"], start_offset=-2,
+                              batchsize=50)
+    wait_table_rows(db, "t", expected, log_mark=log_mark)
+    # one row per user record (per line), in the order of the records and of their user records
+    assert [r[0] for r in query(db, "SELECT n FROM t ORDER BY id")] == list(range(1, expected + 1))
+    assert query(db, "SELECT src, count(*) FROM t GROUP BY 1 ORDER BY 1") == [
+        ("agg1", 3), ("agg2", 3), ("agg3", 1), ("agg4", 200), ("plain", 3)]
+    assert scalar(db, "SELECT count(*) FROM pipeline_kinesis.dead_letters") == 0
+
+
+@pytest.mark.timeout(120)
+def test_corrupt_md5_is_a_plain_record_and_bad_user_records_are_dead_letters(fresh_db, stream_factory, log_mark):
+    """json: a good aggregate gives its rows; the same aggregate with a corrupt digest is one plain
+    record, invalid JSON, so one dead letter holding the whole record's raw bytes; a bad user
+    record in a good aggregate is a dead letter with its own data, partition key and sub-sequence."""
+    db = fresh_db
+    kinesis_add_endpoint(db)
+    stream, [shard] = stream_factory(1)
+    users = [("u0", b'{"id": 1}'), ("u1", b'{"id": 2}'), ("u2", b'{"id": "two"}'), ("u3", b'{"id": 3}')]
+    good = kpl_aggregate(users)
+    corrupt = kpl_aggregate([("v0", b'{"id": 100}'), ("v1", b'{"id": 101}')], corrupt_md5=True)
+    sent = kinesis_put_records(stream, [("outer-good", good), ("outer-corrupt", corrupt),
+                                        ("plain", b'{"id": 4}')])
+    with pg_connect(db) as conn:
+        conn.execute("CREATE TABLE j (id int)")
+        cid = kinesis_consume_begin(conn, "local", stream, "j", format="json", start_offset=-2)
+    try:
+        wait_until(lambda: scalar(db, "SELECT count(*) FROM pipeline_kinesis.dead_letters") >= 2
+                   and scalar(db, "SELECT count(*) FROM j") >= 4, timeout=60, what="4 rows and 2 dead letters")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}{kinesis_diag(db, log_mark)}") from None
+    assert [r[0] for r in query(db, "SELECT id FROM j ORDER BY id")] == [1, 2, 3, 4]
+    letters = {r[5]: r for r in query(
+        db, "SELECT consumer_id, stream, shard_id, sequence_number, sub_sequence, partition_key, data, "
+            "sqlstate, error FROM pipeline_kinesis.dead_letters")}
+    assert sorted(letters) == ["outer-corrupt", "u2"], letters
+    bad_user, plain = letters["u2"], letters["outer-corrupt"]
+    assert bad_user[:5] == (cid, stream, shard, sent[0][1], 2), bad_user
+    assert bytes(bad_user[6]) == b'{"id": "two"}' and bad_user[7] == "22P02" and bad_user[8], bad_user
+    assert plain[:4] == (cid, stream, shard, sent[1][1]), plain
+    assert bytes(plain[6]) == corrupt, "the dead letter must hold the record's raw bytes"
+    assert plain[7] and plain[7].startswith("22") and plain[8], plain
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_kill9_in_the_middle_of_an_aggregate(fresh_db, stream_factory, log_mark):
+    """One Kinesis record holding 500 user records, between two plain records, batchsize 100. A
+    trigger makes the batch holding user record 250 wait on an advisory lock the test holds, so the
+    postmaster is killed while the aggregate is partly committed (200 user records in, with batches
+    of 100). After the restart every user record is in the table once, in order."""
+    db = fresh_db
+    kinesis_add_endpoint(db)
+    stream, _ = stream_factory(1)
+    with pg_connect(db) as conn:
+        conn.execute("CREATE TABLE t (id bigserial, n int)")
+        conn.execute("""
+            CREATE FUNCTION hold_at_250() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.n = 250 THEN
+                    PERFORM pg_advisory_xact_lock_shared(4242);
+                END IF;
+                RETURN NEW;
+            END $$""")
+        conn.execute("CREATE TRIGGER hold BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION hold_at_250()")
+    agg = kpl_aggregate([(f"user-{i % 17}", str(i)) for i in range(1, 501)])
+    sent = kinesis_put_records(stream, [("before", "0"), ("outer", agg), ("after", "501")])
+    assert len({s for s, _ in sent}) == 1
+
+    holder = pg_connect(db)
+    try:
+        holder.execute("SELECT pg_advisory_lock(4242)")
+        with pg_connect(db) as conn:
+            kinesis_consume_begin(conn, "local", stream, "t", format="text", columns=["n"], start_offset=-2,
+                                  batchsize=100)
+
+        def blocked():
+            waiting = scalar(db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 "
+                                 "AND NOT granted")
+            return waiting and scalar(db, "SELECT count(*) FROM t")
+
+        try:
+            committed = wait_until(blocked, timeout=60, what="the batch holding user record 250 to wait on the lock")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}{kinesis_diag(db, log_mark)}") from None
+        # Batches of at most 100 messages: the plain record and some user records of the aggregate
+        # are committed (with the checkpoint inside the aggregate), the batch holding 250 waits.
+        assert 1 < committed < 250, committed
+        assert [r[0] for r in query(db, "SELECT n FROM t ORDER BY id")] == list(range(committed))
+        pg_kill9_postmaster()
+    finally:
+        holder.close()
+    pg_start()  # the lock died with its session
+    wait_table_rows(db, "t", 502, log_mark=log_mark)
+    assert [r[0] for r in query(db, "SELECT n FROM t ORDER BY id")] == list(range(502))
