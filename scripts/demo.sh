@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The demo (make demo): database pipeline_demo with the extension, the local broker and Kinesis
 # endpoint registered, two topics filled by the extension's own producer (produce_message and an
-# emit_tuple trigger, sent only at COMMIT) and ingested back by consumers (csv and json), then the
-# catalog, the consumers' progress and samples of the rows printed. Expects the services running.
+# emit_tuple trigger, sent only at COMMIT) and ingested back by consumers (csv and json), a 2-shard
+# Kinesis stream (kinesalite) of json records ingested by a Kinesis consumer, then the catalog,
+# the consumers' progress and samples of the rows printed. Expects the services running.
 # Idempotent: rerunning recreates the demo database.
 set -euo pipefail
 # shellcheck source=env.sh
@@ -32,6 +33,38 @@ for t, f in a.create_topics([NewTopic(t, p, 1) for t, p in topics.items()], oper
     f.result(30)
 PY
 
+pi_log "demo: (re)creating Kinesis stream demo_events (2 shards) with $N json records"
+"$PI_VENV/bin/python" - "$KINESIS_ENDPOINT" "$AWS_REGION" "$N" <<'PY'
+import json, sys, time
+import boto3
+k = boto3.client("kinesis", endpoint_url=sys.argv[1], region_name=sys.argv[2])
+n = int(sys.argv[3])
+def status():
+    try:
+        return k.describe_stream_summary(StreamName="demo_events")["StreamDescriptionSummary"]["StreamStatus"]
+    except k.exceptions.ResourceNotFoundException:
+        return None
+if status() is not None:
+    k.delete_stream(StreamName="demo_events")
+    deadline = time.time() + 30
+    while status() is not None and time.time() < deadline:
+        time.sleep(0.2)
+k.create_stream(StreamName="demo_events", ShardCount=2)
+deadline = time.time() + 30
+while status() != "ACTIVE":
+    if time.time() > deadline:
+        sys.exit("stream demo_events did not become ACTIVE")
+    time.sleep(0.2)
+for lo in range(0, n, 500):
+    recs = [{"PartitionKey": f"device-{i % 20}",
+             "Data": json.dumps({"event_id": i + 1, "device": f"device-{i % 20}",
+                                 "reading": round(20 + (i * 37 % 100) / 10, 1)}).encode()}
+            for i in range(lo, min(n, lo + 500))]
+    r = k.put_records(StreamName="demo_events", Records=recs)
+    if r.get("FailedRecordCount"):
+        sys.exit(f"PutRecords refused {r['FailedRecordCount']} records")
+PY
+
 psql_pg -d pipeline_demo -q <<SQL
 CREATE EXTENSION pipeline_ingest;
 SELECT pipeline_kafka.add_broker('$KAFKA_BOOTSTRAP');
@@ -41,11 +74,14 @@ SELECT pipeline_kinesis.add_endpoint('local', '$AWS_REGION', NULL, '$KINESIS_END
 -- objects fill orders by name.
 CREATE TABLE charges (user_id bigint, amount numeric(10,2), created timestamptz, ingested_at timestamptz DEFAULT now());
 CREATE TABLE orders (order_id int, customer text, items jsonb, total numeric);
+CREATE TABLE events (event_id int, device text, reading numeric, ingested_at timestamptz DEFAULT now());
 
 -- Consumers start at the beginning of each partition.
 SELECT pipeline_kafka.consume_begin('demo_charges', 'charges', format := 'csv', start_offset := -2, parallelism := 2,
                                     columns := ARRAY['user_id', 'amount', 'created']);
 SELECT pipeline_kafka.consume_begin('demo_orders', 'orders', format := 'json', start_offset := -2);
+-- The Kinesis stream is read from its beginning (TRIM_HORIZON), one worker for both shards.
+SELECT pipeline_kinesis.consume_begin('local', 'demo_events', 'events', format := 'json', start_offset := -2);
 
 -- Fill demo_charges with produce_message (csv lines), in one transaction.
 SELECT count(pipeline_kafka.produce_message('demo_charges',
@@ -62,10 +98,11 @@ SELECT i, 'customer ' || (i % 7), jsonb_build_array(jsonb_build_object('sku', 'A
 FROM generate_series(1, $N) AS i;
 SQL
 
-pi_log "demo: waiting for the rows to come back through Kafka"
+ROWS_SQL="SELECT (SELECT count(*) FROM charges) + (SELECT count(*) FROM orders) + (SELECT count(*) FROM events)"
+pi_log "demo: waiting for the rows to come back through Kafka and in from Kinesis"
 for _ in $(seq 1 120); do
-  got="$(psql_pg -d pipeline_demo -tAc "SELECT (SELECT count(*) FROM charges) + (SELECT count(*) FROM orders)")"
-  [ "$got" -ge $((2 * N)) ] && break
+  got="$(psql_pg -d pipeline_demo -tAc "$ROWS_SQL")"
+  [ "$got" -ge $((3 * N)) ] && break
   sleep 0.5
 done
 
@@ -76,6 +113,9 @@ SELECT * FROM pipeline_kafka.brokers;
 SELECT * FROM pipeline_kinesis.endpoints;
 \echo '== pipeline_kafka.consumers'
 SELECT id, topic, relation, owner, format, batchsize, parallelism, enabled, last_error FROM pipeline_kafka.consumers ORDER BY id;
+\echo '== pipeline_kinesis.consumer_status (one row per shard)'
+SELECT consumer_id, stream, relation, state, shard_id, shard_state, last_sequence_number, records, rows, last_error
+FROM pipeline_kinesis.consumer_status ORDER BY shard_id;
 \echo '== next offset per partition'
 SELECT c.topic, o.partition, o.offset FROM pipeline_kafka.offsets o JOIN pipeline_kafka.consumers c ON c.id = o.consumer_id ORDER BY 1, 2;
 \echo '== workers'
@@ -84,12 +124,14 @@ SELECT backend_type, count(*) FROM pg_stat_activity WHERE backend_type LIKE 'pip
 SELECT * FROM pipeline_kafka.outbox_status;
 \echo '== ingested rows'
 SELECT 'charges' AS "table", count(*) AS rows, count(DISTINCT (user_id, amount, created)) AS distinct_rows FROM charges
-UNION ALL SELECT 'orders', count(*), count(DISTINCT order_id) FROM orders;
+UNION ALL SELECT 'orders', count(*), count(DISTINCT order_id) FROM orders
+UNION ALL SELECT 'events', count(*), count(DISTINCT event_id) FROM events;
 SELECT user_id, amount, created, ingested_at FROM charges ORDER BY created DESC LIMIT 3;
 SELECT order_id, customer, items, total FROM orders ORDER BY order_id LIMIT 3;
+SELECT event_id, device, reading, ingested_at FROM events ORDER BY event_id LIMIT 3;
 SQL
-got="$(psql_pg -d pipeline_demo -tAc "SELECT (SELECT count(*) FROM charges) + (SELECT count(*) FROM orders)")"
-if [ "$got" -ne $((2 * N)) ]; then
-  pi_die "demo: expected $((2 * N)) rows, found $got"
+got="$(psql_pg -d pipeline_demo -tAc "$ROWS_SQL")"
+if [ "$got" -ne $((3 * N)) ]; then
+  pi_die "demo: expected $((3 * N)) rows, found $got"
 fi
 pi_log "demo: done. psql -h $PGHOST -p $PGPORT -U postgres pipeline_demo   (make stop stops the services)"
