@@ -456,9 +456,9 @@ impl Source for KafkaSource {
         self.all.clone()
     }
 
-    fn committed(&mut self, last: &BTreeMap<i32, KafkaPos>) {
-        for (p, pos) in last {
-            self.positions.insert(*p, Some(pos.offset + 1));
+    fn committed(&mut self, saved: &BTreeMap<i32, i64>) {
+        for (p, next) in saved {
+            self.positions.insert(*p, Some(*next));
         }
     }
 }

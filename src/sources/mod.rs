@@ -3,6 +3,7 @@
 //! behind `Source`.
 
 pub mod kafka;
+pub mod kinesis;
 
 use ingest_core::batch::{Batch, Limits, Position};
 use std::collections::BTreeMap;
@@ -39,6 +40,18 @@ pub trait Source {
     /// the workers of streams added later).
     fn all_streams(&self) -> Vec<<Self::Pos as Position>::Stream>;
 
-    /// Called after a batch committed, with the last position it took from each stream.
-    fn committed(&mut self, last: &BTreeMap<<Self::Pos as Position>::Stream, Self::Pos>);
+    /// Checkpoints to commit even without messages, with the next batch or alone (Kinesis: a
+    /// shard read to SHARD_END, whose end must be committed before its children are read).
+    fn pending_checkpoints(&self) -> BTreeMap<<Self::Pos as Position>::Stream, <Self::Pos as Position>::Checkpoint> {
+        BTreeMap::new()
+    }
+
+    /// How soon `fill` may find something without a wakeup on `wait_fd` (Kinesis: the next shard
+    /// poll is due). None: only `wait_fd` or the batch timeout wake the worker.
+    fn next_wakeup(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Called after a batch committed, with the checkpoints it stored.
+    fn committed(&mut self, saved: &BTreeMap<<Self::Pos as Position>::Stream, <Self::Pos as Position>::Checkpoint>);
 }

@@ -3,45 +3,23 @@
 //! (`sources::kafka::KafkaSource`) and catalog (`KafkaCatalog`: pipeline_kafka.consumers,
 //! offsets and dead_letters).
 
-use super::pipeline::{record_error, ConsumerCatalog, Pipeline, Target};
-use super::{shutdown_requested, wait};
+use super::pipeline::{connect_with_retry, target_of, ConsumerCatalog, Pipeline, TargetSettings, WorkerArgs};
 use crate::catalog::consumers::{self, RelationProblem};
 use crate::catalog::kafka::{self as cat, Consumer};
 use crate::shmem::SourceKind;
 use crate::sources::kafka::{client_config, KafkaSource};
 use crate::xact::in_transaction;
-use ingest_core::backoff::Backoff;
-use ingest_core::batch::{KafkaPos, Limits, Message};
-use ingest_core::format::CopyOptions;
-use ingest_core::policy::OnError;
+use ingest_core::batch::{KafkaPos, Message};
 use ingest_core::prepare::Rejected;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use std::collections::BTreeMap;
-use std::time::Duration;
-
-struct WorkerArgs {
-    dboid: pg_sys::Oid,
-    consumer: i32,
-    index: i32,
-    generation: i64,
-}
-
-fn parse_extra(extra: &str) -> Option<WorkerArgs> {
-    let mut it = extra.split_whitespace();
-    Some(WorkerArgs {
-        dboid: pg_sys::Oid::from(it.next()?.parse::<u32>().ok()?),
-        consumer: it.next()?.parse().ok()?,
-        index: it.next()?.parse().ok()?,
-        generation: it.next()?.parse().ok()?,
-    })
-}
 
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pipeline_kafka_worker_main(_arg: pg_sys::Datum) {
     super::setup_signals();
-    let args = parse_extra(BackgroundWorker::get_extra()).expect("worker extra: dboid consumer index generation");
+    let args = WorkerArgs::parse(BackgroundWorker::get_extra()).expect("worker extra: dboid consumer index generation");
     // Connected as the bootstrap superuser for catalog access; rows are written as the owner.
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(args.dboid), None);
 
@@ -81,7 +59,21 @@ pub extern "C-unwind" fn pipeline_kafka_worker_main(_arg: pg_sys::Datum) {
         return;
     }
     let catalog = KafkaCatalog { id: consumer.id, topic: consumer.topic.clone(), owner: consumer.owner };
-    let Some(target) = target_of(&args, &consumer, &catalog) else { return };
+    let settings = TargetSettings {
+        relid: consumer.relid,
+        owner: consumer.owner,
+        format: &consumer.format,
+        delimiter: consumer.delimiter.clone(),
+        quote: consumer.quote.clone(),
+        escape: consumer.escape.clone(),
+        columns: consumer.columns.clone(),
+        on_error: &consumer.on_error,
+        max_dead_letters: consumer.max_dead_letters,
+        batchsize: consumer.batchsize,
+        maxbytes: consumer.maxbytes,
+        timeout: consumer.timeout,
+    };
+    let Some(target) = target_of(&catalog, &args, settings) else { return };
     let Some(source) = connect(&args, &consumer, &catalog, &brokers, &broker_config, &stored, target.limits.max_bytes) else {
         return;
     };
@@ -95,44 +87,7 @@ pub extern "C-unwind" fn pipeline_kafka_worker_main(_arg: pg_sys::Datum) {
     Pipeline::new(target, source, catalog).run();
 }
 
-/// The consumer's settings as the pipeline needs them; None (the error recorded) when they are
-/// not usable.
-fn target_of(args: &WorkerArgs, consumer: &Consumer, catalog: &KafkaCatalog) -> Option<Target> {
-    let opts = match CopyOptions::new(&consumer.format, consumer.delimiter.clone(), consumer.quote.clone(), consumer.escape.clone()) {
-        Ok(o) => o,
-        Err(e) => {
-            record_error(catalog, &format!("invalid format options: {e}"));
-            return None;
-        }
-    };
-    let on_error = match OnError::parse(&consumer.on_error) {
-        Ok(p) => p,
-        Err(e) => {
-            record_error(catalog, &e.to_string());
-            return None;
-        }
-    };
-    Some(Target {
-        dboid: args.dboid,
-        consumer_id: consumer.id,
-        index: args.index,
-        generation: args.generation,
-        relid: consumer.relid,
-        owner: consumer.owner,
-        opts,
-        columns: consumer.columns.clone(),
-        on_error,
-        max_dead_letters: consumer.max_dead_letters,
-        limits: Limits {
-            max_messages: consumer.batchsize.max(1) as usize,
-            max_bytes: consumer.maxbytes.max(1) as usize,
-            max_wait: Duration::from_millis(consumer.timeout.max(1) as u64),
-        },
-    })
-}
-
-/// Connects to the brokers, retrying with backoff (the error shown) until it works or the worker
-/// is asked to stop.
+/// Connects to the brokers, retrying with backoff until it works or the worker is asked to stop.
 fn connect(
     args: &WorkerArgs,
     consumer: &Consumer,
@@ -142,26 +97,13 @@ fn connect(
     stored: &BTreeMap<i32, i64>,
     max_bytes: usize,
 ) -> Option<KafkaSource> {
-    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-    loop {
-        let made = client_config(brokers, &[broker_config, &consumer.config]).and_then(|mut cfg| {
-            if let Some(g) = &consumer.group_id {
-                cfg.set("group.id", g);
-            }
-            KafkaSource::new(&cfg, &consumer.topic, consumer.parallelism, args.index, stored, max_bytes)
-        });
-        match made {
-            Ok(s) => return Some(s),
-            Err(e) => {
-                warning!("pipeline_kafka consumer {}: {e}", consumer.id);
-                record_error(catalog, &e);
-                wait(backoff.next_delay(), None);
-                if shutdown_requested() {
-                    return None;
-                }
-            }
+    connect_with_retry(catalog, || {
+        let mut cfg = client_config(brokers, &[broker_config, &consumer.config])?;
+        if let Some(g) = &consumer.group_id {
+            cfg.set("group.id", g);
         }
-    }
+        KafkaSource::new(&cfg, &consumer.topic, consumer.parallelism, args.index, stored, max_bytes)
+    })
 }
 
 /// A Kafka consumer's rows: pipeline_kafka.consumers, offsets (the next offset to read per

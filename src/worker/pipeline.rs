@@ -72,6 +72,97 @@ pub struct Target {
     pub limits: Limits,
 }
 
+/// A consumer worker's start arguments (bgw_extra): "dboid consumer index generation".
+pub struct WorkerArgs {
+    pub dboid: pg_sys::Oid,
+    pub consumer: i32,
+    pub index: i32,
+    pub generation: i64,
+}
+
+impl WorkerArgs {
+    pub fn parse(extra: &str) -> Option<WorkerArgs> {
+        let mut it = extra.split_whitespace();
+        Some(WorkerArgs {
+            dboid: pg_sys::Oid::from(it.next()?.parse::<u32>().ok()?),
+            consumer: it.next()?.parse().ok()?,
+            index: it.next()?.parse().ok()?,
+            generation: it.next()?.parse().ok()?,
+        })
+    }
+}
+
+/// The stored settings a `Target` is made of (both systems' consumers have them).
+pub struct TargetSettings<'a> {
+    pub relid: pg_sys::Oid,
+    pub owner: pg_sys::Oid,
+    pub format: &'a str,
+    pub delimiter: Option<String>,
+    pub quote: Option<String>,
+    pub escape: Option<String>,
+    pub columns: Option<Vec<String>>,
+    pub on_error: &'a str,
+    pub max_dead_letters: Option<i32>,
+    pub batchsize: i32,
+    pub maxbytes: i32,
+    pub timeout: i32,
+}
+
+/// The consumer's target as the pipeline needs it; None (the error recorded) when its settings
+/// are not usable.
+pub fn target_of<C: ConsumerCatalog>(catalog: &C, args: &WorkerArgs, s: TargetSettings) -> Option<Target> {
+    let opts = match CopyOptions::new(s.format, s.delimiter, s.quote, s.escape) {
+        Ok(o) => o,
+        Err(e) => {
+            record_error(catalog, &format!("invalid format options: {e}"));
+            return None;
+        }
+    };
+    let on_error = match OnError::parse(s.on_error) {
+        Ok(p) => p,
+        Err(e) => {
+            record_error(catalog, &e.to_string());
+            return None;
+        }
+    };
+    Some(Target {
+        dboid: args.dboid,
+        consumer_id: args.consumer,
+        index: args.index,
+        generation: args.generation,
+        relid: s.relid,
+        owner: s.owner,
+        opts,
+        columns: s.columns,
+        on_error,
+        max_dead_letters: s.max_dead_letters,
+        limits: Limits {
+            max_messages: s.batchsize.max(1) as usize,
+            max_bytes: s.maxbytes.max(1) as usize,
+            max_wait: Duration::from_millis(s.timeout.max(1) as u64),
+        },
+    })
+}
+
+/// Makes the worker's source, retrying with backoff (the error shown) until it works or the
+/// worker is asked to stop.
+pub fn connect_with_retry<C: ConsumerCatalog, T>(catalog: &C, mut make: impl FnMut() -> Result<T, String>) -> Option<T> {
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    loop {
+        match make() {
+            Ok(s) => return Some(s),
+            Err(e) => {
+                warning!("{}: {e}", catalog.label());
+                record_error(catalog, &e);
+                wait(backoff.next_delay(), None);
+                if shutdown_requested() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// What a committed batch did, per stream (by status key).
 #[derive(Default)]
 struct StreamStats {
@@ -123,12 +214,19 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                 self.show_error(&e);
             }
             let now = Instant::now();
-            let due = !batch.is_empty() && (batch.is_full(&limits) || batch.time_left(&limits, now) == Some(Duration::ZERO));
+            let pending = self.source.pending_checkpoints();
+            let due = if batch.is_empty() {
+                !pending.is_empty()
+            } else {
+                batch.is_full(&limits) || batch.time_left(&limits, now) == Some(Duration::ZERO)
+            };
             if due {
-                match self.flush(&batch) {
+                let mut next = batch.checkpoints();
+                next.extend(pending);
+                match self.flush(&batch, &next) {
                     Ok((stats, relid)) => {
                         self.target.relid = relid;
-                        self.source.committed(&batch.last_positions());
+                        self.source.committed(&next);
                         self.publish(&stats);
                         batch.clear();
                         backoff.reset();
@@ -170,7 +268,10 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                 last_publish = Instant::now();
                 self.publish(&BatchStats::new());
             }
-            let timeout = batch.time_left(&limits, now).unwrap_or(Duration::from_secs(1));
+            let mut timeout = batch.time_left(&limits, now).unwrap_or(Duration::from_secs(1));
+            if let Some(w) = self.source.next_wakeup() {
+                timeout = timeout.min(w);
+            }
             wait(timeout, self.source.wait_fd());
             self.source.drain_wakeups();
         }
@@ -240,12 +341,16 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
         }
     }
 
-    /// Commits a batch; returns what it did and the relation it went into.
-    fn flush(&mut self, batch: &Batch<S::Pos>) -> Result<(BatchStats, pg_sys::Oid), BatchError> {
+    /// Commits a batch (possibly empty) with the checkpoints `next`; returns what it did and the
+    /// relation it went into.
+    fn flush(
+        &mut self,
+        batch: &Batch<S::Pos>,
+        next: &BTreeMap<Stream<S::Pos>, Checkpoint<S::Pos>>,
+    ) -> Result<(BatchStats, pg_sys::Oid), BatchError> {
         let target = &self.target;
         let catalog = &self.catalog;
         let believed = self.source.checkpoints();
-        let next = batch.checkpoints();
         let clear_error = self.error_shown.is_some();
         let result = crate::xact::try_in_transaction(|| {
             match catalog.lock_consumer() {
@@ -323,7 +428,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                     catalog.insert_dead_letters(&letters);
                 }
             }
-            catalog.save_checkpoints(&next);
+            catalog.save_checkpoints(next);
             if clear_error {
                 catalog.set_last_error(None);
             }

@@ -12,7 +12,7 @@
 //! why in `last_error` (state 'waiting' in consumer_status) until it gets one.
 
 use super::{reload_config_if_requested, shutdown_requested, wait, Handle, Status};
-use crate::catalog::kafka::{all_consumers, Consumer};
+use crate::catalog::kafka::all_consumers;
 use crate::shmem::SourceKind;
 use crate::xact::in_transaction;
 use pgrx::bgworkers::BackgroundWorker;
@@ -65,36 +65,81 @@ unsafe extern "C-unwind" fn stop_workers_at_exit(_code: std::ffi::c_int, _arg: p
     });
 }
 
+/// A consumer of either system, as the supervisor needs it.
+struct Wanted {
+    source: SourceKind,
+    id: i32,
+    enabled: bool,
+    generation: i64,
+    /// The worker indexes that own at least one known partition or shard (always 0).
+    indexes: BTreeSet<i32>,
+}
+
 /// What one pass reads from the catalog.
 struct Desired {
-    consumers: Vec<Consumer>,
-    /// Partitions with a stored offset, by consumer.
-    partitions: HashMap<i32, Vec<i32>>,
+    consumers: Vec<Wanted>,
     outbox_pending: bool,
 }
 
-fn read_desired() -> Desired {
-    let partitions = crate::catalog::spi(Spi::connect(|c| {
-        let t = c.select(
-            "SELECT consumer_id, array_agg(\"partition\") FROM pipeline_kafka.offsets GROUP BY consumer_id",
-            None,
-            &[],
-        )?;
-        let mut out = HashMap::new();
+/// (consumer id, stream) pairs of a query, grouped by consumer.
+fn streams_by_consumer<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(query: &str) -> HashMap<i32, Vec<T>> {
+    crate::catalog::spi(Spi::connect(|c| {
+        let t = c.select(query, None, &[])?;
+        let mut out: HashMap<i32, Vec<T>> = HashMap::new();
         for row in t {
-            if let (Some(id), Some(parts)) = (row.get::<i32>(1)?, row.get::<Vec<i32>>(2)?) {
-                out.insert(id, parts);
+            if let (Some(id), Some(s)) = (row.get::<i32>(1)?, row.get::<T>(2)?) {
+                out.entry(id).or_default().push(s);
             }
         }
         Ok(out)
-    }));
-    let outbox_pending =
-        crate::catalog::spi(Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pipeline_kafka.outbox)")).unwrap_or(false);
-    Desired { consumers: all_consumers(), partitions, outbox_pending }
+    }))
 }
 
-/// The worker indexes of a consumer that own at least one known partition (always 0).
-fn indexes_with_partitions(parallelism: i32, known: impl Iterator<Item = i32>) -> BTreeSet<i32> {
+fn read_desired(dboid: pg_sys::Oid) -> Desired {
+    let mut consumers = Vec::new();
+    // Kafka: partitions with a stored offset, and those running workers saw in their topic (new
+    // ones have no stored offset yet). Partition p belongs to index p mod parallelism.
+    let mut partitions = streams_by_consumer::<i32>("SELECT consumer_id, \"partition\" FROM pipeline_kafka.offsets");
+    for slot in crate::shmem::partitions_of(dboid, SourceKind::Kafka) {
+        partitions.entry(slot.consumer_id).or_default().push(slot.partition);
+    }
+    for c in all_consumers() {
+        let known = partitions.get(&c.id).into_iter().flatten().copied();
+        consumers.push(Wanted {
+            source: SourceKind::Kafka,
+            id: c.id,
+            enabled: c.enabled,
+            generation: c.generation,
+            indexes: indexes_owning(c.parallelism, known),
+        });
+    }
+    // Kinesis: shards in seqnums (by id) and those running workers saw (by status key: the
+    // number in the shard id, which is what decides the index).
+    let shards = streams_by_consumer::<String>("SELECT consumer_id, shard_id FROM pipeline_kinesis.seqnums");
+    let mut seen: HashMap<i32, Vec<i32>> = HashMap::new();
+    for slot in crate::shmem::partitions_of(dboid, SourceKind::Kinesis) {
+        seen.entry(slot.consumer_id).or_default().push(slot.partition);
+    }
+    for c in crate::catalog::kinesis::all_consumers() {
+        let p = c.parallelism.max(1);
+        let by_id = shards.get(&c.id).into_iter().flatten().map(|s| ingest_core::kinesis::lineage::worker_of(s, p));
+        let by_key = seen.get(&c.id).into_iter().flatten().filter(|k| **k >= 0).copied();
+        consumers.push(Wanted {
+            source: SourceKind::Kinesis,
+            id: c.id,
+            enabled: c.enabled,
+            generation: c.generation,
+            indexes: indexes_owning(p, by_id.chain(by_key)),
+        });
+    }
+    let outbox_pending =
+        crate::catalog::spi(Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pipeline_kafka.outbox)")).unwrap_or(false);
+    Desired { consumers, outbox_pending }
+}
+
+/// The worker indexes that own at least one of `known` (stream numbers, taken modulo
+/// parallelism), and always 0: index 0 owns stream 0 of every source and notices new streams.
+fn indexes_owning(parallelism: i32, known: impl Iterator<Item = i32>) -> BTreeSet<i32> {
     let parallelism = parallelism.max(1);
     let mut out: BTreeSet<i32> = known.map(|p| p.rem_euclid(parallelism)).collect();
     out.insert(0);
@@ -103,17 +148,19 @@ fn indexes_with_partitions(parallelism: i32, known: impl Iterator<Item = i32>) -
 
 /// Sets (Some) or clears (None, only if it is still the waiting message) a consumer's waiting
 /// message.
-fn show_waiting(consumer_id: i32, why: Option<&str>) {
+fn show_waiting(source: SourceKind, consumer_id: i32, why: Option<&str>) {
     let r = in_transaction(|| match why {
-        Some(w) => crate::catalog::consumers::set_last_error(SourceKind::Kafka, consumer_id, Some(w)),
+        Some(w) => crate::catalog::consumers::set_last_error(source, consumer_id, Some(w)),
         None => crate::catalog::spi(Spi::run_with_args(
-            "UPDATE pipeline_kafka.consumers SET last_error = NULL, last_error_at = NULL \
-             WHERE id = $1 AND starts_with(last_error, $2)",
+            &format!(
+                "UPDATE {} SET last_error = NULL, last_error_at = NULL WHERE id = $1 AND starts_with(last_error, $2)",
+                source.consumers()
+            ),
             &[consumer_id.into(), WAITING_PREFIX.into()],
         )),
     });
     if let Err(e) = r {
-        warning!("pipeline_ingest supervisor could not update consumer {consumer_id}: {e}");
+        warning!("pipeline_ingest supervisor could not update {source:?} consumer {consumer_id}: {e}");
     }
 }
 
@@ -139,7 +186,7 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
     let mut slot_warning = false;
     let mut version_warned = false;
     // Consumers shown as waiting, with the message shown.
-    let mut waiting: HashMap<i32, String> = HashMap::new();
+    let mut waiting: HashMap<(SourceKind, i32), String> = HashMap::new();
     // A waiting message left by a previous supervisor of this database is cleared once the
     // consumer's workers run, as ours are.
     let mut first_pass = true;
@@ -154,7 +201,7 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
             if version != crate::catalog::LIBRARY_VERSION {
                 return Some(Err(version));
             }
-            Some(Ok(read_desired()))
+            Some(Ok(read_desired(dboid)))
         });
         let desired = match desired {
             Ok(Some(Ok(d))) => {
@@ -191,15 +238,12 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
                 continue;
             }
         };
-        let ids: Vec<i32> = desired.consumers.iter().map(|c| c.id).collect();
-        crate::shmem::forget_partitions(dboid, SourceKind::Kafka, &ids);
-        // Partitions running workers saw in their topic (new ones have no stored offset yet).
-        let mut seen: HashMap<i32, Vec<i32>> = HashMap::new();
-        for slot in crate::shmem::partitions_of(dboid, SourceKind::Kafka) {
-            seen.entry(slot.consumer_id).or_default().push(slot.partition);
+        for source in [SourceKind::Kafka, SourceKind::Kinesis] {
+            let ids: Vec<i32> = desired.consumers.iter().filter(|c| c.source == source).map(|c| c.id).collect();
+            crate::shmem::forget_partitions(dboid, source, &ids);
         }
-        // Ordered: the producer (key 0/0) first, then consumers by id and index, so that under the
-        // budget the same workers keep their places from pass to pass.
+        // Ordered: the producer (key 0/0) first, then consumers by system, id and index, so that
+        // under the budget the same workers keep their places from pass to pass.
         let mut want: BTreeMap<Key, i64> = BTreeMap::new();
         let producer_running = RUNNING.with_borrow(|r| r.get(&PRODUCER).is_some_and(|p| p.handle.status() != Status::Stopped));
         if desired.outbox_pending || producer_running {
@@ -207,14 +251,13 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
             want.insert(PRODUCER, 0);
         }
         for c in desired.consumers.iter().filter(|c| c.enabled) {
-            let known = desired.partitions.get(&c.id).into_iter().chain(seen.get(&c.id)).flatten().copied();
-            for index in indexes_with_partitions(c.parallelism, known) {
-                want.insert(Key { source: SourceKind::Kafka, consumer: c.id, index }, c.generation);
+            for index in &c.indexes {
+                want.insert(Key { source: c.source, consumer: c.id, index: *index }, c.generation);
             }
         }
 
         let budget = crate::guc::MAX_WORKERS_PER_DATABASE.get().max(1) as usize;
-        let mut blocked: HashMap<i32, String> = HashMap::new();
+        let mut blocked: HashMap<(SourceKind, i32), String> = HashMap::new();
         RUNNING.with_borrow_mut(|running| {
             // Stop what is no longer wanted; forget what has stopped.
             running.retain(|key, r| {
@@ -250,7 +293,7 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
                     (running.keys().filter(|k| **k != PRODUCER).count(), if budget > 1 { budget - 1 } else { 1 })
                 };
                 if used >= limit {
-                    blocked.entry(key.consumer).or_insert_with(|| {
+                    blocked.entry((key.source, key.consumer)).or_insert_with(|| {
                         format!(
                             "{WAITING_PREFIX}: this database already runs the {limit} consumer workers \
                              pipeline_ingest.max_workers_per_database ({budget}) allows"
@@ -266,10 +309,14 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
                         &dboid.to_u32().to_string(),
                     )
                 } else {
+                    let (kind, function) = match key.source {
+                        SourceKind::Kafka => ("pipeline_kafka consumer", "pipeline_kafka_worker_main"),
+                        SourceKind::Kinesis => ("pipeline_kinesis consumer", "pipeline_kinesis_worker_main"),
+                    };
                     Handle::start(
-                        &format!("pipeline_kafka consumer {}/{}", key.consumer, key.index),
-                        "pipeline_kafka consumer",
-                        "pipeline_kafka_worker_main",
+                        &format!("{kind} {}/{}", key.consumer, key.index),
+                        kind,
+                        function,
                         &format!("{} {} {} {}", dboid.to_u32(), key.consumer, key.index, generation),
                     )
                 };
@@ -283,7 +330,7 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
                             warning!("pipeline_ingest could not start a worker: no background worker slot is free (raise max_worker_processes)");
                             slot_warning = true;
                         }
-                        blocked.entry(key.consumer).or_insert_with(|| {
+                        blocked.entry((key.source, key.consumer)).or_insert_with(|| {
                             format!("{WAITING_PREFIX}: no background worker slot is free (raise max_worker_processes)")
                         });
                         not_before.insert(*key, Instant::now() + RESTART_DELAY);
@@ -294,24 +341,24 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
         // Keys waiting out a restart delay after a failed start stay waiting.
         for (key, t) in &not_before {
             if Instant::now() < *t && want.contains_key(key) {
-                if let Some(w) = waiting.get(&key.consumer) {
-                    blocked.entry(key.consumer).or_insert_with(|| w.clone());
+                if let Some(w) = waiting.get(&(key.source, key.consumer)) {
+                    blocked.entry((key.source, key.consumer)).or_insert_with(|| w.clone());
                 }
             }
         }
-        blocked.remove(&PRODUCER.consumer);
-        for (id, why) in &blocked {
+        blocked.remove(&(PRODUCER.source, PRODUCER.consumer));
+        for ((source, id), why) in &blocked {
             // Every pass: a running worker of the same consumer may have cleared it meanwhile
             // (the UPDATE writes nothing when the message is already there).
-            show_waiting(*id, Some(why));
+            show_waiting(*source, *id, Some(why));
         }
-        let started: Vec<i32> = if first_pass {
-            desired.consumers.iter().map(|c| c.id).filter(|id| !blocked.contains_key(id)).collect()
+        let started: Vec<(SourceKind, i32)> = if first_pass {
+            desired.consumers.iter().map(|c| (c.source, c.id)).filter(|k| !blocked.contains_key(k)).collect()
         } else {
-            waiting.keys().copied().filter(|id| !blocked.contains_key(id)).collect()
+            waiting.keys().copied().filter(|k| !blocked.contains_key(k)).collect()
         };
-        for id in started {
-            show_waiting(id, None);
+        for (source, id) in started {
+            show_waiting(source, id, None);
         }
         waiting = blocked;
         first_pass = false;

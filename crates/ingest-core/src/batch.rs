@@ -51,16 +51,19 @@ pub struct KinesisPos {
 
 impl Position for KinesisPos {
     type Stream = String;
-    type Checkpoint = crate::kinesis::seqnum::ShardPos;
+    type Checkpoint = crate::kinesis::read::ShardCheckpoint;
     fn stream(&self) -> String {
         self.shard.clone()
     }
     fn checkpoint(&self) -> Self::Checkpoint {
-        self.at.clone()
+        crate::kinesis::read::ShardCheckpoint { last: Some(self.at.clone()), finished: false }
     }
+    /// The number at the end of the shard id (shardId-000000000012 -> 12); -1 when there is none
+    /// or it does not fit an int (the status view computes the same in SQL).
     fn status_key(stream: &String) -> i32 {
         let digits: String = stream.chars().rev().take_while(char::is_ascii_digit).collect();
-        digits.chars().rev().collect::<String>().parse::<i32>().unwrap_or(-1)
+        let digits: String = digits.chars().rev().collect();
+        digits.parse::<u64>().ok().and_then(|n| i32::try_from(n).ok()).unwrap_or(-1)
     }
 }
 
@@ -185,8 +188,11 @@ mod tests {
         let last = b.last_positions();
         assert_eq!(last["shardId-1"], pos("shardId-1", "12", None));
         assert_eq!(last["shardId-2"], pos("shardId-2", "7", Some(1)));
-        assert_eq!(b.checkpoints()["shardId-2"], ShardPos { seq: SeqNum::parse("7").unwrap(), sub: Some(1) });
+        let want = crate::kinesis::read::ShardCheckpoint { last: Some(ShardPos { seq: SeqNum::parse("7").unwrap(), sub: Some(1) }), finished: false };
+        assert_eq!(b.checkpoints()["shardId-2"], want);
         assert_eq!(KinesisPos::status_key(&"shardId-000000000012".to_string()), 12);
+        assert_eq!(KinesisPos::status_key(&"shardId-999999999999".to_string()), -1);
+        assert_eq!(KinesisPos::status_key(&"custom".to_string()), -1);
     }
 
     #[test]

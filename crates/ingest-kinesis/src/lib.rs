@@ -11,7 +11,7 @@ use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::types::ShardIteratorType;
 use ingest_core::kinesis::lineage::Shard;
 use ingest_core::kinesis::seqnum::SeqNum;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use thiserror::Error;
 
 /// Where a Kinesis endpoint is and how to sign in (pipeline_kinesis.endpoints).
@@ -47,10 +47,31 @@ pub enum KinesisError {
     Refused(String),
 }
 
+/// What a reader does after a failed call on a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Wait (exponential backoff with jitter) and call again with the same iterator.
+    Backoff,
+    /// Take a new iterator from the last record taken (never TRIM_HORIZON or LATEST), at once.
+    Retake,
+    /// The shard or stream is gone: list the shards again, after a backoff.
+    Relist,
+}
+
 impl KinesisError {
     /// Whether waiting and trying the same call again can help.
     pub fn is_transient(&self) -> bool {
         matches!(self, KinesisError::Throttled(_) | KinesisError::Unavailable(_))
+    }
+
+    /// How a shard reader recovers from this error. Nothing is ever skipped: every path reads on
+    /// from the last record taken.
+    pub fn recovery(&self) -> Recovery {
+        match self {
+            KinesisError::IteratorExpired(_) => Recovery::Retake,
+            KinesisError::NotFound(_) => Recovery::Relist,
+            KinesisError::Throttled(_) | KinesisError::Unavailable(_) | KinesisError::Refused(_) => Recovery::Backoff,
+        }
     }
 }
 
@@ -148,15 +169,7 @@ fn describe(e: &dyn std::fmt::Debug) -> String {
     text.chars().take(500).collect()
 }
 
-/// Where to start reading a shard.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StartAt {
-    TrimHorizon,
-    Latest,
-    AtTimestamp(SystemTime),
-    AtSequence(SeqNum),
-    AfterSequence(SeqNum),
-}
+pub use ingest_core::kinesis::read::StartAt;
 
 /// A record as GetRecords returns it (not yet de-aggregated).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -325,6 +338,10 @@ mod tests {
         let e = classify_service(&expired);
         assert!(matches!(e, KinesisError::IteratorExpired(_)), "{e:?}");
         assert!(!e.is_transient(), "an expired iterator is re-taken from the checkpoint, not retried as is");
+        assert_eq!(e.recovery(), Recovery::Retake);
+        assert_eq!(classify_service(&throttled).recovery(), Recovery::Backoff);
+        assert_eq!(classify_code(Some("ResourceNotFoundException"), "gone").recovery(), Recovery::Relist);
+        assert_eq!(classify_code(Some("AccessDeniedException"), "no").recovery(), Recovery::Backoff);
 
         let limited = aws_sdk_kinesis::operation::list_shards::ListShardsError::LimitExceededException(
             aws_sdk_kinesis::types::error::LimitExceededException::builder().message("too many").build(),

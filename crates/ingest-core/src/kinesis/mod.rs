@@ -3,4 +3,5 @@
 
 pub mod kpl;
 pub mod lineage;
+pub mod read;
 pub mod seqnum;

@@ -1,0 +1,125 @@
+//! What Kinesis consumer workers write: each shard's checkpoint and lineage in
+//! `pipeline_kinesis.seqnums`, and records that could not become rows in
+//! `pipeline_kinesis.dead_letters`. Checkpoints and dead letters are written in the batch's
+//! transaction; lineage (parents, closed) in a transaction of its own, never touching a checkpoint.
+
+use super::spi;
+use crate::xact::as_superuser;
+use ingest_core::kinesis::read::ShardCheckpoint;
+use ingest_core::kinesis::seqnum::{SeqNum, ShardPos};
+use pgrx::prelude::*;
+use std::collections::BTreeMap;
+
+/// A shard's lineage as ListShards gives it.
+pub struct Lineage {
+    pub shard_id: String,
+    pub parents: Vec<String>,
+    pub closed: bool,
+}
+
+/// Records the lineage of shards (rows without a checkpoint are created for new shards).
+pub fn note_lineage(consumer_id: i32, shards: &[Lineage]) {
+    for s in shards {
+        as_superuser(|| {
+            spi(Spi::run_with_args(
+                "INSERT INTO pipeline_kinesis.seqnums AS q (consumer_id, shard_id, parents, closed) \
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (consumer_id, shard_id) DO UPDATE SET parents = EXCLUDED.parents, closed = EXCLUDED.closed \
+                 WHERE (q.parents, q.closed) IS DISTINCT FROM (EXCLUDED.parents, EXCLUDED.closed)",
+                &[consumer_id.into(), s.shard_id.as_str().into(), s.parents.clone().into(), s.closed.into()],
+            ))
+        });
+    }
+}
+
+/// Checkpoints of a query's (shard_id, seqnum, sub_sequence, finished) rows; rows with nothing
+/// consumed and not finished (lineage only) are no checkpoint.
+fn select(query: &str, args: &[pgrx::datum::DatumWithOid]) -> BTreeMap<String, ShardCheckpoint> {
+    as_superuser(|| {
+        spi(Spi::connect(|c| {
+            let t = c.select(query, None, args)?;
+            let mut out = BTreeMap::new();
+            for row in t {
+                let shard: Option<String> = row.get(1)?;
+                let seq: Option<String> = row.get(2)?;
+                let sub: Option<i64> = row.get(3)?;
+                let finished: bool = row.get(4)?.unwrap_or(false);
+                let last = seq.and_then(|s| SeqNum::parse(&s).ok()).map(|seq| ShardPos { seq, sub: sub.map(|n| n as u64) });
+                if let Some(shard) = shard {
+                    if last.is_some() || finished {
+                        out.insert(shard, ShardCheckpoint { last, finished });
+                    }
+                }
+            }
+            Ok(out)
+        }))
+    })
+}
+
+/// Every stored checkpoint of a consumer.
+pub fn stored(consumer_id: i32) -> BTreeMap<String, ShardCheckpoint> {
+    select(
+        "SELECT shard_id, seqnum, sub_sequence, finished FROM pipeline_kinesis.seqnums WHERE consumer_id = $1",
+        &[consumer_id.into()],
+    )
+}
+
+/// Locks the rows of some shards for the batch's transaction and returns their checkpoints.
+pub fn lock(consumer_id: i32, shards: &[String]) -> BTreeMap<String, ShardCheckpoint> {
+    select(
+        "SELECT shard_id, seqnum, sub_sequence, finished FROM pipeline_kinesis.seqnums \
+         WHERE consumer_id = $1 AND shard_id = ANY($2) FOR UPDATE",
+        &[consumer_id.into(), shards.to_vec().into()],
+    )
+}
+
+/// Stores checkpoints (in the batch's transaction).
+pub fn save(consumer_id: i32, checkpoints: &BTreeMap<String, ShardCheckpoint>) {
+    for (shard, cp) in checkpoints {
+        let seq = cp.last.as_ref().map(|p| p.seq.as_str().to_string());
+        let sub = cp.last.as_ref().and_then(|p| p.sub).map(|n| n as i64);
+        as_superuser(|| {
+            spi(Spi::run_with_args(
+                "INSERT INTO pipeline_kinesis.seqnums (consumer_id, shard_id, seqnum, sub_sequence, finished) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (consumer_id, shard_id) DO UPDATE SET seqnum = EXCLUDED.seqnum, \
+                     sub_sequence = EXCLUDED.sub_sequence, finished = EXCLUDED.finished",
+                &[consumer_id.into(), shard.as_str().into(), seq.into(), sub.into(), cp.finished.into()],
+            ))
+        });
+    }
+}
+
+/// A user record that could not become rows.
+pub struct DeadLetter<'a> {
+    pub shard_id: &'a str,
+    pub pos: &'a ShardPos,
+    pub partition_key: Option<String>,
+    pub data: Option<&'a [u8]>,
+    pub error: &'a str,
+    pub sqlstate: &'a str,
+}
+
+/// Stores dead letters (in the batch's transaction).
+pub fn insert_dead_letters(consumer_id: i32, stream: &str, letters: &[DeadLetter]) {
+    for d in letters {
+        as_superuser(|| {
+            spi(Spi::run_with_args(
+                "INSERT INTO pipeline_kinesis.dead_letters \
+                     (consumer_id, stream, shard_id, sequence_number, sub_sequence, partition_key, data, error, sqlstate) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    consumer_id.into(),
+                    stream.into(),
+                    d.shard_id.into(),
+                    d.pos.seq.as_str().into(),
+                    d.pos.sub.map(|n| n as i64).into(),
+                    d.partition_key.clone().into(),
+                    d.data.into(),
+                    d.error.into(),
+                    d.sqlstate.into(),
+                ],
+            ))
+        });
+    }
+}

@@ -1,0 +1,361 @@
+//! A Kinesis stream as a pipeline source: the shards one worker owns, read in lineage order.
+//!
+//! Shards come from ListShards (listed again every pipeline_ingest.metadata_refresh and after
+//! every SHARD_END). A worker owns the shards whose number modulo `parallelism` is its index, and
+//! reads an owned shard only once every listed parent is finished: read to SHARD_END with that
+//! end committed (`ShardCheckpoint::finished`, in the same transaction as the parent's last rows).
+//! A shard read to its end becomes a pending checkpoint that the pipeline commits, with the next
+//! batch or alone; only then are its children read, from TRIM_HORIZON (or the consumer's
+//! start_time, which is earlier than any child created after consume_begin).
+//!
+//! Each shard has its own iterator, poll schedule (one GetRecords per poll_interval at most, so a
+//! shard stays within the service's 5 calls per second) and exponential backoff with jitter for
+//! throttling and outages. An expired iterator is taken again from the last record taken. KPL
+//! aggregates become their user records (`ingest_core::kinesis::read::messages`).
+//!
+//! The SDK runs on a current-thread runtime on the worker's main thread; every call is bounded
+//! by pipeline_ingest.broker_timeout.
+
+use crate::catalog::seqnums;
+use crate::xact::in_transaction;
+use ingest_core::backoff::Backoff;
+use ingest_core::batch::{Batch, KinesisPos, Limits, Message};
+use ingest_core::kinesis::lineage::{readable, waiting_for_parents, worker_of, Progress, Shard};
+use ingest_core::kinesis::read::{jitter, messages, start, Rng, ShardCheckpoint};
+use ingest_core::kinesis::seqnum::{Resume, ShardPos};
+use ingest_kinesis::{Kinesis, KinesisError, Recovery};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How often a worker whose shards wait for parents read by another worker looks whether they
+/// finished.
+const PARENT_CHECK: Duration = Duration::from_secs(1);
+
+/// One shard being read.
+struct Reader {
+    range: (u128, u128),
+    iterator: Option<String>,
+    /// The last user record taken from the shard (buffered, in the batch or committed).
+    taken: Option<ShardPos>,
+    /// Records of the iterator's start that were taken already (an aggregate read partly).
+    skip: Option<Resume>,
+    /// Fetched user records not yet in a batch.
+    buffer: VecDeque<Message<KinesisPos>>,
+    /// GetRecords returned no next iterator: SHARD_END.
+    ended: bool,
+    next_poll: Instant,
+    backoff: Backoff,
+    millis_behind: Option<i64>,
+}
+
+pub struct KinesisSource {
+    client: Kinesis,
+    consumer_id: i32,
+    stream: String,
+    parallelism: i32,
+    index: i32,
+    start_time: Option<SystemTime>,
+    limit: i32,
+    poll_interval: Duration,
+    retry_max: Duration,
+    shards: Vec<Shard>,
+    /// Committed checkpoints, of this worker's shards and (for lineage) of others'.
+    progress: BTreeMap<String, ShardCheckpoint>,
+    readers: BTreeMap<String, Reader>,
+    error: Option<String>,
+    rng: Rng,
+    relist: bool,
+    parents_checked: Instant,
+}
+
+/// How a Kinesis consumer reads, from its catalog row.
+pub struct ReadSettings {
+    pub stream: String,
+    pub parallelism: i32,
+    pub index: i32,
+    pub start_time: Option<SystemTime>,
+    pub batchsize: i32,
+    pub poll_interval: Duration,
+    pub retry_max: Duration,
+}
+
+impl KinesisSource {
+    pub fn new(
+        client: Kinesis,
+        consumer_id: i32,
+        s: &ReadSettings,
+        progress: BTreeMap<String, ShardCheckpoint>,
+    ) -> Result<KinesisSource, String> {
+        let mut source = KinesisSource {
+            client,
+            consumer_id,
+            stream: s.stream.clone(),
+            parallelism: s.parallelism.max(1),
+            index: s.index,
+            start_time: s.start_time,
+            limit: s.batchsize.clamp(1, 10_000),
+            poll_interval: s.poll_interval,
+            retry_max: s.retry_max,
+            shards: Vec::new(),
+            progress,
+            readers: BTreeMap::new(),
+            error: None,
+            rng: Rng::new(u64::from(std::process::id()) ^ (SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64))),
+            relist: false,
+            parents_checked: Instant::now(),
+        };
+        source.list()?;
+        Ok(source)
+    }
+
+    /// The shards this worker reads now.
+    pub fn reading(&self) -> Vec<String> {
+        self.readers.keys().cloned().collect()
+    }
+
+    fn describe(&self, e: &KinesisError) -> String {
+        format!("stream \"{}\": {e}", self.stream)
+    }
+
+    /// Lists the shards, records their lineage in the catalog and starts reading the shards that
+    /// became readable.
+    fn list(&mut self) -> Result<(), String> {
+        let shards = self.client.list_shards(&self.stream).map_err(|e| self.describe(&e))?;
+        self.relist = false;
+        let mine: Vec<&Shard> = shards.iter().filter(|s| worker_of(&s.id, self.parallelism) == self.index).collect();
+        let lineage: Vec<seqnums::Lineage> = mine
+            .iter()
+            .map(|s| seqnums::Lineage { shard_id: s.id.clone(), parents: s.parents().map(str::to_string).collect(), closed: s.closed })
+            .collect();
+        if let Err(e) = in_transaction(|| seqnums::note_lineage(self.consumer_id, &lineage)) {
+            pgrx::warning!("pipeline_kinesis consumer {}: could not record shard lineage: {e}", self.consumer_id);
+        }
+        self.shards = shards;
+        self.start_readable();
+        Ok(())
+    }
+
+    fn lineage_progress(&self) -> BTreeMap<String, Progress> {
+        self.progress.iter().map(|(k, v)| (k.clone(), Progress { finished: v.finished })).collect()
+    }
+
+    /// Adds a reader for every owned shard that may be read now.
+    fn start_readable(&mut self) {
+        let now = Instant::now();
+        for id in readable(&self.shards, &self.lineage_progress(), self.parallelism, self.index) {
+            if self.readers.contains_key(&id) {
+                continue;
+            }
+            let range = self.shards.iter().find(|s| s.id == id).map_or((0, u128::MAX), |s| s.hash_range);
+            let taken = self.progress.get(&id).and_then(|c| c.last.clone());
+            self.readers.insert(
+                id,
+                Reader {
+                    range,
+                    iterator: None,
+                    taken,
+                    skip: None,
+                    buffer: VecDeque::new(),
+                    ended: false,
+                    next_poll: now,
+                    backoff: Backoff::new(Duration::from_millis(200), self.retry_max),
+                    millis_behind: None,
+                },
+            );
+        }
+    }
+
+    /// Owned shards that wait for a parent another worker reads.
+    fn waiting_on_others(&self) -> bool {
+        self.parallelism > 1
+            && waiting_for_parents(&self.shards, &self.lineage_progress())
+                .iter()
+                .any(|id| worker_of(id, self.parallelism) == self.index)
+    }
+
+    /// Reads the committed progress of every shard again (parents finished by other workers).
+    fn reload_progress(&mut self) {
+        match in_transaction(|| seqnums::stored(self.consumer_id)) {
+            Ok(stored) => {
+                for (id, cp) in stored {
+                    // This worker's own shards: what it committed itself is as new as the catalog.
+                    if !self.readers.contains_key(&id) {
+                        self.progress.insert(id, cp);
+                    }
+                }
+                self.start_readable();
+            }
+            Err(e) => pgrx::warning!("pipeline_kinesis consumer {}: could not read shard progress: {e}", self.consumer_id),
+        }
+    }
+
+    /// One GetRecords call on a shard (taking an iterator first when it has none).
+    fn poll(&mut self, id: &str) {
+        let now = Instant::now();
+        let stream = self.stream.clone();
+        let Some(r) = self.readers.get_mut(id) else { return };
+        if r.iterator.is_none() {
+            let (at, skip) = start(r.taken.as_ref(), self.start_time);
+            match self.client.iterator(&stream, id, &at) {
+                Ok(it) => {
+                    r.iterator = Some(it);
+                    r.skip = skip;
+                }
+                Err(e) => return self.failed(id, e),
+            }
+        }
+        let Some(iterator) = r.iterator.clone() else { return };
+        match self.client.get_records(&iterator, self.limit) {
+            Ok(fetched) => {
+                r.backoff.reset();
+                r.millis_behind = fetched.millis_behind_latest;
+                for rec in fetched.records {
+                    let msgs = messages(id, &rec.seq, &rec.partition_key, rec.data, Some(r.range), r.skip.as_ref());
+                    if r.skip.as_ref().is_some_and(|s| !s.already_consumed(&rec.seq, Some(u64::MAX))) {
+                        // past the record the iterator was taken at: nothing more to skip
+                        r.skip = None;
+                    }
+                    for m in msgs {
+                        r.taken = Some(m.pos.at.clone());
+                        r.buffer.push_back(m);
+                    }
+                }
+                match fetched.next_iterator {
+                    Some(next) => r.iterator = Some(next),
+                    None => {
+                        r.iterator = None;
+                        r.ended = true;
+                    }
+                }
+                r.next_poll = now + self.poll_interval;
+            }
+            Err(e) => self.failed(id, e),
+        }
+    }
+
+    fn failed(&mut self, id: &str, e: KinesisError) {
+        let now = Instant::now();
+        let text = format!("shard {id}: {}", self.describe(&e));
+        let random = self.rng.next_u64();
+        let Some(r) = self.readers.get_mut(id) else { return };
+        match e.recovery() {
+            Recovery::Retake => {
+                // Not an outage: take a new iterator from the last record taken, at once.
+                r.iterator = None;
+                r.next_poll = now;
+                pgrx::log!("pipeline_kinesis consumer {}: {text}; taking a new iterator", self.consumer_id);
+                return;
+            }
+            Recovery::Relist => self.relist = true,
+            Recovery::Backoff => {}
+        }
+        r.next_poll = now + jitter(r.backoff.next_delay(), random);
+        self.error = Some(text);
+    }
+}
+
+impl super::Source for KinesisSource {
+    type Pos = KinesisPos;
+
+    fn fill(&mut self, batch: &mut Batch<KinesisPos>, limits: &Limits) -> usize {
+        if self.relist {
+            if let Err(e) = self.list() {
+                self.error = Some(e);
+            }
+        }
+        if self.waiting_on_others() && self.parents_checked.elapsed() >= PARENT_CHECK {
+            self.parents_checked = Instant::now();
+            self.reload_progress();
+        }
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .readers
+            .iter()
+            .filter(|(_, r)| r.buffer.is_empty() && !r.ended && r.next_poll <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            if batch.is_full(limits) || crate::worker::shutdown_requested() {
+                break;
+            }
+            self.poll(&id);
+        }
+        let mut added = 0;
+        for r in self.readers.values_mut() {
+            while !batch.is_full(limits) {
+                let Some(m) = r.buffer.pop_front() else { break };
+                batch.push(m);
+                added += 1;
+            }
+        }
+        added
+    }
+
+    fn wait_fd(&self) -> Option<i32> {
+        None
+    }
+
+    fn drain_wakeups(&mut self) {}
+
+    fn take_error(&mut self) -> Option<String> {
+        self.error.take()
+    }
+
+    fn maintain(&mut self) -> Result<(), String> {
+        self.list()
+    }
+
+    fn checkpoints(&self) -> BTreeMap<String, Option<ShardCheckpoint>> {
+        self.readers.keys().map(|id| (id.clone(), self.progress.get(id).cloned())).collect()
+    }
+
+    fn owned(&self) -> Vec<(String, Option<i64>)> {
+        self.readers.iter().map(|(id, r)| (id.clone(), r.millis_behind)).collect()
+    }
+
+    fn all_streams(&self) -> Vec<String> {
+        self.shards.iter().map(|s| s.id.clone()).collect()
+    }
+
+    fn pending_checkpoints(&self) -> BTreeMap<String, ShardCheckpoint> {
+        self.readers
+            .iter()
+            .filter(|(_, r)| r.ended && r.buffer.is_empty())
+            .map(|(id, r)| {
+                let last = r.taken.clone().or_else(|| self.progress.get(id).and_then(|c| c.last.clone()));
+                (id.clone(), ShardCheckpoint { last, finished: true })
+            })
+            .collect()
+    }
+
+    fn next_wakeup(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let mut next = self
+            .readers
+            .values()
+            .filter(|r| r.buffer.is_empty() && !r.ended)
+            .map(|r| r.next_poll.saturating_duration_since(now))
+            .min();
+        if self.waiting_on_others() {
+            let check = (self.parents_checked + PARENT_CHECK).saturating_duration_since(now);
+            next = Some(next.map_or(check, |n| n.min(check)));
+        }
+        next
+    }
+
+    fn committed(&mut self, saved: &BTreeMap<String, ShardCheckpoint>) {
+        let mut ended = false;
+        for (id, cp) in saved {
+            self.progress.insert(id.clone(), cp.clone());
+            if cp.finished {
+                self.readers.remove(id);
+                ended = true;
+            }
+        }
+        if ended {
+            // Its children may be listed by now (a split or merge): list again at the next fill.
+            self.relist = true;
+            self.start_readable();
+        }
+    }
+}

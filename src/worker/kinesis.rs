@@ -1,0 +1,170 @@
+//! The Kinesis consumer worker: loads its consumer and checkpoints, connects to the endpoint and
+//! runs the source-independent pipeline (`super::pipeline`) with Kinesis's source
+//! (`sources::kinesis::KinesisSource`) and catalog (`KinesisCatalog`: pipeline_kinesis.consumers,
+//! seqnums and dead_letters).
+
+use super::pipeline::{connect_with_retry, target_of, ConsumerCatalog, Pipeline, TargetSettings, WorkerArgs};
+use crate::catalog::consumers::{self, RelationProblem};
+use crate::catalog::kinesis::{self as cat, Consumer};
+use crate::catalog::seqnums;
+use crate::shmem::SourceKind;
+use crate::sources::kinesis::{KinesisSource, ReadSettings};
+use crate::xact::in_transaction;
+use ingest_core::batch::{KinesisPos, Message};
+use ingest_core::kinesis::read::ShardCheckpoint;
+use ingest_core::prepare::Rejected;
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::prelude::*;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+/// Kinesis records have no size limit of their own besides the service's 1 MiB; a batch is cut by
+/// count (batchsize) and by this many bytes.
+const MAX_BATCH_BYTES: i32 = 32_000_000;
+
+/// The cap of the exponential backoff on throttling and outages, unless config says otherwise.
+const DEFAULT_RETRY_MAX_MS: i64 = 30_000;
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pipeline_kinesis_worker_main(_arg: pg_sys::Datum) {
+    super::setup_signals();
+    let args = WorkerArgs::parse(BackgroundWorker::get_extra()).expect("worker extra: dboid consumer index generation");
+    // Connected as the bootstrap superuser for catalog access; rows are written as the owner.
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(args.dboid), None);
+
+    let loaded = in_transaction(|| {
+        if !crate::catalog::extension_exists() {
+            return None;
+        }
+        let c = cat::consumer(args.consumer)?;
+        let stored = seqnums::stored(args.consumer);
+        Some((c, stored))
+    });
+    let (consumer, stored) = match loaded {
+        Ok(Some(v)) => v,
+        Ok(None) => return,
+        Err(e) => {
+            warning!("pipeline_kinesis consumer {}: could not load its settings: {e}", args.consumer);
+            return;
+        }
+    };
+    if !consumer.enabled || consumer.generation != args.generation {
+        return;
+    }
+    let catalog = KinesisCatalog { id: consumer.id, stream: consumer.stream.clone(), owner: consumer.owner };
+    let settings = TargetSettings {
+        relid: consumer.relid,
+        owner: consumer.owner,
+        format: &consumer.format,
+        delimiter: consumer.delimiter.clone(),
+        quote: consumer.quote.clone(),
+        escape: consumer.escape.clone(),
+        columns: consumer.columns.clone(),
+        on_error: &consumer.on_error,
+        max_dead_letters: consumer.max_dead_letters,
+        batchsize: consumer.batchsize,
+        maxbytes: MAX_BATCH_BYTES,
+        timeout: consumer.timeout,
+    };
+    let Some(target) = target_of(&catalog, &args, settings) else { return };
+    let read = read_settings(&consumer, args.index);
+    let Some(source) = connect_with_retry(&catalog, || connect(&consumer, &read, &stored)) else { return };
+    log!(
+        "pipeline_kinesis consumer {} worker {} started: stream \"{}\", reading shards {:?}",
+        consumer.id,
+        args.index,
+        consumer.stream,
+        source.reading()
+    );
+    Pipeline::new(target, source, catalog).run();
+}
+
+fn read_settings(c: &Consumer, index: i32) -> ReadSettings {
+    let retry_max_ms = c.config.get("retry_max_ms").and_then(serde_json::Value::as_i64).unwrap_or(DEFAULT_RETRY_MAX_MS);
+    ReadSettings {
+        stream: c.stream.clone(),
+        parallelism: c.parallelism,
+        index,
+        start_time: c.start_time_us.map(|us| {
+            if us >= 0 {
+                SystemTime::UNIX_EPOCH + Duration::from_micros(us as u64)
+            } else {
+                SystemTime::UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())
+            }
+        }),
+        batchsize: c.batchsize,
+        poll_interval: Duration::from_millis(c.poll_interval.max(1) as u64),
+        retry_max: Duration::from_millis(retry_max_ms.clamp(1_000, 600_000) as u64),
+    }
+}
+
+fn connect(c: &Consumer, read: &ReadSettings, stored: &BTreeMap<String, ShardCheckpoint>) -> Result<KinesisSource, String> {
+    let endpoint = ingest_kinesis::Endpoint { region: c.region.clone(), url: c.url.clone(), credfile: c.credfile.clone() };
+    let timeout = Duration::from_millis(crate::guc::BROKER_TIMEOUT_MS.get().max(100) as u64);
+    let client = ingest_kinesis::Kinesis::connect(&endpoint, timeout).map_err(|e| format!("endpoint \"{}\": {e}", c.endpoint))?;
+    KinesisSource::new(client, c.id, read, stored.clone())
+}
+
+/// A Kinesis consumer's rows: pipeline_kinesis.consumers, seqnums and dead_letters.
+pub struct KinesisCatalog {
+    id: i32,
+    stream: String,
+    /// The consumer's owner (its relation's owner when consume_begin ran).
+    owner: pg_sys::Oid,
+}
+
+impl ConsumerCatalog for KinesisCatalog {
+    type Pos = KinesisPos;
+    const SOURCE: SourceKind = SourceKind::Kinesis;
+
+    fn label(&self) -> String {
+        format!("pipeline_kinesis consumer {} ({})", self.id, self.stream)
+    }
+
+    fn lock_consumer(&self) -> Option<i64> {
+        consumers::lock_consumer(SourceKind::Kinesis, self.id)
+    }
+
+    fn lock_checkpoints(&self, shards: &[String]) -> BTreeMap<String, ShardCheckpoint> {
+        seqnums::lock(self.id, shards)
+    }
+
+    fn save_checkpoints(&self, checkpoints: &BTreeMap<String, ShardCheckpoint>) {
+        seqnums::save(self.id, checkpoints)
+    }
+
+    fn current_relation(&self, relid: pg_sys::Oid) -> Result<pg_sys::Oid, RelationProblem> {
+        consumers::current_relation(SourceKind::Kinesis, self.id, relid, self.owner)
+    }
+
+    fn insert_dead_letters(&self, letters: &[(&Message<KinesisPos>, &Rejected)]) {
+        let rows: Vec<seqnums::DeadLetter> = letters
+            .iter()
+            .map(|(m, r)| seqnums::DeadLetter {
+                shard_id: &m.pos.shard,
+                pos: &m.pos.at,
+                partition_key: m.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()),
+                data: m.payload.as_deref(),
+                error: &r.error,
+                sqlstate: &r.sqlstate,
+            })
+            .collect();
+        seqnums::insert_dead_letters(self.id, &self.stream, &rows);
+    }
+
+    fn set_last_error(&self, error: Option<&str>) {
+        consumers::set_last_error(SourceKind::Kinesis, self.id, error)
+    }
+
+    fn stop_with_error(&self, error: &str) {
+        consumers::stop_with_error(SourceKind::Kinesis, self.id, error)
+    }
+
+    fn describe(pos: &KinesisPos) -> String {
+        match pos.at.sub {
+            None => format!("shard {} sequence number {}", pos.shard, pos.at.seq),
+            Some(i) => format!("shard {} sequence number {} (user record {i} of the aggregate)", pos.shard, pos.at.seq),
+        }
+    }
+}
