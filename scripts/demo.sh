@@ -114,7 +114,8 @@ SELECT * FROM pipeline_kinesis.endpoints;
 \echo '== pipeline_kafka.consumers'
 SELECT id, topic, relation, owner, format, batchsize, parallelism, enabled, last_error FROM pipeline_kafka.consumers ORDER BY id;
 \echo '== pipeline_kinesis.consumer_status (one row per shard)'
-SELECT consumer_id, stream, relation, state, shard_id, shard_state, last_sequence_number, records, rows, last_error
+SELECT consumer_id, stream, relation, state, shard_id, shard_state,
+       '...' || right(last_sequence_number, 10) AS last_sequence_number, records, rows, last_error
 FROM pipeline_kinesis.consumer_status ORDER BY shard_id;
 \echo '== next offset per partition'
 SELECT c.topic, o.partition, o.offset FROM pipeline_kafka.offsets o JOIN pipeline_kafka.consumers c ON c.id = o.consumer_id ORDER BY 1, 2;
