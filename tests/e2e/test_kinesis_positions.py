@@ -156,8 +156,8 @@ def test_consume_end_then_begin_continues(fresh_db, stream_factory, log_mark):
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_restart_while_flowing_continues_exactly(fresh_db, stream_factory, log_mark):
-    """pg_ctl stop -m fast and start while records are being put and consumed: afterwards every
-    record is in the table exactly once (start_offset NULL: the checkpoints)."""
+    """pg_ctl stop -m fast and start while records are being put and consumed, then consume_begin
+    with start_offset NULL: afterwards every record is in the table exactly once."""
     db = fresh_db
     kinesis_add_endpoint(db)
     stream, _ = stream_factory(4)
@@ -165,8 +165,8 @@ def test_restart_while_flowing_continues_exactly(fresh_db, stream_factory, log_m
     total = first + chunks * chunk
     with pg_connect(db) as conn:
         conn.execute("CREATE TABLE t (i int, k text)")
-        kinesis_consume_begin(conn, "local", stream, "t", format="csv", start_offset=-2, batchsize=100,
-                              parallelism=2)
+        cid = kinesis_consume_begin(conn, "local", stream, "t", format="csv", start_offset=-2, batchsize=100,
+                                    parallelism=2)
     kinesis_put_records(stream, [(f"k{i % 31}", f"{i},first") for i in range(first)])
 
     errors: list[BaseException] = []
@@ -186,6 +186,10 @@ def test_restart_while_flowing_continues_exactly(fresh_db, stream_factory, log_m
     before = scalar(db, "SELECT count(*) FROM t")
     pg_stop("fast")
     pg_start()
+    # consume_begin with start_offset NULL for the existing consumer, while records flow: it
+    # restarts the workers from the checkpoints (neither LATEST nor TRIM_HORIZON)
+    with pg_connect(db) as conn:
+        assert kinesis_consume_begin(conn, "local", stream, "t", format="csv", batchsize=100, parallelism=2) == cid
     th.join(timeout=120)
     assert not th.is_alive(), "producer thread did not finish"
     assert not errors, errors
