@@ -246,7 +246,11 @@ impl KinesisSource {
                 pgrx::log!("pipeline_kinesis consumer {}: {text}; taking a new iterator", self.consumer_id);
                 return;
             }
-            Recovery::Relist => self.relist = true,
+            Recovery::Relist => {
+                self.relist = true;
+                r.iterator = None;
+            }
+            Recovery::BackoffRetake => r.iterator = None,
             Recovery::Backoff => {}
         }
         r.next_poll = now + jitter(r.backoff.next_delay(), random);

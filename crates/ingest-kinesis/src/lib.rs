@@ -47,14 +47,18 @@ pub enum KinesisError {
     Refused(String),
 }
 
-/// What a reader does after a failed call on a shard.
+/// What a reader does after a failed call on a shard. Every path reads on from the last record
+/// taken: nothing is skipped, nothing read twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recovery {
-    /// Wait (exponential backoff with jitter) and call again with the same iterator.
+    /// Throttled: wait (exponential backoff with jitter), then call again with the same iterator.
     Backoff,
-    /// Take a new iterator from the last record taken (never TRIM_HORIZON or LATEST), at once.
+    /// The iterator expired: take a new one from the last record taken, at once.
     Retake,
-    /// The shard or stream is gone: list the shards again, after a backoff.
+    /// An outage or a refused call: wait, then take a new iterator from the last record taken (the
+    /// old one may be unknown to a restarted endpoint, or expire meanwhile).
+    BackoffRetake,
+    /// The shard or stream is gone: wait, list the shards again, and take a new iterator.
     Relist,
 }
 
@@ -64,13 +68,13 @@ impl KinesisError {
         matches!(self, KinesisError::Throttled(_) | KinesisError::Unavailable(_))
     }
 
-    /// How a shard reader recovers from this error. Nothing is ever skipped: every path reads on
-    /// from the last record taken.
+    /// How a shard reader recovers from this error.
     pub fn recovery(&self) -> Recovery {
         match self {
+            KinesisError::Throttled(_) => Recovery::Backoff,
             KinesisError::IteratorExpired(_) => Recovery::Retake,
+            KinesisError::Unavailable(_) | KinesisError::Refused(_) => Recovery::BackoffRetake,
             KinesisError::NotFound(_) => Recovery::Relist,
-            KinesisError::Throttled(_) | KinesisError::Unavailable(_) | KinesisError::Refused(_) => Recovery::Backoff,
         }
     }
 }
@@ -341,7 +345,9 @@ mod tests {
         assert_eq!(e.recovery(), Recovery::Retake);
         assert_eq!(classify_service(&throttled).recovery(), Recovery::Backoff);
         assert_eq!(classify_code(Some("ResourceNotFoundException"), "gone").recovery(), Recovery::Relist);
-        assert_eq!(classify_code(Some("AccessDeniedException"), "no").recovery(), Recovery::Backoff);
+        assert_eq!(classify_code(Some("AccessDeniedException"), "no").recovery(), Recovery::BackoffRetake);
+        assert_eq!(classify_code(Some("InvalidArgumentException"), "bad iterator").recovery(), Recovery::BackoffRetake);
+        assert_eq!(classify_code(Some("InternalFailure"), "").recovery(), Recovery::BackoffRetake);
 
         let limited = aws_sdk_kinesis::operation::list_shards::ListShardsError::LimitExceededException(
             aws_sdk_kinesis::types::error::LimitExceededException::builder().message("too many").build(),
