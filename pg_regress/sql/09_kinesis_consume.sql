@@ -84,6 +84,12 @@ SELECT regress.try($$SELECT pipeline_kinesis.consume_begin('local', 'no_such_str
 SET pipeline_ingest.broker_timeout = 1000;
 SELECT regress.sqlstate_of($$SELECT pipeline_kinesis.consume_begin('down', 'pi_regress', 'kin_target')$$);
 RESET pipeline_ingest.broker_timeout;
+-- credentials that cannot be loaded (28000)
+DO $$ BEGIN
+  PERFORM pipeline_kinesis.add_endpoint('badcred', 'us-east-1', '/nonexistent/credentials', current_setting('regress.kinesis_url'));
+END $$;
+SELECT regress.sqlstate_of($$SELECT pipeline_kinesis.consume_begin('badcred', 'pi_regress', 'kin_target')$$);
+SELECT pipeline_kinesis.remove_endpoint('badcred');
 
 -- nothing was stored by the failed calls
 SELECT count(*) AS consumers FROM pipeline_kinesis.consumers;

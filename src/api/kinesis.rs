@@ -117,6 +117,14 @@ mod pipeline_kinesis {
                 PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
                 format!("Kinesis stream \"{stream}\" does not exist at endpoint \"{endpoint}\""),
             ),
+            // The SDK reports credentials it could not load (an unreadable credfile, no
+            // credentials in the default chain) as a dispatch failure; a user must fix them.
+            KinesisError::Unavailable(m) if m.contains("InvalidConfiguration") || m.contains("CredentialsNotLoaded") => raise_with(
+                PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+                format!("could not load the credentials of Kinesis endpoint \"{endpoint}\": {m}"),
+                None,
+                Some("Check the endpoint's credfile, or the AWS credentials of the server's environment.".into()),
+            ),
             KinesisError::Unavailable(m) => raise_with(
                 PgSqlErrorCode::ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
                 format!("could not list the shards of Kinesis stream \"{stream}\" at endpoint \"{endpoint}\": {m}"),
