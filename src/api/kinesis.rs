@@ -117,9 +117,8 @@ mod pipeline_kinesis {
                 PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
                 format!("Kinesis stream \"{stream}\" does not exist at endpoint \"{endpoint}\""),
             ),
-            // The SDK reports credentials it could not load (an unreadable credfile, no
-            // credentials in the default chain) as a dispatch failure; a user must fix them.
-            KinesisError::Unavailable(m) if m.contains("InvalidConfiguration") || m.contains("CredentialsNotLoaded") => raise_with(
+            // Credentials the SDK could not load (an unreadable credfile, none in the default chain).
+            KinesisError::Credentials(m) => raise_with(
                 PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
                 format!("could not load the credentials of Kinesis endpoint \"{endpoint}\": {m}"),
                 None,

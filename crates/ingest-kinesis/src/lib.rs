@@ -41,6 +41,10 @@ pub enum KinesisError {
     /// The stream or shard does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The SDK could not load credentials (an unreadable credentials file, none in the default
+    /// chain): a user must fix them; retried with backoff meanwhile.
+    #[error("could not load AWS credentials: {0}")]
+    Credentials(String),
     /// Credentials, permissions, KMS key problems or a request Kinesis refused: a user must act;
     /// retried with backoff, shown as the consumer's error.
     #[error("{0}")]
@@ -73,7 +77,7 @@ impl KinesisError {
         match self {
             KinesisError::Throttled(_) => Recovery::Backoff,
             KinesisError::IteratorExpired(_) => Recovery::Retake,
-            KinesisError::Unavailable(_) | KinesisError::Refused(_) => Recovery::BackoffRetake,
+            KinesisError::Unavailable(_) | KinesisError::Refused(_) | KinesisError::Credentials(_) => Recovery::BackoffRetake,
             KinesisError::NotFound(_) => Recovery::Relist,
         }
     }
@@ -143,7 +147,7 @@ pub fn classify_service<E: ProvideErrorMetadata + Exception + std::fmt::Display>
             let text = e.to_string();
             match &mut k {
                 KinesisError::Throttled(t) | KinesisError::Unavailable(t) | KinesisError::IteratorExpired(t)
-                | KinesisError::NotFound(t) | KinesisError::Refused(t) => *t = text,
+                | KinesisError::NotFound(t) | KinesisError::Refused(t) | KinesisError::Credentials(t) => *t = text,
             }
             k
         }
@@ -160,7 +164,16 @@ where
     match e {
         SdkError::ServiceError(s) => classify_service(s.err()),
         SdkError::TimeoutError(_) => KinesisError::Unavailable("request timed out".to_string()),
-        SdkError::DispatchFailure(d) => KinesisError::Unavailable(describe(d)),
+        SdkError::DispatchFailure(d) => {
+            // Credentials are resolved while the request is dispatched: their failure comes as a
+            // dispatch failure whose source names the credentials provider's error.
+            let text = describe(d);
+            if ["CredentialsNotLoaded", "InvalidConfiguration", "ProviderError"].iter().any(|k| text.contains(k)) {
+                KinesisError::Credentials(text)
+            } else {
+                KinesisError::Unavailable(text)
+            }
+        }
         SdkError::ResponseError(r) => KinesisError::Unavailable(format!("unreadable response: {}", describe(r))),
         SdkError::ConstructionFailure(c) => KinesisError::Refused(format!("invalid request: {}", describe(c))),
         other => KinesisError::Refused(describe(other)),
