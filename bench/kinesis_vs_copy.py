@@ -5,7 +5,8 @@ For the same N rows it measures
   2. pipeline_kinesis ingesting the same rows, one Kinesis record per row, from TRIM_HORIZON of a
      stream already filled (so only ingestion is timed), into table kinesis_target;
 and prints rows/s for both, their ratio, the time spent putting the records into kinesalite
-(what kinesalite itself manages), and the peak resident memory of the consumer workers.
+(what kinesalite itself manages), the peak resident memory of the consumer workers, and the CPU
+time kinesalite and the workers used while ingesting (which of them is the limit).
 
 Usage (services running, extension installed; see `make bench-kinesis`):
   bench/kinesis_vs_copy.py [--rows N] [--shards S] [--batchsize B] [--parallelism P] [--poll-interval MS]
@@ -22,6 +23,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 import pihelpers as ph  # noqa: E402
 from consume_vs_copy import peak_rss_kb, row  # noqa: E402
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (FileNotFoundError, IndexError, ValueError):
+        return 0.0
+
+
+def kinesalite_pid() -> int:
+    try:
+        return int((ph.PI_RUN / "kinesis" / "kinesalite.pid").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return 0
 
 
 def main() -> None:
@@ -62,6 +79,9 @@ def main() -> None:
             copy_s = time.perf_counter() - t0
 
             conn.execute("SELECT pipeline_kinesis.add_endpoint('bench', %s, NULL, %s)", (ph.AWS_REGION, ph.KINESIS_ENDPOINT))
+            kpid = kinesalite_pid()
+            k_cpu0 = cpu_seconds(kpid)
+            worker_cpu: dict[int, float] = {}
             t0 = time.perf_counter()
             conn.execute("SELECT pipeline_kinesis.consume_begin('bench', %s, 'kinesis_target', format := 'csv', "
                          "start_offset := -2, batchsize := %s, parallelism := %s, poll_interval := %s)",
@@ -75,10 +95,14 @@ def main() -> None:
                     "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pipeline_kinesis consumer' "
                     "AND datname = current_database()").fetchall()] or pids
                 rss = max(rss, peak_rss_kb(pids))
+                for pid in pids:
+                    worker_cpu[pid] = max(worker_cpu.get(pid, 0.0), cpu_seconds(pid))
                 if got >= n or time.monotonic() > deadline:
                     break
                 time.sleep(0.05)
             ingest_s = time.perf_counter() - t0
+            k_cpu = cpu_seconds(kpid) - k_cpu0
+            w_cpu = sum(worker_cpu.values())
             got = conn.execute("SELECT count(*), count(DISTINCT id) FROM kinesis_target").fetchone()
             conn.execute("SELECT pipeline_kinesis.consume_end()")
     finally:
@@ -92,6 +116,8 @@ def main() -> None:
     print(f"pipeline_kinesis   : {ingest_s:8.2f} s  {n / ingest_s:12,.0f} rows/s  (rows {got[0]}, distinct {got[1]})")
     print(f"ratio              : {copy_s / ingest_s:8.3f} of COPY speed")
     print(f"worker peak RSS    : {rss / 1024:8.1f} MiB (sum over workers)")
+    print(f"CPU while ingesting: kinesalite {k_cpu:.1f} s ({100 * k_cpu / ingest_s:.0f}% of one core), "
+          f"consumer workers {w_cpu:.1f} s ({100 * w_cpu / ingest_s:.0f}%)")
 
 
 if __name__ == "__main__":
