@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
-.PHONY: setup build services test unit regress e2e demo stop status bench
+.PHONY: setup build services test unit regress e2e demo stop status bench bench-kinesis
 
 setup:
 	bash scripts/setup.sh
@@ -40,3 +40,8 @@ status:
 bench: build
 	bash scripts/services.sh start all
 	source scripts/env.sh && "$$PI_VENV/bin/python" bench/consume_vs_copy.py $(BENCH_ARGS)
+
+# Kinesis ingestion (kinesalite) against raw COPY; BENCH_ARGS e.g. "--rows 200000 --batchsize 10000".
+bench-kinesis: build
+	bash scripts/services.sh start all
+	source scripts/env.sh && "$$PI_VENV/bin/python" bench/kinesis_vs_copy.py $(BENCH_ARGS)

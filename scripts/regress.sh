@@ -29,7 +29,26 @@ PGOPTIONS="-c client_min_messages=warning" "$PG_BIN/psql" -X -q -v ON_ERROR_STOP
   -c "CREATE DATABASE pi_regress TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'" \
   -c "ALTER DATABASE pi_regress SET lc_messages TO 'C'" \
   -c "ALTER DATABASE pi_regress SET timezone TO 'UTC'" \
+  -c "ALTER DATABASE pi_regress SET regress.kinesis_url TO '$KINESIS_ENDPOINT'" \
   >/dev/null || pi_die "could not (re)create database pi_regress"
+
+# The Kinesis tests read from kinesalite (scripts/services.sh start kinesis) at
+# current_setting('regress.kinesis_url'), a stream of 2 shards named pi_regress (kept between runs:
+# kinesalite holds it until it stops).
+"$PI_VENV/bin/python" - <<'PY' || pi_die "could not create Kinesis stream pi_regress at $KINESIS_ENDPOINT (scripts/services.sh start kinesis)"
+import os, time
+import boto3
+k = boto3.client("kinesis", endpoint_url=os.environ["KINESIS_ENDPOINT"], region_name=os.environ["AWS_REGION"])
+try:
+    k.create_stream(StreamName="pi_regress", ShardCount=2)
+except k.exceptions.ResourceInUseException:
+    pass
+deadline = time.monotonic() + 30
+while k.describe_stream_summary(StreamName="pi_regress")["StreamDescriptionSummary"]["StreamStatus"] != "ACTIVE":
+    if time.monotonic() > deadline:
+        raise SystemExit("stream pi_regress did not become ACTIVE within 30 s")
+    time.sleep(0.1)
+PY
 
 out="$PI_RUN/regress"
 rm -rf "$out"; mkdir -p "$out"

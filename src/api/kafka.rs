@@ -4,12 +4,12 @@ use pgrx::prelude::*;
 
 #[pg_schema]
 mod pipeline_kafka {
+    use crate::api::consumer_args as args;
     use crate::api::{can_act_as, is_superuser, wake_at_commit, JsonbArg};
     use crate::catalog::{consumers, kafka as cat, spi};
     use crate::shmem::SourceKind;
     use crate::error::{raise, raise_with, required};
     use crate::sources::kafka::{client_config, Probe, ProbeError};
-    use ingest_core::format::{CopyOptions, Format};
     use pgrx::prelude::*;
     use std::collections::BTreeMap;
     use std::time::Duration;
@@ -80,66 +80,6 @@ mod pipeline_kafka {
         restart_consumers_at_commit();
     }
 
-    fn resolve_relation(relation: &str) -> pg_sys::Oid {
-        // The regclass cast raises 42P01 for an unknown relation, with the usual message.
-        let oid = spi(Spi::get_one_with_args::<pg_sys::Oid>("SELECT $1::text::regclass::oid", &[relation.into()]));
-        oid.unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("relation \"{relation}\" does not exist")))
-    }
-
-    /// May the current user SET ROLE to `role`? (Superusers may.) Consumers write as their
-    /// relation's owner, so only who could do that by hand may create or change one.
-    fn may_become(role: pg_sys::Oid) -> bool {
-        // SAFETY: catalog lookups in a backend inside a transaction.
-        unsafe { pg_sys::is_member_of_role(pg_sys::GetUserId(), role) }
-    }
-
-    /// Checks that a consumer may write into the relation; returns its owner, the role the
-    /// workers will write as.
-    fn check_relation(relid: pg_sys::Oid, relation: &str) -> pg_sys::Oid {
-        let (kind, persistence) = spi(Spi::get_two_with_args::<String, String>(
-            "SELECT relkind::text, relpersistence::text FROM pg_catalog.pg_class WHERE oid = $1",
-            &[relid.into()],
-        ));
-        let kind = kind.unwrap_or_default();
-        if kind != "r" && kind != "p" {
-            raise(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, format!("\"{relation}\" is not a table"));
-        }
-        if persistence.as_deref() == Some("t") {
-            // Workers are other sessions, which cannot see this session's temporary tables.
-            raise(
-                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                format!("\"{relation}\" is a temporary table; consumers write from their own sessions, which cannot see it"),
-            );
-        }
-        let (_, owner) = consumers::relation_name_and_owner(relid)
-            .unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("relation \"{relation}\" does not exist")));
-        if !may_become(owner) {
-            raise_with(
-                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                format!("must be able to SET ROLE {} (the owner of \"{relation}\") to consume into it", consumers::role_name(owner)),
-                None,
-                Some("Consumers write as their table's owner; ask a member of that role or a superuser.".into()),
-            );
-        }
-        let may_insert = spi(Spi::get_one_with_args::<bool>(
-            "SELECT pg_catalog.has_table_privilege($1, $2, 'INSERT')",
-            &[owner.into(), relid.into()],
-        ))
-        .unwrap_or(false);
-        if !may_insert {
-            raise(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("permission denied for table {relation}"));
-        }
-        // SAFETY: catalog lookup for an existing relation, in a transaction.
-        let rls = unsafe { pg_sys::check_enable_rls(relid, owner, true) };
-        if rls == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32 {
-            raise(
-                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                format!("row-level security is enabled on \"{relation}\"; ingestion uses COPY FROM, which does not support it"),
-            );
-        }
-        owner
-    }
-
     /// The consumer `consume_end` / `consume_drop` name: of `topic` into `relation`, or, when no
     /// relation of that name exists (or a new one does that the consumer has not taken yet), the
     /// one whose dropped relation had that name. Only who may manage it gets it.
@@ -201,33 +141,14 @@ mod pipeline_kafka {
         let parallelism = required(parallelism, "parallelism");
         let timeout = required(timeout, "timeout");
         let on_error = required(on_error, "on_error");
-        let on_error = ingest_core::policy::OnError::parse(on_error)
-            .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string()))
-            .name();
-        if max_dead_letters.is_some_and(|m| m < 0) {
-            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "max_dead_letters must be >= 0 or NULL");
-        }
+        let on_error = args::on_error(on_error);
+        args::check_max_dead_letters(max_dead_letters);
         if let Err(e) = ingest_core::broker::check_topic(topic) {
             raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
         }
-        let columns: Option<Vec<String>> = columns.map(|cols| {
-            cols.into_iter()
-                .map(|c| c.unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "columns must not contain NULL")))
-                .collect()
-        });
-        let owned = |v: Option<&str>| v.map(str::to_string);
-        // COPY's own option code judges text and csv options first, exactly as the workers' COPY
-        // will (its errors and SQLSTATEs); the json rules and the worker's parse come after.
-        let format_kind = Format::parse(format).unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string()));
-        let unchecked = CopyOptions { format: format_kind, delimiter: owned(delimiter), quote: owned(quote), escape: owned(escape) };
-        crate::sink::copy::check_copy_options(&crate::sink::copy::copy_option_list(&unchecked));
-        let opts = CopyOptions::new(format, owned(delimiter), owned(quote), owned(escape))
-            .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string()));
-        for (name, v) in [("batchsize", batchsize), ("maxbytes", maxbytes), ("parallelism", parallelism), ("timeout", timeout)] {
-            if v <= 0 {
-                raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("{name} must be positive, got {v}"));
-            }
-        }
+        let columns = args::columns(columns);
+        let opts = args::copy_options(format, delimiter, quote, escape);
+        args::check_positive(&[("batchsize", batchsize), ("maxbytes", maxbytes), ("parallelism", parallelism), ("timeout", timeout)]);
         if let Some(s) = start_offset {
             if s < -2 {
                 raise(
@@ -239,25 +160,9 @@ mod pipeline_kafka {
         // The caller's own rights decide: a superuser may give any setting (but the reserved ones).
         let config_by_superuser = is_superuser();
         let extra = settings_arg(config, config_by_superuser);
-        let relid = resolve_relation(relation);
-        let owner = check_relation(relid, relation);
-        if let Some(cols) = &columns {
-            if opts.format == ingest_core::format::Format::Json {
-                raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "columns is for text and csv (json matches fields to columns by name)");
-            }
-            if cols.is_empty() {
-                raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "columns must name at least one column (or be NULL for all)");
-            }
-            let known = crate::catalog::insertable_columns(relid);
-            for (i, c) in cols.iter().enumerate() {
-                if !known.contains(c) {
-                    raise(PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN, format!("column \"{c}\" of relation \"{relation}\" does not exist or is generated"));
-                }
-                if cols[..i].contains(c) {
-                    raise(PgSqlErrorCode::ERRCODE_DUPLICATE_COLUMN, format!("column \"{c}\" is named more than once"));
-                }
-            }
-        }
+        let relid = args::resolve_relation(relation);
+        let owner = args::check_relation(relid, relation);
+        args::check_columns(columns.as_ref(), &opts, relid, relation);
 
         let (brokers, broker_config) = cat::brokers();
         if brokers.is_empty() {

@@ -1,12 +1,21 @@
-//! `pipeline_kinesis.*` SQL functions.
+//! `pipeline_kinesis.*` SQL functions: endpoints and consumers.
 
 use pgrx::prelude::*;
 
 #[pg_schema]
 mod pipeline_kinesis {
-    use crate::catalog::kinesis as cat;
-    use crate::error::raise;
+    use crate::api::consumer_args as args;
+    use crate::api::{can_act_as, wake_at_commit, JsonbArg};
+    use crate::catalog::{consumers, kinesis as cat, spi};
+    use crate::error::{raise, raise_with, required};
+    use crate::shmem::SourceKind;
+    use ingest_kinesis::{Kinesis, KinesisError};
+    use pgrx::datum::TimestampWithTimeZone;
     use pgrx::prelude::*;
+    use std::time::Duration;
+
+    /// GetRecords returns at most this many records per call.
+    const MAX_BATCHSIZE: i32 = 10_000;
 
     /// Adds a Kinesis endpoint: a name for a region (and optionally a credentials file and a
     /// non-AWS URL such as kinesalite's).
@@ -55,5 +64,286 @@ mod pipeline_kinesis {
         if !cat::delete_endpoint(name) {
             raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("Kinesis endpoint \"{name}\" does not exist"));
         }
+    }
+
+    /// A stream name as Kinesis accepts it (1 to 128 of a-z, A-Z, 0-9, '_', '.', '-'), checked
+    /// here so that a bad one is 22023 before any request.
+    fn check_stream(stream: &str) {
+        if stream.is_empty() || stream.len() > 128 {
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "stream must be 1 to 128 characters long");
+        }
+        if !stream.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("stream \"{stream}\" may contain only letters, digits, '_', '.' and '-'"),
+            );
+        }
+    }
+
+    /// The consumer's settings object: NULL or a JSON object whose only key is retry_max_ms (the
+    /// cap of the backoff on throttling and outages, 1000..600000 ms). Returned as text to store.
+    fn config_arg(config: Option<JsonbArg>) -> String {
+        let map = match config.map(|j| j.parse("config")) {
+            None | Some(serde_json::Value::Null) => serde_json::Map::new(),
+            Some(serde_json::Value::Object(m)) => m,
+            Some(_) => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "config must be a JSON object (or NULL)"),
+        };
+        for (key, value) in &map {
+            match key.as_str() {
+                "retry_max_ms" => {
+                    if !value.as_i64().is_some_and(|v| (1000..=600_000).contains(&v)) {
+                        raise(
+                            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                            format!("config retry_max_ms must be an integer from 1000 to 600000 (milliseconds), got {value}"),
+                        );
+                    }
+                }
+                _ => raise_with(
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                    format!("unknown Kinesis consumer setting \"{key}\""),
+                    None,
+                    Some("The only setting is retry_max_ms.".into()),
+                ),
+            }
+        }
+        serde_json::Value::Object(map).to_string()
+    }
+
+    /// Raises the error of a request to Kinesis made by a SQL function, with the service's own
+    /// message (which names no credentials).
+    fn raise_kinesis_error(endpoint: &str, stream: &str, e: KinesisError) -> ! {
+        let sqlstate = match &e {
+            KinesisError::NotFound(_) => raise(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                format!("Kinesis stream \"{stream}\" does not exist at endpoint \"{endpoint}\""),
+            ),
+            // Credentials the SDK could not load (an unreadable credfile, none in the default chain).
+            KinesisError::Credentials(m) => raise_with(
+                PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+                format!("could not load the credentials of Kinesis endpoint \"{endpoint}\": {m}"),
+                None,
+                Some("Check the endpoint's credfile, or the AWS credentials of the server's environment.".into()),
+            ),
+            KinesisError::Unavailable(m) => raise_with(
+                PgSqlErrorCode::ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+                format!("could not list the shards of Kinesis stream \"{stream}\" at endpoint \"{endpoint}\": {m}"),
+                None,
+                Some("Check pipeline_kinesis.endpoints and that the endpoint is reachable; pipeline_ingest.broker_timeout sets the time limit.".into()),
+            ),
+            KinesisError::Throttled(_) => PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            KinesisError::IteratorExpired(_) => PgSqlErrorCode::ERRCODE_SYSTEM_ERROR,
+            KinesisError::Refused(m) => {
+                // The exception name leads the message ("AccessDeniedException: ...").
+                if m.starts_with("AccessDenied") || m.starts_with("KMSAccessDenied") {
+                    PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
+                } else if ["UnrecognizedClient", "InvalidSignature", "IncompleteSignature", "MissingAuthenticationToken", "ExpiredToken", "InvalidClientTokenId"]
+                    .iter()
+                    .any(|p| m.starts_with(p))
+                {
+                    PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION
+                } else if m.starts_with("InvalidArgument") || m.starts_with("ValidationException") || m.starts_with("invalid request") {
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+                } else {
+                    PgSqlErrorCode::ERRCODE_SYSTEM_ERROR
+                }
+            }
+        };
+        raise(sqlstate, format!("Kinesis refused to list the shards of stream \"{stream}\" at endpoint \"{endpoint}\": {e}"))
+    }
+
+    /// The consumer `consume_end` / `consume_drop` name: of `stream` at `endpoint` into
+    /// `relation`, or, when no relation of that name exists (or a new one does that the consumer
+    /// has not taken yet), the one whose dropped relation had that name. Only who may manage it
+    /// gets it.
+    fn named_consumer(endpoint: &str, stream: &str, relation: &str) -> cat::Consumer {
+        let relid = spi(Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[relation.into()]));
+        let mut found: Vec<cat::Consumer> = relid.and_then(|r| cat::consumer_by_key(endpoint, stream, r)).into_iter().collect();
+        if found.is_empty() {
+            let name = relid.and_then(consumers::relation_name_and_owner).map(|(n, _)| n);
+            found = cat::consumers_of_missing_relation(endpoint, stream, name.as_deref().unwrap_or(relation));
+        }
+        if found.len() > 1 {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("\"{relation}\" names the dropped tables of more than one consumer of \"{stream}\"; qualify it with its schema"),
+            );
+        }
+        let c = found.pop().unwrap_or_else(|| {
+            raise(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                format!("there is no consumer of Kinesis stream \"{stream}\" at endpoint \"{endpoint}\" into \"{relation}\""),
+            )
+        });
+        if !can_act_as(c.owner) {
+            raise(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("must be a member of the role that owns the consumer of \"{stream}\" into \"{relation}\""),
+            );
+        }
+        c
+    }
+
+    /// Starts (or updates and restarts) the consumer of `stream` at `endpoint` into `relation`;
+    /// returns its id. start_offset -2 reads every shard from TRIM_HORIZON, -1 from now on
+    /// (LATEST), start_time from that time (AT_TIMESTAMP); none of them keeps the stored
+    /// positions, or starts a new consumer from now on.
+    // Rust names apart from pipeline_kafka's: pgrx exports each function's wrapper by its Rust name.
+    #[allow(clippy::too_many_arguments)]
+    #[pg_extern(volatile, parallel_unsafe, name = "consume_begin")]
+    fn kinesis_consume_begin(
+        endpoint: Option<&str>,
+        stream: Option<&str>,
+        relation: Option<&str>,
+        format: default!(Option<&str>, "'text'"),
+        delimiter: default!(Option<&str>, "NULL"),
+        quote: default!(Option<&str>, "NULL"),
+        escape: default!(Option<&str>, "NULL"),
+        batchsize: default!(Option<i32>, 1000),
+        parallelism: default!(Option<i32>, 1),
+        start_offset: default!(Option<i32>, "NULL"),
+        start_time: default!(Option<TimestampWithTimeZone>, "NULL"),
+        timeout: default!(Option<i32>, 250),
+        poll_interval: default!(Option<i32>, 200),
+        config: default!(Option<JsonbArg>, "NULL"),
+        on_error: default!(Option<&str>, "'dead_letter'"),
+        max_dead_letters: default!(Option<i32>, "NULL"),
+        columns: default!(Option<Vec<Option<String>>>, "NULL"),
+    ) -> i32 {
+        let endpoint = required(endpoint, "endpoint");
+        let stream = required(stream, "stream");
+        let relation = required(relation, "relation");
+        let format = required(format, "format");
+        let batchsize = required(batchsize, "batchsize");
+        let parallelism = required(parallelism, "parallelism");
+        let timeout = required(timeout, "timeout");
+        let poll_interval = required(poll_interval, "poll_interval");
+        let on_error = args::on_error(required(on_error, "on_error"));
+        args::check_max_dead_letters(max_dead_letters);
+        check_stream(stream);
+        let columns = args::columns(columns);
+        let opts = args::copy_options(format, delimiter, quote, escape);
+        args::check_positive(&[("batchsize", batchsize), ("parallelism", parallelism), ("timeout", timeout), ("poll_interval", poll_interval)]);
+        if batchsize > MAX_BATCHSIZE {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("batchsize must be at most {MAX_BATCHSIZE} (the most records GetRecords returns), got {batchsize}"),
+            );
+        }
+        let start = match (start_offset, start_time) {
+            (Some(_), Some(_)) => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "give start_offset or start_time, not both"),
+            (Some(-2), None) => Some(cat::Start::TrimHorizon),
+            (Some(-1), None) => Some(cat::Start::Now),
+            (Some(s), None) => raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("start_offset must be -2 (TRIM_HORIZON), -1 (LATEST) or NULL; got {s} (use start_time for a point in time)"),
+            ),
+            (None, Some(t)) => Some(cat::Start::At(t)),
+            (None, None) => None,
+        };
+        let config_text = config_arg(config);
+        let relid = args::resolve_relation(relation);
+        let owner = args::check_relation(relid, relation);
+        args::check_columns(columns.as_ref(), &opts, relid, relation);
+
+        let ep = cat::endpoint(endpoint).unwrap_or_else(|| {
+            raise_with(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                format!("Kinesis endpoint \"{endpoint}\" does not exist"),
+                None,
+                Some("A superuser adds one with pipeline_kinesis.add_endpoint(name, region, credfile, url).".into()),
+            )
+        });
+        let timeout_ms = crate::guc::BROKER_TIMEOUT_MS.get().max(100) as u64;
+        let client = Kinesis::connect(&ep, Duration::from_millis(timeout_ms)).unwrap_or_else(|e| raise_kinesis_error(endpoint, stream, e));
+        client.list_shards(stream).unwrap_or_else(|e| raise_kinesis_error(endpoint, stream, e));
+
+        // The consumer of this key, or one whose table was dropped and created again under the
+        // same name, which the worker did not adopt because its owner changed: a member of the
+        // new owner adopts it here, positions included.
+        let existing = cat::consumer_by_key(endpoint, stream, relid).or_else(|| {
+            let (name, _) = consumers::relation_name_and_owner(relid)?;
+            let c = cat::consumers_of_missing_relation(endpoint, stream, &name).into_iter().next()?;
+            consumers::set_relation(SourceKind::Kinesis, c.id, relid);
+            Some(c)
+        });
+        if let Some(c) = existing.as_ref().filter(|c| c.owner != owner) {
+            // Whoever calls (a superuser too), the consumer writes as the table's owner.
+            notice!(
+                "the consumer of \"{stream}\" into \"{relation}\" now belongs to {}, the owner of the table (it belonged to {})",
+                consumers::role_name(owner),
+                consumers::role_name(c.owner)
+            );
+        }
+        let id = cat::upsert_consumer(&cat::NewConsumer {
+            endpoint,
+            stream,
+            relid,
+            owner,
+            format: opts.format.name(),
+            delimiter,
+            quote,
+            escape,
+            columns,
+            batchsize,
+            parallelism,
+            timeout,
+            poll_interval,
+            config: &config_text,
+            on_error,
+            max_dead_letters,
+        });
+        // A new consumer without a start reads from now on (LATEST as of this call, kept as a
+        // time so a worker that starts late or again after a crash skips nothing after it).
+        if let Some(start) = start.or_else(|| existing.is_none().then_some(cat::Start::Now)) {
+            cat::restart_from(id, start);
+        }
+        wake_at_commit();
+        id
+    }
+
+    /// Starts every stored Kinesis consumer of this database that the current user may manage,
+    /// from its stored positions. Returns how many were started.
+    #[pg_extern(volatile, parallel_unsafe, name = "consume_begin")]
+    fn kinesis_consume_begin_all() -> i32 {
+        let mut n = 0;
+        for c in cat::all_consumers() {
+            if !c.enabled && can_act_as(c.owner) {
+                n += consumers::set_enabled(SourceKind::Kinesis, c.id, true) as i32;
+            }
+        }
+        wake_at_commit();
+        n
+    }
+
+    /// Stops the consumer of `stream` at `endpoint` into `relation` (its positions are kept);
+    /// also when the relation was dropped.
+    #[pg_extern(volatile, parallel_unsafe, name = "consume_end")]
+    fn kinesis_consume_end(endpoint: Option<&str>, stream: Option<&str>, relation: Option<&str>) {
+        let c = named_consumer(required(endpoint, "endpoint"), required(stream, "stream"), required(relation, "relation"));
+        consumers::set_enabled(SourceKind::Kinesis, c.id, false);
+        wake_at_commit();
+    }
+
+    /// Removes the consumer of `stream` at `endpoint` into `relation` (also when the relation
+    /// was dropped) with its positions and dead letters. Its workers stop.
+    #[pg_extern(volatile, parallel_unsafe, name = "consume_drop")]
+    fn kinesis_consume_drop(endpoint: Option<&str>, stream: Option<&str>, relation: Option<&str>) {
+        let c = named_consumer(required(endpoint, "endpoint"), required(stream, "stream"), required(relation, "relation"));
+        consumers::delete_consumer(SourceKind::Kinesis, c.id);
+        wake_at_commit();
+    }
+
+    /// Stops every Kinesis consumer of this database that the current user may manage. Returns
+    /// how many.
+    #[pg_extern(volatile, parallel_unsafe, name = "consume_end")]
+    fn kinesis_consume_end_all() -> i32 {
+        let mut n = 0;
+        for c in cat::all_consumers() {
+            if c.enabled && can_act_as(c.owner) {
+                n += consumers::set_enabled(SourceKind::Kinesis, c.id, false) as i32;
+            }
+        }
+        wake_at_commit();
+        n
     }
 }

@@ -1,4 +1,5 @@
-//! Status of consumers (`pipeline_kafka.consumer_status`) and topic watermarks.
+//! Status of consumers (`pipeline_kafka.consumer_status`, `pipeline_kinesis.consumer_status`)
+//! and topic watermarks.
 
 use pgrx::prelude::*;
 
@@ -83,6 +84,57 @@ mod pipeline_kafka {
             .map(|p| {
                 let (low, high) = probe.watermarks(topic, p).unwrap_or_else(|e| fail(e));
                 (topic.to_string(), p, low, high)
+            })
+            .collect();
+        TableIterator::new(rows)
+    }
+}
+
+#[pg_schema]
+mod pipeline_kinesis {
+    use pgrx::datum::TimestampWithTimeZone;
+    use pgrx::prelude::*;
+
+    /// Per-shard progress published by this database's Kinesis workers in shared memory (used by
+    /// the consumer_status view). `shard` is the shard's status key: the number that ends its id
+    /// (shardId-000000000003: 3), or -1 when that does not fit an int.
+    #[allow(clippy::type_complexity)]
+    #[pg_extern(volatile, parallel_safe)]
+    fn shard_status() -> TableIterator<
+        'static,
+        (
+            name!(consumer_id, i32),
+            name!(shard, i32),
+            name!(worker_pid, Option<i32>),
+            name!(millis_behind_latest, Option<i64>),
+            name!(records, i64),
+            name!(rows, i64),
+            name!(dead_letters, i64),
+            name!(batches, i64),
+            name!(last_batch_at, Option<TimestampWithTimeZone>),
+        ),
+    > {
+        // SAFETY: MyDatabaseId is set in a connected backend.
+        let dboid = unsafe { pg_sys::MyDatabaseId };
+        let rows: Vec<_> = crate::shmem::partitions_of(dboid, crate::shmem::SourceKind::Kinesis)
+            .into_iter()
+            .map(|s| {
+                let at = (s.last_batch_at != 0)
+                    // SAFETY: a TimestampTz is a by-value int64 datum.
+                    .then(|| unsafe { TimestampWithTimeZone::from_datum(pg_sys::Datum::from(s.last_batch_at), false) })
+                    .flatten();
+                (
+                    s.consumer_id,
+                    s.partition,
+                    (s.worker_pid != 0).then_some(s.worker_pid),
+                    // the worker publishes MillisBehindLatest there (-1: not known yet)
+                    (s.high_watermark >= 0 && s.worker_pid != 0).then_some(s.high_watermark),
+                    s.messages,
+                    s.rows,
+                    s.dead_letters,
+                    s.batches,
+                    at,
+                )
             })
             .collect();
         TableIterator::new(rows)

@@ -22,6 +22,28 @@ pub fn insert_endpoint(name: &str, region: &str, credfile: Option<&str>, url: Op
     });
 }
 
+/// An endpoint's region, url and credentials file.
+pub fn endpoint(name: &str) -> Option<ingest_kinesis::Endpoint> {
+    as_superuser(|| {
+        spi(Spi::connect(|c| {
+            let t = c.select(
+                "SELECT region, url, credfile FROM pipeline_kinesis.endpoints WHERE name = $1",
+                None,
+                &[name.into()],
+            )?;
+            let mut out = None;
+            for row in t {
+                out = Some(ingest_kinesis::Endpoint {
+                    region: row.get::<String>(1)?.unwrap_or_default(),
+                    url: row.get(2)?,
+                    credfile: row.get(3)?,
+                });
+            }
+            Ok(out)
+        }))
+    })
+}
+
 /// How many consumers use an endpoint.
 pub fn endpoint_users(name: &str) -> i64 {
     spi(Spi::get_one_with_args::<i64>(
@@ -134,4 +156,111 @@ pub fn consumer(id: i32) -> Option<Consumer> {
 
 pub fn all_consumers() -> Vec<Consumer> {
     select_consumers("", &[])
+}
+
+/// The consumer of `stream` at `endpoint` into the relation `relid`.
+pub fn consumer_by_key(endpoint: &str, stream: &str, relid: pg_sys::Oid) -> Option<Consumer> {
+    select_consumers("WHERE k.endpoint = $1 AND k.stream = $2 AND k.relation = $3", &[endpoint.into(), stream.into(), relid.into()])
+        .into_iter()
+        .next()
+}
+
+/// Consumers of `stream` at `endpoint` whose relation no longer exists and whose stored name is
+/// `name` (a name as a user writes it; unqualified, it matches that table name in any schema).
+pub fn consumers_of_missing_relation(endpoint: &str, stream: &str, name: &str) -> Vec<Consumer> {
+    select_consumers(
+        &format!("WHERE k.endpoint = $1 AND k.stream = $2 AND {}", super::consumers::missing_relation_named(3)),
+        &[endpoint.into(), stream.into(), name.into()],
+    )
+}
+
+/// The settings `consume_begin` writes.
+pub struct NewConsumer<'a> {
+    pub endpoint: &'a str,
+    pub stream: &'a str,
+    pub relid: pg_sys::Oid,
+    pub owner: pg_sys::Oid,
+    pub format: &'a str,
+    pub delimiter: Option<&'a str>,
+    pub quote: Option<&'a str>,
+    pub escape: Option<&'a str>,
+    pub columns: Option<Vec<String>>,
+    pub batchsize: i32,
+    pub parallelism: i32,
+    pub timeout: i32,
+    pub poll_interval: i32,
+    /// a JSON object, as text
+    pub config: &'a str,
+    pub on_error: &'a str,
+    pub max_dead_letters: Option<i32>,
+}
+
+/// Inserts a consumer, or updates the one of the same (endpoint, stream, relation): new settings,
+/// enabled, a new generation (its running workers restart) and no last error. Returns its id.
+pub fn upsert_consumer(c: &NewConsumer) -> i32 {
+    as_superuser(|| {
+        spi(Spi::get_one_with_args::<i32>(
+            "INSERT INTO pipeline_kinesis.consumers AS k (endpoint, stream, relation, relname, owner, format, delimiter, quote, \
+                 escape, columns, batchsize, parallelism, timeout, poll_interval, config, on_error, max_dead_letters) \
+             VALUES ($1, $2, $3::oid::regclass, \
+                     (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
+                      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $3), \
+                     $4::oid::regrole, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb, $15, $16) \
+             ON CONFLICT (endpoint, stream, relation) DO UPDATE SET relname = EXCLUDED.relname, owner = EXCLUDED.owner, \
+                 format = EXCLUDED.format, delimiter = EXCLUDED.delimiter, quote = EXCLUDED.quote, escape = EXCLUDED.escape, \
+                 columns = EXCLUDED.columns, batchsize = EXCLUDED.batchsize, parallelism = EXCLUDED.parallelism, \
+                 timeout = EXCLUDED.timeout, poll_interval = EXCLUDED.poll_interval, config = EXCLUDED.config, \
+                 on_error = EXCLUDED.on_error, max_dead_letters = EXCLUDED.max_dead_letters, \
+                 enabled = true, generation = k.generation + 1, \
+                 last_error = NULL, last_error_at = NULL \
+             RETURNING id",
+            &[
+                c.endpoint.into(),
+                c.stream.into(),
+                c.relid.into(),
+                c.owner.into(),
+                c.format.into(),
+                c.delimiter.into(),
+                c.quote.into(),
+                c.escape.into(),
+                c.columns.clone().into(),
+                c.batchsize.into(),
+                c.parallelism.into(),
+                c.timeout.into(),
+                c.poll_interval.into(),
+                c.config.into(),
+                c.on_error.into(),
+                c.max_dead_letters.into(),
+            ],
+        ))
+    })
+    .expect("INSERT ... RETURNING id returns a row")
+}
+
+/// Where a consumer starts reading, as `consume_begin` was told.
+pub enum Start {
+    /// TRIM_HORIZON: the oldest record each shard still holds.
+    TrimHorizon,
+    /// LATEST as of this transaction's start (now()), stored as a time so that a worker started
+    /// later, or again after a crash, reads from the same point.
+    Now,
+    /// AT_TIMESTAMP: the given time.
+    At(pgrx::datum::TimestampWithTimeZone),
+}
+
+/// Replaces a consumer's positions: stores where shards without a checkpoint start and forgets
+/// every shard's checkpoint (the workers list the shards again and start them all from there).
+pub fn restart_from(consumer_id: i32, start: Start) {
+    let (sql, at) = match start {
+        Start::TrimHorizon => ("UPDATE pipeline_kinesis.consumers SET start_time = NULL WHERE id = $1", None),
+        Start::Now => ("UPDATE pipeline_kinesis.consumers SET start_time = now() WHERE id = $1", None),
+        Start::At(t) => ("UPDATE pipeline_kinesis.consumers SET start_time = $2 WHERE id = $1", Some(t)),
+    };
+    as_superuser(|| {
+        match at {
+            Some(t) => spi(Spi::run_with_args(sql, &[consumer_id.into(), t.into()])),
+            None => spi(Spi::run_with_args(sql, &[consumer_id.into()])),
+        }
+        spi(Spi::run_with_args("DELETE FROM pipeline_kinesis.seqnums WHERE consumer_id = $1", &[consumer_id.into()]));
+    });
 }

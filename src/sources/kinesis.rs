@@ -64,7 +64,11 @@ pub struct KinesisSource {
     readers: BTreeMap<String, Reader>,
     error: Option<String>,
     rng: Rng,
+    /// List the shards again at the next fill (after a shard end or a shard gone), not before
+    /// `relist_at` (a failed listing backs off like a failed read).
     relist: bool,
+    relist_at: Instant,
+    list_backoff: Backoff,
     parents_checked: Instant,
 }
 
@@ -102,6 +106,8 @@ impl KinesisSource {
             error: None,
             rng: Rng::new(u64::from(std::process::id()) ^ (SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64))),
             relist: false,
+            relist_at: Instant::now(),
+            list_backoff: Backoff::new(Duration::from_millis(500), s.retry_max),
             parents_checked: Instant::now(),
         };
         source.list()?;
@@ -246,7 +252,11 @@ impl KinesisSource {
                 pgrx::log!("pipeline_kinesis consumer {}: {text}; taking a new iterator", self.consumer_id);
                 return;
             }
-            Recovery::Relist => self.relist = true,
+            Recovery::Relist => {
+                self.relist = true;
+                r.iterator = None;
+            }
+            Recovery::BackoffRetake => r.iterator = None,
             Recovery::Backoff => {}
         }
         r.next_poll = now + jitter(r.backoff.next_delay(), random);
@@ -258,9 +268,13 @@ impl super::Source for KinesisSource {
     type Pos = KinesisPos;
 
     fn fill(&mut self, batch: &mut Batch<KinesisPos>, limits: &Limits) -> usize {
-        if self.relist {
-            if let Err(e) = self.list() {
-                self.error = Some(e);
+        if self.relist && Instant::now() >= self.relist_at {
+            match self.list() {
+                Ok(()) => self.list_backoff.reset(),
+                Err(e) => {
+                    self.relist_at = Instant::now() + jitter(self.list_backoff.next_delay(), self.rng.next_u64());
+                    self.error = Some(e);
+                }
             }
         }
         if self.waiting_on_others() && self.parents_checked.elapsed() >= PARENT_CHECK {
@@ -336,9 +350,15 @@ impl super::Source for KinesisSource {
             .filter(|r| r.buffer.is_empty() && !r.ended)
             .map(|r| r.next_poll.saturating_duration_since(now))
             .min();
+        let mut soonest = |at: Instant| {
+            let d = at.saturating_duration_since(now);
+            next = Some(next.map_or(d, |n| n.min(d)));
+        };
         if self.waiting_on_others() {
-            let check = (self.parents_checked + PARENT_CHECK).saturating_duration_since(now);
-            next = Some(next.map_or(check, |n| n.min(check)));
+            soonest(self.parents_checked + PARENT_CHECK);
+        }
+        if self.relist {
+            soonest(self.relist_at);
         }
         next
     }

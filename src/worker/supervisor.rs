@@ -1,13 +1,13 @@
-//! A database's supervisor: reads the desired consumers from the catalog and keeps exactly one
-//! worker running per (consumer, worker index) at the consumer's current generation. A worker of
-//! an old generation is stopped, and its successor starts only once it is gone, so two workers
-//! never read the same partitions at once.
+//! A database's supervisor: reads the desired consumers of both systems from the catalog and
+//! keeps exactly one worker running per (system, consumer, worker index) at the consumer's
+//! current generation. A worker of an old generation is stopped, and its successor starts only
+//! once it is gone, so two workers never read the same partitions or shards at once.
 //!
 //! Slots are spent only on work: a consumer gets workers only for the indexes that own a
-//! partition (partition p belongs to index p mod parallelism; partitions are known from the
-//! stored offsets and from what running workers saw of their topic, so index 0, which owns
-//! partition 0 of every topic, is always started and notices partitions added later), the
-//! producer runs only while the outbox has rows, and one database runs at most
+//! partition or shard (stream number N belongs to index N mod parallelism; streams are known from
+//! the stored offsets / seqnums and from what running workers saw of their topic or stream, so
+//! index 0, which owns stream 0 of every source, is always started and notices streams added
+//! later), the producer runs only while the outbox has rows, and one database runs at most
 //! `pipeline_ingest.max_workers_per_database` of them. A consumer that cannot get a worker shows
 //! why in `last_error` (state 'waiting' in consumer_status) until it gets one.
 

@@ -1,15 +1,18 @@
-"""Upgrades: a database created at the previous release (0.1.0) with a consumer and pending
-outbox rows is updated in place by ALTER EXTENSION pipeline_ingest UPDATE. It keeps its consumers,
-offsets and outbox, continues exactly once, and ends with the same schema as a fresh install of
-the current version (so every catalog change is in the upgrade script)."""
+"""Upgrades: a database created at an earlier release (0.2.0, and 0.1.0 through 0.2.0) with a
+consumer, a Kinesis endpoint and pending outbox rows is updated in place by ALTER EXTENSION
+pipeline_ingest UPDATE. It keeps its consumers, offsets, endpoints and outbox, continues exactly
+once, and ends with the same schema as a fresh install of the current version (so every catalog
+change is in the upgrade scripts)."""
 from __future__ import annotations
 
 import pytest
 
-from pihelpers import (KAFKA_BOOTSTRAP, consume_all, fresh_db, pg_connect, produce, query, scalar, unique_name,
+from pihelpers import (KAFKA_BOOTSTRAP, KINESIS_ENDPOINT, consume_all, fresh_db, pg_connect, produce, query, scalar, unique_name,
                        wait_until)
 
-PREVIOUS = "0.1.0"
+PREVIOUS = "0.2.0"
+# Releases a database may have been created at, each updated to the current version.
+RELEASES = ["0.1.0", "0.2.0"]
 
 # Everything the extension's schema is made of, described by names (not oids) so that two
 # databases can be compared.
@@ -70,11 +73,16 @@ def test_previous_version_is_installable_and_current_is_default():
         != PREVIOUS
     versions = {r[0] for r in query("postgres", "SELECT version FROM pg_available_extension_versions "
                                                 "WHERE name = 'pipeline_ingest'")}
-    assert PREVIOUS in versions and len(versions) >= 2
+    assert set(RELEASES) <= versions and len(versions) >= 3
+    current = scalar("postgres", "SELECT default_version FROM pg_available_extensions WHERE name = 'pipeline_ingest'")
+    # 0.1.0 is updated through 0.2.0, with the scripts of both steps.
+    assert scalar("postgres", "SELECT path FROM pg_extension_update_paths('pipeline_ingest') "
+                              "WHERE source = '0.1.0' AND target = %s", (current,)) == f"0.1.0--0.2.0--{current}"
 
 
 @pytest.mark.timeout(240)
-def test_update_keeps_consumers_offsets_and_outbox_and_matches_a_fresh_install(topic_factory):
+@pytest.mark.parametrize("release", RELEASES)
+def test_update_keeps_consumers_offsets_and_outbox_and_matches_a_fresh_install(topic_factory, release):
     topic = topic_factory(1)
     out_topic = topic_factory(1)
     produce(topic, [f"{i},old" for i in range(100)])
@@ -82,18 +90,21 @@ def test_update_keeps_consumers_offsets_and_outbox_and_matches_a_fresh_install(t
     marker = unique_name("upgraded")
     with fresh_db(extension=False) as old, fresh_db() as fresh:
         with pg_connect(old) as conn:
-            conn.execute(f"CREATE EXTENSION pipeline_ingest VERSION '{PREVIOUS}'")
+            conn.execute(f"CREATE EXTENSION pipeline_ingest VERSION '{release}'")
             conn.execute("CREATE TABLE t (id int, v text)")
             conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
+            conn.execute("SELECT pipeline_kinesis.add_endpoint('local', 'us-east-1', NULL, %s)", (KINESIS_ENDPOINT,))
             # A consumer that (as if the previous release had ingested the first half) stands at offset 50.
             conn.execute("SELECT pipeline_kafka.consume_begin(%s, 't', format := 'csv', start_offset := 50)", (topic,))
             conn.execute("SELECT pipeline_kafka.produce_message(%s, %s::bytea)", (out_topic, marker.encode()))
-        assert scalar(old, "SELECT extversion FROM pg_extension WHERE extname = 'pipeline_ingest'") == PREVIOUS
+        assert scalar(old, "SELECT extversion FROM pg_extension WHERE extname = 'pipeline_ingest'") == release
         assert query(old, "SELECT \"partition\", \"offset\" FROM pipeline_kafka.offsets") == [(0, 50)]
 
         with pg_connect(old) as conn:
             conn.execute("ALTER EXTENSION pipeline_ingest UPDATE")
         assert scalar(old, "SELECT extversion FROM pg_extension WHERE extname = 'pipeline_ingest'") == current
+        assert query(old, "SELECT name, region, url FROM pipeline_kinesis.endpoints") == [
+            ("local", "us-east-1", KINESIS_ENDPOINT)]
 
         # The consumer resumes from its stored offset: exactly messages 50..99, then new ones.
         wait_until(lambda: scalar(old, "SELECT count(*) FROM t") == 50, timeout=60, what="50 rows after the update")

@@ -41,20 +41,28 @@ pub enum KinesisError {
     /// The stream or shard does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The SDK could not load credentials (an unreadable credentials file, none in the default
+    /// chain): a user must fix them; retried with backoff meanwhile.
+    #[error("could not load AWS credentials: {0}")]
+    Credentials(String),
     /// Credentials, permissions, KMS key problems or a request Kinesis refused: a user must act;
     /// retried with backoff, shown as the consumer's error.
     #[error("{0}")]
     Refused(String),
 }
 
-/// What a reader does after a failed call on a shard.
+/// What a reader does after a failed call on a shard. Every path reads on from the last record
+/// taken: nothing is skipped, nothing read twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recovery {
-    /// Wait (exponential backoff with jitter) and call again with the same iterator.
+    /// Throttled: wait (exponential backoff with jitter), then call again with the same iterator.
     Backoff,
-    /// Take a new iterator from the last record taken (never TRIM_HORIZON or LATEST), at once.
+    /// The iterator expired: take a new one from the last record taken, at once.
     Retake,
-    /// The shard or stream is gone: list the shards again, after a backoff.
+    /// An outage or a refused call: wait, then take a new iterator from the last record taken (the
+    /// old one may be unknown to a restarted endpoint, or expire meanwhile).
+    BackoffRetake,
+    /// The shard or stream is gone: wait, list the shards again, and take a new iterator.
     Relist,
 }
 
@@ -64,13 +72,13 @@ impl KinesisError {
         matches!(self, KinesisError::Throttled(_) | KinesisError::Unavailable(_))
     }
 
-    /// How a shard reader recovers from this error. Nothing is ever skipped: every path reads on
-    /// from the last record taken.
+    /// How a shard reader recovers from this error.
     pub fn recovery(&self) -> Recovery {
         match self {
+            KinesisError::Throttled(_) => Recovery::Backoff,
             KinesisError::IteratorExpired(_) => Recovery::Retake,
+            KinesisError::Unavailable(_) | KinesisError::Refused(_) | KinesisError::Credentials(_) => Recovery::BackoffRetake,
             KinesisError::NotFound(_) => Recovery::Relist,
-            KinesisError::Throttled(_) | KinesisError::Unavailable(_) | KinesisError::Refused(_) => Recovery::Backoff,
         }
     }
 }
@@ -139,7 +147,7 @@ pub fn classify_service<E: ProvideErrorMetadata + Exception + std::fmt::Display>
             let text = e.to_string();
             match &mut k {
                 KinesisError::Throttled(t) | KinesisError::Unavailable(t) | KinesisError::IteratorExpired(t)
-                | KinesisError::NotFound(t) | KinesisError::Refused(t) => *t = text,
+                | KinesisError::NotFound(t) | KinesisError::Refused(t) | KinesisError::Credentials(t) => *t = text,
             }
             k
         }
@@ -156,7 +164,16 @@ where
     match e {
         SdkError::ServiceError(s) => classify_service(s.err()),
         SdkError::TimeoutError(_) => KinesisError::Unavailable("request timed out".to_string()),
-        SdkError::DispatchFailure(d) => KinesisError::Unavailable(describe(d)),
+        SdkError::DispatchFailure(d) => {
+            // Credentials are resolved while the request is dispatched: their failure comes as a
+            // dispatch failure whose source names the credentials provider's error.
+            let text = describe(d);
+            if ["CredentialsNotLoaded", "InvalidConfiguration", "ProviderError"].iter().any(|k| text.contains(k)) {
+                KinesisError::Credentials(text)
+            } else {
+                KinesisError::Unavailable(text)
+            }
+        }
         SdkError::ResponseError(r) => KinesisError::Unavailable(format!("unreadable response: {}", describe(r))),
         SdkError::ConstructionFailure(c) => KinesisError::Refused(format!("invalid request: {}", describe(c))),
         other => KinesisError::Refused(describe(other)),
@@ -341,7 +358,9 @@ mod tests {
         assert_eq!(e.recovery(), Recovery::Retake);
         assert_eq!(classify_service(&throttled).recovery(), Recovery::Backoff);
         assert_eq!(classify_code(Some("ResourceNotFoundException"), "gone").recovery(), Recovery::Relist);
-        assert_eq!(classify_code(Some("AccessDeniedException"), "no").recovery(), Recovery::Backoff);
+        assert_eq!(classify_code(Some("AccessDeniedException"), "no").recovery(), Recovery::BackoffRetake);
+        assert_eq!(classify_code(Some("InvalidArgumentException"), "bad iterator").recovery(), Recovery::BackoffRetake);
+        assert_eq!(classify_code(Some("InternalFailure"), "").recovery(), Recovery::BackoffRetake);
 
         let limited = aws_sdk_kinesis::operation::list_shards::ListShardsError::LimitExceededException(
             aws_sdk_kinesis::types::error::LimitExceededException::builder().message("too many").build(),
