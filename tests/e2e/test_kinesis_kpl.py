@@ -4,15 +4,17 @@ plain records; a corrupt MD5 makes the record a plain record; a bad user record 
 of its own (with its sub-sequence and partition key); a kill -9 of the postmaster between the
 batches of one large aggregate loses and repeats no user record.
 
-The streams have one shard, so every user record's hash key lies in the shard's range (user
-records outside it are dropped after a reshard, as the KCL does: not tested end to end here).
+Most streams have one shard, so every user record's hash key lies in the shard's range; one test
+puts an aggregate into one of two shards with user records routed (by explicit hash key or
+partition key) to both: those of the other shard are dropped, as the KCL does.
 """
 from __future__ import annotations
 
 import pytest
 
-from pihelpers import (kinesis_add_endpoint, kinesis_consume_begin, kinesis_diag, kinesis_put_records, kpl_aggregate,
-                       pg_connect, pg_kill9_postmaster, pg_start, query, scalar, wait_table_rows, wait_until)
+from pihelpers import (kinesis_add_endpoint, kinesis_consume_begin, kinesis_diag, kinesis_hash_key,
+                       kinesis_put_records, kinesis_seqnums, kinesis_shards, kpl_aggregate, pg_connect,
+                       pg_kill9_postmaster, pg_start, query, scalar, wait_table_rows, wait_until)
 
 
 @pytest.mark.timeout(120)
@@ -83,6 +85,40 @@ def test_corrupt_md5_is_a_plain_record_and_bad_user_records_are_dead_letters(fre
     assert plain[7] and plain[7].startswith("22") and plain[8], plain
 
 
+@pytest.mark.timeout(120)
+def test_user_records_outside_the_shard_hash_range_are_dropped(fresh_db, stream_factory, log_mark):
+    """A 2-shard stream; an aggregate put into the low shard (its own explicit hash key) holds user
+    records whose explicit hash keys or partition keys route to the low or the high shard: only
+    the low shard's become rows, in order."""
+    db = fresh_db
+    kinesis_add_endpoint(db)
+    stream, _ = stream_factory(2)
+    low, high = kinesis_shards(stream)
+    assert low["end_hash"] < high["start_hash"]
+    keys = [f"key-{i}" for i in range(200)]
+    low_key = next(k for k in keys if kinesis_hash_key(k) <= low["end_hash"])
+    high_key = next(k for k in keys if kinesis_hash_key(k) >= high["start_hash"])
+    agg = kpl_aggregate([
+        ("a", "1,low-by-hash-key", low["start_hash"]),
+        ("b", "2,high-by-hash-key", high["end_hash"]),
+        (low_key, "3,low-by-partition-key"),
+        (high_key, "4,high-by-partition-key"),
+        ("e", "5,low-by-hash-key", low["end_hash"]),
+    ])
+    sent = kinesis_put_records(stream, [("outer", agg, low["start_hash"]), ("marker", "6,marker", low["start_hash"])])
+    assert [s for s, _ in sent] == [low["shard_id"]] * 2
+    with pg_connect(db) as conn:
+        conn.execute("CREATE TABLE t (id bigserial, n int, what text)")
+        cid = kinesis_consume_begin(conn, "local", stream, "t", format="csv", columns=["n", "what"],
+                                    start_offset=-2)
+    # the marker follows the aggregate in the same shard
+    wait_table_rows(db, "t", 4, log_mark=log_mark)
+    assert query(db, "SELECT n, what FROM t ORDER BY id") == [
+        (1, "low-by-hash-key"), (3, "low-by-partition-key"), (5, "low-by-hash-key"), (6, "marker")]
+    assert kinesis_seqnums(db, cid)[low["shard_id"]][0] == sent[1][1]
+    assert scalar(db, "SELECT count(*) FROM pipeline_kinesis.dead_letters") == 0
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_kill9_in_the_middle_of_an_aggregate(fresh_db, stream_factory, log_mark):
@@ -112,8 +148,8 @@ def test_kill9_in_the_middle_of_an_aggregate(fresh_db, stream_factory, log_mark)
     try:
         holder.execute("SELECT pg_advisory_lock(4242)")
         with pg_connect(db) as conn:
-            kinesis_consume_begin(conn, "local", stream, "t", format="text", columns=["n"], start_offset=-2,
-                                  batchsize=100)
+            cid = kinesis_consume_begin(conn, "local", stream, "t", format="text", columns=["n"], start_offset=-2,
+                                        batchsize=100)
 
         def blocked():
             waiting = scalar(db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 "
@@ -128,6 +164,9 @@ def test_kill9_in_the_middle_of_an_aggregate(fresh_db, stream_factory, log_mark)
         # are committed (with the checkpoint inside the aggregate), the batch holding 250 waits.
         assert 1 < committed < 250, committed
         assert [r[0] for r in query(db, "SELECT n FROM t ORDER BY id")] == list(range(committed))
+        # the checkpoint points inside the aggregate: its sequence number and the index of the last
+        # user record committed (user record i has index i - 1; row "0" is the plain record before)
+        assert list(kinesis_seqnums(db, cid).values()) == [(sent[1][1], committed - 2, False)]
         pg_kill9_postmaster()
     finally:
         holder.close()
