@@ -13,7 +13,7 @@ from pihelpers import (kinesis_add_endpoint, kinesis_consume_begin, kinesis_put_
 
 @pytest.mark.slow
 @pytest.mark.timeout(480)
-def test_exactly_once_across_two_kill9(fresh_db, stream_factory, log_mark):
+def test_exactly_once_across_two_kill9(stream_factory, fresh_db, log_mark):
     """100,000 csv records over 4 shards, parallelism 2, batchsize 1000, no unique constraint.
     The first half is in the stream before consume_begin (kill 1 at >= 10% of N, while it is
     being read); the second half is put by a thread after the restart (kill 2 at >= 60% of N)."""

@@ -55,7 +55,7 @@ def _setup(db: str, stream: str, **opts) -> int:
 
 
 @pytest.mark.timeout(120)
-def test_every_bad_kind_is_dead_lettered_with_its_bytes(fresh_db, stream_factory, log_mark):
+def test_every_bad_kind_is_dead_lettered_with_its_bytes(stream_factory, fresh_db, log_mark):
     db = fresh_db
     stream, shards = stream_factory(2)
     recs = _interleaved()
@@ -91,7 +91,7 @@ def test_every_bad_kind_is_dead_lettered_with_its_bytes(fresh_db, stream_factory
 
 
 @pytest.mark.timeout(120)
-def test_json_bad_records(fresh_db, stream_factory, log_mark):
+def test_json_bad_records(stream_factory, fresh_db, log_mark):
     db = fresh_db
     stream, _ = stream_factory(1)
     recs = [b'{"id": 1, "amount": 1, "name": "a"}', b"{not json", b"[1, 2]", b'{"unrelated": true}',
@@ -114,7 +114,7 @@ def test_json_bad_records(fresh_db, stream_factory, log_mark):
 
 
 @pytest.mark.timeout(120)
-def test_skip_policy_moves_on(fresh_db, stream_factory, log_mark):
+def test_skip_policy_moves_on(stream_factory, fresh_db, log_mark):
     db = fresh_db
     stream, _ = stream_factory(1)
     recs = _interleaved()
@@ -131,7 +131,7 @@ def test_skip_policy_moves_on(fresh_db, stream_factory, log_mark):
 
 
 @pytest.mark.timeout(120)
-def test_stop_policy_disables_the_consumer(fresh_db, stream_factory, log_mark):
+def test_stop_policy_disables_the_consumer(stream_factory, fresh_db, log_mark):
     """on_error 'stop': the batch holding a bad record rolls back (no rows, no checkpoint past it,
     no dead letter), the consumer is disabled with the error in last_error; after the bad data is
     dealt with (here: the table accepts it), consume_begin continues from the checkpoint."""

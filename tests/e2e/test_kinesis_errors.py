@@ -10,7 +10,7 @@ from pihelpers import kinesis_add_endpoint, kinesis_put_records, pg_connect, que
 
 
 @pytest.mark.timeout(90)
-def test_unknown_endpoint_stream_relation(fresh_db, stream_factory):
+def test_unknown_endpoint_stream_relation(stream_factory, fresh_db):
     db = fresh_db
     stream, _ = stream_factory(1)
 

@@ -29,7 +29,7 @@ def _caught_up(db: str, cid: int, sent: list[tuple[str, str]]) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_text_format(fresh_db, stream_factory, log_mark):
+def test_text_format(stream_factory, fresh_db, log_mark):
     db = fresh_db
     kinesis_add_endpoint(db)
     stream, _ = stream_factory(1)
@@ -58,7 +58,7 @@ def test_text_format(fresh_db, stream_factory, log_mark):
 
 
 @pytest.mark.timeout(120)
-def test_csv_format_with_column_list(fresh_db, stream_factory, log_mark):
+def test_csv_format_with_column_list(stream_factory, fresh_db, log_mark):
     db = fresh_db
     kinesis_add_endpoint(db)
     stream, _ = stream_factory(1)
@@ -87,7 +87,7 @@ def test_csv_format_with_column_list(fresh_db, stream_factory, log_mark):
 
 
 @pytest.mark.timeout(120)
-def test_json_format(fresh_db, stream_factory, log_mark):
+def test_json_format(stream_factory, fresh_db, log_mark):
     db = fresh_db
     kinesis_add_endpoint(db)
     stream, _ = stream_factory(1)

@@ -18,7 +18,7 @@ from pihelpers import (kinesis_add_endpoint, kinesis_consume_begin, kinesis_diag
 
 
 @pytest.mark.timeout(120)
-def test_plain_and_aggregated_records_mixed(fresh_db, stream_factory, log_mark):
+def test_plain_and_aggregated_records_mixed(stream_factory, fresh_db, log_mark):
     db = fresh_db
     kinesis_add_endpoint(db)
     stream, _ = stream_factory(1)
@@ -52,7 +52,8 @@ def test_plain_and_aggregated_records_mixed(fresh_db, stream_factory, log_mark):
 
 
 @pytest.mark.timeout(120)
-def test_corrupt_md5_is_a_plain_record_and_bad_user_records_are_dead_letters(fresh_db, stream_factory, log_mark):
+def test_corrupt_md5_is_a_plain_record_and_bad_user_records_are_dead_letters(stream_factory, fresh_db,
+                                                                             log_mark):
     """json: a good aggregate gives its rows; the same aggregate with a corrupt digest is one plain
     record, invalid JSON, so one dead letter holding the whole record's raw bytes; a bad user
     record in a good aggregate is a dead letter with its own data, partition key and sub-sequence."""
@@ -86,7 +87,7 @@ def test_corrupt_md5_is_a_plain_record_and_bad_user_records_are_dead_letters(fre
 
 
 @pytest.mark.timeout(120)
-def test_user_records_outside_the_shard_hash_range_are_dropped(fresh_db, stream_factory, log_mark):
+def test_user_records_outside_the_shard_hash_range_are_dropped(stream_factory, fresh_db, log_mark):
     """A 2-shard stream; an aggregate put into the low shard (its own explicit hash key) holds user
     records whose explicit hash keys or partition keys route to the low or the high shard: only
     the low shard's become rows, in order."""
@@ -121,7 +122,7 @@ def test_user_records_outside_the_shard_hash_range_are_dropped(fresh_db, stream_
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_kill9_in_the_middle_of_an_aggregate(fresh_db, stream_factory, log_mark):
+def test_kill9_in_the_middle_of_an_aggregate(stream_factory, fresh_db, log_mark):
     """One Kinesis record holding 500 user records, between two plain records, batchsize 100. A
     trigger makes the batch holding user record 250 wait on an advisory lock the test holds, so the
     postmaster is killed while the aggregate is partly committed (200 user records in, with batches

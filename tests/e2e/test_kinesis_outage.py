@@ -17,7 +17,7 @@ OUTAGE_S = 20.0
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_kinesalite_down_for_20s_mid_stream(fresh_db, own_kinesalite, log_mark):
+def test_kinesalite_down_for_20s_mid_stream(own_kinesalite, fresh_db, log_mark):
     db = fresh_db
     k = own_kinesalite.client()
     stream = unique_name("pi_outage")

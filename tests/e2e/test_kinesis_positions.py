@@ -36,7 +36,7 @@ def _wait_clock_past(t: float, margin: float = 0.01) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_start_offsets_new_consumers(fresh_db, stream_factory, log_mark):
+def test_start_offsets_new_consumers(stream_factory, fresh_db, log_mark):
     """-2 reads the records put before consume_begin; -1 and NULL (new consumer) only those put
     after. consume_begin writes start_time (NULL for -2, now() for -1 and a new consumer) and
     leaves no checkpoints."""
@@ -83,7 +83,7 @@ def test_start_offsets_new_consumers(fresh_db, stream_factory, log_mark):
 
 
 @pytest.mark.timeout(120)
-def test_start_time(fresh_db, stream_factory, log_mark):
+def test_start_time(stream_factory, fresh_db, log_mark):
     """start_time = AT_TIMESTAMP: the records that arrived from that time on, none before."""
     db = fresh_db
     kinesis_add_endpoint(db)
@@ -108,7 +108,7 @@ def test_start_time(fresh_db, stream_factory, log_mark):
 
 
 @pytest.mark.timeout(150)
-def test_consume_end_then_begin_continues(fresh_db, stream_factory, log_mark):
+def test_consume_end_then_begin_continues(stream_factory, fresh_db, log_mark):
     """consume_end stops the workers with the checkpoints kept; records put meanwhile arrive,
     exactly once, after consume_begin with start_offset NULL (the 3-argument form), then again
     after consume_end() / consume_begin() for the whole database."""
@@ -155,7 +155,7 @@ def test_consume_end_then_begin_continues(fresh_db, stream_factory, log_mark):
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_restart_while_flowing_continues_exactly(fresh_db, stream_factory, log_mark):
+def test_restart_while_flowing_continues_exactly(stream_factory, fresh_db, log_mark):
     """pg_ctl stop -m fast and start while records are being put and consumed, then consume_begin
     with start_offset NULL: afterwards every record is in the table exactly once."""
     db = fresh_db

@@ -16,7 +16,7 @@ from pihelpers import (kinesis_add_endpoint, kinesis_consume_begin, kinesis_diag
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("parallelism", [1, 2])
-def test_four_shards(fresh_db, stream_factory, log_mark, parallelism):
+def test_four_shards(stream_factory, fresh_db, log_mark, parallelism):
     """Every record of 4 shards arrives once; consumer_status has one row per shard, each with a
     worker pid: one pid for parallelism 1, two different pids for parallelism 2; the checkpoint of
     each shard is its last record."""
@@ -58,7 +58,7 @@ def test_four_shards(fresh_db, stream_factory, log_mark, parallelism):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_split_then_merge_while_flowing(fresh_db, stream_factory, log_mark):
+def test_split_then_merge_while_flowing(stream_factory, fresh_db, log_mark):
     """Two shards; while a thread puts records with 20 partition keys, each with an increasing
     counter: split shard 0 at its midpoint, then merge the upper child with shard 1. Every record
     arrives exactly once, and per key the rows' insertion order (a bigserial) follows the counter."""
