@@ -573,10 +573,6 @@ def kinesis_shards(name: str, client: Any = None) -> list[dict]:
     return sorted(shards, key=lambda s: s["shard_id"])
 
 
-def kinesis_open_shards(name: str) -> list[dict]:
-    return [s for s in kinesis_shards(name) if not s["closed"]]
-
-
 def kinesis_split_shard(name: str, shard_id: str, timeout: float = 30.0) -> list[str]:
     """Split an open shard at the midpoint of its hash-key range; wait until the stream is ACTIVE
     again. Returns the two children's shard ids (lower half first)."""
@@ -745,9 +741,6 @@ class Kinesalite:
 
 # --------------------------------------------------------------------------- Kinesis consumers (SQL side)
 
-KINESIS_WORKER_TYPE = "pipeline_kinesis consumer"
-
-
 def kinesis_add_endpoint(db: str, name: str = "local", url: Optional[str] = None) -> str:
     """pipeline_kinesis.add_endpoint(name, region, NULL, url); url defaults to KINESIS_ENDPOINT."""
     with pg_connect(db) as conn:
@@ -779,11 +772,6 @@ def kinesis_seqnums(db: str, consumer_id: int) -> dict[str, tuple]:
     """{shard_id: (seqnum, sub_sequence, finished)} from pipeline_kinesis.seqnums."""
     return {r[0]: r[1:] for r in query(db, "SELECT shard_id, seqnum, sub_sequence, finished "
                                            "FROM pipeline_kinesis.seqnums WHERE consumer_id = %s", [consumer_id])}
-
-
-def kinesis_worker_pids(db: str) -> set[int]:
-    return {r[0] for r in query(db, "SELECT pid FROM pg_stat_activity WHERE backend_type = %s AND datname = %s",
-                                [KINESIS_WORKER_TYPE, db])}
 
 
 def kinesis_diag(db: str, log_mark: Optional[int] = None, limit: int = 6000) -> str:
