@@ -150,8 +150,10 @@ def test_stop_policy_disables_the_consumer(stream_factory, fresh_db, log_mark):
     assert scalar(db, "SELECT count(*) FROM target") == 0
     assert scalar(db, "SELECT count(*) FROM pipeline_kinesis.dead_letters") == 0
     assert kinesis_seqnums(db, cid).get(shard, (None,))[0] is None
-    wait_until(lambda: all(r["worker_pid"] is None for r in kinesis_status(db, cid)), timeout=10,
-               what="the worker to exit")
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                                  "AND backend_type = 'pipeline_kinesis consumer'", [db]) == 0,
+               timeout=10, what="the worker to exit")
+    assert all(r["state"] == "stopped" for r in kinesis_status(db, cid))
 
     with pg_connect(db) as conn:
         conn.execute("ALTER TABLE target DROP CONSTRAINT target_amount_check")

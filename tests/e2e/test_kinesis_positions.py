@@ -136,8 +136,11 @@ def test_consume_end_then_begin_continues(stream_factory, fresh_db, log_mark):
             else:
                 assert conn.execute("SELECT pipeline_kinesis.consume_end()").fetchone()[0] == 1
         assert scalar(db, "SELECT enabled FROM pipeline_kinesis.consumers WHERE id = %s", [cid]) is False
-        wait_until(lambda: all(r["worker_pid"] is None for r in kinesis_status(db, cid)), timeout=10,
-                   what="the workers to exit after consume_end")
+        # consumer_status hides the pids of a disabled consumer at once: ask pg_stat_activity
+        wait_until(lambda: scalar(db, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                                      "AND backend_type = 'pipeline_kinesis consumer'", [db]) == 0,
+                   timeout=10, what="the workers to exit after consume_end")
+        assert all(r["worker_pid"] is None and r["state"] == "stopped" for r in kinesis_status(db, cid))
         kept = kinesis_seqnums(db, cid)
         assert kept and all(v[0] is not None for v in kept.values()), kept
         before = scalar(db, "SELECT count(*) FROM t")
