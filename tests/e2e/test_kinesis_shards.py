@@ -40,14 +40,16 @@ def test_four_shards(stream_factory, fresh_db, log_mark, parallelism):
 
     def status_complete():
         rows = kinesis_status(db, cid)
+        # counters are published just after each commit: wait for them too
         ok = (sorted(r["shard_id"] for r in rows) == sorted(shards)
-              and all(r["worker_pid"] and r["state"] == "running" and r["shard_state"] == "open" for r in rows))
+              and all(r["worker_pid"] and r["state"] == "running" and r["shard_state"] == "open" for r in rows)
+              and sum(r["rows"] for r in rows) == n)
         return rows if ok else None
 
     rows = wait_until(status_complete, timeout=15, what="a running worker for every shard in consumer_status")
     pids = {r["worker_pid"] for r in rows}
     assert len(pids) == parallelism, rows
-    assert sum(r["rows"] for r in rows) == n, rows
+    assert sum(r["records"] for r in rows) == n, rows
     assert {r["shard_id"]: r["last_sequence_number"] for r in rows} == last, rows
     for r in rows:
         assert r["endpoint"] == "local" and r["stream"] == stream and r["relation"] == "t", r
