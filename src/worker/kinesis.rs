@@ -86,11 +86,16 @@ fn read_settings(c: &Consumer, index: i32) -> ReadSettings {
         stream: c.stream.clone(),
         parallelism: c.parallelism,
         index,
+        // Kinesis stamps records in whole milliseconds: a record that arrived in the same
+        // millisecond as start_time but after it carries a stamp before it. Rounded down, the
+        // start takes that millisecond whole (it may take a record from just before start_time,
+        // never skip one after it).
         start_time: c.start_time_us.map(|us| {
-            if us >= 0 {
-                SystemTime::UNIX_EPOCH + Duration::from_micros(us as u64)
+            let ms = us.div_euclid(1000);
+            if ms >= 0 {
+                SystemTime::UNIX_EPOCH + Duration::from_millis(ms as u64)
             } else {
-                SystemTime::UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())
+                SystemTime::UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
             }
         }),
         batchsize: c.batchsize,

@@ -159,7 +159,7 @@ pub fn classify_service<E: ProvideErrorMetadata + Exception + std::fmt::Display>
 pub fn classify<E, R>(e: &SdkError<E, R>) -> KinesisError
 where
     E: ProvideErrorMetadata + Exception + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
     match e {
         SdkError::ServiceError(s) => classify_service(s.err()),
@@ -167,23 +167,34 @@ where
         SdkError::DispatchFailure(d) => {
             // Credentials are resolved while the request is dispatched: their failure comes as a
             // dispatch failure whose source names the credentials provider's error.
-            let text = describe(d);
-            if ["CredentialsNotLoaded", "InvalidConfiguration", "ProviderError"].iter().any(|k| text.contains(k)) {
+            // (named only in its Debug form).
+            let text = describe(e);
+            if ["CredentialsNotLoaded", "InvalidConfiguration", "ProviderError"].iter().any(|k| format!("{d:?}").contains(k)) {
                 KinesisError::Credentials(text)
             } else {
                 KinesisError::Unavailable(text)
             }
         }
-        SdkError::ResponseError(r) => KinesisError::Unavailable(format!("unreadable response: {}", describe(r))),
-        SdkError::ConstructionFailure(c) => KinesisError::Refused(format!("invalid request: {}", describe(c))),
-        other => KinesisError::Refused(describe(other)),
+        SdkError::ResponseError(_) => KinesisError::Unavailable(describe(e)),
+        SdkError::ConstructionFailure(_) => KinesisError::Refused(describe(e)),
+        _ => KinesisError::Refused(describe(e)),
     }
 }
 
-/// An error with its sources, on one line (the SDK's Display says only "dispatch failure").
-fn describe(e: &dyn std::fmt::Debug) -> String {
-    let text = format!("{e:?}");
-    text.chars().take(500).collect()
+/// An error with its sources on one line, e.g. "dispatch failure: io error: tcp connect error:
+/// Connection refused (os error 111)" (the SDK's own Display says only "dispatch failure"; its
+/// Debug form is a long struct dump).
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ").chars().take(500).collect()
 }
 
 pub use ingest_core::kinesis::read::StartAt;
@@ -385,5 +396,9 @@ mod tests {
         let e = k.list_shards("nothing").unwrap_err();
         assert!(e.is_transient(), "{e:?}");
         assert!(t0.elapsed() < Duration::from_secs(10), "took {:?}", t0.elapsed());
+        // one readable line naming the cause, not the SDK's struct dump
+        let text = e.to_string();
+        assert!(text.contains("refused") || text.contains("timed out"), "{text}");
+        assert!(!text.contains("DispatchFailure {"), "{text}");
     }
 }
