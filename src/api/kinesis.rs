@@ -130,6 +130,11 @@ mod pipeline_kinesis {
                 None,
                 Some("Check pipeline_kinesis.endpoints and that the endpoint is reachable; pipeline_ingest.broker_timeout sets the time limit.".into()),
             ),
+            KinesisError::Interrupted => {
+                // A cancel or statement timeout arrived while the call waited: let PostgreSQL raise it.
+                pg_sys::check_for_interrupts!();
+                PgSqlErrorCode::ERRCODE_QUERY_CANCELED
+            }
             KinesisError::Throttled(_) => PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             KinesisError::IteratorExpired(_) => PgSqlErrorCode::ERRCODE_SYSTEM_ERROR,
             KinesisError::Refused(m) => {
@@ -254,7 +259,9 @@ mod pipeline_kinesis {
             )
         });
         let timeout_ms = crate::guc::BROKER_TIMEOUT_MS.get().max(100) as u64;
-        let client = Kinesis::connect(&ep, Duration::from_millis(timeout_ms)).unwrap_or_else(|e| raise_kinesis_error(endpoint, stream, e));
+        let client = Kinesis::connect(&ep, Duration::from_millis(timeout_ms))
+            .unwrap_or_else(|e| raise_kinesis_error(endpoint, stream, e))
+            .interruptible(crate::worker::interrupt_pending);
         client.list_shards(stream).unwrap_or_else(|e| raise_kinesis_error(endpoint, stream, e));
 
         // The consumer of this key, or one whose table was dropped and created again under the

@@ -244,6 +244,12 @@ impl KinesisSource {
         let text = format!("shard {id}: {}", self.describe(&e));
         let random = self.rng.next_u64();
         let Some(r) = self.readers.get_mut(id) else { return };
+        if e == KinesisError::Interrupted {
+            // The worker is asked to stop (or another interrupt is due): the pipeline's next wait
+            // services it; the call is simply made again if the worker goes on.
+            r.next_poll = now;
+            return;
+        }
         match e.recovery() {
             Recovery::Retake => {
                 // Not an outage: take a new iterator from the last record taken, at once.

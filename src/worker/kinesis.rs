@@ -107,7 +107,9 @@ fn read_settings(c: &Consumer, index: i32) -> ReadSettings {
 fn connect(c: &Consumer, read: &ReadSettings, stored: &BTreeMap<String, ShardCheckpoint>) -> Result<KinesisSource, String> {
     let endpoint = ingest_kinesis::Endpoint { region: c.region.clone(), url: c.url.clone(), credfile: c.credfile.clone() };
     let timeout = Duration::from_millis(crate::guc::BROKER_TIMEOUT_MS.get().max(100) as u64);
-    let client = ingest_kinesis::Kinesis::connect(&endpoint, timeout).map_err(|e| format!("endpoint \"{}\": {e}", c.endpoint))?;
+    let client = ingest_kinesis::Kinesis::connect(&endpoint, timeout)
+        .map_err(|e| format!("endpoint \"{}\": {e}", c.endpoint))?
+        .interruptible(super::interrupt_pending);
     KinesisSource::new(client, c.id, read, stored.clone())
 }
 

@@ -57,6 +57,13 @@ pub fn shutdown_requested() -> bool {
     unsafe { std::ptr::read_volatile(&raw const pg_sys::ShutdownRequestPending) != 0 }
 }
 
+/// Whether an interrupt (cancel, statement timeout, terminate) waits to be serviced: for code that
+/// waits outside PostgreSQL (the Kinesis SDK) and must give up to let CHECK_FOR_INTERRUPTS act.
+pub fn interrupt_pending() -> bool {
+    // SAFETY: reads a sig_atomic_t flag set by signal handlers.
+    unsafe { std::ptr::read_volatile(&raw const pg_sys::InterruptPending) != 0 }
+}
+
 /// Reloads postgresql.conf when SIGHUP arrived.
 pub fn reload_config_if_requested() {
     // SAFETY: flag read/reset and config reload in the main thread, outside a transaction.

@@ -41,6 +41,9 @@ pub enum KinesisError {
     /// The stream or shard does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The caller's interrupt check said stop while the call waited (see `Kinesis::interruptible`).
+    #[error("interrupted")]
+    Interrupted,
     /// The SDK could not load credentials (an unreadable credentials file, none in the default
     /// chain): a user must fix them; retried with backoff meanwhile.
     #[error("could not load AWS credentials: {0}")]
@@ -75,7 +78,7 @@ impl KinesisError {
     /// How a shard reader recovers from this error.
     pub fn recovery(&self) -> Recovery {
         match self {
-            KinesisError::Throttled(_) => Recovery::Backoff,
+            KinesisError::Throttled(_) | KinesisError::Interrupted => Recovery::Backoff,
             KinesisError::IteratorExpired(_) => Recovery::Retake,
             KinesisError::Unavailable(_) | KinesisError::Refused(_) | KinesisError::Credentials(_) => Recovery::BackoffRetake,
             KinesisError::NotFound(_) => Recovery::Relist,
@@ -148,6 +151,7 @@ pub fn classify_service<E: ProvideErrorMetadata + Exception + std::fmt::Display>
             match &mut k {
                 KinesisError::Throttled(t) | KinesisError::Unavailable(t) | KinesisError::IteratorExpired(t)
                 | KinesisError::NotFound(t) | KinesisError::Refused(t) | KinesisError::Credentials(t) => *t = text,
+                KinesisError::Interrupted => {}
             }
             k
         }
@@ -223,6 +227,10 @@ pub struct Kinesis {
     runtime: tokio::runtime::Runtime,
     client: aws_sdk_kinesis::Client,
     timeout: Duration,
+    /// Asked every 100 ms while a call waits: true abandons the call with `Interrupted` (a
+    /// PostgreSQL backend passes "an interrupt is pending": a cancel, a statement timeout, a
+    /// terminate).
+    interrupted: Option<fn() -> bool>,
 }
 
 impl Kinesis {
@@ -245,13 +253,36 @@ impl Kinesis {
             loader = loader.credentials_provider(provider);
         }
         let config = runtime.block_on(loader.load());
-        Ok(Kinesis { runtime, client: aws_sdk_kinesis::Client::new(&config), timeout })
+        Ok(Kinesis { runtime, client: aws_sdk_kinesis::Client::new(&config), timeout, interrupted: None })
+    }
+
+    /// Makes every call of this client give up with `KinesisError::Interrupted` within 100 ms of
+    /// `check` returning true.
+    pub fn interruptible(mut self, check: fn() -> bool) -> Kinesis {
+        self.interrupted = Some(check);
+        self
     }
 
     fn run<T>(&self, f: impl std::future::Future<Output = Result<T, KinesisError>>) -> Result<T, KinesisError> {
-        self.runtime
-            .block_on(async { tokio::time::timeout(self.timeout, f).await })
-            .unwrap_or_else(|_| Err(KinesisError::Unavailable(format!("no answer within {} ms", self.timeout.as_millis()))))
+        let limit = self.timeout;
+        let check = self.interrupted;
+        self.runtime.block_on(async move {
+            let mut f = std::pin::pin!(f);
+            let started = std::time::Instant::now();
+            loop {
+                let left = limit.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    return Err(KinesisError::Unavailable(format!("no answer within {} ms", limit.as_millis())));
+                }
+                let slice = if check.is_some() { left.min(Duration::from_millis(100)) } else { left };
+                if let Ok(result) = tokio::time::timeout(slice, f.as_mut()).await {
+                    return result;
+                }
+                if check.is_some_and(|c| c()) {
+                    return Err(KinesisError::Interrupted);
+                }
+            }
+        })
     }
 
     /// Every shard of a stream (open and closed ones still within retention), following pages.
@@ -380,6 +411,31 @@ mod tests {
         assert!(matches!(classify_code(Some("ResourceNotFoundException"), "no stream"), KinesisError::NotFound(_)));
         assert!(matches!(classify_code(Some("AccessDeniedException"), ""), KinesisError::Refused(_)));
         assert!(matches!(classify_code(Some("InternalFailure"), ""), KinesisError::Unavailable(_)));
+    }
+
+    #[test]
+    fn calls_give_up_when_the_interrupt_check_says_so() {
+        // An endpoint that accepts connections and never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+        static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let ep = Endpoint { region: "us-east-1".into(), url: Some(format!("http://127.0.0.1:{port}")), credfile: None };
+        let k = Kinesis::connect(&ep, Duration::from_secs(30))
+            .unwrap()
+            .interruptible(|| STOP.load(std::sync::atomic::Ordering::SeqCst));
+        let stopper = std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let t0 = std::time::Instant::now();
+        let e = k.list_shards("anything").unwrap_err();
+        stopper.join().unwrap();
+        assert_eq!(e, KinesisError::Interrupted);
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "took {took:?}");
+        drop(listener);
     }
 
     #[test]
