@@ -250,14 +250,8 @@ mod pipeline_kafka {
     /// stored offsets. Returns how many were started.
     #[pg_extern(volatile, parallel_unsafe, name = "consume_begin")]
     fn consume_begin_all() -> i32 {
-        let mut n = 0;
-        for c in cat::all_consumers() {
-            if !c.enabled && can_act_as(c.owner) {
-                n += consumers::set_enabled(SourceKind::Kafka, c.id, true) as i32;
-            }
-        }
-        wake_at_commit();
-        n
+        let all = cat::all_consumers().into_iter().map(|c| (c.id, c.owner, c.enabled));
+        crate::api::set_all_enabled(SourceKind::Kafka, all, true)
     }
 
     /// Stops the consumer of `topic` into `relation` (its offsets are kept); also when the
@@ -281,13 +275,7 @@ mod pipeline_kafka {
     /// Stops every consumer of this database that the current user may manage. Returns how many.
     #[pg_extern(volatile, parallel_unsafe, name = "consume_end")]
     fn consume_end_all() -> i32 {
-        let mut n = 0;
-        for c in cat::all_consumers() {
-            if c.enabled && can_act_as(c.owner) {
-                n += consumers::set_enabled(SourceKind::Kafka, c.id, false) as i32;
-            }
-        }
-        wake_at_commit();
-        n
+        let all = cat::all_consumers().into_iter().map(|c| (c.id, c.owner, c.enabled));
+        crate::api::set_all_enabled(SourceKind::Kafka, all, false)
     }
 }

@@ -312,14 +312,8 @@ mod pipeline_kinesis {
     /// from its stored positions. Returns how many were started.
     #[pg_extern(volatile, parallel_unsafe, name = "consume_begin")]
     fn kinesis_consume_begin_all() -> i32 {
-        let mut n = 0;
-        for c in cat::all_consumers() {
-            if !c.enabled && can_act_as(c.owner) {
-                n += consumers::set_enabled(SourceKind::Kinesis, c.id, true) as i32;
-            }
-        }
-        wake_at_commit();
-        n
+        let all = cat::all_consumers().into_iter().map(|c| (c.id, c.owner, c.enabled));
+        crate::api::set_all_enabled(SourceKind::Kinesis, all, true)
     }
 
     /// Stops the consumer of `stream` at `endpoint` into `relation` (its positions are kept);
@@ -344,13 +338,7 @@ mod pipeline_kinesis {
     /// how many.
     #[pg_extern(volatile, parallel_unsafe, name = "consume_end")]
     fn kinesis_consume_end_all() -> i32 {
-        let mut n = 0;
-        for c in cat::all_consumers() {
-            if c.enabled && can_act_as(c.owner) {
-                n += consumers::set_enabled(SourceKind::Kinesis, c.id, false) as i32;
-            }
-        }
-        wake_at_commit();
-        n
+        let all = cat::all_consumers().into_iter().map(|c| (c.id, c.owner, c.enabled));
+        crate::api::set_all_enabled(SourceKind::Kinesis, all, false)
     }
 }

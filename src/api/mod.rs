@@ -17,6 +17,24 @@ pub fn wake_at_commit() {
     register_xact_callback(PgXactCallbackEvent::Commit, move || crate::shmem::wake_database(dboid));
 }
 
+/// Starts (`enabled`) or stops every consumer of one system in this database that the current
+/// user may manage and that is not already so; wakes the supervisor at COMMIT. `consumers`:
+/// (id, owner, enabled) of all of them. Returns how many changed.
+pub fn set_all_enabled(
+    source: crate::shmem::SourceKind,
+    consumers: impl IntoIterator<Item = (i32, pg_sys::Oid, bool)>,
+    enabled: bool,
+) -> i32 {
+    let mut n = 0;
+    for (id, owner, now) in consumers {
+        if now != enabled && can_act_as(owner) {
+            n += crate::catalog::consumers::set_enabled(source, id, enabled) as i32;
+        }
+    }
+    wake_at_commit();
+    n
+}
+
 /// True when the current user is a superuser.
 pub fn is_superuser() -> bool {
     // SAFETY: plain catalog lookup in a backend inside a transaction.

@@ -1,7 +1,40 @@
 //! Status of consumers (`pipeline_kafka.consumer_status`, `pipeline_kinesis.consumer_status`)
 //! and topic watermarks.
 
+use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
+
+/// A row of partition_status / shard_status: consumer id, stream number, worker pid, latest
+/// position seen (Kafka: high watermark; Kinesis: MillisBehindLatest), messages, rows, dead
+/// letters, batches, last batch time.
+type SlotRow = (i32, i32, Option<i32>, Option<i64>, i64, i64, i64, i64, Option<TimestampWithTimeZone>);
+
+/// The progress this database's workers of one system published in shared memory. The worker pid
+/// and latest position show only while a worker runs (a negative position: not known yet).
+fn slot_rows(source: crate::shmem::SourceKind) -> Vec<SlotRow> {
+    // SAFETY: MyDatabaseId is set in a connected backend.
+    let dboid = unsafe { pg_sys::MyDatabaseId };
+    crate::shmem::partitions_of(dboid, source)
+        .into_iter()
+        .map(|s| {
+            let at = (s.last_batch_at != 0)
+                // SAFETY: a TimestampTz is a by-value int64 datum.
+                .then(|| unsafe { TimestampWithTimeZone::from_datum(pg_sys::Datum::from(s.last_batch_at), false) })
+                .flatten();
+            (
+                s.consumer_id,
+                s.partition,
+                (s.worker_pid != 0).then_some(s.worker_pid),
+                (s.high_watermark >= 0 && s.worker_pid != 0).then_some(s.high_watermark),
+                s.messages,
+                s.rows,
+                s.dead_letters,
+                s.batches,
+                at,
+            )
+        })
+        .collect()
+}
 
 #[pg_schema]
 mod pipeline_kafka {
@@ -29,29 +62,7 @@ mod pipeline_kafka {
             name!(last_batch_at, Option<TimestampWithTimeZone>),
         ),
     > {
-        // SAFETY: MyDatabaseId is set in a connected backend.
-        let dboid = unsafe { pg_sys::MyDatabaseId };
-        let rows: Vec<_> = crate::shmem::partitions_of(dboid, crate::shmem::SourceKind::Kafka)
-            .into_iter()
-            .map(|s| {
-                let at = (s.last_batch_at != 0)
-                    // SAFETY: a TimestampTz is a by-value int64 datum.
-                    .then(|| unsafe { TimestampWithTimeZone::from_datum(pg_sys::Datum::from(s.last_batch_at), false) })
-                    .flatten();
-                (
-                    s.consumer_id,
-                    s.partition,
-                    (s.worker_pid != 0).then_some(s.worker_pid),
-                    (s.high_watermark >= 0 && s.worker_pid != 0).then_some(s.high_watermark),
-                    s.messages,
-                    s.rows,
-                    s.dead_letters,
-                    s.batches,
-                    at,
-                )
-            })
-            .collect();
-        TableIterator::new(rows)
+        TableIterator::new(super::slot_rows(crate::shmem::SourceKind::Kafka))
     }
 
     /// Low and high watermarks of a topic's partitions (all of them when `partition` is NULL),
@@ -114,29 +125,7 @@ mod pipeline_kinesis {
             name!(last_batch_at, Option<TimestampWithTimeZone>),
         ),
     > {
-        // SAFETY: MyDatabaseId is set in a connected backend.
-        let dboid = unsafe { pg_sys::MyDatabaseId };
-        let rows: Vec<_> = crate::shmem::partitions_of(dboid, crate::shmem::SourceKind::Kinesis)
-            .into_iter()
-            .map(|s| {
-                let at = (s.last_batch_at != 0)
-                    // SAFETY: a TimestampTz is a by-value int64 datum.
-                    .then(|| unsafe { TimestampWithTimeZone::from_datum(pg_sys::Datum::from(s.last_batch_at), false) })
-                    .flatten();
-                (
-                    s.consumer_id,
-                    s.partition,
-                    (s.worker_pid != 0).then_some(s.worker_pid),
-                    // the worker publishes MillisBehindLatest there (-1: not known yet)
-                    (s.high_watermark >= 0 && s.worker_pid != 0).then_some(s.high_watermark),
-                    s.messages,
-                    s.rows,
-                    s.dead_letters,
-                    s.batches,
-                    at,
-                )
-            })
-            .collect();
-        TableIterator::new(rows)
+        // The worker publishes MillisBehindLatest where Kafka's publish their high watermark.
+        TableIterator::new(super::slot_rows(crate::shmem::SourceKind::Kinesis))
     }
 }

@@ -4,7 +4,7 @@
 //! offsets and dead_letters).
 
 use super::pipeline::{connect_with_retry, target_of, ConsumerCatalog, Pipeline, TargetSettings, WorkerArgs};
-use crate::catalog::consumers::{self, RelationProblem};
+use crate::catalog::consumers;
 use crate::catalog::kafka::{self as cat, Consumer};
 use crate::shmem::SourceKind;
 use crate::sources::kafka::{client_config, KafkaSource};
@@ -119,12 +119,16 @@ impl ConsumerCatalog for KafkaCatalog {
     type Pos = KafkaPos;
     const SOURCE: crate::shmem::SourceKind = crate::shmem::SourceKind::Kafka;
 
-    fn label(&self) -> String {
-        format!("pipeline_kafka consumer {} ({})", self.id, self.topic)
+    fn consumer_id(&self) -> i32 {
+        self.id
     }
 
-    fn lock_consumer(&self) -> Option<i64> {
-        consumers::lock_consumer(SourceKind::Kafka, self.id)
+    fn owner(&self) -> pg_sys::Oid {
+        self.owner
+    }
+
+    fn label(&self) -> String {
+        format!("pipeline_kafka consumer {} ({})", self.id, self.topic)
     }
 
     fn lock_checkpoints(&self, partitions: &[i32]) -> BTreeMap<i32, i64> {
@@ -133,10 +137,6 @@ impl ConsumerCatalog for KafkaCatalog {
 
     fn save_checkpoints(&self, next: &BTreeMap<i32, i64>) {
         cat::save_offsets(self.id, next)
-    }
-
-    fn current_relation(&self, relid: pg_sys::Oid) -> Result<pg_sys::Oid, RelationProblem> {
-        consumers::current_relation(SourceKind::Kafka, self.id, relid, self.owner)
     }
 
     fn insert_dead_letters(&self, letters: &[(&Message<KafkaPos>, &Rejected)]) {
@@ -152,14 +152,6 @@ impl ConsumerCatalog for KafkaCatalog {
             })
             .collect();
         cat::insert_dead_letters(self.id, &self.topic, &rows);
-    }
-
-    fn set_last_error(&self, error: Option<&str>) {
-        consumers::set_last_error(SourceKind::Kafka, self.id, error)
-    }
-
-    fn stop_with_error(&self, error: &str) {
-        consumers::stop_with_error(SourceKind::Kafka, self.id, error)
     }
 
     fn describe(pos: &KafkaPos) -> String {

@@ -4,7 +4,6 @@
 //! seqnums and dead_letters).
 
 use super::pipeline::{connect_with_retry, target_of, ConsumerCatalog, Pipeline, TargetSettings, WorkerArgs};
-use crate::catalog::consumers::{self, RelationProblem};
 use crate::catalog::kinesis::{self as cat, Consumer};
 use crate::catalog::seqnums;
 use crate::shmem::SourceKind;
@@ -125,12 +124,16 @@ impl ConsumerCatalog for KinesisCatalog {
     type Pos = KinesisPos;
     const SOURCE: SourceKind = SourceKind::Kinesis;
 
-    fn label(&self) -> String {
-        format!("pipeline_kinesis consumer {} ({})", self.id, self.stream)
+    fn consumer_id(&self) -> i32 {
+        self.id
     }
 
-    fn lock_consumer(&self) -> Option<i64> {
-        consumers::lock_consumer(SourceKind::Kinesis, self.id)
+    fn owner(&self) -> pg_sys::Oid {
+        self.owner
+    }
+
+    fn label(&self) -> String {
+        format!("pipeline_kinesis consumer {} ({})", self.id, self.stream)
     }
 
     fn lock_checkpoints(&self, shards: &[String]) -> BTreeMap<String, ShardCheckpoint> {
@@ -139,10 +142,6 @@ impl ConsumerCatalog for KinesisCatalog {
 
     fn save_checkpoints(&self, checkpoints: &BTreeMap<String, ShardCheckpoint>) {
         seqnums::save(self.id, checkpoints)
-    }
-
-    fn current_relation(&self, relid: pg_sys::Oid) -> Result<pg_sys::Oid, RelationProblem> {
-        consumers::current_relation(SourceKind::Kinesis, self.id, relid, self.owner)
     }
 
     fn insert_dead_letters(&self, letters: &[(&Message<KinesisPos>, &Rejected)]) {
@@ -158,14 +157,6 @@ impl ConsumerCatalog for KinesisCatalog {
             })
             .collect();
         seqnums::insert_dead_letters(self.id, &self.stream, &rows);
-    }
-
-    fn set_last_error(&self, error: Option<&str>) {
-        consumers::set_last_error(SourceKind::Kinesis, self.id, error)
-    }
-
-    fn stop_with_error(&self, error: &str) {
-        consumers::stop_with_error(SourceKind::Kinesis, self.id, error)
     }
 
     fn describe(pos: &KinesisPos) -> String {

@@ -13,7 +13,7 @@
 //! (the consumer's rows: generation, checkpoints, dead letters, errors, its relation).
 
 use super::{reload_config_if_requested, shutdown_requested, wait};
-use crate::catalog::consumers::RelationProblem;
+use crate::catalog::consumers::{self, RelationProblem};
 use crate::error::raise;
 use crate::sink::copy::copy_option_list;
 use crate::sink::isolate::BatchSink;
@@ -40,17 +40,32 @@ pub trait ConsumerCatalog {
 
     /// How logs name the consumer, e.g. `pipeline_kafka consumer 3`.
     fn label(&self) -> String;
-    /// Locks the consumer row for the transaction; its generation if it is still enabled.
-    fn lock_consumer(&self) -> Option<i64>;
+    /// The consumer's id (unique within `SOURCE`).
+    fn consumer_id(&self) -> i32;
+    /// The consumer's owner (its relation's owner when consume_begin ran): rows are written as it.
+    fn owner(&self) -> pg_sys::Oid;
     /// Locks and returns the stored checkpoints of some streams.
     fn lock_checkpoints(&self, streams: &[Stream<Self::Pos>]) -> BTreeMap<Stream<Self::Pos>, Checkpoint<Self::Pos>>;
     fn save_checkpoints(&self, checkpoints: &BTreeMap<Stream<Self::Pos>, Checkpoint<Self::Pos>>);
-    /// Where rows go now (a recreated table is adopted only under the owner rule).
-    fn current_relation(&self, relid: pg_sys::Oid) -> Result<pg_sys::Oid, RelationProblem>;
     fn insert_dead_letters(&self, letters: &[(&Message<Self::Pos>, &Rejected)]);
-    fn set_last_error(&self, error: Option<&str>);
+
+    // The consumers tables of both systems hold these alike (crate::catalog::consumers).
+
+    /// Locks the consumer row for the transaction; its generation if it is still enabled.
+    fn lock_consumer(&self) -> Option<i64> {
+        consumers::lock_consumer(Self::SOURCE, self.consumer_id())
+    }
+    /// Where rows go now (a recreated table is adopted only under the owner rule).
+    fn current_relation(&self, relid: pg_sys::Oid) -> Result<pg_sys::Oid, RelationProblem> {
+        consumers::current_relation(Self::SOURCE, self.consumer_id(), relid, self.owner())
+    }
+    fn set_last_error(&self, error: Option<&str>) {
+        consumers::set_last_error(Self::SOURCE, self.consumer_id(), error)
+    }
     /// Disables the consumer with the reason (error policy `stop`, too many dead letters).
-    fn stop_with_error(&self, error: &str);
+    fn stop_with_error(&self, error: &str) {
+        consumers::stop_with_error(Self::SOURCE, self.consumer_id(), error)
+    }
     /// A message's place, for errors and logs, e.g. `partition 2 offset 17`.
     fn describe(pos: &Self::Pos) -> String;
 }
