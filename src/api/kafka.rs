@@ -5,8 +5,8 @@ use pgrx::prelude::*;
 #[pg_schema]
 mod pipeline_kafka {
     use crate::api::consumer_args as args;
-    use crate::api::{can_act_as, is_superuser, wake_at_commit, JsonbArg};
-    use crate::catalog::{consumers, kafka as cat, spi};
+    use crate::api::{is_superuser, wake_at_commit, JsonbArg};
+    use crate::catalog::{consumers, kafka as cat};
     use crate::shmem::SourceKind;
     use crate::error::{raise, raise_with, required};
     use crate::sources::kafka::{client_config, Probe, ProbeError};
@@ -84,28 +84,16 @@ mod pipeline_kafka {
     /// relation of that name exists (or a new one does that the consumer has not taken yet), the
     /// one whose dropped relation had that name. Only who may manage it gets it.
     fn named_consumer(topic: &str, relation: &str) -> cat::Consumer {
-        let relid = spi(Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[relation.into()]));
-        let mut found: Vec<cat::Consumer> = relid.and_then(|r| cat::consumer_by_key(topic, r)).into_iter().collect();
-        if found.is_empty() {
-            let name = relid.and_then(consumers::relation_name_and_owner).map(|(n, _)| n);
-            found = cat::consumers_of_missing_relation(topic, name.as_deref().unwrap_or(relation));
-        }
-        if found.len() > 1 {
-            raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("\"{relation}\" names the dropped tables of more than one consumer of \"{topic}\"; qualify it with its schema"),
-            );
-        }
-        let c = found.pop().unwrap_or_else(|| {
-            raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("there is no consumer of topic \"{topic}\" into \"{relation}\""))
-        });
-        if !can_act_as(c.owner) {
-            raise(
-                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                format!("must be a member of the role that owns the consumer of \"{topic}\" into \"{relation}\""),
-            );
-        }
-        c
+        crate::api::named_consumer(
+            relation,
+            crate::api::NamedConsumer {
+                source: &format!("\"{topic}\""),
+                missing: format!("there is no consumer of topic \"{topic}\" into \"{relation}\""),
+                by_relation: &|relid| cat::consumer_by_key(topic, relid),
+                of_dropped: &|name| cat::consumers_of_missing_relation(topic, name),
+                owner: |c| c.owner,
+            },
+        )
     }
 
     fn probe_error(topic: &str, e: ProbeError) -> ! {

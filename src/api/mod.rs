@@ -35,6 +35,48 @@ pub fn set_all_enabled(
     n
 }
 
+/// Where consume_end / consume_drop find the consumer they name, for one system.
+pub struct NamedConsumer<'a, C> {
+    /// How messages name the source, e.g. `"topic_x"` (quoted).
+    pub source: &'a str,
+    /// The message when there is no such consumer.
+    pub missing: String,
+    /// The consumer of the source into a relation.
+    pub by_relation: &'a dyn Fn(pg_sys::Oid) -> Option<C>,
+    /// The consumers of the source whose relation was dropped and whose stored name is this.
+    pub of_dropped: &'a dyn Fn(&str) -> Vec<C>,
+    pub owner: fn(&C) -> pg_sys::Oid,
+}
+
+/// The consumer a consume_end / consume_drop call names: into `relation`, or, when no relation of
+/// that name exists (or a new one does that the consumer has not taken yet), the one whose dropped
+/// relation had that name. Only who may manage it gets it (42501); none is 42704, an ambiguous
+/// dropped name 22023.
+pub fn named_consumer<C>(relation: &str, n: NamedConsumer<C>) -> C {
+    use crate::catalog::{consumers, spi};
+    use crate::error::raise;
+    let relid = spi(Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[relation.into()]));
+    let mut found: Vec<C> = relid.and_then(n.by_relation).into_iter().collect();
+    if found.is_empty() {
+        let name = relid.and_then(consumers::relation_name_and_owner).map(|(name, _)| name);
+        found = (n.of_dropped)(name.as_deref().unwrap_or(relation));
+    }
+    if found.len() > 1 {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("\"{relation}\" names the dropped tables of more than one consumer of {}; qualify it with its schema", n.source),
+        );
+    }
+    let c = found.pop().unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, n.missing));
+    if !can_act_as((n.owner)(&c)) {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("must be a member of the role that owns the consumer of {} into \"{relation}\"", n.source),
+        );
+    }
+    c
+}
+
 /// True when the current user is a superuser.
 pub fn is_superuser() -> bool {
     // SAFETY: plain catalog lookup in a backend inside a transaction.
