@@ -22,7 +22,7 @@ CREATE TABLE pipeline_kafka.consumers (
     relname      text NOT NULL,
     owner        regrole NOT NULL,
     group_id     text,
-    format       text NOT NULL DEFAULT 'text' CHECK (format IN ('text', 'csv', 'json')),
+    format       text NOT NULL DEFAULT 'text' CHECK (format IN ('text', 'csv', 'json', 'raw')),
     delimiter    text,
     quote        text,
     escape       text,
@@ -42,6 +42,18 @@ CREATE TABLE pipeline_kafka.consumers (
     -- config was given by a superuser (it may hold settings only superusers may give); the worker
     -- otherwise checks config against the owner's rights
     config_by_superuser boolean NOT NULL DEFAULT false,
+    -- 0.4.0 (appended, as the upgrade script adds them):
+    -- metadata field -> target column, e.g. {"offset": "off", "key": "k"} (NULL = none)
+    metadata     jsonb CHECK (metadata IS NULL OR jsonb_typeof(metadata) = 'object'),
+    -- a function receiving each batch as pipeline_kafka.message[], as regprocedure text (not the
+    -- regprocedure type: pg_upgrade refuses reg* columns whose oids it does not keep)
+    transform    text,
+    -- append: COPY; upsert: INSERT ... ON CONFLICT (key_columns) DO UPDATE, tombstones delete
+    mode         text NOT NULL DEFAULT 'append' CHECK (mode IN ('append', 'upsert')),
+    key_columns  text[],
+    key_format   text CHECK (key_format IN ('json', 'csv', 'text')),
+    -- where a partition without a stored offset starts, by time (offsets_for_times); NULL = start_offset rules
+    start_time   timestamptz,
     UNIQUE (topic, relation)
 );
 
@@ -116,7 +128,7 @@ CREATE TABLE pipeline_kinesis.consumers (
     stream       text NOT NULL CHECK (stream <> ''),
     relation     regclass NOT NULL,
     owner        regrole NOT NULL,
-    format       text NOT NULL DEFAULT 'text' CHECK (format IN ('text', 'csv', 'json')),
+    format       text NOT NULL DEFAULT 'text' CHECK (format IN ('text', 'csv', 'json', 'raw')),
     delimiter    text,
     quote        text,
     escape       text,
@@ -141,6 +153,12 @@ CREATE TABLE pipeline_kinesis.consumers (
     -- where a shard without a checkpoint starts: AT_TIMESTAMP start_time, or TRIM_HORIZON when NULL
     -- (consume_begin stores its own start time for LATEST, so a restart never skips records)
     start_time   timestamptz,
+    -- 0.4.0 (appended): as on pipeline_kafka.consumers
+    metadata     jsonb CHECK (metadata IS NULL OR jsonb_typeof(metadata) = 'object'),
+    transform    text,
+    mode         text NOT NULL DEFAULT 'append' CHECK (mode IN ('append', 'upsert')),
+    key_columns  text[],
+    key_format   text CHECK (key_format IN ('json', 'csv', 'text')),
     UNIQUE (endpoint, stream, relation)
 );
 
@@ -232,3 +250,24 @@ SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.consumers_id_seq', 
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.seqnums', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.dead_letters', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.dead_letters_id_seq', '');
+
+-- 0.4.0: a batch as a transform function receives it (pipeline_kafka.message[] /
+-- pipeline_kinesis.record[]), one element per message in the order read.
+CREATE TYPE pipeline_kafka.message AS (
+    topic       text,
+    "partition" integer,
+    "offset"    bigint,
+    key         bytea,
+    value       bytea,
+    "timestamp" timestamptz,
+    headers     jsonb
+);
+CREATE TYPE pipeline_kinesis.record AS (
+    stream          text,
+    shard_id        text,
+    sequence_number text,
+    sub_sequence    bigint,
+    partition_key   text,
+    data            bytea,
+    arrival_time    timestamptz
+);

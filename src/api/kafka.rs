@@ -5,11 +5,13 @@ use pgrx::prelude::*;
 #[pg_schema]
 mod pipeline_kafka {
     use crate::api::consumer_args as args;
+    use crate::api::writer_args::RegProcArg;
     use crate::api::{is_superuser, wake_at_commit, JsonbArg};
     use crate::catalog::{consumers, kafka as cat};
     use crate::shmem::SourceKind;
     use crate::error::{raise, raise_with, required};
     use crate::sources::kafka::{client_config, Probe, ProbeError};
+    use pgrx::datum::TimestampWithTimeZone;
     use pgrx::prelude::*;
     use std::collections::BTreeMap;
     use std::time::Duration;
@@ -100,10 +102,39 @@ mod pipeline_kafka {
         crate::api::raise_probe_error(topic, "metadata", e)
     }
 
-    /// Starts (or updates and restarts) the consumer of `topic` into `relation`; returns its id.
+    /// consume_begin as 0.3.0 declared it (16 arguments): the symbol stays for databases whose
+    /// extension is not updated yet (their SQL function still points at it); no SQL is generated.
     #[allow(clippy::too_many_arguments)]
-    #[pg_extern(volatile, parallel_unsafe)]
+    #[pg_extern(volatile, parallel_unsafe, sql = false)]
     fn consume_begin(
+        topic: Option<&str>,
+        relation: Option<&str>,
+        format: Option<&str>,
+        delimiter: Option<&str>,
+        quote: Option<&str>,
+        escape: Option<&str>,
+        batchsize: Option<i32>,
+        maxbytes: Option<i32>,
+        parallelism: Option<i32>,
+        start_offset: Option<i64>,
+        timeout: Option<i32>,
+        group_id: Option<&str>,
+        config: Option<JsonbArg>,
+        on_error: Option<&str>,
+        max_dead_letters: Option<i32>,
+        columns: Option<Vec<Option<String>>>,
+    ) -> i32 {
+        kafka_consume_begin(
+            topic, relation, format, delimiter, quote, escape, batchsize, maxbytes, parallelism, start_offset, timeout, group_id,
+            config, on_error, max_dead_letters, columns, None, None, Some("append"), None, None, None,
+        )
+    }
+
+    /// Starts (or updates and restarts) the consumer of `topic` into `relation`; returns its id.
+    // Its own Rust name: the 0.3.0 symbol (consume_begin above) keeps its 16 arguments.
+    #[allow(clippy::too_many_arguments)]
+    #[pg_extern(volatile, parallel_unsafe, name = "consume_begin")]
+    fn kafka_consume_begin(
         topic: Option<&str>,
         relation: Option<&str>,
         format: default!(Option<&str>, "'text'"),
@@ -120,6 +151,12 @@ mod pipeline_kafka {
         on_error: default!(Option<&str>, "'dead_letter'"),
         max_dead_letters: default!(Option<i32>, "NULL"),
         columns: default!(Option<Vec<Option<String>>>, "NULL"),
+        metadata: default!(Option<JsonbArg>, "NULL"),
+        transform: default!(Option<RegProcArg>, "NULL"),
+        mode: default!(Option<&str>, "'append'"),
+        key_columns: default!(Option<Vec<Option<String>>>, "NULL"),
+        key_format: default!(Option<&str>, "NULL"),
+        start_time: default!(Option<TimestampWithTimeZone>, "NULL"),
     ) -> i32 {
         let topic = required(topic, "topic");
         let relation = required(relation, "relation");
@@ -151,6 +188,12 @@ mod pipeline_kafka {
         let relid = args::resolve_relation(relation);
         let owner = args::check_relation(relid, relation);
         args::check_columns(columns.as_ref(), &opts, relid, relation);
+        let metadata = crate::api::metadata_args::check(SourceKind::Kafka, metadata, relid, relation, &opts, columns.as_ref());
+        let writer =
+            crate::api::writer_args::check(SourceKind::Kafka, relid, owner, relation, &opts, transform, mode, key_columns, key_format);
+        if start_offset.is_some() && start_time.is_some() {
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "give start_offset or start_time, not both");
+        }
 
         let (brokers, broker_config) = cat::brokers();
         if brokers.is_empty() {
@@ -208,6 +251,12 @@ mod pipeline_kafka {
             max_dead_letters,
         });
         cat::set_config_by_superuser(id, config_by_superuser);
+        consumers::set_features(SourceKind::Kafka, id, metadata.as_deref(), &writer);
+        if consumers::has_features_schema(SourceKind::Kafka) {
+            cat::set_start_time(id, start_time);
+        } else if start_time.is_some() {
+            raise(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "start_time needs the extension's 0.4.0 schema (ALTER EXTENSION pipeline_ingest UPDATE)");
+        }
         cat::set_consumer_secrets(id, &secrets);
 
         // Where to start: an explicit start_offset replaces stored offsets; a new consumer with

@@ -5,6 +5,7 @@ use pgrx::prelude::*;
 #[pg_schema]
 mod pipeline_kinesis {
     use crate::api::consumer_args as args;
+    use crate::api::writer_args::RegProcArg;
     use crate::api::{wake_at_commit, JsonbArg};
     use crate::catalog::{consumers, kinesis as cat};
     use crate::error::{raise, raise_with, required};
@@ -173,14 +174,44 @@ mod pipeline_kinesis {
         )
     }
 
+    /// consume_begin as 0.3.0 declared it (17 arguments): the symbol stays for databases whose
+    /// extension is not updated yet (their SQL function still points at it); no SQL is generated.
+    #[allow(clippy::too_many_arguments)]
+    #[pg_extern(volatile, parallel_unsafe, sql = false)]
+    fn kinesis_consume_begin(
+        endpoint: Option<&str>,
+        stream: Option<&str>,
+        relation: Option<&str>,
+        format: Option<&str>,
+        delimiter: Option<&str>,
+        quote: Option<&str>,
+        escape: Option<&str>,
+        batchsize: Option<i32>,
+        parallelism: Option<i32>,
+        start_offset: Option<i32>,
+        start_time: Option<TimestampWithTimeZone>,
+        timeout: Option<i32>,
+        poll_interval: Option<i32>,
+        config: Option<JsonbArg>,
+        on_error: Option<&str>,
+        max_dead_letters: Option<i32>,
+        columns: Option<Vec<Option<String>>>,
+    ) -> i32 {
+        kinesis_consume_begin_with_options(
+            endpoint, stream, relation, format, delimiter, quote, escape, batchsize, parallelism, start_offset, start_time, timeout,
+            poll_interval, config, on_error, max_dead_letters, columns, None, None, Some("append"), None, None,
+        )
+    }
+
     /// Starts (or updates and restarts) the consumer of `stream` at `endpoint` into `relation`;
     /// returns its id. start_offset -2 reads every shard from TRIM_HORIZON, -1 from now on
     /// (LATEST), start_time from that time (AT_TIMESTAMP); none of them keeps the stored
     /// positions, or starts a new consumer from now on.
-    // Rust names apart from pipeline_kafka's: pgrx exports each function's wrapper by its Rust name.
+    // Rust names apart from pipeline_kafka's: pgrx exports each function's wrapper by its Rust name
+    // (and kinesis_consume_begin is the 0.3.0 symbol).
     #[allow(clippy::too_many_arguments)]
     #[pg_extern(volatile, parallel_unsafe, name = "consume_begin")]
-    fn kinesis_consume_begin(
+    fn kinesis_consume_begin_with_options(
         endpoint: Option<&str>,
         stream: Option<&str>,
         relation: Option<&str>,
@@ -198,6 +229,11 @@ mod pipeline_kinesis {
         on_error: default!(Option<&str>, "'dead_letter'"),
         max_dead_letters: default!(Option<i32>, "NULL"),
         columns: default!(Option<Vec<Option<String>>>, "NULL"),
+        metadata: default!(Option<JsonbArg>, "NULL"),
+        transform: default!(Option<RegProcArg>, "NULL"),
+        mode: default!(Option<&str>, "'append'"),
+        key_columns: default!(Option<Vec<Option<String>>>, "NULL"),
+        key_format: default!(Option<&str>, "NULL"),
     ) -> i32 {
         let endpoint = required(endpoint, "endpoint");
         let stream = required(stream, "stream");
@@ -234,6 +270,9 @@ mod pipeline_kinesis {
         let relid = args::resolve_relation(relation);
         let owner = args::check_relation(relid, relation);
         args::check_columns(columns.as_ref(), &opts, relid, relation);
+        let metadata = crate::api::metadata_args::check(SourceKind::Kinesis, metadata, relid, relation, &opts, columns.as_ref());
+        let writer =
+            crate::api::writer_args::check(SourceKind::Kinesis, relid, owner, relation, &opts, transform, mode, key_columns, key_format);
 
         let ep = cat::endpoint(endpoint).unwrap_or_else(|| {
             raise_with(
@@ -284,6 +323,7 @@ mod pipeline_kinesis {
             on_error,
             max_dead_letters,
         });
+        consumers::set_features(SourceKind::Kinesis, id, metadata.as_deref(), &writer);
         // A new consumer without a start reads from now on (LATEST as of this call, kept as a
         // time so a worker that starts late or again after a crash skips nothing after it).
         if let Some(start) = start.or_else(|| existing.is_none().then_some(cat::Start::Now)) {

@@ -156,3 +156,41 @@ pub fn current_relation(sys: SourceKind, consumer_id: i32, relid: pg_sys::Oid, o
         None => Err(RelationProblem::Missing(name)),
     }
 }
+
+/// True when the system's consumers table has the 0.4.0 columns (the database's extension was
+/// updated). A database still at an older version keeps working with the old columns.
+pub fn has_features_schema(sys: SourceKind) -> bool {
+    super::has_column(sys.consumers(), "mode")
+}
+
+/// Stores a consumer's 0.4.0 write settings (metadata columns, transform, mode, keys). In a
+/// database not updated yet only the defaults are possible (55000 otherwise).
+pub fn set_features(sys: SourceKind, consumer_id: i32, metadata: Option<&str>, writer: &crate::api::writer_args::WriterArgs) {
+    if !has_features_schema(sys) {
+        if metadata.is_some() || writer.transform.is_some() || writer.mode != "append" || writer.key_columns.is_some() || writer.key_format.is_some() {
+            crate::error::raise_with(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                "metadata, transform, mode, key_columns and key_format need the extension's 0.4.0 schema",
+                None,
+                Some("Run ALTER EXTENSION pipeline_ingest UPDATE.".into()),
+            );
+        }
+        return;
+    }
+    as_superuser(|| {
+        spi(Spi::run_with_args(
+            &format!(
+                "UPDATE {t} SET metadata = $2::jsonb, transform = $3, mode = $4, key_columns = $5, key_format = $6 WHERE id = $1",
+                t = sys.consumers()
+            ),
+            &[
+                consumer_id.into(),
+                metadata.into(),
+                writer.transform.as_deref().into(),
+                writer.mode.into(),
+                writer.key_columns.clone().into(),
+                writer.key_format.as_deref().into(),
+            ],
+        ))
+    });
+}

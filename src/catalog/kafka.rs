@@ -129,13 +129,18 @@ pub struct Consumer {
     pub max_dead_letters: Option<i32>,
     /// `config` was given by a superuser.
     pub config_by_superuser: bool,
+    /// 0.4.0: metadata columns, transform, mode and keys (as stored), and the start time
+    /// (microseconds since the Unix epoch) of partitions without a stored offset.
+    pub features: crate::catalog::Features,
+    pub start_time_us: Option<i64>,
 }
 
 // config_by_superuser is read through the row's jsonb: a database still at 0.1.0 (before ALTER
 // EXTENSION UPDATE) calls this library through its old functions and has no such column.
 const CONSUMER_COLUMNS: &str = "id, topic, relation::oid, owner::oid, group_id, format, delimiter, quote, escape, \
      batchsize, maxbytes, parallelism, timeout, config::text, enabled, generation, on_error, max_dead_letters, columns, \
-     coalesce((to_jsonb(k) ->> 'config_by_superuser')::boolean, false)";
+     coalesce((to_jsonb(k) ->> 'config_by_superuser')::boolean, false), \
+     {FEATURES}, (extract(epoch FROM (to_jsonb(k) ->> 'start_time')::timestamptz) * 1000000)::bigint";
 
 fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<Consumer> {
     let config: String = row.get(14)?.unwrap_or_default();
@@ -163,11 +168,14 @@ fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<
         max_dead_letters: row.get(18)?,
         columns: row.get(19)?,
         config_by_superuser: row.get(20)?.unwrap_or(false),
+        features: crate::catalog::Features::from_row(row, 21)?,
+        start_time_us: row.get(26)?,
     })
 }
 
 fn select_consumers(where_sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<Consumer> {
-    let q = format!("SELECT {CONSUMER_COLUMNS} FROM pipeline_kafka.consumers k {where_sql} ORDER BY id");
+    let q = format!("SELECT {CONSUMER_COLUMNS} FROM pipeline_kafka.consumers k {where_sql} ORDER BY id")
+        .replace("{FEATURES}", super::FEATURE_COLUMNS);
     // As the superuser: row-level security hides other roles' consumers from the caller, but the
     // functions must see them (to refuse changing them, not to create a second one).
     let mut consumers: Vec<Consumer> = as_superuser(|| {
@@ -292,6 +300,16 @@ pub fn set_config_by_superuser(consumer_id: i32, by_superuser: bool) {
             ))
         });
     }
+}
+
+/// Stores where partitions without a stored offset start by time (None: by start_offset's rules).
+pub fn set_start_time(consumer_id: i32, start_time: Option<pgrx::datum::TimestampWithTimeZone>) {
+    as_superuser(|| {
+        spi(Spi::run_with_args(
+            "UPDATE pipeline_kafka.consumers SET start_time = $2 WHERE id = $1",
+            &[consumer_id.into(), start_time.into()],
+        ))
+    });
 }
 
 /// Bumps the generation of every enabled consumer of this database (all of them use every

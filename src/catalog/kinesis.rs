@@ -92,11 +92,13 @@ pub struct Consumer {
     pub region: String,
     pub url: Option<String>,
     pub credfile: Option<String>,
+    /// 0.4.0: metadata columns, transform, mode and keys (as stored).
+    pub features: crate::catalog::Features,
 }
 
 const CONSUMER_COLUMNS: &str = "k.id, k.endpoint, k.stream, k.relation::oid, k.owner::oid, k.format, k.delimiter, k.quote, \
      k.escape, k.columns, k.batchsize, k.parallelism, k.timeout, k.poll_interval, k.config::text, k.enabled, k.generation, \
-     k.on_error, k.max_dead_letters, (extract(epoch FROM k.start_time) * 1000000)::bigint, e.region, e.url, e.credfile";
+     k.on_error, k.max_dead_letters, (extract(epoch FROM k.start_time) * 1000000)::bigint, e.region, e.url, e.credfile, {FEATURES}";
 
 fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<Consumer> {
     let config: String = row.get(15)?.unwrap_or_default();
@@ -127,6 +129,7 @@ fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<
         region: row.get(21)?.unwrap_or_default(),
         url: row.get(22)?,
         credfile: row.get(23)?,
+        features: crate::catalog::Features::from_row(row, 24)?,
     })
 }
 
@@ -137,7 +140,8 @@ pub fn select_consumers(where_sql: &str, args: &[pgrx::datum::DatumWithOid]) -> 
     let q = format!(
         "SELECT {CONSUMER_COLUMNS} FROM pipeline_kinesis.consumers k \
          JOIN pipeline_kinesis.endpoints e ON e.name = k.endpoint {where_sql} ORDER BY k.id"
-    );
+    )
+    .replace("{FEATURES}", super::FEATURE_COLUMNS);
     as_superuser(|| {
         spi(Spi::connect(|c| {
             let t = c.select(q.as_str(), None, args)?;

@@ -49,3 +49,46 @@ pub fn insertable_columns(relid: pg_sys::Oid) -> Vec<String> {
         Ok(out)
     }))
 }
+
+/// The 0.4.0 settings both systems' consumers tables hold (as stored; the worker parses them).
+#[derive(Debug, Clone, Default)]
+pub struct Features {
+    /// metadata field -> target column, as jsonb text (None = no metadata columns).
+    pub metadata: Option<String>,
+    /// The transform function, as regprocedure text.
+    pub transform: Option<String>,
+    /// 'append' or 'upsert'.
+    pub mode: String,
+    pub key_columns: Option<Vec<String>>,
+    pub key_format: Option<String>,
+}
+
+/// The select-list of `Features` for a consumers table aliased `k`, read through the row's jsonb
+/// so that a database whose extension is not updated yet (no such columns) reads the defaults.
+pub const FEATURE_COLUMNS: &str = "to_jsonb(k) ->> 'metadata', to_jsonb(k) ->> 'transform', \
+     coalesce(to_jsonb(k) ->> 'mode', 'append'), \
+     CASE WHEN jsonb_typeof(to_jsonb(k) -> 'key_columns') = 'array' \
+          THEN ARRAY(SELECT jsonb_array_elements_text(to_jsonb(k) -> 'key_columns')) END, \
+     to_jsonb(k) ->> 'key_format'";
+
+impl Features {
+    /// Reads the `FEATURE_COLUMNS` starting at column `first` (1-based).
+    pub fn from_row(row: &pgrx::spi::SpiHeapTupleData, first: usize) -> SpiResult<Features> {
+        Ok(Features {
+            metadata: row.get(first)?,
+            transform: row.get(first + 1)?,
+            mode: row.get(first + 2)?.unwrap_or_else(|| "append".to_string()),
+            key_columns: row.get(first + 3)?,
+            key_format: row.get(first + 4)?,
+        })
+    }
+}
+
+/// True when `table` has `column` (e.g. a consumers table the 0.4.0 update added a column to).
+pub fn has_column(table: &str, column: &str) -> bool {
+    spi(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = $1::regclass AND attname = $2 AND NOT attisdropped)",
+        &[table.into(), column.into()],
+    ))
+    .unwrap_or(false)
+}

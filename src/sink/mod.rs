@@ -1,5 +1,9 @@
-//! Where rows go: PostgreSQL's own COPY FROM machinery (`copy`), and inserting a prepared batch
-//! with bad messages isolated (`isolate`).
+//! Where rows go: PostgreSQL's own COPY FROM machinery (`copy`), inserting a prepared batch with
+//! bad messages isolated (`isolate`), and the ways a batch is written (`write`: append by COPY,
+//! `transform`, `upsert`).
 
 pub mod copy;
 pub mod isolate;
+pub mod transform;
+pub mod upsert;
+pub mod write;

@@ -13,7 +13,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use std::sync::{Arc, Mutex};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -402,6 +402,10 @@ impl Source for KafkaSource {
                         pos: KafkaPos { partition: m.partition(), offset: m.offset() },
                         key: m.key().map(<[u8]>::to_vec),
                         payload: m.payload().map(<[u8]>::to_vec),
+                        timestamp_ms: m.timestamp().to_millis(),
+                        headers: m.headers().map(|h| {
+                            h.iter().map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec))).collect()
+                        }),
                     });
                     added += 1;
                 }

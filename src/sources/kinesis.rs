@@ -216,7 +216,7 @@ impl KinesisSource {
                 r.backoff.reset();
                 r.millis_behind = fetched.millis_behind_latest;
                 for rec in fetched.records {
-                    let msgs = messages(id, &rec.seq, &rec.partition_key, rec.data, Some(r.range), r.skip.as_ref());
+                    let msgs = messages(id, &rec.seq, &rec.partition_key, rec.data, rec.arrival_ms, Some(r.range), r.skip.as_ref());
                     if r.skip.as_ref().is_some_and(|s| !s.already_consumed(&rec.seq, Some(u64::MAX))) {
                         // past the record the iterator was taken at: nothing more to skip
                         r.skip = None;

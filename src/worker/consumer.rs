@@ -72,6 +72,8 @@ pub extern "C-unwind" fn pipeline_kafka_worker_main(_arg: pg_sys::Datum) {
         batchsize: consumer.batchsize,
         maxbytes: consumer.maxbytes,
         timeout: consumer.timeout,
+        source_name: &consumer.topic,
+        features: &consumer.features,
     };
     let Some(target) = target_of(&catalog, &args, settings) else { return };
     let Some(source) = connect(&args, &consumer, &catalog, &brokers, &broker_config, &stored, target.limits.max_bytes) else {

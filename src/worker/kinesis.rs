@@ -65,6 +65,8 @@ pub extern "C-unwind" fn pipeline_kinesis_worker_main(_arg: pg_sys::Datum) {
         batchsize: consumer.batchsize,
         maxbytes: MAX_BATCH_BYTES,
         timeout: consumer.timeout,
+        source_name: &consumer.stream,
+        features: &consumer.features,
     };
     let Some(target) = target_of(&catalog, &args, settings) else { return };
     let read = read_settings(&consumer, args.index);

@@ -15,15 +15,14 @@
 use super::{reload_config_if_requested, shutdown_requested, wait};
 use crate::catalog::consumers::{self, RelationProblem};
 use crate::error::raise;
-use crate::sink::copy::copy_option_list;
-use crate::sink::isolate::BatchSink;
+use crate::catalog::Features;
 use crate::sources::Source;
 use crate::xact::{in_transaction, PgError};
 use ingest_core::backoff::Backoff;
 use ingest_core::batch::{Batch, Limits, Message, Position};
-use ingest_core::format::{CopyOptions, Format};
+use ingest_core::format::CopyOptions;
 use ingest_core::policy::{decide, Decision, OnError};
-use ingest_core::prepare::{prepare, Rejected};
+use ingest_core::prepare::Rejected;
 use pgrx::prelude::*;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -85,6 +84,10 @@ pub struct Target {
     pub on_error: OnError,
     pub max_dead_letters: Option<i32>,
     pub limits: Limits,
+    /// The topic or stream (for metadata columns and transforms).
+    pub source_name: String,
+    /// 0.4.0: metadata columns, transform, mode and keys, as stored (sink::write reads them).
+    pub features: Features,
 }
 
 /// A consumer worker's start arguments (bgw_extra): "dboid consumer index generation".
@@ -121,6 +124,8 @@ pub struct TargetSettings<'a> {
     pub batchsize: i32,
     pub maxbytes: i32,
     pub timeout: i32,
+    pub source_name: &'a str,
+    pub features: &'a Features,
 }
 
 /// The consumer's target as the pipeline needs it; None (the error recorded) when its settings
@@ -156,6 +161,8 @@ pub fn target_of<C: ConsumerCatalog>(catalog: &C, args: &WorkerArgs, s: TargetSe
             max_bytes: s.maxbytes.max(1) as usize,
             max_wait: Duration::from_millis(s.timeout.max(1) as u64),
         },
+        source_name: s.source_name.to_string(),
+        features: s.features.clone(),
     })
 }
 
@@ -391,29 +398,11 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                     format!("relation \"{name}\" (oid {}) no longer exists; create it again to resume", target.relid.to_u32()),
                 ),
             };
-            let opts = &target.opts;
-            // json: fields match the relation's columns by name; text/csv with a column list: one
-            // column set naming them.
-            let columns = match (&target.columns, opts.format) {
-                (Some(list), Format::Text | Format::Csv) => list.clone(),
-                (_, Format::Json) => crate::catalog::insertable_columns(relid),
-                _ => Vec::new(),
-            };
-            let payloads = batch.messages.iter().map(|m| m.payload.as_deref());
-            let (prepared, mut rejected) =
-                prepare(payloads, opts, &columns, target.columns.is_some(), batch.bytes() + batch.len());
-            let sink = BatchSink {
-                relid,
-                owner: target.owner,
-                format: opts.format,
-                columns: &columns,
-                copy_options: copy_option_list(opts),
-                prepared: &prepared,
-            };
-            match sink.insert_isolating(&prepared.items) {
-                Ok(more) => rejected.extend(more),
+            let written = match crate::sink::write::write_batch(target, relid, &batch.messages) {
+                Ok(w) => w,
                 Err(e) => return Err(BatchError::Failed(e)),
-            }
+            };
+            let mut rejected = written.rejected;
             if !rejected.is_empty() {
                 rejected.sort_by_key(|r| r.msg);
                 let first = &rejected[0];
@@ -452,9 +441,9 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
             for i in 0..batch.messages.len() {
                 stats.entry(key(i)).or_default().messages += 1;
             }
-            for p in &prepared.items {
-                if !rejected.iter().any(|r| r.msg == p.msg) {
-                    stats.entry(key(p.msg)).or_default().rows += p.rows() as i64;
+            for &(msg, rows) in &written.rows {
+                if !rejected.iter().any(|r| r.msg == msg) {
+                    stats.entry(key(msg)).or_default().rows += rows as i64;
                 }
             }
             if target.on_error == OnError::DeadLetter {

@@ -18,6 +18,16 @@ pub trait Position: Clone + Debug {
     /// The number a stream is shown and counted under in shared memory (Kafka: the partition;
     /// Kinesis: the number in the shard id).
     fn status_key(stream: &Self::Stream) -> i32;
+    /// The position as the SQL types show it (message composites, metadata columns).
+    fn fields(&self) -> PosFields;
+}
+
+/// A message's position as SQL shows it: Kafka (partition, offset) or Kinesis (shard id, sequence
+/// number as decimal text, sub-sequence of a KPL user record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PosFields {
+    Kafka { partition: i32, offset: i64 },
+    Kinesis { shard_id: String, sequence_number: String, sub_sequence: Option<u64> },
 }
 
 /// A Kafka message's position: its partition and offset.
@@ -38,6 +48,9 @@ impl Position for KafkaPos {
     }
     fn status_key(stream: &i32) -> i32 {
         *stream
+    }
+    fn fields(&self) -> PosFields {
+        PosFields::Kafka { partition: self.partition, offset: self.offset }
     }
 }
 
@@ -65,6 +78,9 @@ impl Position for KinesisPos {
         let digits: String = digits.chars().rev().collect();
         digits.parse::<u64>().ok().and_then(|n| i32::try_from(n).ok()).unwrap_or(-1)
     }
+    fn fields(&self) -> PosFields {
+        PosFields::Kinesis { shard_id: self.shard.clone(), sequence_number: self.at.seq.to_string(), sub_sequence: self.at.sub }
+    }
 }
 
 /// One message from a source, owned.
@@ -73,6 +89,11 @@ pub struct Message<P = KafkaPos> {
     pub pos: P,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
+    /// Kafka: the message timestamp; Kinesis: the record's approximate arrival time (ms since the
+    /// Unix epoch).
+    pub timestamp_ms: Option<i64>,
+    /// Kafka headers in order (a name may repeat; a value may be null); None when there are none.
+    pub headers: Option<Vec<(String, Option<Vec<u8>>)>>,
 }
 
 /// When a batch must be flushed.
@@ -161,7 +182,7 @@ mod tests {
     use super::*;
 
     fn msg(p: i32, o: i64, len: usize) -> Message {
-        Message { pos: KafkaPos { partition: p, offset: o }, key: None, payload: Some(vec![b'x'; len]) }
+        Message { pos: KafkaPos { partition: p, offset: o }, key: None, payload: Some(vec![b'x'; len]), timestamp_ms: None, headers: None }
     }
 
     #[test]
@@ -183,7 +204,7 @@ mod tests {
         };
         let mut b: Batch<KinesisPos> = Batch::default();
         for p in [pos("shardId-1", "10", None), pos("shardId-2", "7", Some(0)), pos("shardId-2", "7", Some(1)), pos("shardId-1", "12", None)] {
-            b.push(Message { pos: p, key: None, payload: Some(b"x".to_vec()) });
+            b.push(Message { pos: p, key: None, payload: Some(b"x".to_vec()), timestamp_ms: None, headers: None });
         }
         let last = b.last_positions();
         assert_eq!(last["shardId-1"], pos("shardId-1", "12", None));

@@ -55,6 +55,7 @@ pub fn messages(
     seq: &SeqNum,
     partition_key: &str,
     data: Vec<u8>,
+    arrival_ms: Option<i64>,
     range: Option<(u128, u128)>,
     skip: Option<&Resume>,
 ) -> Vec<Message<KinesisPos>> {
@@ -62,11 +63,23 @@ pub fn messages(
     let pos = |sub: Option<u64>| KinesisPos { shard: shard.to_string(), at: ShardPos { seq: seq.clone(), sub } };
     match deaggregate(&data, range) {
         Records::Plain if taken(None) => Vec::new(),
-        Records::Plain => vec![Message { pos: pos(None), key: Some(partition_key.as_bytes().to_vec()), payload: Some(data) }],
+        Records::Plain => vec![Message {
+            pos: pos(None),
+            key: Some(partition_key.as_bytes().to_vec()),
+            payload: Some(data),
+            timestamp_ms: arrival_ms,
+            headers: None,
+        }],
         Records::Aggregated(users) => users
             .into_iter()
             .filter(|u| !taken(Some(u.sub)))
-            .map(|u| Message { pos: pos(Some(u.sub)), key: Some(u.partition_key.into_bytes()), payload: Some(u.data) })
+            .map(|u| Message {
+                pos: pos(Some(u.sub)),
+                key: Some(u.partition_key.into_bytes()),
+                payload: Some(u.data),
+                timestamp_ms: arrival_ms,
+                headers: None,
+            })
             .collect(),
     }
 }
@@ -148,13 +161,13 @@ mod tests {
 
     #[test]
     fn records_become_messages_once() {
-        let plain = messages("shardId-000000000001", &s("7"), "pk", b"hello".to_vec(), None, None);
+        let plain = messages("shardId-000000000001", &s("7"), "pk", b"hello".to_vec(), None, None, None);
         assert_eq!(plain.len(), 1);
         assert_eq!(plain[0].payload.as_deref(), Some(&b"hello"[..]));
         assert_eq!(plain[0].key.as_deref(), Some(&b"pk"[..]));
         assert_eq!(plain[0].pos.at, ShardPos { seq: s("7"), sub: None });
 
-        let agg = messages("shardId-000000000001", &s("9"), "outer", aggregate(5), None, None);
+        let agg = messages("shardId-000000000001", &s("9"), "outer", aggregate(5), None, None, None);
         let subs: Vec<Option<u64>> = agg.iter().map(|m| m.pos.at.sub).collect();
         assert_eq!(subs, vec![Some(0), Some(1), Some(2), Some(3), Some(4)]);
         assert_eq!(agg[2].key.as_deref(), Some(&b"k2"[..]));
@@ -162,11 +175,11 @@ mod tests {
 
         // resumed inside the aggregate after user record 2: only 3 and 4 again
         let skip = Resume::AtSkipping { seq: s("9"), done: 2 };
-        let rest = messages("shardId-000000000001", &s("9"), "outer", aggregate(5), None, Some(&skip));
+        let rest = messages("shardId-000000000001", &s("9"), "outer", aggregate(5), None, None, Some(&skip));
         assert_eq!(rest.iter().map(|m| m.pos.at.sub).collect::<Vec<_>>(), vec![Some(3), Some(4)]);
         // a later record is not affected by the skip; an earlier one is dropped
-        assert_eq!(messages("x", &s("10"), "p", b"a".to_vec(), None, Some(&skip)).len(), 1);
-        assert!(messages("x", &s("8"), "p", b"a".to_vec(), None, Some(&Resume::After(s("9")))).is_empty());
+        assert_eq!(messages("x", &s("10"), "p", b"a".to_vec(), None, None, Some(&skip)).len(), 1);
+        assert!(messages("x", &s("8"), "p", b"a".to_vec(), None, None, Some(&Resume::After(s("9")))).is_empty());
     }
 
     #[test]

@@ -1,0 +1,128 @@
+-- pipeline_ingest 0.3.0 -> 0.4.0 (ALTER EXTENSION pipeline_ingest UPDATE).
+-- Every schema change of 0.4.0 is here as well as in catalog.sql / finalize.sql / the generated
+-- function definitions, so an upgraded database ends up with the same schema as a fresh one
+-- (tests/e2e/test_upgrade.py compares them). A released script is never edited afterwards.
+
+\echo Use "ALTER EXTENSION pipeline_ingest UPDATE" to load this file. \quit
+
+-- Issue 9: metadata columns, raw format, transforms, upserts, start_time (consumers settings).
+ALTER TABLE pipeline_kafka.consumers
+    DROP CONSTRAINT consumers_format_check,
+    ADD CONSTRAINT consumers_format_check CHECK (format IN ('text', 'csv', 'json', 'raw')),
+    ADD COLUMN metadata jsonb CHECK (metadata IS NULL OR jsonb_typeof(metadata) = 'object'),
+    ADD COLUMN transform text,
+    ADD COLUMN mode text NOT NULL DEFAULT 'append' CHECK (mode IN ('append', 'upsert')),
+    ADD COLUMN key_columns text[],
+    ADD COLUMN key_format text CHECK (key_format IN ('json', 'csv', 'text')),
+    ADD COLUMN start_time timestamptz;
+
+ALTER TABLE pipeline_kinesis.consumers
+    DROP CONSTRAINT consumers_format_check,
+    ADD CONSTRAINT consumers_format_check CHECK (format IN ('text', 'csv', 'json', 'raw')),
+    ADD COLUMN metadata jsonb CHECK (metadata IS NULL OR jsonb_typeof(metadata) = 'object'),
+    ADD COLUMN transform text,
+    ADD COLUMN mode text NOT NULL DEFAULT 'append' CHECK (mode IN ('append', 'upsert')),
+    ADD COLUMN key_columns text[],
+    ADD COLUMN key_format text CHECK (key_format IN ('json', 'csv', 'text'));
+
+CREATE TYPE pipeline_kafka.message AS (
+    topic       text,
+    "partition" integer,
+    "offset"    bigint,
+    key         bytea,
+    value       bytea,
+    "timestamp" timestamptz,
+    headers     jsonb
+);
+CREATE TYPE pipeline_kinesis.record AS (
+    stream          text,
+    shard_id        text,
+    sequence_number text,
+    sub_sequence    bigint,
+    partition_key   text,
+    data            bytea,
+    arrival_time    timestamptz
+);
+
+-- consume_begin of both systems gains named parameters after the existing ones (the 0.3.0
+-- functions go; their C symbols stay in the library for databases not updated yet).
+DROP FUNCTION pipeline_kafka.consume_begin(text, text, text, text, text, text, integer, integer, integer, bigint,
+    integer, text, jsonb, text, integer, text[]);
+DROP FUNCTION pipeline_kinesis.consume_begin(text, text, text, text, text, text, text, integer, integer, integer,
+    timestamptz, integer, integer, jsonb, text, integer, text[]);
+CREATE  FUNCTION pipeline_kafka."consume_begin"(
+	"topic" TEXT, /* Option < & str > */
+	"relation" TEXT, /* Option < & str > */
+	"format" TEXT DEFAULT 'text', /* Option < & str > */
+	"delimiter" TEXT DEFAULT NULL, /* Option < & str > */
+	"quote" TEXT DEFAULT NULL, /* Option < & str > */
+	"escape" TEXT DEFAULT NULL, /* Option < & str > */
+	"batchsize" INT DEFAULT 1000, /* Option < i32 > */
+	"maxbytes" INT DEFAULT 32000000, /* Option < i32 > */
+	"parallelism" INT DEFAULT 1, /* Option < i32 > */
+	"start_offset" bigint DEFAULT NULL, /* Option < i64 > */
+	"timeout" INT DEFAULT 250, /* Option < i32 > */
+	"group_id" TEXT DEFAULT NULL, /* Option < & str > */
+	"config" jsonb DEFAULT NULL, /* Option < JsonbArg > */
+	"on_error" TEXT DEFAULT 'dead_letter', /* Option < & str > */
+	"max_dead_letters" INT DEFAULT NULL, /* Option < i32 > */
+	"columns" TEXT[] DEFAULT NULL, /* :: std :: option :: Option < Vec < Option < String > > > */
+	"metadata" jsonb DEFAULT NULL, /* Option < JsonbArg > */
+	"transform" regprocedure DEFAULT NULL, /* Option < RegProcArg > */
+	"mode" TEXT DEFAULT 'append', /* Option < & str > */
+	"key_columns" TEXT[] DEFAULT NULL, /* :: std :: option :: Option < Vec < Option < String > > > */
+	"key_format" TEXT DEFAULT NULL, /* Option < & str > */
+	"start_time" timestamp with time zone DEFAULT NULL /* Option < TimestampWithTimeZone > */
+) RETURNS INT /* i32 */
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'kafka_consume_begin_wrapper';
+CREATE  FUNCTION pipeline_kinesis."consume_begin"(
+	"endpoint" TEXT, /* Option < & str > */
+	"stream" TEXT, /* Option < & str > */
+	"relation" TEXT, /* Option < & str > */
+	"format" TEXT DEFAULT 'text', /* Option < & str > */
+	"delimiter" TEXT DEFAULT NULL, /* Option < & str > */
+	"quote" TEXT DEFAULT NULL, /* Option < & str > */
+	"escape" TEXT DEFAULT NULL, /* Option < & str > */
+	"batchsize" INT DEFAULT 1000, /* Option < i32 > */
+	"parallelism" INT DEFAULT 1, /* Option < i32 > */
+	"start_offset" INT DEFAULT NULL, /* Option < i32 > */
+	"start_time" timestamp with time zone DEFAULT NULL, /* Option < TimestampWithTimeZone > */
+	"timeout" INT DEFAULT 250, /* Option < i32 > */
+	"poll_interval" INT DEFAULT 200, /* Option < i32 > */
+	"config" jsonb DEFAULT NULL, /* Option < JsonbArg > */
+	"on_error" TEXT DEFAULT 'dead_letter', /* Option < & str > */
+	"max_dead_letters" INT DEFAULT NULL, /* Option < i32 > */
+	"columns" TEXT[] DEFAULT NULL, /* :: std :: option :: Option < Vec < Option < String > > > */
+	"metadata" jsonb DEFAULT NULL, /* Option < JsonbArg > */
+	"transform" regprocedure DEFAULT NULL, /* Option < RegProcArg > */
+	"mode" TEXT DEFAULT 'append', /* Option < & str > */
+	"key_columns" TEXT[] DEFAULT NULL, /* :: std :: option :: Option < Vec < Option < String > > > */
+	"key_format" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS INT /* i32 */
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'kinesis_consume_begin_with_options_wrapper';
+
+-- ==== block: formats (metadata columns, raw format, json into one column) ====
+
+-- ==== end block: formats ====
+
+
+
+-- ==== block: writers (transforms, upserts, previews) ====
+
+-- ==== end block: writers ====
+
+
+
+-- ==== block: dropin (stream partitioned consumers, consumer_lag, group commits) ====
+
+-- ==== end block: dropin ====
+
+
+
+-- ==== block: lead (seek, start_time) ====
+
+-- ==== end block: lead ====
