@@ -45,3 +45,9 @@ bench: build
 bench-kinesis: build
 	bash scripts/services.sh start all
 	source scripts/env.sh && "$$PI_VENV/bin/python" bench/kinesis_vs_copy.py $(BENCH_ARGS)
+
+# The seed scenarios (demos/seeds.py; README "Seed scenarios"), each against the running services.
+.PHONY: demo-memgraph demo-moviefriends demo-kstreams demo-pathway
+demo-memgraph demo-moviefriends demo-kstreams demo-pathway: build
+	bash scripts/services.sh start all
+	source scripts/env.sh && "$$PI_VENV/bin/python" demos/seeds.py $(@:demo-%=%) $(DEMO_ARGS)
