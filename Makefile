@@ -35,15 +35,22 @@ stop:
 status:
 	bash scripts/services.sh status all
 
-# Ingestion against raw COPY FROM a file of the same rows (BENCHMARKS.md). BENCH_ARGS e.g.
-# "--rows 1000000 --batchsize 10000 --bad-percent 1".
-bench: build
-	bash scripts/services.sh start all
-	source scripts/env.sh && "$$PI_VENV/bin/python" bench/consume_vs_copy.py $(BENCH_ARGS)
+# Every ingestion and producing path against raw COPY FROM a file of the same rows, in one process
+# (bench/run.py; BENCHMARKS.md "Method"); its table goes into BENCHMARKS.md. BENCH_ARGS e.g.
+# "--only csv,json --scale 0.1 --repeat 1" (bench/run.py --help). The figures come from the build
+# PI_BUILD_PROFILE names: release (default) or debug (what `make build` installs); the bench
+# targets install it and restart PostgreSQL so that the server runs it.
+PI_BUILD_PROFILE ?= release
+bench_build = $(if $(filter-out release debug,$(PI_BUILD_PROFILE)),$(error PI_BUILD_PROFILE must be release or debug)) \
+	bash scripts/build.sh $(if $(filter release,$(PI_BUILD_PROFILE)),--release) && \
+	bash scripts/services.sh start all && bash scripts/services.sh restart pg
+bench: setup
+	$(bench_build)
+	source scripts/env.sh && "$$PI_VENV/bin/python" bench/run.py $(BENCH_ARGS)
 
-# Kinesis ingestion (kinesalite) against raw COPY; BENCH_ARGS e.g. "--rows 200000 --batchsize 10000".
-bench-kinesis: build
-	bash scripts/services.sh start all
+# Kinesis ingestion (kinesalite) alone, with more knobs; BENCH_ARGS e.g. "--rows 200000 --batchsize 10000".
+bench-kinesis: setup
+	$(bench_build)
 	source scripts/env.sh && "$$PI_VENV/bin/python" bench/kinesis_vs_copy.py $(BENCH_ARGS)
 
 # The seed scenarios (demos/seeds.py; README "Seed scenarios"), each against the running services.

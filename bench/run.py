@@ -342,6 +342,10 @@ class Bench:
             ph.wait_until(lambda: conn.execute("SELECT count(*) FROM pipeline_kafka.outbox WHERE topic = %s",
                                                (topic,)).fetchone()[0] == 0,
                           timeout=120, what=f"outbox of {topic} drained")
+            # Delivered once each: the outbox is empty and the topic (written without Kafka
+            # transactions, so its watermarks count messages exactly) holds n + 1.
+            got = ph.topic_message_count(topic)
+            assert got == n + 1, f"{got:,} messages in {topic} for {n + 1:,} produced"
             rss = peak_rss_kb(backend_pids(conn, PRODUCER))
         finally:
             conn.execute(f"DROP TABLE IF EXISTS {t}")
@@ -481,7 +485,8 @@ class Bench:
                 if key not in self.results and key not in self.errors:
                     continue
                 label = LABELS[case].format(rate=f"{self.args.latency_rate:,}")
-                tbl = "primary key" if v == "pk" else "no index"
+                tbl = {"produce": "—", "emit": "primary key", "latency": "primary key"}.get(
+                    case, "primary key" if v == "pk" else "no index")
                 n = f"{sizes.get(case, self.n):,}"
                 if key in self.errors and key not in self.results:
                     out.append([label, tbl, n, "failed", "", "", self.errors[key]])
@@ -501,7 +506,8 @@ class Bench:
                 ratio = ""
                 ref = ("copy-wide" if case == "wide" else "copy", v if case in TABLE_CASES else "plain")
                 if case in TABLE_CASES | {"rss", "kinesis"} and not case.startswith("copy") and ref in self.results:
-                    ratio = f"{med / median([r['rate'] for r in self.results[ref]]):.2f}"
+                    x = med / median([r["rate"] for r in self.results[ref]])
+                    ratio = f"{x:.2f}" if x >= 0.1 else f"{x:.3f}"
                 if case.startswith("copy"):
                     ratio = "1"
                 if "startup_s" in runs[0]:
