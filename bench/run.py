@@ -153,7 +153,7 @@ class Bench:
     # ----------------------------------------------------------------------- data, prepared once
 
     def prepare(self) -> None:
-        a, n, parts = self.args, self.n, self.args.partitions
+        n, parts = self.n, self.args.partitions
         need_narrow = self.only & {"csv", "csv2", "seed-insert", "seed-copy", "deadletters"}
         if self.only & NEED_COPY:
             self.files["narrow"] = write_rows_file("narrow", n, narrow_csv)
