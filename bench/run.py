@@ -581,9 +581,9 @@ def main() -> None:
     settings = "defaults except `start_offset := -2`" + (f" and `batchsize := {args.batchsize}`"
                                                          if args.batchsize else "")
     block = "\n".join([
-        f"Measured {now_utc()} by `make bench` (`bench/run.py`"
-        + (f" {' '.join(_argv())}" if _argv() else "") + f"), {args.repeat} run(s) per case, "
-        f"{args.partitions} partitions, pipeline_kafka consumers with {settings}.",
+        f"Measured {now_utc()} with `{' '.join(['bench/run.py'] + _argv())}` (what `make bench` runs), "
+        f"{args.repeat} run{'s' if args.repeat > 1 else ''} per case, topics of {args.partitions} partitions, "
+        f"pipeline_kafka consumers with {settings}.",
         "",
         *[f"- {k}: {v}" for k, v in desc.items()],
         "",
