@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from common import (BEGIN, NARROW_COLUMNS, NARROW_KEY, ROOT, WIDE_COLUMNS, WIDE_KEY, backend_pids,  # noqa: E402
-                    machine, median, narrow_bad, narrow_csv, narrow_json, now_utc, peak_rss_kb, ph, rate,
+                    cpu_seconds, machine, median, narrow_bad, narrow_csv, narrow_json, now_utc, peak_rss_kb, ph, rate,
                     replace_block, spread, wait_no_backends, wide_csv, write_rows_file)
 import kinesis_vs_copy  # noqa: E402
 
@@ -226,6 +226,7 @@ class Bench:
         rss = 0
         pids: list[int] = []
         first: Optional[float] = None
+        cpu: dict[int, float] = {}
         try:
             t0 = time.perf_counter()
             cid = conn.execute(f"SELECT pipeline_kafka.consume_begin(%s, %s, format := %s, start_offset := -2, "
@@ -240,6 +241,8 @@ class Bench:
                                    "WHERE consumer_id = %s", (cid,)).fetchone()[0]
                 pids = backend_pids(conn, CONSUMER) or pids
                 rss = max(rss, peak_rss_kb(pids))
+                for pid in pids:
+                    cpu[pid] = max(cpu.get(pid, 0.0), cpu_seconds(pid))
                 if got and first is None:
                     first = time.perf_counter() - t0
                 if got >= n:
@@ -263,7 +266,8 @@ class Bench:
                          "WHERE topic = %s AND relation = %s::regclass", (topic, t, topic, t))
             wait_no_backends(conn, CONSUMER)
             conn.execute(f"DROP TABLE {t}")
-        return dict(seconds=seconds, rate=n / seconds, startup_s=first or seconds, rss_mib=rss / 1024)
+        return dict(seconds=seconds, rate=n / seconds, startup_s=first or seconds, rss_mib=rss / 1024,
+                    workers_cpu=sum(cpu.values()) / seconds)
 
     def seed(self, variant: str, method: str) -> dict:
         """The seed's consumer loop (neo4j-kafka-1M-updates) ported to PostgreSQL: poll one message
@@ -512,6 +516,8 @@ class Bench:
                     ratio = "1"
                 if "startup_s" in runs[0]:
                     note.append(f"first batch committed after {median([r['startup_s'] for r in runs]):.2f} s")
+                if "workers_cpu" in runs[0] and case != "kinesis":
+                    note.append(f"workers used {100 * median([r['workers_cpu'] for r in runs]):.0f}% of a core")
                 if "rss_mib" in runs[0]:
                     note.append(f"worker peak RSS {max(r['rss_mib'] for r in runs):.0f} MiB")
                 if case == "deadletters" and ("csv", v) in self.results:
