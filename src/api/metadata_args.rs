@@ -95,6 +95,15 @@ pub fn check(
         );
     }
     if opts.format == Format::Raw {
+        // A database not updated yet refuses 'raw' in its consumers table's CHECK: say why.
+        if !crate::catalog::consumers::has_features_schema(source) {
+            crate::error::raise_with(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                "format raw needs the extension's 0.4.0 schema",
+                None,
+                Some("Run ALTER EXTENSION pipeline_ingest UPDATE.".into()),
+            );
+        }
         let data = relation_columns.iter().filter(|(c, _)| !parsed.contains(c)).count();
         if data != 1 {
             crate::error::raise_with(

@@ -51,7 +51,10 @@ pub fn append<P: Position>(
 ) -> Result<Written, PgError> {
     let Some(first) = messages.first() else { return Ok(Written::default()) };
     let opts = &target.opts;
-    let relation = metadata_args::insertable_column_types(relid);
+    // The relation's columns and types decide the layout; text and csv without metadata columns
+    // need neither (COPY names the listed columns, or none), so they skip the catalog lookup.
+    let needs_columns = target.features.metadata.is_some() || matches!(opts.format, Format::Json | Format::Raw);
+    let relation = if needs_columns { metadata_args::insertable_column_types(relid) } else { Vec::new() };
     let system = match first.pos.fields() {
         PosFields::Kafka { .. } => System::Kafka,
         PosFields::Kinesis { .. } => System::Kinesis,
