@@ -122,6 +122,9 @@ pub struct Metadata {
     pub columns: Vec<MetaColumn>,
 }
 
+/// Kafka headers in order: (name, value or None for a null value).
+pub type Headers = [(String, Option<Vec<u8>>)];
+
 /// A message's metadata as the sources deliver it.
 #[derive(Debug, Clone, Copy)]
 pub struct MetaValues<'a> {
@@ -131,7 +134,7 @@ pub struct MetaValues<'a> {
     /// Kafka: the key; Kinesis: the partition key.
     pub key: Option<&'a [u8]>,
     pub timestamp_ms: Option<i64>,
-    pub headers: Option<&'a [(String, Option<Vec<u8>>)]>,
+    pub headers: Option<&'a Headers>,
 }
 
 /// How values are written into a COPY line: text format (with its delimiter) or csv.
@@ -333,7 +336,7 @@ fn push_header_value(out: &mut Vec<u8>, v: &Option<Vec<u8>>) {
 
 /// Kafka headers as a JSON object: each name once, in order of first appearance; a name that
 /// repeats maps to an array of its values in order. No headers: `{}`.
-pub fn headers_json(headers: &[(String, Option<Vec<u8>>)], out: &mut Vec<u8>) {
+pub fn headers_json(headers: &Headers, out: &mut Vec<u8>) {
     out.push(b'{');
     let mut first = true;
     for (i, (name, value)) in headers.iter().enumerate() {
@@ -483,7 +486,7 @@ mod tests {
 
     const KAFKA: PosFields = PosFields::Kafka { partition: 3, offset: 42 };
 
-    fn values<'a>(pos: &'a PosFields, key: Option<&'a [u8]>, headers: Option<&'a [(String, Option<Vec<u8>>)]>) -> MetaValues<'a> {
+    fn values<'a>(pos: &'a PosFields, key: Option<&'a [u8]>, headers: Option<&'a Headers>) -> MetaValues<'a> {
         MetaValues { source: "top\tic", pos, key, timestamp_ms: Some(1_764_624_308_123), headers }
     }
 

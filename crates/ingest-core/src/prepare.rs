@@ -279,7 +279,7 @@ mod tests {
         assert_eq!(&p.data[jobs[2].range.clone()], b"3\tc\n4\td\n");
     }
 
-    fn with_meta<'a>(msgs: Vec<Option<&'a [u8]>>, plan: &Plan) -> (Prepared, Vec<Rejected>) {
+    fn with_meta(msgs: Vec<Option<&[u8]>>, plan: &Plan) -> (Prepared, Vec<Rejected>) {
         // message i's metadata: a tab and i; message 9's cannot go in
         prepare_with(
             msgs,
