@@ -26,6 +26,11 @@ SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'meta_t', meta
 -- the same column twice (two fields, or a field and columns): 42701
 SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'meta_t', metadata := '{"offset": "off", "partition": "off"}')$$);
 SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'meta_t', columns := ARRAY['id', 'off'], metadata := '{"offset": "off"}')$$);
+-- no column left for the data: 42P10
+CREATE TABLE meta_only (off bigint, k text);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'meta_only', format := 'csv', metadata := '{"offset": "off", "key": "k"}')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'meta_only', format := 'json', metadata := '{"offset": "off", "key": "k"}')$$);
+DROP TABLE meta_only;
 
 -- format raw: no delimiter, quote, escape or column list (22023); exactly one data column (42P10)
 CREATE TABLE raw_one (v bytea);

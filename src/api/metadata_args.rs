@@ -74,7 +74,8 @@ fn raise_metadata(e: MetadataError) -> ! {
 /// format raw, that one data column is left); returns the jsonb text to store (None = no metadata
 /// columns). Errors: 22023 not an object of strings or an unknown field, 42703 an unknown or
 /// generated column, 42701 a column named twice (by two fields, or by a field and `columns`),
-/// 42804 a column whose type cannot hold the field, 42P10 raw without exactly one data column.
+/// 42804 a column whose type cannot hold the field, 42P10 raw without exactly one data column (or
+/// any other format without a data column).
 pub fn check(
     source: SourceKind,
     metadata: Option<JsonbArg>,
@@ -94,6 +95,13 @@ pub fn check(
             format!("column \"{c}\" is named more than once (in columns and in metadata)"),
         );
     }
+    let data = relation_columns.iter().filter(|(c, _)| !parsed.contains(c)).count();
+    if data == 0 && columns.is_none() && opts.format != Format::Raw {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE,
+            format!("\"{relation}\": every column is a metadata column; none is left for the message's data"),
+        );
+    }
     if opts.format == Format::Raw {
         // A database not updated yet refuses 'raw' in its consumers table's CHECK: say why.
         if !crate::catalog::consumers::has_features_schema(source) {
@@ -104,7 +112,6 @@ pub fn check(
                 Some("Run ALTER EXTENSION pipeline_ingest UPDATE.".into()),
             );
         }
-        let data = relation_columns.iter().filter(|(c, _)| !parsed.contains(c)).count();
         if data != 1 {
             crate::error::raise_with(
                 PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE,

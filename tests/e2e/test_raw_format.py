@@ -95,3 +95,25 @@ def test_consume_begin_refuses(fresh_db, table, kw, sqlstate):
         with pytest.raises(psycopg.Error) as err:
             _begin(conn, "topic", "r", **kw)
         assert err.value.sqlstate == sqlstate, err.value
+
+
+@pytest.mark.timeout(120)
+def test_kinesis_raw_text_and_dead_letters(fresh_db, stream_factory, log_mark):
+    """The same rules on the Kinesis side: each record's data is the value; a record that is not
+    UTF-8 is a dead letter with its raw bytes."""
+    from pihelpers import kinesis_add_endpoint, kinesis_consume_begin, kinesis_put_records, wait_table_rows
+    db = fresh_db
+    kinesis_add_endpoint(db)
+    stream, _ = stream_factory(1)
+    sent = kinesis_put_records(stream, [("a", "line one\nline\ttwo \\"), ("b", b"\xff\xfe"), ("c", "✓")])
+    with pg_connect(db) as conn:
+        conn.execute("CREATE TABLE kr (body text, seq text)")
+        kinesis_consume_begin(conn, "local", stream, "kr", format="raw", start_offset=-2,
+                              metadata=Jsonb({"sequence_number": "seq"}))
+    wait_table_rows(db, "kr", 2, log_mark=log_mark)
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM pipeline_kinesis.dead_letters") == 1, timeout=30,
+               what="the dead letter")
+    assert query(db, "SELECT body, seq FROM kr ORDER BY seq") == [("line one\nline\ttwo \\", sent[0][1]),
+                                                                   ("✓", sent[2][1])]
+    (data, sqlstate, seq), = query(db, "SELECT data, sqlstate, sequence_number FROM pipeline_kinesis.dead_letters")
+    assert (bytes(data), sqlstate, seq) == (b"\xff\xfe", "22021", sent[1][1])
