@@ -6,7 +6,7 @@
 //! The mapping is checked against the relation's columns and their types (base type names from
 //! pg_catalog, e.g. "int8", "timestamptz"), once at consume_begin and again by the worker for each
 //! batch (the relation may have changed). Encoding a message's values writes into the caller's
-//! reusable buffer: nothing is allocated per row, and per message only for a `headers` column.
+//! reusable buffer: nothing is allocated per row or per message.
 
 use crate::batch::PosFields;
 use crate::format::{CopyOptions, Format};
@@ -279,32 +279,27 @@ pub fn format_timestamp_ms(ms: i64, out: &mut impl std::fmt::Write) -> std::fmt:
     write!(out, "{year:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{milli:03}+00{bc}")
 }
 
-/// Appends `s` as a JSON string literal.
-fn push_json_string(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    for &b in s.as_bytes() {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            c if c < 0x20 => {
-                let _ = write!(HexOut(out), "\\u{c:04x}");
-            }
-            _ => out.push(b),
-        }
+/// Emits `s` as a JSON string literal.
+fn json_string(emit: &mut impl FnMut(&[u8]), s: &str) {
+    emit(b"\"");
+    let bytes = s.as_bytes();
+    let mut plain = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            c if c < 0x20 => &[b'\\', b'u', b'0', b'0', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]],
+            _ => continue,
+        };
+        emit(&bytes[plain..i]);
+        emit(esc);
+        plain = i + 1;
     }
-    out.push(b'"');
-}
-
-struct HexOut<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for HexOut<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
+    emit(&bytes[plain..]);
+    emit(b"\"");
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -320,50 +315,58 @@ fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
 /// A header value as JSON: a string when it is UTF-8 without NUL (jsonb cannot hold `\u0000`),
 /// null for a null value, and otherwise `{"hex": "<the bytes in hex>"}` (an object, so it can never
 /// be mistaken for a string value).
-fn push_header_value(out: &mut Vec<u8>, v: &Option<Vec<u8>>) {
+fn header_value(emit: &mut impl FnMut(&[u8]), v: &Option<Vec<u8>>) {
     match v {
-        None => out.extend_from_slice(b"null"),
+        None => emit(b"null"),
         Some(b) => match std::str::from_utf8(b) {
-            Ok(s) if !b.contains(&0) => push_json_string(out, s),
+            Ok(s) if !b.contains(&0) => json_string(emit, s),
             _ => {
-                out.extend_from_slice(b"{\"hex\": \"");
-                push_hex(out, b);
-                out.extend_from_slice(b"\"}");
+                emit(b"{\"hex\": \"");
+                for &x in b {
+                    emit(&[HEX[(x >> 4) as usize], HEX[(x & 15) as usize]]);
+                }
+                emit(b"\"}");
             }
         },
     }
 }
 
-/// Kafka headers as a JSON object: each name once, in order of first appearance; a name that
+/// Kafka headers as a JSON object, emitted piece by piece (so a COPY encoding can escape it on
+/// the way, with no buffer of its own): each name once, in order of first appearance; a name that
 /// repeats maps to an array of its values in order. No headers: `{}`.
-pub fn headers_json(headers: &Headers, out: &mut Vec<u8>) {
-    out.push(b'{');
+fn emit_headers_json(headers: &Headers, emit: &mut impl FnMut(&[u8])) {
+    emit(b"{");
     let mut first = true;
     for (i, (name, value)) in headers.iter().enumerate() {
         if headers[..i].iter().any(|(n, _)| n == name) {
             continue;
         }
         if !first {
-            out.extend_from_slice(b", ");
+            emit(b", ");
         }
         first = false;
-        push_json_string(out, name);
-        out.extend_from_slice(b": ");
+        json_string(emit, name);
+        emit(b": ");
         let repeats = headers[i + 1..].iter().any(|(n, _)| n == name);
         if repeats {
-            out.push(b'[');
+            emit(b"[");
             for (k, (_, v)) in headers[i..].iter().filter(|(n, _)| n == name).enumerate() {
                 if k > 0 {
-                    out.extend_from_slice(b", ");
+                    emit(b", ");
                 }
-                push_header_value(out, v);
+                header_value(emit, v);
             }
-            out.push(b']');
+            emit(b"]");
         } else {
-            push_header_value(out, value);
+            header_value(emit, value);
         }
     }
-    out.push(b'}');
+    emit(b"}");
+}
+
+/// Kafka headers as a JSON object (see `emit_headers_json`), appended to `out`.
+pub fn headers_json(headers: &Headers, out: &mut Vec<u8>) {
+    emit_headers_json(headers, &mut |b: &[u8]| out.extend_from_slice(b));
 }
 
 impl Metadata {
@@ -464,9 +467,9 @@ impl Metadata {
                     }
                 },
                 (Field::Headers, _) => {
-                    let mut json = Vec::new();
-                    headers_json(m.headers.unwrap_or(&[]), &mut json);
-                    enc.value(out, &json);
+                    enc.open(out);
+                    emit_headers_json(m.headers.unwrap_or(&[]), &mut |b: &[u8]| enc.bytes(out, b));
+                    enc.close(out);
                 }
                 // A field of the other system (never stored: consume_begin checks the fields).
                 _ => enc.null(out),
@@ -574,6 +577,9 @@ mod tests {
         let mut out = Vec::new();
         headers_json(&[], &mut out);
         assert_eq!(out, b"{}");
+        let mut out = Vec::new();
+        headers_json(&[("c\u{1}".to_string(), Some(b"\x1f".to_vec()))], &mut out);
+        assert_eq!(out, br#"{"c\u0001": "\u001f"}"#.to_vec());
         // In a text-format row the JSON's backslashes and newlines are escaped once more.
         let c = cols(&[("h", "jsonb")]);
         let m = Metadata::parse(System::Kafka, r#"{"headers": "h"}"#, &c).unwrap();
@@ -581,6 +587,10 @@ mod tests {
         let mut out = Vec::new();
         m.encode(&values(&KAFKA, None, Some(&one)), Encoding::Text { delimiter: b'\t' }, &mut out).unwrap();
         assert_eq!(out, b"\t{\"x\": \"q\\\\\\\\\"}".to_vec());
+        // In csv, quoted, its quotes doubled.
+        let mut out = Vec::new();
+        m.encode(&values(&KAFKA, None, Some(&one)), Encoding::Csv { delimiter: b',', quote: b'"', escape: b'"' }, &mut out).unwrap();
+        assert_eq!(out, b",\"{\"\"x\"\": \"\"q\\\\\"\"}\"".to_vec());
     }
 
     #[test]
