@@ -210,3 +210,28 @@ def test_kinesis_partition_key_as_bytea_and_sequence_as_text(fresh_db, stream_fa
     wait_table_rows(db, "kr", 1, log_mark=log_mark)
     (v, pk, seq), = query(db, "SELECT v, pk, seq FROM kr")
     assert (bytes(v), bytes(pk), seq) == (b"\x00\x01raw\\", b"key\\1", sent[0][1])
+
+
+@pytest.mark.timeout(120)
+def test_dropped_metadata_column_stalls_and_recovers(fresh_db, topic_factory):
+    """A metadata column dropped after consume_begin is not a data error: the batch fails, the
+    error shows in last_error, nothing is dead-lettered or skipped, and once the column is back the
+    message goes in with its offset."""
+    topic = topic_factory(1)
+    produce_full(topic, [dict(value=b"1")])
+    with pg_connect(fresh_db) as conn:
+        conn.execute("CREATE TABLE t (id int, off bigint)")
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", [KAFKA_BOOTSTRAP])
+        begin(conn, topic, "t", metadata=Jsonb({"offset": "off"}))
+    wait_table_rows(fresh_db, "t", 1)
+    with pg_connect(fresh_db) as conn:
+        conn.execute("ALTER TABLE t DROP COLUMN off")
+    sent = produce_full(topic, [dict(value=b"2")])
+    wait_until(lambda: "42703" in (scalar(fresh_db, "SELECT last_error FROM pipeline_kafka.consumers") or ""),
+               timeout=60, what="the missing column in last_error")
+    assert scalar(fresh_db, "SELECT count(*) FROM t") == 1
+    with pg_connect(fresh_db) as conn:
+        conn.execute("ALTER TABLE t ADD COLUMN off bigint")
+    wait_table_rows(fresh_db, "t", 2, timeout=90)
+    assert query(fresh_db, "SELECT id, off FROM t WHERE id = 2") == [(2, sent[0][1])]
+    assert scalar(fresh_db, "SELECT count(*) FROM pipeline_kafka.dead_letters") == 0
