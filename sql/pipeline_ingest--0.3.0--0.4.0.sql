@@ -106,6 +106,8 @@ LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'kinesis_consume_begin_with_options_wrapper';
 
 -- ==== block: formats (metadata columns, raw format, json into one column) ====
+-- No schema change of its own: format 'raw' and the metadata column are in the consumers changes
+-- above; consume_begin's signature is the contract's.
 
 -- ==== end block: formats ====
 

@@ -36,7 +36,7 @@ pub fn columns(columns: Option<Vec<Option<String>>>) -> Option<Vec<String>> {
 pub fn copy_options(format: &str, delimiter: Option<&str>, quote: Option<&str>, escape: Option<&str>) -> CopyOptions {
     let owned = |v: Option<&str>| v.map(str::to_string);
     // COPY's own option code judges text and csv options first, exactly as the workers' COPY
-    // will (its errors and SQLSTATEs); the json rules and the worker's parse come after.
+    // will (its errors and SQLSTATEs); the json and raw rules and the worker's parse come after.
     let format_kind = Format::parse(format).unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string()));
     let unchecked = CopyOptions { format: format_kind, delimiter: owned(delimiter), quote: owned(quote), escape: owned(escape) };
     crate::sink::copy::check_copy_options(&crate::sink::copy::copy_option_list(&unchecked));
@@ -119,6 +119,9 @@ pub fn check_columns(cols: Option<&Vec<String>>, opts: &CopyOptions, relid: pg_s
     let Some(cols) = cols else { return };
     if opts.format == Format::Json {
         raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "columns is for text and csv (json matches fields to columns by name)");
+    }
+    if opts.format == Format::Raw {
+        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "columns is for text and csv (raw fills the one column not filled by metadata)");
     }
     if cols.is_empty() {
         raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "columns must name at least one column (or be NULL for all)");

@@ -1,40 +1,125 @@
 //! consume_begin's `metadata` argument (both systems): which message metadata field fills which
-//! column of the target relation, e.g. `{"offset": "off", "key": "k"}`.
+//! column of the target relation, e.g. `{"offset": "off", "key": "k"}`, and the relation shapes
+//! that depend on which columns are left for the data (format raw, json into one json column).
 //!
-//! Stored as given (a jsonb object of field -> column) in the consumers table; the worker reads it
-//! into the target (`Target::metadata`).
+//! Stored as given (a jsonb object of field -> column) in the consumers table; the worker parses it
+//! again against the relation for every batch (sink::write::append), with the same rules
+//! (ingest_core::metadata).
 
 use crate::api::JsonbArg;
 use crate::error::raise;
 use crate::shmem::SourceKind;
-use ingest_core::format::CopyOptions;
+use ingest_core::format::{CopyOptions, Format};
+use ingest_core::metadata::{Metadata, MetadataError, System};
 use pgrx::prelude::*;
 
-/// Checks the metadata argument against the system's fields and the relation's columns; returns
-/// the jsonb text to store (None = no metadata columns).
+/// The relation's insertable columns (not dropped, not generated) in order, each with its type's
+/// name when it is a pg_catalog type (a domain: its base type's), else "".
+pub fn insertable_column_types(relid: pg_sys::Oid) -> Vec<(String, String)> {
+    crate::catalog::spi(Spi::connect(|c| {
+        let t = c.select(
+            "SELECT a.attname::text, CASE WHEN tn.nspname = 'pg_catalog' THEN t.typname::text ELSE '' END \
+             FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_type t0 ON t0.oid = a.atttypid \
+             JOIN pg_catalog.pg_type t ON t.oid = CASE WHEN t0.typtype = 'd' THEN t0.typbasetype ELSE t0.oid END \
+             JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+             ORDER BY a.attnum",
+            None,
+            &[relid.into()],
+        )?;
+        let mut out = Vec::new();
+        for row in t {
+            if let (Some(name), Some(typ)) = (row.get::<String>(1)?, row.get::<String>(2)?) {
+                out.push((name, typ));
+            }
+        }
+        Ok(out)
+    }))
+}
+
+/// The error for a raw-format relation without exactly one data column (SQLSTATE 42P10).
+pub fn raw_shape_error(data_columns: usize) -> String {
+    format!(
+        "format raw needs exactly one column besides the metadata columns to hold the message value; the relation has {data_columns}"
+    )
+}
+
+/// json format writes each message whole into the relation's one data column when it is json or
+/// jsonb (pipeline_kafka's json format); otherwise fields are matched to columns by name.
+pub fn json_whole_message(data_columns: &[&(String, String)]) -> bool {
+    matches!(data_columns, [(_, t)] if t == "json" || t == "jsonb")
+}
+
+fn system(source: SourceKind) -> System {
+    match source {
+        SourceKind::Kafka => System::Kafka,
+        SourceKind::Kinesis => System::Kinesis,
+    }
+}
+
+fn raise_metadata(e: MetadataError) -> ! {
+    let code = match e {
+        MetadataError::UnknownColumn(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+        MetadataError::DuplicateColumn(_) => PgSqlErrorCode::ERRCODE_DUPLICATE_COLUMN,
+        MetadataError::WrongType { .. } => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+        MetadataError::NotAnObject | MetadataError::NotAColumnName(_) | MetadataError::UnknownField { .. } => {
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+        }
+    };
+    raise(code, e.to_string())
+}
+
+/// Checks the metadata argument against the system's fields and the relation's columns (and, for
+/// format raw, that one data column is left); returns the jsonb text to store (None = no metadata
+/// columns). Errors: 22023 not an object of strings or an unknown field, 42703 an unknown or
+/// generated column, 42701 a column named twice (by two fields, or by a field and `columns`),
+/// 42804 a column whose type cannot hold the field, 42P10 raw without exactly one data column (or
+/// any other format without a data column).
 pub fn check(
     source: SourceKind,
     metadata: Option<JsonbArg>,
-    _relid: pg_sys::Oid,
-    _relation: &str,
-    _opts: &CopyOptions,
-    _columns: Option<&Vec<String>>,
+    relid: pg_sys::Oid,
+    relation: &str,
+    opts: &CopyOptions,
+    columns: Option<&Vec<String>>,
 ) -> Option<String> {
-    let _ = source;
-    let value = metadata?.parse("metadata");
-    let Some(map) = value.as_object() else {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            "metadata must be a JSON object of field -> column",
-        )
+    let relation_columns = insertable_column_types(relid);
+    let parsed = match &metadata {
+        Some(m) => Metadata::parse(system(source), &m.0, &relation_columns).unwrap_or_else(|e| raise_metadata(e)),
+        None => Metadata::default(),
     };
-    for (field, column) in map {
-        if !column.is_string() {
-            raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("metadata field \"{field}\" must name a column (a JSON string)"),
+    if let Some(c) = columns.into_iter().flatten().find(|c| parsed.contains(c)) {
+        raise(
+            PgSqlErrorCode::ERRCODE_DUPLICATE_COLUMN,
+            format!("column \"{c}\" is named more than once (in columns and in metadata)"),
+        );
+    }
+    let data = relation_columns.iter().filter(|(c, _)| !parsed.contains(c)).count();
+    if data == 0 && columns.is_none() && opts.format != Format::Raw {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE,
+            format!("\"{relation}\": every column is a metadata column; none is left for the message's data"),
+        );
+    }
+    if opts.format == Format::Raw {
+        // A database not updated yet refuses 'raw' in its consumers table's CHECK: say why.
+        if !crate::catalog::consumers::has_features_schema(source) {
+            crate::error::raise_with(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                "format raw needs the extension's 0.4.0 schema",
+                None,
+                Some("Run ALTER EXTENSION pipeline_ingest UPDATE.".into()),
+            );
+        }
+        if data != 1 {
+            crate::error::raise_with(
+                PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE,
+                format!("\"{relation}\": {}", raw_shape_error(data)),
+                None,
+                Some("Fill the other columns with metadata, or consume into a table of one column (bytea, text, json, jsonb, ...).".into()),
             );
         }
     }
-    Some(value.to_string())
+    metadata.map(|m| m.0)
 }

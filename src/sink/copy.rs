@@ -32,12 +32,12 @@ extern "C-unwind" fn feed_copy(outbuf: *mut c_void, _minread: c_int, maxread: c_
 pub type CopyOptionList<'a> = Vec<(&'a str, String)>;
 
 /// The options the workers give COPY for a consumer's format; `consume_begin` has PostgreSQL check
-/// this same list. json rows are produced in text format.
+/// this same list. json and raw rows are produced in text format.
 pub fn copy_option_list(opts: &ingest_core::format::CopyOptions) -> CopyOptionList<'static> {
     use ingest_core::format::Format;
     let mut o: CopyOptionList = vec![("encoding", "UTF8".to_string())];
     match opts.format {
-        Format::Json => o.push(("format", "text".to_string())),
+        Format::Json | Format::Raw => o.push(("format", "text".to_string())),
         f => {
             o.push(("format", f.name().to_string()));
             if let Some(d) = &opts.delimiter {

@@ -1,4 +1,4 @@
-//! Message formats (`text`, `csv`, `json`) and how a message's bytes become COPY input.
+//! Message formats (`text`, `csv`, `json`, `raw`) and how a message's bytes become COPY input.
 //!
 //! A Kafka or Kinesis message always holds whole rows: for `text` and `csv` one or more lines (a
 //! final newline is added when missing), for `json` one object or an array of objects. Before a
@@ -6,7 +6,8 @@
 //! that message alone as a file, or is rejected (a dead letter): an unterminated CSV quote or a
 //! `\.` end-of-data line would otherwise merge or truncate rows, a text-format `\.` at the end of a
 //! line would silently vanish, and a lone carriage return is a line end or an error depending on
-//! what came before it in the stream.
+//! what came before it in the stream. A `raw` message is one value, whatever its bytes (prepare.rs
+//! encodes it).
 
 use thiserror::Error;
 
@@ -15,6 +16,8 @@ pub enum Format {
     Text,
     Csv,
     Json,
+    /// The whole message value is one column's value.
+    Raw,
 }
 
 impl Format {
@@ -23,6 +26,7 @@ impl Format {
             "text" => Ok(Format::Text),
             "csv" => Ok(Format::Csv),
             "json" => Ok(Format::Json),
+            "raw" => Ok(Format::Raw),
             _ => Err(FormatError::UnknownFormat(s.to_string())),
         }
     }
@@ -32,13 +36,14 @@ impl Format {
             Format::Text => "text",
             Format::Csv => "csv",
             Format::Json => "json",
+            Format::Raw => "raw",
         }
     }
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum FormatError {
-    #[error("unknown format \"{0}\" (expected text, csv or json)")]
+    #[error("unknown format \"{0}\" (expected text, csv, json or raw)")]
     UnknownFormat(String),
     #[error("{0} must be a single one-byte character")]
     NotOneByte(&'static str),
@@ -46,6 +51,8 @@ pub enum FormatError {
     CsvOnly(&'static str),
     #[error("json format takes no {0}")]
     NotForJson(&'static str),
+    #[error("raw format takes no {0} (the whole message is one value)")]
+    NotForRaw(&'static str),
     #[error("delimiter \"{0}\" cannot be used in text format (COPY would read it as part of an escape, \\N or \\.)")]
     TextDelimiter(char),
     #[error("delimiter and quote must be different")]
@@ -94,6 +101,13 @@ impl CopyOptions {
         let d = one_byte(&opts.delimiter, "delimiter")?;
         let q = one_byte(&opts.quote, "quote")?;
         one_byte(&opts.escape, "escape")?;
+        if format == Format::Raw {
+            for (v, what) in [(&opts.delimiter, "delimiter"), (&opts.quote, "quote"), (&opts.escape, "escape")] {
+                if v.is_some() {
+                    return Err(FormatError::NotForRaw(what));
+                }
+            }
+        }
         if format != Format::Csv {
             if opts.quote.is_some() {
                 return Err(FormatError::CsvOnly("quote"));
@@ -135,8 +149,70 @@ impl CopyOptions {
         match self.format {
             Format::Text => check_text(msg),
             Format::Csv => check_csv(msg, self.quote_byte(), self.escape_byte()),
-            Format::Json => unreachable!("json messages are converted, not checked"),
+            Format::Json | Format::Raw => unreachable!("json and raw messages are converted, not checked"),
         }
+    }
+
+    /// As `push_message`, with `suffix` (the metadata columns' values, each after a delimiter)
+    /// written at the end of every row the message holds.
+    pub fn push_message_with(&self, buf: &mut Vec<u8>, msg: &[u8], suffix: &[u8]) -> Result<usize, FormatError> {
+        if suffix.is_empty() {
+            return self.push_message(buf, msg);
+        }
+        let body = normalize_line_ends(msg, self.format, self.quote_byte(), self.escape_byte());
+        let rows = self.check_message(&body)?;
+        buf.reserve(body.len() + rows * (suffix.len() + 1));
+        let mut start = 0;
+        for end in self.row_ends(&body) {
+            buf.extend_from_slice(&body[start..end]);
+            buf.extend_from_slice(suffix);
+            buf.push(b'\n');
+            start = end + 1;
+        }
+        if start < body.len() {
+            buf.extend_from_slice(&body[start..]);
+            buf.extend_from_slice(suffix);
+            buf.push(b'\n');
+        }
+        Ok(rows)
+    }
+
+    /// The positions of the newlines that end rows in a checked message (text: not escaped by a
+    /// backslash; csv: outside quotes), as `check_message` counts them.
+    fn row_ends<'m>(&self, msg: &'m [u8]) -> impl Iterator<Item = usize> + 'm {
+        let (csv, quote, escape) = (self.format == Format::Csv, self.quote_byte(), self.escape_byte());
+        let mut i = 0;
+        let mut in_quotes = false;
+        std::iter::from_fn(move || {
+            while i < msg.len() {
+                let b = msg[i];
+                if !csv {
+                    if b == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                } else if in_quotes {
+                    if b == escape && escape != quote && i + 1 < msg.len() && (msg[i + 1] == quote || msg[i + 1] == escape) {
+                        i += 2;
+                        continue;
+                    }
+                    if b == quote {
+                        if escape == quote && i + 1 < msg.len() && msg[i + 1] == quote {
+                            i += 2;
+                            continue;
+                        }
+                        in_quotes = false;
+                    }
+                } else if b == quote {
+                    in_quotes = true;
+                }
+                i += 1;
+                if b == b'\n' && !in_quotes {
+                    return Some(i - 1);
+                }
+            }
+            None
+        })
     }
 
     /// Checks one `text` or `csv` message and appends it to a COPY stream with `\n` line ends:
@@ -299,7 +375,12 @@ pub fn append_message(buf: &mut Vec<u8>, msg: &[u8]) {
 
 /// Appends `value` to a text-format COPY line, escaping what text format treats specially.
 pub fn push_text_field(buf: &mut Vec<u8>, value: &str) {
-    for &b in value.as_bytes() {
+    push_text_bytes(buf, value.as_bytes())
+}
+
+/// `push_text_field` for bytes (tab-delimited text format).
+pub fn push_text_bytes(buf: &mut Vec<u8>, value: &[u8]) {
+    for &b in value {
         match b {
             b'\\' => buf.extend_from_slice(b"\\\\"),
             b'\n' => buf.extend_from_slice(b"\\n"),
@@ -435,5 +516,30 @@ mod tests {
         let mut buf = Vec::new();
         push_text_field(&mut buf, "a\tb\nc\\d\re");
         assert_eq!(buf, b"a\\tb\\nc\\\\d\\re");
+    }
+
+    #[test]
+    fn raw_takes_no_options() {
+        assert_eq!(Format::parse("RAW"), Ok(Format::Raw));
+        assert!(CopyOptions::new("raw", None, None, None).is_ok());
+        assert_eq!(CopyOptions::new("raw", Some(",".into()), None, None), Err(FormatError::NotForRaw("delimiter")));
+        assert_eq!(CopyOptions::new("raw", None, Some("'".into()), None), Err(FormatError::NotForRaw("quote")));
+        assert_eq!(CopyOptions::new("raw", None, None, Some("\\".into())), Err(FormatError::NotForRaw("escape")));
+    }
+
+    #[test]
+    fn a_suffix_goes_before_every_row_end() {
+        let t = opts("text");
+        let mut buf = Vec::new();
+        // an escaped newline continues the row; \r\n ends become \n
+        assert_eq!(t.push_message_with(&mut buf, b"1\ta\\\nb\r\n2\t\\\\\n3", b"|m"), Ok(3));
+        assert_eq!(buf, b"1\ta\\\nb|m\n2\t\\\\|m\n3|m\n".to_vec());
+        let c = CopyOptions::new("csv", None, Some("'".into()), Some("\\".into())).unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(c.push_message_with(&mut buf, b"1,'a\nb\\'\n'\n2,c\n", b",m"), Ok(2));
+        assert_eq!(buf, b"1,'a\nb\\'\n',m\n2,c,m\n".to_vec());
+        let mut buf = b"keep".to_vec();
+        assert_eq!(c.push_message_with(&mut buf, b"1,'open", b",m"), Err(FormatError::UnterminatedQuote));
+        assert_eq!(buf, b"keep".to_vec());
     }
 }

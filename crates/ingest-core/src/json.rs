@@ -86,6 +86,12 @@ pub struct JsonRowEncoder {
 impl JsonRowEncoder {
     /// Converts one message; on error nothing of the message is kept.
     pub fn push_message(&mut self, msg: &[u8], columns: &[String]) -> Result<usize, JsonError> {
+        self.push_message_with(msg, columns, &[])
+    }
+
+    /// As `push_message`, with `suffix` (metadata columns' values, each after a tab) at the end
+    /// of every row; the group's `columns` do not name them (the caller appends their indexes).
+    pub fn push_message_with(&mut self, msg: &[u8], columns: &[String], suffix: &[u8]) -> Result<usize, JsonError> {
         let objects = message_objects(msg)?;
         let mut encoded = Vec::with_capacity(objects.len());
         for obj in &objects {
@@ -101,6 +107,7 @@ impl JsonRowEncoder {
                 }
                 push_json_value(&mut line, obj[columns[ci].as_str()])?;
             }
+            line.extend_from_slice(suffix);
             line.push(b'\n');
             encoded.push((present, line));
         }
@@ -218,6 +225,14 @@ mod tests {
         let mut enc = JsonRowEncoder::default();
         assert_eq!(enc.push_message(br#"{"id": 1, "id": 2}"#, &cols(&["id"])), Ok(1));
         assert_eq!(enc.groups[0].data, b"2\n".to_vec());
+    }
+
+    #[test]
+    fn a_suffix_ends_every_row() {
+        let mut enc = JsonRowEncoder::default();
+        assert_eq!(enc.push_message_with(br#"[{"id": 1}, {"id": 2}]"#, &cols(&["id"]), b"\t7"), Ok(2));
+        assert_eq!(enc.groups[0].data, b"1\t7\n2\t7\n".to_vec());
+        assert_eq!(enc.groups[0].columns, vec![0]);
     }
 
     #[test]

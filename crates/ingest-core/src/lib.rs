@@ -8,6 +8,7 @@ pub mod broker;
 pub mod format;
 pub mod json;
 pub mod kinesis;
+pub mod metadata;
 pub mod policy;
 pub mod prepare;
 pub mod settings;

@@ -4,8 +4,13 @@
 //! The rows of every good message go into one buffer; each message keeps the byte ranges of its
 //! rows. A run of consecutive messages is one slice of the buffer, so COPYing any part of a batch
 //! (as bad-message isolation does by bisection) copies nothing.
+//!
+//! Metadata columns (metadata.rs) are written after each row's data fields, in the same COPY
+//! encoding; their names follow the data columns in every COPY column list. A message that is one
+//! whole value (format raw, or json into a relation whose one data column is json/jsonb) becomes
+//! one row whose data column is that value.
 
-use crate::format::{CopyOptions, Format};
+use crate::format::{push_text_bytes, CopyOptions, Format};
 use crate::json::{JsonError, JsonRowEncoder};
 
 /// A batch made ready for COPY.
@@ -50,6 +55,30 @@ impl Item {
     }
 }
 
+/// A message that is one value of the data column, and what that column needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whole {
+    /// Any bytes, written as bytea hex.
+    Bytea,
+    /// UTF-8 without NUL (else 22021); the column's input function judges the text (json and jsonb
+    /// columns: their parser, so invalid JSON is COPY's own error, 22P02).
+    Text,
+}
+
+/// How a batch's messages become rows.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan<'a> {
+    pub opts: &'a CopyOptions,
+    /// The data columns: json matches fields to these names; text/csv with `listed` fill exactly
+    /// these; with `whole` the one column the value fills.
+    pub columns: &'a [String],
+    pub listed: bool,
+    pub whole: Option<Whole>,
+    /// How many metadata columns follow `columns` in the COPY column lists (their values are the
+    /// suffix `prepare_with`'s callback writes).
+    pub metadata: usize,
+}
+
 /// Prepares a batch's payloads (None = no value, e.g. a Kafka tombstone: no rows). `columns`:
 /// json matches fields to these names; text/csv with `listed` fill exactly these columns.
 pub fn prepare<'a>(
@@ -59,23 +88,82 @@ pub fn prepare<'a>(
     listed: bool,
     size_hint: usize,
 ) -> (Prepared, Vec<Rejected>) {
+    let plan = Plan { opts, columns, listed, whole: None, metadata: 0 };
+    prepare_with(payloads, &plan, |_, _| Ok(()), size_hint)
+}
+
+/// Prepares a batch by `plan`. `suffix(i, buf)` appends message i's metadata values (each after a
+/// delimiter) to `buf`, or says why they cannot go in (the message is rejected); it is called only
+/// with `plan.metadata > 0`, once per message that has a value.
+pub fn prepare_with<'a, F>(
+    payloads: impl IntoIterator<Item = Option<&'a [u8]>>,
+    plan: &Plan,
+    mut suffix: F,
+    size_hint: usize,
+) -> (Prepared, Vec<Rejected>)
+where
+    F: FnMut(usize, &mut Vec<u8>) -> Result<(), (String, &'static str)>,
+{
+    let (opts, columns) = (plan.opts, plan.columns);
+    let meta_columns = columns.len()..columns.len() + plan.metadata;
     let mut out = Prepared { data: Vec::with_capacity(size_hint), ..Default::default() };
-    let text_columns = if listed && opts.format != Format::Json {
-        out.column_sets.push((0..columns.len()).collect());
+    let text_columns = if plan.whole.is_some() || ((plan.listed || plan.metadata > 0) && opts.format != Format::Json) {
+        out.column_sets.push((0..columns.len()).chain(meta_columns.clone()).collect());
         Some(0)
     } else {
         None
     };
+    let mut meta = Vec::new();
     let mut bad = Vec::new();
     for (i, payload) in payloads.into_iter().enumerate() {
         let Some(payload) = payload else { continue };
+        meta.clear();
+        // An empty message holds no rows, except in raw format, where it is the empty value.
+        if plan.metadata > 0 && (!payload.is_empty() || opts.format == Format::Raw) {
+            if let Err((error, sqlstate)) = suffix(i, &mut meta) {
+                bad.push(Rejected { msg: i, error, sqlstate: sqlstate.to_string() });
+                continue;
+            }
+        }
+        if let Some(kind) = plan.whole {
+            // json: an empty message holds no value (as in the other formats); raw: it is the
+            // empty value.
+            if payload.is_empty() && opts.format == Format::Json {
+                continue;
+            }
+            if kind == Whole::Text && (payload.contains(&0) || std::str::from_utf8(payload).is_err()) {
+                bad.push(Rejected {
+                    msg: i,
+                    error: "invalid byte sequence for encoding \"UTF8\": the message is not UTF-8 text without NUL bytes".to_string(),
+                    sqlstate: "22021".to_string(),
+                });
+                continue;
+            }
+            let start = out.data.len();
+            match kind {
+                Whole::Bytea => {
+                    out.data.extend_from_slice(b"\\\\x");
+                    out.data.reserve(payload.len() * 2);
+                    for &b in payload {
+                        out.data.push(HEX[(b >> 4) as usize]);
+                        out.data.push(HEX[(b & 15) as usize]);
+                    }
+                }
+                Whole::Text => push_text_bytes(&mut out.data, payload),
+            }
+            out.data.extend_from_slice(&meta);
+            out.data.push(b'\n');
+            out.items.push(Item { msg: i, chunks: vec![Chunk { columns: text_columns, range: start..out.data.len(), rows: 1 }] });
+            continue;
+        }
         match opts.format {
             Format::Json => {
                 let mut enc = JsonRowEncoder::default();
-                match enc.push_message(payload, columns) {
+                match enc.push_message_with(payload, columns, &meta) {
                     Ok(_) => {
                         let mut chunks = Vec::with_capacity(enc.groups.len());
-                        for g in enc.groups {
+                        for mut g in enc.groups {
+                            g.columns.extend(meta_columns.clone());
                             let set = match out.column_sets.iter().position(|c| *c == g.columns) {
                                 Some(k) => k,
                                 None => {
@@ -100,9 +188,10 @@ pub fn prepare<'a>(
                     }
                 }
             }
+            Format::Raw => unreachable!("raw messages are whole values"),
             Format::Text | Format::Csv => {
                 let start = out.data.len();
-                match opts.push_message(&mut out.data, payload) {
+                match opts.push_message_with(&mut out.data, payload, &meta) {
                     Ok(0) => {}
                     Ok(rows) => out.items.push(Item {
                         msg: i,
@@ -115,6 +204,8 @@ pub fn prepare<'a>(
     }
     (out, bad)
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The COPYs that insert `items`: consecutive chunks naming the same columns and adjacent in the
 /// buffer are one job (one COPY).
@@ -186,5 +277,87 @@ mod tests {
         // {id,name} then {id} then {id,name}: three COPYs, rows 1, 1, 2
         assert_eq!(jobs.iter().map(|j| (j.columns, j.rows)).collect::<Vec<_>>(), vec![(Some(0), 1), (Some(1), 1), (Some(0), 2)]);
         assert_eq!(&p.data[jobs[2].range.clone()], b"3\tc\n4\td\n");
+    }
+
+    fn with_meta(msgs: Vec<Option<&[u8]>>, plan: &Plan) -> (Prepared, Vec<Rejected>) {
+        // message i's metadata: a tab and i; message 9's cannot go in
+        prepare_with(
+            msgs,
+            plan,
+            |i, buf| {
+                if i == 9 {
+                    return Err(("bad key".to_string(), "22021"));
+                }
+                buf.extend_from_slice(format!("\t{i}").as_bytes());
+                Ok(())
+            },
+            64,
+        )
+    }
+
+    #[test]
+    fn metadata_ends_every_row_and_follows_the_data_columns() {
+        let o = opts("text");
+        let c = cols(&["a", "b"]);
+        let plan = Plan { opts: &o, columns: &c, listed: true, whole: None, metadata: 1 };
+        let msgs: Vec<Option<&[u8]>> = vec![Some(b"1\tx\\\ny\n2\tz"), None, Some(b""), Some(b"3\tw\r\n")];
+        let (p, bad) = with_meta(msgs, &plan);
+        assert!(bad.is_empty());
+        assert_eq!(p.data, b"1\tx\\\ny\t0\n2\tz\t0\n3\tw\t3\n".to_vec());
+        assert_eq!(p.column_sets, vec![vec![0, 1, 2]]);
+        assert_eq!(p.items.iter().map(|i| (i.msg, i.rows())).collect::<Vec<_>>(), vec![(0, 2), (3, 1)]);
+
+        let o = opts("csv");
+        let plan = Plan { opts: &o, columns: &c, listed: true, whole: None, metadata: 1 };
+        let (p, _) = with_meta(vec![Some(b"1,\"x\ny\"\n2,z")], &plan);
+        assert_eq!(p.data, b"1,\"x\ny\"\t0\n2,z\t0\n".to_vec());
+    }
+
+    #[test]
+    fn metadata_errors_reject_the_message() {
+        let o = opts("text");
+        let c = cols(&["a"]);
+        let plan = Plan { opts: &o, columns: &c, listed: true, whole: None, metadata: 1 };
+        let msgs: Vec<Option<&[u8]>> = (0..10).map(|_| Some(&b"v"[..])).collect();
+        let (p, bad) = with_meta(msgs, &plan);
+        assert_eq!(p.items.len(), 9);
+        assert_eq!(bad, vec![Rejected { msg: 9, error: "bad key".into(), sqlstate: "22021".into() }]);
+    }
+
+    #[test]
+    fn json_column_sets_name_the_metadata_columns_last() {
+        let o = opts("json");
+        let c = cols(&["id", "name"]);
+        let plan = Plan { opts: &o, columns: &c, listed: false, whole: None, metadata: 2 };
+        let (p, bad) = with_meta(vec![Some(br#"{"name": "n", "id": 1}"#), Some(br#"{"id": 2}"#)], &plan);
+        assert!(bad.is_empty());
+        assert_eq!(p.column_sets, vec![vec![0, 1, 2, 3], vec![0, 2, 3]]);
+        assert_eq!(p.data, b"1\tn\t0\n2\t1\n".to_vec());
+    }
+
+    #[test]
+    fn whole_values_bytea_text_and_json() {
+        let o = opts("raw");
+        let c = cols(&["v"]);
+        let bytea = Plan { opts: &o, columns: &c, listed: false, whole: Some(Whole::Bytea), metadata: 0 };
+        let (p, bad) = prepare_with(vec![Some(&b"\x00\\\n\xff"[..]), None, Some(b"")], &bytea, |_, _| Ok(()), 8);
+        assert!(bad.is_empty());
+        assert_eq!(p.data, b"\\\\x005c0aff\n\\\\x\n".to_vec());
+        assert_eq!(p.column_sets, vec![vec![0]]);
+        assert_eq!(p.items.iter().map(|i| (i.msg, i.rows())).collect::<Vec<_>>(), vec![(0, 1), (2, 1)]);
+
+        let text = Plan { whole: Some(Whole::Text), metadata: 1, ..bytea };
+        let (p, bad) = with_meta(vec![Some(b"a\tb\\c\nd"), Some(b"\xff"), Some(b"nul\x00"), Some(b"")], &text);
+        assert_eq!(p.data, b"a\\tb\\\\c\\nd\t0\n\t3\n".to_vec());
+        assert_eq!(bad.iter().map(|r| (r.msg, r.sqlstate.as_str())).collect::<Vec<_>>(), vec![(1, "22021"), (2, "22021")]);
+        assert_eq!(p.column_sets, vec![vec![0, 1]]);
+
+        // json into one json column: every JSON value as written; an empty message holds none.
+        let j = opts("json");
+        let whole = Plan { opts: &j, columns: &c, listed: false, whole: Some(Whole::Text), metadata: 0 };
+        let (p, bad) = prepare_with(vec![Some(&b"[1, {\"a\": 1.0}]"[..]), Some(b""), Some(b"\"s\\t\"\n")], &whole, |_, _| Ok(()), 8);
+        assert!(bad.is_empty());
+        assert_eq!(p.data, b"[1, {\"a\": 1.0}]\n\"s\\\\t\"\\n\n".to_vec());
+        assert_eq!(p.items.iter().map(|i| i.msg).collect::<Vec<_>>(), vec![0, 2]);
     }
 }
