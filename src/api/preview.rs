@@ -363,7 +363,20 @@ mod pipeline_kafka {
         let timeout_ms = crate::guc::BROKER_TIMEOUT_MS.get().max(100) as u64;
         let probe = Probe::new(&cfg, Duration::from_millis(timeout_ms)).unwrap_or_else(|e| probe_error(topic, e));
         let partitions = probe.partitions(topic).unwrap_or_else(|e| probe_error(topic, e));
-        let starts: BTreeMap<i32, i64> = partitions.iter().map(|p| (*p, start_offset)).collect();
+        let mut starts = BTreeMap::new();
+        for p in &partitions {
+            let start = match start_offset {
+                // Within the partition: librdkafka would start an offset out of range over from
+                // the beginning. Past the end there is nothing to show; before the first retained
+                // offset, the first retained message is next.
+                n if n >= 0 => {
+                    let (low, high) = probe.watermarks(topic, *p).unwrap_or_else(|e| probe_error(topic, e));
+                    n.clamp(low, high)
+                }
+                special => special,
+            };
+            starts.insert(*p, start);
+        }
         let messages =
             probe.fetch(topic, &starts, limit as usize, start_offset == -1).unwrap_or_else(|e| probe_error(topic, e));
         drop(probe);

@@ -78,6 +78,8 @@ def test_preview_rows_and_errors(fresh_db, topic_factory):
     assert [(r[1], r[2]["id"] if r[2] else None) for r in _preview(db, topic, format="csv", columns=["id", "v"], limit=1)] == [(0, 1)]
     got = _preview(db, topic, format="csv", columns=["id", "v"], start_offset=4, limit=2)
     assert sorted({r[1] for r in got}) == [4, 5]
+    # past the end: nothing (not the partition over from its beginning)
+    assert _preview(db, topic, format="csv", columns=["id", "v"], start_offset=1000) == []
 
     # a json preview of the same relation: fields by name
     jtopic = topic_factory(1)
