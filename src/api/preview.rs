@@ -178,9 +178,12 @@ fn capture(owner: pg_sys::Oid, relid: pg_sys::Oid, ranges: &[(u64, u64)], outcom
     }
 }
 
-/// The result rows of a preview: (position columns, row, error, sqlstate), one per row a message
-/// became, or one with a NULL row for a message that became an error or no row.
-pub fn result_rows<K: Clone>(keys: Vec<K>, outcomes: Vec<Outcome>) -> Vec<(K, Option<JsonbText>, Option<String>, Option<String>)> {
+/// A result row of a preview: (the message's position, row, error, sqlstate).
+pub type ResultRow<K> = (K, Option<JsonbText>, Option<String>, Option<String>);
+
+/// The result rows of a preview, one per row a message became, or one with a NULL row for a
+/// message that became an error or no row.
+pub fn result_rows<K: Clone>(keys: Vec<K>, outcomes: Vec<Outcome>) -> Vec<ResultRow<K>> {
     let mut out = Vec::new();
     for (k, o) in keys.into_iter().zip(outcomes) {
         if let Some(e) = o.error {
