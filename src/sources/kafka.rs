@@ -309,9 +309,10 @@ impl Probe {
 }
 
 /// A start time in microseconds since the Unix epoch as Kafka's milliseconds, rounded up: a
-/// message stamped 10 ms is before a start time of 10.5 ms.
+/// message stamped 10 ms is before a start time of 10.5 ms. Times before 1970 become 0: Kafka
+/// reads the negative timestamps -1 and -2 as "latest" and "earliest".
 pub fn time_ms_from_us(us: i64) -> i64 {
-    us.div_euclid(1000) + i64::from(us.rem_euclid(1000) != 0)
+    (us.div_euclid(1000) + i64::from(us.rem_euclid(1000) != 0)).max(0)
 }
 
 /// For each partition, the first offset whose message timestamp is at or after `time_ms`, or

@@ -66,6 +66,13 @@ def test_start_time_existing_partitions(fresh_db, topic_factory):
     _produce(topic, [(1, "marker", t + 1000)])
     wait_until(lambda: "marker" in _values(db), timeout=60, what="marker ingested")
     assert _values(db) == sorted(["p0-at", "p0-after", "p1-after", "marker"])
+    # a time before 1970 is the beginning (not Kafka's special timestamps -1 "latest", -2 "earliest")
+    with pg_connect(db) as conn:
+        with conn.transaction():
+            conn.execute("SELECT pipeline_kafka.consume_begin(%s, 't', start_time := '1969-12-31 23:59:59.999+00')", [topic])
+            assert dict(conn.execute('SELECT "partition", "offset" FROM pipeline_kafka.offsets WHERE consumer_id = %s',
+                                     [cid]).fetchall()) == {0: 0, 1: 0}
+            conn.execute("SELECT pipeline_kafka.consume_end(%s, 't')", [topic])
 
 
 @pytest.mark.timeout(120)
