@@ -260,7 +260,8 @@ mod pipeline_kafka {
         cat::set_consumer_secrets(id, &secrets);
 
         // Where to start: an explicit start_offset replaces stored offsets; a new consumer with
-        // none starts at the end of each partition. Partitions created later start at their beginning.
+        // none starts at the end of each partition. Partitions created later start at their beginning
+        // (or by start_time).
         let start = match (start_offset, existing.is_some()) {
             (Some(s), _) => Some(s),
             (None, _) if start_time.is_some() => None,
