@@ -126,5 +126,69 @@ AS 'MODULE_PATHNAME', 'kinesis_consume_begin_with_options_wrapper';
 
 
 -- ==== block: lead (seek, start_time) ====
+-- pipeline_kafka.preview, pipeline_kinesis.preview (Kafka/Kinesis previews) and pipeline_kafka.seek.
+CREATE  FUNCTION pipeline_kafka."preview"(
+	"topic" TEXT, /* Option < & str > */
+	"relation" TEXT, /* Option < & str > */
+	"format" TEXT DEFAULT 'text', /* Option < & str > */
+	"delimiter" TEXT DEFAULT NULL, /* Option < & str > */
+	"quote" TEXT DEFAULT NULL, /* Option < & str > */
+	"escape" TEXT DEFAULT NULL, /* Option < & str > */
+	"columns" TEXT[] DEFAULT NULL, /* :: std :: option :: Option < Vec < Option < String > > > */
+	"metadata" jsonb DEFAULT NULL, /* Option < JsonbArg > */
+	"transform" regprocedure DEFAULT NULL, /* Option < RegProcArg > */
+	"mode" TEXT DEFAULT 'append', /* Option < & str > */
+	"key_columns" TEXT[] DEFAULT NULL, /* :: std :: option :: Option < Vec < Option < String > > > */
+	"key_format" TEXT DEFAULT NULL, /* Option < & str > */
+	"limit" INT DEFAULT 10, /* Option < i32 > */
+	"start_offset" bigint DEFAULT -2 /* Option < i64 > */
+) RETURNS TABLE (
+	"partition" INT,  /* i32 */
+	"offset" bigint,  /* i64 */
+	"row" jsonb,  /* Option < JsonbText > */
+	"error" TEXT,  /* Option < String > */
+	"sqlstate" TEXT  /* Option < String > */
+)
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'kafka_preview_wrapper';
+CREATE  FUNCTION pipeline_kafka."seek"(
+	"topic" TEXT, /* Option < & str > */
+	"relation" TEXT, /* Option < & str > */
+	"partition" INT DEFAULT NULL, /* Option < i32 > */
+	"offset" bigint DEFAULT NULL, /* Option < i64 > */
+	"start_time" timestamp with time zone DEFAULT NULL /* Option < TimestampWithTimeZone > */
+) RETURNS INT /* i32 */
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'kafka_seek_wrapper';
+CREATE  FUNCTION pipeline_kinesis."preview"(
+	"endpoint" TEXT, /* Option < & str > */
+	"stream" TEXT, /* Option < & str > */
+	"relation" TEXT, /* Option < & str > */
+	"format" TEXT DEFAULT 'text', /* Option < & str > */
+	"delimiter" TEXT DEFAULT NULL, /* Option < & str > */
+	"quote" TEXT DEFAULT NULL, /* Option < & str > */
+	"escape" TEXT DEFAULT NULL, /* Option < & str > */
+	"columns" TEXT[] DEFAULT NULL, /* :: std :: option :: Option < Vec < Option < String > > > */
+	"metadata" jsonb DEFAULT NULL, /* Option < JsonbArg > */
+	"transform" regprocedure DEFAULT NULL, /* Option < RegProcArg > */
+	"mode" TEXT DEFAULT 'append', /* Option < & str > */
+	"key_columns" TEXT[] DEFAULT NULL, /* :: std :: option :: Option < Vec < Option < String > > > */
+	"key_format" TEXT DEFAULT NULL, /* Option < & str > */
+	"limit" INT DEFAULT 10, /* Option < i32 > */
+	"start_offset" INT DEFAULT NULL, /* Option < i32 > */
+	"start_time" timestamp with time zone DEFAULT NULL /* Option < TimestampWithTimeZone > */
+) RETURNS TABLE (
+	"shard_id" TEXT,  /* String */
+	"sequence_number" TEXT,  /* String */
+	"sub_sequence" bigint,  /* Option < i64 > */
+	"row" jsonb,  /* Option < JsonbText > */
+	"error" TEXT,  /* Option < String > */
+	"sqlstate" TEXT  /* Option < String > */
+)
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'kinesis_preview_wrapper';
 
 -- ==== end block: lead ====

@@ -260,12 +260,22 @@ mod pipeline_kafka {
         cat::set_consumer_secrets(id, &secrets);
 
         // Where to start: an explicit start_offset replaces stored offsets; a new consumer with
-        // none starts at the end of each partition. Partitions created later start at their beginning.
+        // none starts at the end of each partition. Partitions created later start at their beginning
+        // (or by start_time).
         let start = match (start_offset, existing.is_some()) {
             (Some(s), _) => Some(s),
+            (None, _) if start_time.is_some() => None,
             (None, false) => Some(-1),
             (None, true) => None,
         };
+        // start_time: every partition at its first message stamped at or after it (its end when
+        // none is), stored like start_offset; partitions created later the worker finds by time.
+        if let Some(t) = start_time {
+            let time_ms = crate::sources::kafka::time_ms_from_us(crate::api::seek::epoch_us(t));
+            let next = probe.offsets_for_time(topic, &partitions, time_ms).unwrap_or_else(|e| probe_error(topic, e));
+            cat::clear_offsets(id);
+            cat::save_offsets(id, &next);
+        }
         if let Some(s) = start {
             let mut next = BTreeMap::new();
             for p in &partitions {

@@ -5,7 +5,9 @@ pub mod metadata_args;
 pub mod writer_args;
 pub mod kafka;
 pub mod kinesis;
+pub mod preview;
 pub mod produce;
+pub mod seek;
 pub mod status;
 
 use pgrx::prelude::*;

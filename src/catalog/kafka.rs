@@ -409,3 +409,13 @@ pub fn insert_dead_letters(consumer_id: i32, topic: &str, letters: &[DeadLetter]
     }
 }
 
+/// Bumps one consumer's generation (locking its row for the rest of the transaction), so its
+/// running workers' batches roll back and the supervisor starts them again (pipeline_kafka.seek).
+pub fn bump_generation(consumer_id: i32) {
+    as_superuser(|| {
+        spi(Spi::run_with_args(
+            "UPDATE pipeline_kafka.consumers SET generation = generation + 1 WHERE id = $1",
+            &[consumer_id.into()],
+        ))
+    });
+}

@@ -210,6 +210,8 @@ impl Probe {
     pub fn new(cfg: &ClientConfig, timeout: Duration) -> Result<Probe, ProbeError> {
         let mut cfg = cfg.clone();
         cfg.set("group.id", "pipeline_ingest_probe");
+        // `fetch` stops when every partition is read to its end.
+        cfg.set("enable.partition.eof", "true");
         let consumer = Arc::new(create_consumer(&cfg).map_err(ProbeError::Config)?);
         Ok(Probe { consumer, timeout })
     }
@@ -227,6 +229,121 @@ impl Probe {
             c.fetch_watermarks(&topic, partition, timeout).map_err(|e| ProbeError::Unreachable(explain(c, e.to_string())))
         })
     }
+
+    /// The first offset of each partition whose message timestamp is at or after `time_ms`
+    /// (milliseconds since the Unix epoch); the partition's end offset (high watermark) when no
+    /// message is that recent.
+    pub fn offsets_for_time(&self, topic: &str, partitions: &[i32], time_ms: i64) -> Result<BTreeMap<i32, i64>, ProbeError> {
+        let (topic, partitions, timeout) = (topic.to_string(), partitions.to_vec(), self.timeout);
+        interruptible(&self.consumer, move |c| {
+            let found = offsets_at_time(c, &topic, &partitions, time_ms, timeout).map_err(ProbeError::Unreachable)?;
+            let mut out = BTreeMap::new();
+            for (p, off) in found {
+                let off = match off {
+                    Some(o) => o,
+                    None => c.fetch_watermarks(&topic, p, timeout).map_err(|e| ProbeError::Unreachable(explain(c, e.to_string())))?.1,
+                };
+                out.insert(p, off);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Reads up to `limit` messages of `topic` from the given start of each partition (-2: its
+    /// beginning, -1: its end, n >= 0: offset n) without committing anything anywhere. It stops at
+    /// `limit`, when every partition is read to its end (unless `wait_for_new`: starting at the
+    /// end means waiting for new messages), or when nothing arrived for the probe's time limit.
+    /// Messages come in the order the client receives them (per partition in offset order).
+    pub fn fetch(
+        &self,
+        topic: &str,
+        starts: &BTreeMap<i32, i64>,
+        limit: usize,
+        wait_for_new: bool,
+    ) -> Result<Vec<BatchMessage<KafkaPos>>, ProbeError> {
+        let (topic, starts, idle) = (topic.to_string(), starts.clone(), self.timeout);
+        interruptible(&self.consumer, move |c| {
+            let mut tpl = TopicPartitionList::new();
+            for (p, s) in &starts {
+                let off = match *s {
+                    -2 => Offset::Beginning,
+                    -1 => Offset::End,
+                    n => Offset::Offset(n),
+                };
+                tpl.add_partition_offset(&topic, *p, off).map_err(|e| ProbeError::Unreachable(e.to_string()))?;
+            }
+            c.assign(&tpl).map_err(|e| ProbeError::Unreachable(format!("could not assign partitions: {e}")))?;
+            let mut out = Vec::new();
+            let mut at_end = std::collections::BTreeSet::new();
+            let mut last = std::time::Instant::now();
+            let result = loop {
+                if out.len() >= limit || (!wait_for_new && at_end.len() >= starts.len()) || last.elapsed() >= idle {
+                    break Ok(out);
+                }
+                match c.poll(INTERRUPT_CHECK) {
+                    None => {}
+                    Some(Ok(m)) => {
+                        last = std::time::Instant::now();
+                        at_end.remove(&m.partition());
+                        out.push(BatchMessage {
+                            pos: KafkaPos { partition: m.partition(), offset: m.offset() },
+                            key: m.key().map(<[u8]>::to_vec),
+                            payload: m.payload().map(<[u8]>::to_vec),
+                            timestamp_ms: m.timestamp().to_millis(),
+                            headers: m.headers().map(|h| {
+                                h.iter().map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec))).collect()
+                            }),
+                        });
+                    }
+                    Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                        at_end.insert(p);
+                    }
+                    Some(Err(e)) => break Err(ProbeError::Unreachable(c.context().explain(e.to_string()))),
+                }
+            };
+            // The client is the probe's own; unassigning stops its prefetching.
+            let _ = c.unassign();
+            result
+        })
+    }
+}
+
+/// A start time in microseconds since the Unix epoch as Kafka's milliseconds, rounded up: a
+/// message stamped 10 ms is before a start time of 10.5 ms. Times before 1970 become 0: Kafka
+/// reads the negative timestamps -1 and -2 as "latest" and "earliest".
+pub fn time_ms_from_us(us: i64) -> i64 {
+    (us.div_euclid(1000) + i64::from(us.rem_euclid(1000) != 0)).max(0)
+}
+
+/// For each partition, the first offset whose message timestamp is at or after `time_ms`, or
+/// None when no message is that recent (blocking, up to `timeout`).
+fn offsets_at_time(
+    consumer: &Client,
+    topic: &str,
+    partitions: &[i32],
+    time_ms: i64,
+    timeout: Duration,
+) -> Result<BTreeMap<i32, Option<i64>>, String> {
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(time_ms)).map_err(|e| e.to_string())?;
+    }
+    let found = consumer
+        .offsets_for_times(tpl, timeout)
+        .map_err(|e| explain(consumer, format!("could not look up offsets by time: {e}")))?;
+    let mut out = BTreeMap::new();
+    for e in found.elements() {
+        if let Err(err) = e.error() {
+            return Err(format!("could not look up the offset by time of partition {}: {err}", e.partition()));
+        }
+        let off = match e.offset() {
+            Offset::Offset(o) => Some(o),
+            // -1: no message at or after that time
+            _ => None,
+        };
+        out.insert(e.partition(), off);
+    }
+    Ok(out)
 }
 
 fn topic_partitions(consumer: &Client, topic: &str, timeout: Duration) -> Result<Vec<i32>, ProbeError> {
@@ -264,9 +381,14 @@ pub struct KafkaSource {
     metadata_timeout: Duration,
     /// Every partition of the topic, as last seen (for the supervisor, see `Source::all_streams`).
     all: Vec<i32>,
+    /// consume_begin's start_time (ms since the Unix epoch): where partitions without a stored
+    /// offset start (None: at their beginning).
+    start_time_ms: Option<i64>,
 }
 
 impl KafkaSource {
+    /// A worker's client: its partitions at their `stored` offsets; partitions without one start
+    /// at the first message stamped at or after `start_time_ms` (None: at their beginning).
     pub fn new(
         cfg: &ClientConfig,
         topic: &str,
@@ -274,6 +396,7 @@ impl KafkaSource {
         index: i32,
         stored: &BTreeMap<i32, i64>,
         max_bytes: usize,
+        start_time_ms: Option<i64>,
     ) -> Result<KafkaSource, String> {
         let mut cfg = cfg.clone();
         // Prefetch bounded by the batch size in bytes (librdkafka's default is 64 MB per partition).
@@ -311,6 +434,7 @@ impl KafkaSource {
             error: None,
             metadata_timeout: Duration::from_secs(5),
             all: Vec::new(),
+            start_time_ms,
         };
         src.positions = stored.iter().map(|(p, o)| (*p, Some(*o))).collect();
         src.positions.retain(|p, _| p.rem_euclid(parallelism.max(1)) == index);
@@ -336,11 +460,28 @@ impl KafkaSource {
         for p in &mine {
             self.positions.entry(*p).or_insert(None);
         }
+        // Partitions without a stored offset start at start_time when there is one, looked up
+        // again at every assignment until a batch stores their offset (a message written since
+        // with a timestamp >= start_time is then still read).
+        let unstored: Vec<i32> = mine.iter().copied().filter(|p| self.positions[p].is_none()).collect();
+        let by_time = match self.start_time_ms {
+            Some(t) if !unstored.is_empty() => offsets_at_time(&self.consumer, &self.topic, &unstored, t, self.metadata_timeout)?,
+            _ => BTreeMap::new(),
+        };
         let mut tpl = TopicPartitionList::new();
         for p in &mine {
-            let off = match self.positions[p] {
-                Some(o) => Offset::Offset(o),
-                None => Offset::Beginning,
+            let off = match (self.positions[p], self.start_time_ms) {
+                (Some(o), _) => Offset::Offset(o),
+                (None, None) => Offset::Beginning,
+                (None, Some(_)) => match by_time.get(p) {
+                    Some(Some(o)) => Offset::Offset(*o),
+                    // No message that recent yet: from the end as it is now (every message from
+                    // there on is newer); a concrete offset, so none written meanwhile is missed.
+                    _ => match self.consumer.fetch_watermarks(&self.topic, *p, self.metadata_timeout) {
+                        Ok((_, high)) => Offset::Offset(high),
+                        Err(e) => return Err(format!("could not get the end offset of partition {p}: {e}")),
+                    },
+                },
             };
             tpl.add_partition_offset(&self.topic, *p, off).map_err(|e| e.to_string())?;
         }

@@ -104,7 +104,8 @@ fn connect(
         if let Some(g) = &consumer.group_id {
             cfg.set("group.id", g);
         }
-        KafkaSource::new(&cfg, &consumer.topic, consumer.parallelism, args.index, stored, max_bytes)
+        let start_time_ms = consumer.start_time_us.map(crate::sources::kafka::time_ms_from_us);
+        KafkaSource::new(&cfg, &consumer.topic, consumer.parallelism, args.index, stored, max_bytes, start_time_ms)
     })
 }
 
