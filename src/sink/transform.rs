@@ -137,12 +137,14 @@ fn statement(kind: Kind, function: &str, insert: Option<&(String, String)>) -> S
     let array = if matches!(kind, Kind::Kafka) {
         "(SELECT pg_catalog.array_agg(ROW($1, m.p, m.o, m.k, m.v, 'epoch'::pg_catalog.timestamptz + m.ts * interval '1 millisecond', \
                 m.h::pg_catalog.jsonb)::pipeline_kafka.message ORDER BY m.n) \
-          FROM pg_catalog.unnest($2::int4[], $3::int8[], $4::bytea[], $5::bytea[], $6::int8[], $7::text[]) \
+          FROM ROWS FROM (pg_catalog.unnest($2::int4[]), pg_catalog.unnest($3::int8[]), pg_catalog.unnest($4::bytea[]), \
+                          pg_catalog.unnest($5::bytea[]), pg_catalog.unnest($6::int8[]), pg_catalog.unnest($7::text[])) \
                WITH ORDINALITY AS m(p, o, k, v, ts, h, n))"
     } else {
         "(SELECT pg_catalog.array_agg(ROW($1, m.s, m.q, m.u, m.k, m.v, 'epoch'::pg_catalog.timestamptz + m.ts * interval '1 millisecond') \
                 ::pipeline_kinesis.record ORDER BY m.n) \
-          FROM pg_catalog.unnest($2::text[], $3::text[], $4::int8[], $5::text[], $6::bytea[], $7::int8[]) \
+          FROM ROWS FROM (pg_catalog.unnest($2::text[]), pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::int8[]), \
+                          pg_catalog.unnest($5::text[]), pg_catalog.unnest($6::bytea[]), pg_catalog.unnest($7::int8[])) \
                WITH ORDINALITY AS m(s, q, u, k, v, ts, n))"
     };
     match insert {

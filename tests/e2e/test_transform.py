@@ -72,7 +72,7 @@ def test_setof_transform_rows_carry_every_message_field(fresh_db, topic_factory)
               SELECT m.topic, m."partition", m."offset", convert_from(m.key, 'UTF8'), upper(convert_from(m.value, 'UTF8')),
                      m."timestamp", m.headers, cardinality(batch)
               FROM unnest(batch) m $$;""")
-        _begin(conn, topic, "t", transform="shout")
+        _begin(conn, topic, "t", transform="shout(pipeline_kafka.message[])")
     wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM t") == 3, timeout=60, what="3 rows")
     rows = query(fresh_db, "SELECT topic, part, off, k, v, ts > now() - interval '10 minutes', h FROM t ORDER BY off")
     assert rows == [
@@ -99,7 +99,7 @@ def test_transform_errors_dead_letter_exactly_the_failing_messages(fresh_db, top
             CREATE FUNCTION picky(batch pipeline_kafka.message[]) RETURNS SETOF t LANGUAGE sql AS $$
               SELECT convert_from(m.value, 'UTF8') || (1 / (convert_from(m.value, 'UTF8') NOT LIKE 'bad%')::int)::text
               FROM unnest(batch) m $$;""")
-        cid = _begin(conn, topic, "t", transform="picky")
+        cid = _begin(conn, topic, "t", transform="picky(pipeline_kafka.message[])")
     wait_until(lambda: scalar(fresh_db, 'SELECT max("offset") FROM pipeline_kafka.offsets WHERE consumer_id = %s',
                               [cid]) == len(sent), timeout=60, what="every message committed")
     assert sorted(r[0] for r in query(fresh_db, "SELECT v FROM t")) == sorted(f"v{i}1" for i in range(40) if i not in bad)
@@ -125,7 +125,7 @@ def test_transform_exactly_once_across_kill9(fresh_db, topic_factory):
     for p in range(2):
         produce(topic, (str(i) for i in range(p, n, 2)), partition=p, timeout=120)
     with pg_connect(fresh_db) as conn:
-        cid = _begin(conn, topic, "t", transform="ids", batchsize=200, parallelism=2)
+        cid = _begin(conn, topic, "t", transform="ids(pipeline_kafka.message[])", batchsize=200, parallelism=2)
 
     def progress() -> int:
         return scalar(fresh_db, 'SELECT coalesce(sum("offset"), 0)::bigint FROM pipeline_kafka.offsets '
@@ -161,7 +161,7 @@ def test_transform_cannot_write_what_its_owner_cannot(pg_role, fresh_db, topic_f
             CREATE FUNCTION sneak(batch pipeline_kafka.message[]) RETURNS void LANGUAGE sql
               AS $$ INSERT INTO victim SELECT 'pwned' $$;
             ALTER FUNCTION sneak(pipeline_kafka.message[]) OWNER TO "{mallory}";""")
-        cid = _begin(conn, topic, "m_t", transform="sneak")
+        cid = _begin(conn, topic, "m_t", transform="sneak(pipeline_kafka.message[])")
         assert scalar(fresh_db, "SELECT owner::text FROM pipeline_kafka.consumers WHERE id = %s", [cid]) == mallory
     err = wait_until(lambda: scalar(fresh_db, "SELECT last_error FROM pipeline_kafka.consumers WHERE id = %s", [cid]),
                      timeout=60, what="the batch's error")
@@ -197,7 +197,7 @@ def test_transform_runs_as_owner_and_leaves_no_role_or_setting_behind(pg_role, f
                            FROM unnest(batch) m;
             END $$;
             ALTER FUNCTION nosy(pipeline_kafka.message[]) OWNER TO "{alice}";""")
-        cid = _begin(conn, topic, "seen", transform="nosy")
+        cid = _begin(conn, topic, "seen", transform="nosy(pipeline_kafka.message[])")
     produce(topic, ["first"])
     wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM seen") == 1, timeout=60, what="the first batch")
     produce(topic, ["second"])
