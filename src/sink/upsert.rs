@@ -254,7 +254,7 @@ fn staging_table(relid: pg_sys::Oid, owner: pg_sys::Oid, keys: &[String]) -> (St
     };
     let name = format!("pipeline_ingest_upsert_{}_{digest}", relid.to_u32());
     let existing = spi(Spi::get_one_with_args::<pg_sys::Oid>(
-        "SELECT oid FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema() AND relname = $1",
+        "SELECT (SELECT oid FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema() AND relname = $1)",
         &[name.as_str().into()],
     ));
     let qualified = format!("pg_temp.{}", quote_identifier(&name));
@@ -270,6 +270,14 @@ fn staging_table(relid: pg_sys::Oid, owner: pg_sys::Oid, keys: &[String]) -> (St
         )));
         spi(Spi::run(&format!("GRANT SELECT, INSERT, DELETE ON {qualified} TO {}", quote_identifier(&role))));
     });
+    // Read-only SPI queries of this transaction (e.g. the column list `append` reads) run on the
+    // batch transaction's snapshot, taken before the table existed: let it see the new table.
+    // SAFETY: in a transaction whose active snapshot is the batch's own (pushed once, not
+    // registered), as SPI does before each statement that writes.
+    unsafe {
+        pg_sys::CommandCounterIncrement();
+        pg_sys::UpdateActiveSnapshotCommandId();
+    }
     let oid = spi(Spi::get_one_with_args::<pg_sys::Oid>("SELECT $1::pg_catalog.regclass::oid", &[qualified.as_str().into()]))
         .unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "staging table missing after its creation"));
     (qualified, oid)
@@ -288,9 +296,9 @@ fn equality_operators(relid: pg_sys::Oid, keys: &[String]) -> Vec<String> {
                         WHERE attrelid = $1 AND attname = ANY ($2) AND NOT attisdropped) \
                  ORDER BY i.indisprimary DESC LIMIT 1) \
              SELECT a.attname::text, 'OPERATOR(' || pg_catalog.quote_ident(n.nspname) || '.' || o.oprname || ')' \
-             FROM i, pg_catalog.generate_subscripts(i.indclass, 1) AS s(j) \
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = $1 AND a.attnum = (SELECT (i.indkey)[s.j]) \
-             JOIN pg_catalog.pg_opclass oc ON oc.oid = (SELECT (i.indclass)[s.j]) \
+             FROM i CROSS JOIN LATERAL pg_catalog.generate_subscripts(i.indclass, 1) AS s(j) \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = $1 AND a.attnum = (i.indkey)[s.j] \
+             JOIN pg_catalog.pg_opclass oc ON oc.oid = (i.indclass)[s.j] \
              JOIN pg_catalog.pg_amop am ON am.amopfamily = oc.opcfamily AND am.amoplefttype = oc.opcintype \
                   AND am.amoprighttype = oc.opcintype AND am.amopstrategy = 3 AND am.amopmethod = oc.opcmethod \
              JOIN pg_catalog.pg_operator o ON o.oid = am.amopopr \
