@@ -42,6 +42,8 @@ REVOKE EXECUTE ON FUNCTION w_private(pipeline_kafka.message[]) FROM PUBLIC;
 SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'w_owned', transform := 'w_private(pipeline_kafka.message[])')$$);
 -- a valid transform gets as far as the broker check
 SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'w_target', transform := 'w_void(pipeline_kafka.message[])')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'w_target', transform := 'w_rows(pipeline_kafka.message[])')$$);
+-- a regprocedure names the argument types
 SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'w_target', transform := 'w_rows')$$);
 
 -- mode and keys
@@ -89,6 +91,6 @@ ROLLBACK;
 SELECT pipeline_kinesis.remove_endpoint('writers');
 
 DROP TABLE w_target, w_other, w_nokey, w_composite, w_partial, w_deferred, w_owned CASCADE;
-DROP FUNCTION w_void, w_int, w_two, w_text, w_kinesis, w_private;
+DROP FUNCTION w_void, w_int, w_two, w_text, w_private;
 DROP PROCEDURE w_proc;
 DROP ROLE regress_writer;

@@ -79,7 +79,11 @@ pub fn check(
             invalid(format!("key_format must be 'json', 'csv', 'text' or NULL, got '{f}'"));
         }
     }
-    let key_columns = crate::api::consumer_args::columns(key_columns);
+    let key_columns: Option<Vec<String>> = key_columns.map(|cols| {
+        cols.into_iter()
+            .map(|c| c.unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "key_columns must not contain NULL")))
+            .collect()
+    });
     if mode == "append" && (key_columns.is_some() || key_format.is_some()) {
         invalid("key_columns and key_format are for mode 'upsert'");
     }

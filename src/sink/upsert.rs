@@ -261,14 +261,18 @@ fn staging_table(relid: pg_sys::Oid, owner: pg_sys::Oid, keys: &[String]) -> (St
     if let Some(oid) = existing {
         return (qualified, oid);
     }
-    let role = crate::catalog::consumers::role_name(owner);
     as_superuser(|| {
+        let role = spi(Spi::get_one_with_args::<String>(
+            "SELECT pg_catalog.quote_ident(rolname::text) FROM pg_catalog.pg_authid WHERE oid = $1",
+            &[owner.into()],
+        ))
+        .unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, "the consumer's owner no longer exists"));
         spi(Spi::run(&format!(
             "CREATE TEMPORARY TABLE {qualified} ({columns}, {SEQ} bigint GENERATED ALWAYS AS IDENTITY, \
              {d} boolean NOT NULL DEFAULT false) ON COMMIT DELETE ROWS",
             d = quote_identifier(DELETE)
         )));
-        spi(Spi::run(&format!("GRANT SELECT, INSERT, DELETE ON {qualified} TO {}", quote_identifier(&role))));
+        spi(Spi::run(&format!("GRANT SELECT, INSERT, DELETE ON {qualified} TO {role}")));
     });
     // Read-only SPI queries of this transaction (e.g. the column list `append` reads) run on the
     // batch transaction's snapshot, taken before the table existed: let it see the new table.
