@@ -24,6 +24,7 @@ use crate::worker::pipeline::Target;
 use crate::xact::{as_role, as_superuser, PgError};
 use ingest_core::batch::{Message, Position};
 use ingest_core::format::Format;
+use ingest_core::keys as message_keys;
 use ingest_core::prepare::Rejected;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
@@ -184,7 +185,7 @@ impl Plan {
         for (i, m) in tombstones.iter().enumerate() {
             let parsed = match m.key.as_deref() {
                 None => Err(("a tombstone without a key deletes nothing".to_string(), "22004")),
-                Some(k) => key_fields(k, key_format, keys).map_err(|e| (e, "22P02")),
+                Some(k) => message_keys::key_fields(k, key_format, keys).map_err(|e| (e, "22P02")),
             };
             match parsed {
                 Ok(fields) => {
@@ -192,7 +193,7 @@ impl Plan {
                     for f in &fields {
                         match f {
                             None => line.extend_from_slice(b"\\N"),
-                            Some(s) => copy_text_escape(s, &mut line),
+                            Some(s) => message_keys::copy_text_escape(s, &mut line),
                         }
                         line.push(b'\t');
                     }
@@ -328,143 +329,13 @@ fn equality_operators(relid: pg_sys::Oid, keys: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// A json value that is an object lacking some key fields gets them from the message key (parsed
-/// with key_format), so a compacted topic keyed by id may carry values without the id. Anything
-/// else is left alone (a row without its key is then a bad message at staging: NOT NULL).
+/// A json value without some key fields gets them from the message key (ingest_core::keys).
 fn with_key_fields<P: Position>(m: &Message<P>, keys: &[String], key_format: Option<&str>) -> Message<P> {
-    let (Some(payload), Some(key)) = (m.payload.as_deref(), m.key.as_deref()) else { return m.clone() };
-    let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice::<serde_json::Value>(payload) else { return m.clone() };
-    let missing: Vec<usize> = (0..keys.len()).filter(|&i| !obj.contains_key(&keys[i])).collect();
-    if missing.is_empty() {
-        return m.clone();
-    }
-    let Ok(fields) = key_fields(key, key_format, keys) else { return m.clone() };
-    let mut added = String::new();
-    for i in missing {
-        let v = fields[i].clone().map_or(serde_json::Value::Null, serde_json::Value::String);
-        added.push_str(&format!("{}:{v},", serde_json::Value::String(keys[i].clone())));
-    }
-    // Insert right after the opening brace, keeping the value's own text (numbers as written).
-    let open = payload.iter().position(|&b| b == b'{').unwrap_or(0);
-    let rest = &payload[open + 1..];
-    let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
-    if empty {
-        added.pop();
-    }
-    let mut out = Vec::with_capacity(payload.len() + added.len());
-    out.extend_from_slice(&payload[..=open]);
-    out.extend_from_slice(added.as_bytes());
-    out.extend_from_slice(rest);
-    Message { payload: Some(out), ..m.clone() }
-}
-
-/// The key columns' values a message key holds, as text (None = SQL NULL): without key_format the
-/// whole key is the one key column's text; 'json' an object with the key columns; 'csv' and
-/// 'text' one line of the key columns in order (COPY's csv and text conventions).
-fn key_fields(key: &[u8], key_format: Option<&str>, keys: &[String]) -> Result<Vec<Option<String>>, String> {
-    let text = std::str::from_utf8(key).map_err(|_| "not valid UTF-8".to_string())?;
-    let fields = match key_format {
-        None => vec![Some(text.to_string())],
-        Some("json") => {
-            let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
-            let obj = v.as_object().ok_or("a json key must be an object of the key columns")?;
-            keys.iter()
-                .map(|k| match obj.get(k) {
-                    None => Err(format!("no field \"{k}\"")),
-                    Some(serde_json::Value::Null) => Ok(None),
-                    Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-                    Some(other) => Ok(Some(other.to_string())),
-                })
-                .collect::<Result<Vec<_>, _>>()?
-        }
-        Some("csv") => split_csv(text.strip_suffix('\n').unwrap_or(text))?,
-        Some(_) => split_text(text.strip_suffix('\n').unwrap_or(text))?,
-    };
-    if fields.len() != keys.len() {
-        return Err(format!("{} field(s) for {} key column(s)", fields.len(), keys.len()));
-    }
-    Ok(fields)
-}
-
-/// One csv line: comma-separated, `"` quotes with `""` inside; an unquoted empty field is NULL.
-fn split_csv(line: &str) -> Result<Vec<Option<String>>, String> {
-    let mut out = Vec::new();
-    let mut chars = line.chars().peekable();
-    loop {
-        let mut field = String::new();
-        let mut quoted = false;
-        if chars.peek() == Some(&'"') {
-            quoted = true;
-            chars.next();
-            loop {
-                match chars.next() {
-                    None => return Err("unterminated csv quote".to_string()),
-                    Some('"') if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        field.push('"');
-                    }
-                    Some('"') => break,
-                    Some(c) => field.push(c),
-                }
-            }
-        }
-        while let Some(&c) = chars.peek() {
-            if c == ',' {
-                break;
-            }
-            if quoted {
-                return Err("data after a closing csv quote".to_string());
-            }
-            field.push(c);
-            chars.next();
-        }
-        out.push(if field.is_empty() && !quoted { None } else { Some(field) });
-        if chars.next().is_none() {
-            return Ok(out);
-        }
-    }
-}
-
-/// One line of COPY text format: tab-separated, `\N` is NULL, backslash escapes as COPY reads them.
-fn split_text(line: &str) -> Result<Vec<Option<String>>, String> {
-    let mut out = Vec::new();
-    for raw in line.split('\t') {
-        if raw == "\\N" {
-            out.push(None);
-            continue;
-        }
-        let mut field = String::new();
-        let mut chars = raw.chars();
-        while let Some(c) = chars.next() {
-            if c != '\\' {
-                field.push(c);
-                continue;
-            }
-            match chars.next() {
-                Some('b') => field.push('\u{8}'),
-                Some('f') => field.push('\u{c}'),
-                Some('n') => field.push('\n'),
-                Some('r') => field.push('\r'),
-                Some('t') => field.push('\t'),
-                Some('v') => field.push('\u{b}'),
-                Some(other) => field.push(other),
-                None => return Err("a key ending in a backslash".to_string()),
-            }
-        }
-        out.push(Some(field));
-    }
-    Ok(out)
-}
-
-/// Appends `s` as one COPY text-format field.
-fn copy_text_escape(s: &str, out: &mut Vec<u8>) {
-    for b in s.bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            _ => out.push(b),
-        }
+    match (m.payload.as_deref(), m.key.as_deref()) {
+        (Some(payload), Some(key)) => match message_keys::json_with_key_fields(payload, key, key_format, keys) {
+            Some(filled) => Message { payload: Some(filled), ..m.clone() },
+            None => m.clone(),
+        },
+        _ => m.clone(),
     }
 }
