@@ -6,6 +6,7 @@ error; the rest commits with the offsets, exactly once across a crash. The funct
 what its owner cannot, nor leave its role or settings behind for the worker."""
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 from pihelpers import (KAFKA_BOOTSTRAP, kinesis_add_endpoint, kinesis_consume_begin, kinesis_put_records, pg_connect,
@@ -227,3 +228,25 @@ def test_kinesis_transform_gets_records(stream_factory, fresh_db):
     assert rows == [(stream, sent[0][0], sent[0][1], None, "pk-a", "one", True),
                     (stream, sent[1][0], sent[1][1], None, "pk-b", "two", True)]
     assert shards == [sent[0][0]]
+
+
+@pytest.mark.parametrize("function,sqlstate", [
+    ("CREATE FUNCTION f(text) RETURNS void LANGUAGE sql AS 'SELECT'", "42883"),
+    ("CREATE FUNCTION f(pipeline_kinesis.record[]) RETURNS void LANGUAGE sql AS 'SELECT'", "42883"),
+    ("CREATE FUNCTION f(pipeline_kafka.message[]) RETURNS SETOF int LANGUAGE sql AS 'SELECT 1'", "42804"),
+    ("CREATE FUNCTION f(pipeline_kafka.message[]) RETURNS void LANGUAGE sql AS 'SELECT';"
+     "REVOKE EXECUTE ON FUNCTION f(pipeline_kafka.message[]) FROM PUBLIC", "42501"),
+    ("CREATE FUNCTION f(pipeline_kafka.message[]) RETURNS void LANGUAGE sql AS 'SELECT'", None),
+])
+def test_consume_begin_checks_the_function(pg_role, fresh_db, function, sqlstate):
+    """Signature 42883, return type 42804, EXECUTE for the consumer's owner (the table's) 42501;
+    checked before any broker is asked (none is configured here: 55000 is how far a valid call
+    gets)."""
+    owner = pg_role()
+    with pg_connect(fresh_db) as conn:
+        conn.execute(f'CREATE TABLE t (v text); ALTER TABLE t OWNER TO "{owner}"; {function}')
+        argtype = "pipeline_kinesis.record[]" if "record[]" in function else ("text" if "f(text)" in function
+                                                                                else "pipeline_kafka.message[]")
+        with pytest.raises(psycopg.Error) as err:
+            conn.execute("SELECT pipeline_kafka.consume_begin('topic', 't', transform := %s)", [f"f({argtype})"])
+        assert err.value.sqlstate == (sqlstate or "55000"), err.value

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+import psycopg
+
 from pihelpers import (KAFKA_BOOTSTRAP, kinesis_add_endpoint, kinesis_consume_begin, kinesis_put_records, pg_connect,
                        produce, query, scalar, wait_until)
 
@@ -71,22 +73,23 @@ def test_tombstones_delete_and_a_later_value_recreates(fresh_db, topic_factory):
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("key_format,keys", [
-    ("json", ['{"a": 1, "b": "x"}', '{"b": "y", "a": 2}']),
-    ("csv", ["1,x", '2,"y"']),
-    ("text", ["1\tx", "2\ty"]),
+@pytest.mark.parametrize("key_format,keys,value_format", [
+    ("json", ['{"a": 1, "b": "x"}', '{"b": "y", "a": 2}'], "csv"),
+    ("csv", ["1,x", '2,"y"'], "csv"),
+    ("text", ["1\tx", "2\ty"], "text"),
 ])
-def test_key_formats_with_a_composite_key(fresh_db, topic_factory, key_format, keys):
+def test_key_formats_with_a_composite_key(fresh_db, topic_factory, key_format, keys, value_format):
     topic = topic_factory(1)
+    sep = "," if value_format == "csv" else "\t"
     _send(topic, [
-        (keys[0], "1,x,first"),
-        (keys[1], "2,y,second"),
-        (keys[0], "1,x,updated"),
+        (keys[0], sep.join(["1", "x", "first"])),
+        (keys[1], sep.join(["2", "y", "second"])),
+        (keys[0], sep.join(["1", "x", "updated"])),
         (keys[1], None),                  # deletes (2, 'y')
     ])
     with pg_connect(fresh_db) as conn:
         conn.execute("CREATE TABLE t (a int, b text, v text, UNIQUE (b, a))")
-        cid = _begin(conn, topic, "t", format="csv", key_columns=["a", "b"], key_format=key_format)
+        cid = _begin(conn, topic, "t", format=value_format, key_columns=["a", "b"], key_format=key_format)
     _committed(fresh_db, cid, 4)
     assert query(fresh_db, "SELECT a, b, v FROM t ORDER BY a") == [(1, "x", "updated")]
     assert scalar(fresh_db, "SELECT count(*) FROM pipeline_kafka.dead_letters") == 0
@@ -145,3 +148,60 @@ def test_kinesis_upsert_by_partition_key(stream_factory, fresh_db):
     wait_until(lambda: query(fresh_db, "SELECT id, v FROM t ORDER BY id") == [(1, "c"), (2, "b2")], timeout=60,
                what="key 2 updated")
     assert scalar(fresh_db, "SELECT count(*) FROM pipeline_kinesis.dead_letters") == 0
+
+
+@pytest.mark.timeout(120)
+def test_the_owner_gets_no_more_than_rows_in_the_staging_table(pg_role, fresh_db, topic_factory):
+    """The owner's trigger runs while the staged rows are applied, as the owner: it can read the
+    worker's staging table but not alter it or attach a trigger to it (it is not the owner)."""
+    alice = pg_role()
+    topic = topic_factory(1)
+    _send(topic, [(None, "1,a")])
+    with pg_connect(fresh_db) as conn:
+        conn.execute(f"""
+            CREATE TABLE t (id int PRIMARY KEY, v text);
+            CREATE TABLE probe (what text, result text);
+            CREATE FUNCTION poke() RETURNS trigger LANGUAGE plpgsql AS $$
+            DECLARE stg text;
+            BEGIN
+              SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) INTO stg
+              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relnamespace = pg_my_temp_schema() AND c.relname LIKE 'pipeline_ingest_upsert_%';
+              INSERT INTO probe VALUES ('found', (stg IS NOT NULL)::text);
+              BEGIN
+                EXECUTE format('ALTER TABLE %s ADD COLUMN x int', stg);
+                INSERT INTO probe VALUES ('alter', 'done');
+              EXCEPTION WHEN OTHERS THEN INSERT INTO probe VALUES ('alter', SQLSTATE);
+              END;
+              BEGIN
+                EXECUTE format('CREATE TRIGGER sneak BEFORE DELETE ON %s FOR EACH ROW EXECUTE FUNCTION poke()', stg);
+                INSERT INTO probe VALUES ('trigger', 'done');
+              EXCEPTION WHEN OTHERS THEN INSERT INTO probe VALUES ('trigger', SQLSTATE);
+              END;
+              RETURN NEW;
+            END $$;
+            CREATE TRIGGER poke BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION poke();
+            ALTER TABLE t OWNER TO "{alice}";
+            ALTER TABLE probe OWNER TO "{alice}";
+            ALTER FUNCTION poke() OWNER TO "{alice}";""")
+        cid = _begin(conn, topic, "t", format="csv")
+    _committed(fresh_db, cid, 1)
+    assert query(fresh_db, "SELECT id, v FROM t") == [(1, "a")]
+    assert query(fresh_db, "SELECT what, result FROM probe ORDER BY what") == [
+        ("alter", "42501"), ("found", "true"), ("trigger", "42501")]
+
+
+@pytest.mark.parametrize("sql,sqlstate", [
+    ("CREATE TABLE t (id int, v text)", "42P10"),                                    # no primary key
+    ("CREATE TABLE t (id int, v text); CREATE INDEX ON t (id)", "42P10"),            # not unique
+    ("CREATE TABLE t (id int, v text); CREATE UNIQUE INDEX ON t (id) WHERE id > 0", "42P10"),  # partial
+    ("CREATE TABLE t (id int PRIMARY KEY, v text)", None),
+])
+def test_key_columns_need_a_unique_index(fresh_db, sql, sqlstate):
+    """Checked by consume_begin before any broker is asked (none is configured here: 55000 is
+    how far a valid call gets)."""
+    with pg_connect(fresh_db) as conn:
+        conn.execute(sql)
+        with pytest.raises(psycopg.Error) as err:
+            conn.execute("SELECT pipeline_kafka.consume_begin('topic', 't', mode := 'upsert', key_columns := ARRAY['id'])")
+        assert err.value.sqlstate == (sqlstate or "55000"), err.value
