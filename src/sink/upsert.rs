@@ -189,9 +189,11 @@ impl Plan {
             };
             match parsed {
                 Ok(fields) => {
+                    // Every column is listed, the non-key ones NULL: no default is evaluated for
+                    // a row that only deletes (a sequence would advance for nothing).
                     let mut line = Vec::new();
-                    for f in &fields {
-                        match f {
+                    for c in &self.columns {
+                        match keys.iter().position(|k| k == c).and_then(|i| fields[i].as_deref()) {
                             None => line.extend_from_slice(b"\\N"),
                             Some(s) => message_keys::copy_text_escape(s, &mut line),
                         }
@@ -205,7 +207,7 @@ impl Plan {
                 }
             }
         }
-        let mut columns: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut columns: Vec<&str> = self.columns.iter().map(String::as_str).collect();
         columns.push(DELETE);
         let options: super::copy::CopyOptionList = vec![("format", "text".to_string()), ("encoding", "UTF8".to_string())];
         let ids: Vec<usize> = (0..lines.len()).collect();

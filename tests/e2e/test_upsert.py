@@ -166,7 +166,7 @@ def test_the_owner_gets_no_more_than_rows_in_the_staging_table(pg_role, fresh_db
             BEGIN
               SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) INTO stg
               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE c.relnamespace = pg_my_temp_schema() AND c.relname LIKE 'pipeline_ingest_upsert_%';
+              WHERE c.relnamespace = pg_my_temp_schema() AND c.relkind = 'r' AND c.relname LIKE 'pipeline_ingest_upsert_%';
               INSERT INTO probe VALUES ('found', (stg IS NOT NULL)::text);
               BEGIN
                 EXECUTE format('ALTER TABLE %s ADD COLUMN x int', stg);
