@@ -114,6 +114,9 @@ AS 'MODULE_PATHNAME', 'kinesis_consume_begin_with_options_wrapper';
 
 
 -- ==== block: writers (transforms, upserts, previews) ====
+-- Transforms and upserts need no schema change of their own: consumers.transform / mode /
+-- key_columns / key_format and the message / record types are above (contract). The upsert staging
+-- table is a temporary table of each worker session, not part of the schema.
 
 -- ==== end block: writers ====
 

@@ -190,7 +190,7 @@ mod pipeline_kafka {
         args::check_columns(columns.as_ref(), &opts, relid, relation);
         let metadata = crate::api::metadata_args::check(SourceKind::Kafka, metadata, relid, relation, &opts, columns.as_ref());
         let writer =
-            crate::api::writer_args::check(SourceKind::Kafka, relid, owner, relation, &opts, transform, mode, key_columns, key_format);
+            crate::api::writer_args::check(SourceKind::Kafka, relid, owner, relation, &opts, transform, mode, key_columns, key_format, columns.as_ref(), metadata.as_deref());
         if start_offset.is_some() && start_time.is_some() {
             raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "give start_offset or start_time, not both");
         }

@@ -272,7 +272,7 @@ mod pipeline_kinesis {
         args::check_columns(columns.as_ref(), &opts, relid, relation);
         let metadata = crate::api::metadata_args::check(SourceKind::Kinesis, metadata, relid, relation, &opts, columns.as_ref());
         let writer =
-            crate::api::writer_args::check(SourceKind::Kinesis, relid, owner, relation, &opts, transform, mode, key_columns, key_format);
+            crate::api::writer_args::check(SourceKind::Kinesis, relid, owner, relation, &opts, transform, mode, key_columns, key_format, columns.as_ref(), metadata.as_deref());
 
         let ep = cat::endpoint(endpoint).unwrap_or_else(|| {
             raise_with(

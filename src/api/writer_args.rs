@@ -2,7 +2,8 @@
 //! receiving the batch as an array of messages), `mode` ('append' | 'upsert') with `key_columns`
 //! and `key_format`.
 
-use crate::error::raise;
+use crate::catalog::spi;
+use crate::error::{raise, raise_with};
 use crate::shmem::SourceKind;
 use ingest_core::format::CopyOptions;
 use pgrx::prelude::*;
@@ -43,57 +44,221 @@ pub struct WriterArgs {
     /// The transform function as `regprocedure` text (schema-qualified when needed).
     pub transform: Option<String>,
     pub mode: &'static str,
+    /// upsert: the key columns, resolved (NULL given = the primary key's columns, in its order).
     pub key_columns: Option<Vec<String>>,
     pub key_format: Option<String>,
 }
 
-/// Checks the write arguments against the relation; returns what to store.
+fn invalid(msg: impl Into<String>) -> ! {
+    raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, msg)
+}
+
+/// Checks the write arguments against the relation; returns what to store. `columns` and
+/// `metadata` are the consumer's (already checked): a transform takes neither.
 #[allow(clippy::too_many_arguments)]
 pub fn check(
     source: SourceKind,
-    _relid: pg_sys::Oid,
-    _owner: pg_sys::Oid,
-    _relation: &str,
-    _opts: &CopyOptions,
+    relid: pg_sys::Oid,
+    owner: pg_sys::Oid,
+    relation: &str,
+    opts: &CopyOptions,
     transform: Option<RegProcArg>,
     mode: Option<&str>,
     key_columns: Option<Vec<Option<String>>>,
     key_format: Option<&str>,
+    columns: Option<&Vec<String>>,
+    metadata: Option<&str>,
 ) -> WriterArgs {
-    let _ = source;
     let mode = match crate::error::required(mode, "mode") {
         "append" => "append",
         "upsert" => "upsert",
-        m => raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("mode must be 'append' or 'upsert', got '{m}'"),
-        ),
+        m => invalid(format!("mode must be 'append' or 'upsert', got '{m}'")),
     };
     if let Some(f) = key_format {
         if !matches!(f, "json" | "csv" | "text") {
-            raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("key_format must be 'json', 'csv', 'text' or NULL, got '{f}'"),
-            );
+            invalid(format!("key_format must be 'json', 'csv', 'text' or NULL, got '{f}'"));
         }
     }
-    let key_columns = crate::api::consumer_args::columns(key_columns);
-    let transform = transform.map(|f| {
-        crate::catalog::spi(Spi::get_one_with_args::<String>(
-            "SELECT $1::regprocedure::text",
-            &[f.0.into()],
-        ))
-        .unwrap_or_else(|| {
-            raise(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION,
-                "transform function does not exist",
-            )
-        })
+    let key_columns: Option<Vec<String>> = key_columns.map(|cols| {
+        cols.into_iter()
+            .map(|c| c.unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "key_columns must not contain NULL")))
+            .collect()
     });
+    if mode == "append" && (key_columns.is_some() || key_format.is_some()) {
+        invalid("key_columns and key_format are for mode 'upsert'");
+    }
+    let transform = transform.map(|f| check_transform(source, f.0, relid, owner, relation, opts, mode, columns, metadata));
+    let key_columns = (mode == "upsert").then(|| check_upsert(relid, relation, opts, key_columns, key_format, columns));
     WriterArgs {
         transform,
         mode,
         key_columns,
         key_format: key_format.map(str::to_string),
     }
+}
+
+/// A transform receives each message's raw bytes and metadata and decides itself what they mean:
+/// the settings that say how values become rows do not apply (22023 rather than being ignored).
+/// The function must take exactly the batch array (42883), return void or SETOF the relation's
+/// row type (42804), and the consumer's owner must be allowed to EXECUTE it (42501). Returns it as
+/// schema-qualified regprocedure text.
+#[allow(clippy::too_many_arguments)]
+fn check_transform(
+    source: SourceKind,
+    func: pg_sys::Oid,
+    relid: pg_sys::Oid,
+    owner: pg_sys::Oid,
+    relation: &str,
+    opts: &CopyOptions,
+    mode: &str,
+    columns: Option<&Vec<String>>,
+    metadata: Option<&str>,
+) -> String {
+    if opts.format.name() != "text" || opts.delimiter.is_some() || opts.quote.is_some() || opts.escape.is_some() {
+        invalid("a transform receives each message's raw bytes: format, delimiter, quote and escape do not apply (leave them unset)");
+    }
+    if columns.is_some() || metadata.is_some() {
+        invalid("a transform receives every message with its metadata: columns and metadata do not apply");
+    }
+    if mode != "append" {
+        invalid("a transform cannot be combined with mode 'upsert' (the transform may upsert with INSERT ... ON CONFLICT itself)");
+    }
+    let array_type = match source {
+        SourceKind::Kafka => "pipeline_kafka.message[]",
+        SourceKind::Kinesis => "pipeline_kinesis.record[]",
+    };
+    // As the superuser with search_path pg_catalog: the stored text then names the function's
+    // schema, so the worker (another session, another search_path) finds the same function.
+    let row = crate::xact::as_superuser(|| {
+        spi(Spi::connect(|c| {
+            let t = c.select(
+                "SELECT p.prokind = 'f' AND p.pronargs = 1 AND p.provariadic = 0 \
+                        AND p.proargtypes[0] = pg_catalog.to_regtype($2), \
+                        p.prorettype = 'pg_catalog.void'::pg_catalog.regtype AND NOT p.proretset, \
+                        p.proretset AND p.prorettype = (SELECT reltype FROM pg_catalog.pg_class WHERE oid = $3), \
+                        pg_catalog.has_function_privilege($4, p.oid, 'EXECUTE'), \
+                        p.pronamespace = pg_catalog.pg_my_temp_schema(), \
+                        p.oid::pg_catalog.regprocedure::text, \
+                        (SELECT reltype FROM pg_catalog.pg_class WHERE oid = $3)::pg_catalog.regtype::text \
+                 FROM pg_catalog.pg_proc p WHERE p.oid = $1",
+                Some(1),
+                &[func.into(), array_type.into(), relid.into(), owner.into()],
+            )?;
+            let mut out = None;
+            for r in t {
+                out = Some((
+                    r.get::<bool>(1)?.unwrap_or(false),
+                    r.get::<bool>(2)?.unwrap_or(false),
+                    r.get::<bool>(3)?.unwrap_or(false),
+                    r.get::<bool>(4)?.unwrap_or(false),
+                    r.get::<bool>(5)?.unwrap_or(false),
+                    r.get::<String>(6)?.unwrap_or_default(),
+                    r.get::<String>(7)?.unwrap_or_default(),
+                ));
+            }
+            Ok(out)
+        }))
+    });
+    let Some((args_ok, returns_void, returns_rows, may_execute, temporary, name, row_type)) = row else {
+        raise(PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION, "transform function does not exist")
+    };
+    if !args_ok {
+        raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION,
+            format!("transform function {name} must be a function taking exactly one argument of type {array_type}"),
+        );
+    }
+    if !returns_void && !returns_rows {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            format!("transform function {name} must return void or SETOF {row_type} (the row type of \"{relation}\")"),
+            None,
+            Some("Return SETOF the table's row type to have the rows inserted, or void when the function writes itself.".into()),
+        );
+    }
+    if temporary {
+        // Workers are other sessions, which cannot see this session's temporary objects.
+        raise(PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED, format!("transform function {name} is temporary"));
+    }
+    if !may_execute {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!(
+                "permission denied for function {name}: the consumer runs it as {}, the owner of \"{relation}\"",
+                crate::catalog::consumers::role_name(owner)
+            ),
+        );
+    }
+    name
+}
+
+/// The key columns of an upsert (NULL = the primary key's), checked: they exist, once each, and a
+/// unique index or constraint usable by ON CONFLICT covers exactly them (42P10 otherwise); a
+/// message key without key_format names a single column; text/csv values fill every key column.
+fn check_upsert(
+    relid: pg_sys::Oid,
+    relation: &str,
+    opts: &CopyOptions,
+    key_columns: Option<Vec<String>>,
+    key_format: Option<&str>,
+    columns: Option<&Vec<String>>,
+) -> Vec<String> {
+    let keys = match key_columns {
+        Some(k) => k,
+        None => spi(Spi::get_one_with_args::<Vec<String>>(
+            "SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.ord) \
+             FROM pg_catalog.pg_index i, pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord), pg_catalog.pg_attribute a \
+             WHERE i.indrelid = $1 AND i.indisprimary AND a.attrelid = i.indrelid AND a.attnum = k.attnum",
+            &[relid.into()],
+        ))
+        .unwrap_or_else(|| {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE,
+                format!("\"{relation}\" has no primary key: give key_columns for mode 'upsert'"),
+            )
+        }),
+    };
+    if keys.is_empty() {
+        invalid("key_columns must name at least one column (or be NULL for the primary key)");
+    }
+    let known = crate::catalog::insertable_columns(relid);
+    for (i, c) in keys.iter().enumerate() {
+        if !known.contains(c) {
+            raise(PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN, format!("key column \"{c}\" of relation \"{relation}\" does not exist or is generated"));
+        }
+        if keys[..i].contains(c) {
+            raise(PgSqlErrorCode::ERRCODE_DUPLICATE_COLUMN, format!("key column \"{c}\" is named more than once"));
+        }
+    }
+    // ON CONFLICT (keys) needs a unique index on exactly these columns, without a predicate or
+    // expressions, not deferrable (INCLUDE columns are not part of the key).
+    let unique = spi(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i \
+             WHERE i.indrelid = $1 AND i.indisunique AND i.indimmediate AND i.indpred IS NULL AND i.indexprs IS NULL \
+               AND (SELECT pg_catalog.array_agg(x ORDER BY x) FROM pg_catalog.unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) x) \
+                 = (SELECT pg_catalog.array_agg(attnum ORDER BY attnum) FROM pg_catalog.pg_attribute \
+                    WHERE attrelid = $1 AND attname = ANY ($2) AND NOT attisdropped))",
+        &[relid.into(), keys.clone().into()],
+    ))
+    .unwrap_or(false);
+    if !unique {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE,
+            format!("there is no unique or exclusion constraint matching the key columns ({}) of \"{relation}\"", keys.join(", ")),
+            None,
+            Some("mode 'upsert' needs a primary key, unique constraint or unique index on exactly the key columns (not partial, not deferrable).".into()),
+        );
+    }
+    if key_format.is_none() && keys.len() > 1 {
+        invalid(format!(
+            "the message key holds one value without key_format, but there are {} key columns: give key_format 'json', 'csv' or 'text'",
+            keys.len()
+        ));
+    }
+    if let (Some(cols), true) = (columns, opts.format.name() != "json") {
+        if let Some(k) = keys.iter().find(|k| !cols.contains(k)) {
+            invalid(format!("columns must include the key column \"{k}\": text and csv values hold whole rows, keys included"));
+        }
+    }
+    keys
 }

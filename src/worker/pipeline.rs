@@ -70,6 +70,7 @@ pub trait ConsumerCatalog {
 }
 
 /// What a consumer writes and how: the same fields for every source.
+#[derive(Clone)]
 pub struct Target {
     pub dboid: pg_sys::Oid,
     pub consumer_id: i32,

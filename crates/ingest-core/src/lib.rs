@@ -7,6 +7,7 @@ pub mod batch;
 pub mod broker;
 pub mod format;
 pub mod json;
+pub mod keys;
 pub mod kinesis;
 pub mod metadata;
 pub mod policy;
