@@ -247,6 +247,8 @@ pub fn target(a: PreviewArgs) -> crate::worker::pipeline::Target {
         a.mode,
         a.key_columns,
         a.key_format,
+        columns.as_ref(),
+        metadata.as_deref(),
     );
     crate::worker::pipeline::Target {
         // SAFETY: MyDatabaseId is set in a connected backend.
