@@ -88,7 +88,7 @@ pub fn check(
         invalid("key_columns and key_format are for mode 'upsert'");
     }
     let transform = transform.map(|f| check_transform(source, f.0, relid, owner, relation, opts, mode, columns, metadata));
-    let key_columns = (mode == "upsert").then(|| check_upsert(relid, relation, opts, key_columns, key_format, columns));
+    let key_columns = (mode == "upsert").then(|| check_upsert(relid, relation, opts, key_columns, key_format, columns, metadata));
     WriterArgs {
         transform,
         mode,
@@ -194,7 +194,7 @@ fn check_transform(
 
 /// The key columns of an upsert (NULL = the primary key's), checked: they exist, once each, and a
 /// unique index or constraint usable by ON CONFLICT covers exactly them (42P10 otherwise); a
-/// message key without key_format names a single column; text/csv values fill every key column.
+/// message key without key_format names a single column; text/csv values (or metadata fields) fill every key column.
 fn check_upsert(
     relid: pg_sys::Oid,
     relation: &str,
@@ -202,7 +202,13 @@ fn check_upsert(
     key_columns: Option<Vec<String>>,
     key_format: Option<&str>,
     columns: Option<&Vec<String>>,
+    metadata: Option<&str>,
 ) -> Vec<String> {
+    // Columns metadata fields fill (e.g. {"key": "id"}): present in every row whatever the columns list.
+    let from_metadata: Vec<String> = metadata
+        .and_then(|m| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(m).ok())
+        .map(|m| m.values().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
     let keys = match key_columns {
         Some(k) => k,
         None => spi(Spi::get_one_with_args::<Vec<String>>(
@@ -256,7 +262,7 @@ fn check_upsert(
         ));
     }
     if let (Some(cols), true) = (columns, opts.format.name() != "json") {
-        if let Some(k) = keys.iter().find(|k| !cols.contains(k)) {
+        if let Some(k) = keys.iter().find(|k| !cols.contains(k) && !from_metadata.contains(k)) {
             invalid(format!("columns must include the key column \"{k}\": text and csv values hold whole rows, keys included"));
         }
     }
