@@ -5,6 +5,8 @@ pub mod metadata_args;
 pub mod writer_args;
 pub mod kafka;
 pub mod kinesis;
+pub mod lag;
+pub mod partitioned;
 pub mod produce;
 pub mod status;
 
