@@ -250,8 +250,8 @@ def test_grouped_consumer(fresh_db, topic_factory):
     g0, g1 = f"{t0}_group0", f"{t1}_group1"
     consume_begin(db, t0, "stream0", group_id=g0)
     consume_begin(db, t1, "stream1", group_id=g1)
-    produce(t0, [str(n) for n in range(100)])
-    produce(t1, [str(n) for n in range(100)])
+    produce(t0, [str(n) for n in range(1, 101)])
+    produce(t1, [str(n) for n in range(1, 101)])
     wait_rows(db, {"SELECT sum(count) FROM group0": 100, "SELECT sum(count) FROM group1": 100,
                    "SELECT count(*) FROM group0": 100, "SELECT count(*) FROM group1": 100})
     consume_end_all(db)
@@ -261,7 +261,7 @@ def test_grouped_consumer(fresh_db, topic_factory):
     produce(t1, [str(-n) for n in range(1, 101)])
     consume_begin(db, t0, "stream0", group_id=g0)
     consume_begin(db, t1, "stream1", group_id=g1)
-    # only the second batch was read after the restart: x = 0..99 then -1..-100 sums to 0
+    # only the second batch was read after the restart: x = 1..100 then -1..-100 sums to 0
     wait_rows(db, {"SELECT sum(x) FROM group0": 0, "SELECT sum(x) FROM group1": 0,
                    "SELECT sum(count) FROM group0": 200, "SELECT sum(count) FROM group1": 200,
                    "SELECT count(*) FROM group0": 200, "SELECT count(*) FROM group1": 200})
