@@ -178,7 +178,8 @@ SELECT c.id AS consumer_id,
        o."partition",
        o."offset",
        w.high_watermark,
-       greatest(w.high_watermark - o."offset", 0) AS lag
+       -- (greatest() would turn an unknown watermark into no lag)
+       CASE WHEN w.high_watermark IS NOT NULL THEN greatest(w.high_watermark - o."offset", 0) END AS lag
 FROM pipeline_kafka.consumers c
 JOIN pipeline_kafka.offsets o ON o.consumer_id = c.id
 LEFT JOIN pipeline_kafka.consumer_watermarks() w ON w.consumer_id = o.consumer_id AND w."partition" = o."partition"
