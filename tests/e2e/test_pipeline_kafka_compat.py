@@ -337,3 +337,33 @@ def test_null_offsets(fresh_db, topic_factory):
     rows = offsets(db)
     assert [(p, o) for _, p, o in rows] == [(0, 0), (1, 0), (2, 1), (3, 0)]
     assert scalar(db, 'SELECT count(*) FROM pipeline_kafka.offsets WHERE "offset" IS NULL') == 0
+
+
+def test_consume_begin_stream_partitioned_arguments(fresh_db, topic_factory):
+    """Its arguments are checked as consume_begin's, each with its SQLSTATE, before anything is
+    stored; a rolled-back call leaves nothing behind."""
+    db = fresh_db
+    topic = topic_factory()
+    call = "SELECT pipeline_kafka.consume_begin_stream_partitioned(%s{})"
+    with pg_connect(db) as conn:
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+            conn.execute(call.format(""), [topic])          # no broker yet
+    add_broker(db)
+    cases = [
+        (None, "", psycopg.errors.NullValueNotAllowed),
+        (topic, ", format := 'xml'", psycopg.errors.InvalidParameterValue),
+        (topic, ", start_offset := -3", psycopg.errors.InvalidParameterValue),
+        (topic, ", parallelism := 0", psycopg.errors.InvalidParameterValue),
+        (topic, ", on_error := 'ignore'", psycopg.errors.InvalidParameterValue),
+        ("bad topic!", "", psycopg.errors.InvalidParameterValue),
+        ("pi_no_such_topic_for_sure", "", psycopg.errors.UndefinedObject),
+    ]
+    for t, extra, error in cases:
+        with pg_connect(db) as conn:
+            with pytest.raises(error):
+                conn.execute(call.format(extra), [t])
+    with pg_connect(db) as conn:
+        conn.execute("BEGIN")
+        conn.execute(call.format(""), [topic])
+        conn.execute("ROLLBACK")
+    assert scalar(db, "SELECT count(*) FROM pipeline_kafka.consumers") == 0
