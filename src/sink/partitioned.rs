@@ -7,7 +7,7 @@
 use super::write::{append, Written};
 use crate::catalog::spi;
 use crate::worker::pipeline::Target;
-use crate::xact::{as_role, as_superuser, PgError};
+use crate::xact::{as_superuser, PgError};
 use ingest_core::batch::{Message, Position};
 use ingest_core::prepare::Rejected;
 use pgrx::prelude::*;
@@ -62,29 +62,36 @@ fn target_relation(key: Option<&[u8]>, owner: pg_sys::Oid) -> Result<pg_sys::Oid
         [schema, name] => (Some(schema.as_str()), name.as_str()),
         _ => unreachable!("parse_name returns one or two parts"),
     };
-    // Unqualified names are looked up as in a session of the owner with the default search_path
-    // ("$user", public): set here, so neither the worker's settings nor a trigger's decide.
-    // as_role undoes the setting.
-    let oid = as_role(owner, || {
-        spi(Spi::run("SELECT pg_catalog.set_config('search_path', '\"$user\", public', true)"));
+    // Looked up as the superuser in the catalogs, not with to_regclass as the owner: that raises
+    // an ERROR (failing every batch) for a schema the owner may not use. An unqualified name is
+    // looked up as a session of the owner with the default search_path would: pg_catalog, the
+    // schema named like the owner ("$user"), public, skipping schemas it has no USAGE on.
+    let oid = as_superuser(|| {
         spi(Spi::get_one_with_args::<pg_sys::Oid>(
-            "SELECT pg_catalog.to_regclass(CASE WHEN $1 IS NULL THEN pg_catalog.quote_ident($2) \
-                    ELSE pg_catalog.quote_ident($1) || '.' || pg_catalog.quote_ident($2) END)::oid",
-            &[schema.into(), name.into()],
+            // a scalar subquery: one row (NULL) also when there is no such relation
+            "SELECT (SELECT c.oid FROM pg_catalog.unnest(CASE WHEN $1 IS NULL \
+                        THEN ARRAY['pg_catalog', (SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = $3), 'public'] \
+                        ELSE ARRAY[$1] END) WITH ORDINALITY AS s(nsp, i) \
+             JOIN pg_catalog.pg_namespace n ON n.nspname = s.nsp \
+             JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = $2 \
+             WHERE $1 IS NOT NULL OR pg_catalog.has_schema_privilege($3, n.oid, 'USAGE') \
+             ORDER BY s.i LIMIT 1)",
+            &[schema.into(), name.into(), owner.into()],
         ))
     });
     let shown = shorten(text);
     let Some(oid) = oid else {
         return Err((format!("relation \"{shown}\" (named by the message key) does not exist"), "42P01"));
     };
-    let (kind, schema, in_extension, may_insert) = as_superuser(|| {
+    let (kind, schema, in_extension, may_insert, may_use_schema) = as_superuser(|| {
         spi(Spi::connect(|c| {
             let row = c
                 .select(
                     "SELECT c.relkind::text, n.nspname::text, \
                             EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass \
                                     AND d.objid = c.oid AND d.deptype = 'e'), \
-                            pg_catalog.has_table_privilege($2, c.oid, 'INSERT') \
+                            pg_catalog.has_table_privilege($2, c.oid, 'INSERT'), \
+                            pg_catalog.has_schema_privilege($2, n.oid, 'USAGE') \
                      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
                     None,
                     &[oid.into(), owner.into()],
@@ -95,6 +102,7 @@ fn target_relation(key: Option<&[u8]>, owner: pg_sys::Oid) -> Result<pg_sys::Oid
                 row.get::<String>(2)?.unwrap_or_default(),
                 row.get::<bool>(3)?.unwrap_or(true),
                 row.get::<bool>(4)?.unwrap_or(false),
+                row.get::<bool>(5)?.unwrap_or(false),
             ))
         }))
     });
@@ -105,6 +113,9 @@ fn target_relation(key: Option<&[u8]>, owner: pg_sys::Oid) -> Result<pg_sys::Oid
     // own tables (offsets, dead letters) or system ones, whoever owns the consumer.
     if in_extension || schema.starts_with("pg_") || schema == "information_schema" || schema == "pipeline_kafka" || schema == "pipeline_kinesis" {
         return Err((format!("stream-partitioned consumers do not write into \"{shown}\" (a system or pipeline_ingest table)"), "42501"));
+    }
+    if !may_use_schema {
+        return Err((format!("permission denied for schema {schema}: the consumer's owner {} has no USAGE privilege on it", crate::catalog::consumers::role_name(owner)), "42501"));
     }
     if !may_insert {
         return Err((format!("permission denied for table {shown}: the consumer's owner {} has no INSERT privilege on it", crate::catalog::consumers::role_name(owner)), "42501"));
@@ -165,6 +176,10 @@ fn parse_name(text: &str) -> Result<Vec<String>, String> {
                 Some(c) if c.is_ascii_digit() || c == '$' => return Err("an identifier must not start with a digit or $".into()),
                 _ => {}
             }
+        }
+        // PostgreSQL truncates identifiers to NAMEDATALEN - 1 bytes (at a character boundary).
+        while ident.len() > pg_sys::NAMEDATALEN as usize - 1 {
+            ident.pop();
         }
         parts.push(ident);
         while chars.peek().is_some_and(|c| c.is_whitespace()) {

@@ -154,8 +154,9 @@ def test_consume_stream_partitioned(fresh_db, topic_factory):
 
 def test_consume_stream_partitioned_safety(pg_role, fresh_db, topic_factory):
     """The safety the original lacked: the consumer belongs to its caller and writes only where
-    that role may INSERT. A key naming another schema's table (qualified, quoted), nothing, a
-    table the owner may not write, a view or the extension's own offsets table: those messages
+    that role may INSERT. Keys naming another schema's table (qualified, quoted) are written; no
+    key, a table the owner may not write, a schema it may not use, a view or the extension's own
+    offsets table: those messages
     become dead letters with the reason and SQLSTATE, the others rows, and the offsets of the
     whole batch commit."""
     role = pg_role()
@@ -167,6 +168,9 @@ def test_consume_stream_partitioned_safety(pg_role, fresh_db, topic_factory):
         CREATE TABLE public.plain (x integer);
         CREATE TABLE public.secret (x integer);
         CREATE VIEW public.a_view AS SELECT 1 AS x;
+        CREATE SCHEMA hidden;
+        CREATE TABLE hidden.t (x integer);
+        GRANT INSERT ON hidden.t TO "{role}";
         GRANT USAGE ON SCHEMA s TO "{role}";
         GRANT INSERT ON s."Mixed Case", public.plain TO "{role}";
     """)
@@ -180,10 +184,11 @@ def test_consume_stream_partitioned_safety(pg_role, fresh_db, topic_factory):
 
     sent = [("plain", "1"), ('s."Mixed Case"', "2"), ("PLAIN", "3"), (" s . \"Mixed Case\" ", "4"),
             (None, "5"), ("no_such_table", "6"), ("secret", "7"), ("a_view", "8"),
-            ("pipeline_kafka.offsets", "9"), ("bad name!", "10"), ("plain", "not a number")]
+            ("pipeline_kafka.offsets", "9"), ("bad name!", "10"), ("hidden.t", "11"),
+            ("plain", "not a number")]
     for key, value in sent:
         produce(topic, [value], key=key)
-    wait_rows(db, {"SELECT count(*) FROM pipeline_kafka.dead_letters": 7})
+    wait_rows(db, {"SELECT count(*) FROM pipeline_kafka.dead_letters": 8})
     assert query(db, "SELECT x FROM public.plain ORDER BY x") == [(1,), (3,)]
     assert query(db, 'SELECT x FROM s."Mixed Case" ORDER BY x') == [(2,), (4,)]
     assert scalar(db, "SELECT count(*) FROM public.secret") == 0
@@ -196,6 +201,9 @@ def test_consume_stream_partitioned_safety(pg_role, fresh_db, topic_factory):
     assert by_value["8"][1] == "42809"
     assert by_value["9"][1] == "42501"
     assert by_value["10"][1] == "42602"
+    # INSERT on the table but no USAGE on its schema: refused, the consumer goes on
+    assert by_value["11"][1] == "42501" and "schema hidden" in by_value["11"][2]
+    assert scalar(db, "SELECT count(*) FROM hidden.t") == 0
     assert by_value["not a number"][1] == "22P02"
     # every message is accounted for: the offsets are past the last one
     assert offsets(db) == [(cid, 0, len(sent))]
