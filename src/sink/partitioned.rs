@@ -26,6 +26,11 @@ pub fn write<P: Position>(target: &Target, messages: &[Message<P>]) -> Result<Wr
     let mut verdicts: HashMap<Option<Vec<u8>>, Result<pg_sys::Oid, Refusal>> = HashMap::new();
     let mut rejected = Vec::new();
     for (i, m) in messages.iter().enumerate() {
+        // An empty message or a tombstone holds no rows, whatever its key names (as for every
+        // consumer: its offset commits, no dead letter).
+        if m.payload.as_ref().is_none_or(|p| p.is_empty()) {
+            continue;
+        }
         let verdict = verdicts.entry(m.key.clone()).or_insert_with(|| target_relation(m.key.as_deref(), target.owner));
         match verdict {
             Ok(oid) => {

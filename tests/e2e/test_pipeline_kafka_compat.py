@@ -185,7 +185,7 @@ def test_consume_stream_partitioned_safety(pg_role, fresh_db, topic_factory):
     sent = [("plain", "1"), ('s."Mixed Case"', "2"), ("PLAIN", "3"), (" s . \"Mixed Case\" ", "4"),
             (None, "5"), ("no_such_table", "6"), ("secret", "7"), ("a_view", "8"),
             ("pipeline_kafka.offsets", "9"), ("bad name!", "10"), ("hidden.t", "11"),
-            ("plain", "not a number")]
+            ("plain", "not a number"), (None, None)]  # the last: a tombstone, no rows, no dead letter
     for key, value in sent:
         produce(topic, [value], key=key)
     wait_rows(db, {"SELECT count(*) FROM pipeline_kafka.dead_letters": 8})
