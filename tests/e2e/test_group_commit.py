@@ -36,7 +36,9 @@ def test_group_offsets_follow_postgres_and_postgres_wins_on_restart(fresh_db, to
     topic = topic_factory(partitions=2)
     group = unique_name("pi_group")
     setup(db, topic, group_id=group, parallelism=2)
-    produce(topic, [str(n) for n in range(50)], key=None)
+    # both partitions get messages: a partition no batch has touched has no group offset yet
+    produce(topic, [str(n) for n in range(25)], partition=0)
+    produce(topic, [str(n) for n in range(25, 50)], partition=1)
     wait_until(lambda: scalar(db, "SELECT count(*) FROM t") == 50, timeout=60, what="50 rows")
     # the group shows exactly what PostgreSQL committed (next offsets to read)
     wait_until(lambda: group_offsets(group, topic, 2) == pg_offsets(db), timeout=30,
@@ -53,7 +55,8 @@ def test_group_offsets_follow_postgres_and_postgres_wins_on_restart(fresh_db, to
         c.close()
     assert set(group_offsets(group, topic, 2).values()) == {0}
 
-    produce(topic, [str(n) for n in range(50, 70)], key=None)
+    produce(topic, [str(n) for n in range(50, 60)], partition=0)
+    produce(topic, [str(n) for n in range(60, 70)], partition=1)
     with pg_connect(db) as conn:
         conn.execute("SELECT pipeline_kafka.consume_begin(%s, 't', group_id := %s, parallelism := 2)", [topic, group])
     # positive marker: the group caught up with PostgreSQL's offsets again, past all 70 messages
