@@ -16,10 +16,12 @@ CREATE TABLE pipeline_kafka.brokers (
 CREATE TABLE pipeline_kafka.consumers (
     id           serial PRIMARY KEY,
     topic        text NOT NULL CHECK (topic <> ''),
-    relation     regclass NOT NULL,
+    -- NULL (with relname) for a stream-partitioned consumer (consume_begin_stream_partitioned):
+    -- each message's key names the relation its rows go to
+    relation     regclass,
     -- the relation's qualified name when consume_begin ran: if the table is dropped and created
     -- again, the consumer takes the new one and continues from its offsets
-    relname      text NOT NULL,
+    relname      text,
     owner        regrole NOT NULL,
     group_id     text,
     format       text NOT NULL DEFAULT 'text' CHECK (format IN ('text', 'csv', 'json', 'raw')),
@@ -54,8 +56,11 @@ CREATE TABLE pipeline_kafka.consumers (
     key_format   text CHECK (key_format IN ('json', 'csv', 'text')),
     -- where a partition without a stored offset starts, by time (offsets_for_times); NULL = start_offset rules
     start_time   timestamptz,
-    UNIQUE (topic, relation)
+    UNIQUE (topic, relation),
+    CONSTRAINT consumers_by_key_check CHECK ((relation IS NULL) = (relname IS NULL))
 );
+-- at most one stream-partitioned consumer per topic
+CREATE UNIQUE INDEX consumers_by_key_topic ON pipeline_kafka.consumers (topic) WHERE relation IS NULL;
 
 -- Secret client settings (passwords, keys) of broker entries and consumers, kept apart so that the
 -- readable `config` columns show them masked. Superusers only.

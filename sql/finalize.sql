@@ -48,6 +48,25 @@ LEFT JOIN pg_catalog.pg_stat_activity a
 WHERE pg_catalog.pg_has_role(c.owner, 'USAGE');
 GRANT SELECT ON pipeline_kafka.consumer_status TO PUBLIC;
 
+-- pipeline_kafka's lag view, same columns: per consumer and partition, "offset" is the next offset
+-- to read (as stored with the rows), high_watermark the partition's end (from the running worker,
+-- else asked from the brokers for about a second at most: NULL when they do not answer).
+CREATE VIEW pipeline_kafka.consumer_lag AS
+SELECT c.id AS consumer_id,
+       c.group_id,
+       c.topic,
+       o."partition",
+       o."offset",
+       w.high_watermark,
+       -- (greatest() would turn an unknown watermark into no lag)
+       CASE WHEN w.high_watermark IS NOT NULL THEN greatest(w.high_watermark - o."offset", 0) END AS lag
+FROM pipeline_kafka.consumers c
+JOIN pipeline_kafka.offsets o ON o.consumer_id = c.id
+LEFT JOIN pipeline_kafka.consumer_watermarks() w ON w.consumer_id = o.consumer_id AND w."partition" = o."partition"
+-- the view reads the table as its owner, past row-level security: the same rule, for the caller
+WHERE pg_catalog.pg_has_role(c.owner, 'USAGE');
+GRANT SELECT ON pipeline_kafka.consumer_lag TO PUBLIC;
+
 
 -- One row per Kinesis consumer and shard its workers know (seqnums); a consumer with no shard yet
 -- has one row with NULL shard columns. shard_status() publishes a shard under the number that

@@ -123,6 +123,74 @@ AS 'MODULE_PATHNAME', 'kinesis_consume_begin_with_options_wrapper';
 
 
 -- ==== block: dropin (stream partitioned consumers, consumer_lag, group commits) ====
+-- A stream-partitioned consumer has no relation of its own (each message's key names one).
+ALTER TABLE pipeline_kafka.consumers
+    ALTER COLUMN relation DROP NOT NULL,
+    ALTER COLUMN relname DROP NOT NULL,
+    ADD CONSTRAINT consumers_by_key_check CHECK ((relation IS NULL) = (relname IS NULL));
+-- at most one stream-partitioned consumer per topic
+CREATE UNIQUE INDEX consumers_by_key_topic ON pipeline_kafka.consumers (topic) WHERE relation IS NULL;
+
+CREATE  FUNCTION pipeline_kafka."consume_begin_stream_partitioned"(
+	"topic" TEXT, /* Option < & str > */
+	"format" TEXT DEFAULT 'text', /* Option < & str > */
+	"delimiter" TEXT DEFAULT NULL, /* Option < & str > */
+	"quote" TEXT DEFAULT NULL, /* Option < & str > */
+	"escape" TEXT DEFAULT NULL, /* Option < & str > */
+	"batchsize" INT DEFAULT 1000, /* Option < i32 > */
+	"maxbytes" INT DEFAULT 32000000, /* Option < i32 > */
+	"parallelism" INT DEFAULT 1, /* Option < i32 > */
+	"timeout" INT DEFAULT 250, /* Option < i32 > */
+	"start_offset" bigint DEFAULT NULL, /* Option < i64 > */
+	"group_id" TEXT DEFAULT NULL, /* Option < & str > */
+	"on_error" TEXT DEFAULT 'dead_letter', /* Option < & str > */
+	"max_dead_letters" INT DEFAULT NULL /* Option < i32 > */
+) RETURNS INT /* i32 */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'consume_begin_stream_partitioned_wrapper';
+
+CREATE  FUNCTION pipeline_kafka."consume_end_stream_partitioned"(
+	"topic" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'consume_end_stream_partitioned_wrapper';
+
+CREATE  FUNCTION pipeline_kafka."consume_drop_stream_partitioned"(
+	"topic" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'consume_drop_stream_partitioned_wrapper';
+
+CREATE  FUNCTION pipeline_kafka."consumer_watermarks"() RETURNS TABLE (
+	"consumer_id" INT,  /* i32 */
+	"partition" INT,  /* i32 */
+	"high_watermark" bigint  /* Option < i64 > */
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'consumer_watermarks_wrapper';
+
+-- pipeline_kafka's lag view, same columns: per consumer and partition, "offset" is the next offset
+-- to read (as stored with the rows), high_watermark the partition's end (from the running worker,
+-- else asked from the brokers for about a second at most: NULL when they do not answer).
+CREATE VIEW pipeline_kafka.consumer_lag AS
+SELECT c.id AS consumer_id,
+       c.group_id,
+       c.topic,
+       o."partition",
+       o."offset",
+       w.high_watermark,
+       -- (greatest() would turn an unknown watermark into no lag)
+       CASE WHEN w.high_watermark IS NOT NULL THEN greatest(w.high_watermark - o."offset", 0) END AS lag
+FROM pipeline_kafka.consumers c
+JOIN pipeline_kafka.offsets o ON o.consumer_id = c.id
+LEFT JOIN pipeline_kafka.consumer_watermarks() w ON w.consumer_id = o.consumer_id AND w."partition" = o."partition"
+-- the view reads the table as its owner, past row-level security: the same rule, for the caller
+WHERE pg_catalog.pg_has_role(c.owner, 'USAGE');
+GRANT SELECT ON pipeline_kafka.consumer_lag TO PUBLIC;
 
 -- ==== end block: dropin ====
 

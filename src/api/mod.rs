@@ -6,6 +6,8 @@ pub mod writer_args;
 pub mod kafka;
 pub mod kinesis;
 pub mod preview;
+pub mod lag;
+pub mod partitioned;
 pub mod produce;
 pub mod seek;
 pub mod status;

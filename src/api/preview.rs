@@ -275,6 +275,7 @@ pub fn target(a: PreviewArgs) -> crate::worker::pipeline::Target {
             key_columns: writer.key_columns,
             key_format: writer.key_format,
         },
+        partitioned: false,
     }
 }
 

@@ -133,6 +133,9 @@ pub struct Consumer {
     /// (microseconds since the Unix epoch) of partitions without a stored offset.
     pub features: crate::catalog::Features,
     pub start_time_us: Option<i64>,
+    /// A stream-partitioned consumer (consume_begin_stream_partitioned): no relation of its own,
+    /// each message's key names the relation its rows go to (`relid` is invalid).
+    pub partitioned: bool,
 }
 
 // config_by_superuser is read through the row's jsonb: a database still at 0.1.0 (before ALTER
@@ -140,7 +143,8 @@ pub struct Consumer {
 const CONSUMER_COLUMNS: &str = "id, topic, relation::oid, owner::oid, group_id, format, delimiter, quote, escape, \
      batchsize, maxbytes, parallelism, timeout, config::text, enabled, generation, on_error, max_dead_letters, columns, \
      coalesce((to_jsonb(k) ->> 'config_by_superuser')::boolean, false), \
-     {FEATURES}, (extract(epoch FROM (to_jsonb(k) ->> 'start_time')::timestamptz) * 1000000)::bigint";
+     {FEATURES}, (extract(epoch FROM (to_jsonb(k) ->> 'start_time')::timestamptz) * 1000000)::bigint, \
+     k.relation IS NULL";
 
 fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<Consumer> {
     let config: String = row.get(14)?.unwrap_or_default();
@@ -170,6 +174,7 @@ fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<
         config_by_superuser: row.get(20)?.unwrap_or(false),
         features: crate::catalog::Features::from_row(row, 21)?,
         start_time_us: row.get(26)?,
+        partitioned: row.get(27)?.unwrap_or(false),
     })
 }
 
@@ -418,4 +423,47 @@ pub fn bump_generation(consumer_id: i32) {
             &[consumer_id.into()],
         ))
     });
+}
+
+/// The stream-partitioned consumer of a topic (at most one: a partial unique index).
+pub fn partitioned_consumer(topic: &str) -> Option<Consumer> {
+    select_consumers("WHERE topic = $1 AND relation IS NULL", &[topic.into()]).into_iter().next()
+}
+
+/// Inserts or updates the stream-partitioned consumer of `c.topic` (`c.relid` is not used: it has
+/// no relation), enables it and bumps its generation; returns its id.
+pub fn upsert_partitioned_consumer(c: &NewConsumer) -> i32 {
+    as_superuser(|| {
+        spi(Spi::get_one_with_args::<i32>(
+            "INSERT INTO pipeline_kafka.consumers AS k (topic, relation, relname, owner, group_id, format, delimiter, quote, \
+                 escape, batchsize, maxbytes, parallelism, timeout, config, on_error, max_dead_letters) \
+             VALUES ($1, NULL, NULL, $2::oid::regrole, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14) \
+             ON CONFLICT (topic) WHERE relation IS NULL DO UPDATE SET owner = EXCLUDED.owner, \
+                 group_id = EXCLUDED.group_id, \
+                 format = EXCLUDED.format, delimiter = EXCLUDED.delimiter, quote = EXCLUDED.quote, escape = EXCLUDED.escape, \
+                 batchsize = EXCLUDED.batchsize, maxbytes = EXCLUDED.maxbytes, parallelism = EXCLUDED.parallelism, \
+                 timeout = EXCLUDED.timeout, config = EXCLUDED.config, on_error = EXCLUDED.on_error, \
+                 max_dead_letters = EXCLUDED.max_dead_letters, \
+                 enabled = true, generation = k.generation + 1, \
+                 last_error = NULL, last_error_at = NULL \
+             RETURNING id",
+            &[
+                c.topic.into(),
+                c.owner.into(),
+                c.group_id.into(),
+                c.format.into(),
+                c.delimiter.into(),
+                c.quote.into(),
+                c.escape.into(),
+                c.batchsize.into(),
+                c.maxbytes.into(),
+                c.parallelism.into(),
+                c.timeout.into(),
+                c.config.into(),
+                c.on_error.into(),
+                c.max_dead_letters.into(),
+            ],
+        ))
+    })
+    .expect("INSERT ... RETURNING id returns a row")
 }

@@ -4,6 +4,7 @@
 
 pub mod copy;
 pub mod isolate;
+pub mod partitioned;
 pub mod transform;
 pub mod upsert;
 pub mod write;

@@ -32,6 +32,9 @@ pub fn write_batch<P: Position>(
     relid: pg_sys::Oid,
     messages: &[Message<P>],
 ) -> Result<Written, PgError> {
+    if target.partitioned {
+        return super::partitioned::write(target, messages);
+    }
     if target.features.transform.is_some() {
         return super::transform::write(target, relid, messages);
     }

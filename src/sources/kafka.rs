@@ -1,6 +1,7 @@
 //! Apache Kafka through librdkafka (the rdkafka crate, bundled library): client settings, topic
 //! checks for SQL functions, and the consumer `Source` used by workers (manual partition
-//! assignment from stored offsets, no group commits, bounded prefetch).
+//! assignment from stored offsets, bounded prefetch; with a group_id, committed offsets are also
+//! committed to the group coordinator for Kafka's lag tools).
 //!
 //! librdkafka runs its own threads; everything here is called from the worker's main thread and
 //! never calls back into PostgreSQL.
@@ -11,7 +12,7 @@ use ingest_core::settings::{is_secret, scrub};
 use rdkafka::config::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use std::sync::{Arc, Mutex};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -384,6 +385,9 @@ pub struct KafkaSource {
     /// consume_begin's start_time (ms since the Unix epoch): where partitions without a stored
     /// offset start (None: at their beginning).
     start_time_ms: Option<i64>,
+    /// A group.id was given (consume_begin's group_id): offsets committed to PostgreSQL are also
+    /// committed to the group coordinator.
+    group_commits: bool,
 }
 
 impl KafkaSource {
@@ -402,7 +406,8 @@ impl KafkaSource {
         // Prefetch bounded by the batch size in bytes (librdkafka's default is 64 MB per partition).
         let kbytes = (max_bytes / 1024).clamp(1024, 2_097_151);
         cfg.set("queued.max.messages.kbytes", kbytes.to_string());
-        if cfg.get("group.id").is_none() {
+        let group_commits = cfg.get("group.id").is_some();
+        if !group_commits {
             cfg.set("group.id", "pipeline_ingest");
         }
         let consumer = create_consumer(&cfg).map_err(|e| format!("could not create Kafka consumer: {e}"))?;
@@ -435,6 +440,7 @@ impl KafkaSource {
             metadata_timeout: Duration::from_secs(5),
             all: Vec::new(),
             start_time_ms,
+            group_commits,
         };
         src.positions = stored.iter().map(|(p, o)| (*p, Some(*o))).collect();
         src.positions.retain(|p, _| p.rem_euclid(parallelism.max(1)) == index);
@@ -508,6 +514,24 @@ impl KafkaSource {
 
     pub fn assigned(&self) -> Vec<i32> {
         self.positions.keys().copied().collect()
+    }
+
+    /// Commits offsets PostgreSQL has committed (the next offset to read, as Kafka's committed
+    /// offsets mean too) to the consumer group's coordinator, so that kafka-consumer-groups or
+    /// Burrow show the lag. Asynchronous: the batch never waits for it, and the result is only for
+    /// those tools. The offsets in PostgreSQL stay the truth: a worker starts from them, never from
+    /// the group's.
+    fn commit_to_group(&self, saved: &BTreeMap<i32, i64>) {
+        let mut tpl = TopicPartitionList::new();
+        for (p, next) in saved {
+            if tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*next)).is_err() {
+                return;
+            }
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            // A lost group commit only makes external lag tools lag; the next batch commits again.
+            pgrx::debug1!("pipeline_kafka: could not commit offsets of \"{}\" to its consumer group: {e}", self.topic);
+        }
     }
 }
 
@@ -604,6 +628,9 @@ impl Source for KafkaSource {
     fn committed(&mut self, saved: &BTreeMap<i32, i64>) {
         for (p, next) in saved {
             self.positions.insert(*p, Some(*next));
+        }
+        if self.group_commits && !saved.is_empty() {
+            self.commit_to_group(saved);
         }
     }
 }

@@ -58,7 +58,7 @@ pub extern "C-unwind" fn pipeline_kafka_worker_main(_arg: pg_sys::Datum) {
         }
         return;
     }
-    let catalog = KafkaCatalog { id: consumer.id, topic: consumer.topic.clone(), owner: consumer.owner };
+    let catalog = KafkaCatalog { id: consumer.id, topic: consumer.topic.clone(), owner: consumer.owner, partitioned: consumer.partitioned };
     let settings = TargetSettings {
         relid: consumer.relid,
         owner: consumer.owner,
@@ -74,6 +74,7 @@ pub extern "C-unwind" fn pipeline_kafka_worker_main(_arg: pg_sys::Datum) {
         timeout: consumer.timeout,
         source_name: &consumer.topic,
         features: &consumer.features,
+        partitioned: consumer.partitioned,
     };
     let Some(target) = target_of(&catalog, &args, settings) else { return };
     let Some(source) = connect(&args, &consumer, &catalog, &brokers, &broker_config, &stored, target.limits.max_bytes) else {
@@ -116,6 +117,8 @@ pub struct KafkaCatalog {
     topic: String,
     /// The consumer's owner (its relation's owner when consume_begin ran).
     owner: pg_sys::Oid,
+    /// Stream-partitioned: no relation of its own (sink::partitioned checks each message's).
+    partitioned: bool,
 }
 
 impl ConsumerCatalog for KafkaCatalog {
@@ -155,6 +158,13 @@ impl ConsumerCatalog for KafkaCatalog {
             })
             .collect();
         cat::insert_dead_letters(self.id, &self.topic, &rows);
+    }
+
+    fn current_relation(&self, relid: pg_sys::Oid) -> Result<pg_sys::Oid, consumers::RelationProblem> {
+        if self.partitioned {
+            return Ok(relid);
+        }
+        consumers::current_relation(Self::SOURCE, self.id, relid, self.owner)
     }
 
     fn describe(pos: &KafkaPos) -> String {

@@ -67,6 +67,7 @@ pub extern "C-unwind" fn pipeline_kinesis_worker_main(_arg: pg_sys::Datum) {
         timeout: consumer.timeout,
         source_name: &consumer.stream,
         features: &consumer.features,
+        partitioned: false,
     };
     let Some(target) = target_of(&catalog, &args, settings) else { return };
     let read = read_settings(&consumer, args.index);

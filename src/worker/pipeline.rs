@@ -89,6 +89,8 @@ pub struct Target {
     pub source_name: String,
     /// 0.4.0: metadata columns, transform, mode and keys, as stored (sink::write reads them).
     pub features: Features,
+    /// A stream-partitioned consumer: each message's key names its relation (`relid` is invalid).
+    pub partitioned: bool,
 }
 
 /// A consumer worker's start arguments (bgw_extra): "dboid consumer index generation".
@@ -127,6 +129,7 @@ pub struct TargetSettings<'a> {
     pub timeout: i32,
     pub source_name: &'a str,
     pub features: &'a Features,
+    pub partitioned: bool,
 }
 
 /// The consumer's target as the pipeline needs it; None (the error recorded) when its settings
@@ -164,6 +167,7 @@ pub fn target_of<C: ConsumerCatalog>(catalog: &C, args: &WorkerArgs, s: TargetSe
         },
         source_name: s.source_name.to_string(),
         features: s.features.clone(),
+        partitioned: s.partitioned,
     })
 }
 

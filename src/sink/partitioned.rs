@@ -1,0 +1,201 @@
+//! Writing a stream-partitioned consumer's batch (consume_begin_stream_partitioned): each
+//! message's key names its target relation; the messages of each relation are COPYed into it
+//! (`write::append`), as the consumer's owner, after checking that the owner may INSERT into it.
+//! A message whose key names no relation the owner may write (or that has no key) is rejected with
+//! its reason, so it becomes a dead letter and the batch's offsets still commit.
+
+use super::write::{append, Written};
+use crate::catalog::spi;
+use crate::worker::pipeline::Target;
+use crate::xact::{as_superuser, PgError};
+use ingest_core::batch::{Message, Position};
+use ingest_core::prepare::Rejected;
+use pgrx::prelude::*;
+use std::collections::HashMap;
+
+/// Why a key names no relation the consumer may write: (message, SQLSTATE).
+type Refusal = (String, &'static str);
+
+/// Writes each message into the relation its key names; see the module comment.
+pub fn write<P: Position>(target: &Target, messages: &[Message<P>]) -> Result<Written, PgError> {
+    // Relations in the order their first message came, each with its messages' indexes (rows of a
+    // relation keep the order of its messages).
+    let mut groups: Vec<(pg_sys::Oid, Vec<usize>)> = Vec::new();
+    let mut group_of: HashMap<pg_sys::Oid, usize> = HashMap::new();
+    // A batch usually names few relations: each key is looked up and checked once per batch.
+    let mut verdicts: HashMap<Option<Vec<u8>>, Result<pg_sys::Oid, Refusal>> = HashMap::new();
+    let mut rejected = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        // An empty message or a tombstone holds no rows, whatever its key names (as for every
+        // consumer: its offset commits, no dead letter).
+        if m.payload.as_ref().is_none_or(|p| p.is_empty()) {
+            continue;
+        }
+        let verdict = verdicts.entry(m.key.clone()).or_insert_with(|| target_relation(m.key.as_deref(), target.owner));
+        match verdict {
+            Ok(oid) => {
+                let g = *group_of.entry(*oid).or_insert_with(|| {
+                    groups.push((*oid, Vec::new()));
+                    groups.len() - 1
+                });
+                groups[g].1.push(i);
+            }
+            Err((error, sqlstate)) => rejected.push(Rejected { msg: i, error: error.clone(), sqlstate: sqlstate.to_string() }),
+        }
+    }
+    let mut rows = Vec::new();
+    for (relid, indexes) in groups {
+        let subset: Vec<Message<P>> = indexes.iter().map(|&i| messages[i].clone()).collect();
+        let written = append(target, relid, &subset)?;
+        rejected.extend(written.rejected.into_iter().map(|r| Rejected { msg: indexes[r.msg], ..r }));
+        rows.extend(written.rows.into_iter().map(|(m, n)| (indexes[m], n)));
+    }
+    Ok(Written { rejected, rows })
+}
+
+/// The relation a message key names, if the consumer's owner may write it.
+fn target_relation(key: Option<&[u8]>, owner: pg_sys::Oid) -> Result<pg_sys::Oid, Refusal> {
+    let Some(key) = key else {
+        return Err(("the message has no key; a stream-partitioned consumer's message key names its target relation".into(), "42P01"));
+    };
+    let Some(text) = std::str::from_utf8(key).ok().filter(|t| !t.contains('\0')) else {
+        return Err(("the message key is not UTF-8 text, so it names no relation".into(), "42602"));
+    };
+    let parts = parse_name(text).map_err(|e| (format!("the message key \"{}\" is not a relation name: {e}", shorten(text)), "42602"))?;
+    let (schema, name) = match parts.as_slice() {
+        [name] => (None, name.as_str()),
+        [schema, name] => (Some(schema.as_str()), name.as_str()),
+        _ => unreachable!("parse_name returns one or two parts"),
+    };
+    // Looked up as the superuser in the catalogs, not with to_regclass as the owner: that raises
+    // an ERROR (failing every batch) for a schema the owner may not use. An unqualified name is
+    // looked up as a session of the owner with the default search_path would: pg_catalog, the
+    // schema named like the owner ("$user"), public, skipping schemas it has no USAGE on.
+    let oid = as_superuser(|| {
+        spi(Spi::get_one_with_args::<pg_sys::Oid>(
+            // a scalar subquery: one row (NULL) also when there is no such relation
+            "SELECT (SELECT c.oid FROM pg_catalog.unnest(CASE WHEN $1 IS NULL \
+                        THEN ARRAY['pg_catalog', (SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = $3), 'public'] \
+                        ELSE ARRAY[$1] END) WITH ORDINALITY AS s(nsp, i) \
+             JOIN pg_catalog.pg_namespace n ON n.nspname = s.nsp \
+             JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = $2 \
+             WHERE $1 IS NOT NULL OR pg_catalog.has_schema_privilege($3, n.oid, 'USAGE') \
+             ORDER BY s.i LIMIT 1)",
+            &[schema.into(), name.into(), owner.into()],
+        ))
+    });
+    let shown = shorten(text);
+    let Some(oid) = oid else {
+        return Err((format!("relation \"{shown}\" (named by the message key) does not exist"), "42P01"));
+    };
+    let (kind, schema, in_extension, may_insert, may_use_schema) = as_superuser(|| {
+        spi(Spi::connect(|c| {
+            let row = c
+                .select(
+                    "SELECT c.relkind::text, n.nspname::text, \
+                            EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+                                    AND d.objid = c.oid AND d.deptype = 'e'), \
+                            pg_catalog.has_table_privilege($2, c.oid, 'INSERT'), \
+                            pg_catalog.has_schema_privilege($2, n.oid, 'USAGE') \
+                     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
+                    None,
+                    &[oid.into(), owner.into()],
+                )?
+                .first();
+            Ok::<_, pgrx::spi::SpiError>((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?.unwrap_or_default(),
+                row.get::<bool>(3)?.unwrap_or(true),
+                row.get::<bool>(4)?.unwrap_or(false),
+                row.get::<bool>(5)?.unwrap_or(false),
+            ))
+        }))
+    });
+    if kind != "r" && kind != "p" {
+        return Err((format!("\"{shown}\" (named by the message key) is not a table"), "42809"));
+    }
+    // The key comes from whoever can produce to the topic: it must never reach the extension's
+    // own tables (offsets, dead letters) or system ones, whoever owns the consumer.
+    if in_extension || schema.starts_with("pg_") || schema == "information_schema" || schema == "pipeline_kafka" || schema == "pipeline_kinesis" {
+        return Err((format!("stream-partitioned consumers do not write into \"{shown}\" (a system or pipeline_ingest table)"), "42501"));
+    }
+    if !may_use_schema {
+        return Err((format!("permission denied for schema {schema}: the consumer's owner {} has no USAGE privilege on it", crate::catalog::consumers::role_name(owner)), "42501"));
+    }
+    if !may_insert {
+        return Err((format!("permission denied for table {shown}: the consumer's owner {} has no INSERT privilege on it", crate::catalog::consumers::role_name(owner)), "42501"));
+    }
+    // SAFETY: catalog lookup for an existing relation, in a transaction.
+    if unsafe { pg_sys::check_enable_rls(oid, owner, true) } == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32 {
+        return Err((format!("row-level security is enabled on \"{shown}\"; ingestion uses COPY FROM, which does not support it"), "0A000"));
+    }
+    Ok(oid)
+}
+
+/// A key as shown in errors: at most 200 characters.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(200) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+/// Splits a relation name as SQL spells it (`name`, `schema.name`, `"Quoted ""Name"""`) into its
+/// one or two identifiers: unquoted ones folded to lower case, quoted ones as written; blanks
+/// around identifiers are allowed. Nothing in it is ever run as SQL.
+fn parse_name(text: &str) -> Result<Vec<String>, String> {
+    let mut parts = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut ident = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    None => return Err("unterminated quoted identifier".into()),
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        ident.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => ident.push(c),
+                }
+            }
+            if ident.is_empty() {
+                return Err("empty quoted identifier".into());
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '$' || !c.is_ascii() {
+                    ident.push(c.to_ascii_lowercase());
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            match ident.chars().next() {
+                None => return Err("an identifier is missing".into()),
+                Some(c) if c.is_ascii_digit() || c == '$' => return Err("an identifier must not start with a digit or $".into()),
+                _ => {}
+            }
+        }
+        // PostgreSQL truncates identifiers to NAMEDATALEN - 1 bytes (at a character boundary).
+        while ident.len() > pg_sys::NAMEDATALEN as usize - 1 {
+            ident.pop();
+        }
+        parts.push(ident);
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        match chars.next() {
+            None => break,
+            Some('.') if parts.len() < 2 => continue,
+            Some('.') => return Err("at most schema.relation".into()),
+            Some(c) => return Err(format!("unexpected character \"{c}\"")),
+        }
+    }
+    Ok(parts)
+}
