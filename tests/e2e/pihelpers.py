@@ -25,6 +25,8 @@ PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
 PGHOST = os.environ.get("PGHOST", "127.0.0.1")
 PGPORT = int(os.environ.get("PGPORT", "28815"))
 PGUSER = "postgres"
+# The PostgreSQL major version the tests run against (scripts/env.sh: PG_VERSION, 15 or 18).
+PG_VERSION = int(os.environ.get("PG_VERSION", "15"))
 PIPELINE_PGDATA = Path(os.environ.get("PIPELINE_PGDATA") or PI_RUN / "pg" / "data")
 KAFKA_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:29092")
 KINESIS_ENDPOINT = os.environ.get("KINESIS_ENDPOINT", "http://127.0.0.1:24567")
@@ -224,7 +226,8 @@ def pg_kill9_postmaster(wait_children: float = 30.0) -> int:
 
 
 def pg_log_path() -> Path:
-    return PI_RUN / "pg" / "postgres.log"
+    # services.sh keeps the log beside the data dir ($PI_RUN/pg for 15, $PI_RUN/pg18 for 18).
+    return PIPELINE_PGDATA.parent / "postgres.log"
 
 
 # --------------------------------------------------------------------------- Kafka
