@@ -13,7 +13,6 @@ mod pipeline_kafka {
     use crate::sources::kafka::{client_config, Probe, ProbeError};
     use pgrx::datum::TimestampWithTimeZone;
     use pgrx::prelude::*;
-    use std::collections::BTreeMap;
     use std::time::Duration;
 
     /// The settings object given to a function (NULL = none); anything else is an error. It is
@@ -277,15 +276,7 @@ mod pipeline_kafka {
             cat::save_offsets(id, &next);
         }
         if let Some(s) = start {
-            let mut next = BTreeMap::new();
-            for p in &partitions {
-                let off = match s {
-                    -1 => probe.watermarks(topic, *p).unwrap_or_else(|e| probe_error(topic, e)).1,
-                    -2 => probe.watermarks(topic, *p).unwrap_or_else(|e| probe_error(topic, e)).0,
-                    n => n,
-                };
-                next.insert(*p, off);
-            }
+            let next = probe.start_offsets(topic, &partitions, s).unwrap_or_else(|e| probe_error(topic, e));
             cat::clear_offsets(id);
             cat::save_offsets(id, &next);
         }

@@ -19,7 +19,6 @@ mod pipeline_kafka {
     use crate::shmem::SourceKind;
     use crate::sources::kafka::{client_config, Probe, ProbeError};
     use pgrx::prelude::*;
-    use std::collections::BTreeMap;
     use std::time::Duration;
 
     /// The stream-partitioned consumer of `topic`, if the caller may manage it (42501 otherwise,
@@ -150,15 +149,7 @@ mod pipeline_kafka {
             (None, true) => None,
         };
         if let Some(s) = start {
-            let mut next = BTreeMap::new();
-            for p in &partitions {
-                let off = match s {
-                    -1 => probe.watermarks(topic, *p).unwrap_or_else(|e| fail(e)).1,
-                    -2 => probe.watermarks(topic, *p).unwrap_or_else(|e| fail(e)).0,
-                    n => n,
-                };
-                next.insert(*p, off);
-            }
+            let next = probe.start_offsets(topic, &partitions, s).unwrap_or_else(|e| fail(e));
             cat::clear_offsets(id);
             cat::save_offsets(id, &next);
         }

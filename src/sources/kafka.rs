@@ -231,6 +231,21 @@ impl Probe {
         })
     }
 
+    /// consume_begin's `start_offset` for each partition: -1 its end (high watermark), -2 its
+    /// beginning (low watermark), n >= 0 offset n.
+    pub fn start_offsets(&self, topic: &str, partitions: &[i32], start_offset: i64) -> Result<BTreeMap<i32, i64>, ProbeError> {
+        let mut next = BTreeMap::new();
+        for p in partitions {
+            let off = match start_offset {
+                -1 => self.watermarks(topic, *p)?.1,
+                -2 => self.watermarks(topic, *p)?.0,
+                n => n,
+            };
+            next.insert(*p, off);
+        }
+        Ok(next)
+    }
+
     /// The first offset of each partition whose message timestamp is at or after `time_ms`
     /// (milliseconds since the Unix epoch); the partition's end offset (high watermark) when no
     /// message is that recent.
