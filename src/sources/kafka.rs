@@ -6,6 +6,7 @@
 //! librdkafka runs its own threads; everything here is called from the worker's main thread and
 //! never calls back into PostgreSQL.
 
+use super::kafka_reader::Delivery;
 use super::Source;
 use ingest_core::batch::{partitions_for_worker, Batch, KafkaPos, Limits, Message as BatchMessage};
 use ingest_core::settings::{is_secret, scrub};
@@ -382,6 +383,53 @@ fn topic_partitions(consumer: &Client, topic: &str, timeout: Duration) -> Result
     Ok(ids)
 }
 
+/// Copies a fetched librdkafka message (not an error) into `out`, reusing its buffers (a recycled
+/// message: every field is overwritten).
+///
+/// # Safety
+/// `m` must be a live message without an error, from the consumer queue.
+pub(super) unsafe fn copy_message(m: &rdkafka_sys::rd_kafka_message_t, out: &mut BatchMessage) {
+    let bytes = |ptr: *const std::ffi::c_void, len: usize| -> Option<&[u8]> {
+        // SAFETY: librdkafka's payload, key and header value pointers cover `len` bytes while `m`
+        // lives.
+        (!ptr.is_null()).then(|| unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
+    };
+    out.pos = KafkaPos { partition: m.partition, offset: m.offset };
+    ingest_core::batch::refill(&mut out.key, bytes(m.key, m.key_len));
+    ingest_core::batch::refill(&mut out.payload, bytes(m.payload, m.len));
+    let mut ts_type = rdkafka_sys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+    // SAFETY (this and the header calls): `m` is live; librdkafka only reads it.
+    let ts = unsafe { rdkafka_sys::rd_kafka_message_timestamp(m, &mut ts_type) };
+    out.timestamp_ms = match ts_type {
+        rdkafka_sys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE => None,
+        _ if ts == -1 => None,
+        _ => Some(ts),
+    };
+    let mut hdrs: *mut rdkafka_sys::rd_kafka_headers_t = std::ptr::null_mut();
+    out.headers = if unsafe { rdkafka_sys::rd_kafka_message_headers(m, &mut hdrs) }
+        == rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+        && !hdrs.is_null()
+    {
+        let n = unsafe { rdkafka_sys::rd_kafka_header_cnt(hdrs) };
+        let mut list = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut name: *const std::ffi::c_char = std::ptr::null();
+            let mut value: *const std::ffi::c_void = std::ptr::null();
+            let mut size: usize = 0;
+            let rc = unsafe { rdkafka_sys::rd_kafka_header_get_all(hdrs, i, &mut name, &mut value, &mut size) };
+            if rc != rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+                break;
+            }
+            // SAFETY: a NUL-terminated header name owned by the message.
+            let name = unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned();
+            list.push((name, bytes(value, size).map(<[u8]>::to_vec)));
+        }
+        Some(list)
+    } else {
+        None
+    };
+}
+
 /// The consumer side of a worker: owns partitions p with p mod parallelism == index.
 pub struct KafkaSource {
     consumer: Client,
@@ -390,10 +438,17 @@ pub struct KafkaSource {
     index: i32,
     /// Next offset to read per owned partition; None = no stored offset (read from the start).
     positions: BTreeMap<i32, Option<i64>>,
+    /// The reader thread wakes the main thread through this pipe.
     wake_fds: [i32; 2],
-    /// Our reference to the consumer queue, to ask how many events it holds.
+    /// Our reference to the consumer queue (the reader thread polls it).
     queue: *mut rdkafka_sys::rd_kafka_queue_t,
+    /// Takes messages off the queue in a thread of its own (None only while starting).
+    reader: Option<super::kafka_reader::Reader>,
+    /// Messages the reader handed over (in the current epoch) that did not fit in the last batch.
+    pending: std::collections::VecDeque<BatchMessage>,
     error: Option<String>,
+    /// The last `fill` took everything the reader had: nothing more is available right now.
+    drained: bool,
     metadata_timeout: Duration,
     /// Every partition of the topic, as last seen (for the supervisor, see `Source::all_streams`).
     all: Vec<i32>,
@@ -440,7 +495,6 @@ impl KafkaSource {
             if q.is_null() {
                 return Err("librdkafka has no consumer queue".to_string());
             }
-            rdkafka_sys::rd_kafka_queue_io_event_enable(q, fds[1], b"1".as_ptr().cast(), 1);
             q
         };
         let mut src = KafkaSource {
@@ -451,7 +505,10 @@ impl KafkaSource {
             positions: BTreeMap::new(),
             wake_fds: fds,
             queue,
+            reader: None,
+            pending: std::collections::VecDeque::new(),
             error: None,
+            drained: false,
             metadata_timeout: Duration::from_secs(5),
             all: Vec::new(),
             start_time_ms,
@@ -460,6 +517,9 @@ impl KafkaSource {
         src.positions = stored.iter().map(|(p, o)| (*p, Some(*o))).collect();
         src.positions.retain(|p, _| p.rem_euclid(parallelism.max(1)) == index);
         src.reassign(None)?;
+        let reader = super::kafka_reader::Reader::start(queue, fds[1])
+            .map_err(|e| format!("could not start the Kafka reader thread: {e}"))?;
+        src.reader = Some(reader);
         Ok(src)
     }
 
@@ -505,6 +565,12 @@ impl KafkaSource {
                 },
             };
             tpl.add_partition_offset(&self.topic, *p, off).map_err(|e| e.to_string())?;
+        }
+        // Whatever the reader took before this assignment is read again from the assigned offsets
+        // (the batch is empty when partitions are reassigned): its epoch ends here.
+        let _paused = self.reader.as_ref().map(|r| r.pause());
+        if let Some(r) = &self.reader {
+            r.recycle(self.pending.drain(..).collect());
         }
         self.consumer.assign(&tpl).map_err(|e| format!("could not assign partitions: {e}"))?;
         Ok(())
@@ -552,7 +618,9 @@ impl KafkaSource {
 
 impl Drop for KafkaSource {
     fn drop(&mut self) {
-        // SAFETY: the reference taken in `new`, released once.
+        // The reader thread polls the queue: it ends (joined) first.
+        self.reader = None;
+        // SAFETY: the reference taken in `new`, released once, no longer used by any thread.
         unsafe { rdkafka_sys::rd_kafka_queue_destroy(self.queue) };
         for fd in self.wake_fds {
             if fd >= 0 {
@@ -567,34 +635,39 @@ impl Source for KafkaSource {
     type Pos = KafkaPos;
 
     fn fill(&mut self, batch: &mut Batch<KafkaPos>, limits: &Limits) -> usize {
+        let Some(reader) = &self.reader else { return 0 };
+        reader.recycle(batch.take_spare());
+        let epoch = reader.epoch();
         let mut added = 0;
+        self.drained = false;
         while !batch.is_full(limits) {
-            match self.consumer.poll(Duration::ZERO) {
-                // poll() also answers None after serving an event that is not a message (a log
-                // line, an error): only an empty queue means "nothing more for now". The wakeup pipe
-                // fires only when the queue goes from empty to non-empty, so stopping earlier would
-                // sleep until the batch timeout with messages waiting.
-                // SAFETY: our live reference to the consumer queue.
-                None if unsafe { rdkafka_sys::rd_kafka_queue_length(self.queue) } == 0 => break,
-                None => {}
-                Some(Ok(m)) => {
-                    batch.push(BatchMessage {
-                        pos: KafkaPos { partition: m.partition(), offset: m.offset() },
-                        key: m.key().map(<[u8]>::to_vec),
-                        payload: m.payload().map(<[u8]>::to_vec),
-                        timestamp_ms: m.timestamp().to_millis(),
-                        headers: m.headers().map(|h| {
-                            h.iter().map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec))).collect()
-                        }),
-                    });
-                    added += 1;
+            if let Some(m) = self.pending.pop_front() {
+                batch.push(m);
+                added += 1;
+                continue;
+            }
+            match reader.try_next() {
+                Ok(Some(Delivery::Messages(e, messages))) if e == epoch => self.pending = messages.into(),
+                // Read before the last reassignment: librdkafka delivers these again.
+                Ok(Some(Delivery::Messages(_, messages))) => reader.recycle(messages),
+                Ok(Some(Delivery::Error(e, text))) => {
+                    if e == epoch {
+                        self.error = Some(self.consumer.context().explain(text));
+                    }
                 }
-                Some(Err(e)) => {
-                    self.error = Some(self.consumer.context().explain(format!("Kafka: {e}")));
+                Ok(None) => {
+                    self.drained = true;
+                    break;
                 }
+                // Only a bug ends the reader early: exit, and the supervisor starts a new worker.
+                Err(e) => pgrx::error!("pipeline_kafka: {e}"),
             }
         }
         added
+    }
+
+    fn drained(&self) -> bool {
+        self.drained
     }
 
     fn wait_fd(&self) -> Option<i32> {

@@ -311,6 +311,12 @@ impl super::Source for KinesisSource {
         added
     }
 
+    fn drained(&self) -> bool {
+        // Every shard's records are in the batch; the next GetRecords of a shard waits for its
+        // poll interval anyway.
+        self.readers.values().all(|r| r.buffer.is_empty())
+    }
+
     fn wait_fd(&self) -> Option<i32> {
         None
     }

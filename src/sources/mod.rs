@@ -3,6 +3,7 @@
 //! behind `Source`.
 
 pub mod kafka;
+mod kafka_reader;
 pub mod kinesis;
 
 use ingest_core::batch::{Batch, Limits, Position};
@@ -15,6 +16,12 @@ pub trait Source {
     /// Moves messages that are already available into `batch` without waiting, until the batch
     /// is full or none are left. Returns how many were added.
     fn fill(&mut self, batch: &mut Batch<Self::Pos>, limits: &Limits) -> usize;
+
+    /// The last `fill` took everything that was available: nothing more is at hand right now
+    /// (a batch may then be committed without waiting for its timeout).
+    fn drained(&self) -> bool {
+        false
+    }
 
     /// A file descriptor that becomes readable when messages may be available, for latch waits.
     fn wait_fd(&self) -> Option<i32>;

@@ -109,11 +109,29 @@ pub struct Batch<P = KafkaPos> {
     pub messages: Vec<Message<P>>,
     bytes: usize,
     started: Option<Instant>,
+    /// The messages of committed batches, kept so that the next batch's messages reuse their
+    /// buffers (`push_with`) instead of allocating and freeing two buffers per message.
+    spare: Vec<Message<P>>,
 }
 
 impl<P> Default for Batch<P> {
     fn default() -> Self {
-        Batch { messages: Vec::new(), bytes: 0, started: None }
+        Batch { messages: Vec::new(), bytes: 0, started: None, spare: Vec::new() }
+    }
+}
+
+/// Replaces `slot`'s bytes with `data` (None: no value), reusing its buffer.
+pub fn refill(slot: &mut Option<Vec<u8>>, data: Option<&[u8]>) {
+    match (slot.as_mut(), data) {
+        (Some(buf), Some(d)) => {
+            buf.clear();
+            buf.extend_from_slice(d);
+        }
+        (None, Some(d)) => *slot = Some(d.to_vec()),
+        (_, None) => {
+            // Keep no buffer: a tombstone's slot must read None.
+            *slot = None;
+        }
     }
 }
 
@@ -124,6 +142,20 @@ impl<P: Position> Batch<P> {
         }
         self.bytes += m.payload.as_ref().map_or(0, |p| p.len()) + m.key.as_ref().map_or(0, |k| k.len());
         self.messages.push(m);
+    }
+
+    /// Adds a message made by `fill_in` in a recycled message when there is one (its fields still
+    /// hold an earlier message: `fill_in` must set every field, e.g. with `refill`), else in
+    /// `blank`.
+    pub fn push_with(&mut self, blank: impl FnOnce() -> Message<P>, fill_in: impl FnOnce(&mut Message<P>)) {
+        let mut m = self.spare.pop().unwrap_or_else(blank);
+        fill_in(&mut m);
+        self.push(m);
+    }
+
+    /// The recycled messages, for a source that fills messages elsewhere (e.g. in a thread).
+    pub fn take_spare(&mut self) -> Vec<Message<P>> {
+        std::mem::take(&mut self.spare)
     }
 
     pub fn len(&self) -> usize {
@@ -151,8 +183,14 @@ impl<P: Position> Batch<P> {
     /// The last message's position in each stream: where each stream stands once this batch has
     /// committed (sources deliver a stream's messages in order).
     pub fn last_positions(&self) -> BTreeMap<P::Stream, P> {
+        // One map update per run of a stream's messages, not per message.
         let mut last = BTreeMap::new();
-        for m in &self.messages {
+        for pair in self.messages.windows(2) {
+            if pair[0].pos.stream() != pair[1].pos.stream() {
+                last.insert(pair[0].pos.stream(), pair[0].pos.clone());
+            }
+        }
+        if let Some(m) = self.messages.last() {
             last.insert(m.pos.stream(), m.pos.clone());
         }
         last
@@ -164,7 +202,8 @@ impl<P: Position> Batch<P> {
     }
 
     pub fn clear(&mut self) {
-        self.messages.clear();
+        // At most a batch's worth is kept (the largest batch sets how much).
+        self.spare.append(&mut self.messages);
         self.bytes = 0;
         self.started = None;
     }
@@ -233,6 +272,29 @@ mod tests {
             b.push(msg(0, o, 1));
         }
         assert!(b.is_full(&l));
+    }
+
+    #[test]
+    fn recycled_messages_hold_only_the_new_values() {
+        let mut b = Batch::default();
+        b.push(Message { pos: KafkaPos { partition: 0, offset: 0 }, key: Some(b"key".to_vec()), payload: Some(b"long payload".to_vec()), timestamp_ms: Some(5), headers: None });
+        b.clear();
+        let fresh = || msg(9, 9, 0);
+        b.push_with(fresh, |m| {
+            m.pos = KafkaPos { partition: 1, offset: 7 };
+            refill(&mut m.key, None);
+            refill(&mut m.payload, Some(b"ab"));
+            m.timestamp_ms = None;
+            m.headers = None;
+        });
+        b.push_with(fresh, |m| {
+            m.pos = KafkaPos { partition: 2, offset: 8 };
+            refill(&mut m.payload, None);
+        });
+        assert_eq!(b.messages[0], Message { pos: KafkaPos { partition: 1, offset: 7 }, key: None, payload: Some(b"ab".to_vec()), timestamp_ms: None, headers: None });
+        // The second came from `blank` (nothing left to recycle).
+        assert_eq!(b.messages[1], Message { pos: KafkaPos { partition: 2, offset: 8 }, key: None, payload: None, timestamp_ms: None, headers: None });
+        assert_eq!(b.bytes(), 2);
     }
 
     #[test]

@@ -1,0 +1,250 @@
+//! A Kafka worker's reader thread: takes messages off librdkafka's consumer queue and copies them
+//! into batch messages while the worker's main thread COPYs the previous batch, so a worker uses a
+//! second core for everything between librdkafka and the batch (queue locking, event handling,
+//! copying bytes). It never calls PostgreSQL: it only touches librdkafka's queue, its own channels
+//! and the wakeup pipe the main thread waits on.
+//!
+//! Exactness across a reassignment (new partitions: librdkafka restarts every owned partition at
+//! the committed offsets) rests on epochs: the main thread reassigns holding `gate` and bumps the
+//! epoch under it; the reader reads the epoch and polls under the same gate, so a message polled
+//! before the reassignment carries the old epoch and is dropped by the main thread (librdkafka
+//! delivers it again from the committed offset), and one polled after carries the new one.
+
+use ingest_core::batch::{KafkaPos, Message as BatchMessage};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+/// Messages per chunk handed to the main thread (a chunk also ends when the queue is empty).
+const CHUNK: usize = 8192;
+/// Payload and key bytes after which a chunk ends (so that large messages are bounded too).
+const CHUNK_BYTES: usize = 1 << 20;
+/// Chunks in flight between the threads: with librdkafka's own prefetch this bounds how far the
+/// reader runs ahead of the batches.
+const IN_FLIGHT: usize = 16;
+/// How long one blocking poll waits before the reader checks whether it should stop.
+const POLL_MS: i32 = 100;
+
+/// What the reader hands over, with the epoch it was read in.
+pub enum Delivery {
+    Messages(u64, Vec<BatchMessage>),
+    /// An error event or a message carrying an error, as text ("Kafka: ...").
+    Error(u64, String),
+}
+
+struct Shared {
+    stop: AtomicBool,
+    epoch: AtomicU64,
+    gate: Mutex<()>,
+}
+
+/// librdkafka's queue handle, used by the reader thread only while the source keeps it alive.
+struct QueuePtr(*mut rdkafka_sys::rd_kafka_queue_t);
+// SAFETY: librdkafka queues are thread-safe; the source joins the thread before destroying it.
+unsafe impl Send for QueuePtr {}
+
+pub struct Reader {
+    shared: Arc<Shared>,
+    handle: Option<JoinHandle<()>>,
+    rx: Receiver<Delivery>,
+    /// Messages of committed batches go back to the reader, which refills their buffers.
+    spare_tx: SyncSender<Vec<BatchMessage>>,
+}
+
+/// Held while the main thread changes the assignment: the reader is not polling meanwhile, and
+/// whatever it read before carries an older epoch.
+pub struct Paused<'a> {
+    _gate: MutexGuard<'a, ()>,
+}
+
+impl Reader {
+    /// Starts the thread on `queue` (the consumer queue), waking the main thread through `wake_fd`
+    /// (the write end of a non-blocking pipe) whenever it hands something over.
+    pub fn start(queue: *mut rdkafka_sys::rd_kafka_queue_t, wake_fd: i32) -> std::io::Result<Reader> {
+        let shared = Arc::new(Shared { stop: AtomicBool::new(false), epoch: AtomicU64::new(0), gate: Mutex::new(()) });
+        let (tx, rx) = sync_channel(IN_FLIGHT);
+        let (spare_tx, spare_rx) = sync_channel(IN_FLIGHT);
+        let queue = QueuePtr(queue);
+        let thread_shared = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("pi:kafka-reader".to_string())
+            .spawn(move || {
+                let queue = queue;
+                run(queue.0, wake_fd, &thread_shared, &tx, &spare_rx)
+            })?;
+        Ok(Reader { shared, handle: Some(handle), rx, spare_tx })
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.shared.epoch.load(Ordering::Acquire)
+    }
+
+    /// Stops the reader between polls and starts a new epoch.
+    pub fn pause(&self) -> Paused<'_> {
+        let gate = self.shared.gate.lock().unwrap_or_else(|p| p.into_inner());
+        self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+        Paused { _gate: gate }
+    }
+
+    /// The next delivery, if one is ready. None when there is nothing now; Err when the reader
+    /// is gone (it only ends when asked to, so this is a bug or a panic in it).
+    pub fn try_next(&self) -> Result<Option<Delivery>, String> {
+        match self.rx.try_recv() {
+            Ok(d) => Ok(Some(d)),
+            Err(TryRecvError::Empty) => Ok(None),
+            Err(TryRecvError::Disconnected) => Err("the Kafka reader thread has ended".to_string()),
+        }
+    }
+
+    /// Gives messages back for reuse (dropped here when the reader has enough).
+    pub fn recycle(&self, messages: Vec<BatchMessage>) {
+        if !messages.is_empty() {
+            let _ = self.spare_tx.try_send(messages);
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        // Unblocks a reader waiting to hand over a chunk.
+        while let Ok(Some(_)) = self.try_next() {}
+        if let Some(h) = self.handle.take() {
+            // The reader notices `stop` within one poll; keep draining so it never waits on us.
+            while !h.is_finished() {
+                while let Ok(Some(_)) = self.try_next() {}
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            let _ = h.join();
+        }
+    }
+}
+
+fn blank() -> BatchMessage {
+    BatchMessage { pos: KafkaPos { partition: 0, offset: 0 }, key: None, payload: None, timestamp_ms: None, headers: None }
+}
+
+fn wake(fd: i32) {
+    // SAFETY: writing one byte from a local to a non-blocking pipe the source owns (kept open
+    // until the reader has been joined); a full pipe already means "wake up".
+    unsafe { libc::write(fd, b"1".as_ptr().cast(), 1) };
+}
+
+/// Hands `d` over, waiting while the channel is full unless the reader is asked to stop.
+fn hand_over(tx: &SyncSender<Delivery>, shared: &Shared, wake_fd: i32, mut d: Delivery) -> bool {
+    loop {
+        match tx.try_send(d) {
+            Ok(()) => {
+                wake(wake_fd);
+                return true;
+            }
+            Err(std::sync::mpsc::TrySendError::Full(back)) => {
+                if shared.stop.load(Ordering::Acquire) {
+                    return false;
+                }
+                d = back;
+                std::thread::sleep(std::time::Duration::from_micros(500));
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return false,
+        }
+    }
+}
+
+fn run(
+    queue: *mut rdkafka_sys::rd_kafka_queue_t,
+    wake_fd: i32,
+    shared: &Shared,
+    tx: &SyncSender<Delivery>,
+    spare_rx: &Receiver<Vec<BatchMessage>>,
+) {
+    let mut stash: Vec<BatchMessage> = Vec::new();
+    while !shared.stop.load(Ordering::Acquire) {
+        while stash.len() < CHUNK {
+            match spare_rx.try_recv() {
+                Ok(mut more) => stash.append(&mut more),
+                Err(_) => break,
+            }
+        }
+        let mut chunk: Vec<BatchMessage> = Vec::with_capacity(CHUNK);
+        let mut errors: Vec<String> = Vec::new();
+        let epoch;
+        {
+            let _gate = shared.gate.lock().unwrap_or_else(|p| p.into_inner());
+            epoch = shared.epoch.load(Ordering::Acquire);
+            // The first poll waits (briefly, to see `stop`), the rest take what is there.
+            let mut timeout = POLL_MS;
+            let mut bytes = 0;
+            while chunk.len() < CHUNK && bytes < CHUNK_BYTES {
+                // SAFETY: the source keeps the queue alive until this thread has been joined.
+                let ev = unsafe { rdkafka_sys::rd_kafka_queue_poll(queue, timeout) };
+                if ev.is_null() {
+                    break;
+                }
+                timeout = 0;
+                // SAFETY: `ev` is ours until rd_kafka_event_destroy; its messages are copied out
+                // before that.
+                let before = chunk.len();
+                unsafe { take_event(ev, &mut chunk, &mut stash, &mut errors) };
+                bytes += chunk[before..]
+                    .iter()
+                    .map(|m| m.payload.as_ref().map_or(0, Vec::len) + m.key.as_ref().map_or(0, Vec::len))
+                    .sum::<usize>();
+            }
+        }
+        for e in errors {
+            if !hand_over(tx, shared, wake_fd, Delivery::Error(epoch, e)) {
+                return;
+            }
+        }
+        if !chunk.is_empty() && !hand_over(tx, shared, wake_fd, Delivery::Messages(epoch, chunk)) {
+            return;
+        }
+    }
+}
+
+/// Copies the messages of a fetch event (errors as text) and destroys the event.
+///
+/// # Safety
+/// `ev` must be a live event from the consumer queue, not used afterwards.
+unsafe fn take_event(
+    ev: *mut rdkafka_sys::rd_kafka_event_t,
+    chunk: &mut Vec<BatchMessage>,
+    stash: &mut Vec<BatchMessage>,
+    errors: &mut Vec<String>,
+) {
+    // SAFETY: per the contract; message pointers live until the event is destroyed.
+    unsafe {
+        match rdkafka_sys::rd_kafka_event_type(ev) {
+            rdkafka_sys::RD_KAFKA_EVENT_FETCH => loop {
+                let m = rdkafka_sys::rd_kafka_event_message_next(ev);
+                if m.is_null() {
+                    break;
+                }
+                if (*m).err != rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                    let e = rdkafka::error::KafkaError::MessageConsumption((*m).err.into());
+                    errors.push(format!("Kafka: {e}"));
+                    continue;
+                }
+                let mut out = stash.pop().unwrap_or_else(blank);
+                super::kafka::copy_message(&*m, &mut out);
+                chunk.push(out);
+            },
+            rdkafka_sys::RD_KAFKA_EVENT_ERROR => {
+                let code = rdkafka_sys::rd_kafka_event_error(ev);
+                if code != rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                    let e = if rdkafka_sys::rd_kafka_event_error_is_fatal(ev) != 0 {
+                        rdkafka::error::KafkaError::MessageConsumptionFatal(code.into())
+                    } else {
+                        rdkafka::error::KafkaError::MessageConsumption(code.into())
+                    };
+                    errors.push(format!("Kafka: {e}"));
+                }
+            }
+            // Partitions are assigned by hand (no rebalances); group commit replies and statistics
+            // need nothing from us.
+            _ => {}
+        }
+        rdkafka_sys::rd_kafka_event_destroy(ev);
+    }
+}
