@@ -81,6 +81,21 @@ def peak_rss_kb(pids: Iterable[int]) -> int:
     return total
 
 
+def private_rss_kb(pids: Iterable[int]) -> int:
+    """Sum of the private resident memory (RssAnon) of the processes still alive, now: the resident
+    set without shared memory (PostgreSQL's shared buffers a worker touched count in VmHWM, though
+    they belong to the server, not to the worker) and without mapped files."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    total += int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (0 when it is gone)."""
     try:

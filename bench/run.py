@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from common import (BEGIN, NARROW_COLUMNS, NARROW_KEY, ROOT, WIDE_COLUMNS, WIDE_KEY, backend_pids,  # noqa: E402
-                    cpu_seconds, machine, median, narrow_bad, narrow_csv, narrow_json, now_utc, peak_rss_kb, ph, rate,
+                    cpu_seconds, machine, median, narrow_bad, narrow_csv, narrow_json, now_utc, peak_rss_kb, ph,
+                    private_rss_kb, rate,
                     replace_block, spread, wait_no_backends, wide_csv, write_rows_file)
 import kinesis_vs_copy  # noqa: E402
 
@@ -224,6 +225,7 @@ class Bench:
         settings = self.consumer_settings()
         args = "".join(f", {k} := %s" for k in settings)
         rss = 0
+        private = 0
         pids: list[int] = []
         first: Optional[float] = None
         cpu: dict[int, float] = {}
@@ -241,6 +243,7 @@ class Bench:
                                    "WHERE consumer_id = %s", (cid,)).fetchone()[0]
                 pids = backend_pids(conn, CONSUMER) or pids
                 rss = max(rss, peak_rss_kb(pids))
+                private = max(private, private_rss_kb(pids))
                 for pid in pids:
                     cpu[pid] = max(cpu.get(pid, 0.0), cpu_seconds(pid))
                 if got and first is None:
@@ -256,6 +259,10 @@ class Bench:
                     next_check = time.monotonic() + 1
                 time.sleep(0.02)
             seconds = time.perf_counter() - t0
+            # A batch counts once in each partition it touched: the busiest partition per worker.
+            batches = conn.execute("SELECT coalesce(sum(b), 0) FROM (SELECT max(batches) AS b FROM "
+                                   "pipeline_kafka.consumer_status WHERE consumer_id = %s GROUP BY worker_pid) w",
+                                   (cid,)).fetchone()[0]
             rows, distinct = conn.execute(f"SELECT count(*), count(DISTINCT {key}) FROM {t}").fetchone()
             dl = conn.execute("SELECT count(*) FROM pipeline_kafka.dead_letters WHERE consumer_id = %s",
                               (cid,)).fetchone()[0]
@@ -267,7 +274,8 @@ class Bench:
             wait_no_backends(conn, CONSUMER)
             conn.execute(f"DROP TABLE {t}")
         return dict(seconds=seconds, rate=n / seconds, startup_s=first or seconds, rss_mib=rss / 1024,
-                    workers_cpu=sum(cpu.values()) / seconds)
+                    private_mib=private / 1024, workers_cpu=sum(cpu.values()) / seconds, cpu_us=1e6 * sum(cpu.values()) / n,
+                    batch_avg=n / max(batches, 1))
 
     def seed(self, variant: str, method: str) -> dict:
         """The seed's consumer loop (neo4j-kafka-1M-updates) ported to PostgreSQL: poll one message
@@ -518,8 +526,15 @@ class Bench:
                     note.append(f"first batch committed after {median([r['startup_s'] for r in runs]):.2f} s")
                 if "workers_cpu" in runs[0] and case != "kinesis":
                     note.append(f"workers used {100 * median([r['workers_cpu'] for r in runs]):.0f}% of a core")
+                if "cpu_us" in runs[0]:
+                    note.append(f"{median([r['cpu_us'] for r in runs]):.2f} µs of worker CPU per message")
+                if "batch_avg" in runs[0]:
+                    note.append(f"{median([r['batch_avg'] for r in runs]):,.0f} messages per batch")
                 if "rss_mib" in runs[0]:
                     note.append(f"worker peak RSS {max(r['rss_mib'] for r in runs):.0f} MiB")
+                if "private_mib" in runs[0]:
+                    note.append(f"of it private (RssAnon, sampled every 20 ms) at most "
+                                f"{max(r['private_mib'] for r in runs):.0f} MiB")
                 if case == "deadletters" and ("csv", v) in self.results:
                     clean = median([r["rate"] for r in self.results[("csv", v)]])
                     note.insert(0, f"{med / clean:.2f} of clean csv (cost {100 * (1 - med / clean):.0f}%), "
