@@ -30,7 +30,7 @@ CREATE TABLE pipeline_kafka.consumers (
     escape       text,
     -- text/csv: the columns the fields fill, in order (NULL = every column); others get defaults
     columns      text[],
-    batchsize    integer NOT NULL DEFAULT 1000 CHECK (batchsize > 0),
+    batchsize    integer NOT NULL DEFAULT 100000 CHECK (batchsize > 0),
     maxbytes     integer NOT NULL DEFAULT 32000000 CHECK (maxbytes > 0),
     parallelism  integer NOT NULL DEFAULT 1 CHECK (parallelism > 0),
     timeout      integer NOT NULL DEFAULT 250 CHECK (timeout > 0),
@@ -137,7 +137,7 @@ CREATE TABLE pipeline_kinesis.consumers (
     delimiter    text,
     quote        text,
     escape       text,
-    batchsize    integer NOT NULL DEFAULT 1000 CHECK (batchsize > 0),
+    batchsize    integer NOT NULL DEFAULT 10000 CHECK (batchsize > 0),
     parallelism  integer NOT NULL DEFAULT 1 CHECK (parallelism > 0),
     config       jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(config) = 'object'),
     enabled      boolean NOT NULL DEFAULT true,

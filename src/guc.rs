@@ -14,6 +14,9 @@ pub static LAUNCHER_NAPTIME_S: GucSetting<i32> = GucSetting::<i32>::new(10);
 pub static METADATA_REFRESH_S: GucSetting<i32> = GucSetting::<i32>::new(30);
 /// How many consumer and producer workers one database may run at once (its supervisor aside).
 pub static MAX_WORKERS_PER_DATABASE: GucSetting<i32> = GucSetting::<i32>::new(8);
+/// Whether a consumer commits its batch as soon as the source has nothing more available right
+/// now (on), or only when the batch is full or its timeout has passed (off: pipeline_kafka's way).
+pub static FLUSH_WHEN_CAUGHT_UP: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 pub fn init() {
     GucRegistry::define_string_guc(
@@ -62,6 +65,16 @@ pub fn init() {
         &MAX_WORKERS_PER_DATABASE,
         1,
         10_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pipeline_ingest.flush_when_caught_up",
+        c"Commit a consumer's batch as soon as nothing more is available right now.",
+        c"On: a batch is committed when the source has no more messages at hand, or when it is full \
+          (batchsize, maxbytes) or its timeout has passed; a low-rate stream is visible at once and a \
+          backlog goes in batches of batchsize. Off: only full batches or the timeout commit.",
+        &FLUSH_WHEN_CAUGHT_UP,
         GucContext::Sighup,
         GucFlags::default(),
     );

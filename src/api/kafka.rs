@@ -140,7 +140,7 @@ mod pipeline_kafka {
         delimiter: default!(Option<&str>, "NULL"),
         quote: default!(Option<&str>, "NULL"),
         escape: default!(Option<&str>, "NULL"),
-        batchsize: default!(Option<i32>, 1000),
+        batchsize: default!(Option<i32>, 100000),
         maxbytes: default!(Option<i32>, 32000000),
         parallelism: default!(Option<i32>, 1),
         start_offset: default!(Option<i64>, "NULL"),

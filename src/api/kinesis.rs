@@ -219,7 +219,7 @@ mod pipeline_kinesis {
         delimiter: default!(Option<&str>, "NULL"),
         quote: default!(Option<&str>, "NULL"),
         escape: default!(Option<&str>, "NULL"),
-        batchsize: default!(Option<i32>, 1000),
+        batchsize: default!(Option<i32>, 10000),
         parallelism: default!(Option<i32>, 1),
         start_offset: default!(Option<i32>, "NULL"),
         start_time: default!(Option<TimestampWithTimeZone>, "NULL"),

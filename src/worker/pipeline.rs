@@ -242,10 +242,16 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
             }
             let now = Instant::now();
             let pending = self.source.pending_checkpoints();
+            // A batch is due when full, when its timeout has passed, or (by default) as soon as
+            // the source has nothing more at hand: a backlog then goes in full batches while a
+            // slow stream is committed without waiting out the timeout. Messages arriving while a
+            // batch commits make the next batch larger, so the commit rate adapts to the load.
             let due = if batch.is_empty() {
                 !pending.is_empty()
             } else {
-                batch.is_full(&limits) || batch.time_left(&limits, now) == Some(Duration::ZERO)
+                batch.is_full(&limits)
+                    || batch.time_left(&limits, now) == Some(Duration::ZERO)
+                    || (crate::guc::FLUSH_WHEN_CAUGHT_UP.get() && self.source.drained())
             };
             if due {
                 let mut next = batch.checkpoints();
@@ -443,14 +449,14 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
             }
             let key = |i: usize| S::Pos::status_key(&batch.messages[i].pos.stream());
             let mut stats = BatchStats::new();
-            for i in 0..batch.messages.len() {
-                stats.entry(key(i)).or_default().messages += 1;
-            }
-            for &(msg, rows) in &written.rows {
-                if !rejected.iter().any(|r| r.msg == msg) {
-                    stats.entry(key(msg)).or_default().rows += rows as i64;
-                }
-            }
+            add_in_runs(&mut stats, (0..batch.messages.len()).map(|i| (key(i), 1)), |s, n| s.messages += n);
+            // `rejected` is sorted by message.
+            let written_rows = written
+                .rows
+                .iter()
+                .filter(|(msg, _)| rejected.binary_search_by_key(msg, |r| r.msg).is_err())
+                .map(|&(msg, rows)| (key(msg), rows as i64));
+            add_in_runs(&mut stats, written_rows, |s, n| s.rows += n);
             if target.on_error == OnError::DeadLetter {
                 for r in &rejected {
                     stats.entry(key(r.msg)).or_default().dead_letters += 1;
@@ -473,6 +479,25 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
             Ok(Err(other)) => Err(other),
             Err(e) => Err(BatchError::Failed(e)),
         }
+    }
+}
+
+/// Adds per-message counts to their streams' stats, one map update per run of messages of the
+/// same stream (a batch holds runs of each stream's messages: far fewer lookups than messages).
+fn add_in_runs(stats: &mut BatchStats, counts: impl Iterator<Item = (i32, i64)>, add: impl Fn(&mut StreamStats, i64)) {
+    let mut run: Option<(i32, i64)> = None;
+    for (k, n) in counts {
+        match &mut run {
+            Some((rk, total)) if *rk == k => *total += n,
+            _ => {
+                if let Some((rk, total)) = run.replace((k, n)) {
+                    add(stats.entry(rk).or_default(), total);
+                }
+            }
+        }
+    }
+    if let Some((rk, total)) = run {
+        add(stats.entry(rk).or_default(), total);
     }
 }
 
