@@ -476,6 +476,12 @@ impl KafkaSource {
         // Prefetch bounded by the batch size in bytes (librdkafka's default is 64 MB per partition).
         let kbytes = (max_bytes / 1024).clamp(1024, 2_097_151);
         cfg.set("queued.max.messages.kbytes", kbytes.to_string());
+        // librdkafka prefetches up to 100,000 messages per partition by default, each with a few
+        // hundred bytes of bookkeeping: for small messages that, not maxbytes, bounds the worker's
+        // memory. The reader thread keeps the queue drained, so a smaller prefetch costs nothing.
+        if cfg.get("queued.min.messages").is_none() {
+            cfg.set("queued.min.messages", "20000");
+        }
         let group_commits = cfg.get("group.id").is_some();
         if !group_commits {
             cfg.set("group.id", "pipeline_ingest");

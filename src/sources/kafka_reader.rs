@@ -22,7 +22,9 @@ const CHUNK: usize = 8192;
 const CHUNK_BYTES: usize = 1 << 20;
 /// Chunks in flight between the threads: with librdkafka's own prefetch this bounds how far the
 /// reader runs ahead of the batches.
-const IN_FLIGHT: usize = 16;
+const IN_FLIGHT: usize = 4;
+/// Batches of used messages waiting to be refilled (each at most a batch: this bounds the pool).
+const SPARE_BATCHES: usize = 1;
 /// How long one blocking poll waits before the reader checks whether it should stop.
 const POLL_MS: i32 = 100;
 
@@ -64,7 +66,7 @@ impl Reader {
     pub fn start(queue: *mut rdkafka_sys::rd_kafka_queue_t, wake_fd: i32) -> std::io::Result<Reader> {
         let shared = Arc::new(Shared { stop: AtomicBool::new(false), epoch: AtomicU64::new(0), gate: Mutex::new(()) });
         let (tx, rx) = sync_channel(IN_FLIGHT);
-        let (spare_tx, spare_rx) = sync_channel(IN_FLIGHT);
+        let (spare_tx, spare_rx) = sync_channel(SPARE_BATCHES);
         let queue = QueuePtr(queue);
         let thread_shared = shared.clone();
         let handle = std::thread::Builder::new()
@@ -97,7 +99,7 @@ impl Reader {
         }
     }
 
-    /// Gives messages back for reuse (dropped here when the reader has enough).
+    /// Gives messages back for reuse (dropped here when the reader has not taken the last ones).
     pub fn recycle(&self, messages: Vec<BatchMessage>) {
         if !messages.is_empty() {
             let _ = self.spare_tx.try_send(messages);
@@ -160,10 +162,10 @@ fn run(
 ) {
     let mut stash: Vec<BatchMessage> = Vec::new();
     while !shared.stop.load(Ordering::Acquire) {
-        while stash.len() < CHUNK {
-            match spare_rx.try_recv() {
-                Ok(mut more) => stash.append(&mut more),
-                Err(_) => break,
+        // The pool holds at most about two batches of messages: what is stashed and what waits.
+        if stash.len() < CHUNK {
+            if let Ok(mut more) = spare_rx.try_recv() {
+                stash.append(&mut more);
             }
         }
         let mut chunk: Vec<BatchMessage> = Vec::with_capacity(CHUNK);
