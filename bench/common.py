@@ -68,32 +68,29 @@ def wide_csv(i: int) -> str:
 # --------------------------------------------------------------------------- processes
 
 
-def peak_rss_kb(pids: Iterable[int]) -> int:
-    """Sum of the peak resident set (VmHWM) of the processes still alive."""
+def _status_kb(pids: Iterable[int], field: str) -> int:
+    """Sum of one kB field of /proc/PID/status over the processes still alive."""
     total = 0
     for pid in pids:
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     total += int(line.split()[1])
         except (FileNotFoundError, ProcessLookupError):
             pass
     return total
+
+
+def peak_rss_kb(pids: Iterable[int]) -> int:
+    """Sum of the peak resident set (VmHWM) of the processes still alive."""
+    return _status_kb(pids, "VmHWM")
 
 
 def private_rss_kb(pids: Iterable[int]) -> int:
     """Sum of the private resident memory (RssAnon) of the processes still alive, now: the resident
     set without shared memory (PostgreSQL's shared buffers a worker touched count in VmHWM, though
     they belong to the server, not to the worker) and without mapped files."""
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("RssAnon:"):
-                    total += int(line.split()[1])
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return total
+    return _status_kb(pids, "RssAnon")
 
 
 def cpu_seconds(pid: int) -> float:
