@@ -69,13 +69,23 @@ impl Reader {
         let (spare_tx, spare_rx) = sync_channel(SPARE_BATCHES);
         let queue = QueuePtr(queue);
         let thread_shared = shared.clone();
-        let handle = std::thread::Builder::new()
-            .name("pi:kafka-reader".to_string())
-            .spawn(move || {
-                let queue = queue;
-                run(queue.0, wake_fd, &thread_shared, &tx, &spare_rx)
-            })?;
-        Ok(Reader { shared, handle: Some(handle), rx, spare_tx })
+        // PostgreSQL's signal handlers (SIGTERM, latches) must run in the main thread: the reader
+        // starts with every signal blocked (as librdkafka's own threads do), the main thread's
+        // mask is restored right after.
+        // SAFETY: sigfillset/pthread_sigmask on local sets; the old mask is put back below.
+        let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+        unsafe {
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        }
+        let spawned = std::thread::Builder::new().name("pi:kafka-reader".to_string()).spawn(move || {
+            let queue = queue;
+            run(queue.0, wake_fd, &thread_shared, &tx, &spare_rx)
+        });
+        // SAFETY: restores the mask saved above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+        Ok(Reader { shared, handle: Some(spawned?), rx, spare_tx })
     }
 
     pub fn epoch(&self) -> u64 {
