@@ -10,9 +10,17 @@ use super::copy::{copy_rows, take_error_line, CopyOptionList};
 use crate::error::raise;
 use crate::xact::PgError;
 use ingest_core::format::Format;
-use ingest_core::prepare::{copy_jobs, item_at_line, Item, Lines, Prepared, Rejected};
+use ingest_core::prepare::{item_at_line, Chunk, Item, Jobs, Lines, Prepared, Rejected};
 use pgrx::prelude::*;
 use std::cell::Cell;
+use std::ops::Range;
+
+/// One batch's isolation: its items, their COPY jobs, and the COPYs run so far.
+struct Isolation<'a> {
+    items: &'a [Item],
+    jobs: Jobs<'a>,
+    attempts: usize,
+}
 
 /// Where and how a prepared batch goes.
 pub struct BatchSink<'a> {
@@ -30,42 +38,45 @@ impl BatchSink<'_> {
     /// COPYs the items; returns the messages that failed on their data. An error that is not
     /// about the data (privileges, a missing table, resources) fails the whole batch.
     pub fn insert_isolating(&self, items: &[Item]) -> Result<Vec<Rejected>, PgError> {
-        let mut attempts = 0;
-        let bad = self.isolate(items, &mut attempts)?;
+        let mut run = Isolation { items, jobs: Jobs::new(items), attempts: 0 };
+        let bad = self.isolate(&mut run, 0..items.len())?;
         if !bad.is_empty() {
-            debug1!("isolated {} bad of {} messages in {attempts} COPY attempts", bad.len(), items.len());
+            debug1!("isolated {} bad of {} messages in {} COPY attempts", bad.len(), items.len(), run.attempts);
         }
         Ok(bad)
     }
 
-    fn isolate(&self, items: &[Item], attempts: &mut usize) -> Result<Vec<Rejected>, PgError> {
+    fn isolate(&self, run: &mut Isolation, range: Range<usize>) -> Result<Vec<Rejected>, PgError> {
         let mut bad = Vec::new();
-        let mut rest = items;
+        let mut rest = range;
         while !rest.is_empty() {
-            *attempts += 1;
+            run.attempts += 1;
             let job = Cell::new(0);
-            let e = match crate::xact::in_subtransaction(|| self.copy(rest, &job)) {
+            let jobs = run.jobs.of(rest.clone());
+            let e = match crate::xact::in_subtransaction(|| self.copy(&jobs, &job)) {
                 Ok(()) => break,
                 Err(e) if !e.is_data_error() => return Err(e),
                 Err(e) => e,
             };
             let line = take_error_line();
             if rest.len() == 1 {
-                bad.push(rejected(&rest[0], &e));
+                bad.push(rejected(&run.items[rest.start], &e));
                 break;
             }
-            match line.and_then(|l| item_at_line(rest, &self.prepared.data, job.get(), l, self.lines())) {
+            let items = &run.items[rest.clone()];
+            match line.and_then(|l| item_at_line(items, &self.prepared.data, job.get(), l, self.lines())) {
                 Some(k) => {
                     // The messages before it passed in the failed COPY; usually they go in with
                     // one more (a row buffered for a later flush can still fail: isolate again).
-                    bad.extend(self.isolate(&rest[..k], attempts)?);
-                    bad.push(rejected(&rest[k], &e));
-                    rest = &rest[k + 1..];
+                    let k = rest.start + k;
+                    bad.extend(self.isolate(run, rest.start..k)?);
+                    bad.push(rejected(&run.items[k], &e));
+                    rest = k + 1..rest.end;
                 }
                 None => {
-                    let (left, right) = rest.split_at(rest.len() / 2);
-                    bad.extend(self.isolate(left, attempts)?);
-                    bad.extend(self.isolate(right, attempts)?);
+                    let mid = rest.start + rest.len() / 2;
+                    bad.extend(self.isolate(run, rest.start..mid)?);
+                    bad.extend(self.isolate(run, mid..rest.end)?);
                     break;
                 }
             }
@@ -83,10 +94,10 @@ impl BatchSink<'_> {
         Lines::Csv { quote, escape: opt("escape").unwrap_or(quote) }
     }
 
-    /// COPYs the items, one COPY per job; `at` is the job running (the one an error came from).
-    fn copy(&self, items: &[Item], at: &Cell<usize>) {
+    /// COPYs the jobs' rows, one COPY per job; `at` is the job running (the one an error came from).
+    fn copy(&self, jobs: &[Chunk], at: &Cell<usize>) {
         crate::xact::as_role(self.owner, || {
-            for (j, job) in copy_jobs(items).into_iter().enumerate() {
+            for (j, job) in jobs.iter().enumerate() {
                 at.set(j);
                 let cols: Option<Vec<&str>> = job
                     .columns

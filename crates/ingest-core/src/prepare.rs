@@ -223,6 +223,56 @@ pub fn copy_jobs(items: &[Item]) -> Vec<Chunk> {
     jobs
 }
 
+/// The COPY jobs of any run of a batch's items, as `copy_jobs(&items[range])` gives them, in time
+/// proportional to the jobs: isolating bad messages COPYs ever shorter tails of a large batch, and
+/// walking the whole tail for each would cost the square of the batch.
+pub struct Jobs<'a> {
+    chunks: Vec<&'a Chunk>,
+    /// Index in `chunks` of item i's first chunk; one more entry: `chunks.len()`.
+    first: Vec<usize>,
+    /// Rows in `chunks[..c]`.
+    rows_before: Vec<usize>,
+    /// The chunks that do not continue the job of the chunk before them.
+    starts: Vec<usize>,
+}
+
+impl<'a> Jobs<'a> {
+    pub fn new(items: &'a [Item]) -> Self {
+        let mut j = Jobs { chunks: Vec::new(), first: Vec::with_capacity(items.len() + 1), rows_before: vec![0], starts: Vec::new() };
+        for item in items {
+            j.first.push(j.chunks.len());
+            for chunk in &item.chunks {
+                let joins = j.chunks.last().is_some_and(|l| l.columns == chunk.columns && l.range.end == chunk.range.start);
+                if !joins {
+                    j.starts.push(j.chunks.len());
+                }
+                j.rows_before.push(j.rows_before.last().unwrap() + chunk.rows);
+                j.chunks.push(chunk);
+            }
+        }
+        j.first.push(j.chunks.len());
+        j
+    }
+
+    /// `copy_jobs(&items[range])`.
+    pub fn of(&self, range: std::ops::Range<usize>) -> Vec<Chunk> {
+        let (mut c, hi) = (self.first[range.start], self.first[range.end]);
+        let mut k = self.starts.partition_point(|s| *s <= c);
+        let mut jobs = Vec::new();
+        while c < hi {
+            let end = self.starts.get(k).map_or(hi, |s| (*s).min(hi));
+            jobs.push(Chunk {
+                columns: self.chunks[c].columns,
+                range: self.chunks[c].range.start..self.chunks[end - 1].range.end,
+                rows: self.rows_before[end] - self.rows_before[c],
+            });
+            c = end;
+            k += 1;
+        }
+        jobs
+    }
+}
+
 /// How COPY counts lines, to find the message behind the line number of an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lines {
@@ -491,5 +541,29 @@ mod tests {
         let at = |job, line| item_at_line(&p.items, &p.data, job, line, Lines::Text);
         assert_eq!((at(0, 1), at(1, 1), at(1, 2), at(1, 3), at(1, 4)), (Some(0), Some(1), Some(1), Some(2), None));
         assert_eq!((at(2, 1), at(3, 1), at(4, 1), at(5, 1)), (Some(3), Some(3), Some(3), None));
+    }
+
+    #[test]
+    fn jobs_of_any_run_are_copy_jobs_of_that_run() {
+        let c = cols(&["id", "name"]);
+        let msgs: Vec<Option<&[u8]>> = vec![
+            Some(br#"{"id": 1, "name": "a"}"#),
+            Some(br#"[{"id": 2}, {"id": 3}]"#),
+            Some(br#"{"id": 4}"#),
+            Some(b"{not json"),
+            Some(br#"[{"id": 5, "name": "c"}, {"id": 6}, {"id": 7, "name": "d"}]"#),
+            Some(br#"{"id": 8, "name": "e"}"#),
+            Some(br#"{"id": 9, "name": "f"}"#),
+        ];
+        let (p, _) = prepare(msgs, &opts("json"), &c, false, 64);
+        let (t, _) = prepare(vec![Some(&b"1\n2"[..]), Some(b"3"), Some(b"4\n5\n6")], &opts("text"), &[], false, 64);
+        for items in [&p.items, &t.items] {
+            let jobs = Jobs::new(items);
+            for a in 0..=items.len() {
+                for b in a..=items.len() {
+                    assert_eq!(jobs.of(a..b), copy_jobs(&items[a..b]), "{a}..{b}");
+                }
+            }
+        }
     }
 }
