@@ -12,8 +12,8 @@ use std::cell::Cell;
 use std::ffi::{c_int, c_void, CString};
 
 thread_local! {
-    /// The buffer being fed to the running COPY: (start, length, position).
-    static FEED: Cell<(*const u8, usize, usize)> = const { Cell::new((std::ptr::null(), 0, 0)) };
+    /// The buffer being fed to the running COPY: (start, length, position, next piece's size).
+    static FEED: Cell<(*const u8, usize, usize, usize)> = const { Cell::new((std::ptr::null(), 0, 0, 0)) };
 }
 
 thread_local! {
@@ -109,16 +109,22 @@ impl Drop for ContextGuard {
     }
 }
 
+const FEED_PIECE_MIN: usize = 4096;
+const FEED_PIECE_MAX: usize = 1 << 16;
+
 #[pg_guard]
 extern "C-unwind" fn feed_copy(outbuf: *mut c_void, _minread: c_int, maxread: c_int) -> c_int {
     FEED.with(|f| {
-        let (ptr, len, pos) = f.get();
-        let n = (len - pos).min(maxread.max(0) as usize);
+        let (ptr, len, pos, piece) = f.get();
+        // Small pieces first, doubling: a COPY that fails on an early line (as isolating bad
+        // messages does, once per bad message) has copied little beyond it, while a long COPY
+        // soon takes COPY's whole buffer (64 kB) at a time.
+        let n = (len - pos).min(maxread.max(0) as usize).min(piece);
         if n > 0 {
             // SAFETY: ptr..ptr+len is the caller's live buffer (see `copy_rows`); outbuf holds maxread bytes.
             unsafe { std::ptr::copy_nonoverlapping(ptr.add(pos), outbuf.cast::<u8>(), n) };
         }
-        f.set((ptr, len, pos + n));
+        f.set((ptr, len, pos + n, (piece * 2).min(FEED_PIECE_MAX)));
         n as c_int
     })
 }
@@ -241,7 +247,7 @@ pub fn copy_rows(relid: pg_sys::Oid, columns: Option<&[&str]>, options: &CopyOpt
             }
         }
 
-        FEED.with(|f| f.set((data.as_ptr(), data.len(), 0)));
+        FEED.with(|f| f.set((data.as_ptr(), data.len(), 0, FEED_PIECE_MIN)));
         let cstate = pg_sys::BeginCopyFrom(
             pstate,
             rel,
@@ -270,7 +276,7 @@ pub fn copy_rows(relid: pg_sys::Oid, columns: Option<&[&str]>, options: &CopyOpt
         // a NOTICE raised inside COPY went through the callback too: no ERROR, no line
         ERROR_LINE.with(|l| l.set(None));
         pg_sys::EndCopyFrom(cstate);
-        FEED.with(|f| f.set((std::ptr::null(), 0, 0)));
+        FEED.with(|f| f.set((std::ptr::null(), 0, 0, 0)));
 
         pg_sys::free_parsestate(pstate);
         pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
