@@ -71,7 +71,8 @@ extern "C-unwind" {
 /// every report raised inside (the ERROR that ends the COPY is the last). The line is kept only
 /// while COPY's callback for this same COPY is on the stack above it, i.e. while a row is being
 /// processed; errors of statement-level and queued AFTER triggers come after COPY popped it.
-unsafe extern "C-unwind" fn note_error_line(arg: *mut c_void) {
+#[pg_guard]
+extern "C-unwind" fn note_error_line(arg: *mut c_void) {
     let mut line = None;
     // SAFETY: PostgreSQL calls this from errfinish with the context stack intact; every entry
     // above ours is live (pushed by code running inside CopyFrom). arg is the CopyFromState whose
@@ -260,7 +261,9 @@ pub fn copy_rows(relid: pg_sys::Oid, columns: Option<&[&str]>, options: &CopyOpt
         );
         ERROR_LINE.with(|l| l.set(None));
         let head = cstate.cast::<CopyFromStateHead>();
-        let layout_ok = (*head).rel == rel && (*head).cur_relname == (*(*rel).rd_rel).relname.data.as_ptr() && (*head).cur_lineno == 0;
+        let layout_ok = (*head).rel == rel
+            && (*head).cur_relname == (*(*rel).rd_rel).relname.data.as_ptr()
+            && (*head).cur_lineno == 0;
         let processed = if layout_ok {
             let mut ctx = pg_sys::ErrorContextCallback {
                 previous: pg_sys::error_context_stack,
