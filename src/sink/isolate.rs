@@ -67,11 +67,20 @@ impl BatchSink<'_> {
             match line.and_then(|l| item_at_line(items, &self.prepared.data, job.get(), l, self.lines())) {
                 Some(k) => {
                     // The messages before it passed in the failed COPY; usually they go in with
-                    // one more (a row buffered for a later flush can still fail: isolate again).
+                    // one more (a row buffered for a later flush, or a deferred constraint, can
+                    // still fail: isolate again).
                     let k = rest.start + k;
-                    bad.extend(self.isolate(run, rest.start..k)?);
-                    bad.push(rejected(&run.items[k], &e));
-                    rest = k + 1..rest.end;
+                    let before = self.isolate(run, rest.start..k)?;
+                    if before.is_empty() {
+                        // it failed after exactly the rows now in: bad, as bisection would find
+                        bad.push(rejected(&run.items[k], &e));
+                        rest = k + 1..rest.end;
+                    } else {
+                        // it failed next to rows now rejected (say, a duplicate of one): it is
+                        // tried again, first of the next COPY
+                        bad.extend(before);
+                        rest = k..rest.end;
+                    }
                 }
                 None => {
                     let mid = rest.start + rest.len() / 2;
