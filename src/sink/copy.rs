@@ -1,7 +1,9 @@
 //! The COPY FROM bridge: feeds an in-memory buffer to `BeginCopyFrom` through a data-source
 //! callback, so triggers, defaults, constraints and partition routing behave as with COPY.
 //! Privileges are checked as `COPY` does (INSERT on the relation, as the current user); relations
-//! with row-level security enabled are refused, as `COPY FROM` refuses them.
+//! with row-level security enabled are refused, as `COPY FROM` refuses them. The line COPY was on
+//! when it raised an ERROR is kept (`take_error_line`), so bad-message isolation can go straight to
+//! the message that failed.
 
 use crate::error::raise;
 use pgrx::pg_sys;
@@ -10,20 +12,120 @@ use std::cell::Cell;
 use std::ffi::{c_int, c_void, CString};
 
 thread_local! {
-    /// The buffer being fed to the running COPY: (start, length, position).
-    static FEED: Cell<(*const u8, usize, usize)> = const { Cell::new((std::ptr::null(), 0, 0)) };
+    /// The buffer being fed to the running COPY: (start, length, position, next piece's size).
+    static FEED: Cell<(*const u8, usize, usize, usize)> = const { Cell::new((std::ptr::null(), 0, 0, 0)) };
 }
+
+thread_local! {
+    /// The line (as COPY counts them) of the last ERROR raised inside the running COPY's row
+    /// processing; None when the error came from elsewhere (statement triggers, our own checks).
+    static ERROR_LINE: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// The line of the COPY input that the last `copy_rows` failed on, if its ERROR was raised while
+/// COPY processed that line (parsing, constraints, row triggers, index insertion at flush, where
+/// COPY sets the line of the buffered row). Reading it clears it.
+pub fn take_error_line() -> Option<u64> {
+    ERROR_LINE.with(|l| l.take())
+}
+
+/// The start of PostgreSQL's private CopyFromStateData (commands/copyfrom_internal.h), up to the
+/// fields CopyFromErrorCallback reads. `copy_rows` checks the layout on every COPY (its `rel` and
+/// `cur_relname` must be the ones BeginCopyFrom set) and keeps no line when it does not match.
+#[repr(C)]
+struct CopyFromStateHead {
+    #[cfg(feature = "pg18")]
+    routine: *const c_void,
+    copy_src: c_int,
+    copy_file: *mut c_void,
+    fe_msgbuf: *mut c_void,
+    eol_type: c_int,
+    file_encoding: c_int,
+    need_transcoding: bool,
+    conversion_proc: pg_sys::Oid,
+    rel: pg_sys::Relation,
+    attnumlist: *mut pg_sys::List,
+    filename: *mut std::ffi::c_char,
+    is_program: bool,
+    data_source_cb: *const c_void,
+    opts: pg_sys::CopyFormatOptions,
+    convert_select_flags: *mut bool,
+    where_clause: *mut pg_sys::Node,
+    cur_relname: *const std::ffi::c_char,
+    cur_lineno: u64,
+    cur_attname: *const std::ffi::c_char,
+    cur_attval: *const std::ffi::c_char,
+    /// Set while a foreign table's batch is inserted: the line is not the failing row's.
+    #[cfg(feature = "pg18")]
+    relname_only: bool,
+}
+
+extern "C-unwind" {
+    /// PostgreSQL's own (pgrx's binding wraps it in a Rust function, whose address is not the one
+    /// COPY pushes).
+    #[link_name = "CopyFromErrorCallback"]
+    fn copy_from_error_callback(arg: *mut c_void);
+}
+
+/// Error context callback pushed under COPY's own for the whole CopyFrom: PostgreSQL calls it for
+/// every report raised inside (the ERROR that ends the COPY is the last). The line is kept only
+/// while COPY's callback for this same COPY is on the stack above it, i.e. while a row is being
+/// processed; errors of statement-level and queued AFTER triggers come after COPY popped it.
+#[pg_guard]
+extern "C-unwind" fn note_error_line(arg: *mut c_void) {
+    let mut line = None;
+    // SAFETY: PostgreSQL calls this from errfinish with the context stack intact; every entry
+    // above ours is live (pushed by code running inside CopyFrom). arg is the CopyFromState whose
+    // layout copy_rows checked before pushing us; nothing here can raise or panic.
+    unsafe {
+        let mut e = pg_sys::error_context_stack;
+        while !e.is_null() && (*e).arg != arg {
+            e = (*e).previous;
+        }
+        // the first entry with our cstate as arg is COPY's own callback or ours (not pushed by COPY)
+        let copy_callback = copy_from_error_callback as unsafe extern "C-unwind" fn(*mut c_void) as usize;
+        if !e.is_null() && (*e).callback.map(|f| f as usize) == Some(copy_callback) {
+            let head = arg.cast::<CopyFromStateHead>();
+            #[cfg(feature = "pg18")]
+            let relname_only = (*head).relname_only;
+            #[cfg(not(feature = "pg18"))]
+            let relname_only = false;
+            if !relname_only && (*head).cur_lineno > 0 {
+                line = Some((*head).cur_lineno);
+            }
+        }
+    }
+    ERROR_LINE.with(|l| l.set(line));
+}
+
+/// Pops our error context callback when CopyFrom returns or raises (pgrx's FFI guard puts back
+/// the stack as it was when CopyFrom was called, which has our entry on top).
+struct ContextGuard(*mut pg_sys::ErrorContextCallback);
+
+impl Drop for ContextGuard {
+    fn drop(&mut self) {
+        // SAFETY: self.0 is the entry pushed in copy_rows, still live (the guard is dropped before
+        // it); restoring its previous entry undoes the push.
+        unsafe { pg_sys::error_context_stack = (*self.0).previous };
+    }
+}
+
+const FEED_PIECE_MIN: usize = 4096;
+const FEED_PIECE_MAX: usize = 1 << 16;
 
 #[pg_guard]
 extern "C-unwind" fn feed_copy(outbuf: *mut c_void, _minread: c_int, maxread: c_int) -> c_int {
     FEED.with(|f| {
-        let (ptr, len, pos) = f.get();
-        let n = (len - pos).min(maxread.max(0) as usize);
+        let (ptr, len, pos, piece) = f.get();
+        // Small pieces first, doubling: a COPY that fails on an early line (as isolating bad
+        // messages does, once per bad message) has copied little beyond it, while a long COPY
+        // soon takes COPY's whole buffer (64 kB) at a time.
+        let n = (len - pos).min(maxread.max(0) as usize).min(piece);
         if n > 0 {
             // SAFETY: ptr..ptr+len is the caller's live buffer (see `copy_rows`); outbuf holds maxread bytes.
             unsafe { std::ptr::copy_nonoverlapping(ptr.add(pos), outbuf.cast::<u8>(), n) };
         }
-        f.set((ptr, len, pos + n));
+        f.set((ptr, len, pos + n, (piece * 2).min(FEED_PIECE_MAX)));
         n as c_int
     })
 }
@@ -146,7 +248,7 @@ pub fn copy_rows(relid: pg_sys::Oid, columns: Option<&[&str]>, options: &CopyOpt
             }
         }
 
-        FEED.with(|f| f.set((data.as_ptr(), data.len(), 0)));
+        FEED.with(|f| f.set((data.as_ptr(), data.len(), 0, FEED_PIECE_MIN)));
         let cstate = pg_sys::BeginCopyFrom(
             pstate,
             rel,
@@ -157,9 +259,27 @@ pub fn copy_rows(relid: pg_sys::Oid, columns: Option<&[&str]>, options: &CopyOpt
             attnames,
             opts,
         );
-        let processed = pg_sys::CopyFrom(cstate);
+        ERROR_LINE.with(|l| l.set(None));
+        let head = cstate.cast::<CopyFromStateHead>();
+        let layout_ok = (*head).rel == rel
+            && (*head).cur_relname == (*(*rel).rd_rel).relname.data.as_ptr()
+            && (*head).cur_lineno == 0;
+        let processed = if layout_ok {
+            let mut ctx = pg_sys::ErrorContextCallback {
+                previous: pg_sys::error_context_stack,
+                callback: Some(note_error_line),
+                arg: cstate.cast(),
+            };
+            pg_sys::error_context_stack = &mut ctx;
+            let _pop = ContextGuard(&mut ctx);
+            pg_sys::CopyFrom(cstate)
+        } else {
+            pg_sys::CopyFrom(cstate)
+        };
+        // a NOTICE raised inside COPY went through the callback too: no ERROR, no line
+        ERROR_LINE.with(|l| l.set(None));
         pg_sys::EndCopyFrom(cstate);
-        FEED.with(|f| f.set((std::ptr::null(), 0, 0)));
+        FEED.with(|f| f.set((std::ptr::null(), 0, 0, 0)));
 
         pg_sys::free_parsestate(pstate);
         pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);

@@ -1,14 +1,26 @@
 //! Inserting a prepared batch as the relation's owner, isolating bad messages: the batch is COPYed
-//! in one subtransaction; when COPY fails on the data of some message, the batch is bisected, each
-//! half in its own subtransaction, down to the messages that fail, and the rest is inserted. A
-//! batch without bad messages costs one subtransaction. The same for every source.
+//! in one subtransaction; when COPY fails on the data of some message, the line COPY was on names
+//! that message: the messages before it are COPYed again (they passed), it is rejected, and the
+//! COPY goes on after it. An error with no line (deferred constraint triggers, a row count that
+//! does not match) bisects the messages instead, each half in its own subtransaction. A batch
+//! without bad messages costs one subtransaction, one with k bad messages about 2k + 1. The same
+//! for every source.
 
-use super::copy::{copy_rows, CopyOptionList};
+use super::copy::{copy_rows, take_error_line, CopyOptionList};
 use crate::error::raise;
 use crate::xact::PgError;
 use ingest_core::format::Format;
-use ingest_core::prepare::{copy_jobs, Item, Prepared, Rejected};
+use ingest_core::prepare::{item_at_line, Chunk, Item, Jobs, Lines, Prepared, Rejected};
 use pgrx::prelude::*;
+use std::cell::Cell;
+use std::ops::Range;
+
+/// One batch's isolation: its items, their COPY jobs, and the COPYs run so far.
+struct Isolation<'a> {
+    items: &'a [Item],
+    jobs: Jobs<'a>,
+    attempts: usize,
+}
 
 /// Where and how a prepared batch goes.
 pub struct BatchSink<'a> {
@@ -26,31 +38,76 @@ impl BatchSink<'_> {
     /// COPYs the items; returns the messages that failed on their data. An error that is not
     /// about the data (privileges, a missing table, resources) fails the whole batch.
     pub fn insert_isolating(&self, items: &[Item]) -> Result<Vec<Rejected>, PgError> {
-        if items.is_empty() {
-            return Ok(Vec::new());
+        let mut run = Isolation { items, jobs: Jobs::new(items), attempts: 0 };
+        let bad = self.isolate(&mut run, 0..items.len())?;
+        if !bad.is_empty() {
+            debug1!("isolated {} bad of {} messages in {} COPY attempts", bad.len(), items.len(), run.attempts);
         }
-        match crate::xact::in_subtransaction(|| self.copy(items)) {
-            Ok(()) => Ok(Vec::new()),
-            Err(e) if !e.is_data_error() => Err(e),
-            Err(e) if items.len() == 1 => {
-                let mut error = e.message.clone();
-                if let Some(d) = &e.detail {
-                    error.push_str(&format!(" ({d})"));
-                }
-                Ok(vec![Rejected { msg: items[0].msg, error, sqlstate: e.sqlstate }])
-            }
-            Err(_) => {
-                let (left, right) = items.split_at(items.len() / 2);
-                let mut bad = self.insert_isolating(left)?;
-                bad.extend(self.insert_isolating(right)?);
-                Ok(bad)
-            }
-        }
+        Ok(bad)
     }
 
-    fn copy(&self, items: &[Item]) {
+    fn isolate(&self, run: &mut Isolation, range: Range<usize>) -> Result<Vec<Rejected>, PgError> {
+        let mut bad = Vec::new();
+        let mut rest = range;
+        while !rest.is_empty() {
+            run.attempts += 1;
+            let job = Cell::new(0);
+            let jobs = run.jobs.of(rest.clone());
+            let e = match crate::xact::in_subtransaction(|| self.copy(&jobs, &job)) {
+                Ok(()) => break,
+                Err(e) if !e.is_data_error() => return Err(e),
+                Err(e) => e,
+            };
+            let line = take_error_line();
+            if rest.len() == 1 {
+                bad.push(rejected(&run.items[rest.start], &e));
+                break;
+            }
+            let items = &run.items[rest.clone()];
+            match line.and_then(|l| item_at_line(items, &self.prepared.data, job.get(), l, self.lines())) {
+                Some(k) => {
+                    // The messages before it passed in the failed COPY; usually they go in with
+                    // one more (a row buffered for a later flush, or a deferred constraint, can
+                    // still fail: isolate again).
+                    let k = rest.start + k;
+                    let before = self.isolate(run, rest.start..k)?;
+                    if before.is_empty() {
+                        // it failed after exactly the rows now in: bad, as bisection would find
+                        bad.push(rejected(&run.items[k], &e));
+                        rest = k + 1..rest.end;
+                    } else {
+                        // it failed next to rows now rejected (say, a duplicate of one): it is
+                        // tried again, first of the next COPY
+                        bad.extend(before);
+                        rest = k..rest.end;
+                    }
+                }
+                None => {
+                    let mid = rest.start + rest.len() / 2;
+                    bad.extend(self.isolate(run, rest.start..mid)?);
+                    bad.extend(self.isolate(run, mid..rest.end)?);
+                    break;
+                }
+            }
+        }
+        Ok(bad)
+    }
+
+    /// How COPY counts the lines of this batch's data.
+    fn lines(&self) -> Lines {
+        if self.format != Format::Csv {
+            return Lines::Text;
+        }
+        let opt = |name: &str| self.copy_options.iter().find(|(k, _)| *k == name).and_then(|(_, v)| v.as_bytes().first().copied());
+        let quote = opt("quote").unwrap_or(b'"');
+        Lines::Csv { quote, escape: opt("escape").unwrap_or(quote) }
+    }
+
+    /// COPYs the jobs' rows, one COPY per job; `at` is the job running (the one an error came from).
+    fn copy(&self, jobs: &[Chunk], at: &Cell<usize>) {
         crate::xact::as_role(self.owner, || {
-            for job in copy_jobs(items) {
+            for (j, job) in jobs.iter().enumerate() {
+                at.set(j);
                 let cols: Option<Vec<&str>> = job
                     .columns
                     .map(|set| self.prepared.column_sets[set].iter().map(|i| self.columns[*i].as_str()).collect());
@@ -68,4 +125,13 @@ impl BatchSink<'_> {
             crate::catalog::spi(Spi::run("SET CONSTRAINTS ALL IMMEDIATE"));
         });
     }
+}
+
+/// A message rejected with the error its COPY raised.
+fn rejected(item: &Item, e: &PgError) -> Rejected {
+    let mut error = e.message.clone();
+    if let Some(d) = &e.detail {
+        error.push_str(&format!(" ({d})"));
+    }
+    Rejected { msg: item.msg, error, sqlstate: e.sqlstate.clone() }
 }

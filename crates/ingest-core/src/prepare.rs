@@ -223,6 +223,134 @@ pub fn copy_jobs(items: &[Item]) -> Vec<Chunk> {
     jobs
 }
 
+/// The COPY jobs of any run of a batch's items, as `copy_jobs(&items[range])` gives them, in time
+/// proportional to the jobs: isolating bad messages COPYs ever shorter tails of a large batch, and
+/// walking the whole tail for each would cost the square of the batch.
+pub struct Jobs<'a> {
+    chunks: Vec<&'a Chunk>,
+    /// Index in `chunks` of item i's first chunk; one more entry: `chunks.len()`.
+    first: Vec<usize>,
+    /// Rows in `chunks[..c]`.
+    rows_before: Vec<usize>,
+    /// The chunks that do not continue the job of the chunk before them.
+    starts: Vec<usize>,
+}
+
+impl<'a> Jobs<'a> {
+    pub fn new(items: &'a [Item]) -> Self {
+        let mut j = Jobs { chunks: Vec::new(), first: Vec::with_capacity(items.len() + 1), rows_before: vec![0], starts: Vec::new() };
+        for item in items {
+            j.first.push(j.chunks.len());
+            for chunk in &item.chunks {
+                let joins = j.chunks.last().is_some_and(|l| l.columns == chunk.columns && l.range.end == chunk.range.start);
+                if !joins {
+                    j.starts.push(j.chunks.len());
+                }
+                j.rows_before.push(j.rows_before.last().unwrap() + chunk.rows);
+                j.chunks.push(chunk);
+            }
+        }
+        j.first.push(j.chunks.len());
+        j
+    }
+
+    /// `copy_jobs(&items[range])`.
+    pub fn of(&self, range: std::ops::Range<usize>) -> Vec<Chunk> {
+        let (mut c, hi) = (self.first[range.start], self.first[range.end]);
+        let mut k = self.starts.partition_point(|s| *s <= c);
+        let mut jobs = Vec::new();
+        while c < hi {
+            let end = self.starts.get(k).map_or(hi, |s| (*s).min(hi));
+            jobs.push(Chunk {
+                columns: self.chunks[c].columns,
+                range: self.chunks[c].range.start..self.chunks[end - 1].range.end,
+                rows: self.rows_before[end] - self.rows_before[c],
+            });
+            c = end;
+            k += 1;
+        }
+        jobs
+    }
+}
+
+/// How COPY counts lines, to find the message behind the line number of an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lines {
+    /// COPY's text format (text, json and raw messages): one line per row (a backslash-escaped
+    /// newline is data and not counted).
+    Text,
+    /// csv with these quote and escape bytes: COPY counts every `\n` (row ends and `\n` in quoted
+    /// fields), except in the first row of a COPY, where the line-ending style is not yet known
+    /// and a quoted `\r` counts instead of a quoted `\n` (PostgreSQL's CopyReadLineText).
+    Csv { quote: u8, escape: u8 },
+}
+
+/// The index in `items` of the message holding line `line` (1-based, as in COPY's error context
+/// "COPY t, line N") of COPY job `job` of `copy_jobs(items)`; None if the job has no such line.
+pub fn item_at_line(items: &[Item], data: &[u8], job: usize, line: u64, lines: Lines) -> Option<usize> {
+    let mut at: Option<(usize, &Chunk)> = None; // (job index, last chunk) as copy_jobs merges them
+    if line == 0 {
+        return None;
+    }
+    let mut seen: u64 = 0;
+    for (k, chunk) in items.iter().enumerate().flat_map(|(k, p)| p.chunks.iter().map(move |c| (k, c))) {
+        let (j, first) = match at {
+            Some((j, last)) if last.columns == chunk.columns && last.range.end == chunk.range.start => (j, false),
+            Some((j, _)) => (j + 1, true),
+            None => (0, true),
+        };
+        at = Some((j, chunk));
+        if j < job {
+            continue;
+        }
+        if j > job {
+            return None;
+        }
+        let bytes = &data[chunk.range.clone()];
+        seen += match lines {
+            Lines::Text => chunk.rows as u64,
+            Lines::Csv { quote, escape } if first => {
+                let (end, crs) = csv_first_row(bytes, quote, escape);
+                1 + crs + count_newlines(&bytes[(end + 1).min(bytes.len())..])
+            }
+            Lines::Csv { .. } => count_newlines(bytes),
+        };
+        if seen >= line {
+            return Some(k);
+        }
+    }
+    None
+}
+
+fn count_newlines(b: &[u8]) -> u64 {
+    b.iter().filter(|c| **c == b'\n').count() as u64
+}
+
+/// Where the first csv row of `b` ends (its `\n`), and the `\r` bytes in its quoted fields, with
+/// PostgreSQL's quote tracking (an escape counts only inside quotes, before a quote).
+fn csv_first_row(b: &[u8], quote: u8, escape: u8) -> (usize, u64) {
+    let escape = if escape == quote { None } else { Some(escape) };
+    let (mut in_quote, mut last_was_esc, mut crs) = (false, false, 0);
+    for (i, &c) in b.iter().enumerate() {
+        if in_quote && Some(c) == escape {
+            last_was_esc = !last_was_esc;
+        }
+        if c == quote && !last_was_esc {
+            in_quote = !in_quote;
+        }
+        if Some(c) != escape {
+            last_was_esc = false;
+        }
+        if in_quote && c == b'\r' {
+            crs += 1;
+        }
+        if c == b'\n' && !in_quote {
+            return (i, crs);
+        }
+    }
+    (b.len(), crs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,5 +487,83 @@ mod tests {
         assert!(bad.is_empty());
         assert_eq!(p.data, b"[1, {\"a\": 1.0}]\n\"s\\\\t\"\\n\n".to_vec());
         assert_eq!(p.items.iter().map(|i| i.msg).collect::<Vec<_>>(), vec![0, 2]);
+    }
+
+    #[test]
+    fn lines_of_text_rows_find_their_message() {
+        let (p, _) = prepare(vec![Some(&b"1\tx\\\ny"[..]), Some(b"2\n3\n4"), Some(b"5")], &opts("text"), &[], false, 64);
+        let at = |line| item_at_line(&p.items, &p.data, 0, line, Lines::Text);
+        // an escaped newline is data: message 0 is one line
+        assert_eq!((1..=6).map(at).collect::<Vec<_>>(), vec![Some(0), Some(1), Some(1), Some(1), Some(2), None]);
+        assert_eq!(at(0), None);
+        assert_eq!(item_at_line(&p.items, &p.data, 1, 1, Lines::Text), None);
+    }
+
+    #[test]
+    fn csv_lines_count_quoted_newlines_except_in_the_first_row() {
+        let csv = Lines::Csv { quote: b'"', escape: b'"' };
+        let msgs: Vec<Option<&[u8]>> = vec![Some(b"1,\"a\nb\"\n2,\"c\r\nd\""), Some(b"3,\"e\n\nf\""), Some(b"4,g")];
+        let (p, bad) = prepare(msgs, &opts("csv"), &[], false, 64);
+        assert!(bad.is_empty());
+        // message 0: its first row is COPY's first (quoted \n not counted), its second row has a
+        // quoted \r\n (the \n counts): 1 + 2 lines; message 1: 3 lines; message 2: 1.
+        let at = |line| item_at_line(&p.items, &p.data, 0, line, csv);
+        let want = vec![Some(0), Some(0), Some(0), Some(1), Some(1), Some(1), Some(2), None];
+        assert_eq!((1..=8).map(at).collect::<Vec<_>>(), want);
+        // the same messages from the second one on: message 1's first row is now COPY's first
+        let at = |line| item_at_line(&p.items[1..], &p.data, 0, line, csv);
+        assert_eq!((1..=3).map(at).collect::<Vec<_>>(), vec![Some(0), Some(1), None]);
+        // a quoted \r in COPY's first row counts
+        let (p, _) = prepare(vec![Some(&b"\"x\r\ny\",1"[..]), Some(b"2,z")], &opts("csv"), &[], false, 64);
+        let at = |line| item_at_line(&p.items, &p.data, 0, line, csv);
+        assert_eq!((1..=4).map(at).collect::<Vec<_>>(), vec![Some(0), Some(0), Some(1), None]);
+        // an escape other than the quote only counts inside quotes, before a quote
+        let o = CopyOptions::new("csv", None, None, Some("\\".to_string())).unwrap();
+        let (p, bad) = prepare(vec![Some(&b"\"a\\\"\nb\",1\n2,c"[..]), Some(b"3,d")], &o, &[], false, 64);
+        assert!(bad.is_empty());
+        let at = |line| item_at_line(&p.items, &p.data, 0, line, Lines::Csv { quote: b'"', escape: b'\\' });
+        assert_eq!((1..=4).map(at).collect::<Vec<_>>(), vec![Some(0), Some(0), Some(1), None]);
+    }
+
+    #[test]
+    fn json_lines_are_counted_within_their_copy_job() {
+        let c = cols(&["id", "name"]);
+        let msgs: Vec<Option<&[u8]>> = vec![
+            Some(br#"{"id": 1, "name": "a"}"#),
+            Some(br#"[{"id": 2}, {"id": 3}]"#),
+            Some(br#"{"id": 4}"#),
+            Some(br#"[{"id": 5, "name": "c"}, {"id": 6}, {"id": 7, "name": "d"}]"#),
+        ];
+        let (p, _) = prepare(msgs, &opts("json"), &c, false, 64);
+        let jobs = copy_jobs(&p.items);
+        // {id,name}: 1 | {id}: 2, 3, 4 | {id,name}: 5 | {id}: 6 | {id,name}: 7
+        assert_eq!(jobs.iter().map(|j| j.rows).collect::<Vec<_>>(), vec![1, 3, 1, 1, 1]);
+        let at = |job, line| item_at_line(&p.items, &p.data, job, line, Lines::Text);
+        assert_eq!((at(0, 1), at(1, 1), at(1, 2), at(1, 3), at(1, 4)), (Some(0), Some(1), Some(1), Some(2), None));
+        assert_eq!((at(2, 1), at(3, 1), at(4, 1), at(5, 1)), (Some(3), Some(3), Some(3), None));
+    }
+
+    #[test]
+    fn jobs_of_any_run_are_copy_jobs_of_that_run() {
+        let c = cols(&["id", "name"]);
+        let msgs: Vec<Option<&[u8]>> = vec![
+            Some(br#"{"id": 1, "name": "a"}"#),
+            Some(br#"[{"id": 2}, {"id": 3}]"#),
+            Some(br#"{"id": 4}"#),
+            Some(b"{not json"),
+            Some(br#"[{"id": 5, "name": "c"}, {"id": 6}, {"id": 7, "name": "d"}]"#),
+            Some(br#"{"id": 8, "name": "e"}"#),
+            Some(br#"{"id": 9, "name": "f"}"#),
+        ];
+        let (p, _) = prepare(msgs, &opts("json"), &c, false, 64);
+        let (t, _) = prepare(vec![Some(&b"1\n2"[..]), Some(b"3"), Some(b"4\n5\n6")], &opts("text"), &[], false, 64);
+        for items in [&p.items, &t.items] {
+            let jobs = Jobs::new(items);
+            for a in 0..=items.len() {
+                for b in a..=items.len() {
+                    assert_eq!(jobs.of(a..b), copy_jobs(&items[a..b]), "{a}..{b}");
+                }
+            }
+        }
     }
 }
