@@ -100,24 +100,33 @@ pub struct DeadLetter<'a> {
     pub sqlstate: &'a str,
 }
 
-/// Stores dead letters (in the batch's transaction).
+/// Stores dead letters (in the batch's transaction): one statement per 10,000.
 pub fn insert_dead_letters(consumer_id: i32, stream: &str, letters: &[DeadLetter]) {
-    for d in letters {
+    for part in letters.chunks(10_000) {
+        let shards: Vec<&str> = part.iter().map(|d| d.shard_id).collect();
+        let seqs: Vec<&str> = part.iter().map(|d| d.pos.seq.as_str()).collect();
+        let subs: Vec<Option<i64>> = part.iter().map(|d| d.pos.sub.map(|n| n as i64)).collect();
+        let keys: Vec<Option<&str>> = part.iter().map(|d| d.partition_key.as_deref()).collect();
+        let data: Vec<Option<&[u8]>> = part.iter().map(|d| d.data).collect();
+        let errors: Vec<&str> = part.iter().map(|d| d.error).collect();
+        let sqlstates: Vec<&str> = part.iter().map(|d| d.sqlstate).collect();
         as_superuser(|| {
             spi(Spi::run_with_args(
                 "INSERT INTO pipeline_kinesis.dead_letters \
                      (consumer_id, stream, shard_id, sequence_number, sub_sequence, partition_key, data, error, sqlstate) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 SELECT $1, $2, sh, sq, sub, pk, d, e, s \
+                 FROM unnest($3::text[], $4::text[], $5::int8[], $6::text[], $7::bytea[], $8::text[], $9::text[]) \
+                      AS u(sh, sq, sub, pk, d, e, s)",
                 &[
                     consumer_id.into(),
                     stream.into(),
-                    d.shard_id.into(),
-                    d.pos.seq.as_str().into(),
-                    d.pos.sub.map(|n| n as i64).into(),
-                    d.partition_key.clone().into(),
-                    d.data.into(),
-                    d.error.into(),
-                    d.sqlstate.into(),
+                    shards.into(),
+                    seqs.into(),
+                    subs.into(),
+                    keys.into(),
+                    data.into(),
+                    errors.into(),
+                    sqlstates.into(),
                 ],
             ))
         });
