@@ -20,11 +20,12 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Messages read from the outbox per query.
-const CHUNK: i64 = 10_000;
+/// Messages read by a pass's first query.
+const FIRST_CHUNK: usize = 1000;
 /// Messages and message bytes read (and sent) per pass at most: a pass's messages are all sent
 /// before its delivery reports are awaited, so one round trip to the broker (and one DELETE)
 /// covers many messages, while the worker's memory stays bounded for large messages.
@@ -82,7 +83,8 @@ fn make_client(brokers: &[String], config: &serde_json::Map<String, serde_json::
 
 /// A message sent and not yet reported on.
 struct InFlight {
-    topic: String,
+    /// Shared by the messages of a topic sent in one pass.
+    topic: Rc<str>,
     since: Instant,
 }
 
@@ -118,7 +120,8 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
         let now = Instant::now();
         // Topics not to read now: in backoff, or with messages in flight.
         let mut skip: BTreeSet<String> = failing.iter().filter(|(_, f)| f.until > now).map(|(t, _)| t.clone()).collect();
-        skip.extend(in_flight.values().map(|m| m.topic.clone()));
+        let in_flight_topics: BTreeSet<&str> = in_flight.values().map(|m| &*m.topic).collect();
+        skip.extend(in_flight_topics.into_iter().map(str::to_string));
         let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len()).min(PASS_MESSAGES);
         let skip: Vec<String> = skip.into_iter().collect();
         let loaded = in_transaction(|| {
@@ -190,8 +193,10 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
                 failed.entry(topic).or_insert(e);
             }
             let sent_at = Instant::now();
+            let mut names: HashMap<&str, Rc<str>> = HashMap::new();
             for i in queued {
-                in_flight.insert(batch[i].id, InFlight { topic: batch[i].topic.clone(), since: sent_at });
+                let topic = names.entry(batch[i].topic.as_str()).or_insert_with(|| Rc::from(batch[i].topic.as_str())).clone();
+                in_flight.insert(batch[i].id, InFlight { topic, since: sent_at });
             }
         }
 
@@ -220,10 +225,12 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
                 match r {
                     Ok(()) => {
                         delivered.push(id);
-                        delivered_topics.insert(m.topic);
+                        if !delivered_topics.contains(&*m.topic) {
+                            delivered_topics.insert(m.topic.to_string());
+                        }
                     }
                     Err(e) => {
-                        failed.entry(m.topic).or_insert(e);
+                        failed.entry(m.topic.to_string()).or_insert(e);
                     }
                 }
             }
@@ -256,17 +263,24 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
 }
 
 /// The oldest committed messages except those of the topics in `skip`, at most `limit` of them
-/// and about PASS_BYTES, read CHUNK at a time in id order.
+/// and about PASS_BYTES, in id order: FIRST_CHUNK first, then chunks as large as the first
+/// messages' sizes let fit in what is left of PASS_BYTES (so small messages take two queries,
+/// and a pass of large ones stays within its byte budget).
 fn read_pass(limit: usize, skip: &[String]) -> Vec<Pending> {
     let mut batch: Vec<Pending> = Vec::new();
     let mut bytes = 0usize;
     let mut after = 0i64;
     while batch.len() < limit && bytes < PASS_BYTES {
-        let want = (limit - batch.len()).min(CHUNK as usize);
+        let fit = match batch.len() {
+            0 => FIRST_CHUNK,
+            n => (PASS_BYTES - bytes) / (bytes / n).max(1),
+        };
+        let want = (limit - batch.len()).min(fit.max(1));
         let chunk = outbox::oldest(want as i64, after, skip);
         let got = chunk.len();
         for m in chunk {
-            bytes += m.message.as_ref().map_or(0, Vec::len) + m.key.as_ref().map_or(0, Vec::len);
+            // (64: about what a message costs besides its key and value)
+            bytes += 64 + m.message.as_ref().map_or(0, Vec::len) + m.key.as_ref().map_or(0, Vec::len);
             after = m.id;
             batch.push(m);
         }
