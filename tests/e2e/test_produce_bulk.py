@@ -82,7 +82,7 @@ def test_kill9_producer_worker_while_sending_100k(fresh_db, topic_factory):
         with pg_connect(db) as conn:
             with conn.transaction():
                 conn.execute("SELECT count(pipeline_kafka.produce_message(%s, convert_to(i::text, 'UTF8'), "
-                             "key := convert_to((i % 10)::text, 'UTF8'))) FROM generate_series(1, %s) i", (topic, n))
+                             "key := convert_to((i %% 10)::text, 'UTF8'))) FROM generate_series(1, %s::int) i", (topic, n))
         worker = wait_until(lambda: producer_pids(db), timeout=60, interval=0.005, what="the producer worker")[0]
         seen = wait_until(lambda: topic_message_count(topic, counter), timeout=60, interval=0.005,
                           what=f"first message in {topic}")
@@ -134,9 +134,9 @@ def test_bulk_transactions_interleaved_topics_savepoints(fresh_db, topic_factory
             other.execute("BEGIN")
             for k in range(4):
                 conn.execute("SELECT count(pipeline_kafka.produce_message(%s, convert_to('a' || i, 'UTF8'))) "
-                             "FROM generate_series(%s, %s) i", (a, k * 10_000 + 1, (k + 1) * 10_000))
+                             "FROM generate_series(%s::int, %s::int) i", (a, k * 10_000 + 1, (k + 1) * 10_000))
                 other.execute("SELECT count(pipeline_kafka.produce_message(%s, convert_to('b' || i, 'UTF8'))) "
-                              "FROM generate_series(%s, %s) i", (b, k * 5_000 + 1, (k + 1) * 5_000))
+                              "FROM generate_series(%s::int, %s::int) i", (b, k * 5_000 + 1, (k + 1) * 5_000))
             conn.execute("SAVEPOINT s")
             conn.execute("SELECT count(pipeline_kafka.produce_message(%s, 'dropped')) FROM generate_series(1, 20000)",
                          (a,))
