@@ -23,7 +23,9 @@ pub struct Pending {
 /// done here or by the callers: the id from the table's sequence, `created_at` now, the CHECKs
 /// (a legal topic name, partition >= 0 or NULL, headers a JSON object) checked at the call, and
 /// the extension's table has no triggers or row security. The row is the caller's transaction's
-/// (and subtransaction's), visible to its next statements like an INSERT's.
+/// (and subtransaction's), visible to its next statements like an INSERT's. Like catalog rows,
+/// it updates only plain indexes: the table's own primary key is one (an expression or partial
+/// index someone added to the outbox would not be maintained correctly).
 pub fn insert(
     topic: &str,
     message: Option<&[u8]>,
