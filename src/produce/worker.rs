@@ -235,7 +235,8 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
                 }
             }
         }
-        in_flight.retain(|_, m| m.since.elapsed() < REPORT_DEADLINE);
+        let now = Instant::now();
+        in_flight.retain(|_, m| now.duration_since(m.since) < REPORT_DEADLINE);
 
         let mut cleared: Vec<String> = Vec::new();
         for t in delivered_topics {
