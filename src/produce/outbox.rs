@@ -1,7 +1,6 @@
 //! The outbox table: rows written by producing transactions, read and deleted by the producer.
 
 use crate::catalog::spi;
-use crate::xact::as_superuser;
 use pgrx::prelude::*;
 
 /// A message to send.
@@ -15,15 +14,18 @@ pub struct Pending {
     pub timestamp_ms: Option<i64>,
 }
 
-thread_local! {
-    /// The outbox INSERT, planned once per backend (the plan cache replans it if the table changes).
-    static INSERT_PLAN: std::cell::RefCell<Option<pgrx::spi::OwnedPreparedStatement>> = const { std::cell::RefCell::new(None) };
-}
-
-const INSERT_SQL: &str = "INSERT INTO pipeline_kafka.outbox (topic, \"partition\", key, message, headers, \"timestamp\") \
-                          VALUES ($1, $2, $3, $4, $5::jsonb, $6) RETURNING id";
-
 /// Adds a message to the outbox in the current transaction; returns its id.
+///
+/// The row goes straight into the heap and the table's indexes, as `CatalogTupleInsert` writes
+/// catalog rows, not through an INSERT statement: an executor started per message (which also
+/// re-reads the table's CHECK constraints each time) cost several times the insert itself, and
+/// `produce_message` / `emit_tuple` are called once per message. What the statement would add is
+/// done here or by the callers: the id from the table's sequence, `created_at` now, the CHECKs
+/// (a legal topic name, partition >= 0 or NULL, headers a JSON object) checked at the call, and
+/// the extension's table has no triggers or row security. The row is the caller's transaction's
+/// (and subtransaction's), visible to its next statements like an INSERT's. Like catalog rows,
+/// it updates only plain indexes: the table's own primary key is one (an expression or partial
+/// index someone added to the outbox would not be maintained correctly).
 pub fn insert(
     topic: &str,
     message: Option<&[u8]>,
@@ -32,41 +34,90 @@ pub fn insert(
     headers: Option<&str>,
     timestamp: Option<pgrx::datum::TimestampWithTimeZone>,
 ) -> i64 {
-    use pgrx::pg_sys::{PgBuiltInOids as T, PgOid};
-    as_superuser(|| {
-        INSERT_PLAN.with(|cell| {
-            let mut plan = cell.borrow_mut();
-            spi(Spi::connect_mut(|c| {
-                if plan.is_none() {
-                    let types = [T::TEXTOID, T::INT4OID, T::BYTEAOID, T::BYTEAOID, T::TEXTOID, T::TIMESTAMPTZOID]
-                        .map(PgOid::BuiltIn);
-                    *plan = Some(c.prepare_mut(INSERT_SQL, &types)?.keep());
-                }
-                let stmt = plan.as_ref().expect("prepared just above");
-                c.update(
-                    stmt,
-                    None,
-                    &[topic.into(), partition.into(), key.into(), message.into(), headers.into(), timestamp.into()],
-                )?
-                .first()
-                .get_one::<i64>()
-            }))
-            .expect("INSERT ... RETURNING id returns a row")
-        })
-    })
+    // SAFETY: in a transaction in a backend; the relation is opened and closed here (its lock
+    // kept to the end of the transaction, as an INSERT's), the datums are palloc'd in the current
+    // memory context and outlive heap_form_tuple, which copies them.
+    unsafe {
+        let nsp = pg_sys::get_namespace_oid(c"pipeline_kafka".as_ptr(), false);
+        let relid = pg_sys::get_relname_relid(c"outbox".as_ptr(), nsp);
+        let seqid = pg_sys::get_relname_relid(c"outbox_id_seq".as_ptr(), nsp);
+        if relid == pg_sys::InvalidOid || seqid == pg_sys::InvalidOid {
+            crate::error::raise(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, "pipeline_kafka.outbox or its id sequence does not exist");
+        }
+        let id = next_id(seqid);
+        let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        let desc = (*rel).rd_att;
+        let attrs = crate::compat::tuple_attrs(desc);
+        let mut values = vec![pg_sys::Datum::from(0usize); attrs.len()];
+        let mut nulls = vec![true; attrs.len()];
+        for (i, att) in attrs.iter().enumerate() {
+            if att.attisdropped {
+                continue;
+            }
+            let name = std::ffi::CStr::from_ptr(att.attname.data.as_ptr()).to_bytes();
+            let value = match name {
+                b"id" => id.into_datum(),
+                b"topic" => topic.into_datum(),
+                b"partition" => partition.into_datum(),
+                b"key" => key.into_datum(),
+                b"message" => message.into_datum(),
+                b"headers" => headers.map(|h| {
+                    let h = std::ffi::CString::new(h).expect("JSON text has no NUL");
+                    pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(pg_sys::Datum::from(h.as_ptr()))])
+                        .expect("jsonb_in returns a value")
+                }),
+                b"timestamp" => timestamp.into_datum(),
+                b"created_at" => Some(pg_sys::Datum::from(pg_sys::GetCurrentTimestamp())),
+                other => crate::error::raise(
+                    PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                    format!("pipeline_kafka.outbox has a column this version does not write: {}", String::from_utf8_lossy(other)),
+                ),
+            };
+            if let Some(v) = value {
+                values[i] = v;
+                nulls[i] = false;
+            }
+        }
+        let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        pg_sys::CatalogTupleInsert(rel, tuple);
+        pg_sys::heap_freetuple(tuple);
+        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        id
+    }
 }
 
-/// The oldest `limit` committed messages, except those of the topics in `skip` (topics waiting
-/// out a delivery failure, or with messages still in flight).
-pub fn oldest(limit: i64, skip: &[String]) -> Vec<Pending> {
+/// nextval of the outbox's id sequence, as the bootstrap superuser (callers of produce_message
+/// need no rights on the sequence; nextval runs no user code, so no search_path matters).
+///
+/// # Safety
+/// In a transaction; `seqid` is a sequence.
+unsafe fn next_id(seqid: pg_sys::Oid) -> i64 {
+    let mut uid = pg_sys::Oid::INVALID;
+    let mut ctx: i32 = 0;
+    // SAFETY: as the caller guarantees; on ERROR the (sub)transaction's abort restores the user.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut uid, &mut ctx);
+        pg_sys::SetUserIdAndSecContext(
+            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
+            ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+        let id = pgrx::direct_function_call::<i64>(pg_sys::nextval_oid, &[seqid.into_datum()]);
+        pg_sys::SetUserIdAndSecContext(uid, ctx);
+        id.expect("nextval returns a value")
+    }
+}
+
+/// The oldest `limit` committed messages with an id above `after`, except those of the topics in
+/// `skip` (topics waiting out a delivery failure, or with messages still in flight).
+pub fn oldest(limit: i64, after: i64, skip: &[String]) -> Vec<Pending> {
     let skip = skip.to_vec();
     spi(Spi::connect(|c| {
         let t = c.select(
             "SELECT id, topic, \"partition\", key, message, headers::text, \
                     (extract(epoch FROM \"timestamp\") * 1000)::bigint \
-             FROM pipeline_kafka.outbox WHERE topic <> ALL($2) ORDER BY id LIMIT $1",
+             FROM pipeline_kafka.outbox WHERE id > $3 AND topic <> ALL($2) ORDER BY id LIMIT $1",
             None,
-            &[limit.into(), skip.into()],
+            &[limit.into(), skip.into(), after.into()],
         )?;
         let mut out = Vec::new();
         for row in t {
@@ -99,13 +150,37 @@ pub fn oldest(limit: i64, skip: &[String]) -> Vec<Pending> {
     }))
 }
 
-/// Deletes delivered messages.
+/// Deletes delivered messages. The ids go as ranges of consecutive ids (`lo..=hi`, every id in
+/// it delivered), which one transaction's messages mostly are: the DELETE then walks the primary
+/// key per range instead of testing every outbox row against a list of thousands of ids.
 pub fn delete(ids: &[i64]) {
-    if ids.is_empty() {
+    let (lo, hi) = id_ranges(ids);
+    if lo.is_empty() {
         return;
     }
-    let ids = ids.to_vec();
-    spi(Spi::run_with_args("DELETE FROM pipeline_kafka.outbox WHERE id = ANY($1)", &[ids.into()]));
+    spi(Spi::run_with_args(
+        "DELETE FROM pipeline_kafka.outbox o USING unnest($1::bigint[], $2::bigint[]) AS r(lo, hi) \
+         WHERE o.id BETWEEN r.lo AND r.hi",
+        &[lo.into(), hi.into()],
+    ));
+}
+
+/// `ids` as maximal runs of consecutive integers: (starts, ends), each run's ids all in `ids`.
+fn id_ranges(ids: &[i64]) -> (Vec<i64>, Vec<i64>) {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let (mut lo, mut hi) = (Vec::new(), Vec::new());
+    for id in sorted {
+        match hi.last_mut() {
+            Some(h) if *h + 1 == id => *h = id,
+            _ => {
+                lo.push(id);
+                hi.push(id);
+            }
+        }
+    }
+    (lo, hi)
 }
 
 /// Records the last delivery error of a topic, or clears it (None).

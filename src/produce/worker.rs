@@ -20,13 +20,21 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Messages read from the outbox per pass (and so in flight per topic at most).
-const ROUND: i64 = 5000;
+/// Messages read by a pass's first query.
+const FIRST_CHUNK: usize = 1000;
+/// Messages and message bytes read (and sent) per pass at most: a pass's messages are all sent
+/// before its delivery reports are awaited, so one round trip to the broker (and one DELETE)
+/// covers many messages, while the worker's memory stays bounded for large messages.
+const PASS_MESSAGES: usize = 100_000;
+const PASS_BYTES: usize = 64 << 20;
 /// Messages in flight at most, all topics together.
-const MAX_IN_FLIGHT: usize = 4 * ROUND as usize;
+const MAX_IN_FLIGHT: usize = 2 * PASS_MESSAGES;
+/// How long one pass waits for delivery reports before reading other topics' rows.
+const REPORT_WAIT: Duration = Duration::from_millis(100);
 /// How long librdkafka keeps trying one message before reporting it failed.
 const MESSAGE_TIMEOUT_MS: u64 = 10_000;
 /// A message with no delivery report after this long is given up on (it stays in the outbox and
@@ -75,7 +83,8 @@ fn make_client(brokers: &[String], config: &serde_json::Map<String, serde_json::
 
 /// A message sent and not yet reported on.
 struct InFlight {
-    topic: String,
+    /// Shared by the messages of a topic sent in one pass.
+    topic: Rc<str>,
     since: Instant,
 }
 
@@ -93,6 +102,12 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
     let dboid = pg_sys::Oid::from(dboid);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), None);
     crate::shmem::set_producer(dboid, crate::worker::my_pid());
+    // The outbox reads and deletes of thousands of rows cost enough to be JIT-compiled, which
+    // takes longer (hundreds of ms of LLVM per statement) than running them.
+    // SAFETY: the worker's main thread, after connecting; "jit" is a user-settable boolean.
+    unsafe {
+        pg_sys::SetConfigOption(c"jit".as_ptr(), c"off".as_ptr(), pg_sys::GucContext::PGC_USERSET, pg_sys::GucSource::PGC_S_OVERRIDE);
+    }
 
     let mut client: Option<Client> = None;
     // For problems of the whole producer (no broker, bad settings, catalog errors).
@@ -105,16 +120,16 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
         let now = Instant::now();
         // Topics not to read now: in backoff, or with messages in flight.
         let mut skip: BTreeSet<String> = failing.iter().filter(|(_, f)| f.until > now).map(|(t, _)| t.clone()).collect();
-        skip.extend(in_flight.values().map(|m| m.topic.clone()));
-        let room = if in_flight.len() < MAX_IN_FLIGHT { ROUND } else { 0 };
+        let in_flight_topics: BTreeSet<&str> = in_flight.values().map(|m| &*m.topic).collect();
+        skip.extend(in_flight_topics.into_iter().map(str::to_string));
+        let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len()).min(PASS_MESSAGES);
         let skip: Vec<String> = skip.into_iter().collect();
         let loaded = in_transaction(|| {
             if !crate::catalog::extension_exists() {
                 return None;
             }
             let (brokers, config) = crate::catalog::kafka::brokers();
-            let batch = if room > 0 { outbox::oldest(room, &skip) } else { Vec::new() };
-            Some((brokers, config, batch))
+            Some((brokers, config, read_pass(room, &skip)))
         });
         let (brokers, config, batch) = match loaded {
             Ok(Some(v)) => v,
@@ -178,8 +193,10 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
                 failed.entry(topic).or_insert(e);
             }
             let sent_at = Instant::now();
+            let mut names: HashMap<&str, Rc<str>> = HashMap::new();
             for i in queued {
-                in_flight.insert(batch[i].id, InFlight { topic: batch[i].topic.clone(), since: sent_at });
+                let topic = names.entry(batch[i].topic.as_str()).or_insert_with(|| Rc::from(batch[i].topic.as_str())).clone();
+                in_flight.insert(batch[i].id, InFlight { topic, since: sent_at });
             }
         }
 
@@ -188,10 +205,17 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
         let mut delivered: Vec<i64> = Vec::new();
         let mut delivered_topics: BTreeSet<String> = BTreeSet::new();
         if let Some(c) = client.as_ref() {
-            if !in_flight.is_empty() {
-                c.producer.poll(Duration::from_millis(100));
+            // rdkafka's poll(t) serves events until t has passed (not until the first one), so
+            // it is called with short timeouts until every message in flight is reported on.
+            let deadline = Instant::now() + REPORT_WAIT;
+            while !in_flight.is_empty() {
+                c.producer.poll(Duration::from_millis(1));
                 pgrx::check_for_interrupts!();
                 crate::worker::exit_if_postmaster_died();
+                let reported = c.producer.context().results.lock().map(|r| r.len()).unwrap_or(0);
+                if reported >= in_flight.len() || Instant::now() >= deadline || shutdown_requested() {
+                    break;
+                }
             }
             let reports = std::mem::take(&mut *c.producer.context().results.lock().expect("delivery report lock"));
             for (id, r) in reports {
@@ -201,15 +225,18 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
                 match r {
                     Ok(()) => {
                         delivered.push(id);
-                        delivered_topics.insert(m.topic);
+                        if !delivered_topics.contains(&*m.topic) {
+                            delivered_topics.insert(m.topic.to_string());
+                        }
                     }
                     Err(e) => {
-                        failed.entry(m.topic).or_insert(e);
+                        failed.entry(m.topic.to_string()).or_insert(e);
                     }
                 }
             }
         }
-        in_flight.retain(|_, m| m.since.elapsed() < REPORT_DEADLINE);
+        let now = Instant::now();
+        in_flight.retain(|_, m| now.duration_since(m.since) < REPORT_DEADLINE);
 
         let mut cleared: Vec<String> = Vec::new();
         for t in delivered_topics {
@@ -234,6 +261,35 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
         }
     }
     crate::shmem::set_producer(dboid, 0);
+}
+
+/// The oldest committed messages except those of the topics in `skip`, at most `limit` of them
+/// and about PASS_BYTES, in id order: FIRST_CHUNK first, then chunks as large as the first
+/// messages' sizes let fit in what is left of PASS_BYTES (so small messages take two queries,
+/// and a pass of large ones stays within its byte budget).
+fn read_pass(limit: usize, skip: &[String]) -> Vec<Pending> {
+    let mut batch: Vec<Pending> = Vec::new();
+    let mut bytes = 0usize;
+    let mut after = 0i64;
+    while batch.len() < limit && bytes < PASS_BYTES {
+        let fit = match batch.len() {
+            0 => FIRST_CHUNK,
+            n => (PASS_BYTES - bytes) / (bytes / n).max(1),
+        };
+        let want = (limit - batch.len()).min(fit.max(1));
+        let chunk = outbox::oldest(want as i64, after, skip);
+        let got = chunk.len();
+        for m in chunk {
+            // (64: about what a message costs besides its key and value)
+            bytes += 64 + m.message.as_ref().map_or(0, Vec::len) + m.key.as_ref().map_or(0, Vec::len);
+            after = m.id;
+            batch.push(m);
+        }
+        if got < want {
+            break;
+        }
+    }
+    batch
 }
 
 /// Queues a round of messages. Returns the indexes queued and the (topic, error) of messages
@@ -271,7 +327,8 @@ fn send(producer: &BaseProducer<Reports>, batch: &[Pending]) -> (Vec<usize>, Vec
                 }
                 Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
-                    producer.poll(Duration::from_millis(50));
+                    // Serves delivery reports (poll blocks for the whole timeout), making room.
+                    producer.poll(Duration::from_millis(5));
                     pgrx::check_for_interrupts!();
                 }
                 Err((e, _)) => {

@@ -81,6 +81,9 @@ pub fn producer_config(
     let mut cfg = base_config(brokers);
     cfg.set("enable.idempotence", "true");
     cfg.set("linger.ms", "5");
+    // The producer worker queues up to 200k messages before it awaits their reports (librdkafka's
+    // default queue holds 100k); what is queued is also bounded by its bytes (1 GiB default).
+    cfg.set("queue.buffering.max.messages", "500000");
     apply_settings(&mut cfg, extra)?;
     Ok(cfg)
 }
