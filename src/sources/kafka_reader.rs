@@ -23,8 +23,11 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// Chunks in flight between the threads: with librdkafka's own prefetch this bounds how far the
 /// reader runs ahead of the batches.
 const IN_FLIGHT: usize = 4;
-/// Batches of used messages waiting to be refilled (each at most a batch: this bounds the pool).
-const SPARE_BATCHES: usize = 1;
+/// Batches of used messages waiting to be refilled.
+const SPARE_BATCHES: usize = 2;
+/// Used messages the reader keeps for refilling (about a default batch); more are freed by the
+/// reader, never by the main thread, whose time is the COPY's.
+const STASH: usize = 131_072;
 /// How long one blocking poll waits before the reader checks whether it should stop.
 const POLL_MS: i32 = 100;
 
@@ -109,7 +112,8 @@ impl Reader {
         }
     }
 
-    /// Gives messages back for reuse (dropped here when the reader has not taken the last ones).
+    /// Gives messages back for reuse (freed here only when the reader has not taken the last
+    /// ones yet: it takes them within one poll).
     pub fn recycle(&self, messages: Vec<BatchMessage>) {
         if !messages.is_empty() {
             let _ = self.spare_tx.try_send(messages);
@@ -172,11 +176,11 @@ fn run(
 ) {
     let mut stash: Vec<BatchMessage> = Vec::new();
     while !shared.stop.load(Ordering::Acquire) {
-        // The pool holds at most about two batches of messages: what is stashed and what waits.
-        if stash.len() < CHUNK {
-            if let Ok(mut more) = spare_rx.try_recv() {
+        while let Ok(mut more) = spare_rx.try_recv() {
+            if stash.len() < STASH {
                 stash.append(&mut more);
             }
+            // else `more` is freed here, on this thread.
         }
         let mut chunk: Vec<BatchMessage> = Vec::with_capacity(CHUNK);
         let mut errors: Vec<String> = Vec::new();

@@ -12,6 +12,7 @@
 
 use crate::format::{push_text_bytes, CopyOptions, Format};
 use crate::json::{JsonError, JsonRowEncoder};
+use smallvec::{smallvec, SmallVec};
 
 /// A batch made ready for COPY.
 #[derive(Debug, Default)]
@@ -30,7 +31,8 @@ pub struct Prepared {
 pub struct Item {
     /// The message's index in the batch.
     pub msg: usize,
-    pub chunks: Vec<Chunk>,
+    /// Inline for the usual single chunk (no allocation per message).
+    pub chunks: SmallVec<[Chunk; 1]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,7 +155,7 @@ where
             }
             out.data.extend_from_slice(&meta);
             out.data.push(b'\n');
-            out.items.push(Item { msg: i, chunks: vec![Chunk { columns: text_columns, range: start..out.data.len(), rows: 1 }] });
+            out.items.push(Item { msg: i, chunks: smallvec![Chunk { columns: text_columns, range: start..out.data.len(), rows: 1 }] });
             continue;
         }
         match opts.format {
@@ -161,7 +163,7 @@ where
                 let mut enc = JsonRowEncoder::default();
                 match enc.push_message_with(payload, columns, &meta) {
                     Ok(_) => {
-                        let mut chunks = Vec::with_capacity(enc.groups.len());
+                        let mut chunks = SmallVec::with_capacity(enc.groups.len());
                         for mut g in enc.groups {
                             g.columns.extend(meta_columns.clone());
                             let set = match out.column_sets.iter().position(|c| *c == g.columns) {
@@ -195,7 +197,7 @@ where
                     Ok(0) => {}
                     Ok(rows) => out.items.push(Item {
                         msg: i,
-                        chunks: vec![Chunk { columns: text_columns, range: start..out.data.len(), rows }],
+                        chunks: smallvec![Chunk { columns: text_columns, range: start..out.data.len(), rows }],
                     }),
                     Err(e) => bad.push(Rejected { msg: i, error: e.to_string(), sqlstate: "22P04".to_string() }),
                 }
