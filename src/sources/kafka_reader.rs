@@ -25,9 +25,9 @@ const CHUNK_BYTES: usize = 1 << 20;
 const IN_FLIGHT: usize = 4;
 /// Batches of used messages waiting to be refilled.
 const SPARE_BATCHES: usize = 2;
-/// Used messages the reader keeps for refilling (about a default batch); more are freed by the
+/// Used messages the reader keeps for refilling (what is in flight); more are freed by the
 /// reader, never by the main thread, whose time is the COPY's.
-const STASH: usize = 131_072;
+const STASH: usize = 32_768;
 /// How long one blocking poll waits before the reader checks whether it should stop.
 const POLL_MS: i32 = 100;
 
