@@ -124,6 +124,30 @@ def drop_database(name: str) -> None:
 
 
 @contextlib.contextmanager
+def launcher_naptime(seconds: int) -> Iterator[None]:
+    """pipeline_ingest.launcher_naptime = `seconds` (reloaded) while the block runs, so a new
+    database's supervisor (and its producer after a crash restart) starts within a second or two
+    instead of up to 10 s; reset after."""
+    with pg_connect() as conn:
+        conn.execute(f"ALTER SYSTEM SET pipeline_ingest.launcher_naptime = {int(seconds)}")
+        conn.execute("SELECT pg_reload_conf()")
+    wait_until(lambda: scalar("postgres", "SHOW pipeline_ingest.launcher_naptime") == f"{int(seconds)}s", timeout=10,
+               what=f"launcher_naptime = {int(seconds)}s after reload")
+    try:
+        yield
+    finally:
+        with pg_connect() as conn:
+            conn.execute("ALTER SYSTEM RESET pipeline_ingest.launcher_naptime")
+            conn.execute("SELECT pg_reload_conf()")
+
+
+def producer_pids(db: str) -> list[int]:
+    """The pids of the database's producer worker (none or one)."""
+    return [r[0] for r in query(db, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pipeline_kafka producer' "
+                                    "AND datname = current_database()")]
+
+
+@contextlib.contextmanager
 def fresh_db(name: Optional[str] = None, extension: bool = True) -> Iterator[str]:
     """Create a new database (with CREATE EXTENSION pipeline_ingest); drop it WITH (FORCE) after."""
     name = name or unique_name("pidb")

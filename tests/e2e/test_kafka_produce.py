@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 import psycopg
 import pytest
 
-from pihelpers import (KAFKA_BOOTSTRAP, consume_all, kafka_start, kafka_stop, pg_connect, pg_kill9_all,
-                       pg_kill9_postmaster, pg_start, query, scalar, topic_message_count, unique_name,
-                       wait_topic_count, wait_until, watermark_consumer)
+from pihelpers import (KAFKA_BOOTSTRAP, consume_all, kafka_start, kafka_stop, launcher_naptime, pg_connect,
+                       pg_kill9_all, pg_kill9_postmaster, pg_start, query, scalar, topic_message_count,
+                       unique_name, wait_topic_count, wait_until, watermark_consumer)
 
 PRODUCE_SIG = "pipeline_kafka.produce_message(text, bytea, integer, bytea, jsonb, timestamptz)"
 
@@ -31,22 +31,8 @@ PRODUCE_SIG = "pipeline_kafka.produce_message(text, bytea, integer, bytea, jsonb
 def fast_launcher():
     """launcher_naptime = 1 s for this module, so a new database's supervisor and producer start
     within a second or two instead of up to 10 s (60 s when a probe raced CREATE EXTENSION)."""
-    with pg_connect() as conn:
-        conn.execute("ALTER SYSTEM SET pipeline_ingest.launcher_naptime = 1")
-        conn.execute("SELECT pg_reload_conf()")
-    wait_until(lambda: scalar("postgres", "SHOW pipeline_ingest.launcher_naptime") == "1s", timeout=10,
-               what="launcher_naptime = 1s after reload")
-    try:
+    with launcher_naptime(1):
         yield
-    finally:
-        with pg_connect() as conn:
-            conn.execute("ALTER SYSTEM RESET pipeline_ingest.launcher_naptime")
-            conn.execute("SELECT pg_reload_conf()")
-
-
-def producer_pids(db: str) -> list[int]:
-    return [r[0] for r in query(db, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pipeline_kafka producer' "
-                                    "AND datname = current_database()")]
 
 
 def supervisor_pids(db: str) -> list[int]:

@@ -13,30 +13,16 @@ import time
 
 import pytest
 
-from pihelpers import (KAFKA_BOOTSTRAP, consume_all, pg_connect, query, scalar, topic_message_count, wait_until,
-                       watermark_consumer)
+from pihelpers import (KAFKA_BOOTSTRAP, consume_all, launcher_naptime, pg_connect, producer_pids, query, scalar,
+                       topic_message_count, wait_until, watermark_consumer)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def fast_launcher():
     """launcher_naptime = 1 s for this module, so the supervisor (and so the producer after the
     crash restart) starts within a second or two."""
-    with pg_connect() as conn:
-        conn.execute("ALTER SYSTEM SET pipeline_ingest.launcher_naptime = 1")
-        conn.execute("SELECT pg_reload_conf()")
-    wait_until(lambda: scalar("postgres", "SHOW pipeline_ingest.launcher_naptime") == "1s", timeout=10,
-               what="launcher_naptime = 1s after reload")
-    try:
+    with launcher_naptime(1):
         yield
-    finally:
-        with pg_connect() as conn:
-            conn.execute("ALTER SYSTEM RESET pipeline_ingest.launcher_naptime")
-            conn.execute("SELECT pg_reload_conf()")
-
-
-def producer_pids(db: str) -> list[int]:
-    return [r[0] for r in query(db, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pipeline_kafka producer' "
-                                    "AND datname = current_database()")]
 
 
 def prepare(db: str) -> None:
