@@ -3,8 +3,9 @@
 //! assignment from stored offsets, bounded prefetch; with a group_id, committed offsets are also
 //! committed to the group coordinator for Kafka's lag tools).
 //!
-//! librdkafka runs its own threads; everything here is called from the worker's main thread and
-//! never calls back into PostgreSQL.
+//! librdkafka runs its own threads; everything here is called from the worker's main thread
+//! (the worker's reader thread, kafka_reader.rs, only polls the consumer queue) and never calls
+//! back into PostgreSQL.
 
 use super::kafka_reader::Delivery;
 use super::Source;
@@ -15,7 +16,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use std::sync::{Arc, Mutex};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -305,15 +306,10 @@ impl Probe {
                     Some(Ok(m)) => {
                         last = std::time::Instant::now();
                         at_end.remove(&m.partition());
-                        out.push(BatchMessage {
-                            pos: KafkaPos { partition: m.partition(), offset: m.offset() },
-                            key: m.key().map(<[u8]>::to_vec),
-                            payload: m.payload().map(<[u8]>::to_vec),
-                            timestamp_ms: m.timestamp().to_millis(),
-                            headers: m.headers().map(|h| {
-                                h.iter().map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec))).collect()
-                            }),
-                        });
+                        let mut msg = blank_message();
+                        // SAFETY: `m` is a live message without an error (errors come as Err).
+                        unsafe { copy_message(&*m.ptr(), &mut msg) };
+                        out.push(msg);
                     }
                     Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                         at_end.insert(p);
@@ -384,6 +380,11 @@ fn topic_partitions(consumer: &Client, topic: &str, timeout: Duration) -> Result
     }
     ids.sort_unstable();
     Ok(ids)
+}
+
+/// A message to copy into (every field is overwritten by `copy_message`).
+pub(super) fn blank_message() -> BatchMessage {
+    BatchMessage { pos: KafkaPos { partition: 0, offset: 0 }, key: None, payload: None, timestamp_ms: None, headers: None }
 }
 
 /// Copies a fetched librdkafka message (not an error) into `out`, reusing its buffers (a recycled

@@ -10,7 +10,7 @@
 //! before the reassignment carries the old epoch and is dropped by the main thread (librdkafka
 //! delivers it again from the committed offset), and one polled after carries the new one.
 
-use ingest_core::batch::{KafkaPos, Message as BatchMessage};
+use ingest_core::batch::Message as BatchMessage;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -137,10 +137,6 @@ impl Drop for Reader {
     }
 }
 
-fn blank() -> BatchMessage {
-    BatchMessage { pos: KafkaPos { partition: 0, offset: 0 }, key: None, payload: None, timestamp_ms: None, headers: None }
-}
-
 fn wake(fd: i32) {
     // SAFETY: writing one byte from a local to a non-blocking pipe the source owns (kept open
     // until the reader has been joined); a full pipe already means "wake up".
@@ -242,7 +238,7 @@ unsafe fn take_event(
                     errors.push(format!("Kafka: {e}"));
                     continue;
                 }
-                let mut out = stash.pop().unwrap_or_else(blank);
+                let mut out = stash.pop().unwrap_or_else(super::kafka::blank_message);
                 super::kafka::copy_message(&*m, &mut out);
                 chunk.push(out);
             },
