@@ -306,6 +306,23 @@ def create_topic(name: str, partitions: int = 1, timeout: float = 30.0, config: 
     fut[name].result(timeout=timeout)
     wait_until(lambda: topic_partitions(name) == partitions, timeout=timeout,
                what=f"topic {name} to have {partitions} partitions with leaders")
+    _wait_partitions_serving(name, range(partitions), timeout)
+
+
+def _wait_partitions_serving(name: str, partitions: Iterable[int], timeout: float) -> None:
+    """Wait until the broker answers a watermark request for each partition.
+
+    The metadata names a leader a moment before that broker serves the partition: a request in
+    between fails with NOT_LEADER_FOR_PARTITION (seen in CI right after create_topic)."""
+    from confluent_kafka import TopicPartition
+    c = watermark_consumer()
+    try:
+        for p in partitions:
+            # wait_until counts the KafkaException of a partition not served yet as "not yet"
+            wait_until(lambda p=p: c.get_watermark_offsets(TopicPartition(name, p), timeout=5) is not None,
+                       timeout=timeout, interval=0.05, what=f"partition {p} of topic {name} to be served")
+    finally:
+        c.close()
 
 
 def delete_topic(name: str, timeout: float = 30.0) -> None:
@@ -322,6 +339,7 @@ def add_partitions(name: str, total: int, timeout: float = 30.0) -> None:
     fut[name].result(timeout=timeout)
     wait_until(lambda: topic_partitions(name) == total, timeout=timeout,
                what=f"topic {name} to have {total} partitions")
+    _wait_partitions_serving(name, range(total), timeout)
 
 
 def _b(v: Any) -> Optional[bytes]:
