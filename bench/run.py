@@ -15,6 +15,8 @@ Cases (--only takes a comma-separated list of these names):
   seed-copy    the same consumer, each batch one COPY FROM STDIN through psycopg and a commit
   deadletters  csv with 1% bad messages, against the clean csv run (same settings)
   produce      produce_message x100k in one transaction: SQL time, COMMIT -> all in the topic
+  outbox       produce_message x1M in one transaction: the producer worker's memory while it
+               drains a 1M-row outbox
   emit         emit_tuple: one INSERT of 100k rows into a table with the trigger, same clocks
   latency      a 1k msg/s stream with default consumer settings: produce -> row visible, p50/p99
   rss          consumer worker peak RSS while it drains a backlog of 10M messages (defaults)
@@ -43,7 +45,7 @@ CONSUMER = "pipeline_kafka consumer"
 PRODUCER = "pipeline_kafka producer"
 SEED_BATCH = 50_000
 CASES = ["copy", "csv", "json", "csv2", "wide", "seed-insert", "seed-copy", "deadletters", "produce", "emit",
-         "latency", "rss", "kinesis"]
+         "outbox", "latency", "rss", "kinesis"]
 # Cases measured on both table definitions (--tables); the others on the plain table only.
 TABLE_CASES = {"copy", "csv", "json", "csv2", "wide", "seed-insert", "seed-copy", "deadletters"}
 # Cases whose ratio is taken against COPY of the narrow rows (measured in every run they are in).
@@ -60,6 +62,7 @@ LABELS = {
     "deadletters": "csv, 1% bad messages",
     "produce": "produce_message, one transaction",
     "emit": "emit_tuple, one INSERT",
+    "outbox": "produce_message, a 1M-row outbox",
     "latency": "latency at {rate} msg/s, defaults",
     "rss": "csv draining a backlog, defaults",
     "kinesis": "Kinesis (kinesalite), 1 shard, defaults",
@@ -105,6 +108,7 @@ class Bench:
         self.n = scaled(args.rows, s, 1000)
         self.n_backlog = scaled(args.backlog, s, 10_000)
         self.n_produce = scaled(args.produce_messages, s, 1000)
+        self.n_outbox = scaled(args.outbox_messages, s, 1000)
         self.n_kinesis = scaled(args.kinesis_records, s, 1000)
         self.latency_s = max(3.0, args.latency_seconds * s)
         self.only = set(args.only)
@@ -324,11 +328,11 @@ class Bench:
             self.conn.execute(f"DROP TABLE {t}")
         return dict(seconds=seconds, rate=n / seconds)
 
-    def produce(self, how: str) -> dict:
+    def produce(self, how: str, n: Optional[int] = None) -> dict:
         """n messages from one backend in one transaction: the transaction's own time (SQL), and
         from COMMIT until all are in the topic (delivery: the producer worker drains the outbox).
         One message is produced and delivered first, so the producer worker is running."""
-        conn, n = self.conn, self.n_produce
+        conn, n = self.conn, n or self.n_produce
         topic = self.new_topic("bench_produce")
         ph.create_topic(topic, self.args.produce_partitions)
         t = self.name(how, "plain")
@@ -349,7 +353,21 @@ class Bench:
                     conn.execute("SELECT count(pipeline_kafka.produce_message(%s, convert_to('msg-' || i, 'UTF8'))) "
                                  "FROM generate_series(1, %s) i", (topic, n))
             sql_s = time.perf_counter() - t0
-            ph.wait_topic_count(topic, n + 1, timeout=max(300.0, n / 500), interval=0.02)
+            # Until all are in the topic: the watermarks and the producer worker's private memory
+            # (RssAnon: without the shared buffers it touched), every 20 ms.
+            pids = backend_pids(conn, PRODUCER)
+            private = 0
+            counter = ph.watermark_consumer()
+            try:
+                def delivered() -> bool:
+                    nonlocal private, pids
+                    pids = backend_pids(conn, PRODUCER) or pids
+                    private = max(private, private_rss_kb(pids))
+                    return ph.topic_message_count(topic, counter) >= n + 1
+                ph.wait_until(delivered, timeout=max(300.0, n / 500), interval=0.02,
+                              what=f"{n + 1:,} messages in topic {topic}")
+            finally:
+                counter.close()
             all_s = time.perf_counter() - t0
             ph.wait_until(lambda: conn.execute("SELECT count(*) FROM pipeline_kafka.outbox WHERE topic = %s",
                                                (topic,)).fetchone()[0] == 0,
@@ -364,7 +382,7 @@ class Bench:
             ph.delete_topic(topic)
             self.topics.remove(topic)
         return dict(seconds=all_s, rate=n / all_s, sql_s=sql_s, sql_rate=n / sql_s, delivery_s=all_s - sql_s,
-                    producer_rss_mib=rss / 1024)
+                    producer_rss_mib=rss / 1024, producer_private_mib=private / 1024)
 
     def latency(self) -> dict:
         """A stream of `latency_rate` messages/s (one partition, consumer with default settings):
@@ -474,6 +492,8 @@ class Bench:
                 self.record("produce", "plain", lambda: self.produce("produce"))
             if self.want("emit"):
                 self.record("emit", "plain", lambda: self.produce("emit"))
+            if self.want("outbox"):
+                self.record("outbox", "plain", lambda: self.produce("outbox", self.n_outbox))
             if self.want("latency"):
                 self.record("latency", "plain", self.latency)
             if self.want("rss"):
@@ -487,17 +507,17 @@ class Bench:
     def table_rows(self) -> list[list[str]]:
         out: list[list[str]] = []
         order = ["copy", "csv", "json", "csv2", "deadletters", "seed-insert", "seed-copy", "copy-wide", "wide",
-                 "rss", "kinesis", "produce", "emit", "latency"]
+                 "rss", "kinesis", "produce", "emit", "outbox", "latency"]
         variants = list(self.args.tables) + (["plain"] if "plain" not in self.args.tables else [])
         sizes = {"rss": self.n_backlog, "kinesis": self.n_kinesis, "produce": self.n_produce,
-                 "emit": self.n_produce, "latency": int(self.latency_s * self.args.latency_rate)}
+                 "emit": self.n_produce, "outbox": self.n_outbox, "latency": int(self.latency_s * self.args.latency_rate)}
         for case in order:
             for v in variants:
                 key = (case, v)
                 if key not in self.results and key not in self.errors:
                     continue
                 label = LABELS[case].format(rate=f"{self.args.latency_rate:,}")
-                tbl = {"produce": "—", "emit": "primary key", "latency": "primary key"}.get(
+                tbl = {"produce": "—", "outbox": "—", "emit": "primary key", "latency": "primary key"}.get(
                     case, "primary key" if v == "pk" else "no index")
                 n = f"{sizes.get(case, self.n):,}"
                 if key in self.errors and key not in self.results:
@@ -539,11 +559,13 @@ class Bench:
                     clean = median([r["rate"] for r in self.results[("csv", v)]])
                     note.insert(0, f"{med / clean:.2f} of clean csv (cost {100 * (1 - med / clean):.0f}%), "
                                    f"{self.n_bad:,} dead letters")
-                if case in ("produce", "emit"):
+                if case in ("produce", "emit", "outbox"):
                     note.insert(0, f"SQL {median([r['sql_s'] for r in runs]):.2f} s = "
                                    f"{rate(median([r['sql_rate'] for r in runs]))} msg/s; COMMIT → all in topic "
                                    f"{median([r['delivery_s'] for r in runs]):.2f} s; producer worker peak RSS "
-                                   f"{max(r['producer_rss_mib'] for r in runs):.0f} MiB")
+                                   f"{max(r['producer_rss_mib'] for r in runs):.0f} MiB, of it private (RssAnon, "
+                                   f"sampled every 20 ms while delivering) at most "
+                                   f"{max(r['producer_private_mib'] for r in runs):.0f} MiB")
                 if case == "kinesis":
                     note.insert(0, f"CPU: kinesalite {100 * median([r['kinesalite_cpu'] for r in runs]):.0f}% of a "
                                    f"core, workers {100 * median([r['workers_cpu'] for r in runs]):.0f}%")
@@ -568,6 +590,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000, help="messages per throughput case (before --scale)")
     ap.add_argument("--backlog", type=int, default=10_000_000, help="messages of the rss case (before --scale)")
     ap.add_argument("--produce-messages", type=int, default=100_000, help="produce / emit (before --scale)")
+    ap.add_argument("--outbox-messages", type=int, default=1_000_000, help="outbox case (before --scale)")
     ap.add_argument("--kinesis-records", type=int, default=100_000, help="kinesis case (before --scale)")
     ap.add_argument("--latency-seconds", type=float, default=30.0, help="latency stream length (before --scale; >= 3)")
     ap.add_argument("--latency-rate", type=int, default=1000, help="latency stream, messages per second")

@@ -1,5 +1,5 @@
 """Producing in bulk (issue 10): the producer worker sends a transaction's 100k messages in passes
-of up to 100k (all queued before their delivery reports are awaited) and deletes the delivered
+of up to 50k (all queued before their delivery reports are awaited) and deletes the delivered
 rows by id ranges. These tests check what that must not change: every committed message arrives,
 once unless the worker died between the broker's acknowledgement and the delete (then it arrives
 again after the restart), only committed ones, and in outbox order per partition.
