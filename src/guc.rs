@@ -17,6 +17,13 @@ pub static MAX_WORKERS_PER_DATABASE: GucSetting<i32> = GucSetting::<i32>::new(8)
 /// Whether a consumer commits its batch as soon as the source has nothing more available right
 /// now (on), or only when the batch is full or its timeout has passed (off: pipeline_kafka's way).
 pub static FLUSH_WHEN_CAUGHT_UP: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// The most bytes of messages one consumer batch may hold, in kB, whatever its maxbytes; its
+/// batchsize is capped at this / `MESSAGE_COST` messages. Set in the server's configuration: it
+/// bounds what any role's consumer makes its worker hold.
+pub static MAX_BATCH_BYTES_KB: GucSetting<i32> = GucSetting::<i32>::new(256 * 1024);
+/// Bytes of bookkeeping one message in a batch costs besides its key and value (the message, its
+/// prepared item, allocator overhead, rounded up): `max_batch_bytes` bounds a batch's count too.
+pub const MESSAGE_COST: usize = 256;
 
 pub fn init() {
     GucRegistry::define_string_guc(
@@ -78,8 +85,25 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"pipeline_ingest.max_batch_bytes",
+        c"The most bytes of messages one consumer batch may hold, whatever its maxbytes.",
+        c"Caps every consumer's maxbytes, and its batchsize at this divided by 256 (the bookkeeping \
+          a message costs), so that no role's consumer makes its worker hold more memory. Batches \
+          follow a reload; librdkafka's prefetch, bounded by the same figure, a worker restart.",
+        &MAX_BATCH_BYTES_KB,
+        64,
+        2_097_151,
+        GucContext::Sighup,
+        GucFlags::UNIT_KB,
+    );
     // SAFETY: called from _PG_init in the postmaster.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"pipeline_ingest".as_ptr()) };
+}
+
+/// `pipeline_ingest.max_batch_bytes` in bytes.
+pub fn max_batch_bytes() -> usize {
+    MAX_BATCH_BYTES_KB.get().max(64) as usize * 1024
 }
 
 pub fn launcher_database() -> String {

@@ -77,7 +77,7 @@ pub extern "C-unwind" fn pipeline_kafka_worker_main(_arg: pg_sys::Datum) {
         partitioned: consumer.partitioned,
     };
     let Some(target) = target_of(&catalog, &args, settings) else { return };
-    let Some(source) = connect(&args, &consumer, &catalog, &brokers, &broker_config, &stored, target.limits.max_bytes) else {
+    let Some(source) = connect(&args, &consumer, &catalog, &brokers, &broker_config, &stored, target.limits_now().max_bytes) else {
         return;
     };
     log!(

@@ -65,14 +65,16 @@ pub fn interrupt_pending() -> bool {
 }
 
 /// Reloads postgresql.conf when SIGHUP arrived.
-pub fn reload_config_if_requested() {
+pub fn reload_config_if_requested() -> bool {
     // SAFETY: flag read/reset and config reload in the main thread, outside a transaction.
     unsafe {
         if std::ptr::read_volatile(&raw const pg_sys::ConfigReloadPending) != 0 {
             std::ptr::write_volatile(&raw mut pg_sys::ConfigReloadPending, 0);
             pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
+            return true;
         }
     }
+    false
 }
 
 /// Waits on the latch (and `fd` when given) for at most `timeout`. Exits the process if the

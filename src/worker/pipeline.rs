@@ -84,6 +84,7 @@ pub struct Target {
     pub columns: Option<Vec<String>>,
     pub on_error: OnError,
     pub max_dead_letters: Option<i32>,
+    /// As the consumer asks; `limits_now` applies the server's cap.
     pub limits: Limits,
     /// The topic or stream (for metadata columns and transforms).
     pub source_name: String,
@@ -91,6 +92,19 @@ pub struct Target {
     pub features: Features,
     /// A stream-partitioned consumer: each message's key names its relation (`relid` is invalid).
     pub partitioned: bool,
+}
+
+impl Target {
+    /// The consumer's batch limits under `pipeline_ingest.max_batch_bytes` as it is now: at most
+    /// that many bytes of messages, and that / `MESSAGE_COST` messages, whatever the consumer asks.
+    pub fn limits_now(&self) -> Limits {
+        let cap = crate::guc::max_batch_bytes();
+        Limits {
+            max_messages: self.limits.max_messages.min(cap / crate::guc::MESSAGE_COST).max(1),
+            max_bytes: self.limits.max_bytes.min(cap),
+            max_wait: self.limits.max_wait,
+        }
+    }
 }
 
 /// A consumer worker's start arguments (bgw_extra): "dboid consumer index generation".
@@ -226,14 +240,16 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
 
     pub fn run(&mut self) {
         let mut batch: Batch<S::Pos> = Batch::default();
-        let limits = self.target.limits;
+        let mut limits = self.target.limits_now();
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut last_refresh = Instant::now();
         let mut last_publish = Instant::now();
         self.publish(&BatchStats::new());
         self.note_streams();
         while !shutdown_requested() {
-            reload_config_if_requested();
+            if reload_config_if_requested() {
+                limits = self.target.limits_now();
+            }
             if !batch.is_full(&limits) {
                 self.source.fill(&mut batch, &limits);
             }

@@ -158,6 +158,79 @@ def test_allow_listed_settings_work_for_non_superusers(pg_role, fresh_db, topic_
         conn.execute("DROP TABLE t")
 
 
+@pytest.mark.timeout(60)
+def test_buffer_sizes_above_librdkafkas_defaults_are_for_superusers(pg_role, fresh_db, topic_factory):
+    """Allow-listed settings that size the client's buffers are capped for other roles at
+    librdkafka's defaults (42501 above them, aliases and strings included); superusers may go
+    above."""
+    r = pg_role()
+    topic = topic_factory(1)
+    with pg_connect(fresh_db) as conn:
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", [KAFKA_BOOTSTRAP])
+        _table_owned_by(conn, r)
+        conn.execute(f'SET ROLE "{r}"')
+        for config in ({"queued.min.messages": 10_000_000}, {"queued.min.messages": "1e7"},
+                       {"max.partition.fetch.bytes": 1_000_000_000}, {"fetch.max.bytes": "2147483135"},
+                       {"receive.message.max.bytes": 2_147_483_647}, {"queued.max.messages.kbytes": 2_097_151}):
+            assert _sqlstate(conn, "SELECT pipeline_kafka.consume_begin(%s, 't', config := %s)",
+                             [topic, json.dumps(config)]) == "42501", config
+        _consume_begin(conn, topic, {"queued.min.messages": 100_000, "fetch.max.bytes": "52428800"})
+        conn.execute("SELECT pipeline_kafka.consume_end(%s, 't')", [topic])
+        conn.execute("RESET ROLE")
+        _consume_begin(conn, topic, {"queued.min.messages": 10_000_000})
+        conn.execute("SELECT pipeline_kafka.consume_end(%s, 't')", [topic])
+
+
+def _set_max_batch_bytes(value: str | None) -> None:
+    with pg_connect("postgres", autocommit=True) as conn:
+        if value is None:
+            conn.execute("ALTER SYSTEM RESET pipeline_ingest.max_batch_bytes")
+        else:
+            conn.execute(f"ALTER SYSTEM SET pipeline_ingest.max_batch_bytes = '{value}'")
+        conn.execute("SELECT pg_reload_conf()")
+    want = value or "256MB"
+    wait_until(lambda: scalar("postgres", "SHOW pipeline_ingest.max_batch_bytes") == want, timeout=10,
+               interval=0.05, what=f"pipeline_ingest.max_batch_bytes = {want}")
+
+
+def _most_rows_in_one_batch(db: str, table: str) -> int:
+    """A batch is one transaction: the most rows of `table` with the same xmin."""
+    return scalar(db, f"SELECT max(n) FROM (SELECT count(*) AS n FROM {table} GROUP BY xmin::text) b")
+
+
+@pytest.mark.timeout(180)
+def test_batches_stay_under_the_servers_cap_whatever_a_role_asks(pg_role, fresh_db, topic_factory):
+    """A role asking for batches of 2 billion messages and 2 GB gets no more than
+    pipeline_ingest.max_batch_bytes allows (lowered to 64kB here): that many bytes of messages per
+    batch (4 kB messages: 17 at most, the last one crossing the cap), and that / 256 messages
+    (small messages: 256). Without the cap a backlog goes in batches of thousands."""
+    r = pg_role()
+    big, small = topic_factory(1), topic_factory(1)
+    produce(big, [f"{i},{'x' * 4000}" for i in range(2000)])
+    produce(small, [f"{i},y" for i in range(20000)])
+    _set_max_batch_bytes("64kB")
+    try:
+        with pg_connect(fresh_db) as conn:
+            conn.execute("SELECT pipeline_kafka.add_broker(%s)", [KAFKA_BOOTSTRAP])
+            _table_owned_by(conn, r, "t")
+            _table_owned_by(conn, r, "u")
+            conn.execute(f'SET ROLE "{r}"')
+            for topic, table in ((big, "t"), (small, "u")):
+                conn.execute("SELECT pipeline_kafka.consume_begin(%s, %s, format := 'csv', start_offset := -2, "
+                             "batchsize := 2000000000, maxbytes := 2000000000)", [topic, table])
+            conn.execute("RESET ROLE")
+        wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM t") == 2000, timeout=120, what="2,000 rows in t")
+        wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM u") == 20000, timeout=120, what="20,000 rows in u")
+    finally:
+        _set_max_batch_bytes(None)
+    assert scalar(fresh_db, "SELECT count(DISTINCT id) FROM t") == 2000
+    assert scalar(fresh_db, "SELECT count(DISTINCT id) FROM u") == 20000
+    most_big, most_small = _most_rows_in_one_batch(fresh_db, "t"), _most_rows_in_one_batch(fresh_db, "u")
+    print(f"most rows in one batch: {most_big} of 4 kB, {most_small} small")
+    assert most_big <= 65536 // 4005 + 1, most_big
+    assert most_small <= 65536 // 256, most_small
+
+
 @pytest.mark.timeout(120)
 def test_superusers_may_give_file_settings(fresh_db, topic_factory):
     topic = topic_factory(1)

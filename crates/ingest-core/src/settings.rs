@@ -70,6 +70,24 @@ pub const ALLOWED_FOR_ALL: &[&str] = &[
     "topic.metadata.refresh.interval.ms",
 ];
 
+/// Ceilings on the allow-listed settings that size the client's buffers, for roles that are not
+/// superusers: librdkafka's own defaults. Above them one consumer could make its worker hold
+/// gigabytes of prefetched messages and responses (librdkafka accepts up to 2 GB for each).
+pub const CEILINGS: &[(&str, f64)] = &[
+    ("fetch.max.bytes", 52_428_800.0),
+    ("fetch.message.max.bytes", 52_428_800.0),
+    ("message.max.bytes", 52_428_800.0),
+    ("queued.max.messages.kbytes", 65_536.0),
+    ("queued.min.messages", 100_000.0),
+    ("receive.message.max.bytes", 100_000_000.0),
+];
+
+/// The ceiling of a setting for roles that are not superusers, if it has one.
+pub fn ceiling(name: &str) -> Option<f64> {
+    let real = resolve(GLOBAL_ALIASES, name);
+    CEILINGS.iter().find(|(k, _)| *k == real).map(|(_, c)| *c)
+}
+
 /// Bounds on what one settings object may hold (librdkafka's longest property name is about 50
 /// bytes; PEM certificate bundles are the longest values).
 pub const MAX_SETTINGS: usize = 200;
@@ -82,6 +100,8 @@ pub enum SettingError {
     Reserved(String),
     #[error("setting \"{0}\" may only be given by a superuser")]
     NotAllowed(String),
+    #[error("setting \"{0}\" above {1} may only be given by a superuser")]
+    AboveCeiling(String, u64),
     #[error("setting \"{0}\" must be a string, a number or a boolean")]
     BadValue(String),
     #[error("{0}")]
@@ -91,7 +111,7 @@ pub enum SettingError {
 impl SettingError {
     /// True for a refusal on privilege grounds (SQLSTATE 42501); the others are bad values (22023).
     pub fn is_privilege(&self) -> bool {
-        matches!(self, SettingError::NotAllowed(_))
+        matches!(self, SettingError::NotAllowed(_) | SettingError::AboveCeiling(..))
     }
 }
 
@@ -144,6 +164,19 @@ pub fn check(settings: &Map<String, Value>, any_setting: bool) -> Result<(), Set
         }
         if !any_setting && !allowed_for_all(k) {
             return Err(SettingError::NotAllowed(k.clone()));
+        }
+        if let (false, Some(max)) = (any_setting, ceiling(k)) {
+            // librdkafka reads these as decimal integers; anything that is not a finite number at
+            // most the ceiling is refused here (a string it would not parse is its own error).
+            let n = match v {
+                Value::Number(n) => n.to_string().parse::<f64>().ok(),
+                Value::String(s) => s.trim().parse::<f64>().ok(),
+                Value::Bool(_) => Some(0.0),
+                _ => None,
+            };
+            if !n.is_some_and(|n| n.is_finite() && n <= max) {
+                return Err(SettingError::AboveCeiling(k.clone(), max as u64));
+            }
         }
     }
     Ok(())
@@ -238,6 +271,25 @@ mod tests {
         assert_eq!(check(&attack, true), Ok(()));
         assert!(check(&obj(r#"{"sasl.mechanism": "PLAIN"}"#), false).unwrap_err().is_privilege());
         assert_eq!(check(&obj(r#"{"fetch.wait.max.ms": 50, "check.crcs": true}"#), false), Ok(()));
+    }
+
+    #[test]
+    fn buffer_sizes_are_capped_for_everyone_but_superusers() {
+        for (k, v) in [("queued.min.messages", "100001"), ("queued.min.messages", "\" 1e7\""),
+                       ("queued.max.messages.kbytes", "2097151"), ("fetch.max.bytes", "2147483135"),
+                       ("max.partition.fetch.bytes", "1000000000"), ("fetch.message.max.bytes", "\"inf\""),
+                       ("message.max.bytes", "1e9"), ("receive.message.max.bytes", "\"2147483647\""),
+                       ("queued.min.messages", "\"nan\""), ("queued.min.messages", "\"lots\"")] {
+            let o = obj(&format!(r#"{{"{k}": {v}}}"#));
+            let e = check(&o, false).unwrap_err();
+            assert!(matches!(e, SettingError::AboveCeiling(ref n, _) if n == k) && e.is_privilege(), "{k} {v}: {e:?}");
+            assert_eq!(check(&o, true), Ok(()), "{k} {v}");
+        }
+        for (k, v) in [("queued.min.messages", "100000"), ("queued.min.messages", "\"5000\""),
+                       ("max.partition.fetch.bytes", "1048576"), ("fetch.max.bytes", "52428800"),
+                       ("receive.message.max.bytes", "100000000"), ("fetch.wait.max.ms", "600000")] {
+            assert_eq!(check(&obj(&format!(r#"{{"{k}": {v}}}"#)), false), Ok(()), "{k} {v}");
+        }
     }
 
     #[test]
