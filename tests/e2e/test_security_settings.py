@@ -299,6 +299,37 @@ def test_worker_refuses_stored_settings_of_a_non_superuser_owner(pg_role, fresh_
             os.unlink(marker)
 
 
+@pytest.mark.timeout(120)
+def test_worker_refuses_a_stored_buffer_size_above_the_cap(pg_role, fresh_db, topic_factory):
+    """The same for a buffer-sizing setting above its cap (stored by a release without the caps):
+    the worker stops the consumer with the reason; consume_begin with a value within the cap
+    starts it again."""
+    r = pg_role()
+    topic = topic_factory(1)
+    produce(topic, ["1,a"])
+    with pg_connect(fresh_db) as conn:
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", [KAFKA_BOOTSTRAP])
+        _table_owned_by(conn, r)
+        conn.execute(f'SET ROLE "{r}"')
+        cid = _consume_begin(conn, topic, {}, start_offset=-2)
+        conn.execute("RESET ROLE")
+        wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM t") == 1, timeout=60, what="the first row")
+        conn.execute("UPDATE pipeline_kafka.consumers SET config = '{\"queued.min.messages\": 10000000}', "
+                     "generation = generation + 1 WHERE id = %s", [cid])
+        conn.execute("SELECT pipeline_kafka.consume_end()")
+        conn.execute("SELECT pipeline_kafka.consume_begin()")
+    wait_until(lambda: scalar(fresh_db, "SELECT last_error FROM pipeline_kafka.consumers WHERE id = %s "
+                                        "AND NOT enabled", [cid]), timeout=60, what="the consumer to be stopped")
+    error = scalar(fresh_db, "SELECT last_error FROM pipeline_kafka.consumers WHERE id = %s", [cid])
+    assert "\"queued.min.messages\" above 100000 may only be given by a superuser" in error, error
+    with pg_connect(fresh_db) as conn:
+        conn.execute(f'SET ROLE "{r}"')
+        _consume_begin(conn, topic, {"queued.min.messages": 1000})
+        conn.execute("RESET ROLE")
+    produce(topic, ["2,b"])
+    wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM t") == 2, timeout=60, what="the second row")
+
+
 @pytest.mark.timeout(180)
 def test_broker_changes_restart_running_consumers(fresh_db, topic_factory):
     """A consumer whose workers started with a wrong broker list ingests once the list is fixed,
