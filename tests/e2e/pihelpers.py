@@ -123,22 +123,36 @@ def drop_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def alter_system(name: str, value: Any) -> None:
+    """ALTER SYSTEM SET name = value (None: RESET) and reload the configuration."""
+    with pg_connect() as conn:
+        if value is None:
+            conn.execute(f"ALTER SYSTEM RESET {name}")
+        else:
+            conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+        conn.execute("SELECT pg_reload_conf()")
+
+
+@contextlib.contextmanager
+def server_setting(name: str, value: Any, shown: str) -> Iterator[None]:
+    """`name` = `value` in the server's configuration (reloaded; a new session shows `shown`) while
+    the block runs; reset after."""
+    alter_system(name, value)
+    try:
+        wait_until(lambda: scalar("postgres", f"SHOW {name}") == shown, timeout=10, interval=0.05,
+                   what=f"{name} = {shown} after reload")
+        yield
+    finally:
+        alter_system(name, None)
+
+
 @contextlib.contextmanager
 def launcher_naptime(seconds: int) -> Iterator[None]:
     """pipeline_ingest.launcher_naptime = `seconds` (reloaded) while the block runs, so a new
     database's supervisor (and its producer after a crash restart) starts within a second or two
     instead of up to 10 s; reset after."""
-    with pg_connect() as conn:
-        conn.execute(f"ALTER SYSTEM SET pipeline_ingest.launcher_naptime = {int(seconds)}")
-        conn.execute("SELECT pg_reload_conf()")
-    wait_until(lambda: scalar("postgres", "SHOW pipeline_ingest.launcher_naptime") == f"{int(seconds)}s", timeout=10,
-               what=f"launcher_naptime = {int(seconds)}s after reload")
-    try:
+    with server_setting("pipeline_ingest.launcher_naptime", int(seconds), f"{int(seconds)}s"):
         yield
-    finally:
-        with pg_connect() as conn:
-            conn.execute("ALTER SYSTEM RESET pipeline_ingest.launcher_naptime")
-            conn.execute("SELECT pg_reload_conf()")
 
 
 def producer_pids(db: str) -> list[int]:

@@ -9,16 +9,7 @@ import time
 
 import pytest
 
-from pihelpers import KAFKA_BOOTSTRAP, pg_connect, produce, query, scalar, wait_until
-
-
-def _setting(value: str | None) -> None:
-    with pg_connect("postgres", autocommit=True) as conn:
-        if value is None:
-            conn.execute("ALTER SYSTEM RESET pipeline_ingest.flush_when_caught_up")
-        else:
-            conn.execute(f"ALTER SYSTEM SET pipeline_ingest.flush_when_caught_up = {value}")
-        conn.execute("SELECT pg_reload_conf()")
+from pihelpers import KAFKA_BOOTSTRAP, pg_connect, produce, query, scalar, server_setting, wait_until
 
 
 @pytest.mark.timeout(120)
@@ -60,8 +51,7 @@ def test_a_backlog_goes_in_large_batches_bounded_by_batchsize(fresh_db, topic_fa
 @pytest.mark.timeout(120)
 def test_with_the_setting_off_a_lone_message_waits_for_the_timeout(fresh_db, topic_factory):
     topic = topic_factory(1)
-    _setting("off")
-    try:
+    with server_setting("pipeline_ingest.flush_when_caught_up", "off", "off"):
         with pg_connect(fresh_db) as conn:
             conn.execute("CREATE TABLE t (id int, v text)")
             conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
@@ -76,5 +66,3 @@ def test_with_the_setting_off_a_lone_message_waits_for_the_timeout(fresh_db, top
             # The batch of one message waited for its 4 s timeout (counted from when the worker
             # took the message, which is after it was produced).
             assert time.monotonic() - produced >= 3.5
-    finally:
-        _setting(None)

@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pihelpers import (KAFKA_BOOTSTRAP, log_since, log_size, pg_connect, produce, scalar, unique_name,
+from pihelpers import (KAFKA_BOOTSTRAP, log_since, log_size, pg_connect, produce, scalar, server_setting, unique_name,
                        wait_until)
 
 
@@ -181,18 +181,6 @@ def test_buffer_sizes_above_librdkafkas_defaults_are_for_superusers(pg_role, fre
         conn.execute("SELECT pipeline_kafka.consume_end(%s, 't')", [topic])
 
 
-def _set_max_batch_bytes(value: str | None) -> None:
-    with pg_connect("postgres", autocommit=True) as conn:
-        if value is None:
-            conn.execute("ALTER SYSTEM RESET pipeline_ingest.max_batch_bytes")
-        else:
-            conn.execute(f"ALTER SYSTEM SET pipeline_ingest.max_batch_bytes = '{value}'")
-        conn.execute("SELECT pg_reload_conf()")
-    want = value or "256MB"
-    wait_until(lambda: scalar("postgres", "SHOW pipeline_ingest.max_batch_bytes") == want, timeout=10,
-               interval=0.05, what=f"pipeline_ingest.max_batch_bytes = {want}")
-
-
 def _most_rows_in_one_batch(db: str, table: str) -> int:
     """A batch is one transaction: the most rows of `table` with the same xmin."""
     return scalar(db, f"SELECT max(n) FROM (SELECT count(*) AS n FROM {table} GROUP BY xmin::text) b")
@@ -208,8 +196,7 @@ def test_batches_stay_under_the_servers_cap_whatever_a_role_asks(pg_role, fresh_
     big, small = topic_factory(1), topic_factory(1)
     produce(big, [f"{i},{'x' * 4000}" for i in range(2000)])
     produce(small, [f"{i},y" for i in range(20000)])
-    _set_max_batch_bytes("64kB")
-    try:
+    with server_setting("pipeline_ingest.max_batch_bytes", "64kB", "64kB"):
         with pg_connect(fresh_db) as conn:
             conn.execute("SELECT pipeline_kafka.add_broker(%s)", [KAFKA_BOOTSTRAP])
             _table_owned_by(conn, r, "t")
@@ -221,8 +208,6 @@ def test_batches_stay_under_the_servers_cap_whatever_a_role_asks(pg_role, fresh_
             conn.execute("RESET ROLE")
         wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM t") == 2000, timeout=120, what="2,000 rows in t")
         wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM u") == 20000, timeout=120, what="20,000 rows in u")
-    finally:
-        _set_max_batch_bytes(None)
     assert scalar(fresh_db, "SELECT count(DISTINCT id) FROM t") == 2000
     assert scalar(fresh_db, "SELECT count(DISTINCT id) FROM u") == 20000
     most_big, most_small = _most_rows_in_one_batch(fresh_db, "t"), _most_rows_in_one_batch(fresh_db, "u")
@@ -267,31 +252,36 @@ def test_superuser_given_settings_run_for_a_consumer_owned_by_another_role(pg_ro
         conn.execute("SELECT pipeline_kafka.consume_end()")
 
 
+def _stored_settings_stop_the_consumer(db: str, role: str, topic: str, config: dict) -> str:
+    """A consumer of `topic` owned by `role` ingests a first row; then `config` is written into its
+    row without the check (as an older release could hold) and it is restarted: its worker must
+    stop it. Returns its last_error."""
+    produce(topic, ["1,a"])
+    with pg_connect(db) as conn:
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", [KAFKA_BOOTSTRAP])
+        _table_owned_by(conn, role)
+        conn.execute(f'SET ROLE "{role}"')
+        cid = _consume_begin(conn, topic, {}, start_offset=-2)
+        conn.execute("RESET ROLE")
+        wait_until(lambda: scalar(db, "SELECT count(*) FROM t") == 1, timeout=60, what="the first row")
+        conn.execute("UPDATE pipeline_kafka.consumers SET config = %s::jsonb, generation = generation + 1 "
+                     "WHERE id = %s", [json.dumps(config), cid])
+        conn.execute("SELECT pipeline_kafka.consume_end()")
+        conn.execute("SELECT pipeline_kafka.consume_begin()")
+    wait_until(lambda: scalar(db, "SELECT last_error FROM pipeline_kafka.consumers WHERE id = %s AND NOT enabled",
+                              [cid]), timeout=60, what="the consumer to be stopped")
+    return scalar(db, "SELECT last_error FROM pipeline_kafka.consumers WHERE id = %s", [cid])
+
+
 @pytest.mark.timeout(120)
 def test_worker_refuses_stored_settings_of_a_non_superuser_owner(pg_role, fresh_db, topic_factory):
     """Defence in depth: a consumer row owned by a role that is not a superuser, whose settings
     were written without the check (as a 0.1.0 database could hold), is stopped by its worker
     with the reason instead of handing the settings to librdkafka."""
-    r = pg_role()
-    topic = topic_factory(1)
-    produce(topic, ["1,a"])
     marker = f"/tmp/{unique_name('pi_kinit_marker')}"
     try:
-        with pg_connect(fresh_db) as conn:
-            conn.execute("SELECT pipeline_kafka.add_broker(%s)", [KAFKA_BOOTSTRAP])
-            _table_owned_by(conn, r)
-            conn.execute(f'SET ROLE "{r}"')
-            cid = _consume_begin(conn, topic, {}, start_offset=-2)
-            conn.execute("RESET ROLE")
-            wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM t") == 1, timeout=60, what="the first row")
-            attack = dict(KINIT_ATTACK, **{"sasl.kerberos.kinit.cmd": f"touch {marker}"})
-            conn.execute("UPDATE pipeline_kafka.consumers SET config = %s::jsonb, generation = generation + 1 "
-                         "WHERE id = %s", [json.dumps(attack), cid])
-            conn.execute("SELECT pipeline_kafka.consume_end()")
-            conn.execute("SELECT pipeline_kafka.consume_begin()")
-        wait_until(lambda: scalar(fresh_db, "SELECT last_error FROM pipeline_kafka.consumers WHERE id = %s "
-                                            "AND NOT enabled", [cid]), timeout=60, what="the consumer to be stopped")
-        error = scalar(fresh_db, "SELECT last_error FROM pipeline_kafka.consumers WHERE id = %s", [cid])
+        attack = dict(KINIT_ATTACK, **{"sasl.kerberos.kinit.cmd": f"touch {marker}"})
+        error = _stored_settings_stop_the_consumer(fresh_db, pg_role(), topic_factory(1), attack)
         assert "may only be given by a superuser" in error, error
         assert not os.path.exists(marker)
     finally:
@@ -304,23 +294,8 @@ def test_worker_refuses_a_stored_buffer_size_above_the_cap(pg_role, fresh_db, to
     """The same for a buffer-sizing setting above its cap (stored by a release without the caps):
     the worker stops the consumer with the reason; consume_begin with a value within the cap
     starts it again."""
-    r = pg_role()
-    topic = topic_factory(1)
-    produce(topic, ["1,a"])
-    with pg_connect(fresh_db) as conn:
-        conn.execute("SELECT pipeline_kafka.add_broker(%s)", [KAFKA_BOOTSTRAP])
-        _table_owned_by(conn, r)
-        conn.execute(f'SET ROLE "{r}"')
-        cid = _consume_begin(conn, topic, {}, start_offset=-2)
-        conn.execute("RESET ROLE")
-        wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM t") == 1, timeout=60, what="the first row")
-        conn.execute("UPDATE pipeline_kafka.consumers SET config = '{\"queued.min.messages\": 10000000}', "
-                     "generation = generation + 1 WHERE id = %s", [cid])
-        conn.execute("SELECT pipeline_kafka.consume_end()")
-        conn.execute("SELECT pipeline_kafka.consume_begin()")
-    wait_until(lambda: scalar(fresh_db, "SELECT last_error FROM pipeline_kafka.consumers WHERE id = %s "
-                                        "AND NOT enabled", [cid]), timeout=60, what="the consumer to be stopped")
-    error = scalar(fresh_db, "SELECT last_error FROM pipeline_kafka.consumers WHERE id = %s", [cid])
+    r, topic = pg_role(), topic_factory(1)
+    error = _stored_settings_stop_the_consumer(fresh_db, r, topic, {"queued.min.messages": 10_000_000})
     assert "\"queued.min.messages\" above 100000 may only be given by a superuser" in error, error
     with pg_connect(fresh_db) as conn:
         conn.execute(f'SET ROLE "{r}"')

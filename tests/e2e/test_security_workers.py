@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pihelpers import (KAFKA_BOOTSTRAP, consume_all, kafka_start, kafka_stop, pg_connect, pg_start, pg_stop,
+from pihelpers import (KAFKA_BOOTSTRAP, alter_system, consume_all, kafka_start, kafka_stop, pg_connect, pg_start, pg_stop,
                        produce, query, scalar, unique_name, wait_topic_count, wait_until)
 
 CONSUMER = "pipeline_kafka consumer"
@@ -54,15 +54,6 @@ def wait_rows(db: str, table: str, n: int, timeout: float = 60.0) -> None:
 def states(db: str, consumer_id: int) -> set[tuple]:
     return set(query(db, "SELECT state, last_error FROM pipeline_kafka.consumer_status WHERE consumer_id = %s",
                      [consumer_id]))
-
-
-def set_guc(name: str, value: Any) -> None:
-    with pg_connect() as conn:
-        if value is None:
-            conn.execute(f"ALTER SYSTEM RESET {name}")
-        else:
-            conn.execute(f"ALTER SYSTEM SET {name} = {value}")
-        conn.execute("SELECT pg_reload_conf()")
 
 
 def assert_sqlstate(conn: psycopg.Connection, sql: str, sqlstate: str, params=None) -> psycopg.Error:
@@ -120,7 +111,7 @@ def test_partition_added_later_gets_its_worker(fresh_db, topic_factory):
     topic = topic_factory(1)
     produce(topic, ["p0"], partition=0)
     setup_db(db, ["t"])
-    set_guc("pipeline_ingest.metadata_refresh", 1)
+    alter_system("pipeline_ingest.metadata_refresh", 1)
     try:
         consume_begin(db, topic, "t", parallelism=4)
         wait_rows(db, "t", 1)
@@ -132,7 +123,7 @@ def test_partition_added_later_gets_its_worker(fresh_db, topic_factory):
         assert sorted(r[0] for r in query(db, "SELECT v FROM t")) == ["p0", "p1", "p2"]
         wait_until(lambda: len(pids(db, CONSUMER)) == 3, timeout=10, what="three workers")
     finally:
-        set_guc("pipeline_ingest.metadata_refresh", None)
+        alter_system("pipeline_ingest.metadata_refresh", None)
 
 
 @pytest.mark.timeout(180)
@@ -144,7 +135,7 @@ def test_worker_budget_per_database(fresh_db, topic_factory):
     produce(t1, ["1", "2"])
     produce(t2, ["3", "4"])
     setup_db(db, ["a", "b"])
-    set_guc("pipeline_ingest.max_workers_per_database", 1)
+    alter_system("pipeline_ingest.max_workers_per_database", 1)
     try:
         wait_until(lambda: scalar("postgres", "SHOW pipeline_ingest.max_workers_per_database") == "1", timeout=10,
                    what="the budget after reload")
@@ -159,7 +150,7 @@ def test_worker_budget_per_database(fresh_db, topic_factory):
         assert len(pids(db, CONSUMER)) == 1
         assert {s for s, _ in states(db, c1)} == {"running"}
     finally:
-        set_guc("pipeline_ingest.max_workers_per_database", None)
+        alter_system("pipeline_ingest.max_workers_per_database", None)
     wait_rows(db, "b", 2)
     wait_until(lambda: states(db, c2) == {("running", None)}, timeout=20, what="consumer 2 running, no error")
 
@@ -173,7 +164,7 @@ def test_budget_keeps_a_slot_for_the_producer(fresh_db, topic_factory):
     produce(t1, ["1"])
     produce(t2, ["2"])
     setup_db(db, ["a", "b"])
-    set_guc("pipeline_ingest.max_workers_per_database", 2)
+    alter_system("pipeline_ingest.max_workers_per_database", 2)
     try:
         wait_until(lambda: scalar("postgres", "SHOW pipeline_ingest.max_workers_per_database") == "2", timeout=10,
                    what="the budget after reload")
@@ -188,7 +179,7 @@ def test_budget_keeps_a_slot_for_the_producer(fresh_db, topic_factory):
         assert [m["value"] for m in consume_all(out, min_messages=1)] == [b"through the kept slot"]
         assert scalar(db, "SELECT count(*) FROM b") == 0
     finally:
-        set_guc("pipeline_ingest.max_workers_per_database", None)
+        alter_system("pipeline_ingest.max_workers_per_database", None)
     wait_rows(db, "b", 1)
 
 
