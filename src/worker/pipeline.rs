@@ -233,6 +233,14 @@ pub struct Pipeline<S: Source, C: ConsumerCatalog<Pos = S::Pos>> {
     error_recorded_at: Option<Instant>,
 }
 
+/// How long a worker goes on with a source that keeps failing (its errors, or its periodic
+/// metadata check) without a batch committed, before it leaves so that the supervisor starts it
+/// again with a new client. A librdkafka client whose broker restarted was seen never to connect
+/// again (no socket, partitions not yet read left unfetched): a new client resumes from the
+/// committed offsets, so nothing is lost or repeated. During a real outage the new worker waits
+/// in its connect loop, showing the error, as before.
+const SOURCE_RESTART_AFTER: Duration = Duration::from_secs(90);
+
 impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
     pub fn new(target: Target, source: S, catalog: C) -> Self {
         Pipeline { target, source, catalog, error_shown: None, error_recorded_at: None }
@@ -244,6 +252,8 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut last_refresh = Instant::now();
         let mut last_publish = Instant::now();
+        // Since when the source has been failing with no batch committed (None: it is fine).
+        let mut failing_since: Option<Instant> = None;
         self.publish(&BatchStats::new());
         self.note_streams();
         while !shutdown_requested() {
@@ -255,6 +265,16 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
             }
             if let Some(e) = self.source.take_error() {
                 self.show_error(&e);
+                failing_since.get_or_insert_with(Instant::now);
+            }
+            if failing_since.is_some_and(|t| t.elapsed() >= SOURCE_RESTART_AFTER) {
+                log!(
+                    "{} worker {}: its source has failed for {} s with no batch committed; leaving to start again with a new client",
+                    self.catalog.label(),
+                    self.target.index,
+                    SOURCE_RESTART_AFTER.as_secs()
+                );
+                return;
             }
             let now = Instant::now();
             let pending = self.source.pending_checkpoints();
@@ -279,6 +299,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                         self.publish(&stats);
                         batch.clear();
                         backoff.reset();
+                        failing_since = None;
                     }
                     Err(BatchError::Superseded(why)) | Err(BatchError::Stop(why)) => {
                         log!("{} worker {} stops: {why}", self.catalog.label(), self.target.index);
@@ -306,11 +327,20 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                 let result = self.source.maintain();
                 self.note_streams();
                 match result {
-                    Err(e) => self.show_error(&e),
+                    Err(e) => {
+                        self.show_error(&e);
+                        failing_since.get_or_insert_with(Instant::now);
+                    }
                     // A round trip to the server worked and no batch is pending (the batch is
-                    // empty), so a connection error shown earlier is over even if nothing came since.
-                    Ok(()) if self.error_shown.is_some() && !self.source_error_pending() => self.clear_error(),
-                    Ok(()) => {}
+                    // empty), so a connection error shown earlier is over even if nothing came since
+                    // (unless the source reports one again).
+                    Ok(()) if self.error_shown.is_some() => {
+                        if !self.source_error_pending() {
+                            self.clear_error();
+                            failing_since = None;
+                        }
+                    }
+                    Ok(()) => failing_since = None,
                 }
             }
             if last_publish.elapsed() >= Duration::from_secs(1) {

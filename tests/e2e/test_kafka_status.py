@@ -8,8 +8,8 @@ import time
 import psycopg
 import pytest
 
-from pihelpers import (KAFKA_BOOTSTRAP, create_topic, delete_topic, kafka_start, kafka_stop, pg_connect, produce,
-                       scalar, wait_until)
+from pihelpers import (KAFKA_BOOTSTRAP, create_topic, delete_topic, kafka_start, kafka_stop, log_since, log_size,
+                       pg_connect, produce, scalar, wait_until)
 
 
 def _status(db: str) -> list[dict]:
@@ -105,6 +105,37 @@ def test_broker_outage_during_large_ingest(fresh_db, topic_factory):
         assert scalar(fresh_db, "SELECT count(DISTINCT id) FROM t") == n
         wait_until(lambda: all(r["lag"] == 0 and r["state"] == "running" and r["last_error"] is None
                                for r in _status(fresh_db)), timeout=60, what="lag 0 and the error cleared")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_a_worker_whose_source_keeps_failing_starts_again_with_a_new_client(fresh_db, topic_factory):
+    """With the broker down for more than 90 s and no batch committed, the worker leaves (logging
+    why) and the supervisor starts it again with a new librdkafka client: a client whose broker had
+    restarted was seen to never connect again. The new worker waits out the outage, then every
+    message arrives exactly once."""
+    topic = topic_factory(1)
+    produce(topic, [f"{i},before" for i in range(1000)])
+    with pg_connect(fresh_db) as conn:
+        conn.execute("CREATE TABLE t (id bigint, v text)")
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
+        conn.execute("SELECT pipeline_kafka.consume_begin(%s, 't', format := 'csv', start_offset := -2)", (topic,))
+    wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM t") == 1000, timeout=60, what="1,000 rows")
+    first = scalar(fresh_db, "SELECT worker_pid FROM pipeline_kafka.consumer_status")
+    since = log_size()
+    kafka_stop()
+    try:
+        wait_until(lambda: "leaving to start again with a new client" in log_since(since), timeout=180, interval=1,
+                   what="the worker to leave")
+        # The new worker waits for the broker in its connect loop (not in consumer_status yet).
+        wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
+                                            "'pipeline_kafka consumer' AND datname = current_database() AND pid <> %s",
+                                  (first,)) == 1, timeout=60, what="a new worker")
+    finally:
+        kafka_start()
+    produce(topic, [f"{i},after" for i in range(1000, 2000)])
+    wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM t") == 2000, timeout=120, what="2,000 rows")
+    assert scalar(fresh_db, "SELECT count(DISTINCT id) FROM t") == 2000
 
 
 @pytest.mark.timeout(120)
