@@ -1,0 +1,41 @@
+-- pipeline_ingest 0.5.0 -> 0.6.0 (ALTER EXTENSION pipeline_ingest UPDATE).
+-- Every schema change of 0.6.0 is here as well as in catalog.sql / finalize.sql / the generated
+-- function definitions, so an upgraded database ends up with the same schema as a fresh one
+-- (tests/e2e/test_upgrade.py compares them). A released script is never edited afterwards.
+-- 0.6.0 is the third security review (issue 19): each section names the item it answers.
+
+\echo Use "ALTER EXTENSION pipeline_ingest UPDATE" to load this file. \quit
+
+-- ---------------------------------------------------------------------------------------------
+-- Issue 19.3: every view that filters rows for its caller is a security barrier.
+-- ---------------------------------------------------------------------------------------------
+-- (section 19.3)
+
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Issue 19.2: transform functions are pinned (oid and owner).
+-- ---------------------------------------------------------------------------------------------
+-- (section 19.2)
+
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Issue 19.9: messages the broker refuses as too large leave the outbox for a dead-letter table.
+-- ---------------------------------------------------------------------------------------------
+-- (section 19.9)
+
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Issue 19.10: dead letters and last_error of a taken-over consumer stay with their owner.
+-- ---------------------------------------------------------------------------------------------
+-- (section 19.10)
+
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Other changes (issue 19: range checks, upserts with identity columns).
+-- ---------------------------------------------------------------------------------------------
+-- (section other)
+
