@@ -13,8 +13,12 @@ REVOKE EXECUTE ON FUNCTION pipeline_kafka.emit_tuple() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION pipeline_kinesis.add_endpoint(text, text, text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION pipeline_kinesis.remove_endpoint(text) FROM PUBLIC;
 
+-- The views below read the consumers table as their owner, past its row-level security, and filter
+-- the rows for the caller with pg_has_role: each is a security_barrier, so that no function in the
+-- caller's WHERE (a cheap "leaky" one that prints its argument) sees a row before that filter.
+
 -- One row per consumer and partition: where it is, how far behind, what it did, what went wrong.
-CREATE VIEW pipeline_kafka.consumer_status AS
+CREATE VIEW pipeline_kafka.consumer_status WITH (security_barrier) AS
 WITH s AS (SELECT * FROM pipeline_kafka.partition_status()),
      parts AS (SELECT consumer_id, "partition" FROM pipeline_kafka.offsets
                UNION SELECT consumer_id, "partition" FROM s)
@@ -51,7 +55,7 @@ GRANT SELECT ON pipeline_kafka.consumer_status TO PUBLIC;
 -- pipeline_kafka's lag view, same columns: per consumer and partition, "offset" is the next offset
 -- to read (as stored with the rows), high_watermark the partition's end (from the running worker,
 -- else asked from the brokers for about a second at most: NULL when they do not answer).
-CREATE VIEW pipeline_kafka.consumer_lag AS
+CREATE VIEW pipeline_kafka.consumer_lag WITH (security_barrier) AS
 SELECT c.id AS consumer_id,
        c.group_id,
        c.topic,
@@ -71,7 +75,7 @@ GRANT SELECT ON pipeline_kafka.consumer_lag TO PUBLIC;
 -- One row per Kinesis consumer and shard its workers know (seqnums); a consumer with no shard yet
 -- has one row with NULL shard columns. shard_status() publishes a shard under the number that
 -- ends its id (shardId-000000000003: 3) when that fits an int.
-CREATE VIEW pipeline_kinesis.consumer_status AS
+CREATE VIEW pipeline_kinesis.consumer_status WITH (security_barrier) AS
 WITH s AS (SELECT * FROM pipeline_kinesis.shard_status()),
      q AS (SELECT n.*,
                   CASE WHEN substring(n.shard_id FROM '[0-9]+$')::numeric <= 2147483647

@@ -10,6 +10,16 @@
 -- Issue 19.3: every view that filters rows for its caller is a security barrier.
 -- ---------------------------------------------------------------------------------------------
 -- (section 19.3)
+-- The status views read the consumers table as their owner (past its row-level security) and
+-- filter rows with pg_has_role: without the barrier, a leaky function in a caller's WHERE saw
+-- other roles' rows (last_error with message contents, topics, group ids) first.
+ALTER VIEW pipeline_kafka.consumer_status SET (security_barrier = true);
+ALTER VIEW pipeline_kafka.consumer_lag SET (security_barrier = true);
+ALTER VIEW pipeline_kinesis.consumer_status SET (security_barrier = true);
+-- partition_status() / shard_status() return only the consumers the caller may see; they read the
+-- catalog as the superuser inside, which a parallel worker may not (parallel restricted).
+ALTER FUNCTION pipeline_kafka.partition_status() PARALLEL RESTRICTED;
+ALTER FUNCTION pipeline_kinesis.shard_status() PARALLEL RESTRICTED;
 
 
 

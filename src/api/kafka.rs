@@ -193,6 +193,8 @@ mod pipeline_kafka {
         if start_offset.is_some() && start_time.is_some() {
             raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "give start_offset or start_time, not both");
         }
+        // Range-checked before anything is stored (22023 / 22008).
+        start_time.map(crate::api::seek::epoch_us);
 
         let (brokers, broker_config) = cat::brokers();
         if brokers.is_empty() {

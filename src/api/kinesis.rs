@@ -263,7 +263,10 @@ mod pipeline_kinesis {
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
                 format!("start_offset must be -2 (TRIM_HORIZON), -1 (LATEST) or NULL; got {s} (use start_time for a point in time)"),
             ),
-            (None, Some(t)) => Some(cat::Start::At(t)),
+            (None, Some(t)) => {
+                crate::api::seek::epoch_us(t);
+                Some(cat::Start::At(t))
+            }
             (None, None) => None,
         };
         let config_text = config_arg(config);

@@ -60,6 +60,8 @@ mod pipeline_kafka {
             Some(p) => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("partition must be >= 0 or -1 (unassigned), got {p}")),
         };
         let (headers, headers_size) = check_headers(&headers);
+        // A Kafka timestamp is milliseconds since 1970 (22023 infinite, 22008 out of range).
+        timestamp.map(|t| crate::api::seek::checked_epoch_us(t, "timestamp", 0));
         if crate::produce::first_in_transaction() {
             check_brokers();
         }

@@ -13,13 +13,30 @@ use pgrx::prelude::*;
 /// Microseconds from 2000-01-01 (PostgreSQL's epoch) to 1970-01-01.
 const UNIX_TO_PG_US: i64 = 946_684_800_000_000;
 
-/// A timestamptz as microseconds since the Unix epoch; infinity is refused (22023).
+/// A start_time as microseconds since the Unix epoch; infinity is refused (22023), and so is a
+/// time outside 4713 BC .. 9999-12-31 (22008), which no Kafka timestamp or Kinesis
+/// AT_TIMESTAMP can name and whose microseconds since 1970 would not fit a bigint.
 pub fn epoch_us(t: TimestampWithTimeZone) -> i64 {
+    checked_epoch_us(t, "start_time", crate::catalog::MIN_START_TIME_EPOCH)
+}
+
+/// `t` (a parameter called `what`) as microseconds since the Unix epoch: refused when infinite
+/// (22023) or before `min_epoch` seconds or from 10000-01-01 on (22008).
+pub fn checked_epoch_us(t: TimestampWithTimeZone, what: &str, min_epoch: i64) -> i64 {
     if !t.is_finite() {
-        crate::error::raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "start_time must be a finite time");
+        crate::error::raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("{what} must be a finite time"));
     }
     let pg: i64 = t.into();
-    pg + UNIX_TO_PG_US
+    let us = pg.checked_add(UNIX_TO_PG_US).filter(|us| {
+        (min_epoch.saturating_mul(1_000_000)..crate::catalog::MAX_START_TIME_EPOCH * 1_000_000).contains(us)
+    });
+    us.unwrap_or_else(|| {
+        let from = if min_epoch == 0 { "1970-01-01" } else { "4713 BC" };
+        crate::error::raise(
+            PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
+            format!("{what} must be from {from} to 9999-12-31 (UTC)"),
+        )
+    })
 }
 
 #[pg_schema]

@@ -11,11 +11,35 @@ type SlotRow = (i32, i32, Option<i32>, Option<i64>, i64, i64, i64, i64, Option<T
 
 /// The progress this database's workers of one system published in shared memory. The worker pid
 /// and latest position show only while a worker runs (a negative position: not known yet).
+/// Only the rows of consumers whose owner the caller has the privileges of (superusers: all),
+/// as the consumer_status views filter: a caller calling the function directly sees no more.
 fn slot_rows(source: crate::shmem::SourceKind) -> Vec<SlotRow> {
-    // SAFETY: MyDatabaseId is set in a connected backend.
-    let dboid = unsafe { pg_sys::MyDatabaseId };
+    // SAFETY: MyDatabaseId is set in a connected backend; GetUserId in a transaction.
+    let (dboid, caller) = unsafe { (pg_sys::MyDatabaseId, pg_sys::GetUserId()) };
+    let table = match source {
+        crate::shmem::SourceKind::Kafka => "pipeline_kafka.consumers",
+        crate::shmem::SourceKind::Kinesis => "pipeline_kinesis.consumers",
+    };
+    // Read as the superuser past row-level security, filtered for the caller by pg_has_role.
+    let visible: std::collections::HashSet<i32> = crate::xact::as_superuser(|| {
+        crate::catalog::spi(Spi::connect(|c| {
+            let t = c.select(
+                &format!("SELECT id FROM {table} WHERE pg_catalog.pg_has_role($1, owner, 'USAGE')"),
+                None,
+                &[caller.into()],
+            )?;
+            let mut ids = std::collections::HashSet::new();
+            for row in t {
+                if let Some(id) = row.get::<i32>(1)? {
+                    ids.insert(id);
+                }
+            }
+            Ok::<_, pgrx::spi::SpiError>(ids)
+        }))
+    });
     crate::shmem::partitions_of(dboid, source)
         .into_iter()
+        .filter(|s| visible.contains(&s.consumer_id))
         .map(|s| {
             let at = (s.last_batch_at != 0)
                 // SAFETY: a TimestampTz is a by-value int64 datum.
@@ -45,9 +69,9 @@ mod pipeline_kafka {
     use std::time::Duration;
 
     /// Per-partition progress published by this database's workers in shared memory (used by the
-    /// consumer_status view).
+    /// consumer_status view), of the consumers the caller may see.
     #[allow(clippy::type_complexity)]
-    #[pg_extern(volatile, parallel_safe)]
+    #[pg_extern(volatile, parallel_restricted)]
     fn partition_status() -> TableIterator<
         'static,
         (
@@ -107,10 +131,10 @@ mod pipeline_kinesis {
     use pgrx::prelude::*;
 
     /// Per-shard progress published by this database's Kinesis workers in shared memory (used by
-    /// the consumer_status view). `shard` is the shard's status key: the number that ends its id
+    /// the consumer_status view), of the consumers the caller may see. `shard` is the shard's status key: the number that ends its id
     /// (shardId-000000000003: 3), or -1 when that does not fit an int.
     #[allow(clippy::type_complexity)]
-    #[pg_extern(volatile, parallel_safe)]
+    #[pg_extern(volatile, parallel_restricted)]
     fn shard_status() -> TableIterator<
         'static,
         (

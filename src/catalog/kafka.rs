@@ -143,7 +143,7 @@ pub struct Consumer {
 const CONSUMER_COLUMNS: &str = "id, topic, relation::oid, owner::oid, group_id, format, delimiter, quote, escape, \
      batchsize, maxbytes, parallelism, timeout, config::text, enabled, generation, on_error, max_dead_letters, columns, \
      coalesce((to_jsonb(k) ->> 'config_by_superuser')::boolean, false), \
-     {FEATURES}, (extract(epoch FROM (to_jsonb(k) ->> 'start_time')::timestamptz) * 1000000)::bigint, \
+     {FEATURES}, {START_TIME_US}, \
      k.relation IS NULL";
 
 fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<Consumer> {
@@ -180,7 +180,8 @@ fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<
 
 fn select_consumers(where_sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<Consumer> {
     let q = format!("SELECT {CONSUMER_COLUMNS} FROM pipeline_kafka.consumers k {where_sql} ORDER BY id")
-        .replace("{FEATURES}", super::FEATURE_COLUMNS);
+        .replace("{FEATURES}", super::FEATURE_COLUMNS)
+        .replace("{START_TIME_US}", &super::start_time_us_sql("(to_jsonb(k) ->> 'start_time')::timestamptz"));
     // As the superuser: row-level security hides other roles' consumers from the caller, but the
     // functions must see them (to refuse changing them, not to create a second one).
     let mut consumers: Vec<Consumer> = as_superuser(|| {

@@ -98,7 +98,7 @@ pub struct Consumer {
 
 const CONSUMER_COLUMNS: &str = "k.id, k.endpoint, k.stream, k.relation::oid, k.owner::oid, k.format, k.delimiter, k.quote, \
      k.escape, k.columns, k.batchsize, k.parallelism, k.timeout, k.poll_interval, k.config::text, k.enabled, k.generation, \
-     k.on_error, k.max_dead_letters, (extract(epoch FROM k.start_time) * 1000000)::bigint, e.region, e.url, e.credfile, {FEATURES}";
+     k.on_error, k.max_dead_letters, {START_TIME_US}, e.region, e.url, e.credfile, {FEATURES}";
 
 fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<Consumer> {
     let config: String = row.get(15)?.unwrap_or_default();
@@ -141,7 +141,8 @@ pub fn select_consumers(where_sql: &str, args: &[pgrx::datum::DatumWithOid]) -> 
         "SELECT {CONSUMER_COLUMNS} FROM pipeline_kinesis.consumers k \
          JOIN pipeline_kinesis.endpoints e ON e.name = k.endpoint {where_sql} ORDER BY k.id"
     )
-    .replace("{FEATURES}", super::FEATURE_COLUMNS);
+    .replace("{FEATURES}", super::FEATURE_COLUMNS)
+    .replace("{START_TIME_US}", &super::start_time_us_sql("k.start_time"));
     as_superuser(|| {
         spi(Spi::connect(|c| {
             let t = c.select(q.as_str(), None, args)?;

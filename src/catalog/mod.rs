@@ -71,6 +71,24 @@ pub const FEATURE_COLUMNS: &str = "to_jsonb(k) ->> 'metadata', to_jsonb(k) ->> '
           THEN ARRAY(SELECT jsonb_array_elements_text(to_jsonb(k) -> 'key_columns')) END, \
      to_jsonb(k) ->> 'key_format'";
 
+/// The select-list expression of a consumer's start_time (the timestamptz `column`) in
+/// microseconds since the Unix epoch. consume_begin refuses times outside what a bigint of
+/// microseconds holds (22008); a value stored before it did (0.5.0 accepted '294250-01-01') is
+/// clamped to 1 January 10000 here, so that one consumer's row never makes a read of every
+/// consumer fail with "bigint out of range" (the supervisor, consume_drop and status read them
+/// all in one query).
+pub fn start_time_us_sql(column: &str) -> String {
+    format!(
+        "(LEAST(GREATEST(pg_catalog.date_part('epoch', {column})::pg_catalog.numeric, \
+              {MIN_START_TIME_EPOCH}), {MAX_START_TIME_EPOCH}) * 1000000)::pg_catalog.int8"
+    )
+}
+
+/// The earliest and the latest start_time a consumer may have, in seconds since the Unix epoch:
+/// 4713 BC (PostgreSQL's first timestamp) and 10000-01-01 00:00:00+00.
+pub const MIN_START_TIME_EPOCH: i64 = -210_866_803_200;
+pub const MAX_START_TIME_EPOCH: i64 = 253_402_300_800;
+
 impl Features {
     /// Reads the `FEATURE_COLUMNS` starting at column `first` (1-based).
     pub fn from_row(row: &pgrx::spi::SpiHeapTupleData, first: usize) -> SpiResult<Features> {

@@ -114,7 +114,7 @@ pub fn oldest(limit: i64, after: i64, skip: &[String]) -> Vec<Pending> {
     spi(Spi::connect(|c| {
         let t = c.select(
             "SELECT id, topic, \"partition\", key, message, headers::text, \
-                    (extract(epoch FROM \"timestamp\") * 1000)::bigint \
+                    (LEAST(GREATEST(extract(epoch FROM \"timestamp\"), 0), 253402300800) * 1000)::bigint \
              FROM pipeline_kafka.outbox WHERE id > $3 AND topic <> ALL($2) ORDER BY id LIMIT $1",
             None,
             &[limit.into(), skip.into(), after.into()],
