@@ -41,6 +41,13 @@ pub extern "C-unwind" fn _PG_init() {
         .report(PgLogLevel::ERROR);
         unreachable!();
     }
+    // A Rust panic becomes an ERROR whose DETAIL would carry a backtrace (paths, symbols) when the
+    // server was started with RUST_BACKTRACE set: no backtraces in what clients see, unless
+    // RUST_LIB_BACKTRACE asks for them explicitly. Set here, in the postmaster before any backend
+    // or worker is forked and before any thread exists.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     guc::init();
     shmem::init();
     shmem::init_status();
