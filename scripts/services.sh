@@ -176,7 +176,7 @@ $preload
 max_worker_processes = 64
 max_connections = 100
 logging_collector = off
-fsync = on
+fsync = ${PI_PG_FSYNC:-on}
 EOF
   if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$conf"; fi
   if ! grep -q "^include 'pipeline_ingest_services.conf'" "$PIPELINE_PGDATA/postgresql.conf"; then

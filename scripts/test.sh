@@ -1,29 +1,41 @@
 #!/usr/bin/env bash
 # The full test suite (what `make test` and CI run after setup + build):
 #   1. unit     cargo test -p ingest-core -p ingest-kinesis --lib (pure Rust, no services)
-#   2.          scripts/services.sh start kafka + kinesis (shared by every PostgreSQL version)
-#      kinesis-client  cargo test -p ingest-kinesis --test kinesalite (the Kinesis client against kinesalite)
-#   3. for each version V in PG_VERSIONS (default "15 18"), against V's own cluster
-#      (PG_VERSION=V scripts/services.sh start pg):
-#      regress-V  scripts/regress.sh (pg_regress)
-#      e2e-V      pytest -v tests/e2e (services managed here: PI_SERVICES_MANAGED=1); the 18 pass also
-#                 runs test_pg_upgrade.py (15 -> 18 with pg_upgrade) when both versions are built
-# Every tier runs even if an earlier one failed; exit status is non-zero if any failed.
-# Services this script started are always stopped on exit (ones already running are left); each
-# version's cluster is stopped when its tiers are done.
-# PI_SKIP_UNIT=1 skips tier 1 (for iterating on the other tiers).
+#   2.          kinesis-client: cargo test -p ingest-kinesis --test kinesalite (the Kinesis client
+#               against kinesalite, on stack 0)
+#   3. for each version V in PG_VERSIONS (default "15 18") and each part P of PI_E2E_SHARDS
+#      (default 2), side by side, each on a stack of its own (PI_INSTANCE: its own PostgreSQL V
+#      cluster, Kafka broker and kinesalite, ports + 100 * instance, scripts/env.sh), so that a test
+#      stopping a broker or restarting its cluster disturbs no other part:
+#      regress-V     scripts/regress.sh (pg_regress; in part 0)
+#      e2e-V-P       pytest tests/e2e --shard P/N (tests/e2e/conftest.py: whole files, balanced by
+#                    tests/e2e/durations.txt); the 18 parts also run test_pg_upgrade.py (15 -> 18)
+#                    when both versions are built
+#      Each part's output goes to $PI_RUN/test-logs/ and is printed whole when the part ends.
+# Every tier runs even if an earlier one failed; exit status is non-zero if any failed. The last
+# line sums the pytest counts of every part ("total: N passed, N failed, N skipped").
+# Services this script started are stopped on exit (ones already running on stack 0 are left).
+# Knobs (developers; CI sets none): PI_SKIP_UNIT=1 skips tier 1; PI_E2E_SHARDS=N parts per
+# version; PI_E2E_ARGS extra pytest arguments (e.g. "-k upsert"); PI_PG_FSYNC (default off here:
+# the test clusters lose nothing a test checks without it, as a killed postmaster's writes stay in
+# the page cache).
 set -uo pipefail
 # shellcheck source=env.sh
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$PI_ROOT"
 unset PI_NO_PRELOAD   # the suite needs shared_preload_libraries='pipeline_ingest'
+export PI_PG_FSYNC="${PI_PG_FSYNC:-off}"
+SHARDS="${PI_E2E_SHARDS:-2}"
+LOGS="$PI_RUN/test-logs"
+mkdir -p "$LOGS"
 
-passed=(); failed=(); to_stop=(); pg_to_stop=""
+passed=(); failed=(); to_stop=(); jobs_pids=(); jobs_names=()
+base_instance="$PI_INSTANCE"
 
 cleanup() {
-  local s
-  [ -z "$pg_to_stop" ] || PG_VERSION="$pg_to_stop" bash scripts/services.sh stop pg || true
-  for s in "${to_stop[@]}"; do bash scripts/services.sh stop "$s" || true; done
+  local s p
+  for p in "${jobs_pids[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
+  for s in "${to_stop[@]}"; do PI_INSTANCE="$base_instance" bash scripts/services.sh stop "$s" || true; done
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -38,6 +50,46 @@ tier() { # name cmd...
   fi
 }
 
+# One part of one version on its own stack: services up, [regress], pytest, services down.
+# Runs in the background; exit status 0 only if every tier of the part passed; writes the names
+# of the tiers that failed to $LOGS/NAME.failed.
+run_part() { # version part instance
+  local v="$1" part="$2" inst="$3" rc=0 fails=()
+  export PI_INSTANCE="$inst" PG_VERSION="$v"
+  unset PG_CONFIG PG_BIN
+  # shellcheck source=env.sh
+  . scripts/env.sh
+  local own=0
+  if [ "$inst" != "$base_instance" ]; then own=1; fi
+  pi_log "part $v/$part: stack $inst (PostgreSQL $v on $PGPORT, Kafka $KAFKA_BOOTSTRAP, Kinesis $KINESIS_ENDPOINT)"
+  local started_pg=0
+  bash scripts/services.sh status pg >/dev/null 2>&1 || started_pg=1
+  if { [ "$own" = 0 ] || { bash scripts/services.sh start kafka && bash scripts/services.sh start kinesis; }; } \
+     && bash scripts/services.sh start pg; then
+    if [ "$part" = 0 ]; then
+      local t0=$SECONDS
+      pi_log "========== tier regress-$v"
+      if bash scripts/regress.sh; then pi_log "========== tier regress-$v PASSED ($((SECONDS - t0))s)"
+      else pi_log "========== tier regress-$v FAILED"; fails+=("regress-$v"); fi
+    fi
+    local t0=$SECONDS
+    pi_log "========== tier e2e-$v-$part: pytest tests/e2e --shard $part/$SHARDS"
+    # shellcheck disable=SC2086
+    if env PI_SERVICES_MANAGED=1 "$PI_VENV/bin/pytest" -v -p no:cacheprovider --durations=30 \
+         --shard "$part/$SHARDS" ${PI_E2E_ARGS:-} tests/e2e; then
+      pi_log "========== tier e2e-$v-$part PASSED ($((SECONDS - t0))s)"
+    else
+      pi_log "========== tier e2e-$v-$part FAILED ($((SECONDS - t0))s)"; fails+=("e2e-$v-$part")
+    fi
+  else
+    fails+=("services-$v-$part")
+  fi
+  [ "$started_pg" = 0 ] || bash scripts/services.sh stop pg || true
+  if [ "$own" = 1 ]; then bash scripts/services.sh stop kafka || true; bash scripts/services.sh stop kinesis || true; fi
+  printf '%s\n' "${fails[@]}" >"$LOGS/$v-$part.failed"
+  [ ${#fails[@]} -eq 0 ]
+}
+
 if [ "${PI_SKIP_UNIT:-0}" = 1 ]; then   # developer knob; CI never sets it
   pi_log "tier unit skipped (PI_SKIP_UNIT=1)"
 else
@@ -49,26 +101,49 @@ for s in kafka kinesis; do
 done
 if bash scripts/services.sh start kafka && bash scripts/services.sh start kinesis; then
   tier kinesis-client cargo test -p ingest-kinesis --test kinesalite
+  t0=$SECONDS
+  inst="$base_instance"
   for v in $PG_VERSIONS; do
-    # This version's PG_CONFIG, PG_BIN, PGPORT and PIPELINE_PGDATA (env.sh keeps a caller's
-    # PG_CONFIG for the version it belongs to).
-    export PG_VERSION="$v"
-    . scripts/env.sh
-    started=0
-    bash scripts/services.sh status pg >/dev/null 2>&1 || { started=1; pg_to_stop="$v"; }
-    if bash scripts/services.sh start pg; then
-      tier "regress-$v" bash scripts/regress.sh
-      tier "e2e-$v" env PI_SERVICES_MANAGED=1 "$PI_VENV/bin/pytest" -v tests/e2e
-    else
-      failed+=("services-$v")
-    fi
-    # Stop it before the next version's cluster starts (the machine is small).
-    [ "$started" = 0 ] || bash scripts/services.sh stop pg || true
-    pg_to_stop=""
+    for ((part = 0; part < SHARDS; part++)); do
+      name="$v-$part"
+      rm -f "$LOGS/$name.log" "$LOGS/$name.failed"
+      setsid bash -c "$(declare -f run_part pi_log pi_die); SHARDS=$SHARDS LOGS='$LOGS' base_instance=$base_instance run_part $v $part $inst" \
+        >"$LOGS/$name.log" 2>&1 &
+      jobs_pids+=("$!"); jobs_names+=("$name")
+      inst=$((inst + 1))
+    done
   done
+  pi_log "e2e: ${#jobs_pids[@]} parts running side by side (logs in $LOGS)"
+  for i in "${!jobs_pids[@]}"; do
+    wait "${jobs_pids[$i]}"
+    name="${jobs_names[$i]}"
+    echo "==================================================== part $name ($LOGS/$name.log)"
+    cat "$LOGS/$name.log"
+    if [ -s "$LOGS/$name.failed" ]; then
+      mapfile -t f <"$LOGS/$name.failed"; failed+=("${f[@]}")
+    elif [ -f "$LOGS/$name.failed" ]; then
+      passed+=("part-$name")
+    else
+      failed+=("part-$name")
+    fi
+  done
+  jobs_pids=()
+  pi_log "e2e: every part done in $((SECONDS - t0))s"
 else
   failed+=("services")
 fi
 
+# The pytest summaries of every part, added up.
+np=0; nf=0; ns=0; ne=0
+for log in "$LOGS"/*.log; do
+  [ -f "$log" ] || continue
+  line="$(grep -E '^=+ .*(passed|failed|error).* in [0-9.]+s' "$log" | tail -1)"
+  for k in passed failed skipped error errors; do
+    n="$(sed -nE "s/.* ([0-9]+) $k[ ,].*/\1/p; s/.* ([0-9]+) $k$/\1/p" <<<"${line% in *}" | head -1)"
+    n="${n:-0}"
+    case "$k" in passed) np=$((np + n)) ;; failed) nf=$((nf + n)) ;; skipped) ns=$((ns + n)) ;; *) ne=$((ne + n)) ;; esac
+  done
+done
 pi_log "summary: passed: ${passed[*]:-none}; failed: ${failed[*]:-none}"
+echo "total: $np passed, $((nf + ne)) failed, $ns skipped"
 [ ${#failed[@]} -eq 0 ]

@@ -12,6 +12,9 @@ pub static BROKER_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(5000);
 pub static LAUNCHER_NAPTIME_S: GucSetting<i32> = GucSetting::<i32>::new(10);
 /// How often a consumer worker checks its topic for new partitions, in seconds.
 pub static METADATA_REFRESH_S: GucSetting<i32> = GucSetting::<i32>::new(30);
+/// How long a worker goes on with a source that keeps failing, no batch committed, before it
+/// leaves to start again with a new client, in seconds (worker::pipeline).
+pub static SOURCE_RESTART_AFTER_S: GucSetting<i32> = GucSetting::<i32>::new(90);
 /// How many consumer and producer workers one database may run at once (its supervisor aside).
 pub static MAX_WORKERS_PER_DATABASE: GucSetting<i32> = GucSetting::<i32>::new(8);
 /// Whether a consumer commits its batch as soon as the source has nothing more available right
@@ -61,6 +64,16 @@ pub fn init() {
         &METADATA_REFRESH_S,
         1,
         3600,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pipeline_ingest.source_restart_after",
+        c"How long a consumer worker whose source keeps failing goes on before it starts again with a new client.",
+        c"Counted from the first failure with no batch committed since; the new worker resumes from the committed positions.",
+        &SOURCE_RESTART_AFTER_S,
+        5,
+        86_400,
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );

@@ -238,8 +238,11 @@ pub struct Pipeline<S: Source, C: ConsumerCatalog<Pos = S::Pos>> {
 /// again with a new client. A librdkafka client whose broker restarted was seen never to connect
 /// again (no socket, partitions not yet read left unfetched): a new client resumes from the
 /// committed offsets, so nothing is lost or repeated. During a real outage the new worker waits
-/// in its connect loop, showing the error, as before.
-const SOURCE_RESTART_AFTER: Duration = Duration::from_secs(90);
+/// in its connect loop, showing the error, as before. `pipeline_ingest.source_restart_after`
+/// (default 90 s).
+fn source_restart_after() -> Duration {
+    Duration::from_secs(crate::guc::SOURCE_RESTART_AFTER_S.get().max(1) as u64)
+}
 
 impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
     pub fn new(target: Target, source: S, catalog: C) -> Self {
@@ -267,12 +270,13 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                 self.show_error(&e);
                 failing_since.get_or_insert_with(Instant::now);
             }
-            if failing_since.is_some_and(|t| t.elapsed() >= SOURCE_RESTART_AFTER) {
+            let restart_after = source_restart_after();
+            if failing_since.is_some_and(|t| t.elapsed() >= restart_after) {
                 log!(
                     "{} worker {}: its source has failed for {} s with no batch committed; leaving to start again with a new client",
                     self.catalog.label(),
                     self.target.index,
-                    SOURCE_RESTART_AFTER.as_secs()
+                    restart_after.as_secs()
                 );
                 return;
             }

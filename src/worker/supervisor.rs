@@ -164,6 +164,32 @@ fn show_waiting(source: SourceKind, consumer_id: i32, why: Option<&str>) {
     }
 }
 
+/// Whether a database with nothing to do lets its supervisor go: no enabled consumer, no outbox
+/// row, no worker of its own. Worker slots are shared with parallel query (`max_worker_processes`),
+/// so an idle database holds none; whatever gives it work wakes it at COMMIT (consume_begin,
+/// a committed outbox row: `shmem::wake_database`), the launcher probes every database now and
+/// then, and at every server start. The supervisor unregisters first, so that a wake from here on
+/// goes to the launcher, then looks once more (work committed just before it unregistered would
+/// have woken only itself): with work, it registers again and stays.
+fn leave_when_idle(dboid: pg_sys::Oid, dbname: &str) -> bool {
+    crate::shmem::set_supervisor(dboid, 0);
+    let work = in_transaction(|| {
+        crate::catalog::extension_exists()
+            && crate::catalog::spi(Spi::get_one::<bool>(
+                "SELECT EXISTS (SELECT 1 FROM pipeline_kafka.consumers WHERE enabled) \
+                     OR EXISTS (SELECT 1 FROM pipeline_kinesis.consumers WHERE enabled) \
+                     OR EXISTS (SELECT 1 FROM pipeline_kafka.outbox)",
+            ))
+            .unwrap_or(true)
+    });
+    if work.unwrap_or(true) {
+        crate::shmem::set_supervisor(dboid, super::my_pid());
+        return false;
+    }
+    log!("pipeline_ingest supervisor for database \"{dbname}\" leaves: nothing to do (no enabled consumer, no message to produce)");
+    true
+}
+
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
@@ -179,8 +205,8 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
     // SAFETY: registers a plain function with a dummy argument.
     unsafe { pg_sys::before_shmem_exit(Some(stop_workers_at_exit), pg_sys::Datum::from(0usize)) };
     crate::shmem::set_supervisor(dboid, super::my_pid());
-    let dbname = in_transaction(|| Spi::get_one::<String>("SELECT current_database()::text").ok().flatten()).ok().flatten();
-    log!("pipeline_ingest supervisor started for database \"{}\"", dbname.unwrap_or_default());
+    let dbname = in_transaction(|| Spi::get_one::<String>("SELECT current_database()::text").ok().flatten()).ok().flatten().unwrap_or_default();
+    log!("pipeline_ingest supervisor started for database \"{dbname}\"");
 
     let mut not_before: HashMap<Key, Instant> = HashMap::new();
     let mut slot_warning = false;
@@ -363,6 +389,9 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
         waiting = blocked;
         first_pass = false;
         not_before.retain(|_, t| Instant::now() < *t);
+        if want.is_empty() && not_before.is_empty() && RUNNING.with_borrow(|r| r.is_empty()) && leave_when_idle(dboid, &dbname) {
+            break;
+        }
         wait(Duration::from_secs(1), None);
     }
     RUNNING.with_borrow_mut(|running| {

@@ -17,6 +17,59 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pihelpers  # noqa: E402
 
 
+# ---------------------------------------------------------------------------------------------
+# Shards: `--shard I/N` (or PI_E2E_SHARD=I/N) runs the I-th of N disjoint parts of the suite, whole
+# files each, balanced by the seconds each file took (durations.txt, refreshed from a full run's
+# `--durations=0`; a file missing there counts DEFAULT_FILE_SECONDS). scripts/test.sh runs the
+# parts side by side, each against a stack of its own (PI_INSTANCE: own PostgreSQL cluster, Kafka
+# broker and kinesalite), so a test that stops a broker or restarts its cluster disturbs no other.
+DURATIONS = Path(__file__).resolve().parent / "durations.txt"
+DEFAULT_FILE_SECONDS = 30.0
+
+
+def pytest_addoption(parser):
+    parser.addoption("--shard", default=os.environ.get("PI_E2E_SHARD", ""),
+                     help="I/N: run the I-th (0-based) of N parts of the suite (whole files, balanced by durations.txt)")
+
+
+def _file_seconds() -> dict[str, float]:
+    out: dict[str, float] = {}
+    if DURATIONS.exists():
+        for line in DURATIONS.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and not line.startswith("#"):
+                out[parts[0]] = float(parts[1])
+    return out
+
+
+def shard_of_files(files: list[str], shards: int) -> dict[str, int]:
+    """Longest first, each file to the part with the least seconds so far (ties: lowest index)."""
+    seconds = _file_seconds()
+    load = [0.0] * shards
+    placed: dict[str, int] = {}
+    for f in sorted(files, key=lambda f: (-seconds.get(f, DEFAULT_FILE_SECONDS), f)):
+        i = min(range(shards), key=lambda k: (load[k], k))
+        placed[f] = i
+        load[i] += seconds.get(f, DEFAULT_FILE_SECONDS)
+    return placed
+
+
+def pytest_collection_modifyitems(config, items):
+    spec = config.getoption("--shard")
+    if not spec:
+        return
+    index, total = (int(x) for x in spec.split("/"))
+    if not 0 <= index < total:
+        raise pytest.UsageError(f"--shard {spec}: I must be in 0..N-1")
+    files = sorted({Path(str(item.fspath)).name for item in items})
+    placed = shard_of_files(files, total)
+    keep = [item for item in items if placed[Path(str(item.fspath)).name] == index]
+    dropped = [item for item in items if placed[Path(str(item.fspath)).name] != index]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    items[:] = keep
+
+
 @pytest.fixture(scope="session", autouse=True)
 def services():
     managed = os.environ.get("PI_SERVICES_MANAGED") == "1"

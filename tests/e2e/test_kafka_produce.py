@@ -35,23 +35,11 @@ def fast_launcher():
         yield
 
 
-def supervisor_pids(db: str) -> list[int]:
-    return [r[0] for r in query(db, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pipeline_ingest supervisor' "
-                                    "AND datname = current_database()")]
-
-
-def prepare(db: str) -> float:
-    """add_broker, then wait for the database's supervisor (the producer worker itself starts only
-    once outbox rows are committed); returns how long it took to appear (measured from the end of
-    CREATE EXTENSION, i.e. the fresh_db fixture)."""
-    t0 = time.monotonic()
+def prepare(db: str) -> None:
+    """add_broker. The database's supervisor starts when the first outbox row commits (a database
+    with nothing to do holds no worker), and starts the producer."""
     with pg_connect(db) as conn:
         conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
-    wait_until(lambda: supervisor_pids(db), timeout=90, interval=0.1,
-               what=f"a 'pipeline_ingest supervisor' worker in database {db}")
-    took = time.monotonic() - t0
-    print(f"[{db}] supervisor running {took:.2f}s after CREATE EXTENSION")
-    return took
 
 
 def outbox_count(db: str, topic: str) -> int:

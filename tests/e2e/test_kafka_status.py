@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 
-from pihelpers import (KAFKA_BOOTSTRAP, create_topic, delete_topic, kafka_start, kafka_stop, log_since, log_size,
+from pihelpers import (KAFKA_BOOTSTRAP, create_topic, delete_topic, kafka_start, kafka_stop, log_since, log_size, server_setting,
                        pg_connect, produce, scalar, wait_until)
 
 
@@ -110,10 +110,10 @@ def test_broker_outage_during_large_ingest(fresh_db, topic_factory):
 @pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_a_worker_whose_source_keeps_failing_starts_again_with_a_new_client(fresh_db, topic_factory):
-    """With the broker down for more than 90 s and no batch committed, the worker leaves (logging
-    why) and the supervisor starts it again with a new librdkafka client: a client whose broker had
-    restarted was seen to never connect again. The new worker waits out the outage, then every
-    message arrives exactly once."""
+    """With the broker down for longer than pipeline_ingest.source_restart_after (default 90 s;
+    15 s here) and no batch committed, the worker leaves (logging why) and the supervisor starts it
+    again with a new librdkafka client: a client whose broker had restarted was seen to never
+    connect again. The new worker waits out the outage, then every message arrives exactly once."""
     topic = topic_factory(1)
     produce(topic, [f"{i},before" for i in range(1000)])
     with pg_connect(fresh_db) as conn:
@@ -123,19 +123,27 @@ def test_a_worker_whose_source_keeps_failing_starts_again_with_a_new_client(fres
     wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM t") == 1000, timeout=60, what="1,000 rows")
     first = scalar(fresh_db, "SELECT worker_pid FROM pipeline_kafka.consumer_status")
     since = log_size()
+    with server_setting("pipeline_ingest.source_restart_after", "15s", "15s"):
+        _leave_and_come_back(fresh_db, topic, first, since)
+    produce(topic, [f"{i},after" for i in range(1000, 2000)])
+    wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM t") == 2000, timeout=120, what="2,000 rows")
+    assert scalar(fresh_db, "SELECT count(DISTINCT id) FROM t") == 2000
+
+
+def _leave_and_come_back(fresh_db, topic, first, since):
+    stopped = time.monotonic()
     kafka_stop()
     try:
-        wait_until(lambda: "leaving to start again with a new client" in log_since(since), timeout=180, interval=1,
+        wait_until(lambda: "leaving to start again with a new client" in log_since(since), timeout=120, interval=1,
                    what="the worker to leave")
+        assert "its source has failed for 15 s" in log_since(since)
+        assert time.monotonic() - stopped >= 15
         # The new worker waits for the broker in its connect loop (not in consumer_status yet).
         wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
                                             "'pipeline_kafka consumer' AND datname = current_database() AND pid <> %s",
                                   (first,)) == 1, timeout=60, what="a new worker")
     finally:
         kafka_start()
-    produce(topic, [f"{i},after" for i in range(1000, 2000)])
-    wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM t") == 2000, timeout=120, what="2,000 rows")
-    assert scalar(fresh_db, "SELECT count(DISTINCT id) FROM t") == 2000
 
 
 @pytest.mark.timeout(120)

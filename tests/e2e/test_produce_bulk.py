@@ -26,11 +26,9 @@ def fast_launcher():
 
 
 def prepare(db: str) -> None:
+    """add_broker (the supervisor and the producer start when the first outbox row commits)."""
     with pg_connect(db) as conn:
         conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
-    wait_until(lambda: query(db, "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pipeline_ingest supervisor' "
-                                 "AND datname = current_database()"), timeout=90, interval=0.1,
-               what=f"a supervisor in database {db}")
 
 
 def outbox_count(db: str, topic: str) -> int:
