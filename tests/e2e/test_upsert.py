@@ -271,7 +271,8 @@ def test_a_tombstone_deletes_a_row_whose_other_column_is_a_not_null_domain(fresh
     _send(topic, [("1", '{"id": 1, "v": "a"}'), ("2", '{"id": 2, "v": "b"}')])
     with pg_connect(fresh_db) as conn:
         conn.execute("""
-            CREATE DOMAIN nn_text AS text NOT NULL;
+            CREATE DOMAIN short AS varchar(3) COLLATE "C";
+            CREATE DOMAIN nn_text AS short NOT NULL;
             CREATE DOMAIN pos_int AS int DEFAULT 5 CHECK (VALUE > 0);
             CREATE TABLE t (id int PRIMARY KEY, v nn_text, w pos_int)""")
         cid = _begin(conn, topic, "t", format="json")
@@ -281,8 +282,9 @@ def test_a_tombstone_deletes_a_row_whose_other_column_is_a_not_null_domain(fresh
         ("3", '{"id": 3, "v": "c", "w": -1}'),    # the domain's CHECK: 23514
         ("4", '{"id": 4}'),                       # NULL for the NOT NULL domain: 23502
         ("5", '{"id": 5, "v": "e"}'),             # w: the domain's default
+        ("6", '{"id": 6, "v": "long"}'),          # over the base type's varchar(3): 22001
     ])
-    _committed(fresh_db, cid, 6)
+    _committed(fresh_db, cid, 7)
     assert query(fresh_db, "SELECT id, v, w FROM t ORDER BY id") == [(2, "b", 5), (5, "e", 5)]
     assert query(fresh_db, 'SELECT "offset", sqlstate FROM pipeline_kafka.dead_letters ORDER BY "offset"') == [
-        (3, "23514"), (4, "23502")]
+        (3, "23514"), (4, "23502"), (6, "22001")]
