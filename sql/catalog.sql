@@ -109,7 +109,29 @@ CREATE TABLE pipeline_kafka.outbox (
     message     bytea,
     headers     jsonb CHECK (headers IS NULL OR jsonb_typeof(headers) = 'object'),
     "timestamp" timestamptz,
-    created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- 0.6.0 (appended, as the upgrade script adds it): who a dead letter of the message is shown
+    -- to: produce_message's caller (current_user), emit_tuple's table owner (NULL: before 0.6.0)
+    produced_by regrole
+);
+
+-- 0.6.0 (issue 19.9): messages the broker never takes (too large for the producer's
+-- message.max.bytes or the topic's max.message.bytes), moved out of the outbox by the producer so
+-- they do not hold their topic's later messages. Members of the producing role see (and may
+-- delete) theirs; superusers all.
+CREATE TABLE pipeline_kafka.outbox_dead_letters (
+    id          bigint PRIMARY KEY,     -- the message's outbox id
+    topic       text NOT NULL,
+    "partition" integer,
+    key         bytea,
+    message     bytea,
+    headers     jsonb,
+    "timestamp" timestamptz,
+    produced_by regrole,
+    created_at  timestamptz NOT NULL,
+    error       text NOT NULL,
+    sqlstate    text NOT NULL,
+    failed_at   timestamptz NOT NULL DEFAULT now()
 );
 
 -- Last delivery error per topic, written by the producer worker, cleared on the next success.
@@ -236,6 +258,10 @@ ALTER TABLE pipeline_kinesis.dead_letters ENABLE ROW LEVEL SECURITY;
 CREATE POLICY dead_letters_of_owned_consumers ON pipeline_kinesis.dead_letters
     USING (EXISTS (SELECT 1 FROM pipeline_kinesis.consumers c
                    WHERE c.id = consumer_id AND pg_catalog.pg_has_role(c.owner, 'USAGE')));
+GRANT DELETE ON pipeline_kafka.outbox_dead_letters TO PUBLIC;
+ALTER TABLE pipeline_kafka.outbox_dead_letters ENABLE ROW LEVEL SECURITY;
+CREATE POLICY outbox_dead_letters_of_own_roles ON pipeline_kafka.outbox_dead_letters
+    USING (pg_catalog.pg_has_role(produced_by, 'USAGE'));
 ALTER TABLE pipeline_kinesis.consumers ENABLE ROW LEVEL SECURITY;
 CREATE POLICY consumers_of_own_roles ON pipeline_kinesis.consumers FOR SELECT
     USING (pg_catalog.pg_has_role(owner, 'USAGE'));
@@ -249,6 +275,7 @@ SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.dead_letters', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.dead_letters_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.outbox', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.outbox_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.outbox_dead_letters', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.endpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.consumers', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.consumers_id_seq', '');

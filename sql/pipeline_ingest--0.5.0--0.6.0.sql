@@ -34,6 +34,27 @@ ALTER FUNCTION pipeline_kinesis.shard_status() PARALLEL RESTRICTED;
 -- Issue 19.9: messages the broker refuses as too large leave the outbox for a dead-letter table.
 -- ---------------------------------------------------------------------------------------------
 -- (section 19.9)
+ALTER TABLE pipeline_kafka.outbox ADD COLUMN produced_by regrole;
+CREATE TABLE pipeline_kafka.outbox_dead_letters (
+    id          bigint PRIMARY KEY,     -- the message's outbox id
+    topic       text NOT NULL,
+    "partition" integer,
+    key         bytea,
+    message     bytea,
+    headers     jsonb,
+    "timestamp" timestamptz,
+    produced_by regrole,
+    created_at  timestamptz NOT NULL,
+    error       text NOT NULL,
+    sqlstate    text NOT NULL,
+    failed_at   timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON pipeline_kafka.outbox_dead_letters FROM PUBLIC;
+GRANT SELECT, DELETE ON pipeline_kafka.outbox_dead_letters TO PUBLIC;
+ALTER TABLE pipeline_kafka.outbox_dead_letters ENABLE ROW LEVEL SECURITY;
+CREATE POLICY outbox_dead_letters_of_own_roles ON pipeline_kafka.outbox_dead_letters
+    USING (pg_catalog.pg_has_role(produced_by, 'USAGE'));
+SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.outbox_dead_letters', '');
 
 
 

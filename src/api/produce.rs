@@ -21,18 +21,18 @@ mod pipeline_kafka {
         }
     }
 
-    /// The headers as the outbox stores them (None = no headers), and what they add to the
-    /// message's size (names and values).
-    fn check_headers(headers: &Option<JsonbArg>) -> (Option<String>, usize) {
-        let Some(h) = headers.as_ref().map(|h| h.parse("headers")) else { return (None, 0) };
+    /// The headers as the outbox stores them (None = no headers), and each one's (name, value)
+    /// size in bytes, for the message's size.
+    fn check_headers(headers: &Option<JsonbArg>) -> (Option<String>, Vec<(usize, usize)>) {
+        let Some(h) = headers.as_ref().map(|h| h.parse("headers")) else { return (None, Vec::new()) };
         match &h {
-            serde_json::Value::Null => (None, 0),
+            serde_json::Value::Null => (None, Vec::new()),
             serde_json::Value::Object(m) => {
                 if m.values().any(|v| !(v.is_string() || v.is_null())) {
                     raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "header values must be strings or null");
                 }
-                let size = m.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum();
-                (Some(h.to_string()), size)
+                let sizes = m.iter().map(|(k, v)| (k.len(), v.as_str().map_or(0, str::len))).collect();
+                (Some(h.to_string()), sizes)
             }
             _ => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "headers must be a JSON object of strings"),
         }
@@ -59,14 +59,16 @@ mod pipeline_kafka {
             Some(p) if p >= 0 => Some(p),
             Some(p) => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("partition must be >= 0 or -1 (unassigned), got {p}")),
         };
-        let (headers, headers_size) = check_headers(&headers);
+        let (headers, header_sizes) = check_headers(&headers);
         // A Kafka timestamp is milliseconds since 1970 (22023 infinite, 22008 out of range).
         timestamp.map(|t| crate::api::seek::checked_epoch_us(t, "timestamp", 0));
         if crate::produce::first_in_transaction() {
             check_brokers();
         }
-        crate::produce::check_message_size(message, key, headers_size);
-        let id = outbox::insert(topic, message, partition, key, headers.as_deref(), timestamp);
+        crate::produce::check_message_size(message, key, &header_sizes);
+        // SAFETY: a connected backend in a transaction.
+        let role = unsafe { pg_sys::GetUserId() };
+        let id = outbox::insert(topic, message, partition, key, headers.as_deref(), timestamp, role);
         wake_producer_at_commit();
         id
     }

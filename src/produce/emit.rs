@@ -86,8 +86,12 @@ pub fn fire<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, pgr
     if super::first_in_transaction() {
         super::load_producer_settings();
     }
-    super::check_message_size(message.as_deref(), key.as_deref(), 0);
-    outbox::insert(&topic, message.as_deref(), partition, key.as_deref(), None, None);
+    super::check_message_size(message.as_deref(), key.as_deref(), &[]);
+    // A dead letter of the message is shown to the table's owner: the row's columns are the
+    // owner's to read, not necessarily the role whose INSERT or UPDATE fired the trigger.
+    // SAFETY: tg_relation is valid for the duration of the trigger call.
+    let owner = unsafe { (*(*td.tg_relation).rd_rel).relowner };
+    outbox::insert(&topic, message.as_deref(), partition, key.as_deref(), None, None, owner);
     wake_producer_at_commit();
     Ok(None)
 }

@@ -58,17 +58,22 @@ pub fn load_producer_settings() -> bool {
     !brokers.is_empty()
 }
 
-/// Refuses (54000) a message the producer could never send: librdkafka rejects one whose key,
-/// value and headers together exceed message.max.bytes, and it would stay in the outbox forever.
-pub fn check_message_size(message: Option<&[u8]>, key: Option<&[u8]>, headers_bytes: usize) {
-    let size = message.map_or(0, <[u8]>::len) + key.map_or(0, <[u8]>::len) + headers_bytes;
+/// Refuses (54000) a message the producer could never send: librdkafka refuses one whose size
+/// with its record overhead (`ingest_core::broker::record_wire_size`: key, value, headers and up
+/// to 36 bytes of varints) exceeds message.max.bytes. `headers`: (name bytes, value bytes).
+pub fn check_message_size(message: Option<&[u8]>, key: Option<&[u8]>, headers: &[(usize, usize)]) {
+    let size = ingest_core::broker::record_wire_size(
+        key.map_or(0, <[u8]>::len),
+        message.map_or(0, <[u8]>::len),
+        headers.iter().copied(),
+    );
     let limit = MESSAGE_MAX_BYTES.with(|m| m.get());
     if size > limit {
         crate::error::raise_with(
             PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-            format!("message of {size} bytes (key, value and headers) exceeds the producer's limit of {limit} bytes"),
+            format!("message of {size} bytes (key, value, headers and the record's overhead) exceeds the producer's limit of {limit} bytes"),
             None,
-            Some("The limit is the producer setting message.max.bytes (pipeline_kafka.add_broker config; default 1000000).".into()),
+            Some("The limit is the producer setting message.max.bytes (pipeline_kafka.add_broker config; default 1000000); a record takes up to 36 bytes besides its key, value and headers.".into()),
         );
     }
 }

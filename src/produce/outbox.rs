@@ -26,6 +26,9 @@ pub struct Pending {
 /// (and subtransaction's), visible to its next statements like an INSERT's. Like catalog rows,
 /// it updates only plain indexes: the table's own primary key is one (an expression or partial
 /// index someone added to the outbox would not be maintained correctly).
+///
+/// `produced_by` is the role a dead letter of the message is shown to (see `dead_letter`).
+#[allow(clippy::too_many_arguments)]
 pub fn insert(
     topic: &str,
     message: Option<&[u8]>,
@@ -33,6 +36,7 @@ pub fn insert(
     key: Option<&[u8]>,
     headers: Option<&str>,
     timestamp: Option<pgrx::datum::TimestampWithTimeZone>,
+    produced_by: pg_sys::Oid,
 ) -> i64 {
     // SAFETY: in a transaction in a backend; the relation is opened and closed here (its lock
     // kept to the end of the transaction, as an INSERT's), the datums are palloc'd in the current
@@ -68,6 +72,7 @@ pub fn insert(
                 }),
                 b"timestamp" => timestamp.into_datum(),
                 b"created_at" => Some(pg_sys::Datum::from(pg_sys::GetCurrentTimestamp())),
+                b"produced_by" => Some(produced_by.into()),
                 other => crate::error::raise(
                     PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
                     format!("pipeline_kafka.outbox has a column this version does not write: {}", String::from_utf8_lossy(other)),
@@ -107,18 +112,30 @@ unsafe fn next_id(seqid: pg_sys::Oid) -> i64 {
     }
 }
 
+const PENDING_COLUMNS: &str = "id, topic, \"partition\", key, message, headers::text, \
+     (LEAST(GREATEST(extract(epoch FROM \"timestamp\"), 0), 253402300800) * 1000)::bigint";
+
 /// The oldest `limit` committed messages with an id above `after`, except those of the topics in
 /// `skip` (topics waiting out a delivery failure, or with messages still in flight).
 pub fn oldest(limit: i64, after: i64, skip: &[String]) -> Vec<Pending> {
-    let skip = skip.to_vec();
+    pending(
+        &format!("SELECT {PENDING_COLUMNS} FROM pipeline_kafka.outbox WHERE id > $3 AND topic <> ALL($2) ORDER BY id LIMIT $1"),
+        &[limit.into(), skip.to_vec().into(), after.into()],
+    )
+}
+
+/// The oldest committed message of `topic`, if any.
+pub fn first_of(topic: &str) -> Option<Pending> {
+    pending(
+        &format!("SELECT {PENDING_COLUMNS} FROM pipeline_kafka.outbox WHERE topic = $1 ORDER BY id LIMIT 1"),
+        &[topic.into()],
+    )
+    .pop()
+}
+
+fn pending(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<Pending> {
     spi(Spi::connect(|c| {
-        let t = c.select(
-            "SELECT id, topic, \"partition\", key, message, headers::text, \
-                    (LEAST(GREATEST(extract(epoch FROM \"timestamp\"), 0), 253402300800) * 1000)::bigint \
-             FROM pipeline_kafka.outbox WHERE id > $3 AND topic <> ALL($2) ORDER BY id LIMIT $1",
-            None,
-            &[limit.into(), skip.into(), after.into()],
-        )?;
+        let t = c.select(sql, None, args)?;
         let mut out = Vec::new();
         for row in t {
             let headers_text: Option<String> = row.get(6)?;
@@ -148,6 +165,29 @@ pub fn oldest(limit: i64, after: i64, skip: &[String]) -> Vec<Pending> {
         }
         Ok(out)
     }))
+}
+
+/// Moves messages the broker will never take (too large) from the outbox to
+/// `pipeline_kafka.outbox_dead_letters`, with their (error, SQLSTATE): the topic's later messages
+/// then go out. Row-level security shows each dead letter to members of the role that produced
+/// it (and superusers).
+pub fn dead_letter(rows: &[(i64, String, &str)]) {
+    if rows.is_empty() {
+        return;
+    }
+    let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let errors: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();
+    let states: Vec<String> = rows.iter().map(|r| r.2.to_string()).collect();
+    spi(Spi::run_with_args(
+        "WITH d AS (DELETE FROM pipeline_kafka.outbox o USING unnest($1::bigint[], $2::text[], $3::text[]) AS f(id, error, sqlstate) \
+                    WHERE o.id = f.id \
+                    RETURNING o.id, o.topic, o.\"partition\", o.key, o.message, o.headers, o.\"timestamp\", o.produced_by, \
+                              o.created_at, f.error, f.sqlstate) \
+         INSERT INTO pipeline_kafka.outbox_dead_letters \
+             (id, topic, \"partition\", key, message, headers, \"timestamp\", produced_by, created_at, error, sqlstate) \
+         SELECT * FROM d",
+        &[ids.into(), errors.into(), states.into()],
+    ));
 }
 
 /// Deletes delivered messages. The ids go as ranges of consecutive ids (`lo..=hi`, every id in

@@ -6,7 +6,15 @@
 //! Topics are independent: a topic's next messages are read only once its messages in flight are
 //! all acknowledged (which keeps the order), and a topic whose delivery failed is left alone for a
 //! backoff (1 s doubling to 30 s, its error in outbox_status) while other topics' messages keep
-//! going out; so one failing topic never delays another. The worker runs only while there is
+//! going out; so one failing topic never delays another.
+//!
+//! A message that is too large (librdkafka refuses it at once over its message.max.bytes, or the
+//! broker refuses it, MESSAGE_TOO_LARGE, over the topic's max.message.bytes) is moved to the
+//! `outbox_dead_letters` table (54000) instead of blocking its topic forever. The broker judges a
+//! record batch, so when a batch of several of the topic's messages is refused, the topic goes
+//! "one by one": its messages are sent alone (one in flight) until every message of the refused
+//! batch is delivered or dead-lettered; only a message refused alone is dead-lettered. The
+//! worker runs only while there is
 //! work: it exits once the outbox stayed empty for `IDLE_EXIT`, and the supervisor starts it again
 //! when rows are committed.
 
@@ -45,10 +53,17 @@ const REPORT_DEADLINE: Duration = Duration::from_millis(MESSAGE_TIMEOUT_MS + 500
 /// How long the worker stays once the outbox is empty.
 const IDLE_EXIT: Duration = Duration::from_secs(10);
 
+/// A failed delivery: the error, and whether it says the message (or its batch) is too large.
+type Failure = (String, bool);
+
 /// Collects delivery reports (by outbox id); librdkafka calls it from `poll` on this thread.
 #[derive(Default)]
 struct Reports {
-    results: Mutex<Vec<(i64, Result<(), String>)>>,
+    results: Mutex<Vec<(i64, Result<(), Failure>)>>,
+}
+
+fn too_large(e: &rdkafka::error::KafkaError) -> bool {
+    e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge)
 }
 
 impl ClientContext for Reports {}
@@ -59,7 +74,7 @@ impl ProducerContext for Reports {
     fn delivery(&self, result: &DeliveryResult<'_>, id: usize) {
         let r = match result {
             Ok(_) => Ok(()),
-            Err((e, _)) => Err(e.to_string()),
+            Err((e, _)) => Err((e.to_string(), too_large(e))),
         };
         if let Ok(mut v) = self.results.lock() {
             v.push((id as i64, r));
@@ -88,6 +103,8 @@ struct InFlight {
     /// Shared by the messages of a topic sent in one pass.
     topic: Rc<str>,
     since: Instant,
+    /// The only message of its topic sent in its pass (so alone in its record batch).
+    alone: bool,
 }
 
 /// A topic whose last delivery failed: not read again before `until`.
@@ -116,6 +133,8 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let mut in_flight: HashMap<i64, InFlight> = HashMap::new();
     let mut failing: BTreeMap<String, Failing> = BTreeMap::new();
+    // Topics sent one message at a time, up to this outbox id (see the module comment).
+    let mut one_by_one: BTreeMap<String, i64> = BTreeMap::new();
     let mut idle_since = Instant::now();
     while !shutdown_requested() {
         reload_config_if_requested();
@@ -125,13 +144,18 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
         let in_flight_topics: BTreeSet<&str> = in_flight.values().map(|m| &*m.topic).collect();
         skip.extend(in_flight_topics.into_iter().map(str::to_string));
         let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len()).min(PASS_MESSAGES);
+        // Topics going one by one are read apart: their oldest message only.
+        let alone: Vec<String> = one_by_one.keys().filter(|t| !skip.contains(*t)).cloned().collect();
+        skip.extend(one_by_one.keys().cloned());
         let skip: Vec<String> = skip.into_iter().collect();
         let loaded = in_transaction(|| {
             if !crate::catalog::extension_exists() {
                 return None;
             }
             let (brokers, config) = crate::catalog::kafka::brokers();
-            Some((brokers, config, read_pass(room, &skip)))
+            let mut batch = read_pass(room, &skip);
+            batch.extend(alone.iter().filter_map(|t| outbox::first_of(t)));
+            Some((brokers, config, batch))
         });
         let (brokers, config, batch) = match loaded {
             Ok(Some(v)) => v,
@@ -160,6 +184,9 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
         idle_since = Instant::now();
 
         let mut failed: BTreeMap<String, String> = BTreeMap::new();
+        // Messages too large for good: (id, error, SQLSTATE), and their topics.
+        let mut dead: Vec<(i64, String, &str)> = Vec::new();
+        let mut resolved: Vec<(String, i64)> = Vec::new();
         if !batch.is_empty() {
             let problem = if brokers.is_empty() {
                 Some("no Kafka broker is configured (pipeline_kafka.add_broker)".to_string())
@@ -183,22 +210,32 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
             };
             if let Some(p) = problem {
                 let topics: BTreeSet<&str> = batch.iter().map(|m| m.topic.as_str()).collect();
-                record(&[], &topics.iter().map(|t| (t.to_string(), p.clone())).collect::<Vec<_>>(), &[]);
+                record(&[], &[], &topics.iter().map(|t| (t.to_string(), p.clone())).collect::<Vec<_>>(), &[]);
                 warning!("pipeline_kafka producer: {p}");
                 wait(backoff.next_delay(), None);
                 continue;
             }
             backoff.reset();
             let c = client.as_ref().expect("client was made above");
-            let (queued, refused) = send(&c.producer, &batch);
+            let (queued, refused, oversized) = send(&c.producer, &batch);
             for (topic, e) in refused {
                 failed.entry(topic).or_insert(e);
             }
+            for (i, e) in oversized {
+                let m = &batch[i];
+                dead.push((m.id, format!("the producer refused the message as larger than its message.max.bytes: {e}"), "54000"));
+                resolved.push((m.topic.clone(), m.id));
+            }
             let sent_at = Instant::now();
             let mut names: HashMap<&str, Rc<str>> = HashMap::new();
+            let mut per_topic: HashMap<&str, usize> = HashMap::new();
+            for &i in &queued {
+                *per_topic.entry(batch[i].topic.as_str()).or_default() += 1;
+            }
             for i in queued {
                 let topic = names.entry(batch[i].topic.as_str()).or_insert_with(|| Rc::from(batch[i].topic.as_str())).clone();
-                in_flight.insert(batch[i].id, InFlight { topic, since: sent_at });
+                let alone = per_topic[batch[i].topic.as_str()] == 1;
+                in_flight.insert(batch[i].id, InFlight { topic, since: sent_at, alone });
             }
         }
 
@@ -227,11 +264,23 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
                 match r {
                     Ok(()) => {
                         delivered.push(id);
+                        resolved.push((m.topic.to_string(), id));
                         if !delivered_topics.contains(&*m.topic) {
                             delivered_topics.insert(m.topic.to_string());
                         }
                     }
-                    Err(e) => {
+                    Err((e, true)) if m.alone => {
+                        warning!("pipeline_kafka producer: the broker refused message {id} of topic \"{}\" as too large: moved to outbox_dead_letters", m.topic);
+                        dead.push((id, format!("the broker refused the message as too large for the topic (its max.message.bytes): {e}"), "54000"));
+                        resolved.push((m.topic.to_string(), id));
+                    }
+                    Err((_, true)) => {
+                        // Refused with other messages of its batch: which one is too large shows
+                        // when they go one by one (at once, no backoff).
+                        let until = one_by_one.entry(m.topic.to_string()).or_insert(id);
+                        *until = (*until).max(id);
+                    }
+                    Err((e, false)) => {
                         failed.entry(m.topic.to_string()).or_insert(e);
                     }
                 }
@@ -247,8 +296,14 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
             }
         }
         let failed: Vec<(String, String)> = failed.into_iter().collect();
-        if !delivered.is_empty() || !failed.is_empty() || !cleared.is_empty() {
-            record(&delivered, &failed, &cleared);
+        if !delivered.is_empty() || !failed.is_empty() || !cleared.is_empty() || !dead.is_empty() {
+            record(&delivered, &dead, &failed, &cleared);
+        }
+        // A topic going one by one is done once the last message of its refused batch is resolved.
+        for (t, id) in resolved {
+            if one_by_one.get(&t).is_some_and(|until| id >= *until) {
+                one_by_one.remove(&t);
+            }
         }
         for (t, e) in &failed {
             let f = failing.entry(t.clone()).or_insert_with(|| {
@@ -294,11 +349,14 @@ fn read_pass(limit: usize, skip: &[String]) -> Vec<Pending> {
     batch
 }
 
-/// Queues a round of messages. Returns the indexes queued and the (topic, error) of messages
-/// librdkafka refused at once; after a refusal the topic's later messages are not queued (they
-/// would overtake it).
-fn send(producer: &BaseProducer<Reports>, batch: &[Pending]) -> (Vec<usize>, Vec<(String, String)>) {
+/// Queues a round of messages. Returns the indexes queued, the (topic, error) of messages
+/// librdkafka refused at once (after a refusal the topic's later messages are not queued: they
+/// would overtake it), and the (index, error) of messages it refused as larger than its
+/// message.max.bytes (those never go out: the topic's later messages are queued).
+#[allow(clippy::type_complexity)]
+fn send(producer: &BaseProducer<Reports>, batch: &[Pending]) -> (Vec<usize>, Vec<(String, String)>, Vec<(usize, String)>) {
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
+    let mut oversized = Vec::new();
     let mut queued = Vec::with_capacity(batch.len());
     for (i, m) in batch.iter().enumerate() {
         if failed.contains_key(&m.topic) {
@@ -333,6 +391,10 @@ fn send(producer: &BaseProducer<Reports>, batch: &[Pending]) -> (Vec<usize>, Vec
                     producer.poll(Duration::from_millis(5));
                     pgrx::check_for_interrupts!();
                 }
+                Err((e, _)) if too_large(&e) => {
+                    oversized.push((i, e.to_string()));
+                    break;
+                }
                 Err((e, _)) => {
                     failed.insert(m.topic.clone(), e.to_string());
                     break;
@@ -340,13 +402,15 @@ fn send(producer: &BaseProducer<Reports>, batch: &[Pending]) -> (Vec<usize>, Vec
             }
         }
     }
-    (queued, failed.into_iter().collect())
+    (queued, failed.into_iter().collect(), oversized)
 }
 
-/// In one transaction: delete delivered rows, record failures, clear recovered topics.
-fn record(delivered: &[i64], failed: &[(String, String)], cleared: &[String]) {
+/// In one transaction: delete delivered rows, move dead letters, record failures, clear recovered
+/// topics.
+fn record(delivered: &[i64], dead: &[(i64, String, &str)], failed: &[(String, String)], cleared: &[String]) {
     let r = in_transaction(|| {
         outbox::delete(delivered);
+        outbox::dead_letter(dead);
         for (t, e) in failed {
             outbox::set_topic_error(t, Some(e));
         }

@@ -102,7 +102,7 @@ struct Plan {
 impl Plan {
     fn new(target: &Target, relid: pg_sys::Oid, keys: &[String]) -> Plan {
         let owner = target.owner;
-        let columns = crate::catalog::insertable_columns(relid);
+        let (columns, identity) = identity_columns(relid);
         let table = spi(Spi::get_one_with_args::<String>(
             "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) \
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
@@ -113,7 +113,6 @@ impl Plan {
         let (staging, staging_oid) = staging_table(relid, owner, keys);
         let q = |c: &String| quote_identifier(c);
         let key_list = keys.iter().map(q).collect::<Vec<_>>().join(", ");
-        let col_list = columns.iter().map(q).collect::<Vec<_>>().join(", ");
         let last = format!("SELECT DISTINCT ON ({key_list}) * FROM {staging} ORDER BY {key_list}, {SEQ} DESC");
         let matches = keys
             .iter()
@@ -122,11 +121,19 @@ impl Plan {
             .collect::<Vec<_>>()
             .join(" AND ");
         let delete_sql = format!("DELETE FROM {table} t USING ({last}) s WHERE s.{d} AND {matches}", d = quote_identifier(DELETE));
+        // An identity column that is not a key column is never written from a message: the
+        // INSERT leaves it out (it is generated, GENERATED ALWAYS or BY DEFAULT alike) and the
+        // update does not touch it. A key column that is an identity column takes the message's
+        // key, GENERATED ALWAYS included (OVERRIDING SYSTEM VALUE, as COPY in append mode does).
+        let generated = |c: &String| !keys.contains(c) && identity.iter().any(|(i, _)| i == c);
+        let written: Vec<&String> = columns.iter().filter(|c| !generated(c)).collect();
+        let insert_list = written.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
+        let overriding = if identity.iter().any(|(c, always)| *always && keys.contains(c)) { " OVERRIDING SYSTEM VALUE" } else { "" };
         let updates: Vec<String> =
-            columns.iter().filter(|c| !keys.contains(c)).map(|c| format!("{c} = EXCLUDED.{c}", c = q(c))).collect();
+            written.iter().filter(|c| !keys.contains(c)).map(|c| format!("{c} = EXCLUDED.{c}", c = q(c))).collect();
         let on_conflict = if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
         let insert_sql = format!(
-            "INSERT INTO {table} AS t ({col_list}) SELECT {col_list} FROM ({last}) s WHERE NOT s.{d} \
+            "INSERT INTO {table} AS t ({insert_list}){overriding} SELECT {insert_list} FROM ({last}) s WHERE NOT s.{d} \
              ON CONFLICT ({key_list}) {on_conflict}",
             d = quote_identifier(DELETE)
         );
@@ -228,26 +235,62 @@ impl Plan {
     }
 }
 
+/// The relation's insertable columns in order, and which of them are identity columns (with
+/// whether they are GENERATED ALWAYS).
+fn identity_columns(relid: pg_sys::Oid) -> (Vec<String>, Vec<(String, bool)>) {
+    spi(Spi::connect(|c| {
+        let t = c.select(
+            "SELECT attname::text, attidentity::text FROM pg_catalog.pg_attribute \
+             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+            None,
+            &[relid.into()],
+        )?;
+        let (mut columns, mut identity) = (Vec::new(), Vec::new());
+        for row in t {
+            let (Some(name), kind) = (row.get::<String>(1)?, row.get::<String>(2)?) else { continue };
+            match kind.as_deref() {
+                Some("a") => identity.push((name.clone(), true)),
+                Some("d") => identity.push((name.clone(), false)),
+                _ => {}
+            }
+            columns.push(name);
+        }
+        Ok((columns, identity))
+    }))
+}
+
 /// The staging table for the relation's current column layout (and this owner): found in this
 /// session's temporary schema or created. Its name carries a digest of the layout, so a relation
 /// whose columns changed gets a new one.
 fn staging_table(relid: pg_sys::Oid, owner: pg_sys::Oid, keys: &[String]) -> (String, pg_sys::Oid) {
     // The column definitions as the superuser with search_path pg_catalog: types, collations and
-    // default expressions come out schema-qualified. Key columns are NOT NULL (a value without
-    // its key is a bad message); other NOT NULLs and every other constraint stay with the
-    // relation (a tombstone row holds only its key).
+    // default expressions come out schema-qualified. Key columns keep their type and are NOT NULL
+    // (a value without its key is a bad message). Every other column has its type's base type
+    // when that is a domain, with the column's default or else the domain's: a tombstone row
+    // holds only its key, NULL elsewhere, which a NOT NULL (or CHECK) domain would refuse; values
+    // meet the domain's constraints at the final INSERT. The relation's other NOT NULLs and
+    // constraints stay with it; identity columns get no default here (the final INSERT leaves a
+    // non-key one out, see Plan::new).
     let (columns, digest) = as_superuser(|| {
         spi(Spi::get_two_with_args::<String, String>(
-            "WITH d AS (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname) || ' ' || pg_catalog.format_type(a.atttypid, a.atttypmod) \
-                    || CASE WHEN a.attcollation <> t.typcollation THEN ' COLLATE ' || \
+            "WITH RECURSIVE a AS (SELECT a.attnum, a.attname, a.atttypid, a.atttypmod, a.attcollation, a.attname = ANY ($2) AS is_key \
+                FROM pg_catalog.pg_attribute a \
+                WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''), \
+             b(attnum, typ, typmod) AS (SELECT attnum, atttypid, atttypmod FROM a WHERE NOT is_key \
+                UNION ALL SELECT b.attnum, t.typbasetype, t.typtypmod FROM b JOIN pg_catalog.pg_type t ON t.oid = b.typ AND t.typtype = 'd'), \
+             c AS (SELECT a.*, coalesce(bt.typ, a.atttypid) AS typ, coalesce(bt.typmod, a.atttypmod) AS typmod \
+                FROM a LEFT JOIN (SELECT b.* FROM b JOIN pg_catalog.pg_type t ON t.oid = b.typ AND t.typtype <> 'd') bt USING (attnum)), \
+             d AS (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(c.attname) || ' ' || pg_catalog.format_type(c.typ, c.typmod) \
+                    || CASE WHEN c.attcollation <> t.typcollation THEN ' COLLATE ' || \
                          (SELECT pg_catalog.quote_ident(cn.nspname) || '.' || pg_catalog.quote_ident(co.collname) \
                           FROM pg_catalog.pg_collation co JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace \
-                          WHERE co.oid = a.attcollation) ELSE '' END \
-                    || CASE WHEN ad.adbin IS NOT NULL THEN ' DEFAULT ' || pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) ELSE '' END \
-                    || CASE WHEN a.attname = ANY ($2) THEN ' NOT NULL' ELSE '' END, ', ' ORDER BY a.attnum) AS cols \
-                FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
-                LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum \
-                WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') \
+                          WHERE co.oid = c.attcollation) ELSE '' END \
+                    || CASE WHEN ad.adbin IS NOT NULL THEN ' DEFAULT ' || pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) \
+                            WHEN NOT c.is_key AND t0.typdefaultbin IS NOT NULL THEN ' DEFAULT ' || pg_catalog.pg_get_expr(t0.typdefaultbin, 0) \
+                            ELSE '' END \
+                    || CASE WHEN c.is_key THEN ' NOT NULL' ELSE '' END, ', ' ORDER BY c.attnum) AS cols \
+                FROM c JOIN pg_catalog.pg_type t ON t.oid = c.typ JOIN pg_catalog.pg_type t0 ON t0.oid = c.atttypid \
+                LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = $1 AND ad.adnum = c.attnum) \
              SELECT cols, pg_catalog.left(pg_catalog.md5(cols || ' ' || $3::text), 16) FROM d",
             &[relid.into(), keys.to_vec().into(), owner.to_u32().to_string().into()],
         ))

@@ -205,3 +205,86 @@ def test_key_columns_need_a_unique_index(fresh_db, sql, sqlstate):
         with pytest.raises(psycopg.Error) as err:
             conn.execute("SELECT pipeline_kafka.consume_begin('topic', 't', mode := 'upsert', key_columns := ARRAY['id'])")
         assert err.value.sqlstate == (sqlstate or "55000"), err.value
+
+
+# --------------------------------------------------------------------------- identity columns, domains (issue 19.8)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("identity,value_format", [("BY DEFAULT", "json"), ("ALWAYS", "json"), ("ALWAYS", "csv")])
+def test_a_non_key_identity_column_is_generated_on_insert_and_kept_on_update(fresh_db, topic_factory, identity,
+                                                                            value_format):
+    """Columns a value does not fill get their defaults, identity included (was: every message a
+    23502 dead letter BY DEFAULT, 428C9 retried forever ALWAYS); an update leaves it alone."""
+    topic = topic_factory(1)
+    if value_format == "json":
+        first = [("1", '{"id": 1, "v": "a"}'), ("2", '{"v": "b"}'), ("3", '{"id": 3, "v": "c"}')]
+        update = [("1", '{"id": 1, "v": "a2"}'), ("4", '{"id": 4, "v": "d"}')]
+    else:
+        first = [(None, "1,a"), (None, "2,b"), (None, "3,c")]
+        update = [(None, "1,a2"), (None, "4,d")]
+    _send(topic, first)
+    with pg_connect(fresh_db) as conn:
+        conn.execute(f"CREATE TABLE t (id int PRIMARY KEY, gid bigint GENERATED {identity} AS IDENTITY, v text)")
+        kw = {"columns": ["id", "v"]} if value_format == "csv" else {}
+        cid = _begin(conn, topic, "t", format=value_format, **kw)
+    _committed(fresh_db, cid, 3)
+    rows = query(fresh_db, "SELECT id, gid, v FROM t ORDER BY id")
+    assert [(r[0], r[2]) for r in rows] == [(1, "a"), (2, "b"), (3, "c")], rows
+    gids = {r[0]: r[1] for r in rows}
+    assert None not in gids.values() and len(set(gids.values())) == 3, rows
+    _send(topic, update)
+    _committed(fresh_db, cid, 5)
+    rows = query(fresh_db, "SELECT id, gid, v FROM t ORDER BY id")
+    assert [(r[0], r[2]) for r in rows] == [(1, "a2"), (2, "b"), (3, "c"), (4, "d")], rows
+    assert {r[0]: r[1] for r in rows if r[0] != 4} == gids, rows       # the update kept the generated ids
+    assert rows[3][1] is not None and rows[3][1] not in gids.values(), rows
+    assert scalar(fresh_db, "SELECT count(*) FROM pipeline_kafka.dead_letters") == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_generated_always_identity_key_takes_the_messages_key(fresh_db, topic_factory):
+    """A key column that is GENERATED ALWAYS AS IDENTITY: the message's key is written
+    (OVERRIDING SYSTEM VALUE, as COPY does in append mode) - was 428C9 on every batch, forever."""
+    topic = topic_factory(1)
+    _send(topic, [
+        ("10", '{"id": 10, "v": "a"}'),
+        ("11", '{"v": "b"}'),                # the key from the message key
+        ("12", '{"v": "c"}'),
+        ("12", None),                        # deletes 12
+        ("11", '{"v": "b2"}'),
+    ])
+    with pg_connect(fresh_db) as conn:
+        conn.execute("CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text)")
+        cid = _begin(conn, topic, "t", format="json")
+    _committed(fresh_db, cid, 5)
+    assert query(fresh_db, "SELECT id, v FROM t ORDER BY id") == [(10, "a"), (11, "b2")]
+    assert scalar(fresh_db, "SELECT count(*) FROM pipeline_kafka.dead_letters") == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_tombstone_deletes_a_row_whose_other_column_is_a_not_null_domain(fresh_db, topic_factory):
+    """The staging table does not hold the relation's NOT NULL domains for columns a tombstone
+    leaves empty (was: the tombstone a 23502 dead letter, the row kept). Domains still hold for
+    values, with their defaults: at the final INSERT, message by message."""
+    topic = topic_factory(1)
+    _send(topic, [("1", '{"id": 1, "v": "a"}'), ("2", '{"id": 2, "v": "b"}')])
+    with pg_connect(fresh_db) as conn:
+        conn.execute("""
+            CREATE DOMAIN short AS varchar(3) COLLATE "C";
+            CREATE DOMAIN nn_text AS short NOT NULL;
+            CREATE DOMAIN pos_int AS int DEFAULT 5 CHECK (VALUE > 0);
+            CREATE TABLE t (id int PRIMARY KEY, v nn_text, w pos_int)""")
+        cid = _begin(conn, topic, "t", format="json")
+    _committed(fresh_db, cid, 2)
+    _send(topic, [
+        ("1", None),                              # deletes 1
+        ("3", '{"id": 3, "v": "c", "w": -1}'),    # the domain's CHECK: 23514
+        ("4", '{"id": 4}'),                       # NULL for the NOT NULL domain: 23502
+        ("5", '{"id": 5, "v": "e"}'),             # w: the domain's default
+        ("6", '{"id": 6, "v": "long"}'),          # over the base type's varchar(3): 22001
+    ])
+    _committed(fresh_db, cid, 7)
+    assert query(fresh_db, "SELECT id, v, w FROM t ORDER BY id") == [(2, "b", 5), (5, "e", 5)]
+    assert query(fresh_db, 'SELECT "offset", sqlstate FROM pipeline_kafka.dead_letters ORDER BY "offset"') == [
+        (3, "23514"), (4, "23502"), (6, "22001")]

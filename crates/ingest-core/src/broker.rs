@@ -51,6 +51,36 @@ pub fn check_topic(topic: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
+/// librdkafka's worst-case size of one record's own fields besides its key, value and headers,
+/// `RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD` (rdkafka_proto.h, librdkafka 2.12.1): the varints Length,
+/// OffsetDelta, KeyLen, ValueLen and HeaderCnt at 5 bytes each (`RD_UVARINT_ENC_SIZEOF(int32_t)`),
+/// TimestampDelta at 10 (`RD_UVARINT_ENC_SIZEOF(int64_t)`) and the Attributes byte.
+pub const RECORD_MAX_OVERHEAD: usize = 5 + 1 + 10 + 5 + 5 + 5 + 5;
+
+/// Bytes of the zig-zag varint librdkafka writes for a length (`rd_uvarint_enc_i64`).
+fn varint_len(n: usize) -> usize {
+    let mut v = (n as u64) << 1;
+    let mut bytes = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        bytes += 1;
+    }
+    bytes
+}
+
+/// The size librdkafka compares with the producer's `message.max.bytes` before it takes a message
+/// (`rd_kafka_msg_new0` in rdkafka_msg.c: `rd_kafka_msg_max_wire_size(keylen, len, hdrs_size) >
+/// rk_conf.max_msg_size` refuses it with MSG_SIZE_TOO_LARGE), where the wire size is
+/// `RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD + keylen + valuelen + hdrslen` (rdkafka_msg.h) and each
+/// header counts its name, its value and the varints of both lengths (`rd_kafka_header_add` in
+/// rdkafka_header.c). `headers` are (name bytes, value bytes; 0 for a NULL value). The record
+/// batch that carries it adds 61 bytes more (`RD_KAFKAP_MSGSET_V2_SIZE`), which librdkafka does
+/// not count here but the broker does against the topic's `max.message.bytes`.
+pub fn record_wire_size(key: usize, value: usize, headers: impl IntoIterator<Item = (usize, usize)>) -> usize {
+    let headers: usize = headers.into_iter().map(|(n, v)| n + v + varint_len(n) + varint_len(v)).sum();
+    RECORD_MAX_OVERHEAD + key + value + headers
+}
+
 /// The default Kafka port, used when an address has none.
 pub const DEFAULT_PORT: u16 = 9092;
 
@@ -104,6 +134,18 @@ pub fn parse_broker(addr: &str) -> Result<(String, u16), BrokerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_size_counts_librdkafkas_overhead() {
+        assert_eq!(RECORD_MAX_OVERHEAD, 36);
+        assert_eq!(record_wire_size(0, 0, []), 36);
+        // 1,000,000 bytes of value do not fit librdkafka's default message.max.bytes of 1,000,000
+        assert_eq!(record_wire_size(0, 1_000_000, []), 1_000_036);
+        assert_eq!(record_wire_size(0, 1_000_000 - 36, []), 1_000_000);
+        // a header: name + value + a 1-byte varint for each length below 64, 2 bytes up to 8191
+        assert_eq!(record_wire_size(3, 5, [(6, 3)]), 36 + 8 + 6 + 3 + 1 + 1);
+        assert_eq!(record_wire_size(0, 0, [(63, 0), (64, 8191), (1, 8192)]), 36 + (63 + 1 + 1) + (64 + 8191 + 2 + 2) + (1 + 8192 + 1 + 3));
+    }
 
     #[test]
     fn accepts_host_and_port_forms() {
