@@ -363,8 +363,9 @@ def _b(v: Any) -> Optional[bytes]:
 
 
 def produce(topic: str, values: Iterable[Any], key: Any = None, partition: Optional[int] = None,
-            headers: Optional[list] = None, timeout: float = 30.0) -> list[tuple[int, int]]:
-    """Produce values (str/bytes/None) to topic, flush, assert every delivery succeeded.
+            headers: Optional[list] = None, timeout: float = 30.0, keys: Optional[list] = None) -> list[tuple[int, int]]:
+    """Produce values (str/bytes/None) to topic, flush, assert every delivery succeeded. `key`
+    is every message's key; `keys` (instead) one key per value.
 
     Returns [(partition, offset), ...] in production order.
     """
@@ -380,7 +381,7 @@ def produce(topic: str, values: Iterable[Any], key: Any = None, partition: Optio
         return _cb
 
     for i, v in enumerate(values):
-        kw = dict(value=_b(v), key=_b(key), on_delivery=cb(i))
+        kw = dict(value=_b(v), key=_b(keys[i] if keys is not None else key), on_delivery=cb(i))
         if partition is not None:
             kw["partition"] = partition
         if headers is not None:

@@ -313,9 +313,8 @@ def test_lag(fresh_db, topic_factory):
     t0, t1 = topic_factory(partitions=8), topic_factory(partitions=4)
     consume_begin(db, t0, "stream0")
     consume_begin(db, t1, "stream1")
-    for n in range(100):
-        produce(t0, [str(n)], key=str(n))
-        produce(t1, [str(n)], key=str(n))
+    produce(t0, [str(n) for n in range(100)], keys=[str(n) for n in range(100)])
+    produce(t1, [str(n) for n in range(100)], keys=[str(n) for n in range(100)])
     wait_rows(db, {"SELECT count FROM lag0": 100, "SELECT count FROM lag1": 100})
     consume_end_all(db)
     assert scalar(db, "SELECT sum(lag) FROM pipeline_kafka.consumer_lag") == 0
