@@ -1,0 +1,180 @@
+"""Whose rights a write runs with, and who sees what it left (issue 19, items 1, 2 and 10).
+
+1. A stream-partitioned consumer's message key names the table its rows go to: the rows are
+   written as that table's owner, and only into tables of a role whose privileges the consumer's
+   owner has (42501 dead letter otherwise). A superuser's consumer therefore never runs another
+   role's trigger as the superuser.
+2. A transform function is pinned (oid and owner) by consume_begin: one dropped and created again
+   under the same signature by another role is never called; the consumer stops and says why. The
+   owner creating its own function again is adopted.
+10. Dead letters stay with the role that owned the consumer when they were written: a role that
+   takes the consumer over (its table created again by that role) neither sees nor deletes them,
+   and does not get the old owner's last_error.
+
+Every attack runs as a real LOGIN role connecting by itself (the cluster uses trust auth)."""
+from __future__ import annotations
+
+import pytest
+
+from pihelpers import KAFKA_BOOTSTRAP, pg_connect, produce, query, scalar, unique_name, wait_until
+
+
+@pytest.fixture
+def roles(fresh_db):
+    """make(prefix) -> a new LOGIN role; all of them dropped (with what they own) afterwards."""
+    made: list[str] = []
+
+    def make(prefix: str = "pi_sec") -> str:
+        name = unique_name(prefix)
+        with pg_connect(fresh_db) as conn:
+            conn.execute(f"CREATE ROLE {name} LOGIN")
+        made.append(name)
+        return name
+
+    yield make
+    with pg_connect(fresh_db) as conn:
+        try:
+            # stop the workers before their roles go
+            for c in conn.execute("SELECT topic, relname FROM pipeline_kafka.consumers").fetchall():
+                if c[1] is None:
+                    conn.execute("SELECT pipeline_kafka.consume_drop_stream_partitioned(%s)", (c[0],))
+                else:
+                    conn.execute("SELECT pipeline_kafka.consume_drop(%s, %s)", c)
+        finally:
+            for name in made:
+                conn.execute(f"DROP OWNED BY {name} CASCADE")
+                conn.execute(f"DROP ROLE {name}")
+
+
+def _is_superuser(db: str, role: str) -> bool:
+    return scalar(db, "SELECT rolsuper FROM pg_roles WHERE rolname = %s", (role,))
+
+
+def _consumer(db: str, cid: int) -> dict:
+    cur = query(db, "SELECT owner::text, enabled, last_error FROM pipeline_kafka.consumers WHERE id = %s", (cid,))
+    return dict(zip(("owner", "enabled", "last_error"), cur[0])) if cur else {}
+
+
+def _stopped(db: str, cid: int) -> dict | None:
+    c = _consumer(db, cid)
+    return c if not c["enabled"] else None
+
+
+def _letters(db: str, **kw) -> dict[str, tuple[str, str]]:
+    """value -> (sqlstate, error) of the dead letters the connection's role sees."""
+    with pg_connect(db, **kw) as conn:
+        rows = conn.execute("SELECT convert_from(value, 'UTF8'), sqlstate, error FROM pipeline_kafka.dead_letters").fetchall()
+    return {v: (s, e) for v, s, e in rows}
+
+
+# --- item 1 ------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_superuser_stream_partitioned_consumer_writes_as_the_tables_owner(fresh_db, topic_factory, roles):
+    """The issue's attack: a superuser runs consume_begin_stream_partitioned; a role with CREATE
+    on a schema creates a table whose BEFORE INSERT trigger runs ALTER ROLE ... SUPERUSER (and
+    grants INSERT to PUBLIC); one message keyed with that table's name. The write runs as the
+    table's owner: the trigger fails as the attacker, the message is a dead letter with the
+    trigger's SQLSTATE (42501), the attacker is no superuser. A second attacker table whose
+    trigger catches the error shows whom it ran as; the superuser's own table gets its row."""
+    db = fresh_db
+    topic = topic_factory(1)
+    attacker = roles("pi_att")
+    with pg_connect(db) as conn:
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
+        conn.execute("CREATE SCHEMA app")
+        conn.execute(f"GRANT USAGE, CREATE ON SCHEMA app TO {attacker}")
+        conn.execute("CREATE TABLE app.good (id int, v text)")
+        cid = conn.execute("SELECT pipeline_kafka.consume_begin_stream_partitioned(%s, format := 'csv', start_offset := -2)",
+                           (topic,)).fetchone()[0]
+    assert _consumer(db, cid)["owner"] == "postgres"
+    with pg_connect(db, user=attacker) as conn:
+        conn.execute("CREATE TABLE app.evil (id int, v text)")
+        conn.execute("GRANT INSERT ON app.evil TO PUBLIC")
+        conn.execute(f"""
+            CREATE FUNCTION app.escalate() RETURNS trigger LANGUAGE plpgsql AS $f$
+            BEGIN EXECUTE 'ALTER ROLE {attacker} SUPERUSER'; RETURN NEW; END $f$""")
+        conn.execute("CREATE TRIGGER escalate BEFORE INSERT ON app.evil FOR EACH ROW EXECUTE FUNCTION app.escalate()")
+        conn.execute("CREATE TABLE app.probe (id int, v text)")
+        conn.execute(f"""
+            CREATE FUNCTION app.probe() RETURNS trigger LANGUAGE plpgsql AS $f$
+            BEGIN
+              BEGIN
+                EXECUTE 'ALTER ROLE {attacker} SUPERUSER';
+                NEW.v := 'escalated as ' || current_user;
+              EXCEPTION WHEN insufficient_privilege THEN
+                NEW.v := 'denied as ' || current_user;
+              END;
+              RETURN NEW;
+            END $f$""")
+        conn.execute("CREATE TRIGGER probe BEFORE INSERT ON app.probe FOR EACH ROW EXECUTE FUNCTION app.probe()")
+    produce(topic, ["1,evil"], key="app.evil")
+    produce(topic, ["2,probe"], key="app.probe")
+    produce(topic, ["3,good"], key="app.good")
+    wait_until(lambda: scalar(db, 'SELECT "offset" FROM pipeline_kafka.offsets WHERE consumer_id = %s', (cid,)) == 3,
+               timeout=60, what="the three messages to be consumed")
+    assert not _is_superuser(db, attacker)
+    assert scalar(db, "SELECT count(*) FROM app.evil") == 0
+    assert query(db, "SELECT id, v FROM app.probe") == [(2, f"denied as {attacker}")]
+    assert query(db, "SELECT id, v FROM app.good") == [(3, "good")]
+    letters = _letters(db)
+    assert set(letters) == {"1,evil"}, letters
+    state, error = letters["1,evil"]
+    assert state == "42501" and "superuser" in error and f"writing as {attacker}" in error, letters
+    assert _consumer(db, cid)["enabled"]
+
+
+@pytest.mark.timeout(120)
+def test_stream_partitioned_consumer_writes_only_tables_of_roles_it_has_the_privileges_of(fresh_db, topic_factory, roles):
+    """A plain role's stream-partitioned consumer: a victim's table it may INSERT into by a grant,
+    but whose owner it is not a member of, is refused (42501 dead letter, no row); its own
+    tables and those of a role it is a member of are written, as their owners. A table given
+    to the victim between two batches is refused from the next batch on."""
+    db = fresh_db
+    topic = topic_factory(1)
+    owner, victim, group = roles("pi_own"), roles("pi_vic"), roles("pi_grp")
+    with pg_connect(db) as conn:
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
+        conn.execute("CREATE SCHEMA s")
+        conn.execute(f"GRANT USAGE, CREATE ON SCHEMA s TO {owner}, {victim}, {group}")
+        conn.execute(f"GRANT {group} TO {owner}")
+        # records whom a row was written as
+        conn.execute("CREATE FUNCTION s.who() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$f$ BEGIN NEW.who := current_user; RETURN NEW; END $f$")
+    with pg_connect(db, user=victim) as conn:
+        conn.execute("CREATE TABLE s.victims (id int, who text)")
+        conn.execute(f"GRANT INSERT ON s.victims TO {owner}")
+    with pg_connect(db, user=group) as conn:
+        conn.execute("CREATE TABLE s.groups (id int, who text)")
+    with pg_connect(db, user=owner) as conn:
+        conn.execute("CREATE TABLE s.mine (id int, who text)")
+        conn.execute("CREATE TABLE s.given (id int, who text)")
+        cid = conn.execute("SELECT pipeline_kafka.consume_begin_stream_partitioned(%s, format := 'csv', start_offset := -2)",
+                           (topic,)).fetchone()[0]
+    with pg_connect(db) as conn:
+        for t in ("victims", "groups", "mine", "given"):
+            conn.execute(f"CREATE TRIGGER who BEFORE INSERT ON s.{t} FOR EACH ROW EXECUTE FUNCTION s.who()")
+    produce(topic, ["1,"], key="s.victims")
+    produce(topic, ["2,"], key="s.groups")
+    produce(topic, ["3,"], key="s.mine")
+    produce(topic, ["4,"], key="s.given")
+    wait_until(lambda: scalar(db, 'SELECT "offset" FROM pipeline_kafka.offsets WHERE consumer_id = %s', (cid,)) == 4,
+               timeout=60, what="the first four messages")
+    assert scalar(db, "SELECT count(*) FROM s.victims") == 0
+    assert query(db, "SELECT id, who FROM s.groups") == [(2, group)]
+    assert query(db, "SELECT id, who FROM s.mine") == [(3, owner)]
+    assert query(db, "SELECT id, who FROM s.given") == [(4, owner)]
+    letters = _letters(db)
+    assert set(letters) == {"1,"}, letters
+    assert letters["1,"][0] == "42501" and f"belongs to {victim}" in letters["1,"][1], letters
+    # ownership is read for every batch
+    with pg_connect(db) as conn:
+        conn.execute(f"ALTER TABLE s.given OWNER TO {victim}")
+    produce(topic, ["5,"], key="s.given")
+    wait_until(lambda: scalar(db, 'SELECT "offset" FROM pipeline_kafka.offsets WHERE consumer_id = %s', (cid,)) == 5,
+               timeout=60, what="the fifth message")
+    assert query(db, "SELECT id FROM s.given") == [(4,)]
+    letters = _letters(db)
+    assert letters["5,"][0] == "42501" and f"belongs to {victim}" in letters["5,"][1], letters
+    assert _consumer(db, cid)["enabled"]
