@@ -56,6 +56,11 @@ CREATE TABLE pipeline_kafka.consumers (
     key_format   text CHECK (key_format IN ('json', 'csv', 'text')),
     -- where a partition without a stored offset starts, by time (offsets_for_times); NULL = start_offset rules
     start_time   timestamptz,
+    -- 0.6.0 (appended): the transform function as consume_begin found it, its oid (a plain oid:
+    -- pg_upgrade does not keep pg_proc oids, the worker then adopts the function of the stored
+    -- signature and owner) and its owner; the worker calls no function of another owner
+    transform_oid   oid,
+    transform_owner regrole,
     UNIQUE (topic, relation),
     CONSTRAINT consumers_by_key_check CHECK ((relation IS NULL) = (relname IS NULL))
 );
@@ -164,6 +169,9 @@ CREATE TABLE pipeline_kinesis.consumers (
     mode         text NOT NULL DEFAULT 'append' CHECK (mode IN ('append', 'upsert')),
     key_columns  text[],
     key_format   text CHECK (key_format IN ('json', 'csv', 'text')),
+    -- 0.6.0 (appended): as on pipeline_kafka.consumers
+    transform_oid   oid,
+    transform_owner regrole,
     UNIQUE (endpoint, stream, relation)
 );
 

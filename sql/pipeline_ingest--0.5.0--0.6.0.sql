@@ -27,6 +27,14 @@ ALTER FUNCTION pipeline_kinesis.shard_status() PARALLEL RESTRICTED;
 -- Issue 19.2: transform functions are pinned (oid and owner).
 -- ---------------------------------------------------------------------------------------------
 -- (section 19.2)
+-- The transform function's oid (plain oid: pg_upgrade keeps no pg_proc oids) and owner, pinned
+-- by consume_begin; existing consumers get the function their stored signature names now.
+ALTER TABLE pipeline_kafka.consumers ADD COLUMN transform_oid oid, ADD COLUMN transform_owner regrole;
+ALTER TABLE pipeline_kinesis.consumers ADD COLUMN transform_oid oid, ADD COLUMN transform_owner regrole;
+UPDATE pipeline_kafka.consumers k SET transform_oid = p.oid, transform_owner = p.proowner::pg_catalog.regrole
+FROM pg_catalog.pg_proc p WHERE k.transform IS NOT NULL AND p.oid = pg_catalog.to_regprocedure(k.transform);
+UPDATE pipeline_kinesis.consumers k SET transform_oid = p.oid, transform_owner = p.proowner::pg_catalog.regrole
+FROM pg_catalog.pg_proc p WHERE k.transform IS NOT NULL AND p.oid = pg_catalog.to_regprocedure(k.transform);
 
 
 

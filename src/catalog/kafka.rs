@@ -173,8 +173,8 @@ fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<
         columns: row.get(19)?,
         config_by_superuser: row.get(20)?.unwrap_or(false),
         features: crate::catalog::Features::from_row(row, 21)?,
-        start_time_us: row.get(26)?,
-        partitioned: row.get(27)?.unwrap_or(false),
+        start_time_us: row.get(28)?,
+        partitioned: row.get(29)?.unwrap_or(false),
     })
 }
 

@@ -178,3 +178,95 @@ def test_stream_partitioned_consumer_writes_only_tables_of_roles_it_has_the_priv
     letters = _letters(db)
     assert letters["5,"][0] == "42501" and f"belongs to {victim}" in letters["5,"][1], letters
     assert _consumer(db, cid)["enabled"]
+
+
+# --- item 2 ------------------------------------------------------------------------------------
+
+TRANSFORM = """
+CREATE FUNCTION shared.to_events(batch pipeline_kafka.message[]) RETURNS SETOF shared.events LANGUAGE sql AS $f$
+  SELECT convert_from(m.value, 'UTF8')::int, {tag}::text FROM unnest(batch) m $f$"""
+
+
+@pytest.mark.timeout(120)
+def test_dropped_transform_replaced_by_another_roles_function_is_not_called(fresh_db, topic_factory, roles):
+    """A superuser's consumer with a transform in a schema where the attacker has CREATE. The
+    superuser drops the function; the attacker creates one with the same signature that makes it
+    superuser and writes a marker. The next message: the attacker's function is not called (no
+    superuser, no marker), nothing is written, the consumer stops with a last_error naming the
+    function and both owners; its offset stays."""
+    db = fresh_db
+    topic = topic_factory(1)
+    attacker = roles("pi_att")
+    with pg_connect(db) as conn:
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
+        conn.execute("CREATE SCHEMA shared")
+        conn.execute(f"GRANT USAGE, CREATE ON SCHEMA shared TO {attacker}")
+        conn.execute("CREATE TABLE shared.events (id int, tag text)")
+        conn.execute(TRANSFORM.format(tag="'v1'"))
+        cid = conn.execute("SELECT pipeline_kafka.consume_begin(%s, 'shared.events', start_offset := -2, "
+                           "transform := 'shared.to_events(pipeline_kafka.message[])')", (topic,)).fetchone()[0]
+    produce(topic, ["1"])
+    wait_until(lambda: query(db, "SELECT id, tag FROM shared.events") == [(1, "v1")], timeout=60, what="the first row")
+
+    with pg_connect(db) as conn:
+        conn.execute("DROP FUNCTION shared.to_events(pipeline_kafka.message[])")
+    with pg_connect(db, user=attacker) as conn:
+        conn.execute("CREATE TABLE shared.marker (who text)")
+        conn.execute("GRANT INSERT ON shared.marker TO PUBLIC")
+        conn.execute(f"""
+            CREATE FUNCTION shared.to_events(batch pipeline_kafka.message[]) RETURNS void LANGUAGE plpgsql AS $f$
+            BEGIN
+              INSERT INTO shared.marker VALUES (current_user);
+              EXECUTE 'ALTER ROLE {attacker} SUPERUSER';
+            END $f$""")
+    produce(topic, ["2"])
+    offset = 'SELECT "offset" FROM pipeline_kafka.offsets WHERE consumer_id = %s'
+    wait_until(lambda: _stopped(db, cid) or scalar(db, offset, (cid,)) == 2, timeout=60,
+               what="the consumer to stop (or to consume the message)")
+    assert not _is_superuser(db, attacker)
+    assert scalar(db, "SELECT count(*) FROM shared.marker") == 0
+    c = _consumer(db, cid)
+    assert not c["enabled"], c
+    assert "transform function shared.to_events(pipeline_kafka.message[]) now belongs to " + attacker in c["last_error"], c
+    assert "postgres's when consume_begin ran" in c["last_error"] and "42501" in c["last_error"], c
+    assert query(db, "SELECT id, tag FROM shared.events") == [(1, "v1")]
+    assert scalar(db, offset, (cid,)) == 1
+
+
+@pytest.mark.timeout(120)
+def test_transform_created_again_by_its_owner_is_adopted_and_a_dropped_one_stops(fresh_db, topic_factory, roles):
+    """The owner creating its own function again (a new oid, same signature and owner) is adopted:
+    rows keep flowing, the new oid is pinned. A function dropped and not created again stops the
+    consumer (42883 in last_error) rather than waiting for whoever creates one."""
+    db = fresh_db
+    topic = topic_factory(1)
+    owner = roles("pi_own")
+    with pg_connect(db) as conn:
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
+        conn.execute(f"CREATE SCHEMA shared AUTHORIZATION {owner}")
+    with pg_connect(db, user=owner) as conn:
+        conn.execute("CREATE TABLE shared.events (id int, tag text)")
+        conn.execute(TRANSFORM.format(tag="'v1'"))
+        cid = conn.execute("SELECT pipeline_kafka.consume_begin(%s, 'shared.events', start_offset := -2, "
+                           "transform := 'shared.to_events(pipeline_kafka.message[])')", (topic,)).fetchone()[0]
+    produce(topic, ["1"])
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM shared.events") == 1, timeout=60, what="the first row")
+    assert query(db, "SELECT transform, transform_oid = 'shared.to_events(pipeline_kafka.message[])'::regprocedure, "
+                     "transform_owner::text FROM pipeline_kafka.consumers WHERE id = %s", (cid,)) == [
+        ("shared.to_events(pipeline_kafka.message[])", True, owner)]
+    with pg_connect(db, user=owner) as conn:
+        conn.execute("DROP FUNCTION shared.to_events(pipeline_kafka.message[])")
+        conn.execute(TRANSFORM.format(tag="'v2'"))
+    produce(topic, ["2"])
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM shared.events") == 2, timeout=60, what="the second row")
+    assert query(db, "SELECT id, tag FROM shared.events ORDER BY id") == [(1, "v1"), (2, "v2")]
+    assert scalar(db, "SELECT transform_oid = 'shared.to_events(pipeline_kafka.message[])'::regprocedure "
+                      "FROM pipeline_kafka.consumers WHERE id = %s", (cid,)) is True
+    assert _consumer(db, cid)["enabled"]
+
+    with pg_connect(db, user=owner) as conn:
+        conn.execute("DROP FUNCTION shared.to_events(pipeline_kafka.message[])")
+    produce(topic, ["3"])
+    c = wait_until(lambda: _stopped(db, cid), timeout=60, what="the consumer to stop")
+    assert f"(owner {owner}) was dropped" in c["last_error"] and "42883" in c["last_error"], c
+    assert scalar(db, "SELECT count(*) FROM shared.events") == 2
