@@ -89,7 +89,9 @@ CREATE TABLE pipeline_kafka.offsets (
 
 -- Messages that could not become rows (bad format, a value of the wrong type, a constraint or a
 -- trigger error), with their raw bytes. Written in the same transaction as the batch's good rows
--- and its offsets. Owners of a consumer see (and may delete) its dead letters; superusers all.
+-- and its offsets. A dead letter belongs to the consumer's owner when it was written (`owner`):
+-- that role's members see (and may delete) it, superusers all; a role that takes the consumer
+-- over later (its table created again by that role) does not.
 CREATE TABLE pipeline_kafka.dead_letters (
     id          bigserial PRIMARY KEY,
     consumer_id integer NOT NULL REFERENCES pipeline_kafka.consumers (id) ON DELETE CASCADE,
@@ -100,7 +102,9 @@ CREATE TABLE pipeline_kafka.dead_letters (
     value       bytea,
     error       text NOT NULL,
     sqlstate    text NOT NULL,
-    failed_at   timestamptz NOT NULL DEFAULT now()
+    failed_at   timestamptz NOT NULL DEFAULT now(),
+    -- 0.6.0 (appended)
+    owner       regrole NOT NULL
 );
 CREATE INDEX ON pipeline_kafka.dead_letters (consumer_id, "partition", "offset");
 
@@ -206,7 +210,9 @@ CREATE TABLE pipeline_kinesis.dead_letters (
     data            bytea,
     error           text NOT NULL,
     sqlstate        text NOT NULL,
-    failed_at       timestamptz NOT NULL DEFAULT now()
+    failed_at       timestamptz NOT NULL DEFAULT now(),
+    -- 0.6.0 (appended): as on pipeline_kafka.dead_letters
+    owner           regrole NOT NULL
 );
 CREATE INDEX ON pipeline_kinesis.dead_letters (consumer_id, shard_id);
 
@@ -231,9 +237,8 @@ REVOKE SELECT ON pipeline_kafka.outbox FROM PUBLIC;
 REVOKE SELECT ON pipeline_kafka.secrets FROM PUBLIC;
 GRANT DELETE ON pipeline_kafka.dead_letters TO PUBLIC;
 ALTER TABLE pipeline_kafka.dead_letters ENABLE ROW LEVEL SECURITY;
-CREATE POLICY dead_letters_of_owned_consumers ON pipeline_kafka.dead_letters
-    USING (EXISTS (SELECT 1 FROM pipeline_kafka.consumers c
-                   WHERE c.id = consumer_id AND pg_catalog.pg_has_role(c.owner, 'USAGE')));
+CREATE POLICY dead_letters_of_own_roles ON pipeline_kafka.dead_letters
+    USING (pg_catalog.pg_has_role(owner, 'USAGE'));
 -- A consumer's row (its settings and last_error, which can quote message contents) is visible to
 -- its owner's members and superusers only, like its dead letters.
 ALTER TABLE pipeline_kafka.consumers ENABLE ROW LEVEL SECURITY;
@@ -241,9 +246,8 @@ CREATE POLICY consumers_of_own_roles ON pipeline_kafka.consumers FOR SELECT
     USING (pg_catalog.pg_has_role(owner, 'USAGE'));
 GRANT DELETE ON pipeline_kinesis.dead_letters TO PUBLIC;
 ALTER TABLE pipeline_kinesis.dead_letters ENABLE ROW LEVEL SECURITY;
-CREATE POLICY dead_letters_of_owned_consumers ON pipeline_kinesis.dead_letters
-    USING (EXISTS (SELECT 1 FROM pipeline_kinesis.consumers c
-                   WHERE c.id = consumer_id AND pg_catalog.pg_has_role(c.owner, 'USAGE')));
+CREATE POLICY dead_letters_of_own_roles ON pipeline_kinesis.dead_letters
+    USING (pg_catalog.pg_has_role(owner, 'USAGE'));
 ALTER TABLE pipeline_kinesis.consumers ENABLE ROW LEVEL SECURITY;
 CREATE POLICY consumers_of_own_roles ON pipeline_kinesis.consumers FOR SELECT
     USING (pg_catalog.pg_has_role(owner, 'USAGE'));

@@ -49,6 +49,20 @@ FROM pg_catalog.pg_proc p WHERE k.transform IS NOT NULL AND p.oid = pg_catalog.t
 -- Issue 19.10: dead letters and last_error of a taken-over consumer stay with their owner.
 -- ---------------------------------------------------------------------------------------------
 -- (section 19.10)
+-- A dead letter belongs to the consumer's owner when it was written, and is visible to that
+-- role's members only (not to a role that takes the consumer over later).
+ALTER TABLE pipeline_kafka.dead_letters ADD COLUMN owner regrole;
+UPDATE pipeline_kafka.dead_letters d SET owner = c.owner FROM pipeline_kafka.consumers c WHERE c.id = d.consumer_id;
+ALTER TABLE pipeline_kafka.dead_letters ALTER COLUMN owner SET NOT NULL;
+DROP POLICY dead_letters_of_owned_consumers ON pipeline_kafka.dead_letters;
+CREATE POLICY dead_letters_of_own_roles ON pipeline_kafka.dead_letters
+    USING (pg_catalog.pg_has_role(owner, 'USAGE'));
+ALTER TABLE pipeline_kinesis.dead_letters ADD COLUMN owner regrole;
+UPDATE pipeline_kinesis.dead_letters d SET owner = c.owner FROM pipeline_kinesis.consumers c WHERE c.id = d.consumer_id;
+ALTER TABLE pipeline_kinesis.dead_letters ALTER COLUMN owner SET NOT NULL;
+DROP POLICY dead_letters_of_owned_consumers ON pipeline_kinesis.dead_letters;
+CREATE POLICY dead_letters_of_own_roles ON pipeline_kinesis.dead_letters
+    USING (pg_catalog.pg_has_role(owner, 'USAGE'));
 
 
 

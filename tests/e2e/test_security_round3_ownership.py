@@ -270,3 +270,55 @@ def test_transform_created_again_by_its_owner_is_adopted_and_a_dropped_one_stops
     c = wait_until(lambda: _stopped(db, cid), timeout=60, what="the consumer to stop")
     assert f"(owner {owner}) was dropped" in c["last_error"] and "42883" in c["last_error"], c
     assert scalar(db, "SELECT count(*) FROM shared.events") == 2
+
+
+# --- item 10 -----------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(150)
+def test_taking_over_a_consumer_does_not_hand_over_its_dead_letters_or_last_error(fresh_db, topic_factory, roles):
+    """A victim's consumer has a dead letter and a last_error quoting message contents; its table
+    is dropped; an attacker with CREATE on the schema creates it again and takes the consumer over
+    with consume_begin. The attacker sees none of the victim's dead letters and cannot delete
+    them, and last_error is not the victim's; the victim still sees (and may delete) its dead
+    letter. Dead letters written after the takeover are the attacker's."""
+    db = fresh_db
+    topic = topic_factory(1)
+    victim, attacker = roles("pi_vic"), roles("pi_att")
+    with pg_connect(db) as conn:
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
+        conn.execute("CREATE SCHEMA shared")
+        conn.execute(f"GRANT USAGE, CREATE ON SCHEMA shared TO {victim}, {attacker}")
+    with pg_connect(db, user=victim) as conn:
+        conn.execute("CREATE TABLE shared.events (id int, v text)")
+        cid = conn.execute("SELECT pipeline_kafka.consume_begin(%s, 'shared.events', format := 'csv', start_offset := -2)",
+                           (topic,)).fetchone()[0]
+    produce(topic, ["1,ok", "victim-secret-1,x"])
+    wait_until(lambda: len(_letters(db)) == 1, timeout=60, what="the victim's dead letter")
+    # stop on the next bad message: last_error quotes it
+    with pg_connect(db, user=victim) as conn:
+        conn.execute("SELECT pipeline_kafka.consume_begin(%s, 'shared.events', format := 'csv', on_error := 'stop')", (topic,))
+    produce(topic, ["victim-secret-2,x"])
+    c = wait_until(lambda: _stopped(db, cid), timeout=60, what="the consumer to stop on the bad message")
+    assert "victim-secret-2" in c["last_error"], c
+    with pg_connect(db, user=victim) as conn:
+        conn.execute("DROP TABLE shared.events")
+    with pg_connect(db, user=attacker) as conn:
+        conn.execute("CREATE TABLE shared.events (id int, v text)")
+        assert conn.execute("SELECT pipeline_kafka.consume_begin(%s, 'shared.events', format := 'csv')",
+                            (topic,)).fetchone()[0] == cid
+        # what the attacker sees of the consumer it now owns
+        row = conn.execute("SELECT owner::text, coalesce(last_error, '') FROM pipeline_kafka.consumers WHERE id = %s",
+                           (cid,)).fetchone()
+        assert row[0] == attacker and "victim-secret" not in row[1], row
+        assert conn.execute("SELECT count(*) FROM pipeline_kafka.dead_letters").fetchone()[0] == 0
+        assert conn.execute("DELETE FROM pipeline_kafka.dead_letters WHERE consumer_id = %s", (cid,)).rowcount == 0
+    assert set(_letters(db)) == {"victim-secret-1,x"}
+    assert set(_letters(db, user=victim)) == {"victim-secret-1,x"}
+    # Dead letters written after the takeover (the held-back message, a new one) are the attacker's.
+    produce(topic, ["attacker-bad,y"])
+    wait_until(lambda: len(_letters(db, user=attacker)) == 2, timeout=60, what="the attacker's own dead letters")
+    assert "attacker-bad,y" in _letters(db, user=attacker)
+    assert set(_letters(db, user=victim)) == {"victim-secret-1,x"}
+    assert query(db, "SELECT owner::text, count(*) FROM pipeline_kafka.dead_letters GROUP BY 1 ORDER BY 2") == [
+        (victim, 1), (attacker, 2)]
