@@ -194,7 +194,7 @@ pub fn set_features(sys: SourceKind, consumer_id: i32, metadata: Option<&str>, w
         ))
     });
     // 0.6.0: the function pinned (a database not updated yet has no columns for it; its workers
-    // then call only functions of the consumer's owner or of a superuser: sink::pin).
+    // do not run before ALTER EXTENSION UPDATE, which pins the function of the stored signature).
     if super::has_column(sys.consumers(), "transform_owner") {
         set_transform_pin(sys, consumer_id, writer.transform_oid, writer.transform_owner);
     }

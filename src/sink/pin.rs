@@ -17,8 +17,9 @@
 //! renamed or given away between this check and the call by its name; the lookups after the lock
 //! see the latest committed catalog.
 //!
-//! A database whose schema is older than 0.6.0 (no pin stored) calls only a function owned by the
-//! consumer's owner or by a superuser: code no other role could have written.
+//! A consumer with no pin stored (its function did not exist when the database was updated to
+//! 0.6.0) calls only a function owned by the consumer's owner or by a superuser: code no other
+//! role could have written.
 
 use crate::catalog::consumers::{role_name, set_transform_pin};
 use crate::catalog::{spi, Features};
@@ -60,11 +61,11 @@ pub fn check(sys: SourceKind, consumer_id: i32, consumer_owner: pg_sys::Oid, f: 
             role_name(pinned)
         ), "42501"),
         (None, Some(pinned)) => stop(format!("(owner {}) was dropped", role_name(pinned)), "42883"),
-        // Not pinned: a database not updated to 0.6.0 yet, or one whose update found no function.
+        // Not pinned: the update to 0.6.0 found no function of the stored signature.
         (Some((_, owner)), None) if owner == consumer_owner || is_superuser(owner) => Ok(()),
         (Some((_, owner)), None) => stop(format!(
-            "belongs to {}, neither the consumer's owner nor a superuser, and it was not pinned to an owner when consume_begin \
-             ran (ALTER EXTENSION pipeline_ingest UPDATE first)",
+            "belongs to {}, neither the consumer's owner nor a superuser, and no owner was pinned for it (it did not exist \
+             when the extension was updated to 0.6.0)",
             role_name(owner)
         ), "42501"),
         (None, None) => stop("does not exist".to_string(), "42883"),

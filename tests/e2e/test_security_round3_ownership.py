@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import pytest
 
+import pihelpers
 from pihelpers import KAFKA_BOOTSTRAP, pg_connect, produce, query, scalar, unique_name, wait_until
 
 
@@ -270,6 +271,37 @@ def test_transform_created_again_by_its_owner_is_adopted_and_a_dropped_one_stops
     c = wait_until(lambda: _stopped(db, cid), timeout=60, what="the consumer to stop")
     assert f"(owner {owner}) was dropped" in c["last_error"] and "42883" in c["last_error"], c
     assert scalar(db, "SELECT count(*) FROM shared.events") == 2
+
+
+@pytest.mark.timeout(120)
+def test_update_pins_existing_transforms(topic_factory):
+    """A database created at 0.5.0 with a transform consumer and a dead letter: ALTER EXTENSION
+    UPDATE pins the function (oid and owner) found by the stored signature, and the consumer runs
+    with it; the dead letter belongs to the consumer's owner (19.10)."""
+    topic = topic_factory(1)
+    with pihelpers.fresh_db(extension=False) as db:
+        with pg_connect(db) as conn:
+            conn.execute("CREATE EXTENSION pipeline_ingest VERSION '0.5.0'")
+            conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
+            conn.execute("CREATE SCHEMA shared")
+            conn.execute("CREATE TABLE shared.events (id int, tag text)")
+            conn.execute(TRANSFORM.format(tag="'v1'"))
+            cid = conn.execute("SELECT pipeline_kafka.consume_begin(%s, 'shared.events', start_offset := -2, "
+                               "transform := 'shared.to_events(pipeline_kafka.message[])')", (topic,)).fetchone()[0]
+            conn.execute("INSERT INTO pipeline_kafka.dead_letters (consumer_id, topic, partition, \"offset\", error, sqlstate) "
+                         "VALUES (%s, %s, 0, 0, 'bad', '22P02')", (cid, topic))
+        with pg_connect(db) as conn:
+            conn.execute("ALTER EXTENSION pipeline_ingest UPDATE")
+        assert query(db, "SELECT transform_oid = 'shared.to_events(pipeline_kafka.message[])'::regprocedure, "
+                         "transform_owner::text FROM pipeline_kafka.consumers WHERE id = %s", (cid,)) == [(True, "postgres")]
+        assert query(db, "SELECT owner::text FROM pipeline_kafka.dead_letters") == [("postgres",)]
+        produce(topic, ["1", "not a number"])
+        wait_until(lambda: scalar(db, "SELECT count(*) FROM pipeline_kafka.dead_letters") == 2, timeout=60,
+                   what="the messages after the update")
+        assert query(db, "SELECT id, tag FROM shared.events") == [(1, "v1")]
+        assert query(db, "SELECT owner::text, count(*) FROM pipeline_kafka.dead_letters GROUP BY 1") == [("postgres", 2)]
+        with pg_connect(db) as conn:
+            conn.execute("SELECT pipeline_kafka.consume_drop(%s, 'shared.events')", (topic,))
 
 
 # --- item 10 -----------------------------------------------------------------------------------
