@@ -56,6 +56,11 @@ CREATE TABLE pipeline_kafka.consumers (
     key_format   text CHECK (key_format IN ('json', 'csv', 'text')),
     -- where a partition without a stored offset starts, by time (offsets_for_times); NULL = start_offset rules
     start_time   timestamptz,
+    -- 0.6.0 (appended): the transform function as consume_begin found it, its oid (a plain oid:
+    -- pg_upgrade does not keep pg_proc oids, the worker then adopts the function of the stored
+    -- signature and owner) and its owner; the worker calls no function of another owner
+    transform_oid   oid,
+    transform_owner regrole,
     UNIQUE (topic, relation),
     CONSTRAINT consumers_by_key_check CHECK ((relation IS NULL) = (relname IS NULL))
 );
@@ -84,7 +89,9 @@ CREATE TABLE pipeline_kafka.offsets (
 
 -- Messages that could not become rows (bad format, a value of the wrong type, a constraint or a
 -- trigger error), with their raw bytes. Written in the same transaction as the batch's good rows
--- and its offsets. Owners of a consumer see (and may delete) its dead letters; superusers all.
+-- and its offsets. A dead letter belongs to the consumer's owner when it was written (`owner`):
+-- that role's members see (and may delete) it, superusers all; a role that takes the consumer
+-- over later (its table created again by that role) does not.
 CREATE TABLE pipeline_kafka.dead_letters (
     id          bigserial PRIMARY KEY,
     consumer_id integer NOT NULL REFERENCES pipeline_kafka.consumers (id) ON DELETE CASCADE,
@@ -95,7 +102,9 @@ CREATE TABLE pipeline_kafka.dead_letters (
     value       bytea,
     error       text NOT NULL,
     sqlstate    text NOT NULL,
-    failed_at   timestamptz NOT NULL DEFAULT now()
+    failed_at   timestamptz NOT NULL DEFAULT now(),
+    -- 0.6.0 (appended)
+    owner       regrole NOT NULL
 );
 CREATE INDEX ON pipeline_kafka.dead_letters (consumer_id, "partition", "offset");
 
@@ -186,6 +195,9 @@ CREATE TABLE pipeline_kinesis.consumers (
     mode         text NOT NULL DEFAULT 'append' CHECK (mode IN ('append', 'upsert')),
     key_columns  text[],
     key_format   text CHECK (key_format IN ('json', 'csv', 'text')),
+    -- 0.6.0 (appended): as on pipeline_kafka.consumers
+    transform_oid   oid,
+    transform_owner regrole,
     UNIQUE (endpoint, stream, relation)
 );
 
@@ -220,7 +232,9 @@ CREATE TABLE pipeline_kinesis.dead_letters (
     data            bytea,
     error           text NOT NULL,
     sqlstate        text NOT NULL,
-    failed_at       timestamptz NOT NULL DEFAULT now()
+    failed_at       timestamptz NOT NULL DEFAULT now(),
+    -- 0.6.0 (appended): as on pipeline_kafka.dead_letters
+    owner           regrole NOT NULL
 );
 CREATE INDEX ON pipeline_kinesis.dead_letters (consumer_id, shard_id);
 
@@ -245,9 +259,8 @@ REVOKE SELECT ON pipeline_kafka.outbox FROM PUBLIC;
 REVOKE SELECT ON pipeline_kafka.secrets FROM PUBLIC;
 GRANT DELETE ON pipeline_kafka.dead_letters TO PUBLIC;
 ALTER TABLE pipeline_kafka.dead_letters ENABLE ROW LEVEL SECURITY;
-CREATE POLICY dead_letters_of_owned_consumers ON pipeline_kafka.dead_letters
-    USING (EXISTS (SELECT 1 FROM pipeline_kafka.consumers c
-                   WHERE c.id = consumer_id AND pg_catalog.pg_has_role(c.owner, 'USAGE')));
+CREATE POLICY dead_letters_of_own_roles ON pipeline_kafka.dead_letters
+    USING (pg_catalog.pg_has_role(owner, 'USAGE'));
 -- A consumer's row (its settings and last_error, which can quote message contents) is visible to
 -- its owner's members and superusers only, like its dead letters.
 ALTER TABLE pipeline_kafka.consumers ENABLE ROW LEVEL SECURITY;
@@ -255,9 +268,8 @@ CREATE POLICY consumers_of_own_roles ON pipeline_kafka.consumers FOR SELECT
     USING (pg_catalog.pg_has_role(owner, 'USAGE'));
 GRANT DELETE ON pipeline_kinesis.dead_letters TO PUBLIC;
 ALTER TABLE pipeline_kinesis.dead_letters ENABLE ROW LEVEL SECURITY;
-CREATE POLICY dead_letters_of_owned_consumers ON pipeline_kinesis.dead_letters
-    USING (EXISTS (SELECT 1 FROM pipeline_kinesis.consumers c
-                   WHERE c.id = consumer_id AND pg_catalog.pg_has_role(c.owner, 'USAGE')));
+CREATE POLICY dead_letters_of_own_roles ON pipeline_kinesis.dead_letters
+    USING (pg_catalog.pg_has_role(owner, 'USAGE'));
 GRANT DELETE ON pipeline_kafka.outbox_dead_letters TO PUBLIC;
 ALTER TABLE pipeline_kafka.outbox_dead_letters ENABLE ROW LEVEL SECURITY;
 CREATE POLICY outbox_dead_letters_of_own_roles ON pipeline_kafka.outbox_dead_letters

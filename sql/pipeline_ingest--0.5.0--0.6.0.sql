@@ -27,6 +27,14 @@ ALTER FUNCTION pipeline_kinesis.shard_status() PARALLEL RESTRICTED;
 -- Issue 19.2: transform functions are pinned (oid and owner).
 -- ---------------------------------------------------------------------------------------------
 -- (section 19.2)
+-- The transform function's oid (plain oid: pg_upgrade keeps no pg_proc oids) and owner, pinned
+-- by consume_begin; existing consumers get the function their stored signature names now.
+ALTER TABLE pipeline_kafka.consumers ADD COLUMN transform_oid oid, ADD COLUMN transform_owner regrole;
+ALTER TABLE pipeline_kinesis.consumers ADD COLUMN transform_oid oid, ADD COLUMN transform_owner regrole;
+UPDATE pipeline_kafka.consumers k SET transform_oid = p.oid, transform_owner = p.proowner::pg_catalog.regrole
+FROM pg_catalog.pg_proc p WHERE k.transform IS NOT NULL AND p.oid = pg_catalog.to_regprocedure(k.transform);
+UPDATE pipeline_kinesis.consumers k SET transform_oid = p.oid, transform_owner = p.proowner::pg_catalog.regrole
+FROM pg_catalog.pg_proc p WHERE k.transform IS NOT NULL AND p.oid = pg_catalog.to_regprocedure(k.transform);
 
 
 
@@ -62,6 +70,20 @@ SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.outbox_dead_letters',
 -- Issue 19.10: dead letters and last_error of a taken-over consumer stay with their owner.
 -- ---------------------------------------------------------------------------------------------
 -- (section 19.10)
+-- A dead letter belongs to the consumer's owner when it was written, and is visible to that
+-- role's members only (not to a role that takes the consumer over later).
+ALTER TABLE pipeline_kafka.dead_letters ADD COLUMN owner regrole;
+UPDATE pipeline_kafka.dead_letters d SET owner = c.owner FROM pipeline_kafka.consumers c WHERE c.id = d.consumer_id;
+ALTER TABLE pipeline_kafka.dead_letters ALTER COLUMN owner SET NOT NULL;
+DROP POLICY dead_letters_of_owned_consumers ON pipeline_kafka.dead_letters;
+CREATE POLICY dead_letters_of_own_roles ON pipeline_kafka.dead_letters
+    USING (pg_catalog.pg_has_role(owner, 'USAGE'));
+ALTER TABLE pipeline_kinesis.dead_letters ADD COLUMN owner regrole;
+UPDATE pipeline_kinesis.dead_letters d SET owner = c.owner FROM pipeline_kinesis.consumers c WHERE c.id = d.consumer_id;
+ALTER TABLE pipeline_kinesis.dead_letters ALTER COLUMN owner SET NOT NULL;
+DROP POLICY dead_letters_of_owned_consumers ON pipeline_kinesis.dead_letters;
+CREATE POLICY dead_letters_of_own_roles ON pipeline_kinesis.dead_letters
+    USING (pg_catalog.pg_has_role(owner, 'USAGE'));
 
 
 

@@ -145,6 +145,12 @@ pub fn try_in_transaction<R, E>(f: impl FnOnce() -> Result<R, E>) -> Result<Resu
 /// once, not when the batch ends, so isolating 100,000 bad messages in one batch does not hold
 /// gigabytes. `R` must therefore not point into PostgreSQL memory (no caller's does).
 pub fn in_subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, PgError> {
+    try_in_subtransaction(|| Ok(f()))
+}
+
+/// Like `in_subtransaction`, but `f` decides too: `Err` rolls the subtransaction back as an ERROR
+/// does (what `f` wrote before returning it is undone) and is returned.
+pub fn try_in_subtransaction<R>(f: impl FnOnce() -> Result<R, PgError>) -> Result<R, PgError> {
     let f = std::panic::AssertUnwindSafe(f);
     // SAFETY: inside a transaction in the main thread; memory context and resource owner are
     // restored after the subtransaction ends, as PL/pgSQL's exception blocks do. The attempt's
@@ -164,7 +170,7 @@ pub fn in_subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, PgError> {
         pg_sys::MemoryContextSwitchTo(attempt);
         let result = PgTryBuilder::new(move || {
             let f = f;
-            Ok((f.0)())
+            (f.0)()
         })
         .catch_others(|e| Err(PgError::from(e)))
         .execute();

@@ -173,8 +173,8 @@ SELECT regress.try($$SELECT pipeline_kinesis.remove_endpoint('local')$$);
 
 -- the relation is dropped: the consumer is still named by it, and dropped with its checkpoints
 -- and dead letters
-INSERT INTO pipeline_kinesis.dead_letters (consumer_id, stream, shard_id, sequence_number, data, error, sqlstate)
-SELECT id, stream, 'shardId-000000000001', '1', '\x00', 'bad', '22P02' FROM pipeline_kinesis.consumers;
+INSERT INTO pipeline_kinesis.dead_letters (consumer_id, stream, shard_id, sequence_number, data, error, sqlstate, owner)
+SELECT id, stream, 'shardId-000000000001', '1', '\x00', 'bad', '22P02', owner FROM pipeline_kinesis.consumers;
 DROP TABLE kin_target CASCADE;
 SELECT regress.try($$SELECT pipeline_kinesis.consume_drop('local', 'pi_regress', 'kin_target')$$);
 SELECT (SELECT count(*) FROM pipeline_kinesis.consumers) AS consumers,

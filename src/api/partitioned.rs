@@ -2,10 +2,10 @@
 //! `consume_end_stream_partitioned` / `consume_drop_stream_partitioned`): one consumer per topic
 //! whose messages name their target relation in their key (sink::partitioned writes them).
 //!
-//! Who owns it: the role that calls consume_begin_stream_partitioned. Rows are written as that
-//! role, into a relation only when that role has INSERT on it (checked per batch), so the consumer
-//! never writes with more rights than its owner has; a key naming any other relation, or none,
-//! makes a dead letter. Managing it afterwards takes the privileges of its owner, as for the
+//! Who owns it: the role that calls consume_begin_stream_partitioned. Rows are written as each
+//! relation's owner, into a relation only when the consumer's owner has that role's privileges
+//! and that role may INSERT into it (checked per batch), so the consumer never writes with more
+//! rights than its owner has; a key naming any other relation, or none, makes a dead letter. Managing it afterwards takes the privileges of its owner, as for the
 //! consumers of `consume_begin`.
 
 use pgrx::prelude::*;

@@ -274,6 +274,8 @@ pub fn target(a: PreviewArgs) -> crate::worker::pipeline::Target {
             mode: writer.mode.to_string(),
             key_columns: writer.key_columns,
             key_format: writer.key_format,
+            transform_oid: writer.transform_oid,
+            transform_owner: writer.transform_owner,
         },
         partitioned: false,
     }

@@ -43,6 +43,9 @@ pgrx::impl_sql_translatable!(RegProcArg, arg_only = "regprocedure");
 pub struct WriterArgs {
     /// The transform function as `regprocedure` text (schema-qualified when needed).
     pub transform: Option<String>,
+    /// Its oid and owner now: stored with it, the worker calls no other function (sink::pin).
+    pub transform_oid: Option<pg_sys::Oid>,
+    pub transform_owner: Option<pg_sys::Oid>,
     pub mode: &'static str,
     /// upsert: the key columns, resolved (NULL given = the primary key's columns, in its order).
     pub key_columns: Option<Vec<String>>,
@@ -88,9 +91,15 @@ pub fn check(
         invalid("key_columns and key_format are for mode 'upsert'");
     }
     let transform = transform.map(|f| check_transform(source, f.0, relid, owner, relation, opts, mode, columns, metadata));
+    let (transform_oid, transform_owner) = match &transform {
+        Some((_, oid, proowner)) => (Some(*oid), Some(*proowner)),
+        None => (None, None),
+    };
     let key_columns = (mode == "upsert").then(|| check_upsert(relid, relation, opts, key_columns, key_format, columns, metadata));
     WriterArgs {
-        transform,
+        transform: transform.map(|(name, _, _)| name),
+        transform_oid,
+        transform_owner,
         mode,
         key_columns,
         key_format: key_format.map(str::to_string),
@@ -101,7 +110,7 @@ pub fn check(
 /// the settings that say how values become rows do not apply (22023 rather than being ignored).
 /// The function must take exactly the batch array (42883), return void or SETOF the relation's
 /// row type (42804), and the consumer's owner must be allowed to EXECUTE it (42501). Returns it as
-/// schema-qualified regprocedure text.
+/// schema-qualified regprocedure text, with its oid and owner.
 #[allow(clippy::too_many_arguments)]
 fn check_transform(
     source: SourceKind,
@@ -113,7 +122,7 @@ fn check_transform(
     mode: &str,
     columns: Option<&Vec<String>>,
     metadata: Option<&str>,
-) -> String {
+) -> (String, pg_sys::Oid, pg_sys::Oid) {
     if opts.format.name() != "text" || opts.delimiter.is_some() || opts.quote.is_some() || opts.escape.is_some() {
         invalid("a transform receives each message's raw bytes: format, delimiter, quote and escape do not apply (leave them unset)");
     }
@@ -139,7 +148,8 @@ fn check_transform(
                         pg_catalog.has_function_privilege($4, p.oid, 'EXECUTE'), \
                         p.pronamespace = pg_catalog.pg_my_temp_schema(), \
                         p.oid::pg_catalog.regprocedure::text, \
-                        (SELECT reltype FROM pg_catalog.pg_class WHERE oid = $3)::pg_catalog.regtype::text \
+                        (SELECT reltype FROM pg_catalog.pg_class WHERE oid = $3)::pg_catalog.regtype::text, \
+                        p.proowner \
                  FROM pg_catalog.pg_proc p WHERE p.oid = $1",
                 Some(1),
                 &[func.into(), array_type.into(), relid.into(), owner.into()],
@@ -154,12 +164,13 @@ fn check_transform(
                     r.get::<bool>(5)?.unwrap_or(false),
                     r.get::<String>(6)?.unwrap_or_default(),
                     r.get::<String>(7)?.unwrap_or_default(),
+                    r.get::<pg_sys::Oid>(8)?.unwrap_or(pg_sys::Oid::INVALID),
                 ));
             }
             Ok(out)
         }))
     });
-    let Some((args_ok, returns_void, returns_rows, may_execute, temporary, name, row_type)) = row else {
+    let Some((args_ok, returns_void, returns_rows, may_execute, temporary, name, row_type, proowner)) = row else {
         raise(PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION, "transform function does not exist")
     };
     if !args_ok {
@@ -189,7 +200,7 @@ fn check_transform(
             ),
         );
     }
-    name
+    (name, func, proowner)
 }
 
 /// The key columns of an upsert (NULL = the primary key's), checked: they exist, once each, and a

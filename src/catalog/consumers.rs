@@ -193,4 +193,21 @@ pub fn set_features(sys: SourceKind, consumer_id: i32, metadata: Option<&str>, w
             ],
         ))
     });
+    // 0.6.0: the function pinned (a database not updated yet has no columns for it; its workers
+    // do not run before ALTER EXTENSION UPDATE, which pins the function of the stored signature).
+    if super::has_column(sys.consumers(), "transform_owner") {
+        set_transform_pin(sys, consumer_id, writer.transform_oid, writer.transform_owner);
+    }
+}
+
+/// Stores the oid and owner of a consumer's transform function (sink::pin re-pins the oid of a
+/// function its owner created again).
+pub fn set_transform_pin(sys: SourceKind, consumer_id: i32, oid: Option<pg_sys::Oid>, owner: Option<pg_sys::Oid>) {
+    as_superuser(|| {
+        spi(Spi::run_with_args(
+            &format!("UPDATE {t} SET transform_oid = $2, transform_owner = $3::oid::regrole \
+              WHERE id = $1 AND (transform_oid, transform_owner) IS DISTINCT FROM ($2, $3::oid::regrole)", t = sys.consumers()),
+            &[consumer_id.into(), oid.into(), owner.into()],
+        ))
+    });
 }

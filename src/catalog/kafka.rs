@@ -173,8 +173,8 @@ fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<
         columns: row.get(19)?,
         config_by_superuser: row.get(20)?.unwrap_or(false),
         features: crate::catalog::Features::from_row(row, 21)?,
-        start_time_us: row.get(26)?,
-        partitioned: row.get(27)?.unwrap_or(false),
+        start_time_us: row.get(28)?,
+        partitioned: row.get(29)?.unwrap_or(false),
     })
 }
 
@@ -395,6 +395,13 @@ pub struct DeadLetter<'a> {
 /// Stores dead letters (in the batch's transaction): one statement per 10,000, as a batch may
 /// hold thousands (a statement each was most of the cost of a batch with 1% bad messages).
 pub fn insert_dead_letters(consumer_id: i32, topic: &str, letters: &[DeadLetter]) {
+    // 0.6.0: a dead letter belongs to the consumer's owner when it was written (it stays that
+    // role's when another role takes the consumer over); a database not updated yet has no column.
+    let (owner_column, owner_value) = if super::has_column("pipeline_kafka.dead_letters", "owner") {
+        (", owner", ", (SELECT c.owner FROM pipeline_kafka.consumers c WHERE c.id = $1)")
+    } else {
+        ("", "")
+    };
     for part in letters.chunks(10_000) {
         let partitions: Vec<i32> = part.iter().map(|d| d.partition).collect();
         let offsets: Vec<i64> = part.iter().map(|d| d.offset).collect();
@@ -404,10 +411,12 @@ pub fn insert_dead_letters(consumer_id: i32, topic: &str, letters: &[DeadLetter]
         let sqlstates: Vec<&str> = part.iter().map(|d| d.sqlstate.as_str()).collect();
         as_superuser(|| {
             spi(Spi::run_with_args(
-                "INSERT INTO pipeline_kafka.dead_letters \
-                     (consumer_id, topic, \"partition\", \"offset\", key, value, error, sqlstate) \
-                 SELECT $1, $2, p, o, k, v, e, s \
-                 FROM unnest($3::int4[], $4::int8[], $5::bytea[], $6::bytea[], $7::text[], $8::text[]) AS u(p, o, k, v, e, s)",
+                &format!(
+                    "INSERT INTO pipeline_kafka.dead_letters \
+                         (consumer_id, topic, \"partition\", \"offset\", key, value, error, sqlstate{owner_column}) \
+                     SELECT $1, $2, p, o, k, v, e, s{owner_value} \
+                     FROM unnest($3::int4[], $4::int8[], $5::bytea[], $6::bytea[], $7::text[], $8::text[]) AS u(p, o, k, v, e, s)"
+                ),
                 &[
                     consumer_id.into(),
                     topic.into(),

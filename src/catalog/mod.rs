@@ -61,6 +61,11 @@ pub struct Features {
     pub mode: String,
     pub key_columns: Option<Vec<String>>,
     pub key_format: Option<String>,
+    /// 0.6.0: the transform function as consume_begin found it (its oid and owner): a function
+    /// dropped and created again by another role is never called (sink::pin). None in a database
+    /// not updated yet, or when the function did not exist when it was updated.
+    pub transform_oid: Option<pg_sys::Oid>,
+    pub transform_owner: Option<pg_sys::Oid>,
 }
 
 /// The select-list of `Features` for a consumers table aliased `k`, read through the row's jsonb
@@ -69,7 +74,8 @@ pub const FEATURE_COLUMNS: &str = "to_jsonb(k) ->> 'metadata', to_jsonb(k) ->> '
      coalesce(to_jsonb(k) ->> 'mode', 'append'), \
      CASE WHEN jsonb_typeof(to_jsonb(k) -> 'key_columns') = 'array' \
           THEN ARRAY(SELECT jsonb_array_elements_text(to_jsonb(k) -> 'key_columns')) END, \
-     to_jsonb(k) ->> 'key_format'";
+     to_jsonb(k) ->> 'key_format', \
+     (to_jsonb(k) ->> 'transform_oid')::oid, (to_jsonb(k) ->> 'transform_owner')::regrole::oid";
 
 /// The select-list expression of a consumer's start_time (the timestamptz `column`) in
 /// microseconds since the Unix epoch. consume_begin refuses times outside what a bigint of
@@ -98,6 +104,8 @@ impl Features {
             mode: row.get(first + 2)?.unwrap_or_else(|| "append".to_string()),
             key_columns: row.get(first + 3)?,
             key_format: row.get(first + 4)?,
+            transform_oid: row.get(first + 5)?,
+            transform_owner: row.get(first + 6)?,
         })
     }
 }

@@ -102,6 +102,13 @@ pub struct DeadLetter<'a> {
 
 /// Stores dead letters (in the batch's transaction): one statement per 10,000.
 pub fn insert_dead_letters(consumer_id: i32, stream: &str, letters: &[DeadLetter]) {
+    // 0.6.0: a dead letter belongs to the consumer's owner when it was written (it stays that
+    // role's when another role takes the consumer over); a database not updated yet has no column.
+    let (owner_column, owner_value) = if super::has_column("pipeline_kinesis.dead_letters", "owner") {
+        (", owner", ", (SELECT c.owner FROM pipeline_kinesis.consumers c WHERE c.id = $1)")
+    } else {
+        ("", "")
+    };
     for part in letters.chunks(10_000) {
         let shards: Vec<&str> = part.iter().map(|d| d.shard_id).collect();
         let seqs: Vec<&str> = part.iter().map(|d| d.pos.seq.as_str()).collect();
@@ -112,11 +119,13 @@ pub fn insert_dead_letters(consumer_id: i32, stream: &str, letters: &[DeadLetter
         let sqlstates: Vec<&str> = part.iter().map(|d| d.sqlstate).collect();
         as_superuser(|| {
             spi(Spi::run_with_args(
-                "INSERT INTO pipeline_kinesis.dead_letters \
-                     (consumer_id, stream, shard_id, sequence_number, sub_sequence, partition_key, data, error, sqlstate) \
-                 SELECT $1, $2, sh, sq, sub, pk, d, e, s \
-                 FROM unnest($3::text[], $4::text[], $5::int8[], $6::text[], $7::bytea[], $8::text[], $9::text[]) \
-                      AS u(sh, sq, sub, pk, d, e, s)",
+                &format!(
+                    "INSERT INTO pipeline_kinesis.dead_letters \
+                         (consumer_id, stream, shard_id, sequence_number, sub_sequence, partition_key, data, error, sqlstate{owner_column}) \
+                     SELECT $1, $2, sh, sq, sub, pk, d, e, s{owner_value} \
+                     FROM unnest($3::text[], $4::text[], $5::int8[], $6::text[], $7::bytea[], $8::text[], $9::text[]) \
+                          AS u(sh, sq, sub, pk, d, e, s)"
+                ),
                 &[
                     consumer_id.into(),
                     stream.into(),

@@ -1,10 +1,18 @@
 //! Writing a stream-partitioned consumer's batch (consume_begin_stream_partitioned): each
 //! message's key names its target relation; the messages of each relation are COPYed into it
-//! (`write::append`), as the consumer's owner, after checking that the owner may INSERT into it.
-//! A message whose key names no relation the owner may write (or that has no key) is rejected with
-//! its reason, so it becomes a dead letter and the batch's offsets still commit.
+//! (`write::append`) **as the relation's owner**, after checking that the consumer's owner has the
+//! privileges of that role (is it, a member of it, or a superuser) and that the relation's owner
+//! may INSERT into it. Rows are thus written with the rights of the target table's owner, never
+//! more, and a message key can only pick among roles whose rights the consumer's owner already
+//! has: a table of another role (a trigger that would run with the consumer's owner's rights) is
+//! never written. A message whose key names no relation the consumer may write (or that has no
+//! key) is rejected with its reason, so it becomes a dead letter and the batch's offsets still
+//! commit; so are a relation's messages when writing into it fails on an access rule (class 42:
+//! a privilege its owner lacks, a missing object its trigger needs), which is that relation's
+//! problem, not the batch's.
 
 use super::write::{append, Written};
+use crate::catalog::consumers::role_name;
 use crate::catalog::spi;
 use crate::worker::pipeline::Target;
 use crate::xact::{as_superuser, PgError};
@@ -18,12 +26,13 @@ type Refusal = (String, &'static str);
 
 /// Writes each message into the relation its key names; see the module comment.
 pub fn write<P: Position>(target: &Target, messages: &[Message<P>]) -> Result<Written, PgError> {
-    // Relations in the order their first message came, each with its messages' indexes (rows of a
-    // relation keep the order of its messages).
-    let mut groups: Vec<(pg_sys::Oid, Vec<usize>)> = Vec::new();
+    // Relations in the order their first message came, each with its owner and its messages'
+    // indexes (rows of a relation keep the order of its messages).
+    let mut groups: Vec<(pg_sys::Oid, pg_sys::Oid, Vec<usize>)> = Vec::new();
     let mut group_of: HashMap<pg_sys::Oid, usize> = HashMap::new();
-    // A batch usually names few relations: each key is looked up and checked once per batch.
-    let mut verdicts: HashMap<Option<Vec<u8>>, Result<pg_sys::Oid, Refusal>> = HashMap::new();
+    // A batch usually names few relations: each key is looked up and checked once per batch (a
+    // new transaction: an owner or privilege changed since the last batch is seen).
+    let mut verdicts: HashMap<Option<Vec<u8>>, Result<(pg_sys::Oid, pg_sys::Oid), Refusal>> = HashMap::new();
     let mut rejected = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         // An empty message or a tombstone holds no rows, whatever its key names (as for every
@@ -33,28 +42,43 @@ pub fn write<P: Position>(target: &Target, messages: &[Message<P>]) -> Result<Wr
         }
         let verdict = verdicts.entry(m.key.clone()).or_insert_with(|| target_relation(m.key.as_deref(), target.owner));
         match verdict {
-            Ok(oid) => {
+            Ok((oid, owner)) => {
                 let g = *group_of.entry(*oid).or_insert_with(|| {
-                    groups.push((*oid, Vec::new()));
+                    groups.push((*oid, *owner, Vec::new()));
                     groups.len() - 1
                 });
-                groups[g].1.push(i);
+                groups[g].2.push(i);
             }
             Err((error, sqlstate)) => rejected.push(Rejected { msg: i, error: error.clone(), sqlstate: sqlstate.to_string() }),
         }
     }
     let mut rows = Vec::new();
-    for (relid, indexes) in groups {
+    for (relid, owner, indexes) in groups {
         let subset: Vec<Message<P>> = indexes.iter().map(|&i| messages[i].clone()).collect();
-        let written = append(target, relid, &subset)?;
+        // As the relation's owner: COPY and whatever it fires (triggers, defaults, constraints).
+        let as_owner = Target { owner, ..target.clone() };
+        let written = match crate::xact::try_in_subtransaction(|| append(&as_owner, relid, &subset)) {
+            Ok(w) => w,
+            Err(e) if e.sqlstate.starts_with("42") => {
+                let mut error = e.message.clone();
+                if let Some(d) = &e.detail {
+                    error.push_str(&format!(" ({d})"));
+                }
+                let error = format!("{error} (writing as {}, the owner of the relation)", role_name(owner));
+                rejected.extend(indexes.iter().map(|&i| Rejected { msg: i, error: error.clone(), sqlstate: e.sqlstate.clone() }));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         rejected.extend(written.rejected.into_iter().map(|r| Rejected { msg: indexes[r.msg], ..r }));
         rows.extend(written.rows.into_iter().map(|(m, n)| (indexes[m], n)));
     }
     Ok(Written { rejected, rows })
 }
 
-/// The relation a message key names, if the consumer's owner may write it.
-fn target_relation(key: Option<&[u8]>, owner: pg_sys::Oid) -> Result<pg_sys::Oid, Refusal> {
+/// The relation a message key names and its owner, if the consumer's owner (`owner`) may write
+/// it: it has the privileges of the relation's owner, who may INSERT into it.
+fn target_relation(key: Option<&[u8]>, owner: pg_sys::Oid) -> Result<(pg_sys::Oid, pg_sys::Oid), Refusal> {
     let Some(key) = key else {
         return Err(("the message has no key; a stream-partitioned consumer's message key names its target relation".into(), "42P01"));
     };
@@ -88,15 +112,19 @@ fn target_relation(key: Option<&[u8]>, owner: pg_sys::Oid) -> Result<pg_sys::Oid
     let Some(oid) = oid else {
         return Err((format!("relation \"{shown}\" (named by the message key) does not exist"), "42P01"));
     };
-    let (kind, schema, in_extension, may_insert, may_use_schema) = as_superuser(|| {
+    // The privileges are the relation's owner's (rows are written as it), and the consumer's
+    // owner must have that role's privileges (pg_has_role USAGE: has_privs_of_role).
+    let (kind, schema, in_extension, relowner, has_owner_privs, may_insert, may_use_schema) = as_superuser(|| {
         spi(Spi::connect(|c| {
             let row = c
                 .select(
                     "SELECT c.relkind::text, n.nspname::text, \
                             EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass \
                                     AND d.objid = c.oid AND d.deptype = 'e'), \
-                            pg_catalog.has_table_privilege($2, c.oid, 'INSERT'), \
-                            pg_catalog.has_schema_privilege($2, n.oid, 'USAGE') \
+                            c.relowner, \
+                            pg_catalog.pg_has_role($2, c.relowner, 'USAGE'), \
+                            pg_catalog.has_table_privilege(c.relowner, c.oid, 'INSERT'), \
+                            pg_catalog.has_schema_privilege(c.relowner, n.oid, 'USAGE') \
                      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
                     None,
                     &[oid.into(), owner.into()],
@@ -106,8 +134,10 @@ fn target_relation(key: Option<&[u8]>, owner: pg_sys::Oid) -> Result<pg_sys::Oid
                 row.get::<String>(1)?.unwrap_or_default(),
                 row.get::<String>(2)?.unwrap_or_default(),
                 row.get::<bool>(3)?.unwrap_or(true),
-                row.get::<bool>(4)?.unwrap_or(false),
+                row.get::<pg_sys::Oid>(4)?.unwrap_or(pg_sys::Oid::INVALID),
                 row.get::<bool>(5)?.unwrap_or(false),
+                row.get::<bool>(6)?.unwrap_or(false),
+                row.get::<bool>(7)?.unwrap_or(false),
             ))
         }))
     });
@@ -119,17 +149,30 @@ fn target_relation(key: Option<&[u8]>, owner: pg_sys::Oid) -> Result<pg_sys::Oid
     if in_extension || schema.starts_with("pg_") || schema == "information_schema" || schema == "pipeline_kafka" || schema == "pipeline_kinesis" {
         return Err((format!("stream-partitioned consumers do not write into \"{shown}\" (a system or pipeline_ingest table)"), "42501"));
     }
+    // Rows are written as the relation's owner: only into a table of a role whose privileges the
+    // consumer's owner has, or the key would choose whose rights (and triggers) a write runs with.
+    if !has_owner_privs {
+        return Err((
+            format!(
+                "permission denied for table {shown}: it belongs to {}, and the consumer's owner {} does not have that role's privileges \
+                 (a stream-partitioned consumer writes only into tables of roles it is a member of)",
+                role_name(relowner),
+                role_name(owner)
+            ),
+            "42501",
+        ));
+    }
     if !may_use_schema {
-        return Err((format!("permission denied for schema {schema}: the consumer's owner {} has no USAGE privilege on it", crate::catalog::consumers::role_name(owner)), "42501"));
+        return Err((format!("permission denied for schema {schema}: the table's owner {} has no USAGE privilege on it", role_name(relowner)), "42501"));
     }
     if !may_insert {
-        return Err((format!("permission denied for table {shown}: the consumer's owner {} has no INSERT privilege on it", crate::catalog::consumers::role_name(owner)), "42501"));
+        return Err((format!("permission denied for table {shown}: its owner {} has no INSERT privilege on it", role_name(relowner)), "42501"));
     }
     // SAFETY: catalog lookup for an existing relation, in a transaction.
-    if unsafe { pg_sys::check_enable_rls(oid, owner, true) } == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32 {
+    if unsafe { pg_sys::check_enable_rls(oid, relowner, true) } == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32 {
         return Err((format!("row-level security is enabled on \"{shown}\"; ingestion uses COPY FROM, which does not support it"), "0A000"));
     }
-    Ok(oid)
+    Ok((oid, relowner))
 }
 
 /// A key as shown in errors: at most 200 characters.

@@ -83,9 +83,10 @@ pub(super) fn bisect<T>(
 }
 
 /// The function to call (schema-qualified, quoted) and whether it returns rows for the relation.
-/// Checked again for every batch: the function may have been dropped or replaced, the relation
-/// recreated with another row type since consume_begin (errors not about the data: the batch is
-/// retried, the error shown in last_error).
+/// The pipeline checked (sink::pin) and locked the pinned function of the stored signature before,
+/// in this transaction, so the name finds it. Checked again for every batch: the relation may have
+/// been recreated with another row type since consume_begin (errors not about the data: the batch
+/// is retried, the error shown in last_error).
 fn resolve(stored: &str, relid: pg_sys::Oid) -> (String, bool) {
     // As the superuser with search_path pg_catalog: the stored text is schema-qualified.
     let found = crate::xact::as_superuser(|| {

@@ -459,6 +459,12 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                     format!("relation \"{name}\" (oid {}) no longer exists; create it again to resume", target.relid.to_u32()),
                 ),
             };
+            // The transform function consume_begin checked, not another of the same name.
+            if !batch.messages.is_empty() {
+                if let Err(why) = crate::sink::pin::check(C::SOURCE, catalog.consumer_id(), catalog.owner(), &target.features) {
+                    return Err(BatchError::Stop(why));
+                }
+            }
             let written = match crate::sink::write::write_batch(target, relid, &batch.messages) {
                 Ok(w) => w,
                 Err(e) => return Err(BatchError::Failed(e)),

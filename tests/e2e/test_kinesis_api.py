@@ -75,8 +75,8 @@ def test_low_privilege_role_cannot_touch_or_see_another_roles_consumer(kdb, role
                                 (ENDPOINT, stream, f"{alice}.t")).fetchone()[0]
     with pg_connect(kdb) as conn:
         conn.execute("INSERT INTO pipeline_kinesis.dead_letters (consumer_id, stream, shard_id, sequence_number, "
-                     "partition_key, data, error, sqlstate) VALUES (%s, %s, %s, '1', 'k', '\\xdead', 'bad', '22P02')",
-                     (alice_id, stream, shards[0]))
+                     "partition_key, data, error, sqlstate, owner) VALUES (%s, %s, %s, '1', 'k', '\\xdead', 'bad', '22P02', %s)",
+                     (alice_id, stream, shards[0], alice))
 
     with pg_connect(kdb, user=mallory) as conn:
         # creating or changing a consumer into alice's table

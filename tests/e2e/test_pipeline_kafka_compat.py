@@ -153,9 +153,10 @@ def test_consume_stream_partitioned(fresh_db, topic_factory):
 
 
 def test_consume_stream_partitioned_safety(pg_role, fresh_db, topic_factory):
-    """The safety the original lacked: the consumer belongs to its caller and writes only where
-    that role may INSERT. Keys naming another schema's table (qualified, quoted) are written; no
-    key, a table the owner may not write, a schema it may not use, a view or the extension's own
+    """The safety the original lacked: the consumer belongs to its caller and writes only into
+    tables of roles whose privileges it has, as their owners (issue 19.1). Keys naming another
+    schema's table (qualified, quoted) are written; no key, another role's table (even with
+    INSERT granted), a schema the table's owner may not use, a view or the extension's own
     offsets table: those messages
     become dead letters with the reason and SQLSTATE, the others rows, and the offsets of the
     whole batch commit."""
@@ -170,9 +171,11 @@ def test_consume_stream_partitioned_safety(pg_role, fresh_db, topic_factory):
         CREATE VIEW public.a_view AS SELECT 1 AS x;
         CREATE SCHEMA hidden;
         CREATE TABLE hidden.t (x integer);
-        GRANT INSERT ON hidden.t TO "{role}";
+        ALTER TABLE hidden.t OWNER TO "{role}";
         GRANT USAGE ON SCHEMA s TO "{role}";
-        GRANT INSERT ON s."Mixed Case", public.plain TO "{role}";
+        ALTER TABLE s."Mixed Case" OWNER TO "{role}";
+        ALTER TABLE public.plain OWNER TO "{role}";
+        GRANT INSERT ON public.secret TO "{role}";
     """)
     topic = topic_factory()
     with pg_connect(db) as conn:
@@ -198,11 +201,11 @@ def test_consume_stream_partitioned_safety(pg_role, fresh_db, topic_factory):
     by_value = {v: (k, state, err) for k, v, state, err in letters}
     assert by_value["5"][:2] == (None, "42P01") and "no key" in by_value["5"][2]
     assert by_value["6"][1] == "42P01" and "does not exist" in by_value["6"][2]
-    assert by_value["7"][1] == "42501" and "INSERT" in by_value["7"][2]
+    assert by_value["7"][1] == "42501" and "belongs to postgres" in by_value["7"][2]
     assert by_value["8"][1] == "42809"
     assert by_value["9"][1] == "42501"
     assert by_value["10"][1] == "42602"
-    # INSERT on the table but no USAGE on its schema: refused, the consumer goes on
+    # its own table, but no USAGE on its schema: refused, the consumer goes on
     assert by_value["11"][1] == "42501" and "schema hidden" in by_value["11"][2]
     assert scalar(db, "SELECT count(*) FROM hidden.t") == 0
     assert by_value["not a number"][1] == "22P02"
