@@ -86,7 +86,8 @@ run_part() { # version part instance
   fi
   [ "$started_pg" = 0 ] || bash scripts/services.sh stop pg || true
   if [ "$own" = 1 ]; then bash scripts/services.sh stop kafka || true; bash scripts/services.sh stop kinesis || true; fi
-  printf '%s\n' "${fails[@]}" >"$LOGS/$v-$part.failed"
+  : >"$LOGS/$v-$part.failed"
+  [ ${#fails[@]} -eq 0 ] || printf '%s\n' "${fails[@]}" >"$LOGS/$v-$part.failed"
   [ ${#fails[@]} -eq 0 ]
 }
 
@@ -122,7 +123,7 @@ if bash scripts/services.sh start kafka && bash scripts/services.sh start kinesi
     if [ -s "$LOGS/$name.failed" ]; then
       mapfile -t f <"$LOGS/$name.failed"; failed+=("${f[@]}")
     elif [ -f "$LOGS/$name.failed" ]; then
-      passed+=("part-$name")
+      passed+=("e2e-$name")
     else
       failed+=("part-$name")
     fi

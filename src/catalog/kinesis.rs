@@ -136,10 +136,12 @@ fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<
 /// Consumers matching a condition on `k` (the consumer) and `e` (its endpoint), by id. Read as
 /// the superuser: row-level security hides other roles' consumers from the caller, but functions
 /// must see them (to refuse changing them, not to create a second one).
+/// (endpoints first: the extension's tables are locked in the order they were created, as DROP
+/// EXTENSION locks them.)
 pub fn select_consumers(where_sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<Consumer> {
     let q = format!(
-        "SELECT {CONSUMER_COLUMNS} FROM pipeline_kinesis.consumers k \
-         JOIN pipeline_kinesis.endpoints e ON e.name = k.endpoint {where_sql} ORDER BY k.id"
+        "SELECT {CONSUMER_COLUMNS} FROM pipeline_kinesis.endpoints e \
+         JOIN pipeline_kinesis.consumers k ON e.name = k.endpoint {where_sql} ORDER BY k.id"
     )
     .replace("{FEATURES}", super::FEATURE_COLUMNS)
     .replace("{START_TIME_US}", &super::start_time_us_sql("k.start_time"));

@@ -27,10 +27,12 @@ pub extern "C-unwind" fn pipeline_kafka_worker_main(_arg: pg_sys::Datum) {
         if !crate::catalog::extension_exists() {
             return None;
         }
+        // brokers before consumers: the extension's tables are locked in the order they were
+        // created, as DROP EXTENSION locks them (the other order deadlocked with it).
+        let (brokers, broker_config) = cat::brokers();
         let c = cat::consumer(args.consumer)?;
         // SAFETY: syscache lookup of a role oid, inside a transaction.
         let owner_is_superuser = unsafe { pg_sys::superuser_arg(c.owner) };
-        let (brokers, broker_config) = cat::brokers();
         let stored = cat::stored_offsets(args.consumer);
         Some((c, owner_is_superuser, brokers, broker_config, stored))
     });

@@ -95,15 +95,21 @@ fn streams_by_consumer<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(query
     }))
 }
 
+/// The tables are read in the order they were created (consumers, offsets, outbox, Kinesis
+/// endpoints and consumers, seqnums), which is the order DROP EXTENSION locks them in: the other
+/// order deadlocked with it.
 fn read_desired(dboid: pg_sys::Oid) -> Desired {
     let mut consumers = Vec::new();
+    let kafka_consumers = all_consumers();
     // Kafka: partitions with a stored offset, and those running workers saw in their topic (new
     // ones have no stored offset yet). Partition p belongs to index p mod parallelism.
     let mut partitions = streams_by_consumer::<i32>("SELECT consumer_id, \"partition\" FROM pipeline_kafka.offsets");
     for slot in crate::shmem::partitions_of(dboid, SourceKind::Kafka) {
         partitions.entry(slot.consumer_id).or_default().push(slot.partition);
     }
-    for c in all_consumers() {
+    let outbox_pending =
+        crate::catalog::spi(Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pipeline_kafka.outbox)")).unwrap_or(false);
+    for c in kafka_consumers {
         let known = partitions.get(&c.id).into_iter().flatten().copied();
         consumers.push(Wanted {
             source: SourceKind::Kafka,
@@ -115,12 +121,13 @@ fn read_desired(dboid: pg_sys::Oid) -> Desired {
     }
     // Kinesis: shards in seqnums (by id) and those running workers saw (by status key: the
     // number in the shard id, which is what decides the index).
+    let kinesis_consumers = crate::catalog::kinesis::all_consumers();
     let shards = streams_by_consumer::<String>("SELECT consumer_id, shard_id FROM pipeline_kinesis.seqnums");
     let mut seen: HashMap<i32, Vec<i32>> = HashMap::new();
     for slot in crate::shmem::partitions_of(dboid, SourceKind::Kinesis) {
         seen.entry(slot.consumer_id).or_default().push(slot.partition);
     }
-    for c in crate::catalog::kinesis::all_consumers() {
+    for c in kinesis_consumers {
         let p = c.parallelism.max(1);
         let by_id = shards.get(&c.id).into_iter().flatten().map(|s| ingest_core::kinesis::lineage::worker_of(s, p));
         let by_key = seen.get(&c.id).into_iter().flatten().filter(|k| **k >= 0).copied();
@@ -132,8 +139,6 @@ fn read_desired(dboid: pg_sys::Oid) -> Desired {
             indexes: indexes_owning(p, by_id.chain(by_key)),
         });
     }
-    let outbox_pending =
-        crate::catalog::spi(Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pipeline_kafka.outbox)")).unwrap_or(false);
     Desired { consumers, outbox_pending }
 }
 
@@ -177,8 +182,8 @@ fn leave_when_idle(dboid: pg_sys::Oid, dbname: &str) -> bool {
         crate::catalog::extension_exists()
             && crate::catalog::spi(Spi::get_one::<bool>(
                 "SELECT EXISTS (SELECT 1 FROM pipeline_kafka.consumers WHERE enabled) \
-                     OR EXISTS (SELECT 1 FROM pipeline_kinesis.consumers WHERE enabled) \
-                     OR EXISTS (SELECT 1 FROM pipeline_kafka.outbox)",
+                     OR EXISTS (SELECT 1 FROM pipeline_kafka.outbox) \
+                     OR EXISTS (SELECT 1 FROM pipeline_kinesis.consumers WHERE enabled)",
             ))
             .unwrap_or(true)
     });

@@ -71,6 +71,43 @@ def test_drop_extension_stops_workers(topic_factory):
         drop_database(name)
 
 
+@pytest.mark.timeout(120)
+def test_workers_lock_the_catalog_in_the_order_drop_extension_does(fresh_db, topic_factory):
+    """DROP EXTENSION locks the extension's tables in the order they were created (brokers, then
+    consumers, ...). A worker starting meanwhile read its consumers row, then the brokers: it held
+    consumers and waited for brokers while DROP EXTENSION held brokers and waited for consumers, and
+    the DROP failed with "deadlock detected" (seen in a full test run). Made deterministic with explicit locks in
+    DROP EXTENSION's order while a worker starts: the worker must wait holding nothing of ours."""
+    topic = topic_factory(1)
+    _start(fresh_db, topic)
+    wait_until(lambda: _workers(fresh_db) == 1, timeout=30, what="the worker")
+    old = scalar(fresh_db, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pipeline_kafka consumer'")
+    with pg_connect(fresh_db) as conn:
+        conn.execute("SET lock_timeout = '20s'")
+        conn.execute("BEGIN")
+        conn.execute("LOCK pipeline_kafka.brokers IN ACCESS EXCLUSIVE MODE")
+        # The supervisor starts the worker again (5 s later); it blocks on the brokers.
+        conn.execute("SELECT pg_terminate_backend(%s)", (old,))
+        wait_until(lambda: _new_worker_waits_on_brokers(fresh_db, old), timeout=60,
+                   what="the new worker waiting for the brokers table")
+        # What the worker holds of ours meanwhile: nothing (before: its consumers row's table).
+        held = query(fresh_db, "SELECT l.relation::regclass::text FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                               "WHERE a.backend_type = 'pipeline_kafka consumer' AND l.granted "
+                               "AND l.relation::regclass::text LIKE 'pipeline_%%'")
+        assert held == [], held
+        # DROP EXTENSION's next lock: granted (before: deadlock detected, 40P01).
+        conn.execute("LOCK pipeline_kafka.consumers IN ACCESS EXCLUSIVE MODE")
+        conn.execute("ROLLBACK")
+    produce(topic, ["1,after"])
+    wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM t") == 1, timeout=60, what="the row after the locks")
+
+
+def _new_worker_waits_on_brokers(db: str, old: int) -> bool:
+    return scalar(db, "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                      "WHERE a.backend_type = 'pipeline_kafka consumer' AND a.pid <> %s AND NOT l.granted "
+                      "AND l.relation = 'pipeline_kafka.brokers'::regclass", (old,)) == 1
+
+
 @pytest.mark.timeout(180)
 def test_pg_dump_keeps_the_catalog(topic_factory, tmp_path):
     topic = topic_factory(1)
