@@ -118,6 +118,36 @@ def fresh_db():
 
 
 @pytest.fixture
+def roles(fresh_db):
+    """make(prefix) -> a new LOGIN role (attacks run as roles that connect by themselves; the
+    cluster uses trust auth). Afterwards every consumer of fresh_db is dropped (stopping its workers
+    before their roles go), then each role with what it owns."""
+    made: list[str] = []
+
+    def make(prefix: str = "pi_sec") -> str:
+        name = pihelpers.unique_name(prefix)
+        with pihelpers.pg_connect(fresh_db) as conn:
+            conn.execute(f"CREATE ROLE {name} LOGIN")
+        made.append(name)
+        return name
+
+    yield make
+    with pihelpers.pg_connect(fresh_db) as conn:
+        try:
+            for topic, relname in conn.execute("SELECT topic, relname FROM pipeline_kafka.consumers").fetchall():
+                if relname is None:
+                    conn.execute("SELECT pipeline_kafka.consume_drop_stream_partitioned(%s)", (topic,))
+                else:
+                    conn.execute("SELECT pipeline_kafka.consume_drop(%s, %s)", (topic, relname))
+            for c in conn.execute("SELECT endpoint, stream, relname FROM pipeline_kinesis.consumers").fetchall():
+                conn.execute("SELECT pipeline_kinesis.consume_drop(%s, %s, %s)", c)
+        finally:
+            for name in made:
+                conn.execute(f"DROP OWNED BY {name} CASCADE")
+                conn.execute(f"DROP ROLE {name}")
+
+
+@pytest.fixture
 def pg_role():
     """create() -> a new NOLOGIN role that is not a superuser; dropped at teardown. Request it
     BEFORE fresh_db so the database (holding the role's objects and privileges) is dropped first."""

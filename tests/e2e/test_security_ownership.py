@@ -33,30 +33,6 @@ END $f$;
 """
 
 
-@pytest.fixture
-def roles(fresh_db):
-    """make(prefix) -> a new LOGIN role; all of them dropped (with what they own) afterwards."""
-    made: list[str] = []
-
-    def make(prefix: str = "pi_sec") -> str:
-        name = unique_name(prefix)
-        with pg_connect(fresh_db) as conn:
-            conn.execute(f"CREATE ROLE {name} LOGIN")
-        made.append(name)
-        return name
-
-    yield make
-    with pg_connect(fresh_db) as conn:
-        try:
-            # stop the workers before their roles go
-            for c in conn.execute("SELECT topic, relname FROM pipeline_kafka.consumers").fetchall():
-                conn.execute("SELECT pipeline_kafka.consume_drop(%s, %s)", c)
-        finally:
-            for name in made:
-                conn.execute(f"DROP OWNED BY {name} CASCADE")
-                conn.execute(f"DROP ROLE {name}")
-
-
 def _is_superuser(db: str, role: str) -> bool:
     return scalar(db, "SELECT rolsuper FROM pg_roles WHERE rolname = %s", (role,))
 

@@ -31,31 +31,6 @@ END $f$;
 """
 
 
-@pytest.fixture
-def roles(fresh_db):
-    """make(prefix) -> a new LOGIN role; its objects and itself are dropped afterwards (its consumers first)."""
-    made: list[str] = []
-
-    def make(prefix: str = "pi_r3") -> str:
-        name = unique_name(prefix)
-        with pg_connect(fresh_db) as conn:
-            conn.execute(f"CREATE ROLE {name} LOGIN")
-        made.append(name)
-        return name
-
-    yield make
-    with pg_connect(fresh_db) as conn:
-        try:
-            for c in conn.execute("SELECT topic, relname FROM pipeline_kafka.consumers").fetchall():
-                conn.execute("SELECT pipeline_kafka.consume_drop(%s, %s)", c)
-            for c in conn.execute("SELECT endpoint, stream, relname FROM pipeline_kinesis.consumers").fetchall():
-                conn.execute("SELECT pipeline_kinesis.consume_drop(%s, %s, %s)", c)
-        finally:
-            for name in made:
-                conn.execute(f"DROP OWNED BY {name} CASCADE")
-                conn.execute(f"DROP ROLE {name}")
-
-
 def _schema_of(db: str, role: str) -> str:
     schema = unique_name("pi_s")
     with pg_connect(db) as conn:
