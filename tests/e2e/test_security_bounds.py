@@ -144,25 +144,26 @@ def test_a_worker_on_100k_header_messages_is_linear_and_terminable(fresh_db, top
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("headers_column", [True, False], ids=["headers-column", "no-headers-column"])
 def test_headers_count_toward_maxbytes(fresh_db, topic_factory, headers_column):
-    """600 messages with a tiny value and one 900 KB header, maxbytes 100000: with a headers
-    metadata column the headers are counted (a batch holds one such message), without one they are
-    not even copied; either way the worker's peak stays far below the 540 MB the messages hold,
-    and every message is consumed. Before, the headers counted for nothing: one batch held them
-    all (2.4 GB for 1,200 messages of 990 KB)."""
+    """600 messages with a tiny value and one 900 KB header, maxbytes 100000, into a table whose
+    trigger takes 10 ms per row (the worker is behind the broker): with a headers metadata column
+    the headers are counted (a batch holds one such message), without one they are not even
+    copied, and either way librdkafka's prefetch (which counts values only) is not left to read
+    the whole topic ahead; the worker's peak stays far below the 540 MB the messages hold, and
+    every message is consumed. Before, the headers counted for nothing (2.4 GB for 1,200 messages
+    of 990 KB)."""
     db = fresh_db
     n = 600
     topic = topic_factory(1)
     produce(topic, [str(i) for i in range(n)], headers=[("big", b"x" * 900_000)], timeout=120)
     with pg_connect(db) as conn:
         conn.execute("SELECT pipeline_kafka.add_broker(%s)", [KAFKA_BOOTSTRAP])
-        if headers_column:
-            conn.execute("CREATE TABLE t (v int, h jsonb)")
-            cid = conn.execute("SELECT pipeline_kafka.consume_begin(%s, 't', start_offset := -2, maxbytes := 100000, "
-                               "metadata := '{\"headers\": \"h\"}')", [topic]).fetchone()[0]
-        else:
-            conn.execute("CREATE TABLE t (v int)")
-            cid = conn.execute("SELECT pipeline_kafka.consume_begin(%s, 't', start_offset := -2, maxbytes := 100000)",
-                               [topic]).fetchone()[0]
+        conn.execute("CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                     "BEGIN PERFORM pg_sleep(0.01); RETURN NEW; END $$")
+        conn.execute("CREATE TABLE t (v int, h jsonb)" if headers_column else "CREATE TABLE t (v int)")
+        conn.execute("CREATE TRIGGER slow BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION slow()")
+        metadata = ", metadata := '{\"headers\": \"h\"}'" if headers_column else ""
+        cid = conn.execute("SELECT pipeline_kafka.consume_begin(%s, 't', start_offset := -2, maxbytes := 100000"
+                           f"{metadata})", [topic]).fetchone()[0]
     pid = _one_worker(db, KAFKA_WORKER)
     wait_until(lambda: scalar(db, "SELECT \"offset\" FROM pipeline_kafka.offsets WHERE consumer_id = %s", [cid]) == n,
                timeout=300, what="the offset past every message")

@@ -134,14 +134,16 @@ impl Unpacked {
         last.map(|sub| ShardPos { seq: self.seq.clone(), sub: Some(sub) })
     }
 
-    fn message(&self, sub: Option<u64>, key: &[u8], payload: Vec<u8>) -> Message<KinesisPos> {
-        Message {
-            pos: KinesisPos { shard: self.shard.clone(), at: ShardPos { seq: self.seq.clone(), sub } },
-            key: Some(key.to_vec()),
-            payload: Some(payload),
-            timestamp_ms: self.arrival_ms,
-            headers: None,
-        }
+}
+
+/// A message of `shard` at (`seq`, `sub`); the key is copied.
+fn message(shard: &str, seq: &SeqNum, sub: Option<u64>, key: &[u8], payload: Vec<u8>, arrival_ms: Option<i64>) -> Message<KinesisPos> {
+    Message {
+        pos: KinesisPos { shard: shard.to_string(), at: ShardPos { seq: seq.clone(), sub } },
+        key: Some(key.to_vec()),
+        payload: Some(payload),
+        timestamp_ms: arrival_ms,
+        headers: None,
     }
 }
 
@@ -156,21 +158,14 @@ impl Iterator for Unpacked {
         let Some((agg, at)) = &mut self.aggregate else {
             self.done = true;
             let data = std::mem::take(&mut self.data);
-            return Some(self.message(None, self.partition_key.as_bytes(), data));
+            return Some(message(&self.shard, &self.seq, None, self.partition_key.as_bytes(), data, self.arrival_ms));
         };
         let mut filter = Filter { seq: &self.seq, skip: self.skip.as_ref(), range: self.range, hashes: &mut self.long_key_hashes };
         while let Some(u) = agg.next(&self.data, at) {
             if filter.keeps(&u) {
-                let (sub, key, data) = (u.sub, u.partition_key.as_bytes(), u.data.to_vec());
-                self.done = self.last.as_ref().is_some_and(|l| l.sub == Some(sub));
-                let m = Message {
-                    pos: KinesisPos { shard: self.shard.clone(), at: ShardPos { seq: self.seq.clone(), sub: Some(sub) } },
-                    key: Some(key.to_vec()),
-                    payload: Some(data),
-                    timestamp_ms: self.arrival_ms,
-                    headers: None,
-                };
-                return Some(m);
+                self.done = self.last.as_ref().is_some_and(|l| l.sub == Some(u.sub));
+                let payload = u.data.to_vec();
+                return Some(message(&self.shard, &self.seq, Some(u.sub), u.partition_key.as_bytes(), payload, self.arrival_ms));
             }
         }
         self.done = true;
