@@ -106,6 +106,33 @@ def test_preview_of_a_message_with_100k_headers_is_fast_or_cancelled(fresh_db, t
         assert outcome == [(0, 7, N_HEADERS, None, None)], [r[:2] + r[3:] for r in outcome]
 
 
+@pytest.mark.timeout(120)
+def test_a_cancelled_preview_raises_57014_instead_of_a_row(fresh_db, topic_factory):
+    """statement_timeout fires while a preview writes its first message (a transform that sleeps):
+    the preview ends with 57014. Before, the cancel was caught in the message's subtransaction,
+    became that message's result row, and the preview went on with the next messages."""
+    db = fresh_db
+    topic = topic_factory(1)
+    produce(topic, ["1", "2", "3"])
+    with pg_connect(db) as conn:
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", [KAFKA_BOOTSTRAP])
+        conn.execute(HEADERS_SETUP)
+        conn.execute("""CREATE FUNCTION nap(batch pipeline_kafka.message[]) RETURNS SETOF h LANGUAGE sql AS $$
+            SELECT pg_sleep(2);
+            SELECT convert_from(m.value, 'UTF8')::int, m.headers FROM unnest(batch) m $$""")
+    with pg_connect(db) as conn:
+        conn.execute("SET statement_timeout = '1s'")
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled) as raised:
+            rows = conn.execute("SELECT \"offset\", error, sqlstate FROM pipeline_kafka.preview(%s, 'h', "
+                                "transform := 'nap(pipeline_kafka.message[])')", [topic]).fetchall()
+            print("rows instead of 57014:", rows)
+        elapsed = time.monotonic() - started
+    assert raised.value.sqlstate == "57014"
+    assert "statement timeout" in str(raised.value), str(raised.value)
+    assert elapsed < 4, f"{elapsed:.1f} s"
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("via", sorted(HEADER_USERS))
 def test_a_worker_on_100k_header_messages_is_linear_and_terminable(fresh_db, topic_factory, via):
