@@ -98,11 +98,15 @@ pub fn preview_messages<P: ingest_core::batch::Position>(
         let mut outcomes = Vec::with_capacity(messages.len());
         let mut ranges = Vec::with_capacity(messages.len());
         for m in messages {
+            pgrx::check_for_interrupts!();
             let before = next_xid();
             let written = crate::xact::in_subtransaction(|| crate::sink::write::write_batch(target, relid, std::slice::from_ref(m)));
             ranges.push((before, next_xid()));
             let error = match written {
                 Ok(Ok(w)) => w.rejected.into_iter().next().map(|r| PgError { sqlstate: r.sqlstate, message: r.error, detail: None }),
+                // A cancel, statement_timeout or shutdown is not what the message became: it ends
+                // the preview (the next message is not written).
+                Ok(Err(e)) | Err(e) if is_interrupt(&e) => interrupted(e),
                 Ok(Err(e)) | Err(e) => Some(e),
             };
             outcomes.push(Outcome { rows: Vec::new(), error });
@@ -111,6 +115,9 @@ pub fn preview_messages<P: ingest_core::batch::Position>(
         outcomes
     });
     outcome.unwrap_or_else(|e| {
+        if is_interrupt(&e) {
+            interrupted(e);
+        }
         crate::error::raise_with(
             sqlstate_code(&e.sqlstate),
             format!("preview failed: {}", e.message),
@@ -118,6 +125,16 @@ pub fn preview_messages<P: ingest_core::batch::Position>(
             None,
         )
     })
+}
+
+/// Errors of class 57 (operator intervention: query_canceled for a cancel or statement_timeout,
+/// admin_shutdown, ...): caught in a message's subtransaction, they are raised again as they were.
+fn is_interrupt(e: &PgError) -> bool {
+    e.sqlstate.starts_with("57")
+}
+
+fn interrupted(e: PgError) -> ! {
+    crate::error::raise_with(sqlstate_code(&e.sqlstate), e.message, e.detail, None)
 }
 
 /// A SQLSTATE's code from its five characters (as PostgreSQL's MAKE_SQLSTATE).
@@ -386,7 +403,7 @@ mod pipeline_kafka {
             starts.insert(*p, start);
         }
         let messages =
-            probe.fetch(topic, &starts, limit as usize, start_offset == -1).unwrap_or_else(|e| probe_error(topic, e));
+            probe.fetch(topic, &starts, limit as usize, start_offset == -1, target.features.uses_headers()).unwrap_or_else(|e| probe_error(topic, e));
         drop(probe);
         let outcomes = super::preview_messages(&target, target.relid, &messages);
         let keys: Vec<(i32, i64)> = messages.iter().map(|m| (m.pos.partition, m.pos.offset)).collect();
@@ -404,7 +421,7 @@ mod pipeline_kinesis {
     use crate::error::{raise, raise_with, required};
     use crate::shmem::SourceKind;
     use ingest_core::batch::{KinesisPos, Message};
-    use ingest_core::kinesis::read::StartAt;
+    use ingest_core::kinesis::read::{StartAt, Unpacked};
     use ingest_kinesis::{Kinesis, KinesisError};
     use pgrx::datum::TimestampWithTimeZone;
     use pgrx::prelude::*;
@@ -481,10 +498,11 @@ mod pipeline_kinesis {
                 let fetched = client.get_records(&it, (limit - out.len()) as i32).unwrap_or_else(|e| kinesis_error(endpoint, stream, e));
                 let got = !fetched.records.is_empty();
                 for r in fetched.records {
-                    for m in ingest_core::kinesis::read::messages(shard, &r.seq, &r.partition_key, r.data, r.arrival_ms, Some(*range), None) {
-                        if out.len() < limit {
-                            out.push(m);
-                        }
+                    // User records are taken out of an aggregate only up to the limit.
+                    let unpacked = Unpacked::new(shard, &r.seq, &r.partition_key, r.data, r.arrival_ms, Some(*range), None);
+                    for m in unpacked.take(limit.saturating_sub(out.len())) {
+                        pgrx::check_for_interrupts!();
+                        out.push(m);
                     }
                 }
                 *iterator = fetched.next_iterator;

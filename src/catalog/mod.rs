@@ -68,6 +68,14 @@ pub struct Features {
     pub transform_owner: Option<pg_sys::Oid>,
 }
 
+impl Features {
+    /// Whether messages' headers are used: by a headers metadata column, or by a transform (its
+    /// messages carry them). Sources copy them only then.
+    pub fn uses_headers(&self) -> bool {
+        self.transform.is_some() || self.metadata.as_deref().is_some_and(ingest_core::metadata::maps_headers)
+    }
+}
+
 /// The select-list of `Features` for a consumers table aliased `k`, read through the row's jsonb
 /// so that a database whose extension is not updated yet (no such columns) reads the defaults.
 pub const FEATURE_COLUMNS: &str = "to_jsonb(k) ->> 'metadata', to_jsonb(k) ->> 'transform', \

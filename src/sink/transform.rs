@@ -14,6 +14,7 @@ use crate::error::raise;
 use crate::worker::pipeline::Target;
 use crate::xact::PgError;
 use ingest_core::batch::{Message, PosFields, Position};
+use ingest_core::headers::ByName;
 use ingest_core::prepare::Rejected;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
@@ -186,7 +187,13 @@ fn call<P: Position>(kind: Kind, statement: &str, source_name: &str, messages: &
                 }
             }
             let keys: Vec<Option<Vec<u8>>> = part.iter().map(|&i| messages[i].key.clone()).collect();
-            let headers: Vec<Option<String>> = part.iter().map(|&i| messages[i].headers.as_deref().map(headers_json)).collect();
+            let headers: Vec<Option<String>> = part
+                .iter()
+                .map(|&i| {
+                    pgrx::check_for_interrupts!();
+                    messages[i].headers.as_deref().map(headers_json)
+                })
+                .collect();
             spi(Spi::get_one_with_args::<i64>(
                 statement,
                 &[source_name.into(), partitions.into(), offsets.into(), keys.into(), values.into(), ts.into(), headers.into()],
@@ -215,24 +222,21 @@ fn call<P: Position>(kind: Kind, statement: &str, source_name: &str, messages: &
 }
 
 /// Kafka headers as a jsonb object: name -> value as text (invalid UTF-8 replaced), null for a
-/// header without a value; a name that repeats maps to an array of its values in order.
+/// header without a value; a name that repeats maps to an array of its values in order. Grouped
+/// by name in linear time (`ByName`): a message may carry 100,000 headers.
 fn headers_json(headers: &[(String, Option<Vec<u8>>)]) -> String {
+    let text = |v: &Option<Vec<u8>>| match v {
+        Some(b) => serde_json::Value::String(String::from_utf8_lossy(b).into_owned()),
+        None => serde_json::Value::Null,
+    };
     let mut map = serde_json::Map::new();
-    for (name, value) in headers {
-        let v = match value {
-            Some(b) => serde_json::Value::String(String::from_utf8_lossy(b).into_owned()),
-            None => serde_json::Value::Null,
+    for (name, mut values) in ByName::new(headers).groups() {
+        let v = if values.repeats() {
+            serde_json::Value::Array(values.map(text).collect())
+        } else {
+            values.next().map_or(serde_json::Value::Null, text)
         };
-        let repeats = headers.iter().filter(|(n, _)| n == name).count() > 1;
-        match map.get_mut(name) {
-            Some(serde_json::Value::Array(a)) => a.push(v),
-            _ if repeats => {
-                map.insert(name.clone(), serde_json::Value::Array(vec![v]));
-            }
-            _ => {
-                map.insert(name.clone(), v);
-            }
-        }
+        map.insert(name.to_string(), v);
     }
     serde_json::Value::Object(map).to_string()
 }

@@ -95,7 +95,12 @@ pub fn append<P: Position>(
     };
     let mut names = columns.clone();
     names.extend(metadata.column_names().map(str::to_string));
-    let payloads = messages.iter().map(|m| m.payload.as_deref());
+    // Preparing is linear in the messages' bytes, which may be hundreds of megabytes: a cancel,
+    // statement_timeout or SIGTERM is seen between two messages.
+    let payloads = messages.iter().map(|m| {
+        pgrx::check_for_interrupts!();
+        m.payload.as_deref()
+    });
     let bytes: usize = messages
         .iter()
         .map(|m| m.payload.as_ref().map_or(0, Vec::len) + 1)

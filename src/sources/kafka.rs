@@ -7,7 +7,7 @@
 //! (the worker's reader thread, kafka_reader.rs, only polls the consumer queue) and never calls
 //! back into PostgreSQL.
 
-use super::kafka_reader::Delivery;
+use super::kafka_reader::{blank_message, copy_message, Delivery};
 use super::Source;
 use ingest_core::batch::{partitions_for_worker, Batch, KafkaPos, Limits, Message as BatchMessage};
 use ingest_core::settings::{is_secret, scrub};
@@ -274,13 +274,15 @@ impl Probe {
     /// beginning, -1: its end, n >= 0: offset n) without committing anything anywhere. It stops at
     /// `limit`, when every partition is read to its end (unless `wait_for_new`: starting at the
     /// end means waiting for new messages), or when nothing arrived for the probe's time limit.
-    /// Messages come in the order the client receives them (per partition in offset order).
+    /// Messages come in the order the client receives them (per partition in offset order); their
+    /// headers only when `headers` (see `copy_message`).
     pub fn fetch(
         &self,
         topic: &str,
         starts: &BTreeMap<i32, i64>,
         limit: usize,
         wait_for_new: bool,
+        headers: bool,
     ) -> Result<Vec<BatchMessage<KafkaPos>>, ProbeError> {
         let (topic, starts, idle) = (topic.to_string(), starts.clone(), self.timeout);
         interruptible(&self.consumer, move |c| {
@@ -308,7 +310,7 @@ impl Probe {
                         at_end.remove(&m.partition());
                         let mut msg = blank_message();
                         // SAFETY: `m` is a live message without an error (errors come as Err).
-                        unsafe { copy_message(&*m.ptr(), &mut msg) };
+                        unsafe { copy_message(&*m.ptr(), &mut msg, headers) };
                         out.push(msg);
                     }
                     Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
@@ -382,58 +384,6 @@ fn topic_partitions(consumer: &Client, topic: &str, timeout: Duration) -> Result
     Ok(ids)
 }
 
-/// A message to copy into (every field is overwritten by `copy_message`).
-pub(super) fn blank_message() -> BatchMessage {
-    BatchMessage { pos: KafkaPos { partition: 0, offset: 0 }, key: None, payload: None, timestamp_ms: None, headers: None }
-}
-
-/// Copies a fetched librdkafka message (not an error) into `out`, reusing its buffers (a recycled
-/// message: every field is overwritten).
-///
-/// # Safety
-/// `m` must be a live message without an error, from the consumer queue.
-pub(super) unsafe fn copy_message(m: &rdkafka_sys::rd_kafka_message_t, out: &mut BatchMessage) {
-    let bytes = |ptr: *const std::ffi::c_void, len: usize| -> Option<&[u8]> {
-        // SAFETY: librdkafka's payload, key and header value pointers cover `len` bytes while `m`
-        // lives.
-        (!ptr.is_null()).then(|| unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
-    };
-    out.pos = KafkaPos { partition: m.partition, offset: m.offset };
-    ingest_core::batch::refill(&mut out.key, bytes(m.key, m.key_len));
-    ingest_core::batch::refill(&mut out.payload, bytes(m.payload, m.len));
-    let mut ts_type = rdkafka_sys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
-    // SAFETY (this and the header calls): `m` is live; librdkafka only reads it.
-    let ts = unsafe { rdkafka_sys::rd_kafka_message_timestamp(m, &mut ts_type) };
-    out.timestamp_ms = match ts_type {
-        rdkafka_sys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE => None,
-        _ if ts == -1 => None,
-        _ => Some(ts),
-    };
-    let mut hdrs: *mut rdkafka_sys::rd_kafka_headers_t = std::ptr::null_mut();
-    out.headers = if unsafe { rdkafka_sys::rd_kafka_message_headers(m, &mut hdrs) }
-        == rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
-        && !hdrs.is_null()
-    {
-        let n = unsafe { rdkafka_sys::rd_kafka_header_cnt(hdrs) };
-        let mut list = Vec::with_capacity(n);
-        for i in 0..n {
-            let mut name: *const std::ffi::c_char = std::ptr::null();
-            let mut value: *const std::ffi::c_void = std::ptr::null();
-            let mut size: usize = 0;
-            let rc = unsafe { rdkafka_sys::rd_kafka_header_get_all(hdrs, i, &mut name, &mut value, &mut size) };
-            if rc != rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
-                break;
-            }
-            // SAFETY: a NUL-terminated header name owned by the message.
-            let name = unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned();
-            list.push((name, bytes(value, size).map(<[u8]>::to_vec)));
-        }
-        Some(list)
-    } else {
-        None
-    };
-}
-
 /// The consumer side of a worker: owns partitions p with p mod parallelism == index.
 pub struct KafkaSource {
     consumer: Client,
@@ -467,6 +417,7 @@ pub struct KafkaSource {
 impl KafkaSource {
     /// A worker's client: its partitions at their `stored` offsets; partitions without one start
     /// at the first message stamped at or after `start_time_ms` (None: at their beginning).
+    /// Messages keep their headers only when `headers` (the consumer uses them).
     pub fn new(
         cfg: &ClientConfig,
         topic: &str,
@@ -475,6 +426,7 @@ impl KafkaSource {
         stored: &BTreeMap<i32, i64>,
         max_bytes: usize,
         start_time_ms: Option<i64>,
+        headers: bool,
     ) -> Result<KafkaSource, String> {
         let mut cfg = cfg.clone();
         // Prefetch bounded by the batch size in bytes (librdkafka's default is 64 MB per partition).
@@ -527,7 +479,7 @@ impl KafkaSource {
         src.positions = stored.iter().map(|(p, o)| (*p, Some(*o))).collect();
         src.positions.retain(|p, _| p.rem_euclid(parallelism.max(1)) == index);
         src.reassign(None)?;
-        let reader = super::kafka_reader::Reader::start(queue, fds[1])
+        let reader = super::kafka_reader::Reader::start(queue, src.consumer.client().native_ptr(), fds[1], headers)
             .map_err(|e| format!("could not start the Kafka reader thread: {e}"))?;
         src.reader = Some(reader);
         Ok(src)

@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 
 /// Messages per chunk handed to the main thread (a chunk also ends when the queue is empty).
 const CHUNK: usize = 8192;
-/// Payload and key bytes after which a chunk ends (so that large messages are bounded too).
+/// Bytes (keys, payloads, headers) after which a chunk ends (so that large messages are bounded too).
 const CHUNK_BYTES: usize = 1 << 20;
 /// Chunks in flight between the threads: with librdkafka's own prefetch this bounds how far the
 /// reader runs ahead of the batches.
@@ -30,6 +30,13 @@ const SPARE_BATCHES: usize = 2;
 const STASH: usize = 32_768;
 /// How long one blocking poll waits before the reader checks whether it should stop.
 const POLL_MS: i32 = 100;
+/// Key and header bytes in a chunk above which (when they also outweigh its payloads) the reader
+/// pauses fetching while it waits for the main thread: librdkafka bounds its prefetch by payload
+/// bytes only (queued.max.messages.kbytes; keys and headers are not counted), so messages of an
+/// empty value and a megabyte of headers would otherwise be prefetched up to queued.min.messages
+/// of them (gigabytes). Pausing drops what librdkafka queued; it fetches again, after resuming,
+/// from the message after the last one the reader took.
+const HIDDEN_BYTES: usize = 256 << 10;
 
 /// What the reader hands over, with the epoch it was read in.
 pub enum Delivery {
@@ -44,9 +51,11 @@ struct Shared {
     gate: Mutex<()>,
 }
 
-/// librdkafka's queue handle, used by the reader thread only while the source keeps it alive.
-struct QueuePtr(*mut rdkafka_sys::rd_kafka_queue_t);
-// SAFETY: librdkafka queues are thread-safe; the source joins the thread before destroying it.
+/// librdkafka's queue and client handles, used by the reader thread only while the source keeps
+/// them alive.
+struct QueuePtr(*mut rdkafka_sys::rd_kafka_queue_t, *mut rdkafka_sys::rd_kafka_t);
+// SAFETY: librdkafka queues and clients are thread-safe; the source joins the thread before
+// destroying them.
 unsafe impl Send for QueuePtr {}
 
 pub struct Reader {
@@ -64,13 +73,19 @@ pub struct Paused<'a> {
 }
 
 impl Reader {
-    /// Starts the thread on `queue` (the consumer queue), waking the main thread through `wake_fd`
-    /// (the write end of a non-blocking pipe) whenever it hands something over.
-    pub fn start(queue: *mut rdkafka_sys::rd_kafka_queue_t, wake_fd: i32) -> std::io::Result<Reader> {
+    /// Starts the thread on `queue` (the consumer queue of client `rk`), waking the main thread
+    /// through `wake_fd` (the write end of a non-blocking pipe) whenever it hands something over;
+    /// messages keep their headers only when `headers`.
+    pub fn start(
+        queue: *mut rdkafka_sys::rd_kafka_queue_t,
+        rk: *mut rdkafka_sys::rd_kafka_t,
+        wake_fd: i32,
+        headers: bool,
+    ) -> std::io::Result<Reader> {
         let shared = Arc::new(Shared { stop: AtomicBool::new(false), epoch: AtomicU64::new(0), gate: Mutex::new(()) });
         let (tx, rx) = sync_channel(IN_FLIGHT);
         let (spare_tx, spare_rx) = sync_channel(SPARE_BATCHES);
-        let queue = QueuePtr(queue);
+        let queue = QueuePtr(queue, rk);
         let thread_shared = shared.clone();
         // PostgreSQL's signal handlers (SIGTERM, latches) must run in the main thread: the reader
         // starts with every signal blocked (as librdkafka's own threads do), the main thread's
@@ -84,7 +99,7 @@ impl Reader {
         }
         let spawned = std::thread::Builder::new().name("pi:kafka-reader".to_string()).spawn(move || {
             let queue = queue;
-            run(queue.0, wake_fd, &thread_shared, &tx, &spare_rx)
+            run(&queue, wake_fd, headers, &thread_shared, &tx, &spare_rx)
         });
         // SAFETY: restores the mask saved above.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
@@ -143,42 +158,83 @@ fn wake(fd: i32) {
     unsafe { libc::write(fd, b"1".as_ptr().cast(), 1) };
 }
 
-/// Hands `d` over, waiting while the channel is full unless the reader is asked to stop.
-fn hand_over(tx: &SyncSender<Delivery>, shared: &Shared, wake_fd: i32, mut d: Delivery) -> bool {
-    loop {
+/// Hands `d` over, waiting while the channel is full unless the reader is asked to stop. With
+/// `pause` (the client), fetching is paused meanwhile (see `HIDDEN_BYTES`).
+fn hand_over(tx: &SyncSender<Delivery>, shared: &Shared, wake_fd: i32, mut d: Delivery, pause: Option<*mut rdkafka_sys::rd_kafka_t>) -> bool {
+    let mut paused = false;
+    let done = loop {
         match tx.try_send(d) {
             Ok(()) => {
                 wake(wake_fd);
-                return true;
+                break true;
             }
             Err(std::sync::mpsc::TrySendError::Full(back)) => {
                 if shared.stop.load(Ordering::Acquire) {
-                    return false;
+                    break false;
+                }
+                if let (Some(rk), false) = (pause, paused) {
+                    // SAFETY: the client lives until this thread has been joined.
+                    paused = unsafe { pause_fetching(rk, shared, true) };
                 }
                 d = back;
                 std::thread::sleep(std::time::Duration::from_micros(500));
             }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return false,
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => break false,
         }
+    };
+    if let (Some(rk), true) = (pause, paused) {
+        // SAFETY: as above.
+        unsafe { pause_fetching(rk, shared, false) };
+    }
+    done
+}
+
+/// Pauses (or resumes) fetching every assigned partition; under the gate, so that it never
+/// interleaves with a reassignment. Returns whether it was done.
+///
+/// # Safety
+/// `rk` must be a live consumer.
+unsafe fn pause_fetching(rk: *mut rdkafka_sys::rd_kafka_t, shared: &Shared, pause: bool) -> bool {
+    let _gate = shared.gate.lock().unwrap_or_else(|p| p.into_inner());
+    let mut list: *mut rdkafka_sys::rd_kafka_topic_partition_list_t = std::ptr::null_mut();
+    // SAFETY: per the contract; the list librdkafka allocates is destroyed below.
+    unsafe {
+        if rdkafka_sys::rd_kafka_assignment(rk, &mut list) != rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+            || list.is_null()
+        {
+            return false;
+        }
+        let rc = if pause {
+            rdkafka_sys::rd_kafka_pause_partitions(rk, list)
+        } else {
+            rdkafka_sys::rd_kafka_resume_partitions(rk, list)
+        };
+        rdkafka_sys::rd_kafka_topic_partition_list_destroy(list);
+        rc == rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
     }
 }
 
 fn run(
-    queue: *mut rdkafka_sys::rd_kafka_queue_t,
+    handles: &QueuePtr,
     wake_fd: i32,
+    headers: bool,
     shared: &Shared,
     tx: &SyncSender<Delivery>,
     spare_rx: &Receiver<Vec<BatchMessage>>,
 ) {
+    let (queue, rk) = (handles.0, handles.1);
     let mut stash: Vec<BatchMessage> = Vec::new();
     while !shared.stop.load(Ordering::Acquire) {
         while let Ok(mut more) = spare_rx.try_recv() {
             if stash.len() < STASH {
+                // Headers are not reused: free them now, not when the message is.
+                more.iter_mut().for_each(|m| m.headers = None);
                 stash.append(&mut more);
             }
             // else `more` is freed here, on this thread.
         }
         let mut chunk: Vec<BatchMessage> = Vec::with_capacity(CHUNK);
+        let mut sizes = Sizes::default();
         let mut errors: Vec<String> = Vec::new();
         let epoch;
         {
@@ -187,7 +243,7 @@ fn run(
             // The first poll waits (briefly, to see `stop`), the rest take what is there.
             let mut timeout = POLL_MS;
             let mut bytes = 0;
-            while chunk.len() < CHUNK && bytes < CHUNK_BYTES {
+            while chunk.len() < CHUNK && bytes < CHUNK_BYTES && sizes.payload + sizes.hidden < CHUNK_BYTES {
                 // SAFETY: the source keeps the queue alive until this thread has been joined.
                 let ev = unsafe { rdkafka_sys::rd_kafka_queue_poll(queue, timeout) };
                 if ev.is_null() {
@@ -197,21 +253,57 @@ fn run(
                 // SAFETY: `ev` is ours until rd_kafka_event_destroy; its messages are copied out
                 // before that.
                 let before = chunk.len();
-                unsafe { take_event(ev, &mut chunk, &mut stash, &mut errors) };
-                bytes += chunk[before..]
-                    .iter()
-                    .map(|m| m.payload.as_ref().map_or(0, Vec::len) + m.key.as_ref().map_or(0, Vec::len))
-                    .sum::<usize>();
+                unsafe { take_event(ev, headers, &mut chunk, &mut stash, &mut errors, &mut sizes) };
+                bytes += chunk[before..].iter().map(BatchMessage::size).sum::<usize>();
             }
         }
+        let pause = (sizes.hidden >= HIDDEN_BYTES && sizes.hidden >= sizes.payload).then_some(rk);
         for e in errors {
-            if !hand_over(tx, shared, wake_fd, Delivery::Error(epoch, e)) {
+            if !hand_over(tx, shared, wake_fd, Delivery::Error(epoch, e), None) {
                 return;
             }
         }
-        if !chunk.is_empty() && !hand_over(tx, shared, wake_fd, Delivery::Messages(epoch, chunk)) {
+        if !chunk.is_empty() && !hand_over(tx, shared, wake_fd, Delivery::Messages(epoch, chunk), pause) {
             return;
         }
+    }
+}
+
+/// What the messages of a chunk hold: payload bytes, which librdkafka's prefetch limit counts,
+/// and key and header bytes, which it does not.
+#[derive(Default)]
+struct Sizes {
+    payload: usize,
+    hidden: usize,
+}
+
+/// The bytes of a message's headers (names and values), without copying them.
+///
+/// # Safety
+/// `m` must be a live message.
+unsafe fn header_bytes(m: *const rdkafka_sys::rd_kafka_message_t) -> usize {
+    let mut hdrs: *mut rdkafka_sys::rd_kafka_headers_t = std::ptr::null_mut();
+    // SAFETY: per the contract; librdkafka parses the headers it holds and keeps them with `m`.
+    unsafe {
+        if rdkafka_sys::rd_kafka_message_headers(m, &mut hdrs) != rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+            || hdrs.is_null()
+        {
+            return 0;
+        }
+        let mut total = 0;
+        for i in 0..rdkafka_sys::rd_kafka_header_cnt(hdrs) {
+            let mut name: *const std::ffi::c_char = std::ptr::null();
+            let mut value: *const std::ffi::c_void = std::ptr::null();
+            let mut size: usize = 0;
+            if rdkafka_sys::rd_kafka_header_get_all(hdrs, i, &mut name, &mut value, &mut size)
+                != rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+                || name.is_null()
+            {
+                break;
+            }
+            total += libc::strlen(name) + size + ingest_core::headers::HEADER_COST;
+        }
+        total
     }
 }
 
@@ -221,9 +313,11 @@ fn run(
 /// `ev` must be a live event from the consumer queue, not used afterwards.
 unsafe fn take_event(
     ev: *mut rdkafka_sys::rd_kafka_event_t,
+    headers: bool,
     chunk: &mut Vec<BatchMessage>,
     stash: &mut Vec<BatchMessage>,
     errors: &mut Vec<String>,
+    sizes: &mut Sizes,
 ) {
     // SAFETY: per the contract; message pointers live until the event is destroyed.
     unsafe {
@@ -238,8 +332,14 @@ unsafe fn take_event(
                     errors.push(format!("Kafka: {e}"));
                     continue;
                 }
-                let mut out = stash.pop().unwrap_or_else(super::kafka::blank_message);
-                super::kafka::copy_message(&*m, &mut out);
+                let mut out = stash.pop().unwrap_or_else(blank_message);
+                copy_message(&*m, &mut out, headers);
+                sizes.payload += (*m).len;
+                sizes.hidden += (*m).key_len
+                    + match &out.headers {
+                        Some(h) => ingest_core::headers::headers_size(Some(h)),
+                        None => header_bytes(m),
+                    };
                 chunk.push(out);
             },
             rdkafka_sys::RD_KAFKA_EVENT_ERROR => {
@@ -259,4 +359,58 @@ unsafe fn take_event(
         }
         rdkafka_sys::rd_kafka_event_destroy(ev);
     }
+}
+
+/// A message to copy into (every field is overwritten by `copy_message`).
+pub fn blank_message() -> BatchMessage {
+    BatchMessage { pos: ingest_core::batch::KafkaPos { partition: 0, offset: 0 }, key: None, payload: None, timestamp_ms: None, headers: None }
+}
+
+/// Copies a fetched librdkafka message (not an error) into `out`, reusing its buffers (a recycled
+/// message: every field is overwritten). Its headers are copied only when `headers` (a headers
+/// metadata column or a transform uses them): a message may carry a megabyte of them.
+///
+/// # Safety
+/// `m` must be a live message without an error, from the consumer queue.
+pub unsafe fn copy_message(m: &rdkafka_sys::rd_kafka_message_t, out: &mut BatchMessage, headers: bool) {
+    let bytes = |ptr: *const std::ffi::c_void, len: usize| -> Option<&[u8]> {
+        // SAFETY: librdkafka's payload, key and header value pointers cover `len` bytes while `m`
+        // lives.
+        (!ptr.is_null()).then(|| unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
+    };
+    out.pos = ingest_core::batch::KafkaPos { partition: m.partition, offset: m.offset };
+    ingest_core::batch::refill(&mut out.key, bytes(m.key, m.key_len));
+    ingest_core::batch::refill(&mut out.payload, bytes(m.payload, m.len));
+    let mut ts_type = rdkafka_sys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+    // SAFETY (this and the header calls): `m` is live; librdkafka only reads it.
+    let ts = unsafe { rdkafka_sys::rd_kafka_message_timestamp(m, &mut ts_type) };
+    out.timestamp_ms = match ts_type {
+        rdkafka_sys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE => None,
+        _ if ts == -1 => None,
+        _ => Some(ts),
+    };
+    let mut hdrs: *mut rdkafka_sys::rd_kafka_headers_t = std::ptr::null_mut();
+    out.headers = if headers
+        && unsafe { rdkafka_sys::rd_kafka_message_headers(m, &mut hdrs) }
+        == rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+        && !hdrs.is_null()
+    {
+        let n = unsafe { rdkafka_sys::rd_kafka_header_cnt(hdrs) };
+        let mut list = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut name: *const std::ffi::c_char = std::ptr::null();
+            let mut value: *const std::ffi::c_void = std::ptr::null();
+            let mut size: usize = 0;
+            let rc = unsafe { rdkafka_sys::rd_kafka_header_get_all(hdrs, i, &mut name, &mut value, &mut size) };
+            if rc != rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+                break;
+            }
+            // SAFETY: a NUL-terminated header name owned by the message.
+            let name = unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned();
+            list.push((name, bytes(value, size).map(<[u8]>::to_vec)));
+        }
+        Some(list)
+    } else {
+        None
+    };
 }

@@ -11,7 +11,8 @@
 //! Each shard has its own iterator, poll schedule (one GetRecords per poll_interval at most, so a
 //! shard stays within the service's 5 calls per second) and exponential backoff with jitter for
 //! throttling and outages. An expired iterator is taken again from the last record taken. KPL
-//! aggregates become their user records (`ingest_core::kinesis::read::messages`).
+//! aggregates become their user records one at a time, as batches have room
+//! (`ingest_core::kinesis::read::Unpacked`).
 //!
 //! The SDK runs on a current-thread runtime on the worker's main thread; every call is bounded
 //! by pipeline_ingest.broker_timeout.
@@ -19,9 +20,9 @@
 use crate::catalog::seqnums;
 use crate::xact::in_transaction;
 use ingest_core::backoff::Backoff;
-use ingest_core::batch::{Batch, KinesisPos, Limits, Message};
+use ingest_core::batch::{Batch, KinesisPos, Limits};
 use ingest_core::kinesis::lineage::{readable, waiting_for_parents, worker_of, Progress, Shard};
-use ingest_core::kinesis::read::{jitter, messages, start, Rng, ShardCheckpoint};
+use ingest_core::kinesis::read::{jitter, start, Rng, ShardCheckpoint, Unpacked};
 use ingest_core::kinesis::seqnum::{Resume, ShardPos};
 use ingest_kinesis::{Kinesis, KinesisError, Recovery};
 use std::collections::{BTreeMap, VecDeque};
@@ -39,8 +40,10 @@ struct Reader {
     taken: Option<ShardPos>,
     /// Records of the iterator's start that were taken already (an aggregate read partly).
     skip: Option<Resume>,
-    /// Fetched user records not yet in a batch.
-    buffer: VecDeque<Message<KinesisPos>>,
+    /// Fetched records whose user records are not all in a batch yet (none is done): taken
+    /// apart one user record at a time as batches have room (`Unpacked`), so what a fetch holds
+    /// is its records' bytes, not their expansion.
+    buffer: VecDeque<Unpacked>,
     /// GetRecords returned no next iterator: SHARD_END.
     ended: bool,
     next_poll: Instant,
@@ -216,14 +219,14 @@ impl KinesisSource {
                 r.backoff.reset();
                 r.millis_behind = fetched.millis_behind_latest;
                 for rec in fetched.records {
-                    let msgs = messages(id, &rec.seq, &rec.partition_key, rec.data, rec.arrival_ms, Some(r.range), r.skip.as_ref());
+                    let unpacked = Unpacked::new(id, &rec.seq, &rec.partition_key, rec.data, rec.arrival_ms, Some(r.range), r.skip.as_ref());
                     if r.skip.as_ref().is_some_and(|s| !s.already_consumed(&rec.seq, Some(u64::MAX))) {
                         // past the record the iterator was taken at: nothing more to skip
                         r.skip = None;
                     }
-                    for m in msgs {
-                        r.taken = Some(m.pos.at.clone());
-                        r.buffer.push_back(m);
+                    if let Some(last) = unpacked.last_pos() {
+                        r.taken = Some(last.clone());
+                        r.buffer.push_back(unpacked);
                     }
                 }
                 match fetched.next_iterator {
@@ -274,6 +277,8 @@ impl super::Source for KinesisSource {
     type Pos = KinesisPos;
 
     fn fill(&mut self, batch: &mut Batch<KinesisPos>, limits: &Limits) -> usize {
+        // Messages are made anew from fetched records: the last batch's are not reused.
+        drop(batch.take_spare());
         if self.relist && Instant::now() >= self.relist_at {
             match self.list() {
                 Ok(()) => self.list_backoff.reset(),
@@ -302,10 +307,17 @@ impl super::Source for KinesisSource {
         }
         let mut added = 0;
         for r in self.readers.values_mut() {
+            // One user record at a time, each counted against the batch's limits before the next
+            // is copied out of its aggregate.
             while !batch.is_full(limits) {
-                let Some(m) = r.buffer.pop_front() else { break };
-                batch.push(m);
-                added += 1;
+                let Some(front) = r.buffer.front_mut() else { break };
+                if let Some(m) = front.next() {
+                    batch.push(m);
+                    added += 1;
+                }
+                if front.is_done() {
+                    r.buffer.pop_front();
+                }
             }
         }
         added

@@ -108,7 +108,8 @@ fn connect(
             cfg.set("group.id", g);
         }
         let start_time_ms = consumer.start_time_us.map(crate::sources::kafka::time_ms_from_us);
-        KafkaSource::new(&cfg, &consumer.topic, consumer.parallelism, args.index, stored, max_bytes, start_time_ms)
+        let headers = consumer.features.uses_headers();
+        KafkaSource::new(&cfg, &consumer.topic, consumer.parallelism, args.index, stored, max_bytes, start_time_ms, headers)
     })
 }
 

@@ -96,6 +96,16 @@ pub struct Message<P = KafkaPos> {
     pub headers: Option<Vec<(String, Option<Vec<u8>>)>>,
 }
 
+impl<P> Message<P> {
+    /// What the message counts for in a batch's bytes: its key, payload and headers (a message may
+    /// carry a megabyte of headers and no value).
+    pub fn size(&self) -> usize {
+        self.payload.as_ref().map_or(0, Vec::len)
+            + self.key.as_ref().map_or(0, Vec::len)
+            + crate::headers::headers_size(self.headers.as_deref())
+    }
+}
+
 /// When a batch must be flushed.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -140,7 +150,7 @@ impl<P: Position> Batch<P> {
         if self.started.is_none() {
             self.started = Some(Instant::now());
         }
-        self.bytes += m.payload.as_ref().map_or(0, |p| p.len()) + m.key.as_ref().map_or(0, |k| k.len());
+        self.bytes += m.size();
         self.messages.push(m);
     }
 
@@ -202,8 +212,13 @@ impl<P: Position> Batch<P> {
     }
 
     pub fn clear(&mut self) {
-        // At most a batch's worth is kept (the largest batch sets how much).
-        self.spare.append(&mut self.messages);
+        // At most one batch's worth is kept: messages a source did not take back since the last
+        // batch are freed (a source that never recycles, as Kinesis's, kept every message it
+        // ever delivered).
+        if self.spare.is_empty() {
+            std::mem::swap(&mut self.spare, &mut self.messages);
+        }
+        self.messages.clear();
         self.bytes = 0;
         self.started = None;
     }
@@ -274,6 +289,30 @@ mod tests {
         assert!(b.is_full(&l));
     }
 
+    /// A message with an empty value and a 900 KB header counts its header: 1,200 of them under
+    /// maxbytes 100000 made one batch of 1 GB when only keys and values counted.
+    #[test]
+    fn headers_count_toward_the_batch_bytes() {
+        let l = Limits { max_messages: 100_000, max_bytes: 100_000, max_wait: Duration::from_secs(1) };
+        let big = Message {
+            pos: KafkaPos { partition: 0, offset: 0 },
+            key: Some(b"k".to_vec()),
+            payload: Some(Vec::new()),
+            timestamp_ms: None,
+            headers: Some(vec![("h".to_string(), Some(vec![b'x'; 900_000]))]),
+        };
+        assert_eq!(big.size(), 1 + 1 + 900_000 + crate::headers::HEADER_COST);
+        let mut b = Batch::default();
+        b.push(big);
+        assert!(b.is_full(&l), "one such message fills the batch");
+        // many empty headers count too (each costs its bookkeeping)
+        let many = Message { headers: Some(vec![(String::new(), None); 2_000]), ..msg(0, 1, 0) };
+        assert_eq!(many.size(), 2_000 * crate::headers::HEADER_COST);
+        let mut b = Batch::default();
+        b.push(many);
+        assert!(b.is_full(&l));
+    }
+
     #[test]
     fn recycled_messages_hold_only_the_new_values() {
         let mut b = Batch::default();
@@ -295,6 +334,20 @@ mod tests {
         // The second came from `blank` (nothing left to recycle).
         assert_eq!(b.messages[1], Message { pos: KafkaPos { partition: 2, offset: 8 }, key: None, payload: None, timestamp_ms: None, headers: None });
         assert_eq!(b.bytes(), 2);
+    }
+
+    #[test]
+    fn at_most_one_batch_is_kept_for_reuse() {
+        let mut b = Batch::default();
+        for round in 0..5 {
+            for o in 0..100 {
+                b.push(msg(0, round * 100 + o, 10));
+            }
+            b.clear();
+        }
+        // nobody took the spare messages back: only the first batch's are kept, not all 500
+        assert_eq!(b.take_spare().len(), 100);
+        assert!(b.take_spare().is_empty());
     }
 
     #[test]

@@ -122,8 +122,8 @@ pub struct Metadata {
     pub columns: Vec<MetaColumn>,
 }
 
-/// Kafka headers in order: (name, value or None for a null value).
-pub type Headers = [(String, Option<Vec<u8>>)];
+pub use crate::headers::{headers_json, Headers};
+use crate::headers::{emit_headers_json, HEX};
 
 /// A message's metadata as the sources deliver it.
 #[derive(Debug, Clone, Copy)]
@@ -279,31 +279,6 @@ pub fn format_timestamp_ms(ms: i64, out: &mut impl std::fmt::Write) -> std::fmt:
     write!(out, "{year:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{milli:03}+00{bc}")
 }
 
-/// Emits `s` as a JSON string literal.
-fn json_string(emit: &mut impl FnMut(&[u8]), s: &str) {
-    emit(b"\"");
-    let bytes = s.as_bytes();
-    let mut plain = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            c if c < 0x20 => &[b'\\', b'u', b'0', b'0', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]],
-            _ => continue,
-        };
-        emit(&bytes[plain..i]);
-        emit(esc);
-        plain = i + 1;
-    }
-    emit(&bytes[plain..]);
-    emit(b"\"");
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     out.reserve(bytes.len() * 2);
     for &b in bytes {
@@ -312,61 +287,13 @@ fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
-/// A header value as JSON: a string when it is UTF-8 without NUL (jsonb cannot hold `\u0000`),
-/// null for a null value, and otherwise `{"hex": "<the bytes in hex>"}` (an object, so it can never
-/// be mistaken for a string value).
-fn header_value(emit: &mut impl FnMut(&[u8]), v: &Option<Vec<u8>>) {
-    match v {
-        None => emit(b"null"),
-        Some(b) => match std::str::from_utf8(b) {
-            Ok(s) if !b.contains(&0) => json_string(emit, s),
-            _ => {
-                emit(b"{\"hex\": \"");
-                for &x in b {
-                    emit(&[HEX[(x >> 4) as usize], HEX[(x & 15) as usize]]);
-                }
-                emit(b"\"}");
-            }
-        },
+/// Whether a stored mapping (JSON text) has a headers column, so that the source must keep each
+/// message's headers (true when it cannot be read: keeping them is never wrong).
+pub fn maps_headers(json: &str) -> bool {
+    match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(serde_json::Value::Object(map)) => map.contains_key("headers"),
+        _ => true,
     }
-}
-
-/// Kafka headers as a JSON object, emitted piece by piece (so a COPY encoding can escape it on
-/// the way, with no buffer of its own): each name once, in order of first appearance; a name that
-/// repeats maps to an array of its values in order. No headers: `{}`.
-fn emit_headers_json(headers: &Headers, emit: &mut impl FnMut(&[u8])) {
-    emit(b"{");
-    let mut first = true;
-    for (i, (name, value)) in headers.iter().enumerate() {
-        if headers[..i].iter().any(|(n, _)| n == name) {
-            continue;
-        }
-        if !first {
-            emit(b", ");
-        }
-        first = false;
-        json_string(emit, name);
-        emit(b": ");
-        let repeats = headers[i + 1..].iter().any(|(n, _)| n == name);
-        if repeats {
-            emit(b"[");
-            for (k, (_, v)) in headers[i..].iter().filter(|(n, _)| n == name).enumerate() {
-                if k > 0 {
-                    emit(b", ");
-                }
-                header_value(emit, v);
-            }
-            emit(b"]");
-        } else {
-            header_value(emit, value);
-        }
-    }
-    emit(b"}");
-}
-
-/// Kafka headers as a JSON object (see `emit_headers_json`), appended to `out`.
-pub fn headers_json(headers: &Headers, out: &mut Vec<u8>) {
-    emit_headers_json(headers, &mut |b: &[u8]| out.extend_from_slice(b));
 }
 
 impl Metadata {

@@ -6,60 +6,135 @@
 //! of its partition key (1), optionally of its explicit hash key (2), its data (3) and tags (4).
 //! As the KCL does: a record without the magic bytes, too short, with a wrong digest or that does
 //! not parse is a plain record and passes unchanged; after a reshard, user records whose hash key
-//! lies outside the shard's hash key range belong to another shard and are dropped.
+//! (`hash_key`) lies outside the shard's hash key range belong to another shard and are dropped
+//! (`kinesis::read::Unpacked`).
 
 use md5::{Digest, Md5};
 
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
 const DIGEST_LEN: usize = 16;
 
-/// One user record of an aggregate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserRecord {
+/// One user record of an aggregate, borrowed from the aggregate's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserRecord<'a> {
     /// Index in the aggregate (the sub-sequence number).
     pub sub: u64,
-    pub partition_key: String,
-    pub explicit_hash_key: Option<String>,
-    pub data: Vec<u8>,
+    /// Index of its partition key in the aggregate's key table (user records share keys).
+    pub key_index: usize,
+    pub partition_key: &'a str,
+    pub explicit_hash_key: Option<&'a str>,
+    pub data: &'a [u8],
 }
 
-/// A Kinesis record's data, de-aggregated.
+/// An aggregate, checked whole but not copied: its key tables are ranges of its bytes, and its
+/// user records are read one at a time (`Cursor`). Taking the user records apart lazily matters:
+/// a 1 MB aggregate may hold 5,000 user records sharing one 100 KB partition key, and copying the
+/// key into each before any batch or preview limit applied made 500 MB.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Records {
-    /// Not an aggregate: the record itself.
-    Plain,
-    /// The user records of an aggregate that belong to the shard, in order.
-    Aggregated(Vec<UserRecord>),
+pub struct Aggregate {
+    /// The protobuf `AggregatedRecord` within the record's bytes.
+    body: (usize, usize),
+    /// The partition key and explicit hash key tables, as (start, end) in the record's bytes.
+    keys: Vec<(u32, u32)>,
+    hash_keys: Vec<(u32, u32)>,
+    /// How many user records it holds.
+    pub count: u64,
 }
 
-/// De-aggregates `data`. `range`: the shard's (starting, ending) hash keys, inclusive; None keeps
-/// every user record.
-pub fn deaggregate(data: &[u8], range: Option<(u128, u128)>) -> Records {
-    if data.len() < MAGIC.len() + DIGEST_LEN || data[..MAGIC.len()] != MAGIC {
-        return Records::Plain;
+/// Where reading an aggregate's user records stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cursor {
+    /// Byte offset in the body.
+    pos: usize,
+    /// The next user record's index.
+    sub: u64,
+}
+
+impl Aggregate {
+    /// `data` as a KPL aggregate, or None when it is a plain record: as the KCL does, a record
+    /// without the magic bytes, too short, with a wrong digest or that does not parse (a user
+    /// record naming a key the tables do not have, a key that is not UTF-8) is plain. Checks every
+    /// field once, copying nothing but the key tables' ranges.
+    pub fn parse(data: &[u8]) -> Option<Aggregate> {
+        if data.len() < MAGIC.len() + DIGEST_LEN || data[..MAGIC.len()] != MAGIC || u32::try_from(data.len()).is_err() {
+            return None;
+        }
+        let body = (MAGIC.len(), data.len() - DIGEST_LEN);
+        let bytes = &data[body.0..body.1];
+        if Md5::digest(bytes).as_slice() != &data[body.1..] {
+            return None;
+        }
+        let range_of = |b: &[u8]| {
+            let start = b.as_ptr() as usize - data.as_ptr() as usize;
+            (start as u32, (start + b.len()) as u32)
+        };
+        let mut agg = Aggregate { body, keys: Vec::new(), hash_keys: Vec::new(), count: 0 };
+        let (mut max_key, mut max_hash_key) = (None::<u64>, None::<u64>);
+        let mut r = Reader { buf: bytes, pos: 0 };
+        while let Some(f) = r.field() {
+            match f.ok()? {
+                (1, Field::Bytes(b)) => {
+                    std::str::from_utf8(b).ok()?;
+                    agg.keys.push(range_of(b));
+                }
+                (2, Field::Bytes(b)) => {
+                    std::str::from_utf8(b).ok()?;
+                    agg.hash_keys.push(range_of(b));
+                }
+                (3, Field::Bytes(b)) => {
+                    let (pk, ehk, _) = parse_record(b)?;
+                    max_key = max_key.max(Some(pk));
+                    max_hash_key = max_hash_key.max(ehk);
+                    agg.count += 1;
+                }
+                (1..=3, _) => return None,
+                _ => {}
+            }
+        }
+        // Every user record's indexes must lie in the tables (which may come after the records).
+        let fits = |max: Option<u64>, len: usize| max.is_none_or(|m| usize::try_from(m).is_ok_and(|m| m < len));
+        (fits(max_key, agg.keys.len()) && fits(max_hash_key, agg.hash_keys.len())).then_some(agg)
     }
-    let body = &data[MAGIC.len()..data.len() - DIGEST_LEN];
-    let digest = &data[data.len() - DIGEST_LEN..];
-    if Md5::digest(body).as_slice() != digest {
-        return Records::Plain;
+
+    /// The next user record after `at` (None after the last), moving `at` past it. `data` must be
+    /// the bytes `parse` accepted.
+    pub fn next<'a>(&self, data: &'a [u8], at: &mut Cursor) -> Option<UserRecord<'a>> {
+        let mut r = Reader { buf: &data[self.body.0..self.body.1], pos: at.pos };
+        let text = |(start, end): (u32, u32)| std::str::from_utf8(&data[start as usize..end as usize]).unwrap_or_default();
+        while let Some(f) = r.field() {
+            let (pk, ehk, d) = match f {
+                Ok((3, Field::Bytes(b))) => parse_record(b)?,
+                Ok(_) => continue,
+                Err(()) => break,
+            };
+            let sub = at.sub;
+            at.pos = r.pos;
+            at.sub += 1;
+            let key_index = pk as usize;
+            return Some(UserRecord {
+                sub,
+                key_index,
+                partition_key: text(self.keys[key_index]),
+                explicit_hash_key: ehk.map(|k| text(self.hash_keys[k as usize])),
+                data: d,
+            });
+        }
+        at.pos = r.pos;
+        None
     }
-    let Some(records) = parse_aggregate(body) else { return Records::Plain };
-    let kept = records
-        .into_iter()
-        .filter(|r| match range {
-            None => true,
-            Some((lo, hi)) => hash_key(r).is_some_and(|h| lo <= h && h <= hi),
-        })
-        .collect();
-    Records::Aggregated(kept)
+
+    /// How many distinct partition keys the aggregate's table holds.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
 }
 
 /// The 128-bit hash key that routes a user record: its explicit hash key, or the MD5 of its
 /// partition key read as a big-endian number. None when the explicit key is not a number.
-pub fn hash_key(r: &UserRecord) -> Option<u128> {
-    match &r.explicit_hash_key {
+pub fn hash_key(explicit_hash_key: Option<&str>, partition_key: &str) -> Option<u128> {
+    match explicit_hash_key {
         Some(k) => k.parse::<u128>().ok(),
-        None => Some(partition_key_hash(&r.partition_key)),
+        None => Some(partition_key_hash(partition_key)),
     }
 }
 
@@ -123,37 +198,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn parse_aggregate(body: &[u8]) -> Option<Vec<UserRecord>> {
-    let mut keys: Vec<String> = Vec::new();
-    let mut hash_keys: Vec<String> = Vec::new();
-    let mut raw: Vec<(u64, Option<u64>, Vec<u8>)> = Vec::new();
-    let mut r = Reader { buf: body, pos: 0 };
-    while let Some(f) = r.field() {
-        match f.ok()? {
-            (1, Field::Bytes(b)) => keys.push(String::from_utf8(b.to_vec()).ok()?),
-            (2, Field::Bytes(b)) => hash_keys.push(String::from_utf8(b.to_vec()).ok()?),
-            (3, Field::Bytes(b)) => raw.push(parse_record(b)?),
-            (1..=3, _) => return None,
-            _ => {}
-        }
-    }
-    raw.into_iter()
-        .enumerate()
-        .map(|(i, (pk, ehk, data))| {
-            Some(UserRecord {
-                sub: i as u64,
-                partition_key: keys.get(usize::try_from(pk).ok()?)?.clone(),
-                explicit_hash_key: match ehk {
-                    None => None,
-                    Some(k) => Some(hash_keys.get(usize::try_from(k).ok()?)?.clone()),
-                },
-                data,
-            })
-        })
-        .collect()
-}
-
-fn parse_record(b: &[u8]) -> Option<(u64, Option<u64>, Vec<u8>)> {
+/// A user record's (partition key index, explicit hash key index, data).
+fn parse_record(b: &[u8]) -> Option<(u64, Option<u64>, &[u8])> {
     let mut pk = None;
     let mut ehk = None;
     let mut data = None;
@@ -162,7 +208,7 @@ fn parse_record(b: &[u8]) -> Option<(u64, Option<u64>, Vec<u8>)> {
         match f.ok()? {
             (1, Field::Varint(v)) => pk = Some(v),
             (2, Field::Varint(v)) => ehk = Some(v),
-            (3, Field::Bytes(d)) => data = Some(d.to_vec()),
+            (3, Field::Bytes(d)) => data = Some(d),
             (1..=3, _) => return None,
             _ => {}
         }
@@ -219,33 +265,67 @@ mod tests {
         out
     }
 
+    /// The user records of `data` (None: a plain record) as (sub, key, data), those whose hash
+    /// key lies in `range` (None: all).
+    fn users(data: &[u8], range: Option<(u128, u128)>) -> Option<Vec<(u64, String, Vec<u8>)>> {
+        let agg = Aggregate::parse(data)?;
+        let mut at = Cursor::default();
+        let mut out = Vec::new();
+        while let Some(u) = agg.next(data, &mut at) {
+            let keep = match range {
+                None => true,
+                Some((lo, hi)) => hash_key(u.explicit_hash_key, u.partition_key).is_some_and(|h| lo <= h && h <= hi),
+            };
+            if keep {
+                out.push((u.sub, u.partition_key.to_string(), u.data.to_vec()));
+            }
+        }
+        assert_eq!(at.sub, agg.count);
+        Some(out)
+    }
+
     #[test]
     fn aggregates_become_their_user_records_in_order() {
         let agg = aggregate(&["a", "b"], &[], &[(0, None, b"one"), (1, None, b"two"), (0, None, b"")]);
-        let Records::Aggregated(rs) = deaggregate(&agg, None) else { panic!("not de-aggregated") };
+        let rs = users(&agg, None).expect("de-aggregated");
         assert_eq!(rs.len(), 3);
-        assert_eq!((rs[0].sub, rs[0].partition_key.as_str(), rs[0].data.as_slice()), (0, "a", &b"one"[..]));
-        assert_eq!((rs[1].sub, rs[1].partition_key.as_str(), rs[1].data.as_slice()), (1, "b", &b"two"[..]));
-        assert_eq!(rs[2].data, b"");
+        assert_eq!(rs[0], (0, "a".to_string(), b"one".to_vec()));
+        assert_eq!(rs[1], (1, "b".to_string(), b"two".to_vec()));
+        assert_eq!(rs[2].2, b"");
+        let parsed = Aggregate::parse(&agg).unwrap();
+        assert_eq!((parsed.count, parsed.key_count()), (3, 2));
+        // user records share their key: the table's index says which
+        let mut at = Cursor::default();
+        let keys: Vec<usize> = std::iter::from_fn(|| parsed.next(&agg, &mut at)).map(|u| u.key_index).collect();
+        assert_eq!(keys, vec![0, 1, 0]);
     }
 
     #[test]
     fn plain_or_damaged_records_pass_unchanged() {
-        assert_eq!(deaggregate(b"1,hello", None), Records::Plain);
-        assert_eq!(deaggregate(&MAGIC, None), Records::Plain);
+        assert_eq!(users(b"1,hello", None), None);
+        assert_eq!(users(&MAGIC, None), None);
         let mut agg = aggregate(&["a"], &[], &[(0, None, b"x")]);
         let last = agg.len() - 1;
         agg[last] ^= 1; // wrong digest
-        assert_eq!(deaggregate(&agg, None), Records::Plain);
+        assert_eq!(users(&agg, None), None);
         // a good digest over a body that is not an AggregatedRecord (index out of the key table)
         let bad = aggregate(&["a"], &[], &[(5, None, b"x")]);
-        assert_eq!(deaggregate(&bad, None), Records::Plain);
+        assert_eq!(users(&bad, None), None);
+        let bad = aggregate(&["a"], &["1"], &[(0, Some(1), b"x")]);
+        assert_eq!(users(&bad, None), None);
         // truncated protobuf with a matching digest
         let body = [0x1a, 0x05, 0x08];
         let mut t = MAGIC.to_vec();
         t.extend_from_slice(&body);
         t.extend_from_slice(Md5::digest(body).as_slice());
-        assert_eq!(deaggregate(&t, None), Records::Plain);
+        assert_eq!(users(&t, None), None);
+        // a partition key that is not UTF-8
+        let mut body = Vec::new();
+        bytes_field(1, b"\xff", &mut body);
+        let mut t = MAGIC.to_vec();
+        t.extend_from_slice(&body);
+        t.extend_from_slice(Md5::digest(&body).as_slice());
+        assert_eq!(users(&t, None), None);
     }
 
     #[test]
@@ -254,17 +334,17 @@ mod tests {
         let high = u128::MAX.to_string();
         let agg = aggregate(&["k1", "k2"], &[low, &high], &[(0, Some(0), b"low"), (1, Some(1), b"high"), (0, None, b"md5")]);
         let half = u128::MAX / 2;
-        let Records::Aggregated(rs) = deaggregate(&agg, Some((0, half))) else { panic!() };
+        let rs = users(&agg, Some((0, half))).unwrap();
         let mut expect = vec![b"low".to_vec()];
         if partition_key_hash("k1") <= half {
             expect.push(b"md5".to_vec());
         }
-        assert_eq!(rs.iter().map(|r| r.data.clone()).collect::<Vec<_>>(), expect);
-        let Records::Aggregated(rs) = deaggregate(&agg, Some((half + 1, u128::MAX))) else { panic!() };
-        assert!(rs.iter().any(|r| r.data == b"high"));
-        assert!(rs.iter().all(|r| r.data != b"low"));
+        assert_eq!(rs.iter().map(|r| r.2.clone()).collect::<Vec<_>>(), expect);
+        let rs = users(&agg, Some((half + 1, u128::MAX))).unwrap();
+        assert!(rs.iter().any(|r| r.2 == b"high"));
+        assert!(rs.iter().all(|r| r.2 != b"low"));
         // sub-sequence numbers are the index in the whole aggregate, not among those kept
-        assert_eq!(rs.iter().find(|r| r.data == b"high").unwrap().sub, 1);
+        assert_eq!(rs.iter().find(|r| r.2 == b"high").unwrap().0, 1);
     }
 
     #[test]

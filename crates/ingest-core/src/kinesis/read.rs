@@ -6,7 +6,8 @@
 //! last record fetched when an iterator expired (the uncommitted batch already holds what came
 //! before). Never from TRIM_HORIZON or LATEST once anything was read.
 
-use super::kpl::{deaggregate, Records};
+use super::kpl::{hash_key, partition_key_hash, Aggregate, Cursor, UserRecord};
+use std::collections::HashMap;
 use super::seqnum::{Resume, SeqNum, ShardPos};
 use crate::batch::{KinesisPos, Message};
 use std::time::SystemTime;
@@ -47,40 +48,155 @@ pub fn start(taken: Option<&ShardPos>, start_time: Option<SystemTime>) -> (Start
     }
 }
 
-/// The messages one fetched record holds for this shard: itself (a plain record) or its KPL user
-/// records whose hash key lies in the shard's range, each with its sub-sequence index; records
-/// and user records already taken (`skip`) are left out.
-pub fn messages(
-    shard: &str,
-    seq: &SeqNum,
-    partition_key: &str,
+/// The messages one fetched record holds for this shard, taken out one at a time: the record
+/// itself (a plain record) or its KPL user records whose hash key lies in the shard's range, each
+/// with its sub-sequence index; records and user records already taken (`skip`) are left out.
+///
+/// Nothing is copied before it is asked for: a user record's partition key and data are copied
+/// when it becomes a message, so a batch's byte limit (or a preview's limit) stops the expansion
+/// of an aggregate whose user records share a large key. What it keeps meanwhile is the record's
+/// own bytes and the aggregate's key tables as ranges of them.
+#[derive(Debug)]
+pub struct Unpacked {
+    shard: String,
+    seq: SeqNum,
+    partition_key: String,
     data: Vec<u8>,
     arrival_ms: Option<i64>,
     range: Option<(u128, u128)>,
-    skip: Option<&Resume>,
-) -> Vec<Message<KinesisPos>> {
-    let taken = |sub: Option<u64>| skip.is_some_and(|r| r.already_consumed(seq, sub));
-    let pos = |sub: Option<u64>| KinesisPos { shard: shard.to_string(), at: ShardPos { seq: seq.clone(), sub } };
-    match deaggregate(&data, range) {
-        Records::Plain if taken(None) => Vec::new(),
-        Records::Plain => vec![Message {
-            pos: pos(None),
-            key: Some(partition_key.as_bytes().to_vec()),
-            payload: Some(data),
-            timestamp_ms: arrival_ms,
-            headers: None,
-        }],
-        Records::Aggregated(users) => users
-            .into_iter()
-            .filter(|u| !taken(Some(u.sub)))
-            .map(|u| Message {
-                pos: pos(Some(u.sub)),
-                key: Some(u.partition_key.into_bytes()),
-                payload: Some(u.data),
-                timestamp_ms: arrival_ms,
-                headers: None,
-            })
-            .collect(),
+    skip: Option<Resume>,
+    /// None: a plain record.
+    aggregate: Option<(Aggregate, Cursor)>,
+    /// The last message it holds (None: none).
+    last: Option<ShardPos>,
+    /// The last message was taken (or there is none).
+    done: bool,
+    /// Hash keys of long partition keys, by key table index (short ones are hashed again: cheap).
+    long_key_hashes: HashMap<usize, u128>,
+}
+
+/// Partition keys at least this long have their hash key computed once per aggregate.
+const LONG_KEY: usize = 64;
+
+impl Unpacked {
+    pub fn new(
+        shard: &str,
+        seq: &SeqNum,
+        partition_key: &str,
+        data: Vec<u8>,
+        arrival_ms: Option<i64>,
+        range: Option<(u128, u128)>,
+        skip: Option<&Resume>,
+    ) -> Unpacked {
+        let aggregate = Aggregate::parse(&data).map(|a| (a, Cursor::default()));
+        let mut u = Unpacked {
+            shard: shard.to_string(),
+            seq: seq.clone(),
+            partition_key: partition_key.to_string(),
+            data,
+            arrival_ms,
+            range,
+            skip: skip.cloned(),
+            aggregate,
+            last: None,
+            done: false,
+            long_key_hashes: HashMap::new(),
+        };
+        u.last = u.find_last();
+        u.done = u.last.is_none();
+        u
+    }
+
+    /// The position of the last message it holds (None when it holds none): where the shard
+    /// stands once all of them are taken. Found in one pass, copying nothing.
+    pub fn last_pos(&self) -> Option<&ShardPos> {
+        self.last.as_ref()
+    }
+
+    /// Every message it holds was taken (or it holds none).
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn find_last(&mut self) -> Option<ShardPos> {
+        let Some((agg, _)) = &self.aggregate else {
+            let taken = self.skip.as_ref().is_some_and(|r| r.already_consumed(&self.seq, None));
+            return (!taken).then(|| ShardPos { seq: self.seq.clone(), sub: None });
+        };
+        let mut at = Cursor::default();
+        let mut last = None;
+        let mut filter = Filter { seq: &self.seq, skip: self.skip.as_ref(), range: self.range, hashes: &mut self.long_key_hashes };
+        while let Some(u) = agg.next(&self.data, &mut at) {
+            if filter.keeps(&u) {
+                last = Some(u.sub);
+            }
+        }
+        last.map(|sub| ShardPos { seq: self.seq.clone(), sub: Some(sub) })
+    }
+
+}
+
+/// A message of `shard` at (`seq`, `sub`); the key is copied.
+fn message(shard: &str, seq: &SeqNum, sub: Option<u64>, key: &[u8], payload: Vec<u8>, arrival_ms: Option<i64>) -> Message<KinesisPos> {
+    Message {
+        pos: KinesisPos { shard: shard.to_string(), at: ShardPos { seq: seq.clone(), sub } },
+        key: Some(key.to_vec()),
+        payload: Some(payload),
+        timestamp_ms: arrival_ms,
+        headers: None,
+    }
+}
+
+impl Iterator for Unpacked {
+    type Item = Message<KinesisPos>;
+
+    /// The next message, its key and data copied now.
+    fn next(&mut self) -> Option<Message<KinesisPos>> {
+        if self.done {
+            return None;
+        }
+        let Some((agg, at)) = &mut self.aggregate else {
+            self.done = true;
+            let data = std::mem::take(&mut self.data);
+            return Some(message(&self.shard, &self.seq, None, self.partition_key.as_bytes(), data, self.arrival_ms));
+        };
+        let mut filter = Filter { seq: &self.seq, skip: self.skip.as_ref(), range: self.range, hashes: &mut self.long_key_hashes };
+        while let Some(u) = agg.next(&self.data, at) {
+            if filter.keeps(&u) {
+                self.done = self.last.as_ref().is_some_and(|l| l.sub == Some(u.sub));
+                let payload = u.data.to_vec();
+                return Some(message(&self.shard, &self.seq, Some(u.sub), u.partition_key.as_bytes(), payload, self.arrival_ms));
+            }
+        }
+        self.done = true;
+        None
+    }
+}
+
+/// Which user records of an aggregate are for this shard and not taken yet.
+struct Filter<'a> {
+    seq: &'a SeqNum,
+    skip: Option<&'a Resume>,
+    range: Option<(u128, u128)>,
+    hashes: &'a mut HashMap<usize, u128>,
+}
+
+impl Filter<'_> {
+    fn keeps(&mut self, u: &UserRecord<'_>) -> bool {
+        if self.skip.is_some_and(|r| r.already_consumed(self.seq, Some(u.sub))) {
+            return false;
+        }
+        let Some((lo, hi)) = self.range else { return true };
+        let hash = match u.explicit_hash_key {
+            Some(k) => hash_key(Some(k), u.partition_key),
+            // Hashing a long key for each of thousands of user records sharing it would cost
+            // what copying it did.
+            None if u.partition_key.len() >= LONG_KEY => {
+                Some(*self.hashes.entry(u.key_index).or_insert_with(|| partition_key_hash(u.partition_key)))
+            }
+            None => Some(partition_key_hash(u.partition_key)),
+        };
+        hash.is_some_and(|h| lo <= h && h <= hi)
     }
 }
 
@@ -123,6 +239,18 @@ mod tests {
 
     fn s(x: &str) -> SeqNum {
         SeqNum::parse(x).unwrap()
+    }
+
+    fn messages(
+        shard: &str,
+        seq: &SeqNum,
+        partition_key: &str,
+        data: Vec<u8>,
+        arrival_ms: Option<i64>,
+        range: Option<(u128, u128)>,
+        skip: Option<&Resume>,
+    ) -> Vec<Message<KinesisPos>> {
+        Unpacked::new(shard, seq, partition_key, data, arrival_ms, range, skip).collect()
     }
 
     /// An aggregate of user records with partition keys k0, k1, ... (protobuf written by hand).
@@ -180,6 +308,88 @@ mod tests {
         // a later record is not affected by the skip; an earlier one is dropped
         assert_eq!(messages("x", &s("10"), "p", b"a".to_vec(), None, None, Some(&skip)).len(), 1);
         assert!(messages("x", &s("8"), "p", b"a".to_vec(), None, None, Some(&Resume::After(s("9")))).is_empty());
+    }
+
+    /// An aggregate of `n` user records (data "v0", "v1", ...) all naming partition key `key`,
+    /// which the aggregate's table holds once.
+    fn shared_key_aggregate(key: &str, n: usize) -> Vec<u8> {
+        fn varint(mut v: u64, out: &mut Vec<u8>) {
+            while v >= 0x80 {
+                out.push((v as u8) | 0x80);
+                v >>= 7;
+            }
+            out.push(v as u8);
+        }
+        fn field(num: u64, b: &[u8], out: &mut Vec<u8>) {
+            varint((num << 3) | 2, out);
+            varint(b.len() as u64, out);
+            out.extend_from_slice(b);
+        }
+        let mut body = Vec::new();
+        field(1, key.as_bytes(), &mut body);
+        for i in 0..n {
+            let mut rec = vec![0x08, 0];
+            field(3, format!("v{i}").as_bytes(), &mut rec);
+            field(3, &rec, &mut body);
+        }
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&body);
+        out.extend_from_slice(Md5::digest(&body).as_slice());
+        out
+    }
+
+    /// A 150 KB aggregate of 5,000 user records sharing one 100 KB partition key: copying the key
+    /// into every user record before any limit applied made 500 MB. Taken apart lazily, one
+    /// message costs one copy of the key, and a batch of 1 MB stops the expansion at 1 MB.
+    #[test]
+    fn an_aggregate_sharing_a_large_key_is_expanded_only_as_far_as_asked() {
+        use crate::batch::{Batch, Limits};
+        use crate::test_alloc::peak_during;
+        let key = "k".repeat(100_000);
+        let n = 5_000;
+        let data = shared_key_aggregate(&key, n);
+        assert!(data.len() < 160_000, "{}", data.len());
+        let everything = Some((0, u128::MAX));
+        let ((first, last), peak) = peak_during(|| {
+            let mut u = Unpacked::new("shardId-1", &s("9"), "outer", data.clone(), None, everything, None);
+            (u.next().unwrap(), u.last_pos().cloned())
+        });
+        assert!(peak < 600_000, "one message of the aggregate held {peak} bytes at its peak");
+        assert_eq!(first.key.as_deref(), Some(key.as_bytes()));
+        assert_eq!((first.pos.at.sub, first.payload.as_deref()), (Some(0), Some(&b"v0"[..])));
+        assert_eq!(last, Some(ShardPos { seq: s("9"), sub: Some(n as u64 - 1) }));
+
+        let limits = Limits { max_messages: 100_000, max_bytes: 1 << 20, max_wait: Duration::from_secs(1) };
+        let mut u = Unpacked::new("shardId-1", &s("9"), "outer", data.clone(), None, everything, None);
+        let (taken, peak) = peak_during(|| {
+            let mut batch: Batch<KinesisPos> = Batch::default();
+            while !batch.is_full(&limits) {
+                match u.next() {
+                    Some(m) => batch.push(m),
+                    None => break,
+                }
+            }
+            (batch.len(), batch.bytes())
+        });
+        assert_eq!(taken.0, 11, "a 1 MB batch holds 11 user records of 100 KB");
+        assert!(taken.1 >= 1 << 20);
+        assert!(peak < 3 << 20, "a batch of 1 MB held {peak} bytes at its peak");
+        assert!(!u.is_done());
+        // The rest, once each and in order; the last one ends it.
+        let rest: Vec<Option<u64>> = u.by_ref().map(|m| m.pos.at.sub).collect();
+        assert_eq!(rest, (11..n as u64).map(Some).collect::<Vec<_>>());
+        assert!(u.is_done() && u.next().is_none());
+
+        // Resumed inside the aggregate: only what follows, and the same last position.
+        let skip = Resume::AtSkipping { seq: s("9"), done: 4_990 };
+        let u = Unpacked::new("shardId-1", &s("9"), "outer", data.clone(), None, everything, Some(&skip));
+        assert_eq!(u.last_pos().and_then(|l| l.sub), Some(n as u64 - 1));
+        assert_eq!(u.count(), 9);
+        // A shard whose hash range excludes the key: nothing, and no position.
+        let h = crate::kinesis::kpl::partition_key_hash(&key);
+        let other = if h == 0 { (1, u128::MAX) } else { (0, h - 1) };
+        let mut u = Unpacked::new("shardId-1", &s("9"), "outer", data, None, Some(other), None);
+        assert!(u.last_pos().is_none() && u.is_done() && u.next().is_none());
     }
 
     #[test]
