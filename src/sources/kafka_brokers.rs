@@ -79,8 +79,8 @@ impl BrokerRescue {
         let servers = bootstrap.to_string_lossy();
         if tries == 1 {
             pgrx::log!(
-                "pipeline_kafka: the Kafka client has known no broker for {} ms (every broker was dropped after a \
-                 metadata response that listed none, librdkafka issue 5301); adding the bootstrap servers {servers} again",
+                "pipeline_kafka: the Kafka client has known no broker for {} ms (librdkafka drops them all after a \
+                 metadata response that lists none, its issue 5301); adding the bootstrap servers {servers} again",
                 without.as_millis()
             );
         } else {
