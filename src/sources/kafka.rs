@@ -412,6 +412,8 @@ pub struct KafkaSource {
     /// A group.id was given (consume_begin's group_id): offsets committed to PostgreSQL are also
     /// committed to the group coordinator.
     group_commits: bool,
+    /// Re-adds the bootstrap servers when librdkafka has dropped every broker (kafka_brokers.rs).
+    rescue: super::kafka_brokers::BrokerRescue,
 }
 
 impl KafkaSource {
@@ -475,6 +477,7 @@ impl KafkaSource {
             all: Vec::new(),
             start_time_ms,
             group_commits,
+            rescue: super::kafka_brokers::BrokerRescue::new(cfg.get("bootstrap.servers")),
         };
         src.positions = stored.iter().map(|(p, o)| (*p, Some(*o))).collect();
         src.positions.retain(|p, _| p.rem_euclid(parallelism.max(1)) == index);
@@ -643,6 +646,7 @@ impl Source for KafkaSource {
     }
 
     fn take_error(&mut self) -> Option<String> {
+        self.rescue.look(self.consumer.client().native_ptr());
         self.error.take()
     }
 

@@ -3,6 +3,7 @@
 //! behind `Source`.
 
 pub mod kafka;
+mod kafka_brokers;
 mod kafka_reader;
 pub mod kinesis;
 

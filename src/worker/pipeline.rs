@@ -234,12 +234,13 @@ pub struct Pipeline<S: Source, C: ConsumerCatalog<Pos = S::Pos>> {
 }
 
 /// How long a worker goes on with a source that keeps failing (its errors, or its periodic
-/// metadata check) without a batch committed, before it leaves so that the supervisor starts it
-/// again with a new client. A librdkafka client whose broker restarted was seen never to connect
-/// again (no socket, partitions not yet read left unfetched): a new client resumes from the
-/// committed offsets, so nothing is lost or repeated. During a real outage the new worker waits
-/// in its connect loop, showing the error, as before. `pipeline_ingest.source_restart_after`
-/// (default 90 s).
+/// metadata check) without a batch committed, before it leaves (logged) so that the supervisor
+/// starts it again with a new client, which resumes from the committed offsets, so nothing is lost
+/// or repeated. A last resort: the known cause of a client that never connects again after a
+/// broker restart (librdkafka dropping every broker after a metadata response listing none) is
+/// handled in place by the Kafka source (sources/kafka_brokers.rs). During a real outage the new
+/// worker waits in its connect loop, showing the error, as before.
+/// `pipeline_ingest.source_restart_after` (default 90 s).
 fn source_restart_after() -> Duration {
     Duration::from_secs(crate::guc::SOURCE_RESTART_AFTER_S.get().max(1) as u64)
 }
