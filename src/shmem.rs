@@ -136,16 +136,22 @@ pub fn take_woken_databases() -> Vec<u32> {
     out
 }
 
-/// Records (or, with pid 0, clears) the supervisor of a database.
+/// Records (or, with pid 0, clears) the supervisor of a database. Only the calling supervisor's
+/// own registration is cleared: once it unregistered, a wake for the database makes a new entry
+/// for the launcher (supervisor 0, woken), which a second clear must not take away.
 pub fn set_supervisor(dboid: pg_sys::Oid, pid: i32) {
     if pid != 0 {
         clear_at_exit();
     }
     let dboid = dboid.to_u32();
+    // SAFETY: plain global read.
+    let me = unsafe { pg_sys::MyProcPid };
     let mut reg = REGISTRY.exclusive();
     if let Some(s) = reg.slots.iter_mut().find(|s| s.dboid == dboid) {
-        s.supervisor_pid = pid;
-        if pid == 0 {
+        if pid != 0 {
+            s.supervisor_pid = pid;
+        } else if s.supervisor_pid == me {
+            s.supervisor_pid = 0;
             s.dboid = 0;
             s.wake = false;
         }
