@@ -8,6 +8,17 @@
 //! backoff (1 s doubling to 30 s, its error in outbox_status) while other topics' messages keep
 //! going out; so one failing topic never delays another.
 //!
+//! librdkafka never times a message out (message.timeout.ms = 0). Its idempotent producer keeps a
+//! partition's order only among the messages it delivers: with a timeout, a broker outage or a slow
+//! broker could fail a partition's first messages while later ones were still queued and then
+//! delivered (librdkafka's INTRODUCTION.md, "Message timeout considerations": 1,2,3,4,5 written as
+//! 1,4,5), and the failed ones, sent again, came after them. So a message stays with librdkafka
+//! until it is delivered or fails for good (topic or partition unknown, after
+//! topic.metadata.propagation.max.ms; too large; not authorized), and the worker never sends again
+//! a message librdkafka still holds. A topic with no delivery report for STALL_AFTER shows the wait
+//! (with the client's latest error event) in outbox_status until its next delivery. A full
+//! librdkafka queue ends the pass instead of blocking the worker.
+//!
 //! A message that is too large (librdkafka refuses it at once over its message.max.bytes, or the
 //! broker refuses it, MESSAGE_TOO_LARGE, over the topic's max.message.bytes) is moved to the
 //! `outbox_dead_letters` table (54000) instead of blocking its topic forever. The broker judges a
