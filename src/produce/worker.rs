@@ -3,6 +3,11 @@
 //! and the delete sends that message again (at-least-once); nothing committed is lost, nothing
 //! rolled back is ever read. Per partition, messages go out in outbox order.
 //!
+//! A pass reads the outbox in one snapshot (one cursor, see `outbox::oldest`), so a transaction
+//! that commits meanwhile is wholly in the pass or wholly in a later one; before, each chunk was a
+//! query with its own snapshot and `id > last id read`, and a transaction committing between two
+//! chunks had its higher ids sent before its lower ones.
+//!
 //! Topics are independent: a topic's next messages are read only once its messages in flight are
 //! all acknowledged (which keeps the order), and a topic whose delivery failed is left alone for a
 //! backoff (1 s doubling to 30 s, its error in outbox_status) while other topics' messages keep
@@ -15,7 +20,8 @@
 //! 1,4,5), and the failed ones, sent again, came after them. So a message stays with librdkafka
 //! until it is delivered or fails for good (topic or partition unknown, after
 //! topic.metadata.propagation.max.ms; too large; not authorized), and the worker never sends again
-//! a message librdkafka still holds. A topic with no delivery report for STALL_AFTER shows the wait
+//! a message librdkafka still holds (unless the client is dropped: a fatal error, or new broker
+//! settings while messages waited SETTINGS_DRAIN; then what it held may be sent twice). A topic with no delivery report for STALL_AFTER shows the wait
 //! (with the client's latest error event) in outbox_status until its next delivery. A full
 //! librdkafka queue ends the pass instead of blocking the worker.
 //!
@@ -438,32 +444,30 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
 }
 
 /// The oldest committed messages except those of the topics in `skip`, at most `limit` of them
-/// and about PASS_BYTES, in id order: FIRST_CHUNK first, then chunks as large as the first
-/// messages' sizes let fit in what is left of PASS_BYTES (so small messages take two queries,
-/// and a pass of large ones stays within its byte budget).
+/// and about PASS_BYTES, in id order, in one snapshot: FIRST_CHUNK first, then chunks as large as
+/// the first messages' sizes let fit in what is left of PASS_BYTES (so small messages take two
+/// fetches, and a pass of large ones stays within its byte budget).
 fn read_pass(limit: usize, skip: &[String]) -> Vec<Pending> {
-    let mut batch: Vec<Pending> = Vec::new();
+    if limit == 0 {
+        return Vec::new();
+    }
     let mut bytes = 0usize;
-    let mut after = 0i64;
-    while batch.len() < limit && bytes < PASS_BYTES {
+    let mut counted = 0usize;
+    outbox::oldest(limit as i64, skip, |batch| {
+        for m in &batch[counted..] {
+            // (64: about what a message costs besides its key and value)
+            bytes += 64 + m.message.as_ref().map_or(0, Vec::len) + m.key.as_ref().map_or(0, Vec::len);
+        }
+        counted = batch.len();
+        if batch.len() >= limit || bytes >= PASS_BYTES {
+            return 0;
+        }
         let fit = match batch.len() {
             0 => FIRST_CHUNK,
             n => (PASS_BYTES - bytes) / (bytes / n).max(1),
         };
-        let want = (limit - batch.len()).min(fit.max(1));
-        let chunk = outbox::oldest(want as i64, after, skip);
-        let got = chunk.len();
-        for m in chunk {
-            // (64: about what a message costs besides its key and value)
-            bytes += 64 + m.message.as_ref().map_or(0, Vec::len) + m.key.as_ref().map_or(0, Vec::len);
-            after = m.id;
-            batch.push(m);
-        }
-        if got < want {
-            break;
-        }
-    }
-    batch
+        (limit - batch.len()).min(fit.max(1))
+    })
 }
 
 /// What `send` did with a round of messages.
