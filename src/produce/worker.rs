@@ -20,10 +20,11 @@
 //! 1,4,5), and the failed ones, sent again, came after them. So a message stays with librdkafka
 //! until it is delivered or fails for good (topic or partition unknown, after
 //! topic.metadata.propagation.max.ms; too large; not authorized), and the worker never sends again
-//! a message librdkafka still holds (unless the client is dropped: a fatal error, or new broker
-//! settings while messages waited SETTINGS_DRAIN; then what it held may be sent twice). A topic with no delivery report for STALL_AFTER shows the wait
-//! (with the client's latest error event) in outbox_status until its next delivery. A full
-//! librdkafka queue ends the pass instead of blocking the worker.
+//! a message librdkafka still holds, unless the client is dropped (a fatal error, or new broker
+//! settings while messages waited SETTINGS_DRAIN): then what it held may be sent twice. A topic
+//! with no delivery report for STALL_AFTER shows the wait (with the client's latest error event)
+//! in outbox_status until its next delivery. A full librdkafka queue ends the pass instead of
+//! blocking the worker.
 //!
 //! A message that is too large (librdkafka refuses it at once over its message.max.bytes, or the
 //! broker refuses it, MESSAGE_TOO_LARGE, over the topic's max.message.bytes) is moved to the
@@ -401,6 +402,9 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
                     why.as_deref().map(|w| format!(" (last client error: {w})")).unwrap_or_default()
                 );
                 if waiting.get(t) != Some(&e) {
+                    if !waiting.contains_key(t) {
+                        warning!("pipeline_kafka producer: topic \"{t}\": {e}");
+                    }
                     waiting.insert(t.clone(), e.clone());
                     stalled.push((t.clone(), e));
                 }
