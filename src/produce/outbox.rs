@@ -115,56 +115,76 @@ unsafe fn next_id(seqid: pg_sys::Oid) -> i64 {
 const PENDING_COLUMNS: &str = "id, topic, \"partition\", key, message, headers::text, \
      (LEAST(GREATEST(extract(epoch FROM \"timestamp\"), 0), 253402300800) * 1000)::bigint";
 
-/// The oldest `limit` committed messages with an id above `after`, except those of the topics in
-/// `skip` (topics waiting out a delivery failure, or with messages still in flight).
-pub fn oldest(limit: i64, after: i64, skip: &[String]) -> Vec<Pending> {
-    pending(
-        &format!("SELECT {PENDING_COLUMNS} FROM pipeline_kafka.outbox WHERE id > $3 AND topic <> ALL($2) ORDER BY id LIMIT $1"),
-        &[limit.into(), skip.to_vec().into(), after.into()],
-    )
+/// The oldest committed messages except those of the topics in `skip` (topics waiting out a
+/// delivery failure, or with messages still in flight), at most `limit`, in id order, fetched in
+/// chunks from one cursor: `next` gets the messages read so far and returns how many more to
+/// fetch (0: enough).
+///
+/// One cursor is one snapshot, so a transaction that commits while the pass is read is wholly in
+/// it or wholly out of it. Separate queries (`id > the last id read`) would each take a new
+/// snapshot (the worker's transaction has an xid, so SPI does not reuse the active snapshot): one
+/// committing between two of them would have its ids above the last one read sent in this pass and
+/// its lower ones in a later pass, after them.
+pub fn oldest(limit: i64, skip: &[String], mut next: impl FnMut(&[Pending]) -> usize) -> Vec<Pending> {
+    let sql = format!("SELECT {PENDING_COLUMNS} FROM pipeline_kafka.outbox WHERE topic <> ALL($2) ORDER BY id LIMIT $1");
+    spi(Spi::connect(|c| {
+        let mut cursor = c.try_open_cursor(sql.as_str(), &[limit.into(), skip.to_vec().into()])?;
+        let mut out = Vec::new();
+        loop {
+            let want = next(&out);
+            if want == 0 {
+                break;
+            }
+            let t = cursor.fetch(want as std::ffi::c_long)?;
+            let got = t.len();
+            rows_into(t, &mut out)?;
+            if got < want {
+                break;
+            }
+        }
+        Ok(out)
+    }))
 }
 
 /// The oldest committed message of `topic`, if any.
 pub fn first_of(topic: &str) -> Option<Pending> {
-    pending(
-        &format!("SELECT {PENDING_COLUMNS} FROM pipeline_kafka.outbox WHERE topic = $1 ORDER BY id LIMIT 1"),
-        &[topic.into()],
-    )
+    let sql = format!("SELECT {PENDING_COLUMNS} FROM pipeline_kafka.outbox WHERE topic = $1 ORDER BY id LIMIT 1");
+    spi(Spi::connect(|c| {
+        let mut out = Vec::new();
+        rows_into(c.select(sql.as_str(), None, &[topic.into()])?, &mut out)?;
+        Ok(out)
+    }))
     .pop()
 }
 
-fn pending(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<Pending> {
-    spi(Spi::connect(|c| {
-        let t = c.select(sql, None, args)?;
-        let mut out = Vec::new();
-        for row in t {
-            let headers_text: Option<String> = row.get(6)?;
-            let headers = match headers_text.and_then(|h| serde_json::from_str::<serde_json::Value>(&h).ok()) {
-                Some(serde_json::Value::Object(m)) => m
-                    .into_iter()
-                    .map(|(k, v)| {
-                        let value = match v {
-                            serde_json::Value::Null => None,
-                            serde_json::Value::String(s) => Some(s.into_bytes()),
-                            other => Some(other.to_string().into_bytes()),
-                        };
-                        (k, value)
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
-            out.push(Pending {
-                id: row.get(1)?.unwrap_or_default(),
-                topic: row.get(2)?.unwrap_or_default(),
-                partition: row.get(3)?,
-                key: row.get(4)?,
-                message: row.get(5)?,
-                headers,
-                timestamp_ms: row.get(7)?,
-            });
-        }
-        Ok(out)
-    }))
+fn rows_into(t: pgrx::spi::SpiTupleTable<'_>, out: &mut Vec<Pending>) -> pgrx::spi::SpiResult<()> {
+    for row in t {
+        let headers_text: Option<String> = row.get(6)?;
+        let headers = match headers_text.and_then(|h| serde_json::from_str::<serde_json::Value>(&h).ok()) {
+            Some(serde_json::Value::Object(m)) => m
+                .into_iter()
+                .map(|(k, v)| {
+                    let value = match v {
+                        serde_json::Value::Null => None,
+                        serde_json::Value::String(s) => Some(s.into_bytes()),
+                        other => Some(other.to_string().into_bytes()),
+                    };
+                    (k, value)
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        out.push(Pending {
+            id: row.get(1)?.unwrap_or_default(),
+            topic: row.get(2)?.unwrap_or_default(),
+            partition: row.get(3)?,
+            key: row.get(4)?,
+            message: row.get(5)?,
+            headers,
+            timestamp_ms: row.get(7)?,
+        });
+    }
+    Ok(())
 }
 
 /// Moves messages the broker will never take (too large) from the outbox to

@@ -3,10 +3,28 @@
 //! and the delete sends that message again (at-least-once); nothing committed is lost, nothing
 //! rolled back is ever read. Per partition, messages go out in outbox order.
 //!
+//! A pass reads the outbox in one snapshot (one cursor, see `outbox::oldest`), so a transaction
+//! that commits meanwhile is wholly in the pass or wholly in a later one; before, each chunk was a
+//! query with its own snapshot and `id > last id read`, and a transaction committing between two
+//! chunks had its higher ids sent before its lower ones.
+//!
 //! Topics are independent: a topic's next messages are read only once its messages in flight are
 //! all acknowledged (which keeps the order), and a topic whose delivery failed is left alone for a
 //! backoff (1 s doubling to 30 s, its error in outbox_status) while other topics' messages keep
 //! going out; so one failing topic never delays another.
+//!
+//! librdkafka never times a message out (message.timeout.ms = 0). Its idempotent producer keeps a
+//! partition's order only among the messages it delivers: with a timeout, a broker outage or a slow
+//! broker could fail a partition's first messages while later ones were still queued and then
+//! delivered (librdkafka's INTRODUCTION.md, "Message timeout considerations": 1,2,3,4,5 written as
+//! 1,4,5), and the failed ones, sent again, came after them. So a message stays with librdkafka
+//! until it is delivered or fails for good (topic or partition unknown, after
+//! topic.metadata.propagation.max.ms; too large; not authorized), and the worker never sends again
+//! a message librdkafka still holds, unless the client is dropped (a fatal error, or new broker
+//! settings while messages waited SETTINGS_DRAIN): then what it held may be sent twice. A topic
+//! with no delivery report for STALL_AFTER shows the wait (with the client's latest error event)
+//! in outbox_status until its next delivery. A full librdkafka queue ends the pass instead of
+//! blocking the worker.
 //!
 //! A message that is too large (librdkafka refuses it at once over its message.max.bytes, or the
 //! broker refuses it, MESSAGE_TOO_LARGE, over the topic's max.message.bytes) is moved to the
@@ -24,11 +42,14 @@ use crate::xact::in_transaction;
 use ingest_core::backoff::Backoff;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -45,28 +66,56 @@ const PASS_BYTES: usize = 64 << 20;
 const MAX_IN_FLIGHT: usize = 2 * PASS_MESSAGES;
 /// How long one pass waits for delivery reports before reading other topics' rows.
 const REPORT_WAIT: Duration = Duration::from_millis(100);
-/// How long librdkafka keeps trying one message before reporting it failed.
-const MESSAGE_TIMEOUT_MS: u64 = 10_000;
-/// A message with no delivery report after this long is given up on (it stays in the outbox and
-/// is sent again); librdkafka reports every message within message.timeout.ms.
-const REPORT_DEADLINE: Duration = Duration::from_millis(MESSAGE_TIMEOUT_MS + 5000);
+/// A topic whose messages in flight had no delivery report for this long shows the wait (and the
+/// client's latest error, such as the broker being down) in outbox_status; its messages stay
+/// with librdkafka, which never times them out (see the module comment).
+const STALL_AFTER: Duration = Duration::from_secs(10);
+/// After a change of the broker settings, how long the old client may keep its messages in
+/// flight before it is dropped (a wrong broker address would hold them forever); the rows of the
+/// messages it still held are sent again by the new client.
+const SETTINGS_DRAIN: Duration = Duration::from_secs(10);
+/// How long queuing waits for room in librdkafka's queue before it leaves the rest of the pass
+/// for later passes (a full queue empties only as the broker acknowledges).
+const QUEUE_WAIT: Duration = Duration::from_millis(100);
 /// How long the worker stays once the outbox is empty.
 const IDLE_EXIT: Duration = Duration::from_secs(10);
 
 /// A failed delivery: the error, and whether it says the message (or its batch) is too large.
 type Failure = (String, bool);
 
-/// Collects delivery reports (by outbox id); librdkafka calls it from `poll` on this thread.
+/// Collects delivery reports (by outbox id) and client errors; librdkafka calls it from `poll`
+/// on this thread.
 #[derive(Default)]
 struct Reports {
     results: Mutex<Vec<(i64, Result<(), Failure>)>>,
+    /// The client's latest error event (all brokers down, authentication failed, ...), until a
+    /// message is delivered.
+    client_error: Mutex<Option<String>>,
+    /// A fatal error: the idempotent producer can deliver nothing more.
+    fatal: AtomicBool,
 }
 
-fn too_large(e: &rdkafka::error::KafkaError) -> bool {
-    e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge)
+fn too_large(e: &KafkaError) -> bool {
+    e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge)
 }
 
-impl ClientContext for Reports {}
+impl ClientContext for Reports {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error, KafkaError::Global(RDKafkaErrorCode::Fatal)) {
+            self.fatal.store(true, Ordering::Relaxed);
+        }
+        let what = error.rdkafka_error_code().map_or_else(|| error.to_string(), |c| c.to_string());
+        if let Ok(mut e) = self.client_error.lock() {
+            *e = Some(format!("{what}: {reason}"));
+        }
+    }
+}
+
+impl Reports {
+    fn client_error(&self) -> Option<String> {
+        self.client_error.lock().ok().and_then(|e| e.clone())
+    }
+}
 
 impl ProducerContext for Reports {
     type DeliveryOpaque = usize;
@@ -91,7 +140,10 @@ struct Client {
 /// new client).
 fn make_client(brokers: &[String], config: &serde_json::Map<String, serde_json::Value>, settings: String) -> Result<Client, String> {
     let mut cfg = crate::sources::kafka::producer_config(brokers, &[config])?;
-    cfg.set("message.timeout.ms", MESSAGE_TIMEOUT_MS.to_string());
+    // Never time a message out: the idempotent producer keeps a partition's order only among the
+    // messages it delivers, and one that timed out would be sent again after later ones.
+    cfg.remove("delivery.timeout.ms");
+    cfg.set("message.timeout.ms", "0");
     let producer: BaseProducer<Reports> = cfg.create_with_context(Reports::default()).map_err(|e| {
         format!("could not create Kafka producer: {}", crate::sources::kafka::config_error(&e, &cfg))
     })?;
@@ -102,7 +154,6 @@ fn make_client(brokers: &[String], config: &serde_json::Map<String, serde_json::
 struct InFlight {
     /// Shared by the messages of a topic sent in one pass.
     topic: Rc<str>,
-    since: Instant,
     /// The only message of its topic sent in its pass (so alone in its record batch).
     alone: bool,
 }
@@ -135,17 +186,27 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
     let mut failing: BTreeMap<String, Failing> = BTreeMap::new();
     // Topics sent one message at a time, up to this outbox id (see the module comment).
     let mut one_by_one: BTreeMap<String, i64> = BTreeMap::new();
+    // Per topic with messages in flight: when it last sent a pass or had a delivery report.
+    let mut progress: HashMap<String, Instant> = HashMap::new();
+    // Topics shown as waiting for the broker (see STALL_AFTER), with the error recorded.
+    let mut waiting: BTreeMap<String, String> = BTreeMap::new();
+    // librdkafka's queue was full: nothing more is read until a delivery report makes room.
+    let mut queue_full = false;
+    // When the broker settings were seen to change while the client had messages in flight.
+    let mut settings_changed: Option<Instant> = None;
     let mut idle_since = Instant::now();
     while !shutdown_requested() {
         reload_config_if_requested();
         let now = Instant::now();
+        queue_full &= !in_flight.is_empty();
         // Topics not to read now: in backoff, or with messages in flight.
         let mut skip: BTreeSet<String> = failing.iter().filter(|(_, f)| f.until > now).map(|(t, _)| t.clone()).collect();
         let in_flight_topics: BTreeSet<&str> = in_flight.values().map(|m| &*m.topic).collect();
         skip.extend(in_flight_topics.into_iter().map(str::to_string));
-        let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len()).min(PASS_MESSAGES);
+        let room = if queue_full { 0 } else { MAX_IN_FLIGHT.saturating_sub(in_flight.len()).min(PASS_MESSAGES) };
         // Topics going one by one are read apart: their oldest message only.
-        let alone: Vec<String> = one_by_one.keys().filter(|t| !skip.contains(*t)).cloned().collect();
+        let alone: Vec<String> =
+            one_by_one.keys().filter(|t| !queue_full && !skip.contains(*t)).cloned().collect();
         skip.extend(one_by_one.keys().cloned());
         let skip: Vec<String> = skip.into_iter().collect();
         let loaded = in_transaction(|| {
@@ -166,6 +227,21 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
                 continue;
             }
         };
+        // New broker settings: a new client once the old one has nothing in flight, or after
+        // SETTINGS_DRAIN (a wrong broker address would never take its messages). The messages it
+        // still held go with it, and their rows are read and sent again by the new client.
+        let settings = format!("{}|{}", brokers.join(","), serde_json::Value::Object(config.clone()));
+        if client.as_ref().is_some_and(|c| c.settings != settings) {
+            let since = *settings_changed.get_or_insert(now);
+            if in_flight.is_empty() || now.duration_since(since) >= SETTINGS_DRAIN {
+                client = None;
+                in_flight.clear();
+                queue_full = false;
+                settings_changed = None;
+            }
+        } else {
+            settings_changed = None;
+        }
         if batch.is_empty() && in_flight.is_empty() {
             if !failing.is_empty() {
                 // Rows of failing topics wait out their backoff.
@@ -190,23 +266,16 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
         if !batch.is_empty() {
             let problem = if brokers.is_empty() {
                 Some("no Kafka broker is configured (pipeline_kafka.add_broker)".to_string())
-            } else {
-                let settings = format!("{}|{}", brokers.join(","), serde_json::Value::Object(config.clone()));
-                if client.as_ref().is_some_and(|c| c.settings != settings) && in_flight.is_empty() {
-                    // New settings: a new client, once the old one has nothing in flight.
-                    client = None;
-                }
-                if client.is_none() {
-                    match make_client(&brokers, &config, settings) {
-                        Ok(c) => {
-                            client = Some(c);
-                            None
-                        }
-                        Err(e) => Some(e),
+            } else if client.is_none() {
+                match make_client(&brokers, &config, settings) {
+                    Ok(c) => {
+                        client = Some(c);
+                        None
                     }
-                } else {
-                    None
+                    Err(e) => Some(e),
                 }
+            } else {
+                None
             };
             if let Some(p) = problem {
                 let topics: BTreeSet<&str> = batch.iter().map(|m| m.topic.as_str()).collect();
@@ -217,7 +286,8 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
             }
             backoff.reset();
             let c = client.as_ref().expect("client was made above");
-            let (queued, refused, oversized) = send(&c.producer, &batch);
+            let Sent { queued, refused, oversized, full } = send(&c.producer, &batch);
+            queue_full = full;
             for (topic, e) in refused {
                 failed.entry(topic).or_insert(e);
             }
@@ -235,7 +305,10 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
             for i in queued {
                 let topic = names.entry(batch[i].topic.as_str()).or_insert_with(|| Rc::from(batch[i].topic.as_str())).clone();
                 let alone = per_topic[batch[i].topic.as_str()] == 1;
-                in_flight.insert(batch[i].id, InFlight { topic, since: sent_at, alone });
+                in_flight.insert(batch[i].id, InFlight { topic, alone });
+            }
+            for t in per_topic.keys() {
+                progress.insert(t.to_string(), sent_at);
             }
         }
 
@@ -257,10 +330,15 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
                 }
             }
             let reports = std::mem::take(&mut *c.producer.context().results.lock().expect("delivery report lock"));
+            if !reports.is_empty() {
+                queue_full = false;
+            }
+            let reported_at = Instant::now();
             for (id, r) in reports {
-                // A report for a message no longer tracked (given up on) changes nothing: its row
-                // is still in the outbox and is sent again.
                 let Some(m) = in_flight.remove(&id) else { continue };
+                if let Some(p) = progress.get_mut(&*m.topic) {
+                    *p = reported_at;
+                }
                 match r {
                     Ok(()) => {
                         delivered.push(id);
@@ -286,18 +364,67 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
                 }
             }
         }
+        if let Some(c) = client.as_ref() {
+            if !delivered.is_empty() {
+                // The broker takes messages again: an older client error no longer explains a wait.
+                if let Ok(mut e) = c.producer.context().client_error.lock() {
+                    *e = None;
+                }
+            }
+            if c.producer.context().fatal.load(Ordering::Relaxed) {
+                // The idempotent producer stopped for good (librdkafka fails what it held): a new
+                // client sends the rows still in the outbox.
+                let e = c.producer.context().client_error().unwrap_or_else(|| "fatal producer error".into());
+                warning!("pipeline_kafka producer: {e}: making a new Kafka client");
+                for m in in_flight.values() {
+                    failed.entry(m.topic.to_string()).or_insert_with(|| e.clone());
+                }
+                client = None;
+                in_flight.clear();
+                queue_full = false;
+            }
+        }
+        // Topics whose messages in flight had no report for STALL_AFTER: the wait shows in
+        // outbox_status (recorded again only when its text changes).
+        let in_flight_topics: BTreeSet<&str> = in_flight.values().map(|m| &*m.topic).collect();
+        progress.retain(|t, _| in_flight_topics.contains(t.as_str()));
         let now = Instant::now();
-        in_flight.retain(|_, m| now.duration_since(m.since) < REPORT_DEADLINE);
+        let mut stalled: Vec<(String, String)> = Vec::new();
+        if progress.values().any(|p| now.duration_since(*p) >= STALL_AFTER) {
+            let why = client.as_ref().and_then(|c| c.producer.context().client_error());
+            for (t, p) in &progress {
+                if now.duration_since(*p) < STALL_AFTER || failed.contains_key(t) {
+                    continue;
+                }
+                let e = format!(
+                    "no delivery report from Kafka for {} s{}; the messages stay queued in the producer and are delivered, in order, once the broker takes them",
+                    STALL_AFTER.as_secs(),
+                    why.as_deref().map(|w| format!(" (last client error: {w})")).unwrap_or_default()
+                );
+                if waiting.get(t) != Some(&e) {
+                    if !waiting.contains_key(t) {
+                        warning!("pipeline_kafka producer: topic \"{t}\": {e}");
+                    }
+                    waiting.insert(t.clone(), e.clone());
+                    stalled.push((t.clone(), e));
+                }
+            }
+        }
 
         let mut cleared: Vec<String> = Vec::new();
         for t in delivered_topics {
-            if !failed.contains_key(&t) && failing.remove(&t).is_some() {
+            let was_waiting = waiting.remove(&t).is_some();
+            if !failed.contains_key(&t) && (failing.remove(&t).is_some() || was_waiting) {
                 cleared.push(t);
             }
         }
+        for t in failed.keys() {
+            waiting.remove(t);
+        }
         let failed: Vec<(String, String)> = failed.into_iter().collect();
-        if !delivered.is_empty() || !failed.is_empty() || !cleared.is_empty() || !dead.is_empty() {
-            record(&delivered, &dead, &failed, &cleared);
+        if !delivered.is_empty() || !failed.is_empty() || !stalled.is_empty() || !cleared.is_empty() || !dead.is_empty() {
+            let errors: Vec<(String, String)> = failed.iter().chain(&stalled).cloned().collect();
+            record(&delivered, &dead, &errors, &cleared);
         }
         // A topic going one by one is done once the last message of its refused batch is resolved.
         for (t, id) in resolved {
@@ -321,44 +448,55 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
 }
 
 /// The oldest committed messages except those of the topics in `skip`, at most `limit` of them
-/// and about PASS_BYTES, in id order: FIRST_CHUNK first, then chunks as large as the first
-/// messages' sizes let fit in what is left of PASS_BYTES (so small messages take two queries,
-/// and a pass of large ones stays within its byte budget).
+/// and about PASS_BYTES, in id order, in one snapshot: FIRST_CHUNK first, then chunks as large as
+/// the first messages' sizes let fit in what is left of PASS_BYTES (so small messages take two
+/// fetches, and a pass of large ones stays within its byte budget).
 fn read_pass(limit: usize, skip: &[String]) -> Vec<Pending> {
-    let mut batch: Vec<Pending> = Vec::new();
+    if limit == 0 {
+        return Vec::new();
+    }
     let mut bytes = 0usize;
-    let mut after = 0i64;
-    while batch.len() < limit && bytes < PASS_BYTES {
+    let mut counted = 0usize;
+    outbox::oldest(limit as i64, skip, |batch| {
+        for m in &batch[counted..] {
+            // (64: about what a message costs besides its key and value)
+            bytes += 64 + m.message.as_ref().map_or(0, Vec::len) + m.key.as_ref().map_or(0, Vec::len);
+        }
+        counted = batch.len();
+        if batch.len() >= limit || bytes >= PASS_BYTES {
+            return 0;
+        }
         let fit = match batch.len() {
             0 => FIRST_CHUNK,
             n => (PASS_BYTES - bytes) / (bytes / n).max(1),
         };
-        let want = (limit - batch.len()).min(fit.max(1));
-        let chunk = outbox::oldest(want as i64, after, skip);
-        let got = chunk.len();
-        for m in chunk {
-            // (64: about what a message costs besides its key and value)
-            bytes += 64 + m.message.as_ref().map_or(0, Vec::len) + m.key.as_ref().map_or(0, Vec::len);
-            after = m.id;
-            batch.push(m);
-        }
-        if got < want {
-            break;
-        }
-    }
-    batch
+        (limit - batch.len()).min(fit.max(1))
+    })
 }
 
-/// Queues a round of messages. Returns the indexes queued, the (topic, error) of messages
-/// librdkafka refused at once (after a refusal the topic's later messages are not queued: they
-/// would overtake it), and the (index, error) of messages it refused as larger than its
-/// message.max.bytes (those never go out: the topic's later messages are queued).
-#[allow(clippy::type_complexity)]
-fn send(producer: &BaseProducer<Reports>, batch: &[Pending]) -> (Vec<usize>, Vec<(String, String)>, Vec<(usize, String)>) {
+/// What `send` did with a round of messages.
+struct Sent {
+    /// The indexes queued.
+    queued: Vec<usize>,
+    /// The (topic, error) of messages librdkafka refused at once (after a refusal the topic's
+    /// later messages are not queued: they would overtake it).
+    refused: Vec<(String, String)>,
+    /// The (index, error) of messages it refused as larger than its message.max.bytes (those
+    /// never go out: the topic's later messages are queued).
+    oversized: Vec<(usize, String)>,
+    /// librdkafka's queue stayed full for QUEUE_WAIT: the rest of the round was not queued (its
+    /// rows are read again once the topic's messages in flight are reported on).
+    full: bool,
+}
+
+/// Queues a round of messages, in order.
+fn send(producer: &BaseProducer<Reports>, batch: &[Pending]) -> Sent {
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
     let mut oversized = Vec::new();
     let mut queued = Vec::with_capacity(batch.len());
-    for (i, m) in batch.iter().enumerate() {
+    let mut full_since: Option<Instant> = None;
+    let mut full = false;
+    'messages: for (i, m) in batch.iter().enumerate() {
         if failed.contains_key(&m.topic) {
             continue;
         }
@@ -383,9 +521,16 @@ fn send(producer: &BaseProducer<Reports>, batch: &[Pending]) -> (Vec<usize>, Vec
             match producer.send(record) {
                 Ok(()) => {
                     queued.push(i);
+                    full_since = None;
                     break;
                 }
-                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    // The queue empties only as the broker acknowledges: waiting longer would
+                    // hold the worker (and its shutdown) for as long as the broker is away.
+                    if full_since.get_or_insert_with(Instant::now).elapsed() >= QUEUE_WAIT || shutdown_requested() {
+                        full = true;
+                        break 'messages;
+                    }
                     record = r;
                     // Serves delivery reports (poll blocks for the whole timeout), making room.
                     producer.poll(Duration::from_millis(5));
@@ -402,7 +547,7 @@ fn send(producer: &BaseProducer<Reports>, batch: &[Pending]) -> (Vec<usize>, Vec
             }
         }
     }
-    (queued, failed.into_iter().collect(), oversized)
+    Sent { queued, refused: failed.into_iter().collect(), oversized, full }
 }
 
 /// In one transaction: delete delivered rows, move dead letters, record failures, clear recovered

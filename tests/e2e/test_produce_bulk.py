@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from pihelpers import (KAFKA_BOOTSTRAP, consume_all, launcher_naptime, pg_connect, producer_pids, query, scalar,
-                       topic_message_count, wait_until, watermark_consumer)
+from pihelpers import (KAFKA_BOOTSTRAP, consume_all, kafka_start, kafka_stop, launcher_naptime, pg_connect,
+                       producer_pids, query, scalar, topic_message_count, wait_until, watermark_consumer)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -145,6 +145,49 @@ def test_bulk_transactions_interleaved_topics_savepoints(fresh_db, topic_factory
     # The emit_tuple rows of the first transaction (committed after the second) come after.
     assert values_b[20_000:] == [f'{{"id":{i},"v":"row{i}"}}'.encode() for i in range(1, 20_001)]
     assert scalar(db, "SELECT count(*) FROM pipeline_kafka.producer_errors") == 0
+
+
+@pytest.mark.timeout(300)
+def test_outage_longer_than_message_timeout_keeps_order(fresh_db, topic_factory):
+    """Issue 20.4: a topic's messages are queued in librdkafka over a broker outage longer than a
+    message timeout (a producer queue of 1000 messages spreads the queueing of 6000 over time, as a
+    slow, loaded broker does by chance). The old 10 s message.timeout.ms let librdkafka fail the
+    first queued messages (1..1000 at ~10 s, 1001..2000 at ~20 s) while it still held later ones,
+    which it delivered once the broker was back; the worker then sent the failed ones again, after
+    them (2001.. before 1). Now librdkafka never times a message out: the outage shows in
+    outbox_status.last_error while the broker is down, and once it is back every message arrives
+    exactly once, in outbox order, and the error is cleared."""
+    db = fresh_db
+    topic = topic_factory(1)
+    n, outage = 6000, 15.0
+    with pg_connect(db) as conn:
+        conn.execute("SELECT pipeline_kafka.add_broker(%s, %s::jsonb)",
+                     (KAFKA_BOOTSTRAP, '{"queue.buffering.max.messages": "1000"}'))
+    kafka_stop()
+    try:
+        with pg_connect(db) as conn:
+            conn.execute("SELECT count(pipeline_kafka.produce_message(%s, convert_to(i::text, 'UTF8'))) "
+                         "FROM generate_series(1, %s::int) i", (topic, n))
+        # The broker stays down for `outage` seconds (longer than the old message timeout), and
+        # the status is watched meanwhile.
+        t_down = time.monotonic()
+        shown = None
+        while time.monotonic() - t_down < outage:
+            shown = shown or scalar(db, "SELECT last_error FROM pipeline_kafka.outbox_status WHERE topic = %s",
+                                    (topic,))
+            time.sleep(0.5)
+        assert outbox_count(db, topic) == n
+    finally:
+        kafka_start()
+    wait_until(lambda: outbox_count(db, topic) == 0, timeout=150, interval=0.2, what="outbox drained")
+    msgs = consume_all(topic, timeout=90, min_messages=n)
+    values = [m["value"] for m in msgs]
+    first_copies_in_order(msgs)
+    assert values == [str(i).encode() for i in range(1, n + 1)], f"{len(values)} messages, first {values[:3]}"
+    print(f"last_error while the broker was down: {shown!r}")
+    assert shown, "the outage did not show in outbox_status.last_error"
+    wait_until(lambda: not query(db, "SELECT 1 FROM pipeline_kafka.outbox_status WHERE topic = %s", (topic,)),
+               timeout=60, what="outbox_status row gone (error cleared)")
 
 
 def scalar_in(conn, sql: str, params=None):
