@@ -134,6 +134,9 @@ impl ProducerContext for Reports {
 struct Client {
     settings: String,
     producer: BaseProducer<Reports>,
+    /// Re-adds the bootstrap servers when librdkafka has dropped every broker after a metadata
+    /// response listing none (a broker stopping; sources/kafka_brokers.rs), as for consumers.
+    rescue: crate::sources::kafka_brokers::BrokerRescue,
 }
 
 /// `settings` identifies the broker list and settings the client is made from (a change makes a
@@ -147,7 +150,8 @@ fn make_client(brokers: &[String], config: &serde_json::Map<String, serde_json::
     let producer: BaseProducer<Reports> = cfg.create_with_context(Reports::default()).map_err(|e| {
         format!("could not create Kafka producer: {}", crate::sources::kafka::config_error(&e, &cfg))
     })?;
-    Ok(Client { settings, producer })
+    let rescue = crate::sources::kafka_brokers::BrokerRescue::new(cfg.get("bootstrap.servers"));
+    Ok(Client { settings, producer, rescue })
 }
 
 /// A message sent and not yet reported on.
@@ -197,6 +201,9 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
     let mut idle_since = Instant::now();
     while !shutdown_requested() {
         reload_config_if_requested();
+        if let Some(c) = client.as_mut() {
+            c.rescue.look(c.producer.client().native_ptr());
+        }
         let now = Instant::now();
         queue_full &= !in_flight.is_empty();
         // Topics not to read now: in backoff, or with messages in flight.

@@ -3,7 +3,7 @@
 //! behind `Source`.
 
 pub mod kafka;
-mod kafka_brokers;
+pub(crate) mod kafka_brokers;
 mod kafka_reader;
 pub mod kinesis;
 

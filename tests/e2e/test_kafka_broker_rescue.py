@@ -16,7 +16,8 @@ import time
 import pytest
 
 from kafka_proxy import KafkaProxy
-from pihelpers import KAFKA_BOOTSTRAP, log_since, log_size, pg_connect, produce, scalar, server_setting, wait_until
+from pihelpers import (KAFKA_BOOTSTRAP, consume_all, log_since, log_size, pg_connect, produce, scalar, server_setting,
+                       wait_until)
 
 RESCUED = "adding the bootstrap servers"
 
@@ -67,3 +68,39 @@ def test_consumer_recovers_after_a_metadata_response_without_brokers(fresh_db, t
         assert scalar(fresh_db, "SELECT count(DISTINCT worker_pid) FROM pipeline_kafka.consumer_status") == 1
         with pg_connect(fresh_db) as conn:
             conn.execute("SELECT pipeline_kafka.consume_end(%s, 't')", (topic,))
+
+
+@pytest.mark.timeout(180)
+def test_producer_recovers_after_a_metadata_response_without_brokers(fresh_db, topic_factory):
+    """The producer worker's client is watched the same way: without it, messages committed after
+    the window stayed in librdkafka (which never times a message out) and never went out."""
+    topic = topic_factory(1)
+    with KafkaProxy(KAFKA_BOOTSTRAP) as proxy:
+        since = log_size()
+        with pg_connect(fresh_db) as conn:
+            conn.execute("SELECT pipeline_kafka.add_broker(%s, %s)",
+                         (proxy.address, json.dumps({"topic.metadata.refresh.interval.ms": 300})))
+            conn.execute("SELECT pipeline_kafka.produce_message(%s, convert_to('m' || i, 'UTF8')) "
+                         "FROM generate_series(1, 10) i", (topic,))
+        wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM pipeline_kafka.outbox") == 0, timeout=60,
+                   what="the first 10 messages delivered")
+        assert proxy.metadata_responses > 0, "the producer does not talk through the proxy"
+
+        proxy.zero_brokers = True
+        window = time.monotonic()
+        try:
+            wait_until(lambda: proxy.zeroed_responses >= 1, timeout=20, what="a Metadata response without brokers")
+            wait_until(lambda: proxy.open_connections == 0, timeout=20, what="the client to drop every connection")
+            time.sleep(max(0.0, 3.0 - (time.monotonic() - window)))
+        finally:
+            proxy.zero_brokers = False
+
+        with pg_connect(fresh_db) as conn:
+            conn.execute("SELECT pipeline_kafka.produce_message(%s, convert_to('m' || i, 'UTF8')) "
+                         "FROM generate_series(11, 20) i", (topic,))
+        wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM pipeline_kafka.outbox") == 0, timeout=30, interval=0.5,
+                   what="the 10 messages committed after the window delivered")
+        msgs = consume_all(topic, timeout=30, min_messages=20)
+        assert [m["value"] for m in msgs] == [f"m{i}".encode() for i in range(1, 21)]
+        assert proxy.errors == []
+        assert RESCUED in log_since(since)
