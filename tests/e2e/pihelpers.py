@@ -569,9 +569,10 @@ def pg_kill9_all(wait: float = 30.0) -> list[int]:
 # --------------------------------------------------------------------------- Kinesis: records, resharding
 
 
-def kinesis_wait_active(name: str, timeout: float = 30.0) -> None:
-    """Wait until the stream is ACTIVE (after create, split, merge)."""
-    k = kinesis_client()
+def kinesis_wait_active(name: str, timeout: float = 30.0, client: Any = None) -> None:
+    """Wait until the stream is ACTIVE (after create, split, merge); `client` for a kinesalite of a
+    test's own (the shared one by default)."""
+    k = client or kinesis_client()
     wait_until(lambda: k.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamStatus"]
                == "ACTIVE", timeout=timeout, what=f"stream {name} ACTIVE")
 
@@ -731,11 +732,21 @@ def kinesis_hash_key(partition_key: str) -> int:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now, below the kernel's ephemeral
+    range (32768+): a test that stops its server and starts it again on the same port must not
+    find it taken meanwhile by an outgoing connection of a test running beside it. Chosen at
+    random in 10000..19999 (the stacks' own ports are 24567.. and 28815..)."""
+    import random
     import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(200):
+        port = random.randint(10000, 19999)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port in 10000..19999")
 
 
 class Kinesalite:

@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from pihelpers import (KPL_MAGIC, kinesis_client, kinesis_hash_key, kinesis_merge_shards, kinesis_put_records,
+from pihelpers import (KPL_MAGIC, kinesis_client, kinesis_hash_key, kinesis_merge_shards, kinesis_put_records, kinesis_wait_active,
                        kinesis_read_shard, kinesis_shards, kinesis_split_shard, kpl_aggregate, unique_name)
 
 # kpl_aggregate([("a", "one"), ("b", "two"), ("a", "")]), byte for byte. Checked against the
@@ -92,6 +92,8 @@ def test_own_kinesalite_keeps_streams_across_restart(own_kinesalite):
     k = own_kinesalite.client()
     name = unique_name("pi_persist")
     k.create_stream(StreamName=name, ShardCount=1)
+    # (its shards are listed once it is ACTIVE: under load, not yet right after the create)
+    kinesis_wait_active(name, client=k)
     shard = k.list_shards(StreamName=name)["Shards"][0]["ShardId"]
     before = kinesis_put_records(name, [(f"k{i}", f"before-{i}") for i in range(50)], client=k)
     it = k.get_shard_iterator(StreamName=name, ShardId=shard, ShardIteratorType="AFTER_SEQUENCE_NUMBER",
