@@ -4,10 +4,12 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
 /// Raises an ERROR with the given SQLSTATE. Never returns.
+#[track_caller]
 pub fn raise(code: PgSqlErrorCode, message: impl Into<String>) -> ! {
     raise_with(code, message, None, None)
 }
 
+#[track_caller]
 pub fn raise_with(code: PgSqlErrorCode, message: impl Into<String>, detail: Option<String>, hint: Option<String>) -> ! {
     let mut r = ErrorReport::new(code, message.into(), "pipeline_ingest");
     if let Some(d) = detail {
@@ -22,6 +24,7 @@ pub fn raise_with(code: PgSqlErrorCode, message: impl Into<String>, detail: Opti
 
 /// A required argument of a function that also has optional ones (so it is not STRICT): NULL is
 /// an error naming the argument (SQLSTATE 22004).
+#[track_caller]
 pub fn required<T>(value: Option<T>, name: &str) -> T {
     match value {
         Some(v) => v,

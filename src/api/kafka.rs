@@ -97,6 +97,7 @@ mod pipeline_kafka {
         )
     }
 
+    #[track_caller]
     fn probe_error(topic: &str, e: ProbeError) -> ! {
         crate::api::raise_probe_error(topic, "metadata", e)
     }

@@ -112,6 +112,7 @@ mod pipeline_kinesis {
 
     /// Raises the error of a request to Kinesis made by a SQL function, with the service's own
     /// message (which names no credentials).
+    #[track_caller]
     fn raise_kinesis_error(endpoint: &str, stream: &str, e: KinesisError) -> ! {
         let sqlstate = match &e {
             KinesisError::NotFound(_) => raise(

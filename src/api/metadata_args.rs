@@ -58,6 +58,7 @@ fn system(source: SourceKind) -> System {
     }
 }
 
+#[track_caller]
 fn raise_metadata(e: MetadataError) -> ! {
     let code = match e {
         MetadataError::UnknownColumn(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,

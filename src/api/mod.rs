@@ -97,6 +97,7 @@ pub fn can_act_as(role: pg_sys::Oid) -> bool {
 
 /// Raises the error of a broker request made by a SQL function; `doing` names the request
 /// ("metadata", "watermarks").
+#[track_caller]
 pub fn raise_probe_error(topic: &str, doing: &str, e: crate::sources::kafka::ProbeError) -> ! {
     use crate::error::{raise, raise_with};
     use crate::sources::kafka::ProbeError;

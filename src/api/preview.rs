@@ -133,6 +133,7 @@ fn is_interrupt(e: &PgError) -> bool {
     e.sqlstate.starts_with("57")
 }
 
+#[track_caller]
 fn interrupted(e: PgError) -> ! {
     crate::error::raise_with(sqlstate_code(&e.sqlstate), e.message, e.detail, None)
 }
@@ -311,6 +312,7 @@ mod pipeline_kafka {
     use std::collections::BTreeMap;
     use std::time::Duration;
 
+    #[track_caller]
     fn probe_error(topic: &str, e: ProbeError) -> ! {
         crate::api::raise_probe_error(topic, "messages", e)
     }
@@ -435,6 +437,7 @@ mod pipeline_kinesis {
             KinesisError::NotFound(_) => raise(
                 PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
                 format!("Kinesis stream \"{stream}\" does not exist at endpoint \"{endpoint}\""),
+    #[track_caller]
             ),
             KinesisError::Interrupted => {
                 pg_sys::check_for_interrupts!();

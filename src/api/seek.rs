@@ -50,6 +50,7 @@ mod pipeline_kafka {
     use std::collections::BTreeMap;
     use std::time::Duration;
 
+    #[track_caller]
     fn probe_error(topic: &str, e: ProbeError) -> ! {
         crate::api::raise_probe_error(topic, "offsets", e)
     }

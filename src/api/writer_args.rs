@@ -52,6 +52,7 @@ pub struct WriterArgs {
     pub key_format: Option<String>,
 }
 
+#[track_caller]
 fn invalid(msg: impl Into<String>) -> ! {
     raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, msg)
 }

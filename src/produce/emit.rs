@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 use pgrx::{PgTrigger, PgTriggerError, PgTriggerLevel, PgTriggerOperation, PgTriggerWhen};
 use std::ffi::{CStr, CString};
 
+#[track_caller]
 fn misuse(msg: impl Into<String>) -> ! {
     raise(PgSqlErrorCode::ERRCODE_TRIGGERED_ACTION_EXCEPTION, msg)
 }
