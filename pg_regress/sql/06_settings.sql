@@ -37,6 +37,10 @@ SELECT count(*) AS brokers FROM pipeline_kafka.brokers;
 SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'settings_target', config := '{"topic.enable.auto.commit": true}')$$);
 SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'settings_target', config := '{"auto.commit.enable": true}')$$);
 SELECT regress.try($$SELECT pipeline_kafka.add_broker('127.0.0.1:9', '{"bootstrap.servers": "x:1"}')$$);
+-- where a consumer starts is the extension's (start_offset, start_time): auto.offset.reset too
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'settings_target', config := '{"auto.offset.reset": "earliest"}')$$);
+SELECT regress.try($$SELECT pipeline_kafka.consume_begin('topic', 'settings_target', config := '{"topic.auto.offset.reset": "latest"}')$$);
+SELECT regress.try($$SELECT pipeline_kafka.add_broker('127.0.0.1:9', '{"auto.offset.reset": "smallest"}')$$);
 
 -- a role that is not a superuser: only the allow-listed tuning settings
 CREATE ROLE regress_settings_user;

@@ -34,7 +34,7 @@ mod pipeline_kafka {
                     Some("Roles that are not superusers may give only the client tuning settings listed in README.md (Settings, \"Client settings\"); settings that run commands, load code or read files are for superusers.".into()),
                 );
             }
-            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
+            raise_with(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string(), None, e.hint().map(str::to_string));
         }
         map
     }

@@ -386,6 +386,11 @@ mod pipeline_kafka {
                 Some("Add one with pipeline_kafka.add_broker('host:port').".into()),
             );
         }
+        // A managed setting stored in a broker entry (by an older release) is refused with its hint.
+        if let Some(k) = broker_config.keys().find(|k| ingest_core::settings::is_reserved(k)) {
+            let e = ingest_core::settings::SettingError::Reserved(k.clone());
+            raise_with(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string(), None, e.hint().map(str::to_string));
+        }
         let cfg = client_config(&brokers, &[&broker_config]).unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e));
         let timeout_ms = crate::guc::BROKER_TIMEOUT_MS.get().max(100) as u64;
         let probe = Probe::new(&cfg, Duration::from_millis(timeout_ms)).unwrap_or_else(|e| probe_error(topic, e));
@@ -432,12 +437,12 @@ mod pipeline_kinesis {
     /// Kinesis allows 5 GetRecords calls per second and shard.
     const POLL_GAP: Duration = Duration::from_millis(200);
 
+    #[track_caller]
     fn kinesis_error(endpoint: &str, stream: &str, e: KinesisError) -> ! {
         match e {
             KinesisError::NotFound(_) => raise(
                 PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
                 format!("Kinesis stream \"{stream}\" does not exist at endpoint \"{endpoint}\""),
-    #[track_caller]
             ),
             KinesisError::Interrupted => {
                 pg_sys::check_for_interrupts!();

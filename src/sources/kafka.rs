@@ -38,7 +38,7 @@ fn apply_settings(cfg: &mut ClientConfig, extra: &[&serde_json::Map<String, serd
     for map in extra {
         for (k, v) in map.iter() {
             if ingest_core::settings::is_reserved(k) {
-                return Err(ingest_core::settings::SettingError::Reserved(k.clone()).to_string());
+                return Err(ingest_core::settings::SettingError::Reserved(k.clone()).with_hint());
             }
             cfg.set(k, setting_value(v)?);
         }

@@ -53,7 +53,7 @@ pub extern "C-unwind" fn pipeline_kafka_worker_main(_arg: pg_sys::Datum) {
     // loads code or reads files. It is stopped with the reason rather than run with some of its
     // settings left out.
     if let Err(e) = ingest_core::settings::check(&consumer.config, owner_is_superuser || consumer.config_by_superuser) {
-        let why = format!("refused its client settings: {e}");
+        let why = format!("refused its client settings: {}", e.with_hint());
         warning!("pipeline_kafka consumer {}: {why}", consumer.id);
         if let Err(err) = in_transaction(|| consumers::stop_with_error(SourceKind::Kafka, consumer.id, &why)) {
             warning!("pipeline_kafka consumer {}: could not record its error: {err}", consumer.id);

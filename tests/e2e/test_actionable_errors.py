@@ -24,6 +24,50 @@ SRC = pathlib.Path(__file__).resolve().parents[2] / "src"
 START_HINT = "the extension decides where a consumer starts: use start_offset or start_time"
 
 
+def test_auto_offset_reset_is_refused_with_a_hint_at_every_call(pg_role, fresh_db):
+    role = pg_role()
+    with pg_connect(fresh_db) as conn:
+        conn.execute("CREATE TABLE t (a int)")
+        conn.execute(f'ALTER TABLE t OWNER TO "{role}"')
+        for name in ("auto.offset.reset", "topic.auto.offset.reset"):
+            for value in ("smallest", "earliest", "beginning", "largest", "latest", "end"):
+                setting = json.dumps({name: value})
+                for who in ("postgres", role):
+                    conn.execute(f'SET ROLE "{who}"')
+                    e = error_of(conn, "SELECT pipeline_kafka.consume_begin('topic', 't', config := %s)", [setting])
+                    conn.execute("RESET ROLE")
+                    assert e.sqlstate == "22023", (who, setting, e)
+                    assert e.diag.message_primary == f'setting "{name}" is managed by pipeline_ingest and cannot be set'
+                    assert e.diag.message_hint == START_HINT
+                e = error_of(conn, "SELECT pipeline_kafka.add_broker('127.0.0.1:9', %s)", [setting])
+                assert (e.sqlstate, e.diag.message_hint) == ("22023", START_HINT), e
+        assert scalar(fresh_db, "SELECT count(*) FROM pipeline_kafka.consumers") == 0
+        assert scalar(fresh_db, "SELECT count(*) FROM pipeline_kafka.brokers") == 0
+        # A broker entry stored without the check (by an older release): preview refuses it too.
+        conn.execute("INSERT INTO pipeline_kafka.brokers VALUES (%s, '{\"auto.offset.reset\": \"latest\"}')",
+                     [KAFKA_BOOTSTRAP])
+        e = error_of(conn, "SELECT * FROM pipeline_kafka.preview('topic', 't')")
+        assert (e.sqlstate, e.diag.message_hint) == ("22023", START_HINT), e
+
+
+@pytest.mark.timeout(120)
+def test_worker_refuses_a_stored_auto_offset_reset(fresh_db, topic_factory):
+    """A superuser's consumer whose stored settings hold auto.offset.reset (written without the
+    check) is stopped by its worker, with the hint in last_error."""
+    topic = topic_factory(1)
+    with pg_connect(fresh_db) as conn:
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", [KAFKA_BOOTSTRAP])
+        conn.execute("CREATE TABLE t (a int)")
+        cid = conn.execute("SELECT pipeline_kafka.consume_begin(%s, 't')", [topic]).fetchone()[0]
+        conn.execute("UPDATE pipeline_kafka.consumers SET config = '{\"auto.offset.reset\": \"latest\"}', "
+                     "generation = generation + 1 WHERE id = %s", [cid])
+    error = wait_until(lambda: scalar(fresh_db, "SELECT last_error FROM pipeline_kafka.consumers "
+                                                "WHERE id = %s AND NOT enabled", [cid]),
+                       timeout=60, what="the consumer to be stopped")
+    assert 'setting "auto.offset.reset" is managed by pipeline_ingest' in error, error
+    assert START_HINT in error, error
+
+
 def test_error_location_is_where_the_error_was_raised(fresh_db):
     with pg_connect(fresh_db) as conn:
         conn.execute("CREATE TABLE t (a int)")

@@ -30,9 +30,18 @@ const TOPIC_ALIASES: &[(&str, &str)] = &[
 
 /// Properties the extension sets itself (by their real names): the broker list comes from
 /// `pipeline_kafka.brokers`, and offsets are committed with the rows, never by the client, or
-/// exactly-once would break.
-const RESERVED: &[&str] =
-    &["metadata.broker.list", "enable.auto.commit", "auto.commit.enable", "enable.auto.offset.store"];
+/// exactly-once would break. Where a consumer starts is the extension's too (`start_offset`,
+/// `start_time`, the stored offsets): `auto.offset.reset` would otherwise be accepted and ignored.
+const RESERVED: &[&str] = &[
+    "metadata.broker.list",
+    "enable.auto.commit",
+    "auto.commit.enable",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+];
+
+/// The hint given when `auto.offset.reset` (under any name) is refused.
+pub const START_HINT: &str = "the extension decides where a consumer starts: use start_offset or start_time";
 
 /// What a role that is not a superuser may set in `consume_begin(config := ...)`: client tuning
 /// that runs no command, loads no code, reads or writes no file and changes no credential or
@@ -112,6 +121,22 @@ impl SettingError {
     /// True for a refusal on privilege grounds (SQLSTATE 42501); the others are bad values (22023).
     pub fn is_privilege(&self) -> bool {
         matches!(self, SettingError::NotAllowed(_) | SettingError::AboveCeiling(..))
+    }
+
+    /// What to do instead, for a refused setting that has an alternative.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            SettingError::Reserved(k) if targets(k).contains(&"auto.offset.reset") => Some(START_HINT),
+            _ => None,
+        }
+    }
+
+    /// The message with its hint, for places that keep one text (a worker's `last_error`).
+    pub fn with_hint(&self) -> String {
+        match self.hint() {
+            Some(h) => format!("{self} (HINT: {h})"),
+            None => self.to_string(),
+        }
     }
 }
 
@@ -243,9 +268,23 @@ mod tests {
             assert!(is_reserved(k), "{k}");
             assert_eq!(check(&obj(&format!(r#"{{"{k}": "x"}}"#)), true), Err(SettingError::Reserved(k.into())));
         }
-        for k in ["fetch.wait.max.ms", "auto.offset.reset", "Enable.Auto.Commit", "topic.metadata.refresh.interval.ms"] {
+        for k in ["fetch.wait.max.ms", "Auto.Offset.Reset", "Enable.Auto.Commit", "topic.metadata.refresh.interval.ms"] {
             assert!(!is_reserved(k), "{k}");
         }
+    }
+
+    #[test]
+    fn where_a_consumer_starts_is_managed_under_every_name_and_value() {
+        for k in ["auto.offset.reset", "topic.auto.offset.reset"] {
+            for v in ["smallest", "earliest", "beginning", "largest", "latest", "end", "error"] {
+                let e = check(&obj(&format!(r#"{{"{k}": "{v}"}}"#)), true).unwrap_err();
+                assert_eq!(e, SettingError::Reserved(k.into()));
+                assert!(!e.is_privilege());
+                assert_eq!(e.hint(), Some(START_HINT));
+                assert!(e.with_hint().ends_with("(HINT: the extension decides where a consumer starts: use start_offset or start_time)"));
+            }
+        }
+        assert_eq!(SettingError::Reserved("enable.auto.commit".into()).hint(), None);
     }
 
     #[test]
