@@ -1,13 +1,10 @@
 """Errors a user can act on (issue 24, item 8).
 
-- `transform := 'graph'` (no argument types) fails in regprocedure's input, before the extension's
-  code runs: the message says what to write instead (22P02), PostgreSQL's own text is the DETAIL.
 - `auto.offset.reset` (under every name, with every value) is managed by the extension: refused
   with 22023 and a HINT naming start_offset / start_time, for superusers too, at consume_begin,
   add_broker and preview, and by the worker re-checking stored settings.
 - Errors raised by the extension carry the file and line that raised them (LOCATION), not the
   error helper's.
-- `produce_message` takes a text message and key (sent as their UTF-8 bytes).
 """
 from __future__ import annotations
 
@@ -17,11 +14,16 @@ import pathlib
 import psycopg
 import pytest
 
-from pihelpers import KAFKA_BOOTSTRAP, consume_all, pg_connect, scalar, wait_until
-from pihelpers import fresh_db as new_database
+from pihelpers import KAFKA_BOOTSTRAP, pg_connect, scalar, wait_until
 
 SRC = pathlib.Path(__file__).resolve().parents[2] / "src"
 START_HINT = "the extension decides where a consumer starts: use start_offset or start_time"
+
+
+def error_of(conn: psycopg.Connection, sql: str, params=None) -> psycopg.Error:
+    with pytest.raises(psycopg.Error) as ei:
+        conn.execute(sql, params)
+    return ei.value
 
 
 def test_auto_offset_reset_is_refused_with_a_hint_at_every_call(pg_role, fresh_db):
