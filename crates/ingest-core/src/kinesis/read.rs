@@ -113,6 +113,7 @@ pub struct Unpacked {
 const LONG_KEY: usize = 64;
 
 impl Unpacked {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         shard: &str,
         seq: &SeqNum,
