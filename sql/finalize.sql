@@ -74,7 +74,9 @@ GRANT SELECT ON pipeline_kafka.consumer_lag TO PUBLIC;
 
 -- One row per Kinesis consumer and shard its workers know (seqnums); a consumer with no shard yet
 -- has one row with NULL shard columns. shard_status() publishes a shard under the number that
--- ends its id (shardId-000000000003: 3) when that fits an int.
+-- ends its id (shardId-000000000003: 3) when that fits an int. skipped_records (last, so that
+-- queries of the earlier columns by position keep working): KPL user records skipped for lying
+-- outside their shard's hash key range (config kpl_records_outside_shard).
 CREATE VIEW pipeline_kinesis.consumer_status WITH (security_barrier) AS
 WITH s AS (SELECT * FROM pipeline_kinesis.shard_status()),
      q AS (SELECT n.*,
@@ -106,7 +108,8 @@ SELECT c.id AS consumer_id,
        coalesce(s.batches, 0) AS batches,
        s.last_batch_at,
        c.last_error,
-       c.last_error_at
+       c.last_error_at,
+       coalesce(s.skipped_records, 0) AS skipped_records
 FROM pipeline_kinesis.consumers c
 LEFT JOIN q ON q.consumer_id = c.id
 LEFT JOIN s ON s.consumer_id = q.consumer_id AND s.shard = q.status_key

@@ -91,4 +91,69 @@ CREATE POLICY dead_letters_of_own_roles ON pipeline_kinesis.dead_letters
 -- Other changes (issue 19: range checks, upserts with identity columns).
 -- ---------------------------------------------------------------------------------------------
 -- (section other)
-
+-- Issue 20.4 (KPL user records outside their shard): shard_status() and consumer_status have a
+-- new last column, skipped_records (see finalize.sql); a function's result columns and a view's
+-- columns cannot be changed in place, so both are made again as a fresh install makes them.
+DROP VIEW pipeline_kinesis.consumer_status;
+DROP FUNCTION pipeline_kinesis.shard_status();
+CREATE  FUNCTION pipeline_kinesis."shard_status"() RETURNS TABLE (
+	"consumer_id" INT,  /* i32 */
+	"shard" INT,  /* i32 */
+	"worker_pid" INT,  /* Option < i32 > */
+	"millis_behind_latest" bigint,  /* Option < i64 > */
+	"records" bigint,  /* i64 */
+	"rows" bigint,  /* i64 */
+	"dead_letters" bigint,  /* i64 */
+	"batches" bigint,  /* i64 */
+	"last_batch_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"skipped_records" bigint  /* i64 */
+)
+STRICT VOLATILE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'shard_status_wrapper';
+-- One row per Kinesis consumer and shard its workers know (seqnums); a consumer with no shard yet
+-- has one row with NULL shard columns. shard_status() publishes a shard under the number that
+-- ends its id (shardId-000000000003: 3) when that fits an int. skipped_records (last, so that
+-- queries of the earlier columns by position keep working): KPL user records skipped for lying
+-- outside their shard's hash key range (config kpl_records_outside_shard).
+CREATE VIEW pipeline_kinesis.consumer_status WITH (security_barrier) AS
+WITH s AS (SELECT * FROM pipeline_kinesis.shard_status()),
+     q AS (SELECT n.*,
+                  CASE WHEN substring(n.shard_id FROM '[0-9]+$')::numeric <= 2147483647
+                       THEN substring(n.shard_id FROM '[0-9]+$')::integer END AS status_key
+           FROM pipeline_kinesis.seqnums n)
+SELECT c.id AS consumer_id,
+       c.endpoint,
+       c.stream,
+       c.relation,
+       CASE WHEN NOT c.enabled THEN 'stopped'
+            WHEN a.pid IS NULL AND starts_with(c.last_error, 'waiting for a worker') THEN 'waiting'
+            WHEN a.pid IS NULL THEN 'starting'
+            WHEN c.last_error IS NOT NULL AND NOT starts_with(c.last_error, 'waiting for a worker') THEN 'error'
+            ELSE 'running' END AS state,
+       a.pid AS worker_pid,
+       q.shard_id,
+       CASE WHEN q.shard_id IS NULL THEN NULL
+            WHEN q.finished THEN 'finished'
+            WHEN q.closed THEN 'closed'
+            ELSE 'open' END AS shard_state,
+       q.parents,
+       q.seqnum AS last_sequence_number,
+       q.sub_sequence,
+       s.millis_behind_latest,
+       coalesce(s.records, 0) AS records,
+       coalesce(s.rows, 0) AS rows,
+       coalesce(s.dead_letters, 0) AS dead_letters,
+       coalesce(s.batches, 0) AS batches,
+       s.last_batch_at,
+       c.last_error,
+       c.last_error_at,
+       coalesce(s.skipped_records, 0) AS skipped_records
+FROM pipeline_kinesis.consumers c
+LEFT JOIN q ON q.consumer_id = c.id
+LEFT JOIN s ON s.consumer_id = q.consumer_id AND s.shard = q.status_key
+LEFT JOIN pg_catalog.pg_stat_activity a
+       ON a.pid = s.worker_pid AND a.backend_type = 'pipeline_kinesis consumer' AND c.enabled
+-- the view reads the table as its owner, past row-level security: the same rule, for the caller
+WHERE pg_catalog.pg_has_role(c.owner, 'USAGE');
+GRANT SELECT ON pipeline_kinesis.consumer_status TO PUBLIC;

@@ -212,6 +212,8 @@ pub struct PartitionSlot {
     pub rows: i64,
     pub dead_letters: i64,
     pub batches: i64,
+    /// Messages the source left out (Kinesis: KPL user records outside their shard's range).
+    pub skipped: i64,
     /// TimestampTz of the last committed batch; 0 = none yet.
     pub last_batch_at: i64,
 }

@@ -10,6 +10,7 @@ mod pipeline_kinesis {
     use crate::catalog::{consumers, kinesis as cat};
     use crate::error::{raise, raise_with, required};
     use crate::shmem::SourceKind;
+    use ingest_core::kinesis::read::OutsideShard;
     use ingest_kinesis::{Kinesis, KinesisError};
     use pgrx::datum::TimestampWithTimeZone;
     use pgrx::prelude::*;
@@ -81,8 +82,9 @@ mod pipeline_kinesis {
         }
     }
 
-    /// The consumer's settings object: NULL or a JSON object whose only key is retry_max_ms (the
-    /// cap of the backoff on throttling and outages, 1000..600000 ms). Returned as text to store.
+    /// The consumer's settings object: NULL or a JSON object with the keys retry_max_ms (the cap
+    /// of the backoff on throttling and outages, 1000..600000 ms) and kpl_records_outside_shard
+    /// ("skip", the default, or "keep": `OutsideShard`). Returned as text to store.
     fn config_arg(config: Option<JsonbArg>) -> String {
         let map = match config.map(|j| j.parse("config")) {
             None | Some(serde_json::Value::Null) => serde_json::Map::new(),
@@ -99,11 +101,19 @@ mod pipeline_kinesis {
                         );
                     }
                 }
+                OutsideShard::SETTING => {
+                    if value.as_str().and_then(OutsideShard::parse).is_none() {
+                        raise(
+                            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                            format!("config {key} must be \"skip\" or \"keep\", got {value}"),
+                        );
+                    }
+                }
                 _ => raise_with(
                     PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
                     format!("unknown Kinesis consumer setting \"{key}\""),
                     None,
-                    Some("The only setting is retry_max_ms.".into()),
+                    Some(format!("The settings are retry_max_ms and {}.", OutsideShard::SETTING)),
                 ),
             }
         }

@@ -428,7 +428,7 @@ mod pipeline_kinesis {
     use crate::error::{raise, raise_with, required};
     use crate::shmem::SourceKind;
     use ingest_core::batch::{KinesisPos, Message};
-    use ingest_core::kinesis::read::{StartAt, Unpacked};
+    use ingest_core::kinesis::read::{OutsideShard, StartAt, Unpacked};
     use ingest_kinesis::{Kinesis, KinesisError};
     use pgrx::datum::TimestampWithTimeZone;
     use pgrx::prelude::*;
@@ -507,7 +507,7 @@ mod pipeline_kinesis {
                 let got = !fetched.records.is_empty();
                 for r in fetched.records {
                     // User records are taken out of an aggregate only up to the limit.
-                    let unpacked = Unpacked::new(shard, &r.seq, &r.partition_key, r.data, r.arrival_ms, Some(*range), None);
+                    let unpacked = Unpacked::new(shard, &r.seq, &r.partition_key, r.data, r.arrival_ms, Some(*range), OutsideShard::Skip, None);
                     for m in unpacked.take(limit.saturating_sub(out.len())) {
                         pgrx::check_for_interrupts!();
                         out.push(m);

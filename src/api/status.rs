@@ -6,14 +6,14 @@ use pgrx::prelude::*;
 
 /// A row of partition_status / shard_status: consumer id, stream number, worker pid, latest
 /// position seen (Kafka: high watermark; Kinesis: MillisBehindLatest), messages, rows, dead
-/// letters, batches, last batch time.
+/// letters, batches, last batch time; then (Kinesis only) user records skipped.
 type SlotRow = (i32, i32, Option<i32>, Option<i64>, i64, i64, i64, i64, Option<TimestampWithTimeZone>);
 
 /// The progress this database's workers of one system published in shared memory. The worker pid
 /// and latest position show only while a worker runs (a negative position: not known yet).
 /// Only the rows of consumers whose owner the caller has the privileges of (superusers: all),
 /// as the consumer_status views filter: a caller calling the function directly sees no more.
-fn slot_rows(source: crate::shmem::SourceKind) -> Vec<SlotRow> {
+fn slot_rows(source: crate::shmem::SourceKind) -> Vec<(SlotRow, i64)> {
     // SAFETY: MyDatabaseId is set in a connected backend; GetUserId in a transaction.
     let (dboid, caller) = unsafe { (pg_sys::MyDatabaseId, pg_sys::GetUserId()) };
     let table = match source {
@@ -46,15 +46,18 @@ fn slot_rows(source: crate::shmem::SourceKind) -> Vec<SlotRow> {
                 .then(|| unsafe { TimestampWithTimeZone::from_datum(pg_sys::Datum::from(s.last_batch_at), false) })
                 .flatten();
             (
-                s.consumer_id,
-                s.partition,
-                (s.worker_pid != 0).then_some(s.worker_pid),
-                (s.high_watermark >= 0 && s.worker_pid != 0).then_some(s.high_watermark),
-                s.messages,
-                s.rows,
-                s.dead_letters,
-                s.batches,
-                at,
+                (
+                    s.consumer_id,
+                    s.partition,
+                    (s.worker_pid != 0).then_some(s.worker_pid),
+                    (s.high_watermark >= 0 && s.worker_pid != 0).then_some(s.high_watermark),
+                    s.messages,
+                    s.rows,
+                    s.dead_letters,
+                    s.batches,
+                    at,
+                ),
+                s.skipped,
             )
         })
         .collect()
@@ -86,7 +89,7 @@ mod pipeline_kafka {
             name!(last_batch_at, Option<TimestampWithTimeZone>),
         ),
     > {
-        TableIterator::new(super::slot_rows(crate::shmem::SourceKind::Kafka))
+        TableIterator::new(super::slot_rows(crate::shmem::SourceKind::Kafka).into_iter().map(|(row, _)| row))
     }
 
     /// Low and high watermarks of a topic's partitions (all of them when `partition` is NULL),
@@ -132,7 +135,9 @@ mod pipeline_kinesis {
 
     /// Per-shard progress published by this database's Kinesis workers in shared memory (used by
     /// the consumer_status view), of the consumers the caller may see. `shard` is the shard's status key: the number that ends its id
-    /// (shardId-000000000003: 3), or -1 when that does not fit an int.
+    /// (shardId-000000000003: 3), or -1 when that does not fit an int. `skipped_records`: KPL user
+    /// records skipped for lying outside the shard's hash key range (config
+    /// kpl_records_outside_shard), since the server started.
     #[allow(clippy::type_complexity)]
     #[pg_extern(volatile, parallel_restricted)]
     fn shard_status() -> TableIterator<
@@ -147,9 +152,13 @@ mod pipeline_kinesis {
             name!(dead_letters, i64),
             name!(batches, i64),
             name!(last_batch_at, Option<TimestampWithTimeZone>),
+            name!(skipped_records, i64),
         ),
     > {
         // The worker publishes MillisBehindLatest where Kafka's publish their high watermark.
-        TableIterator::new(super::slot_rows(crate::shmem::SourceKind::Kinesis))
+        let rows = super::slot_rows(crate::shmem::SourceKind::Kinesis)
+            .into_iter()
+            .map(|((c, sh, pid, behind, recs, rows, dead, batches, at), skipped)| (c, sh, pid, behind, recs, rows, dead, batches, at, skipped));
+        TableIterator::new(rows)
     }
 }

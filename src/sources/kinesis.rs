@@ -12,7 +12,9 @@
 //! shard stays within the service's 5 calls per second) and exponential backoff with jitter for
 //! throttling and outages. An expired iterator is taken again from the last record taken. KPL
 //! aggregates become their user records one at a time, as batches have room
-//! (`ingest_core::kinesis::read::Unpacked`).
+//! (`ingest_core::kinesis::read::Unpacked`). User records whose hash key lies outside the shard's
+//! range are skipped (counted, and logged once per GetRecords) or kept, as the consumer's config
+//! `kpl_records_outside_shard` says (`OutsideShard`).
 //!
 //! The SDK runs on a current-thread runtime on the worker's main thread; every call is bounded
 //! by pipeline_ingest.broker_timeout.
@@ -22,7 +24,7 @@ use crate::xact::in_transaction;
 use ingest_core::backoff::Backoff;
 use ingest_core::batch::{Batch, KinesisPos, Limits};
 use ingest_core::kinesis::lineage::{readable, waiting_for_parents, worker_of, Progress, Shard};
-use ingest_core::kinesis::read::{jitter, start, Rng, ShardCheckpoint, Unpacked};
+use ingest_core::kinesis::read::{jitter, start, OutsideShard, Rng, ShardCheckpoint, Unpacked};
 use ingest_core::kinesis::seqnum::{Resume, ShardPos};
 use ingest_kinesis::{Kinesis, KinesisError, Recovery};
 use std::collections::{BTreeMap, VecDeque};
@@ -61,6 +63,10 @@ pub struct KinesisSource {
     limit: i32,
     poll_interval: Duration,
     retry_max: Duration,
+    outside: OutsideShard,
+    /// KPL user records skipped for lying outside their shard's range, per shard, not yet
+    /// published (`take_skipped`).
+    skipped: BTreeMap<String, i64>,
     shards: Vec<Shard>,
     /// Committed checkpoints, of this worker's shards and (for lineage) of others'.
     progress: BTreeMap<String, ShardCheckpoint>,
@@ -84,6 +90,7 @@ pub struct ReadSettings {
     pub batchsize: i32,
     pub poll_interval: Duration,
     pub retry_max: Duration,
+    pub outside: OutsideShard,
 }
 
 impl KinesisSource {
@@ -103,6 +110,8 @@ impl KinesisSource {
             limit: s.batchsize.clamp(1, 10_000),
             poll_interval: s.poll_interval,
             retry_max: s.retry_max,
+            outside: s.outside,
+            skipped: BTreeMap::new(),
             shards: Vec::new(),
             progress,
             readers: BTreeMap::new(),
@@ -218,8 +227,11 @@ impl KinesisSource {
             Ok(fetched) => {
                 r.backoff.reset();
                 r.millis_behind = fetched.millis_behind_latest;
+                let mut skipped = 0;
                 for rec in fetched.records {
-                    let unpacked = Unpacked::new(id, &rec.seq, &rec.partition_key, rec.data, rec.arrival_ms, Some(r.range), r.skip.as_ref());
+                    let unpacked =
+                        Unpacked::new(id, &rec.seq, &rec.partition_key, rec.data, rec.arrival_ms, Some(r.range), self.outside, r.skip.as_ref());
+                    skipped += unpacked.skipped_outside();
                     if r.skip.as_ref().is_some_and(|s| !s.already_consumed(&rec.seq, Some(u64::MAX))) {
                         // past the record the iterator was taken at: nothing more to skip
                         r.skip = None;
@@ -237,9 +249,24 @@ impl KinesisSource {
                     }
                 }
                 r.next_poll = now + self.poll_interval;
+                if skipped > 0 {
+                    self.note_skipped(id, skipped);
+                }
             }
             Err(e) => self.failed(id, e),
         }
+    }
+
+    /// Counts (for consumer_status) and logs the KPL user records of one GetRecords answer that
+    /// were skipped for lying outside the shard's hash key range: one line per answer.
+    fn note_skipped(&mut self, id: &str, n: u64) {
+        *self.skipped.entry(id.to_string()).or_default() += n as i64;
+        pgrx::log!(
+            "pipeline_kinesis consumer {}: skipped {n} KPL user record(s) of shard {id} of stream \"{}\" whose hash key lies outside the shard's range (the KPL sends again what it aggregated against a stale shard map); config {} = \"keep\" ingests them",
+            self.consumer_id,
+            self.stream,
+            OutsideShard::SETTING
+        );
     }
 
     fn failed(&mut self, id: &str, e: KinesisError) {
@@ -345,6 +372,10 @@ impl super::Source for KinesisSource {
 
     fn checkpoints(&self) -> BTreeMap<String, Option<ShardCheckpoint>> {
         self.readers.keys().map(|id| (id.clone(), self.progress.get(id).cloned())).collect()
+    }
+
+    fn take_skipped(&mut self) -> Vec<(String, i64)> {
+        std::mem::take(&mut self.skipped).into_iter().collect()
     }
 
     fn owned(&self) -> Vec<(String, Option<i64>)> {

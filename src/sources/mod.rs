@@ -60,6 +60,12 @@ pub trait Source {
         None
     }
 
+    /// Messages each stream left out since the last call, for the status view (Kinesis: KPL user
+    /// records skipped for lying outside their shard's hash key range).
+    fn take_skipped(&mut self) -> Vec<(<Self::Pos as Position>::Stream, i64)> {
+        Vec::new()
+    }
+
     /// Called after a batch committed, with the checkpoints it stored.
     fn committed(&mut self, saved: &BTreeMap<<Self::Pos as Position>::Stream, <Self::Pos as Position>::Checkpoint>);
 }

@@ -10,7 +10,7 @@ use crate::shmem::SourceKind;
 use crate::sources::kinesis::{KinesisSource, ReadSettings};
 use crate::xact::in_transaction;
 use ingest_core::batch::{KinesisPos, Message};
-use ingest_core::kinesis::read::ShardCheckpoint;
+use ingest_core::kinesis::read::{OutsideShard, ShardCheckpoint};
 use ingest_core::prepare::Rejected;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
@@ -103,6 +103,13 @@ fn read_settings(c: &Consumer, index: i32) -> ReadSettings {
         batchsize: c.batchsize,
         poll_interval: Duration::from_millis(c.poll_interval.max(1) as u64),
         retry_max: Duration::from_millis(retry_max_ms.clamp(1_000, 600_000) as u64),
+        // (validated when stored: anything else than "keep" is the default, "skip")
+        outside: c
+            .config
+            .get(OutsideShard::SETTING)
+            .and_then(serde_json::Value::as_str)
+            .and_then(OutsideShard::parse)
+            .unwrap_or_default(),
     }
 }
 

@@ -266,6 +266,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
             }
             if !batch.is_full(&limits) {
                 self.source.fill(&mut batch, &limits);
+                self.publish_skipped();
             }
             if let Some(e) = self.source.take_error() {
                 self.show_error(&e);
@@ -391,6 +392,17 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                     slot.batches += 1;
                     slot.last_batch_at = now;
                 }
+            });
+        }
+    }
+
+    /// Adds what the source left out (see `Source::take_skipped`) to its streams' counters at once:
+    /// records skipped are not in any batch, and may come while no batch commits.
+    fn publish_skipped(&mut self) {
+        for (stream, n) in self.source.take_skipped() {
+            let key = S::Pos::status_key(&stream);
+            crate::shmem::update_partition(self.target.dboid, C::SOURCE, self.target.consumer_id, key, |slot| {
+                slot.skipped += n;
             });
         }
     }

@@ -6,15 +6,19 @@ batches of one large aggregate loses and repeats no user record.
 
 Most streams have one shard, so every user record's hash key lies in the shard's range; one test
 puts an aggregate into one of two shards with user records routed (by explicit hash key or
-partition key) to both: those of the other shard are dropped, as the KCL does.
+partition key) to both: those of the other shard are skipped, as the KCL does, counted in
+consumer_status.skipped_records and logged; with config kpl_records_outside_shard "keep" they are
+ingested.
 """
 from __future__ import annotations
 
+import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from pihelpers import (kinesis_add_endpoint, kinesis_consume_begin, kinesis_diag, kinesis_hash_key,
-                       kinesis_put_records, kinesis_seqnums, kinesis_shards, kpl_aggregate, pg_connect,
-                       pg_kill9_postmaster, pg_start, query, scalar, wait_table_rows, wait_until)
+                       kinesis_put_records, kinesis_seqnums, kinesis_shards, kpl_aggregate, log_since,
+                       pg_connect, pg_kill9_postmaster, pg_start, query, scalar, wait_table_rows, wait_until)
 
 
 @pytest.mark.timeout(120)
@@ -86,13 +90,10 @@ def test_corrupt_md5_is_a_plain_record_and_bad_user_records_are_dead_letters(str
     assert plain[7] and plain[7].startswith("22") and plain[8], plain
 
 
-@pytest.mark.timeout(120)
-def test_user_records_outside_the_shard_hash_range_are_dropped(stream_factory, fresh_db, log_mark):
-    """A 2-shard stream; an aggregate put into the low shard (its own explicit hash key) holds user
-    records whose explicit hash keys or partition keys route to the low or the high shard: only
-    the low shard's become rows, in order."""
-    db = fresh_db
-    kinesis_add_endpoint(db)
+def _aggregate_across_two_shards(stream_factory) -> tuple[str, dict, list[tuple[str, str]]]:
+    """A 2-shard stream holding, in its low shard, an aggregate whose user records route (by
+    explicit hash key or partition key) to the low or the high shard, then a plain marker record.
+    Returns (stream, low shard, [(shard, seqnum) of the aggregate, of the marker])."""
     stream, _ = stream_factory(2)
     low, high = kinesis_shards(stream)
     assert low["end_hash"] < high["start_hash"]
@@ -108,6 +109,23 @@ def test_user_records_outside_the_shard_hash_range_are_dropped(stream_factory, f
     ])
     sent = kinesis_put_records(stream, [("outer", agg, low["start_hash"]), ("marker", "6,marker", low["start_hash"])])
     assert [s for s, _ in sent] == [low["shard_id"]] * 2
+    return stream, low, sent
+
+
+def _skipped_records(db: str, cid: int, shard_id: str) -> int:
+    return scalar(db, "SELECT skipped_records FROM pipeline_kinesis.consumer_status "
+                      "WHERE consumer_id = %s AND shard_id = %s", [cid, shard_id])
+
+
+@pytest.mark.timeout(120)
+def test_user_records_outside_the_shard_hash_range_are_skipped_counted_and_logged(stream_factory, fresh_db,
+                                                                                  log_mark):
+    """By default (config kpl_records_outside_shard "skip", as the KCL): only the low shard's user
+    records become rows, in order; the 2 others are counted in consumer_status.skipped_records of
+    the shard and logged in one line naming the shard, the count and the setting."""
+    db = fresh_db
+    kinesis_add_endpoint(db)
+    stream, low, sent = _aggregate_across_two_shards(stream_factory)
     with pg_connect(db) as conn:
         conn.execute("CREATE TABLE t (id bigserial, n int, what text)")
         cid = kinesis_consume_begin(conn, "local", stream, "t", format="csv", columns=["n", "what"],
@@ -118,6 +136,51 @@ def test_user_records_outside_the_shard_hash_range_are_dropped(stream_factory, f
         (1, "low-by-hash-key"), (3, "low-by-partition-key"), (5, "low-by-hash-key"), (6, "marker")]
     assert kinesis_seqnums(db, cid)[low["shard_id"]][0] == sent[1][1]
     assert scalar(db, "SELECT count(*) FROM pipeline_kinesis.dead_letters") == 0
+    wait_until(lambda: _skipped_records(db, cid, low["shard_id"]) == 2, timeout=10,
+               what="2 skipped records in consumer_status")
+    # the last column, after those of 0.5.0
+    columns = [r[0] for r in query(db, "SELECT attname FROM pg_attribute WHERE attrelid = "
+                                       "'pipeline_kinesis.consumer_status'::regclass AND attnum > 0 ORDER BY attnum")]
+    assert columns[-3:] == ["last_error", "last_error_at", "skipped_records"]
+    lines = [line for line in log_since(log_mark).splitlines() if "outside the shard's range" in line]
+    assert len(lines) == 1, lines
+    assert f"consumer {cid}: skipped 2 KPL user record(s) of shard {low['shard_id']}" in lines[0]
+    assert "kpl_records_outside_shard" in lines[0]
+
+
+@pytest.mark.timeout(120)
+def test_user_records_outside_the_shard_are_kept_with_the_config_option(stream_factory, fresh_db, log_mark):
+    """config kpl_records_outside_shard "keep" (producers aggregating without the KPL, which never
+    send a user record again): every user record of the aggregate becomes a row, in order, and
+    none is counted as skipped."""
+    db = fresh_db
+    kinesis_add_endpoint(db)
+    stream, low, sent = _aggregate_across_two_shards(stream_factory)
+    with pg_connect(db) as conn:
+        conn.execute("CREATE TABLE t (id bigserial, n int, what text)")
+        cid = kinesis_consume_begin(conn, "local", stream, "t", format="csv", columns=["n", "what"],
+                                    start_offset=-2, config=Jsonb({"kpl_records_outside_shard": "keep"}))
+    wait_table_rows(db, "t", 6, log_mark=log_mark)
+    assert query(db, "SELECT n, what FROM t ORDER BY id") == [
+        (1, "low-by-hash-key"), (2, "high-by-hash-key"), (3, "low-by-partition-key"),
+        (4, "high-by-partition-key"), (5, "low-by-hash-key"), (6, "marker")]
+    assert kinesis_seqnums(db, cid)[low["shard_id"]][0] == sent[1][1]
+    assert _skipped_records(db, cid, low["shard_id"]) == 0
+    assert "outside the shard's range" not in log_since(log_mark)
+
+
+def test_kpl_records_outside_shard_setting_is_checked(fresh_db):
+    """Only "skip" and "keep": anything else is refused (22023) when the consumer is made."""
+    db = fresh_db
+    kinesis_add_endpoint(db)
+    with pg_connect(db) as conn:
+        conn.execute("CREATE TABLE t (n int)")
+        for bad in ("Keep", "drop", True, None):
+            with pytest.raises(psycopg.Error) as e:
+                with conn.transaction():
+                    kinesis_consume_begin(conn, "local", "s", "t", config=Jsonb({"kpl_records_outside_shard": bad}))
+            assert e.value.sqlstate == "22023", e.value
+            assert "kpl_records_outside_shard must be" in str(e.value)
 
 
 @pytest.mark.slow

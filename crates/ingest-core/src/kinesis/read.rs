@@ -48,9 +48,40 @@ pub fn start(taken: Option<&ShardPos>, start_time: Option<SystemTime>) -> (Start
     }
 }
 
+/// What becomes of the KPL user records of an aggregate whose hash key lies outside the range of
+/// the shard it was read from (the consumer's `config` setting `kpl_records_outside_shard`).
+///
+/// The KPL aggregates user records by the shard map it knows; when that map is stale (after a
+/// split or merge) it sends the records again to the right shard, so the KCL skips the copies that
+/// landed outside their shard's range, and so does `Skip` (the default). Producers that aggregate
+/// without the KPL (the kinesis-aggregation library) put a whole aggregate under one partition
+/// key and never send its user records again: skipping them loses them, so `Keep` keeps them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutsideShard {
+    #[default]
+    Skip,
+    Keep,
+}
+
+impl OutsideShard {
+    /// The name of the consumer's `config` setting.
+    pub const SETTING: &'static str = "kpl_records_outside_shard";
+
+    /// The setting's value ("skip" or "keep").
+    pub fn parse(value: &str) -> Option<OutsideShard> {
+        match value {
+            "skip" => Some(OutsideShard::Skip),
+            "keep" => Some(OutsideShard::Keep),
+            _ => None,
+        }
+    }
+}
+
 /// The messages one fetched record holds for this shard, taken out one at a time: the record
 /// itself (a plain record) or its KPL user records whose hash key lies in the shard's range, each
-/// with its sub-sequence index; records and user records already taken (`skip`) are left out.
+/// with its sub-sequence index (or all of them, whatever their hash key, with
+/// `OutsideShard::Keep`); records and user records already taken (`skip`) are left out. How many
+/// user records it leaves out for their hash key is `skipped_outside()`.
 ///
 /// Nothing is copied before it is asked for: a user record's partition key and data are copied
 /// when it becomes a message, so a batch's byte limit (or a preview's limit) stops the expansion
@@ -64,7 +95,10 @@ pub struct Unpacked {
     data: Vec<u8>,
     arrival_ms: Option<i64>,
     range: Option<(u128, u128)>,
+    outside: OutsideShard,
     skip: Option<Resume>,
+    /// User records not taken yet that it leaves out because their hash key lies outside `range`.
+    skipped_outside: u64,
     /// None: a plain record.
     aggregate: Option<(Aggregate, Cursor)>,
     /// The last message it holds (None: none).
@@ -79,6 +113,7 @@ pub struct Unpacked {
 const LONG_KEY: usize = 64;
 
 impl Unpacked {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         shard: &str,
         seq: &SeqNum,
@@ -86,6 +121,7 @@ impl Unpacked {
         data: Vec<u8>,
         arrival_ms: Option<i64>,
         range: Option<(u128, u128)>,
+        outside: OutsideShard,
         skip: Option<&Resume>,
     ) -> Unpacked {
         let aggregate = Aggregate::parse(&data).map(|a| (a, Cursor::default()));
@@ -96,7 +132,9 @@ impl Unpacked {
             data,
             arrival_ms,
             range,
+            outside,
             skip: skip.cloned(),
+            skipped_outside: 0,
             aggregate,
             last: None,
             done: false,
@@ -113,6 +151,12 @@ impl Unpacked {
         self.last.as_ref()
     }
 
+    /// How many of its user records not taken yet it leaves out because their hash key lies
+    /// outside the shard's range (always 0 with `OutsideShard::Keep`).
+    pub fn skipped_outside(&self) -> u64 {
+        self.skipped_outside
+    }
+
     /// Every message it holds was taken (or it holds none).
     pub fn is_done(&self) -> bool {
         self.done
@@ -125,15 +169,24 @@ impl Unpacked {
         };
         let mut at = Cursor::default();
         let mut last = None;
-        let mut filter = Filter { seq: &self.seq, skip: self.skip.as_ref(), range: self.range, hashes: &mut self.long_key_hashes };
+        let mut filter = Filter {
+            seq: &self.seq,
+            skip: self.skip.as_ref(),
+            range: self.range,
+            outside: self.outside,
+            hashes: &mut self.long_key_hashes,
+        };
+        let mut skipped = 0;
         while let Some(u) = agg.next(&self.data, &mut at) {
-            if filter.keeps(&u) {
-                last = Some(u.sub);
+            match filter.verdict(&u) {
+                Verdict::Keep => last = Some(u.sub),
+                Verdict::Outside => skipped += 1,
+                Verdict::Taken => {}
             }
         }
+        self.skipped_outside = skipped;
         last.map(|sub| ShardPos { seq: self.seq.clone(), sub: Some(sub) })
     }
-
 }
 
 /// A message of `shard` at (`seq`, `sub`); the key is copied.
@@ -160,9 +213,15 @@ impl Iterator for Unpacked {
             let data = std::mem::take(&mut self.data);
             return Some(message(&self.shard, &self.seq, None, self.partition_key.as_bytes(), data, self.arrival_ms));
         };
-        let mut filter = Filter { seq: &self.seq, skip: self.skip.as_ref(), range: self.range, hashes: &mut self.long_key_hashes };
+        let mut filter = Filter {
+            seq: &self.seq,
+            skip: self.skip.as_ref(),
+            range: self.range,
+            outside: self.outside,
+            hashes: &mut self.long_key_hashes,
+        };
         while let Some(u) = agg.next(&self.data, at) {
-            if filter.keeps(&u) {
+            if filter.verdict(&u) == Verdict::Keep {
                 self.done = self.last.as_ref().is_some_and(|l| l.sub == Some(u.sub));
                 let payload = u.data.to_vec();
                 return Some(message(&self.shard, &self.seq, Some(u.sub), u.partition_key.as_bytes(), payload, self.arrival_ms));
@@ -178,15 +237,32 @@ struct Filter<'a> {
     seq: &'a SeqNum,
     skip: Option<&'a Resume>,
     range: Option<(u128, u128)>,
+    outside: OutsideShard,
     hashes: &'a mut HashMap<usize, u128>,
 }
 
+/// What a `Filter` does with a user record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Keep,
+    /// Taken already (before the iterator's start).
+    Taken,
+    /// Left out: its hash key lies outside the shard's range.
+    Outside,
+}
+
 impl Filter<'_> {
-    fn keeps(&mut self, u: &UserRecord<'_>) -> bool {
+    fn verdict(&mut self, u: &UserRecord<'_>) -> Verdict {
         if self.skip.is_some_and(|r| r.already_consumed(self.seq, Some(u.sub))) {
-            return false;
+            return Verdict::Taken;
         }
-        let Some((lo, hi)) = self.range else { return true };
+        match (self.range, self.outside) {
+            (Some(range), OutsideShard::Skip) if !self.in_range(u, range) => Verdict::Outside,
+            _ => Verdict::Keep,
+        }
+    }
+
+    fn in_range(&mut self, u: &UserRecord<'_>, (lo, hi): (u128, u128)) -> bool {
         let hash = match u.explicit_hash_key {
             Some(k) => hash_key(Some(k), u.partition_key),
             // Hashing a long key for each of thousands of user records sharing it would cost
@@ -250,7 +326,7 @@ mod tests {
         range: Option<(u128, u128)>,
         skip: Option<&Resume>,
     ) -> Vec<Message<KinesisPos>> {
-        Unpacked::new(shard, seq, partition_key, data, arrival_ms, range, skip).collect()
+        Unpacked::new(shard, seq, partition_key, data, arrival_ms, range, OutsideShard::Skip, skip).collect()
     }
 
     /// An aggregate of user records with partition keys k0, k1, ... (protobuf written by hand).
@@ -351,7 +427,7 @@ mod tests {
         assert!(data.len() < 160_000, "{}", data.len());
         let everything = Some((0, u128::MAX));
         let ((first, last), peak) = peak_during(|| {
-            let mut u = Unpacked::new("shardId-1", &s("9"), "outer", data.clone(), None, everything, None);
+            let mut u = Unpacked::new("shardId-1", &s("9"), "outer", data.clone(), None, everything, OutsideShard::Skip, None);
             (u.next().unwrap(), u.last_pos().cloned())
         });
         assert!(peak < 600_000, "one message of the aggregate held {peak} bytes at its peak");
@@ -360,7 +436,7 @@ mod tests {
         assert_eq!(last, Some(ShardPos { seq: s("9"), sub: Some(n as u64 - 1) }));
 
         let limits = Limits { max_messages: 100_000, max_bytes: 1 << 20, max_wait: Duration::from_secs(1) };
-        let mut u = Unpacked::new("shardId-1", &s("9"), "outer", data.clone(), None, everything, None);
+        let mut u = Unpacked::new("shardId-1", &s("9"), "outer", data.clone(), None, everything, OutsideShard::Skip, None);
         let (taken, peak) = peak_during(|| {
             let mut batch: Batch<KinesisPos> = Batch::default();
             while !batch.is_full(&limits) {
@@ -382,14 +458,53 @@ mod tests {
 
         // Resumed inside the aggregate: only what follows, and the same last position.
         let skip = Resume::AtSkipping { seq: s("9"), done: 4_990 };
-        let u = Unpacked::new("shardId-1", &s("9"), "outer", data.clone(), None, everything, Some(&skip));
+        let u = Unpacked::new("shardId-1", &s("9"), "outer", data.clone(), None, everything, OutsideShard::Skip, Some(&skip));
         assert_eq!(u.last_pos().and_then(|l| l.sub), Some(n as u64 - 1));
         assert_eq!(u.count(), 9);
         // A shard whose hash range excludes the key: nothing, and no position.
         let h = crate::kinesis::kpl::partition_key_hash(&key);
         let other = if h == 0 { (1, u128::MAX) } else { (0, h - 1) };
-        let mut u = Unpacked::new("shardId-1", &s("9"), "outer", data, None, Some(other), None);
+        let mut u = Unpacked::new("shardId-1", &s("9"), "outer", data, None, Some(other), OutsideShard::Skip, None);
         assert!(u.last_pos().is_none() && u.is_done() && u.next().is_none());
+    }
+
+    /// User records whose hash key lies outside the shard's range: skipped and counted by
+    /// default (as the KCL does: the KPL sends them again to their shard), taken with
+    /// `OutsideShard::Keep` (producers aggregating without the KPL never send them again).
+    #[test]
+    fn user_records_outside_the_shard_are_counted_when_skipped_and_taken_when_kept() {
+        let data = aggregate(6);
+        let hashes: Vec<u128> = (0..6).map(|i| crate::kinesis::kpl::partition_key_hash(&format!("k{i}"))).collect();
+        // The shard's range holds k2's hash key and as few others as can be.
+        let h = hashes[2];
+        let range = Some((h, h));
+        let inside = hashes.iter().filter(|&&x| x == h).count() as u64;
+        let outside = 6 - inside;
+        assert!(outside >= 5);
+
+        let u = Unpacked::new("shardId-1", &s("9"), "outer", data.clone(), None, range, OutsideShard::Skip, None);
+        assert_eq!(u.skipped_outside(), outside);
+        let subs: Vec<Option<u64>> = u.map(|m| m.pos.at.sub).collect();
+        assert_eq!(subs, vec![Some(2)]);
+
+        let u = Unpacked::new("shardId-1", &s("9"), "outer", data.clone(), None, range, OutsideShard::Keep, None);
+        assert_eq!(u.skipped_outside(), 0);
+        assert_eq!(u.last_pos(), Some(&ShardPos { seq: s("9"), sub: Some(5) }));
+        let kept: Vec<(Option<u64>, Vec<u8>)> = u.map(|m| (m.pos.at.sub, m.payload.unwrap())).collect();
+        assert_eq!(kept, (0..6u64).map(|i| (Some(i), format!("v{i}").into_bytes())).collect::<Vec<_>>());
+
+        // Resumed after user record 3: those taken already are not counted again.
+        let skip = Resume::AtSkipping { seq: s("9"), done: 3 };
+        let u = Unpacked::new("shardId-1", &s("9"), "outer", data.clone(), None, range, OutsideShard::Skip, Some(&skip));
+        assert_eq!(u.skipped_outside(), 2);
+        let u = Unpacked::new("shardId-1", &s("9"), "outer", data, None, range, OutsideShard::Keep, Some(&skip));
+        assert_eq!(u.map(|m| m.pos.at.sub).collect::<Vec<_>>(), vec![Some(4), Some(5)]);
+        // A plain record is never outside (it is the shard's own record).
+        let u = Unpacked::new("shardId-1", &s("10"), "pk", b"x".to_vec(), None, range, OutsideShard::Skip, None);
+        assert_eq!((u.skipped_outside(), u.count()), (0, 1));
+        assert_eq!(OutsideShard::parse("keep"), Some(OutsideShard::Keep));
+        assert_eq!(OutsideShard::parse("skip"), Some(OutsideShard::Skip));
+        assert_eq!(OutsideShard::parse("Keep"), None);
     }
 
     #[test]
