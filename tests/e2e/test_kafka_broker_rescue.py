@@ -22,6 +22,22 @@ from pihelpers import (KAFKA_BOOTSTRAP, consume_all, log_since, log_size, pg_con
 RESCUED = "adding the bootstrap servers"
 
 
+def _without_brokers_for_3s(proxy: KafkaProxy) -> None:
+    """Metadata answers list no broker for 3 s. One reaches the worker's client, which then drops
+    its brokers and closes every connection (the SQL side's short-lived clients are gone)."""
+    proxy.zero_brokers = True
+    window = time.monotonic()
+    try:
+        wait_until(lambda: proxy.zeroed_responses >= 1, timeout=20, what="a Metadata response without brokers")
+        wait_until(lambda: proxy.open_connections == 0, timeout=20, what="the client to drop every connection")
+        # The window lasts 3 s in all (a stimulus, not a wait for something): longer than the 2 s
+        # after which the worker re-adds the bootstrap servers, whose first client may thus be
+        # dropped again.
+        time.sleep(max(0.0, 3.0 - (time.monotonic() - window)))
+    finally:
+        proxy.zero_brokers = False
+
+
 @pytest.mark.timeout(180)
 def test_consumer_recovers_after_a_metadata_response_without_brokers(fresh_db, topic_factory):
     topic = topic_factory(4)
@@ -39,19 +55,7 @@ def test_consumer_recovers_after_a_metadata_response_without_brokers(fresh_db, t
         wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM t") == 100, timeout=60, what="the first 100 rows")
         assert proxy.metadata_responses > 0, "the consumer does not talk through the proxy"
 
-        proxy.zero_brokers = True
-        window = time.monotonic()
-        try:
-            # A Metadata response without brokers reaches the worker's client, which then drops
-            # its brokers and closes every connection (the SQL side's short-lived clients are gone).
-            wait_until(lambda: proxy.zeroed_responses >= 1, timeout=20, what="a Metadata response without brokers")
-            wait_until(lambda: proxy.open_connections == 0, timeout=20, what="the client to drop every connection")
-            # The window lasts 3 s in all (a stimulus, not a wait for something): longer than the
-            # 2 s after which the worker re-adds the bootstrap servers, whose first client may thus
-            # be dropped again.
-            time.sleep(max(0.0, 3.0 - (time.monotonic() - window)))
-        finally:
-            proxy.zero_brokers = False
+        _without_brokers_for_3s(proxy)
 
         produce(topic, [f"{p * 1000 + i},after" for p in range(4) for i in range(25, 50)])
         # No sleep: every partition resumes within seconds, or never (without the rescue).
@@ -86,14 +90,7 @@ def test_producer_recovers_after_a_metadata_response_without_brokers(fresh_db, t
                    what="the first 10 messages delivered")
         assert proxy.metadata_responses > 0, "the producer does not talk through the proxy"
 
-        proxy.zero_brokers = True
-        window = time.monotonic()
-        try:
-            wait_until(lambda: proxy.zeroed_responses >= 1, timeout=20, what="a Metadata response without brokers")
-            wait_until(lambda: proxy.open_connections == 0, timeout=20, what="the client to drop every connection")
-            time.sleep(max(0.0, 3.0 - (time.monotonic() - window)))
-        finally:
-            proxy.zero_brokers = False
+        _without_brokers_for_3s(proxy)
 
         with pg_connect(fresh_db) as conn:
             conn.execute("SELECT pipeline_kafka.produce_message(%s, convert_to('m' || i, 'UTF8')) "
