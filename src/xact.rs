@@ -16,11 +16,7 @@ pub struct PgError {
 
 impl std::fmt::Display for PgError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.message)?;
-        if let Some(d) = &self.detail {
-            write!(f, " ({d})")?;
-        }
-        write!(f, " [SQLSTATE {}]", self.sqlstate)
+        write!(f, "{} [SQLSTATE {}]", self.message_with_detail(), self.sqlstate)
     }
 }
 
@@ -187,6 +183,15 @@ pub fn try_in_subtransaction<R>(f: impl FnOnce() -> Result<R, PgError>) -> Resul
 }
 
 impl PgError {
+    /// The message, and its DETAIL in parentheses when there is one: what a dead letter or a
+    /// preview row shows as the error (the SQLSTATE goes beside it).
+    pub fn message_with_detail(&self) -> String {
+        match &self.detail {
+            Some(d) => format!("{} ({d})", self.message),
+            None => self.message.clone(),
+        }
+    }
+
     /// Errors about the data of a message (its values, constraints, triggers rejecting it), as
     /// opposed to errors about the system (privileges, missing tables, resources, locks).
     pub fn is_data_error(&self) -> bool {

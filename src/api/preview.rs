@@ -205,11 +205,7 @@ pub fn result_rows<K: Clone>(keys: Vec<K>, outcomes: Vec<Outcome>) -> Vec<Result
     let mut out = Vec::new();
     for (k, o) in keys.into_iter().zip(outcomes) {
         if let Some(e) = o.error {
-            let mut text = e.message;
-            if let Some(d) = e.detail {
-                text.push_str(&format!(" ({d})"));
-            }
-            out.push((k, None, Some(text), Some(e.sqlstate)));
+            out.push((k, None, Some(e.message_with_detail()), Some(e.sqlstate)));
         } else if o.rows.is_empty() {
             out.push((k, None, None, None));
         } else {

@@ -129,9 +129,5 @@ impl BatchSink<'_> {
 
 /// A message rejected with the error its COPY raised.
 fn rejected(item: &Item, e: &PgError) -> Rejected {
-    let mut error = e.message.clone();
-    if let Some(d) = &e.detail {
-        error.push_str(&format!(" ({d})"));
-    }
-    Rejected { msg: item.msg, error, sqlstate: e.sqlstate.clone() }
+    Rejected { msg: item.msg, error: e.message_with_detail(), sqlstate: e.sqlstate.clone() }
 }

@@ -60,11 +60,7 @@ pub fn write<P: Position>(target: &Target, messages: &[Message<P>]) -> Result<Wr
         let written = match crate::xact::try_in_subtransaction(|| append(&as_owner, relid, &subset)) {
             Ok(w) => w,
             Err(e) if e.sqlstate.starts_with("42") => {
-                let mut error = e.message.clone();
-                if let Some(d) = &e.detail {
-                    error.push_str(&format!(" ({d})"));
-                }
-                let error = format!("{error} (writing as {}, the owner of the relation)", role_name(owner));
+                let error = format!("{} (writing as {}, the owner of the relation)", e.message_with_detail(), role_name(owner));
                 rejected.extend(indexes.iter().map(|&i| Rejected { msg: i, error: error.clone(), sqlstate: e.sqlstate.clone() }));
                 continue;
             }

@@ -92,6 +92,6 @@ fn locked_function(oid: pg_sys::Oid) -> Option<(String, pg_sys::Oid)> {
 }
 
 fn is_superuser(role: pg_sys::Oid) -> bool {
-    as_superuser(|| spi(Spi::get_one_with_args::<bool>("SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = $1", &[role.into()])))
-        .unwrap_or(false)
+    // SAFETY: syscache lookup of a role oid, inside the batch transaction.
+    unsafe { pg_sys::superuser_arg(role) }
 }

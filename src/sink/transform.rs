@@ -68,11 +68,7 @@ pub(super) fn bisect<T>(
         }
         Err(e) if !e.is_data_error() => Err(e),
         Err(e) if msgs.len() == 1 => {
-            let mut error = e.message.clone();
-            if let Some(d) = &e.detail {
-                error.push_str(&format!(" ({d})"));
-            }
-            rejected.push(Rejected { msg: msgs[0], error, sqlstate: e.sqlstate });
+            rejected.push(Rejected { msg: msgs[0], error: e.message_with_detail(), sqlstate: e.sqlstate });
             Ok(())
         }
         Err(_) => {
