@@ -2,7 +2,13 @@
 
 SELECT regress.try($$SELECT pipeline_kinesis.add_endpoint('local', 'us-east-1', NULL, 'http://127.0.0.1:24567')$$);
 SELECT regress.try($$SELECT pipeline_kinesis.add_endpoint('aws', 'eu-west-1')$$);
-SELECT regress.try($$SELECT pipeline_kinesis.add_endpoint(name := 'creds', region := 'us-west-2', credfile := '/etc/aws/credentials')$$);
+-- credfile is checked at the call, as the server process that will read it: a missing file is
+-- 58P01, a relative path or a directory 22023 (an unreadable one is 42501: test_kinesis_api.py).
+SELECT regress.try($$SELECT pipeline_kinesis.add_endpoint(name := 'creds', region := 'us-west-2', credfile := '/nonexistent/aws/credentials')$$);
+SELECT regress.try($$SELECT pipeline_kinesis.add_endpoint(name := 'creds', region := 'us-west-2', credfile := 'credentials')$$);
+SELECT regress.try($$SELECT pipeline_kinesis.add_endpoint(name := 'creds', region := 'us-west-2', credfile := '/tmp')$$);
+COPY (SELECT '[default]') TO '/tmp/pipeline_ingest_regress_credentials';
+SELECT regress.try($$SELECT pipeline_kinesis.add_endpoint(name := 'creds', region := 'us-west-2', credfile := '/tmp/pipeline_ingest_regress_credentials')$$);
 SELECT name, region, credfile, url FROM pipeline_kinesis.endpoints ORDER BY name;
 
 SELECT regress.try($$SELECT pipeline_kinesis.add_endpoint('local', 'us-east-1')$$);

@@ -84,9 +84,11 @@ SELECT regress.try($$SELECT pipeline_kinesis.consume_begin('local', 'no_such_str
 SET pipeline_ingest.broker_timeout = 1000;
 SELECT regress.sqlstate_of($$SELECT pipeline_kinesis.consume_begin('down', 'pi_regress', 'kin_target')$$);
 RESET pipeline_ingest.broker_timeout;
--- credentials that cannot be loaded (28000)
+-- credentials that cannot be loaded (28000): a readable credentials file without the default
+-- profile (a missing file is refused by add_endpoint itself: 03_endpoints)
+COPY (SELECT '[someone_else]') TO '/tmp/pipeline_ingest_regress_nocreds';
 DO $$ BEGIN
-  PERFORM pipeline_kinesis.add_endpoint('badcred', 'us-east-1', '/nonexistent/credentials', current_setting('regress.kinesis_url'));
+  PERFORM pipeline_kinesis.add_endpoint('badcred', 'us-east-1', '/tmp/pipeline_ingest_regress_nocreds', current_setting('regress.kinesis_url'));
 END $$;
 SELECT regress.sqlstate_of($$SELECT pipeline_kinesis.consume_begin('badcred', 'pi_regress', 'kin_target')$$);
 SELECT pipeline_kinesis.remove_endpoint('badcred');

@@ -41,8 +41,8 @@ mod pipeline_kinesis {
                 raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("url \"{u}\" must start with http:// or https://"));
             }
         }
-        if credfile.is_some_and(|c| c.is_empty()) {
-            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "credfile must not be empty (use NULL for the default)");
+        if let Some(path) = credfile {
+            crate::api::credfile::check(path);
         }
         if cat::endpoint_exists(name) {
             raise(PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT, format!("Kinesis endpoint \"{name}\" already exists"));

@@ -1,6 +1,7 @@
 //! The SQL surface: thin functions that validate, write the catalog and wake workers at COMMIT.
 
 pub mod consumer_args;
+pub mod credfile;
 pub mod metadata_args;
 pub mod writer_args;
 pub mod kafka;

@@ -220,3 +220,39 @@ def test_start_positions_write_start_time_and_forget_checkpoints(kdb, stream_fac
         conn.execute("SELECT pipeline_kinesis.consume_drop(%s, %s, 't')", (ENDPOINT, stream))
         assert conn.execute("SELECT (SELECT count(*) FROM pipeline_kinesis.consumers), "
                             "(SELECT count(*) FROM pipeline_kinesis.seqnums)").fetchone() == (0, 0)
+
+
+def test_credfile_is_checked_at_add_endpoint_as_the_server_reads_it(fresh_db):
+    """add_endpoint(credfile := path) opens the file as the PostgreSQL server process: a file it
+    cannot read is 42501 and a missing one 58P01 at the call (before 0.7.0 both were accepted and
+    failed with 28000 at the first consume_begin); a readable one is stored."""
+    import os
+    import pathlib
+    import pwd
+    import shutil
+    import tempfile
+    server_uid = pwd.getpwnam("postgres").pw_uid
+    if os.geteuid() == server_uid:
+        pytest.skip("the tests run as the server's OS user: no file is unreadable to it")
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="pi-creds-", dir="/tmp"))  # pytest's own tmp dirs are 0700
+    os.chmod(folder, 0o755)
+    try:
+        _check_credfiles(fresh_db, folder)
+    finally:
+        shutil.rmtree(folder)
+
+
+def _check_credfiles(fresh_db, folder):
+    import os
+    secret = folder / "unreadable"
+    secret.write_text("[default]\naws_access_key_id = x\naws_secret_access_key = y\n")
+    os.chmod(secret, 0o600)  # owned by the test's user, not the server's
+    readable = folder / "readable"
+    readable.write_text("[default]\naws_access_key_id = x\naws_secret_access_key = y\n")
+    os.chmod(readable, 0o644)
+    with pg_connect(fresh_db) as conn:
+        assert _sqlstate(conn, "SELECT pipeline_kinesis.add_endpoint('a', 'us-east-1', %s)", (str(secret),)) == "42501"
+        assert _sqlstate(conn, "SELECT pipeline_kinesis.add_endpoint('a', 'us-east-1', %s)", (str(folder / "missing"),)) == "58P01"
+        assert _sqlstate(conn, "SELECT pipeline_kinesis.add_endpoint('a', 'us-east-1', %s)", ("relative/credentials",)) == "22023"
+        conn.execute("SELECT pipeline_kinesis.add_endpoint('a', 'us-east-1', %s)", (str(readable),))
+        assert scalar(fresh_db, "SELECT credfile FROM pipeline_kinesis.endpoints WHERE name = 'a'") == str(readable)
