@@ -330,3 +330,16 @@ def test_the_quick_start_is_run():
     assert qs and qs[0].runnable(), "the Quick start's SQL is not run by this test"
     assert any("expect" in " ".join(b.directives) for b in qs[0].runnable()), \
         "the Quick start's example checks no outcome (add an `expect` directive)"
+
+
+def test_the_parser_refuses_misplaced_or_unknown_directives():
+    """A directive that would silently not apply is an error: a typo, or a comment that does not
+    stand right before a ```sql block."""
+    ok = parse_readme("# A\n\n<!-- doctest:\nfresh\nafter expect SELECT 1 => 1\n-->\n```sql\nSELECT 1;\n```\n")
+    assert [b.directives for b in ok[0].blocks] == [["fresh", "after expect SELECT 1 => 1"]]
+    with pytest.raises(AssertionError, match="unknown doctest directive"):
+        parse_readme("# A\n<!-- doctest: expcet SELECT 1 => 1 -->\n```sql\nSELECT 1;\n```\n")
+    with pytest.raises(AssertionError, match="not right before"):
+        parse_readme("# A\n<!-- doctest: fresh -->\nsome text\n```sql\nSELECT 1;\n```\n")
+    with pytest.raises(AssertionError, match="before a ```sh block"):
+        parse_readme("# A\n<!-- doctest: fresh -->\n```sh\nls\n```\n")
