@@ -35,6 +35,65 @@
 -- Issue 24.11 / 24.12 / 24.13: comments, Kafka and Kinesis alike, credentials
 -- ---------------------------------------------------------------------------------------------
 
+-- Issue 24.11: every object of the extension describes itself (\dn+, \dT+, \df+, \d+, \ds+);
+-- the README has the details. tests/e2e/test_catalog_docs.py fails on an object without a comment.
+COMMENT ON SCHEMA pipeline_kafka IS 'pipeline_ingest: Kafka topics into tables exactly once, and rows out to Kafka through an outbox (README "SQL API")';
+COMMENT ON SCHEMA pipeline_kinesis IS 'pipeline_ingest: Kinesis streams into tables exactly once (README "Kinesis")';
+
+COMMENT ON TYPE pipeline_kafka.message IS 'one Kafka message as a transform function receives it in its batch (pipeline_kafka.message[]): topic, partition, offset, key, value, timestamp, headers';
+COMMENT ON TYPE pipeline_kinesis.record IS 'one Kinesis (user) record as a transform function receives it in its batch (pipeline_kinesis.record[]): stream, shard_id, sequence_number, sub_sequence, partition_key, data, arrival_time';
+
+COMMENT ON TABLE pipeline_kafka.brokers IS 'Kafka broker entries (host[:port] and librdkafka settings) every consumer and the producer of this database use; written by add_broker / remove_broker';
+COMMENT ON TABLE pipeline_kafka.consumers IS 'one row per Kafka consumer (topic into relation, or stream-partitioned): its settings, owner, state and last_error; written by consume_begin / consume_end / consume_drop; visible to members of its owner';
+COMMENT ON TABLE pipeline_kafka.offsets IS 'the next offset to read per consumer and partition, committed in the same transaction as the rows';
+COMMENT ON TABLE pipeline_kafka.dead_letters IS 'Kafka messages that could not become rows, with their raw bytes, error and SQLSTATE; visible to (and deletable by) members of the consumer''s owner when written';
+COMMENT ON TABLE pipeline_kafka.secrets IS 'secret client settings (passwords, keys) of broker entries and consumers, shown masked elsewhere; superusers only';
+COMMENT ON TABLE pipeline_kafka.outbox IS 'messages produce_message and emit_tuple wrote, sent by the producer worker once their transaction committed and deleted once the broker acknowledged them; superusers only';
+COMMENT ON TABLE pipeline_kafka.outbox_dead_letters IS 'outbox messages the broker refused as too large, moved aside so their topic goes on; visible to (and deletable by) members of the producing role';
+COMMENT ON TABLE pipeline_kafka.producer_errors IS 'the last delivery error per topic, written by the producer worker and cleared by the next delivery (shown in outbox_status)';
+COMMENT ON TABLE pipeline_kinesis.endpoints IS 'Kinesis endpoints: name, region, optional credentials file and URL; written by add_endpoint / remove_endpoint';
+COMMENT ON TABLE pipeline_kinesis.consumers IS 'one row per Kinesis consumer (endpoint, stream into relation): its settings, owner, state and last_error; visible to members of its owner';
+COMMENT ON TABLE pipeline_kinesis.seqnums IS 'the checkpoint per Kinesis consumer and shard (last sequence number, sub-sequence, finished), committed in the same transaction as the rows';
+COMMENT ON TABLE pipeline_kinesis.dead_letters IS 'Kinesis user records that could not become rows, with their raw bytes, error and SQLSTATE; visible to (and deletable by) members of the consumer''s owner when written';
+
+COMMENT ON SEQUENCE pipeline_kafka.consumers_id_seq IS 'ids of pipeline_kafka.consumers';
+COMMENT ON SEQUENCE pipeline_kafka.dead_letters_id_seq IS 'ids of pipeline_kafka.dead_letters';
+COMMENT ON SEQUENCE pipeline_kafka.outbox_id_seq IS 'ids of pipeline_kafka.outbox (the order messages are sent in); outbox_dead_letters keep theirs';
+COMMENT ON SEQUENCE pipeline_kinesis.consumers_id_seq IS 'ids of pipeline_kinesis.consumers';
+COMMENT ON SEQUENCE pipeline_kinesis.dead_letters_id_seq IS 'ids of pipeline_kinesis.dead_letters';
+
+COMMENT ON VIEW pipeline_kafka.consumer_status IS 'one row per Kafka consumer and partition: state, worker, next offset, high watermark, lag, counters since the server started, last_error; the caller''s consumers only';
+COMMENT ON VIEW pipeline_kafka.consumer_lag IS 'pipeline_kafka''s lag view: per consumer and partition, the next offset to read, the high watermark and the lag (NULL when unknown); the caller''s consumers only';
+COMMENT ON VIEW pipeline_kafka.outbox_status IS 'per topic: messages pending in the outbox, the oldest, and the last delivery error';
+COMMENT ON VIEW pipeline_kinesis.consumer_status IS 'one row per Kinesis consumer and shard: state, worker, shard state and lineage, last sequence number, millis behind latest, counters, last_error; the caller''s consumers only';
+
+COMMENT ON FUNCTION pipeline_kafka.add_broker(text, jsonb) IS 'add a broker entry host[:port] with optional librdkafka settings; restarts the running consumers at commit';
+COMMENT ON FUNCTION pipeline_kafka.remove_broker(text) IS 'remove a broker entry; restarts the running consumers at commit';
+COMMENT ON FUNCTION pipeline_kafka.consume_begin(text, text, text, text, text, text, integer, integer, integer, bigint, integer, text, jsonb, text, integer, text[], jsonb, regprocedure, text, text[], text, timestamptz) IS 'start (or change and restart) the consumer of a topic into a table, exactly once; returns its id';
+COMMENT ON FUNCTION pipeline_kafka.consume_begin() IS 'start every stopped Kafka consumer the caller may manage; returns how many';
+COMMENT ON FUNCTION pipeline_kafka.consume_end(text, text) IS 'stop the consumer of a topic into a table; its offsets are kept';
+COMMENT ON FUNCTION pipeline_kafka.consume_end() IS 'stop every running Kafka consumer the caller may manage; returns how many';
+COMMENT ON FUNCTION pipeline_kafka.consume_drop(text, text) IS 'remove the consumer of a topic into a table with its offsets, secret settings and dead letters';
+COMMENT ON FUNCTION pipeline_kafka.consume_begin_stream_partitioned(text, text, text, text, text, integer, integer, integer, integer, bigint, text, text, integer) IS 'start (or change) the consumer of a topic whose message keys name the table each message goes to; returns its id';
+COMMENT ON FUNCTION pipeline_kafka.consume_end_stream_partitioned(text) IS 'stop the stream-partitioned consumer of a topic; its offsets are kept';
+COMMENT ON FUNCTION pipeline_kafka.consume_drop_stream_partitioned(text) IS 'remove the stream-partitioned consumer of a topic with its offsets and dead letters';
+COMMENT ON FUNCTION pipeline_kafka.seek(text, text, integer, bigint, timestamptz) IS 'move a consumer''s partitions (one or all) to an offset or a time; returns how many partitions moved';
+COMMENT ON FUNCTION pipeline_kafka.preview(text, text, text, text, text, text, text[], jsonb, regprocedure, text, text[], text, integer, bigint) IS 'what the next messages of a topic would become in a table with these consume_begin options, written and rolled back: rows or errors, nothing stored';
+COMMENT ON FUNCTION pipeline_kafka.topic_watermarks(text, integer) IS 'the low and high watermark of every partition of a topic (or one), asked from the brokers';
+COMMENT ON FUNCTION pipeline_kafka.consumer_watermarks() IS 'the high watermark per consumer and partition (from the running worker, else from the brokers), behind the consumer_lag view';
+COMMENT ON FUNCTION pipeline_kafka.partition_status() IS 'what the workers publish per Kafka consumer and partition (worker pid, high watermark, counters, last batch), behind the consumer_status view; the caller''s consumers only';
+COMMENT ON FUNCTION pipeline_kafka.produce_message(text, bytea, integer, bytea, jsonb, timestamptz) IS 'send a message to a topic when the calling transaction commits (through the outbox); returns its outbox id';
+COMMENT ON FUNCTION pipeline_kafka.emit_tuple() IS 'row trigger: sends each new row as JSON (a tombstone on DELETE) to the topic named by its arguments (topic, partition, key column) when the transaction commits';
+COMMENT ON FUNCTION pipeline_kinesis.add_endpoint(text, text, text, text) IS 'name a Kinesis endpoint: region, optional credentials file and URL';
+COMMENT ON FUNCTION pipeline_kinesis.remove_endpoint(text) IS 'remove a Kinesis endpoint no consumer uses';
+COMMENT ON FUNCTION pipeline_kinesis.consume_begin(text, text, text, text, text, text, text, integer, integer, integer, timestamptz, integer, integer, jsonb, text, integer, text[], jsonb, regprocedure, text, text[], text) IS 'start (or change and restart) the consumer of a Kinesis stream into a table, exactly once; returns its id';
+COMMENT ON FUNCTION pipeline_kinesis.consume_begin() IS 'start every stopped Kinesis consumer the caller may manage; returns how many';
+COMMENT ON FUNCTION pipeline_kinesis.consume_end(text, text, text) IS 'stop the consumer of a Kinesis stream into a table; its checkpoints are kept';
+COMMENT ON FUNCTION pipeline_kinesis.consume_end() IS 'stop every running Kinesis consumer the caller may manage; returns how many';
+COMMENT ON FUNCTION pipeline_kinesis.consume_drop(text, text, text) IS 'remove the consumer of a Kinesis stream into a table with its checkpoints and dead letters';
+COMMENT ON FUNCTION pipeline_kinesis.preview(text, text, text, text, text, text, text, text[], jsonb, regprocedure, text, text[], text, integer, integer, timestamptz) IS 'what the next records of a Kinesis stream would become in a table with these consume_begin options, written and rolled back: rows or errors, nothing stored';
+COMMENT ON FUNCTION pipeline_kinesis.shard_status() IS 'what the workers publish per Kinesis consumer and shard (worker pid, millis behind latest, counters, last batch), behind the consumer_status view; the caller''s consumers only';
+
 
 
 -- ---------------------------------------------------------------------------------------------

@@ -55,6 +55,11 @@ SCHEMA_QUERIES = {
         SELECT pg_describe_object(d.classid, d.objid, d.objsubid) FROM pg_depend d
         JOIN pg_extension e ON e.oid = d.refobjid AND d.refclassid = 'pg_extension'::regclass
         WHERE e.extname = 'pipeline_ingest' AND d.deptype = 'e' ORDER BY 1""",
+    "comments": """
+        SELECT pg_describe_object(d.classid, d.objid, d.objsubid), c.description FROM pg_depend d
+        JOIN pg_extension e ON e.oid = d.refobjid AND d.refclassid = 'pg_extension'::regclass
+        LEFT JOIN pg_description c ON c.classoid = d.classid AND c.objoid = d.objid AND c.objsubid = 0
+        WHERE e.extname = 'pipeline_ingest' AND d.deptype = 'e' ORDER BY 1""",
     "dumped": """
         SELECT c::regclass::text, coalesce(e.extcondition[array_position(e.extconfig, c)], '')
         FROM pg_extension e, unnest(e.extconfig) AS c WHERE e.extname = 'pipeline_ingest' ORDER BY 1""",
