@@ -118,3 +118,12 @@ LEFT JOIN pg_catalog.pg_stat_activity a
 -- the view reads the table as its owner, past row-level security: the same rule, for the caller
 WHERE pg_catalog.pg_has_role(c.owner, 'USAGE');
 GRANT SELECT ON pipeline_kinesis.consumer_status TO PUBLIC;
+
+-- Issue 24.6: retrying a consumer's dead letters (executable by PUBLIC like the other consumer
+-- functions: each checks that the caller may manage the consumer, 42501 otherwise).
+COMMENT ON FUNCTION pipeline_kafka.retry_dead_letters(text, text, bigint) IS
+    'Puts the dead letters of the consumer of topic into relation through its current settings again, oldest first (partition, offset; at most max, NULL = all), as the table''s owner, in the caller''s transaction: those that become rows leave the dead letters, the others stay with their new error. Returns how many became rows. For members of the consumer''s owner and superusers (42501 otherwise).';
+COMMENT ON FUNCTION pipeline_kafka.retry_dead_letters_stream_partitioned(text, bigint) IS
+    'retry_dead_letters for the stream-partitioned consumer of topic: each message goes to the table its key names now, as that table''s owner, under the consumer''s rules. Returns how many became rows.';
+COMMENT ON FUNCTION pipeline_kinesis.retry_dead_letters(text, text, text, bigint) IS
+    'Puts the dead letters of the consumer of stream at endpoint into relation through its current settings again, oldest first (at most max, NULL = all), as the table''s owner, in the caller''s transaction: those that become rows leave the dead letters, the others stay with their new error. Returns how many became rows. For members of the consumer''s owner and superusers (42501 otherwise).';
