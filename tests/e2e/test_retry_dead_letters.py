@@ -280,3 +280,27 @@ def test_kinesis_letters_become_rows_after_the_table_is_fixed(fresh_db, stream_f
     assert query(fresh_db, "SELECT id, by_role FROM k_seen ORDER BY n") == [(1, owner), (3, owner)]
     left = query(fresh_db, "SELECT convert_from(data, 'UTF8'), partition_key, sqlstate FROM pipeline_kinesis.dead_letters")
     assert left == [("x,2,b", "b", "22P02")]
+
+
+@pytest.mark.timeout(120)
+def test_stream_partitioned_letters_go_to_the_table_their_key_names_now(fresh_db, topic_factory, roles):
+    topic = topic_factory(1)
+    owner = roles("pi_own")
+    with pg_connect(fresh_db) as conn:
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
+        conn.execute(f"GRANT CREATE ON SCHEMA public TO {owner}")
+        # a superuser's stream-partitioned consumer: rows go in as each table's owner
+        cid = conn.execute("SELECT pipeline_kafka.consume_begin_stream_partitioned(%s, format := 'csv', "
+                           "start_offset := -2)", (topic,)).fetchone()[0]
+    produce(topic, ["1,one", "2,two"], key="later")
+    _wait_letters(fresh_db, cid, 2)
+    assert {r[3] for r in _letters(fresh_db, cid)} == {"42P01"}
+    with pg_connect(fresh_db, user=owner) as conn:
+        conn.execute(TABLE.format(t="later").replace("amount numeric", "name text"))
+    with pg_connect(fresh_db, user=owner) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT pipeline_kafka.retry_dead_letters_stream_partitioned(%s)", (topic,))
+    assert scalar(fresh_db, "SELECT pipeline_kafka.retry_dead_letters_stream_partitioned(%s)", (topic,)) == 2
+    assert query(fresh_db, "SELECT id, name FROM later ORDER BY id") == [(1, "one"), (2, "two")]
+    assert query(fresh_db, "SELECT by_role FROM later_seen") == [(owner,), (owner,)]
+    assert scalar(fresh_db, "SELECT count(*) FROM pipeline_kafka.dead_letters") == 0
