@@ -5,10 +5,9 @@ owner, in the caller's transaction: those that become rows leave the dead letter
 with their new error; they return how many became rows. Only who may manage the consumer may."""
 from __future__ import annotations
 
-import threading
-
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from pihelpers import (KAFKA_BOOTSTRAP, kinesis_add_endpoint, kinesis_consume_begin, kinesis_put_records, pg_connect,
                        produce, query, scalar, wait_until)
@@ -37,7 +36,7 @@ def _kafka_consumer(conn, topic: str, table: str, broker: bool = True, **kw) -> 
     if broker:
         conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
     if "transform" not in kw:
-        kw["format"] = "csv"
+        kw.setdefault("format", "csv")
     names = list(kw)
     args = "".join(f", {n} := %s" for n in names)
     return conn.execute(f"SELECT pipeline_kafka.consume_begin(%s, %s, start_offset := -2{args})",
@@ -304,3 +303,24 @@ def test_stream_partitioned_letters_go_to_the_table_their_key_names_now(fresh_db
     assert query(fresh_db, "SELECT id, name FROM later ORDER BY id") == [(1, "one"), (2, "two")]
     assert query(fresh_db, "SELECT by_role FROM later_seen") == [(owner,), (owner,)]
     assert scalar(fresh_db, "SELECT count(*) FROM pipeline_kafka.dead_letters") == 0
+
+
+@pytest.mark.timeout(120)
+def test_upsert_and_metadata_settings_apply_to_a_retry(fresh_db, topic_factory):
+    topic = topic_factory(1)
+    produce(topic, ['{"id": 1, "name": "a"}', '{"id": 2, "name": "blocked"}', '{"id": 1, "name": "b"}'],
+            keys=["1", "2", "1"])
+    with pg_connect(fresh_db) as conn:
+        conn.execute("CREATE TABLE customers (id int PRIMARY KEY, name text CONSTRAINT ok CHECK (name <> 'blocked'), "
+                     "off bigint)")
+        cid = _kafka_consumer(conn, topic, "customers", format="json", mode="upsert",
+                              metadata=Jsonb({"offset": "off"}))
+    wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM pipeline_kafka.dead_letters") == 1
+               and query(fresh_db, "SELECT id, name, off FROM customers") == [(1, "b", 2)],
+               timeout=60, what="the upserted row and one dead letter")
+    with pg_connect(fresh_db) as conn:
+        conn.execute("ALTER TABLE customers DROP CONSTRAINT ok")
+        assert conn.execute("SELECT pipeline_kafka.retry_dead_letters(%s, 'customers')", (topic,)).fetchone()[0] == 1
+    # the letter's offset fills the metadata column, the upsert writes its key's row
+    assert query(fresh_db, "SELECT id, name, off FROM customers ORDER BY id") == [(1, "b", 2), (2, "blocked", 1)]
+    assert scalar(fresh_db, "SELECT count(*) FROM pipeline_kafka.dead_letters WHERE consumer_id = %s", (cid,)) == 0
