@@ -115,15 +115,20 @@ impl Retry {
                     Some("The consumer's on_error is 'stop': nothing was retried. Fix what fails, or change on_error with consume_begin.".into()),
                 );
             }
-            let failed: Vec<(i64, &str, &str)> = rejected.iter().map(|r| (ids[r.msg], r.error.as_str(), r.sqlstate.as_str())).collect();
             if target.on_error == OnError::Skip {
                 for r in &rejected {
                     warning!("skipped the dead letter at {}: {} [SQLSTATE {}]", describe(&messages[r.msg].pos), r.error, r.sqlstate);
                 }
                 dead_letters::delete(self.source, &ids);
             } else {
-                let done: Vec<i64> = ids.iter().enumerate().filter(|(i, _)| rejected.binary_search_by_key(i, |r| r.msg).is_err()).map(|(_, id)| *id).collect();
+                // `rejected` is sorted by message.
+                let done: Vec<i64> = (0..ids.len())
+                    .filter(|i| rejected.binary_search_by_key(i, |r| r.msg).is_err())
+                    .map(|i| ids[i])
+                    .collect();
                 dead_letters::delete(self.source, &done);
+                let failed: Vec<(i64, &str, &str)> =
+                    rejected.iter().map(|r| (ids[r.msg], r.error.as_str(), r.sqlstate.as_str())).collect();
                 dead_letters::set_errors(self.source, &failed);
             }
             tried += ids.len() as i64;

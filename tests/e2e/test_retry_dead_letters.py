@@ -324,3 +324,22 @@ def test_upsert_and_metadata_settings_apply_to_a_retry(fresh_db, topic_factory):
     # the letter's offset fills the metadata column, the upsert writes its key's row
     assert query(fresh_db, "SELECT id, name, off FROM customers ORDER BY id") == [(1, "b", 2), (2, "blocked", 1)]
     assert scalar(fresh_db, "SELECT count(*) FROM pipeline_kafka.dead_letters WHERE consumer_id = %s", (cid,)) == 0
+
+
+@pytest.mark.timeout(120)
+def test_on_error_skip_drops_a_letter_that_still_fails_with_a_warning(fresh_db, topic_factory):
+    topic = topic_factory(1)
+    produce(topic, ["1,1,a", "x,2,b"])
+    with pg_connect(fresh_db) as conn:
+        conn.execute(TABLE.format(t="t"))
+        cid = _kafka_consumer(conn, topic, "t")
+    _wait_letters(fresh_db, cid, 2)
+    with pg_connect(fresh_db) as conn:
+        conn.execute("ALTER TABLE t ADD COLUMN name text")
+        conn.execute("SELECT pipeline_kafka.consume_begin(%s, 't', format := 'csv', on_error := 'skip')", (topic,))
+        notices: list[str] = []
+        conn.add_notice_handler(lambda d: notices.append(f"{d.severity_nonlocalized}: {d.message_primary}"))
+        assert conn.execute("SELECT pipeline_kafka.retry_dead_letters(%s, 't')", (topic,)).fetchone()[0] == 1
+    assert any(n.startswith("WARNING: skipped the dead letter at partition 0 offset 1") for n in notices), notices
+    assert query(fresh_db, "SELECT id FROM t") == [(1,)]
+    assert scalar(fresh_db, "SELECT count(*) FROM pipeline_kafka.dead_letters") == 0
