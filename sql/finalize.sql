@@ -178,3 +178,12 @@ COMMENT ON FUNCTION pipeline_kinesis.consume_end() IS 'stop every running Kinesi
 COMMENT ON FUNCTION pipeline_kinesis.consume_drop(text, text, text) IS 'remove the consumer of a Kinesis stream into a table with its checkpoints and dead letters';
 COMMENT ON FUNCTION pipeline_kinesis.preview(text, text, text, text, text, text, text, text[], jsonb, regprocedure, text, text[], text, integer, integer, timestamptz) IS 'what the next records of a Kinesis stream would become in a table with these consume_begin options, written and rolled back: rows or errors, nothing stored';
 COMMENT ON FUNCTION pipeline_kinesis.shard_status() IS 'what the workers publish per Kinesis consumer and shard (worker pid, millis behind latest, counters, last batch), behind the consumer_status view; the caller''s consumers only';
+
+-- Issue 24.6: retrying a consumer's dead letters (executable by PUBLIC like the other consumer
+-- functions: each checks that the caller may manage the consumer, 42501 otherwise).
+COMMENT ON FUNCTION pipeline_kafka.retry_dead_letters(text, text, bigint) IS
+    'Puts the dead letters of the consumer of topic into relation through its current settings again, oldest first (partition, offset; at most max, NULL = all), as the table''s owner, in the caller''s transaction: those that become rows leave the dead letters, the others stay with their new error. Returns how many became rows. For members of the consumer''s owner and superusers (42501 otherwise).';
+COMMENT ON FUNCTION pipeline_kafka.retry_dead_letters_stream_partitioned(text, bigint) IS
+    'retry_dead_letters for the stream-partitioned consumer of topic: each message goes to the table its key names now, as that table''s owner, under the consumer''s rules. Returns how many became rows.';
+COMMENT ON FUNCTION pipeline_kinesis.retry_dead_letters(text, text, text, bigint) IS
+    'Puts the dead letters of the consumer of stream at endpoint into relation through its current settings again, oldest first (at most max, NULL = all), as the table''s owner, in the caller''s transaction: those that become rows leave the dead letters, the others stay with their new error. Returns how many became rows. For members of the consumer''s owner and superusers (42501 otherwise).';

@@ -28,6 +28,38 @@
 -- ---------------------------------------------------------------------------------------------
 -- Issue 24.6: retry_dead_letters
 -- ---------------------------------------------------------------------------------------------
+-- retry_dead_letters (as pgrx generates them; executable by PUBLIC like the other consumer
+-- functions: each checks that the caller may manage the consumer) and their comments.
+CREATE  FUNCTION pipeline_kafka."retry_dead_letters_stream_partitioned"(
+	"topic" TEXT, /* Option < & str > */
+	"max" bigint DEFAULT NULL /* Option < i64 > */
+) RETURNS bigint /* i64 */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'retry_dead_letters_stream_partitioned_wrapper';
+CREATE  FUNCTION pipeline_kafka."retry_dead_letters"(
+	"topic" TEXT, /* Option < & str > */
+	"relation" TEXT, /* Option < & str > */
+	"max" bigint DEFAULT NULL /* Option < i64 > */
+) RETURNS bigint /* i64 */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'kafka_retry_dead_letters_wrapper';
+CREATE  FUNCTION pipeline_kinesis."retry_dead_letters"(
+	"endpoint" TEXT, /* Option < & str > */
+	"stream" TEXT, /* Option < & str > */
+	"relation" TEXT, /* Option < & str > */
+	"max" bigint DEFAULT NULL /* Option < i64 > */
+) RETURNS bigint /* i64 */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'kinesis_retry_dead_letters_wrapper';
+COMMENT ON FUNCTION pipeline_kafka.retry_dead_letters(text, text, bigint) IS
+    'Puts the dead letters of the consumer of topic into relation through its current settings again, oldest first (partition, offset; at most max, NULL = all), as the table''s owner, in the caller''s transaction: those that become rows leave the dead letters, the others stay with their new error. Returns how many became rows. For members of the consumer''s owner and superusers (42501 otherwise).';
+COMMENT ON FUNCTION pipeline_kafka.retry_dead_letters_stream_partitioned(text, bigint) IS
+    'retry_dead_letters for the stream-partitioned consumer of topic: each message goes to the table its key names now, as that table''s owner, under the consumer''s rules. Returns how many became rows.';
+COMMENT ON FUNCTION pipeline_kinesis.retry_dead_letters(text, text, text, bigint) IS
+    'Puts the dead letters of the consumer of stream at endpoint into relation through its current settings again, oldest first (at most max, NULL = all), as the table''s owner, in the caller''s transaction: those that become rows leave the dead letters, the others stay with their new error. Returns how many became rows. For members of the consumer''s owner and superusers (42501 otherwise).';
 
 
 

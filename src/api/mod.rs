@@ -10,6 +10,7 @@ pub mod preview;
 pub mod lag;
 pub mod partitioned;
 pub mod produce;
+pub mod retry;
 pub mod seek;
 pub mod status;
 

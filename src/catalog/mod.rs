@@ -2,6 +2,7 @@
 //! as the bootstrap superuser because the tables are not writable by other roles.
 
 pub mod consumers;
+pub mod dead_letters;
 pub mod kafka;
 pub mod kinesis;
 pub mod seqnums;

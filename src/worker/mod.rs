@@ -7,6 +7,7 @@ pub mod consumer;
 pub mod kinesis;
 pub mod launcher;
 pub mod pipeline;
+pub mod retry;
 pub mod supervisor;
 
 use pgrx::bgworkers::BackgroundWorkerBuilder;
