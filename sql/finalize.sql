@@ -118,3 +118,45 @@ LEFT JOIN pg_catalog.pg_stat_activity a
 -- the view reads the table as its owner, past row-level security: the same rule, for the caller
 WHERE pg_catalog.pg_has_role(c.owner, 'USAGE');
 GRANT SELECT ON pipeline_kinesis.consumer_status TO PUBLIC;
+
+-- 0.7.0 (issue 24.12): pipeline_kinesis's lag view, as pipeline_kafka.consumer_lag: per consumer
+-- and shard its workers know, the checkpoint (the last record consumed) and how far behind the
+-- shard's newest record its worker reads. Kinesis tells the distance as time only
+-- (MillisBehindLatest of the worker's last GetRecords, as shard_status() publishes it; NULL while
+-- no worker reads the shard); the lag in records is known only for a shard read to its end (0).
+CREATE VIEW pipeline_kinesis.consumer_lag WITH (security_barrier) AS
+WITH s AS (SELECT * FROM pipeline_kinesis.shard_status())
+SELECT c.id AS consumer_id,
+       c.endpoint,
+       c.stream,
+       q.shard_id,
+       q.seqnum AS sequence_number,
+       q.sub_sequence,
+       CASE WHEN a.pid IS NOT NULL AND NOT q.finished THEN s.millis_behind_latest END AS millis_behind_latest,
+       CASE WHEN q.finished THEN 0::bigint END AS lag
+FROM pipeline_kinesis.consumers c
+JOIN pipeline_kinesis.seqnums q ON q.consumer_id = c.id
+LEFT JOIN s ON s.consumer_id = q.consumer_id
+           AND s.shard = CASE WHEN substring(q.shard_id FROM '[0-9]+$')::numeric <= 2147483647
+                              THEN substring(q.shard_id FROM '[0-9]+$')::integer END
+-- the worker still runs (pg_stat_activity shows every pid; its backend_type only to callers with
+-- the privileges of the worker's role, the bootstrap superuser)
+LEFT JOIN pg_catalog.pg_stat_activity a
+       ON a.pid = s.worker_pid AND c.enabled
+      AND coalesce(a.backend_type, 'pipeline_kinesis consumer') = 'pipeline_kinesis consumer'
+-- the view reads the table as its owner, past row-level security: the same rule, for the caller
+WHERE pg_catalog.pg_has_role(c.owner, 'USAGE');
+GRANT SELECT ON pipeline_kinesis.consumer_lag TO PUBLIC;
+
+COMMENT ON VIEW pipeline_kinesis.consumer_lag IS
+    'Per Kinesis consumer and shard: the last record consumed, millis_behind_latest (MillisBehindLatest of the worker''s last GetRecords; NULL while no worker reads the shard) and lag in records where known (0 for a shard read to its end, else NULL: Kinesis does not count records). Consumers of the caller''s roles only.';
+COMMENT ON FUNCTION pipeline_kinesis.seek(text, text, text, text, text, timestamptz) IS
+    'Moves a Kinesis consumer: shard_id to the record sequence_number (read next: AT_SEQUENCE_NUMBER), or one shard or all (shard_id NULL) to the first record that arrived at or after start_time (AT_TIMESTAMP); its workers restart there at commit. Owner''s members and superusers only. Returns how many shards moved.';
+COMMENT ON TABLE pipeline_kinesis.seeks IS
+    'Where pipeline_kinesis.seek moved a shard: used while the shard has no checkpoint in seqnums (seqnum NULL, not finished); forgotten with its seqnums row.';
+COMMENT ON COLUMN pipeline_kinesis.seeks.sequence_number IS
+    'The shard is read from this record on (AT_SEQUENCE_NUMBER), the record included.';
+COMMENT ON COLUMN pipeline_kinesis.seeks.start_time IS
+    'The shard is read from the first record that arrived at or after this time (AT_TIMESTAMP, to the millisecond).';
+COMMENT ON SEQUENCE pipeline_kafka.consumers_id_seq IS
+    'The ids of every consumer, Kafka (pipeline_kafka.consumers, stream-partitioned ones included) and Kinesis (pipeline_kinesis.consumers), since 0.7.0.';

@@ -4,6 +4,7 @@
 pub mod consumers;
 pub mod kafka;
 pub mod kinesis;
+pub mod kinesis_seek;
 pub mod seqnums;
 
 use pgrx::prelude::*;
