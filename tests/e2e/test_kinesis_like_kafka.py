@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from pihelpers import (KAFKA_BOOTSTRAP, fresh_db as fresh_database, kinesis_add_endpoint, kinesis_consume_begin,
-                       kinesis_put_records, kinesis_split_shard, pg_connect, query, scalar, wait_until)
+                       kinesis_put_records, kinesis_split_shard, kpl_aggregate, pg_connect, query, scalar, wait_until)
 
 
 def _values(db: str, table: str = "t") -> Counter:
@@ -174,6 +174,63 @@ def test_seek_back_to_a_record_reingests_from_that_record(fresh_db, stream_facto
     # the checkpoint is the last record again (committed with its row)
     assert query(db, "SELECT seqnum, finished FROM pipeline_kinesis.seqnums WHERE consumer_id = %s", [cid]) \
         == [(marker, False)]
+
+
+@pytest.mark.timeout(120)
+def test_seek_to_a_kpl_aggregate_reads_all_its_user_records_again(fresh_db, stream_factory):
+    """A sequence number names a whole record: seeking to a KPL aggregate reads every one of its
+    user records again, then what follows it."""
+    db = fresh_db
+    stream, (shard,) = stream_factory(1)
+    kinesis_add_endpoint(db)
+    with pg_connect(db) as conn:
+        conn.execute("CREATE TABLE t (v text)")
+        kinesis_consume_begin(conn, "local", stream, "t", start_offset=-2)
+    put = kinesis_put_records(stream, [("p", "p0"), ("agg", kpl_aggregate([(f"k{i}", f"a{i}") for i in range(5)])),
+                                       ("p", "p1")])
+    once = Counter(["p0", "p1"] + [f"a{i}" for i in range(5)])
+    _wait_values(db, once)
+    assert _seek(db, stream, shard_id=shard, sequence_number=put[1][1]) == 1
+    _wait_values(db, once + Counter(["p1"] + [f"a{i}" for i in range(5)]))
+
+
+@pytest.mark.timeout(180)
+def test_seek_during_ingestion_is_fenced(fresh_db, stream_factory):
+    """A seek while the worker is writing a batch: the batch read from the old position does not
+    commit, the worker restarts at the new one. With the consumer row locked by the test (no batch
+    half-way), checkpoint record c and the shard moved back to record c-4: every record is in the
+    table once, except c-4 .. c, exactly twice."""
+    db = fresh_db
+    stream, (shard,) = stream_factory(1)
+    kinesis_add_endpoint(db)
+    n = 600
+    put = kinesis_put_records(stream, [("k", str(i)) for i in range(n)])
+    index = {seq: i for i, (_, seq) in enumerate(put)}
+    with pg_connect(db) as conn:
+        # a slow trigger keeps the worker inside its batches (10 records each, ~50 ms)
+        conn.execute("CREATE TABLE t (v text)")
+        conn.execute("""CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_sleep(0.005); RETURN NEW; END $$""")
+        conn.execute("CREATE TRIGGER slow BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION slow()")
+        cid = kinesis_consume_begin(conn, "local", stream, "t", start_offset=-2, batchsize=10)
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM t") >= 100, timeout=60, what="100 rows")
+    with pg_connect(db) as conn:
+        with conn.transaction():
+            conn.execute("SELECT 1 FROM pipeline_kinesis.consumers WHERE id = %s FOR UPDATE", [cid])
+            seq = conn.execute("SELECT seqnum FROM pipeline_kinesis.seqnums WHERE consumer_id = %s", [cid]).fetchone()[0]
+            c = index[seq]
+            assert c < n - 1, "ingestion finished before the seek; the test needs it mid-way"
+            wait_until(lambda: scalar(db, "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                                          "WHERE NOT l.granted AND a.backend_type = 'pipeline_kinesis consumer' "
+                                          "AND a.datname = %s", [db]) > 0,
+                       timeout=30, what="the worker's batch waiting for the consumer row")
+            assert conn.execute("SELECT pipeline_kinesis.seek('local', %s, 't', shard_id := %s, sequence_number := %s)",
+                                [stream, shard, put[c - 4][1]]).fetchone()[0] == 1
+    want = Counter(str(i) for i in range(n)) + Counter(str(i) for i in range(c - 4, c + 1))
+    _wait_values(db, want, timeout=120)
+    wait_until(lambda: scalar(db, "SELECT seqnum FROM pipeline_kinesis.seqnums WHERE consumer_id = %s", [cid])
+               == put[-1][1], timeout=30, what="the checkpoint at the last record")
+    assert _values(db) == want
 
 
 @pytest.mark.timeout(180)
