@@ -154,6 +154,10 @@ COMMENT ON FUNCTION pipeline_kinesis.seek(text, text, text, text, text, timestam
     'Moves a Kinesis consumer: shard_id to the record sequence_number (read next: AT_SEQUENCE_NUMBER), or one shard or all (shard_id NULL) to the first record that arrived at or after start_time (AT_TIMESTAMP); its workers restart there at commit. Owner''s members and superusers only. Returns how many shards moved.';
 COMMENT ON TABLE pipeline_kinesis.seeks IS
     'Where pipeline_kinesis.seek moved a shard: used while the shard has no checkpoint in seqnums (seqnum NULL, not finished); forgotten with its seqnums row.';
+COMMENT ON COLUMN pipeline_kinesis.seeks.consumer_id IS
+    'The Kinesis consumer (pipeline_kinesis.consumers.id) whose shard was moved.';
+COMMENT ON COLUMN pipeline_kinesis.seeks.shard_id IS
+    'The shard moved; its row in pipeline_kinesis.seqnums has no checkpoint while the position holds.';
 COMMENT ON COLUMN pipeline_kinesis.seeks.sequence_number IS
     'The shard is read from this record on (AT_SEQUENCE_NUMBER), the record included.';
 COMMENT ON COLUMN pipeline_kinesis.seeks.start_time IS
