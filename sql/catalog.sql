@@ -159,7 +159,9 @@ CREATE TABLE pipeline_kinesis.endpoints (
 );
 
 CREATE TABLE pipeline_kinesis.consumers (
-    id           serial PRIMARY KEY,
+    -- 0.7.0: one id sequence for every consumer of both systems (Kafka's), so that an id names one
+    -- consumer (a database updated from 0.6.0 may keep older Kafka and Kinesis consumers of one id)
+    id           integer PRIMARY KEY DEFAULT nextval('pipeline_kafka.consumers_id_seq'::regclass),
     endpoint     text NOT NULL REFERENCES pipeline_kinesis.endpoints (name) ON UPDATE CASCADE,
     stream       text NOT NULL CHECK (stream <> ''),
     relation     regclass NOT NULL,
@@ -218,6 +220,20 @@ CREATE TABLE pipeline_kinesis.seqnums (
     -- ListShards shows an ending sequence number (split or merged away)
     closed      boolean NOT NULL DEFAULT false,
     PRIMARY KEY (consumer_id, shard_id)
+);
+
+-- 0.7.0: where pipeline_kinesis.seek moved a shard. The seek clears the shard's checkpoint in
+-- seqnums; while it has none (seqnum NULL, not finished) the shard is read from this record on
+-- (AT_SEQUENCE_NUMBER) or from the first record that arrived at or after start_time
+-- (AT_TIMESTAMP). Forgotten with the seqnums row (consume_begin with a start, consume_drop).
+CREATE TABLE pipeline_kinesis.seeks (
+    consumer_id     integer NOT NULL,
+    shard_id        text NOT NULL,
+    sequence_number text CHECK (sequence_number ~ '^[0-9]+$'),
+    start_time      timestamptz,
+    CHECK ((sequence_number IS NULL) <> (start_time IS NULL)),
+    PRIMARY KEY (consumer_id, shard_id),
+    FOREIGN KEY (consumer_id, shard_id) REFERENCES pipeline_kinesis.seqnums (consumer_id, shard_id) ON DELETE CASCADE
 );
 
 -- Kinesis user records that could not become rows, with their raw bytes; as pipeline_kafka's.
@@ -290,8 +306,8 @@ SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.outbox_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.outbox_dead_letters', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.endpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.consumers', '');
-SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.consumers_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.seqnums', '');
+SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.seeks', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.dead_letters', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.dead_letters_id_seq', '');
 

@@ -141,10 +141,8 @@ COMMENT ON TABLE pipeline_kinesis.consumers IS 'one row per Kinesis consumer (en
 COMMENT ON TABLE pipeline_kinesis.seqnums IS 'the checkpoint per Kinesis consumer and shard (last sequence number, sub-sequence, finished), committed in the same transaction as the rows';
 COMMENT ON TABLE pipeline_kinesis.dead_letters IS 'Kinesis user records that could not become rows, with their raw bytes, error and SQLSTATE; visible to (and deletable by) members of the consumer''s owner when written';
 
-COMMENT ON SEQUENCE pipeline_kafka.consumers_id_seq IS 'ids of pipeline_kafka.consumers';
 COMMENT ON SEQUENCE pipeline_kafka.dead_letters_id_seq IS 'ids of pipeline_kafka.dead_letters';
 COMMENT ON SEQUENCE pipeline_kafka.outbox_id_seq IS 'ids of pipeline_kafka.outbox (the order messages are sent in); outbox_dead_letters keep theirs';
-COMMENT ON SEQUENCE pipeline_kinesis.consumers_id_seq IS 'ids of pipeline_kinesis.consumers';
 COMMENT ON SEQUENCE pipeline_kinesis.dead_letters_id_seq IS 'ids of pipeline_kinesis.dead_letters';
 
 COMMENT ON VIEW pipeline_kafka.consumer_status IS 'one row per Kafka consumer and partition: state, worker, next offset, high watermark, lag, counters since the server started, last_error; the caller''s consumers only';
@@ -187,3 +185,49 @@ COMMENT ON FUNCTION pipeline_kafka.retry_dead_letters_stream_partitioned(text, b
     'retry_dead_letters for the stream-partitioned consumer of topic: each message goes to the table its key names now, as that table''s owner, under the consumer''s rules. Returns how many became rows.';
 COMMENT ON FUNCTION pipeline_kinesis.retry_dead_letters(text, text, text, bigint) IS
     'Puts the dead letters of the consumer of stream at endpoint into relation through its current settings again, oldest first (at most max, NULL = all), as the table''s owner, in the caller''s transaction: those that become rows leave the dead letters, the others stay with their new error. Returns how many became rows. For members of the consumer''s owner and superusers (42501 otherwise).';
+
+-- 0.7.0 (issue 24.12): pipeline_kinesis's lag view, as pipeline_kafka.consumer_lag: per consumer
+-- and shard its workers know, the checkpoint (the last record consumed) and how far behind the
+-- shard's newest record its worker reads. Kinesis tells the distance as time only
+-- (MillisBehindLatest of the worker's last GetRecords, as shard_status() publishes it; NULL while
+-- no worker reads the shard); the lag in records is known only for a shard read to its end (0).
+CREATE VIEW pipeline_kinesis.consumer_lag WITH (security_barrier) AS
+WITH s AS (SELECT * FROM pipeline_kinesis.shard_status())
+SELECT c.id AS consumer_id,
+       c.endpoint,
+       c.stream,
+       q.shard_id,
+       q.seqnum AS sequence_number,
+       q.sub_sequence,
+       CASE WHEN a.pid IS NOT NULL AND NOT q.finished THEN s.millis_behind_latest END AS millis_behind_latest,
+       CASE WHEN q.finished THEN 0::bigint END AS lag
+FROM pipeline_kinesis.consumers c
+JOIN pipeline_kinesis.seqnums q ON q.consumer_id = c.id
+LEFT JOIN s ON s.consumer_id = q.consumer_id
+           AND s.shard = CASE WHEN substring(q.shard_id FROM '[0-9]+$')::numeric <= 2147483647
+                              THEN substring(q.shard_id FROM '[0-9]+$')::integer END
+-- the worker still runs (pg_stat_activity shows every pid; its backend_type only to callers with
+-- the privileges of the worker's role, the bootstrap superuser)
+LEFT JOIN pg_catalog.pg_stat_activity a
+       ON a.pid = s.worker_pid AND c.enabled
+      AND coalesce(a.backend_type, 'pipeline_kinesis consumer') = 'pipeline_kinesis consumer'
+-- the view reads the table as its owner, past row-level security: the same rule, for the caller
+WHERE pg_catalog.pg_has_role(c.owner, 'USAGE');
+GRANT SELECT ON pipeline_kinesis.consumer_lag TO PUBLIC;
+
+COMMENT ON VIEW pipeline_kinesis.consumer_lag IS
+    'Per Kinesis consumer and shard: the last record consumed, millis_behind_latest (MillisBehindLatest of the worker''s last GetRecords; NULL while no worker reads the shard) and lag in records where known (0 for a shard read to its end, else NULL: Kinesis does not count records). Consumers of the caller''s roles only.';
+COMMENT ON FUNCTION pipeline_kinesis.seek(text, text, text, text, text, timestamptz) IS
+    'Moves a Kinesis consumer: shard_id to the record sequence_number (read next: AT_SEQUENCE_NUMBER), or one shard or all (shard_id NULL) to the first record that arrived at or after start_time (AT_TIMESTAMP); its workers restart there at commit. Owner''s members and superusers only. Returns how many shards moved.';
+COMMENT ON TABLE pipeline_kinesis.seeks IS
+    'Where pipeline_kinesis.seek moved a shard: used while the shard has no checkpoint in seqnums (seqnum NULL, not finished); forgotten with its seqnums row.';
+COMMENT ON COLUMN pipeline_kinesis.seeks.consumer_id IS
+    'The Kinesis consumer (pipeline_kinesis.consumers.id) whose shard was moved.';
+COMMENT ON COLUMN pipeline_kinesis.seeks.shard_id IS
+    'The shard moved; its row in pipeline_kinesis.seqnums has no checkpoint while the position holds.';
+COMMENT ON COLUMN pipeline_kinesis.seeks.sequence_number IS
+    'The shard is read from this record on (AT_SEQUENCE_NUMBER), the record included.';
+COMMENT ON COLUMN pipeline_kinesis.seeks.start_time IS
+    'The shard is read from the first record that arrived at or after this time (AT_TIMESTAMP, to the millisecond).';
+COMMENT ON SEQUENCE pipeline_kafka.consumers_id_seq IS
+    'The ids of every consumer, Kafka (pipeline_kafka.consumers, stream-partitioned ones included) and Kinesis (pipeline_kinesis.consumers), since 0.7.0.';

@@ -6,6 +6,7 @@ pub mod metadata_args;
 pub mod writer_args;
 pub mod kafka;
 pub mod kinesis;
+pub mod kinesis_seek;
 pub mod preview;
 pub mod lag;
 pub mod partitioned;

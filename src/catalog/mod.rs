@@ -5,6 +5,7 @@ pub mod consumers;
 pub mod dead_letters;
 pub mod kafka;
 pub mod kinesis;
+pub mod kinesis_seek;
 pub mod seqnums;
 
 use pgrx::prelude::*;

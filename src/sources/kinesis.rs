@@ -24,7 +24,7 @@ use crate::xact::in_transaction;
 use ingest_core::backoff::Backoff;
 use ingest_core::batch::{Batch, KinesisPos, Limits};
 use ingest_core::kinesis::lineage::{readable, waiting_for_parents, worker_of, Progress, Shard};
-use ingest_core::kinesis::read::{jitter, start, OutsideShard, Rng, ShardCheckpoint, Unpacked};
+use ingest_core::kinesis::read::{jitter, start_sought, OutsideShard, Rng, ShardCheckpoint, StartAt, Unpacked};
 use ingest_core::kinesis::seqnum::{Resume, ShardPos};
 use ingest_kinesis::{Kinesis, KinesisError, Recovery};
 use std::collections::{BTreeMap, VecDeque};
@@ -60,6 +60,8 @@ pub struct KinesisSource {
     parallelism: i32,
     index: i32,
     start_time: Option<SystemTime>,
+    /// Shards pipeline_kinesis.seek moved, with no checkpoint since: where they start.
+    sought: BTreeMap<String, StartAt>,
     limit: i32,
     poll_interval: Duration,
     retry_max: Duration,
@@ -87,6 +89,8 @@ pub struct ReadSettings {
     pub parallelism: i32,
     pub index: i32,
     pub start_time: Option<SystemTime>,
+    /// Shards pipeline_kinesis.seek moved and not read since (`pipeline_kinesis.seeks`).
+    pub sought: BTreeMap<String, StartAt>,
     pub batchsize: i32,
     pub poll_interval: Duration,
     pub retry_max: Duration,
@@ -107,6 +111,7 @@ impl KinesisSource {
             parallelism: s.parallelism.max(1),
             index: s.index,
             start_time: s.start_time,
+            sought: s.sought.clone(),
             limit: s.batchsize.clamp(1, 10_000),
             poll_interval: s.poll_interval,
             retry_max: s.retry_max,
@@ -213,7 +218,7 @@ impl KinesisSource {
         let stream = self.stream.clone();
         let Some(r) = self.readers.get_mut(id) else { return };
         if r.iterator.is_none() {
-            let (at, skip) = start(r.taken.as_ref(), self.start_time);
+            let (at, skip) = start_sought(r.taken.as_ref(), self.sought.get(id), self.start_time);
             match self.client.iterator(&stream, id, &at) {
                 Ok(it) => {
                     r.iterator = Some(it);

@@ -38,9 +38,10 @@ pub extern "C-unwind" fn pipeline_kinesis_worker_main(_arg: pg_sys::Datum) {
         }
         let c = cat::consumer(args.consumer)?;
         let stored = seqnums::stored(args.consumer);
-        Some((c, stored))
+        let sought = crate::catalog::kinesis_seek::sought(args.consumer);
+        Some((c, stored, sought))
     });
-    let (consumer, stored) = match loaded {
+    let (consumer, stored, sought) = match loaded {
         Ok(Some(v)) => v,
         Ok(None) => return,
         Err(e) => {
@@ -70,7 +71,7 @@ pub extern "C-unwind" fn pipeline_kinesis_worker_main(_arg: pg_sys::Datum) {
         partitioned: false,
     };
     let Some(target) = target_of(&catalog, &args, settings) else { return };
-    let read = read_settings(&consumer, args.index);
+    let read = ReadSettings { sought, ..read_settings(&consumer, args.index) };
     let Some(source) = connect_with_retry(&catalog, || connect(&consumer, &read, &stored)) else { return };
     log!(
         "pipeline_kinesis consumer {} worker {} started: stream \"{}\", reading shards {:?}",
@@ -100,6 +101,7 @@ fn read_settings(c: &Consumer, index: i32) -> ReadSettings {
                 SystemTime::UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
             }
         }),
+        sought: BTreeMap::new(),
         batchsize: c.batchsize,
         poll_interval: Duration::from_millis(c.poll_interval.max(1) as u64),
         retry_max: Duration::from_millis(retry_max_ms.clamp(1_000, 600_000) as u64),

@@ -71,6 +71,9 @@ def test_status_views_are_barriers_to_a_leaky_function(fresh_db, roles, topic_fa
     wait_until(lambda: scalar(db, f"SELECT count(*) FROM {vs}.t") >= 1, timeout=60, what="the victim's row")
     wait_until(lambda: scalar(db, "SELECT count(*) FROM pipeline_kafka.partition_status() WHERE consumer_id = %s",
                               (kid,)) >= 1, timeout=30, what="the victim's worker in shared memory")
+    # The victim's Kinesis worker listed its shard (a row in pipeline_kinesis.consumer_lag).
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM pipeline_kinesis.seqnums WHERE consumer_id = %s", (sid,)) >= 1,
+               timeout=30, what="the victim's shard in seqnums")
     with pg_connect(db) as conn:  # a last_error quoting message contents, as a failed batch leaves one
         conn.execute("UPDATE pipeline_kafka.consumers SET last_error = 'secret message contents' WHERE id = %s", (kid,))
         conn.execute("UPDATE pipeline_kinesis.consumers SET last_error = 'secret record contents' WHERE id = %s", (sid,))
@@ -82,6 +85,7 @@ def test_status_views_are_barriers_to_a_leaky_function(fresh_db, roles, topic_fa
         f"SELECT 1 FROM pipeline_kafka.consumer_lag WHERE {ats}.leak(topic)",
         f"SELECT 1 FROM pipeline_kinesis.consumer_status WHERE {ats}.leak(last_error)",
         f"SELECT 1 FROM pipeline_kinesis.consumer_status WHERE {ats}.leak(stream)",
+        f"SELECT 1 FROM pipeline_kinesis.consumer_lag WHERE {ats}.leak(stream)",
     ]:
         leaked = _notices(db, attacker, sql)
         assert leaked == [], f"{sql}: {leaked}"

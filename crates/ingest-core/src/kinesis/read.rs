@@ -48,6 +48,17 @@ pub fn start(taken: Option<&ShardPos>, start_time: Option<SystemTime>) -> (Start
     }
 }
 
+/// Where to take an iterator for a shard that `pipeline_kinesis.seek` moved to `sought` (a record:
+/// AT_SEQUENCE_NUMBER, or a time: AT_TIMESTAMP): there while nothing was taken from the shard
+/// since, nothing of it skipped; once something was taken (and then committed, which makes it the
+/// shard's checkpoint), from the last record taken, as `start` says.
+pub fn start_sought(taken: Option<&ShardPos>, sought: Option<&StartAt>, start_time: Option<SystemTime>) -> (StartAt, Option<Resume>) {
+    match (taken, sought) {
+        (None, Some(at)) => (at.clone(), None),
+        _ => start(taken, start_time),
+    }
+}
+
 /// What becomes of the KPL user records of an aggregate whose hash key lies outside the range of
 /// the shard it was read from (the consumer's `config` setting `kpl_records_outside_shard`).
 ///
@@ -361,6 +372,23 @@ mod tests {
         // an aggregate read up to its user record 3: read it again, skipping 0..=3
         let part = ShardPos { seq: s("42"), sub: Some(3) };
         assert_eq!(start(Some(&part), None), (StartAt::AtSequence(s("42")), Some(Resume::AtSkipping { seq: s("42"), done: 3 })));
+    }
+
+    #[test]
+    fn a_sought_shard_starts_where_seek_put_it_until_something_is_taken() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let at = StartAt::AtSequence(s("40"));
+        // the record seek named is read again, whole (nothing of it skipped)
+        assert_eq!(start_sought(None, Some(&at), Some(t)), (at.clone(), None));
+        let when = StartAt::AtTimestamp(t);
+        assert_eq!(start_sought(None, Some(&when), None), (when.clone(), None));
+        // something taken since: from there, never back at the sought position
+        let whole = ShardPos { seq: s("42"), sub: None };
+        assert_eq!(start_sought(Some(&whole), Some(&at), None), start(Some(&whole), None));
+        let part = ShardPos { seq: s("40"), sub: Some(1) };
+        assert_eq!(start_sought(Some(&part), Some(&at), None).1, Some(Resume::AtSkipping { seq: s("40"), done: 1 }));
+        // not sought: as before
+        assert_eq!(start_sought(None, None, Some(t)), start(None, Some(t)));
     }
 
     #[test]
