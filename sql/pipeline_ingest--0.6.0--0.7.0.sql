@@ -135,6 +135,8 @@ BEGIN
     END LOOP;
 END
 $$;
+-- Event triggers run their function whatever its EXECUTE privilege: nobody needs to call it.
+REVOKE EXECUTE ON FUNCTION pipeline_kafka.emit_tuple_check() FROM PUBLIC;
 COMMENT ON FUNCTION pipeline_kafka.emit_tuple_check() IS
     'Event trigger function: refuses a CREATE TRIGGER of pipeline_kafka.emit_tuple whose arguments or timing the trigger would refuse when it fires (09000, 42703).';
 CREATE EVENT TRIGGER pipeline_kafka_emit_tuple_check ON ddl_command_end

@@ -390,6 +390,9 @@ def test_produce_requires_execute_privilege(fresh_db, topic_factory):
             su.execute(f"GRANT EXECUTE ON FUNCTION pipeline_kafka.emit_tuple() TO {role}")
         with pg_connect(db, user=role) as conn:
             conn.execute("SELECT pipeline_kafka.produce_message(%s, 'granted')", (topic,))
+            # The creation check runs for a plain role too (its function's EXECUTE is revoked).
+            assert_sqlstate(conn, emit_trigger("t", topic, events="DELETE"), "09000")
+            assert_sqlstate(conn, "SELECT pipeline_kafka.emit_tuple_check()", "42501")
             conn.execute(emit_trigger("t", topic, "-1", "id", events="INSERT"))
             conn.execute("INSERT INTO t VALUES (7, 'row')")
             # The outbox contents stay private; its status view is public.
