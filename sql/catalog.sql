@@ -115,7 +115,8 @@ CREATE TABLE pipeline_kafka.outbox (
     topic       text NOT NULL CHECK (topic <> ''),
     "partition" integer CHECK ("partition" >= 0),
     key         bytea,
-    message     bytea,
+    -- the message's value (named `message` before 0.7.0; `value` as in dead_letters and Kafka)
+    value       bytea,
     headers     jsonb CHECK (headers IS NULL OR jsonb_typeof(headers) = 'object'),
     "timestamp" timestamptz,
     created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
@@ -133,7 +134,7 @@ CREATE TABLE pipeline_kafka.outbox_dead_letters (
     topic       text NOT NULL,
     "partition" integer,
     key         bytea,
-    message     bytea,
+    value       bytea,                  -- named `message` before 0.7.0
     headers     jsonb,
     "timestamp" timestamptz,
     produced_by regrole,
@@ -254,17 +255,18 @@ CREATE TABLE pipeline_kinesis.dead_letters (
 );
 CREATE INDEX ON pipeline_kinesis.dead_letters (consumer_id, shard_id);
 
--- Pending messages per topic: how many, the oldest, and the last delivery error.
+-- Pending messages per topic: how many, the oldest, and the last delivery error. 0.7.0: only
+-- topics with messages pending (a topic whose messages were all delivered or discarded is gone,
+-- whatever error was recorded for it).
 CREATE VIEW pipeline_kafka.outbox_status AS
-SELECT t.topic,
-       coalesce(o.pending, 0) AS pending,
+SELECT o.topic,
+       o.pending,
        o.oldest,
        clock_timestamp() - o.oldest AS oldest_age,
        e.last_error,
        e.last_error_at
-FROM (SELECT topic FROM pipeline_kafka.outbox UNION SELECT topic FROM pipeline_kafka.producer_errors) AS t
-LEFT JOIN (SELECT topic, count(*) AS pending, min(created_at) AS oldest
-           FROM pipeline_kafka.outbox GROUP BY topic) AS o USING (topic)
+FROM (SELECT topic, count(*) AS pending, min(created_at) AS oldest
+      FROM pipeline_kafka.outbox GROUP BY topic) AS o
 LEFT JOIN pipeline_kafka.producer_errors AS e USING (topic);
 
 -- Catalog rows are written only through the extension's functions; everyone may read them,

@@ -50,6 +50,32 @@ mod pipeline_kafka {
         headers: default!(Option<JsonbArg>, "NULL"),
         timestamp: default!(Option<pgrx::datum::TimestampWithTimeZone>, "NULL"),
     ) -> i64 {
+        produce(topic, message, partition, key, headers, timestamp)
+    }
+
+    /// The same for a text message and key, sent as their UTF-8 bytes. An untyped literal
+    /// (`produce_message('t', 'hello')`) resolves to this one, as PostgreSQL prefers text for
+    /// unknown-type arguments; write `'\x..'::bytea` for bytes.
+    #[pg_extern(volatile, parallel_unsafe, name = "produce_message")]
+    fn produce_message_text(
+        topic: Option<&str>,
+        message: Option<&str>,
+        partition: default!(Option<i32>, "NULL"),
+        key: default!(Option<&str>, "NULL"),
+        headers: default!(Option<JsonbArg>, "NULL"),
+        timestamp: default!(Option<pgrx::datum::TimestampWithTimeZone>, "NULL"),
+    ) -> i64 {
+        produce(topic, message.map(str::as_bytes), partition, key.map(str::as_bytes), headers, timestamp)
+    }
+
+    fn produce(
+        topic: Option<&str>,
+        message: Option<&[u8]>,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        headers: Option<JsonbArg>,
+        timestamp: Option<pgrx::datum::TimestampWithTimeZone>,
+    ) -> i64 {
         let topic = crate::error::required(topic, "topic");
         if let Err(e) = ingest_core::broker::check_topic(topic) {
             raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
@@ -71,6 +97,25 @@ mod pipeline_kafka {
         let id = outbox::insert(topic, message, partition, key, headers.as_deref(), timestamp, role);
         wake_producer_at_commit();
         id
+    }
+
+    /// Deletes the messages of `topic` waiting in the outbox (a topic that will never exist, say)
+    /// and its recorded delivery error; returns how many. Revoked from PUBLIC (finalize.sql);
+    /// logged (LOG) with the role, the topic and the count. The messages are not kept as dead
+    /// letters: discarding is a deliberate act of a superuser (or a role granted it), who can read
+    /// the outbox and copy them first. A message the producer has already handed to librdkafka (in
+    /// flight, such as while the broker is down) can still be delivered.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn outbox_discard(topic: Option<&str>) -> i64 {
+        let topic = crate::error::required(topic, "topic");
+        let n = outbox::discard(topic);
+        // SAFETY: a connected backend in a transaction; GetUserNameFromId returns a palloc'd C
+        // string (the current user exists).
+        let role_name = unsafe {
+            std::ffi::CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false)).to_string_lossy().into_owned()
+        };
+        pgrx::log!("pipeline_kafka.outbox_discard: role \"{role_name}\" discarded {n} pending message(s) of topic \"{topic}\"");
+        n
     }
 
     /// Trigger: `AFTER INSERT OR UPDATE [OR DELETE] ... FOR EACH ROW EXECUTE FUNCTION

@@ -9,7 +9,7 @@ pub struct Pending {
     pub topic: String,
     pub partition: Option<i32>,
     pub key: Option<Vec<u8>>,
-    pub message: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
     pub headers: Vec<(String, Option<Vec<u8>>)>,
     pub timestamp_ms: Option<i64>,
 }
@@ -64,7 +64,9 @@ pub fn insert(
                 b"topic" => topic.into_datum(),
                 b"partition" => partition.into_datum(),
                 b"key" => key.into_datum(),
-                b"message" => message.into_datum(),
+                // `message` before 0.7.0: a database not yet updated (ALTER EXTENSION UPDATE)
+                // still produces; its producer waits for the update.
+                b"value" | b"message" => message.into_datum(),
                 b"headers" => headers.map(|h| {
                     let h = std::ffi::CString::new(h).expect("JSON text has no NUL");
                     pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(pg_sys::Datum::from(h.as_ptr()))])
@@ -112,7 +114,7 @@ unsafe fn next_id(seqid: pg_sys::Oid) -> i64 {
     }
 }
 
-const PENDING_COLUMNS: &str = "id, topic, \"partition\", key, message, headers::text, \
+const PENDING_COLUMNS: &str = "id, topic, \"partition\", key, value, headers::text, \
      (LEAST(GREATEST(extract(epoch FROM \"timestamp\"), 0), 253402300800) * 1000)::bigint";
 
 /// The oldest committed messages except those of the topics in `skip` (topics waiting out a
@@ -179,7 +181,7 @@ fn rows_into(t: pgrx::spi::SpiTupleTable<'_>, out: &mut Vec<Pending>) -> pgrx::s
             topic: row.get(2)?.unwrap_or_default(),
             partition: row.get(3)?,
             key: row.get(4)?,
-            message: row.get(5)?,
+            value: row.get(5)?,
             headers,
             timestamp_ms: row.get(7)?,
         });
@@ -201,10 +203,10 @@ pub fn dead_letter(rows: &[(i64, String, &str)]) {
     spi(Spi::run_with_args(
         "WITH d AS (DELETE FROM pipeline_kafka.outbox o USING unnest($1::bigint[], $2::text[], $3::text[]) AS f(id, error, sqlstate) \
                     WHERE o.id = f.id \
-                    RETURNING o.id, o.topic, o.\"partition\", o.key, o.message, o.headers, o.\"timestamp\", o.produced_by, \
+                    RETURNING o.id, o.topic, o.\"partition\", o.key, o.value, o.headers, o.\"timestamp\", o.produced_by, \
                               o.created_at, f.error, f.sqlstate) \
          INSERT INTO pipeline_kafka.outbox_dead_letters \
-             (id, topic, \"partition\", key, message, headers, \"timestamp\", produced_by, created_at, error, sqlstate) \
+             (id, topic, \"partition\", key, value, headers, \"timestamp\", produced_by, created_at, error, sqlstate) \
          SELECT * FROM d",
         &[ids.into(), errors.into(), states.into()],
     ));
@@ -241,6 +243,21 @@ fn id_ranges(ids: &[i64]) -> (Vec<i64>, Vec<i64>) {
         }
     }
     (lo, hi)
+}
+
+/// Deletes the pending messages of `topic` and its recorded delivery error, as the superuser (a
+/// role granted `outbox_discard` needs no rights on the outbox; the search_path is pg_catalog
+/// meanwhile); returns how many messages. A message the producer worker has already handed to
+/// librdkafka (in flight, such as while the broker is down) can still be delivered.
+pub fn discard(topic: &str) -> i64 {
+    crate::xact::as_superuser(|| {
+        let n = spi(Spi::get_one_with_args::<i64>(
+            "WITH d AS (DELETE FROM pipeline_kafka.outbox WHERE topic = $1 RETURNING 1) SELECT count(*) FROM d",
+            &[topic.into()],
+        ));
+        spi(Spi::run_with_args("DELETE FROM pipeline_kafka.producer_errors WHERE topic = $1", &[topic.into()]));
+        n.unwrap_or(0)
+    })
 }
 
 /// Records the last delivery error of a topic, or clears it (None).

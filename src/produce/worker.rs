@@ -19,7 +19,8 @@
 //! delivered (librdkafka's INTRODUCTION.md, "Message timeout considerations": 1,2,3,4,5 written as
 //! 1,4,5), and the failed ones, sent again, came after them. So a message stays with librdkafka
 //! until it is delivered or fails for good (topic or partition unknown, after
-//! topic.metadata.propagation.max.ms; too large; not authorized), and the worker never sends again
+//! topic.metadata.propagation.max.ms, 1 s here: delivery::UNKNOWN_TOPIC_AFTER_MS; too large; not
+//! authorized), and the worker never sends again
 //! a message librdkafka still holds, unless the client is dropped (a fatal error, or new broker
 //! settings while messages waited SETTINGS_DRAIN): then what it held may be sent twice. A topic
 //! with no delivery report for STALL_AFTER shows the wait (with the client's latest error event)
@@ -43,7 +44,7 @@ use ingest_core::backoff::Backoff;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
@@ -123,7 +124,7 @@ impl ProducerContext for Reports {
     fn delivery(&self, result: &DeliveryResult<'_>, id: usize) {
         let r = match result {
             Ok(_) => Ok(()),
-            Err((e, _)) => Err((e.to_string(), too_large(e))),
+            Err((e, m)) => Err((super::delivery::failure_text(e, m.topic()), too_large(e))),
         };
         if let Ok(mut v) = self.results.lock() {
             v.push((id as i64, r));
@@ -147,6 +148,9 @@ fn make_client(brokers: &[String], config: &serde_json::Map<String, serde_json::
     // messages it delivers, and one that timed out would be sent again after later ones.
     cfg.remove("delivery.timeout.ms");
     cfg.set("message.timeout.ms", "0");
+    if cfg.get("topic.metadata.propagation.max.ms").is_none() {
+        cfg.set("topic.metadata.propagation.max.ms", super::delivery::UNKNOWN_TOPIC_AFTER_MS);
+    }
     let producer: BaseProducer<Reports> = cfg.create_with_context(Reports::default()).map_err(|e| {
         format!("could not create Kafka producer: {}", crate::sources::kafka::config_error(&e, &cfg))
     })?;
@@ -467,7 +471,7 @@ fn read_pass(limit: usize, skip: &[String]) -> Vec<Pending> {
     outbox::oldest(limit as i64, skip, |batch| {
         for m in &batch[counted..] {
             // (64: about what a message costs besides its key and value)
-            bytes += 64 + m.message.as_ref().map_or(0, Vec::len) + m.key.as_ref().map_or(0, Vec::len);
+            bytes += 64 + m.value.as_ref().map_or(0, Vec::len) + m.key.as_ref().map_or(0, Vec::len);
         }
         counted = batch.len();
         if batch.len() >= limit || bytes >= PASS_BYTES {
@@ -515,7 +519,7 @@ fn send(producer: &BaseProducer<Reports>, batch: &[Pending]) -> Sent {
         if let Some(k) = &m.key {
             record = record.key(k.as_slice());
         }
-        if let Some(p) = &m.message {
+        if let Some(p) = &m.value {
             record = record.payload(p.as_slice());
         }
         if let Some(p) = m.partition {
@@ -548,7 +552,7 @@ fn send(producer: &BaseProducer<Reports>, batch: &[Pending]) -> Sent {
                     break;
                 }
                 Err((e, _)) => {
-                    failed.insert(m.topic.clone(), e.to_string());
+                    failed.insert(m.topic.clone(), super::delivery::failure_text(&e, &m.topic));
                     break;
                 }
             }

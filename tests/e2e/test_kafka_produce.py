@@ -17,11 +17,14 @@ from datetime import datetime, timezone
 import psycopg
 import pytest
 
+from pihelpers import fresh_db as fresh_db_of
 from pihelpers import (KAFKA_BOOTSTRAP, consume_all, kafka_start, kafka_stop, launcher_naptime, pg_connect,
                        pg_kill9_all, pg_kill9_postmaster, pg_start, query, scalar, topic_message_count,
                        unique_name, wait_topic_count, wait_until, watermark_consumer)
 
-PRODUCE_SIG = "pipeline_kafka.produce_message(text, bytea, integer, bytea, jsonb, timestamptz)"
+# Both versions (bytea and text): an untyped literal message resolves to the text one.
+PRODUCE_SIG = ("pipeline_kafka.produce_message(text, bytea, integer, bytea, jsonb, timestamptz), "
+               "pipeline_kafka.produce_message(text, text, integer, text, jsonb, timestamptz)")
 
 
 # --------------------------------------------------------------------------- fixtures and helpers
@@ -301,30 +304,65 @@ def test_rolled_back_savepoint_sends_nothing(fresh_db, topic_factory):
 
 @pytest.mark.timeout(120)
 def test_emit_tuple_misuse_errors(fresh_db, topic_factory):
+    """A misused emit_tuple trigger is refused when it is created (0.7.0; before, CREATE TRIGGER
+    succeeded and the first INSERT or DELETE failed), with the SQLSTATE it raises when it fires; a
+    key column dropped after the trigger was created is still an error when it fires."""
     db = fresh_db
     topic = topic_factory(1)
     prepare(db)
     with pg_connect(db) as conn:
         cases = [
-            # (table, trigger definition, statement that fires it, sqlstate)
-            ("t_before", dict(when="BEFORE", events="INSERT"), "INSERT INTO t_before VALUES (1, 'x')", "09000"),
-            ("t_stmt", dict(events="INSERT", level="STATEMENT"), "INSERT INTO t_stmt VALUES (1, 'x')", "09000"),
-            ("t_trunc", dict(events="TRUNCATE", level="STATEMENT"), "TRUNCATE t_trunc", "09000"),
-            ("t_nokey", dict(args=("-1", "no_such_column"), events="INSERT"), "INSERT INTO t_nokey VALUES (1, 'x')",
-             "42703"),
-            ("t_badpart", dict(args=("first",), events="INSERT"), "INSERT INTO t_badpart VALUES (1, 'x')", "09000"),
-            ("t_delnokey", dict(events="DELETE"), "DELETE FROM t_delnokey", "09000"),
+            # (table, trigger definition, sqlstate, words of the error)
+            ("t_before", dict(when="BEFORE", events="INSERT"), "09000", "AFTER trigger"),
+            ("t_stmt", dict(events="INSERT", level="STATEMENT"), "09000", "FOR EACH ROW"),
+            ("t_trunc", dict(events="TRUNCATE", level="STATEMENT"), "09000", "TRUNCATE"),
+            ("t_nokey", dict(args=("-1", "no_such_column"), events="INSERT"), "42703",
+             'key column "no_such_column" does not exist'),
+            ("t_syscol", dict(args=("-1", "ctid"), events="INSERT"), "42703", 'key column "ctid" does not exist'),
+            ("t_badpart", dict(args=("first",), events="INSERT"), "09000", 'got "first"'),
+            ("t_negpart", dict(args=("-2",), events="INSERT"), "09000", 'got "-2"'),
+            ("t_delnokey", dict(events="DELETE"), "09000", "needs a key column"),
+            ("t_delnokey2", dict(args=("-1", ""), events="INSERT OR DELETE"), "09000", "needs a key column"),
+            ("t_badtopic", dict(topic="bad topic!", events="INSERT"), "09000", "is not valid"),
+            ("t_dottopic", dict(topic="..", events="INSERT"), "09000", "not a legal Kafka topic name"),
+            ("t_longtopic", dict(topic="a" * 250, events="INSERT"), "09000", "longer than 249 bytes"),
+            ("t_notopic", dict(topic="", events="INSERT"), "09000", "needs a topic"),
+            ("t_fourargs", dict(args=("-1", "id", "extra"), events="INSERT"), "09000", "at most three arguments"),
         ]
-        for table, trig, stmt, state in cases:
+        for table, trig, state, words in cases:
             conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
             args = trig.pop("args", ())
-            conn.execute(emit_trigger(table, topic, *args, **trig))  # creating it is accepted
-            if table in ("t_trunc", "t_delnokey"):
-                conn.execute(f"INSERT INTO {table} VALUES (1, 'x')")  # fires nothing (TRUNCATE/DELETE triggers)
-            err = assert_sqlstate(conn, stmt, state)  # it raises when it fires
-            assert "emit_tuple" in str(err), err
-            want_rows = 1 if table in ("t_trunc", "t_delnokey") else 0   # the statement was undone
-            assert scalar(db, f"SELECT count(*) FROM {table}") == want_rows, table
+            t = trig.pop("topic", topic)
+            err = assert_sqlstate(conn, emit_trigger(table, t, *args, **trig), state)
+            assert "emit_tuple" in str(err) and words in str(err), (table, err)
+            assert scalar(db, "SELECT count(*) FROM pg_trigger WHERE tgrelid = %s::regclass", (table,)) == 0, table
+        # No arguments at all.
+        conn.execute("CREATE TABLE t_noargs (id int)")
+        assert_sqlstate(conn, "CREATE TRIGGER x AFTER INSERT ON t_noargs FOR EACH ROW "
+                              "EXECUTE FUNCTION pipeline_kafka.emit_tuple()", "09000")
+        # CREATE OR REPLACE TRIGGER is checked too, and the old trigger stays.
+        conn.execute("CREATE TABLE t_replace (id int PRIMARY KEY, v text)")
+        conn.execute(emit_trigger("t_replace", topic, "0", "id", events="INSERT OR DELETE"))
+        assert_sqlstate(conn, emit_trigger("t_replace", topic, "0", "nope", events="INSERT OR DELETE")
+                        .replace("CREATE TRIGGER", "CREATE OR REPLACE TRIGGER"), "42703")
+        # Legal triggers are accepted: partitions '-1', ' 2 ', '+3' and '', a key column named in
+        # mixed case, and triggers of other functions whatever their arguments.
+        conn.execute('CREATE TABLE t_ok (id int PRIMARY KEY, "Key" text)')
+        for i, (part, key) in enumerate([("-1", "id"), (" 2 ", "Key"), ("+3", ""), ("", "id")]):
+            conn.execute(emit_trigger("t_ok", topic, part, key, events="INSERT OR UPDATE" if key == "" else
+                                      "INSERT OR UPDATE OR DELETE", name=f"ok{i}"))
+        conn.execute("CREATE FUNCTION other_trigger() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$")
+        conn.execute("CREATE TRIGGER other BEFORE DELETE ON t_ok FOR EACH STATEMENT "
+                     "EXECUTE FUNCTION other_trigger('bad topic!', 'first', 'no_such_column', 'x')")
+        for i in range(4):
+            conn.execute(f"DROP TRIGGER ok{i} ON t_ok")
+        # A key column dropped after the trigger was created: an error when it fires.
+        conn.execute("CREATE TABLE t_dropped (id int PRIMARY KEY, k text)")
+        conn.execute(emit_trigger("t_dropped", topic, "-1", "k", events="INSERT"))
+        conn.execute("ALTER TABLE t_dropped DROP COLUMN k")
+        err = assert_sqlstate(conn, "INSERT INTO t_dropped VALUES (1)", "42703")
+        assert "emit_tuple" in str(err), err
+        assert scalar(db, "SELECT count(*) FROM t_dropped") == 0
         assert outbox_count(db, topic) == 0
     produce_marker(db, topic)
     msgs = consume_all(topic, timeout=60, min_messages=1)
@@ -352,6 +390,9 @@ def test_produce_requires_execute_privilege(fresh_db, topic_factory):
             su.execute(f"GRANT EXECUTE ON FUNCTION pipeline_kafka.emit_tuple() TO {role}")
         with pg_connect(db, user=role) as conn:
             conn.execute("SELECT pipeline_kafka.produce_message(%s, 'granted')", (topic,))
+            # The creation check runs for a plain role too (its function's EXECUTE is revoked).
+            assert_sqlstate(conn, emit_trigger("t", topic, events="DELETE"), "09000")
+            assert_sqlstate(conn, "SELECT pipeline_kafka.emit_tuple_check()", "42501")
             conn.execute(emit_trigger("t", topic, "-1", "id", events="INSERT"))
             conn.execute("INSERT INTO t VALUES (7, 'row')")
             # The outbox contents stay private; its status view is public.
@@ -364,6 +405,53 @@ def test_produce_requires_execute_privilege(fresh_db, topic_factory):
             su.execute(f"DROP OWNED BY {role}")
         with pg_connect() as conn:
             conn.execute(f"DROP ROLE {role}")
+
+
+@pytest.mark.timeout(120)
+def test_produce_message_takes_text(pg_role, fresh_db, topic_factory):
+    """produce_message(topic, 'x'::text, key := 'k'::text) sends the text's UTF-8 bytes; the bytea
+    version is unchanged; an untyped literal resolves to the text version (its characters, so a
+    literal written as a bytea escape goes out as those characters); both are revoked from PUBLIC."""
+    topic = topic_factory(1)
+    role = pg_role()
+    db = fresh_db
+    prepare(db)
+    with pg_connect(db) as conn:
+        conn.execute("SELECT pipeline_kafka.produce_message(%s, 'héllo'::text, key := 'k€y'::text)", [topic])
+        conn.execute("SELECT pipeline_kafka.produce_message(%s, %s::text)", [topic, "from a text value"])
+        conn.execute("SELECT pipeline_kafka.produce_message(%s, NULL::text, key := 'gone'::text)", [topic])
+        conn.execute("SELECT pipeline_kafka.produce_message(%s, '\\x00ff'::bytea)", [topic])
+        conn.execute("SELECT pipeline_kafka.produce_message(%s, 'untyped')", [topic])
+        conn.execute("SELECT pipeline_kafka.produce_message(%s, '\\x41')", [topic])
+        conn.execute(f'SET ROLE "{role}"')
+        assert_sqlstate(conn, "SELECT pipeline_kafka.produce_message(%s, 'x'::text)", "42501", [topic])
+        conn.execute("RESET ROLE")
+    msgs = consume_all(topic, timeout=60, min_messages=6)
+    assert [(m["key"], m["value"]) for m in msgs] == [
+        ("k€y".encode(), "héllo".encode()),
+        (None, b"from a text value"),
+        (b"gone", None),
+        (None, b"\x00\xff"),
+        (None, b"untyped"),
+        (None, b"\\x41"),
+    ], msgs
+
+
+@pytest.mark.timeout(120)
+def test_update_grants_the_text_version_to_the_bytea_versions_grantees(pg_role):
+    """After ALTER EXTENSION UPDATE from 0.6.0, a role granted produce_message(bytea) may call it
+    with an untyped literal (which now resolves to the text version); other roles still may not."""
+    granted, other = pg_role(), pg_role()
+    text_sig = "pipeline_kafka.produce_message(text, text, integer, text, jsonb, timestamptz)"
+    with fresh_db_of(extension=False) as db:
+        with pg_connect(db) as conn:
+            conn.execute("CREATE EXTENSION pipeline_ingest VERSION '0.6.0'")
+            conn.execute("GRANT EXECUTE ON FUNCTION pipeline_kafka.produce_message(text, bytea, integer, bytea, "
+                         f'jsonb, timestamptz) TO "{granted}"')
+            conn.execute("ALTER EXTENSION pipeline_ingest UPDATE")
+            assert conn.execute("SELECT has_function_privilege(%s, %s, 'EXECUTE'), "
+                                "has_function_privilege(%s, %s, 'EXECUTE')",
+                                [granted, text_sig, other, text_sig]).fetchone() == (True, False)
 
 
 # --------------------------------------------------------------------------- outages and crashes

@@ -14,7 +14,9 @@ import pytest
 from pihelpers import (KAFKA_BOOTSTRAP, consume_all, create_topic, delete_topic, launcher_naptime, pg_connect, query,
                        scalar, unique_name, wait_until)
 
-PRODUCE_SIG = "pipeline_kafka.produce_message(text, bytea, integer, bytea, jsonb, timestamptz)"
+# Both versions (bytea and text): an untyped literal message resolves to the text one.
+PRODUCE_SIG = ("pipeline_kafka.produce_message(text, bytea, integer, bytea, jsonb, timestamptz), "
+               "pipeline_kafka.produce_message(text, text, integer, text, jsonb, timestamptz)")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -85,7 +87,7 @@ def test_a_message_the_broker_refuses_as_too_large_is_dead_lettered_and_the_topi
     assert [m["value"] for m in msgs] == [b"n1", b"n2", b"n3", b"n4"], msgs
     wait_until(lambda: scalar(db, "SELECT count(*) FROM pipeline_kafka.outbox") == 0, timeout=30, what="outbox drained")
 
-    letters = query(db, 'SELECT id, topic, key, octet_length(message), sqlstate, produced_by::text, error '
+    letters = query(db, 'SELECT id, topic, key, octet_length(value), sqlstate, produced_by::text, error '
                         'FROM pipeline_kafka.outbox_dead_letters ORDER BY id')
     assert [r[:6] for r in letters] == [(big_id, topic, b"big", 20_000, "54000", alice),
                                         (alone_id, topic, None, 12_000, "54000", alice)], letters
