@@ -98,32 +98,10 @@ fn insert_target(relid: pg_sys::Oid) -> (String, String) {
 }
 
 /// The statement calling the function on one array argument of the composite, built from
-/// parallel arrays of the messages' values, one per column ($2...; $1 is the topic or stream).
-/// With rows: inserts them and returns how many; void: returns 0.
+/// parallel arrays of the messages' values (`Composite::array_sql`). With rows: inserts them and
+/// returns how many; void: returns 0.
 fn statement(composite: &Composite, function: &str, insert: Option<&(String, String)>) -> String {
-    let (mut fields, mut arrays, mut names) = (Vec::new(), Vec::new(), Vec::new());
-    for (j, c) in composite.columns.iter().enumerate() {
-        let (array_type, field) = match c.part {
-            Part::Source => {
-                fields.push("$1".to_string());
-                continue;
-            }
-            // milliseconds since the Unix epoch
-            Part::Timestamp => ("int8", format!("'epoch'::pg_catalog.timestamptz + m.c{j} * interval '1 millisecond'")),
-            Part::Headers => ("text", format!("m.c{j}::pg_catalog.jsonb")),
-            _ => (c.sql_type, format!("m.c{j}")),
-        };
-        fields.push(field);
-        arrays.push(format!("pg_catalog.unnest(${}::{array_type}[])", arrays.len() + 2));
-        names.push(format!("c{j}"));
-    }
-    let array = format!(
-        "(SELECT pg_catalog.array_agg(ROW({})::{} ORDER BY m.n) FROM ROWS FROM ({}) WITH ORDINALITY AS m({}, n))",
-        fields.join(", "),
-        composite.type_name,
-        arrays.join(", "),
-        names.join(", ")
-    );
+    let array = composite.array_sql();
     match insert {
         Some((table, columns)) => format!(
             "WITH ins AS (INSERT INTO {table} ({columns}) SELECT {columns} FROM {function}({array}) RETURNING 1) \
@@ -138,8 +116,8 @@ fn statement(composite: &Composite, function: &str, insert: Option<&(String, Str
 fn call<P: Position>(composite: &Composite, statement: &str, source_name: &str, messages: &[Message<P>], part: &[usize]) -> usize {
     let each = |f: &dyn Fn(&Message<P>) -> Option<Vec<u8>>| -> Vec<Option<Vec<u8>>> { part.iter().map(|&i| f(&messages[i])).collect() };
     let mut args: Vec<DatumWithOid> = vec![source_name.into()];
-    for c in composite.columns {
-        let arg: DatumWithOid = match (c.part, c.sql_type) {
+    for (c, element) in composite.array_parameters() {
+        let arg: DatumWithOid = match (c.part, element) {
             (Part::Source, _) => continue,
             (Part::Pos(n), "int4") => {
                 let v: Vec<Option<i32>> = part.iter().map(|&i| match messages[i].pos.value(n) {

@@ -92,6 +92,50 @@ static KINESIS_RECORD: Composite = Composite {
     ],
 };
 
+impl Composite {
+    /// The columns passed as array parameters ($2, $3, ... in this order), each with the element
+    /// type of its array: every column but the topic or stream ($1, one value for all).
+    /// Timestamps go as milliseconds since the Unix epoch, headers as json text.
+    pub fn array_parameters(&self) -> impl Iterator<Item = (&'static Column, &'static str)> {
+        self.columns.iter().filter(|c| c.part != Part::Source).map(|c| {
+            let element = match c.part {
+                Part::Timestamp => "int8",
+                Part::Headers => "text",
+                _ => c.sql_type,
+            };
+            (c, element)
+        })
+    }
+
+    /// SQL for an array of this composite built from parallel arrays of its columns' values
+    /// (`array_parameters`; $1 the topic or stream), in the order of the arrays.
+    pub fn array_sql(&self) -> String {
+        let (mut fields, mut arrays, mut names) = (Vec::new(), Vec::new(), Vec::new());
+        let mut params = self.array_parameters();
+        for (j, c) in self.columns.iter().enumerate() {
+            if c.part == Part::Source {
+                fields.push("$1".to_string());
+                continue;
+            }
+            let Some((_, element)) = params.next() else { break };
+            fields.push(match c.part {
+                Part::Timestamp => format!("'epoch'::pg_catalog.timestamptz + m.c{j} * interval '1 millisecond'"),
+                Part::Headers => format!("m.c{j}::pg_catalog.jsonb"),
+                _ => format!("m.c{j}"),
+            });
+            arrays.push(format!("pg_catalog.unnest(${}::{element}[])", arrays.len() + 2));
+            names.push(format!("c{j}"));
+        }
+        format!(
+            "(SELECT pg_catalog.array_agg(ROW({})::{} ORDER BY m.n) FROM ROWS FROM ({}) WITH ORDINALITY AS m({}, n))",
+            fields.join(", "),
+            self.type_name,
+            arrays.join(", "),
+            names.join(", ")
+        )
+    }
+}
+
 impl System {
     pub const ALL: [System; 2] = [System::Kafka, System::Kinesis];
 
@@ -294,6 +338,24 @@ mod tests {
         assert_eq!(r.value(2), SqlValue::Int8(7));
         assert_eq!(KinesisPos { at: at(None), ..r }.value(2), SqlValue::Null);
         assert_eq!((KafkaPos::SYSTEM, KinesisPos::SYSTEM), (System::Kafka, System::Kinesis));
+    }
+
+    #[test]
+    fn a_composite_array_is_built_from_one_array_per_column() {
+        assert_eq!(
+            System::Kafka.composite().array_sql(),
+            "(SELECT pg_catalog.array_agg(ROW($1, m.c1, m.c2, m.c3, m.c4, \
+             'epoch'::pg_catalog.timestamptz + m.c5 * interval '1 millisecond', m.c6::pg_catalog.jsonb)::pipeline_kafka.message \
+             ORDER BY m.n) FROM ROWS FROM (pg_catalog.unnest($2::int4[]), pg_catalog.unnest($3::int8[]), \
+             pg_catalog.unnest($4::bytea[]), pg_catalog.unnest($5::bytea[]), pg_catalog.unnest($6::int8[]), \
+             pg_catalog.unnest($7::text[])) WITH ORDINALITY AS m(c1, c2, c3, c4, c5, c6, n))"
+        );
+        let kinesis: Vec<(&str, &str)> = System::Kinesis.composite().array_parameters().map(|(c, t)| (c.name, t)).collect();
+        assert_eq!(
+            kinesis,
+            [("shard_id", "text"), ("sequence_number", "text"), ("sub_sequence", "int8"), ("partition_key", "text"), ("data", "bytea"), ("arrival_time", "int8")]
+        );
+        assert!(System::Kinesis.composite().array_sql().contains("m.c6 * interval '1 millisecond')::pipeline_kinesis.record ORDER BY m.n"));
     }
 
     #[test]
