@@ -31,3 +31,12 @@ pub fn required<T>(value: Option<T>, name: &str) -> T {
         None => raise(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{name} must not be NULL")),
     }
 }
+
+/// The value of an SPI call; its error raised (SQLSTATE XX000): the statements are ours, so an
+/// error is an internal one. Below every layer that runs SQL (catalog, sink).
+pub fn spi<T>(r: pgrx::spi::SpiResult<T>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("pipeline_ingest catalog access failed: {e}")),
+    }
+}

@@ -188,23 +188,23 @@ pub fn wake_producer(dboid: pg_sys::Oid) {
 
 pub const MAX_PARTITION_SLOTS: usize = 2048;
 
-/// Which system a consumer reads: consumer ids come from one serial per system, so Kafka consumer
-/// 1 and Kinesis consumer 1 are different consumers, told apart by this.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Which system a consumer reads: the one notion (`ingest_core::position::System`), under the name
+/// the API and catalog code know it by.
+pub use ingest_core::position::System as SourceKind;
+use ingest_core::position::StreamKey;
 
-pub enum SourceKind {
-    Kafka = 1,
-    Kinesis = 2,
-}
-
-/// Progress of one partition of one consumer, written by its worker after every batch, read by
-/// `pipeline_kafka.consumer_status` (cheap: no broker call, no catalog write per batch).
+/// Progress of one stream (partition, shard) of one consumer, written by its worker after every
+/// batch, read by the consumer_status views (cheap: no broker call, no catalog write per batch).
 #[derive(Copy, Clone, Default)]
 pub struct PartitionSlot {
     pub dboid: u32,
     /// `SourceKind as i32`; 0 in a free slot.
     pub source: i32,
     pub consumer_id: i32,
+    /// The stream's name: with the three above, the slot's key.
+    pub stream: StreamKey,
+    /// The number the stream is shown under (`Position::stream_number`: Kafka's partition, the
+    /// number in a Kinesis shard id); not a key.
     pub partition: i32,
     pub worker_pid: i32,
     pub high_watermark: i64,
@@ -239,13 +239,14 @@ pub fn init_status() {
     pg_shmem_init!(PARTITIONS);
 }
 
-/// Updates (creating it if needed) the slot of a consumer's partition. Counters survive worker
-/// restarts until the server restarts. Returns false when every slot is taken.
+/// Updates (creating it if needed) the slot of a consumer's stream, `stream` (shown as
+/// `number`). Counters survive worker restarts until the server restarts. Returns false when
+/// every slot is taken.
 pub fn update_partition(
     dboid: pg_sys::Oid,
     source: SourceKind,
     consumer_id: i32,
-    partition: i32,
+    (stream, number): (StreamKey, i32),
     f: impl FnOnce(&mut PartitionSlot),
 ) -> bool {
     let dboid = dboid.to_u32();
@@ -254,13 +255,13 @@ pub fn update_partition(
     let idx = st
         .slots
         .iter()
-        .position(|s| s.dboid == dboid && s.source == source && s.consumer_id == consumer_id && s.partition == partition)
+        .position(|s| s.dboid == dboid && s.source == source && s.consumer_id == consumer_id && s.stream == stream)
         .or_else(|| st.slots.iter().position(|s| s.dboid == 0));
     match idx {
         Some(i) => {
             let slot = &mut st.slots[i];
             if slot.dboid == 0 {
-                *slot = PartitionSlot { dboid, source, consumer_id, partition, ..Default::default() };
+                *slot = PartitionSlot { dboid, source, consumer_id, stream, partition: number, ..Default::default() };
             }
             f(slot);
             true

@@ -8,16 +8,6 @@ use crate::shmem::SourceKind;
 use crate::xact::as_superuser;
 use pgrx::prelude::*;
 
-impl SourceKind {
-    /// The system's consumers table (a constant, never user input, in SQL text).
-    pub fn consumers(self) -> &'static str {
-        match self {
-            SourceKind::Kafka => "pipeline_kafka.consumers",
-            SourceKind::Kinesis => "pipeline_kinesis.consumers",
-        }
-    }
-}
-
 /// SQL condition on a consumers row: its relation no longer exists and its stored name (relname)
 /// is the name in parameter `$param` (a name as a user writes it; unqualified, it matches that
 /// table name in any schema).
@@ -44,11 +34,8 @@ pub fn relation_name_and_owner(relid: pg_sys::Oid) -> Option<(String, pg_sys::Oi
     Some((name?, owner?))
 }
 
-/// A role's name, for messages.
-pub fn role_name(role: pg_sys::Oid) -> String {
-    as_superuser(|| spi(Spi::get_one_with_args::<String>("SELECT $1::oid::regrole::text", &[role.into()])))
-        .unwrap_or_else(|| role.to_u32().to_string())
-}
+// Defined below the catalog (the sink names roles in its errors too).
+pub use crate::sink::relation::role_name;
 
 /// Points a consumer at a relation (a dropped table created again, adopted by `consume_begin`).
 pub fn set_relation(sys: SourceKind, consumer_id: i32, relid: pg_sys::Oid) {

@@ -11,13 +11,10 @@ pub mod seqnums;
 use pgrx::prelude::*;
 use pgrx::spi::SpiResult;
 
-/// Unwraps an SPI result; an SPI failure here is a bug or a broken catalog: raise it as such.
-pub fn spi<T>(r: SpiResult<T>) -> T {
-    match r {
-        Ok(v) => v,
-        Err(e) => crate::error::raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("pipeline_ingest catalog access failed: {e}")),
-    }
-}
+// Defined below the catalog (the sink uses them too); named here, where callers find them.
+pub use crate::error::spi;
+pub use crate::sink::relation::insertable_columns;
+pub use crate::sink::target::Features;
 
 /// True when the extension exists in the current database (workers check before touching tables).
 pub fn extension_exists() -> bool {
@@ -32,43 +29,6 @@ pub fn extension_version() -> Option<String> {
 
 /// The schema version this library works with.
 pub const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Columns of a relation that COPY may fill (not dropped, not generated), in order.
-pub fn insertable_columns(relid: pg_sys::Oid) -> Vec<String> {
-    spi(Spi::connect(|c| {
-        let t = c.select(
-            "SELECT attname::text FROM pg_catalog.pg_attribute \
-             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
-            None,
-            &[relid.into()],
-        )?;
-        let mut out = Vec::new();
-        for row in t {
-            if let Some(name) = row.get::<String>(1)? {
-                out.push(name);
-            }
-        }
-        Ok(out)
-    }))
-}
-
-/// The 0.4.0 settings both systems' consumers tables hold (as stored; the worker parses them).
-#[derive(Debug, Clone, Default)]
-pub struct Features {
-    /// metadata field -> target column, as jsonb text (None = no metadata columns).
-    pub metadata: Option<String>,
-    /// The transform function, as regprocedure text.
-    pub transform: Option<String>,
-    /// 'append' or 'upsert'.
-    pub mode: String,
-    pub key_columns: Option<Vec<String>>,
-    pub key_format: Option<String>,
-    /// 0.6.0: the transform function as consume_begin found it (its oid and owner): a function
-    /// dropped and created again by another role is never called (sink::pin). None in a database
-    /// not updated yet, or when the function did not exist when it was updated.
-    pub transform_oid: Option<pg_sys::Oid>,
-    pub transform_owner: Option<pg_sys::Oid>,
-}
 
 impl Features {
     /// Whether messages' headers are used: by a headers metadata column, or by a transform (its

@@ -5,9 +5,12 @@
 //! does not match) bisects the messages instead, each half in its own subtransaction. A batch
 //! without bad messages costs one subtransaction, one with k bad messages about 2k + 1. The same
 //! for every source.
+//!
+//! `bisect` isolates by halves what has no line to point at (a transform's call, an upsert's
+//! statements): transform and upsert both use it.
 
 use super::copy::{copy_rows, take_error_line, CopyOptionList};
-use crate::error::raise;
+use crate::error::{raise, spi};
 use crate::xact::PgError;
 use ingest_core::format::Format;
 use ingest_core::prepare::{item_at_line, Chunk, Item, Jobs, Lines, Prepared, Rejected};
@@ -122,7 +125,7 @@ impl BatchSink<'_> {
             }
             // Deferred constraint triggers would fire at COMMIT, as the superuser the worker is
             // connected as: fire them now, as the owner (their errors are this COPY's errors).
-            crate::catalog::spi(Spi::run("SET CONSTRAINTS ALL IMMEDIATE"));
+            spi(Spi::run("SET CONSTRAINTS ALL IMMEDIATE"));
         });
     }
 }
@@ -130,4 +133,35 @@ impl BatchSink<'_> {
 /// A message rejected with the error its COPY raised.
 fn rejected(item: &Item, e: &PgError) -> Rejected {
     Rejected { msg: item.msg, error: e.message_with_detail(), sqlstate: e.sqlstate.clone() }
+}
+
+/// Runs `attempt` on `msgs` (batch indices, in order) in a subtransaction; when it fails on the
+/// data, on each half instead, down to single messages, which are rejected with the error. The
+/// results of the attempts that succeeded go to `ok`. An error not about the data is returned (the
+/// batch is rolled back and retried).
+pub fn bisect<T>(
+    msgs: &[usize],
+    attempt: &mut dyn FnMut(&[usize]) -> T,
+    ok: &mut Vec<T>,
+    rejected: &mut Vec<Rejected>,
+) -> Result<(), PgError> {
+    if msgs.is_empty() {
+        return Ok(());
+    }
+    match crate::xact::in_subtransaction(|| attempt(msgs)) {
+        Ok(v) => {
+            ok.push(v);
+            Ok(())
+        }
+        Err(e) if !e.is_data_error() => Err(e),
+        Err(e) if msgs.len() == 1 => {
+            rejected.push(Rejected { msg: msgs[0], error: e.message_with_detail(), sqlstate: e.sqlstate });
+            Ok(())
+        }
+        Err(_) => {
+            let (left, right) = msgs.split_at(msgs.len() / 2);
+            bisect(left, attempt, ok, rejected)?;
+            bisect(right, attempt, ok, rejected)
+        }
+    }
 }

@@ -1,11 +1,14 @@
 //! Where rows go: PostgreSQL's own COPY FROM machinery (`copy`), inserting a prepared batch with
-//! bad messages isolated (`isolate`), and the ways a batch is written (`write`: append by COPY,
-//! `transform`, its function pinned by `pin`, `upsert`).
+//! bad messages isolated (`isolate`), and the ways a batch is written (`write` picks one of
+//! `append` by COPY, `transform`, `upsert`, `partitioned`), for a consumer's `target`. The sink imports nothing
+//! above it (no worker, catalog or api): what it needs of a consumer comes in its `Target`.
 
+pub mod append;
 pub mod copy;
 pub mod isolate;
 pub mod partitioned;
-pub mod pin;
+pub mod relation;
+pub mod target;
 pub mod transform;
 pub mod upsert;
 pub mod write;

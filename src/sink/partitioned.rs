@@ -1,6 +1,6 @@
 //! Writing a stream-partitioned consumer's batch (consume_begin_stream_partitioned): each
 //! message's key names its target relation; the messages of each relation are COPYed into it
-//! (`write::append`) **as the relation's owner**, after checking that the consumer's owner has the
+//! (`append`) **as the relation's owner**, after checking that the consumer's owner has the
 //! privileges of that role (is it, a member of it, or a superuser) and that the relation's owner
 //! may INSERT into it. Rows are thus written with the rights of the target table's owner, never
 //! more, and a message key can only pick among roles whose rights the consumer's owner already
@@ -11,10 +11,10 @@
 //! a privilege its owner lacks, a missing object its trigger needs), which is that relation's
 //! problem, not the batch's.
 
-use super::write::{append, Written};
-use crate::catalog::consumers::role_name;
-use crate::catalog::spi;
-use crate::worker::pipeline::Target;
+use super::append::append;
+use super::relation::role_name;
+use super::target::{Target, Written};
+use crate::error::spi;
 use crate::xact::{as_superuser, PgError};
 use ingest_core::batch::{Message, Position};
 use ingest_core::prepare::Rejected;

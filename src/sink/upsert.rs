@@ -16,11 +16,10 @@
 //! INSERT and DELETE on it (no ownership: it cannot attach triggers to it), and everything done to
 //! it after its creation is done as the owner.
 
-use super::transform::bisect;
-use super::write::{append, Written};
-use crate::catalog::spi;
-use crate::error::raise;
-use crate::worker::pipeline::Target;
+use super::append::append;
+use super::isolate::bisect;
+use super::target::{Target, Written};
+use crate::error::{raise, spi};
 use crate::xact::{as_role, as_superuser, PgError};
 use ingest_core::batch::{Message, Position};
 use ingest_core::format::Format;
@@ -103,12 +102,7 @@ impl Plan {
     fn new(target: &Target, relid: pg_sys::Oid, keys: &[String]) -> Plan {
         let owner = target.owner;
         let (columns, identity) = identity_columns(relid);
-        let table = spi(Spi::get_one_with_args::<String>(
-            "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) \
-             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
-            &[relid.into()],
-        ))
-        .unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, "the consumer's relation no longer exists"));
+        let table = super::relation::quoted_name(relid);
         let equals = equality_operators(relid, keys);
         let (staging, staging_oid) = staging_table(relid, owner, keys);
         let q = |c: &String| quote_identifier(c);

@@ -399,7 +399,7 @@ pub struct KafkaSource {
     /// Takes messages off the queue in a thread of its own (None only while starting).
     reader: Option<super::kafka_reader::Reader>,
     /// Messages the reader handed over (in the current epoch) that did not fit in the last batch.
-    pending: std::collections::VecDeque<BatchMessage>,
+    pending: std::collections::VecDeque<BatchMessage<KafkaPos>>,
     error: Option<String>,
     /// The last `fill` took everything the reader had: nothing more is available right now.
     drained: bool,

@@ -10,7 +10,7 @@
 //! before the reassignment carries the old epoch and is dropped by the main thread (librdkafka
 //! delivers it again from the committed offset), and one polled after carries the new one.
 
-use ingest_core::batch::Message as BatchMessage;
+type BatchMessage = ingest_core::batch::Message<ingest_core::batch::KafkaPos>;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};

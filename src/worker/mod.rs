@@ -6,6 +6,7 @@
 pub mod consumer;
 pub mod kinesis;
 pub mod launcher;
+pub mod pin;
 pub mod pipeline;
 pub mod retry;
 pub mod supervisor;

@@ -14,14 +14,15 @@
 
 use super::{reload_config_if_requested, shutdown_requested, wait};
 use crate::catalog::consumers::{self, RelationProblem};
-use crate::error::raise;
 use crate::catalog::Features;
+use crate::error::raise;
 use crate::sources::Source;
 use crate::xact::{in_transaction, PgError};
 use ingest_core::backoff::Backoff;
 use ingest_core::batch::{Batch, Limits, Message, Position};
 use ingest_core::format::CopyOptions;
 use ingest_core::policy::{decide, Decision, OnError};
+use ingest_core::position::System;
 use ingest_core::prepare::Rejected;
 use pgrx::prelude::*;
 use std::collections::BTreeMap;
@@ -34,8 +35,8 @@ type Checkpoint<P> = <P as Position>::Checkpoint;
 /// transaction (the batch's, or one of its own for errors).
 pub trait ConsumerCatalog {
     type Pos: Position;
-    /// Which system's consumer this is (its id is unique within that system).
-    const SOURCE: crate::shmem::SourceKind;
+    /// Which system's consumer this is (its id is unique within that system): its positions'.
+    const SOURCE: System = <Self::Pos as Position>::SYSTEM;
 
     /// How logs name the consumer, e.g. `pipeline_kafka consumer 3`.
     fn label(&self) -> String;
@@ -69,43 +70,8 @@ pub trait ConsumerCatalog {
     fn describe(pos: &Self::Pos) -> String;
 }
 
-/// What a consumer writes and how: the same fields for every source.
-#[derive(Clone)]
-pub struct Target {
-    pub dboid: pg_sys::Oid,
-    pub consumer_id: i32,
-    pub index: i32,
-    pub generation: i64,
-    pub relid: pg_sys::Oid,
-    /// The relation's owner: rows are written with its rights.
-    pub owner: pg_sys::Oid,
-    pub opts: CopyOptions,
-    /// text/csv: the columns fields fill (None = all).
-    pub columns: Option<Vec<String>>,
-    pub on_error: OnError,
-    pub max_dead_letters: Option<i32>,
-    /// As the consumer asks; `limits_now` applies the server's cap.
-    pub limits: Limits,
-    /// The topic or stream (for metadata columns and transforms).
-    pub source_name: String,
-    /// 0.4.0: metadata columns, transform, mode and keys, as stored (sink::write reads them).
-    pub features: Features,
-    /// A stream-partitioned consumer: each message's key names its relation (`relid` is invalid).
-    pub partitioned: bool,
-}
-
-impl Target {
-    /// The consumer's batch limits under `pipeline_ingest.max_batch_bytes` as it is now: at most
-    /// that many bytes of messages, and that / `MESSAGE_COST` messages, whatever the consumer asks.
-    pub fn limits_now(&self) -> Limits {
-        let cap = crate::guc::max_batch_bytes();
-        Limits {
-            max_messages: self.limits.max_messages.min(cap / crate::guc::MESSAGE_COST).max(1),
-            max_bytes: self.limits.max_bytes.min(cap),
-            max_wait: self.limits.max_wait,
-        }
-    }
-}
+/// What a consumer writes and how: defined with the sink that writes it.
+pub use crate::sink::target::Target;
 
 /// A consumer worker's start arguments (bgw_extra): "dboid consumer index generation".
 pub struct WorkerArgs {
@@ -204,7 +170,7 @@ pub fn connect_with_retry<C: ConsumerCatalog, T>(catalog: &C, mut make: impl FnM
     }
 }
 
-/// What a committed batch did, per stream (by status key).
+/// What a committed batch did, per stream.
 #[derive(Default)]
 struct StreamStats {
     messages: i64,
@@ -212,7 +178,10 @@ struct StreamStats {
     dead_letters: i64,
 }
 
-type BatchStats = BTreeMap<i32, StreamStats>;
+type BatchStats<S> = BTreeMap<S, StreamStats>;
+
+/// What a committed batch did, and the relation it went into.
+type Flushed<P> = (BatchStats<Stream<P>>, pg_sys::Oid);
 
 /// Why a batch did not commit.
 enum BatchError {
@@ -367,20 +336,19 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
     /// worker index may own it). Existing slots are left as they are.
     fn note_streams(&self) {
         for s in self.source.all_streams() {
-            crate::shmem::update_partition(self.target.dboid, C::SOURCE, self.target.consumer_id, S::Pos::status_key(&s), |_| {});
+            crate::shmem::update_partition(self.target.dboid, C::SOURCE, self.target.consumer_id, slot_key::<S::Pos>(&s), |_| {});
         }
     }
 
     /// Publishes progress to shared memory for the status view: the batch's counts (if any), this
     /// worker's pid and the latest position the source reported for every owned stream.
-    fn publish(&self, stats: &BatchStats) {
+    fn publish(&self, stats: &BatchStats<Stream<S::Pos>>) {
         // SAFETY: plain call in a backend.
         let now = unsafe { pg_sys::GetCurrentTimestamp() };
         let pid = super::my_pid();
         for (stream, latest) in self.source.owned() {
-            let key = S::Pos::status_key(&stream);
-            let st = stats.get(&key);
-            crate::shmem::update_partition(self.target.dboid, C::SOURCE, self.target.consumer_id, key, |slot| {
+            let st = stats.get(&stream);
+            crate::shmem::update_partition(self.target.dboid, C::SOURCE, self.target.consumer_id, slot_key::<S::Pos>(&stream), |slot| {
                 slot.worker_pid = pid;
                 if let Some(h) = latest {
                     slot.high_watermark = h;
@@ -400,8 +368,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
     /// records skipped are not in any batch, and may come while no batch commits.
     fn publish_skipped(&mut self) {
         for (stream, n) in self.source.take_skipped() {
-            let key = S::Pos::status_key(&stream);
-            crate::shmem::update_partition(self.target.dboid, C::SOURCE, self.target.consumer_id, key, |slot| {
+            crate::shmem::update_partition(self.target.dboid, C::SOURCE, self.target.consumer_id, slot_key::<S::Pos>(&stream), |slot| {
                 slot.skipped += n;
             });
         }
@@ -443,7 +410,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
         &mut self,
         batch: &Batch<S::Pos>,
         next: &BTreeMap<Stream<S::Pos>, Checkpoint<S::Pos>>,
-    ) -> Result<(BatchStats, pg_sys::Oid), BatchError> {
+    ) -> Result<Flushed<S::Pos>, BatchError> {
         let target = &self.target;
         let catalog = &self.catalog;
         let believed = self.source.checkpoints();
@@ -474,7 +441,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
             };
             // The transform function consume_begin checked, not another of the same name.
             if !batch.messages.is_empty() {
-                if let Err(why) = crate::sink::pin::check(C::SOURCE, catalog.consumer_id(), catalog.owner(), &target.features) {
+                if let Err(why) = super::pin::check(C::SOURCE, catalog.consumer_id(), catalog.owner(), &target.features) {
                     return Err(BatchError::Stop(why));
                 }
             }
@@ -516,7 +483,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
             if clear_error {
                 catalog.set_last_error(None);
             }
-            let key = |i: usize| S::Pos::status_key(&batch.messages[i].pos.stream());
+            let key = |i: usize| batch.messages[i].pos.stream();
             let mut stats = BatchStats::new();
             add_in_runs(&mut stats, (0..batch.messages.len()).map(|i| (key(i), 1)), |s, n| s.messages += n);
             // `rejected` is sorted by message.
@@ -553,8 +520,8 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
 
 /// Adds per-message counts to their streams' stats, one map update per run of messages of the
 /// same stream (a batch holds runs of each stream's messages: far fewer lookups than messages).
-fn add_in_runs(stats: &mut BatchStats, counts: impl Iterator<Item = (i32, i64)>, add: impl Fn(&mut StreamStats, i64)) {
-    let mut run: Option<(i32, i64)> = None;
+fn add_in_runs<S: Ord + PartialEq>(stats: &mut BatchStats<S>, counts: impl Iterator<Item = (S, i64)>, add: impl Fn(&mut StreamStats, i64)) {
+    let mut run: Option<(S, i64)> = None;
     for (k, n) in counts {
         match &mut run {
             Some((rk, total)) if *rk == k => *total += n,
@@ -568,6 +535,11 @@ fn add_in_runs(stats: &mut BatchStats, counts: impl Iterator<Item = (i32, i64)>,
     if let Some((rk, total)) = run {
         add(stats.entry(rk).or_default(), total);
     }
+}
+
+/// The key of a stream's status slot, and the number it is shown under.
+fn slot_key<P: Position>(stream: &P::Stream) -> (ingest_core::position::StreamKey, i32) {
+    (P::stream_key(stream), P::stream_number(stream))
 }
 
 /// Records an error in the catalog in its own transaction (the batch's was rolled back).

@@ -119,24 +119,22 @@ fn read_desired(dboid: pg_sys::Oid) -> Desired {
             indexes: indexes_owning(c.parallelism, known),
         });
     }
-    // Kinesis: shards in seqnums (by id) and those running workers saw (by status key: the
-    // number in the shard id, which is what decides the index).
+    // Kinesis: shards in seqnums and those running workers saw (their status slots are keyed by
+    // shard id); the shard id decides the index.
     let kinesis_consumers = crate::catalog::kinesis::all_consumers();
-    let shards = streams_by_consumer::<String>("SELECT consumer_id, shard_id FROM pipeline_kinesis.seqnums");
-    let mut seen: HashMap<i32, Vec<i32>> = HashMap::new();
+    let mut shards = streams_by_consumer::<String>("SELECT consumer_id, shard_id FROM pipeline_kinesis.seqnums");
     for slot in crate::shmem::partitions_of(dboid, SourceKind::Kinesis) {
-        seen.entry(slot.consumer_id).or_default().push(slot.partition);
+        shards.entry(slot.consumer_id).or_default().push(slot.stream.as_str().to_string());
     }
     for c in kinesis_consumers {
         let p = c.parallelism.max(1);
         let by_id = shards.get(&c.id).into_iter().flatten().map(|s| ingest_core::kinesis::lineage::worker_of(s, p));
-        let by_key = seen.get(&c.id).into_iter().flatten().filter(|k| **k >= 0).copied();
         consumers.push(Wanted {
             source: SourceKind::Kinesis,
             id: c.id,
             enabled: c.enabled,
             generation: c.generation,
-            indexes: indexes_owning(p, by_id.chain(by_key)),
+            indexes: indexes_owning(p, by_id),
         });
     }
     Desired { consumers, outbox_pending }

@@ -3,89 +3,15 @@
 //! Generic over the source's position type.
 
 use std::collections::BTreeMap;
-use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
-/// Where a message is in its source: a stream (partition, shard) and a place in it. A source
-/// delivers each stream's messages in order.
-pub trait Position: Clone + Debug {
-    type Stream: Ord + Clone + Debug;
-    /// What a checkpoint stores for a stream once this message is consumed (Kafka: the next
-    /// offset to read; Kinesis: this record's sequence and sub-sequence numbers).
-    type Checkpoint: Clone + PartialEq + Debug;
-    fn stream(&self) -> Self::Stream;
-    fn checkpoint(&self) -> Self::Checkpoint;
-    /// The number a stream is shown and counted under in shared memory (Kafka: the partition;
-    /// Kinesis: the number in the shard id).
-    fn status_key(stream: &Self::Stream) -> i32;
-    /// The position as the SQL types show it (message composites, metadata columns).
-    fn fields(&self) -> PosFields;
-}
-
-/// A message's position as SQL shows it: Kafka (partition, offset) or Kinesis (shard id, sequence
-/// number as decimal text, sub-sequence of a KPL user record).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PosFields {
-    Kafka { partition: i32, offset: i64 },
-    Kinesis { shard_id: String, sequence_number: String, sub_sequence: Option<u64> },
-}
-
-/// A Kafka message's position: its partition and offset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct KafkaPos {
-    pub partition: i32,
-    pub offset: i64,
-}
-
-impl Position for KafkaPos {
-    type Stream = i32;
-    type Checkpoint = i64;
-    fn stream(&self) -> i32 {
-        self.partition
-    }
-    fn checkpoint(&self) -> i64 {
-        self.offset + 1
-    }
-    fn status_key(stream: &i32) -> i32 {
-        *stream
-    }
-    fn fields(&self) -> PosFields {
-        PosFields::Kafka { partition: self.partition, offset: self.offset }
-    }
-}
-
-/// A Kinesis user record's position: its shard, the record's sequence number and, for a record of
-/// a KPL aggregate, its index in the aggregate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KinesisPos {
-    pub shard: String,
-    pub at: crate::kinesis::seqnum::ShardPos,
-}
-
-impl Position for KinesisPos {
-    type Stream = String;
-    type Checkpoint = crate::kinesis::read::ShardCheckpoint;
-    fn stream(&self) -> String {
-        self.shard.clone()
-    }
-    fn checkpoint(&self) -> Self::Checkpoint {
-        crate::kinesis::read::ShardCheckpoint { last: Some(self.at.clone()), finished: false }
-    }
-    /// The number at the end of the shard id (shardId-000000000012 -> 12); -1 when there is none
-    /// or it does not fit an int (the status view computes the same in SQL).
-    fn status_key(stream: &String) -> i32 {
-        let digits: String = stream.chars().rev().take_while(char::is_ascii_digit).collect();
-        let digits: String = digits.chars().rev().collect();
-        digits.parse::<u64>().ok().and_then(|n| i32::try_from(n).ok()).unwrap_or(-1)
-    }
-    fn fields(&self) -> PosFields {
-        PosFields::Kinesis { shard_id: self.shard.clone(), sequence_number: self.at.seq.to_string(), sub_sequence: self.at.sub }
-    }
-}
+// The positions are defined below the batch (crate::position); named here too, where their
+// users have always found them.
+pub use crate::position::{KafkaPos, KinesisPos, Position};
 
 /// One message from a source, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message<P = KafkaPos> {
+pub struct Message<P> {
     pub pos: P,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
@@ -115,7 +41,7 @@ pub struct Limits {
 }
 
 #[derive(Debug)]
-pub struct Batch<P = KafkaPos> {
+pub struct Batch<P> {
     pub messages: Vec<Message<P>>,
     bytes: usize,
     started: Option<Instant>,
@@ -235,7 +161,7 @@ pub fn partitions_for_worker(partitions: &[i32], parallelism: i32, index: i32) -
 mod tests {
     use super::*;
 
-    fn msg(p: i32, o: i64, len: usize) -> Message {
+    fn msg(p: i32, o: i64, len: usize) -> Message<KafkaPos> {
         Message { pos: KafkaPos { partition: p, offset: o }, key: None, payload: Some(vec![b'x'; len]), timestamp_ms: None, headers: None }
     }
 
@@ -263,11 +189,8 @@ mod tests {
         let last = b.last_positions();
         assert_eq!(last["shardId-1"], pos("shardId-1", "12", None));
         assert_eq!(last["shardId-2"], pos("shardId-2", "7", Some(1)));
-        let want = crate::kinesis::read::ShardCheckpoint { last: Some(ShardPos { seq: SeqNum::parse("7").unwrap(), sub: Some(1) }), finished: false };
+        let want = crate::position::ShardCheckpoint { last: Some(ShardPos { seq: SeqNum::parse("7").unwrap(), sub: Some(1) }), finished: false };
         assert_eq!(b.checkpoints()["shardId-2"], want);
-        assert_eq!(KinesisPos::status_key(&"shardId-000000000012".to_string()), 12);
-        assert_eq!(KinesisPos::status_key(&"shardId-999999999999".to_string()), -1);
-        assert_eq!(KinesisPos::status_key(&"custom".to_string()), -1);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod kinesis;
 pub mod metadata;
 pub mod policy;
+pub mod position;
 pub mod prepare;
 pub mod settings;
 

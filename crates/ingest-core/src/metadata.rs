@@ -8,77 +8,14 @@
 //! batch (the relation may have changed). Encoding a message's values writes into the caller's
 //! reusable buffer: nothing is allocated per row or per message.
 
-use crate::batch::PosFields;
 use crate::format::{CopyOptions, Format};
+use crate::position::{Part, PosValues, SqlValue};
 use std::fmt::Write as _;
 use thiserror::Error;
 
-/// Which system's fields a mapping may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum System {
-    Kafka,
-    Kinesis,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
-    Topic,
-    Partition,
-    Offset,
-    Key,
-    Timestamp,
-    Headers,
-    Stream,
-    ShardId,
-    SequenceNumber,
-    PartitionKey,
-    ArrivalTime,
-}
-
-const TEXT_TYPES: &[&str] = &["text", "varchar", "bpchar"];
-
-impl Field {
-    pub fn parse(system: System, name: &str) -> Option<Field> {
-        let f = match (system, name) {
-            (System::Kafka, "topic") => Field::Topic,
-            (System::Kafka, "partition") => Field::Partition,
-            (System::Kafka, "offset") => Field::Offset,
-            (System::Kafka, "key") => Field::Key,
-            (System::Kafka, "timestamp") => Field::Timestamp,
-            (System::Kafka, "headers") => Field::Headers,
-            (System::Kinesis, "stream") => Field::Stream,
-            (System::Kinesis, "shard_id") => Field::ShardId,
-            (System::Kinesis, "sequence_number") => Field::SequenceNumber,
-            (System::Kinesis, "partition_key") => Field::PartitionKey,
-            (System::Kinesis, "arrival_time") => Field::ArrivalTime,
-            _ => return None,
-        };
-        Some(f)
-    }
-
-    /// The field names of a system, for error messages.
-    pub fn names(system: System) -> &'static str {
-        match system {
-            System::Kafka => "topic, partition, offset, key, timestamp, headers",
-            System::Kinesis => "stream, shard_id, sequence_number, partition_key, arrival_time",
-        }
-    }
-
-    /// The column types (base type names) that can hold the field.
-    pub fn types(self) -> &'static [&'static str] {
-        match self {
-            Field::Topic | Field::Stream | Field::ShardId => TEXT_TYPES,
-            // Kafka partitions are int32; offsets int64.
-            Field::Partition => &["int4", "int8", "numeric"],
-            Field::Offset => &["int8", "numeric"],
-            Field::Key | Field::PartitionKey => &["text", "varchar", "bpchar", "bytea"],
-            Field::Timestamp | Field::ArrivalTime => &["timestamptz"],
-            Field::Headers => &["jsonb", "json"],
-            // Kinesis sequence numbers have up to 128 digits: no integer type holds them.
-            Field::SequenceNumber => &["text", "varchar", "bpchar", "numeric"],
-        }
-    }
-}
+/// Which system's fields a mapping may name: the one notion of a system, with its fields
+/// (`System::metadata_fields`).
+pub use crate::position::System;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum MetadataError {
@@ -87,7 +24,7 @@ pub enum MetadataError {
     #[error("metadata field \"{0}\" must name a column (a JSON string)")]
     NotAColumnName(String),
     #[error("unknown metadata field \"{field}\" (the fields are {known})")]
-    UnknownField { field: String, known: &'static str },
+    UnknownField { field: String, known: String },
     #[error("column \"{0}\" given in metadata does not exist or is generated")]
     UnknownColumn(String),
     #[error("column \"{0}\" is named more than once (metadata and columns fill distinct columns)")]
@@ -107,11 +44,12 @@ impl MetadataError {
     }
 }
 
-/// One metadata column: the field and whether its column is bytea (a key or partition key then
-/// goes in as bytes, else as text that must be UTF-8).
+/// One metadata column: what of the message fills it (a column of its system's composite) and
+/// whether it is bytea (a key or partition key then goes in as bytes, else as text that must be
+/// UTF-8).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetaColumn {
-    pub field: Field,
+    pub field: Part,
     pub column: String,
     pub bytea: bool,
 }
@@ -126,11 +64,12 @@ pub use crate::headers::{headers_json, Headers};
 use crate::headers::{emit_headers_json, HEX};
 
 /// A message's metadata as the sources deliver it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct MetaValues<'a> {
     /// The topic or stream.
     pub source: &'a str,
-    pub pos: &'a PosFields,
+    /// The message's position: the values of its own columns.
+    pub pos: &'a dyn PosValues,
     /// Kafka: the key; Kinesis: the partition key.
     pub key: Option<&'a [u8]>,
     pub timestamp_ms: Option<i64>,
@@ -305,8 +244,10 @@ impl Metadata {
         let mut out = Metadata::default();
         for (field, column) in map {
             let column = column.as_str().ok_or_else(|| MetadataError::NotAColumnName(field.clone()))?;
-            let f = Field::parse(system, field)
-                .ok_or_else(|| MetadataError::UnknownField { field: field.clone(), known: Field::names(system) })?;
+            let f = system.metadata_fields().find(|c| c.name == field).ok_or_else(|| MetadataError::UnknownField {
+                field: field.clone(),
+                known: system.metadata_fields().map(|c| c.name).collect::<Vec<_>>().join(", "),
+            })?;
             let typ = columns
                 .iter()
                 .find(|(name, _)| name == column)
@@ -315,15 +256,15 @@ impl Metadata {
             if out.columns.iter().any(|c| c.column == column) {
                 return Err(MetadataError::DuplicateColumn(column.to_string()));
             }
-            if !f.types().contains(&typ) {
+            if !f.metadata_types.contains(&typ) {
                 return Err(MetadataError::WrongType {
                     field: field.clone(),
                     column: column.to_string(),
                     found: if typ.is_empty() { "a user-defined type".to_string() } else { typ.to_string() },
-                    allowed: f.types().join(", "),
+                    allowed: f.metadata_types.join(", "),
                 });
             }
-            out.columns.push(MetaColumn { field: f, column: column.to_string(), bytea: typ == "bytea" });
+            out.columns.push(MetaColumn { field: f.part, column: column.to_string(), bytea: typ == "bytea" });
         }
         Ok(out)
     }
@@ -351,21 +292,21 @@ impl Metadata {
         for c in &self.columns {
             out.push(enc.delimiter());
             let mut num = Stack::new();
-            match (c.field, m.pos) {
-                (Field::Topic | Field::Stream, _) => enc.value(out, m.source.as_bytes()),
-                (Field::Partition, PosFields::Kafka { partition, .. }) => {
-                    let _ = write!(num, "{partition}");
-                    enc.value(out, num.get());
-                }
-                (Field::Offset, PosFields::Kafka { offset, .. }) => {
-                    let _ = write!(num, "{offset}");
-                    enc.value(out, num.get());
-                }
-                (Field::ShardId, PosFields::Kinesis { shard_id, .. }) => enc.value(out, shard_id.as_bytes()),
-                (Field::SequenceNumber, PosFields::Kinesis { sequence_number, .. }) => {
-                    enc.value(out, sequence_number.as_bytes())
-                }
-                (Field::Key | Field::PartitionKey, _) => match m.key {
+            match c.field {
+                Part::Source => enc.value(out, m.source.as_bytes()),
+                Part::Pos(i) => match m.pos.value(i) {
+                    SqlValue::Null => enc.null(out),
+                    SqlValue::Int4(v) => {
+                        let _ = write!(num, "{v}");
+                        enc.value(out, num.get());
+                    }
+                    SqlValue::Int8(v) => {
+                        let _ = write!(num, "{v}");
+                        enc.value(out, num.get());
+                    }
+                    SqlValue::Text(t) => enc.value(out, t.as_bytes()),
+                },
+                Part::Key => match m.key {
                     None => enc.null(out),
                     Some(k) if c.bytea => {
                         enc.open(out);
@@ -386,20 +327,20 @@ impl Metadata {
                         enc.value(out, k);
                     }
                 },
-                (Field::Timestamp | Field::ArrivalTime, _) => match m.timestamp_ms {
+                Part::Timestamp => match m.timestamp_ms {
                     None => enc.null(out),
                     Some(ms) => {
                         let _ = format_timestamp_ms(ms, &mut num);
                         enc.value(out, num.get());
                     }
                 },
-                (Field::Headers, _) => {
+                Part::Headers => {
                     enc.open(out);
                     emit_headers_json(m.headers.unwrap_or(&[]), &mut |b: &[u8]| enc.bytes(out, b));
                     enc.close(out);
                 }
-                // A field of the other system (never stored: consume_begin checks the fields).
-                _ => enc.null(out),
+                // Never a metadata field.
+                Part::Value => enc.null(out),
             }
         }
         Ok(())
@@ -414,9 +355,9 @@ mod tests {
         list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
     }
 
-    const KAFKA: PosFields = PosFields::Kafka { partition: 3, offset: 42 };
+    const KAFKA: crate::position::KafkaPos = crate::position::KafkaPos { partition: 3, offset: 42 };
 
-    fn values<'a>(pos: &'a PosFields, key: Option<&'a [u8]>, headers: Option<&'a Headers>) -> MetaValues<'a> {
+    fn values<'a>(pos: &'a dyn PosValues, key: Option<&'a [u8]>, headers: Option<&'a Headers>) -> MetaValues<'a> {
         MetaValues { source: "top\tic", pos, key, timestamp_ms: Some(1_764_624_308_123), headers }
     }
 
@@ -529,7 +470,13 @@ mod tests {
             &c,
         )
         .unwrap();
-        let pos = PosFields::Kinesis { shard_id: "shardId-000000000001".into(), sequence_number: "49590338271490256608559692538361571095921575989136588898".into(), sub_sequence: None };
+        let pos = crate::position::KinesisPos {
+            shard: "shardId-000000000001".into(),
+            at: crate::kinesis::seqnum::ShardPos {
+                seq: crate::kinesis::seqnum::SeqNum::parse("49590338271490256608559692538361571095921575989136588898").unwrap(),
+                sub: None,
+            },
+        };
         let mut out = Vec::new();
         m.encode(&values(&pos, Some(b"pk-1"), None), Encoding::Text { delimiter: b'\t' }, &mut out).unwrap();
         // field name order: arrival_time, partition_key, sequence_number, shard_id, stream

@@ -7,10 +7,15 @@
 //! before). Never from TRIM_HORIZON or LATEST once anything was read.
 
 use super::kpl::{hash_key, partition_key_hash, Aggregate, Cursor, UserRecord};
-use std::collections::HashMap;
 use super::seqnum::{Resume, SeqNum, ShardPos};
-use crate::batch::{KinesisPos, Message};
+use crate::batch::Message;
+use crate::position::KinesisPos;
+use std::collections::HashMap;
 use std::time::SystemTime;
+
+// Defined with the position, below the batch and this reader; named here too, where its users
+// have always found it.
+pub use crate::position::ShardCheckpoint;
 
 /// Where to start reading a shard (GetShardIterator's types).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,14 +25,6 @@ pub enum StartAt {
     AtTimestamp(SystemTime),
     AtSequence(SeqNum),
     AfterSequence(SeqNum),
-}
-
-/// What a shard's checkpoint holds: the last user record consumed (None: nothing yet) and whether
-/// the shard was read to SHARD_END (committed with its last rows: its children may be read).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ShardCheckpoint {
-    pub last: Option<ShardPos>,
-    pub finished: bool,
 }
 
 /// Where to take an iterator for a shard, and which records it returns that were already taken
