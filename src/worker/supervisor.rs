@@ -100,6 +100,7 @@ fn streams_by_consumer<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(query
 /// order deadlocked with it.
 fn read_desired(dboid: pg_sys::Oid) -> Desired {
     let mut consumers = Vec::new();
+    follow_renames(SourceKind::Kafka);
     let kafka_consumers = all_consumers();
     // Kafka: partitions with a stored offset, and those running workers saw in their topic (new
     // ones have no stored offset yet). Partition p belongs to index p mod parallelism.
@@ -121,6 +122,7 @@ fn read_desired(dboid: pg_sys::Oid) -> Desired {
     }
     // Kinesis: shards in seqnums (by id) and those running workers saw (by status key: the
     // number in the shard id, which is what decides the index).
+    follow_renames(SourceKind::Kinesis);
     let kinesis_consumers = crate::catalog::kinesis::all_consumers();
     let shards = streams_by_consumer::<String>("SELECT consumer_id, shard_id FROM pipeline_kinesis.seqnums");
     let mut seen: HashMap<i32, Vec<i32>> = HashMap::new();
@@ -140,6 +142,19 @@ fn read_desired(dboid: pg_sys::Oid) -> Desired {
         });
     }
     Desired { consumers, outbox_pending }
+}
+
+/// Keeps each consumer's stored relation name (`relname`) the name of its relation as it is now,
+/// so that once the relation is dropped, consumer_status, errors and consume_end know it by its
+/// last name (a table created again under that name is the one adopted). Writes only rows whose
+/// relation was renamed (or moved to another schema).
+fn follow_renames(source: SourceKind) {
+    crate::catalog::spi(Spi::run(&format!(
+        "UPDATE {t} k SET relname = pg_catalog.format('%I.%I', n.nspname, r.relname) \
+         FROM pg_catalog.pg_class r JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace \
+         WHERE r.oid = k.relation AND k.relname IS DISTINCT FROM pg_catalog.format('%I.%I', n.nspname, r.relname)",
+        t = source.consumers()
+    )));
 }
 
 /// The worker indexes that own at least one of `known` (stream numbers, taken modulo
