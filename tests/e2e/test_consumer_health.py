@@ -92,7 +92,8 @@ def test_kinesis_dead_letter_warning(fresh_db, stream_factory):
 
 
 def test_lag_is_null_until_the_watermark_is_known(fresh_db, topic_factory):
-    """Right after consume_begin the worker has published no watermark: lag is NULL, not 0."""
+    """Right after consume_begin the worker has published no watermark: consumer_status shows lag
+    NULL, not 0, and consumer_lag the brokers' answer."""
     db, topic = fresh_db, topic_factory()
     with pg_connect(db) as conn:
         conn.execute("SELECT pipeline_kafka.add_broker(%s)", [KAFKA_BOOTSTRAP])
@@ -101,17 +102,22 @@ def test_lag_is_null_until_the_watermark_is_known(fresh_db, topic_factory):
     with pg_connect(db) as conn:
         conn.execute("SELECT pipeline_kafka.consume_begin(%s, 'charges', start_offset := -2)", [topic])
         # One snapshot per sample: the lag and the rows committed with the offset it is measured from.
-        samples = []
+        samples, lag_view = [], []
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             samples.append(conn.execute("SELECT lag, (SELECT count(*) FROM charges) FROM pipeline_kafka.consumer_status")
                            .fetchone())
+            lag_view.append(conn.execute("SELECT lag, (SELECT count(*) FROM charges) FROM pipeline_kafka.consumer_lag")
+                            .fetchone())
             if samples[-1][1] == 50:
                 break
     assert samples[-1][1] == 50, samples[-5:]
     wrong = [s for s in samples if s[0] == 0 and s[1] < 50]
     assert not wrong, f"lag 0 while {50 - wrong[0][1]} messages were not ingested ({len(wrong)} of {len(samples)} samples)"
     assert samples[0][0] in (None, 50), samples[:5]
+    # consumer_lag asks the brokers for what no worker published yet
+    wrong = [s for s in lag_view if s[0] == 0 and s[1] < 50]
+    assert not wrong, f"consumer_lag: lag 0 while {50 - wrong[0][1]} messages were not ingested"
 
 
 def test_lag_of_a_consumer_in_error_is_real(fresh_db, topic_factory):
