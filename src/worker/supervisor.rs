@@ -122,8 +122,9 @@ fn read_desired(dboid: pg_sys::Oid) -> Desired {
     }
     // Kinesis: shards in seqnums (by id) and those running workers saw (by status key: the
     // number in the shard id, which is what decides the index).
-    follow_renames(SourceKind::Kinesis);
     let kinesis_consumers = crate::catalog::kinesis::all_consumers();
+    // After that read, which locks the endpoints first (the order DROP EXTENSION takes).
+    follow_renames(SourceKind::Kinesis);
     let shards = streams_by_consumer::<String>("SELECT consumer_id, shard_id FROM pipeline_kinesis.seqnums");
     let mut seen: HashMap<i32, Vec<i32>> = HashMap::new();
     for slot in crate::shmem::partitions_of(dboid, SourceKind::Kinesis) {
