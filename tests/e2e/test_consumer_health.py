@@ -89,6 +89,8 @@ def test_kinesis_dead_letter_warning(fresh_db, stream_factory):
     w = wait_until(lambda: scalar(db, "SELECT warning FROM pipeline_kinesis.consumer_status"), timeout=10,
                    what="a warning")
     assert w.startswith("the last 20 messages were all dead letters: 22P04 "), w
+    assert query(db, "SELECT state, last_error, rows_per_second, relation_name FROM pipeline_kinesis.consumer_status") \
+        == [("running", None, 0, "target")]
 
 
 def test_lag_is_null_until_the_watermark_is_known(fresh_db, topic_factory):
