@@ -19,8 +19,9 @@ CREATE TABLE pipeline_kafka.consumers (
     -- NULL (with relname) for a stream-partitioned consumer (consume_begin_stream_partitioned):
     -- each message's key names the relation its rows go to
     relation     regclass,
-    -- the relation's qualified name when consume_begin ran: if the table is dropped and created
-    -- again, the consumer takes the new one and continues from its offsets
+    -- the relation's qualified name (set by consume_begin, kept up to date by the supervisor when
+    -- the table is renamed): if the table is dropped and created again, the consumer takes the new
+    -- one and continues from its offsets
     relname      text,
     owner        regrole NOT NULL,
     group_id     text,
@@ -179,7 +180,7 @@ CREATE TABLE pipeline_kinesis.consumers (
     last_error   text,
     last_error_at timestamptz,
     -- 0.3.0 (appended, as the upgrade script adds them):
-    -- the relation's qualified name when consume_begin ran (a table created again is adopted)
+    -- the relation's qualified name, kept up to date on renames (a table created again is adopted)
     relname      text,
     -- text/csv: the columns the fields fill, in order (NULL = every column)
     columns      text[],

@@ -19,6 +19,11 @@ REVOKE EXECUTE ON FUNCTION pipeline_kinesis.remove_endpoint(text) FROM PUBLIC;
 -- caller's WHERE (a cheap "leaky" one that prints its argument) sees a row before that filter.
 
 -- One row per consumer and partition: where it is, how far behind, what it did, what went wrong.
+-- high_watermark and lag come from the partition's running worker: NULL while it has not seen the
+-- watermark yet, and when no worker runs (stopped, waiting: pipeline_kafka.consumer_lag asks the
+-- brokers). Appended in 0.7.0 (queries of the earlier columns by position keep working):
+-- warning (the partition's latest batches, at least 10 messages, were all or mostly dead
+-- letters), rows_per_second (over the last minute), relation_name (also once it was dropped).
 CREATE VIEW pipeline_kafka.consumer_status WITH (security_barrier) AS
 WITH s AS (SELECT * FROM pipeline_kafka.partition_status()),
      parts AS (SELECT consumer_id, "partition" FROM pipeline_kafka.offsets
@@ -34,15 +39,24 @@ SELECT c.id AS consumer_id,
        a.pid AS worker_pid,
        p."partition",
        o."offset" AS next_offset,
-       s.high_watermark,
-       greatest(s.high_watermark - o."offset", 0) AS lag,
+       CASE WHEN a.pid IS NOT NULL THEN s.high_watermark END AS high_watermark,
+       -- (greatest() alone would turn an unknown watermark into no lag)
+       CASE WHEN a.pid IS NOT NULL AND s.high_watermark IS NOT NULL
+            THEN greatest(s.high_watermark - o."offset", 0) END AS lag,
        coalesce(s.messages, 0) AS messages,
        coalesce(s.rows, 0) AS rows,
        coalesce(s.dead_letters, 0) AS dead_letters,
        coalesce(s.batches, 0) AS batches,
        s.last_batch_at,
        c.last_error,
-       c.last_error_at
+       c.last_error_at,
+       CASE WHEN s.dead_letter_run IS NOT NULL
+            THEN s.dead_letter_run || coalesce(': ' || (SELECT d.sqlstate || ' ' || d.error FROM pipeline_kafka.dead_letters d
+                                                        WHERE d.consumer_id = c.id AND d."partition" = p."partition"
+                                                        ORDER BY d."offset" DESC LIMIT 1), '') END AS warning,
+       coalesce(s.rows_per_second, 0) AS rows_per_second,
+       CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_class r WHERE r.oid = c.relation) THEN c.relation::text
+            ELSE c.relname END AS relation_name
 FROM pipeline_kafka.consumers c
 LEFT JOIN parts p ON p.consumer_id = c.id
 LEFT JOIN pipeline_kafka.offsets o ON o.consumer_id = p.consumer_id AND o."partition" = p."partition"
@@ -77,7 +91,9 @@ GRANT SELECT ON pipeline_kafka.consumer_lag TO PUBLIC;
 -- has one row with NULL shard columns. shard_status() publishes a shard under the number that
 -- ends its id (shardId-000000000003: 3) when that fits an int. skipped_records (last, so that
 -- queries of the earlier columns by position keep working): KPL user records skipped for lying
--- outside their shard's hash key range (config kpl_records_outside_shard).
+-- outside their shard's hash key range (config kpl_records_outside_shard). Appended in 0.7.0, as on
+-- pipeline_kafka.consumer_status: warning, rows_per_second, relation_name; millis_behind_latest is
+-- NULL until the shard's running worker knows it (and when none runs).
 CREATE VIEW pipeline_kinesis.consumer_status WITH (security_barrier) AS
 WITH s AS (SELECT * FROM pipeline_kinesis.shard_status()),
      q AS (SELECT n.*,
@@ -102,7 +118,7 @@ SELECT c.id AS consumer_id,
        q.parents,
        q.seqnum AS last_sequence_number,
        q.sub_sequence,
-       s.millis_behind_latest,
+       CASE WHEN a.pid IS NOT NULL THEN s.millis_behind_latest END AS millis_behind_latest,
        coalesce(s.records, 0) AS records,
        coalesce(s.rows, 0) AS rows,
        coalesce(s.dead_letters, 0) AS dead_letters,
@@ -110,7 +126,14 @@ SELECT c.id AS consumer_id,
        s.last_batch_at,
        c.last_error,
        c.last_error_at,
-       coalesce(s.skipped_records, 0) AS skipped_records
+       coalesce(s.skipped_records, 0) AS skipped_records,
+       CASE WHEN s.dead_letter_run IS NOT NULL
+            THEN s.dead_letter_run || coalesce(': ' || (SELECT d.sqlstate || ' ' || d.error FROM pipeline_kinesis.dead_letters d
+                                                        WHERE d.consumer_id = c.id AND d.shard_id = q.shard_id
+                                                        ORDER BY d.id DESC LIMIT 1), '') END AS warning,
+       coalesce(s.rows_per_second, 0) AS rows_per_second,
+       CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_class r WHERE r.oid = c.relation) THEN c.relation::text
+            ELSE c.relname END AS relation_name
 FROM pipeline_kinesis.consumers c
 LEFT JOIN q ON q.consumer_id = c.id
 LEFT JOIN s ON s.consumer_id = q.consumer_id AND s.shard = q.status_key
@@ -336,3 +359,17 @@ CREATE EVENT TRIGGER pipeline_kafka_emit_tuple_check ON ddl_command_end
     EXECUTE FUNCTION pipeline_kafka.emit_tuple_check();
 COMMENT ON EVENT TRIGGER pipeline_kafka_emit_tuple_check IS
     'Checks the arguments of pipeline_kafka.emit_tuple triggers when they are created.';
+
+-- 0.7.0: the columns consumer_status gained (issue 24.1, 24.11).
+COMMENT ON COLUMN pipeline_kafka.consumer_status.warning IS
+  'Set while the partition''s latest batches, at least 10 messages in a row, were all or mostly (>= 90 %) dead letters: how many, and the latest dead letter''s SQLSTATE and error; NULL again once a batch''s rows succeed.';
+COMMENT ON COLUMN pipeline_kafka.consumer_status.rows_per_second IS
+  'Rows written per second over the last minute (since the first batch, when that is more recent); counted since the server started.';
+COMMENT ON COLUMN pipeline_kafka.consumer_status.relation_name IS
+  'The target relation''s name; once it was dropped, the name it last had (relation then shows only an oid).';
+COMMENT ON COLUMN pipeline_kinesis.consumer_status.warning IS
+  'Set while the shard''s latest batches, at least 10 records in a row, were all or mostly (>= 90 %) dead letters: how many, and the latest dead letter''s SQLSTATE and error; NULL again once a batch''s rows succeed.';
+COMMENT ON COLUMN pipeline_kinesis.consumer_status.rows_per_second IS
+  'Rows written per second over the last minute (since the first batch, when that is more recent); counted since the server started.';
+COMMENT ON COLUMN pipeline_kinesis.consumer_status.relation_name IS
+  'The target relation''s name; once it was dropped, the name it last had (relation then shows only an oid).';

@@ -216,6 +216,8 @@ pub struct PartitionSlot {
     pub skipped: i64,
     /// TimestampTz of the last committed batch; 0 = none yet.
     pub last_batch_at: i64,
+    /// Rows per second of the last minute and the current run of dead letters.
+    pub recent: ingest_core::recent::Recent,
 }
 
 #[derive(Copy, Clone)]
@@ -261,7 +263,8 @@ pub fn update_partition(
         Some(i) => {
             let slot = &mut st.slots[i];
             if slot.dboid == 0 {
-                *slot = PartitionSlot { dboid, source, consumer_id, stream, partition: number, ..Default::default() };
+                // high_watermark -1: not known yet (lag NULL, not 0).
+                *slot = PartitionSlot { dboid, source, consumer_id, stream, partition: number, high_watermark: -1, ..Default::default() };
             }
             f(slot);
             true

@@ -343,6 +343,7 @@ mod pipeline_kinesis {
         if let Some(start) = start.or_else(|| existing.is_none().then_some(cat::Start::Now)) {
             cat::restart_from(id, start);
         }
+        crate::api::budget::notice_if_workers_wait(crate::shmem::SourceKind::Kinesis, id);
         wake_at_commit();
         id
     }

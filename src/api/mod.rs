@@ -1,5 +1,6 @@
 //! The SQL surface: thin functions that validate, write the catalog and wake workers at COMMIT.
 
+pub mod budget;
 pub mod consumer_args;
 pub mod credfile;
 pub mod metadata_args;

@@ -153,6 +153,7 @@ mod pipeline_kafka {
             cat::clear_offsets(id);
             cat::save_offsets(id, &next);
         }
+        crate::api::budget::notice_if_workers_wait(crate::shmem::SourceKind::Kafka, id);
         wake_at_commit();
         id
     }

@@ -4,18 +4,32 @@
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
-/// A row of partition_status / shard_status: consumer id, stream number, worker pid, latest
-/// position seen (Kafka: high watermark; Kinesis: MillisBehindLatest), messages, rows, dead
-/// letters, batches, last batch time; then (Kinesis only) user records skipped.
-type SlotRow = (i32, i32, Option<i32>, Option<i64>, i64, i64, i64, i64, Option<TimestampWithTimeZone>);
+/// What partition_status / shard_status show of one stream of a consumer (see `slot_rows`).
+struct Shown {
+    consumer_id: i32,
+    stream: i32,
+    worker_pid: Option<i32>,
+    /// Kafka: high watermark; Kinesis: MillisBehindLatest.
+    latest: Option<i64>,
+    messages: i64,
+    rows: i64,
+    dead_letters: i64,
+    batches: i64,
+    last_batch_at: Option<TimestampWithTimeZone>,
+    /// Kinesis only: user records skipped.
+    skipped: i64,
+    rows_per_second: Option<f64>,
+    dead_letter_run: Option<String>,
+}
 
 /// The progress this database's workers of one system published in shared memory. The worker pid
 /// and latest position show only while a worker runs (a negative position: not known yet).
 /// Only the rows of consumers whose owner the caller has the privileges of (superusers: all),
 /// as the consumer_status views filter: a caller calling the function directly sees no more.
-fn slot_rows(source: crate::shmem::SourceKind) -> Vec<(SlotRow, i64)> {
-    // SAFETY: MyDatabaseId is set in a connected backend; GetUserId in a transaction.
-    let (dboid, caller) = unsafe { (pg_sys::MyDatabaseId, pg_sys::GetUserId()) };
+fn slot_rows(source: crate::shmem::SourceKind) -> Vec<Shown> {
+    // SAFETY: MyDatabaseId is set in a connected backend; GetUserId in a transaction;
+    // GetCurrentTimestamp is a plain call.
+    let (dboid, caller, now) = unsafe { (pg_sys::MyDatabaseId, pg_sys::GetUserId(), pg_sys::GetCurrentTimestamp()) };
     let table = match source {
         crate::shmem::SourceKind::Kafka => "pipeline_kafka.consumers",
         crate::shmem::SourceKind::Kinesis => "pipeline_kinesis.consumers",
@@ -40,25 +54,22 @@ fn slot_rows(source: crate::shmem::SourceKind) -> Vec<(SlotRow, i64)> {
     crate::shmem::partitions_of(dboid, source)
         .into_iter()
         .filter(|s| visible.contains(&s.consumer_id))
-        .map(|s| {
-            let at = (s.last_batch_at != 0)
+        .map(|s| Shown {
+            consumer_id: s.consumer_id,
+            stream: s.partition,
+            worker_pid: (s.worker_pid != 0).then_some(s.worker_pid),
+            latest: (s.high_watermark >= 0 && s.worker_pid != 0).then_some(s.high_watermark),
+            messages: s.messages,
+            rows: s.rows,
+            dead_letters: s.dead_letters,
+            batches: s.batches,
+            last_batch_at: (s.last_batch_at != 0)
                 // SAFETY: a TimestampTz is a by-value int64 datum.
                 .then(|| unsafe { TimestampWithTimeZone::from_datum(pg_sys::Datum::from(s.last_batch_at), false) })
-                .flatten();
-            (
-                (
-                    s.consumer_id,
-                    s.partition,
-                    (s.worker_pid != 0).then_some(s.worker_pid),
-                    (s.high_watermark >= 0 && s.worker_pid != 0).then_some(s.high_watermark),
-                    s.messages,
-                    s.rows,
-                    s.dead_letters,
-                    s.batches,
-                    at,
-                ),
-                s.skipped,
-            )
+                .flatten(),
+            skipped: s.skipped,
+            rows_per_second: s.recent.rows_per_second(now),
+            dead_letter_run: s.recent.run_text(),
         })
         .collect()
 }
@@ -72,7 +83,10 @@ mod pipeline_kafka {
     use std::time::Duration;
 
     /// Per-partition progress published by this database's workers in shared memory (used by the
-    /// consumer_status view), of the consumers the caller may see.
+    /// consumer_status view), of the consumers the caller may see. `rows_per_second`: rows of the
+    /// last minute (since the first batch when that is more recent) per second; `dead_letter_run`:
+    /// e.g. "the last 300 messages were all dead letters" while the latest batches of the
+    /// partition, at least 10 messages, were all or mostly (>= 90 %) dead letters, else NULL.
     #[allow(clippy::type_complexity)]
     #[pg_extern(volatile, parallel_restricted)]
     fn partition_status() -> TableIterator<
@@ -87,9 +101,14 @@ mod pipeline_kafka {
             name!(dead_letters, i64),
             name!(batches, i64),
             name!(last_batch_at, Option<TimestampWithTimeZone>),
+            name!(rows_per_second, Option<f64>),
+            name!(dead_letter_run, Option<String>),
         ),
     > {
-        TableIterator::new(super::slot_rows(crate::shmem::SourceKind::Kafka).into_iter().map(|(row, _)| row))
+        let rows = super::slot_rows(crate::shmem::SourceKind::Kafka).into_iter().map(|s| {
+            (s.consumer_id, s.stream, s.worker_pid, s.latest, s.messages, s.rows, s.dead_letters, s.batches, s.last_batch_at, s.rows_per_second, s.dead_letter_run)
+        });
+        TableIterator::new(rows)
     }
 
     /// Low and high watermarks of a topic's partitions (all of them when `partition` is NULL),
@@ -137,7 +156,8 @@ mod pipeline_kinesis {
     /// the consumer_status view), of the consumers the caller may see. `shard` is the shard's status key: the number that ends its id
     /// (shardId-000000000003: 3), or -1 when that does not fit an int. `skipped_records`: KPL user
     /// records skipped for lying outside the shard's hash key range (config
-    /// kpl_records_outside_shard), since the server started.
+    /// kpl_records_outside_shard), since the server started. `rows_per_second` and
+    /// `dead_letter_run` as in pipeline_kafka.partition_status.
     #[allow(clippy::type_complexity)]
     #[pg_extern(volatile, parallel_restricted)]
     fn shard_status() -> TableIterator<
@@ -153,12 +173,14 @@ mod pipeline_kinesis {
             name!(batches, i64),
             name!(last_batch_at, Option<TimestampWithTimeZone>),
             name!(skipped_records, i64),
+            name!(rows_per_second, Option<f64>),
+            name!(dead_letter_run, Option<String>),
         ),
     > {
         // The worker publishes MillisBehindLatest where Kafka's publish their high watermark.
-        let rows = super::slot_rows(crate::shmem::SourceKind::Kinesis)
-            .into_iter()
-            .map(|((c, sh, pid, behind, recs, rows, dead, batches, at), skipped)| (c, sh, pid, behind, recs, rows, dead, batches, at, skipped));
+        let rows = super::slot_rows(crate::shmem::SourceKind::Kinesis).into_iter().map(|s| {
+            (s.consumer_id, s.stream, s.worker_pid, s.latest, s.messages, s.rows, s.dead_letters, s.batches, s.last_batch_at, s.skipped, s.rows_per_second, s.dead_letter_run)
+        });
         TableIterator::new(rows)
     }
 }

@@ -4,6 +4,7 @@
 //! poll -> batch -> COPY -> checkpoint pipeline.
 
 pub mod consumer;
+pub mod health;
 pub mod kinesis;
 pub mod launcher;
 pub mod pin;

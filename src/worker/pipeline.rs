@@ -281,17 +281,21 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                         return;
                     }
                     Err(BatchError::Failed(e)) => {
-                        let delay = backoff.next_delay();
+                        // A dropped table is looked for every second (logged once); others back off.
+                        let missing = e.sqlstate == "42P01";
+                        let delay = if missing { Duration::from_secs(1) } else { backoff.next_delay() };
                         let msg = format!("batch of {} messages failed: {e}", batch.len());
-                        warning!(
-                            "{} (relation {}): {msg}; retrying in {} ms",
-                            self.catalog.label(),
-                            self.target.relid.to_u32(),
-                            delay.as_millis()
-                        );
-                        self.error_shown = None;
+                        if !missing || self.error_shown.as_deref() != Some(msg.as_str()) {
+                            warning!(
+                                "{} (relation {}): {msg}; retrying in {} ms",
+                                self.catalog.label(),
+                                self.target.relid.to_u32(),
+                                delay.as_millis()
+                            );
+                            self.error_shown = None;
+                        }
                         self.show_error(&msg);
-                        wait(delay, None);
+                        self.wait_publishing(delay);
                     }
                 }
                 continue;
@@ -340,6 +344,19 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
         }
     }
 
+    /// Waits out a retry delay, publishing the latest positions every second (true lag in error).
+    fn wait_publishing(&self, delay: Duration) {
+        let until = Instant::now() + delay;
+        while !shutdown_requested() {
+            self.publish(&BatchStats::new());
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            wait(left.min(Duration::from_secs(1)), None);
+        }
+    }
+
     /// Publishes progress to shared memory for the status view: the batch's counts (if any), this
     /// worker's pid and the latest position the source reported for every owned stream.
     fn publish(&self, stats: &BatchStats<Stream<S::Pos>>) {
@@ -348,7 +365,9 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
         let pid = super::my_pid();
         for (stream, latest) in self.source.owned() {
             let st = stats.get(&stream);
-            crate::shmem::update_partition(self.target.dboid, C::SOURCE, self.target.consumer_id, slot_key::<S::Pos>(&stream), |slot| {
+            let key = slot_key::<S::Pos>(&stream);
+            let mut run = None;
+            crate::shmem::update_partition(self.target.dboid, C::SOURCE, self.target.consumer_id, key, |slot| {
                 slot.worker_pid = pid;
                 if let Some(h) = latest {
                     slot.high_watermark = h;
@@ -359,8 +378,11 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                     slot.dead_letters += st.dead_letters;
                     slot.batches += 1;
                     slot.last_batch_at = now;
+                    let change = slot.recent.record(now, st.messages, st.rows, st.dead_letters, super::health::RELOG_US);
+                    run = Some((change, slot.recent));
                 }
             });
+            super::health::log_run_change(&self.catalog, key.0.as_str(), run);
         }
     }
 

@@ -87,7 +87,7 @@ impl Retry {
             }
         };
         // The transform function consume_begin checked, not another of the same name.
-        if let Err(why) = crate::sink::pin::check(self.source, self.consumer_id, target.owner, &target.features) {
+        if let Err(why) = super::pin::check(self.source, self.consumer_id, target.owner, &target.features) {
             raise_stored(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, &why);
         }
         let chunk = target.limits_now().max_messages.min(CHUNK) as i64;

@@ -100,6 +100,7 @@ fn streams_by_consumer<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(query
 /// order deadlocked with it.
 fn read_desired(dboid: pg_sys::Oid) -> Desired {
     let mut consumers = Vec::new();
+    follow_renames(SourceKind::Kafka);
     let kafka_consumers = all_consumers();
     // Kafka: partitions with a stored offset, and those running workers saw in their topic (new
     // ones have no stored offset yet). Partition p belongs to index p mod parallelism.
@@ -122,6 +123,8 @@ fn read_desired(dboid: pg_sys::Oid) -> Desired {
     // Kinesis: shards in seqnums and those running workers saw (their status slots are keyed by
     // shard id); the shard id decides the index.
     let kinesis_consumers = crate::catalog::kinesis::all_consumers();
+    // After that read, which locks the endpoints first (the order DROP EXTENSION takes).
+    follow_renames(SourceKind::Kinesis);
     let mut shards = streams_by_consumer::<String>("SELECT consumer_id, shard_id FROM pipeline_kinesis.seqnums");
     for slot in crate::shmem::partitions_of(dboid, SourceKind::Kinesis) {
         shards.entry(slot.consumer_id).or_default().push(slot.stream.as_str().to_string());
@@ -138,6 +141,19 @@ fn read_desired(dboid: pg_sys::Oid) -> Desired {
         });
     }
     Desired { consumers, outbox_pending }
+}
+
+/// Keeps each consumer's stored relation name (`relname`) the name of its relation as it is now,
+/// so that once the relation is dropped, consumer_status, errors and consume_end know it by its
+/// last name (a table created again under that name is the one adopted). Writes only rows whose
+/// relation was renamed (or moved to another schema).
+fn follow_renames(source: SourceKind) {
+    crate::catalog::spi(Spi::run(&format!(
+        "UPDATE {t} k SET relname = pg_catalog.format('%I.%I', n.nspname, r.relname) \
+         FROM pg_catalog.pg_class r JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace \
+         WHERE r.oid = k.relation AND k.relname IS DISTINCT FROM pg_catalog.format('%I.%I', n.nspname, r.relname)",
+        t = source.consumers()
+    )));
 }
 
 /// The worker indexes that own at least one of `known` (stream numbers, taken modulo

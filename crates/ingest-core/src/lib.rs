@@ -14,6 +14,7 @@ pub mod metadata;
 pub mod policy;
 pub mod position;
 pub mod prepare;
+pub mod recent;
 pub mod settings;
 
 /// For tests: how much memory a piece of code allocates at its peak, counted per thread (tests
