@@ -13,6 +13,7 @@ pub mod kinesis;
 pub mod metadata;
 pub mod policy;
 pub mod prepare;
+pub mod rows;
 pub mod settings;
 
 /// For tests: how much memory a piece of code allocates at its peak, counted per thread (tests
