@@ -266,7 +266,9 @@ pub fn encode(n: &Numeric, out: &mut Vec<u8>) -> Result<(), ConvError> {
         Numeric::Finite(_) => 0,
     };
     let Numeric::Finite(d) = n else {
-        head(out, 0, 0, special, 0);
+        // numeric_send reads dscale out of the special value's short header (bits 0x1F80 of
+        // 0xD000/0xF000 give 32): what the server sends, so what we send.
+        head(out, 0, 0, special, ((special & 0x1F80) >> 7) as i16);
         return Ok(());
     };
     if d.dscale > 0x3FFF {
@@ -338,7 +340,7 @@ mod tests {
         assert_eq!(bin("1.5E-3", None).unwrap(), vec![1, -1, 0, 4, 15]);
         assert_eq!(bin("10000.0000", None).unwrap(), vec![1, 1, 0, 4, 1]);
         assert_eq!(bin("NaN", None).unwrap(), vec![0, 0, 0xC000u16 as i16, 0]);
-        assert_eq!(bin("-inf", None).unwrap(), vec![0, 0, 0xF000u16 as i16, 0]);
+        assert_eq!(bin("-inf", None).unwrap(), vec![0, 0, 0xF000u16 as i16, 32]);
         assert_eq!(bin("1e 5", None).unwrap(), vec![1, 1, 0, 0, 10]);
     }
 

@@ -78,7 +78,9 @@ pub fn int(input: &str, bits: u32, type_name: &str, pg16: bool, out: &mut Vec<u8
 
 /// float4in/float8in: glibc's strtof/strtod on the decimal forms and inf/infinity/nan (any case,
 /// signed), then blanks. Hex floats and `nan(...)` payloads decline (the text path reads them).
-pub fn float(input: &str, double: bool, out: &mut Vec<u8>) -> Maybe {
+/// `pg16`: float4in names only the number in its out-of-range message from 16 on (15: the
+/// whole input, blanks included), as float8in always does.
+pub fn float(input: &str, double: bool, pg16: bool, out: &mut Vec<u8>) -> Maybe {
     let type_name = if double { "double precision" } else { "real" };
     let b = input.as_bytes();
     let mut i = 0;
@@ -157,7 +159,8 @@ pub fn float(input: &str, double: bool, out: &mut Vec<u8>) -> Maybe {
         // strtod's ERANGE that PostgreSQL refuses: overflow to infinity, or a nonzero input
         // that underflowed to zero (denormals are kept).
         if v.is_infinite() || (v == 0.0 && nonzero) {
-            return Err(ConvError::new("22003", format!("\"{text}\" is out of range for type {type_name}")));
+            let shown = if double || pg16 { text } else { input };
+            return Err(ConvError::new("22003", format!("\"{shown}\" is out of range for type {type_name}")));
         }
         v
     };
