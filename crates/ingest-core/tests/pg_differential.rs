@@ -13,7 +13,7 @@
 #[path = "pg_differential/inputs.rs"]
 mod inputs;
 
-use ingest_core::rows::{encode_field, BinaryRowWriter, ColumnPlan, ConvError, Encoded, ServerSettings, Value};
+use ingest_core::rows::{encode_field, BinaryRowWriter, ColumnPlan, ConvError, Encoded, RowPlan, ServerSettings, Value};
 use inputs::Rng;
 use postgres::types::{FromSql, Type};
 use postgres::{Client, NoTls};
@@ -65,6 +65,8 @@ struct Tally {
     equal_errors: usize,
     fallbacks: usize,
     mismatches: Vec<String>,
+    /// The inputs the encoder wrote (for the all-types table).
+    accepted: Vec<usize>,
 }
 
 /// One column type: every input through text COPY and through the encoder, then the roundtrip.
@@ -104,6 +106,7 @@ fn run_type(c: &mut Client, settings: &ServerSettings, sql_type: &str, values: &
                 w.begin_field().extend_from_slice(&bytes);
                 w.end_field();
                 rust_ok.insert(id, bytes);
+                tally.accepted.push(id as usize);
             }
             (Err(r), Err(p)) if r == p => tally.equal_errors += 1,
             (r, p) => tally.mismatches.push(format!("{sql_type} {v:?} (text {text:?}): rust {r:?}, PostgreSQL {p:?}")),
@@ -153,7 +156,7 @@ fn run_all(c: &mut Client, label: &str) -> Vec<String> {
         .unwrap()
         .get(0);
     let mut r = Rng::new(0x5eed_2303);
-    let n = 400;
+    let n = 1500;
     let ints = inputs::integers(&mut r, n);
     let f4 = inputs::floats(&mut r, n, 50);
     let f8 = inputs::floats(&mut r, n, 330);
@@ -171,11 +174,11 @@ fn run_all(c: &mut Client, label: &str) -> Vec<String> {
         ("numeric(2,5)", &nums),
         ("numeric(1000,0)", &nums),
     ];
-    let bools = inputs::bools(&mut r, 200);
-    let strings = inputs::strings(&mut r, 300);
-    let uuids = inputs::uuids(&mut r, 300);
-    let byteas = inputs::byteas(&mut r, 300);
-    let jsons = inputs::jsons(&mut r, 200);
+    let bools = inputs::bools(&mut r, 400);
+    let strings = inputs::strings(&mut r, 800);
+    let uuids = inputs::uuids(&mut r, 800);
+    let byteas = inputs::byteas(&mut r, 800);
+    let jsons = inputs::jsons(&mut r, 600);
     let mut cases = cases;
     cases.extend([
         ("bool", &bools[..]),
@@ -192,8 +195,10 @@ fn run_all(c: &mut Client, label: &str) -> Vec<String> {
     ]);
     let mut failures = Vec::new();
     eprintln!("pg_differential [{label}: PostgreSQL {version_num}, {shown}]");
-    for (ty, values) in cases {
+    let mut accepted = Vec::new();
+    for (ty, values) in &cases {
         let t = run_type(c, &settings, ty, values);
+        accepted.push(t.accepted.iter().map(|&i| values[i].clone()).collect::<Vec<_>>());
         eprintln!(
             "  {ty:<16} {:>4} inputs: {:>4} equal values, {:>4} equal errors, {:>3} to the text path, {} different",
             t.inputs, t.equal_values, t.equal_errors, t.fallbacks, t.mismatches.len()
@@ -201,7 +206,63 @@ fn run_all(c: &mut Client, label: &str) -> Vec<String> {
         failures.extend(t.mismatches);
     }
     c.batch_execute("DROP TABLE diff_text, diff_bin").unwrap();
+    let types: Vec<&str> = cases.iter().map(|(t, _)| *t).collect();
+    failures.extend(all_types_roundtrip(c, &settings, &types, &accepted, &mut r));
     failures
+}
+
+/// A table with a column of every type: rows of accepted inputs and NULLs, written by
+/// RowPlan::write_row into one COPY BINARY stream, against the same rows through text COPY.
+fn all_types_roundtrip(c: &mut Client, settings: &ServerSettings, types: &[&str], accepted: &[Vec<Value<'_>>], r: &mut Rng) -> Vec<String> {
+    let cols: Vec<String> = types.iter().enumerate().map(|(i, t)| format!("c{i} {t}")).collect();
+    c.batch_execute(&format!(
+        "CREATE TEMP TABLE all_text (id int, {0}); CREATE TEMP TABLE all_bin (id int, {0});",
+        cols.join(", ")
+    ))
+    .unwrap();
+    let mut plans = vec![ColumnPlan::new("id", "int4", -1, false, settings)];
+    for row in c
+        .query(
+            "SELECT t.typname::text, a.atttypmod FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+             WHERE a.attrelid = 'all_text'::regclass AND a.attnum > 1 ORDER BY a.attnum",
+            &[],
+        )
+        .unwrap()
+    {
+        plans.push(ColumnPlan::new("c", row.get::<_, &str>(0), row.get(1), false, settings));
+    }
+    let plan = RowPlan { columns: plans };
+    assert!(plan.binary());
+    let (mut w, mut text) = (BinaryRowWriter::new(), String::new());
+    let nrows = 500;
+    for id in 0..nrows {
+        let mut values = vec![Value::Int(id)];
+        for col in accepted {
+            values.push(if col.is_empty() || r.below(10) == 0 { Value::Null } else { r.pick(col).clone() });
+        }
+        assert_eq!(plan.write_row(&values, &mut w), Ok(Encoded::Written));
+        let fields: Vec<String> = values.iter().map(|v| v.to_text().map_or("\\N".into(), |t| copy_text_escape(&t))).collect();
+        text.push_str(&fields.join("\t"));
+        text.push('\n');
+    }
+    let mut sink = c.copy_in("COPY all_bin FROM STDIN (FORMAT binary)").unwrap();
+    sink.write_all(&w.finish()).unwrap();
+    sink.finish().unwrap();
+    let mut sink = c.copy_in("COPY all_text FROM STDIN").unwrap();
+    sink.write_all(text.as_bytes()).unwrap();
+    sink.finish().unwrap();
+    let rows = |c: &mut Client, t: &str| -> Vec<String> {
+        c.query(&format!("SELECT x::text FROM {t} x ORDER BY id"), &[]).unwrap().iter().map(|r| r.get(0)).collect()
+    };
+    let (by_text, by_bin) = (rows(c, "all_text"), rows(c, "all_bin"));
+    c.batch_execute("DROP TABLE all_text, all_bin").unwrap();
+    eprintln!("  all {} types in one table: {nrows} rows by COPY BINARY, {} equal to text COPY's", types.len(),
+        by_text.iter().zip(&by_bin).filter(|(a, b)| a == b).count());
+    if by_text.len() != nrows as usize || by_text != by_bin {
+        let first = by_text.iter().zip(&by_bin).find(|(a, b)| a != b);
+        return vec![format!("all-types table: {} text rows, {} binary rows; first difference {first:?}", by_text.len(), by_bin.len())];
+    }
+    Vec::new()
 }
 
 #[test]

@@ -76,7 +76,9 @@ pub fn integers(r: &mut Rng, n: usize) -> Vec<Value<'static>> {
     v.push(Value::Bool(true));
     v.push(Value::Decimal { unscaled: 1200, scale: 2 });
     while v.len() < n {
-        let len = 1 + r.below(20) as usize;
+        // Lengths around each type's limit (5, 10, 19 digits) and beyond.
+        let max = [5u64, 6, 10, 11, 19, 20][r.below(6) as usize];
+        let len = 1 + r.below(max) as usize;
         let s = format!("{}{}", sign(r), r.digits(len));
         let s = junk(r, s);
         v.push(t(&blanks(r, s)));
