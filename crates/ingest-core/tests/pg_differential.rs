@@ -179,6 +179,7 @@ fn run_all(c: &mut Client, label: &str) -> Vec<String> {
     let uuids = inputs::uuids(&mut r, 800);
     let byteas = inputs::byteas(&mut r, 800);
     let jsons = inputs::jsons(&mut r, 600);
+    let times = inputs::datetimes(&mut r, 1500);
     let mut cases = cases;
     cases.extend([
         ("bool", &bools[..]),
@@ -192,6 +193,9 @@ fn run_all(c: &mut Client, label: &str) -> Vec<String> {
         ("bytea", &byteas[..]),
         ("json", &jsons[..]),
         ("jsonb", &jsons[..]),
+        ("date", &times[..]),
+        ("timestamp", &times[..]),
+        ("timestamptz", &times[..]),
     ]);
     let mut failures = Vec::new();
     eprintln!("pg_differential [{label}: PostgreSQL {version_num}, {shown}]");

@@ -25,8 +25,8 @@
 //!   PostgreSQL's input function raises for that text (same SQLSTATE, message and DETAIL), so
 //!   the message becomes a dead letter before COPY and isolation never bisects for it; or it
 //!   declines ([`Encoded::Fallback`]) when it is not sure: the 16+ `1_000`/`0x1F` number forms,
-//!   hex floats, JSON it cannot vouch for, date/time *text* (DateStyle, TimeZone and zone
-//!   abbreviations decide how it reads). A declined field sends its batch down the text path
+//!   hex floats, JSON it cannot vouch for, date/time text other than the ISO form with a numeric
+//!   offset (DateStyle, TimeZone and zone abbreviations decide how the rest reads). A declined field sends its batch down the text path
 //!   (rows keep their order there, which upserts need), so the result is never a different
 //!   value, only the slower path. Constraint, trigger, partition and generated-column behaviour
 //!   is unchanged, because COPY still inserts.
@@ -40,8 +40,8 @@
 //! * **[`BinaryRowWriter`]** frames COPY BINARY: the 19-byte header, per tuple an int16 field
 //!   count, per field an int32 length (-1 = NULL) and the bytes, and the int16 -1 trailer.
 //!
-//! Settings: DateStyle and TimeZone only matter to date/time text (text path for now) and
-//! LocalTimestampMicros -> timestamptz; extra_float_digits is output-only and changes nothing
+//! Settings: DateStyle and TimeZone only matter to date/time text (all but the ISO form with an
+//! explicit offset take the text path) and LocalTimestampMicros -> timestamptz; extra_float_digits is output-only and changes nothing
 //! here (tests/pg_differential.rs runs under non-default values of all three to show it).
 //!
 //! Not wired yet: src/sink/copy.rs feeds text COPY; the next step gives it a binary stream.
@@ -155,7 +155,7 @@ pub fn encode_text(plan: &ColumnPlan, s: &str, out: &mut Vec<u8>) -> Result<Enco
         }
         PgType::Json => text::json(s, false, out),
         PgType::Jsonb => text::json(s, true, out),
-        PgType::Date | PgType::Timestamp | PgType::Timestamptz => Ok(None),
+        PgType::Date | PgType::Timestamp | PgType::Timestamptz => return datetime::text_to_binary(s, ty, out),
     })
 }
 

@@ -90,7 +90,8 @@ fn strings_with_length_limits() {
     assert_eq!(enc("jsonb", -1, "{\"a\": [1, 2.5e3]}").unwrap().unwrap(), b"\x01{\"a\": [1, 2.5e3]}".to_vec());
     assert_eq!(enc("json", -1, "{\"a\": }").unwrap(), None);
     assert_eq!(enc("jsonb", -1, "\"\\u0000\"").unwrap(), None);
-    assert_eq!(enc("date", -1, "2024-01-01").unwrap(), None);
+    assert_eq!(enc("date", -1, "2024-01-01").unwrap().unwrap(), 8766i32.to_be_bytes());
+    assert_eq!(enc("date", -1, "01/02/2024").unwrap(), None);
 }
 
 #[test]

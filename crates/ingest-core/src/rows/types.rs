@@ -63,6 +63,8 @@ impl PgType {
             "json" => PgType::Json,
             "jsonb" => PgType::Jsonb,
             "date" => PgType::Date,
+            // timestamp(p) rounds to p digits: the text path, until that rounding is here.
+            "timestamp" | "timestamptz" if typmod != -1 && typmod != 6 => return None,
             "timestamp" => PgType::Timestamp,
             "timestamptz" => PgType::Timestamptz,
             _ => return None,
@@ -162,6 +164,7 @@ mod tests {
         assert_eq!(PgType::from_catalog("varchar", 9), Some(PgType::Varchar(Some(5))));
         assert_eq!(PgType::from_catalog("bpchar", -1), Some(PgType::Bpchar(None)));
         assert_eq!(PgType::from_catalog("inet", -1), None);
+        assert_eq!(PgType::from_catalog("timestamptz", 3), None);
         assert_eq!(PgType::Int8.oid(), 20);
     }
 }

@@ -270,3 +270,72 @@ pub fn jsons(r: &mut Rng, n: usize) -> Vec<Value<'static>> {
     }
     v
 }
+
+pub fn datetimes(r: &mut Rng, n: usize) -> Vec<Value<'static>> {
+    let mut v: Vec<Value> = [
+        "2024-01-02", " 2024-01-02 ", "2024-02-29", "2023-02-29", "2024-13-01", "2024-00-10", "0000-01-01",
+        "0001-01-01", "9999-12-31", "2024-01-02 03:04:05", "2024-01-02T03:04:05", "2024-01-02 03:04",
+        "2024-01-02 03:04:05.123456", "2024-01-02 03:04:05.1234565", "2024-01-02 03:04:05.9999995Z",
+        "2024-01-02 03:04:05Z", "2024-01-02 03:04:05+05:30", "2024-01-02 03:04:05-0800",
+        "2024-01-02 03:04:05+15:59", "2024-01-02 03:04:05+16", "2024-01-02 24:00:00+00",
+        "2024-01-02 23:59:60+00", "2024-01-02 03:04:05 PST", "2024-01-02 03:04:05 Europe/Paris",
+        "2024-01-02 03:04:05 +05", "01/02/2024", "02.01.2024", "20240102", "2024-1-2", "0044-03-15 BC",
+        "4714-11-24 00:00:00+00 BC", "294276-12-31 23:59:59.999999+00", "infinity", "-infinity",
+        "epoch", "2024-01-02 03:04:05.", "2024-01-02 03:04:05+05:30:15", "", " ", "x",
+    ]
+    .iter()
+    .map(|s| t(s))
+    .collect();
+    for d in [0, 19723, -719_528, -2_440_588, 2_932_896, i32::MAX, i32::MIN] {
+        v.push(Value::DateDays(d));
+    }
+    for us in [0, -1, 1_704_164_645_123_456, -62_135_596_800_000_000, i64::MAX, i64::MIN] {
+        v.push(Value::TimestampMicros(us));
+        v.push(Value::LocalTimestampMicros(us));
+    }
+    while v.len() < n {
+        match r.below(10) {
+            0 => {
+                let d = r.below(4_000_000) as i32 - 1_000_000;
+                v.push(Value::DateDays(d));
+            }
+            1 => {
+                let us = (r.next() % 400_000_000_000_000_000) as i64 - 200_000_000_000_000_000;
+                v.push(if r.chance(50) { Value::TimestampMicros(us) } else { Value::LocalTimestampMicros(us) });
+            }
+            _ => {
+                let y = if r.chance(80) { 1900 + r.below(200) } else { r.below(10_000) };
+                let months = if r.chance(95) { 12 } else { 13 };
+                let (m, d) = (1 + r.below(months), 1 + r.below(31));
+                let mut s = format!("{y:04}-{m:02}-{d:02}");
+                if r.chance(85) {
+                    let sep = if r.chance(50) { " " } else { "T" };
+                    s = format!("{s}{sep}{:02}:{:02}", r.below(24), r.below(60));
+                    if r.chance(80) {
+                        s = format!("{s}:{:02}", r.below(60));
+                        let fd = r.below(9) as usize;
+                        if fd > 0 {
+                            let k = fd;
+                            s = format!("{s}.{}", r.digits(k));
+                        }
+                    }
+                    match r.below(6) {
+                        0 => {}
+                        1 => s.push('Z'),
+                        2 => s = format!("{s}{}{:02}", sign_pm(r), r.below(16)),
+                        3 => s = format!("{s}{}{:02}:{:02}", sign_pm(r), r.below(16), r.below(60)),
+                        4 => s = format!("{s}{}{:02}{:02}", sign_pm(r), r.below(16), r.below(60)),
+                        _ => s = format!("{s} {}", ["UTC", "PST", "CET", "America/Sao_Paulo"][r.below(4) as usize]),
+                    }
+                }
+                let s = junk(r, s);
+                v.push(t(&s));
+            }
+        }
+    }
+    v
+}
+
+fn sign_pm(r: &mut Rng) -> &'static str {
+    if r.chance(50) { "+" } else { "-" }
+}
