@@ -8,6 +8,8 @@
 #      cluster, Kafka broker and kinesalite, ports + 100 * instance, scripts/env.sh), so that a test
 #      stopping a broker or restarting its cluster disturbs no other part:
 #      regress-V     scripts/regress.sh (pg_regress; in part 0)
+#      pg-differential-V  cargo test -p ingest-core --test pg_differential (the row model's
+#                    binary encoder against this cluster's own text input; in part 0)
 #      e2e-V-P       pytest tests/e2e --shard P/N (tests/e2e/conftest.py: whole files, balanced by
 #                    tests/e2e/durations.txt); the 18 parts also run test_pg_upgrade.py (15 -> 18)
 #                    when both versions are built
@@ -71,6 +73,11 @@ run_part() { # version part instance
       pi_log "========== tier regress-$v"
       if bash scripts/regress.sh; then pi_log "========== tier regress-$v PASSED ($((SECONDS - t0))s)"; oks+=("regress-$v")
       else pi_log "========== tier regress-$v FAILED"; fails+=("regress-$v"); fi
+      t0=$SECONDS
+      pi_log "========== tier pg-differential-$v (PostgreSQL on $PGPORT)"
+      if cargo test -p ingest-core --test pg_differential -- --nocapture; then
+        pi_log "========== tier pg-differential-$v PASSED ($((SECONDS - t0))s)"; oks+=("pg-differential-$v")
+      else pi_log "========== tier pg-differential-$v FAILED"; fails+=("pg-differential-$v"); fi
     fi
     local t0=$SECONDS
     pi_log "========== tier e2e-$v-$part: pytest tests/e2e --shard $part/$SHARDS"

@@ -15,6 +15,7 @@ pub mod policy;
 pub mod position;
 pub mod prepare;
 pub mod recent;
+pub mod rows;
 pub mod settings;
 
 /// For tests: how much memory a piece of code allocates at its peak, counted per thread (tests
