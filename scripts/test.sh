@@ -108,6 +108,8 @@ if [ "${PI_SKIP_UNIT:-0}" = 1 ]; then   # developer knob; CI never sets it
 else
   tier unit cargo test -p ingest-core -p ingest-kinesis --lib
 fi
+# Built once here, so the parts' pg-differential runs (one per version, side by side) only run it.
+tier build-pg-differential cargo test -p ingest-core --test pg_differential --no-run
 
 for s in kafka kinesis; do
   bash scripts/services.sh status "$s" >/dev/null 2>&1 || to_stop+=("$s")
