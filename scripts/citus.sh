@@ -205,7 +205,7 @@ case "$cmd" in
       fi
     done
     ;;
-  restart) "$0" stop "${2:-}"; "$0" start "${2:-}" ;;
+  restart) bash "$0" stop "${2:-}"; bash "$0" start "${2:-}" ;;
   status) status ;;
   ports) for n in "${NODES[@]}"; do echo "$n $(citus_port "$n")"; done ;;
   createdb)

@@ -173,9 +173,17 @@ citus_step() {
     return 0
   fi
   command -v clang >/dev/null || pi_die "citus: clang not found (the apt step installs it)"
-  src="$PI_CACHE/citus-build"
+  # One build at a time per cache (two sessions' setups may run at once); the second one finds
+  # Citus installed when it gets the lock.
+  exec 8>"$PI_CACHE/citus-build.lock"
+  flock -n 8 || { step "citus: another setup is building Citus; waiting for it"; flock 8; }
+  if [ -f "$libdir/citus.so" ] && grep -qx "default_version = '$want'" "$sharedir/extension/citus.control" 2>/dev/null; then
+    step "citus: Citus $CITUS_VERSION installed meanwhile by another setup"
+    exec 8>&-
+    return 0
+  fi
+  src="$(mktemp -d "$PI_CACHE/citus-build.XXXXXX")"
   log="$PI_CACHE/citus-build.log"
-  rm -rf "$src"; mkdir -p "$src"
   tar xzf "$tarball" -C "$src" --strip-components=1 || pi_die "citus: cannot unpack $tarball"
   step "citus: building Citus $CITUS_VERSION for $("$PG_CONFIG_18" --version) (several minutes; log: $log)"
   if ! (cd "$src" \
@@ -183,12 +191,14 @@ citus_step() {
         && nice -n 10 make -j2 \
         && make install) >"$log" 2>&1; then
     tail -n 60 "$log" >&2
+    rm -rf "$src"
     pi_die "citus: build failed (log: $log)"
   fi
   [ -f "$libdir/citus.so" ] || pi_die "citus: make install did not put citus.so into $libdir"
   grep -qx "default_version = '$want'" "$sharedir/extension/citus.control" \
     || pi_die "citus: $sharedir/extension/citus.control does not name version $want"
   rm -rf "$src"
+  exec 8>&-
   step "citus: installed Citus $CITUS_VERSION into $libdir"
 }
 
