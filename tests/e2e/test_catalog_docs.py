@@ -19,6 +19,11 @@ MEMBERS_WITHOUT_COMMENT = """
       AND NOT EXISTS (SELECT 1 FROM pg_description c
                       WHERE c.classoid = d.classid AND c.objoid = d.objid AND c.objsubid = 0
                         AND c.description <> '')
+      -- PostgreSQL 18 records the types a table, view or composite type implies (its row type and
+      -- their array types) as members of the extension too: they are described by their relation
+      AND NOT EXISTS (SELECT 1 FROM pg_type t LEFT JOIN pg_class r ON r.oid = t.typrelid
+                      WHERE d.classid = 'pg_type'::regclass AND t.oid = d.objid
+                        AND (t.typcategory = 'A' OR r.relkind IN ('r', 'p', 'v', 'm')))
     ORDER BY 1"""
 
 MEMBERS = """
