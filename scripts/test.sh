@@ -83,7 +83,7 @@ run_part() { # version part instance
     pi_log "========== tier e2e-$v-$part: pytest tests/e2e --shard $part/$SHARDS"
     # shellcheck disable=SC2086
     env PI_SERVICES_MANAGED=1 "$PI_VENV/bin/pytest" -v -p no:cacheprovider --durations=30 \
-      --shard "$part/$SHARDS" ${PI_E2E_ARGS:-} tests/e2e
+      --junitxml "$LOGS/$v-$part.xml" --shard "$part/$SHARDS" ${PI_E2E_ARGS:-} tests/e2e
     local rc=$?
     # 5: no test in this part (only with a PI_E2E_ARGS selection; every part of the suite has tests)
     if [ "$rc" = 0 ] || { [ "$rc" = 5 ] && [ -n "${PI_E2E_ARGS:-}" ]; }; then
