@@ -17,10 +17,11 @@
 //! `kpl_records_outside_shard` says (`OutsideShard`).
 //!
 //! The SDK runs on a current-thread runtime on the worker's main thread; every call is bounded
-//! by pipeline_ingest.broker_timeout.
+//! by pipeline_ingest.broker_timeout. What the source needs of the catalog and of the worker that
+//! runs it comes through `KinesisHost`, which the worker implements.
 
-use crate::catalog::seqnums;
-use crate::xact::in_transaction;
+use super::error::SourceError;
+use crate::xact::PgError;
 use ingest_core::backoff::Backoff;
 use ingest_core::batch::{Batch, KinesisPos, Limits};
 use ingest_core::kinesis::lineage::{readable, waiting_for_parents, worker_of, Progress, Shard};
@@ -33,6 +34,18 @@ use std::time::{Duration, Instant, SystemTime};
 /// How often a worker whose shards wait for parents read by another worker looks whether they
 /// finished.
 const PARENT_CHECK: Duration = Duration::from_secs(1);
+
+/// What the Kinesis source asks of the worker that runs it: the catalog's record of its consumer's
+/// shards (pipeline_kinesis.seqnums, each call in a transaction of its own) and whether the worker
+/// is asked to stop.
+pub trait KinesisHost {
+    /// Records the lineage of the listed shards this worker owns.
+    fn note_lineage(&self, shards: &[&Shard]) -> Result<(), PgError>;
+    /// The committed checkpoint of every shard of the consumer.
+    fn stored(&self) -> Result<BTreeMap<String, ShardCheckpoint>, PgError>;
+    /// The worker is asked to stop: make no more calls that wait.
+    fn stop_requested(&self) -> bool;
+}
 
 /// One shard being read.
 struct Reader {
@@ -55,6 +68,7 @@ struct Reader {
 
 pub struct KinesisSource {
     client: Kinesis,
+    host: Box<dyn KinesisHost>,
     consumer_id: i32,
     stream: String,
     parallelism: i32,
@@ -100,12 +114,14 @@ pub struct ReadSettings {
 impl KinesisSource {
     pub fn new(
         client: Kinesis,
+        host: Box<dyn KinesisHost>,
         consumer_id: i32,
         s: &ReadSettings,
         progress: BTreeMap<String, ShardCheckpoint>,
-    ) -> Result<KinesisSource, String> {
+    ) -> Result<KinesisSource, SourceError> {
         let mut source = KinesisSource {
             client,
+            host,
             consumer_id,
             stream: s.stream.clone(),
             parallelism: s.parallelism.max(1),
@@ -140,17 +156,18 @@ impl KinesisSource {
         format!("stream \"{}\": {e}", self.stream)
     }
 
+    /// A failed call on the stream, by its cause.
+    fn stream_error(&self, e: KinesisError) -> SourceError {
+        SourceError::from(e).context(format_args!("stream \"{}\"", self.stream))
+    }
+
     /// Lists the shards, records their lineage in the catalog and starts reading the shards that
     /// became readable.
-    fn list(&mut self) -> Result<(), String> {
-        let shards = self.client.list_shards(&self.stream).map_err(|e| self.describe(&e))?;
+    fn list(&mut self) -> Result<(), SourceError> {
+        let shards = self.client.list_shards(&self.stream).map_err(|e| self.stream_error(e))?;
         self.relist = false;
         let mine: Vec<&Shard> = shards.iter().filter(|s| worker_of(&s.id, self.parallelism) == self.index).collect();
-        let lineage: Vec<seqnums::Lineage> = mine
-            .iter()
-            .map(|s| seqnums::Lineage { shard_id: s.id.clone(), parents: s.parents().map(str::to_string).collect(), closed: s.closed })
-            .collect();
-        if let Err(e) = in_transaction(|| seqnums::note_lineage(self.consumer_id, &lineage)) {
+        if let Err(e) = self.host.note_lineage(&mine) {
             pgrx::warning!("pipeline_kinesis consumer {}: could not record shard lineage: {e}", self.consumer_id);
         }
         self.shards = shards;
@@ -198,7 +215,7 @@ impl KinesisSource {
 
     /// Reads the committed progress of every shard again (parents finished by other workers).
     fn reload_progress(&mut self) {
-        match in_transaction(|| seqnums::stored(self.consumer_id)) {
+        match self.host.stored() {
             Ok(stored) => {
                 for (id, cp) in stored {
                     // This worker's own shards: what it committed itself is as new as the catalog.
@@ -316,7 +333,7 @@ impl super::Source for KinesisSource {
                 Ok(()) => self.list_backoff.reset(),
                 Err(e) => {
                     self.relist_at = Instant::now() + jitter(self.list_backoff.next_delay(), self.rng.next_u64());
-                    self.error = Some(e);
+                    self.error = Some(e.to_string());
                 }
             }
         }
@@ -332,7 +349,7 @@ impl super::Source for KinesisSource {
             .map(|(id, _)| id.clone())
             .collect();
         for id in due {
-            if batch.is_full(limits) || crate::worker::shutdown_requested() {
+            if batch.is_full(limits) || self.host.stop_requested() {
                 break;
             }
             self.poll(&id);
@@ -371,7 +388,7 @@ impl super::Source for KinesisSource {
         self.error.take()
     }
 
-    fn maintain(&mut self) -> Result<(), String> {
+    fn maintain(&mut self) -> Result<(), SourceError> {
         self.list()
     }
 

@@ -2,11 +2,12 @@
 //! for every system; what differs (connecting, assigning partitions or shards, polling) lives
 //! behind `Source`.
 
+pub mod error;
 pub mod kafka;
 pub(crate) mod kafka_brokers;
-mod kafka_reader;
 pub mod kinesis;
 
+use error::SourceError;
 use ingest_core::batch::{Batch, Limits, Position};
 use std::collections::BTreeMap;
 
@@ -34,7 +35,7 @@ pub trait Source {
     fn take_error(&mut self) -> Option<String>;
 
     /// Periodic upkeep between batches, e.g. taking on partitions added to the topic.
-    fn maintain(&mut self) -> Result<(), String>;
+    fn maintain(&mut self) -> Result<(), SourceError>;
 
     /// What the checkpoint of each stream this worker owns holds, as far as the worker knows
     /// (None: nothing stored yet). The batch transaction checks the catalog still says so.

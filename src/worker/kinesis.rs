@@ -7,6 +7,7 @@ use super::pipeline::{connect_with_retry, target_of, ConsumerCatalog, Pipeline, 
 use crate::catalog::kinesis::{self as cat, Consumer};
 use crate::catalog::seqnums;
 use crate::shmem::SourceKind;
+use crate::sources::error::SourceError;
 use crate::sources::kinesis::{KinesisSource, ReadSettings};
 use crate::xact::in_transaction;
 use ingest_core::batch::{KinesisPos, Message};
@@ -115,13 +116,13 @@ fn read_settings(c: &Consumer, index: i32) -> ReadSettings {
     }
 }
 
-fn connect(c: &Consumer, read: &ReadSettings, stored: &BTreeMap<String, ShardCheckpoint>) -> Result<KinesisSource, String> {
+fn connect(c: &Consumer, read: &ReadSettings, stored: &BTreeMap<String, ShardCheckpoint>) -> Result<KinesisSource, SourceError> {
     let endpoint = ingest_kinesis::Endpoint { region: c.region.clone(), url: c.url.clone(), credfile: c.credfile.clone() };
     let timeout = Duration::from_millis(crate::guc::BROKER_TIMEOUT_MS.get().max(100) as u64);
     let client = ingest_kinesis::Kinesis::connect(&endpoint, timeout)
-        .map_err(|e| format!("endpoint \"{}\": {e}", c.endpoint))?
+        .map_err(|e| SourceError::from(e).context(format_args!("endpoint \"{}\"", c.endpoint)))?
         .interruptible(super::interrupt_pending);
-    KinesisSource::new(client, c.id, read, stored.clone())
+    KinesisSource::new(client, Box::new(super::kinesis_host::Seqnums { consumer_id: c.id }), c.id, read, stored.clone())
 }
 
 /// A Kinesis consumer's rows: pipeline_kinesis.consumers, seqnums and dead_letters.

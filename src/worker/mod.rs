@@ -6,6 +6,7 @@
 pub mod consumer;
 pub mod health;
 pub mod kinesis;
+mod kinesis_host;
 pub mod launcher;
 pub mod pin;
 pub mod pipeline;

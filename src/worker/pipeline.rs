@@ -16,6 +16,7 @@ use super::{reload_config_if_requested, shutdown_requested, wait};
 use crate::catalog::consumers::{self, RelationProblem};
 use crate::catalog::Features;
 use crate::error::raise;
+use crate::sources::error::SourceError;
 use crate::sources::Source;
 use crate::xact::{in_transaction, PgError};
 use ingest_core::backoff::Backoff;
@@ -153,14 +154,14 @@ pub fn target_of<C: ConsumerCatalog>(catalog: &C, args: &WorkerArgs, s: TargetSe
 
 /// Makes the worker's source, retrying with backoff (the error shown) until it works or the
 /// worker is asked to stop.
-pub fn connect_with_retry<C: ConsumerCatalog, T>(catalog: &C, mut make: impl FnMut() -> Result<T, String>) -> Option<T> {
+pub fn connect_with_retry<C: ConsumerCatalog, T>(catalog: &C, mut make: impl FnMut() -> Result<T, SourceError>) -> Option<T> {
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     loop {
         match make() {
             Ok(s) => return Some(s),
             Err(e) => {
                 warning!("{}: {e}", catalog.label());
-                record_error(catalog, &e);
+                record_error(catalog, &e.to_string());
                 wait(backoff.next_delay(), None);
                 if shutdown_requested() {
                     return None;
@@ -307,7 +308,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                 self.note_streams();
                 match result {
                     Err(e) => {
-                        self.show_error(&e);
+                        self.show_error(&e.to_string());
                         failing_since.get_or_insert_with(Instant::now);
                     }
                     // A round trip to the server worked and no batch is pending (the batch is

@@ -10,7 +10,8 @@
 //! before the reassignment carries the old epoch and is dropped by the main thread (librdkafka
 //! delivers it again from the committed offset), and one polled after carries the new one.
 
-type BatchMessage = ingest_core::batch::Message<ingest_core::batch::KafkaPos>;
+use super::copy::{blank_message, copy_message, KafkaMessage};
+use crate::sources::error::SourceError;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,7 +41,7 @@ const HIDDEN_BYTES: usize = 256 << 10;
 
 /// What the reader hands over, with the epoch it was read in.
 pub enum Delivery {
-    Messages(u64, Vec<BatchMessage>),
+    Messages(u64, Vec<KafkaMessage>),
     /// An error event or a message carrying an error, as text ("Kafka: ...").
     Error(u64, String),
 }
@@ -63,7 +64,7 @@ pub struct Reader {
     handle: Option<JoinHandle<()>>,
     rx: Receiver<Delivery>,
     /// Messages of committed batches go back to the reader, which refills their buffers.
-    spare_tx: SyncSender<Vec<BatchMessage>>,
+    spare_tx: SyncSender<Vec<KafkaMessage>>,
 }
 
 /// Held while the main thread changes the assignment: the reader is not polling meanwhile, and
@@ -119,17 +120,17 @@ impl Reader {
 
     /// The next delivery, if one is ready. None when there is nothing now; Err when the reader
     /// is gone (it only ends when asked to, so this is a bug or a panic in it).
-    pub fn try_next(&self) -> Result<Option<Delivery>, String> {
+    pub fn try_next(&self) -> Result<Option<Delivery>, SourceError> {
         match self.rx.try_recv() {
             Ok(d) => Ok(Some(d)),
             Err(TryRecvError::Empty) => Ok(None),
-            Err(TryRecvError::Disconnected) => Err("the Kafka reader thread has ended".to_string()),
+            Err(TryRecvError::Disconnected) => Err(SourceError::Internal("the Kafka reader thread has ended".to_string())),
         }
     }
 
     /// Gives messages back for reuse (freed here only when the reader has not taken the last
     /// ones yet: it takes them within one poll).
-    pub fn recycle(&self, messages: Vec<BatchMessage>) {
+    pub fn recycle(&self, messages: Vec<KafkaMessage>) {
         if !messages.is_empty() {
             let _ = self.spare_tx.try_send(messages);
         }
@@ -220,10 +221,10 @@ fn run(
     headers: bool,
     shared: &Shared,
     tx: &SyncSender<Delivery>,
-    spare_rx: &Receiver<Vec<BatchMessage>>,
+    spare_rx: &Receiver<Vec<KafkaMessage>>,
 ) {
     let (queue, rk) = (handles.0, handles.1);
-    let mut stash: Vec<BatchMessage> = Vec::new();
+    let mut stash: Vec<KafkaMessage> = Vec::new();
     while !shared.stop.load(Ordering::Acquire) {
         while let Ok(mut more) = spare_rx.try_recv() {
             if stash.len() < STASH {
@@ -233,7 +234,7 @@ fn run(
             }
             // else `more` is freed here, on this thread.
         }
-        let mut chunk: Vec<BatchMessage> = Vec::with_capacity(CHUNK);
+        let mut chunk: Vec<KafkaMessage> = Vec::with_capacity(CHUNK);
         let mut sizes = Sizes::default();
         let mut errors: Vec<String> = Vec::new();
         let epoch;
@@ -254,7 +255,7 @@ fn run(
                 // before that.
                 let before = chunk.len();
                 unsafe { take_event(ev, headers, &mut chunk, &mut stash, &mut errors, &mut sizes) };
-                bytes += chunk[before..].iter().map(BatchMessage::size).sum::<usize>();
+                bytes += chunk[before..].iter().map(KafkaMessage::size).sum::<usize>();
             }
         }
         let pause = (sizes.hidden >= HIDDEN_BYTES && sizes.hidden >= sizes.payload).then_some(rk);
@@ -314,8 +315,8 @@ unsafe fn header_bytes(m: *const rdkafka_sys::rd_kafka_message_t) -> usize {
 unsafe fn take_event(
     ev: *mut rdkafka_sys::rd_kafka_event_t,
     headers: bool,
-    chunk: &mut Vec<BatchMessage>,
-    stash: &mut Vec<BatchMessage>,
+    chunk: &mut Vec<KafkaMessage>,
+    stash: &mut Vec<KafkaMessage>,
     errors: &mut Vec<String>,
     sizes: &mut Sizes,
 ) {
@@ -359,58 +360,4 @@ unsafe fn take_event(
         }
         rdkafka_sys::rd_kafka_event_destroy(ev);
     }
-}
-
-/// A message to copy into (every field is overwritten by `copy_message`).
-pub fn blank_message() -> BatchMessage {
-    BatchMessage { pos: ingest_core::batch::KafkaPos { partition: 0, offset: 0 }, key: None, payload: None, timestamp_ms: None, headers: None }
-}
-
-/// Copies a fetched librdkafka message (not an error) into `out`, reusing its buffers (a recycled
-/// message: every field is overwritten). Its headers are copied only when `headers` (a headers
-/// metadata column or a transform uses them): a message may carry a megabyte of them.
-///
-/// # Safety
-/// `m` must be a live message without an error, from the consumer queue.
-pub unsafe fn copy_message(m: &rdkafka_sys::rd_kafka_message_t, out: &mut BatchMessage, headers: bool) {
-    let bytes = |ptr: *const std::ffi::c_void, len: usize| -> Option<&[u8]> {
-        // SAFETY: librdkafka's payload, key and header value pointers cover `len` bytes while `m`
-        // lives.
-        (!ptr.is_null()).then(|| unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
-    };
-    out.pos = ingest_core::batch::KafkaPos { partition: m.partition, offset: m.offset };
-    ingest_core::batch::refill(&mut out.key, bytes(m.key, m.key_len));
-    ingest_core::batch::refill(&mut out.payload, bytes(m.payload, m.len));
-    let mut ts_type = rdkafka_sys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
-    // SAFETY (this and the header calls): `m` is live; librdkafka only reads it.
-    let ts = unsafe { rdkafka_sys::rd_kafka_message_timestamp(m, &mut ts_type) };
-    out.timestamp_ms = match ts_type {
-        rdkafka_sys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE => None,
-        _ if ts == -1 => None,
-        _ => Some(ts),
-    };
-    let mut hdrs: *mut rdkafka_sys::rd_kafka_headers_t = std::ptr::null_mut();
-    out.headers = if headers
-        && unsafe { rdkafka_sys::rd_kafka_message_headers(m, &mut hdrs) }
-        == rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
-        && !hdrs.is_null()
-    {
-        let n = unsafe { rdkafka_sys::rd_kafka_header_cnt(hdrs) };
-        let mut list = Vec::with_capacity(n);
-        for i in 0..n {
-            let mut name: *const std::ffi::c_char = std::ptr::null();
-            let mut value: *const std::ffi::c_void = std::ptr::null();
-            let mut size: usize = 0;
-            let rc = unsafe { rdkafka_sys::rd_kafka_header_get_all(hdrs, i, &mut name, &mut value, &mut size) };
-            if rc != rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
-                break;
-            }
-            // SAFETY: a NUL-terminated header name owned by the message.
-            let name = unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned();
-            list.push((name, bytes(value, size).map(<[u8]>::to_vec)));
-        }
-        Some(list)
-    } else {
-        None
-    };
 }
