@@ -7,6 +7,8 @@
 //! - A tuple descriptor's attributes: a plain `attrs` array up to 17; from 18 on they follow the
 //!   CompactAttribute array and are reached through TupleDescAttr().
 //! - Installing a signal handler: `pqsignal` up to 17, `pqsignal_be` in the server from 18 on.
+//! - COPY FROM's private state (`CopyFromStateData`, mirrored in part to read the line COPY is
+//!   on): 18 adds a `routine` pointer at its start and `relname_only` after the line fields.
 //!
 //! Supporting 16 or 17 means adding their feature to the cfgs below (16 and 17 take the `pg18`
 //! branch of the permission check and the `pg15` branch of the other two).
@@ -98,5 +100,68 @@ pub unsafe fn set_signal(signo: std::ffi::c_int, handler: unsafe extern "C-unwin
         pg_sys::pqsignal(signo, Some(handler));
         #[cfg(feature = "pg18")]
         pg_sys::pqsignal_be(signo, Some(handler));
+    }
+}
+
+/// The start of PostgreSQL's private CopyFromStateData (commands/copyfrom_internal.h), up to the
+/// fields CopyFromErrorCallback reads. The COPY bridge (sink/copy.rs) checks the layout on every
+/// COPY (`copy_state_layout_ok`) and reads no line when it does not match.
+#[repr(C)]
+struct CopyFromStateHead {
+    #[cfg(feature = "pg18")]
+    routine: *const std::ffi::c_void,
+    copy_src: std::ffi::c_int,
+    copy_file: *mut std::ffi::c_void,
+    fe_msgbuf: *mut std::ffi::c_void,
+    eol_type: std::ffi::c_int,
+    file_encoding: std::ffi::c_int,
+    need_transcoding: bool,
+    conversion_proc: pg_sys::Oid,
+    rel: pg_sys::Relation,
+    attnumlist: *mut pg_sys::List,
+    filename: *mut std::ffi::c_char,
+    is_program: bool,
+    data_source_cb: *const std::ffi::c_void,
+    opts: pg_sys::CopyFormatOptions,
+    convert_select_flags: *mut bool,
+    where_clause: *mut pg_sys::Node,
+    cur_relname: *const std::ffi::c_char,
+    cur_lineno: u64,
+    cur_attname: *const std::ffi::c_char,
+    cur_attval: *const std::ffi::c_char,
+    /// Set while a foreign table's batch is inserted: the line is not the failing row's.
+    #[cfg(feature = "pg18")]
+    relname_only: bool,
+}
+
+/// Whether `cstate`, just returned by BeginCopyFrom for `rel`, has the layout mirrored by
+/// `CopyFromStateHead`: its `rel` and `cur_relname` are the ones BeginCopyFrom set, and no line
+/// has been read yet.
+///
+/// # Safety
+/// `cstate` and `rel` must be live, `cstate` from BeginCopyFrom.
+pub unsafe fn copy_state_layout_ok(cstate: pg_sys::CopyFromState, rel: pg_sys::Relation) -> bool {
+    // SAFETY: CopyFromStateData starts with these fields (palloc'd, larger than the head).
+    unsafe {
+        let head = cstate.cast::<CopyFromStateHead>();
+        (*head).rel == rel && (*head).cur_relname == (*(*rel).rd_rel).relname.data.as_ptr() && (*head).cur_lineno == 0
+    }
+}
+
+/// The input line the running COPY is processing, as its error context reports it; None before
+/// the first line and (18) while a foreign table's batch is inserted, when the line is not the
+/// failing row's.
+///
+/// # Safety
+/// `cstate` must be a live CopyFromState that `copy_state_layout_ok` accepted.
+pub unsafe fn copy_row_line(cstate: pg_sys::CopyFromState) -> Option<u64> {
+    // SAFETY: per the contract; only reads.
+    unsafe {
+        let head = cstate.cast::<CopyFromStateHead>();
+        #[cfg(feature = "pg18")]
+        let relname_only = (*head).relname_only;
+        #[cfg(not(feature = "pg18"))]
+        let relname_only = false;
+        (!relname_only && (*head).cur_lineno > 0).then_some((*head).cur_lineno)
     }
 }

@@ -14,6 +14,7 @@ mod compat;
 mod error;
 mod guc;
 mod produce;
+mod rel;
 mod shmem;
 mod sink;
 mod sources;

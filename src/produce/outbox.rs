@@ -49,7 +49,8 @@ pub fn insert(
             crate::error::raise(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, "pipeline_kafka.outbox or its id sequence does not exist");
         }
         let id = next_id(seqid);
-        let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        let opened = crate::rel::OpenRelation::open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        let rel = opened.as_ptr();
         let desc = (*rel).rd_att;
         let attrs = crate::compat::tuple_attrs(desc);
         let mut values = vec![pg_sys::Datum::from(0usize); attrs.len()];
@@ -88,7 +89,7 @@ pub fn insert(
         let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
         pg_sys::CatalogTupleInsert(rel, tuple);
         pg_sys::heap_freetuple(tuple);
-        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        drop(opened);
         id
     }
 }

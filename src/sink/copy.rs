@@ -29,37 +29,6 @@ pub fn take_error_line() -> Option<u64> {
     ERROR_LINE.with(|l| l.take())
 }
 
-/// The start of PostgreSQL's private CopyFromStateData (commands/copyfrom_internal.h), up to the
-/// fields CopyFromErrorCallback reads. `copy_rows` checks the layout on every COPY (its `rel` and
-/// `cur_relname` must be the ones BeginCopyFrom set) and keeps no line when it does not match.
-#[repr(C)]
-struct CopyFromStateHead {
-    #[cfg(feature = "pg18")]
-    routine: *const c_void,
-    copy_src: c_int,
-    copy_file: *mut c_void,
-    fe_msgbuf: *mut c_void,
-    eol_type: c_int,
-    file_encoding: c_int,
-    need_transcoding: bool,
-    conversion_proc: pg_sys::Oid,
-    rel: pg_sys::Relation,
-    attnumlist: *mut pg_sys::List,
-    filename: *mut std::ffi::c_char,
-    is_program: bool,
-    data_source_cb: *const c_void,
-    opts: pg_sys::CopyFormatOptions,
-    convert_select_flags: *mut bool,
-    where_clause: *mut pg_sys::Node,
-    cur_relname: *const std::ffi::c_char,
-    cur_lineno: u64,
-    cur_attname: *const std::ffi::c_char,
-    cur_attval: *const std::ffi::c_char,
-    /// Set while a foreign table's batch is inserted: the line is not the failing row's.
-    #[cfg(feature = "pg18")]
-    relname_only: bool,
-}
-
 extern "C-unwind" {
     /// PostgreSQL's own (pgrx's binding wraps it in a Rust function, whose address is not the one
     /// COPY pushes).
@@ -85,14 +54,7 @@ extern "C-unwind" fn note_error_line(arg: *mut c_void) {
         // the first entry with our cstate as arg is COPY's own callback or ours (not pushed by COPY)
         let copy_callback = copy_from_error_callback as unsafe extern "C-unwind" fn(*mut c_void) as usize;
         if !e.is_null() && (*e).callback.map(|f| f as usize) == Some(copy_callback) {
-            let head = arg.cast::<CopyFromStateHead>();
-            #[cfg(feature = "pg18")]
-            let relname_only = (*head).relname_only;
-            #[cfg(not(feature = "pg18"))]
-            let relname_only = false;
-            if !relname_only && (*head).cur_lineno > 0 {
-                line = Some((*head).cur_lineno);
-            }
+            line = crate::compat::copy_row_line(arg.cast());
         }
     }
     ERROR_LINE.with(|l| l.set(line));
@@ -212,7 +174,8 @@ pub fn copy_rows(relid: pg_sys::Oid, columns: Option<&[&str]>, options: &CopyOpt
     // palloc'd (pstrdup) or outlives the call; `data` outlives CopyFrom, and FEED is reset after.
     unsafe {
         let lockmode = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
-        let rel = pg_sys::table_open(relid, lockmode);
+        let opened = crate::rel::OpenRelation::open(relid, lockmode);
+        let rel = opened.as_ptr();
         let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
         let nsitem = pg_sys::addRangeTableEntryForRelation(pstate, rel, lockmode, std::ptr::null_mut(), false, false);
         let perm = crate::compat::InsertPermission::require_insert(nsitem);
@@ -260,11 +223,7 @@ pub fn copy_rows(relid: pg_sys::Oid, columns: Option<&[&str]>, options: &CopyOpt
             opts,
         );
         ERROR_LINE.with(|l| l.set(None));
-        let head = cstate.cast::<CopyFromStateHead>();
-        let layout_ok = (*head).rel == rel
-            && (*head).cur_relname == (*(*rel).rd_rel).relname.data.as_ptr()
-            && (*head).cur_lineno == 0;
-        let processed = if layout_ok {
+        let processed = if crate::compat::copy_state_layout_ok(cstate, rel) {
             let mut ctx = pg_sys::ErrorContextCallback {
                 previous: pg_sys::error_context_stack,
                 callback: Some(note_error_line),
@@ -282,7 +241,7 @@ pub fn copy_rows(relid: pg_sys::Oid, columns: Option<&[&str]>, options: &CopyOpt
         FEED.with(|f| f.set((std::ptr::null(), 0, 0, 0)));
 
         pg_sys::free_parsestate(pstate);
-        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        drop(opened);
         processed
     }
 }
