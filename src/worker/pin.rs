@@ -27,8 +27,46 @@ use crate::shmem::SourceKind;
 use crate::xact::as_superuser;
 use pgrx::prelude::*;
 
+/// Why a consumer's transform function may not be called (the consumer stops). Shown as a
+/// worker's `last_error` shows it: the text, then `[SQLSTATE code]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinError {
+    /// The function of the stored signature belongs to a role it may not belong to (42501).
+    Owner(String),
+    /// There is no function of the stored signature (42883).
+    Missing(String),
+}
+
+impl PinError {
+    pub fn sqlstate(&self) -> PgSqlErrorCode {
+        match self {
+            PinError::Owner(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            PinError::Missing(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION,
+        }
+    }
+
+    /// The message without its SQLSTATE.
+    pub fn text(&self) -> &str {
+        match self {
+            PinError::Owner(text) | PinError::Missing(text) => text,
+        }
+    }
+}
+
+impl std::fmt::Display for PinError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let code = match self {
+            PinError::Owner(_) => "42501",
+            PinError::Missing(_) => "42883",
+        };
+        write!(f, "{} [SQLSTATE {code}]", self.text())
+    }
+}
+
+impl std::error::Error for PinError {}
+
 /// Checks (and re-pins) the transform of a consumer; `Err` is why the consumer stops.
-pub fn check(sys: SourceKind, consumer_id: i32, consumer_owner: pg_sys::Oid, f: &Features) -> Result<(), String> {
+pub fn check(sys: SourceKind, consumer_id: i32, consumer_owner: pg_sys::Oid, f: &Features) -> Result<(), PinError> {
     let Some(stored) = f.transform.as_deref() else { return Ok(()) };
     if let (Some(oid), Some(owner)) = (f.transform_oid, f.transform_owner) {
         if let Some((signature, proowner)) = locked_function(oid) {
@@ -40,12 +78,12 @@ pub fn check(sys: SourceKind, consumer_id: i32, consumer_owner: pg_sys::Oid, f: 
     // The pinned oid is gone (or names another function now): the stored signature.
     let found = as_superuser(|| spi(Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regprocedure($1)::oid", &[stored.into()])))
         .and_then(|oid| locked_function(oid).filter(|(signature, _)| signature == stored).map(|(_, owner)| (oid, owner)));
-    let stop = |what: String, sqlstate: &str| -> Result<(), String> {
-        Err(format!(
+    let stop = |what: String, kind: fn(String) -> PinError| -> Result<(), PinError> {
+        Err(kind(format!(
             "transform function {stored} {what}: it was not called and nothing was written; run consume_begin again \
-             (as a member of {}) to use the function that exists now [SQLSTATE {sqlstate}]",
+             (as a member of {}) to use the function that exists now",
             role_name(consumer_owner)
-        ))
+        )))
     };
     match (found, f.transform_owner) {
         (Some((oid, owner)), Some(pinned)) if owner == pinned => {
@@ -59,16 +97,16 @@ pub fn check(sys: SourceKind, consumer_id: i32, consumer_owner: pg_sys::Oid, f: 
              or given away)",
             role_name(owner),
             role_name(pinned)
-        ), "42501"),
-        (None, Some(pinned)) => stop(format!("(owner {}) was dropped", role_name(pinned)), "42883"),
+        ), PinError::Owner),
+        (None, Some(pinned)) => stop(format!("(owner {}) was dropped", role_name(pinned)), PinError::Missing),
         // Not pinned: the update to 0.6.0 found no function of the stored signature.
         (Some((_, owner)), None) if owner == consumer_owner || is_superuser(owner) => Ok(()),
         (Some((_, owner)), None) => stop(format!(
             "belongs to {}, neither the consumer's owner nor a superuser, and no owner was pinned for it (it did not exist \
              when the extension was updated to 0.6.0)",
             role_name(owner)
-        ), "42501"),
-        (None, None) => stop("does not exist".to_string(), "42883"),
+        ), PinError::Owner),
+        (None, None) => stop("does not exist".to_string(), PinError::Missing),
     }
 }
 

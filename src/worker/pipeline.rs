@@ -465,7 +465,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
             // The transform function consume_begin checked, not another of the same name.
             if !batch.messages.is_empty() {
                 if let Err(why) = super::pin::check(C::SOURCE, catalog.consumer_id(), catalog.owner(), &target.features) {
-                    return Err(BatchError::Stop(why));
+                    return Err(BatchError::Stop(why.to_string()));
                 }
             }
             let written = match crate::sink::write::write_batch(target, relid, &batch.messages) {

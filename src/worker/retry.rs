@@ -88,7 +88,7 @@ impl Retry {
         };
         // The transform function consume_begin checked, not another of the same name.
         if let Err(why) = super::pin::check(self.source, self.consumer_id, target.owner, &target.features) {
-            raise_stored(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, &why);
+            raise(why.sqlstate(), why.text());
         }
         let chunk = target.limits_now().max_messages.min(CHUNK) as i64;
         let (mut tried, mut ingested) = (0i64, 0i64);
