@@ -116,21 +116,21 @@ pub struct TargetSettings<'a> {
 /// The consumer's target as the pipeline needs it; None (the error recorded) when its settings
 /// are not usable.
 pub fn target_of<C: ConsumerCatalog>(catalog: &C, args: &WorkerArgs, s: TargetSettings) -> Option<Target> {
-    let opts = match CopyOptions::new(s.format, s.delimiter, s.quote, s.escape) {
-        Ok(o) => o,
+    match make_target(args, s) {
+        Ok(t) => Some(t),
         Err(e) => {
-            record_error(catalog, &format!("invalid format options: {e}"));
-            return None;
+            record_error(catalog, &e);
+            None
         }
-    };
-    let on_error = match OnError::parse(s.on_error) {
-        Ok(p) => p,
-        Err(e) => {
-            record_error(catalog, &e.to_string());
-            return None;
-        }
-    };
-    Some(Target {
+    }
+}
+
+/// The `Target` of the consumer `args` names, with the stored settings `s` (the workers' and
+/// retry_dead_letters'); Err says which setting is not usable.
+pub fn make_target(args: &WorkerArgs, s: TargetSettings) -> Result<Target, String> {
+    let opts = CopyOptions::new(s.format, s.delimiter, s.quote, s.escape).map_err(|e| format!("invalid format options: {e}"))?;
+    let on_error = OnError::parse(s.on_error).map_err(|e| e.to_string())?;
+    Ok(Target {
         dboid: args.dboid,
         consumer_id: args.consumer,
         index: args.index,
@@ -462,6 +462,11 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                     format!("relation \"{name}\" (oid {}) no longer exists; create it again to resume", target.relid.to_u32()),
                 ),
             };
+            // A table made a Citus table after consume_begin: its COPY would fill the shell table.
+            if let Some(kind) = crate::citus::table_kind(relid) {
+                let name = crate::catalog::consumers::relation_name_and_owner(relid).map(|(n, _)| n).unwrap_or_default();
+                return Err(BatchError::Stop(format!("{} [SQLSTATE {}]", crate::citus::refusal(&name, &kind), crate::citus::SQLSTATE)));
+            }
             // The transform function consume_begin checked, not another of the same name.
             if !batch.messages.is_empty() {
                 if let Err(why) = super::pin::check(C::SOURCE, catalog.consumer_id(), catalog.owner(), &target.features) {

@@ -7,17 +7,15 @@
 //! its consumer's committed position, so the workers never read it again, and each letter is
 //! locked (`FOR UPDATE SKIP LOCKED`) before it is written, so two retries never write one twice.
 
-use super::pipeline::{Target, TargetSettings};
+use super::pipeline::{make_target, Target, TargetSettings, WorkerArgs};
 use crate::catalog::consumers::{self, RelationProblem};
 use crate::catalog::dead_letters;
 use crate::error::{raise, raise_with};
 use crate::shmem::SourceKind;
 use crate::xact::PgError;
-use ingest_core::batch::{Limits, Message, Position};
-use ingest_core::format::CopyOptions;
+use ingest_core::batch::{Message, Position};
 use ingest_core::policy::OnError;
 use pgrx::prelude::*;
-use std::time::Duration;
 
 /// At most this many dead letters are written at a time (one write, as one batch of a worker).
 const CHUNK: usize = 200;
@@ -34,32 +32,11 @@ pub struct Retry {
 impl Retry {
     /// The consumer's current settings as a worker would write with them.
     pub fn new(source: SourceKind, consumer_id: i32, generation: i64, s: TargetSettings, max: Option<i64>) -> Retry {
-        let unusable = |e: String| -> ! {
+        // SAFETY: MyDatabaseId is set for the whole life of a connected backend.
+        let args = WorkerArgs { dboid: unsafe { pg_sys::MyDatabaseId }, consumer: consumer_id, index: 0, generation };
+        let target = make_target(&args, s).unwrap_or_else(|e| {
             raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("the consumer's stored settings are not usable: {e}"))
-        };
-        let opts = CopyOptions::new(s.format, s.delimiter, s.quote, s.escape).unwrap_or_else(|e| unusable(format!("{e}")));
-        let on_error = OnError::parse(s.on_error).unwrap_or_else(|e| unusable(e.to_string()));
-        let target = Target {
-            // SAFETY: MyDatabaseId is set for the whole life of a connected backend.
-            dboid: unsafe { pg_sys::MyDatabaseId },
-            consumer_id,
-            index: 0,
-            generation,
-            relid: s.relid,
-            owner: s.owner,
-            opts,
-            columns: s.columns,
-            on_error,
-            max_dead_letters: s.max_dead_letters,
-            limits: Limits {
-                max_messages: s.batchsize.max(1) as usize,
-                max_bytes: s.maxbytes.max(1) as usize,
-                max_wait: Duration::from_millis(s.timeout.max(1) as u64),
-            },
-            source_name: s.source_name.to_string(),
-            features: s.features.clone(),
-            partitioned: s.partitioned,
-        };
+        });
         Retry { source, consumer_id, target, max }
     }
 
