@@ -10,6 +10,7 @@ use pgrx::prelude::*;
 
 mod api;
 mod catalog;
+mod citus;
 mod compat;
 mod error;
 mod guc;

@@ -111,6 +111,7 @@ pub fn check_relation(relid: pg_sys::Oid, relation: &str) -> pg_sys::Oid {
             format!("row-level security is enabled on \"{relation}\"; ingestion uses COPY FROM, which does not support it"),
         );
     }
+    crate::citus::refuse(relid, relation);
     owner
 }
 

@@ -168,6 +168,9 @@ fn target_relation(key: Option<&[u8]>, owner: pg_sys::Oid) -> Result<(pg_sys::Oi
     if unsafe { pg_sys::check_enable_rls(oid, relowner, true) } == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32 {
         return Err((format!("row-level security is enabled on \"{shown}\"; ingestion uses COPY FROM, which does not support it"), "0A000"));
     }
+    if let Some(kind) = crate::citus::table_kind(oid) {
+        return Err((crate::citus::refusal(&shown, &kind), crate::citus::SQLSTATE));
+    }
     Ok((oid, relowner))
 }
 

@@ -63,6 +63,10 @@ impl Retry {
                 ),
             }
         };
+        if !target.partitioned {
+            let name = consumers::relation_name_and_owner(relid).map(|(n, _)| n).unwrap_or_default();
+            crate::citus::refuse(relid, &name);
+        }
         // The transform function consume_begin checked, not another of the same name.
         if let Err(why) = super::pin::check(self.source, self.consumer_id, target.owner, &target.features) {
             raise(why.sqlstate(), why.text());
