@@ -118,3 +118,16 @@ LEFT JOIN pg_catalog.pg_stat_activity a
 -- the view reads the table as its owner, past row-level security: the same rule, for the caller
 WHERE pg_catalog.pg_has_role(c.owner, 'USAGE');
 GRANT SELECT ON pipeline_kinesis.consumer_status TO PUBLIC;
+
+-- consume_begin (issue 24.2): the defaults of a new consumer, which \df shows as NULL (an existing
+-- consumer keeps its stored settings for every argument not given).
+COMMENT ON FUNCTION pipeline_kafka.consume_begin(text, text, text, text, text, text, integer, integer, integer, bigint, integer, text, jsonb, text, integer, text[], jsonb, text, text, text[], text, timestamptz) IS
+'Starts (or updates and restarts) the consumer of topic into relation; returns its id. A new consumer gets these defaults for the arguments not given: format text, batchsize 100000, maxbytes 32000000, parallelism 1, timeout 250, on_error dead_letter, mode append, starting at the end of each partition. An existing consumer keeps its stored settings for every argument not given (NULL); a NOTICE names what changed. transform names a function with its argument types, e.g. ''f(pipeline_kafka.message[])''.';
+COMMENT ON FUNCTION pipeline_kinesis.consume_begin(text, text, text, text, text, text, text, integer, integer, integer, timestamptz, integer, integer, jsonb, text, integer, text[], jsonb, text, text, text[], text) IS
+'Starts (or updates and restarts) the consumer of stream at endpoint into relation; returns its id. A new consumer gets these defaults for the arguments not given: format text, batchsize 10000, parallelism 1, timeout 250, poll_interval 200, on_error dead_letter, mode append, reading from now on (LATEST). An existing consumer keeps its stored settings for every argument not given (NULL); a NOTICE names what changed. transform names a function with its argument types, e.g. ''f(pipeline_kinesis.record[])''.';
+COMMENT ON FUNCTION pipeline_kafka.consume_begin_stream_partitioned(text, text, text, text, text, integer, integer, integer, integer, bigint, text, text, integer) IS
+'Starts (or updates and restarts) the consumer of topic whose message keys name their target relations; returns its id. A new consumer gets these defaults for the arguments not given: format text, batchsize 100000, maxbytes 32000000, parallelism 1, timeout 250, on_error dead_letter, starting at the end of each partition. An existing consumer keeps its stored settings for every argument not given (NULL); a NOTICE names what changed.';
+COMMENT ON FUNCTION pipeline_kafka.preview(integer, integer, bigint) IS
+'What the next messages of consumer consumer_id would become in its relation with its stored settings, without writing anything: from its stored offsets (start_offset NULL) or start_offset (-2 beginning, -1 end, n). One row per row a message became; action says what happened (inserted, replaced, deleted, skipped, error).';
+COMMENT ON FUNCTION pipeline_kinesis.preview(integer, integer, integer, timestamptz) IS
+'What the next records of consumer consumer_id would become in its relation with its stored settings, without writing anything: from TRIM_HORIZON (start_offset NULL or -2), LATEST (-1) or start_time. One row per row a record became; action says what happened (inserted, replaced, deleted, skipped, error).';

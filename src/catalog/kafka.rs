@@ -227,67 +227,7 @@ pub fn consumers_of_missing_relation(topic: &str, name: &str) -> Vec<Consumer> {
     )
 }
 
-/// The settings `consume_begin` writes.
-pub struct NewConsumer<'a> {
-    pub topic: &'a str,
-    pub relid: pg_sys::Oid,
-    pub owner: pg_sys::Oid,
-    pub group_id: Option<&'a str>,
-    pub format: &'a str,
-    pub delimiter: Option<&'a str>,
-    pub quote: Option<&'a str>,
-    pub escape: Option<&'a str>,
-    pub columns: Option<Vec<String>>,
-    pub batchsize: i32,
-    pub maxbytes: i32,
-    pub parallelism: i32,
-    pub timeout: i32,
-    pub config: &'a str,
-    pub on_error: &'a str,
-    pub max_dead_letters: Option<i32>,
-}
 
-/// Inserts or updates a consumer, enables it and bumps its generation; returns its id.
-pub fn upsert_consumer(c: &NewConsumer) -> i32 {
-    as_superuser(|| {
-        spi(Spi::get_one_with_args::<i32>(
-            "INSERT INTO pipeline_kafka.consumers AS k (topic, relation, relname, owner, group_id, format, delimiter, quote, escape, \
-                 batchsize, maxbytes, parallelism, timeout, config, on_error, max_dead_letters, columns) \
-             VALUES ($1, $2::oid::regclass, \
-                     (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
-                      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $2), \
-                     $3::oid::regrole, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, $15, $16) \
-             ON CONFLICT (topic, relation) DO UPDATE SET relname = EXCLUDED.relname, owner = EXCLUDED.owner, \
-                 group_id = EXCLUDED.group_id, \
-                 format = EXCLUDED.format, delimiter = EXCLUDED.delimiter, quote = EXCLUDED.quote, escape = EXCLUDED.escape, \
-                 batchsize = EXCLUDED.batchsize, maxbytes = EXCLUDED.maxbytes, parallelism = EXCLUDED.parallelism, \
-                 timeout = EXCLUDED.timeout, config = EXCLUDED.config, on_error = EXCLUDED.on_error, \
-                 max_dead_letters = EXCLUDED.max_dead_letters, columns = EXCLUDED.columns, \
-                 enabled = true, generation = k.generation + 1, \
-                 last_error = NULL, last_error_at = NULL \
-             RETURNING id",
-            &[
-                c.topic.into(),
-                c.relid.into(),
-                c.owner.into(),
-                c.group_id.into(),
-                c.format.into(),
-                c.delimiter.into(),
-                c.quote.into(),
-                c.escape.into(),
-                c.batchsize.into(),
-                c.maxbytes.into(),
-                c.parallelism.into(),
-                c.timeout.into(),
-                c.config.into(),
-                c.on_error.into(),
-                c.max_dead_letters.into(),
-                c.columns.clone().into(),
-            ],
-        ))
-    })
-    .expect("INSERT ... RETURNING id returns a row")
-}
 
 /// Records whether a consumer's config was given by a superuser (the worker checks the config
 /// against the owner's rights otherwise). A database still at 0.1.0 has no column for it; its
@@ -448,40 +388,3 @@ pub fn partitioned_consumer(topic: &str) -> Option<Consumer> {
     select_consumers("WHERE topic = $1 AND relation IS NULL", &[topic.into()]).into_iter().next()
 }
 
-/// Inserts or updates the stream-partitioned consumer of `c.topic` (`c.relid` is not used: it has
-/// no relation), enables it and bumps its generation; returns its id.
-pub fn upsert_partitioned_consumer(c: &NewConsumer) -> i32 {
-    as_superuser(|| {
-        spi(Spi::get_one_with_args::<i32>(
-            "INSERT INTO pipeline_kafka.consumers AS k (topic, relation, relname, owner, group_id, format, delimiter, quote, \
-                 escape, batchsize, maxbytes, parallelism, timeout, config, on_error, max_dead_letters) \
-             VALUES ($1, NULL, NULL, $2::oid::regrole, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14) \
-             ON CONFLICT (topic) WHERE relation IS NULL DO UPDATE SET owner = EXCLUDED.owner, \
-                 group_id = EXCLUDED.group_id, \
-                 format = EXCLUDED.format, delimiter = EXCLUDED.delimiter, quote = EXCLUDED.quote, escape = EXCLUDED.escape, \
-                 batchsize = EXCLUDED.batchsize, maxbytes = EXCLUDED.maxbytes, parallelism = EXCLUDED.parallelism, \
-                 timeout = EXCLUDED.timeout, config = EXCLUDED.config, on_error = EXCLUDED.on_error, \
-                 max_dead_letters = EXCLUDED.max_dead_letters, \
-                 enabled = true, generation = k.generation + 1, \
-                 last_error = NULL, last_error_at = NULL \
-             RETURNING id",
-            &[
-                c.topic.into(),
-                c.owner.into(),
-                c.group_id.into(),
-                c.format.into(),
-                c.delimiter.into(),
-                c.quote.into(),
-                c.escape.into(),
-                c.batchsize.into(),
-                c.maxbytes.into(),
-                c.parallelism.into(),
-                c.timeout.into(),
-                c.config.into(),
-                c.on_error.into(),
-                c.max_dead_letters.into(),
-            ],
-        ))
-    })
-    .expect("INSERT ... RETURNING id returns a row")
-}

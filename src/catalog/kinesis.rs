@@ -181,68 +181,7 @@ pub fn consumers_of_missing_relation(endpoint: &str, stream: &str, name: &str) -
     )
 }
 
-/// The settings `consume_begin` writes.
-pub struct NewConsumer<'a> {
-    pub endpoint: &'a str,
-    pub stream: &'a str,
-    pub relid: pg_sys::Oid,
-    pub owner: pg_sys::Oid,
-    pub format: &'a str,
-    pub delimiter: Option<&'a str>,
-    pub quote: Option<&'a str>,
-    pub escape: Option<&'a str>,
-    pub columns: Option<Vec<String>>,
-    pub batchsize: i32,
-    pub parallelism: i32,
-    pub timeout: i32,
-    pub poll_interval: i32,
-    /// a JSON object, as text
-    pub config: &'a str,
-    pub on_error: &'a str,
-    pub max_dead_letters: Option<i32>,
-}
 
-/// Inserts a consumer, or updates the one of the same (endpoint, stream, relation): new settings,
-/// enabled, a new generation (its running workers restart) and no last error. Returns its id.
-pub fn upsert_consumer(c: &NewConsumer) -> i32 {
-    as_superuser(|| {
-        spi(Spi::get_one_with_args::<i32>(
-            "INSERT INTO pipeline_kinesis.consumers AS k (endpoint, stream, relation, relname, owner, format, delimiter, quote, \
-                 escape, columns, batchsize, parallelism, timeout, poll_interval, config, on_error, max_dead_letters) \
-             VALUES ($1, $2, $3::oid::regclass, \
-                     (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
-                      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $3), \
-                     $4::oid::regrole, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb, $15, $16) \
-             ON CONFLICT (endpoint, stream, relation) DO UPDATE SET relname = EXCLUDED.relname, owner = EXCLUDED.owner, \
-                 format = EXCLUDED.format, delimiter = EXCLUDED.delimiter, quote = EXCLUDED.quote, escape = EXCLUDED.escape, \
-                 columns = EXCLUDED.columns, batchsize = EXCLUDED.batchsize, parallelism = EXCLUDED.parallelism, \
-                 timeout = EXCLUDED.timeout, poll_interval = EXCLUDED.poll_interval, config = EXCLUDED.config, \
-                 on_error = EXCLUDED.on_error, max_dead_letters = EXCLUDED.max_dead_letters, \
-                 enabled = true, generation = k.generation + 1, \
-                 last_error = NULL, last_error_at = NULL \
-             RETURNING id",
-            &[
-                c.endpoint.into(),
-                c.stream.into(),
-                c.relid.into(),
-                c.owner.into(),
-                c.format.into(),
-                c.delimiter.into(),
-                c.quote.into(),
-                c.escape.into(),
-                c.columns.clone().into(),
-                c.batchsize.into(),
-                c.parallelism.into(),
-                c.timeout.into(),
-                c.poll_interval.into(),
-                c.config.into(),
-                c.on_error.into(),
-                c.max_dead_letters.into(),
-            ],
-        ))
-    })
-    .expect("INSERT ... RETURNING id returns a row")
-}
 
 /// Where a consumer starts reading, as `consume_begin` was told.
 pub enum Start {

@@ -5,6 +5,8 @@ pub mod consumers;
 pub mod kafka;
 pub mod kinesis;
 pub mod seqnums;
+pub mod spec;
+pub mod columns;
 
 use pgrx::prelude::*;
 use pgrx::spi::SpiResult;

@@ -7,7 +7,7 @@ use super::copy::copy_option_list;
 use super::isolate::BatchSink;
 use crate::worker::pipeline::Target;
 use crate::xact::PgError;
-use crate::api::metadata_args;
+use crate::catalog::columns as metadata_args;
 use ingest_core::batch::{Message, PosFields, Position};
 use ingest_core::format::Format;
 use ingest_core::metadata::{Encoding, MetaValues, Metadata, System};
