@@ -247,7 +247,7 @@ mod pipeline_kafka {
             );
         }
         // The consumer's settings: those given, else those stored (secrets included).
-        let consumer_config = extra.clone().or_else(|| existing.as_ref().map(|c| c.config.clone())).unwrap_or_default();
+        let consumer_config = extra.clone().or_else(|| existing.as_ref().map(|c| c.settings.config.clone())).unwrap_or_default();
         let mut cfg = client_config(&brokers, &[&broker_config, &consumer_config])
             .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e));
         if let Some(g) = &prepared.spec.group_id {

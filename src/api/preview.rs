@@ -525,7 +525,7 @@ mod pipeline_kafka {
         let limit = required(limit, "limit");
         ingest_core::spec::check_kafka_start(start_offset, false).unwrap_or_else(|e| crate::api::consumer_args::raise_spec(e));
         let consumer = cat::consumer(id);
-        let config = consumer.as_ref().map(|c| c.config.clone()).unwrap_or_default();
+        let config = consumer.as_ref().map(|c| c.settings.config.clone()).unwrap_or_default();
         let stored = consumer.map(|c| super::StoredConsumer { id: c.id, owner: c.owner, relid: c.relid, relname: None, source_name: c.topic });
         let (c, target) = super::consumer_target(SourceKind::Kafka, stored, id, limit);
         let start = match start_offset {

@@ -361,7 +361,8 @@ impl Spec {
             ("on_error", self.on_error.name().to_string()),
             ("max_dead_letters", self.max_dead_letters.map(|m| m.to_string()).unwrap_or_else(|| "NULL".into())),
             ("columns", list(&self.columns)),
-            ("metadata", opt(&self.metadata)),
+            // as JSON, not as text: `{"key": "k"}` given is `{"key":"k"}` stored
+            ("metadata", opt(&self.metadata.as_deref().map(|m| serde_json::from_str::<serde_json::Value>(m).map_or(m.to_string(), |v| v.to_string())))),
             ("transform", opt(&self.transform)),
             ("mode", self.mode.name().to_string()),
             ("key_columns", list(&self.key_columns)),

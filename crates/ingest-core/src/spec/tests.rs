@@ -106,3 +106,11 @@ fn stored_rows_read_back() {
     assert_eq!((a.format, a.batchsize, a.parallelism, a.on_error), (s("csv"), Some(10), Some(2), s("skip")));
     assert_eq!((a.metadata, a.transform, a.maxbytes), (s("{\"key\":\"k\"}"), None, None));
 }
+
+#[test]
+fn the_same_metadata_written_otherwise_is_no_change() {
+    let stored = Args { metadata: s("{\"key\":\"k\",\"offset\":\"o\"}"), ..Args::default() };
+    let given = Args { metadata: s("{\"offset\": \"o\", \"key\": \"k\"}"), ..Args::default() };
+    let before = Spec::check(System::Kafka, stored.clone()).unwrap();
+    assert_eq!(Spec::check(System::Kafka, given.over(&stored)).unwrap().changes_from(&before), None);
+}
