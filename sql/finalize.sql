@@ -176,16 +176,14 @@ COMMENT ON VIEW pipeline_kinesis.consumer_status IS 'one row per Kinesis consume
 
 COMMENT ON FUNCTION pipeline_kafka.add_broker(text, jsonb) IS 'add a broker entry host[:port] with optional librdkafka settings; restarts the running consumers at commit';
 COMMENT ON FUNCTION pipeline_kafka.remove_broker(text) IS 'remove a broker entry; restarts the running consumers at commit';
-COMMENT ON FUNCTION pipeline_kafka.consume_begin(text, text, text, text, text, text, integer, integer, integer, bigint, integer, text, jsonb, text, integer, text[], jsonb, regprocedure, text, text[], text, timestamptz) IS 'start (or change and restart) the consumer of a topic into a table, exactly once; returns its id';
 COMMENT ON FUNCTION pipeline_kafka.consume_begin() IS 'start every stopped Kafka consumer the caller may manage; returns how many';
 COMMENT ON FUNCTION pipeline_kafka.consume_end(text, text) IS 'stop the consumer of a topic into a table; its offsets are kept';
 COMMENT ON FUNCTION pipeline_kafka.consume_end() IS 'stop every running Kafka consumer the caller may manage; returns how many';
 COMMENT ON FUNCTION pipeline_kafka.consume_drop(text, text) IS 'remove the consumer of a topic into a table with its offsets, secret settings and dead letters';
-COMMENT ON FUNCTION pipeline_kafka.consume_begin_stream_partitioned(text, text, text, text, text, integer, integer, integer, integer, bigint, text, text, integer) IS 'start (or change) the consumer of a topic whose message keys name the table each message goes to; returns its id';
 COMMENT ON FUNCTION pipeline_kafka.consume_end_stream_partitioned(text) IS 'stop the stream-partitioned consumer of a topic; its offsets are kept';
 COMMENT ON FUNCTION pipeline_kafka.consume_drop_stream_partitioned(text) IS 'remove the stream-partitioned consumer of a topic with its offsets and dead letters';
 COMMENT ON FUNCTION pipeline_kafka.seek(text, text, integer, bigint, timestamptz) IS 'move a consumer''s partitions (one or all) to an offset or a time; returns how many partitions moved';
-COMMENT ON FUNCTION pipeline_kafka.preview(text, text, text, text, text, text, text[], jsonb, regprocedure, text, text[], text, integer, bigint) IS 'what the next messages of a topic would become in a table with these consume_begin options, written and rolled back: rows or errors, nothing stored';
+COMMENT ON FUNCTION pipeline_kafka.preview(text, text, text, text, text, text, text[], jsonb, text, text, text[], text, integer, bigint) IS 'what the next messages of a topic would become in a table with these consume_begin options, written and rolled back: rows or errors, nothing stored';
 COMMENT ON FUNCTION pipeline_kafka.topic_watermarks(text, integer) IS 'the low and high watermark of every partition of a topic (or one), asked from the brokers';
 COMMENT ON FUNCTION pipeline_kafka.consumer_watermarks() IS 'the high watermark per consumer and partition (from the running worker, else from the brokers), behind the consumer_lag view';
 COMMENT ON FUNCTION pipeline_kafka.partition_status() IS 'what the workers publish per Kafka consumer and partition (worker pid, high watermark, counters, last batch), behind the consumer_status view; the caller''s consumers only';
@@ -193,12 +191,11 @@ COMMENT ON FUNCTION pipeline_kafka.produce_message(text, bytea, integer, bytea, 
 COMMENT ON FUNCTION pipeline_kafka.emit_tuple() IS 'row trigger: sends each new row as JSON (a tombstone on DELETE) to the topic named by its arguments (topic, partition, key column) when the transaction commits';
 COMMENT ON FUNCTION pipeline_kinesis.add_endpoint(text, text, text, text) IS 'name a Kinesis endpoint: region, optional credentials file and URL';
 COMMENT ON FUNCTION pipeline_kinesis.remove_endpoint(text) IS 'remove a Kinesis endpoint no consumer uses';
-COMMENT ON FUNCTION pipeline_kinesis.consume_begin(text, text, text, text, text, text, text, integer, integer, integer, timestamptz, integer, integer, jsonb, text, integer, text[], jsonb, regprocedure, text, text[], text) IS 'start (or change and restart) the consumer of a Kinesis stream into a table, exactly once; returns its id';
 COMMENT ON FUNCTION pipeline_kinesis.consume_begin() IS 'start every stopped Kinesis consumer the caller may manage; returns how many';
 COMMENT ON FUNCTION pipeline_kinesis.consume_end(text, text, text) IS 'stop the consumer of a Kinesis stream into a table; its checkpoints are kept';
 COMMENT ON FUNCTION pipeline_kinesis.consume_end() IS 'stop every running Kinesis consumer the caller may manage; returns how many';
 COMMENT ON FUNCTION pipeline_kinesis.consume_drop(text, text, text) IS 'remove the consumer of a Kinesis stream into a table with its checkpoints and dead letters';
-COMMENT ON FUNCTION pipeline_kinesis.preview(text, text, text, text, text, text, text, text[], jsonb, regprocedure, text, text[], text, integer, integer, timestamptz) IS 'what the next records of a Kinesis stream would become in a table with these consume_begin options, written and rolled back: rows or errors, nothing stored';
+COMMENT ON FUNCTION pipeline_kinesis.preview(text, text, text, text, text, text, text, text[], jsonb, text, text, text[], text, integer, integer, timestamptz) IS 'what the next records of a Kinesis stream would become in a table with these consume_begin options, written and rolled back: rows or errors, nothing stored';
 COMMENT ON FUNCTION pipeline_kinesis.shard_status() IS 'what the workers publish per Kinesis consumer and shard (worker pid, millis behind latest, counters, last batch), behind the consumer_status view; the caller''s consumers only';
 
 -- Issue 24.6: retrying a consumer's dead letters (executable by PUBLIC like the other consumer
@@ -373,3 +370,16 @@ COMMENT ON COLUMN pipeline_kinesis.consumer_status.rows_per_second IS
   'Rows written per second over the last minute (since the first batch, when that is more recent); counted since the server started.';
 COMMENT ON COLUMN pipeline_kinesis.consumer_status.relation_name IS
   'The target relation''s name; once it was dropped, the name it last had (relation then shows only an oid).';
+
+-- consume_begin (issue 24.2): the defaults of a new consumer, which \df shows as NULL (an existing
+-- consumer keeps its stored settings for every argument not given).
+COMMENT ON FUNCTION pipeline_kafka.consume_begin(text, text, text, text, text, text, integer, integer, integer, bigint, integer, text, jsonb, text, integer, text[], jsonb, text, text, text[], text, timestamptz) IS
+'Starts (or updates and restarts) the consumer of topic into relation; returns its id. A new consumer gets these defaults for the arguments not given: format text, batchsize 100000, maxbytes 32000000, parallelism 1, timeout 250, on_error dead_letter, mode append, starting at the end of each partition. An existing consumer keeps its stored settings for every argument not given (NULL); a NOTICE names what changed. transform names a function with its argument types, e.g. ''f(pipeline_kafka.message[])''.';
+COMMENT ON FUNCTION pipeline_kinesis.consume_begin(text, text, text, text, text, text, text, integer, integer, integer, timestamptz, integer, integer, jsonb, text, integer, text[], jsonb, text, text, text[], text) IS
+'Starts (or updates and restarts) the consumer of stream at endpoint into relation; returns its id. A new consumer gets these defaults for the arguments not given: format text, batchsize 10000, parallelism 1, timeout 250, poll_interval 200, on_error dead_letter, mode append, reading from now on (LATEST). An existing consumer keeps its stored settings for every argument not given (NULL); a NOTICE names what changed. transform names a function with its argument types, e.g. ''f(pipeline_kinesis.record[])''.';
+COMMENT ON FUNCTION pipeline_kafka.consume_begin_stream_partitioned(text, text, text, text, text, integer, integer, integer, integer, bigint, text, text, integer) IS
+'Starts (or updates and restarts) the consumer of topic whose message keys name their target relations; returns its id. A new consumer gets these defaults for the arguments not given: format text, batchsize 100000, maxbytes 32000000, parallelism 1, timeout 250, on_error dead_letter, starting at the end of each partition. An existing consumer keeps its stored settings for every argument not given (NULL); a NOTICE names what changed.';
+COMMENT ON FUNCTION pipeline_kafka.preview(integer, integer, bigint) IS
+'What the next messages of consumer consumer_id would become in its relation with its stored settings, without writing anything: from its stored offsets (start_offset NULL) or start_offset (-2 beginning, -1 end, n). One row per row a message became; action says what happened (inserted, replaced, deleted, skipped, error).';
+COMMENT ON FUNCTION pipeline_kinesis.preview(integer, integer, integer, timestamptz) IS
+'What the next records of consumer consumer_id would become in its relation with its stored settings, without writing anything: from TRIM_HORIZON (start_offset NULL or -2), LATEST (-1) or start_time. One row per row a record became; action says what happened (inserted, replaced, deleted, skipped, error).';

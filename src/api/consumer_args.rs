@@ -1,36 +1,17 @@
-//! Argument checks that `consume_begin` of both systems (pipeline_kafka, pipeline_kinesis) share:
-//! the target relation and who may write into it, the format and its COPY options, the error
-//! policy, positive numbers and the column list. Each check raises the error (with its SQLSTATE)
-//! that the Kafka side has always raised, so both systems refuse the same arguments the same way.
+//! The checks that `consume_begin` of both systems (pipeline_kafka, pipeline_kinesis) and the
+//! previews share, in one place: the settings (`ingest_core::spec`, with COPY's own judgement of
+//! the format options) and, against the catalog, the target relation and who may write into it,
+//! its columns, metadata columns, transform and keys. Both systems refuse the same arguments the
+//! same way.
 
+use crate::api::writer_args::TransformRef;
 use crate::catalog::{consumers, spi};
 use crate::error::{raise, raise_with};
+use crate::shmem::SourceKind;
 use ingest_core::format::{CopyOptions, Format};
+use ingest_core::metadata::System;
+use ingest_core::spec::{Args, Spec, SpecError};
 use pgrx::prelude::*;
-
-/// The on_error policy's stored name ('dead_letter', 'skip', 'stop'), or 22023.
-pub fn on_error(on_error: &str) -> &'static str {
-    ingest_core::policy::OnError::parse(on_error)
-        .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string()))
-        .name()
-}
-
-/// max_dead_letters is a count or NULL (no limit).
-pub fn check_max_dead_letters(max_dead_letters: Option<i32>) {
-    if max_dead_letters.is_some_and(|m| m < 0) {
-        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "max_dead_letters must be >= 0 or NULL");
-    }
-}
-
-/// The columns argument without NULL elements (22004); which columns exist is checked later by
-/// `check_columns`, once the relation is known.
-pub fn columns(columns: Option<Vec<Option<String>>>) -> Option<Vec<String>> {
-    columns.map(|cols| {
-        cols.into_iter()
-            .map(|c| c.unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "columns must not contain NULL")))
-            .collect()
-    })
-}
 
 /// The format and its options as the workers' COPY will use them.
 pub fn copy_options(format: &str, delimiter: Option<&str>, quote: Option<&str>, escape: Option<&str>) -> CopyOptions {
@@ -44,12 +25,85 @@ pub fn copy_options(format: &str, delimiter: Option<&str>, quote: Option<&str>, 
         .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string()))
 }
 
-/// Every (name, value) must be positive (22023 naming the first that is not).
-pub fn check_positive(values: &[(&str, i32)]) {
-    for (name, v) in values {
-        if *v <= 0 {
-            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("{name} must be positive, got {v}"));
-        }
+/// The arguments every consume_begin and preview share: how a message's value becomes rows.
+#[allow(clippy::too_many_arguments)]
+pub fn row_args(
+    format: Option<&str>,
+    delimiter: Option<&str>,
+    quote: Option<&str>,
+    escape: Option<&str>,
+    columns: Option<Vec<Option<String>>>,
+    metadata: Option<crate::api::JsonbArg>,
+    transform: Option<&str>,
+    mode: Option<&str>,
+    key_columns: Option<Vec<Option<String>>>,
+    key_format: Option<&str>,
+) -> Args {
+    let owned = |v: Option<&str>| v.map(str::to_string);
+    Args {
+        format: owned(format),
+        delimiter: owned(delimiter),
+        quote: owned(quote),
+        escape: owned(escape),
+        columns,
+        metadata: metadata.map(|m| m.0),
+        transform: owned(transform),
+        mode: owned(mode),
+        key_columns,
+        key_format: owned(key_format),
+        ..Args::default()
+    }
+}
+
+/// Raises a spec error with its SQLSTATE.
+#[track_caller]
+pub fn raise_spec(e: SpecError) -> ! {
+    let code = match e {
+        SpecError::NullElement(_) => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        SpecError::Invalid(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+    };
+    raise(code, e.to_string())
+}
+
+/// The settings of `args` (laid over a consumer's stored ones already), checked: the format
+/// options as COPY itself judges them, then everything `Spec::check` does.
+pub fn spec(system: System, args: Args) -> Spec {
+    copy_options(args.format.as_deref().unwrap_or("text"), args.delimiter.as_deref(), args.quote.as_deref(), args.escape.as_deref());
+    Spec::check(system, args).unwrap_or_else(|e| raise_spec(e))
+}
+
+/// A consumer's settings checked against its relation.
+pub struct Checked {
+    /// The relation's owner, whom the workers write as.
+    pub owner: pg_sys::Oid,
+    /// The write settings as stored (metadata, transform and its pin, mode, resolved keys).
+    pub features: crate::catalog::Features,
+}
+
+/// The checks consume_begin (both systems) and preview make against the relation, in one place:
+/// the caller may write into it as its owner, the columns exist, the metadata columns fit, the
+/// transform function and the upsert keys. `spec.transform` and `spec.key_columns` become what is
+/// stored (the function's schema-qualified signature, the resolved keys).
+pub fn against_relation(source: SourceKind, relid: pg_sys::Oid, relation: &str, spec: &mut Spec, transform: Option<TransformRef>) -> Checked {
+    let owner = check_relation(relid, relation);
+    check_columns(spec.columns.as_ref(), relid, relation);
+    let metadata = crate::api::metadata_args::check(source, spec.metadata.as_deref(), relid, relation, &spec.opts, spec.columns.as_ref());
+    let features = crate::api::writer_args::check(source, relid, owner, relation, spec, transform, metadata);
+    spec.transform = features.transform.clone();
+    spec.key_columns = features.key_columns.clone();
+    Checked { owner, features }
+}
+
+/// The transform to check for a consumer: the one given, else the function the stored consumer
+/// pinned (not its name again: a function of that name created by another role since is not it).
+pub fn transform_ref(given: Option<&str>, pinned: Option<pg_sys::Oid>, kept: &Spec) -> Option<TransformRef> {
+    match (given, &kept.transform) {
+        (Some(name), _) if !name.is_empty() => Some(TransformRef::Name(name.to_string())),
+        (Some(_), _) | (None, None) => None,
+        (None, Some(name)) => Some(match pinned {
+            Some(oid) => TransformRef::Pinned(oid),
+            None => TransformRef::Name(name.clone()),
+        }),
     }
 }
 
@@ -115,18 +169,9 @@ pub fn check_relation(relid: pg_sys::Oid, relation: &str) -> pg_sys::Oid {
     owner
 }
 
-/// The column list fits the format and names insertable columns of the relation, once each.
-pub fn check_columns(cols: Option<&Vec<String>>, opts: &CopyOptions, relid: pg_sys::Oid, relation: &str) {
+/// The column list (its fit to the format checked by `Spec::check`) names insertable columns of the relation, once each.
+pub fn check_columns(cols: Option<&Vec<String>>, relid: pg_sys::Oid, relation: &str) {
     let Some(cols) = cols else { return };
-    if opts.format == Format::Json {
-        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "columns is for text and csv (json matches fields to columns by name)");
-    }
-    if opts.format == Format::Raw {
-        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "columns is for text and csv (raw fills the one column not filled by metadata)");
-    }
-    if cols.is_empty() {
-        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "columns must name at least one column (or be NULL for all)");
-    }
     let known = crate::catalog::insertable_columns(relid);
     for (i, c) in cols.iter().enumerate() {
         if !known.contains(c) {

@@ -5,8 +5,10 @@ use pgrx::prelude::*;
 #[pg_schema]
 mod pipeline_kafka {
     use crate::api::consumer_args as args;
-    use crate::api::writer_args::RegProcArg;
-    use crate::api::{is_superuser, wake_at_commit, JsonbArg};
+    use crate::api::legacy::{transform_text, RegProcArg};
+    use crate::api::{begin, is_superuser, wake_at_commit, JsonbArg};
+    use crate::catalog::spec::Key;
+    use ingest_core::spec::Args;
     use crate::catalog::{consumers, kafka as cat};
     use crate::shmem::SourceKind;
     use crate::error::{raise, raise_with, required};
@@ -124,76 +126,114 @@ mod pipeline_kafka {
         max_dead_letters: Option<i32>,
         columns: Option<Vec<Option<String>>>,
     ) -> i32 {
-        kafka_consume_begin(
+        kafka_consume_begin_v070(
             topic, relation, format, delimiter, quote, escape, batchsize, maxbytes, parallelism, start_offset, timeout, group_id,
-            config, on_error, max_dead_letters, columns, None, None, Some("append"), None, None, None,
+            config, on_error, max_dead_letters, columns, None, None, None, None, None, None,
+        )
+    }
+
+    /// consume_begin as 0.4.0 .. 0.6.0 declared it (transform regprocedure): the symbol stays for
+    /// databases whose extension is not updated yet; no SQL is generated.
+    #[allow(clippy::too_many_arguments)]
+    #[pg_extern(volatile, parallel_unsafe, sql = false)]
+    fn kafka_consume_begin(
+        topic: Option<&str>,
+        relation: Option<&str>,
+        format: Option<&str>,
+        delimiter: Option<&str>,
+        quote: Option<&str>,
+        escape: Option<&str>,
+        batchsize: Option<i32>,
+        maxbytes: Option<i32>,
+        parallelism: Option<i32>,
+        start_offset: Option<i64>,
+        timeout: Option<i32>,
+        group_id: Option<&str>,
+        config: Option<JsonbArg>,
+        on_error: Option<&str>,
+        max_dead_letters: Option<i32>,
+        columns: Option<Vec<Option<String>>>,
+        metadata: Option<JsonbArg>,
+        transform: Option<RegProcArg>,
+        mode: Option<&str>,
+        key_columns: Option<Vec<Option<String>>>,
+        key_format: Option<&str>,
+        start_time: Option<TimestampWithTimeZone>,
+    ) -> i32 {
+        let transform = transform_text(transform);
+        kafka_consume_begin_v070(
+            topic, relation, format, delimiter, quote, escape, batchsize, maxbytes, parallelism, start_offset, timeout, group_id,
+            config, on_error, max_dead_letters, columns, metadata, transform.as_deref(), mode, key_columns, key_format, start_time,
         )
     }
 
     /// Starts (or updates and restarts) the consumer of `topic` into `relation`; returns its id.
-    // Its own Rust name: the 0.3.0 symbol (consume_begin above) keeps its 16 arguments.
+    /// A new consumer gets the defaults of the arguments not given (format 'text', batchsize
+    /// 100000, maxbytes 32000000, parallelism 1, timeout 250, on_error 'dead_letter', mode
+    /// 'append'); an existing one keeps its stored settings but for the arguments given (NOTICE).
+    // Its own Rust name (symbol): the 0.3.0 one (consume_begin above) keeps its 16 arguments, the
+    // 0.4.0 .. 0.6.0 one (kafka_consume_begin, api::legacy) its regprocedure transform.
     #[allow(clippy::too_many_arguments)]
     #[pg_extern(volatile, parallel_unsafe, name = "consume_begin")]
-    fn kafka_consume_begin(
+    pub(crate) fn kafka_consume_begin_v070(
         topic: Option<&str>,
         relation: Option<&str>,
-        format: default!(Option<&str>, "'text'"),
+        format: default!(Option<&str>, "NULL"),
         delimiter: default!(Option<&str>, "NULL"),
         quote: default!(Option<&str>, "NULL"),
         escape: default!(Option<&str>, "NULL"),
-        batchsize: default!(Option<i32>, 100000),
-        maxbytes: default!(Option<i32>, 32000000),
-        parallelism: default!(Option<i32>, 1),
+        batchsize: default!(Option<i32>, "NULL"),
+        maxbytes: default!(Option<i32>, "NULL"),
+        parallelism: default!(Option<i32>, "NULL"),
         start_offset: default!(Option<i64>, "NULL"),
-        timeout: default!(Option<i32>, 250),
+        timeout: default!(Option<i32>, "NULL"),
         group_id: default!(Option<&str>, "NULL"),
         config: default!(Option<JsonbArg>, "NULL"),
-        on_error: default!(Option<&str>, "'dead_letter'"),
+        on_error: default!(Option<&str>, "NULL"),
         max_dead_letters: default!(Option<i32>, "NULL"),
         columns: default!(Option<Vec<Option<String>>>, "NULL"),
         metadata: default!(Option<JsonbArg>, "NULL"),
-        transform: default!(Option<RegProcArg>, "NULL"),
-        mode: default!(Option<&str>, "'append'"),
+        transform: default!(Option<&str>, "NULL"),
+        mode: default!(Option<&str>, "NULL"),
         key_columns: default!(Option<Vec<Option<String>>>, "NULL"),
         key_format: default!(Option<&str>, "NULL"),
         start_time: default!(Option<TimestampWithTimeZone>, "NULL"),
     ) -> i32 {
         let topic = required(topic, "topic");
         let relation = required(relation, "relation");
-        let format = required(format, "format");
-        let batchsize = required(batchsize, "batchsize");
-        let maxbytes = required(maxbytes, "maxbytes");
-        let parallelism = required(parallelism, "parallelism");
-        let timeout = required(timeout, "timeout");
-        let on_error = required(on_error, "on_error");
-        let on_error = args::on_error(on_error);
-        args::check_max_dead_letters(max_dead_letters);
         if let Err(e) = ingest_core::broker::check_topic(topic) {
             raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
         }
-        let columns = args::columns(columns);
-        let opts = args::copy_options(format, delimiter, quote, escape);
-        args::check_positive(&[("batchsize", batchsize), ("maxbytes", maxbytes), ("parallelism", parallelism), ("timeout", timeout)]);
-        if let Some(s) = start_offset {
-            if s < -2 {
-                raise(
-                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                    format!("start_offset must be -2 (beginning), -1 (end), an offset >= 0 or NULL; got {s}"),
-                );
-            }
-        }
+        let given = Args {
+            batchsize,
+            maxbytes,
+            parallelism,
+            timeout,
+            on_error: on_error.map(str::to_string),
+            max_dead_letters,
+            group_id: group_id.map(str::to_string),
+            ..args::row_args(format, delimiter, quote, escape, columns, metadata, transform, mode, key_columns, key_format)
+        };
+        ingest_core::spec::check_kafka_start(start_offset, start_time.is_some()).unwrap_or_else(|e| args::raise_spec(e));
         // The caller's own rights decide: a superuser may give any setting (but the reserved ones).
         let config_by_superuser = is_superuser();
-        let extra = settings_arg(config, config_by_superuser);
+        let extra = config.map(|c| settings_arg(Some(c), config_by_superuser));
         let relid = args::resolve_relation(relation);
-        let owner = args::check_relation(relid, relation);
-        args::check_columns(columns.as_ref(), &opts, relid, relation);
-        let metadata = crate::api::metadata_args::check(SourceKind::Kafka, metadata, relid, relation, &opts, columns.as_ref());
-        let writer =
-            crate::api::writer_args::check(SourceKind::Kafka, relid, owner, relation, &opts, transform, mode, key_columns, key_format, columns.as_ref(), metadata.as_deref());
-        if start_offset.is_some() && start_time.is_some() {
-            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "give start_offset or start_time, not both");
-        }
+        // The consumer of this pair, or one whose table was dropped and created again under the
+        // same name, which the worker did not adopt because its owner changed: a member of the
+        // new owner adopts it here, offsets included.
+        let existing = cat::consumer_by_key(topic, relid).or_else(|| {
+            let (name, _) = consumers::relation_name_and_owner(relid)?;
+            let c = cat::consumers_of_missing_relation(topic, &name).into_iter().next()?;
+            consumers::set_relation(SourceKind::Kafka, c.id, relid);
+            Some(c)
+        });
+        // A consumer that changes hands keeps nothing of its old owner's settings (its client
+        // settings and secrets least of all): the arguments not given take their defaults.
+        let kept = existing.as_ref().filter(|c| begin::same_owner(c.owner, relid)).map(|c| c.id);
+        let extra = extra.or_else(|| (existing.is_some() && kept.is_none()).then(serde_json::Map::new));
+        let prepared = begin::prepare(SourceKind::Kafka, kept, given, Some((relid, relation)));
+        let owner = prepared.checked.as_ref().map(|c| c.owner).unwrap_or_default();
         // Range-checked before anything is stored (22023 / 22008).
         start_time.map(crate::api::seek::epoch_us);
 
@@ -206,24 +246,17 @@ mod pipeline_kafka {
                 Some("Add one with pipeline_kafka.add_broker('host:port').".into()),
             );
         }
-        let mut cfg = client_config(&brokers, &[&broker_config, &extra])
+        // The consumer's settings: those given, else those stored (secrets included).
+        let consumer_config = extra.clone().or_else(|| existing.as_ref().map(|c| c.settings.config.clone())).unwrap_or_default();
+        let mut cfg = client_config(&brokers, &[&broker_config, &consumer_config])
             .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e));
-        if let Some(g) = group_id {
+        if let Some(g) = &prepared.spec.group_id {
             cfg.set("group.id", g);
         }
         let timeout_ms = crate::guc::BROKER_TIMEOUT_MS.get().max(100) as u64;
         let probe = Probe::new(&cfg, Duration::from_millis(timeout_ms)).unwrap_or_else(|e| probe_error(topic, e));
         let partitions = probe.partitions(topic).unwrap_or_else(|e| probe_error(topic, e));
 
-        // The consumer of this pair, or one whose table was dropped and created again under the
-        // same name, which the worker did not adopt because its owner changed: a member of the
-        // new owner adopts it here, offsets included.
-        let existing = cat::consumer_by_key(topic, relid).or_else(|| {
-            let (name, _) = consumers::relation_name_and_owner(relid)?;
-            let c = cat::consumers_of_missing_relation(topic, &name).into_iter().next()?;
-            consumers::set_relation(SourceKind::Kafka, c.id, relid);
-            Some(c)
-        });
         if let Some(c) = existing.as_ref().filter(|c| c.owner != owner) {
             // Whoever calls (a superuser too), the consumer writes as the table's owner.
             notice!(
@@ -232,34 +265,21 @@ mod pipeline_kafka {
                 consumers::role_name(c.owner)
             );
         }
-        let (shown, secrets) = ingest_core::settings::split_secrets(&extra);
-        let config_text = serde_json::Value::Object(shown).to_string();
-        let id = cat::upsert_consumer(&cat::NewConsumer {
-            topic,
-            relid,
-            owner,
-            group_id,
-            format: opts.format.name(),
-            delimiter,
-            quote,
-            escape,
-            columns: columns.clone(),
-            batchsize,
-            maxbytes,
-            parallelism,
-            timeout,
-            config: &config_text,
-            on_error,
-            max_dead_letters,
-        });
-        cat::set_config_by_superuser(id, config_by_superuser);
-        consumers::set_features(SourceKind::Kafka, id, metadata.as_deref(), &writer);
+        let split = extra.as_ref().map(ingest_core::settings::split_secrets);
+        let config_text = split.as_ref().map(|(shown, _)| serde_json::Value::Object(shown.clone()).to_string());
+        let id = begin::store(Key::Kafka { topic, relid }, owner, &prepared, config_text.as_deref());
+        if let Some((_, secrets)) = &split {
+            cat::set_config_by_superuser(id, config_by_superuser);
+            cat::set_consumer_secrets(id, secrets);
+        }
+        // start_time is kept unless a start is given: start_offset clears it.
         if consumers::has_features_schema(SourceKind::Kafka) {
-            cat::set_start_time(id, start_time);
+            if start_time.is_some() || start_offset.is_some() {
+                cat::set_start_time(id, start_time);
+            }
         } else if start_time.is_some() {
             raise(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "start_time needs the extension's 0.4.0 schema (ALTER EXTENSION pipeline_ingest UPDATE)");
         }
-        cat::set_consumer_secrets(id, &secrets);
 
         // Where to start: an explicit start_offset replaces stored offsets; a new consumer with
         // none starts at the end of each partition. Partitions created later start at their beginning

@@ -5,8 +5,10 @@ use pgrx::prelude::*;
 #[pg_schema]
 mod pipeline_kinesis {
     use crate::api::consumer_args as args;
-    use crate::api::writer_args::RegProcArg;
-    use crate::api::{wake_at_commit, JsonbArg};
+    use crate::api::legacy::{transform_text, RegProcArg};
+    use crate::api::{begin, wake_at_commit, JsonbArg};
+    use crate::catalog::spec::Key;
+    use ingest_core::spec::{Args, KinesisStart};
     use crate::catalog::{consumers, kinesis as cat};
     use crate::error::{raise, raise_with, required};
     use crate::shmem::SourceKind;
@@ -15,9 +17,6 @@ mod pipeline_kinesis {
     use pgrx::datum::TimestampWithTimeZone;
     use pgrx::prelude::*;
     use std::time::Duration;
-
-    /// GetRecords returns at most this many records per call.
-    const MAX_BATCHSIZE: i32 = 10_000;
 
     /// Adds a Kinesis endpoint: a name for a region (and optionally a credentials file and a
     /// non-AWS URL such as kinesalite's).
@@ -65,20 +64,6 @@ mod pipeline_kinesis {
         }
         if !cat::delete_endpoint(name) {
             raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("Kinesis endpoint \"{name}\" does not exist"));
-        }
-    }
-
-    /// A stream name as Kinesis accepts it (1 to 128 of a-z, A-Z, 0-9, '_', '.', '-'), checked
-    /// here so that a bad one is 22023 before any request.
-    fn check_stream(stream: &str) {
-        if stream.is_empty() || stream.len() > 128 {
-            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "stream must be 1 to 128 characters long");
-        }
-        if !stream.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
-            raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("stream \"{stream}\" may contain only letters, digits, '_', '.' and '-'"),
-            );
         }
     }
 
@@ -208,85 +193,120 @@ mod pipeline_kinesis {
         max_dead_letters: Option<i32>,
         columns: Option<Vec<Option<String>>>,
     ) -> i32 {
-        kinesis_consume_begin_with_options(
+        kinesis_consume_begin_v070(
             endpoint, stream, relation, format, delimiter, quote, escape, batchsize, parallelism, start_offset, start_time, timeout,
-            poll_interval, config, on_error, max_dead_letters, columns, None, None, Some("append"), None, None,
+            poll_interval, config, on_error, max_dead_letters, columns, None, None, None, None, None,
+        )
+    }
+
+    /// consume_begin as 0.4.0 .. 0.6.0 declared it (transform regprocedure): the symbol stays for
+    /// databases whose extension is not updated yet; no SQL is generated.
+    #[allow(clippy::too_many_arguments)]
+    #[pg_extern(volatile, parallel_unsafe, sql = false)]
+    fn kinesis_consume_begin_with_options(
+        endpoint: Option<&str>,
+        stream: Option<&str>,
+        relation: Option<&str>,
+        format: Option<&str>,
+        delimiter: Option<&str>,
+        quote: Option<&str>,
+        escape: Option<&str>,
+        batchsize: Option<i32>,
+        parallelism: Option<i32>,
+        start_offset: Option<i32>,
+        start_time: Option<TimestampWithTimeZone>,
+        timeout: Option<i32>,
+        poll_interval: Option<i32>,
+        config: Option<JsonbArg>,
+        on_error: Option<&str>,
+        max_dead_letters: Option<i32>,
+        columns: Option<Vec<Option<String>>>,
+        metadata: Option<JsonbArg>,
+        transform: Option<RegProcArg>,
+        mode: Option<&str>,
+        key_columns: Option<Vec<Option<String>>>,
+        key_format: Option<&str>,
+    ) -> i32 {
+        let transform = transform_text(transform);
+        kinesis_consume_begin_v070(
+            endpoint, stream, relation, format, delimiter, quote, escape, batchsize, parallelism, start_offset, start_time, timeout,
+            poll_interval, config, on_error, max_dead_letters, columns, metadata, transform.as_deref(), mode, key_columns, key_format,
         )
     }
 
     /// Starts (or updates and restarts) the consumer of `stream` at `endpoint` into `relation`;
     /// returns its id. start_offset -2 reads every shard from TRIM_HORIZON, -1 from now on
     /// (LATEST), start_time from that time (AT_TIMESTAMP); none of them keeps the stored
-    /// positions, or starts a new consumer from now on.
+    /// positions, or starts a new consumer from now on. A new consumer gets the defaults of the
+    /// arguments not given (format 'text', batchsize 10000, parallelism 1, timeout 250,
+    /// poll_interval 200, on_error 'dead_letter', mode 'append'); an existing one keeps its
+    /// stored settings but for the arguments given (NOTICE).
     // Rust names apart from pipeline_kafka's: pgrx exports each function's wrapper by its Rust name
-    // (and kinesis_consume_begin is the 0.3.0 symbol).
+    // (kinesis_consume_begin is the 0.3.0 symbol, kinesis_consume_begin_with_options the 0.4.0 ..
+    // 0.6.0 one: api::legacy).
     #[allow(clippy::too_many_arguments)]
     #[pg_extern(volatile, parallel_unsafe, name = "consume_begin")]
-    fn kinesis_consume_begin_with_options(
+    pub(crate) fn kinesis_consume_begin_v070(
         endpoint: Option<&str>,
         stream: Option<&str>,
         relation: Option<&str>,
-        format: default!(Option<&str>, "'text'"),
+        format: default!(Option<&str>, "NULL"),
         delimiter: default!(Option<&str>, "NULL"),
         quote: default!(Option<&str>, "NULL"),
         escape: default!(Option<&str>, "NULL"),
-        batchsize: default!(Option<i32>, 10000),
-        parallelism: default!(Option<i32>, 1),
+        batchsize: default!(Option<i32>, "NULL"),
+        parallelism: default!(Option<i32>, "NULL"),
         start_offset: default!(Option<i32>, "NULL"),
         start_time: default!(Option<TimestampWithTimeZone>, "NULL"),
-        timeout: default!(Option<i32>, 250),
-        poll_interval: default!(Option<i32>, 200),
+        timeout: default!(Option<i32>, "NULL"),
+        poll_interval: default!(Option<i32>, "NULL"),
         config: default!(Option<JsonbArg>, "NULL"),
-        on_error: default!(Option<&str>, "'dead_letter'"),
+        on_error: default!(Option<&str>, "NULL"),
         max_dead_letters: default!(Option<i32>, "NULL"),
         columns: default!(Option<Vec<Option<String>>>, "NULL"),
         metadata: default!(Option<JsonbArg>, "NULL"),
-        transform: default!(Option<RegProcArg>, "NULL"),
-        mode: default!(Option<&str>, "'append'"),
+        transform: default!(Option<&str>, "NULL"),
+        mode: default!(Option<&str>, "NULL"),
         key_columns: default!(Option<Vec<Option<String>>>, "NULL"),
         key_format: default!(Option<&str>, "NULL"),
     ) -> i32 {
         let endpoint = required(endpoint, "endpoint");
         let stream = required(stream, "stream");
         let relation = required(relation, "relation");
-        let format = required(format, "format");
-        let batchsize = required(batchsize, "batchsize");
-        let parallelism = required(parallelism, "parallelism");
-        let timeout = required(timeout, "timeout");
-        let poll_interval = required(poll_interval, "poll_interval");
-        let on_error = args::on_error(required(on_error, "on_error"));
-        args::check_max_dead_letters(max_dead_letters);
-        check_stream(stream);
-        let columns = args::columns(columns);
-        let opts = args::copy_options(format, delimiter, quote, escape);
-        args::check_positive(&[("batchsize", batchsize), ("parallelism", parallelism), ("timeout", timeout), ("poll_interval", poll_interval)]);
-        if batchsize > MAX_BATCHSIZE {
-            raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("batchsize must be at most {MAX_BATCHSIZE} (the most records GetRecords returns), got {batchsize}"),
-            );
-        }
-        let start = match (start_offset, start_time) {
-            (Some(_), Some(_)) => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "give start_offset or start_time, not both"),
-            (Some(-2), None) => Some(cat::Start::TrimHorizon),
-            (Some(-1), None) => Some(cat::Start::Now),
-            (Some(s), None) => raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("start_offset must be -2 (TRIM_HORIZON), -1 (LATEST) or NULL; got {s} (use start_time for a point in time)"),
-            ),
-            (None, Some(t)) => {
-                crate::api::seek::epoch_us(t);
-                Some(cat::Start::At(t))
-            }
-            (None, None) => None,
+        ingest_core::spec::check_stream(stream).unwrap_or_else(|e| args::raise_spec(e));
+        let given = Args {
+            batchsize,
+            parallelism,
+            timeout,
+            poll_interval,
+            on_error: on_error.map(str::to_string),
+            max_dead_letters,
+            ..args::row_args(format, delimiter, quote, escape, columns, metadata, transform, mode, key_columns, key_format)
         };
-        let config_text = config_arg(config);
+        let start = ingest_core::spec::kinesis_start(start_offset, start_time.map(crate::api::seek::epoch_us))
+            .unwrap_or_else(|e| args::raise_spec(e))
+            .map(|s| match (s, start_time) {
+                (KinesisStart::TrimHorizon, _) => cat::Start::TrimHorizon,
+                (KinesisStart::At(_), Some(t)) => cat::Start::At(t),
+                _ => cat::Start::Now,
+            });
+        let config_text = config.map(|c| config_arg(Some(c)));
         let relid = args::resolve_relation(relation);
-        let owner = args::check_relation(relid, relation);
-        args::check_columns(columns.as_ref(), &opts, relid, relation);
-        let metadata = crate::api::metadata_args::check(SourceKind::Kinesis, metadata, relid, relation, &opts, columns.as_ref());
-        let writer =
-            crate::api::writer_args::check(SourceKind::Kinesis, relid, owner, relation, &opts, transform, mode, key_columns, key_format, columns.as_ref(), metadata.as_deref());
+        // The consumer of this key, or one whose table was dropped and created again under the
+        // same name, which the worker did not adopt because its owner changed: a member of the
+        // new owner adopts it here, positions included.
+        let existing = cat::consumer_by_key(endpoint, stream, relid).or_else(|| {
+            let (name, _) = consumers::relation_name_and_owner(relid)?;
+            let c = cat::consumers_of_missing_relation(endpoint, stream, &name).into_iter().next()?;
+            consumers::set_relation(SourceKind::Kinesis, c.id, relid);
+            Some(c)
+        });
+        // A consumer that changes hands keeps nothing of its old owner's settings: the arguments
+        // not given take their defaults.
+        let kept = existing.as_ref().filter(|c| begin::same_owner(c.owner, relid)).map(|c| c.id);
+        let config_text = config_text.or_else(|| (existing.is_some() && kept.is_none()).then(|| "{}".to_string()));
+        let prepared = begin::prepare(SourceKind::Kinesis, kept, given, Some((relid, relation)));
+        let owner = prepared.checked.as_ref().map(|c| c.owner).unwrap_or_default();
 
         let ep = cat::endpoint(endpoint).unwrap_or_else(|| {
             raise_with(
@@ -302,15 +322,6 @@ mod pipeline_kinesis {
             .interruptible(crate::worker::interrupt_pending);
         client.list_shards(stream).unwrap_or_else(|e| raise_kinesis_error(endpoint, stream, e));
 
-        // The consumer of this key, or one whose table was dropped and created again under the
-        // same name, which the worker did not adopt because its owner changed: a member of the
-        // new owner adopts it here, positions included.
-        let existing = cat::consumer_by_key(endpoint, stream, relid).or_else(|| {
-            let (name, _) = consumers::relation_name_and_owner(relid)?;
-            let c = cat::consumers_of_missing_relation(endpoint, stream, &name).into_iter().next()?;
-            consumers::set_relation(SourceKind::Kinesis, c.id, relid);
-            Some(c)
-        });
         if let Some(c) = existing.as_ref().filter(|c| c.owner != owner) {
             // Whoever calls (a superuser too), the consumer writes as the table's owner.
             notice!(
@@ -319,25 +330,7 @@ mod pipeline_kinesis {
                 consumers::role_name(c.owner)
             );
         }
-        let id = cat::upsert_consumer(&cat::NewConsumer {
-            endpoint,
-            stream,
-            relid,
-            owner,
-            format: opts.format.name(),
-            delimiter,
-            quote,
-            escape,
-            columns,
-            batchsize,
-            parallelism,
-            timeout,
-            poll_interval,
-            config: &config_text,
-            on_error,
-            max_dead_letters,
-        });
-        consumers::set_features(SourceKind::Kinesis, id, metadata.as_deref(), &writer);
+        let id = begin::store(Key::Kinesis { endpoint, stream, relid }, owner, &prepared, config_text.as_deref());
         // A new consumer without a start reads from now on (LATEST as of this call, kept as a
         // time so a worker that starts late or again after a crash skips nothing after it).
         if let Some(start) = start.or_else(|| existing.is_none().then_some(cat::Start::Now)) {

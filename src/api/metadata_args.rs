@@ -6,52 +6,14 @@
 //! again against the relation for every batch (sink::write::append), with the same rules
 //! (ingest_core::metadata).
 
-use crate::api::JsonbArg;
+use crate::catalog::columns::{insertable_column_types, raw_shape_error};
 use crate::error::raise;
 use crate::shmem::SourceKind;
 use ingest_core::format::{CopyOptions, Format};
 use ingest_core::metadata::{Metadata, MetadataError, System};
 use pgrx::prelude::*;
 
-/// The relation's insertable columns (not dropped, not generated) in order, each with its type's
-/// name when it is a pg_catalog type (a domain: its base type's), else "".
-pub fn insertable_column_types(relid: pg_sys::Oid) -> Vec<(String, String)> {
-    crate::catalog::spi(Spi::connect(|c| {
-        let t = c.select(
-            "SELECT a.attname::text, CASE WHEN tn.nspname = 'pg_catalog' THEN t.typname::text ELSE '' END \
-             FROM pg_catalog.pg_attribute a \
-             JOIN pg_catalog.pg_type t0 ON t0.oid = a.atttypid \
-             JOIN pg_catalog.pg_type t ON t.oid = CASE WHEN t0.typtype = 'd' THEN t0.typbasetype ELSE t0.oid END \
-             JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace \
-             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
-             ORDER BY a.attnum",
-            None,
-            &[relid.into()],
-        )?;
-        let mut out = Vec::new();
-        for row in t {
-            if let (Some(name), Some(typ)) = (row.get::<String>(1)?, row.get::<String>(2)?) {
-                out.push((name, typ));
-            }
-        }
-        Ok(out)
-    }))
-}
-
-/// The error for a raw-format relation without exactly one data column (SQLSTATE 42P10).
-pub fn raw_shape_error(data_columns: usize) -> String {
-    format!(
-        "format raw needs exactly one column besides the metadata columns to hold the message value; the relation has {data_columns}"
-    )
-}
-
-/// json format writes each message whole into the relation's one data column when it is json or
-/// jsonb (pipeline_kafka's json format); otherwise fields are matched to columns by name.
-pub fn json_whole_message(data_columns: &[&(String, String)]) -> bool {
-    matches!(data_columns, [(_, t)] if t == "json" || t == "jsonb")
-}
-
-fn system(source: SourceKind) -> System {
+pub fn system(source: SourceKind) -> System {
     match source {
         SourceKind::Kafka => System::Kafka,
         SourceKind::Kinesis => System::Kinesis,
@@ -79,7 +41,7 @@ fn raise_metadata(e: MetadataError) -> ! {
 /// any other format without a data column).
 pub fn check(
     source: SourceKind,
-    metadata: Option<JsonbArg>,
+    metadata: Option<&str>,
     relid: pg_sys::Oid,
     relation: &str,
     opts: &CopyOptions,
@@ -87,7 +49,7 @@ pub fn check(
 ) -> Option<String> {
     let relation_columns = insertable_column_types(relid);
     let parsed = match &metadata {
-        Some(m) => Metadata::parse(system(source), &m.0, &relation_columns).unwrap_or_else(|e| raise_metadata(e)),
+        Some(m) => Metadata::parse(system(source), m, &relation_columns).unwrap_or_else(|e| raise_metadata(e)),
         None => Metadata::default(),
     };
     if let Some(c) = columns.into_iter().flatten().find(|c| parsed.contains(c)) {
@@ -122,5 +84,5 @@ pub fn check(
             );
         }
     }
-    metadata.map(|m| m.0)
+    metadata.map(str::to_string)
 }

@@ -1,14 +1,17 @@
 //! The SQL surface: thin functions that validate, write the catalog and wake workers at COMMIT.
 
 pub mod budget;
+pub mod begin;
 pub mod consumer_args;
 pub mod credfile;
 pub mod metadata_args;
 pub mod writer_args;
 pub mod kafka;
+pub mod legacy;
 pub mod kinesis;
 pub mod kinesis_seek;
 pub mod preview;
+pub mod preview_kinesis;
 pub mod lag;
 pub mod partitioned;
 pub mod produce;

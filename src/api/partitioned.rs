@@ -13,7 +13,9 @@ use pgrx::prelude::*;
 #[pg_schema]
 mod pipeline_kafka {
     use crate::api::consumer_args as args;
-    use crate::api::{can_act_as, raise_probe_error, wake_at_commit};
+    use crate::api::{begin, can_act_as, raise_probe_error, wake_at_commit};
+    use crate::catalog::spec::Key;
+    use ingest_core::spec::Args;
     use crate::catalog::{consumers, kafka as cat};
     use crate::error::{raise, raise_with, required};
     use crate::shmem::SourceKind;
@@ -39,43 +41,41 @@ mod pipeline_kafka {
     /// Starts (or updates and restarts) the consumer of `topic` whose messages' keys name their
     /// target relations (e.g. `public.events`, `"Mixed Case"`); returns its id. The caller owns it:
     /// rows are written as the caller, only into relations the caller may INSERT into.
-    /// The first ten parameters are pipeline_kafka's, in its order.
+    /// The first ten parameters are pipeline_kafka's, in its order. A new consumer gets the
+    /// defaults of the arguments not given (as consume_begin's); an existing one keeps its stored
+    /// settings but for the arguments given (NOTICE).
     #[allow(clippy::too_many_arguments)]
     #[pg_extern(volatile, parallel_unsafe)]
     fn consume_begin_stream_partitioned(
         topic: Option<&str>,
-        format: default!(Option<&str>, "'text'"),
+        format: default!(Option<&str>, "NULL"),
         delimiter: default!(Option<&str>, "NULL"),
         quote: default!(Option<&str>, "NULL"),
         escape: default!(Option<&str>, "NULL"),
-        batchsize: default!(Option<i32>, 100000),
-        maxbytes: default!(Option<i32>, 32000000),
-        parallelism: default!(Option<i32>, 1),
-        timeout: default!(Option<i32>, 250),
+        batchsize: default!(Option<i32>, "NULL"),
+        maxbytes: default!(Option<i32>, "NULL"),
+        parallelism: default!(Option<i32>, "NULL"),
+        timeout: default!(Option<i32>, "NULL"),
         start_offset: default!(Option<i64>, "NULL"),
         group_id: default!(Option<&str>, "NULL"),
-        on_error: default!(Option<&str>, "'dead_letter'"),
+        on_error: default!(Option<&str>, "NULL"),
         max_dead_letters: default!(Option<i32>, "NULL"),
     ) -> i32 {
         let topic = required(topic, "topic");
-        let format = required(format, "format");
-        let batchsize = required(batchsize, "batchsize");
-        let maxbytes = required(maxbytes, "maxbytes");
-        let parallelism = required(parallelism, "parallelism");
-        let timeout = required(timeout, "timeout");
-        let on_error = args::on_error(required(on_error, "on_error"));
-        args::check_max_dead_letters(max_dead_letters);
         if let Err(e) = ingest_core::broker::check_topic(topic) {
             raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
         }
-        let opts = args::copy_options(format, delimiter, quote, escape);
-        args::check_positive(&[("batchsize", batchsize), ("maxbytes", maxbytes), ("parallelism", parallelism), ("timeout", timeout)]);
-        if let Some(s) = start_offset.filter(|s| *s < -2) {
-            raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("start_offset must be -2 (beginning), -1 (end), an offset >= 0 or NULL; got {s}"),
-            );
-        }
+        let given = Args {
+            batchsize,
+            maxbytes,
+            parallelism,
+            timeout,
+            group_id: group_id.map(str::to_string),
+            on_error: on_error.map(str::to_string),
+            max_dead_letters,
+            ..args::row_args(format, delimiter, quote, escape, None, None, None, None, None, None)
+        };
+        ingest_core::spec::check_kafka_start(start_offset, false).unwrap_or_else(|e| args::raise_spec(e));
         if !consumers::has_features_schema(SourceKind::Kafka) {
             // Before 0.4.0 every consumer row needs a relation.
             raise_with(
@@ -106,6 +106,9 @@ mod pipeline_kafka {
                 );
             }
         }
+        // A consumer that changes hands keeps nothing of its old owner's settings.
+        let kept = existing.as_ref().filter(|c| c.owner == owner).map(|c| c.id);
+        let prepared = begin::prepare(SourceKind::Kafka, kept, given, None);
 
         let (brokers, broker_config) = cat::brokers();
         if brokers.is_empty() {
@@ -122,24 +125,7 @@ mod pipeline_kafka {
         let probe = Probe::new(&cfg, Duration::from_millis(timeout_ms)).unwrap_or_else(|e| fail(e));
         let partitions = probe.partitions(topic).unwrap_or_else(|e| fail(e));
 
-        let id = cat::upsert_partitioned_consumer(&cat::NewConsumer {
-            topic,
-            relid: pg_sys::Oid::INVALID,
-            owner,
-            group_id,
-            format: opts.format.name(),
-            delimiter,
-            quote,
-            escape,
-            columns: None,
-            batchsize,
-            maxbytes,
-            parallelism,
-            timeout,
-            config: "{}",
-            on_error,
-            max_dead_letters,
-        });
+        let id = begin::store(Key::KafkaPartitioned { topic }, owner, &prepared, None);
 
         // Where to start, as consume_begin: an explicit start_offset replaces stored offsets; a
         // new consumer starts at the end of each partition.

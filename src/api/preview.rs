@@ -56,6 +56,30 @@ pgrx::impl_sql_translatable!(JsonbText, "jsonb");
 pub struct Outcome {
     pub rows: Vec<String>,
     pub error: Option<PgError>,
+    /// Rows its write made (or deleted) when it was written, before the later messages.
+    pub written: usize,
+    /// An upsert's tombstone (no value): its write deletes the row of its key.
+    pub tombstone: bool,
+}
+
+impl Outcome {
+    /// What happened to the message, for the `action` column: `inserted` (its rows are in the
+    /// relation), `replaced` (it made rows that a later message of the batch replaced or deleted),
+    /// `deleted` (an upsert's tombstone), `skipped` (it became no row: an empty message, a
+    /// transform that returned none) or `error`.
+    pub fn action(&self) -> &'static str {
+        if self.error.is_some() {
+            "error"
+        } else if !self.rows.is_empty() {
+            "inserted"
+        } else if self.tombstone {
+            "deleted"
+        } else if self.written > 0 {
+            "replaced"
+        } else {
+            "skipped"
+        }
+    }
 }
 
 /// Runs `f` in a subtransaction that is always rolled back; an ERROR inside comes back as Err.
@@ -102,14 +126,19 @@ pub fn preview_messages<P: ingest_core::batch::Position>(
             let before = next_xid();
             let written = crate::xact::in_subtransaction(|| crate::sink::write::write_batch(target, relid, std::slice::from_ref(m)));
             ranges.push((before, next_xid()));
+            let mut rows_written = 0;
             let error = match written {
-                Ok(Ok(w)) => w.rejected.into_iter().next().map(|r| PgError { sqlstate: r.sqlstate, message: r.error, detail: None }),
+                Ok(Ok(w)) => {
+                    rows_written = w.rows.iter().map(|(_, n)| n).sum();
+                    w.rejected.into_iter().next().map(|r| PgError { sqlstate: r.sqlstate, message: r.error, detail: None })
+                }
                 // A cancel, statement_timeout or shutdown is not what the message became: it ends
                 // the preview (the next message is not written).
                 Ok(Err(e)) | Err(e) if is_interrupt(&e) => interrupted(e),
                 Ok(Err(e)) | Err(e) => Some(e),
             };
-            outcomes.push(Outcome { rows: Vec::new(), error });
+            let tombstone = m.payload.is_none() && target.features.mode == "upsert";
+            outcomes.push(Outcome { rows: Vec::new(), error, written: rows_written, tombstone });
         }
         capture(target.owner, relid, &ranges, &mut outcomes);
         outcomes
@@ -196,74 +225,87 @@ fn capture(owner: pg_sys::Oid, relid: pg_sys::Oid, ranges: &[(u64, u64)], outcom
     }
 }
 
-/// A result row of a preview: (the message's position, row, error, sqlstate).
-pub type ResultRow<K> = (K, Option<JsonbText>, Option<String>, Option<String>);
+/// A result row of a preview: (the message's position, action, row, error, sqlstate).
+pub type ResultRow<K> = (K, String, Option<JsonbText>, Option<String>, Option<String>);
 
 /// The result rows of a preview, one per row a message became, or one with a NULL row for a
-/// message that became an error or no row.
+/// message that became an error or no row; `action` says which (`Outcome::action`).
 pub fn result_rows<K: Clone>(keys: Vec<K>, outcomes: Vec<Outcome>) -> Vec<ResultRow<K>> {
     let mut out = Vec::new();
     for (k, o) in keys.into_iter().zip(outcomes) {
+        let action = o.action().to_string();
         if let Some(e) = o.error {
-            out.push((k, None, Some(e.message_with_detail()), Some(e.sqlstate)));
+            out.push((k, action, None, Some(e.message_with_detail()), Some(e.sqlstate)));
         } else if o.rows.is_empty() {
-            out.push((k, None, None, None));
+            out.push((k, action, None, None, None));
         } else {
             for r in o.rows {
-                out.push((k.clone(), Some(JsonbText(r)), None, None));
+                out.push((k.clone(), action.clone(), Some(JsonbText(r)), None, None));
             }
         }
     }
     out
 }
 
-/// The checks a preview shares with consume_begin, and the `Target` a worker would write with.
-pub struct PreviewArgs<'a> {
-    pub source: crate::shmem::SourceKind,
-    pub source_name: &'a str,
-    pub relation: &'a str,
-    pub format: &'a str,
-    pub delimiter: Option<&'a str>,
-    pub quote: Option<&'a str>,
-    pub escape: Option<&'a str>,
-    pub columns: Option<Vec<Option<String>>>,
-    pub metadata: Option<crate::api::JsonbArg>,
-    pub transform: Option<crate::api::writer_args::RegProcArg>,
-    pub mode: Option<&'a str>,
-    pub key_columns: Option<Vec<Option<String>>>,
-    pub key_format: Option<&'a str>,
-    pub limit: i32,
+/// Checks the arguments as consume_begin does for a new consumer (`begin::prepare`: the settings,
+/// the caller may act as the relation's owner, columns, metadata, transform and keys) and makes
+/// the worker's `Target` for `limit` messages.
+pub fn target(source: crate::shmem::SourceKind, source_name: &str, relation: &str, given: ingest_core::spec::Args, limit: i32) -> crate::worker::pipeline::Target {
+    check_limit(limit);
+    let relid = crate::api::consumer_args::resolve_relation(relation);
+    target_of(source, source_name, None, relid, relation, given, limit)
 }
 
-/// Checks the arguments as consume_begin does (the caller may act as the relation's owner, the
-/// options and columns, metadata, transform and keys) and makes the worker's `Target`.
-pub fn target(a: PreviewArgs) -> crate::worker::pipeline::Target {
-    use crate::api::consumer_args as args;
-    if !(1..=MAX_LIMIT).contains(&a.limit) {
-        crate::error::raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("limit must be between 1 and {MAX_LIMIT}, got {}", a.limit),
-        );
+fn check_limit(limit: i32) {
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        crate::error::raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("limit must be between 1 and {MAX_LIMIT}, got {limit}"));
     }
-    let columns = args::columns(a.columns);
-    let opts = args::copy_options(a.format, a.delimiter, a.quote, a.escape);
-    let relid = args::resolve_relation(a.relation);
-    let owner = args::check_relation(relid, a.relation);
-    args::check_columns(columns.as_ref(), &opts, relid, a.relation);
-    let metadata = crate::api::metadata_args::check(a.source, a.metadata, relid, a.relation, &opts, columns.as_ref());
-    let writer = crate::api::writer_args::check(
-        a.source,
-        relid,
-        owner,
-        a.relation,
-        &opts,
-        a.transform,
-        a.mode,
-        a.key_columns,
-        a.key_format,
-        columns.as_ref(),
-        metadata.as_deref(),
-    );
+}
+
+/// A stored consumer, as a preview of it needs it: (its id, owner, relation, the relation's name
+/// or the name it had, its source's name) of `source`.
+pub struct StoredConsumer {
+    pub id: i32,
+    pub owner: pg_sys::Oid,
+    pub relid: pg_sys::Oid,
+    pub relname: Option<String>,
+    pub source_name: String,
+}
+
+/// The `Target` of a preview of a stored consumer: its settings (`begin::prepare` with no argument
+/// given), checked as consume_begin checks them; only who may manage it may (42501), the
+/// consumer must have a relation (0A000 for a stream-partitioned one) that exists (42P01).
+pub fn consumer_target(source: crate::shmem::SourceKind, c: Option<StoredConsumer>, consumer_id: i32, limit: i32) -> (StoredConsumer, crate::worker::pipeline::Target) {
+    use crate::error::raise;
+    check_limit(limit);
+    let c = c.unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("consumer {consumer_id} does not exist")));
+    if !crate::api::can_act_as(c.owner) {
+        raise(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("must be a member of the role that owns consumer {consumer_id}"));
+    }
+    if c.relid == pg_sys::Oid::INVALID {
+        raise(PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED, format!("consumer {consumer_id} is stream-partitioned: preview it by its topic and a relation"));
+    }
+    let Some((relation, _)) = crate::catalog::consumers::relation_name_and_owner(c.relid) else {
+        let name = c.relname.clone().unwrap_or_default();
+        raise(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("relation \"{name}\" of consumer {consumer_id} does not exist"))
+    };
+    let target = target_of(source, &c.source_name, Some(c.id), c.relid, &relation, ingest_core::spec::Args::default(), limit);
+    (c, target)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn target_of(
+    source: crate::shmem::SourceKind,
+    source_name: &str,
+    consumer: Option<i32>,
+    relid: pg_sys::Oid,
+    relation: &str,
+    given: ingest_core::spec::Args,
+    limit: i32,
+) -> crate::worker::pipeline::Target {
+    let prepared = crate::api::begin::prepare(source, consumer, given, Some((relid, relation)));
+    let features = crate::api::begin::features(&prepared);
+    let owner = prepared.checked.as_ref().map(|c| c.owner).unwrap_or_default();
     crate::worker::pipeline::Target {
         // SAFETY: MyDatabaseId is set in a connected backend.
         dboid: unsafe { pg_sys::MyDatabaseId },
@@ -272,25 +314,13 @@ pub fn target(a: PreviewArgs) -> crate::worker::pipeline::Target {
         generation: 0,
         relid,
         owner,
-        opts,
-        columns,
+        opts: prepared.spec.opts,
+        columns: prepared.spec.columns,
         on_error: ingest_core::policy::OnError::DeadLetter,
         max_dead_letters: None,
-        limits: ingest_core::batch::Limits {
-            max_messages: a.limit as usize,
-            max_bytes: usize::MAX,
-            max_wait: std::time::Duration::ZERO,
-        },
-        source_name: a.source_name.to_string(),
-        features: crate::catalog::Features {
-            metadata,
-            transform: writer.transform,
-            mode: writer.mode.to_string(),
-            key_columns: writer.key_columns,
-            key_format: writer.key_format,
-            transform_oid: writer.transform_oid,
-            transform_owner: writer.transform_owner,
-        },
+        limits: ingest_core::batch::Limits { max_messages: limit as usize, max_bytes: usize::MAX, max_wait: std::time::Duration::ZERO },
+        source_name: source_name.to_string(),
+        features,
         partitioned: false,
     }
 }
@@ -298,7 +328,8 @@ pub fn target(a: PreviewArgs) -> crate::worker::pipeline::Target {
 #[pg_schema]
 mod pipeline_kafka {
     use super::JsonbText;
-    use crate::api::writer_args::RegProcArg;
+    use crate::api::consumer_args::row_args;
+    use crate::api::legacy::{transform_text, RegProcArg};
     use crate::api::JsonbArg;
     use crate::catalog::kafka as cat;
     use crate::error::{raise, raise_with, required};
@@ -319,7 +350,7 @@ mod pipeline_kafka {
     /// beginning of each partition, -1 its end (waits for new messages), n >= 0 offset n.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     #[pg_extern(volatile, parallel_unsafe, name = "preview")]
-    fn kafka_preview(
+    pub(crate) fn kafka_preview_v070(
         topic: Option<&str>,
         relation: Option<&str>,
         format: default!(Option<&str>, "'text'"),
@@ -328,7 +359,7 @@ mod pipeline_kafka {
         escape: default!(Option<&str>, "NULL"),
         columns: default!(Option<Vec<Option<String>>>, "NULL"),
         metadata: default!(Option<JsonbArg>, "NULL"),
-        transform: default!(Option<RegProcArg>, "NULL"),
+        transform: default!(Option<&str>, "NULL"),
         mode: default!(Option<&str>, "'append'"),
         key_columns: default!(Option<Vec<Option<String>>>, "NULL"),
         key_format: default!(Option<&str>, "NULL"),
@@ -339,6 +370,7 @@ mod pipeline_kafka {
         (
             name!(partition, i32),
             name!(offset, i64),
+            name!(action, String),
             name!(row, Option<JsonbText>),
             name!(error, Option<String>),
             name!(sqlstate, Option<String>),
@@ -357,22 +389,71 @@ mod pipeline_kafka {
                 format!("start_offset must be -2 (beginning), -1 (end) or an offset >= 0; got {start_offset}"),
             );
         }
-        let target = super::target(super::PreviewArgs {
-            source: SourceKind::Kafka,
-            source_name: topic,
-            relation,
-            format: required(format, "format"),
-            delimiter,
-            quote,
-            escape,
-            columns,
-            metadata,
-            transform,
-            mode,
-            key_columns,
-            key_format,
-            limit,
-        });
+        let given = row_args(Some(required(format, "format")), delimiter, quote, escape, columns, metadata, transform, mode, key_columns, key_format);
+        let target = super::target(SourceKind::Kafka, topic, relation, given, limit);
+        run(topic, &target, limit, Start::Offset(start_offset), &serde_json::Map::new())
+    }
+
+    /// preview as 0.4.0 .. 0.6.0 declared it (transform regprocedure, no action column): the symbol
+    /// stays for databases whose extension is not updated yet; no SQL is generated.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    #[pg_extern(volatile, parallel_unsafe, sql = false)]
+    fn kafka_preview(
+        topic: Option<&str>,
+        relation: Option<&str>,
+        format: Option<&str>,
+        delimiter: Option<&str>,
+        quote: Option<&str>,
+        escape: Option<&str>,
+        columns: Option<Vec<Option<String>>>,
+        metadata: Option<JsonbArg>,
+        transform: Option<RegProcArg>,
+        mode: Option<&str>,
+        key_columns: Option<Vec<Option<String>>>,
+        key_format: Option<&str>,
+        limit: Option<i32>,
+        start_offset: Option<i64>,
+    ) -> TableIterator<
+        'static,
+        (
+            name!(partition, i32),
+            name!(offset, i64),
+            name!(row, Option<JsonbText>),
+            name!(error, Option<String>),
+            name!(sqlstate, Option<String>),
+        ),
+    > {
+        let transform = transform_text(transform);
+        let rows = kafka_preview_v070(
+            topic, relation, format, delimiter, quote, escape, columns, metadata, transform.as_deref(), mode, key_columns, key_format, limit,
+            start_offset,
+        );
+        TableIterator::new(rows.map(|(p, o, _, row, error, sqlstate)| (p, o, row, error, sqlstate)))
+    }
+
+    /// Where a Kafka preview starts: an offset for every partition (-2 the beginning, -1 the end,
+    /// n >= 0), or a consumer's stored next offsets (a partition without one: its beginning).
+    enum Start {
+        Offset(i64),
+        Stored(BTreeMap<i32, i64>),
+    }
+
+    type Rows = TableIterator<
+        'static,
+        (
+            name!(partition, i32),
+            name!(offset, i64),
+            name!(action, String),
+            name!(row, Option<JsonbText>),
+            name!(error, Option<String>),
+            name!(sqlstate, Option<String>),
+        ),
+    >;
+
+    /// Reads up to `limit` messages of `topic` from `start` (with the brokers' client settings and
+    /// `extra`) and writes them as `target` says, rolled back; one result row per row each
+    /// became (or one saying what happened).
+    fn run(topic: &str, target: &crate::worker::pipeline::Target, limit: i32, start: Start, extra: &serde_json::Map<String, serde_json::Value>) -> Rows {
         let (brokers, broker_config) = cat::brokers();
         if brokers.is_empty() {
             raise_with(
@@ -383,17 +464,21 @@ mod pipeline_kafka {
             );
         }
         // A managed setting stored in a broker entry (by an older release) is refused with its hint.
-        if let Some(k) = broker_config.keys().find(|k| ingest_core::settings::is_reserved(k)) {
+        if let Some(k) = broker_config.keys().chain(extra.keys()).find(|k| ingest_core::settings::is_reserved(k)) {
             let e = ingest_core::settings::SettingError::Reserved(k.clone());
             raise_with(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string(), None, e.hint().map(str::to_string));
         }
-        let cfg = client_config(&brokers, &[&broker_config]).unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e));
+        let cfg = client_config(&brokers, &[&broker_config, extra]).unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e));
         let timeout_ms = crate::guc::BROKER_TIMEOUT_MS.get().max(100) as u64;
         let probe = Probe::new(&cfg, Duration::from_millis(timeout_ms)).unwrap_or_else(|e| probe_error(topic, e));
         let partitions = probe.partitions(topic).unwrap_or_else(|e| probe_error(topic, e));
         let mut starts = BTreeMap::new();
         for p in &partitions {
-            let start = match start_offset {
+            let wanted = match &start {
+                Start::Offset(n) => *n,
+                Start::Stored(next) => next.get(p).copied().unwrap_or(-2),
+            };
+            let first = match wanted {
                 // Within the partition: librdkafka would start an offset out of range over from
                 // the beginning. Past the end there is nothing to show; before the first retained
                 // offset, the first retained message is next.
@@ -403,220 +488,50 @@ mod pipeline_kafka {
                 }
                 special => special,
             };
-            starts.insert(*p, start);
+            starts.insert(*p, first);
         }
+        let wait_for_new = matches!(start, Start::Offset(-1));
         let messages =
-            probe.fetch(topic, &starts, limit as usize, start_offset == -1, target.features.uses_headers()).unwrap_or_else(|e| probe_error(topic, e));
+            probe.fetch(topic, &starts, limit as usize, wait_for_new, target.features.uses_headers()).unwrap_or_else(|e| probe_error(topic, e));
         drop(probe);
-        let outcomes = super::preview_messages(&target, target.relid, &messages);
+        let outcomes = super::preview_messages(target, target.relid, &messages);
         let keys: Vec<(i32, i64)> = messages.iter().map(|m| (m.pos.partition, m.pos.offset)).collect();
         let rows = super::result_rows(keys, outcomes);
-        TableIterator::new(rows.into_iter().map(|((p, o), row, error, sqlstate)| (p, o, row, error, sqlstate)))
-    }
-}
-
-#[pg_schema]
-mod pipeline_kinesis {
-    use super::JsonbText;
-    use crate::api::writer_args::RegProcArg;
-    use crate::api::JsonbArg;
-    use crate::catalog::kinesis as cat;
-    use crate::error::{raise, raise_with, required};
-    use crate::shmem::SourceKind;
-    use ingest_core::batch::{KinesisPos, Message};
-    use ingest_core::kinesis::read::{OutsideShard, StartAt, Unpacked};
-    use ingest_kinesis::{Kinesis, KinesisError};
-    use pgrx::datum::TimestampWithTimeZone;
-    use pgrx::prelude::*;
-    use std::time::{Duration, Instant, SystemTime};
-
-    /// Kinesis allows 5 GetRecords calls per second and shard.
-    const POLL_GAP: Duration = Duration::from_millis(200);
-
-    #[track_caller]
-    fn kinesis_error(endpoint: &str, stream: &str, e: KinesisError) -> ! {
-        match e {
-            KinesisError::NotFound(_) => raise(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                format!("Kinesis stream \"{stream}\" does not exist at endpoint \"{endpoint}\""),
-            ),
-            KinesisError::Interrupted => {
-                pg_sys::check_for_interrupts!();
-                raise(PgSqlErrorCode::ERRCODE_QUERY_CANCELED, "canceling statement")
-            }
-            // e.g. a start_time in the future
-            KinesisError::Refused(m) if m.starts_with("InvalidArgument") => raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("Kinesis refused to read stream \"{stream}\" at endpoint \"{endpoint}\": {m}"),
-            ),
-            other => raise_with(
-                PgSqlErrorCode::ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-                format!("could not read Kinesis stream \"{stream}\" at endpoint \"{endpoint}\": {other}"),
-                None,
-                Some("Check pipeline_kinesis.endpoints and that the endpoint is reachable; pipeline_ingest.broker_timeout sets the time limit.".into()),
-            ),
-        }
+        TableIterator::new(rows.into_iter().map(|((p, o), action, row, error, sqlstate)| (p, o, action, row, error, sqlstate)))
     }
 
-    /// Waits `d` in short slices, handling interrupts between them.
-    fn pause(d: Duration) {
-        let until = Instant::now() + d;
-        while Instant::now() < until {
-            pgrx::check_for_interrupts!();
-            std::thread::sleep(until.saturating_duration_since(Instant::now()).min(Duration::from_millis(50)));
-        }
-    }
-
-    /// Reads up to `limit` user records (KPL aggregates taken apart as a consumer does), shard by
-    /// shard in the order ListShards gives (parents before their children). A shard is left when
-    /// it is read to its end or caught up (no records and nothing behind); starting at LATEST
-    /// (`wait_for_new`), shards are polled for new records until nothing came for the time limit.
-    fn fetch(
-        client: &Kinesis,
-        endpoint: &str,
-        stream: &str,
-        start: &StartAt,
-        limit: usize,
-        wait_for_new: bool,
-        idle: Duration,
-    ) -> Vec<Message<KinesisPos>> {
-        let shards = client.list_shards(stream).unwrap_or_else(|e| kinesis_error(endpoint, stream, e));
-        let mut out = Vec::new();
-        let mut readers: Vec<(String, (u128, u128), Option<String>)> = Vec::new();
-        for s in &shards {
-            match client.iterator(stream, &s.id, start) {
-                Ok(it) => readers.push((s.id.clone(), s.hash_range, Some(it))),
-                // A closed shard past its retention has no iterator: nothing to read there.
-                Err(KinesisError::NotFound(_)) => {}
-                Err(e) => kinesis_error(endpoint, stream, e),
-            }
-        }
-        let mut last_record = Instant::now();
-        loop {
-            let mut more = false;
-            for (shard, range, iterator) in readers.iter_mut() {
-                let Some(it) = iterator.clone() else { continue };
-                if out.len() >= limit {
-                    return out;
-                }
-                let fetched = client.get_records(&it, (limit - out.len()) as i32).unwrap_or_else(|e| kinesis_error(endpoint, stream, e));
-                let got = !fetched.records.is_empty();
-                for r in fetched.records {
-                    // User records are taken out of an aggregate only up to the limit.
-                    let unpacked = Unpacked::new(shard, &r.seq, &r.partition_key, r.data, r.arrival_ms, Some(*range), OutsideShard::Skip, None);
-                    for m in unpacked.take(limit.saturating_sub(out.len())) {
-                        pgrx::check_for_interrupts!();
-                        out.push(m);
-                    }
-                }
-                *iterator = fetched.next_iterator;
-                if got {
-                    last_record = Instant::now();
-                }
-                let caught_up = !got && fetched.millis_behind_latest.unwrap_or(0) == 0;
-                if iterator.is_some() && (wait_for_new || !caught_up) {
-                    more = true;
-                } else {
-                    *iterator = None;
-                }
-            }
-            if !more || out.len() >= limit || last_record.elapsed() >= idle {
-                return out;
-            }
-            pause(POLL_GAP);
-        }
-    }
-
-    /// What the next `limit` records of `stream` would become in `relation` with these
-    /// consume_begin options: each row as JSON, or the error the record would raise, without
-    /// writing anything or storing any position (no consumer needed). Starts at TRIM_HORIZON
-    /// (`start_offset` -2), LATEST (-1: waits for new records) or `start_time`.
-    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    /// What the next `limit` messages of consumer `consumer_id` would become in its relation with
+    /// its stored settings and client settings (as `preview` above with them given): from its
+    /// stored offsets (`start_offset` NULL; a partition without one from its beginning) or from
+    /// `start_offset` (-2, -1, n) in every partition. Only who may manage the consumer may (42501).
+    #[allow(clippy::type_complexity)]
     #[pg_extern(volatile, parallel_unsafe, name = "preview")]
-    fn kinesis_preview(
-        endpoint: Option<&str>,
-        stream: Option<&str>,
-        relation: Option<&str>,
-        format: default!(Option<&str>, "'text'"),
-        delimiter: default!(Option<&str>, "NULL"),
-        quote: default!(Option<&str>, "NULL"),
-        escape: default!(Option<&str>, "NULL"),
-        columns: default!(Option<Vec<Option<String>>>, "NULL"),
-        metadata: default!(Option<JsonbArg>, "NULL"),
-        transform: default!(Option<RegProcArg>, "NULL"),
-        mode: default!(Option<&str>, "'append'"),
-        key_columns: default!(Option<Vec<Option<String>>>, "NULL"),
-        key_format: default!(Option<&str>, "NULL"),
+    fn kafka_preview_consumer(
+        consumer_id: Option<i32>,
         limit: default!(Option<i32>, 10),
-        start_offset: default!(Option<i32>, "NULL"),
-        start_time: default!(Option<TimestampWithTimeZone>, "NULL"),
+        start_offset: default!(Option<i64>, "NULL"),
     ) -> TableIterator<
         'static,
         (
-            name!(shard_id, String),
-            name!(sequence_number, String),
-            name!(sub_sequence, Option<i64>),
+            name!(partition, i32),
+            name!(offset, i64),
+            name!(action, String),
             name!(row, Option<JsonbText>),
             name!(error, Option<String>),
             name!(sqlstate, Option<String>),
         ),
     > {
-        let endpoint = required(endpoint, "endpoint");
-        let stream = required(stream, "stream");
-        let relation = required(relation, "relation");
+        let id = required(consumer_id, "consumer_id");
         let limit = required(limit, "limit");
-        let start = match (start_offset, start_time) {
-            (Some(_), Some(_)) => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "give start_offset or start_time, not both"),
-            (None | Some(-2), None) => StartAt::TrimHorizon,
-            (Some(-1), None) => StartAt::Latest,
-            (Some(s), None) => raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("start_offset must be -2 (TRIM_HORIZON), -1 (LATEST) or NULL; got {s} (use start_time for a point in time)"),
-            ),
-            (None, Some(t)) => {
-                let us = crate::api::seek::epoch_us(t);
-                let at = if us >= 0 {
-                    SystemTime::UNIX_EPOCH + Duration::from_micros(us as u64)
-                } else {
-                    SystemTime::UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())
-                };
-                StartAt::AtTimestamp(at)
-            }
+        ingest_core::spec::check_kafka_start(start_offset, false).unwrap_or_else(|e| crate::api::consumer_args::raise_spec(e));
+        let consumer = cat::consumer(id);
+        let config = consumer.as_ref().map(|c| c.settings.config.clone()).unwrap_or_default();
+        let stored = consumer.map(|c| super::StoredConsumer { id: c.id, owner: c.owner, relid: c.relid, relname: None, source_name: c.topic });
+        let (c, target) = super::consumer_target(SourceKind::Kafka, stored, id, limit);
+        let start = match start_offset {
+            Some(n) => Start::Offset(n),
+            None => Start::Stored(cat::stored_offsets(c.id)),
         };
-        if stream.is_empty() || stream.len() > 128 || !stream.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
-            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("\"{stream}\" is not a valid Kinesis stream name"));
-        }
-        let target = super::target(super::PreviewArgs {
-            source: SourceKind::Kinesis,
-            source_name: stream,
-            relation,
-            format: required(format, "format"),
-            delimiter,
-            quote,
-            escape,
-            columns,
-            metadata,
-            transform,
-            mode,
-            key_columns,
-            key_format,
-            limit,
-        });
-        let ep = cat::endpoint(endpoint).unwrap_or_else(|| {
-            raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("Kinesis endpoint \"{endpoint}\" does not exist"))
-        });
-        let timeout = Duration::from_millis(crate::guc::BROKER_TIMEOUT_MS.get().max(100) as u64);
-        let client = Kinesis::connect(&ep, timeout)
-            .unwrap_or_else(|e| kinesis_error(endpoint, stream, e))
-            .interruptible(crate::worker::interrupt_pending);
-        let messages = fetch(&client, endpoint, stream, &start, limit as usize, start == StartAt::Latest, timeout);
-        drop(client);
-        let outcomes = super::preview_messages(&target, target.relid, &messages);
-        let keys: Vec<(String, String, Option<i64>)> = messages
-            .iter()
-            .map(|m| (m.pos.shard.clone(), m.pos.at.seq.as_str().to_string(), m.pos.at.sub.map(|s| s as i64)))
-            .collect();
-        let rows = super::result_rows(keys, outcomes);
-        TableIterator::new(rows.into_iter().map(|((s, q, sub), row, error, sqlstate)| (s, q, sub, row, error, sqlstate)))
+        run(&c.source_name, &target, limit, start, &config)
     }
 }

@@ -2,6 +2,7 @@
 //! the table or the settings were fixed), in the caller's transaction, as the table's owner
 //! (worker::retry). Only who may manage the consumer may.
 
+use crate::worker::consumer::target_settings;
 use crate::worker::pipeline::TargetSettings;
 use crate::worker::retry::Retry;
 use pgrx::prelude::*;
@@ -20,21 +21,9 @@ fn retry_kafka(c: crate::catalog::kafka::Consumer, max: Option<i64>) -> i64 {
     use crate::catalog::dead_letters as dl;
     use ingest_core::batch::KafkaPos;
     let settings = TargetSettings {
-        relid: c.relid,
-        owner: c.owner,
-        format: &c.format,
-        delimiter: c.delimiter.clone(),
-        quote: c.quote.clone(),
-        escape: c.escape.clone(),
-        columns: c.columns.clone(),
-        on_error: &c.on_error,
-        max_dead_letters: c.max_dead_letters,
-        batchsize: c.batchsize,
         maxbytes: c.maxbytes,
-        timeout: c.timeout,
-        source_name: &c.topic,
-        features: &c.features,
         partitioned: c.partitioned,
+        ..target_settings(c.relid, c.owner, &c.settings, &c.topic, &c.features)
     };
     let retry = Retry::new(crate::shmem::SourceKind::Kafka, c.id, c.generation, settings, max_arg(max));
     let mut after = dl::KAFKA_START;
@@ -101,7 +90,7 @@ mod pipeline_kinesis {
     use crate::catalog::dead_letters as dl;
     use crate::catalog::kinesis as cat;
     use crate::error::required;
-    use crate::worker::pipeline::TargetSettings;
+    use crate::worker::consumer::target_settings;
     use crate::worker::retry::Retry;
     use ingest_core::batch::KinesisPos;
     use pgrx::prelude::*;
@@ -130,24 +119,8 @@ mod pipeline_kinesis {
                 owner: |c| c.owner,
             },
         );
-        let settings = TargetSettings {
-            relid: c.relid,
-            owner: c.owner,
-            format: &c.format,
-            delimiter: c.delimiter.clone(),
-            quote: c.quote.clone(),
-            escape: c.escape.clone(),
-            columns: c.columns.clone(),
-            on_error: &c.on_error,
-            max_dead_letters: c.max_dead_letters,
-            batchsize: c.batchsize,
-            // (not used by a retry: letters are written CHUNK at a time)
-            maxbytes: i32::MAX,
-            timeout: c.timeout,
-            source_name: &c.stream,
-            features: &c.features,
-            partitioned: false,
-        };
+        // (maxbytes is not used by a retry: letters are written CHUNK at a time)
+        let settings = target_settings(c.relid, c.owner, &c.settings, &c.stream, &c.features);
         let retry = Retry::new(crate::shmem::SourceKind::Kinesis, c.id, c.generation, settings, super::max_arg(max));
         let mut after = 0i64;
         retry.run(

@@ -100,7 +100,7 @@ mod pipeline_kafka {
         }
         // The consumer's own settings as well (they may be needed to reach the brokers), unless
         // a superuser gave settings the caller could not give: those are for the worker only.
-        let own = if ingest_core::settings::check(&c.config, is_superuser()).is_ok() { c.config.clone() } else { Default::default() };
+        let own = if ingest_core::settings::check(&c.settings.config, is_superuser()).is_ok() { c.settings.config.clone() } else { Default::default() };
         let mut cfg = client_config(&brokers, &[&broker_config, &own])
             .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e));
         if let Some(g) = &c.group_id {

@@ -1,55 +1,21 @@
-//! consume_begin's arguments for how a batch is written (both systems): `transform` (a function
-//! receiving the batch as an array of messages), `mode` ('append' | 'upsert') with `key_columns`
-//! and `key_format`.
+//! consume_begin's settings for how a batch is written (both systems), checked against the
+//! relation: `transform` (a function receiving the batch as an array of messages), `mode`
+//! ('append' | 'upsert') with `key_columns` and `key_format`. What needs no database is checked
+//! by `ingest_core::spec::Spec::check` before.
 
 use crate::catalog::spi;
 use crate::error::{raise, raise_with};
+use crate::catalog::Features;
 use crate::shmem::SourceKind;
 use ingest_core::format::CopyOptions;
+use ingest_core::spec::{Mode, Spec};
 use pgrx::prelude::*;
 
-/// A `regprocedure` argument (the function's oid), so that callers may write
-/// `transform := 'f(pipeline_kafka.message[])'` or pass a regprocedure value.
-pub struct RegProcArg(pub pg_sys::Oid);
-
-impl pgrx::FromDatum for RegProcArg {
-    unsafe fn from_polymorphic_datum(
-        datum: pg_sys::Datum,
-        is_null: bool,
-        _: pg_sys::Oid,
-    ) -> Option<RegProcArg> {
-        if is_null {
-            None
-        } else {
-            // A regprocedure datum is an oid.
-            Some(RegProcArg(pg_sys::Oid::from(datum.value() as u32)))
-        }
-    }
-}
-
-// SAFETY: an argument-only mapping to the built-in regprocedure type, an oid datum (read above).
-unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for RegProcArg {
-    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
-        let index = arg.index();
-        // SAFETY: the caller (pgrx's wrapper) guarantees the argument is a regprocedure datum.
-        unsafe { arg.unbox_arg_using_from_datum() }
-            .unwrap_or_else(|| panic!("argument {index} must not be null"))
-    }
-}
-
-pgrx::impl_sql_translatable!(RegProcArg, arg_only = "regprocedure");
-
-/// The write settings as stored in the consumers table.
-pub struct WriterArgs {
-    /// The transform function as `regprocedure` text (schema-qualified when needed).
-    pub transform: Option<String>,
-    /// Its oid and owner now: stored with it, the worker calls no other function (sink::pin).
-    pub transform_oid: Option<pg_sys::Oid>,
-    pub transform_owner: Option<pg_sys::Oid>,
-    pub mode: &'static str,
-    /// upsert: the key columns, resolved (NULL given = the primary key's columns, in its order).
-    pub key_columns: Option<Vec<String>>,
-    pub key_format: Option<String>,
+/// The transform function to check: named by the caller (name with argument types, resolved
+/// here), or the one a consumer has pinned (kept when consume_begin does not name one).
+pub enum TransformRef {
+    Name(String),
+    Pinned(pg_sys::Oid),
 }
 
 #[track_caller]
@@ -57,86 +23,64 @@ fn invalid(msg: impl Into<String>) -> ! {
     raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, msg)
 }
 
-/// Checks the write arguments against the relation; returns what to store. `columns` and
-/// `metadata` are the consumer's (already checked): a transform takes neither.
-#[allow(clippy::too_many_arguments)]
+fn array_type(source: SourceKind) -> &'static str {
+    match source {
+        SourceKind::Kafka => "pipeline_kafka.message[]",
+        SourceKind::Kinesis => "pipeline_kinesis.record[]",
+    }
+}
+
+/// The function a `transform` argument names: a name with argument types (22023 without them,
+/// before PostgreSQL's regprocedure input would say "expected a left parenthesis"; 42883 when
+/// there is no such function).
+fn resolve_transform(source: SourceKind, name: &str) -> pg_sys::Oid {
+    if !name.contains('(') {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("transform must name a function with its argument types, e.g. '{}({})'", name.trim(), array_type(source)),
+            None,
+            Some("A transform takes the batch as one array argument; name it as a regprocedure: function(argument types).".into()),
+        );
+    }
+    spi(Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regprocedure($1)::pg_catalog.oid", &[name.into()]))
+        .unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION, format!("function \"{name}\" does not exist")))
+}
+
+/// Checks the write settings of `spec` (its pure checks are done) against the relation; returns
+/// them as stored, with the checked `metadata`. `transform`: the function to check, if any.
 pub fn check(
     source: SourceKind,
     relid: pg_sys::Oid,
     owner: pg_sys::Oid,
     relation: &str,
-    opts: &CopyOptions,
-    transform: Option<RegProcArg>,
-    mode: Option<&str>,
-    key_columns: Option<Vec<Option<String>>>,
-    key_format: Option<&str>,
-    columns: Option<&Vec<String>>,
-    metadata: Option<&str>,
-) -> WriterArgs {
-    let mode = match crate::error::required(mode, "mode") {
-        "append" => "append",
-        "upsert" => "upsert",
-        m => invalid(format!("mode must be 'append' or 'upsert', got '{m}'")),
-    };
-    if let Some(f) = key_format {
-        if !matches!(f, "json" | "csv" | "text") {
-            invalid(format!("key_format must be 'json', 'csv', 'text' or NULL, got '{f}'"));
-        }
-    }
-    let key_columns: Option<Vec<String>> = key_columns.map(|cols| {
-        cols.into_iter()
-            .map(|c| c.unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "key_columns must not contain NULL")))
-            .collect()
+    spec: &Spec,
+    transform: Option<TransformRef>,
+    metadata: Option<String>,
+) -> Features {
+    let func = transform.map(|t| match t {
+        TransformRef::Name(name) => resolve_transform(source, &name),
+        TransformRef::Pinned(oid) => oid,
     });
-    if mode == "append" && (key_columns.is_some() || key_format.is_some()) {
-        invalid("key_columns and key_format are for mode 'upsert'");
-    }
-    let transform = transform.map(|f| check_transform(source, f.0, relid, owner, relation, opts, mode, columns, metadata));
-    let (transform_oid, transform_owner) = match &transform {
-        Some((_, oid, proowner)) => (Some(*oid), Some(*proowner)),
-        None => (None, None),
-    };
-    let key_columns = (mode == "upsert").then(|| check_upsert(relid, relation, opts, key_columns, key_format, columns, metadata));
-    WriterArgs {
-        transform: transform.map(|(name, _, _)| name),
-        transform_oid,
-        transform_owner,
-        mode,
+    let transform = func.map(|f| check_transform(source, f, relid, owner, relation));
+    let key_columns = (spec.mode == Mode::Upsert)
+        .then(|| check_upsert(relid, relation, &spec.opts, spec.key_columns.clone(), spec.key_format.as_deref(), spec.columns.as_ref(), metadata.as_deref()));
+    Features {
+        metadata,
+        transform_oid: transform.as_ref().map(|t| t.1),
+        transform_owner: transform.as_ref().map(|t| t.2),
+        transform: transform.map(|t| t.0),
+        mode: spec.mode.name().to_string(),
         key_columns,
-        key_format: key_format.map(str::to_string),
+        key_format: spec.key_format.clone(),
     }
 }
 
-/// A transform receives each message's raw bytes and metadata and decides itself what they mean:
-/// the settings that say how values become rows do not apply (22023 rather than being ignored).
-/// The function must take exactly the batch array (42883), return void or SETOF the relation's
+/// A transform receives each message's raw bytes and metadata and decides itself what they mean
+/// (`Spec::check` refuses the settings that say how values become rows). The function must take exactly the batch array (42883), return void or SETOF the relation's
 /// row type (42804), and the consumer's owner must be allowed to EXECUTE it (42501). Returns it as
 /// schema-qualified regprocedure text, with its oid and owner.
-#[allow(clippy::too_many_arguments)]
-fn check_transform(
-    source: SourceKind,
-    func: pg_sys::Oid,
-    relid: pg_sys::Oid,
-    owner: pg_sys::Oid,
-    relation: &str,
-    opts: &CopyOptions,
-    mode: &str,
-    columns: Option<&Vec<String>>,
-    metadata: Option<&str>,
-) -> (String, pg_sys::Oid, pg_sys::Oid) {
-    if opts.format.name() != "text" || opts.delimiter.is_some() || opts.quote.is_some() || opts.escape.is_some() {
-        invalid("a transform receives each message's raw bytes: format, delimiter, quote and escape do not apply (leave them unset)");
-    }
-    if columns.is_some() || metadata.is_some() {
-        invalid("a transform receives every message with its metadata: columns and metadata do not apply");
-    }
-    if mode != "append" {
-        invalid("a transform cannot be combined with mode 'upsert' (the transform may upsert with INSERT ... ON CONFLICT itself)");
-    }
-    let array_type = match source {
-        SourceKind::Kafka => "pipeline_kafka.message[]",
-        SourceKind::Kinesis => "pipeline_kinesis.record[]",
-    };
+fn check_transform(source: SourceKind, func: pg_sys::Oid, relid: pg_sys::Oid, owner: pg_sys::Oid, relation: &str) -> (String, pg_sys::Oid, pg_sys::Oid) {
+    let array_type = array_type(source);
     // As the superuser with search_path pg_catalog: the stored text then names the function's
     // schema, so the worker (another session, another search_path) finds the same function.
     let row = crate::xact::as_superuser(|| {

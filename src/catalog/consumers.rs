@@ -150,11 +150,11 @@ pub fn has_features_schema(sys: SourceKind) -> bool {
     super::has_column(sys.consumers(), "mode")
 }
 
-/// Stores a consumer's 0.4.0 write settings (metadata columns, transform, mode, keys). In a
-/// database not updated yet only the defaults are possible (55000 otherwise).
-pub fn set_features(sys: SourceKind, consumer_id: i32, metadata: Option<&str>, writer: &crate::api::writer_args::WriterArgs) {
+/// Stores a consumer's 0.4.0 write settings (metadata columns, transform, mode, keys, the
+/// transform's pin). In a database not updated yet only the defaults are possible (55000 otherwise).
+pub fn set_features(sys: SourceKind, consumer_id: i32, f: &super::Features) {
     if !has_features_schema(sys) {
-        if metadata.is_some() || writer.transform.is_some() || writer.mode != "append" || writer.key_columns.is_some() || writer.key_format.is_some() {
+        if f.metadata.is_some() || f.transform.is_some() || f.mode != "append" || f.key_columns.is_some() || f.key_format.is_some() {
             crate::error::raise_with(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 "metadata, transform, mode, key_columns and key_format need the extension's 0.4.0 schema",
@@ -172,18 +172,18 @@ pub fn set_features(sys: SourceKind, consumer_id: i32, metadata: Option<&str>, w
             ),
             &[
                 consumer_id.into(),
-                metadata.into(),
-                writer.transform.as_deref().into(),
-                writer.mode.into(),
-                writer.key_columns.clone().into(),
-                writer.key_format.as_deref().into(),
+                f.metadata.as_deref().into(),
+                f.transform.as_deref().into(),
+                f.mode.as_str().into(),
+                f.key_columns.clone().into(),
+                f.key_format.as_deref().into(),
             ],
         ))
     });
     // 0.6.0: the function pinned (a database not updated yet has no columns for it; its workers
     // do not run before ALTER EXTENSION UPDATE, which pins the function of the stored signature).
     if super::has_column(sys.consumers(), "transform_owner") {
-        set_transform_pin(sys, consumer_id, writer.transform_oid, writer.transform_owner);
+        set_transform_pin(sys, consumer_id, f.transform_oid, f.transform_owner);
     }
 }
 

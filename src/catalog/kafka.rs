@@ -110,23 +110,12 @@ pub struct Consumer {
     pub relid: pg_sys::Oid,
     pub owner: pg_sys::Oid,
     pub group_id: Option<String>,
-    pub format: String,
-    pub delimiter: Option<String>,
-    pub quote: Option<String>,
-    pub escape: Option<String>,
-    /// text/csv: the columns fields go to (None = all).
-    pub columns: Option<Vec<String>>,
-    pub batchsize: i32,
     pub maxbytes: i32,
     pub parallelism: i32,
-    pub timeout: i32,
-    pub config: serde_json::Map<String, serde_json::Value>,
     pub enabled: bool,
     pub generation: i64,
-    /// What to do with a message that cannot become rows: dead_letter, skip or stop.
-    pub on_error: String,
-    /// Dead letters allowed in one batch before the consumer stops (None = no limit).
-    pub max_dead_letters: Option<i32>,
+    /// Format, batches, error policy and client settings (`config`, secrets included).
+    pub settings: crate::catalog::RowSettings,
     /// `config` was given by a superuser.
     pub config_by_superuser: bool,
     /// 0.4.0: metadata columns, transform, mode and keys (as stored), and the start time
@@ -140,47 +129,33 @@ pub struct Consumer {
 
 // config_by_superuser is read through the row's jsonb: a database still at 0.1.0 (before ALTER
 // EXTENSION UPDATE) calls this library through its old functions and has no such column.
-const CONSUMER_COLUMNS: &str = "id, topic, relation::oid, owner::oid, group_id, format, delimiter, quote, escape, \
-     batchsize, maxbytes, parallelism, timeout, config::text, enabled, generation, on_error, max_dead_letters, columns, \
-     coalesce((to_jsonb(k) ->> 'config_by_superuser')::boolean, false), \
-     {FEATURES}, {START_TIME_US}, \
-     k.relation IS NULL";
+const CONSUMER_COLUMNS: &str = "k.id, k.topic, k.relation::oid, k.owner::oid, k.group_id, k.maxbytes, k.parallelism, \
+     k.enabled, k.generation, coalesce((to_jsonb(k) ->> 'config_by_superuser')::boolean, false), \
+     k.relation IS NULL, {START_TIME_US}, {SETTINGS}, {FEATURES}";
 
 fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<Consumer> {
-    let config: String = row.get(14)?.unwrap_or_default();
     Ok(Consumer {
         id: row.get(1)?.unwrap_or_default(),
         topic: row.get(2)?.unwrap_or_default(),
         relid: row.get(3)?.unwrap_or(pg_sys::Oid::INVALID),
         owner: row.get(4)?.unwrap_or(pg_sys::Oid::INVALID),
         group_id: row.get(5)?,
-        format: row.get(6)?.unwrap_or_default(),
-        delimiter: row.get(7)?,
-        quote: row.get(8)?,
-        escape: row.get(9)?,
-        batchsize: row.get(10)?.unwrap_or(1000),
-        maxbytes: row.get(11)?.unwrap_or(32_000_000),
-        parallelism: row.get(12)?.unwrap_or(1),
-        timeout: row.get(13)?.unwrap_or(250),
-        config: match serde_json::from_str(&config) {
-            Ok(serde_json::Value::Object(m)) => m,
-            _ => serde_json::Map::new(),
-        },
-        enabled: row.get(15)?.unwrap_or(false),
-        generation: row.get(16)?.unwrap_or(0),
-        on_error: row.get(17)?.unwrap_or_else(|| "dead_letter".to_string()),
-        max_dead_letters: row.get(18)?,
-        columns: row.get(19)?,
-        config_by_superuser: row.get(20)?.unwrap_or(false),
-        features: crate::catalog::Features::from_row(row, 21)?,
-        start_time_us: row.get(28)?,
-        partitioned: row.get(29)?.unwrap_or(false),
+        maxbytes: row.get(6)?.unwrap_or(32_000_000),
+        parallelism: row.get(7)?.unwrap_or(1),
+        enabled: row.get(8)?.unwrap_or(false),
+        generation: row.get(9)?.unwrap_or(0),
+        config_by_superuser: row.get(10)?.unwrap_or(false),
+        partitioned: row.get(11)?.unwrap_or(false),
+        start_time_us: row.get(12)?,
+        settings: crate::catalog::RowSettings::from_row(row, 13)?,
+        features: crate::catalog::Features::from_row(row, 23)?,
     })
 }
 
 fn select_consumers(where_sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<Consumer> {
     let q = format!("SELECT {CONSUMER_COLUMNS} FROM pipeline_kafka.consumers k {where_sql} ORDER BY id")
         .replace("{FEATURES}", super::FEATURE_COLUMNS)
+        .replace("{SETTINGS}", super::ROW_SETTINGS_COLUMNS)
         .replace("{START_TIME_US}", &super::start_time_us_sql("(to_jsonb(k) ->> 'start_time')::timestamptz"));
     // As the superuser: row-level security hides other roles' consumers from the caller, but the
     // functions must see them (to refuse changing them, not to create a second one).
@@ -194,12 +169,12 @@ fn select_consumers(where_sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<
             Ok(out)
         }))
     });
-    if consumers.iter().any(|c| c.config.values().any(|v| v.as_str() == Some(ingest_core::settings::MASK))) {
+    if consumers.iter().any(|c| c.settings.config.values().any(|v| v.as_str() == Some(ingest_core::settings::MASK))) {
         let secrets = secrets(false);
         for c in consumers.iter_mut() {
             let id = c.id.to_string();
             for (_, k, v) in secrets.iter().filter(|(owner, _, _)| *owner == id) {
-                c.config.insert(k.clone(), serde_json::Value::String(v.clone()));
+                c.settings.config.insert(k.clone(), serde_json::Value::String(v.clone()));
             }
         }
     }
@@ -227,67 +202,7 @@ pub fn consumers_of_missing_relation(topic: &str, name: &str) -> Vec<Consumer> {
     )
 }
 
-/// The settings `consume_begin` writes.
-pub struct NewConsumer<'a> {
-    pub topic: &'a str,
-    pub relid: pg_sys::Oid,
-    pub owner: pg_sys::Oid,
-    pub group_id: Option<&'a str>,
-    pub format: &'a str,
-    pub delimiter: Option<&'a str>,
-    pub quote: Option<&'a str>,
-    pub escape: Option<&'a str>,
-    pub columns: Option<Vec<String>>,
-    pub batchsize: i32,
-    pub maxbytes: i32,
-    pub parallelism: i32,
-    pub timeout: i32,
-    pub config: &'a str,
-    pub on_error: &'a str,
-    pub max_dead_letters: Option<i32>,
-}
 
-/// Inserts or updates a consumer, enables it and bumps its generation; returns its id.
-pub fn upsert_consumer(c: &NewConsumer) -> i32 {
-    as_superuser(|| {
-        spi(Spi::get_one_with_args::<i32>(
-            "INSERT INTO pipeline_kafka.consumers AS k (topic, relation, relname, owner, group_id, format, delimiter, quote, escape, \
-                 batchsize, maxbytes, parallelism, timeout, config, on_error, max_dead_letters, columns) \
-             VALUES ($1, $2::oid::regclass, \
-                     (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
-                      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $2), \
-                     $3::oid::regrole, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, $15, $16) \
-             ON CONFLICT (topic, relation) DO UPDATE SET relname = EXCLUDED.relname, owner = EXCLUDED.owner, \
-                 group_id = EXCLUDED.group_id, \
-                 format = EXCLUDED.format, delimiter = EXCLUDED.delimiter, quote = EXCLUDED.quote, escape = EXCLUDED.escape, \
-                 batchsize = EXCLUDED.batchsize, maxbytes = EXCLUDED.maxbytes, parallelism = EXCLUDED.parallelism, \
-                 timeout = EXCLUDED.timeout, config = EXCLUDED.config, on_error = EXCLUDED.on_error, \
-                 max_dead_letters = EXCLUDED.max_dead_letters, columns = EXCLUDED.columns, \
-                 enabled = true, generation = k.generation + 1, \
-                 last_error = NULL, last_error_at = NULL \
-             RETURNING id",
-            &[
-                c.topic.into(),
-                c.relid.into(),
-                c.owner.into(),
-                c.group_id.into(),
-                c.format.into(),
-                c.delimiter.into(),
-                c.quote.into(),
-                c.escape.into(),
-                c.batchsize.into(),
-                c.maxbytes.into(),
-                c.parallelism.into(),
-                c.timeout.into(),
-                c.config.into(),
-                c.on_error.into(),
-                c.max_dead_letters.into(),
-                c.columns.clone().into(),
-            ],
-        ))
-    })
-    .expect("INSERT ... RETURNING id returns a row")
-}
 
 /// Records whether a consumer's config was given by a superuser (the worker checks the config
 /// against the owner's rights otherwise). A database still at 0.1.0 has no column for it; its
@@ -448,40 +363,3 @@ pub fn partitioned_consumer(topic: &str) -> Option<Consumer> {
     select_consumers("WHERE topic = $1 AND relation IS NULL", &[topic.into()]).into_iter().next()
 }
 
-/// Inserts or updates the stream-partitioned consumer of `c.topic` (`c.relid` is not used: it has
-/// no relation), enables it and bumps its generation; returns its id.
-pub fn upsert_partitioned_consumer(c: &NewConsumer) -> i32 {
-    as_superuser(|| {
-        spi(Spi::get_one_with_args::<i32>(
-            "INSERT INTO pipeline_kafka.consumers AS k (topic, relation, relname, owner, group_id, format, delimiter, quote, \
-                 escape, batchsize, maxbytes, parallelism, timeout, config, on_error, max_dead_letters) \
-             VALUES ($1, NULL, NULL, $2::oid::regrole, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14) \
-             ON CONFLICT (topic) WHERE relation IS NULL DO UPDATE SET owner = EXCLUDED.owner, \
-                 group_id = EXCLUDED.group_id, \
-                 format = EXCLUDED.format, delimiter = EXCLUDED.delimiter, quote = EXCLUDED.quote, escape = EXCLUDED.escape, \
-                 batchsize = EXCLUDED.batchsize, maxbytes = EXCLUDED.maxbytes, parallelism = EXCLUDED.parallelism, \
-                 timeout = EXCLUDED.timeout, config = EXCLUDED.config, on_error = EXCLUDED.on_error, \
-                 max_dead_letters = EXCLUDED.max_dead_letters, \
-                 enabled = true, generation = k.generation + 1, \
-                 last_error = NULL, last_error_at = NULL \
-             RETURNING id",
-            &[
-                c.topic.into(),
-                c.owner.into(),
-                c.group_id.into(),
-                c.format.into(),
-                c.delimiter.into(),
-                c.quote.into(),
-                c.escape.into(),
-                c.batchsize.into(),
-                c.maxbytes.into(),
-                c.parallelism.into(),
-                c.timeout.into(),
-                c.config.into(),
-                c.on_error.into(),
-                c.max_dead_letters.into(),
-            ],
-        ))
-    })
-    .expect("INSERT ... RETURNING id returns a row")
-}

@@ -63,7 +63,7 @@ pub fn delete_endpoint(name: &str) -> bool {
     .unwrap_or(false)
 }
 
-/// A Kinesis consumer as stored in `pipeline_kinesis.consumers`, with its endpoint.
+/// A consumer as stored in `pipeline_kinesis.consumers`, with its endpoint.
 #[derive(Debug, Clone)]
 pub struct Consumer {
     pub id: i32,
@@ -71,64 +71,38 @@ pub struct Consumer {
     pub stream: String,
     pub relid: pg_sys::Oid,
     pub owner: pg_sys::Oid,
-    pub format: String,
-    pub delimiter: Option<String>,
-    pub quote: Option<String>,
-    pub escape: Option<String>,
-    /// text/csv: the columns fields go to (None = all).
-    pub columns: Option<Vec<String>>,
-    pub batchsize: i32,
     pub parallelism: i32,
-    pub timeout: i32,
     pub poll_interval: i32,
-    pub config: serde_json::Map<String, serde_json::Value>,
     pub enabled: bool,
     pub generation: i64,
-    pub on_error: String,
-    pub max_dead_letters: Option<i32>,
-    /// Where shards without a checkpoint start (AT_TIMESTAMP), as microseconds since the Unix
-    /// epoch; None = TRIM_HORIZON.
+    /// Format, batches, error policy and its settings object (`config`).
+    pub settings: crate::catalog::RowSettings,
     pub start_time_us: Option<i64>,
     pub region: String,
     pub url: Option<String>,
     pub credfile: Option<String>,
-    /// 0.4.0: metadata columns, transform, mode and keys (as stored).
     pub features: crate::catalog::Features,
 }
 
-const CONSUMER_COLUMNS: &str = "k.id, k.endpoint, k.stream, k.relation::oid, k.owner::oid, k.format, k.delimiter, k.quote, \
-     k.escape, k.columns, k.batchsize, k.parallelism, k.timeout, k.poll_interval, k.config::text, k.enabled, k.generation, \
-     k.on_error, k.max_dead_letters, {START_TIME_US}, e.region, e.url, e.credfile, {FEATURES}";
+const CONSUMER_COLUMNS: &str = "k.id, k.endpoint, k.stream, k.relation::oid, k.owner::oid, k.parallelism, k.poll_interval, \
+     k.enabled, k.generation, {START_TIME_US}, e.region, e.url, e.credfile, {SETTINGS}, {FEATURES}";
 
 fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<Consumer> {
-    let config: String = row.get(15)?.unwrap_or_default();
     Ok(Consumer {
         id: row.get(1)?.unwrap_or_default(),
         endpoint: row.get(2)?.unwrap_or_default(),
         stream: row.get(3)?.unwrap_or_default(),
         relid: row.get(4)?.unwrap_or(pg_sys::Oid::INVALID),
         owner: row.get(5)?.unwrap_or(pg_sys::Oid::INVALID),
-        format: row.get(6)?.unwrap_or_default(),
-        delimiter: row.get(7)?,
-        quote: row.get(8)?,
-        escape: row.get(9)?,
-        columns: row.get(10)?,
-        batchsize: row.get(11)?.unwrap_or(1000),
-        parallelism: row.get(12)?.unwrap_or(1),
-        timeout: row.get(13)?.unwrap_or(250),
-        poll_interval: row.get(14)?.unwrap_or(200),
-        config: match serde_json::from_str(&config) {
-            Ok(serde_json::Value::Object(m)) => m,
-            _ => serde_json::Map::new(),
-        },
-        enabled: row.get(16)?.unwrap_or(false),
-        generation: row.get(17)?.unwrap_or(0),
-        on_error: row.get(18)?.unwrap_or_else(|| "dead_letter".to_string()),
-        max_dead_letters: row.get(19)?,
-        start_time_us: row.get(20)?,
-        region: row.get(21)?.unwrap_or_default(),
-        url: row.get(22)?,
-        credfile: row.get(23)?,
+        parallelism: row.get(6)?.unwrap_or(1),
+        poll_interval: row.get(7)?.unwrap_or(200),
+        enabled: row.get(8)?.unwrap_or(false),
+        generation: row.get(9)?.unwrap_or(0),
+        start_time_us: row.get(10)?,
+        region: row.get(11)?.unwrap_or_default(),
+        url: row.get(12)?,
+        credfile: row.get(13)?,
+        settings: crate::catalog::RowSettings::from_row(row, 14)?,
         features: crate::catalog::Features::from_row(row, 24)?,
     })
 }
@@ -144,6 +118,7 @@ pub fn select_consumers(where_sql: &str, args: &[pgrx::datum::DatumWithOid]) -> 
          JOIN pipeline_kinesis.consumers k ON e.name = k.endpoint {where_sql} ORDER BY k.id"
     )
     .replace("{FEATURES}", super::FEATURE_COLUMNS)
+    .replace("{SETTINGS}", super::ROW_SETTINGS_COLUMNS)
     .replace("{START_TIME_US}", &super::start_time_us_sql("k.start_time"));
     as_superuser(|| {
         spi(Spi::connect(|c| {
@@ -181,68 +156,7 @@ pub fn consumers_of_missing_relation(endpoint: &str, stream: &str, name: &str) -
     )
 }
 
-/// The settings `consume_begin` writes.
-pub struct NewConsumer<'a> {
-    pub endpoint: &'a str,
-    pub stream: &'a str,
-    pub relid: pg_sys::Oid,
-    pub owner: pg_sys::Oid,
-    pub format: &'a str,
-    pub delimiter: Option<&'a str>,
-    pub quote: Option<&'a str>,
-    pub escape: Option<&'a str>,
-    pub columns: Option<Vec<String>>,
-    pub batchsize: i32,
-    pub parallelism: i32,
-    pub timeout: i32,
-    pub poll_interval: i32,
-    /// a JSON object, as text
-    pub config: &'a str,
-    pub on_error: &'a str,
-    pub max_dead_letters: Option<i32>,
-}
 
-/// Inserts a consumer, or updates the one of the same (endpoint, stream, relation): new settings,
-/// enabled, a new generation (its running workers restart) and no last error. Returns its id.
-pub fn upsert_consumer(c: &NewConsumer) -> i32 {
-    as_superuser(|| {
-        spi(Spi::get_one_with_args::<i32>(
-            "INSERT INTO pipeline_kinesis.consumers AS k (endpoint, stream, relation, relname, owner, format, delimiter, quote, \
-                 escape, columns, batchsize, parallelism, timeout, poll_interval, config, on_error, max_dead_letters) \
-             VALUES ($1, $2, $3::oid::regclass, \
-                     (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
-                      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $3), \
-                     $4::oid::regrole, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb, $15, $16) \
-             ON CONFLICT (endpoint, stream, relation) DO UPDATE SET relname = EXCLUDED.relname, owner = EXCLUDED.owner, \
-                 format = EXCLUDED.format, delimiter = EXCLUDED.delimiter, quote = EXCLUDED.quote, escape = EXCLUDED.escape, \
-                 columns = EXCLUDED.columns, batchsize = EXCLUDED.batchsize, parallelism = EXCLUDED.parallelism, \
-                 timeout = EXCLUDED.timeout, poll_interval = EXCLUDED.poll_interval, config = EXCLUDED.config, \
-                 on_error = EXCLUDED.on_error, max_dead_letters = EXCLUDED.max_dead_letters, \
-                 enabled = true, generation = k.generation + 1, \
-                 last_error = NULL, last_error_at = NULL \
-             RETURNING id",
-            &[
-                c.endpoint.into(),
-                c.stream.into(),
-                c.relid.into(),
-                c.owner.into(),
-                c.format.into(),
-                c.delimiter.into(),
-                c.quote.into(),
-                c.escape.into(),
-                c.columns.clone().into(),
-                c.batchsize.into(),
-                c.parallelism.into(),
-                c.timeout.into(),
-                c.poll_interval.into(),
-                c.config.into(),
-                c.on_error.into(),
-                c.max_dead_letters.into(),
-            ],
-        ))
-    })
-    .expect("INSERT ... RETURNING id returns a row")
-}
 
 /// Where a consumer starts reading, as `consume_begin` was told.
 pub enum Start {

@@ -7,6 +7,8 @@ pub mod kafka;
 pub mod kinesis;
 pub mod kinesis_seek;
 pub mod seqnums;
+pub mod spec;
+pub mod columns;
 
 use pgrx::prelude::*;
 use pgrx::spi::SpiResult;
@@ -29,6 +31,52 @@ pub fn extension_version() -> Option<String> {
 
 /// The schema version this library works with.
 pub const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The settings both systems' consumers rows hold alike: how values become rows, how big and how
+/// old a batch gets, what a bad message does (as stored; the worker checks them again).
+#[derive(Debug, Clone)]
+pub struct RowSettings {
+    pub format: String,
+    pub delimiter: Option<String>,
+    pub quote: Option<String>,
+    pub escape: Option<String>,
+    /// text/csv: the columns fields go to (None = all).
+    pub columns: Option<Vec<String>>,
+    pub batchsize: i32,
+    pub timeout: i32,
+    /// What to do with a message that cannot become rows: dead_letter, skip or stop.
+    pub on_error: String,
+    /// Dead letters allowed in one batch before the consumer stops (None = no limit).
+    pub max_dead_letters: Option<i32>,
+    /// The consumer's settings object (Kafka: client settings, secrets included; Kinesis: its own).
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The select-list of `RowSettings` for a consumers table aliased `k`.
+pub const ROW_SETTINGS_COLUMNS: &str =
+    "k.format, k.delimiter, k.quote, k.escape, k.columns, k.batchsize, k.timeout, k.on_error, k.max_dead_letters, k.config::text";
+
+impl RowSettings {
+    /// Reads the `ROW_SETTINGS_COLUMNS` starting at column `first` (1-based).
+    pub fn from_row(row: &pgrx::spi::SpiHeapTupleData, first: usize) -> SpiResult<RowSettings> {
+        let config: String = row.get(first + 9)?.unwrap_or_default();
+        Ok(RowSettings {
+            format: row.get(first)?.unwrap_or_default(),
+            delimiter: row.get(first + 1)?,
+            quote: row.get(first + 2)?,
+            escape: row.get(first + 3)?,
+            columns: row.get(first + 4)?,
+            batchsize: row.get(first + 5)?.unwrap_or(1000),
+            timeout: row.get(first + 6)?.unwrap_or(250),
+            on_error: row.get(first + 7)?.unwrap_or_else(|| "dead_letter".to_string()),
+            max_dead_letters: row.get(first + 8)?,
+            config: match serde_json::from_str(&config) {
+                Ok(serde_json::Value::Object(m)) => m,
+                _ => serde_json::Map::new(),
+            },
+        })
+    }
+}
 
 impl Features {
     /// Whether messages' headers are used: by a headers metadata column, or by a transform (its

@@ -6,7 +6,8 @@ use super::copy::copy_option_list;
 use super::isolate::BatchSink;
 use super::target::{Target, Written};
 use crate::xact::PgError;
-use crate::api::metadata_args;
+use crate::sink::relation::insertable_column_types;
+use ingest_core::spec::{json_whole_message, raw_shape_error};
 use ingest_core::batch::{Message, Position};
 use ingest_core::format::Format;
 use ingest_core::metadata::{Encoding, MetaValues, Metadata};
@@ -28,7 +29,7 @@ pub fn append<P: Position>(
     // The relation's columns and types decide the layout; text and csv without metadata columns
     // need neither (COPY names the listed columns, or none), so they skip the catalog lookup.
     let needs_columns = target.features.metadata.is_some() || matches!(opts.format, Format::Json | Format::Raw);
-    let relation = if needs_columns { metadata_args::insertable_column_types(relid) } else { Vec::new() };
+    let relation = if needs_columns { insertable_column_types(relid) } else { Vec::new() };
     // Checked at consume_begin; a relation changed since (a column dropped or retyped) fails the
     // batch, which is retried, the error in last_error, until the table or the consumer is fixed.
     let metadata = match &target.features.metadata {
@@ -45,14 +46,14 @@ pub fn append<P: Position>(
             let [(column, typ)] = data.as_slice() else {
                 return Err(PgError {
                     sqlstate: "42P10".to_string(),
-                    message: metadata_args::raw_shape_error(data.len()),
+                    message: raw_shape_error(data.len()),
                     detail: None,
                 });
             };
             let kind = if typ == "bytea" { Whole::Bytea } else { Whole::Text };
             (vec![column.clone()], true, Some(kind))
         }
-        (Format::Json, _) if metadata_args::json_whole_message(&data) => (vec![data[0].0.clone()], true, Some(Whole::Text)),
+        (Format::Json, _) if json_whole_message(&data) => (vec![data[0].0.clone()], true, Some(Whole::Text)),
         // json: fields match the data columns by name.
         (Format::Json, _) => (data.iter().map(|(c, _)| c.clone()).collect(), false, None),
         (_, Some(list)) => (list.clone(), true, None),

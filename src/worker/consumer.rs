@@ -4,7 +4,7 @@
 //! offsets and dead_letters).
 
 use super::pipeline::{connect_with_retry, target_of, ConsumerCatalog, Pipeline, TargetSettings, WorkerArgs};
-use crate::catalog::consumers;
+use crate::catalog::{consumers, Features, RowSettings};
 use crate::catalog::kafka::{self as cat, Consumer};
 use crate::shmem::SourceKind;
 use crate::sources::kafka::{client_config, KafkaSource};
@@ -52,7 +52,7 @@ pub extern "C-unwind" fn pipeline_kafka_worker_main(_arg: pg_sys::Datum) {
     // superuser, whose settings were not given by a superuser, gets no setting that runs commands,
     // loads code or reads files. It is stopped with the reason rather than run with some of its
     // settings left out.
-    if let Err(e) = ingest_core::settings::check(&consumer.config, owner_is_superuser || consumer.config_by_superuser) {
+    if let Err(e) = ingest_core::settings::check(&consumer.settings.config, owner_is_superuser || consumer.config_by_superuser) {
         let why = format!("refused its client settings: {}", e.with_hint());
         warning!("pipeline_kafka consumer {}: {why}", consumer.id);
         if let Err(err) = in_transaction(|| consumers::stop_with_error(SourceKind::Kafka, consumer.id, &why)) {
@@ -62,21 +62,9 @@ pub extern "C-unwind" fn pipeline_kafka_worker_main(_arg: pg_sys::Datum) {
     }
     let catalog = KafkaCatalog { id: consumer.id, topic: consumer.topic.clone(), owner: consumer.owner, partitioned: consumer.partitioned };
     let settings = TargetSettings {
-        relid: consumer.relid,
-        owner: consumer.owner,
-        format: &consumer.format,
-        delimiter: consumer.delimiter.clone(),
-        quote: consumer.quote.clone(),
-        escape: consumer.escape.clone(),
-        columns: consumer.columns.clone(),
-        on_error: &consumer.on_error,
-        max_dead_letters: consumer.max_dead_letters,
-        batchsize: consumer.batchsize,
         maxbytes: consumer.maxbytes,
-        timeout: consumer.timeout,
-        source_name: &consumer.topic,
-        features: &consumer.features,
         partitioned: consumer.partitioned,
+        ..target_settings(consumer.relid, consumer.owner, &consumer.settings, &consumer.topic, &consumer.features)
     };
     let Some(target) = target_of(&catalog, &args, settings) else { return };
     let Some(source) = connect(&args, &consumer, &catalog, &brokers, &broker_config, &stored, target.limits_now().max_bytes) else {
@@ -92,6 +80,34 @@ pub extern "C-unwind" fn pipeline_kafka_worker_main(_arg: pg_sys::Datum) {
     Pipeline::new(target, source, catalog).run();
 }
 
+/// What the pipeline needs of a stored consumer of either system (Kafka and Kinesis workers both
+/// start from it): its relation and owner, and its row settings as stored.
+pub fn target_settings<'a>(
+    relid: pg_sys::Oid,
+    owner: pg_sys::Oid,
+    s: &'a RowSettings,
+    source_name: &'a str,
+    features: &'a Features,
+) -> TargetSettings<'a> {
+    TargetSettings {
+        relid,
+        owner,
+        format: &s.format,
+        delimiter: s.delimiter.clone(),
+        quote: s.quote.clone(),
+        escape: s.escape.clone(),
+        columns: s.columns.clone(),
+        on_error: &s.on_error,
+        max_dead_letters: s.max_dead_letters,
+        batchsize: s.batchsize,
+        maxbytes: i32::MAX,
+        timeout: s.timeout,
+        source_name,
+        features,
+        partitioned: false,
+    }
+}
+
 /// Connects to the brokers, retrying with backoff until it works or the worker is asked to stop.
 fn connect(
     args: &WorkerArgs,
@@ -103,7 +119,7 @@ fn connect(
     max_bytes: usize,
 ) -> Option<KafkaSource> {
     connect_with_retry(catalog, || {
-        let mut cfg = client_config(brokers, &[broker_config, &consumer.config])?;
+        let mut cfg = client_config(brokers, &[broker_config, &consumer.settings.config])?;
         if let Some(g) = &consumer.group_id {
             cfg.set("group.id", g);
         }

@@ -3,6 +3,7 @@
 //! (`sources::kinesis::KinesisSource`) and catalog (`KinesisCatalog`: pipeline_kinesis.consumers,
 //! seqnums and dead_letters).
 
+use super::consumer::target_settings;
 use super::pipeline::{connect_with_retry, target_of, ConsumerCatalog, Pipeline, TargetSettings, WorkerArgs};
 use crate::catalog::kinesis::{self as cat, Consumer};
 use crate::catalog::seqnums;
@@ -55,21 +56,8 @@ pub extern "C-unwind" fn pipeline_kinesis_worker_main(_arg: pg_sys::Datum) {
     }
     let catalog = KinesisCatalog { id: consumer.id, stream: consumer.stream.clone(), owner: consumer.owner };
     let settings = TargetSettings {
-        relid: consumer.relid,
-        owner: consumer.owner,
-        format: &consumer.format,
-        delimiter: consumer.delimiter.clone(),
-        quote: consumer.quote.clone(),
-        escape: consumer.escape.clone(),
-        columns: consumer.columns.clone(),
-        on_error: &consumer.on_error,
-        max_dead_letters: consumer.max_dead_letters,
-        batchsize: consumer.batchsize,
         maxbytes: MAX_BATCH_BYTES,
-        timeout: consumer.timeout,
-        source_name: &consumer.stream,
-        features: &consumer.features,
-        partitioned: false,
+        ..target_settings(consumer.relid, consumer.owner, &consumer.settings, &consumer.stream, &consumer.features)
     };
     let Some(target) = target_of(&catalog, &args, settings) else { return };
     let read = ReadSettings { sought, ..read_settings(&consumer, args.index) };
@@ -85,7 +73,7 @@ pub extern "C-unwind" fn pipeline_kinesis_worker_main(_arg: pg_sys::Datum) {
 }
 
 fn read_settings(c: &Consumer, index: i32) -> ReadSettings {
-    let retry_max_ms = c.config.get("retry_max_ms").and_then(serde_json::Value::as_i64).unwrap_or(DEFAULT_RETRY_MAX_MS);
+    let retry_max_ms = c.settings.config.get("retry_max_ms").and_then(serde_json::Value::as_i64).unwrap_or(DEFAULT_RETRY_MAX_MS);
     ReadSettings {
         stream: c.stream.clone(),
         parallelism: c.parallelism,
@@ -103,11 +91,12 @@ fn read_settings(c: &Consumer, index: i32) -> ReadSettings {
             }
         }),
         sought: BTreeMap::new(),
-        batchsize: c.batchsize,
+        batchsize: c.settings.batchsize,
         poll_interval: Duration::from_millis(c.poll_interval.max(1) as u64),
         retry_max: Duration::from_millis(retry_max_ms.clamp(1_000, 600_000) as u64),
         // (validated when stored: anything else than "keep" is the default, "skip")
         outside: c
+            .settings
             .config
             .get(OutsideShard::SETTING)
             .and_then(serde_json::Value::as_str)

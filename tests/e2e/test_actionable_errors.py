@@ -75,7 +75,7 @@ def test_error_location_is_where_the_error_was_raised(fresh_db):
         conn.execute("CREATE TABLE t (a int)")
         for sql, words in [
             ("SELECT pipeline_kafka.consume_begin('topic', 't', format := 'bogus')", "Format::parse"),
-            ("SELECT pipeline_kafka.consume_begin('topic', 't', mode := 'merge')", "mode must be"),
+            ("SELECT pipeline_kafka.consume_begin('topic', 't', mode := 'merge')", "Spec::check"),
             ("SELECT pipeline_kafka.consume_end(NULL, 't')", None),
         ]:
             e = error_of(conn, sql)
@@ -90,3 +90,23 @@ def test_error_location_is_where_the_error_was_raised(fresh_db):
                 # the raising call (or the line just around it) is the one of this error
                 window = "\n".join("\n".join(p.read_text().splitlines()[line - 3:line + 2]) for p in matches)
                 assert words in window, (sql, path, line, window)
+
+
+def test_transform_without_argument_types_says_how_to_name_it(fresh_db):
+    """`transform := 'graph'` (a name without argument types) is 22023 saying how to name the
+    function, for both systems and for previews, not PostgreSQL's regprocedure input error
+    `22P02 expected a left parenthesis`; a named function that does not exist stays 42883."""
+    with pg_connect(fresh_db) as conn:
+        conn.execute("CREATE TABLE t (a int)")
+        calls = [
+            ("SELECT pipeline_kafka.consume_begin('topic', 't', transform := 'graph')", "pipeline_kafka.message[]"),
+            ("SELECT * FROM pipeline_kafka.preview('topic', 't', transform := 'graph')", "pipeline_kafka.message[]"),
+            ("SELECT pipeline_kinesis.consume_begin('local', 's', 't', transform := 'graph')", "pipeline_kinesis.record[]"),
+            ("SELECT * FROM pipeline_kinesis.preview('local', 's', 't', transform := 'graph')", "pipeline_kinesis.record[]"),
+        ]
+        for sql, array in calls:
+            e = error_of(conn, sql)
+            assert e.sqlstate == "22023", (sql, e)
+            assert e.diag.message_primary == f"transform must name a function with its argument types, e.g. 'graph({array})'"
+        e = error_of(conn, "SELECT pipeline_kafka.consume_begin('topic', 't', transform := 'graph(pipeline_kafka.message[])')")
+        assert e.sqlstate == "42883", e

@@ -207,3 +207,95 @@ def test_kinesis_preview(fresh_db, stream_factory):
             with pytest.raises(psycopg.Error) as e:
                 conn.execute(sql, [stream])
             assert e.value.sqlstate == state, sql
+
+
+@pytest.mark.timeout(120)
+def test_preview_action_says_what_each_message_became(fresh_db, topic_factory):
+    """The action column (issue 24.10): a message whose row a later message of the batch replaces
+    is `replaced`, not a bare `row NULL, error NULL` like a tombstone (`deleted`) or an empty
+    message (`skipped`); `inserted` with its row, `error` with its error."""
+    db = fresh_db
+    with pg_connect(db) as conn:
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", [KAFKA_BOOTSTRAP])
+        conn.execute("CREATE TABLE u (id int PRIMARY KEY, v text)")
+    topic = topic_factory(1)
+    produce(topic, ['{"id": 1, "v": "a"}'], key="1")    # 0: replaced by 2
+    produce(topic, ['{"id": 2, "v": "b"}'], key="2")    # 1: inserted
+    produce(topic, ['{"id": 1, "v": "c"}'], key="1")    # 2: inserted (replaces 0)
+    produce(topic, [None], key="2")                      # 3: tombstone: deleted (and 1 with it: replaced)
+    produce(topic, ['{"id": "x"}'], key="3")             # 4: error
+    rows = query(db, 'SELECT "offset", action, "row", sqlstate FROM pipeline_kafka.preview(%s, \'u\', format := \'json\', '
+                     "mode := 'upsert', key_format := 'text')", [topic])
+    assert rows == [
+        (0, "replaced", None, None),
+        (1, "replaced", None, None),
+        (2, "inserted", {"id": 1, "v": "c"}, None),
+        (3, "deleted", None, None),
+        (4, "error", None, "22P02"),
+    ], rows
+    with pg_connect(db) as conn:
+        conn.execute("CREATE TABLE a (v text)")
+    produce(topic, ["", "x"], key="9")
+    rows = query(db, 'SELECT "offset", action, "row" FROM pipeline_kafka.preview(%s, \'a\', start_offset := 5)', [topic])
+    assert rows == [(5, "skipped", None), (6, "inserted", {"v": "x"})], rows
+
+
+@pytest.mark.timeout(120)
+def test_preview_of_a_consumer_uses_its_stored_settings(pg_role, fresh_db, topic_factory):
+    """preview(consumer_id) (issue 24.10) previews with the consumer's stored settings (csv, its
+    column list) instead of repeating them, from its stored offsets (or start_offset); nothing is
+    written or stored; only who may manage the consumer may (42501), an unknown id is 42704."""
+    db = fresh_db
+    outsider = pg_role()
+    with pg_connect(db) as conn:
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", [KAFKA_BOOTSTRAP])
+        conn.execute("CREATE TABLE c (v text, id int)")
+    topic = topic_factory(1)
+    produce(topic, ["1;one", "2;two"])
+    with pg_connect(db) as conn:
+        cid = conn.execute("SELECT pipeline_kafka.consume_begin(%s, 'c', format := 'csv', delimiter := ';', "
+                           "columns := ARRAY['id', 'v'], start_offset := 1)", [topic]).fetchone()[0]
+        conn.execute("SELECT pipeline_kafka.consume_end(%s, 'c')", [topic])
+        offsets = conn.execute('SELECT "partition", "offset" FROM pipeline_kafka.offsets').fetchall()
+    assert offsets == [(0, 1)]
+    got = query(db, 'SELECT "offset", action, "row" FROM pipeline_kafka.preview(%s)', [cid])
+    assert got == [(1, "inserted", {"id": 2, "v": "two"})], got
+    got = query(db, 'SELECT "offset", "row" FROM pipeline_kafka.preview(%s, start_offset := -2)', [cid])
+    assert got == [(0, {"id": 1, "v": "one"}), (1, {"id": 2, "v": "two"})], got
+    assert scalar(db, "SELECT count(*) FROM c") == 0
+    assert query(db, 'SELECT "partition", "offset" FROM pipeline_kafka.offsets') == offsets
+    with pg_connect(db) as conn:
+        conn.execute(f"SET ROLE {outsider}")
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute("SELECT * FROM pipeline_kafka.preview(%s)", [cid])
+        assert e.value.sqlstate == "42501"
+        conn.execute("RESET ROLE")
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute("SELECT * FROM pipeline_kafka.preview(%s)", [cid + 100])
+        assert e.value.sqlstate == "42704"
+
+
+@pytest.mark.timeout(120)
+def test_kinesis_preview_of_a_consumer_and_metadata_columns(fresh_db, stream_factory):
+    """pipeline_kinesis.preview(consumer_id) uses the consumer's stored settings (here csv and
+    metadata columns), and Kinesis previews fill metadata columns (shard, sequence number,
+    partition key, arrival time, stream) as the consumer does."""
+    from pihelpers import kinesis_add_endpoint, kinesis_consume_begin, kinesis_put_records
+    db = fresh_db
+    stream, _ = stream_factory(1)
+    kinesis_add_endpoint(db)
+    meta = ('{"stream": "st", "shard_id": "sh", "sequence_number": "seq", "partition_key": "pk", '
+            '"arrival_time": "at"}')
+    with pg_connect(db) as conn:
+        conn.execute("CREATE TABLE k (id int, v text, st text, sh text, seq text, pk text, at timestamptz)")
+        cid = kinesis_consume_begin(conn, "local", stream, "k", format="csv", columns=["id", "v"], metadata=meta)
+        conn.execute("SELECT pipeline_kinesis.consume_end('local', %s, 'k')", [stream])
+    put = kinesis_put_records(stream, [("key1", "1,one")])
+    rows = query(db, 'SELECT shard_id, sequence_number, action, "row" FROM pipeline_kinesis.preview(%s)', [cid])
+    assert len(rows) == 1, rows
+    shard, seq, action, row = rows[0]
+    assert (shard, seq) == put[0] and action == "inserted"
+    assert {k: row[k] for k in ("id", "v", "st", "sh", "seq", "pk")} == \
+        {"id": 1, "v": "one", "st": stream, "sh": shard, "seq": seq, "pk": "key1"}
+    assert row["at"] is not None
+    assert scalar(db, "SELECT count(*) FROM k") == 0

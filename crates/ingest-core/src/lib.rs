@@ -17,6 +17,7 @@ pub mod prepare;
 pub mod recent;
 pub mod rows;
 pub mod settings;
+pub mod spec;
 
 /// For tests: how much memory a piece of code allocates at its peak, counted per thread (tests
 /// run in parallel) by a global allocator that forwards to the system's.
