@@ -1,7 +1,6 @@
 //! The log lines of a consumer worker about a stream whose recent batches were all or mostly dead
 //! letters (consumer_status shows the same as `warning`; ingest_core::recent counts the run).
 
-use super::pipeline::ConsumerCatalog;
 use crate::shmem::SourceKind;
 use ingest_core::recent::{Recent, RunChange};
 use pgrx::prelude::*;
@@ -12,9 +11,10 @@ pub const RELOG_US: i64 = 300 * 1_000_000;
 
 /// Logs a change of a stream's run of dead letters (`key`: the stream's status key), if a batch
 /// made one: what `Recent::record` said, and the counters after it.
-pub fn log_run_change<C: ConsumerCatalog>(catalog: &C, key: &str, run: Option<(RunChange, Recent)>) {
+/// `label`: the consumer as its log lines name it; `source`, `consumer_id`: whose dead letters.
+pub fn log_run_change(label: &str, source: SourceKind, consumer_id: i32, key: &str, run: Option<(RunChange, Recent)>) {
     let Some((change, recent)) = run else { return };
-    let stream = match C::SOURCE {
+    let stream = match source {
         SourceKind::Kafka => format!("partition {key}"),
         SourceKind::Kinesis => format!("shard {key}"),
     };
@@ -22,18 +22,18 @@ pub fn log_run_change<C: ConsumerCatalog>(catalog: &C, key: &str, run: Option<(R
         RunChange::Quiet => {}
         RunChange::Log => {
             let run = recent.run_text().unwrap_or_default();
-            let latest = latest_dead_letter(C::SOURCE, catalog.consumer_id());
-            let table = match C::SOURCE {
+            let latest = latest_dead_letter(source, consumer_id);
+            let table = match source {
                 SourceKind::Kafka => "pipeline_kafka.dead_letters",
                 SourceKind::Kinesis => "pipeline_kinesis.dead_letters",
             };
             log!(
                 "{} {stream}: {run}{}; they are in {table}, and consumer_status shows this warning until rows succeed again",
-                catalog.label(),
+                label,
                 latest.map(|e| format!(": {e}")).unwrap_or_default()
             );
         }
-        RunChange::Ended => log!("{} {stream}: rows succeed again (the dead letters before are in the consumer's dead_letters)", catalog.label()),
+        RunChange::Ended => log!("{} {stream}: rows succeed again (the dead letters before are in the consumer's dead_letters)", label),
     }
 }
 

@@ -383,7 +383,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                     run = Some((change, slot.recent));
                 }
             });
-            super::health::log_run_change(&self.catalog, key.0.as_str(), run);
+            super::health::log_run_change(&self.catalog.label(), C::SOURCE, self.catalog.consumer_id(), key.0.as_str(), run);
         }
     }
 

@@ -6,6 +6,8 @@
 //! session's TimeZone decides, seconds beyond microseconds, 24:00, leap seconds, invalid dates)
 //! takes the text path, so PostgreSQL reads it and gives its own errors.
 
+#[cfg(test)]
+use super::calendar::{civil, date_text, timestamp_text};
 use super::types::PgType;
 use super::value::{ConvError, Value};
 use super::Encoded;
@@ -175,48 +177,6 @@ fn parse_iso(input: &str, ty: PgType) -> Option<Iso> {
     Some(Iso::Micros(micros))
 }
 
-/// (year, month, day) of the proleptic Gregorian calendar, year 0 = 1 BC (H. Hinnant's
-/// civil_from_days).
-fn civil(days_1970: i64) -> (i64, u32, u32) {
-    let z = days_1970 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-fn ymd(days_1970: i64) -> (String, bool) {
-    let (y, m, d) = civil(days_1970);
-    let (y, bc) = if y <= 0 { (1 - y, true) } else { (y, false) };
-    (format!("{y:04}-{m:02}-{d:02}"), bc)
-}
-
-/// ISO text PostgreSQL reads the same under every DateStyle (year first, four digits or more).
-pub(crate) fn iso_text(v: &Value<'_>) -> Option<String> {
-    let bc = |s: String, bc: bool| if bc { s + " BC" } else { s };
-    match v {
-        Value::DateDays(d) => {
-            let (s, b) = ymd(i64::from(*d));
-            Some(bc(s, b))
-        }
-        Value::TimestampMicros(t) | Value::LocalTimestampMicros(t) => {
-            let days = t.div_euclid(86_400_000_000);
-            let us = t.rem_euclid(86_400_000_000);
-            let (s, b) = ymd(days);
-            let (secs, frac) = (us / 1_000_000, us % 1_000_000);
-            let zone = if matches!(v, Value::TimestampMicros(_)) { "+00" } else { "" };
-            let s = format!("{s} {:02}:{:02}:{:02}.{frac:06}{zone}", secs / 3600, secs / 60 % 60, secs % 60);
-            Some(bc(s, b))
-        }
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,13 +186,13 @@ mod tests {
         assert_eq!(civil(0), (1970, 1, 1));
         assert_eq!(civil(EPOCH_DAYS), (2000, 1, 1));
         assert_eq!(civil(-719_528), (0, 1, 1));
-        assert_eq!(iso_text(&Value::DateDays(-719_528)).unwrap(), "0001-01-01 BC");
+        assert_eq!(date_text(-719_528), "0001-01-01 BC");
         assert_eq!(
-            iso_text(&Value::TimestampMicros(-1)).unwrap(),
+            timestamp_text(-1, true),
             "1969-12-31 23:59:59.999999+00"
         );
         assert_eq!(
-            iso_text(&Value::LocalTimestampMicros(86_400_000_000 + 3_723_000_004)).unwrap(),
+            timestamp_text(86_400_000_000 + 3_723_000_004, false),
             "1970-01-02 01:02:03.000004"
         );
     }

@@ -47,6 +47,7 @@
 //! Not wired yet: src/sink/copy.rs feeds text COPY; the next step gives it a binary stream.
 
 mod binary;
+mod calendar;
 mod datetime;
 mod numeric;
 mod text;

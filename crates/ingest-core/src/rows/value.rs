@@ -53,9 +53,9 @@ impl Value<'_> {
                 }
                 Cow::Owned(s)
             }
-            Value::DateDays(_) | Value::TimestampMicros(_) | Value::LocalTimestampMicros(_) => {
-                Cow::Owned(super::datetime::iso_text(self)?)
-            }
+            Value::DateDays(d) => Cow::Owned(super::calendar::date_text(i64::from(*d))),
+            Value::TimestampMicros(t) => Cow::Owned(super::calendar::timestamp_text(*t, true)),
+            Value::LocalTimestampMicros(t) => Cow::Owned(super::calendar::timestamp_text(*t, false)),
         })
     }
 }
