@@ -3,7 +3,8 @@
 //! (`sources::kafka::KafkaSource`) and catalog (`KafkaCatalog`: pipeline_kafka.consumers,
 //! offsets and dead_letters).
 
-use super::pipeline::{connect_with_retry, target_of, ConsumerCatalog, Pipeline, TargetSettings, WorkerArgs};
+use super::entry::ConsumerWorker;
+use super::pipeline::{connect_with_retry, ConsumerCatalog, Target, TargetSettings, WorkerArgs};
 use crate::catalog::{consumers, Features, RowSettings};
 use crate::catalog::kafka::{self as cat, Consumer};
 use crate::shmem::SourceKind;
@@ -11,73 +12,78 @@ use crate::sources::kafka::{client_config, KafkaSource};
 use crate::xact::in_transaction;
 use ingest_core::batch::{KafkaPos, Message};
 use ingest_core::prepare::Rejected;
-use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use std::collections::BTreeMap;
 
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pipeline_kafka_worker_main(_arg: pg_sys::Datum) {
-    super::setup_signals();
-    let args = WorkerArgs::parse(BackgroundWorker::get_extra()).expect("worker extra: dboid consumer index generation");
-    // Connected as the bootstrap superuser for catalog access; rows are written as the owner.
-    BackgroundWorker::connect_worker_to_spi_by_oid(Some(args.dboid), None);
+    super::entry::run::<KafkaWorker>();
+}
 
-    let loaded = in_transaction(|| {
-        if !crate::catalog::extension_exists() {
-            return None;
-        }
+/// What a Kafka consumer worker reads before it runs: its consumer, whether its owner is a
+/// superuser, the broker entries and the stored offsets.
+pub struct KafkaLoaded {
+    consumer: Consumer,
+    owner_is_superuser: bool,
+    brokers: Vec<String>,
+    broker_config: serde_json::Map<String, serde_json::Value>,
+    stored: BTreeMap<i32, i64>,
+}
+
+pub struct KafkaWorker;
+
+impl ConsumerWorker for KafkaWorker {
+    const NAME: &'static str = "pipeline_kafka consumer";
+    type Loaded = KafkaLoaded;
+    type Catalog = KafkaCatalog;
+    type Source = KafkaSource;
+
+    fn load(args: &WorkerArgs) -> Option<KafkaLoaded> {
         // brokers before consumers: the extension's tables are locked in the order they were
         // created, as DROP EXTENSION locks them (the other order deadlocked with it).
         let (brokers, broker_config) = cat::brokers();
-        let c = cat::consumer(args.consumer)?;
+        let consumer = cat::consumer(args.consumer)?;
         // SAFETY: syscache lookup of a role oid, inside a transaction.
-        let owner_is_superuser = unsafe { pg_sys::superuser_arg(c.owner) };
+        let owner_is_superuser = unsafe { pg_sys::superuser_arg(consumer.owner) };
         let stored = cat::stored_offsets(args.consumer);
-        Some((c, owner_is_superuser, brokers, broker_config, stored))
-    });
-    let (consumer, owner_is_superuser, brokers, broker_config, stored) = match loaded {
-        Ok(Some(v)) => v,
-        Ok(None) => return,
-        Err(e) => {
-            warning!("pipeline_kafka consumer {}: could not load its settings: {e}", args.consumer);
-            return;
-        }
-    };
-    if !consumer.enabled || consumer.generation != args.generation {
-        return;
+        Some(KafkaLoaded { consumer, owner_is_superuser, brokers, broker_config, stored })
     }
-    // consume_begin checked the settings already; checked again here in case the row was written
-    // another way (e.g. by a release without the check): a consumer owned by a role that is not a
-    // superuser, whose settings were not given by a superuser, gets no setting that runs commands,
-    // loads code or reads files. It is stopped with the reason rather than run with some of its
-    // settings left out.
-    if let Err(e) = ingest_core::settings::check(&consumer.settings.config, owner_is_superuser || consumer.config_by_superuser) {
-        let why = format!("refused its client settings: {}", e.with_hint());
-        warning!("pipeline_kafka consumer {}: {why}", consumer.id);
-        if let Err(err) = in_transaction(|| consumers::stop_with_error(SourceKind::Kafka, consumer.id, &why)) {
-            warning!("pipeline_kafka consumer {}: could not record its error: {err}", consumer.id);
-        }
-        return;
+
+    fn is_current(l: &KafkaLoaded, args: &WorkerArgs) -> bool {
+        l.consumer.enabled && l.consumer.generation == args.generation
     }
-    let catalog = KafkaCatalog { id: consumer.id, topic: consumer.topic.clone(), owner: consumer.owner, partitioned: consumer.partitioned };
-    let settings = TargetSettings {
-        maxbytes: consumer.maxbytes,
-        partitioned: consumer.partitioned,
-        ..target_settings(consumer.relid, consumer.owner, &consumer.settings, &consumer.topic, &consumer.features)
-    };
-    let Some(target) = target_of(&catalog, &args, settings) else { return };
-    let Some(source) = connect(&args, &consumer, &catalog, &brokers, &broker_config, &stored, target.limits_now().max_bytes) else {
-        return;
-    };
-    log!(
-        "pipeline_kafka consumer {} worker {} started: topic \"{}\", partitions {:?}",
-        consumer.id,
-        args.index,
-        consumer.topic,
-        source.assigned()
-    );
-    Pipeline::new(target, source, catalog).run();
+
+    fn prepare<'a>(_args: &WorkerArgs, l: &'a KafkaLoaded) -> Option<(KafkaCatalog, TargetSettings<'a>)> {
+        let consumer = &l.consumer;
+        // consume_begin checked the settings already; checked again here in case the row was
+        // written another way (e.g. by a release without the check): a consumer owned by a role
+        // that is not a superuser, whose settings were not given by a superuser, gets no setting
+        // that runs commands, loads code or reads files. It is stopped with the reason rather than
+        // run with some of its settings left out.
+        if let Err(e) = ingest_core::settings::check(&consumer.settings.config, l.owner_is_superuser || consumer.config_by_superuser) {
+            let why = format!("refused its client settings: {}", e.with_hint());
+            warning!("pipeline_kafka consumer {}: {why}", consumer.id);
+            if let Err(err) = in_transaction(|| consumers::stop_with_error(SourceKind::Kafka, consumer.id, &why)) {
+                warning!("pipeline_kafka consumer {}: could not record its error: {err}", consumer.id);
+            }
+            return None;
+        }
+        let catalog = KafkaCatalog { id: consumer.id, topic: consumer.topic.clone(), owner: consumer.owner, partitioned: consumer.partitioned };
+        let settings = TargetSettings {
+            maxbytes: consumer.maxbytes,
+            partitioned: consumer.partitioned,
+            ..target_settings(consumer.relid, consumer.owner, &consumer.settings, &consumer.topic, &consumer.features)
+        };
+        Some((catalog, settings))
+    }
+
+    fn connect(args: &WorkerArgs, l: &KafkaLoaded, catalog: &KafkaCatalog, target: &Target) -> Option<(KafkaSource, String)> {
+        let max_bytes = target.limits_now().max_bytes;
+        let source = connect(args, &l.consumer, catalog, &l.brokers, &l.broker_config, &l.stored, max_bytes)?;
+        let started = format!("topic \"{}\", partitions {:?}", l.consumer.topic, source.assigned());
+        Some((source, started))
+    }
 }
 
 /// What the pipeline needs of a stored consumer of either system (Kafka and Kinesis workers both

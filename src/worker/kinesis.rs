@@ -4,17 +4,16 @@
 //! seqnums and dead_letters).
 
 use super::consumer::target_settings;
-use super::pipeline::{connect_with_retry, target_of, ConsumerCatalog, Pipeline, TargetSettings, WorkerArgs};
+use super::entry::ConsumerWorker;
+use super::pipeline::{connect_with_retry, ConsumerCatalog, Target, TargetSettings, WorkerArgs};
 use crate::catalog::kinesis::{self as cat, Consumer};
 use crate::catalog::seqnums;
 use crate::shmem::SourceKind;
 use crate::sources::error::SourceError;
 use crate::sources::kinesis::{KinesisSource, ReadSettings};
-use crate::xact::in_transaction;
 use ingest_core::batch::{KinesisPos, Message};
-use ingest_core::kinesis::read::{OutsideShard, ShardCheckpoint};
+use ingest_core::kinesis::read::{OutsideShard, ShardCheckpoint, StartAt};
 use ingest_core::prepare::Rejected;
-use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -29,47 +28,52 @@ const DEFAULT_RETRY_MAX_MS: i64 = 30_000;
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pipeline_kinesis_worker_main(_arg: pg_sys::Datum) {
-    super::setup_signals();
-    let args = WorkerArgs::parse(BackgroundWorker::get_extra()).expect("worker extra: dboid consumer index generation");
-    // Connected as the bootstrap superuser for catalog access; rows are written as the owner.
-    BackgroundWorker::connect_worker_to_spi_by_oid(Some(args.dboid), None);
+    super::entry::run::<KinesisWorker>();
+}
 
-    let loaded = in_transaction(|| {
-        if !crate::catalog::extension_exists() {
-            return None;
-        }
-        let c = cat::consumer(args.consumer)?;
+/// What a Kinesis consumer worker reads before it runs: its consumer (with its endpoint), the
+/// stored checkpoints and the positions seek left.
+pub struct KinesisLoaded {
+    consumer: Consumer,
+    stored: BTreeMap<String, ShardCheckpoint>,
+    sought: BTreeMap<String, StartAt>,
+}
+
+pub struct KinesisWorker;
+
+impl ConsumerWorker for KinesisWorker {
+    const NAME: &'static str = "pipeline_kinesis consumer";
+    type Loaded = KinesisLoaded;
+    type Catalog = KinesisCatalog;
+    type Source = KinesisSource;
+
+    fn load(args: &WorkerArgs) -> Option<KinesisLoaded> {
+        let consumer = cat::consumer(args.consumer)?;
         let stored = seqnums::stored(args.consumer);
         let sought = crate::catalog::kinesis_seek::sought(args.consumer);
-        Some((c, stored, sought))
-    });
-    let (consumer, stored, sought) = match loaded {
-        Ok(Some(v)) => v,
-        Ok(None) => return,
-        Err(e) => {
-            warning!("pipeline_kinesis consumer {}: could not load its settings: {e}", args.consumer);
-            return;
-        }
-    };
-    if !consumer.enabled || consumer.generation != args.generation {
-        return;
+        Some(KinesisLoaded { consumer, stored, sought })
     }
-    let catalog = KinesisCatalog { id: consumer.id, stream: consumer.stream.clone(), owner: consumer.owner };
-    let settings = TargetSettings {
-        maxbytes: MAX_BATCH_BYTES,
-        ..target_settings(consumer.relid, consumer.owner, &consumer.settings, &consumer.stream, &consumer.features)
-    };
-    let Some(target) = target_of(&catalog, &args, settings) else { return };
-    let read = ReadSettings { sought, ..read_settings(&consumer, args.index) };
-    let Some(source) = connect_with_retry(&catalog, || connect(&consumer, &read, &stored)) else { return };
-    log!(
-        "pipeline_kinesis consumer {} worker {} started: stream \"{}\", reading shards {:?}",
-        consumer.id,
-        args.index,
-        consumer.stream,
-        source.reading()
-    );
-    Pipeline::new(target, source, catalog).run();
+
+    fn is_current(l: &KinesisLoaded, args: &WorkerArgs) -> bool {
+        l.consumer.enabled && l.consumer.generation == args.generation
+    }
+
+    fn prepare<'a>(_args: &WorkerArgs, l: &'a KinesisLoaded) -> Option<(KinesisCatalog, TargetSettings<'a>)> {
+        let consumer = &l.consumer;
+        let catalog = KinesisCatalog { id: consumer.id, stream: consumer.stream.clone(), owner: consumer.owner };
+        let settings = TargetSettings {
+            maxbytes: MAX_BATCH_BYTES,
+            ..target_settings(consumer.relid, consumer.owner, &consumer.settings, &consumer.stream, &consumer.features)
+        };
+        Some((catalog, settings))
+    }
+
+    fn connect(args: &WorkerArgs, l: &KinesisLoaded, catalog: &KinesisCatalog, _target: &Target) -> Option<(KinesisSource, String)> {
+        let read = ReadSettings { sought: l.sought.clone(), ..read_settings(&l.consumer, args.index) };
+        let source = connect_with_retry(catalog, || connect(&l.consumer, &read, &l.stored))?;
+        let started = format!("stream \"{}\", reading shards {:?}", l.consumer.stream, source.reading());
+        Some((source, started))
+    }
 }
 
 fn read_settings(c: &Consumer, index: i32) -> ReadSettings {

@@ -4,6 +4,7 @@
 //! poll -> batch -> COPY -> checkpoint pipeline.
 
 pub mod consumer;
+pub mod entry;
 pub mod health;
 pub mod kinesis;
 mod kinesis_host;
