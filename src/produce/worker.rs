@@ -37,6 +37,7 @@
 //! work: it exits once the outbox stayed empty for `IDLE_EXIT`, and the supervisor starts it again
 //! when rows are committed.
 
+use crate::sources::error::SourceError;
 use super::outbox::{self, Pending};
 use crate::worker::{reload_config_if_requested, shutdown_requested, wait};
 use crate::xact::in_transaction;
@@ -142,7 +143,7 @@ struct Client {
 
 /// `settings` identifies the broker list and settings the client is made from (a change makes a
 /// new client).
-fn make_client(brokers: &[String], config: &serde_json::Map<String, serde_json::Value>, settings: String) -> Result<Client, String> {
+fn make_client(brokers: &[String], config: &serde_json::Map<String, serde_json::Value>, settings: String) -> Result<Client, SourceError> {
     let mut cfg = crate::sources::kafka::producer_config(brokers, &[config])?;
     // Never time a message out: the idempotent producer keeps a partition's order only among the
     // messages it delivers, and one that timed out would be sent again after later ones.
@@ -151,9 +152,9 @@ fn make_client(brokers: &[String], config: &serde_json::Map<String, serde_json::
     if cfg.get("topic.metadata.propagation.max.ms").is_none() {
         cfg.set("topic.metadata.propagation.max.ms", super::delivery::UNKNOWN_TOPIC_AFTER_MS);
     }
-    let producer: BaseProducer<Reports> = cfg.create_with_context(Reports::default()).map_err(|e| {
-        format!("could not create Kafka producer: {}", crate::sources::kafka::config_error(&e, &cfg))
-    })?;
+    let producer: BaseProducer<Reports> = cfg
+        .create_with_context(Reports::default())
+        .map_err(|e| crate::sources::kafka::config_error(&e, &cfg).context("could not create Kafka producer"))?;
     let rescue = crate::sources::kafka_brokers::BrokerRescue::new(cfg.get("bootstrap.servers"));
     Ok(Client { settings, producer, rescue })
 }
@@ -283,7 +284,7 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
                         client = Some(c);
                         None
                     }
-                    Err(e) => Some(e),
+                    Err(e) => Some(e.to_string()),
                 }
             } else {
                 None

@@ -119,17 +119,26 @@ pub fn target_of<C: ConsumerCatalog>(catalog: &C, args: &WorkerArgs, s: TargetSe
     match make_target(args, s) {
         Ok(t) => Some(t),
         Err(e) => {
-            record_error(catalog, &e);
+            record_error(catalog, &e.to_string());
             None
         }
     }
 }
 
+/// Why a consumer's stored settings make no target (a row written past consume_begin's checks).
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("invalid format options: {0}")]
+    Format(#[from] ingest_core::format::FormatError),
+    #[error("{0}")]
+    OnError(#[from] ingest_core::policy::UnknownPolicy),
+}
+
 /// The `Target` of the consumer `args` names, with the stored settings `s` (the workers' and
 /// retry_dead_letters'); Err says which setting is not usable.
-pub fn make_target(args: &WorkerArgs, s: TargetSettings) -> Result<Target, String> {
-    let opts = CopyOptions::new(s.format, s.delimiter, s.quote, s.escape).map_err(|e| format!("invalid format options: {e}"))?;
-    let on_error = OnError::parse(s.on_error).map_err(|e| e.to_string())?;
+pub fn make_target(args: &WorkerArgs, s: TargetSettings) -> Result<Target, TargetError> {
+    let opts = CopyOptions::new(s.format, s.delimiter, s.quote, s.escape)?;
+    let on_error = OnError::parse(s.on_error)?;
     Ok(Target {
         dboid: args.dboid,
         consumer_id: args.consumer,
