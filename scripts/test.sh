@@ -4,7 +4,7 @@
 #   2.          kinesis-client: cargo test -p ingest-kinesis --test kinesalite (the Kinesis client
 #               against kinesalite, on stack 0)
 #   3. for each version V in PG_VERSIONS (default "15 18") and each part P of PI_E2E_SHARDS
-#      (default 2), side by side, each on a stack of its own (PI_INSTANCE: its own PostgreSQL V
+#      (default 3), side by side, each on a stack of its own (PI_INSTANCE: its own PostgreSQL V
 #      cluster, Kafka broker and kinesalite, ports + 100 * instance, scripts/env.sh), so that a test
 #      stopping a broker or restarting its cluster disturbs no other part:
 #      regress-V     scripts/regress.sh (pg_regress; in part 0)
@@ -27,7 +27,7 @@ set -uo pipefail
 cd "$PI_ROOT"
 unset PI_NO_PRELOAD   # the suite needs shared_preload_libraries='pipeline_ingest'
 export PI_PG_FSYNC="${PI_PG_FSYNC:-off}"
-SHARDS="${PI_E2E_SHARDS:-2}"
+SHARDS="${PI_E2E_SHARDS:-3}"
 LOGS="$PI_RUN/test-logs"
 mkdir -p "$LOGS"
 
