@@ -83,22 +83,6 @@ mod pipeline_kafka {
         restart_consumers_at_commit();
     }
 
-    /// The consumer `consume_end` / `consume_drop` name: of `topic` into `relation`, or, when no
-    /// relation of that name exists (or a new one does that the consumer has not taken yet), the
-    /// one whose dropped relation had that name. Only who may manage it gets it.
-    fn named_consumer(topic: &str, relation: &str) -> cat::Consumer {
-        crate::api::named_consumer(
-            relation,
-            crate::api::NamedConsumer {
-                source: &format!("\"{topic}\""),
-                missing: format!("there is no consumer of topic \"{topic}\" into \"{relation}\""),
-                by_relation: &|relid| cat::consumer_by_key(topic, relid),
-                of_dropped: &|name| cat::consumers_of_missing_relation(topic, name),
-                owner: |c| c.owner,
-            },
-        )
-    }
-
     #[track_caller]
     fn probe_error(topic: &str, e: ProbeError) -> ! {
         crate::api::raise_probe_error(topic, "metadata", e)
@@ -320,7 +304,7 @@ mod pipeline_kafka {
     /// relation was dropped.
     #[pg_extern(volatile, parallel_unsafe)]
     fn consume_end(topic: Option<&str>, relation: Option<&str>) {
-        let c = named_consumer(required(topic, "topic"), required(relation, "relation"));
+        let c = crate::api::named_kafka_consumer(required(topic, "topic"), required(relation, "relation"));
         consumers::set_enabled(SourceKind::Kafka, c.id, false);
         wake_at_commit();
     }
@@ -329,7 +313,7 @@ mod pipeline_kafka {
     /// its offsets, secret settings and dead letters. Its workers stop.
     #[pg_extern(volatile, parallel_unsafe)]
     fn consume_drop(topic: Option<&str>, relation: Option<&str>) {
-        let c = named_consumer(required(topic, "topic"), required(relation, "relation"));
+        let c = crate::api::named_kafka_consumer(required(topic, "topic"), required(relation, "relation"));
         consumers::delete_consumer(SourceKind::Kafka, c.id);
         wake_at_commit();
     }

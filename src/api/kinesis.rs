@@ -153,23 +153,6 @@ mod pipeline_kinesis {
         raise(sqlstate, format!("Kinesis refused to list the shards of stream \"{stream}\" at endpoint \"{endpoint}\": {e}"))
     }
 
-    /// The consumer `consume_end` / `consume_drop` name: of `stream` at `endpoint` into
-    /// `relation`, or, when no relation of that name exists (or a new one does that the consumer
-    /// has not taken yet), the one whose dropped relation had that name. Only who may manage it
-    /// gets it.
-    fn named_consumer(endpoint: &str, stream: &str, relation: &str) -> cat::Consumer {
-        crate::api::named_consumer(
-            relation,
-            crate::api::NamedConsumer {
-                source: &format!("\"{stream}\""),
-                missing: format!("there is no consumer of Kinesis stream \"{stream}\" at endpoint \"{endpoint}\" into \"{relation}\""),
-                by_relation: &|relid| cat::consumer_by_key(endpoint, stream, relid),
-                of_dropped: &|name| cat::consumers_of_missing_relation(endpoint, stream, name),
-                owner: |c| c.owner,
-            },
-        )
-    }
-
     /// consume_begin as 0.3.0 declared it (17 arguments): the symbol stays for databases whose
     /// extension is not updated yet (their SQL function still points at it); no SQL is generated.
     #[allow(clippy::too_many_arguments)]
@@ -353,7 +336,7 @@ mod pipeline_kinesis {
     /// also when the relation was dropped.
     #[pg_extern(volatile, parallel_unsafe, name = "consume_end")]
     fn kinesis_consume_end(endpoint: Option<&str>, stream: Option<&str>, relation: Option<&str>) {
-        let c = named_consumer(required(endpoint, "endpoint"), required(stream, "stream"), required(relation, "relation"));
+        let c = crate::api::named_kinesis_consumer(required(endpoint, "endpoint"), required(stream, "stream"), required(relation, "relation"));
         consumers::set_enabled(SourceKind::Kinesis, c.id, false);
         wake_at_commit();
     }
@@ -362,7 +345,7 @@ mod pipeline_kinesis {
     /// was dropped) with its positions and dead letters. Its workers stop.
     #[pg_extern(volatile, parallel_unsafe, name = "consume_drop")]
     fn kinesis_consume_drop(endpoint: Option<&str>, stream: Option<&str>, relation: Option<&str>) {
-        let c = named_consumer(required(endpoint, "endpoint"), required(stream, "stream"), required(relation, "relation"));
+        let c = crate::api::named_kinesis_consumer(required(endpoint, "endpoint"), required(stream, "stream"), required(relation, "relation"));
         consumers::delete_consumer(SourceKind::Kinesis, c.id);
         wake_at_commit();
     }

@@ -11,7 +11,6 @@ use pgrx::prelude::*;
 #[pg_schema]
 mod pipeline_kinesis {
     use crate::api::wake_at_commit;
-    use crate::catalog::kinesis as cat;
     use crate::catalog::kinesis_seek::{self as seek, SeekTo};
     use crate::error::{raise, raise_with, required};
     use ingest_core::kinesis::read::StartAt;
@@ -87,16 +86,7 @@ mod pipeline_kinesis {
                 SeekTo::Time(t)
             }
         };
-        let c = crate::api::named_consumer(
-            relation,
-            crate::api::NamedConsumer {
-                source: &format!("\"{stream}\""),
-                missing: format!("there is no consumer of Kinesis stream \"{stream}\" at endpoint \"{endpoint}\" into \"{relation}\""),
-                by_relation: &|relid| cat::consumer_by_key(endpoint, stream, relid),
-                of_dropped: &|name| cat::consumers_of_missing_relation(endpoint, stream, name),
-                owner: |c| c.owner,
-            },
-        );
+        let c = crate::api::named_kinesis_consumer(endpoint, stream, relation);
         // The row lock first: a batch in flight either committed before (and its checkpoints are
         // overwritten below) or waits and then finds the new generation.
         seek::bump_generation(c.id);

@@ -90,6 +90,38 @@ pub fn named_consumer<C>(relation: &str, n: NamedConsumer<C>) -> C {
     c
 }
 
+/// `named_consumer` for the Kafka consumer of `topic` into `relation` (consume_end, consume_drop,
+/// seek, retry_dead_letters).
+pub fn named_kafka_consumer(topic: &str, relation: &str) -> crate::catalog::kafka::Consumer {
+    use crate::catalog::kafka as cat;
+    named_consumer(
+        relation,
+        NamedConsumer {
+            source: &format!("\"{topic}\""),
+            missing: format!("there is no consumer of topic \"{topic}\" into \"{relation}\""),
+            by_relation: &|relid| cat::consumer_by_key(topic, relid),
+            of_dropped: &|name| cat::consumers_of_missing_relation(topic, name),
+            owner: |c| c.owner,
+        },
+    )
+}
+
+/// `named_consumer` for the Kinesis consumer of `stream` at `endpoint` into `relation`
+/// (consume_end, consume_drop, seek, retry_dead_letters).
+pub fn named_kinesis_consumer(endpoint: &str, stream: &str, relation: &str) -> crate::catalog::kinesis::Consumer {
+    use crate::catalog::kinesis as cat;
+    named_consumer(
+        relation,
+        NamedConsumer {
+            source: &format!("\"{stream}\""),
+            missing: format!("there is no consumer of Kinesis stream \"{stream}\" at endpoint \"{endpoint}\" into \"{relation}\""),
+            by_relation: &|relid| cat::consumer_by_key(endpoint, stream, relid),
+            of_dropped: &|name| cat::consumers_of_missing_relation(endpoint, stream, name),
+            owner: |c| c.owner,
+        },
+    )
+}
+
 /// True when the current user is a superuser.
 pub fn is_superuser() -> bool {
     // SAFETY: plain catalog lookup in a backend inside a transaction.

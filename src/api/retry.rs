@@ -54,16 +54,7 @@ mod pipeline_kafka {
     fn kafka_retry_dead_letters(topic: Option<&str>, relation: Option<&str>, max: default!(Option<i64>, "NULL")) -> i64 {
         let topic = required(topic, "topic");
         let relation = required(relation, "relation");
-        let c = crate::api::named_consumer(
-            relation,
-            crate::api::NamedConsumer {
-                source: &format!("\"{topic}\""),
-                missing: format!("there is no consumer of topic \"{topic}\" into \"{relation}\""),
-                by_relation: &|relid| cat::consumer_by_key(topic, relid),
-                of_dropped: &|name| cat::consumers_of_missing_relation(topic, name),
-                owner: |c| c.owner,
-            },
-        );
+        let c = crate::api::named_kafka_consumer(topic, relation);
         super::retry_kafka(c, max)
     }
 
@@ -88,7 +79,6 @@ mod pipeline_kafka {
 #[pg_schema]
 mod pipeline_kinesis {
     use crate::catalog::dead_letters as dl;
-    use crate::catalog::kinesis as cat;
     use crate::error::required;
     use crate::worker::consumer::target_settings;
     use crate::worker::retry::Retry;
@@ -109,16 +99,7 @@ mod pipeline_kinesis {
         let endpoint = required(endpoint, "endpoint");
         let stream = required(stream, "stream");
         let relation = required(relation, "relation");
-        let c = crate::api::named_consumer(
-            relation,
-            crate::api::NamedConsumer {
-                source: &format!("\"{stream}\""),
-                missing: format!("there is no consumer of Kinesis stream \"{stream}\" at endpoint \"{endpoint}\" into \"{relation}\""),
-                by_relation: &|relid| cat::consumer_by_key(endpoint, stream, relid),
-                of_dropped: &|name| cat::consumers_of_missing_relation(endpoint, stream, name),
-                owner: |c| c.owner,
-            },
-        );
+        let c = crate::api::named_kinesis_consumer(endpoint, stream, relation);
         // (maxbytes is not used by a retry: letters are written CHUNK at a time)
         let settings = target_settings(c.relid, c.owner, &c.settings, &c.stream, &c.features);
         let retry = Retry::new(crate::shmem::SourceKind::Kinesis, c.id, c.generation, settings, super::max_arg(max));

@@ -80,16 +80,7 @@ mod pipeline_kafka {
             );
         }
         let time_ms = start_time.map(|t| time_ms_from_us(super::epoch_us(t)));
-        let c = crate::api::named_consumer(
-            relation,
-            crate::api::NamedConsumer {
-                source: &format!("\"{topic}\""),
-                missing: format!("there is no consumer of topic \"{topic}\" into \"{relation}\""),
-                by_relation: &|relid| cat::consumer_by_key(topic, relid),
-                of_dropped: &|name| cat::consumers_of_missing_relation(topic, name),
-                owner: |c| c.owner,
-            },
-        );
+        let c = crate::api::named_kafka_consumer(topic, relation);
         // The row lock first: a batch in flight either committed before (and its offsets are
         // overwritten below) or waits and then finds the new generation.
         cat::bump_generation(c.id);
