@@ -9,14 +9,6 @@ use ingest_core::batch::{KafkaPos, KinesisPos, Message};
 use ingest_core::kinesis::seqnum::{SeqNum, ShardPos};
 use pgrx::prelude::*;
 
-/// The system's dead-letters table (a constant, never user input, in SQL text).
-fn table(sys: SourceKind) -> &'static str {
-    match sys {
-        SourceKind::Kafka => "pipeline_kafka.dead_letters",
-        SourceKind::Kinesis => "pipeline_kinesis.dead_letters",
-    }
-}
-
 /// Locks the consumer row (FOR SHARE) for the rest of the transaction: `consume_begin`, `seek` and
 /// `consume_drop` wait until the retry's transaction ends, so the settings it read stay the
 /// consumer's. False when the consumer is gone.
@@ -94,7 +86,7 @@ pub fn delete(sys: SourceKind, ids: &[i64]) {
     if ids.is_empty() {
         return;
     }
-    as_superuser(|| spi(Spi::run_with_args(&format!("DELETE FROM {t} WHERE id = ANY($1)", t = table(sys)), &[ids.to_vec().into()])));
+    as_superuser(|| spi(Spi::run_with_args(&format!("DELETE FROM {t} WHERE id = ANY($1)", t = sys.dead_letters()), &[ids.to_vec().into()])));
 }
 
 /// Gives dead letters the error they failed with now: (id, error, sqlstate).
@@ -110,7 +102,7 @@ pub fn set_errors(sys: SourceKind, letters: &[(i64, &str, &str)]) {
             &format!(
                 "UPDATE {t} d SET error = u.e, sqlstate = u.s, failed_at = pg_catalog.now() \
                  FROM unnest($1::int8[], $2::text[], $3::text[]) AS u(i, e, s) WHERE d.id = u.i",
-                t = table(sys)
+                t = sys.dead_letters()
             ),
             &[ids.into(), errors.into(), sqlstates.into()],
         ))

@@ -23,10 +23,7 @@ pub fn log_run_change(label: &str, source: SourceKind, consumer_id: i32, key: &s
         RunChange::Log => {
             let run = recent.run_text().unwrap_or_default();
             let latest = latest_dead_letter(source, consumer_id);
-            let table = match source {
-                SourceKind::Kafka => "pipeline_kafka.dead_letters",
-                SourceKind::Kinesis => "pipeline_kinesis.dead_letters",
-            };
+            let table = source.dead_letters();
             log!(
                 "{} {stream}: {run}{}; they are in {table}, and consumer_status shows this warning until rows succeed again",
                 label,
@@ -40,10 +37,7 @@ pub fn log_run_change(label: &str, source: SourceKind, consumer_id: i32, key: &s
 /// "SQLSTATE error" of the consumer's latest dead letter (its own transaction: the batch's has
 /// committed); None when it cannot be read.
 fn latest_dead_letter(source: SourceKind, consumer_id: i32) -> Option<String> {
-    let table = match source {
-        SourceKind::Kafka => "pipeline_kafka.dead_letters",
-        SourceKind::Kinesis => "pipeline_kinesis.dead_letters",
-    };
+    let table = source.dead_letters();
     let read = crate::xact::in_transaction(|| {
         crate::xact::as_superuser(|| {
             crate::catalog::spi(Spi::get_one_with_args::<String>(

@@ -155,6 +155,14 @@ impl System {
         }
     }
 
+    /// The system's dead-letters table (a constant, never user input, in SQL text).
+    pub fn dead_letters(self) -> &'static str {
+        match self {
+            System::Kafka => "pipeline_kafka.dead_letters",
+            System::Kinesis => "pipeline_kinesis.dead_letters",
+        }
+    }
+
     /// The columns of the composite a metadata column may name, in the composite's order.
     pub fn metadata_fields(self) -> impl Iterator<Item = &'static Column> {
         self.composite().columns.iter().filter(|c| !c.metadata_types.is_empty())
