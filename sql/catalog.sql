@@ -25,7 +25,7 @@ CREATE TABLE pipeline_kafka.consumers (
     relname      text,
     owner        regrole NOT NULL,
     group_id     text,
-    format       text NOT NULL DEFAULT 'text' CHECK (format IN ('text', 'csv', 'json', 'raw')),
+    format       text NOT NULL DEFAULT 'text' CHECK (format IN ('text', 'csv', 'json', 'raw', 'avro', 'protobuf', 'debezium', 'debezium-avro')),
     delimiter    text,
     quote        text,
     escape       text,
@@ -52,7 +52,8 @@ CREATE TABLE pipeline_kafka.consumers (
     -- regprocedure type: pg_upgrade refuses reg* columns whose oids it does not keep)
     transform    text,
     -- append: COPY; upsert: INSERT ... ON CONFLICT (key_columns) DO UPDATE, tombstones delete
-    mode         text NOT NULL DEFAULT 'append' CHECK (mode IN ('append', 'upsert')),
+    -- (format debezium: change events applied by key); replicate: debezium's upsert, truncates too
+    mode         text NOT NULL DEFAULT 'append' CHECK (mode IN ('append', 'upsert', 'replicate')),
     key_columns  text[],
     key_format   text CHECK (key_format IN ('json', 'csv', 'text')),
     -- where a partition without a stored offset starts, by time (offsets_for_times); NULL = start_offset rules
@@ -168,7 +169,7 @@ CREATE TABLE pipeline_kinesis.consumers (
     stream       text NOT NULL CHECK (stream <> ''),
     relation     regclass NOT NULL,
     owner        regrole NOT NULL,
-    format       text NOT NULL DEFAULT 'text' CHECK (format IN ('text', 'csv', 'json', 'raw')),
+    format       text NOT NULL DEFAULT 'text' CHECK (format IN ('text', 'csv', 'json', 'raw', 'avro', 'protobuf', 'debezium', 'debezium-avro')),
     delimiter    text,
     quote        text,
     escape       text,
@@ -196,7 +197,7 @@ CREATE TABLE pipeline_kinesis.consumers (
     -- 0.4.0 (appended): as on pipeline_kafka.consumers
     metadata     jsonb CHECK (metadata IS NULL OR jsonb_typeof(metadata) = 'object'),
     transform    text,
-    mode         text NOT NULL DEFAULT 'append' CHECK (mode IN ('append', 'upsert')),
+    mode         text NOT NULL DEFAULT 'append' CHECK (mode IN ('append', 'upsert', 'replicate')),
     key_columns  text[],
     key_format   text CHECK (key_format IN ('json', 'csv', 'text')),
     -- 0.6.0 (appended): as on pipeline_kafka.consumers

@@ -17,6 +17,18 @@
 -- Issue 21: Debezium change events
 -- ---------------------------------------------------------------------------------------------
 
+-- consumers may store every format of 0.8.0 (the same list for the avro/protobuf section: the
+-- constraint is dropped and added again, so running both is harmless) and mode 'replicate'
+-- (format debezium with truncate events applied)
+ALTER TABLE pipeline_kafka.consumers DROP CONSTRAINT consumers_format_check,
+    ADD CONSTRAINT consumers_format_check CHECK (format IN ('text', 'csv', 'json', 'raw', 'avro', 'protobuf', 'debezium', 'debezium-avro'));
+ALTER TABLE pipeline_kinesis.consumers DROP CONSTRAINT consumers_format_check,
+    ADD CONSTRAINT consumers_format_check CHECK (format IN ('text', 'csv', 'json', 'raw', 'avro', 'protobuf', 'debezium', 'debezium-avro'));
+ALTER TABLE pipeline_kafka.consumers DROP CONSTRAINT consumers_mode_check,
+    ADD CONSTRAINT consumers_mode_check CHECK (mode IN ('append', 'upsert', 'replicate'));
+ALTER TABLE pipeline_kinesis.consumers DROP CONSTRAINT consumers_mode_check,
+    ADD CONSTRAINT consumers_mode_check CHECK (mode IN ('append', 'upsert', 'replicate'));
+
 
 
 -- ---------------------------------------------------------------------------------------------

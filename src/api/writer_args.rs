@@ -62,7 +62,7 @@ pub fn check(
         TransformRef::Pinned(oid) => oid,
     });
     let transform = func.map(|f| check_transform(source, f, relid, owner, relation));
-    let key_columns = (spec.mode == Mode::Upsert)
+    let key_columns = matches!(spec.mode, Mode::Upsert | Mode::Replicate)
         .then(|| check_upsert(relid, relation, &spec.opts, spec.key_columns.clone(), spec.key_format.as_deref(), spec.columns.as_ref(), metadata.as_deref()));
     Features {
         metadata,
@@ -176,7 +176,10 @@ fn check_upsert(
         .unwrap_or_else(|| {
             raise(
                 PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE,
-                format!("\"{relation}\" has no primary key: give key_columns for mode 'upsert'"),
+                format!(
+                    "\"{relation}\" has no primary key: give key_columns for {}",
+                    if opts.format.change_events() { format!("format {}", opts.format.name()) } else { "mode 'upsert'".to_string() }
+                ),
             )
         }),
     };
@@ -211,7 +214,8 @@ fn check_upsert(
             Some("mode 'upsert' needs a primary key, unique constraint or unique index on exactly the key columns (not partial, not deferrable).".into()),
         );
     }
-    if key_format.is_none() && keys.len() > 1 {
+    // change events carry their keys as fields (a message key is a JSON object of them)
+    if key_format.is_none() && keys.len() > 1 && !opts.format.change_events() {
         invalid(format!(
             "the message key holds one value without key_format, but there are {} key columns: give key_format 'json', 'csv' or 'text'",
             keys.len()

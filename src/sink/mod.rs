@@ -1,9 +1,10 @@
 //! Where rows go: PostgreSQL's own COPY FROM machinery (`copy`), inserting a prepared batch with
 //! bad messages isolated (`isolate`), and the ways a batch is written (`write` picks one of
-//! `append` by COPY, `transform`, `upsert`, `partitioned`), for a consumer's `target`. The sink imports nothing
+//! `append` by COPY, `transform`, `upsert`, `changes`, `partitioned`), for a consumer's `target`. The sink imports nothing
 //! above it (no worker, catalog or api): what it needs of a consumer comes in its `Target`.
 
 pub mod append;
+pub mod changes;
 pub mod copy;
 pub mod isolate;
 pub mod partitioned;

@@ -29,8 +29,8 @@ use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 use std::borrow::Cow;
 
-const SEQ: &str = "\"pipeline_ingest.seq\"";
-const DELETE: &str = "pipeline_ingest.delete";
+pub(super) const SEQ: &str = "\"pipeline_ingest.seq\"";
+pub(super) const DELETE: &str = "pipeline_ingest.delete";
 
 pub fn write<P: Position>(target: &Target, relid: pg_sys::Oid, messages: &[Message<P>]) -> Result<Written, PgError> {
     if messages.is_empty() {
@@ -231,7 +231,7 @@ impl Plan {
 
 /// The relation's insertable columns in order, and which of them are identity columns (with
 /// whether they are GENERATED ALWAYS).
-fn identity_columns(relid: pg_sys::Oid) -> (Vec<String>, Vec<(String, bool)>) {
+pub(super) fn identity_columns(relid: pg_sys::Oid) -> (Vec<String>, Vec<(String, bool)>) {
     spi(Spi::connect(|c| {
         let t = c.select(
             "SELECT attname::text, attidentity::text FROM pg_catalog.pg_attribute \
@@ -256,7 +256,7 @@ fn identity_columns(relid: pg_sys::Oid) -> (Vec<String>, Vec<(String, bool)>) {
 /// The staging table for the relation's current column layout (and this owner): found in this
 /// session's temporary schema or created. Its name carries a digest of the layout, so a relation
 /// whose columns changed gets a new one.
-fn staging_table(relid: pg_sys::Oid, owner: pg_sys::Oid, keys: &[String]) -> (String, pg_sys::Oid) {
+pub(super) fn staging_table(relid: pg_sys::Oid, owner: pg_sys::Oid, keys: &[String]) -> (String, pg_sys::Oid) {
     // The column definitions as the superuser with search_path pg_catalog: types, collations and
     // default expressions come out schema-qualified. Key columns keep their type and are NOT NULL
     // (a value without its key is a bad message). Every other column has its type's base type
@@ -330,7 +330,7 @@ fn staging_table(relid: pg_sys::Oid, owner: pg_sys::Oid, keys: &[String]) -> (St
 /// The equality operator (`OPERATOR(schema.=)`) of each key column, from the unique index ON
 /// CONFLICT uses: the DELETE of tombstones matches rows exactly as the index does, without
 /// looking an operator up in anyone's search_path.
-fn equality_operators(relid: pg_sys::Oid, keys: &[String]) -> Vec<String> {
+pub(super) fn equality_operators(relid: pg_sys::Oid, keys: &[String]) -> Vec<String> {
     let found = spi(Spi::connect(|c| {
         let t = c.select(
             "WITH i AS (SELECT i.indkey::int2[] AS indkey, i.indclass::oid[] AS indclass FROM pg_catalog.pg_index i \

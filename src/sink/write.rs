@@ -1,7 +1,7 @@
 //! How a batch's messages become rows, the same for every source: the one place the pipeline
 //! calls between "the batch is due" and "save the checkpoints". It picks the way by the consumer's
 //! settings: stream-partitioned (sink::partitioned), a transform function (sink::transform), an
-//! upsert (sink::upsert), or plain COPY (sink::append); each returns the messages that could not
+//! upsert (sink::upsert), change events (sink::changes), or plain COPY (sink::append); each returns the messages that could not
 //! become rows, for the error policy.
 
 use super::target::Target;
@@ -24,6 +24,9 @@ pub fn write_batch<P: Position>(
     }
     if target.features.transform.is_some() {
         return super::transform::write(target, relid, messages);
+    }
+    if target.opts.format.change_events() {
+        return super::changes::write(target, relid, messages);
     }
     if target.features.mode == "upsert" {
         return super::upsert::write(target, relid, messages);

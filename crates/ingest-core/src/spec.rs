@@ -48,6 +48,8 @@ pub struct Args {
 pub enum Mode {
     Append,
     Upsert,
+    /// Change events (format debezium) applied by key, truncate events included.
+    Replicate,
 }
 
 impl Mode {
@@ -55,6 +57,7 @@ impl Mode {
         match self {
             Mode::Append => "append",
             Mode::Upsert => "upsert",
+            Mode::Replicate => "replicate",
         }
     }
 }
@@ -315,11 +318,29 @@ impl Spec {
 
     /// mode, key_columns and key_format, and what a transform excludes.
     fn check_writer(mut self, mode: Option<&str>, key_columns: Option<Vec<Option<String>>>, key_format: Option<String>) -> Result<Spec, SpecError> {
-        self.mode = match mode.unwrap_or("append") {
+        let changes = self.opts.format.change_events();
+        self.mode = match mode.unwrap_or(if changes { "upsert" } else { "append" }) {
             "append" => Mode::Append,
             "upsert" => Mode::Upsert,
-            m => return invalid(format!("mode must be 'append' or 'upsert', got '{m}'")),
+            "replicate" => Mode::Replicate,
+            m => return invalid(format!("mode must be 'append', 'upsert' or 'replicate', got '{m}'")),
         };
+        if changes {
+            let f = self.opts.format.name();
+            if self.mode == Mode::Append {
+                return invalid(format!(
+                    "format {f} applies change events to a keyed table: mode 'upsert' (its default; truncate events are skipped) or 'replicate' (truncate events applied)"
+                ));
+            }
+            if key_format.is_some() {
+                return invalid(format!("format {f} reads keys from the change events: key_format does not apply"));
+            }
+            if self.metadata.is_some() {
+                return invalid(format!("format {f} takes no metadata columns (the table holds the source's rows)"));
+            }
+        } else if self.mode == Mode::Replicate {
+            return invalid("mode 'replicate' is for change events (format debezium)");
+        }
         if let Some(f) = &key_format {
             if !matches!(f.as_str(), "json" | "csv" | "text") {
                 return invalid(format!("key_format must be 'json', 'csv', 'text' or NULL, got '{f}'"));

@@ -99,10 +99,11 @@ pub struct Collapsed {
 }
 
 /// Folds the steps of messages (batch index, steps), in order.
-pub fn collapse(steps: &[(usize, Vec<Step>)], apply_truncate: bool) -> Collapsed {
+pub fn collapse<'s>(steps: impl IntoIterator<Item = (usize, &'s [Step])>, apply_truncate: bool) -> Collapsed {
     let mut out = Collapsed::default();
     let mut at: HashMap<Key, usize> = HashMap::new();
     for (msg, list) in steps {
+        let msg = &msg;
         for s in list {
             let (key, upsert) = match s {
                 Step::Truncate if apply_truncate => {

@@ -22,7 +22,7 @@ pub enum Cell {
 /// What the schema wrapper says of one field of a struct.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct FieldSchema {
-    /// int8, int16, int32, int64, float32, float64, boolean, string, bytes, array, map, struct.
+    /// int8, int16, int32, int64, float, double (float32, float64), boolean, string, bytes, array, map, struct.
     pub ty: String,
     /// The logical type (`io.debezium.time.Date`, `org.apache.kafka.connect.data.Decimal`, ...).
     pub name: Option<String>,
@@ -141,8 +141,8 @@ pub fn typed(field: &str, raw: &RawValue, schema: &FieldSchema) -> Result<Cell, 
         Some("io.debezium.time.MicroDuration") => Value::Text(Cow::Owned(format!("{} microseconds", int()?))),
         _ => match (schema.ty.as_str(), &json) {
             ("int8" | "int16" | "int32" | "int64", _) => Value::Int(int()?),
-            ("float32" | "float64", Json::Number(n)) => Value::Float(n.as_f64().ok_or_else(mismatch)?),
-            ("float32" | "float64", Json::String(s)) => Value::Float(match s.as_str() {
+            ("float" | "double" | "float32" | "float64", Json::Number(n)) => Value::Float(n.as_f64().ok_or_else(mismatch)?),
+            ("float" | "double" | "float32" | "float64", Json::String(s)) => Value::Float(match s.as_str() {
                 "NaN" => f64::NAN,
                 "Infinity" => f64::INFINITY,
                 "-Infinity" => f64::NEG_INFINITY,

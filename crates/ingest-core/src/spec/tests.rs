@@ -120,8 +120,24 @@ fn decoded_formats_take_no_copy_options_and_unwired_ones_are_refused() {
     let with = |format: &str, delimiter: Option<String>| Args { format: s(format), delimiter, ..Args::default() };
     let e = Spec::check(System::Kafka, with("avro", s(";"))).unwrap_err();
     assert_eq!((e.sqlstate(), e.to_string().as_str()), ("22023", "avro format takes no delimiter (its messages are decoded, not read as COPY text)"));
-    for f in ["avro", "protobuf", "debezium", "debezium-avro"] {
+    for f in ["avro", "protobuf", "debezium-avro"] {
         let e = Spec::check(System::Kinesis, with(f, None)).unwrap_err();
         assert_eq!((e.sqlstate(), e.to_string()), ("0A000", format!("format {f} is not supported yet")));
     }
+}
+
+#[test]
+fn debezium_is_applied_by_key_upsert_by_default_replicate_for_truncates() {
+    let with = |mode: Option<String>| Args { format: s("debezium"), mode, ..Args::default() };
+    assert_eq!(Spec::check(System::Kafka, with(None)).unwrap().mode, Mode::Upsert);
+    assert_eq!(Spec::check(System::Kinesis, with(s("replicate"))).unwrap().mode, Mode::Replicate);
+    let e = Spec::check(System::Kafka, with(s("append"))).unwrap_err();
+    assert_eq!(e.sqlstate(), "22023");
+    assert!(e.to_string().contains("format debezium applies change events to a keyed table"), "{e}");
+    let e = Spec::check(System::Kafka, Args { key_format: s("json"), ..with(None) }).unwrap_err();
+    assert!(e.to_string().contains("key_format does not apply"), "{e}");
+    let e = Spec::check(System::Kafka, Args { metadata: s("{\"offset\": \"o\"}"), ..with(None) }).unwrap_err();
+    assert!(e.to_string().contains("no metadata columns"), "{e}");
+    let e = Spec::check(System::Kafka, Args { format: s("json"), mode: s("replicate"), ..Args::default() }).unwrap_err();
+    assert_eq!((e.sqlstate(), e.to_string().as_str()), ("22023", "mode 'replicate' is for change events (format debezium)"));
 }
