@@ -70,7 +70,7 @@ pub fn write<P: Position>(target: &Target, relid: pg_sys::Oid, messages: &[Messa
                 return (Vec::new(), Vec::new());
             }
             let folded = collapse(part.iter().map(|&i| (i, steps[i].as_deref().unwrap_or_default())), apply_truncate);
-            match plan.apply(&folded) {
+            match plan.apply(folded) {
                 Ok(bad) => {
                     let rows = part.iter().filter(|i| !bad.iter().any(|r| r.msg == **i)).map(|&i| (i, usize::from(!steps[i].as_ref().is_none_or(Vec::is_empty)))).collect();
                     (bad, rows)
@@ -125,6 +125,8 @@ struct Plan {
     /// `SELECT DISTINCT ON (keys) * FROM staging ORDER BY keys, seq DESC`
     last: String,
     delete_sql: String,
+    /// The text of every column of the row whose key is $1 (jsonb of the key's texts).
+    stored_sql: String,
 }
 
 impl Plan {
@@ -140,7 +142,13 @@ impl Plan {
         // as sink::upsert: a non-key identity column is generated, never written from an event
         let written = columns.iter().filter(|c| keys.contains(c) || !identity.iter().any(|(i, _)| i == *c)).cloned().collect();
         let overriding = if identity.iter().any(|(c, always)| *always && keys.contains(c)) { " OVERRIDING SYSTEM VALUE" } else { "" };
-        Plan { owner: target.owner, table, staging, staging_oid, columns, keys: keys.to_vec(), written, overriding, last, delete_sql }
+        let by_key = keys.iter().zip(&equals).map(|(k, op)| format!("t.{k} {op} k.{k}", k = q(k))).collect::<Vec<_>>().join(" AND ");
+        let texts = columns.iter().map(|c| format!("t.{}::pg_catalog.text", q(c))).collect::<Vec<_>>().join(", ");
+        let stored_sql = format!(
+            "SELECT (SELECT ARRAY[{texts}]::pg_catalog.text[] FROM {table} t, \
+             pg_catalog.jsonb_populate_record(NULL::{table}, $1::pg_catalog.jsonb) k WHERE {by_key})"
+        );
+        Plan { owner: target.owner, table, staging, staging_oid, columns, keys: keys.to_vec(), written, overriding, last, delete_sql, stored_sql }
     }
 
     /// INSERT ... ON CONFLICT DO UPDATE of the `given` columns only (the others keep their stored
@@ -167,8 +175,20 @@ impl Plan {
 
     /// Applies the final changes; returns the messages whose staged rows failed (their keys are
     /// left as they were). An Err is raised, not returned, when a statement fails on the data.
-    fn apply(&self, folded: &Collapsed) -> Result<Vec<Rejected>, PgError> {
+    fn apply(&self, mut folded: Collapsed) -> Result<Vec<Rejected>, PgError> {
         let mut rejected = Vec::new();
+        // a key change's new row takes its placeholders' values from the old row, read before
+        // anything is deleted
+        for f in folded.finals.iter_mut() {
+            let Some(values) = f.upsert.as_mut() else { continue };
+            for fill in std::mem::take(&mut f.fill) {
+                if let Some(stored) = self.stored_row(&fill.from) {
+                    values.extend(fill.columns.iter().map(|&c| (c, stored.get(c).cloned().flatten())));
+                }
+            }
+            values.sort_by_key(|(c, _)| *c);
+        }
+        let folded = &folded;
         if folded.truncate {
             as_role(self.owner, || spi(Spi::run(&format!("DELETE FROM {}", self.table))));
         }
@@ -225,6 +245,13 @@ impl Plan {
             spi(Spi::run("SET CONSTRAINTS ALL IMMEDIATE"))
         });
         Ok(rejected)
+    }
+
+    /// The stored row of `key` (every column's text), read as the owner.
+    fn stored_row(&self, key: &[String]) -> Option<Vec<Option<String>>> {
+        let json = serde_json::Value::Object(self.keys.iter().cloned().zip(key.iter().map(|k| serde_json::Value::String(k.clone()))).collect());
+        let text = json.to_string();
+        as_role(self.owner, || spi(Spi::get_one_with_args::<Vec<Option<String>>>(&self.stored_sql, &[text.as_str().into()])))
     }
 
     /// Runs one statement of the apply as the owner, then empties the staging table.

@@ -49,7 +49,9 @@ def _wait_committed(db: str, cid: int, n: int, timeout: float = 90) -> None:
 # -- Debezium's JSON, as its JsonConverter writes it ------------------------------------------
 
 def _decimal_b64(v: decimal.Decimal, scale: int) -> str:
-    unscaled = int(v.scaleb(scale))
+    with decimal.localcontext() as ctx:
+        ctx.prec = 100  # the default 28 digits would round a 38-digit value
+        unscaled = int(v.scaleb(scale))
     n = max(1, (unscaled.bit_length() + 8) // 8)
     return base64.b64encode(unscaled.to_bytes(n, "big", signed=True)).decode()
 
@@ -299,7 +301,9 @@ def test_real_debezium_events_end_as_the_source(fresh_db, topic_factory, name):
     with pg_connect(fresh_db) as conn:
         conn.execute("SET TimeZone = 'UTC'")
         conn.execute(final["ddl"].format(table="target"))
-        cid = _begin(conn, topic, "target", batchsize=7)
+        # one batch: a key change's c carrying a TOAST placeholder takes the old row's value only
+        # when its d is in the same batch (README, Debezium change events)
+        cid = _begin(conn, topic, "target")
     _wait_committed(fresh_db, cid, len(msgs))
     cols = ", ".join(f"{c}::text" for c in final["columns"])
     with pg_connect(fresh_db) as conn:
@@ -379,7 +383,7 @@ def test_connect_encodings_decode_exactly(fresh_db, topic_factory):
                      "js jsonb, u uuid, b bytea, x double precision, ok boolean, small smallint)")
         cid = _begin(conn, topic, "e")
     _wait_committed(fresh_db, cid, 1)
-    assert scalar(fresh_db, "SELECT count(*) FROM pipeline_kafka.dead_letters") == 0
+    assert query(fresh_db, "SELECT sqlstate, error FROM pipeline_kafka.dead_letters") == []
     got = query(fresh_db, "SELECT d38, vsd, day, t_ms, t_us, t_ns, ts_ms, ts_us, ts_ns, tstz, js, u, b, x, ok, small FROM e")[0]
     assert got == (
         d38, decimal.Decimal("-12.345"), dt.date(1, 1, 1), dt.time(12, 34, 56, 789000), dt.time(12, 34, 56, 789012),

@@ -1,6 +1,12 @@
 //! A batch's change events folded into one final change per key, in message order (the last
 //! wins): what the change-event writer stages and applies. Pure, so the semantics (key changes,
 //! deletes by `before` or the message key, TOAST placeholders, truncates) are unit-tested here.
+//!
+//! A key change is a `d` of the old key and a `c` of the new one from the same log record
+//! (`Event::change_id`). With REPLICA IDENTITY DEFAULT the `c` carries Debezium's placeholder for
+//! an unchanged TOASTed column: its value is the old row's. When the `d` is in the same batch,
+//! the value comes from the batch (the old key's earlier event) or, failing that, from the old
+//! key's stored row, which the writer reads before it deletes anything ([`Fill`]).
 
 use super::{Event, Op, Row};
 use crate::decode::DecodeError;
@@ -16,8 +22,10 @@ pub type Given = Vec<(usize, Option<String>)>;
 /// What one event does to one key.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    Upsert { key: Key, values: Given },
-    Delete { key: Key },
+    /// `fill`: a `c` with placeholders (the columns) and its log position: a key change's new row.
+    Upsert { key: Key, values: Given, fill: Option<(String, Vec<usize>)> },
+    /// `change_id`: the event's log position (a key change's `d` shares it with the `c`).
+    Delete { key: Key, change_id: Option<String> },
     Truncate,
 }
 
@@ -49,7 +57,7 @@ pub fn step_of(event: Option<&Event>, message_key: Option<&Row>, keys: &[String]
                 (Some(Err(k)), None) => return Err(missing("\"before\"", k)),
                 (None, None) => return Err(DecodeError::new("22004", "a delete event without \"before\" or a message key deletes nothing")),
             };
-            Ok(vec![Step::Delete { key }])
+            Ok(vec![Step::Delete { key, change_id: e.change_id.clone() }])
         }
         Op::Read | Op::Create | Op::Update => {
             let after = e.after.as_ref().expect("decode_event refuses r/c/u without after");
@@ -61,18 +69,30 @@ pub fn step_of(event: Option<&Event>, message_key: Option<&Row>, keys: &[String]
                 }
             }
             values.sort_by_key(|(i, _)| *i);
+            let unavailable: Vec<usize> = after.unavailable.iter().filter_map(|u| columns.iter().position(|c| c == u)).collect();
+            let fill = match (&e.change_id, e.op) {
+                (Some(id), Op::Create) if !unavailable.is_empty() => Some((id.clone(), unavailable)),
+                _ => None,
+            };
             let mut steps = Vec::with_capacity(1);
             if e.op == Op::Update {
                 if let Some(Ok(old)) = e.before.as_ref().map(|b| key_of(b, keys)) {
                     if old != key {
-                        steps.push(Step::Delete { key: old });
+                        steps.push(Step::Delete { key: old, change_id: None });
                     }
                 }
             }
-            steps.push(Step::Upsert { key, values });
+            steps.push(Step::Upsert { key, values, fill });
             Ok(steps)
         }
     }
+}
+
+/// Columns of a key change's new row to read from the old key's stored row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fill {
+    pub from: Key,
+    pub columns: Vec<usize>,
 }
 
 /// A key's final change in the batch.
@@ -84,8 +104,12 @@ pub struct Final {
     /// The stored row is deleted before the upsert (a delete came first in the batch): columns
     /// not given then get their default instead of keeping a stale value.
     pub delete_first: bool,
+    /// Columns the writer reads from other keys' stored rows before deleting anything.
+    pub fill: Vec<Fill>,
     /// The messages that made it, in order.
     pub msgs: Vec<usize>,
+    /// A key change's placeholders not resolved yet: (the change's log position, columns).
+    pending: Option<(String, Vec<usize>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -98,44 +122,104 @@ pub struct Collapsed {
     pub skipped_truncates: Vec<usize>,
 }
 
+/// The old key of a key change and what the batch knew of its row when it was deleted: the
+/// values the batch gave it and whether the stored row had been deleted before them.
+struct Gone {
+    key: Key,
+    values: Option<Given>,
+    delete_first: bool,
+    /// The old row was itself a key change's new row with placeholders (a chain of key changes).
+    pending: Option<(String, Vec<usize>)>,
+}
+
+/// Where the values of `columns` of the row a key change `id` deleted are: found in the batch
+/// (pushed to `values`), or in a stored row (pushed to `fills`); what neither has stays unset.
+fn resolve(gone: &HashMap<String, Gone>, id: &str, columns: &[usize], values: &mut Given, fills: &mut Vec<Fill>, depth: usize) {
+    let Some(old) = gone.get(id) else { return };
+    let mut from_table = Vec::new();
+    let mut chained = Vec::new();
+    for &c in columns {
+        match old.values.as_ref().and_then(|v| v.iter().find(|(n, _)| *n == c)) {
+            Some(v) => values.push(v.clone()),
+            None => match &old.pending {
+                Some((up, cols)) if cols.contains(&c) && depth < 64 => chained.push(c),
+                _ if !old.delete_first => from_table.push(c),
+                _ => {}
+            },
+        }
+    }
+    if let (false, Some((up, _))) = (chained.is_empty(), &old.pending) {
+        resolve(gone, up, &chained, values, fills, depth + 1);
+    }
+    if !from_table.is_empty() {
+        fills.push(Fill { from: old.key.clone(), columns: from_table });
+    }
+}
+
 /// Folds the steps of messages (batch index, steps), in order.
 pub fn collapse<'s>(steps: impl IntoIterator<Item = (usize, &'s [Step])>, apply_truncate: bool) -> Collapsed {
     let mut out = Collapsed::default();
     let mut at: HashMap<Key, usize> = HashMap::new();
+    let mut gone: HashMap<String, Gone> = HashMap::new();
     for (msg, list) in steps {
-        let msg = &msg;
         for s in list {
-            let (key, upsert) = match s {
+            let (key, upsert, fill) = match s {
                 Step::Truncate if apply_truncate => {
                     out.truncate = true;
                     out.finals.clear();
                     at.clear();
+                    gone.clear();
                     continue;
                 }
                 Step::Truncate => {
-                    out.skipped_truncates.push(*msg);
+                    out.skipped_truncates.push(msg);
                     continue;
                 }
-                Step::Delete { key } => (key, None),
-                Step::Upsert { key, values } => (key, Some(values)),
+                Step::Delete { key, change_id } => {
+                    if let Some(id) = change_id {
+                        let now = at.get(key).map(|&i| &out.finals[i]);
+                        gone.insert(id.clone(), Gone {
+                            key: key.clone(),
+                            values: now.and_then(|f| f.upsert.clone()),
+                            delete_first: now.is_some_and(|f| f.delete_first || f.upsert.is_none()),
+                            pending: now.and_then(|f| f.pending.clone()),
+                        });
+                    }
+                    (key, None, None)
+                }
+                Step::Upsert { key, values, fill } => (key, Some(values), fill.clone()),
             };
             let Some(&i) = at.get(key) else {
                 at.insert(key.clone(), out.finals.len());
-                out.finals.push(Final { key: key.clone(), upsert: upsert.cloned(), delete_first: upsert.is_none(), msgs: vec![*msg] });
+                out.finals.push(Final {
+                    key: key.clone(),
+                    upsert: upsert.cloned(),
+                    delete_first: upsert.is_none(),
+                    fill: Vec::new(),
+                    msgs: vec![msg],
+                    pending: fill,
+                });
                 continue;
             };
             let f = &mut out.finals[i];
-            if f.msgs.last() != Some(msg) {
-                f.msgs.push(*msg);
+            if f.msgs.last() != Some(&msg) {
+                f.msgs.push(msg);
             }
             f.upsert = match (f.upsert.take(), upsert) {
                 (_, None) => {
                     f.delete_first = true;
+                    f.pending = None;
                     None
                 }
-                (None, Some(v)) => Some(v.clone()),
+                (None, Some(v)) => {
+                    f.pending = fill;
+                    Some(v.clone())
+                }
                 // what this event does not give (a TOAST placeholder) keeps the batch's earlier value
                 (Some(prev), Some(v)) => {
+                    if fill.is_some() {
+                        f.pending = fill;
+                    }
                     let mut merged: Given = prev.into_iter().filter(|(c, _)| !v.iter().any(|(n, _)| n == c)).collect();
                     merged.extend(v.iter().cloned());
                     merged.sort_by_key(|(c, _)| *c);
@@ -143,6 +227,13 @@ pub fn collapse<'s>(steps: impl IntoIterator<Item = (usize, &'s [Step])>, apply_
                 }
             };
         }
+    }
+    // key changes: the new row's placeholders take the old row's values
+    for f in &mut out.finals {
+        let (Some((id, columns)), Some(values)) = (f.pending.take(), f.upsert.as_mut()) else { continue };
+        let wanted: Vec<usize> = columns.into_iter().filter(|c| !values.iter().any(|(n, _)| n == c)).collect();
+        resolve(&gone, &id, &wanted, values, &mut f.fill, 0);
+        values.sort_by_key(|(c, _)| *c);
     }
     out
 }

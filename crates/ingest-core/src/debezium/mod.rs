@@ -12,7 +12,7 @@
 mod collapse;
 mod fields;
 
-pub use collapse::{collapse, step_of, Collapsed, Final, Given, Key, Step};
+pub use collapse::{collapse, step_of, Collapsed, Fill, Final, Given, Key, Step};
 pub use fields::{base64, Cell, FieldSchema, PLACEHOLDER};
 
 use crate::decode::{DecodeError, Record};
@@ -64,6 +64,9 @@ pub struct Event {
     pub after: Option<Row>,
     /// The envelope's `ts_ms` (when the connector processed the event), else the source's.
     pub ts_ms: Option<i64>,
+    /// Where the change is in the source's log (`source.txId` and `source.lsn`, PostgreSQL's
+    /// connector): a key change's `d` and `c` come from one log record, so they share it.
+    pub change_id: Option<String>,
 }
 
 fn bad(msg: impl Into<String>) -> DecodeError {
@@ -126,11 +129,15 @@ pub fn decode_event(payload: &[u8]) -> Result<Option<Event>, DecodeError> {
     let before = image("before")?;
     let after = image("after")?;
     let ts = |o: &Object| o.get("ts_ms").and_then(|r| serde_json::from_str::<i64>(r.get()).ok());
-    let source_ts = p.get("source").and_then(|s| object(s.get(), "source").ok().flatten()).and_then(|s| ts(&s));
-    let ts_ms = ts(&p).or(source_ts);
+    let source = p.get("source").and_then(|s| object(s.get(), "source").ok().flatten());
+    let ts_ms = ts(&p).or_else(|| source.as_ref().and_then(ts));
+    let change_id = source.as_ref().and_then(|s| {
+        let lsn = s.get("lsn").map(|r| r.get().trim()).filter(|l| *l != "null")?;
+        Some(format!("{}/{lsn}", s.get("txId").map_or("", |t| t.get().trim())))
+    });
     match op {
         Op::Read | Op::Create | Op::Update if after.is_none() => Err(bad(format!("a change event with op \"{}\" has no \"after\"", op_text.unwrap_or_default()))),
-        _ => Ok(Some(Event { op, before, after, ts_ms })),
+        _ => Ok(Some(Event { op, before, after, ts_ms, change_id })),
     }
 }
 

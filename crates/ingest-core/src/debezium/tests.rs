@@ -219,16 +219,16 @@ fn steps_of_each_op() {
         "tombstone",
         r#"{"before":null,"after":null,"op":"t"}"#,
     ]);
-    assert_eq!(s[0].1, vec![Step::Upsert { key: vec!["1".into()], values: vec![(0, Some("1".into())), (1, Some("x".into()))] }]);
-    assert_eq!(s[1].1[0], Step::Delete { key: vec!["1".into()] });
+    assert_eq!(s[0].1, vec![Step::Upsert { key: vec!["1".into()], values: vec![(0, Some("1".into())), (1, Some("x".into()))], fill: None }]);
+    assert_eq!(s[1].1[0], Step::Delete { key: vec!["1".into()], change_id: None });
     assert!(matches!(&s[1].1[1], Step::Upsert { key, .. } if key == &vec!["2".to_string()]));
-    assert_eq!(s[2].1, vec![Step::Delete { key: vec!["2".into()] }]);
+    assert_eq!(s[2].1, vec![Step::Delete { key: vec!["2".into()], change_id: None }]);
     assert!(s[3].1.is_empty());
     assert_eq!(s[4].1, vec![Step::Truncate]);
     // a delete without before takes the message key; without either it is 22004
     let d = ev(r#"{"before":null,"after":null,"op":"d"}"#);
     let mk = decode_key(br#"{"id":9}"#).unwrap().unwrap();
-    assert_eq!(step_of(Some(&d), Some(&mk), &keys(), &cols()).unwrap(), vec![Step::Delete { key: vec!["9".into()] }]);
+    assert_eq!(step_of(Some(&d), Some(&mk), &keys(), &cols()).unwrap(), vec![Step::Delete { key: vec!["9".into()], change_id: None }]);
     assert_eq!(step_of(Some(&d), None, &keys(), &cols()).unwrap_err().sqlstate, "22004");
     let nokey = ev(r#"{"before":null,"after":{"a":"x"},"op":"c"}"#);
     assert_eq!(step_of(Some(&nokey), None, &keys(), &cols()).unwrap_err().sqlstate, "22004");
@@ -275,4 +275,30 @@ fn truncates_apply_only_when_asked() {
     assert!(applied.truncate);
     assert_eq!(applied.finals.len(), 1);
     assert_eq!((applied.finals[0].key.clone(), applied.finals[0].delete_first), (vec!["2".to_string()], false));
+}
+
+#[test]
+fn a_key_change_fills_its_placeholders_from_the_old_row() {
+    let s = steps(&[
+        // 5 was created in this batch: the batch knows its b
+        r#"{"before":null,"after":{"id":5,"a":"x","b":"five"},"op":"c","source":{"txId":1,"lsn":10}}"#,
+        r#"{"before":{"id":5},"after":null,"op":"d","source":{"txId":2,"lsn":20}}"#,
+        r#"{"before":null,"after":{"id":6,"a":"y","b":"__debezium_unavailable_value"},"op":"c","source":{"txId":2,"lsn":20}}"#,
+        // 7 is only in the table: the writer reads its b
+        r#"{"before":null,"after":{"id":8,"a":"z","b":"__debezium_unavailable_value"},"op":"c","source":{"txId":3,"lsn":30}}"#,
+        r#"{"before":{"id":7},"after":null,"op":"d","source":{"txId":3,"lsn":30}}"#,
+        // and changes its key again (8 -> 10): 10's b is still 7's
+        r#"{"before":{"id":8},"after":null,"op":"d","source":{"txId":5,"lsn":50}}"#,
+        r#"{"before":null,"after":{"id":10,"a":"v","b":"__debezium_unavailable_value"},"op":"c","source":{"txId":5,"lsn":50}}"#,
+        // no d of the same log record in the batch: b is left to its default
+        r#"{"before":null,"after":{"id":9,"a":"w","b":"__debezium_unavailable_value"},"op":"c","source":{"txId":4,"lsn":40}}"#,
+    ]);
+    let c = collapse(s.iter().map(|(i, v)| (*i, v.as_slice())), false);
+    let by = |k: &str| c.finals.iter().find(|f| f.key == vec![k.to_string()]).unwrap().clone();
+    assert_eq!((by("6").upsert, by("6").fill), (given(&[(0, "6"), (1, "y"), (2, "five")]), vec![]));
+    assert_eq!(by("8").upsert, None);
+    assert_eq!(by("10").upsert, given(&[(0, "10"), (1, "v")]));
+    assert_eq!(by("10").fill, vec![Fill { from: vec!["7".into()], columns: vec![2] }]);
+    assert_eq!((by("9").upsert, by("9").fill), (given(&[(0, "9"), (1, "w")]), vec![]));
+    assert_eq!(by("7").upsert, None);
 }
