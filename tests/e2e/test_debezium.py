@@ -437,3 +437,41 @@ def test_consume_begin_needs_a_keyed_table(fresh_db, topic_factory):
             conn.execute("SELECT pipeline_kafka.consume_begin(%s, 'k', format := 'debezium', mode := 'append')", [topic])
         with pytest.raises(psycopg.errors.FeatureNotSupported):
             conn.execute("SELECT pipeline_kafka.consume_begin(%s, 'k', format := 'debezium-avro')", [topic])
+
+
+@pytest.mark.timeout(120)
+def test_changes_are_written_as_the_tables_owner(pg_role, fresh_db, topic_factory):
+    """Every statement of the apply (truncate, deletes, upserts, the read of a key change's old
+    row) runs as the table's owner: its triggers see the owner as current_user, and a table the
+    owner may not read (the extension's catalog) is not reachable through them."""
+    alice = pg_role()
+    topic = topic_factory(1)
+    c = lambda k, doc: event("c", None, {"id": k, "name": "n", "doc": doc}, False)  # noqa: E731
+    msgs = [c(1, "one"), c(2, "two"),
+            json.dumps({"before": {"id": 2}, "after": None, "op": "d", "source": {"txId": 7, "lsn": 70}}),
+            json.dumps({"before": None, "after": {"id": 3, "name": "moved", "doc": PLACEHOLDER}, "op": "c",
+                        "source": {"txId": 7, "lsn": 70}}),
+            json.dumps({"before": None, "after": None, "op": "t", "source": {}}),
+            c(4, "four")]
+    produce(topic, msgs[:2], partition=0)
+    with pg_connect(fresh_db) as conn:
+        conn.execute(TABLE.format(name="t"))
+        conn.execute(f"""
+            CREATE TABLE seen (op text, who text);
+            CREATE FUNCTION note() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN INSERT INTO seen VALUES (TG_OP, current_user); RETURN NULL; END $$;
+            CREATE TRIGGER note AFTER INSERT OR UPDATE OR DELETE ON t FOR EACH ROW EXECUTE FUNCTION note();
+            ALTER TABLE t OWNER TO "{alice}";
+            ALTER TABLE seen OWNER TO "{alice}";
+            ALTER FUNCTION note() OWNER TO "{alice}";""")
+        cid = _begin(conn, topic, "t", mode="replicate")
+    _wait_committed(fresh_db, cid, 2)
+    produce(topic, msgs[2:4], partition=0)
+    _wait_committed(fresh_db, cid, 4)
+    # the key change 2 -> 3 kept the old row's doc
+    assert query(fresh_db, "SELECT id, name, doc FROM t ORDER BY id") == [(1, "n", "one"), (3, "moved", "two")]
+    produce(topic, msgs[4:], partition=0)
+    _wait_committed(fresh_db, cid, 6)
+    assert query(fresh_db, "SELECT id FROM t") == [(4,)]
+    assert {r[0] for r in query(fresh_db, "SELECT DISTINCT who FROM seen")} == {alice}
+    assert {r[0] for r in query(fresh_db, "SELECT DISTINCT op FROM seen")} == {"INSERT", "DELETE"}

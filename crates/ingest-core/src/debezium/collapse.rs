@@ -142,7 +142,7 @@ fn resolve(gone: &HashMap<String, Gone>, id: &str, columns: &[usize], values: &m
         match old.values.as_ref().and_then(|v| v.iter().find(|(n, _)| *n == c)) {
             Some(v) => values.push(v.clone()),
             None => match &old.pending {
-                Some((up, cols)) if cols.contains(&c) && depth < 64 => chained.push(c),
+                Some((_, cols)) if cols.contains(&c) && depth < 64 => chained.push(c),
                 _ if !old.delete_first => from_table.push(c),
                 _ => {}
             },
