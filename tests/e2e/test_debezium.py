@@ -19,8 +19,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pihelpers import (KAFKA_BOOTSTRAP, log_since, pg_connect, pg_kill9_postmaster, pg_start, produce, query, scalar,
-                       wait_until)
+from pihelpers import (KAFKA_BOOTSTRAP, kinesis_add_endpoint, kinesis_consume_begin, kinesis_put_records, log_since,
+                       pg_connect, pg_kill9_postmaster, pg_start, produce, query, scalar, wait_until)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "debezium"
 PLACEHOLDER = "__debezium_unavailable_value"
@@ -475,3 +475,19 @@ def test_changes_are_written_as_the_tables_owner(pg_role, fresh_db, topic_factor
     assert query(fresh_db, "SELECT id FROM t") == [(4,)]
     assert {r[0] for r in query(fresh_db, "SELECT DISTINCT who FROM seen")} == {alice}
     assert {r[0] for r in query(fresh_db, "SELECT DISTINCT op FROM seen")} == {"INSERT", "DELETE"}
+
+
+@pytest.mark.timeout(180)
+def test_kinesis_records_holding_the_same_events(stream_factory, fresh_db):
+    """pipeline_kinesis: the same JSON events in records (partition key = the row key) end as the model."""
+    stream, _ = stream_factory(2)
+    kinesis_add_endpoint(fresh_db)
+    msgs, final = history(seed=23, n=600, wrapped=True, keys=100)
+    # Kinesis has no tombstones: a delete is its d event alone
+    kinesis_put_records(stream, [(k, v) for k, v in msgs if v is not None])
+    with pg_connect(fresh_db) as conn:
+        conn.execute(TABLE.format(name="t"))
+        kinesis_consume_begin(conn, "local", stream, "t", start_offset=-2, format="debezium", batchsize=100)
+    wait_until(lambda: len(_table(fresh_db)) == len(final) and _table(fresh_db) == final, timeout=120,
+               what="the table equal to the model")
+    assert scalar(fresh_db, "SELECT count(*) FROM pipeline_kinesis.dead_letters") == 0
