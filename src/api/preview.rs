@@ -137,7 +137,7 @@ pub fn preview_messages<P: ingest_core::batch::Position>(
                 Ok(Err(e)) | Err(e) if is_interrupt(&e) => interrupted(e),
                 Ok(Err(e)) | Err(e) => Some(e),
             };
-            let tombstone = m.payload.is_none() && target.features.mode == "upsert";
+            let tombstone = m.payload.is_none() && target.features.mode == "upsert" && !target.opts.format.change_events();
             outcomes.push(Outcome { rows: Vec::new(), error, written: rows_written, tombstone });
         }
         capture(target.owner, relid, &ranges, &mut outcomes);
@@ -250,8 +250,14 @@ pub fn result_rows<K: Clone>(keys: Vec<K>, outcomes: Vec<Outcome>) -> Vec<Result
 /// Checks the arguments as consume_begin does for a new consumer (`begin::prepare`: the settings,
 /// the caller may act as the relation's owner, columns, metadata, transform and keys) and makes
 /// the worker's `Target` for `limit` messages.
-pub fn target(source: crate::shmem::SourceKind, source_name: &str, relation: &str, given: ingest_core::spec::Args, limit: i32) -> crate::worker::pipeline::Target {
+pub fn target(source: crate::shmem::SourceKind, source_name: &str, relation: &str, mut given: ingest_core::spec::Args, limit: i32) -> crate::worker::pipeline::Target {
     check_limit(limit);
+    // preview's mode defaults to 'append' in SQL; change events (format debezium) default to
+    // 'upsert' and refuse 'append': that default means "not given" for them
+    let changes = given.format.as_deref().and_then(|f| ingest_core::format::Format::parse(f).ok()).is_some_and(|f| f.change_events());
+    if changes && given.mode.as_deref() == Some("append") {
+        given.mode = None;
+    }
     let relid = crate::api::consumer_args::resolve_relation(relation);
     target_of(source, source_name, None, relid, relation, given, limit)
 }

@@ -491,3 +491,17 @@ def test_kinesis_records_holding_the_same_events(stream_factory, fresh_db):
     wait_until(lambda: len(_table(fresh_db)) == len(final) and _table(fresh_db) == final, timeout=120,
                what="the table equal to the model")
     assert scalar(fresh_db, "SELECT count(*) FROM pipeline_kinesis.dead_letters") == 0
+
+
+@pytest.mark.timeout(60)
+def test_preview_of_change_events(fresh_db, topic_factory):
+    """preview (whose mode defaults to 'append' in SQL) previews change events as consume_begin applies them."""
+    topic = topic_factory(1)
+    produce(topic, [event("c", None, {"id": 1, "name": "a"}, False), "junk"], key='{"id": 1}', partition=0)
+    with pg_connect(fresh_db) as conn:
+        conn.execute(TABLE.format(name="t"))
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
+        rows = conn.execute("SELECT \"offset\", action, row->>'name', sqlstate FROM pipeline_kafka.preview(%s, 't', "
+                            "format := 'debezium')", [topic]).fetchall()
+    assert rows == [(0, "inserted", "a", None), (1, "error", None, "22P02")]
+    assert scalar(fresh_db, "SELECT count(*) FROM t") == 0
