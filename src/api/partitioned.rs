@@ -76,6 +76,13 @@ mod pipeline_kafka {
             ..args::row_args(format, delimiter, quote, escape, None, None, None, None, None, None)
         };
         ingest_core::spec::check_kafka_start(start_offset, false).unwrap_or_else(|e| args::raise_spec(e));
+        if format.and_then(|f| ingest_core::format::Format::parse(f).ok()).is_some_and(|f| f.change_events()) {
+            // a change event's table is the consumer's keyed table; here a message key names the table
+            raise(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("format {} is not supported for stream-partitioned consumers", format.unwrap_or_default()),
+            );
+        }
         if !consumers::has_features_schema(SourceKind::Kafka) {
             // Before 0.4.0 every consumer row needs a relation.
             raise_with(

@@ -27,6 +27,9 @@ use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 use std::collections::BTreeMap;
 
+/// What one attempt did: the messages it rejected, and the rows each message became.
+type Attempt = (Vec<Rejected>, Vec<(usize, usize)>);
+
 pub fn write<P: Position>(target: &Target, relid: pg_sys::Oid, messages: &[Message<P>]) -> Result<Written, PgError> {
     if messages.is_empty() {
         return Ok(Written::default());
@@ -62,7 +65,7 @@ pub fn write<P: Position>(target: &Target, relid: pg_sys::Oid, messages: &[Messa
     let plan = Plan::new(target, relid, &keys, columns, &identity);
     let good: Vec<usize> = (0..messages.len()).filter(|&i| steps[i].is_some()).collect();
     let mut failed: Option<PgError> = None;
-    let mut attempts: Vec<(Vec<Rejected>, Vec<(usize, usize)>)> = Vec::new();
+    let mut attempts: Vec<Attempt> = Vec::new();
     bisect(
         &good,
         &mut |part| {
@@ -72,7 +75,11 @@ pub fn write<P: Position>(target: &Target, relid: pg_sys::Oid, messages: &[Messa
             let folded = collapse(part.iter().map(|&i| (i, steps[i].as_deref().unwrap_or_default())), apply_truncate);
             match plan.apply(folded) {
                 Ok(bad) => {
-                    let rows = part.iter().filter(|i| !bad.iter().any(|r| r.msg == **i)).map(|&i| (i, usize::from(!steps[i].as_ref().is_none_or(Vec::is_empty)))).collect();
+                    let rows = part
+                        .iter()
+                        .filter(|i| !bad.iter().any(|r| r.msg == **i))
+                        .map(|&i| (i, usize::from(!steps[i].as_ref().is_none_or(Vec::is_empty))))
+                        .collect();
                     (bad, rows)
                 }
                 Err(e) => {

@@ -437,6 +437,8 @@ def test_consume_begin_needs_a_keyed_table(fresh_db, topic_factory):
             conn.execute("SELECT pipeline_kafka.consume_begin(%s, 'k', format := 'debezium', mode := 'append')", [topic])
         with pytest.raises(psycopg.errors.FeatureNotSupported):
             conn.execute("SELECT pipeline_kafka.consume_begin(%s, 'k', format := 'debezium-avro')", [topic])
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="not supported for stream-partitioned consumers"):
+            conn.execute("SELECT pipeline_kafka.consume_begin_stream_partitioned(%s, format := 'debezium')", [topic])
 
 
 @pytest.mark.timeout(120)
