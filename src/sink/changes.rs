@@ -7,9 +7,9 @@
 //! stored one). The finals are staged in the upsert's staging table (sink::upsert, the same
 //! table, privileges and role switch) and applied as the relation's owner: a truncate the
 //! consumer applies (mode 'replicate') as `DELETE FROM` the table first, then one DELETE of the
-//! deleted keys (and of keys deleted and created again), then per set of given columns one
-//! INSERT ... ON CONFLICT DO UPDATE of just those columns, so a column Debezium did not send is
-//! never overwritten. A staged row that fails (a key that is not of its column's type) rejects
+//! deleted keys (and of keys deleted and created again), then per set of given columns an
+//! INSERT ... ON CONFLICT DO UPDATE, or (a column missing) an UPDATE of just the given columns and
+//! an INSERT of new keys, so a column Debezium did not send is never overwritten. A staged row that fails (a key that is not of its column's type) rejects
 //! its key's messages; a statement that fails on the data (a constraint, a trigger) has the
 //! messages applied again by halves, each in a subtransaction, down to the ones responsible.
 
@@ -131,6 +131,8 @@ struct Plan {
     overriding: &'static str,
     /// `SELECT DISTINCT ON (keys) * FROM staging ORDER BY keys, seq DESC`
     last: String,
+    /// `t.key = s.key AND ...` with the unique index's equality operators.
+    matches: String,
     delete_sql: String,
     /// The text of every column of the row whose key is $1 (jsonb of the key's texts).
     stored_sql: String,
@@ -155,29 +157,41 @@ impl Plan {
             "SELECT (SELECT ARRAY[{texts}]::pg_catalog.text[] FROM {table} t, \
              pg_catalog.jsonb_populate_record(NULL::{table}, $1::pg_catalog.jsonb) k WHERE {by_key})"
         );
-        Plan { owner: target.owner, table, staging, staging_oid, columns, keys: keys.to_vec(), written, overriding, last, delete_sql, stored_sql }
+        Plan { owner: target.owner, table, staging, staging_oid, columns, keys: keys.to_vec(), written, overriding, last, matches, delete_sql, stored_sql }
     }
 
-    /// INSERT ... ON CONFLICT DO UPDATE of the `given` columns only (the others keep their stored
-    /// value; a new row gets their defaults, staged as the staging table's defaults).
-    fn insert_sql(&self, given: &[usize]) -> String {
+    /// The statements that write staged rows giving the `given` columns. All written columns
+    /// given: one INSERT ... ON CONFLICT DO UPDATE. Some missing (a TOAST placeholder): an UPDATE
+    /// of just the given ones, then an INSERT of the keys the table lacks, the others taking their
+    /// defaults (not ON CONFLICT DO UPDATE: PostgreSQL checks NOT NULL on the proposed row before
+    /// it sees the conflict, so an update would meet a NOT NULL column without a default).
+    fn upsert_sql(&self, given: &[usize]) -> Vec<String> {
         let q = |c: &String| quote_identifier(c);
         let list = self.written.iter().map(q).collect::<Vec<_>>().join(", ");
         let key_list = self.keys.iter().map(q).collect::<Vec<_>>().join(", ");
-        let updates: Vec<String> = given
+        let d = quote_identifier(DELETE);
+        let (table, last, o) = (&self.table, &self.last, self.overriding);
+        let sets: Vec<String> = given
             .iter()
             .map(|&i| &self.columns[i])
             .filter(|c| !self.keys.contains(c) && self.written.contains(c))
             .map(|c| format!("{c} = EXCLUDED.{c}", c = q(c)))
             .collect();
-        let on_conflict = if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
-        format!(
-            "INSERT INTO {table} AS t ({list}){o} SELECT {list} FROM ({last}) s WHERE NOT s.{d} ON CONFLICT ({key_list}) {on_conflict}",
-            table = self.table,
-            o = self.overriding,
-            last = self.last,
-            d = quote_identifier(DELETE)
-        )
+        if self.written.iter().all(|c| given.iter().any(|&i| &self.columns[i] == c)) {
+            let on_conflict = if sets.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", sets.join(", ")) };
+            return vec![format!("INSERT INTO {table} AS t ({list}){o} SELECT {list} FROM ({last}) s WHERE NOT s.{d} ON CONFLICT ({key_list}) {on_conflict}")];
+        }
+        let mut out = Vec::with_capacity(2);
+        if !sets.is_empty() {
+            let sets = sets.iter().map(|s| s.replace("EXCLUDED.", "s.")).collect::<Vec<_>>().join(", ");
+            out.push(format!("UPDATE {table} t SET {sets} FROM ({last}) s WHERE NOT s.{d} AND {m}", m = self.matches));
+        }
+        out.push(format!(
+            "INSERT INTO {table} AS t ({list}){o} SELECT {list} FROM ({last}) s WHERE NOT s.{d} \
+             AND NOT EXISTS (SELECT FROM {table} t WHERE {m}) ON CONFLICT ({key_list}) DO NOTHING",
+            m = self.matches
+        ));
+        out
     }
 
     /// Applies the final changes; returns the messages whose staged rows failed (their keys are
@@ -222,7 +236,7 @@ impl Plan {
                 })
                 .collect();
             rejected.extend(self.stage(&all, &lines, folded)?);
-            self.run(&self.delete_sql);
+            self.run(std::slice::from_ref(&self.delete_sql));
         }
         // upserts, by the set of columns they give
         let mut groups: BTreeMap<Vec<usize>, Vec<(usize, Vec<u8>)>> = BTreeMap::new();
@@ -244,7 +258,7 @@ impl Plan {
         for (given, lines) in &groups {
             let names: Vec<&str> = given.iter().map(|&c| self.columns[c].as_str()).collect();
             rejected.extend(self.stage(&names, lines, folded)?);
-            self.run(&self.insert_sql(given));
+            self.run(&self.upsert_sql(given));
         }
         as_role(self.owner, || {
             // Deferred constraint triggers would fire at COMMIT, as the superuser the worker is
@@ -261,10 +275,12 @@ impl Plan {
         as_role(self.owner, || spi(Spi::get_one_with_args::<Vec<Option<String>>>(&self.stored_sql, &[text.as_str().into()])))
     }
 
-    /// Runs one statement of the apply as the owner, then empties the staging table.
-    fn run(&self, sql: &str) {
+    /// Runs statements of the apply as the owner, then empties the staging table.
+    fn run(&self, statements: &[String]) {
         as_role(self.owner, || {
-            spi(Spi::run(sql));
+            for sql in statements {
+                spi(Spi::run(sql));
+            }
             spi(Spi::run(&format!("DELETE FROM {}", self.staging)));
         });
     }

@@ -507,3 +507,32 @@ def test_preview_of_change_events(fresh_db, topic_factory):
                             "format := 'debezium')", [topic]).fetchall()
     assert rows == [(0, "inserted", "a", None), (1, "error", None, "22P02")]
     assert scalar(fresh_db, "SELECT count(*) FROM t") == 0
+
+
+@pytest.mark.timeout(120)
+def test_placeholders_keep_the_stored_value_and_a_new_row_gets_the_default(fresh_db, topic_factory):
+    topic = topic_factory(1)
+    u = lambda k, doc, name="n": event("u", None, {"id": k, "name": name, "doc": doc}, False)  # noqa: E731
+    produce(topic, [event("c", None, {"id": 1, "name": "a", "doc": "stored"}, False)], partition=0)
+    with pg_connect(fresh_db) as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, name text, doc text NOT NULL DEFAULT 'dflt', "
+                     "strict text NOT NULL)")
+        conn.execute("ALTER TABLE t ALTER COLUMN strict SET DEFAULT 's'")
+        cid = _begin(conn, topic, "t")
+    _wait_committed(fresh_db, cid, 1)
+    conn_msgs = [u(1, PLACEHOLDER, "b"),   # keeps doc
+                 u(2, PLACEHOLDER),        # a row the table lacks: doc gets its default
+                 json.dumps({"before": None, "after": {"id": 3, "name": "x", "strict": PLACEHOLDER}, "op": "u"})]
+    produce(topic, conn_msgs, partition=0)
+    _wait_committed(fresh_db, cid, 4)
+    assert query(fresh_db, "SELECT id, name, doc, strict FROM t ORDER BY id") == [
+        (1, "b", "stored", "s"), (2, "n", "dflt", "s"), (3, "x", "dflt", "s")]
+    with pg_connect(fresh_db) as conn:
+        conn.execute("ALTER TABLE t ALTER COLUMN strict DROP DEFAULT")
+    produce(topic, [json.dumps({"before": None, "after": {"id": 4, "name": "y", "strict": PLACEHOLDER}, "op": "c"}),
+                    u(1, PLACEHOLDER, "c")], partition=0)
+    _wait_committed(fresh_db, cid, 6)
+    # a new row whose NOT NULL column Debezium could not send, without a default: a dead letter
+    assert query(fresh_db, 'SELECT "offset", sqlstate FROM pipeline_kafka.dead_letters') == [(4, "23502")]
+    assert query(fresh_db, "SELECT id, name, doc FROM t ORDER BY id") == [(1, "c", "stored"), (2, "n", "dflt"),
+                                                                        (3, "x", "dflt")]
