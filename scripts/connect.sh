@@ -108,6 +108,11 @@ EOF
     pi_log "connect: starting source cluster on 127.0.0.1:$SOURCE_PORT"
     as_pg "$SOURCE_BIN/pg_ctl" -D "$SOURCE_DATA" -l "$SOURCE_LOG" -w -t 60 start >/dev/null \
       || { log_tail "$SOURCE_LOG"; pi_die "connect: source cluster did not start"; }
+    # Nothing can use a slot of the cluster just started: a slot a failed run left behind would
+    # keep the source's WAL forever. (The tests' connectors drop theirs: slot.drop.on.stop.)
+    "$SOURCE_BIN/psql" -X -qtA -h 127.0.0.1 -p "$SOURCE_PORT" -U postgres -d postgres -c \
+      "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active" >/dev/null \
+      || pi_die "connect: could not drop the source cluster's leftover replication slots"
   fi
   [ "$("$SOURCE_BIN/psql" -X -qtA -h 127.0.0.1 -p "$SOURCE_PORT" -U postgres -d postgres -c 'SHOW wal_level')" = logical ] \
     || pi_die "connect: source cluster's wal_level is not logical"

@@ -80,15 +80,15 @@ def connect_worker():
     if os.environ.get("PI_SKIP_CONNECT") == "1":
         pytest.skip("PI_SKIP_CONNECT=1: Kafka Connect and Debezium are not installed (scripts/setup.sh connect step)")
     env = dict(line.split("=", 1) for line in _connect_sh("env").stdout.split("\n") if "=" in line)
-    started = _connect_sh("status").returncode != 0
-    if started:
-        proc = _connect_sh("start")
-        assert proc.returncode == 0, f"scripts/connect.sh start failed:\n{proc.stdout}"
+    started = [part for part in ("source", "worker") if _connect_sh("status", part).returncode != 0]
     try:
+        for part in started:
+            proc = _connect_sh("start", part)
+            assert proc.returncode == 0, f"scripts/connect.sh start {part} failed:\n{proc.stdout}"
         yield env
     finally:
-        if started:
-            proc = _connect_sh("stop", timeout=120)
+        for part in reversed(started):
+            proc = _connect_sh("stop", part, timeout=120)
             if proc.returncode != 0:
                 print(proc.stdout)
 
