@@ -253,13 +253,14 @@ def capture(request, connect_worker):
         src.execute(f"ALTER TABLE {table} ALTER COLUMN big SET STORAGE EXTERNAL")
         src.execute(f"ALTER TABLE {table} REPLICA IDENTITY {variant['identity']}")
         snapshot = [h.insert(h.new_row(h.fresh_id())) for _ in range(6)]
-        # rows 1 and 4 carry a TOASTed value (the opening moves rely on it)
         for sql, params, _ in snapshot:
             src.execute(sql.replace("{t}", table), params)
+        # rows 1 and 4 carry a TOASTed value (the opening moves rely on it)
         big = "".join(h.rng.choice("ABCDEFGHIJ") for _ in range(2500))
         src.execute(f"UPDATE {table} SET big = %s WHERE id IN (1, 4)", [big])
         h.rows[1]["big"] = h.rows[4]["big"] = big
-        assert scalar_src(src, f"SELECT pg_column_size(big) FROM {table} WHERE id = 1") >= 2500
+        toast = scalar_src(src, f"SELECT reltoastrelid::regclass::text FROM pg_class WHERE oid = '{table}'::regclass")
+        assert scalar_src(src, f"SELECT count(DISTINCT chunk_id) FROM {toast}") >= 2, "big is not stored out of line"
     create_topic(topic, 1)
     converter = "org.apache.kafka.connect.json.JsonConverter"
     config = {
