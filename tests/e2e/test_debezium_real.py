@@ -248,42 +248,42 @@ def capture(request, connect_worker):
     topic = f"{prefix}.public.{table}"
     connector = prefix
     h = History(seed=21)
-    with _source(env) as src:
-        src.execute(DDL.format(name=table))
-        src.execute(f"ALTER TABLE {table} ALTER COLUMN big SET STORAGE EXTERNAL")
-        src.execute(f"ALTER TABLE {table} REPLICA IDENTITY {variant['identity']}")
-        snapshot = [h.insert(h.new_row(h.fresh_id())) for _ in range(6)]
-        for sql, params, _ in snapshot:
-            src.execute(sql.replace("{t}", table), params)
-        # rows 1 and 4 carry a TOASTed value (the opening moves rely on it)
-        big = "".join(h.rng.choice("ABCDEFGHIJ") for _ in range(2500))
-        src.execute(f"UPDATE {table} SET big = %s WHERE id IN (1, 4)", [big])
-        h.rows[1]["big"] = h.rows[4]["big"] = big
-        toast = scalar_src(src, f"SELECT reltoastrelid::regclass::text FROM pg_class WHERE oid = '{table}'::regclass")
-        assert scalar_src(src, f"SELECT count(DISTINCT chunk_id) FROM {toast}") >= 2, "big is not stored out of line"
-    create_topic(topic, 1)
-    converter = "org.apache.kafka.connect.json.JsonConverter"
-    config = {
-        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
-        "database.hostname": "127.0.0.1", "database.port": env["SOURCE_PORT"], "database.user": "postgres",
-        "database.password": "unused (trust)", "database.dbname": "postgres",
-        "topic.prefix": prefix, "table.include.list": f"public.{table}",
-        "plugin.name": "pgoutput", "slot.name": prefix, "slot.drop.on.stop": "true",
-        "publication.name": prefix, "publication.autocreate.mode": "filtered",
-        "snapshot.mode": "initial", "poll.interval.ms": "100",
-        "key.converter": converter, "key.converter.schemas.enable": str(schemas).lower(),
-        "value.converter": converter, "value.converter.schemas.enable": str(schemas).lower(),
-        "topic.creation.default.replication.factor": "1", "topic.creation.default.partitions": "1",
-        **variant["extra"],
-    }
-    status, body = _rest(env, "POST", "/connectors", {"name": connector, "config": config})
-    assert status == 201, (status, body)
     try:
+        with _source(env) as src:
+            src.execute(DDL.format(name=table))
+            src.execute(f"ALTER TABLE {table} ALTER COLUMN big SET STORAGE EXTERNAL")
+            src.execute(f"ALTER TABLE {table} REPLICA IDENTITY {variant['identity']}")
+            snapshot = [h.insert(h.new_row(h.fresh_id())) for _ in range(6)]
+            for sql, params, _ in snapshot:
+                src.execute(sql.replace("{t}", table), params)
+            # rows 1 and 4 carry a TOASTed value (the opening moves rely on it)
+            big = "".join(h.rng.choice("ABCDEFGHIJ") for _ in range(2500))
+            src.execute(f"UPDATE {table} SET big = %s WHERE id IN (1, 4)", [big])
+            h.rows[1]["big"] = h.rows[4]["big"] = big
+            toast = scalar_src(src, f"SELECT reltoastrelid::regclass::text FROM pg_class WHERE oid = '{table}'::regclass")
+            assert scalar_src(src, f"SELECT count(DISTINCT chunk_id) FROM {toast}") >= 2, "big is not stored out of line"
+        create_topic(topic, 1)
+        converter = "org.apache.kafka.connect.json.JsonConverter"
+        config = {
+            "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+            "database.hostname": "127.0.0.1", "database.port": env["SOURCE_PORT"], "database.user": "postgres",
+            "database.password": "unused (trust)", "database.dbname": "postgres",
+            "topic.prefix": prefix, "table.include.list": f"public.{table}",
+            "plugin.name": "pgoutput", "slot.name": prefix, "slot.drop.on.stop": "true",
+            "publication.name": prefix, "publication.autocreate.mode": "filtered",
+            "snapshot.mode": "initial", "poll.interval.ms": "100",
+            "key.converter": converter, "key.converter.schemas.enable": str(schemas).lower(),
+            "value.converter": converter, "value.converter.schemas.enable": str(schemas).lower(),
+            "topic.creation.default.replication.factor": "1", "topic.creation.default.partitions": "1",
+            **variant["extra"],
+        }
+        status, body = _rest(env, "POST", "/connectors", {"name": connector, "config": config})
+        assert status == 201, (status, body)
         def running():
             st, b = _rest(env, "GET", f"/connectors/{connector}/status")
             assert not (st == 200 and any(t["state"] == "FAILED" for t in b.get("tasks", []))), b
             return st == 200 and b["tasks"] and all(t["state"] == "RUNNING" for t in b["tasks"])
-        wait_until(running, timeout=60, what=f"connector {connector} running")
+        wait_until(running, timeout=60, what=f"connector {connector} running (log: {env['CONNECT_LOG']})")
         wait_topic_count(topic, len(snapshot), timeout=60)   # the snapshot is read: stream from here
         with _source(env) as src:
             events = [("r", row["id"]) for row in sorted(h.rows.values(), key=lambda r: r["id"])]
@@ -301,7 +301,7 @@ def capture(request, connect_worker):
                    messages=[(json.loads(m["key"]), json.loads(m["value"]) if m["value"] is not None else None)
                              for m in msgs])
     finally:
-        st, b = _rest(env, "DELETE", f"/connectors/{connector}")
+        _rest(env, "DELETE", f"/connectors/{connector}")
         with _source(env) as src:
             # slot.drop.on.stop drops the slot when the task stops; a slot left by a failed run
             # would pin the source's WAL
