@@ -536,3 +536,9 @@ def test_placeholders_keep_the_stored_value_and_a_new_row_gets_the_default(fresh
     assert query(fresh_db, 'SELECT "offset", sqlstate FROM pipeline_kafka.dead_letters') == [(4, "23502")]
     assert query(fresh_db, "SELECT id, name, doc FROM t ORDER BY id") == [(1, "c", "stored"), (2, "n", "dflt"),
                                                                         (3, "x", "dflt")]
+    # fixed, the dead letter applies through retry_dead_letters (the same writer)
+    with pg_connect(fresh_db) as conn:
+        conn.execute("ALTER TABLE t ALTER COLUMN strict SET DEFAULT 'later'")
+        assert conn.execute("SELECT pipeline_kafka.retry_dead_letters(%s, 't')", [topic]).fetchone()[0] == 1
+    assert query(fresh_db, "SELECT id, name, strict FROM t WHERE id = 4") == [(4, "y", "later")]
+    assert scalar(fresh_db, "SELECT count(*) FROM pipeline_kafka.dead_letters") == 0
