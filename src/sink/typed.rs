@@ -13,7 +13,7 @@ use super::target::Target;
 use crate::xact::PgError;
 use ingest_core::avro::AvroDecoder;
 use ingest_core::batch::{Message, Position};
-use ingest_core::decode::{SchemaSource, TypedDecoder};
+use ingest_core::decode::{DecodeError, SchemaSource, TypedDecoder};
 use ingest_core::format::Format;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,16 +26,26 @@ pub struct Typed {
     pub registry: Option<Arc<dyn SchemaSource>>,
     /// How errors name the registry (its URL).
     pub registry_name: String,
+    /// Message values are Avro (format 'avro'); message keys are (key_format 'avro').
+    values: bool,
+    keys: bool,
 }
 
 impl Typed {
-    /// The decoder state of a consumer of `format` (None for formats without one).
-    pub fn for_format(format: Format) -> Option<Typed> {
-        (format == Format::Avro).then(|| Typed {
+    /// The decoder state of a consumer of `format` and `key_format` (None when neither is avro).
+    pub fn for_format(format: Format, key_format: Option<&str>) -> Option<Typed> {
+        (format == Format::Avro || key_format == Some("avro")).then(|| Typed {
             decoder: Arc::new(Mutex::new(AvroDecoder::default())),
             registry: None,
             registry_name: String::new(),
+            values: format == Format::Avro,
+            keys: key_format == Some("avro"),
         })
+    }
+
+    /// An upsert's key columns from an Avro message key (`key_format := 'avro'`).
+    pub fn key_fields(&self, key: &[u8], keys: &[String]) -> Result<Vec<Option<String>>, DecodeError> {
+        self.lock().key_fields(key, keys)
     }
 
     fn lock(&self) -> MutexGuard<'_, AvroDecoder> {
@@ -59,9 +69,10 @@ pub fn resolve<P: Position>(target: &Target, messages: &[Message<P>]) -> Result<
     let wanted: BTreeSet<u32> = {
         let mut d = typed.lock();
         d.clear_missing();
-        messages
-            .iter()
-            .filter_map(|m| m.payload.as_deref())
+        let values = messages.iter().filter(|_| typed.values).filter_map(|m| m.payload.as_deref());
+        let keys = messages.iter().filter(|_| typed.keys).filter_map(|m| m.key.as_deref());
+        values
+            .chain(keys)
             .filter_map(|p| d.schema_id(p).ok())
             .filter(|id| !d.has(*id))
             .collect()
@@ -94,7 +105,8 @@ pub fn resolve<P: Position>(target: &Target, messages: &[Message<P>]) -> Result<
 /// filling the array columns of `relation` ((name, typname) pairs: an array type's typname starts
 /// with `_`; other columns get JSON).
 pub fn decoder<'t>(target: &'t Target, relation: &[(String, String)]) -> Option<MutexGuard<'t, AvroDecoder>> {
-    let mut d = target.typed.as_ref()?.lock();
+    let typed = target.typed.as_ref().filter(|t| t.values)?;
+    let mut d = typed.lock();
     d.set_array_columns(relation.iter().filter(|(_, t)| t.starts_with('_')).map(|(c, _)| c.clone()));
     Some(d)
 }

@@ -157,7 +157,7 @@ pub fn make_target(args: &WorkerArgs, s: TargetSettings) -> Result<Target, Targe
         source_name: s.source_name.to_string(),
         features: s.features.clone(),
         partitioned: s.partitioned,
-        typed: crate::sink::typed::Typed::for_format(opts.format),
+        typed: crate::sink::typed::Typed::for_format(opts.format, s.features.key_format.as_deref()),
         opts,
     })
 }

@@ -71,13 +71,12 @@ impl AvroDecoder {
     }
 
     /// Adds the writer schema `id` (its JSON text, as the registry returns it). Err: it is not
-    /// a usable schema; it is kept as such, so its messages become dead letters with that error.
+    /// a valid schema; it is kept as such, so its messages become dead letters with that error.
+    /// A schema that is not a record is kept (a message key may be one value), but a message
+    /// value with it is refused (0A000).
     pub fn insert(&mut self, id: u32, schema_json: &str) -> Result<(), DecodeError> {
         let parsed = match Schema::parse(schema_json) {
-            Ok(s) => match s.fields() {
-                Some(_) => Ok(Arc::new(s)),
-                None => Err(text::not_a_record(id, s.nodes[s.root].kind())),
-            },
+            Ok(s) => Ok(Arc::new(s)),
             Err(e) => Err(DecodeError::new("22P02", format!("schema id {id} is not a valid Avro schema: {e}"))),
         };
         let result = parsed.as_ref().map(|_| ()).map_err(Clone::clone);
@@ -119,12 +118,52 @@ impl AvroDecoder {
     }
 }
 
+impl AvroDecoder {
+    /// The key columns' values an Avro message key holds, as text (None = NULL), for upserts
+    /// (`key_format := 'avro'`): a record's fields of the key columns' names, or, for one key
+    /// column, a key whose schema is not a record (e.g. a string or long key).
+    pub fn key_fields(&self, key: &[u8], keys: &[String]) -> Result<Vec<Option<String>>, DecodeError> {
+        let frame = confluent_frame(key)?;
+        let id = frame.schema_id;
+        let schema = self.schema(id)?;
+        let mut r = read::Reader::new(frame.body, schema);
+        let bad = |e: DecodeError| DecodeError::new(e.sqlstate, format!("invalid Avro key for schema id {id}: {}", e.message));
+        let out = match schema.fields() {
+            Some(fields) => {
+                let mut values = Vec::with_capacity(fields.len());
+                for (name, node) in fields {
+                    values.push((name, r.value(*node, false, 0).map_err(bad)?));
+                }
+                keys.iter()
+                    .map(|k| match values.iter().find(|(n, _)| *n == k) {
+                        Some((_, v)) => Ok(v.to_text().map(|t| t.into_owned())),
+                        None => Err(DecodeError::new("22P02", format!("the Avro key (schema id {id}) has no field \"{k}\""))),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            None if keys.len() == 1 => vec![r.value(schema.root, false, 0).map_err(bad)?.to_text().map(|t| t.into_owned())],
+            None => {
+                return Err(DecodeError::new(
+                    "22P02",
+                    format!("the Avro key (schema id {id}) is one value, not a record of the {} key columns", keys.len()),
+                ))
+            }
+        };
+        if r.remaining() > 0 {
+            return Err(text::trailing(id, r.remaining()));
+        }
+        Ok(out)
+    }
+}
+
 impl TypedDecoder for AvroDecoder {
     fn decode<'m>(&self, payload: &'m [u8], out: &mut Vec<Record<'m>>) -> Result<(), DecodeError> {
         let frame = confluent_frame(payload)?;
         let id = frame.schema_id;
         let schema = self.schema(id)?;
-        let fields = schema.fields().unwrap_or_default();
+        let Some(fields) = schema.fields() else {
+            return Err(text::not_a_record(id, schema.nodes[schema.root].kind()));
+        };
         let mut r = read::Reader::new(frame.body, schema);
         let mut record = Record { fields: Vec::with_capacity(fields.len()) };
         for (name, node) in fields {

@@ -335,7 +335,8 @@ fn unknown_missing_and_unusable_schemas() {
     assert!(e.message.contains("unknown type \"Nope\""), "{}", e.message);
     assert_eq!(one(&d, &W::framed(3).long(1).0).unwrap_err(), e, "its messages carry the schema's error");
     assert!(d.has(3));
-    let e = d.insert(4, r#""string""#).unwrap_err();
+    d.insert(4, r#""string""#).unwrap();
+    let e = one(&d, &W::framed(4).str("x").0).unwrap_err();
     assert_eq!(e.sqlstate, "0A000");
     assert!(e.message.contains("is an Avro string, not a record"), "{}", e.message);
     assert_eq!(d.insert(5, "not json").unwrap_err().sqlstate, "22P02");
@@ -388,4 +389,22 @@ fn names_namespaces_and_references() {
     let r = one(&d, &r_msg).unwrap();
     assert_eq!(r.get("z"), Some(&Value::Bytes(vec![5u8, 6].into())));
     assert_eq!(texts(&r)[3].1.as_deref(), Some(r#"{"v":"\\x0708"}"#));
+}
+
+#[test]
+fn keys_of_upserts() {
+    let mut d = decoder(1, &record(r#"{"name":"id","type":"long"},{"name":"region","type":["null","string"]}"#));
+    d.insert(2, r#"{"type":"string","logicalType":"uuid"}"#).unwrap();
+    let keys = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let rec = W::framed(1).long(-7).long(1).str("eu").0;
+    assert_eq!(d.key_fields(&rec, &keys(&["region", "id"])).unwrap(), [Some("eu".to_string()), Some("-7".to_string())]);
+    let null = W::framed(1).long(1).long(0).0;
+    assert_eq!(d.key_fields(&null, &keys(&["id", "region"])).unwrap(), [Some("1".to_string()), None]);
+    assert!(d.key_fields(&rec, &keys(&["nope"])).unwrap_err().message.contains("no field \"nope\""));
+    let one_value = W::framed(2).str("123e4567-e89b-12d3-a456-426614174000").0;
+    assert_eq!(d.key_fields(&one_value, &keys(&["u"])).unwrap(), [Some("123e4567-e89b-12d3-a456-426614174000".to_string())]);
+    assert_eq!(d.key_fields(&one_value, &keys(&["a", "b"])).unwrap_err().sqlstate, "22P02");
+    let mut trailing = rec.clone();
+    trailing.push(0);
+    assert_eq!(d.key_fields(&trailing, &keys(&["id"])).unwrap_err().sqlstate, "22P03");
 }
