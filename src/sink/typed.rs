@@ -89,11 +89,15 @@ pub fn resolve<P: Position>(target: &Target, messages: &[Message<P>]) -> Result<
     };
     for id in wanted {
         pgrx::check_for_interrupts!();
-        match registry.schema_text(id) {
+        match registry.schema(id) {
             // An unusable schema is kept as such: its messages carry its error.
-            Ok(Some(text)) => {
-                let _ = typed.lock().insert(id, &text);
+            Ok(Some(s)) if s.schema_type == "AVRO" => {
+                let _ = typed.lock().insert_with_references(id, &s.schema, &s.references);
             }
+            Ok(Some(s)) => typed.lock().reject(
+                id,
+                DecodeError::new("22P02", format!("schema id {id} is a {} schema, not Avro", s.schema_type)),
+            ),
             Ok(None) => typed.lock().set_missing(id),
             Err(why) => return Err(outage(&typed.registry_name, &why)),
         }
