@@ -26,6 +26,16 @@ pub fn append<P: Position>(
         return Ok(Written::default());
     }
     let opts = &target.opts;
+    if opts.format.needs_registry() {
+        // consume_begin accepts these formats and stores the consumer's schema registry; until
+        // their decoders are built in, every batch fails (retried, the error in last_error) rather
+        // than reading nothing or dead-lettering every message.
+        return Err(PgError {
+            sqlstate: "0A000".to_string(),
+            message: format!("format {} is not supported by this build yet (no decoder)", opts.format.name()),
+            detail: None,
+        });
+    }
     // The relation's columns and types decide the layout; text and csv without metadata columns
     // need neither (COPY names the listed columns, or none), so they skip the catalog lookup.
     let needs_columns = target.features.metadata.is_some() || matches!(opts.format, Format::Json | Format::Raw);

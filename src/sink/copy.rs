@@ -101,7 +101,7 @@ pub fn copy_option_list(opts: &ingest_core::format::CopyOptions) -> CopyOptionLi
     use ingest_core::format::Format;
     let mut o: CopyOptionList = vec![("encoding", "UTF8".to_string())];
     match opts.format {
-        Format::Json | Format::Raw => o.push(("format", "text".to_string())),
+        f if f == Format::Json || f == Format::Raw || f.needs_registry() => o.push(("format", "text".to_string())),
         f => {
             o.push(("format", f.name().to_string()));
             if let Some(d) = &opts.delimiter {

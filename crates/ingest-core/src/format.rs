@@ -18,6 +18,12 @@ pub enum Format {
     Json,
     /// The whole message value is one column's value.
     Raw,
+    /// Avro framed for a schema registry (Confluent wire format: byte 0, the schema id, the body).
+    Avro,
+    /// Protobuf framed for a schema registry (the id, then the message-index varints, the body).
+    Protobuf,
+    /// Debezium change events in Avro through a schema registry.
+    DebeziumAvro,
 }
 
 impl Format {
@@ -27,6 +33,9 @@ impl Format {
             "csv" => Ok(Format::Csv),
             "json" => Ok(Format::Json),
             "raw" => Ok(Format::Raw),
+            "avro" => Ok(Format::Avro),
+            "protobuf" => Ok(Format::Protobuf),
+            "debezium-avro" => Ok(Format::DebeziumAvro),
             _ => Err(FormatError::UnknownFormat(s.to_string())),
         }
     }
@@ -37,13 +46,22 @@ impl Format {
             Format::Csv => "csv",
             Format::Json => "json",
             Format::Raw => "raw",
+            Format::Avro => "avro",
+            Format::Protobuf => "protobuf",
+            Format::DebeziumAvro => "debezium-avro",
         }
+    }
+
+    /// The formats whose messages name a schema in a schema registry (consume_begin's
+    /// `schema_registry`).
+    pub fn needs_registry(self) -> bool {
+        matches!(self, Format::Avro | Format::Protobuf | Format::DebeziumAvro)
     }
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum FormatError {
-    #[error("unknown format \"{0}\" (expected text, csv, json or raw)")]
+    #[error("unknown format \"{0}\" (expected text, csv, json, raw, avro, protobuf or debezium-avro)")]
     UnknownFormat(String),
     #[error("{0} must be a single one-byte character")]
     NotOneByte(&'static str),
@@ -53,6 +71,8 @@ pub enum FormatError {
     NotForJson(&'static str),
     #[error("raw format takes no {0} (the whole message is one value)")]
     NotForRaw(&'static str),
+    #[error("{0} format takes no {1} (its messages carry their schema)")]
+    NotForSchemaFormat(&'static str, &'static str),
     #[error("delimiter \"{0}\" cannot be used in text format (COPY would read it as part of an escape, \\N or \\.)")]
     TextDelimiter(char),
     #[error("delimiter and quote must be different")]
@@ -108,6 +128,13 @@ impl CopyOptions {
                 }
             }
         }
+        if format.needs_registry() {
+            for (v, what) in [(&opts.delimiter, "delimiter"), (&opts.quote, "quote"), (&opts.escape, "escape")] {
+                if v.is_some() {
+                    return Err(FormatError::NotForSchemaFormat(format.name(), what));
+                }
+            }
+        }
         if format != Format::Csv {
             if opts.quote.is_some() {
                 return Err(FormatError::CsvOnly("quote"));
@@ -149,7 +176,7 @@ impl CopyOptions {
         match self.format {
             Format::Text => check_text(msg),
             Format::Csv => check_csv(msg, self.quote_byte(), self.escape_byte()),
-            Format::Json | Format::Raw => unreachable!("json and raw messages are converted, not checked"),
+            _ => unreachable!("only text and csv messages are checked; the others are converted"),
         }
     }
 

@@ -191,6 +191,13 @@ where
                 }
             }
             Format::Raw => unreachable!("raw messages are whole values"),
+            // The sink refuses a batch of a schema-registry format before preparing it unless a
+            // decoder turned its messages into json rows first; never silently dropped.
+            Format::Avro | Format::Protobuf | Format::DebeziumAvro => bad.push(Rejected {
+                msg: i,
+                error: format!("format {} has no decoder in this build", opts.format.name()),
+                sqlstate: "0A000".to_string(),
+            }),
             Format::Text | Format::Csv => {
                 let start = out.data.len();
                 match opts.push_message_with(&mut out.data, payload, &meta) {
