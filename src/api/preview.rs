@@ -306,6 +306,11 @@ fn target_of(
     let prepared = crate::api::begin::prepare(source, consumer, given, Some((relid, relation)));
     let features = crate::api::begin::features(&prepared);
     let owner = prepared.checked.as_ref().map(|c| c.owner).unwrap_or_default();
+    let registry = prepared.spec.opts.format.needs_registry().then(|| {
+        let client = crate::catalog::registries::registry_client_for(prepared.spec.schema_registry.as_deref())
+            .unwrap_or_else(|e| crate::error::raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("schema registry: {e}")));
+        std::sync::Arc::new(client)
+    });
     crate::worker::pipeline::Target {
         // SAFETY: MyDatabaseId is set in a connected backend.
         dboid: unsafe { pg_sys::MyDatabaseId },
@@ -322,6 +327,7 @@ fn target_of(
         source_name: source_name.to_string(),
         features,
         partitioned: false,
+        registry,
     }
 }
 

@@ -61,7 +61,6 @@ pub fn users(url: &str) -> Vec<(SourceKind, i32)> {
 }
 
 /// A registry's stored config (None: no such registry).
-#[allow(dead_code)] // (registry_client_for's)
 fn config(url: &str) -> Option<serde_json::Value> {
     let text = as_superuser(|| {
         spi(Spi::get_one_with_args::<String>(
@@ -73,9 +72,6 @@ fn config(url: &str) -> Option<serde_json::Value> {
 }
 
 /// Why a worker could not build its registry client.
-// The workers of the schema-registry formats call registry_client_for (their decoders come in
-// with issue 21's avro and protobuf items).
-#[allow(dead_code)]
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The consumer names no registry, or one removed since (SQLSTATE 55000).
@@ -86,7 +82,7 @@ pub enum ClientError {
     Registry(#[from] RegistryError),
 }
 
-#[allow(dead_code)]
+#[allow(dead_code)] // for the decoders, which record it with their errors
 impl ClientError {
     pub fn sqlstate(&self) -> &'static str {
         match self {
@@ -99,11 +95,20 @@ impl ClientError {
 /// The registry client of a consumer whose format needs one (`schema_registry`: its stored
 /// URL). Reads the credentials as the bootstrap superuser: call it in a transaction, before the
 /// worker switches to the consumer's owner. Errors carry no secret.
-#[allow(dead_code)]
 pub fn registry_client_for(schema_registry: Option<&str>) -> Result<Client, ClientError> {
     let url = schema_registry.ok_or_else(|| ClientError::Missing("the consumer names no schema registry (run consume_begin again)".into()))?;
     let cfg = config(url).ok_or_else(|| {
         ClientError::Missing(format!("schema registry \"{url}\" does not exist (removed since; add it again or run consume_begin with another)"))
     })?;
     Ok(Client::new(RegistryConfig::from_json(url, Some(&cfg))?)?)
+}
+
+/// `registry_client_for`, in a transaction of its own unless one is running (a worker makes its
+/// target outside one, retry_dead_letters inside its caller's).
+pub fn client_in_transaction(schema_registry: Option<&str>) -> Result<Client, ClientError> {
+    // SAFETY: reads backend-local transaction state.
+    if unsafe { pg_sys::IsTransactionState() } {
+        return registry_client_for(schema_registry);
+    }
+    crate::xact::in_transaction(|| registry_client_for(schema_registry)).map_err(|e| ClientError::Missing(e.message))?
 }

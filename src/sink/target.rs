@@ -24,6 +24,8 @@ pub struct Features {
     /// not updated yet, or when the function did not exist when it was updated.
     pub transform_oid: Option<pg_sys::Oid>,
     pub transform_owner: Option<pg_sys::Oid>,
+    /// 0.8.0: formats avro, protobuf, debezium-avro: the schema registry's URL.
+    pub schema_registry: Option<String>,
 }
 
 /// What a consumer writes and how: the same fields for every source.
@@ -49,6 +51,10 @@ pub struct Target {
     pub features: Features,
     /// A stream-partitioned consumer: each message's key names its relation (`relid` is invalid).
     pub partitioned: bool,
+    /// Formats avro, protobuf, debezium-avro: the client of the consumer's schema registry
+    /// (`features.schema_registry`), made once per worker (its schema cache lives as long).
+    #[allow(dead_code)] // read by the decoders of these formats
+    pub registry: Option<std::sync::Arc<ingest_registry::Client>>,
 }
 
 impl Target {

@@ -132,6 +132,8 @@ pub enum TargetError {
     Format(#[from] ingest_core::format::FormatError),
     #[error("{0}")]
     OnError(#[from] ingest_core::policy::UnknownPolicy),
+    #[error("schema registry: {0}")]
+    Registry(#[from] crate::catalog::registries::ClientError),
 }
 
 /// The `Target` of the consumer `args` names, with the stored settings `s` (the workers' and
@@ -139,6 +141,11 @@ pub enum TargetError {
 pub fn make_target(args: &WorkerArgs, s: TargetSettings) -> Result<Target, TargetError> {
     let opts = CopyOptions::new(s.format, s.delimiter, s.quote, s.escape)?;
     let on_error = OnError::parse(s.on_error)?;
+    // Read as the bootstrap superuser (the credentials), before any switch to the owner.
+    let registry = match opts.format.needs_registry() {
+        true => Some(std::sync::Arc::new(crate::catalog::registries::client_in_transaction(s.features.schema_registry.as_deref())?)),
+        false => None,
+    };
     Ok(Target {
         dboid: args.dboid,
         consumer_id: args.consumer,
@@ -158,6 +165,7 @@ pub fn make_target(args: &WorkerArgs, s: TargetSettings) -> Result<Target, Targe
         source_name: s.source_name.to_string(),
         features: s.features.clone(),
         partitioned: s.partitioned,
+        registry,
     })
 }
 
