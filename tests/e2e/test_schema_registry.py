@@ -197,3 +197,22 @@ def test_a_registry_format_without_its_decoder_fails_visibly(fresh_db, topic_fac
     with pg_connect(fresh_db) as conn:
         conn.execute("SELECT pipeline_kafka.consume_drop(%s, 't')", [topic])
         conn.execute("SELECT pipeline_kafka.remove_schema_registry(%s)", [schema_registry])
+
+
+@pytest.mark.timeout(600)
+def test_the_rust_client_against_apicurio(schema_registry):
+    """crates/ingest-registry/tests/apicurio.rs against this stack's Apicurio: Avro and Protobuf
+    schemas (one with a reference) registered and read back through the workers' client, cached
+    (it skips itself when SCHEMA_REGISTRY_URL does not answer, so it must say it ran). Built by
+    scripts/test.sh's registry-client tier already; compiled here otherwise."""
+    import os
+    import shutil
+    import subprocess
+    from pihelpers import PI_ROOT
+    cargo = shutil.which("cargo") or os.path.expanduser("~/.cargo/bin/cargo")
+    proc = subprocess.run([cargo, "test", "-q", "-p", "ingest-registry", "--test", "apicurio", "--", "--nocapture"],
+                          cwd=PI_ROOT, env={**os.environ, "SCHEMA_REGISTRY_URL": schema_registry},
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=580)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "1 passed" in out and "skipped" not in out, out[-4000:]
