@@ -193,7 +193,7 @@ COMMENT ON FUNCTION pipeline_kafka.consume_drop(text, text) IS 'remove the consu
 COMMENT ON FUNCTION pipeline_kafka.consume_end_stream_partitioned(text) IS 'stop the stream-partitioned consumer of a topic; its offsets are kept';
 COMMENT ON FUNCTION pipeline_kafka.consume_drop_stream_partitioned(text) IS 'remove the stream-partitioned consumer of a topic with its offsets and dead letters';
 COMMENT ON FUNCTION pipeline_kafka.seek(text, text, integer, bigint, timestamptz) IS 'move a consumer''s partitions (one or all) to an offset or a time; returns how many partitions moved';
-COMMENT ON FUNCTION pipeline_kafka.preview(text, text, text, text, text, text, text[], jsonb, text, text, text[], text, integer, bigint) IS 'what the next messages of a topic would become in a table with these consume_begin options, written and rolled back: rows or errors, nothing stored';
+COMMENT ON FUNCTION pipeline_kafka.preview(text, text, text, text, text, text, text[], jsonb, text, text, text[], text, integer, bigint, text) IS 'what the next messages of a topic would become in a table with these consume_begin options, written and rolled back: rows or errors, nothing stored; schema_registry: as consume_begin''s';
 COMMENT ON FUNCTION pipeline_kafka.topic_watermarks(text, integer) IS 'the low and high watermark of every partition of a topic (or one), asked from the brokers';
 COMMENT ON FUNCTION pipeline_kafka.consumer_watermarks() IS 'the high watermark per consumer and partition (from the running worker, else from the brokers), behind the consumer_lag view';
 COMMENT ON FUNCTION pipeline_kafka.partition_status() IS 'what the workers publish per Kafka consumer and partition (worker pid, high watermark, counters, last batch), behind the consumer_status view; the caller''s consumers only';
@@ -205,7 +205,7 @@ COMMENT ON FUNCTION pipeline_kinesis.consume_begin() IS 'start every stopped Kin
 COMMENT ON FUNCTION pipeline_kinesis.consume_end(text, text, text) IS 'stop the consumer of a Kinesis stream into a table; its checkpoints are kept';
 COMMENT ON FUNCTION pipeline_kinesis.consume_end() IS 'stop every running Kinesis consumer the caller may manage; returns how many';
 COMMENT ON FUNCTION pipeline_kinesis.consume_drop(text, text, text) IS 'remove the consumer of a Kinesis stream into a table with its checkpoints and dead letters';
-COMMENT ON FUNCTION pipeline_kinesis.preview(text, text, text, text, text, text, text, text[], jsonb, text, text, text[], text, integer, integer, timestamptz) IS 'what the next records of a Kinesis stream would become in a table with these consume_begin options, written and rolled back: rows or errors, nothing stored';
+COMMENT ON FUNCTION pipeline_kinesis.preview(text, text, text, text, text, text, text, text[], jsonb, text, text, text[], text, integer, integer, timestamptz, text) IS 'what the next records of a Kinesis stream would become in a table with these consume_begin options, written and rolled back: rows or errors, nothing stored; schema_registry: as consume_begin''s';
 COMMENT ON FUNCTION pipeline_kinesis.shard_status() IS 'what the workers publish per Kinesis consumer and shard (worker pid, millis behind latest, counters, last batch), behind the consumer_status view; the caller''s consumers only';
 
 -- Issue 24.6: retrying a consumer's dead letters (executable by PUBLIC like the other consumer

@@ -195,6 +195,13 @@ def test_a_registry_format_without_its_decoder_fails_visibly(fresh_db, topic_fac
     assert scalar(fresh_db, "SELECT count(*) FROM pipeline_kafka.dead_letters") == 0
     assert scalar(fresh_db, "SELECT count(*) FROM t") == 0
     with pg_connect(fresh_db) as conn:
+        # a preview names its registry like consume_begin (22023 for one not added)
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            conn.execute("SELECT * FROM pipeline_kafka.preview(%s, 't', format := 'avro', "
+                         "schema_registry := 'http://127.0.0.1:2/x')", [topic])
+        assert conn.execute("SELECT action, sqlstate FROM pipeline_kafka.preview(%s, 't', format := 'avro', "
+                            "schema_registry := %s, \"limit\" := 1)", [topic, schema_registry]).fetchall() == [
+            ("error", "0A000")]
         conn.execute("SELECT pipeline_kafka.consume_drop(%s, 't')", [topic])
         conn.execute("SELECT pipeline_kafka.remove_schema_registry(%s)", [schema_registry])
 
