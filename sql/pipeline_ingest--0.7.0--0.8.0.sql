@@ -16,11 +16,17 @@
 SELECT pg_catalog.set_config('pi_upgrade_080.acl', coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
            'name', f.name, 'acl', p.proacl::text[]))::text, '[]'), true)
 FROM (VALUES ('pipeline_kafka.consume_begin(text, text, text, text, text, text, integer, integer, integer, bigint, integer, text, jsonb, text, integer, text[], jsonb, text, text, text[], text, timestamptz, text)', 'pipeline_kafka.consume_begin(text, text, text, text, text, text, integer, integer, integer, bigint, integer, text, jsonb, text, integer, text[], jsonb, text, text, text[], text, timestamptz)'),
-    ('pipeline_kinesis.consume_begin(text, text, text, text, text, text, text, integer, integer, integer, timestamptz, integer, integer, jsonb, text, integer, text[], jsonb, text, text, text[], text, text)', 'pipeline_kinesis.consume_begin(text, text, text, text, text, text, text, integer, integer, integer, timestamptz, integer, integer, jsonb, text, integer, text[], jsonb, text, text, text[], text)')) f(name, old)
+    ('pipeline_kinesis.consume_begin(text, text, text, text, text, text, text, integer, integer, integer, timestamptz, integer, integer, jsonb, text, integer, text[], jsonb, text, text, text[], text, text)', 'pipeline_kinesis.consume_begin(text, text, text, text, text, text, text, integer, integer, integer, timestamptz, integer, integer, jsonb, text, integer, text[], jsonb, text, text, text[], text)'),
+    ('pipeline_kafka.consume_begin_stream_partitioned(text, text, text, text, text, integer, integer, integer, integer, bigint, text, text, integer, text)', 'pipeline_kafka.consume_begin_stream_partitioned(text, text, text, text, text, integer, integer, integer, integer, bigint, text, text, integer)'),
+    ('pipeline_kafka.preview(text, text, text, text, text, text, text[], jsonb, text, text, text[], text, integer, bigint, text)', 'pipeline_kafka.preview(text, text, text, text, text, text, text[], jsonb, text, text, text[], text, integer, bigint)'),
+    ('pipeline_kinesis.preview(text, text, text, text, text, text, text, text[], jsonb, text, text, text[], text, integer, integer, timestamptz, text)', 'pipeline_kinesis.preview(text, text, text, text, text, text, text, text[], jsonb, text, text, text[], text, integer, integer, timestamptz)')) f(name, old)
 JOIN pg_catalog.pg_proc p ON p.oid = f.old::pg_catalog.regprocedure;
 
 DROP FUNCTION pipeline_kafka.consume_begin(text, text, text, text, text, text, integer, integer, integer, bigint, integer, text, jsonb, text, integer, text[], jsonb, text, text, text[], text, timestamptz);
 DROP FUNCTION pipeline_kinesis.consume_begin(text, text, text, text, text, text, text, integer, integer, integer, timestamptz, integer, integer, jsonb, text, integer, text[], jsonb, text, text, text[], text);
+DROP FUNCTION pipeline_kafka.consume_begin_stream_partitioned(text, text, text, text, text, integer, integer, integer, integer, bigint, text, text, integer);
+DROP FUNCTION pipeline_kafka.preview(text, text, text, text, text, text, text[], jsonb, text, text, text[], text, integer, bigint);
+DROP FUNCTION pipeline_kinesis.preview(text, text, text, text, text, text, text, text[], jsonb, text, text, text[], text, integer, integer, timestamptz);
 
 CREATE TABLE pipeline_kafka.schema_registries (
     url    text PRIMARY KEY CHECK (url ~ '^https?://'),
@@ -130,6 +136,89 @@ COMMENT ON FUNCTION pipeline_kafka.consume_begin(text, text, text, text, text, t
 'Starts (or updates and restarts) the consumer of topic into relation; returns its id. A new consumer gets these defaults for the arguments not given: format text, batchsize 100000, maxbytes 32000000, parallelism 1, timeout 250, on_error dead_letter, mode append, starting at the end of each partition. An existing consumer keeps its stored settings for every argument not given (NULL); a NOTICE names what changed. transform names a function with its argument types, e.g. ''f(pipeline_kafka.message[])''. schema_registry (formats avro, protobuf, debezium-avro): the URL of a registry added with add_schema_registry; NULL = the only one.';
 COMMENT ON FUNCTION pipeline_kinesis.consume_begin(text, text, text, text, text, text, text, integer, integer, integer, timestamptz, integer, integer, jsonb, text, integer, text[], jsonb, text, text, text[], text, text) IS
 'Starts (or updates and restarts) the consumer of stream at endpoint into relation; returns its id. A new consumer gets these defaults for the arguments not given: format text, batchsize 10000, parallelism 1, timeout 250, poll_interval 200, on_error dead_letter, mode append, reading from now on (LATEST). An existing consumer keeps its stored settings for every argument not given (NULL); a NOTICE names what changed. transform names a function with its argument types, e.g. ''f(pipeline_kinesis.record[])''. schema_registry (formats avro, protobuf, debezium-avro): the URL of a registry added with add_schema_registry; NULL = the only one.';
+
+CREATE FUNCTION pipeline_kafka."consume_begin_stream_partitioned"(
+	"topic" TEXT, /* Option < & str > */
+	"format" TEXT DEFAULT NULL, /* Option < & str > */
+	"delimiter" TEXT DEFAULT NULL, /* Option < & str > */
+	"quote" TEXT DEFAULT NULL, /* Option < & str > */
+	"escape" TEXT DEFAULT NULL, /* Option < & str > */
+	"batchsize" INT DEFAULT NULL, /* Option < i32 > */
+	"maxbytes" INT DEFAULT NULL, /* Option < i32 > */
+	"parallelism" INT DEFAULT NULL, /* Option < i32 > */
+	"timeout" INT DEFAULT NULL, /* Option < i32 > */
+	"start_offset" bigint DEFAULT NULL, /* Option < i64 > */
+	"group_id" TEXT DEFAULT NULL, /* Option < & str > */
+	"on_error" TEXT DEFAULT NULL, /* Option < & str > */
+	"max_dead_letters" INT DEFAULT NULL, /* Option < i32 > */
+	"schema_registry" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS INT /* i32 */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'consume_begin_stream_partitioned_v080_wrapper';
+COMMENT ON FUNCTION pipeline_kafka.consume_begin_stream_partitioned(text, text, text, text, text, integer, integer, integer, integer, bigint, text, text, integer, text) IS
+'Starts (or updates and restarts) the consumer of topic whose message keys name their target relations; returns its id. A new consumer gets these defaults for the arguments not given: format text, batchsize 100000, maxbytes 32000000, parallelism 1, timeout 250, on_error dead_letter, starting at the end of each partition. An existing consumer keeps its stored settings for every argument not given (NULL); a NOTICE names what changed. schema_registry (formats avro, protobuf, debezium-avro): the URL of a registry added with add_schema_registry; NULL = the only one.';
+
+CREATE FUNCTION pipeline_kafka."preview"(
+	"topic" TEXT, /* Option < & str > */
+	"relation" TEXT, /* Option < & str > */
+	"format" TEXT DEFAULT 'text', /* Option < & str > */
+	"delimiter" TEXT DEFAULT NULL, /* Option < & str > */
+	"quote" TEXT DEFAULT NULL, /* Option < & str > */
+	"escape" TEXT DEFAULT NULL, /* Option < & str > */
+	"columns" TEXT[] DEFAULT NULL, /* :: std :: option :: Option < Vec < Option < String > > > */
+	"metadata" jsonb DEFAULT NULL, /* Option < JsonbArg > */
+	"transform" TEXT DEFAULT NULL, /* Option < & str > */
+	"mode" TEXT DEFAULT 'append', /* Option < & str > */
+	"key_columns" TEXT[] DEFAULT NULL, /* :: std :: option :: Option < Vec < Option < String > > > */
+	"key_format" TEXT DEFAULT NULL, /* Option < & str > */
+	"limit" INT DEFAULT 10, /* Option < i32 > */
+	"start_offset" bigint DEFAULT -2, /* Option < i64 > */
+	"schema_registry" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS TABLE (
+	"partition" INT,  /* i32 */
+	"offset" bigint,  /* i64 */
+	"action" TEXT,  /* String */
+	"row" jsonb,  /* Option < JsonbText > */
+	"error" TEXT,  /* Option < String > */
+	"sqlstate" TEXT  /* Option < String > */
+)
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'kafka_preview_v080_wrapper';
+COMMENT ON FUNCTION pipeline_kafka.preview(text, text, text, text, text, text, text[], jsonb, text, text, text[], text, integer, bigint, text) IS 'what the next messages of a topic would become in a table with these consume_begin options, written and rolled back: rows or errors, nothing stored; schema_registry: as consume_begin''s';
+
+CREATE FUNCTION pipeline_kinesis."preview"(
+	"endpoint" TEXT, /* Option < & str > */
+	"stream" TEXT, /* Option < & str > */
+	"relation" TEXT, /* Option < & str > */
+	"format" TEXT DEFAULT 'text', /* Option < & str > */
+	"delimiter" TEXT DEFAULT NULL, /* Option < & str > */
+	"quote" TEXT DEFAULT NULL, /* Option < & str > */
+	"escape" TEXT DEFAULT NULL, /* Option < & str > */
+	"columns" TEXT[] DEFAULT NULL, /* :: std :: option :: Option < Vec < Option < String > > > */
+	"metadata" jsonb DEFAULT NULL, /* Option < JsonbArg > */
+	"transform" TEXT DEFAULT NULL, /* Option < & str > */
+	"mode" TEXT DEFAULT 'append', /* Option < & str > */
+	"key_columns" TEXT[] DEFAULT NULL, /* :: std :: option :: Option < Vec < Option < String > > > */
+	"key_format" TEXT DEFAULT NULL, /* Option < & str > */
+	"limit" INT DEFAULT 10, /* Option < i32 > */
+	"start_offset" INT DEFAULT NULL, /* Option < i32 > */
+	"start_time" timestamp with time zone DEFAULT NULL, /* Option < TimestampWithTimeZone > */
+	"schema_registry" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS TABLE (
+	"shard_id" TEXT,  /* String */
+	"sequence_number" TEXT,  /* String */
+	"sub_sequence" bigint,  /* Option < i64 > */
+	"action" TEXT,  /* String */
+	"row" jsonb,  /* Option < JsonbText > */
+	"error" TEXT,  /* Option < String > */
+	"sqlstate" TEXT  /* Option < String > */
+)
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'kinesis_preview_v080_wrapper';
+COMMENT ON FUNCTION pipeline_kinesis.preview(text, text, text, text, text, text, text, text[], jsonb, text, text, text[], text, integer, integer, timestamptz, text) IS 'what the next records of a Kinesis stream would become in a table with these consume_begin options, written and rolled back: rows or errors, nothing stored; schema_registry: as consume_begin''s';
 
 -- The privileges of the old functions, on the new ones (NULL: the defaults, nothing to do).
 DO $$

@@ -38,6 +38,31 @@ mod pipeline_kafka {
         c
     }
 
+    /// consume_begin_stream_partitioned as 0.4.0 .. 0.7.0 declared it (no schema_registry): the
+    /// symbol stays for databases whose extension is not updated yet; no SQL is generated.
+    #[allow(clippy::too_many_arguments)]
+    #[pg_extern(volatile, parallel_unsafe, sql = false)]
+    fn consume_begin_stream_partitioned(
+        topic: Option<&str>,
+        format: Option<&str>,
+        delimiter: Option<&str>,
+        quote: Option<&str>,
+        escape: Option<&str>,
+        batchsize: Option<i32>,
+        maxbytes: Option<i32>,
+        parallelism: Option<i32>,
+        timeout: Option<i32>,
+        start_offset: Option<i64>,
+        group_id: Option<&str>,
+        on_error: Option<&str>,
+        max_dead_letters: Option<i32>,
+    ) -> i32 {
+        consume_begin_stream_partitioned_v080(
+            topic, format, delimiter, quote, escape, batchsize, maxbytes, parallelism, timeout, start_offset, group_id, on_error,
+            max_dead_letters, None,
+        )
+    }
+
     /// Starts (or updates and restarts) the consumer of `topic` whose messages' keys name their
     /// target relations (e.g. `public.events`, `"Mixed Case"`); returns its id. The caller owns it:
     /// rows are written as the caller, only into relations the caller may INSERT into.
@@ -45,8 +70,8 @@ mod pipeline_kafka {
     /// defaults of the arguments not given (as consume_begin's); an existing one keeps its stored
     /// settings but for the arguments given (NOTICE).
     #[allow(clippy::too_many_arguments)]
-    #[pg_extern(volatile, parallel_unsafe)]
-    fn consume_begin_stream_partitioned(
+    #[pg_extern(volatile, parallel_unsafe, name = "consume_begin_stream_partitioned")]
+    fn consume_begin_stream_partitioned_v080(
         topic: Option<&str>,
         format: default!(Option<&str>, "NULL"),
         delimiter: default!(Option<&str>, "NULL"),
@@ -60,6 +85,7 @@ mod pipeline_kafka {
         group_id: default!(Option<&str>, "NULL"),
         on_error: default!(Option<&str>, "NULL"),
         max_dead_letters: default!(Option<i32>, "NULL"),
+        schema_registry: default!(Option<&str>, "NULL"),
     ) -> i32 {
         let topic = required(topic, "topic");
         if let Err(e) = ingest_core::broker::check_topic(topic) {
@@ -73,6 +99,7 @@ mod pipeline_kafka {
             group_id: group_id.map(str::to_string),
             on_error: on_error.map(str::to_string),
             max_dead_letters,
+            schema_registry: schema_registry.map(str::to_string),
             ..args::row_args(format, delimiter, quote, escape, None, None, None, None, None, None)
         };
         ingest_core::spec::check_kafka_start(start_offset, false).unwrap_or_else(|e| args::raise_spec(e));

@@ -360,7 +360,7 @@ mod pipeline_kafka {
     /// beginning of each partition, -1 its end (waits for new messages), n >= 0 offset n.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     #[pg_extern(volatile, parallel_unsafe, name = "preview")]
-    pub(crate) fn kafka_preview_v070(
+    pub(crate) fn kafka_preview_v080(
         topic: Option<&str>,
         relation: Option<&str>,
         format: default!(Option<&str>, "'text'"),
@@ -375,6 +375,7 @@ mod pipeline_kafka {
         key_format: default!(Option<&str>, "NULL"),
         limit: default!(Option<i32>, 10),
         start_offset: default!(Option<i64>, -2),
+        schema_registry: default!(Option<&str>, "NULL"),
     ) -> TableIterator<
         'static,
         (
@@ -399,9 +400,48 @@ mod pipeline_kafka {
                 format!("start_offset must be -2 (beginning), -1 (end) or an offset >= 0; got {start_offset}"),
             );
         }
-        let given = row_args(Some(required(format, "format")), delimiter, quote, escape, columns, metadata, transform, mode, key_columns, key_format);
+        let given = ingest_core::spec::Args {
+            schema_registry: schema_registry.map(str::to_string),
+            ..row_args(Some(required(format, "format")), delimiter, quote, escape, columns, metadata, transform, mode, key_columns, key_format)
+        };
         let target = super::target(SourceKind::Kafka, topic, relation, given, limit);
         run(topic, &target, limit, Start::Offset(start_offset), &serde_json::Map::new())
+    }
+
+    /// preview as 0.7.0 declared it (no schema_registry): the symbol stays for databases whose
+    /// extension is not updated yet; no SQL is generated.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    #[pg_extern(volatile, parallel_unsafe, sql = false)]
+    fn kafka_preview_v070(
+        topic: Option<&str>,
+        relation: Option<&str>,
+        format: Option<&str>,
+        delimiter: Option<&str>,
+        quote: Option<&str>,
+        escape: Option<&str>,
+        columns: Option<Vec<Option<String>>>,
+        metadata: Option<JsonbArg>,
+        transform: Option<&str>,
+        mode: Option<&str>,
+        key_columns: Option<Vec<Option<String>>>,
+        key_format: Option<&str>,
+        limit: Option<i32>,
+        start_offset: Option<i64>,
+    ) -> TableIterator<
+        'static,
+        (
+            name!(partition, i32),
+            name!(offset, i64),
+            name!(action, String),
+            name!(row, Option<JsonbText>),
+            name!(error, Option<String>),
+            name!(sqlstate, Option<String>),
+        ),
+    > {
+        kafka_preview_v080(
+            topic, relation, format, delimiter, quote, escape, columns, metadata, transform, mode, key_columns, key_format, limit,
+            start_offset, None,
+        )
     }
 
     /// preview as 0.4.0 .. 0.6.0 declared it (transform regprocedure, no action column): the symbol
@@ -434,9 +474,9 @@ mod pipeline_kafka {
         ),
     > {
         let transform = transform_text(transform);
-        let rows = kafka_preview_v070(
+        let rows = kafka_preview_v080(
             topic, relation, format, delimiter, quote, escape, columns, metadata, transform.as_deref(), mode, key_columns, key_format, limit,
-            start_offset,
+            start_offset, None,
         );
         TableIterator::new(rows.map(|(p, o, _, row, error, sqlstate)| (p, o, row, error, sqlstate)))
     }

@@ -123,7 +123,7 @@ mod pipeline_kinesis {
     /// (`start_offset` -2), LATEST (-1: waits for new records) or `start_time`.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     #[pg_extern(volatile, parallel_unsafe, name = "preview")]
-    pub(crate) fn kinesis_preview_v070(
+    pub(crate) fn kinesis_preview_v080(
         endpoint: Option<&str>,
         stream: Option<&str>,
         relation: Option<&str>,
@@ -140,6 +140,7 @@ mod pipeline_kinesis {
         limit: default!(Option<i32>, 10),
         start_offset: default!(Option<i32>, "NULL"),
         start_time: default!(Option<TimestampWithTimeZone>, "NULL"),
+        schema_registry: default!(Option<&str>, "NULL"),
     ) -> TableIterator<
         'static,
         (
@@ -158,9 +159,51 @@ mod pipeline_kinesis {
         let limit = required(limit, "limit");
         ingest_core::spec::check_stream(stream).unwrap_or_else(|e| crate::api::consumer_args::raise_spec(e));
         let start = start_at(start_offset, start_time);
-        let given = row_args(Some(required(format, "format")), delimiter, quote, escape, columns, metadata, transform, mode, key_columns, key_format);
+        let given = ingest_core::spec::Args {
+            schema_registry: schema_registry.map(str::to_string),
+            ..row_args(Some(required(format, "format")), delimiter, quote, escape, columns, metadata, transform, mode, key_columns, key_format)
+        };
         let target = pv::target(SourceKind::Kinesis, stream, relation, given, limit);
         run(endpoint, stream, &target, limit, start)
+    }
+
+    /// preview as 0.7.0 declared it (no schema_registry): the symbol stays for databases whose
+    /// extension is not updated yet; no SQL is generated.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    #[pg_extern(volatile, parallel_unsafe, sql = false)]
+    fn kinesis_preview_v070(
+        endpoint: Option<&str>,
+        stream: Option<&str>,
+        relation: Option<&str>,
+        format: Option<&str>,
+        delimiter: Option<&str>,
+        quote: Option<&str>,
+        escape: Option<&str>,
+        columns: Option<Vec<Option<String>>>,
+        metadata: Option<JsonbArg>,
+        transform: Option<&str>,
+        mode: Option<&str>,
+        key_columns: Option<Vec<Option<String>>>,
+        key_format: Option<&str>,
+        limit: Option<i32>,
+        start_offset: Option<i32>,
+        start_time: Option<TimestampWithTimeZone>,
+    ) -> TableIterator<
+        'static,
+        (
+            name!(shard_id, String),
+            name!(sequence_number, String),
+            name!(sub_sequence, Option<i64>),
+            name!(action, String),
+            name!(row, Option<JsonbText>),
+            name!(error, Option<String>),
+            name!(sqlstate, Option<String>),
+        ),
+    > {
+        kinesis_preview_v080(
+            endpoint, stream, relation, format, delimiter, quote, escape, columns, metadata, transform, mode, key_columns, key_format,
+            limit, start_offset, start_time, None,
+        )
     }
 
     /// preview as 0.4.0 .. 0.6.0 declared it (transform regprocedure, no action column): the symbol
@@ -196,9 +239,9 @@ mod pipeline_kinesis {
         ),
     > {
         let transform = transform_text(transform);
-        let rows = kinesis_preview_v070(
+        let rows = kinesis_preview_v080(
             endpoint, stream, relation, format, delimiter, quote, escape, columns, metadata, transform.as_deref(), mode, key_columns,
-            key_format, limit, start_offset, start_time,
+            key_format, limit, start_offset, start_time, None,
         );
         TableIterator::new(rows.map(|(s, q, sub, _, row, error, sqlstate)| (s, q, sub, row, error, sqlstate)))
     }

@@ -72,6 +72,7 @@ pub fn check(
         mode: spec.mode.name().to_string(),
         key_columns,
         key_format: spec.key_format.clone(),
+        schema_registry: spec.schema_registry.clone(),
     }
 }
 

@@ -93,7 +93,8 @@ pub const FEATURE_COLUMNS: &str = "to_jsonb(k) ->> 'metadata', to_jsonb(k) ->> '
      CASE WHEN jsonb_typeof(to_jsonb(k) -> 'key_columns') = 'array' \
           THEN ARRAY(SELECT jsonb_array_elements_text(to_jsonb(k) -> 'key_columns')) END, \
      to_jsonb(k) ->> 'key_format', \
-     (to_jsonb(k) ->> 'transform_oid')::oid, (to_jsonb(k) ->> 'transform_owner')::regrole::oid";
+     (to_jsonb(k) ->> 'transform_oid')::oid, (to_jsonb(k) ->> 'transform_owner')::regrole::oid, \
+     to_jsonb(k) ->> 'schema_registry'";
 
 /// The select-list expression of a consumer's start_time (the timestamptz `column`) in
 /// microseconds since the Unix epoch. consume_begin refuses times outside what a bigint of
@@ -124,6 +125,7 @@ impl Features {
             key_format: row.get(first + 4)?,
             transform_oid: row.get(first + 5)?,
             transform_owner: row.get(first + 6)?,
+            schema_registry: row.get(first + 7)?,
         })
     }
 }

@@ -71,7 +71,6 @@ pub fn of_consumer(source: SourceKind, consumer_id: i32) -> Option<String> {
 }
 
 /// A registry's stored config (None: no such registry).
-#[allow(dead_code)] // (registry_client_for's)
 fn config(url: &str) -> Option<serde_json::Value> {
     let text = as_superuser(|| {
         spi(Spi::get_one_with_args::<String>(
@@ -83,9 +82,6 @@ fn config(url: &str) -> Option<serde_json::Value> {
 }
 
 /// Why a worker could not build its registry client.
-// The workers of the schema-registry formats call registry_client_for (their decoders come in
-// with issue 21's avro and protobuf items).
-#[allow(dead_code)]
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The consumer names no registry, or one removed since (SQLSTATE 55000).
@@ -96,7 +92,7 @@ pub enum ClientError {
     Registry(#[from] RegistryError),
 }
 
-#[allow(dead_code)]
+#[allow(dead_code)] // for the decoders, which record it with their errors
 impl ClientError {
     pub fn sqlstate(&self) -> &'static str {
         match self {
@@ -109,7 +105,6 @@ impl ClientError {
 /// The registry client of a consumer whose format needs one (`schema_registry`: its stored
 /// URL). Reads the credentials as the bootstrap superuser: call it in a transaction, before the
 /// worker switches to the consumer's owner. Errors carry no secret.
-#[allow(dead_code)]
 pub fn registry_client_for(schema_registry: Option<&str>) -> Result<Client, ClientError> {
     let url = schema_registry.ok_or_else(|| ClientError::Missing("the consumer names no schema registry (run consume_begin again)".into()))?;
     let cfg = config(url).ok_or_else(|| {

@@ -24,6 +24,9 @@ pub struct Features {
     /// not updated yet, or when the function did not exist when it was updated.
     pub transform_oid: Option<pg_sys::Oid>,
     pub transform_owner: Option<pg_sys::Oid>,
+    /// 0.8.0: formats avro, protobuf, debezium-avro: the schema registry's URL.
+    #[allow(dead_code)] // stored with the consumer; the workers read it from the catalog (worker::typed)
+    pub schema_registry: Option<String>,
 }
 
 /// What a consumer writes and how: the same fields for every source.

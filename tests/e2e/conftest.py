@@ -92,11 +92,18 @@ def schema_registry():
     if not pihelpers.registry_is_up():
         pihelpers.run_services("start", "registry")
         started = True
+    _registry_in_use.append(True)
     try:
         yield pihelpers.SCHEMA_REGISTRY_URL
     finally:
+        _registry_in_use.clear()
         if started:
             pihelpers.run_services("stop", "registry", check=False)
+
+
+# Set while the schema_registry fixture is alive: restore_services then restarts a registry a test
+# stopped (an outage test), as it does the other services.
+_registry_in_use: list[bool] = []
 
 
 def _port_open(hostport: str) -> bool:
@@ -121,6 +128,8 @@ def restore_services():
         down.append("kafka")
     if not _port_open(pihelpers.KINESIS_ENDPOINT.split("//", 1)[1]):
         down.append("kinesis")
+    if _registry_in_use and not pihelpers.registry_is_up():
+        down.append("registry")
     for s in down:
         pihelpers.run_services("start", s)
 

@@ -175,7 +175,7 @@ def test_old_signatures_work_until_the_update_which_keeps_privileges(topic_facto
                 # a preview (and any other function whose privileges were not changed) keeps PUBLIC's
                 assert conn.execute(f"SELECT has_function_privilege('{other}', "
                                     "'pipeline_kafka.preview(text, text, text, text, text, text, text[], jsonb, text, "
-                                    "text, text[], text, integer, bigint)', 'EXECUTE')").fetchone() == (True,)
+                                    "text, text[], text, integer, bigint, text)', 'EXECUTE')").fetchone() == (True,)
                 conn.execute("SELECT pipeline_kafka.consume_drop(%s, 't')", [topic])
         finally:
             with pg_connect("postgres") as conn:

@@ -112,7 +112,7 @@ def test_other_roles_cannot_add_registries_nor_read_credentials(fresh_db, roles)
 @pytest.mark.timeout(120)
 def test_consume_begin_names_the_registry_or_takes_the_only_one(fresh_db, topic_factory, stream_factory,
                                                                  schema_registry):
-    topic = topic_factory(1)
+    topic, ptopic = topic_factory(1), topic_factory(1)
     stream, _ = stream_factory(1)
     other = "http://127.0.0.1:1/apis/ccompat/v7"
     with pg_connect(fresh_db) as conn:
@@ -164,6 +164,11 @@ def test_consume_begin_names_the_registry_or_takes_the_only_one(fresh_db, topic_
             with pytest.raises(psycopg.errors.InvalidParameterValue):
                 conn.execute(bad, [topic])
             conn.rollback()
+        # the stream-partitioned consumer of another topic names one too
+        pid = conn.execute("SELECT pipeline_kafka.consume_begin_stream_partitioned(%s, format := 'protobuf', "
+                           "schema_registry := %s)", [ptopic, other]).fetchone()[0]
+        assert scalar(fresh_db, "SELECT schema_registry FROM pipeline_kafka.consumers WHERE id = %s", [pid]) == other
+        conn.execute("SELECT pipeline_kafka.consume_drop_stream_partitioned(%s)", [ptopic])
         conn.execute("SELECT pipeline_kafka.consume_begin(%s, 't', format := 'json')", [topic])
         assert scalar(fresh_db, "SELECT schema_registry FROM pipeline_kafka.consumers WHERE id = %s", [cid]) is None
         conn.execute("SELECT pipeline_kafka.remove_schema_registry(%s)", [other])
@@ -187,3 +192,22 @@ def test_a_registry_format_without_its_decoder_is_refused(fresh_db, topic_factor
             assert f"format {f} is not supported yet" in str(e.value)
             conn.rollback()
         conn.execute("SELECT pipeline_kafka.remove_schema_registry(%s)", [schema_registry])
+
+
+@pytest.mark.timeout(600)
+def test_the_rust_client_against_apicurio(schema_registry):
+    """crates/ingest-registry/tests/apicurio.rs against this stack's Apicurio: Avro and Protobuf
+    schemas (one with a reference) registered and read back through the workers' client, cached
+    (it skips itself when SCHEMA_REGISTRY_URL does not answer, so it must say it ran). Built by
+    scripts/test.sh's registry-client tier already; compiled here otherwise."""
+    import os
+    import shutil
+    import subprocess
+    from pihelpers import PI_ROOT
+    cargo = shutil.which("cargo") or os.path.expanduser("~/.cargo/bin/cargo")
+    proc = subprocess.run([cargo, "test", "-q", "-p", "ingest-registry", "--test", "apicurio", "--", "--nocapture"],
+                          cwd=PI_ROOT, env={**os.environ, "SCHEMA_REGISTRY_URL": schema_registry},
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=580)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "1 passed" in out and "skipped" not in out, out[-4000:]
