@@ -1,17 +1,23 @@
-//! Citus tables are refused until pipeline_ingest has a writer that goes through Citus.
+//! Which Citus tables pipeline_ingest writes, and the refusal of the others.
 //!
-//! The workers write with PostgreSQL's own `BeginCopyFrom`/`CopyFrom`, called directly; Citus routes
-//! a COPY only from its ProcessUtility hook, so on a Citus table (distributed, reference, a Citus
-//! local table, or a partition of one of them) those rows would land in the coordinator's shell
-//! table, which Citus never reads: committed with their offsets, and invisible
-//! (docs/citus-findings.md measured it: 1,000 rows committed, `count(*)` 0). Until the Citus writer
-//! exists (issue 22), such a table is refused at `consume_begin`/`preview` and a worker whose table
-//! became one stops with the error instead of losing its batch.
+//! The workers write ordinary tables with PostgreSQL's own `BeginCopyFrom`/`CopyFrom`, called
+//! directly; Citus routes a COPY only from its ProcessUtility hook, so on a Citus table those rows
+//! would land in the coordinator's shell table, which Citus never reads: committed with their
+//! offsets, and invisible (docs/citus-findings.md measured it: 1,000 rows committed, `count(*)` 0).
+//! Hash-distributed tables (distributed partitioned tables and their partitions included) and
+//! reference tables are written through Citus instead (`sink::citus`). The other kinds (Citus local
+//! and single-shard tables, range- and append-distributed tables) and stream-partitioned consumers
+//! into any Citus table are refused at `consume_begin`/`preview`/`retry_dead_letters`, and a worker
+//! whose table became one stops with the error instead of losing its batch.
 
 use pgrx::prelude::*;
 
 /// SQLSTATE of the refusal (feature_not_supported).
 pub const SQLSTATE: &str = "0A000";
+
+/// The kinds `sink::citus` writes.
+pub const HASH: &str = "hash-distributed table";
+pub const REFERENCE: &str = "reference table";
 
 /// What Citus calls `relid` when its metadata holds it ("hash-distributed table", "reference
 /// table", ...), None for an ordinary table or when Citus is not installed in this database.
@@ -36,23 +42,37 @@ pub fn table_kind(relid: pg_sys::Oid) -> Option<String> {
     .flatten()
 }
 
-/// The error text for `relation`, a Citus table of `kind`.
+/// The kind of `relid` when it is a Citus table pipeline_ingest does not write (None for an
+/// ordinary table, a hash-distributed or a reference table).
+pub fn unsupported_kind(relid: pg_sys::Oid) -> Option<String> {
+    table_kind(relid).filter(|k| k != HASH && k != REFERENCE)
+}
+
+/// The error text for `relation`, a Citus table of `kind` that is not written.
 pub fn refusal(relation: &str, kind: &str) -> String {
     format!(
-        "\"{relation}\" is a Citus {kind}: pipeline_ingest cannot write Citus tables yet (its COPY would \
-         bypass Citus and fill the coordinator's shell table)"
+        "\"{relation}\" is a Citus {kind}: pipeline_ingest writes hash-distributed and reference tables only \
+         (its COPY would bypass Citus and fill the coordinator's shell table)"
     )
 }
 
-/// Raises 0A000 when `relid` is a Citus table.
+/// The error text for a stream-partitioned consumer's `relation`, a Citus table of `kind`.
+pub fn partitioned_refusal(relation: &str, kind: &str) -> String {
+    format!(
+        "\"{relation}\" is a Citus {kind}: stream-partitioned consumers cannot write Citus tables yet \
+         (give each table its own consumer)"
+    )
+}
+
+/// Raises 0A000 when `relid` is a Citus table of a kind pipeline_ingest does not write.
 #[track_caller]
 pub fn refuse(relid: pg_sys::Oid, relation: &str) {
-    if let Some(kind) = table_kind(relid) {
+    if let Some(kind) = unsupported_kind(relid) {
         crate::error::raise_with(
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
             refusal(relation, &kind),
             None,
-            Some("Consume into an ordinary table and INSERT ... SELECT from it into the Citus table.".into()),
+            Some("Consume into a hash-distributed or reference table, or into an ordinary table and INSERT ... SELECT from it.".into()),
         );
     }
 }

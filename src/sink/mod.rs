@@ -4,6 +4,7 @@
 //! above it (no worker, catalog or api): what it needs of a consumer comes in its `Target`.
 
 pub mod append;
+pub mod citus;
 pub mod copy;
 pub mod isolate;
 pub mod partitioned;

@@ -256,7 +256,7 @@ fn identity_columns(relid: pg_sys::Oid) -> (Vec<String>, Vec<(String, bool)>) {
 /// The staging table for the relation's current column layout (and this owner): found in this
 /// session's temporary schema or created. Its name carries a digest of the layout, so a relation
 /// whose columns changed gets a new one.
-fn staging_table(relid: pg_sys::Oid, owner: pg_sys::Oid, keys: &[String]) -> (String, pg_sys::Oid) {
+pub(super) fn staging_table(relid: pg_sys::Oid, owner: pg_sys::Oid, keys: &[String]) -> (String, pg_sys::Oid) {
     // The column definitions as the superuser with search_path pg_catalog: types, collations and
     // default expressions come out schema-qualified. Key columns keep their type and are NOT NULL
     // (a value without its key is a bad message). Every other column has its type's base type

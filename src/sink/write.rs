@@ -22,6 +22,10 @@ pub fn write_batch<P: Position>(
     if target.partitioned {
         return super::partitioned::write(target, messages);
     }
+    // A Citus table: through Citus, never COPY into the coordinator's shell table (sink::citus).
+    if let Some(kind) = crate::citus::table_kind(relid) {
+        return super::citus::write(target, relid, &kind, messages);
+    }
     if target.features.transform.is_some() {
         return super::transform::write(target, relid, messages);
     }
