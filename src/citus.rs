@@ -67,6 +67,12 @@ pub fn partitioned_refusal(relation: &str, kind: &str) -> String {
 /// Raises 0A000 when `relid` is a Citus table of a kind pipeline_ingest does not write.
 #[track_caller]
 pub fn refuse(relid: pg_sys::Oid, relation: &str) {
+    if table_kind(relid).is_some() && has_identity_column(relid) {
+        crate::error::raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("\"{relation}\" is a Citus table with an identity column: pipeline_ingest cannot write it through Citus yet"),
+        );
+    }
     if let Some(kind) = unsupported_kind(relid) {
         crate::error::raise_with(
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
@@ -75,4 +81,16 @@ pub fn refuse(relid: pg_sys::Oid, relation: &str) {
             Some("Consume into a hash-distributed or reference table, or into an ordinary table and INSERT ... SELECT from it.".into()),
         );
     }
+}
+
+/// Whether `relid` has an identity column (its values are not staged: see sink::citus).
+fn has_identity_column(relid: pg_sys::Oid) -> bool {
+    Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped \
+         AND attidentity <> '')",
+        &[relid.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
 }

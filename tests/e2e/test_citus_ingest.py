@@ -58,7 +58,7 @@ def _ports() -> dict[str, int]:
 @pytest.fixture(scope="module")
 def citus_db():
     """A database on a local Citus cluster with pipeline_ingest, the test broker and endpoint; the
-    cluster is stopped afterwards."""
+    database is dropped on every node and the cluster stopped afterwards."""
     _citus("start")
     try:
         ports = _ports()
@@ -72,6 +72,10 @@ def citus_db():
         with psycopg.connect(host="127.0.0.1", port=ports["coord"], user="postgres", dbname=db, autocommit=True) as c:
             c.execute("SELECT pipeline_kafka.consume_end()")
             c.execute("SELECT pipeline_kinesis.consume_end()")
+        for node in ("coord", "w1", "w2"):
+            with psycopg.connect(host="127.0.0.1", port=ports[node], user="postgres", dbname="postgres",
+                                 autocommit=True) as c:
+                c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
     finally:
         _citus("stop")
 
@@ -277,6 +281,13 @@ def test_what_stays_refused(citus_db):
             c.execute("SELECT pipeline_kafka.consume_begin(%s, 'loc', format := 'csv')", (topic,))
         assert e.value.sqlstate == "0A000" and "Citus local table" in str(e.value), str(e.value)
         assert c.execute("SELECT count(*) FROM pipeline_kafka.consumers WHERE relname LIKE '%%loc'").fetchone()[0] == 0
+        # a distributed table with an identity column (not staged yet): 0A000 as well
+        c.execute("CREATE TABLE ident (id bigint GENERATED ALWAYS AS IDENTITY, v text)")
+        c.execute("SELECT create_distributed_table('ident', 'v')")
+        with pytest.raises(psycopg.Error) as e:
+            c.execute("SELECT pipeline_kafka.consume_begin(%s, 'ident', format := 'csv', columns := ARRAY['v'])",
+                      (topic,))
+        assert e.value.sqlstate == "0A000" and "identity column" in str(e.value), str(e.value)
         # a table that becomes one after consume_begin: the consumer stops before writing, the
         # offset stays at the first message not written
         c.execute("CREATE TABLE later (id bigint, v text)")
