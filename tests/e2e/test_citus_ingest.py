@@ -6,7 +6,7 @@ Core COPY into a Citus table would fill the coordinator's shell table, which Cit
 which Citus commits with two-phase commit together with the batch's offsets, even for one shard.
 Here: a topic of several partitions into a hash-distributed table while a worker's and then the
 coordinator's postmaster are killed with -9 (every row exactly once, in shards on both workers, none
-in the shell table), dead letters from a shard's CHECK constraint, metadata columns, a one-message
+in the shell table), a consumer on a worker node killed with -9, dead letters from a shard's CHECK constraint, metadata columns, a one-message
 batch committed with PREPARE TRANSACTION, a reference table, a distributed partitioned table, an
 upsert, a Kinesis stream, a preview, and the SQLSTATEs of what stays refused."""
 from __future__ import annotations
@@ -195,6 +195,48 @@ def test_distributed_table_exactly_once_through_worker_and_coordinator_crashes(c
     for node in ("w1", "w2"):
         with _conn(citus_db, node) as w:
             assert w.execute("SELECT count(*) FROM pg_prepared_xacts").fetchone()[0] == 0
+
+
+@pytest.mark.timeout(240)
+def test_a_consumer_on_a_worker_node_survives_its_kill9(citus_db):
+    """With Citus's metadata on every node, a worker node writes distributed tables itself: a
+    consumer created there (its catalog, offsets and workers on that node) commits its offsets
+    with the shard rows, coordinated by that node's two-phase commit."""
+    ports, db = citus_db
+    topic = unique_name("citus_w")
+    create_topic(topic, partitions=2)
+    with _conn(citus_db) as c:
+        c.execute("CREATE TABLE wdist (id bigint PRIMARY KEY, v text)")
+        c.execute("SELECT create_distributed_table('wdist', 'id')")
+    with _conn(citus_db, "w1") as w:
+        w.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
+        cid = w.execute("SELECT pipeline_kafka.consume_begin(%s, 'wdist', format := 'csv', start_offset := -2, "
+                        "batchsize := 300)", (topic,)).fetchone()[0]
+    n = 4000
+    produce(topic, [f"{i},w{i}" for i in range(n // 2)])
+    wait_until(lambda: (_try_count(citus_db, "SELECT count(*) FROM wdist") or 0) > 300, timeout=60)
+    produce(topic, [f"{i},w{i}" for i in range(n // 2, n)])
+    _kill9("w1")
+    with _conn(citus_db, "w1") as w:
+        w.execute("SELECT recover_prepared_transactions()")
+    wait_until(lambda: _try_count(citus_db, "SELECT count(*) FROM wdist") == n, timeout=120)
+    with _conn(citus_db, "w1") as w:
+        w.execute("SELECT recover_prepared_transactions()")
+        assert w.execute("SELECT sum(\"offset\") FROM pipeline_kafka.offsets WHERE consumer_id = %s",
+                         (cid,)).fetchone()[0] == n
+        assert w.execute("SELECT count(*) FROM pipeline_kafka.dead_letters").fetchone()[0] == 0
+        w.execute("SELECT pipeline_kafka.consume_end(%s, 'wdist')", (topic,))
+    with _conn(citus_db) as c:
+        assert c.execute("SELECT count(*), count(DISTINCT id) FROM wdist").fetchone() == (n, n)
+        per_node = _placements(c, "wdist")
+        assert per_node.get(ports["w1"], 0) > 0 and per_node.get(ports["w2"], 0) > 0, per_node
+        # the coordinator's shell and the worker's own copy of the shell hold nothing
+        assert c.execute("SELECT pg_relation_size('wdist')").fetchone()[0] == 0
+    with _conn(citus_db, "w1") as w:
+        assert w.execute("SELECT pg_relation_size('wdist')").fetchone()[0] == 0
+    for node in ("coord", "w1", "w2"):
+        with _conn(citus_db, node) as x:
+            assert x.execute("SELECT count(*) FROM pg_prepared_xacts").fetchone()[0] == 0
 
 
 @pytest.mark.timeout(240)
