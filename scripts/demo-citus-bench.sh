@@ -6,7 +6,7 @@
 #           into one hash-distributed table: the work spread over three nodes
 # Each figure: rows / seconds from consume_begin's COMMIT until the table holds every row.
 # Expects Kafka running and pipeline_ingest built for PostgreSQL 18 (the installed build: debug
-# after `make build`). Environment: BENCH_ROWS (default 300000), BENCH_REPEAT (default 2).
+# after `make build`). Environment: BENCH_ROWS (default 300000), BENCH_REPEAT (default 3).
 set -euo pipefail
 export PG_VERSION=18 PG_VERSIONS=18
 # shellcheck source=env.sh
@@ -21,8 +21,8 @@ for node in coord w1 w2; do
 done
 bash scripts/citus.sh createdb "$DB" >/dev/null
 "$PI_VENV/bin/python" - "$KAFKA_BOOTSTRAP" "$DB" "$(port coord)" "$(port w1)" "$(port w2)" \
-  "${BENCH_ROWS:-300000}" "${BENCH_REPEAT:-2}" <<'PY'
-import sys, time, uuid
+  "${BENCH_ROWS:-300000}" "${BENCH_REPEAT:-3}" <<'PY'
+import statistics, sys, time, uuid
 import psycopg
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -88,12 +88,16 @@ for r in range(repeat):
             assert c.execute("SELECT pg_relation_size(%s)", (table,)).fetchone()[0] == 0
         print(f"run {r + 1}: {kind:5s} {n} rows in {secs:6.2f} s = {n / secs:9,.0f} rows/s", flush=True)
 print()
-print("| target | consumers | rows/s (median of %d) |" % repeat)
+print("| target | consumers | rows/s, median of %d (min-max) |" % repeat)
 print("|---|---|---|")
 labels = {"local": ("ordinary table on the coordinator", "1 on the coordinator, 2 workers"),
           "dist": ("hash-distributed table, 32 shards", "1 on the coordinator, 2 workers"),
           "nodes": ("hash-distributed table, 32 shards", "1 on each of the 3 nodes, 1 worker each")}
 for kind, secs in results.items():
-    s = sorted(secs)[len(secs) // 2]
-    print(f"| {labels[kind][0]} | {labels[kind][1]} | {n / s:,.0f} |")
+    print(f"| {labels[kind][0]} | {labels[kind][1]} | {n / statistics.median(secs):,.0f} "
+          f"({n / max(secs):,.0f}-{n / min(secs):,.0f}) |")
 PY
+for node in coord w1 w2; do  # the run's tables go with its database (disk)
+  PGOPTIONS='-c client_min_messages=warning' "$PG_BIN/psql" -X -qAt -h 127.0.0.1 -p "$(port "$node")" -U postgres -d postgres \
+    -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
+done
