@@ -94,3 +94,47 @@ fn has_identity_column(relid: pg_sys::Oid) -> bool {
     .flatten()
     .unwrap_or(false)
 }
+
+/// A spread consumer's place among the Citus nodes (`pipeline_kafka.spread`, written by
+/// `consume_spread`): (slot, slots), None for a consumer that is not spread.
+pub fn spread_of(consumer_id: i32) -> Option<(i32, i32)> {
+    crate::xact::as_superuser(|| {
+        Spi::get_two_with_args::<i32, i32>(
+            "SELECT (SELECT slot FROM pipeline_kafka.spread WHERE consumer_id = $1), \
+                    (SELECT slots FROM pipeline_kafka.spread WHERE consumer_id = $1)",
+            &[consumer_id.into()],
+        )
+    })
+    .ok()
+    .and_then(|(slot, slots)| Some((slot?, slots?)))
+}
+
+/// The (parallelism, index) a worker of a spread consumer reads partitions by: node `slot` of
+/// `slots` runs the consumer's workers as indices slot + slots × index of slots × parallelism, so
+/// the node reads the partitions p with p mod slots = slot (whatever the parallelism: changing it
+/// never moves a partition to another node) and its worker `index` those with
+/// (p div slots) mod parallelism = index.
+pub fn spread_worker(parallelism: i32, index: i32, spread: Option<(i32, i32)>) -> (i32, i32) {
+    match spread {
+        Some((slot, slots)) if slots > 0 => (parallelism.max(1) * slots, slot + slots * index),
+        _ => (parallelism, index),
+    }
+}
+
+/// This node's place among the Citus cluster's active primary nodes, ordered by group id (the
+/// coordinator's group is 0): (slot, slots). Raises 0A000 without Citus or outside its node list.
+pub fn local_slot() -> (i32, i32) {
+    let found = Spi::get_two::<i32, i32>(
+        "SELECT (SELECT r.slot::int4 FROM (SELECT groupid, pg_catalog.row_number() OVER (ORDER BY groupid) - 1 AS slot \
+                   FROM pg_catalog.pg_dist_node WHERE isactive AND noderole = 'primary') r \
+                 WHERE r.groupid = (SELECT groupid FROM pg_catalog.pg_dist_local_group)), \
+                (SELECT pg_catalog.count(*)::int4 FROM pg_catalog.pg_dist_node WHERE isactive AND noderole = 'primary')",
+    );
+    match found {
+        Ok((Some(slot), Some(slots))) if slots > 0 => (slot, slots),
+        _ => crate::error::raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "consume_spread needs a Citus cluster: this database has no Citus node list that includes this node",
+        ),
+    }
+}

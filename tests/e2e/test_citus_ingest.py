@@ -239,6 +239,91 @@ def test_a_consumer_on_a_worker_node_survives_its_kill9(citus_db):
             assert x.execute("SELECT count(*) FROM pg_prepared_xacts").fetchone()[0] == 0
 
 
+def _spread_offsets(citus_db, cid_by_node: dict[str, int]) -> dict[str, dict[int, int]]:
+    """The stored offsets of the spread consumer, per node."""
+    out = {}
+    for node, cid in cid_by_node.items():
+        with _conn(citus_db, node) as x:
+            out[node] = dict(x.execute("SELECT \"partition\", \"offset\" FROM pipeline_kafka.offsets "
+                                       "WHERE consumer_id = %s", (cid,)).fetchall())
+    return out
+
+
+@pytest.mark.timeout(300)
+def test_spread_consumer_takes_each_partition_on_one_node_through_a_kill9(citus_db):
+    """consume_spread: the same consumer on every node, each reading its share of the partitions
+    (partition p on the node of slot p mod 3 here), its offsets on that node; a node killed with -9
+    makes its partitions wait (no other node takes them), then every row is there once."""
+    ports, db = citus_db
+    topic = unique_name("citus_s")
+    create_topic(topic, partitions=6)
+    with _conn(citus_db) as c:
+        c.execute("CREATE TABLE sdist (id bigint PRIMARY KEY, v text)")
+        c.execute("SELECT create_distributed_table('sdist', 'id')")
+        ok = c.execute("SELECT bool_and(success) FROM run_command_on_all_nodes(format("
+                       "'SELECT pipeline_kafka.add_broker(%%1$L) WHERE NOT EXISTS "
+                       "(SELECT FROM pipeline_kafka.brokers WHERE host = %%1$L)', %s::text))",
+                       (KAFKA_BOOTSTRAP,)).fetchone()[0]
+        assert ok
+        # consume_begin and consume_spread in one statement per node: no worker reads before
+        # the node knows its share
+        rows = c.execute("SELECT n.nodeport, r.success, r.result FROM run_command_on_all_nodes(format("
+                         "$$SELECT pipeline_kafka.consume_spread(%%1$L, 'sdist') FROM (SELECT pipeline_kafka.consume_begin("
+                         "%%1$L, 'sdist', format := 'csv', start_offset := -2, batchsize := 200) OFFSET 0) b$$, %s::text)) r "
+                         "JOIN pg_dist_node n USING (nodeid)", (topic,)).fetchall()
+    assert all(ok for _, ok, _ in rows), rows
+    slot = {port: int(result) for port, _, result in rows}
+    node_of_port = {v: k for k, v in ports.items()}
+    assert sorted(slot.values()) == [0, 1, 2], slot
+    cids = {}
+    for node in ports:
+        with _conn(citus_db, node) as x:
+            cids[node] = x.execute("SELECT id FROM pipeline_kafka.consumers WHERE topic = %s", (topic,)).fetchone()[0]
+            assert x.execute("SELECT slot, slots FROM pipeline_kafka.spread WHERE consumer_id = %s",
+                             (cids[node],)).fetchone() == (slot[ports[node]], 3)
+
+    def wave(lo: int, hi: int) -> None:
+        for p in range(6):
+            produce(topic, [f"{i},s{i}" for i in range(lo, hi) if i % 6 == p], partition=p)
+
+    wave(0, 1200)
+    wait_until(lambda: _try_count(citus_db, "SELECT count(*) FROM sdist") == 1200, timeout=90)
+    offsets = _spread_offsets(citus_db, cids)
+    for node, parts in offsets.items():
+        # each node read only its partitions, each partition read by one node
+        assert sorted(parts) == [p for p in range(6) if p % 3 == slot[ports[node]]], (node, offsets)
+    assert sum(sum(parts.values()) for parts in offsets.values()) == 1200
+
+    # a node running consumers killed with -9 while the others go on
+    wave(1200, 2400)
+    _kill9("w1")
+    wave(2400, 3000)
+    with _conn(citus_db, "w1") as w:
+        w.execute("SELECT recover_prepared_transactions()")
+    wait_until(lambda: _try_count(citus_db, "SELECT count(*) FROM sdist") == 3000, timeout=120)
+    for node in ports:
+        with _conn(citus_db, node) as x:
+            x.execute("SELECT recover_prepared_transactions()")
+    offsets = _spread_offsets(citus_db, cids)
+    for node, parts in offsets.items():
+        assert sorted(parts) == [p for p in range(6) if p % 3 == slot[ports[node]]], (node, offsets)
+    assert sum(sum(parts.values()) for parts in offsets.values()) == 3000
+    with _conn(citus_db) as c:
+        assert c.execute("SELECT count(*), count(DISTINCT id) FROM sdist").fetchone() == (3000, 3000)
+        assert c.execute("SELECT pg_relation_size('sdist')").fetchone()[0] == 0
+        # which node runs which partition, from the coordinator (the README's query)
+        running = c.execute(
+            "SELECT n.nodeport, s.\"partition\" FROM run_command_on_all_nodes($$SELECT coalesce(json_agg(s), '[]') "
+            "FROM (SELECT consumer_id, \"partition\" FROM pipeline_kafka.consumer_status "
+            "WHERE next_offset IS NOT NULL) s$$) r "
+            "JOIN pg_dist_node n USING (nodeid) CROSS JOIN LATERAL json_to_recordset(r.result::json) "
+            "AS s(consumer_id int, \"partition\" int) ORDER BY 2").fetchall()
+        assert [(node_of_port[port], p) for port, p in running] == \
+            [(node_of_port[next(pt for pt, k in slot.items() if k == p % 3)], p) for p in range(6)], running
+        c.execute("SELECT run_command_on_all_nodes(format('SELECT pipeline_kafka.consume_end(%%L, ''sdist'')', %s::text))",
+                  (topic,))
+
+
 @pytest.mark.timeout(240)
 def test_reference_partitioned_upsert_kinesis_and_preview(citus_db):
     ports, _ = citus_db
