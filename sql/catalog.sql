@@ -90,7 +90,7 @@ CREATE TABLE pipeline_kafka.offsets (
 
 -- 0.8.0 (issue 22): a consumer spread over the nodes of a Citus cluster (consume_spread, run on
 -- every node): this node's place, kept once stored, so a partition's offsets live on one node.
--- Superusers only (read through consume_spread's result and consumer_status on each node).
+-- Written by consume_spread only; readable by everyone, as offsets.
 CREATE TABLE pipeline_kafka.spread (
     consumer_id integer PRIMARY KEY REFERENCES pipeline_kafka.consumers (id) ON DELETE CASCADE,
     slot        integer NOT NULL,

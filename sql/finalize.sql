@@ -155,7 +155,7 @@ COMMENT ON TYPE pipeline_kinesis.record IS 'one Kinesis (user) record as a trans
 COMMENT ON TABLE pipeline_kafka.brokers IS 'Kafka broker entries (host[:port] and librdkafka settings) every consumer and the producer of this database use; written by add_broker / remove_broker';
 COMMENT ON TABLE pipeline_kafka.consumers IS 'one row per Kafka consumer (topic into relation, or stream-partitioned): its settings, owner, state and last_error; written by consume_begin / consume_end / consume_drop; visible to members of its owner';
 COMMENT ON TABLE pipeline_kafka.offsets IS 'the next offset to read per consumer and partition, committed in the same transaction as the rows';
-COMMENT ON TABLE pipeline_kafka.spread IS 'this node''s share of a consumer spread over the nodes of a Citus cluster: partition p is read here when p mod slots = slot; written once by consume_spread; superusers only';
+COMMENT ON TABLE pipeline_kafka.spread IS 'this node''s share of a consumer spread over the nodes of a Citus cluster: partition p is read here when p mod slots = slot; written once by consume_spread; readable by everyone, as offsets';
 COMMENT ON TABLE pipeline_kafka.dead_letters IS 'Kafka messages that could not become rows, with their raw bytes, error and SQLSTATE; visible to (and deletable by) members of the consumer''s owner when written';
 COMMENT ON TABLE pipeline_kafka.secrets IS 'secret client settings (passwords, keys) of broker entries and consumers, shown masked elsewhere; superusers only';
 COMMENT ON TABLE pipeline_kafka.outbox IS 'messages produce_message and emit_tuple wrote, sent by the producer worker once their transaction committed and deleted once the broker acknowledged them; superusers only';

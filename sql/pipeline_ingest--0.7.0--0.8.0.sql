@@ -42,7 +42,8 @@ CREATE TABLE pipeline_kafka.spread (
     CHECK (slots > 0 AND slot >= 0 AND slot < slots)
 );
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.spread', '');
-COMMENT ON TABLE pipeline_kafka.spread IS 'this node''s share of a consumer spread over the nodes of a Citus cluster: partition p is read here when p mod slots = slot; written once by consume_spread; superusers only';
+GRANT SELECT ON pipeline_kafka.spread TO PUBLIC;
+COMMENT ON TABLE pipeline_kafka.spread IS 'this node''s share of a consumer spread over the nodes of a Citus cluster: partition p is read here when p mod slots = slot; written once by consume_spread; readable by everyone, as offsets';
 
 CREATE FUNCTION pipeline_kafka."consume_spread"(
 	"topic" TEXT, /* Option < & str > */

@@ -99,6 +99,14 @@ fn has_identity_column(relid: pg_sys::Oid) -> bool {
 /// `consume_spread`): (slot, slots), None for a consumer that is not spread.
 pub fn spread_of(consumer_id: i32) -> Option<(i32, i32)> {
     crate::xact::as_superuser(|| {
+        // (a database not updated to 0.8.0 yet has no such table: not spread)
+        let present = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('pipeline_kafka.spread') IS NOT NULL")
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+        if !present {
+            return Ok((None, None));
+        }
         Spi::get_two_with_args::<i32, i32>(
             "SELECT (SELECT slot FROM pipeline_kafka.spread WHERE consumer_id = $1), \
                     (SELECT slots FROM pipeline_kafka.spread WHERE consumer_id = $1)",
