@@ -313,11 +313,11 @@ def test_spread_consumer_takes_each_partition_on_one_node_through_a_kill9(citus_
         assert c.execute("SELECT pg_relation_size('sdist')").fetchone()[0] == 0
         # which node runs which partition, from the coordinator (the README's query)
         running = c.execute(
-            "SELECT n.nodeport, s.\"partition\" FROM run_command_on_all_nodes($$SELECT coalesce(json_agg(s), '[]') "
+            "SELECT n.nodeport, s.\"partition\" FROM run_command_on_all_nodes(format($$SELECT coalesce(json_agg(s), '[]') "
             "FROM (SELECT consumer_id, \"partition\" FROM pipeline_kafka.consumer_status "
-            "WHERE next_offset IS NOT NULL) s$$) r "
+            "WHERE next_offset IS NOT NULL AND topic = %%L) s$$, %s::text)) r "
             "JOIN pg_dist_node n USING (nodeid) CROSS JOIN LATERAL json_to_recordset(r.result::json) "
-            "AS s(consumer_id int, \"partition\" int) ORDER BY 2").fetchall()
+            "AS s(consumer_id int, \"partition\" int) ORDER BY 2", (topic,)).fetchall()
         assert [(node_of_port[port], p) for port, p in running] == \
             [(node_of_port[next(pt for pt, k in slot.items() if k == p % 3)], p) for p in range(6)], running
         c.execute("SELECT run_command_on_all_nodes(format('SELECT pipeline_kafka.consume_end(%%L, ''sdist'')', %s::text))",
