@@ -2,8 +2,8 @@
 # Rows/s into Citus (BENCHMARKS.md "Citus"), in one run on the local cluster of scripts/citus.sh:
 #   local   a consumer on the coordinator into an ordinary table of the coordinator
 #   dist    the same topic, a consumer on the coordinator into a hash-distributed table (32 shards)
-#   nodes   the same rows as three topics, one consumer on each node (coordinator, w1, w2), all
-#           into one hash-distributed table: the work spread over three nodes
+#   spread  the same topic, the consumer spread over the three nodes (consume_spread: each node
+#           reads 2 of the 6 partitions with one worker) into a hash-distributed table
 # Each figure: rows / seconds from consume_begin's COMMIT until the table holds every row.
 # Expects Kafka running and pipeline_ingest built for PostgreSQL 18 (the installed build: debug
 # after `make build`). Environment: BENCH_ROWS (default 300000), BENCH_REPEAT (default 3).
@@ -31,9 +31,8 @@ bootstrap, db, ports, n, repeat = sys.argv[1], sys.argv[2], sys.argv[3:6], int(s
 nodes = dict(zip(("coord", "w1", "w2"), map(int, ports)))
 run = uuid.uuid4().hex[:8]
 admin = AdminClient({"bootstrap.servers": bootstrap})
-all_topic, part_topics = f"cb_all_{run}", [f"cb_{i}_{run}" for i in range(3)]
-for f in admin.create_topics([NewTopic(all_topic, 4, 1)] + [NewTopic(t, 2, 1) for t in part_topics],
-                             operation_timeout=30).values():
+all_topic = f"cb_all_{run}"
+for f in admin.create_topics([NewTopic(all_topic, 6, 1)], operation_timeout=30).values():
     f.result(30)
 p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.num.messages": 10000})
 def send(topic, i):
@@ -45,7 +44,6 @@ def send(topic, i):
             p.poll(0.1)
 for i in range(n):
     send(all_topic, i)
-    send(part_topics[i % 3], i)
 assert p.flush(120) == 0
 
 def conn(node):
@@ -57,42 +55,47 @@ for node in nodes:
     with conn(node) as w:
         w.execute("SELECT pipeline_kafka.add_broker(%s)", (bootstrap,))
 
-def timed(table, starts, expect):
-    """starts: [(node, topic)]; consumers begin, wait until `table` holds `expect` rows."""
+def timed(table, spread, expect):
+    """The consumer begins (on every node, spread), wait until `table` holds `expect` rows."""
+    nodes_used = list(nodes) if spread else ["coord"]
     t0 = time.monotonic()
-    for node, topic in starts:
+    for node in nodes_used:
         with conn(node) as w:
-            w.execute("SELECT pipeline_kafka.consume_begin(%s, %s, format := 'csv', start_offset := -2, "
-                      "parallelism := %s, batchsize := 10000)", (topic, table, 2 if len(starts) == 1 else 1))
+            if spread:
+                w.execute("SELECT pipeline_kafka.consume_spread(%s, %s) FROM (SELECT pipeline_kafka.consume_begin("
+                          "%s, %s, format := 'csv', start_offset := -2, batchsize := 10000) OFFSET 0) b",
+                          (all_topic, table, all_topic, table))
+            else:
+                w.execute("SELECT pipeline_kafka.consume_begin(%s, %s, format := 'csv', start_offset := -2, "
+                          "parallelism := 2, batchsize := 10000)", (all_topic, table))
     while c.execute(f"SELECT count(*) FROM {table}").fetchone()[0] < expect:
         if time.monotonic() - t0 > 900:
             sys.exit(f"{table}: rows did not arrive")
         time.sleep(0.2)
     secs = time.monotonic() - t0
-    for node, topic in starts:
+    for node in nodes_used:
         with conn(node) as w:
-            w.execute("SELECT pipeline_kafka.consume_end(%s, %s)", (topic, table))
+            w.execute("SELECT pipeline_kafka.consume_end(%s, %s)", (all_topic, table))
     return secs
 
-results = {"local": [], "dist": [], "nodes": []}
+results = {"local": [], "dist": [], "spread": []}
 for r in range(repeat):
     for kind in results:
         table = f"{kind}_{r}"
         c.execute(f"CREATE TABLE {table} (user_id bigint, amount numeric, created timestamptz)")
         if kind != "local":
             c.execute("SELECT create_distributed_table(%s, 'user_id')", (table,))
-        starts = [("coord", all_topic)] if kind != "nodes" else list(zip(nodes, part_topics))
-        secs = timed(table, starts, n)
+        secs = timed(table, kind == "spread", n)
         results[kind].append(secs)
         if kind != "local":
             assert c.execute("SELECT pg_relation_size(%s)", (table,)).fetchone()[0] == 0
-        print(f"run {r + 1}: {kind:5s} {n} rows in {secs:6.2f} s = {n / secs:9,.0f} rows/s", flush=True)
+        print(f"run {r + 1}: {kind:6s} {n} rows in {secs:6.2f} s = {n / secs:9,.0f} rows/s", flush=True)
 print()
 print("| target | consumers | rows/s, median of %d (min-max) |" % repeat)
 print("|---|---|---|")
 labels = {"local": ("ordinary table on the coordinator", "1 on the coordinator, 2 workers"),
           "dist": ("hash-distributed table, 32 shards", "1 on the coordinator, 2 workers"),
-          "nodes": ("hash-distributed table, 32 shards", "1 on each of the 3 nodes, 1 worker each")}
+          "spread": ("hash-distributed table, 32 shards", "spread: 1 worker on each of the 3 nodes")}
 for kind, secs in results.items():
     print(f"| {labels[kind][0]} | {labels[kind][1]} | {n / statistics.median(secs):,.0f} "
           f"({n / max(secs):,.0f}-{n / min(secs):,.0f}) |")
