@@ -62,6 +62,15 @@ bench-kinesis: setup
 	source scripts/env.sh && "$$PI_VENV/bin/python" bench/kinesis_vs_copy.py $(BENCH_ARGS)
 
 # The seed scenarios (demos/seeds.py; README "Seed scenarios"), each against the running services.
+# Citus (README "Scaling out with Citus"): a coordinator and two workers on PostgreSQL 18, a Kafka
+# topic ingested into a hash-distributed and a reference table (scripts/demo-citus.sh).
+.PHONY: demo-citus
+demo-citus:
+	PG_VERSIONS=18 bash scripts/setup.sh
+	PG_VERSIONS=18 bash scripts/build.sh
+	bash scripts/services.sh start kafka
+	bash scripts/demo-citus.sh
+
 .PHONY: demo-memgraph demo-moviefriends demo-kstreams demo-pathway
 demo-memgraph demo-moviefriends demo-kstreams demo-pathway: build
 	bash scripts/services.sh start all

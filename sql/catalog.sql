@@ -100,6 +100,16 @@ CREATE TABLE pipeline_kafka.offsets (
     PRIMARY KEY (consumer_id, "partition")
 );
 
+-- 0.8.0 (issue 22): a consumer spread over the nodes of a Citus cluster (consume_spread, run on
+-- every node): this node's place, kept once stored, so a partition's offsets live on one node.
+-- Written by consume_spread only; readable by everyone, as offsets.
+CREATE TABLE pipeline_kafka.spread (
+    consumer_id integer PRIMARY KEY REFERENCES pipeline_kafka.consumers (id) ON DELETE CASCADE,
+    slot        integer NOT NULL,
+    slots       integer NOT NULL,
+    CHECK (slots > 0 AND slot >= 0 AND slot < slots)
+);
+
 -- Messages that could not become rows (bad format, a value of the wrong type, a constraint or a
 -- trigger error), with their raw bytes. Written in the same transaction as the batch's good rows
 -- and its offsets. A dead letter belongs to the consumer's owner when it was written (`owner`):
@@ -316,6 +326,7 @@ SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.brokers', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.consumers', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.consumers_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.offsets', '');
+SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.spread', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.secrets', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.schema_registries', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.dead_letters', '');

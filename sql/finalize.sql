@@ -171,6 +171,7 @@ COMMENT ON TYPE pipeline_kinesis.record IS 'one Kinesis (user) record as a trans
 COMMENT ON TABLE pipeline_kafka.brokers IS 'Kafka broker entries (host[:port] and librdkafka settings) every consumer and the producer of this database use; written by add_broker / remove_broker';
 COMMENT ON TABLE pipeline_kafka.consumers IS 'one row per Kafka consumer (topic into relation, or stream-partitioned): its settings, owner, state and last_error; written by consume_begin / consume_end / consume_drop; visible to members of its owner';
 COMMENT ON TABLE pipeline_kafka.offsets IS 'the next offset to read per consumer and partition, committed in the same transaction as the rows';
+COMMENT ON TABLE pipeline_kafka.spread IS 'this node''s share of a consumer spread over the nodes of a Citus cluster: partition p is read here when p mod slots = slot; written once by consume_spread; readable by everyone, as offsets';
 COMMENT ON TABLE pipeline_kafka.dead_letters IS 'Kafka messages that could not become rows, with their raw bytes, error and SQLSTATE; visible to (and deletable by) members of the consumer''s owner when written';
 COMMENT ON TABLE pipeline_kafka.secrets IS 'secret client settings (passwords, keys) of broker entries and consumers, shown masked elsewhere; superusers only';
 COMMENT ON TABLE pipeline_kafka.outbox IS 'messages produce_message and emit_tuple wrote, sent by the producer worker once their transaction committed and deleted once the broker acknowledged them; superusers only';
@@ -196,6 +197,7 @@ COMMENT ON FUNCTION pipeline_kafka.consume_begin() IS 'start every stopped Kafka
 COMMENT ON FUNCTION pipeline_kafka.consume_end(text, text) IS 'stop the consumer of a topic into a table; its offsets are kept';
 COMMENT ON FUNCTION pipeline_kafka.consume_end() IS 'stop every running Kafka consumer the caller may manage; returns how many';
 COMMENT ON FUNCTION pipeline_kafka.consume_drop(text, text) IS 'remove the consumer of a topic into a table with its offsets, secret settings and dead letters';
+COMMENT ON FUNCTION pipeline_kafka.consume_spread(text, text) IS 'run on every node of a Citus cluster: this node''s consumer of a topic into a table reads only its share of the partitions (its slot among the nodes, stored once); returns the slot';
 COMMENT ON FUNCTION pipeline_kafka.consume_end_stream_partitioned(text) IS 'stop the stream-partitioned consumer of a topic; its offsets are kept';
 COMMENT ON FUNCTION pipeline_kafka.consume_drop_stream_partitioned(text) IS 'remove the stream-partitioned consumer of a topic with its offsets and dead letters';
 COMMENT ON FUNCTION pipeline_kafka.seek(text, text, integer, bigint, timestamptz) IS 'move a consumer''s partitions (one or all) to an offset or a time; returns how many partitions moved';

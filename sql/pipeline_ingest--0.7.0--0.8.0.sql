@@ -274,6 +274,24 @@ ALTER TABLE pipeline_kinesis.consumers DROP CONSTRAINT consumers_mode_check,
 -- Issue 22: Citus
 -- ---------------------------------------------------------------------------------------------
 
+CREATE TABLE pipeline_kafka.spread (
+    consumer_id integer PRIMARY KEY REFERENCES pipeline_kafka.consumers (id) ON DELETE CASCADE,
+    slot        integer NOT NULL,
+    slots       integer NOT NULL,
+    CHECK (slots > 0 AND slot >= 0 AND slot < slots)
+);
+SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.spread', '');
+GRANT SELECT ON pipeline_kafka.spread TO PUBLIC;
+COMMENT ON TABLE pipeline_kafka.spread IS 'this node''s share of a consumer spread over the nodes of a Citus cluster: partition p is read here when p mod slots = slot; written once by consume_spread; readable by everyone, as offsets';
+
+CREATE FUNCTION pipeline_kafka."consume_spread"(
+	"topic" TEXT, /* Option < & str > */
+	"relation" TEXT /* Option < & str > */
+) RETURNS INT /* i32 */
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'consume_spread_wrapper';
+COMMENT ON FUNCTION pipeline_kafka.consume_spread(text, text) IS 'run on every node of a Citus cluster: this node''s consumer of a topic into a table reads only its share of the partitions (its slot among the nodes, stored once); returns the slot';
 
 
 -- ---------------------------------------------------------------------------------------------

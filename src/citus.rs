@@ -1,17 +1,23 @@
-//! Citus tables are refused until pipeline_ingest has a writer that goes through Citus.
+//! Which Citus tables pipeline_ingest writes, and the refusal of the others.
 //!
-//! The workers write with PostgreSQL's own `BeginCopyFrom`/`CopyFrom`, called directly; Citus routes
-//! a COPY only from its ProcessUtility hook, so on a Citus table (distributed, reference, a Citus
-//! local table, or a partition of one of them) those rows would land in the coordinator's shell
-//! table, which Citus never reads: committed with their offsets, and invisible
-//! (docs/citus-findings.md measured it: 1,000 rows committed, `count(*)` 0). Until the Citus writer
-//! exists (issue 22), such a table is refused at `consume_begin`/`preview` and a worker whose table
-//! became one stops with the error instead of losing its batch.
+//! The workers write ordinary tables with PostgreSQL's own `BeginCopyFrom`/`CopyFrom`, called
+//! directly; Citus routes a COPY only from its ProcessUtility hook, so on a Citus table those rows
+//! would land in the coordinator's shell table, which Citus never reads: committed with their
+//! offsets, and invisible (docs/citus-findings.md measured it: 1,000 rows committed, `count(*)` 0).
+//! Hash-distributed tables (distributed partitioned tables and their partitions included) and
+//! reference tables are written through Citus instead (`sink::citus`). The other kinds (Citus local
+//! and single-shard tables, range- and append-distributed tables) and stream-partitioned consumers
+//! into any Citus table are refused at `consume_begin`/`preview`/`retry_dead_letters`, and a worker
+//! whose table became one stops with the error instead of losing its batch.
 
 use pgrx::prelude::*;
 
 /// SQLSTATE of the refusal (feature_not_supported).
 pub const SQLSTATE: &str = "0A000";
+
+/// The kinds `sink::citus` writes.
+pub const HASH: &str = "hash-distributed table";
+pub const REFERENCE: &str = "reference table";
 
 /// What Citus calls `relid` when its metadata holds it ("hash-distributed table", "reference
 /// table", ...), None for an ordinary table or when Citus is not installed in this database.
@@ -36,23 +42,107 @@ pub fn table_kind(relid: pg_sys::Oid) -> Option<String> {
     .flatten()
 }
 
-/// The error text for `relation`, a Citus table of `kind`.
+/// The kind of `relid` when it is a Citus table pipeline_ingest does not write (None for an
+/// ordinary table, a hash-distributed or a reference table).
+pub fn unsupported_kind(relid: pg_sys::Oid) -> Option<String> {
+    table_kind(relid).filter(|k| k != HASH && k != REFERENCE)
+}
+
+/// The error text for `relation`, a Citus table of `kind` that is not written.
 pub fn refusal(relation: &str, kind: &str) -> String {
     format!(
-        "\"{relation}\" is a Citus {kind}: pipeline_ingest cannot write Citus tables yet (its COPY would \
-         bypass Citus and fill the coordinator's shell table)"
+        "\"{relation}\" is a Citus {kind}: pipeline_ingest writes hash-distributed and reference tables only \
+         (its COPY would bypass Citus and fill the coordinator's shell table)"
     )
 }
 
-/// Raises 0A000 when `relid` is a Citus table.
+/// The error text for a stream-partitioned consumer's `relation`, a Citus table of `kind`.
+pub fn partitioned_refusal(relation: &str, kind: &str) -> String {
+    format!(
+        "\"{relation}\" is a Citus {kind}: stream-partitioned consumers cannot write Citus tables yet \
+         (give each table its own consumer)"
+    )
+}
+
+/// Raises 0A000 when `relid` is a Citus table of a kind pipeline_ingest does not write.
 #[track_caller]
 pub fn refuse(relid: pg_sys::Oid, relation: &str) {
-    if let Some(kind) = table_kind(relid) {
+    if table_kind(relid).is_some() && has_identity_column(relid) {
+        crate::error::raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("\"{relation}\" is a Citus table with an identity column: pipeline_ingest cannot write it through Citus yet"),
+        );
+    }
+    if let Some(kind) = unsupported_kind(relid) {
         crate::error::raise_with(
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
             refusal(relation, &kind),
             None,
-            Some("Consume into an ordinary table and INSERT ... SELECT from it into the Citus table.".into()),
+            Some("Consume into a hash-distributed or reference table, or into an ordinary table and INSERT ... SELECT from it.".into()),
         );
+    }
+}
+
+/// Whether `relid` has an identity column (its values are not staged: see sink::citus).
+fn has_identity_column(relid: pg_sys::Oid) -> bool {
+    Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped \
+         AND attidentity <> '')",
+        &[relid.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
+/// A spread consumer's place among the Citus nodes (`pipeline_kafka.spread`, written by
+/// `consume_spread`): (slot, slots), None for a consumer that is not spread.
+pub fn spread_of(consumer_id: i32) -> Option<(i32, i32)> {
+    crate::xact::as_superuser(|| {
+        // (a database not updated to 0.8.0 yet has no such table: not spread)
+        let present = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('pipeline_kafka.spread') IS NOT NULL")
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+        if !present {
+            return Ok((None, None));
+        }
+        Spi::get_two_with_args::<i32, i32>(
+            "SELECT (SELECT slot FROM pipeline_kafka.spread WHERE consumer_id = $1), \
+                    (SELECT slots FROM pipeline_kafka.spread WHERE consumer_id = $1)",
+            &[consumer_id.into()],
+        )
+    })
+    .ok()
+    .and_then(|(slot, slots)| Some((slot?, slots?)))
+}
+
+/// The (parallelism, index) a worker of a spread consumer reads partitions by: node `slot` of
+/// `slots` runs the consumer's workers as indices slot + slots × index of slots × parallelism, so
+/// the node reads the partitions p with p mod slots = slot (whatever the parallelism: changing it
+/// never moves a partition to another node) and its worker `index` those with
+/// (p div slots) mod parallelism = index.
+pub fn spread_worker(parallelism: i32, index: i32, spread: Option<(i32, i32)>) -> (i32, i32) {
+    match spread {
+        Some((slot, slots)) if slots > 0 => (parallelism.max(1) * slots, slot + slots * index),
+        _ => (parallelism, index),
+    }
+}
+
+/// This node's place among the Citus cluster's active primary nodes, ordered by group id (the
+/// coordinator's group is 0): (slot, slots). Raises 0A000 without Citus or outside its node list.
+pub fn local_slot() -> (i32, i32) {
+    let found = Spi::get_two::<i32, i32>(
+        "SELECT (SELECT r.slot::int4 FROM (SELECT groupid, pg_catalog.row_number() OVER (ORDER BY groupid) - 1 AS slot \
+                   FROM pg_catalog.pg_dist_node WHERE isactive AND noderole = 'primary') r \
+                 WHERE r.groupid = (SELECT groupid FROM pg_catalog.pg_dist_local_group)), \
+                (SELECT pg_catalog.count(*)::int4 FROM pg_catalog.pg_dist_node WHERE isactive AND noderole = 'primary')",
+    );
+    match found {
+        Ok((Some(slot), Some(slots))) if slots > 0 => (slot, slots),
+        _ => crate::error::raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "consume_spread needs a Citus cluster: this database has no Citus node list that includes this node",
+        ),
     }
 }

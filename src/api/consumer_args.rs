@@ -92,6 +92,12 @@ pub struct Checked {
 /// stored (the function's schema-qualified signature, the resolved keys).
 pub fn against_relation(source: SourceKind, relid: pg_sys::Oid, relation: &str, spec: &mut Spec, transform: Option<TransformRef>) -> Checked {
     let owner = check_relation(relid, relation);
+    if spec.opts.format.change_events() && crate::citus::table_kind(relid).is_some() {
+        raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("\"{relation}\" is a Citus table: Debezium change events cannot be applied to Citus tables yet"),
+        );
+    }
     check_columns(spec.columns.as_ref(), relid, relation);
     let metadata = crate::api::metadata_args::check(source, spec.metadata.as_deref(), relid, relation, &spec.opts, spec.columns.as_ref());
     let features = crate::api::writer_args::check(source, relid, owner, relation, spec, transform, metadata);

@@ -2,6 +2,7 @@
 
 pub mod budget;
 pub mod begin;
+pub mod citus_spread;
 pub mod consumer_args;
 pub mod credfile;
 pub mod metadata_args;

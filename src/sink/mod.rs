@@ -5,6 +5,7 @@
 
 pub mod append;
 pub mod changes;
+pub mod citus;
 pub mod copy;
 pub mod isolate;
 pub mod partitioned;

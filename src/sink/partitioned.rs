@@ -169,7 +169,7 @@ fn target_relation(key: Option<&[u8]>, owner: pg_sys::Oid) -> Result<(pg_sys::Oi
         return Err((format!("row-level security is enabled on \"{shown}\"; ingestion uses COPY FROM, which does not support it"), "0A000"));
     }
     if let Some(kind) = crate::citus::table_kind(oid) {
-        return Err((crate::citus::refusal(&shown, &kind), crate::citus::SQLSTATE));
+        return Err((crate::citus::partitioned_refusal(&shown, &kind), crate::citus::SQLSTATE));
     }
     Ok((oid, relowner))
 }

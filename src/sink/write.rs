@@ -23,6 +23,18 @@ pub fn write_batch<P: Position>(
     if target.partitioned {
         return super::partitioned::write(target, messages);
     }
+    // A Citus table: through Citus, never COPY into the coordinator's shell table (sink::citus).
+    if let Some(kind) = crate::citus::table_kind(relid) {
+        if target.opts.format.change_events() {
+            // (consume_begin refuses it; a table distributed since lands here)
+            return Err(PgError {
+                sqlstate: "0A000".to_string(),
+                message: "Debezium change events cannot be applied to Citus tables yet".to_string(),
+                detail: None,
+            });
+        }
+        return super::citus::write(target, relid, &kind, messages);
+    }
     if target.features.transform.is_some() {
         return super::transform::write(target, relid, messages);
     }

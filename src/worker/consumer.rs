@@ -29,6 +29,8 @@ pub struct KafkaLoaded {
     brokers: Vec<String>,
     broker_config: serde_json::Map<String, serde_json::Value>,
     stored: BTreeMap<i32, i64>,
+    /// A spread consumer's place among the Citus nodes (consume_spread): (slot, slots).
+    spread: Option<(i32, i32)>,
 }
 
 pub struct KafkaWorker;
@@ -47,7 +49,8 @@ impl ConsumerWorker for KafkaWorker {
         // SAFETY: syscache lookup of a role oid, inside a transaction.
         let owner_is_superuser = unsafe { pg_sys::superuser_arg(consumer.owner) };
         let stored = cat::stored_offsets(args.consumer);
-        Some(KafkaLoaded { consumer, owner_is_superuser, brokers, broker_config, stored })
+        let spread = crate::citus::spread_of(args.consumer);
+        Some(KafkaLoaded { consumer, owner_is_superuser, brokers, broker_config, stored, spread })
     }
 
     fn is_current(l: &KafkaLoaded, args: &WorkerArgs) -> bool {
@@ -80,7 +83,7 @@ impl ConsumerWorker for KafkaWorker {
 
     fn connect(args: &WorkerArgs, l: &KafkaLoaded, catalog: &KafkaCatalog, target: &Target) -> Option<(KafkaSource, String)> {
         let max_bytes = target.limits_now().max_bytes;
-        let source = connect(args, &l.consumer, catalog, &l.brokers, &l.broker_config, &l.stored, max_bytes)?;
+        let source = connect(args, &l.consumer, catalog, &l.brokers, &l.broker_config, &l.stored, max_bytes, l.spread)?;
         let started = format!("topic \"{}\", partitions {:?}", l.consumer.topic, source.assigned());
         Some((source, started))
     }
@@ -123,7 +126,9 @@ fn connect(
     broker_config: &serde_json::Map<String, serde_json::Value>,
     stored: &BTreeMap<i32, i64>,
     max_bytes: usize,
+    spread: Option<(i32, i32)>,
 ) -> Option<KafkaSource> {
+    let (parallelism, index) = crate::citus::spread_worker(consumer.parallelism, args.index, spread);
     connect_with_retry(catalog, || {
         let mut cfg = client_config(brokers, &[broker_config, &consumer.settings.config])?;
         if let Some(g) = &consumer.group_id {
@@ -131,7 +136,7 @@ fn connect(
         }
         let start_time_ms = consumer.start_time_us.map(crate::sources::kafka::time_ms_from_us);
         let headers = consumer.features.uses_headers();
-        KafkaSource::new(&cfg, &consumer.topic, consumer.parallelism, args.index, stored, max_bytes, start_time_ms, headers)
+        KafkaSource::new(&cfg, &consumer.topic, parallelism, index, stored, max_bytes, start_time_ms, headers)
     })
 }
 

@@ -472,8 +472,8 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                     format!("relation \"{name}\" (oid {}) no longer exists; create it again to resume", target.relid.to_u32()),
                 ),
             };
-            // A table made a Citus table after consume_begin: its COPY would fill the shell table.
-            if let Some(kind) = crate::citus::table_kind(relid) {
+            // A table made a Citus table of a kind not written (sink::citus) after consume_begin.
+            if let Some(kind) = crate::citus::unsupported_kind(relid) {
                 let name = crate::catalog::consumers::relation_name_and_owner(relid).map(|(n, _)| n).unwrap_or_default();
                 return Err(BatchError::Stop(format!("{} [SQLSTATE {}]", crate::citus::refusal(&name, &kind), crate::citus::SQLSTATE)));
             }
