@@ -327,7 +327,11 @@ fn repeated_fields_into_array_columns_are_array_literals() {
 
 #[test]
 fn timestamps_round_to_microseconds_as_postgresql_input_does() {
-    assert_eq!(timestamp_micros(0, 0).unwrap(), 0);
+    // What PostgreSQL 15 gives for '1970-01-01 00:00:00.<nanos, 9 digits>+00' (checked against
+    // 5000 random and half-way nanos values): half to even on the double.
+    for (nanos, micros) in [(0, 0), (1, 0), (499, 0), (500, 0), (501, 1), (1_499, 1), (1_500, 2), (2_500, 2), (999_999_499, 999_999), (999_999_500, 1_000_000), (123_456_789, 123_457)] {
+        assert_eq!(timestamp_micros(0, nanos).unwrap(), micros, "{nanos}");
+    }
     assert_eq!(timestamp_micros(1, 1_499).unwrap(), 1_000_001);
     assert_eq!(timestamp_micros(1, 1_501).unwrap(), 1_000_002);
     assert_eq!(timestamp_micros(-1, 999_999_999).unwrap(), 0); // carries into the next second
@@ -398,3 +402,4 @@ message M {
     assert_eq!(text(&r, "times"), r#"["1970-01-02T00:00:00.500Z"]"#);
     assert_eq!(text(&r, "ws"), "[4,0]");
 }
+
