@@ -14,7 +14,7 @@
 //! [`ProtobufDecoder::insert`] compiles the registry's `.proto` text, with the files it imports
 //! (the registry's references: import name and text), in pure Rust (protox); the well-known types
 //! under `google/protobuf/` are built in, so a schema may import them without a reference. The
-//! decoder keeps [`MAX_SCHEMAS`] compiled schemas (the oldest inserted leaves first; the worker
+//! decoder keeps [`DEFAULT_CAPACITY`] compiled schemas (the oldest inserted leaves first; the worker
 //! fetches an id again when a message needs it).
 //!
 //! # Values (decided here, documented in README "Formats: Protobuf through a schema registry")
@@ -30,8 +30,11 @@
 //! a wrapper, a Timestamp, proto3 `optional`, a oneof member, any proto2 singular field) that is
 //! absent reads as NULL.
 //!
-//! Errors (the message becomes a dead letter): a bad frame or message index 22P02/22P03, a
-//! corrupt body 22P03, a schema that does not compile 22P02 (for every message of that id).
+//! Errors (the message becomes a dead letter): not the registry's framing 22P02; a message index
+//! that is not a varint path to a message type of the schema 22P03; a corrupt body (truncated, a
+//! bad wire type, a string that is not UTF-8, nesting deeper than 100) 22P03; a Timestamp out of
+//! range 22008; a schema id the registry does not know 22P02; a schema that does not compile
+//! (syntax, an import without a reference) 22P02, for every message of that id.
 
 mod values;
 
@@ -43,26 +46,34 @@ use prost_reflect::{DynamicMessage, FileDescriptor, MessageDescriptor};
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 use std::collections::{HashMap, HashSet, VecDeque};
 
-/// Compiled schemas a decoder keeps (the oldest inserted is dropped first).
-pub const MAX_SCHEMAS: usize = 256;
+/// How many schemas a decoder keeps by default (the oldest inserted leaves first; a message
+/// naming it again has it fetched again).
+pub const DEFAULT_CAPACITY: usize = 256;
 /// Longest message-index path accepted (nesting deeper than this is refused as corrupt).
 const MAX_INDEXES: usize = 64;
 
-/// Decodes Confluent-framed Protobuf messages with schemas inserted by id.
-#[derive(Default)]
+/// Decodes Confluent-framed Protobuf messages with schemas inserted by id (the same life cycle
+/// as the Avro decoder's: `has`, `insert`, `set_missing`, `clear_missing`, `set_array_columns`).
 pub struct ProtobufDecoder {
-    schemas: HashMap<u32, FileDescriptor>,
+    /// Compiled, or why the schema is unusable (its messages are dead letters with that error).
+    schemas: HashMap<u32, Result<FileDescriptor, DecodeError>>,
     order: VecDeque<u32>,
+    capacity: usize,
+    /// Ids the registry does not know (for the current batch).
+    missing: HashSet<u32>,
     /// Columns of an array type: a repeated field into one is a PostgreSQL array literal.
     array_columns: HashSet<String>,
 }
 
+impl Default for ProtobufDecoder {
+    fn default() -> Self {
+        ProtobufDecoder::new(DEFAULT_CAPACITY)
+    }
+}
+
 impl std::fmt::Debug for ProtobufDecoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProtobufDecoder")
-            .field("schemas", &self.order)
-            .field("array_columns", &self.array_columns)
-            .finish()
+        f.debug_struct("ProtobufDecoder").field("schemas", &self.order).field("array_columns", &self.array_columns).finish()
     }
 }
 
@@ -81,93 +92,73 @@ impl FileResolver for Sources {
 }
 
 impl ProtobufDecoder {
-    pub fn new() -> ProtobufDecoder {
-        ProtobufDecoder::default()
+    pub fn new(capacity: usize) -> ProtobufDecoder {
+        ProtobufDecoder {
+            schemas: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+            missing: HashSet::new(),
+            array_columns: HashSet::new(),
+        }
     }
 
     /// The target columns of an array type (by name): a repeated field filling one is written as
     /// a PostgreSQL array literal instead of a JSON array.
-    pub fn with_array_columns<I, S>(mut self, columns: I) -> ProtobufDecoder
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.array_columns = columns.into_iter().map(Into::into).collect();
-        self
+    pub fn set_array_columns(&mut self, columns: impl IntoIterator<Item = String>) {
+        self.array_columns = columns.into_iter().collect();
     }
 
-    /// Whether the schema `id` is compiled here (else the worker fetches it and inserts it).
-    pub fn contains(&self, id: u32) -> bool {
+    /// Whether the schema `id` is known (compiled or found unusable): no need to fetch it.
+    pub fn has(&self, id: u32) -> bool {
         self.schemas.contains_key(&id)
     }
 
+    /// Marks `id` as not in the registry: its messages are dead letters (22P02).
+    pub fn set_missing(&mut self, id: u32) {
+        self.missing.insert(id);
+    }
+
+    /// Forgets the ids marked missing (each batch asks the registry again).
+    pub fn clear_missing(&mut self) {
+        self.missing.clear();
+    }
+
     /// Compiles schema `id` from its `.proto` text and its references (the import name the text
-    /// uses, and that file's text; references of references listed too) and keeps it. A schema
-    /// that does not compile is 22P02 (its messages become dead letters with that error).
-    pub fn insert(
-        &mut self,
-        id: u32,
-        proto_text: &str,
-        references: &[(&str, &str)],
-    ) -> Result<(), DecodeError> {
-        let main = format!("registry-schema-{id}.proto");
-        let mut files: HashMap<String, String> = references
-            .iter()
-            .map(|(n, t)| (n.to_string(), t.to_string()))
-            .collect();
-        files.insert(main.clone(), proto_text.to_string());
-        let mut resolver = ChainFileResolver::new();
-        resolver.add(Sources { files });
-        resolver.add(GoogleFileResolver::new());
-        let mut compiler = protox::Compiler::with_file_resolver(resolver);
-        compiler.include_source_info(false);
-        compiler.open_file(&main).map_err(|e| {
-            DecodeError::new(
-                "22P02",
-                format!(
-                    "Protobuf schema {id} does not compile: {}",
-                    one_line(&e.to_string())
-                ),
-            )
-        })?;
-        let file = compiler
-            .descriptor_pool()
-            .get_file_by_name(&main)
-            .ok_or_else(|| {
-                DecodeError::new(
-                    "22P02",
-                    format!("Protobuf schema {id} did not compile to a file"),
-                )
-            })?;
-        if file.messages().len() == 0 {
-            return Err(DecodeError::new(
-                "22P02",
-                format!("Protobuf schema {id} defines no message type"),
-            ));
-        }
-        if self.schemas.insert(id, file).is_none() {
+    /// uses, and that file's text; references of references listed too) and keeps it. Err: it
+    /// does not compile (22P02); it is kept as such, so its messages become dead letters with
+    /// that error.
+    pub fn insert(&mut self, id: u32, proto_text: &str, references: &[(&str, &str)]) -> Result<(), DecodeError> {
+        let compiled = compile(id, proto_text, references);
+        let result = compiled.as_ref().map(|_| ()).map_err(Clone::clone);
+        if self.schemas.insert(id, compiled).is_none() {
             self.order.push_back(id);
-            while self.order.len() > MAX_SCHEMAS {
+            while self.order.len() > self.capacity {
                 if let Some(old) = self.order.pop_front() {
                     self.schemas.remove(&old);
                 }
             }
         }
-        Ok(())
+        self.missing.remove(&id);
+        result
     }
 
     /// The message type and the body of a framed message.
     fn message<'m>(&self, payload: &'m [u8]) -> Result<(MessageDescriptor, &'m [u8]), DecodeError> {
         let framed = confluent_frame(payload)?;
-        let file = self.schemas.get(&framed.schema_id).ok_or_else(|| {
-            DecodeError::new(
-                "XX000",
-                format!(
-                    "Protobuf schema {} was not fetched before the batch was decoded",
-                    framed.schema_id
-                ),
-            )
-        })?;
+        let id = framed.schema_id;
+        let file = match self.schemas.get(&id) {
+            Some(Ok(file)) => file,
+            Some(Err(e)) => return Err(e.clone()),
+            None if self.missing.contains(&id) => {
+                return Err(DecodeError::new("22P02", format!("schema id {id} not found in the schema registry")))
+            }
+            None => {
+                return Err(DecodeError::new(
+                    "XX000",
+                    format!("internal error: schema id {id} was not fetched before the batch was decoded"),
+                ))
+            }
+        };
         let (indexes, body) = message_indexes(framed.body)?;
         let mut desc = file
             .messages()
@@ -181,10 +172,33 @@ impl ProtobufDecoder {
     }
 }
 
+/// The schema file compiled with its references (google/protobuf/ built in).
+fn compile(id: u32, proto_text: &str, references: &[(&str, &str)]) -> Result<FileDescriptor, DecodeError> {
+    let main = format!("registry-schema-{id}.proto");
+    let mut files: HashMap<String, String> = references.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect();
+    files.insert(main.clone(), proto_text.to_string());
+    let mut resolver = ChainFileResolver::new();
+    resolver.add(Sources { files });
+    resolver.add(GoogleFileResolver::new());
+    let mut compiler = protox::Compiler::with_file_resolver(resolver);
+    compiler.include_source_info(false);
+    compiler
+        .open_file(&main)
+        .map_err(|e| DecodeError::new("22P02", format!("Protobuf schema id {id} does not compile: {}", one_line(&e.to_string()))))?;
+    let file = compiler
+        .descriptor_pool()
+        .get_file_by_name(&main)
+        .ok_or_else(|| DecodeError::new("22P02", format!("Protobuf schema id {id} did not compile to a file")))?;
+    if file.messages().len() == 0 {
+        return Err(DecodeError::new("22P02", format!("Protobuf schema id {id} defines no message type")));
+    }
+    Ok(file)
+}
+
 fn bad_index(indexes: &[usize], id: u32) -> DecodeError {
     DecodeError::new(
         "22P03",
-        format!("message index {indexes:?} names no message type of Protobuf schema {id}"),
+        format!("message index {indexes:?} names no message type of Protobuf schema id {id}"),
     )
 }
 

@@ -92,7 +92,7 @@ fn frame(id: u32, indexes: &[i64], body: &[u8]) -> Vec<u8> {
 }
 
 fn decoder() -> ProtobufDecoder {
-    let mut d = ProtobufDecoder::new();
+    let mut d = ProtobufDecoder::default();
     d.insert(7, SHOP, &[("shop/common.proto", COMMON)]).unwrap();
     d
 }
@@ -284,37 +284,39 @@ fn bad_frames_indexes_and_bodies_are_errors() {
 
 #[test]
 fn schemas_compile_with_their_references_and_are_bounded() {
-    let mut d = ProtobufDecoder::new();
+    let mut d = ProtobufDecoder::new(3);
     let e = d.insert(1, SHOP, &[]).unwrap_err();
     assert_eq!(e.sqlstate, "22P02");
     assert!(e.message.contains("shop/common.proto"), "{}", e.message);
-    let e = d
-        .insert(1, "syntax = \"proto3\"; message {", &[])
-        .unwrap_err();
+    // An unusable schema is kept as such: its messages are dead letters with its error.
+    assert!(d.has(1));
+    let mut out = Vec::new();
+    let first = frame(1, &[0], &[]);
+    assert_eq!(d.decode(&first, &mut out).unwrap_err(), e);
+    let e = d.insert(2, "syntax = \"proto3\"; message {", &[]).unwrap_err();
     assert_eq!(e.sqlstate, "22P02");
     assert!(!e.message.contains('\n'));
-    assert_eq!(
-        d.insert(1, "syntax = \"proto3\"; enum E { A = 0; }", &[])
-            .unwrap_err()
-            .sqlstate,
-        "22P02"
-    );
-    assert!(!d.contains(1));
-    for id in 0..=MAX_SCHEMAS as u32 {
-        d.insert(id, COMMON, &[]).unwrap();
-    }
-    assert!(!d.contains(0));
-    assert!(d.contains(1) && d.contains(MAX_SCHEMAS as u32));
-    assert_eq!(d.schemas.len(), MAX_SCHEMAS);
-    // Re-inserting an id replaces its schema (a new version of the registry's text never happens
-    // for one id, but it must not grow the cache).
-    d.insert(5, COMMON, &[]).unwrap();
-    assert_eq!(d.order.len(), MAX_SCHEMAS);
+    assert_eq!(d.insert(3, "syntax = \"proto3\"; enum E { A = 0; }", &[]).unwrap_err().sqlstate, "22P02");
+    // Bounded: the oldest inserted leaves first; re-inserting an id does not grow the cache.
+    d.insert(4, COMMON, &[]).unwrap();
+    assert!(!d.has(1) && d.has(2) && d.has(4));
+    d.insert(4, COMMON, &[]).unwrap();
+    assert_eq!((d.schemas.len(), d.order.len()), (3, 3));
+    // An id the registry does not know (the worker marks it), until the next batch asks again.
+    let unknown = frame(9, &[0], &[]);
+    assert_eq!(d.decode(&unknown, &mut out).unwrap_err().sqlstate, "XX000");
+    d.set_missing(9);
+    let e = d.decode(&unknown, &mut out).unwrap_err();
+    assert_eq!((e.sqlstate, e.message.as_str()), ("22P02", "schema id 9 not found in the schema registry"));
+    d.clear_missing();
+    assert_eq!(d.decode(&unknown, &mut out).unwrap_err().sqlstate, "XX000");
+    assert!(out.is_empty());
 }
 
 #[test]
 fn repeated_fields_into_array_columns_are_array_literals() {
-    let d = decoder().with_array_columns(["tags", "qty", "lines", "customer"]);
+    let mut d = decoder();
+    d.set_array_columns(["tags", "qty", "lines", "customer"].map(String::from));
     let msg = frame(7, &[1], &full_order());
     let r = decode(&d, &msg);
     assert_eq!(text(&r, "tags"), r#"{"a","b,\"c\""}"#);
@@ -362,7 +364,8 @@ message M {
   repeated google.protobuf.Int32Value ws = 6;
 }
 "#;
-    let mut d = ProtobufDecoder::new().with_array_columns(["times", "ws"]);
+    let mut d = ProtobufDecoder::default();
+    d.set_array_columns(["times", "ws"].map(String::from));
     d.insert(3, schema, &[]).unwrap();
     let mut b = Vec::new();
     let mut ts = Vec::new();
