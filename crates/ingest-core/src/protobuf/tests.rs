@@ -406,3 +406,25 @@ message M {
     assert_eq!(text(&r, "ws"), "[4,0]");
 }
 
+
+#[test]
+fn hostile_nesting_is_refused_not_recursed() {
+    let mut d = ProtobufDecoder::default();
+    d.insert(1, "syntax = \"proto3\"; message R { R r = 1; int32 n = 2; }", &[]).unwrap();
+    let nest = |levels: usize| {
+        let mut body = Vec::new();
+        int(&mut body, 2, 1);
+        for _ in 0..levels {
+            let mut outer = Vec::new();
+            bytes(&mut outer, 1, &body);
+            body = outer;
+        }
+        frame(1, &[0], &body)
+    };
+    let ok = nest(50);
+    let r = decode(&d, &ok);
+    assert!(text(&r, "r").starts_with(r#"{"r":{"r":"#));
+    let deep = nest(5000);
+    let mut out = Vec::new();
+    assert_eq!(d.decode(&deep, &mut out).unwrap_err().sqlstate, "22P03");
+}
