@@ -428,3 +428,37 @@ fn hostile_nesting_is_refused_not_recursed() {
     let mut out = Vec::new();
     assert_eq!(d.decode(&deep, &mut out).unwrap_err().sqlstate, "22P03");
 }
+
+#[test]
+fn any_and_duration_in_json() {
+    let schema = r#"
+syntax = "proto3";
+import "google/protobuf/any.proto";
+import "google/protobuf/duration.proto";
+message Known { int32 k = 1; }
+message M { google.protobuf.Any any = 1; google.protobuf.Duration d = 2; }
+"#;
+    let mut d = ProtobufDecoder::default();
+    d.insert(1, schema, &[]).unwrap();
+    let any = |type_url: &str| {
+        let mut a = Vec::new();
+        bytes(&mut a, 1, type_url.as_bytes());
+        let mut k = Vec::new();
+        int(&mut k, 1, 5);
+        bytes(&mut a, 2, &k);
+        let mut b = Vec::new();
+        bytes(&mut b, 1, &a);
+        let mut dur = Vec::new();
+        int(&mut dur, 1, 1);
+        int(&mut dur, 2, 500_000_000);
+        bytes(&mut b, 2, &dur);
+        frame(1, &[1], &b)
+    };
+    let known = any("type.googleapis.com/Known");
+    let r = decode(&d, &known);
+    assert_eq!(text(&r, "any"), r#"{"@type":"type.googleapis.com/Known","k":5}"#);
+    assert_eq!(text(&r, "d"), r#""1.500s""#);
+    let unknown = any("type.googleapis.com/Elsewhere");
+    let mut out = Vec::new();
+    assert_eq!(d.decode(&unknown, &mut out).unwrap_err().sqlstate, "22P03");
+}

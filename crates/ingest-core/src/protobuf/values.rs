@@ -19,7 +19,7 @@
 //! columns are), 64-bit integers are JSON numbers (jsonb keeps them exactly), a float its
 //! shortest text as a float (`0.1`), NaN and infinities strings, fields without
 //! presence are written with their defaults and absent fields with presence are left out, enums
-//! are names, bytes base64, Timestamp an RFC 3339 string, Duration `"1.5s"`, wrappers their value,
+//! are names, bytes base64, Timestamp an RFC 3339 string, Duration `"1.500s"`, wrappers their value,
 //! Struct/Value/ListValue their JSON, Any `{"@type": ..., ...}`; the fields of a message in field
 //! number order, a map's entries in key order.
 //!
