@@ -314,6 +314,7 @@ fn target_of(
         generation: 0,
         relid,
         owner,
+        typed: crate::sink::typed::Typed::for_format(prepared.spec.opts.format, features.key_format.as_deref()),
         opts: prepared.spec.opts,
         columns: prepared.spec.columns,
         on_error: ingest_core::policy::OnError::DeadLetter,

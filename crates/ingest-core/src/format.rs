@@ -59,7 +59,7 @@ impl Format {
 
     /// Consumers can use it in this build (the decoders of the others are being wired).
     pub fn consumable(self) -> bool {
-        matches!(self, Format::Text | Format::Csv | Format::Json | Format::Raw)
+        matches!(self, Format::Text | Format::Csv | Format::Json | Format::Raw | Format::Avro)
     }
 
     /// Decoded by a `decode::TypedDecoder` whose schemas come from a schema registry.
