@@ -1,4 +1,4 @@
-//! Typed formats in the sink (avro): before a batch is prepared, every schema its messages name
+//! Typed formats in the sink (avro, protobuf): before a batch is prepared, every schema its messages name
 //! that the consumer's decoder lacks is fetched from the consumer's schema registry, once per id
 //! (the decoder keeps them, bounded), so a schema lookup never happens per message.
 //!
@@ -11,7 +11,7 @@
 
 use super::target::Target;
 use crate::xact::PgError;
-use ingest_core::avro::AvroDecoder;
+use super::typed_decoder::Decoder;
 use ingest_core::batch::{Message, Position};
 use ingest_core::decode::{DecodeError, SchemaSource, TypedDecoder};
 use ingest_core::format::Format;
@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// A consumer's decoder and where its schemas come from (shared by the clones of its `Target`).
 #[derive(Clone)]
 pub struct Typed {
-    decoder: Arc<Mutex<AvroDecoder>>,
+    decoder: Arc<Mutex<Decoder>>,
     /// The consumer's registry (the worker attaches it; None: none is configured).
     pub registry: Option<Arc<dyn SchemaSource>>,
     /// How errors name the registry (its URL).
@@ -34,11 +34,11 @@ pub struct Typed {
 impl Typed {
     /// The decoder state of a consumer of `format` and `key_format` (None when neither is avro).
     pub fn for_format(format: Format, key_format: Option<&str>) -> Option<Typed> {
-        (format == Format::Avro || key_format == Some("avro")).then(|| Typed {
-            decoder: Arc::new(Mutex::new(AvroDecoder::default())),
+        (matches!(format, Format::Avro | Format::Protobuf) || key_format == Some("avro")).then(|| Typed {
+            decoder: Arc::new(Mutex::new(Decoder::for_format(format))),
             registry: None,
             registry_name: String::new(),
-            values: format == Format::Avro,
+            values: matches!(format, Format::Avro | Format::Protobuf),
             keys: key_format == Some("avro"),
         })
     }
@@ -48,7 +48,7 @@ impl Typed {
         self.lock().key_fields(key, keys)
     }
 
-    fn lock(&self) -> MutexGuard<'_, AvroDecoder> {
+    fn lock(&self) -> MutexGuard<'_, Decoder> {
         // A panic while holding it cannot leave the decoder half-updated in a way that matters:
         // the worst is a schema missing, fetched again.
         self.decoder.lock().unwrap_or_else(|p| p.into_inner())
@@ -89,10 +89,10 @@ pub fn resolve<P: Position>(target: &Target, messages: &[Message<P>]) -> Result<
     };
     for id in wanted {
         pgrx::check_for_interrupts!();
-        match registry.schema_text(id) {
+        match registry.schema_with_references(id) {
             // An unusable schema is kept as such: its messages carry its error.
-            Ok(Some(text)) => {
-                let _ = typed.lock().insert(id, &text);
+            Ok(Some((text, references))) => {
+                let _ = typed.lock().insert(id, &text, &references);
             }
             Ok(None) => typed.lock().set_missing(id),
             Err(why) => return Err(outage(&typed.registry_name, &why)),
@@ -104,7 +104,7 @@ pub fn resolve<P: Position>(target: &Target, messages: &[Message<P>]) -> Result<
 /// The consumer's decoder (None for other formats), locked for preparing a batch, its arrays
 /// filling the array columns of `relation` ((name, typname) pairs: an array type's typname starts
 /// with `_`; other columns get JSON).
-pub fn decoder<'t>(target: &'t Target, relation: &[(String, String)]) -> Option<MutexGuard<'t, AvroDecoder>> {
+pub fn decoder<'t>(target: &'t Target, relation: &[(String, String)]) -> Option<MutexGuard<'t, Decoder>> {
     let typed = target.typed.as_ref().filter(|t| t.values)?;
     let mut d = typed.lock();
     d.set_array_columns(relation.iter().filter(|(_, t)| t.starts_with('_')).map(|(c, _)| c.clone()));

@@ -92,6 +92,12 @@ pub trait SchemaSource: Send + Sync {
     /// no such id (its messages become dead letters); `Err(why)` when it cannot answer now (down,
     /// 5xx, refused: an outage, the batch waits and is retried, nothing is dead-lettered).
     fn schema_text(&self, id: u32) -> Result<Option<String>, String>;
+
+    /// The schema text with the files it references, transitively (the name it imports each by,
+    /// and that file's text): what a Protobuf schema needs to compile. The default has none.
+    fn schema_with_references(&self, id: u32) -> Result<Option<(String, Vec<(String, String)>)>, String> {
+        Ok(self.schema_text(id)?.map(|text| (text, Vec::new())))
+    }
 }
 
 /// Records matched to `columns` by name: per record the indexes of the columns it fills (in
