@@ -25,7 +25,7 @@ CREATE TABLE pipeline_kafka.consumers (
     relname      text,
     owner        regrole NOT NULL,
     group_id     text,
-    format       text NOT NULL DEFAULT 'text' CHECK (format IN ('text', 'csv', 'json', 'raw')),
+    format       text NOT NULL DEFAULT 'text' CHECK (format IN ('text', 'csv', 'json', 'raw', 'avro', 'protobuf', 'debezium', 'debezium-avro')),
     delimiter    text,
     quote        text,
     escape       text,
@@ -54,7 +54,7 @@ CREATE TABLE pipeline_kafka.consumers (
     -- append: COPY; upsert: INSERT ... ON CONFLICT (key_columns) DO UPDATE, tombstones delete
     mode         text NOT NULL DEFAULT 'append' CHECK (mode IN ('append', 'upsert')),
     key_columns  text[],
-    key_format   text CHECK (key_format IN ('json', 'csv', 'text')),
+    key_format   text CHECK (key_format IN ('json', 'csv', 'text', 'avro', 'protobuf')),
     -- where a partition without a stored offset starts, by time (offsets_for_times); NULL = start_offset rules
     start_time   timestamptz,
     -- 0.6.0 (appended): the transform function as consume_begin found it, its oid (a plain oid:
@@ -168,7 +168,7 @@ CREATE TABLE pipeline_kinesis.consumers (
     stream       text NOT NULL CHECK (stream <> ''),
     relation     regclass NOT NULL,
     owner        regrole NOT NULL,
-    format       text NOT NULL DEFAULT 'text' CHECK (format IN ('text', 'csv', 'json', 'raw')),
+    format       text NOT NULL DEFAULT 'text' CHECK (format IN ('text', 'csv', 'json', 'raw', 'avro', 'protobuf', 'debezium', 'debezium-avro')),
     delimiter    text,
     quote        text,
     escape       text,
@@ -198,7 +198,7 @@ CREATE TABLE pipeline_kinesis.consumers (
     transform    text,
     mode         text NOT NULL DEFAULT 'append' CHECK (mode IN ('append', 'upsert')),
     key_columns  text[],
-    key_format   text CHECK (key_format IN ('json', 'csv', 'text')),
+    key_format   text CHECK (key_format IN ('json', 'csv', 'text', 'avro', 'protobuf')),
     -- 0.6.0 (appended): as on pipeline_kafka.consumers
     transform_oid   oid,
     transform_owner regrole,

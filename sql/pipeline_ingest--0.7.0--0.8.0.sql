@@ -11,6 +11,19 @@
 -- Issue 21: schema registries, formats avro / protobuf (consume_begin parameters)
 -- ---------------------------------------------------------------------------------------------
 
+-- avro (issue 21's Avro item): the formats and key formats a consumer row may hold (all of issue
+-- 21's at once, so the Protobuf and Debezium items need no second change of the same checks).
+ALTER TABLE pipeline_kafka.consumers
+    DROP CONSTRAINT consumers_format_check,
+    ADD CONSTRAINT consumers_format_check CHECK (format IN ('text', 'csv', 'json', 'raw', 'avro', 'protobuf', 'debezium', 'debezium-avro')),
+    DROP CONSTRAINT consumers_key_format_check,
+    ADD CONSTRAINT consumers_key_format_check CHECK (key_format IN ('json', 'csv', 'text', 'avro', 'protobuf'));
+ALTER TABLE pipeline_kinesis.consumers
+    DROP CONSTRAINT consumers_format_check,
+    ADD CONSTRAINT consumers_format_check CHECK (format IN ('text', 'csv', 'json', 'raw', 'avro', 'protobuf', 'debezium', 'debezium-avro')),
+    DROP CONSTRAINT consumers_key_format_check,
+    ADD CONSTRAINT consumers_key_format_check CHECK (key_format IN ('json', 'csv', 'text', 'avro', 'protobuf'));
+
 
 
 -- ---------------------------------------------------------------------------------------------

@@ -89,11 +89,10 @@ pub fn resolve<P: Position>(target: &Target, messages: &[Message<P>]) -> Result<
     };
     for id in wanted {
         pgrx::check_for_interrupts!();
-        match registry.schema_with_references(id) {
-            // An unusable schema is kept as such: its messages carry its error.
-            Ok(Some((text, references))) => {
-                let _ = typed.lock().insert(id, &text, &references);
-            }
+        match registry.schema(id) {
+            // An unusable schema (or one of another type) is kept as such: its messages carry its
+            // error.
+            Ok(Some(s)) => typed.lock().insert(id, &s),
             Ok(None) => typed.lock().set_missing(id),
             Err(why) => return Err(outage(&typed.registry_name, &why)),
         }

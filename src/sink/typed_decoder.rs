@@ -3,7 +3,7 @@
 //! id from the registry; a Protobuf schema comes with its references (the files it imports).
 
 use ingest_core::avro::AvroDecoder;
-use ingest_core::decode::{DecodeError, Record, TypedDecoder};
+use ingest_core::decode::{DecodeError, FetchedSchema, Record, TypedDecoder};
 use ingest_core::format::Format;
 use ingest_core::protobuf::ProtobufDecoder;
 
@@ -57,15 +57,21 @@ impl Decoder {
         }
     }
 
-    /// Adds schema `id` (its text and, for Protobuf, its references: import name and text). Err:
-    /// unusable for the values' format (kept as such: its messages carry that error).
-    pub fn insert(&mut self, id: u32, text: &str, references: &[(String, String)]) -> Result<(), DecodeError> {
+    /// Adds schema `id` as the registry holds it. A schema of another type than the decoder's
+    /// (or one that does not parse or compile) is kept as unusable: its messages are dead
+    /// letters with that error (22P02).
+    pub fn insert(&mut self, id: u32, s: &FetchedSchema) {
         match self {
-            Decoder::Avro(a) => a.insert(id, text),
+            Decoder::Avro(a) => avro_insert(a, id, s),
             Decoder::Protobuf(p, k) => {
-                let _ = k.insert(id, text);
-                let refs: Vec<(&str, &str)> = references.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
-                p.insert(id, text, &refs)
+                avro_insert(k, id, s);
+                if s.schema_type == "PROTOBUF" {
+                    let refs: Vec<(&str, &str)> =
+                        s.reference_names.iter().zip(&s.references).map(|(n, t)| (n.as_str(), t.as_str())).collect();
+                    let _ = p.insert(id, &s.schema, &refs);
+                } else {
+                    p.reject(id, not_of_type(id, s, "Protobuf"));
+                }
             }
         }
     }
@@ -76,6 +82,18 @@ impl Decoder {
             Decoder::Avro(a) | Decoder::Protobuf(_, a) => a.key_fields(key, keys),
         }
     }
+}
+
+fn avro_insert(a: &mut AvroDecoder, id: u32, s: &FetchedSchema) {
+    if s.schema_type == "AVRO" {
+        let _ = a.insert_with_references(id, &s.schema, &s.references);
+    } else {
+        a.reject(id, not_of_type(id, s, "Avro"));
+    }
+}
+
+fn not_of_type(id: u32, s: &FetchedSchema, wanted: &str) -> DecodeError {
+    DecodeError::new("22P02", format!("schema id {id} is a {} schema, not {wanted}", s.schema_type))
 }
 
 impl TypedDecoder for Decoder {

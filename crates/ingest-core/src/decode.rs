@@ -88,16 +88,23 @@ pub trait TypedDecoder: Send + Sync {
 /// Where a typed decoder's schemas come from: the consumer's schema registry. The worker asks it
 /// for the ids a batch needs that its decoder lacks, before the batch is prepared.
 pub trait SchemaSource: Send + Sync {
-    /// The schema text registered under `id`; `Ok(None)` when the registry answers that it has
-    /// no such id (its messages become dead letters); `Err(why)` when it cannot answer now (down,
+    /// The schema registered under `id`; `Ok(None)` when the registry answers that it has no
+    /// such id (its messages become dead letters); `Err(why)` when it cannot answer now (down,
     /// 5xx, refused: an outage, the batch waits and is retried, nothing is dead-lettered).
-    fn schema_text(&self, id: u32) -> Result<Option<String>, String>;
+    fn schema(&self, id: u32) -> Result<Option<FetchedSchema>, String>;
+}
 
-    /// The schema text with the files it references, transitively (the name it imports each by,
-    /// and that file's text): what a Protobuf schema needs to compile. The default has none.
-    fn schema_with_references(&self, id: u32) -> Result<Option<(String, Vec<(String, String)>)>, String> {
-        Ok(self.schema_text(id)?.map(|text| (text, Vec::new())))
-    }
+/// A schema as a registry holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedSchema {
+    /// `AVRO`, `PROTOBUF`, `JSON`.
+    pub schema_type: String,
+    pub schema: String,
+    /// The schemas it references, each before those referring to it (their texts).
+    pub references: Vec<String>,
+    /// The name each of `references` is referenced by (for Protobuf the path it is imported as,
+    /// `import "shop/common.proto"`), in the same order.
+    pub reference_names: Vec<String>,
 }
 
 /// Records matched to `columns` by name: per record the indexes of the columns it fills (in

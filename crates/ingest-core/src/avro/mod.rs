@@ -75,11 +75,32 @@ impl AvroDecoder {
     /// A schema that is not a record is kept (a message key may be one value), but a message
     /// value with it is refused (0A000).
     pub fn insert(&mut self, id: u32, schema_json: &str) -> Result<(), DecodeError> {
-        let parsed = match Schema::parse(schema_json) {
-            Ok(s) => Ok(Arc::new(s)),
-            Err(e) => Err(DecodeError::new("22P02", format!("schema id {id} is not a valid Avro schema: {e}"))),
-        };
-        let result = parsed.as_ref().map(|_| ()).map_err(Clone::clone);
+        self.insert_with_references(id, schema_json, &[])
+    }
+
+    /// `insert` of a schema naming types its `references` define (their texts, each before the
+    /// schemas referring to it).
+    pub fn insert_with_references(&mut self, id: u32, schema_json: &str, references: &[String]) -> Result<(), DecodeError> {
+        match Schema::parse_with(references, schema_json) {
+            Ok(s) => {
+                self.keep(id, Ok(Arc::new(s)));
+                Ok(())
+            }
+            Err(e) => {
+                let e = DecodeError::new("22P02", format!("schema id {id} is not a valid Avro schema: {e}"));
+                self.keep(id, Err(e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Records that schema `id` cannot be used (e.g. it is a Protobuf schema): its messages
+    /// become dead letters with `error`.
+    pub fn reject(&mut self, id: u32, error: DecodeError) {
+        self.keep(id, Err(error));
+    }
+
+    fn keep(&mut self, id: u32, parsed: Result<Arc<Schema>, DecodeError>) {
         if self.schemas.insert(id, parsed).is_none() {
             self.order.push_back(id);
             while self.order.len() > self.capacity {
@@ -89,7 +110,6 @@ impl AvroDecoder {
             }
         }
         self.missing.remove(&id);
-        result
     }
 
     /// Marks `id` as not in the registry: its messages are dead letters (22P02).

@@ -83,8 +83,18 @@ pub struct Schema {
 impl Schema {
     /// Parses a schema's JSON text (the canonical or any valid form).
     pub fn parse(text: &str) -> Result<Schema, String> {
-        let json: Json = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        Schema::parse_with(&[], text)
+    }
+
+    /// Parses a schema that names types defined in `references` (the registry's referenced
+    /// schemas, each before those referring to it).
+    pub fn parse_with(references: &[String], text: &str) -> Result<Schema, String> {
         let mut p = Parser { nodes: Vec::new(), names: HashMap::new(), depth: 0 };
+        for (i, r) in references.iter().enumerate() {
+            let json: Json = serde_json::from_str(r).map_err(|e| format!("reference {} is not JSON: {e}", i + 1))?;
+            p.parse(&json, None).map_err(|e| format!("reference {}: {e}", i + 1))?;
+        }
+        let json: Json = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
         let root = p.parse(&json, None)?;
         Ok(Schema { nodes: p.nodes, root })
     }

@@ -408,3 +408,19 @@ fn keys_of_upserts() {
     trailing.push(0);
     assert_eq!(d.key_fields(&trailing, &keys(&["id"])).unwrap_err().sqlstate, "22P03");
 }
+
+#[test]
+fn schemas_with_references() {
+    let mut d = AvroDecoder::default();
+    let money = r#"{"type":"fixed","name":"Money","namespace":"m","size":2,"logicalType":"decimal","precision":4,"scale":2}"#;
+    let item = r#"{"type":"record","name":"Item","namespace":"m","fields":[{"name":"price","type":"Money"}]}"#;
+    let order = r#"{"type":"record","name":"Order","fields":[{"name":"total","type":"m.Money"},{"name":"item","type":"m.Item"}]}"#;
+    d.insert_with_references(1, order, &[money.to_string(), item.to_string()]).unwrap();
+    let msg = W::framed(1).raw(&be(1234, 2)).raw(&be(-5, 2)).0;
+    let r = one(&d, &msg).unwrap();
+    assert_eq!(r.get("total"), Some(&Value::Decimal { unscaled: 1234, scale: 2 }));
+    assert_eq!(texts(&r)[1].1.as_deref(), Some(r#"{"price":-0.05}"#));
+    assert!(d.insert(2, order).unwrap_err().message.contains("unknown type \"m.Money\""));
+    d.reject(3, DecodeError::new("22P02", "schema id 3 is a PROTOBUF schema, not Avro"));
+    assert!(one(&d, &W::framed(3).0).unwrap_err().message.contains("PROTOBUF"));
+}

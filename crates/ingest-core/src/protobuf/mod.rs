@@ -130,6 +130,17 @@ impl ProtobufDecoder {
     pub fn insert(&mut self, id: u32, proto_text: &str, references: &[(&str, &str)]) -> Result<(), DecodeError> {
         let compiled = compile(id, proto_text, references);
         let result = compiled.as_ref().map(|_| ()).map_err(Clone::clone);
+        self.keep(id, compiled);
+        result
+    }
+
+    /// Records that schema `id` cannot be used (e.g. it is an Avro schema): its messages become
+    /// dead letters with `error`.
+    pub fn reject(&mut self, id: u32, error: DecodeError) {
+        self.keep(id, Err(error));
+    }
+
+    fn keep(&mut self, id: u32, compiled: Result<FileDescriptor, DecodeError>) {
         if self.schemas.insert(id, compiled).is_none() {
             self.order.push_back(id);
             while self.order.len() > self.capacity {
@@ -139,7 +150,6 @@ impl ProtobufDecoder {
             }
         }
         self.missing.remove(&id);
-        result
     }
 
     /// The message type and the body of a framed message.

@@ -310,6 +310,10 @@ fn schemas_compile_with_their_references_and_are_bounded() {
     assert_eq!((e.sqlstate, e.message.as_str()), ("22P02", "schema id 9 not found in the schema registry"));
     d.clear_missing();
     assert_eq!(d.decode(&unknown, &mut out).unwrap_err().sqlstate, "XX000");
+    // A schema of another type (the worker checks the registry's schemaType) is kept as refused.
+    d.reject(9, DecodeError::new("22P02", "schema id 9 is a AVRO schema, not Protobuf"));
+    assert!(d.has(9));
+    assert!(d.decode(&unknown, &mut out).unwrap_err().message.contains("not Protobuf"));
     assert!(out.is_empty());
 }
 
