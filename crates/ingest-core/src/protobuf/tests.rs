@@ -466,3 +466,29 @@ message M { google.protobuf.Any any = 1; google.protobuf.Duration d = 2; }
     let mut out = Vec::new();
     assert_eq!(d.decode(&unknown, &mut out).unwrap_err().sqlstate, "22P03");
 }
+
+#[test]
+fn presence_of_proto2_fields_and_oneof_members() {
+    let schema = r#"
+syntax = "proto2";
+message P {
+  optional int32 a = 1 [default = 7];
+  required string b = 2;
+  repeated int64 c = 3;
+  oneof choice { string s = 4; int32 i = 5; }
+}
+"#;
+    let mut d = ProtobufDecoder::default();
+    d.insert(2, schema, &[]).unwrap();
+    let mut b = Vec::new();
+    bytes(&mut b, 2, b"x");
+    int(&mut b, 5, 0);
+    let msg = frame(2, &[0], &b);
+    let r = decode(&d, &msg);
+    // proto2: an absent optional field is NULL (its declared default is not applied); a oneof
+    // member set to 0 is 0, the other member NULL.
+    assert_eq!(r.get("a"), Some(&Value::Null));
+    assert_eq!(text(&r, "b"), "x");
+    assert_eq!(text(&r, "c"), "[]");
+    assert_eq!((r.get("s"), r.get("i")), (Some(&Value::Null), Some(&Value::Int(0))));
+}
