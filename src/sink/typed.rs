@@ -26,6 +26,8 @@ pub struct Typed {
     pub registry: Option<Arc<dyn SchemaSource>>,
     /// How errors name the registry (its URL).
     pub registry_name: String,
+    /// Why the registry cannot be used (no registry, removed, unusable config).
+    pub registry_error: Option<String>,
     /// Message values are Avro (format 'avro'); message keys are (key_format 'avro').
     values: bool,
     keys: bool,
@@ -38,6 +40,7 @@ impl Typed {
             decoder: Arc::new(Mutex::new(Decoder::for_format(format))),
             registry: None,
             registry_name: String::new(),
+            registry_error: None,
             values: matches!(format, Format::Avro | Format::Protobuf),
             keys: key_format == Some("avro"),
         })
@@ -81,11 +84,8 @@ pub fn resolve<P: Position>(target: &Target, messages: &[Message<P>]) -> Result<
         return Ok(());
     }
     let Some(registry) = &typed.registry else {
-        return Err(PgError {
-            sqlstate: "55000".to_string(),
-            message: format!("the consumer's format is {} but it has no schema registry", target.opts.format.name()),
-            detail: None,
-        });
+        let why = typed.registry_error.clone().unwrap_or_else(|| "the consumer has no schema registry".to_string());
+        return Err(PgError { sqlstate: "55000".to_string(), message: why, detail: None });
     };
     for id in wanted {
         pgrx::check_for_interrupts!();

@@ -1,10 +1,12 @@
-//! A consumer's schema registry, for its typed decoder (sink::typed): the worker (and
-//! retry_dead_letters) attach the registry the consumer names to its `Target` before writing; the
+//! A consumer's schema registry, for its typed decoder (sink::typed): the worker, a dead-letter
+//! retry and a preview attach the registry the consumer names to its `Target` before writing; the
 //! sink then fetches the schemas a batch needs through it (`SchemaSource`).
 
+use crate::catalog::registries;
+use crate::shmem::SourceKind;
 use crate::sink::target::Target;
 use ingest_core::decode::{FetchedSchema, SchemaSource};
-use ingest_registry::{Client, RegistryConfig, RegistryError};
+use ingest_registry::{Client, RegistryError};
 use std::sync::Arc;
 
 /// The registry client as the decoder's schema source: 404 is "no such id" (dead letters), every
@@ -26,13 +28,23 @@ impl SchemaSource for Registry {
     }
 }
 
-/// Gives `target`'s decoder the registry at `url` with its stored `config` (credentials, TLS).
-/// Err: the configuration is unusable (the message names no secret).
-pub fn attach(target: &mut Target, url: &str, config: Option<&serde_json::Value>) -> Result<(), String> {
-    let Some(typed) = target.typed.as_mut() else { return Ok(()) };
-    let config = RegistryConfig::from_json(url, config).map_err(|e| e.to_string())?;
-    let client = Client::new(config).map_err(|e| e.to_string())?;
-    typed.registry = Some(Arc::new(Registry(client)));
-    typed.registry_name = url.to_string();
-    Ok(())
+/// Gives `target`'s decoder (if its format has one) the registry whose URL the consumer stores
+/// (`url`). Inside a transaction (the registry's credentials are read from the catalog). A
+/// registry that cannot be used is recorded in the target: every batch that needs a schema then
+/// fails with that error (retried, in last_error), nothing dead-lettered.
+pub fn attach(target: &mut Target, url: Option<&str>) {
+    let Some(typed) = target.typed.as_mut() else { return };
+    typed.registry_name = url.unwrap_or_default().to_string();
+    match registries::registry_client_for(url) {
+        Ok(client) => typed.registry = Some(Arc::new(Registry(client))),
+        Err(e) => typed.registry_error = Some(format!("{e} [SQLSTATE {}]", e.sqlstate())),
+    }
+}
+
+/// `attach` with the registry the stored consumer names.
+pub fn attach_stored(target: &mut Target, source: SourceKind, consumer_id: i32) {
+    if target.typed.is_some() {
+        let url = registries::of_consumer(source, consumer_id);
+        attach(target, url.as_deref());
+    }
 }

@@ -67,6 +67,12 @@ impl Format {
         matches!(self, Format::Avro | Format::Protobuf | Format::DebeziumAvro)
     }
 
+    /// The formats whose messages name a schema in a schema registry (consume_begin's
+    /// `schema_registry`): the same as `uses_registry`.
+    pub fn needs_registry(self) -> bool {
+        self.uses_registry()
+    }
+
     /// Change events (insert/update/delete of a keyed row), not rows to append.
     pub fn change_events(self) -> bool {
         matches!(self, Format::Debezium | Format::DebeziumAvro)
