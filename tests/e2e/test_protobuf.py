@@ -10,7 +10,8 @@ the referenced file as a jsonb column, enum names, Timestamp -> timestamptz (rou
 microseconds as PostgreSQL rounds the same text), wrappers -> their value or NULL, proto3
 defaults for absent fields and NULL for absent fields with presence, repeated -> jsonb and array
 columns, maps -> jsonb; bad messages -> dead letters with raw bytes and SQLSTATEs (an id the
-registry does not know 22P02, a corrupt body 22P03, a message index naming no type 22P03).
+registry does not know 22P02, a corrupt body 22P03, a message index naming no type 22P03, the id
+of an Avro schema 22P02). Kinesis reads the same bytes the same way.
 """
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ import json
 
 import pytest
 
-from pihelpers import (KAFKA_BOOTSTRAP, confluent_frame, pg_connect, produce, query, register_schema, scalar,
-                       unique_name, wait_until)
+from pihelpers import (KAFKA_BOOTSTRAP, confluent_frame, kinesis_add_endpoint, kinesis_consume_begin,
+                       kinesis_create_stream, kinesis_put_records, pg_connect, produce, query, register_schema,
+                       scalar, unique_name, wait_until)
 
 COMMON = """
 syntax = "proto3";
@@ -137,6 +139,7 @@ def test_protobuf_messages_types_and_dead_letters(fresh_db, topic_factory, schem
     register_schema(common_subject, COMMON, "PROTOBUF")
     shop_id = register_schema(f"{topic}-value", SHOP, "PROTOBUF",
                               references=[{"name": "shop/common.proto", "subject": common_subject, "version": 1}])
+    avro_id = register_schema(unique_name("pb_avro"), '{"type": "record", "name": "A", "fields": []}')
     messages = [
         framed(shop_id, [1], order_body()),                       # Order, every kind of field
         framed(shop_id, [1], f_int(1, 43)),                       # Order, the rest absent
@@ -146,6 +149,7 @@ def test_protobuf_messages_types_and_dead_letters(fresh_db, topic_factory, schem
         framed(999_999, [0], b""),                                # an id the registry lacks
         framed(shop_id, [1], f_bytes(2, "trunc")[:-2]),           # a corrupt body
         framed(shop_id, [5], b""),                                # an index naming no type
+        framed(avro_id, [0], b""),                                # an Avro schema's id
     ]
     sent = produce(topic, messages)
     with pg_connect(fresh_db) as conn:
@@ -176,9 +180,34 @@ def test_protobuf_messages_types_and_dead_letters(fresh_db, topic_factory, schem
     letters = query(fresh_db, "SELECT \"offset\", value, sqlstate, error FROM pipeline_kafka.dead_letters "
                               "ORDER BY \"offset\"")
     assert [(o, bytes(v), s) for o, v, s, _ in letters] == [
-        (sent[5][1], messages[5], "22P02"), (sent[6][1], messages[6], "22P03"), (sent[7][1], messages[7], "22P03")]
+        (sent[5][1], messages[5], "22P02"), (sent[6][1], messages[6], "22P03"), (sent[7][1], messages[7], "22P03"),
+        (sent[8][1], messages[8], "22P02")]
     assert "schema id 999999 not found" in letters[0][3]
+    assert f"schema id {avro_id} is a AVRO schema, not Protobuf" in letters[3][3]
     assert "corrupt Protobuf message body" in letters[1][3]
     assert "message index [5]" in letters[2][3]
     assert scalar(fresh_db, "SELECT last_error FROM pipeline_kafka.consumer_status") is None
     json.loads(full[3])  # the nested message is valid JSON
+
+
+@pytest.mark.timeout(120)
+def test_kinesis_reads_the_same_protobuf_bytes(fresh_db, schema_registry):
+    stream = unique_name("pb")
+    kinesis_create_stream(stream, 1)
+    common_subject = unique_name("pb_common")
+    register_schema(common_subject, COMMON, "PROTOBUF")
+    sid = register_schema(f"{stream}-value", SHOP, "PROTOBUF",
+                          references=[{"name": "shop/common.proto", "subject": common_subject, "version": 1}])
+    recs = [(f"k{i}", framed(sid, [1], f_int(1, i) + f_int(4, 1) + f_bytes(8, "t"))) for i in range(3)]
+    recs.append(("bad", framed(sid, [1], b"\x0f")))
+    kinesis_put_records(stream, recs)
+    with pg_connect(fresh_db) as conn:
+        conn.execute("CREATE TABLE orders (id bigint, status text, tags text[])")
+        conn.execute("SELECT pipeline_kafka.add_schema_registry(%s)", [schema_registry])
+        endpoint = kinesis_add_endpoint(fresh_db)
+        kinesis_consume_begin(conn, endpoint, stream, "orders", format="protobuf", start_offset=-2)
+    wait_until(lambda: scalar(fresh_db, "SELECT (SELECT count(*) FROM orders) + "
+                                        "(SELECT count(*) FROM pipeline_kinesis.dead_letters)") == len(recs),
+               timeout=90, what="every record in orders or the dead letters")
+    assert query(fresh_db, "SELECT id, status, tags FROM orders ORDER BY id") == [(i, "PAID", ["t"]) for i in range(3)]
+    assert query(fresh_db, "SELECT data, sqlstate FROM pipeline_kinesis.dead_letters") == [(recs[3][1], "22P03")]
