@@ -36,13 +36,14 @@ pub struct Typed {
 impl Typed {
     /// The decoder state of a consumer of `format` and `key_format` (None when neither is avro).
     pub fn for_format(format: Format, key_format: Option<&str>) -> Option<Typed> {
-        (matches!(format, Format::Avro | Format::Protobuf) || key_format == Some("avro")).then(|| Typed {
-            decoder: Arc::new(Mutex::new(Decoder::for_format(format))),
+        let typed_keys = matches!(key_format, Some("avro" | "protobuf"));
+        (matches!(format, Format::Avro | Format::Protobuf) || typed_keys).then(|| Typed {
+            decoder: Arc::new(Mutex::new(Decoder::new(format, key_format))),
             registry: None,
             registry_name: String::new(),
             registry_error: None,
             values: matches!(format, Format::Avro | Format::Protobuf),
-            keys: key_format == Some("avro"),
+            keys: typed_keys,
         })
     }
 

@@ -211,3 +211,36 @@ def test_kinesis_reads_the_same_protobuf_bytes(fresh_db, schema_registry):
                timeout=90, what="every record in orders or the dead letters")
     assert query(fresh_db, "SELECT id, status, tags FROM orders ORDER BY id") == [(i, "PAID", ["t"]) for i in range(3)]
     assert query(fresh_db, "SELECT data, sqlstate FROM pipeline_kinesis.dead_letters") == [(recs[3][1], "22P03")]
+
+
+KV = """
+syntax = "proto3";
+package kv;
+message Key { int64 id = 1; }
+message Row { int64 id = 1; string v = 2; }
+"""
+
+
+@pytest.mark.timeout(120)
+def test_upsert_with_protobuf_keys_and_tombstones(fresh_db, topic_factory, schema_registry):
+    topic = topic_factory(1)
+    sid = register_schema(f"{topic}-value", KV, "PROTOBUF")
+    key = lambda i: framed(sid, [0], f_int(1, i))  # noqa: E731
+    val = lambda i, v: framed(sid, [1], f_int(1, i) + f_bytes(2, v))  # noqa: E731
+    first = [(key(1), val(1, "a")), (key(2), val(2, "b")), (key(3), val(3, "c")), (key(1), val(1, "a2")),
+             (key(2), None), (key(9), None)]
+    produce(topic, [v for _, v in first], keys=[k for k, _ in first])
+    with pg_connect(fresh_db) as conn:
+        conn.execute("CREATE TABLE kv (id bigint PRIMARY KEY, v text NOT NULL)")
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", [KAFKA_BOOTSTRAP])
+        conn.execute("SELECT pipeline_kafka.add_schema_registry(%s)", [schema_registry])
+        conn.execute("SELECT pipeline_kafka.consume_begin(%s, 'kv', format := 'protobuf', start_offset := -2, "
+                     "mode := 'upsert', key_format := 'protobuf')", [topic])
+    wait_until(lambda: query(fresh_db, "SELECT id, v FROM kv ORDER BY id") == [(1, "a2"), (3, "c")],
+               timeout=90, what="the upserts and tombstones of the first batch")
+    # A later batch: a tombstone of a stored row, a value again, a tombstone whose key is corrupt.
+    produce(topic, [None, val(2, "b2"), None], keys=[key(3), key(2), framed(sid, [0], b"\x08")])
+    wait_until(lambda: query(fresh_db, "SELECT id, v FROM kv ORDER BY id") == [(1, "a2"), (2, "b2")],
+               timeout=60, what="the second batch applied")
+    letters = query(fresh_db, "SELECT key, sqlstate FROM pipeline_kafka.dead_letters")
+    assert [(bytes(k), s) for k, s in letters] == [(framed(sid, [0], b"\x08"), "22P03")]

@@ -152,6 +152,22 @@ impl ProtobufDecoder {
         self.missing.remove(&id);
     }
 
+    /// The key columns' values a Protobuf message key holds, as text (None = NULL), for upserts
+    /// (`key_format := 'protobuf'`): the key message's fields of the key columns' names, read as
+    /// its values are (a field the key message lacks is 22P02).
+    pub fn key_fields(&self, key: &[u8], keys: &[String]) -> Result<Vec<Option<String>>, DecodeError> {
+        let mut records = Vec::with_capacity(1);
+        self.decode(key, &mut records)
+            .map_err(|e| DecodeError::new(e.sqlstate, format!("invalid Protobuf key: {}", e.message)))?;
+        let record = records.pop().unwrap_or_default();
+        keys.iter()
+            .map(|k| match record.get(k) {
+                Some(v) => Ok(v.to_text().map(|t| t.into_owned())),
+                None => Err(DecodeError::new("22P02", format!("the Protobuf key has no field \"{k}\""))),
+            })
+            .collect()
+    }
+
     /// The message type and the body of a framed message.
     fn message<'m>(&self, payload: &'m [u8]) -> Result<(MessageDescriptor, &'m [u8]), DecodeError> {
         let framed = confluent_frame(payload)?;

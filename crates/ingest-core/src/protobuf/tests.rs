@@ -492,3 +492,19 @@ message P {
     assert_eq!(text(&r, "c"), "[]");
     assert_eq!((r.get("s"), r.get("i")), (Some(&Value::Null), Some(&Value::Int(0))));
 }
+
+#[test]
+fn upsert_keys_from_a_key_message() {
+    let d = decoder();
+    let mut b = Vec::new();
+    int(&mut b, 1, 42);
+    bytes(&mut b, 2, b"Ada");
+    let key = frame(7, &[1], &b);
+    let keys = ["customer".to_string(), "id".to_string(), "coupon".to_string()];
+    assert_eq!(d.key_fields(&key, &keys).unwrap(), vec![Some("Ada".into()), Some("42".into()), None]);
+    let e = d.key_fields(&key, &["nope".to_string()]).unwrap_err();
+    assert_eq!((e.sqlstate, e.message.as_str()), ("22P02", "the Protobuf key has no field \"nope\""));
+    let e = d.key_fields(&key[..key.len() - 1], &keys).unwrap_err();
+    assert_eq!(e.sqlstate, "22P03");
+    assert!(e.message.starts_with("invalid Protobuf key: corrupt"), "{}", e.message);
+}
