@@ -28,13 +28,13 @@ pub struct Typed {
     pub registry_name: String,
     /// Why the registry cannot be used (no registry, removed, unusable config).
     pub registry_error: Option<String>,
-    /// Message values are Avro (format 'avro'); message keys are (key_format 'avro').
+    /// Message values are typed (format 'avro' or 'protobuf'); message keys are (key_format).
     values: bool,
     keys: bool,
 }
 
 impl Typed {
-    /// The decoder state of a consumer of `format` and `key_format` (None when neither is avro).
+    /// The decoder state of a consumer of `format` and `key_format` (None when neither is typed).
     pub fn for_format(format: Format, key_format: Option<&str>) -> Option<Typed> {
         let typed_keys = matches!(key_format, Some("avro" | "protobuf"));
         (matches!(format, Format::Avro | Format::Protobuf) || typed_keys).then(|| Typed {
@@ -47,7 +47,7 @@ impl Typed {
         })
     }
 
-    /// An upsert's key columns from an Avro message key (`key_format := 'avro'`).
+    /// An upsert's key columns from a typed message key (`key_format := 'avro'` or `'protobuf'`).
     pub fn key_fields(&self, key: &[u8], keys: &[String]) -> Result<Vec<Option<String>>, DecodeError> {
         self.lock().key_fields(key, keys)
     }
