@@ -28,7 +28,7 @@ pub fn append<P: Position>(
     let opts = &target.opts;
     // The relation's columns and types decide the layout; text and csv without metadata columns
     // need neither (COPY names the listed columns, or none), so they skip the catalog lookup.
-    let needs_columns = target.features.metadata.is_some() || matches!(opts.format, Format::Json | Format::Raw | Format::Avro);
+    let needs_columns = target.features.metadata.is_some() || matches!(opts.format, Format::Json | Format::Raw | Format::Avro | Format::Protobuf);
     let relation = if needs_columns { insertable_column_types(relid) } else { Vec::new() };
     // Checked at consume_begin; a relation changed since (a column dropped or retyped) fails the
     // batch, which is retried, the error in last_error, until the table or the consumer is fixed.
@@ -56,8 +56,8 @@ pub fn append<P: Position>(
         (Format::Json, _) if json_whole_message(&data) => (vec![data[0].0.clone()], true, Some(Whole::Text)),
         // json: fields match the data columns by name.
         (Format::Json, _) => (data.iter().map(|(c, _)| c.clone()).collect(), false, None),
-        // avro: record fields match the data columns by name, as json's do.
-        (Format::Avro, _) => (data.iter().map(|(c, _)| c.clone()).collect(), false, None),
+        // avro, protobuf: record fields match the data columns by name, as json's do.
+        (Format::Avro | Format::Protobuf, _) => (data.iter().map(|(c, _)| c.clone()).collect(), false, None),
         (_, Some(list)) => (list.clone(), true, None),
         // text/csv with metadata columns: the fields fill the other columns, in order.
         (_, None) if !metadata.is_empty() => (data.iter().map(|(c, _)| c.clone()).collect(), true, None),

@@ -14,5 +14,6 @@ pub mod relation;
 pub mod target;
 pub mod transform;
 pub mod typed;
+mod typed_decoder;
 pub mod upsert;
 pub mod write;

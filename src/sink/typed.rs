@@ -1,4 +1,4 @@
-//! Typed formats in the sink (avro): before a batch is prepared, every schema its messages name
+//! Typed formats in the sink (avro, protobuf): before a batch is prepared, every schema its messages name
 //! that the consumer's decoder lacks is fetched from the consumer's schema registry, once per id
 //! (the decoder keeps them, bounded), so a schema lookup never happens per message.
 //!
@@ -11,7 +11,7 @@
 
 use super::target::Target;
 use crate::xact::PgError;
-use ingest_core::avro::AvroDecoder;
+use super::typed_decoder::Decoder;
 use ingest_core::batch::{Message, Position};
 use ingest_core::decode::{DecodeError, SchemaSource, TypedDecoder};
 use ingest_core::format::Format;
@@ -21,32 +21,33 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// A consumer's decoder and where its schemas come from (shared by the clones of its `Target`).
 #[derive(Clone)]
 pub struct Typed {
-    decoder: Arc<Mutex<AvroDecoder>>,
+    decoder: Arc<Mutex<Decoder>>,
     /// The consumer's registry (the worker attaches it; None: none is configured).
     pub registry: Option<Arc<dyn SchemaSource>>,
     /// How errors name the registry (its URL).
     pub registry_name: String,
     /// Why the registry cannot be used (no registry, removed, unusable config).
     pub registry_error: Option<String>,
-    /// Message values are Avro (format 'avro'); message keys are (key_format 'avro').
+    /// Message values are typed (format 'avro' or 'protobuf'); message keys are (key_format).
     values: bool,
     keys: bool,
 }
 
 impl Typed {
-    /// The decoder state of a consumer of `format` and `key_format` (None when neither is avro).
+    /// The decoder state of a consumer of `format` and `key_format` (None when neither is typed).
     pub fn for_format(format: Format, key_format: Option<&str>) -> Option<Typed> {
-        (format == Format::Avro || key_format == Some("avro")).then(|| Typed {
-            decoder: Arc::new(Mutex::new(AvroDecoder::default())),
+        let typed_keys = matches!(key_format, Some("avro" | "protobuf"));
+        (matches!(format, Format::Avro | Format::Protobuf) || typed_keys).then(|| Typed {
+            decoder: Arc::new(Mutex::new(Decoder::new(format, key_format))),
             registry: None,
             registry_name: String::new(),
             registry_error: None,
-            values: format == Format::Avro,
-            keys: key_format == Some("avro"),
+            values: matches!(format, Format::Avro | Format::Protobuf),
+            keys: typed_keys,
         })
     }
 
-    /// An upsert's key columns from an Avro message key (`key_format := 'avro'`).
+    /// An upsert's key columns from a typed message key (`key_format := 'avro'` or `'protobuf'`).
     pub fn key_fields(&self, key: &[u8], keys: &[String]) -> Result<Vec<Option<String>>, DecodeError> {
         self.lock().key_fields(key, keys)
     }
@@ -71,7 +72,7 @@ impl Typed {
         out
     }
 
-    fn lock(&self) -> MutexGuard<'_, AvroDecoder> {
+    fn lock(&self) -> MutexGuard<'_, Decoder> {
         // A panic while holding it cannot leave the decoder half-updated in a way that matters:
         // the worst is a schema missing, fetched again.
         self.decoder.lock().unwrap_or_else(|p| p.into_inner())
@@ -112,14 +113,9 @@ pub fn resolve<P: Position>(target: &Target, messages: &[Message<P>]) -> Result<
     for id in wanted {
         pgrx::check_for_interrupts!();
         match registry.schema(id) {
-            // An unusable schema is kept as such: its messages carry its error.
-            Ok(Some(s)) if s.schema_type == "AVRO" => {
-                let _ = typed.lock().insert_with_references(id, &s.schema, &s.references);
-            }
-            Ok(Some(s)) => typed.lock().reject(
-                id,
-                DecodeError::new("22P02", format!("schema id {id} is a {} schema, not Avro", s.schema_type)),
-            ),
+            // An unusable schema (or one of another type) is kept as such: its messages carry its
+            // error.
+            Ok(Some(s)) => typed.lock().insert(id, &s),
             Ok(None) => typed.lock().set_missing(id),
             Err(why) => return Err(outage(&typed.registry_name, &why)),
         }
@@ -130,7 +126,7 @@ pub fn resolve<P: Position>(target: &Target, messages: &[Message<P>]) -> Result<
 /// The consumer's decoder (None for other formats), locked for preparing a batch, its arrays
 /// filling the array columns of `relation` ((name, typname) pairs: an array type's typname starts
 /// with `_`; other columns get JSON).
-pub fn decoder<'t>(target: &'t Target, relation: &[(String, String)]) -> Option<MutexGuard<'t, AvroDecoder>> {
+pub fn decoder<'t>(target: &'t Target, relation: &[(String, String)]) -> Option<MutexGuard<'t, Decoder>> {
     let typed = target.typed.as_ref().filter(|t| t.values)?;
     let mut d = typed.lock();
     d.set_array_columns(relation.iter().filter(|(_, t)| t.starts_with('_')).map(|(c, _)| c.clone()));

@@ -188,7 +188,7 @@ impl Plan {
             let parsed = match m.key.as_deref() {
                 None => Err(("a tombstone without a key deletes nothing".to_string(), "22004")),
                 Some(k) => match (key_format, typed) {
-                    (Some("avro"), Some(t)) => t.key_fields(k, keys).map_err(|e| (e.message, e.sqlstate)),
+                    (Some("avro" | "protobuf"), Some(t)) => t.key_fields(k, keys).map_err(|e| (e.message, e.sqlstate)),
                     _ => message_keys::key_fields(k, key_format, keys).map_err(|e| (e, "22P02")),
                 },
             };

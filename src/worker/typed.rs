@@ -20,6 +20,7 @@ impl SchemaSource for Registry {
                 schema_type: s.schema_type.as_str().to_string(),
                 schema: s.schema.clone(),
                 references: s.references.iter().map(|r| r.schema.clone()).collect(),
+                reference_names: s.references.iter().map(|r| r.name.clone()).collect(),
             })),
             Err(RegistryError::NotFound(_)) => Ok(None),
             Err(e) => Err(e.to_string()),

@@ -186,7 +186,7 @@ def test_a_registry_format_without_its_decoder_is_refused(fresh_db, topic_factor
         conn.execute("SELECT pipeline_kafka.add_broker(%s)", [KAFKA_BOOTSTRAP])
         conn.execute("SELECT pipeline_kafka.add_schema_registry(%s)", [schema_registry])
         conn.execute("CREATE TABLE t (id int, v text)")
-        for f in ("protobuf", "debezium-avro"):
+        for f in ("debezium-avro",):  # protobuf: test_protobuf.py
             with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
                 conn.execute(f"SELECT pipeline_kafka.consume_begin(%s, 't', format := '{f}', start_offset := -2)", [topic])
             assert f"format {f} is not supported yet" in str(e.value)

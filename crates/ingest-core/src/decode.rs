@@ -110,6 +110,9 @@ pub struct FetchedSchema {
     pub schema: String,
     /// The schemas it references, each before those referring to it (their texts).
     pub references: Vec<String>,
+    /// The name each of `references` is referenced by (for Protobuf the path it is imported as,
+    /// `import "shop/common.proto"`), in the same order.
+    pub reference_names: Vec<String>,
 }
 
 /// Records matched to `columns` by name: per record the indexes of the columns it fills (in

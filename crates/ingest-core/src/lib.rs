@@ -17,6 +17,7 @@ pub mod metadata;
 pub mod policy;
 pub mod position;
 pub mod prepare;
+pub mod protobuf;
 pub mod recent;
 pub mod rows;
 pub mod settings;

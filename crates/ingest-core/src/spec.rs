@@ -376,8 +376,8 @@ impl Spec {
             return invalid("mode 'replicate' is for change events (format debezium)");
         }
         if let Some(f) = &key_format {
-            if !matches!(f.as_str(), "json" | "csv" | "text" | "avro") {
-                return invalid(format!("key_format must be 'json', 'csv', 'text', 'avro' or NULL, got '{f}'"));
+            if !matches!(f.as_str(), "json" | "csv" | "text" | "avro" | "protobuf") {
+                return invalid(format!("key_format must be 'json', 'csv', 'text', 'avro', 'protobuf' or NULL, got '{f}'"));
             }
         }
         self.key_columns = no_nulls(key_columns, "key_columns")?;

@@ -1,0 +1,104 @@
+//! The decoders a typed consumer keeps (sink::typed drives them): one for Avro and one for
+//! Protobuf, for its values (`format`) and its upsert keys (`key_format`). Both take their schemas
+//! by id from the registry; a Protobuf schema comes with its references (the files it imports).
+//! Every fetched id goes to both: the decoder of its type compiles it, the other keeps it as
+//! unusable (an id is one schema), so a message of the wrong type is a dead letter (22P02).
+
+use ingest_core::avro::AvroDecoder;
+use ingest_core::decode::{DecodeError, FetchedSchema, Record, TypedDecoder};
+use ingest_core::format::Format;
+use ingest_core::protobuf::ProtobufDecoder;
+
+pub struct Decoder {
+    avro: AvroDecoder,
+    protobuf: ProtobufDecoder,
+    /// Values are Protobuf (else Avro).
+    protobuf_values: bool,
+    /// Keys are Protobuf (`key_format := 'protobuf'`; else Avro).
+    protobuf_keys: bool,
+}
+
+impl Decoder {
+    /// The decoders of a consumer whose values are `format` and keys `key_format`.
+    pub fn new(format: Format, key_format: Option<&str>) -> Decoder {
+        Decoder {
+            avro: AvroDecoder::default(),
+            protobuf: ProtobufDecoder::default(),
+            protobuf_values: format == Format::Protobuf,
+            protobuf_keys: key_format == Some("protobuf"),
+        }
+    }
+
+    pub fn has(&self, id: u32) -> bool {
+        self.avro.has(id) && self.protobuf.has(id)
+    }
+
+    pub fn set_missing(&mut self, id: u32) {
+        self.avro.set_missing(id);
+        self.protobuf.set_missing(id);
+    }
+
+    pub fn clear_missing(&mut self) {
+        self.avro.clear_missing();
+        self.protobuf.clear_missing();
+    }
+
+    pub fn set_array_columns(&mut self, columns: impl IntoIterator<Item = String>) {
+        let columns: Vec<String> = columns.into_iter().collect();
+        self.protobuf.set_array_columns(columns.iter().cloned());
+        self.avro.set_array_columns(columns);
+    }
+
+    /// Adds schema `id` as the registry holds it. A schema of another type than a decoder's (or
+    /// one that does not parse or compile) is kept there as unusable: its messages are dead
+    /// letters with that error (22P02).
+    pub fn insert(&mut self, id: u32, s: &FetchedSchema) {
+        if s.schema_type == "AVRO" {
+            let _ = self.avro.insert_with_references(id, &s.schema, &s.references);
+        } else {
+            self.avro.reject(id, not_of_type(id, s, "Avro"));
+        }
+        if s.schema_type == "PROTOBUF" {
+            let refs: Vec<(&str, &str)> =
+                s.reference_names.iter().zip(&s.references).map(|(n, t)| (n.as_str(), t.as_str())).collect();
+            let _ = self.protobuf.insert(id, &s.schema, &refs);
+        } else {
+            self.protobuf.reject(id, not_of_type(id, s, "Protobuf"));
+        }
+    }
+
+    /// An upsert's key columns from a message key (`key_format := 'avro'` or `'protobuf'`).
+    pub fn key_fields(&self, key: &[u8], keys: &[String]) -> Result<Vec<Option<String>>, DecodeError> {
+        if self.protobuf_keys {
+            self.protobuf.key_fields(key, keys)
+        } else {
+            self.avro.key_fields(key, keys)
+        }
+    }
+
+    fn values(&self) -> &dyn TypedDecoder {
+        if self.protobuf_values {
+            &self.protobuf
+        } else {
+            &self.avro
+        }
+    }
+}
+
+fn not_of_type(id: u32, s: &FetchedSchema, wanted: &str) -> DecodeError {
+    DecodeError::new("22P02", format!("schema id {id} is a {} schema, not {wanted}", s.schema_type))
+}
+
+impl TypedDecoder for Decoder {
+    fn schema_id(&self, payload: &[u8]) -> Result<u32, DecodeError> {
+        self.values().schema_id(payload)
+    }
+
+    fn decode<'m>(&self, payload: &'m [u8], out: &mut Vec<Record<'m>>) -> Result<(), DecodeError> {
+        self.values().decode(payload, out)
+    }
+
+    fn field_types(&self, payload: &[u8]) -> Vec<(String, &'static str)> {
+        self.values().field_types(payload)
+    }
+}
