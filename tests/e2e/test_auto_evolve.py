@@ -122,3 +122,23 @@ def test_too_many_new_columns_fail_the_batch(fresh_db, topic_factory, schema_reg
     assert "101 fields" in error and "more than the 100 new columns" in error and "54011" in error, error
     assert _columns(fresh_db) == {"id": "bigint not null", "name": "text"}
     assert scalar(fresh_db, "SELECT count(*) FROM people") == 0
+
+
+def test_protobuf_new_fields_become_columns(fresh_db, topic_factory, schema_registry, roles):
+    from test_protobuf import f_bytes, f_double, f_int, framed
+    owner = roles("pi_evolve")
+    topic = topic_factory(1)
+    v1 = register_schema(f"{topic}-value", 'syntax = "proto3";\nmessage P { int64 id = 1; string name = 2; }\n',
+                         schema_type="PROTOBUF")
+    v2 = register_schema(f"{topic}-value", 'syntax = "proto3";\nmessage P { int64 id = 1; string name = 2; '
+                         'double score = 3; repeated string tags = 4; }\n', schema_type="PROTOBUF")
+    produce(topic, [framed(v1, [0], f_int(1, 1) + f_bytes(2, "a")),
+                    framed(v2, [0], f_int(1, 2) + f_bytes(2, "b") + f_double(3, 0.5) + f_bytes(4, "t"))])
+    _setup(fresh_db, schema_registry, owner)
+    with pg_connect(fresh_db, user=owner) as conn:
+        conn.execute("SELECT pipeline_kafka.consume_begin(%s, 'people', format := 'protobuf', start_offset := -2, "
+                     "auto_evolve := true)", (topic,))
+    wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM people") == 2, timeout=90, what="2 rows")
+    assert _columns(fresh_db) == {"id": "bigint not null", "name": "text", "score": "double precision", "tags": "jsonb"}
+    assert query(fresh_db, "SELECT id, name, score, tags FROM people ORDER BY id") == [
+        (1, "a", None, None), (2, "b", 0.5, ["t"])]
