@@ -142,3 +142,20 @@ def test_protobuf_new_fields_become_columns(fresh_db, topic_factory, schema_regi
     assert _columns(fresh_db) == {"id": "bigint not null", "name": "text", "score": "double precision", "tags": "jsonb"}
     assert query(fresh_db, "SELECT id, name, score, tags FROM people ORDER BY id") == [
         (1, "a", None, None), (2, "b", 0.5, ["t"])]
+
+
+def test_upsert_fills_the_new_column(fresh_db, topic_factory, schema_registry, roles):
+    owner = roles("pi_evolve")
+    topic = topic_factory(1)
+    v1 = register_schema(f"{topic}-value", V1)
+    v2s = _record(V1["fields"] + [{"name": "score", "type": ["null", "double"], "default": None}])
+    v2 = register_schema(f"{topic}-value", v2s)
+    produce(topic, [avro(v1, V1, {"id": 1, "name": "a"}), avro(v1, V1, {"id": 2, "name": "b"}),
+                    avro(v2, v2s, {"id": 1, "name": "a2", "score": 7.5})])
+    _setup(fresh_db, schema_registry, owner)
+    with pg_connect(fresh_db, user=owner) as conn:
+        conn.execute("SELECT pipeline_kafka.consume_begin(%s, 'people', format := 'avro', start_offset := -2, "
+                     "mode := 'upsert', auto_evolve := true)", (topic,))
+    wait_until(lambda: query(fresh_db, "SELECT name FROM people WHERE id = 1") == [("a2",)], timeout=90,
+               what="the upsert of id 1")
+    assert query(fresh_db, "SELECT id, name, score FROM people ORDER BY id") == [(1, "a2", 7.5), (2, "b", None)]
