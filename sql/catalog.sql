@@ -66,6 +66,8 @@ CREATE TABLE pipeline_kafka.consumers (
     -- 0.8.0 (appended): formats avro, protobuf, debezium-avro: the URL of the schema registry
     -- (pipeline_kafka.schema_registries) the consumer reads schemas from; NULL for other formats
     schema_registry text,
+    -- 0.8.0 (appended): formats avro, protobuf: a new field of a later schema becomes a new column
+    auto_evolve boolean NOT NULL DEFAULT false,
     UNIQUE (topic, relation),
     CONSTRAINT consumers_by_key_check CHECK ((relation IS NULL) = (relname IS NULL))
 );
@@ -226,6 +228,7 @@ CREATE TABLE pipeline_kinesis.consumers (
     transform_owner regrole,
     -- 0.8.0 (appended): as on pipeline_kafka.consumers
     schema_registry text,
+    auto_evolve boolean NOT NULL DEFAULT false,
     UNIQUE (endpoint, stream, relation)
 );
 

@@ -15,8 +15,8 @@
 -- to chosen roles") pass to the new ones (with schema_registry), as 0.7.0's script did.
 SELECT pg_catalog.set_config('pi_upgrade_080.acl', coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
            'name', f.name, 'acl', p.proacl::text[]))::text, '[]'), true)
-FROM (VALUES ('pipeline_kafka.consume_begin(text, text, text, text, text, text, integer, integer, integer, bigint, integer, text, jsonb, text, integer, text[], jsonb, text, text, text[], text, timestamptz, text)', 'pipeline_kafka.consume_begin(text, text, text, text, text, text, integer, integer, integer, bigint, integer, text, jsonb, text, integer, text[], jsonb, text, text, text[], text, timestamptz)'),
-    ('pipeline_kinesis.consume_begin(text, text, text, text, text, text, text, integer, integer, integer, timestamptz, integer, integer, jsonb, text, integer, text[], jsonb, text, text, text[], text, text)', 'pipeline_kinesis.consume_begin(text, text, text, text, text, text, text, integer, integer, integer, timestamptz, integer, integer, jsonb, text, integer, text[], jsonb, text, text, text[], text)'),
+FROM (VALUES ('pipeline_kafka.consume_begin(text, text, text, text, text, text, integer, integer, integer, bigint, integer, text, jsonb, text, integer, text[], jsonb, text, text, text[], text, timestamptz, text, boolean)', 'pipeline_kafka.consume_begin(text, text, text, text, text, text, integer, integer, integer, bigint, integer, text, jsonb, text, integer, text[], jsonb, text, text, text[], text, timestamptz)'),
+    ('pipeline_kinesis.consume_begin(text, text, text, text, text, text, text, integer, integer, integer, timestamptz, integer, integer, jsonb, text, integer, text[], jsonb, text, text, text[], text, text, boolean)', 'pipeline_kinesis.consume_begin(text, text, text, text, text, text, text, integer, integer, integer, timestamptz, integer, integer, jsonb, text, integer, text[], jsonb, text, text, text[], text)'),
     ('pipeline_kafka.consume_begin_stream_partitioned(text, text, text, text, text, integer, integer, integer, integer, bigint, text, text, integer, text)', 'pipeline_kafka.consume_begin_stream_partitioned(text, text, text, text, text, integer, integer, integer, integer, bigint, text, text, integer)'),
     ('pipeline_kafka.preview(text, text, text, text, text, text, text[], jsonb, text, text, text[], text, integer, bigint, text)', 'pipeline_kafka.preview(text, text, text, text, text, text, text[], jsonb, text, text, text[], text, integer, bigint)'),
     ('pipeline_kinesis.preview(text, text, text, text, text, text, text, text[], jsonb, text, text, text[], text, integer, integer, timestamptz, text)', 'pipeline_kinesis.preview(text, text, text, text, text, text, text, text[], jsonb, text, text, text[], text, integer, integer, timestamptz)')) f(name, old)
@@ -39,6 +39,9 @@ COMMENT ON TABLE pipeline_kafka.schema_registries IS
 
 ALTER TABLE pipeline_kafka.consumers ADD COLUMN schema_registry text;
 ALTER TABLE pipeline_kinesis.consumers ADD COLUMN schema_registry text;
+-- schema evolution (issue 21): a new field of a later schema becomes a new column
+ALTER TABLE pipeline_kafka.consumers ADD COLUMN auto_evolve boolean NOT NULL DEFAULT false;
+ALTER TABLE pipeline_kinesis.consumers ADD COLUMN auto_evolve boolean NOT NULL DEFAULT false;
 -- avro (issue 21's Avro item): the formats and key formats a consumer row may hold (all of issue
 -- 21's at once, so the Protobuf and Debezium items need no second change of the same checks).
 ALTER TABLE pipeline_kafka.consumers
@@ -97,7 +100,8 @@ CREATE FUNCTION pipeline_kafka."consume_begin"(
 	"key_columns" TEXT[] DEFAULT NULL, /* :: std :: option :: Option < Vec < Option < String > > > */
 	"key_format" TEXT DEFAULT NULL, /* Option < & str > */
 	"start_time" timestamp with time zone DEFAULT NULL, /* Option < TimestampWithTimeZone > */
-	"schema_registry" TEXT DEFAULT NULL /* Option < & str > */
+	"schema_registry" TEXT DEFAULT NULL, /* Option < & str > */
+	"auto_evolve" bool DEFAULT NULL /* Option < bool > */
 ) RETURNS INT /* i32 */
 VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
@@ -126,16 +130,17 @@ CREATE FUNCTION pipeline_kinesis."consume_begin"(
 	"mode" TEXT DEFAULT NULL, /* Option < & str > */
 	"key_columns" TEXT[] DEFAULT NULL, /* :: std :: option :: Option < Vec < Option < String > > > */
 	"key_format" TEXT DEFAULT NULL, /* Option < & str > */
-	"schema_registry" TEXT DEFAULT NULL /* Option < & str > */
+	"schema_registry" TEXT DEFAULT NULL, /* Option < & str > */
+	"auto_evolve" bool DEFAULT NULL /* Option < bool > */
 ) RETURNS INT /* i32 */
 VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'kinesis_consume_begin_v080_wrapper';
 
-COMMENT ON FUNCTION pipeline_kafka.consume_begin(text, text, text, text, text, text, integer, integer, integer, bigint, integer, text, jsonb, text, integer, text[], jsonb, text, text, text[], text, timestamptz, text) IS
-'Starts (or updates and restarts) the consumer of topic into relation; returns its id. A new consumer gets these defaults for the arguments not given: format text, batchsize 100000, maxbytes 32000000, parallelism 1, timeout 250, on_error dead_letter, mode append, starting at the end of each partition. An existing consumer keeps its stored settings for every argument not given (NULL); a NOTICE names what changed. transform names a function with its argument types, e.g. ''f(pipeline_kafka.message[])''. schema_registry (formats avro, protobuf, debezium-avro): the URL of a registry added with add_schema_registry; NULL = the only one.';
-COMMENT ON FUNCTION pipeline_kinesis.consume_begin(text, text, text, text, text, text, text, integer, integer, integer, timestamptz, integer, integer, jsonb, text, integer, text[], jsonb, text, text, text[], text, text) IS
-'Starts (or updates and restarts) the consumer of stream at endpoint into relation; returns its id. A new consumer gets these defaults for the arguments not given: format text, batchsize 10000, parallelism 1, timeout 250, poll_interval 200, on_error dead_letter, mode append, reading from now on (LATEST). An existing consumer keeps its stored settings for every argument not given (NULL); a NOTICE names what changed. transform names a function with its argument types, e.g. ''f(pipeline_kinesis.record[])''. schema_registry (formats avro, protobuf, debezium-avro): the URL of a registry added with add_schema_registry; NULL = the only one.';
+COMMENT ON FUNCTION pipeline_kafka.consume_begin(text, text, text, text, text, text, integer, integer, integer, bigint, integer, text, jsonb, text, integer, text[], jsonb, text, text, text[], text, timestamptz, text, boolean) IS
+'Starts (or updates and restarts) the consumer of topic into relation; returns its id. A new consumer gets these defaults for the arguments not given: format text, batchsize 100000, maxbytes 32000000, parallelism 1, timeout 250, on_error dead_letter, mode append, starting at the end of each partition. An existing consumer keeps its stored settings for every argument not given (NULL); a NOTICE names what changed. transform names a function with its argument types, e.g. ''f(pipeline_kafka.message[])''. schema_registry (formats avro, protobuf, debezium-avro): the URL of a registry added with add_schema_registry; NULL = the only one. auto_evolve (formats avro, protobuf): a field a later schema adds that the table lacks becomes a new nullable column (added as the table''s owner); NULL = keep the stored setting (false for a new consumer).';
+COMMENT ON FUNCTION pipeline_kinesis.consume_begin(text, text, text, text, text, text, text, integer, integer, integer, timestamptz, integer, integer, jsonb, text, integer, text[], jsonb, text, text, text[], text, text, boolean) IS
+'Starts (or updates and restarts) the consumer of stream at endpoint into relation; returns its id. A new consumer gets these defaults for the arguments not given: format text, batchsize 10000, parallelism 1, timeout 250, poll_interval 200, on_error dead_letter, mode append, reading from now on (LATEST). An existing consumer keeps its stored settings for every argument not given (NULL); a NOTICE names what changed. transform names a function with its argument types, e.g. ''f(pipeline_kinesis.record[])''. schema_registry (formats avro, protobuf, debezium-avro): the URL of a registry added with add_schema_registry; NULL = the only one. auto_evolve (formats avro, protobuf): a field a later schema adds that the table lacks becomes a new nullable column (added as the table''s owner); NULL = keep the stored setting (false for a new consumer).';
 
 CREATE FUNCTION pipeline_kafka."consume_begin_stream_partitioned"(
 	"topic" TEXT, /* Option < & str > */

@@ -112,7 +112,7 @@ mod pipeline_kafka {
     ) -> i32 {
         kafka_consume_begin_v080(
             topic, relation, format, delimiter, quote, escape, batchsize, maxbytes, parallelism, start_offset, timeout, group_id,
-            config, on_error, max_dead_letters, columns, None, None, None, None, None, None, None,
+            config, on_error, max_dead_letters, columns, None, None, None, None, None, None, None, None,
         )
     }
 
@@ -147,7 +147,7 @@ mod pipeline_kafka {
         let transform = transform_text(transform);
         kafka_consume_begin_v080(
             topic, relation, format, delimiter, quote, escape, batchsize, maxbytes, parallelism, start_offset, timeout, group_id,
-            config, on_error, max_dead_letters, columns, metadata, transform.as_deref(), mode, key_columns, key_format, start_time, None,
+            config, on_error, max_dead_letters, columns, metadata, transform.as_deref(), mode, key_columns, key_format, start_time, None, None,
         )
     }
 
@@ -181,7 +181,7 @@ mod pipeline_kafka {
     ) -> i32 {
         kafka_consume_begin_v080(
             topic, relation, format, delimiter, quote, escape, batchsize, maxbytes, parallelism, start_offset, timeout, group_id,
-            config, on_error, max_dead_letters, columns, metadata, transform, mode, key_columns, key_format, start_time, None,
+            config, on_error, max_dead_letters, columns, metadata, transform, mode, key_columns, key_format, start_time, None, None,
         )
     }
 
@@ -218,6 +218,7 @@ mod pipeline_kafka {
         key_format: default!(Option<&str>, "NULL"),
         start_time: default!(Option<TimestampWithTimeZone>, "NULL"),
         schema_registry: default!(Option<&str>, "NULL"),
+        auto_evolve: default!(Option<bool>, "NULL"),
     ) -> i32 {
         let topic = required(topic, "topic");
         let relation = required(relation, "relation");
@@ -233,6 +234,7 @@ mod pipeline_kafka {
             max_dead_letters,
             group_id: group_id.map(str::to_string),
             schema_registry: schema_registry.map(str::to_string),
+            auto_evolve,
             ..args::row_args(format, delimiter, quote, escape, columns, metadata, transform, mode, key_columns, key_format)
         };
         ingest_core::spec::check_kafka_start(start_offset, start_time.is_some()).unwrap_or_else(|e| args::raise_spec(e));

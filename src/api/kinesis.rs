@@ -178,7 +178,7 @@ mod pipeline_kinesis {
     ) -> i32 {
         kinesis_consume_begin_v080(
             endpoint, stream, relation, format, delimiter, quote, escape, batchsize, parallelism, start_offset, start_time, timeout,
-            poll_interval, config, on_error, max_dead_letters, columns, None, None, None, None, None, None,
+            poll_interval, config, on_error, max_dead_letters, columns, None, None, None, None, None, None, None,
         )
     }
 
@@ -214,7 +214,7 @@ mod pipeline_kinesis {
         kinesis_consume_begin_v080(
             endpoint, stream, relation, format, delimiter, quote, escape, batchsize, parallelism, start_offset, start_time, timeout,
             poll_interval, config, on_error, max_dead_letters, columns, metadata, transform.as_deref(), mode, key_columns, key_format,
-            None,
+            None, None,
         )
     }
 
@@ -248,7 +248,7 @@ mod pipeline_kinesis {
     ) -> i32 {
         kinesis_consume_begin_v080(
             endpoint, stream, relation, format, delimiter, quote, escape, batchsize, parallelism, start_offset, start_time, timeout,
-            poll_interval, config, on_error, max_dead_letters, columns, metadata, transform, mode, key_columns, key_format, None,
+            poll_interval, config, on_error, max_dead_letters, columns, metadata, transform, mode, key_columns, key_format, None, None,
         )
     }
 
@@ -288,6 +288,7 @@ mod pipeline_kinesis {
         key_columns: default!(Option<Vec<Option<String>>>, "NULL"),
         key_format: default!(Option<&str>, "NULL"),
         schema_registry: default!(Option<&str>, "NULL"),
+        auto_evolve: default!(Option<bool>, "NULL"),
     ) -> i32 {
         let endpoint = required(endpoint, "endpoint");
         let stream = required(stream, "stream");
@@ -301,6 +302,7 @@ mod pipeline_kinesis {
             on_error: on_error.map(str::to_string),
             max_dead_letters,
             schema_registry: schema_registry.map(str::to_string),
+            auto_evolve,
             ..args::row_args(format, delimiter, quote, escape, columns, metadata, transform, mode, key_columns, key_format)
         };
         let start = ingest_core::spec::kinesis_start(start_offset, start_time.map(crate::api::seek::epoch_us))

@@ -73,6 +73,7 @@ pub fn check(
         key_columns,
         key_format: spec.key_format.clone(),
         schema_registry: spec.schema_registry.clone(),
+        auto_evolve: spec.auto_evolve,
     }
 }
 

@@ -94,7 +94,7 @@ pub const FEATURE_COLUMNS: &str = "to_jsonb(k) ->> 'metadata', to_jsonb(k) ->> '
           THEN ARRAY(SELECT jsonb_array_elements_text(to_jsonb(k) -> 'key_columns')) END, \
      to_jsonb(k) ->> 'key_format', \
      (to_jsonb(k) ->> 'transform_oid')::oid, (to_jsonb(k) ->> 'transform_owner')::regrole::oid, \
-     to_jsonb(k) ->> 'schema_registry'";
+     to_jsonb(k) ->> 'schema_registry', coalesce((to_jsonb(k) ->> 'auto_evolve')::boolean, false)";
 
 /// The select-list expression of a consumer's start_time (the timestamptz `column`) in
 /// microseconds since the Unix epoch. consume_begin refuses times outside what a bigint of
@@ -126,6 +126,7 @@ impl Features {
             transform_oid: row.get(first + 5)?,
             transform_owner: row.get(first + 6)?,
             schema_registry: row.get(first + 7)?,
+            auto_evolve: row.get(first + 8)?.unwrap_or(false),
         })
     }
 }

@@ -87,6 +87,9 @@ pub fn upsert(key: Key, owner: pg_sys::Oid, spec: &Spec, config: Option<&str>) -
     if spec.schema_registry.is_some() || super::has_column(key.system().consumers(), "schema_registry") {
         cols.push(("schema_registry", "$", spec.schema_registry.clone().into()));
     }
+    if spec.auto_evolve || super::has_column(key.system().consumers(), "auto_evolve") {
+        cols.push(("auto_evolve", "$", spec.auto_evolve.into()));
+    }
     cols.push(("config", "$::jsonb", config.unwrap_or("{}").to_string().into()));
     let names: Vec<&str> = cols.iter().map(|c| c.0).collect();
     let values: Vec<String> = cols.iter().enumerate().map(|(i, c)| c.1.replace('$', &format!("${}", i + 1))).collect();

@@ -7,6 +7,7 @@ pub mod append;
 pub mod changes;
 pub mod citus;
 pub mod copy;
+pub mod evolve;
 pub mod isolate;
 pub mod partitioned;
 pub mod relation;

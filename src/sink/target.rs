@@ -27,6 +27,8 @@ pub struct Features {
     /// 0.8.0: formats avro, protobuf, debezium-avro: the schema registry's URL.
     #[allow(dead_code)] // stored with the consumer; the workers read it from the catalog (worker::typed)
     pub schema_registry: Option<String>,
+    /// 0.8.0: typed formats: a new field of a later schema becomes a new column (sink::evolve).
+    pub auto_evolve: bool,
 }
 
 /// What a consumer writes and how: the same fields for every source.

@@ -52,6 +52,26 @@ impl Typed {
         self.lock().key_fields(key, keys)
     }
 
+    /// The top-level fields (and their new columns' types) of the schemas `payloads` name, each
+    /// schema read once, in first-seen order (message values; nothing when they are not typed).
+    pub fn value_field_types<'p>(&self, payloads: impl Iterator<Item = &'p [u8]>) -> Vec<(String, &'static str)> {
+        if !self.values {
+            return Vec::new();
+        }
+        let d = self.lock();
+        let d: &dyn TypedDecoder = &*d;
+        let mut ids = BTreeSet::new();
+        let mut names = BTreeSet::new();
+        let mut out = Vec::new();
+        for p in payloads {
+            let Ok(id) = d.schema_id(p) else { continue };
+            if ids.insert(id) {
+                out.extend(d.field_types(p).into_iter().filter(|(n, _)| names.insert(n.clone())));
+            }
+        }
+        out
+    }
+
     fn lock(&self) -> MutexGuard<'_, Decoder> {
         // A panic while holding it cannot leave the decoder half-updated in a way that matters:
         // the worst is a schema missing, fetched again.

@@ -97,4 +97,8 @@ impl TypedDecoder for Decoder {
     fn decode<'m>(&self, payload: &'m [u8], out: &mut Vec<Record<'m>>) -> Result<(), DecodeError> {
         self.values().decode(payload, out)
     }
+
+    fn field_types(&self, payload: &[u8]) -> Vec<(String, &'static str)> {
+        self.values().field_types(payload)
+    }
 }

@@ -23,6 +23,7 @@ pub fn write_batch<P: Position>(
     if target.partitioned {
         return super::partitioned::write(target, messages);
     }
+    super::evolve::evolve(target, relid, messages)?;
     // A Citus table: through Citus, never COPY into the coordinator's shell table (sink::citus).
     if let Some(kind) = crate::citus::table_kind(relid) {
         if target.opts.format.change_events() {

@@ -83,6 +83,14 @@ pub trait TypedDecoder: Send + Sync {
 
     /// Appends the message's records to `out`; on Err nothing of the message is kept.
     fn decode<'m>(&self, payload: &'m [u8], out: &mut Vec<Record<'m>>) -> Result<(), DecodeError>;
+
+    /// The top-level fields the message's schema gives its records, each with the PostgreSQL
+    /// type a new column for it gets (`auto_evolve`): a type name from the decoder's own fixed
+    /// mapping, never text from the schema. A field no column type fits (always null) is left
+    /// out. Empty when the message is bad or its schema unknown (decode reports that).
+    fn field_types(&self, _payload: &[u8]) -> Vec<(String, &'static str)> {
+        Vec::new()
+    }
 }
 
 /// Where a typed decoder's schemas come from: the consumer's schema registry. The worker asks it

@@ -44,6 +44,8 @@ pub struct Args {
     /// avro, protobuf, debezium-avro: the URL of the schema registry (one added with
     /// add_schema_registry; None = the only one, resolved by the caller against the catalog).
     pub schema_registry: Option<String>,
+    /// avro, protobuf: a new field of a later schema becomes a new nullable column.
+    pub auto_evolve: Option<bool>,
 }
 
 /// How rows are written.
@@ -90,6 +92,8 @@ pub struct Spec {
     pub key_format: Option<String>,
     /// The schema registry's URL (formats that need one only; see `Format::needs_registry`).
     pub schema_registry: Option<String>,
+    /// Formats with typed records (avro, protobuf): new fields become new columns.
+    pub auto_evolve: bool,
 }
 
 /// A setting that cannot be used; each kind has its SQLSTATE (`sqlstate`).
@@ -144,6 +148,7 @@ pub fn defaults(system: System) -> Spec {
         key_columns: None,
         key_format: None,
         schema_registry: None,
+        auto_evolve: false,
     }
 }
 
@@ -162,6 +167,7 @@ impl Args {
         let to_registry = self.format.as_deref().and_then(|f| Format::parse(f).ok()).is_some_and(Format::needs_registry);
         let to_whole = matches!(self.format.as_deref(), Some("json" | "raw")) || to_registry;
         let to_append = self.mode.as_deref() == Some("append");
+        let to_typed = matches!(self.format.as_deref(), Some("avro" | "protobuf"));
         let keep = |given: Option<String>, old: &Option<String>, dropped: bool| match given {
             Some(v) => Some(v),
             None if dropped => None,
@@ -184,6 +190,8 @@ impl Args {
             key_format: keep(self.key_format, &stored.key_format, to_append),
             // a format without a registry drops the stored one
             schema_registry: keep(self.schema_registry, &stored.schema_registry, format_changed && !to_registry),
+            // a format without typed records drops it
+            auto_evolve: self.auto_evolve.or(if format_changed && !to_typed { None } else { stored.auto_evolve }),
             format: self.format.or_else(|| stored.format.clone()),
             batchsize: self.batchsize.or(stored.batchsize),
             maxbytes: self.maxbytes.or(stored.maxbytes),
@@ -243,6 +251,7 @@ impl Args {
             key_columns: list("key_columns"),
             key_format: text("key_format"),
             schema_registry: text("schema_registry"),
+            auto_evolve: row.get("auto_evolve").and_then(|v| v.as_bool()),
         }
     }
 
@@ -293,8 +302,15 @@ impl Spec {
             metadata: a.metadata,
             transform: a.transform,
             schema_registry: a.schema_registry,
+            auto_evolve: a.auto_evolve.unwrap_or(false),
             ..d
         };
+        if spec.auto_evolve && !matches!(spec.opts.format, Format::Avro | Format::Protobuf) {
+            return invalid(format!(
+                "auto_evolve is for the formats with typed records (avro, protobuf), not {}",
+                spec.opts.format.name()
+            ));
+        }
         if spec.schema_registry.is_some() && !spec.opts.format.needs_registry() {
             return invalid(format!(
                 "schema_registry is for the formats avro, protobuf and debezium-avro, not {}",
@@ -415,6 +431,7 @@ impl Spec {
             ("key_columns", list(&self.key_columns)),
             ("key_format", opt(&self.key_format)),
             ("schema_registry", opt(&self.schema_registry)),
+            ("auto_evolve", self.auto_evolve.to_string()),
         ]);
         out
     }

@@ -198,4 +198,11 @@ impl TypedDecoder for AvroDecoder {
         out.push(record);
         Ok(())
     }
+
+    fn field_types(&self, payload: &[u8]) -> Vec<(String, &'static str)> {
+        let Ok(frame) = confluent_frame(payload) else { return Vec::new() };
+        let Ok(schema) = self.schema(frame.schema_id) else { return Vec::new() };
+        let Some(fields) = schema.fields() else { return Vec::new() };
+        fields.iter().filter_map(|(name, node)| Some((name.clone(), schema.column_type(*node)?))).collect()
+    }
 }

@@ -99,6 +99,39 @@ impl Schema {
         Ok(Schema { nodes: p.nodes, root })
     }
 
+    /// The PostgreSQL type of a new column for a field of type `node` (`auto_evolve`; the
+    /// README's Avro mapping): a union of null and one type is that type's, a union of several
+    /// types text; None for null.
+    pub(crate) fn column_type(&self, node: usize) -> Option<&'static str> {
+        Some(match &self.nodes[node] {
+            Node::Null => return None,
+            Node::Boolean => "boolean",
+            Node::Int => "integer",
+            Node::Long => "bigint",
+            Node::Float => "real",
+            Node::Double => "double precision",
+            Node::Bytes | Node::Fixed(_) => "bytea",
+            Node::String | Node::Enum(_) | Node::Uuid | Node::FixedUuid => "text",
+            Node::Date => "date",
+            Node::TimeMillis | Node::TimeMicros => "time",
+            Node::TimestampMillis | Node::TimestampMicros => "timestamptz",
+            Node::LocalTimestampMillis | Node::LocalTimestampMicros => "timestamp",
+            // (the schema's precision and scale are not kept: an unconstrained numeric holds
+            // every value exactly)
+            Node::Decimal { .. } => "numeric",
+            Node::Duration => "interval",
+            Node::Array(_) | Node::Map(_) | Node::Record(_) => "jsonb",
+            Node::Union(branches) => {
+                let mut types = branches.iter().filter_map(|b| self.column_type(*b));
+                match (types.next(), types.next()) {
+                    (Some(t), None) => t,
+                    (None, _) => return None,
+                    (Some(_), Some(_)) => "text",
+                }
+            }
+        })
+    }
+
     /// The root record's fields (None when the root is not a record).
     pub(crate) fn fields(&self) -> Option<&[(String, usize)]> {
         match &self.nodes[self.root] {

@@ -424,3 +424,38 @@ fn schemas_with_references() {
     d.reject(3, DecodeError::new("22P02", "schema id 3 is a PROTOBUF schema, not Avro"));
     assert!(one(&d, &W::framed(3).0).unwrap_err().message.contains("PROTOBUF"));
 }
+
+#[test]
+fn field_types_give_new_columns_their_types() {
+    let s = record(
+        r#"{"name":"b","type":"boolean"},{"name":"i","type":"int"},{"name":"l","type":["null","long"]},
+           {"name":"d","type":"double"},{"name":"s","type":{"type":"enum","name":"e","symbols":["A"]}},
+           {"name":"y","type":"bytes"},{"name":"dec","type":{"type":"bytes","logicalType":"decimal","precision":5,"scale":2}},
+           {"name":"day","type":{"type":"int","logicalType":"date"}},
+           {"name":"ts","type":{"type":"long","logicalType":"timestamp-micros"}},
+           {"name":"lts","type":{"type":"long","logicalType":"local-timestamp-millis"}},
+           {"name":"m","type":{"type":"map","values":"int"}},{"name":"u","type":["int","string"]},
+           {"name":"Odd \"name\"","type":"string"},{"name":"n","type":"null"}"#,
+    );
+    let d = decoder(3, &s);
+    let types = d.field_types(&W::framed(3).0);
+    let want = [
+        ("b", "boolean"),
+        ("i", "integer"),
+        ("l", "bigint"),
+        ("d", "double precision"),
+        ("s", "text"),
+        ("y", "bytea"),
+        ("dec", "numeric"),
+        ("day", "date"),
+        ("ts", "timestamptz"),
+        ("lts", "timestamp"),
+        ("m", "jsonb"),
+        ("u", "text"),
+        ("Odd \"name\"", "text"),
+    ];
+    assert_eq!(types, want.iter().map(|(n, t)| (n.to_string(), *t)).collect::<Vec<_>>());
+    // An unknown schema or a bad frame: nothing (decode reports it).
+    assert!(d.field_types(&W::framed(4).0).is_empty());
+    assert!(d.field_types(b"x").is_empty());
+}

@@ -247,6 +247,10 @@ impl TypedDecoder for ProtobufDecoder {
         out.push(values::record(&msg, &self.array_columns)?);
         Ok(())
     }
+
+    fn field_types(&self, payload: &[u8]) -> Vec<(String, &'static str)> {
+        self.message(payload).map(|(desc, _)| values::column_types(&desc)).unwrap_or_default()
+    }
 }
 
 /// A zig-zag varint of at most 32 bits (as the Confluent serializers write them) at `buf[*pos]`.

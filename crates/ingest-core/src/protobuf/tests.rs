@@ -508,3 +508,17 @@ fn upsert_keys_from_a_key_message() {
     assert_eq!(e.sqlstate, "22P03");
     assert!(e.message.starts_with("invalid Protobuf key: corrupt"), "{}", e.message);
 }
+
+#[test]
+fn field_types_give_new_columns_their_types() {
+    let d = decoder();
+    let types = d.field_types(&frame(7, &[1], &[]));
+    let want = [
+        ("id", "bigint"), ("customer", "text"), ("total", "jsonb"), ("status", "text"), ("placed_at", "timestamptz"),
+        ("discount", "bigint"), ("coupon", "text"), ("tags", "jsonb"), ("qty", "jsonb"), ("attrs", "jsonb"),
+        ("lines", "jsonb"), ("priority", "integer"), ("big", "numeric"), ("ratio", "double precision"), ("f", "real"),
+        ("blob", "bytea"), ("gift", "boolean"), ("delta", "bigint"),
+    ];
+    assert_eq!(types, want.iter().map(|(n, t)| (n.to_string(), *t)).collect::<Vec<_>>());
+    assert!(d.field_types(&frame(8, &[0], &[])).is_empty());
+}

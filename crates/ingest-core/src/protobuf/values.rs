@@ -86,6 +86,37 @@ pub(super) fn record<'m>(
     Ok(Record { fields })
 }
 
+/// The PostgreSQL type of a new column for each top-level field of `desc` (`auto_evolve`), from
+/// the mapping above: 32-bit signed integers integer, other integers bigint (uint64/fixed64
+/// numeric), float real, double double precision, bool boolean, string and enum text, bytes
+/// bytea, Timestamp timestamptz, a wrapper its value's, repeated fields, maps and other messages
+/// jsonb.
+pub(super) fn column_types(desc: &prost_reflect::MessageDescriptor) -> Vec<(String, &'static str)> {
+    fn scalar_type(kind: &Kind) -> &'static str {
+        match kind {
+            Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => "integer",
+            Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 | Kind::Uint32 | Kind::Fixed32 => "bigint",
+            Kind::Uint64 | Kind::Fixed64 => "numeric",
+            Kind::Float => "real",
+            Kind::Double => "double precision",
+            Kind::Bool => "boolean",
+            Kind::String | Kind::Enum(_) => "text",
+            Kind::Bytes => "bytea",
+            Kind::Message(m) if m.full_name() == TIMESTAMP => "timestamptz",
+            Kind::Message(m) if scalar_message(m.full_name()) => {
+                m.get_field(1).map_or("jsonb", |v| scalar_type(&v.kind()))
+            }
+            Kind::Message(_) => "jsonb",
+        }
+    }
+    desc.fields()
+        .map(|f| {
+            let t = if f.is_list() || f.is_map() { "jsonb" } else { scalar_type(&f.kind()) };
+            (f.name().to_string(), t)
+        })
+        .collect()
+}
+
 /// A message in the proto3 JSON mapping, with the choices of this module's doc.
 fn message_json(out: &mut String, msg: &DynamicMessage) -> Result<(), DecodeError> {
     let options = SerializeOptions::new()

@@ -178,3 +178,22 @@ fn schema_registry_formats_are_accepted_and_keep_their_registry() {
     let row = serde_json::json!({"format": "avro", "schema_registry": "http://r"});
     assert_eq!(Args::from_row(&row).schema_registry, s("http://r"));
 }
+
+#[test]
+fn auto_evolve_is_for_typed_formats_and_is_kept() {
+    let given = Args { format: s("avro"), auto_evolve: Some(true), ..Args::default() };
+    assert!(Spec::check(System::Kafka, given.clone()).unwrap().auto_evolve);
+    assert!(!Spec::check(System::Kafka, Args { format: s("avro"), ..Args::default() }).unwrap().auto_evolve);
+    // Omitted: kept; another typed format keeps it; another format drops it.
+    assert_eq!(Args::default().over(&given).auto_evolve, Some(true));
+    assert_eq!(Args { format: s("protobuf"), ..Args::default() }.over(&given).auto_evolve, Some(true));
+    assert_eq!(Args { format: s("json"), ..Args::default() }.over(&given).auto_evolve, None);
+    assert_eq!(Args { auto_evolve: Some(false), ..Args::default() }.over(&given).auto_evolve, Some(false));
+    for f in ["json", "text", "debezium"] {
+        let e = Spec::check(System::Kinesis, Args { format: s(f), auto_evolve: Some(true), ..Args::default() }).unwrap_err();
+        assert_eq!(e.sqlstate(), "22023");
+        assert!(e.to_string().contains("auto_evolve is for the formats with typed records"), "{e}");
+    }
+    assert!(Spec::check(System::Kafka, Args { format: s("json"), auto_evolve: Some(false), ..Args::default() }).is_ok());
+    assert_eq!(Args::from_row(&serde_json::json!({"auto_evolve": true})).auto_evolve, Some(true));
+}
