@@ -23,7 +23,7 @@ test: build
 
 # Single tiers against already-running services (make services first).
 unit:
-	source scripts/env.sh && cargo test -p ingest-core -p ingest-kinesis --lib
+	source scripts/env.sh && cargo test -p ingest-core -p ingest-kinesis --lib && cargo test -p ingest-registry
 regress:
 	bash scripts/regress.sh
 e2e:

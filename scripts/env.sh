@@ -62,6 +62,14 @@ export KAFKA_SASL_BOOTSTRAP=127.0.0.1:$((29094 + _pi_off))
 export KAFKA_SASL_USER=pipeline
 export KAFKA_SASL_PASSWORD=pipeline-secret
 export KAFKA_LIBS="$PI_ROOT/tests/kafka/target/kafka-libs"
+# Apicurio Registry 3.3.3 (Confluent-compatible API), unpacked by setup.sh outside the clone and
+# run with the Temurin 25 JDK (it needs Java 21+; the default java stays 17). HTTP and management
+# ports: 28840 and 28841 (+ 100*PI_INSTANCE), 127.0.0.1 only.
+export PI_REGISTRY_HOME="${PI_REGISTRY_HOME:-$PI_CACHE/apicurio-registry-3.3.3}"
+export PI_REGISTRY_JAVA="${PI_REGISTRY_JAVA:-/usr/lib/jvm/temurin-25-jdk-amd64/bin/java}"
+export REGISTRY_PORT=$((28840 + _pi_off))
+export REGISTRY_MANAGEMENT_PORT=$((28841 + _pi_off))
+export SCHEMA_REGISTRY_URL="http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7"
 export KINESIS_HOST=127.0.0.1
 export KINESIS_PORT=$((24567 + _pi_off))
 export KINESIS_ENDPOINT="http://$KINESIS_HOST:$KINESIS_PORT"

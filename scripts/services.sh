@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Local services for pipeline_ingest development and tests. Everything binds 127.0.0.1.
 #
-#   scripts/services.sh {start|stop|status|restart} [pg|kafka|kinesis|all]   (default: all)
+#   scripts/services.sh {start|stop|status|restart} [pg|kafka|kinesis|registry|all]   (default: all)
 #
 #   pg       the PostgreSQL cluster of version $PG_VERSION (15, the default, or 18; see env.sh): data
 #            in $PIPELINE_PGDATA ($PI_RUN/pg/data for 15, $PI_RUN/pg18/data for 18), port $PGPORT
@@ -14,6 +14,10 @@
 #   kinesis  kinesalite (in-memory Kinesis emulator) on 127.0.0.1:24567.
 #            Log: $PI_RUN/kinesis/kinesalite.log. Streams do NOT survive a restart, unless
 #            PI_KINESIS_PATH is set (see below).
+#   registry Apicurio Registry 3.3.3 (Confluent-compatible API at $SCHEMA_REGISTRY_URL,
+#            http://127.0.0.1:28840/apis/ccompat/v7; management interface 127.0.0.1:28841), run
+#            with the Temurin 25 JDK ($PI_REGISTRY_JAVA), in-memory storage: schemas do NOT survive
+#            a restart. Log: $PI_RUN/registry/registry.log
 #
 # start is idempotent (already running -> ok) and waits until the service answers real
 # requests (bounded by PI_READY_TIMEOUT seconds, default 60); on failure it prints the log tail.
@@ -41,6 +45,9 @@ KAFKA_LOG="$KAFKA_DIR/kafka.log"
 KINESIS_DIR="$PI_RUN/kinesis"
 KINESIS_PID="$KINESIS_DIR/kinesalite.pid"
 KINESIS_LOG="$KINESIS_DIR/kinesalite.log"
+REGISTRY_DIR="$PI_RUN/registry"
+REGISTRY_PID="$REGISTRY_DIR/registry.pid"
+REGISTRY_LOG="$REGISTRY_DIR/registry.log"
 
 # ---------------------------------------------------------------- helpers
 
@@ -425,14 +432,62 @@ kinesis_status() {
   fi
 }
 
+# ---------------------------------------------------------------- schema registry (Apicurio)
+
+registry_running() { pid_alive "$REGISTRY_PID" quarkus-run.jar; }
+registry_ready() { curl -sf -m 2 -o /dev/null "$SCHEMA_REGISTRY_URL/subjects"; }
+
+registry_start() {
+  [ -f "$PI_REGISTRY_HOME/quarkus-run.jar" ] \
+    || pi_die "registry: Apicurio Registry not installed in $PI_REGISTRY_HOME (run scripts/setup.sh)"
+  [ -x "$PI_REGISTRY_JAVA" ] || pi_die "registry: $PI_REGISTRY_JAVA not found (Apicurio needs Java 21 or newer)"
+  mkdir -p "$REGISTRY_DIR"
+  if registry_running; then
+    pi_log "registry: already running (pid $(cat "$REGISTRY_PID"))"
+  else
+    if port_open 127.0.0.1 "$REGISTRY_PORT" || port_open 127.0.0.1 "$REGISTRY_MANAGEMENT_PORT"; then
+      pi_die "registry: port $REGISTRY_PORT or $REGISTRY_MANAGEMENT_PORT is already in use by a process not started from $PI_RUN"
+    fi
+    pi_log "registry: starting Apicurio Registry on 127.0.0.1:$REGISTRY_PORT"
+    echo "===== $(date -Is) start =====" >>"$REGISTRY_LOG"
+    # Both interfaces on 127.0.0.1: the management one defaults to 0.0.0.0:9000 and cannot be
+    # turned off. The working directory is the run dir (Quarkus may write there).
+    (cd "$REGISTRY_DIR" || exit 1
+      setsid nohup "$PI_REGISTRY_JAVA" -Xmx384m -Xms64m -XX:+UseSerialGC -Djava.awt.headless=true \
+      -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$REGISTRY_PORT" \
+      -Dquarkus.management.host=127.0.0.1 -Dquarkus.management.port="$REGISTRY_MANAGEMENT_PORT" \
+      -Djava.io.tmpdir="$REGISTRY_DIR" \
+      -jar "$PI_REGISTRY_HOME/quarkus-run.jar" >>"$REGISTRY_LOG" 2>&1 </dev/null &
+      echo $! >"$REGISTRY_PID")
+  fi
+  local deadline=$((SECONDS + READY_TIMEOUT))
+  while ((SECONDS < deadline)); do
+    proc_alive "$(cat "$REGISTRY_PID")" || { log_tail "$REGISTRY_LOG"; pi_die "registry: process exited during startup"; }
+    registry_ready && { pi_log "registry: ready ($SCHEMA_REGISTRY_URL)"; return 0; }
+    sleep 0.5
+  done
+  log_tail "$REGISTRY_LOG"
+  pi_die "registry: not ready after ${READY_TIMEOUT}s"
+}
+
+registry_stop() { stop_pidfile registry "$REGISTRY_PID" quarkus-run.jar 20; }
+
+registry_status() {
+  if registry_running && registry_ready; then
+    echo "registry: running (pid $(cat "$REGISTRY_PID"), $SCHEMA_REGISTRY_URL)"
+  else
+    echo "registry: stopped"; return 1
+  fi
+}
+
 # ---------------------------------------------------------------- main
 
-usage() { echo "usage: $0 {start|stop|status|restart} [pg|kafka|kinesis|all]" >&2; exit 2; }
+usage() { echo "usage: $0 {start|stop|status|restart} [pg|kafka|kinesis|registry|all]" >&2; exit 2; }
 
 action="${1:-}"; target="${2:-all}"
 case "$target" in
-  pg | kafka | kinesis) services=("$target") ;;
-  all) services=(pg kafka kinesis) ;;
+  pg | kafka | kinesis | registry) services=("$target") ;;
+  all) services=(pg kafka kinesis registry) ;;
   *) usage ;;
 esac
 mkdir -p "$PI_RUN"

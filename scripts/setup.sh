@@ -13,8 +13,11 @@
 #   - Kafka Connect 4.1.1 and the Debezium PostgreSQL connector (Maven project in tests/connect),
 #     into $PI_CACHE/connect/... outside the clone (scripts/connect.sh runs them)
 #   - kinesalite (npm project in tests/kinesis)
+#   - Apicurio Registry 3.3.3 (io.apicurio:apicurio-registry-app:3.3.3:tar.gz:all from Maven
+#     Central), unpacked into $PI_REGISTRY_HOME (default $PI_CACHE/apicurio-registry-3.3.3)
 #   - Python venv $PI_VENV for the e2e tier (tests/e2e/requirements.txt)
-# Each step can be skipped with PI_SKIP_<STEP>=1: APT, PG18, CITUS, PGRX, KAFKA, CONNECT, KINESIS, VENV.
+# Each step can be skipped with PI_SKIP_<STEP>=1: APT, PG18, CITUS, PGRX, KAFKA, CONNECT, KINESIS,
+# REGISTRY, VENV.
 set -euo pipefail
 # shellcheck source=env.sh
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -266,6 +269,32 @@ kinesis_step() {
   node -e "require('$dir/node_modules/kinesalite')" || pi_die "kinesis: kinesalite does not load"
 }
 
+# ------------------------------------------------------------------ schema registry (Apicurio)
+# The Quarkus app tarball from Maven Central (Maven's dependency:copy, so ~/.m2 caches it), unpacked
+# next to its final place and swapped in, so a failed unpack never leaves half an install. Done
+# when quarkus-run.jar is there.
+REGISTRY_VERSION=3.3.3
+registry_step() {
+  local home="$PI_REGISTRY_HOME" tmp tgz
+  if [ -f "$home/quarkus-run.jar" ]; then
+    step "registry: Apicurio Registry $REGISTRY_VERSION present in $home"
+    return 0
+  fi
+  tmp="$(mktemp -d "$PI_CACHE/apicurio-dl.XXXXXX")"
+  step "registry: fetching io.apicurio:apicurio-registry-app:$REGISTRY_VERSION:tar.gz:all with Maven"
+  mvn -q -B -Dstyle.color=never org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy \
+    -Dartifact="io.apicurio:apicurio-registry-app:$REGISTRY_VERSION:tar.gz:all" -DoutputDirectory="$tmp" \
+    >"$PI_RUN/mvn-registry.log" 2>&1 \
+    || { rm -rf "$tmp"; tail -n 40 "$PI_RUN/mvn-registry.log" >&2; pi_die "registry: mvn dependency:copy failed (log: $PI_RUN/mvn-registry.log)"; }
+  tgz="$tmp/apicurio-registry-app-$REGISTRY_VERSION-all.tar.gz"
+  rm -rf "$home.new"; mkdir -p "$home.new"
+  tar xzf "$tgz" -C "$home.new" || { rm -rf "$tmp" "$home.new"; pi_die "registry: cannot unpack $tgz"; }
+  rm -rf "$tmp"
+  [ -f "$home.new/quarkus-run.jar" ] || { rm -rf "$home.new"; pi_die "registry: the tarball has no quarkus-run.jar"; }
+  rm -rf "$home"; mv "$home.new" "$home"
+  step "registry: installed Apicurio Registry $REGISTRY_VERSION in $home"
+}
+
 # ------------------------------------------------------------------ python venv
 venv_step() {
   local req="$PI_ROOT/tests/e2e/requirements.txt" marker="$PI_VENV/.pi-requirements.sha256" want
@@ -291,6 +320,7 @@ t_all=$SECONDS
 [ "${PI_SKIP_KAFKA:-0}" = 1 ] || timed kafka kafka_step
 [ "${PI_SKIP_CONNECT:-0}" = 1 ] || timed connect connect_step
 [ "${PI_SKIP_KINESIS:-0}" = 1 ] || timed kinesis kinesis_step
+[ "${PI_SKIP_REGISTRY:-0}" = 1 ] || timed registry registry_step
 [ "${PI_SKIP_VENV:-0}" = 1 ] || timed venv venv_step
 case " $PG_VERSIONS " in *" 18 "*) [ "${PI_SKIP_PG18:-0}" = 1 ] || timed pg18 pg18_step ;; esac
 case " $PG_VERSIONS " in *" 18 "*) [ "${PI_SKIP_CITUS:-0}" = 1 ] || timed citus citus_step ;; esac

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The full test suite (what `make test` and CI run after setup + build):
-#   1. unit     cargo test -p ingest-core -p ingest-kinesis --lib (pure Rust, no services)
+#   1. unit     cargo test -p ingest-core -p ingest-kinesis --lib (pure Rust, no services);
+#               registry-client: cargo test -p ingest-registry (against an in-test HTTP server)
 #   2.          kinesis-client: cargo test -p ingest-kinesis --test kinesalite (the Kinesis client
 #               against kinesalite, on stack 0)
 #   3. for each version V in PG_VERSIONS (default "15 18") and each part P of PI_E2E_SHARDS
@@ -109,6 +110,8 @@ if [ "${PI_SKIP_UNIT:-0}" = 1 ]; then   # developer knob; CI never sets it
   pi_log "tier unit skipped (PI_SKIP_UNIT=1)"
 else
   tier unit cargo test -p ingest-core -p ingest-kinesis --lib
+  # The schema registry client against an HTTP server inside the test (no services).
+  tier registry-client cargo test -p ingest-registry
 fi
 # Built once here, so the parts' pg-differential runs (one per version, side by side) only run it.
 tier build-pg-differential cargo test -p ingest-core --test pg_differential --no-run

@@ -84,6 +84,21 @@ def services():
                 print(proc.stdout, file=sys.stderr)
 
 
+@pytest.fixture(scope="session")
+def schema_registry():
+    """The test stack's Apicurio Registry URL (…/apis/ccompat/v7). Started here when it is not
+    running (scripts/test.sh does not start it for every part) and then stopped at the end."""
+    started = False
+    if not pihelpers.registry_is_up():
+        pihelpers.run_services("start", "registry")
+        started = True
+    try:
+        yield pihelpers.SCHEMA_REGISTRY_URL
+    finally:
+        if started:
+            pihelpers.run_services("stop", "registry", check=False)
+
+
 def _port_open(hostport: str) -> bool:
     import socket
     host, port = hostport.rsplit(":", 1)

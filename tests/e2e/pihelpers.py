@@ -46,6 +46,63 @@ class WaitTimeout(AssertionError):
     pass
 
 
+# --------------------------------------------------------------------------- schema registry
+# Apicurio Registry (scripts/services.sh's `registry`), its Confluent-compatible API. Tests that
+# need it take the `schema_registry` fixture (conftest.py), which starts it when it is not running.
+SCHEMA_REGISTRY_URL = os.environ.get(
+    "SCHEMA_REGISTRY_URL",
+    f"http://127.0.0.1:{28840 + 100 * int(os.environ.get('PI_INSTANCE', '0'))}/apis/ccompat/v7")
+_REGISTRY_CT = "application/vnd.schemaregistry.v1+json"
+
+
+def registry_request(method: str, path: str, body: Any = None, url: Optional[str] = None,
+                     headers: Optional[dict] = None, timeout: float = 10.0) -> tuple[int, Any]:
+    """(HTTP status, parsed JSON or None) of one request to the registry's ccompat API."""
+    import json
+    import urllib.error
+    import urllib.request
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request((url or SCHEMA_REGISTRY_URL) + path, data=data, method=method,
+                                 headers={"Accept": _REGISTRY_CT, "Content-Type": _REGISTRY_CT, **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, None
+
+
+def registry_is_up(url: Optional[str] = None) -> bool:
+    try:
+        return registry_request("GET", "/subjects", url=url, timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
+def register_schema(subject: str, schema: Any, schema_type: str = "AVRO",
+                    references: Optional[list[dict]] = None, url: Optional[str] = None) -> int:
+    """Registers `schema` (text, or a dict/list dumped as JSON) under `subject`; returns its id.
+    references: [{"name": "dep.proto", "subject": "dep", "version": 1}, ...]."""
+    import json
+    body: dict[str, Any] = {"schema": schema if isinstance(schema, str) else json.dumps(schema)}
+    if schema_type.upper() != "AVRO":
+        body["schemaType"] = schema_type.upper()
+    if references:
+        body["references"] = references
+    status, answer = registry_request("POST", f"/subjects/{subject}/versions", body, url=url)
+    assert status == 200 and isinstance(answer, dict) and "id" in answer, \
+        f"registering under {subject}: HTTP {status} {answer}"
+    return int(answer["id"])
+
+
+def confluent_frame(schema_id: int, body: bytes) -> bytes:
+    """The Confluent wire format: magic byte 0, the 4-byte big-endian schema id, the body."""
+    return b"\x00" + schema_id.to_bytes(4, "big") + body
+
+
 # --------------------------------------------------------------------------- generic
 
 
