@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod batch;
+pub mod avro_write;
 pub mod broker;
 pub mod decode;
 pub mod format;
