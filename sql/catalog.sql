@@ -25,7 +25,7 @@ CREATE TABLE pipeline_kafka.consumers (
     relname      text,
     owner        regrole NOT NULL,
     group_id     text,
-    format       text NOT NULL DEFAULT 'text' CHECK (format IN ('text', 'csv', 'json', 'raw')),
+    format       text NOT NULL DEFAULT 'text' CHECK (format IN ('text', 'csv', 'json', 'raw', 'avro', 'protobuf', 'debezium', 'debezium-avro')),
     delimiter    text,
     quote        text,
     escape       text,
@@ -54,7 +54,7 @@ CREATE TABLE pipeline_kafka.consumers (
     -- append: COPY; upsert: INSERT ... ON CONFLICT (key_columns) DO UPDATE, tombstones delete
     mode         text NOT NULL DEFAULT 'append' CHECK (mode IN ('append', 'upsert')),
     key_columns  text[],
-    key_format   text CHECK (key_format IN ('json', 'csv', 'text')),
+    key_format   text CHECK (key_format IN ('json', 'csv', 'text', 'avro', 'protobuf')),
     -- where a partition without a stored offset starts, by time (offsets_for_times); NULL = start_offset rules
     start_time   timestamptz,
     -- 0.6.0 (appended): the transform function as consume_begin found it, its oid (a plain oid:
@@ -62,6 +62,9 @@ CREATE TABLE pipeline_kafka.consumers (
     -- signature and owner) and its owner; the worker calls no function of another owner
     transform_oid   oid,
     transform_owner regrole,
+    -- 0.8.0 (appended): formats avro, protobuf, debezium-avro: the URL of the schema registry
+    -- (pipeline_kafka.schema_registries) the consumer reads schemas from; NULL for other formats
+    schema_registry text,
     UNIQUE (topic, relation),
     CONSTRAINT consumers_by_key_check CHECK ((relation IS NULL) = (relname IS NULL))
 );
@@ -79,6 +82,14 @@ CREATE TABLE pipeline_kafka.secrets (
 );
 CREATE UNIQUE INDEX ON pipeline_kafka.secrets (broker, key) WHERE broker IS NOT NULL;
 CREATE UNIQUE INDEX ON pipeline_kafka.secrets (consumer_id, key) WHERE consumer_id IS NOT NULL;
+
+-- Schema registries (add_schema_registry) that consumers of the formats avro, protobuf and
+-- debezium-avro read schemas from (both systems). config holds credentials and TLS settings:
+-- superusers only, like pipeline_kafka.secrets.
+CREATE TABLE pipeline_kafka.schema_registries (
+    url    text PRIMARY KEY CHECK (url ~ '^https?://'),
+    config jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(config) = 'object')
+);
 
 -- Next offset to read, per consumer and partition. Written in the same transaction as the rows.
 CREATE TABLE pipeline_kafka.offsets (
@@ -168,7 +179,7 @@ CREATE TABLE pipeline_kinesis.consumers (
     stream       text NOT NULL CHECK (stream <> ''),
     relation     regclass NOT NULL,
     owner        regrole NOT NULL,
-    format       text NOT NULL DEFAULT 'text' CHECK (format IN ('text', 'csv', 'json', 'raw')),
+    format       text NOT NULL DEFAULT 'text' CHECK (format IN ('text', 'csv', 'json', 'raw', 'avro', 'protobuf', 'debezium', 'debezium-avro')),
     delimiter    text,
     quote        text,
     escape       text,
@@ -198,10 +209,12 @@ CREATE TABLE pipeline_kinesis.consumers (
     transform    text,
     mode         text NOT NULL DEFAULT 'append' CHECK (mode IN ('append', 'upsert')),
     key_columns  text[],
-    key_format   text CHECK (key_format IN ('json', 'csv', 'text')),
+    key_format   text CHECK (key_format IN ('json', 'csv', 'text', 'avro', 'protobuf')),
     -- 0.6.0 (appended): as on pipeline_kafka.consumers
     transform_oid   oid,
     transform_owner regrole,
+    -- 0.8.0 (appended): as on pipeline_kafka.consumers
+    schema_registry text,
     UNIQUE (endpoint, stream, relation)
 );
 
@@ -276,6 +289,7 @@ REVOKE ALL ON ALL TABLES IN SCHEMA pipeline_kafka, pipeline_kinesis FROM PUBLIC;
 GRANT SELECT ON ALL TABLES IN SCHEMA pipeline_kafka, pipeline_kinesis TO PUBLIC;
 REVOKE SELECT ON pipeline_kafka.outbox FROM PUBLIC;
 REVOKE SELECT ON pipeline_kafka.secrets FROM PUBLIC;
+REVOKE SELECT ON pipeline_kafka.schema_registries FROM PUBLIC;
 GRANT DELETE ON pipeline_kafka.dead_letters TO PUBLIC;
 ALTER TABLE pipeline_kafka.dead_letters ENABLE ROW LEVEL SECURITY;
 CREATE POLICY dead_letters_of_own_roles ON pipeline_kafka.dead_letters
@@ -302,6 +316,7 @@ SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.consumers', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.consumers_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.offsets', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.secrets', '');
+SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.schema_registries', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.dead_letters', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.dead_letters_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kafka.outbox', '');

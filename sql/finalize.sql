@@ -14,6 +14,16 @@ REVOKE EXECUTE ON FUNCTION pipeline_kafka.emit_tuple() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION pipeline_kinesis.add_endpoint(text, text, text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION pipeline_kinesis.remove_endpoint(text) FROM PUBLIC;
 
+-- Schema registries (issue 21): the server fetches from them with their credentials.
+REVOKE EXECUTE ON FUNCTION pipeline_kafka.add_schema_registry(text, jsonb) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION pipeline_kafka.remove_schema_registry(text) FROM PUBLIC;
+COMMENT ON TABLE pipeline_kafka.schema_registries IS
+'schema registries (Confluent-compatible API) that consumers of the formats avro, protobuf and debezium-avro read schemas from; config holds credentials and TLS settings: superusers only';
+COMMENT ON FUNCTION pipeline_kafka.add_schema_registry(text, jsonb) IS
+'add a schema registry (its Confluent-compatible API URL) with optional credentials and TLS settings in config (basic_auth or username/password, bearer_token, ca_file, insecure, timeout_ms); superusers only unless granted';
+COMMENT ON FUNCTION pipeline_kafka.remove_schema_registry(text) IS
+'remove a schema registry; refused while a consumer of this database uses it';
+
 -- The views below read the consumers table as their owner, past its row-level security, and filter
 -- the rows for the caller with pg_has_role: each is a security_barrier, so that no function in the
 -- caller's WHERE (a cheap "leaky" one that prints its argument) sees a row before that filter.
@@ -396,10 +406,10 @@ COMMENT ON COLUMN pipeline_kinesis.consumer_status.relation_name IS
 
 -- consume_begin (issue 24.2): the defaults of a new consumer, which \df shows as NULL (an existing
 -- consumer keeps its stored settings for every argument not given).
-COMMENT ON FUNCTION pipeline_kafka.consume_begin(text, text, text, text, text, text, integer, integer, integer, bigint, integer, text, jsonb, text, integer, text[], jsonb, text, text, text[], text, timestamptz) IS
-'Starts (or updates and restarts) the consumer of topic into relation; returns its id. A new consumer gets these defaults for the arguments not given: format text, batchsize 100000, maxbytes 32000000, parallelism 1, timeout 250, on_error dead_letter, mode append, starting at the end of each partition. An existing consumer keeps its stored settings for every argument not given (NULL); a NOTICE names what changed. transform names a function with its argument types, e.g. ''f(pipeline_kafka.message[])''.';
-COMMENT ON FUNCTION pipeline_kinesis.consume_begin(text, text, text, text, text, text, text, integer, integer, integer, timestamptz, integer, integer, jsonb, text, integer, text[], jsonb, text, text, text[], text) IS
-'Starts (or updates and restarts) the consumer of stream at endpoint into relation; returns its id. A new consumer gets these defaults for the arguments not given: format text, batchsize 10000, parallelism 1, timeout 250, poll_interval 200, on_error dead_letter, mode append, reading from now on (LATEST). An existing consumer keeps its stored settings for every argument not given (NULL); a NOTICE names what changed. transform names a function with its argument types, e.g. ''f(pipeline_kinesis.record[])''.';
+COMMENT ON FUNCTION pipeline_kafka.consume_begin(text, text, text, text, text, text, integer, integer, integer, bigint, integer, text, jsonb, text, integer, text[], jsonb, text, text, text[], text, timestamptz, text) IS
+'Starts (or updates and restarts) the consumer of topic into relation; returns its id. A new consumer gets these defaults for the arguments not given: format text, batchsize 100000, maxbytes 32000000, parallelism 1, timeout 250, on_error dead_letter, mode append, starting at the end of each partition. An existing consumer keeps its stored settings for every argument not given (NULL); a NOTICE names what changed. transform names a function with its argument types, e.g. ''f(pipeline_kafka.message[])''. schema_registry (formats avro, protobuf, debezium-avro): the URL of a registry added with add_schema_registry; NULL = the only one.';
+COMMENT ON FUNCTION pipeline_kinesis.consume_begin(text, text, text, text, text, text, text, integer, integer, integer, timestamptz, integer, integer, jsonb, text, integer, text[], jsonb, text, text, text[], text, text) IS
+'Starts (or updates and restarts) the consumer of stream at endpoint into relation; returns its id. A new consumer gets these defaults for the arguments not given: format text, batchsize 10000, parallelism 1, timeout 250, poll_interval 200, on_error dead_letter, mode append, reading from now on (LATEST). An existing consumer keeps its stored settings for every argument not given (NULL); a NOTICE names what changed. transform names a function with its argument types, e.g. ''f(pipeline_kinesis.record[])''. schema_registry (formats avro, protobuf, debezium-avro): the URL of a registry added with add_schema_registry; NULL = the only one.';
 COMMENT ON FUNCTION pipeline_kafka.consume_begin_stream_partitioned(text, text, text, text, text, integer, integer, integer, integer, bigint, text, text, integer) IS
 'Starts (or updates and restarts) the consumer of topic whose message keys name their target relations; returns its id. A new consumer gets these defaults for the arguments not given: format text, batchsize 100000, maxbytes 32000000, parallelism 1, timeout 250, on_error dead_letter, starting at the end of each partition. An existing consumer keeps its stored settings for every argument not given (NULL); a NOTICE names what changed.';
 COMMENT ON FUNCTION pipeline_kafka.preview(integer, integer, bigint) IS

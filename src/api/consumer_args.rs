@@ -70,7 +70,12 @@ pub fn raise_spec(e: SpecError) -> ! {
 /// options as COPY itself judges them, then everything `Spec::check` does.
 pub fn spec(system: System, args: Args) -> Spec {
     copy_options(args.format.as_deref().unwrap_or("text"), args.delimiter.as_deref(), args.quote.as_deref(), args.escape.as_deref());
-    Spec::check(system, args).unwrap_or_else(|e| raise_spec(e))
+    let mut spec = Spec::check(system, args).unwrap_or_else(|e| raise_spec(e));
+    // avro, protobuf, debezium-avro: the registry named, else the only one (api::registry).
+    if spec.opts.format.needs_registry() {
+        spec.schema_registry = Some(crate::api::registry::resolve(spec.schema_registry.as_deref()));
+    }
+    spec
 }
 
 /// A consumer's settings checked against its relation.

@@ -110,9 +110,9 @@ mod pipeline_kafka {
         max_dead_letters: Option<i32>,
         columns: Option<Vec<Option<String>>>,
     ) -> i32 {
-        kafka_consume_begin_v070(
+        kafka_consume_begin_v080(
             topic, relation, format, delimiter, quote, escape, batchsize, maxbytes, parallelism, start_offset, timeout, group_id,
-            config, on_error, max_dead_letters, columns, None, None, None, None, None, None,
+            config, on_error, max_dead_letters, columns, None, None, None, None, None, None, None,
         )
     }
 
@@ -145,9 +145,43 @@ mod pipeline_kafka {
         start_time: Option<TimestampWithTimeZone>,
     ) -> i32 {
         let transform = transform_text(transform);
-        kafka_consume_begin_v070(
+        kafka_consume_begin_v080(
             topic, relation, format, delimiter, quote, escape, batchsize, maxbytes, parallelism, start_offset, timeout, group_id,
-            config, on_error, max_dead_letters, columns, metadata, transform.as_deref(), mode, key_columns, key_format, start_time,
+            config, on_error, max_dead_letters, columns, metadata, transform.as_deref(), mode, key_columns, key_format, start_time, None,
+        )
+    }
+
+    /// consume_begin as 0.7.0 declared it (no schema_registry): the symbol stays for databases
+    /// whose extension is not updated yet; no SQL is generated.
+    #[allow(clippy::too_many_arguments)]
+    #[pg_extern(volatile, parallel_unsafe, sql = false)]
+    pub(crate) fn kafka_consume_begin_v070(
+        topic: Option<&str>,
+        relation: Option<&str>,
+        format: Option<&str>,
+        delimiter: Option<&str>,
+        quote: Option<&str>,
+        escape: Option<&str>,
+        batchsize: Option<i32>,
+        maxbytes: Option<i32>,
+        parallelism: Option<i32>,
+        start_offset: Option<i64>,
+        timeout: Option<i32>,
+        group_id: Option<&str>,
+        config: Option<JsonbArg>,
+        on_error: Option<&str>,
+        max_dead_letters: Option<i32>,
+        columns: Option<Vec<Option<String>>>,
+        metadata: Option<JsonbArg>,
+        transform: Option<&str>,
+        mode: Option<&str>,
+        key_columns: Option<Vec<Option<String>>>,
+        key_format: Option<&str>,
+        start_time: Option<TimestampWithTimeZone>,
+    ) -> i32 {
+        kafka_consume_begin_v080(
+            topic, relation, format, delimiter, quote, escape, batchsize, maxbytes, parallelism, start_offset, timeout, group_id,
+            config, on_error, max_dead_letters, columns, metadata, transform, mode, key_columns, key_format, start_time, None,
         )
     }
 
@@ -156,10 +190,11 @@ mod pipeline_kafka {
     /// 100000, maxbytes 32000000, parallelism 1, timeout 250, on_error 'dead_letter', mode
     /// 'append'); an existing one keeps its stored settings but for the arguments given (NOTICE).
     // Its own Rust name (symbol): the 0.3.0 one (consume_begin above) keeps its 16 arguments, the
-    // 0.4.0 .. 0.6.0 one (kafka_consume_begin, api::legacy) its regprocedure transform.
+    // 0.4.0 .. 0.6.0 one (kafka_consume_begin, api::legacy) its regprocedure transform, the 0.7.0
+    // one (kafka_consume_begin_v070) has no schema_registry.
     #[allow(clippy::too_many_arguments)]
     #[pg_extern(volatile, parallel_unsafe, name = "consume_begin")]
-    pub(crate) fn kafka_consume_begin_v070(
+    pub(crate) fn kafka_consume_begin_v080(
         topic: Option<&str>,
         relation: Option<&str>,
         format: default!(Option<&str>, "NULL"),
@@ -182,6 +217,7 @@ mod pipeline_kafka {
         key_columns: default!(Option<Vec<Option<String>>>, "NULL"),
         key_format: default!(Option<&str>, "NULL"),
         start_time: default!(Option<TimestampWithTimeZone>, "NULL"),
+        schema_registry: default!(Option<&str>, "NULL"),
     ) -> i32 {
         let topic = required(topic, "topic");
         let relation = required(relation, "relation");
@@ -196,6 +232,7 @@ mod pipeline_kafka {
             on_error: on_error.map(str::to_string),
             max_dead_letters,
             group_id: group_id.map(str::to_string),
+            schema_registry: schema_registry.map(str::to_string),
             ..args::row_args(format, delimiter, quote, escape, columns, metadata, transform, mode, key_columns, key_format)
         };
         ingest_core::spec::check_kafka_start(start_offset, start_time.is_some()).unwrap_or_else(|e| args::raise_spec(e));

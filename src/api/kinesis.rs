@@ -176,9 +176,9 @@ mod pipeline_kinesis {
         max_dead_letters: Option<i32>,
         columns: Option<Vec<Option<String>>>,
     ) -> i32 {
-        kinesis_consume_begin_v070(
+        kinesis_consume_begin_v080(
             endpoint, stream, relation, format, delimiter, quote, escape, batchsize, parallelism, start_offset, start_time, timeout,
-            poll_interval, config, on_error, max_dead_letters, columns, None, None, None, None, None,
+            poll_interval, config, on_error, max_dead_letters, columns, None, None, None, None, None, None,
         )
     }
 
@@ -211,9 +211,44 @@ mod pipeline_kinesis {
         key_format: Option<&str>,
     ) -> i32 {
         let transform = transform_text(transform);
-        kinesis_consume_begin_v070(
+        kinesis_consume_begin_v080(
             endpoint, stream, relation, format, delimiter, quote, escape, batchsize, parallelism, start_offset, start_time, timeout,
             poll_interval, config, on_error, max_dead_letters, columns, metadata, transform.as_deref(), mode, key_columns, key_format,
+            None,
+        )
+    }
+
+    /// consume_begin as 0.7.0 declared it (no schema_registry): the symbol stays for databases
+    /// whose extension is not updated yet; no SQL is generated.
+    #[allow(clippy::too_many_arguments)]
+    #[pg_extern(volatile, parallel_unsafe, sql = false)]
+    pub(crate) fn kinesis_consume_begin_v070(
+        endpoint: Option<&str>,
+        stream: Option<&str>,
+        relation: Option<&str>,
+        format: Option<&str>,
+        delimiter: Option<&str>,
+        quote: Option<&str>,
+        escape: Option<&str>,
+        batchsize: Option<i32>,
+        parallelism: Option<i32>,
+        start_offset: Option<i32>,
+        start_time: Option<TimestampWithTimeZone>,
+        timeout: Option<i32>,
+        poll_interval: Option<i32>,
+        config: Option<JsonbArg>,
+        on_error: Option<&str>,
+        max_dead_letters: Option<i32>,
+        columns: Option<Vec<Option<String>>>,
+        metadata: Option<JsonbArg>,
+        transform: Option<&str>,
+        mode: Option<&str>,
+        key_columns: Option<Vec<Option<String>>>,
+        key_format: Option<&str>,
+    ) -> i32 {
+        kinesis_consume_begin_v080(
+            endpoint, stream, relation, format, delimiter, quote, escape, batchsize, parallelism, start_offset, start_time, timeout,
+            poll_interval, config, on_error, max_dead_letters, columns, metadata, transform, mode, key_columns, key_format, None,
         )
     }
 
@@ -226,10 +261,10 @@ mod pipeline_kinesis {
     /// stored settings but for the arguments given (NOTICE).
     // Rust names apart from pipeline_kafka's: pgrx exports each function's wrapper by its Rust name
     // (kinesis_consume_begin is the 0.3.0 symbol, kinesis_consume_begin_with_options the 0.4.0 ..
-    // 0.6.0 one: api::legacy).
+    // 0.6.0 one: api::legacy, kinesis_consume_begin_v070 the 0.7.0 one).
     #[allow(clippy::too_many_arguments)]
     #[pg_extern(volatile, parallel_unsafe, name = "consume_begin")]
-    pub(crate) fn kinesis_consume_begin_v070(
+    pub(crate) fn kinesis_consume_begin_v080(
         endpoint: Option<&str>,
         stream: Option<&str>,
         relation: Option<&str>,
@@ -252,6 +287,7 @@ mod pipeline_kinesis {
         mode: default!(Option<&str>, "NULL"),
         key_columns: default!(Option<Vec<Option<String>>>, "NULL"),
         key_format: default!(Option<&str>, "NULL"),
+        schema_registry: default!(Option<&str>, "NULL"),
     ) -> i32 {
         let endpoint = required(endpoint, "endpoint");
         let stream = required(stream, "stream");
@@ -264,6 +300,7 @@ mod pipeline_kinesis {
             poll_interval,
             on_error: on_error.map(str::to_string),
             max_dead_letters,
+            schema_registry: schema_registry.map(str::to_string),
             ..args::row_args(format, delimiter, quote, escape, columns, metadata, transform, mode, key_columns, key_format)
         };
         let start = ingest_core::spec::kinesis_start(start_offset, start_time.map(crate::api::seek::epoch_us))

@@ -15,6 +15,7 @@ pub mod preview_kinesis;
 pub mod lag;
 pub mod partitioned;
 pub mod produce;
+pub mod registry;
 pub mod retry;
 pub mod seek;
 pub mod status;

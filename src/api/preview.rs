@@ -306,7 +306,8 @@ fn target_of(
     let prepared = crate::api::begin::prepare(source, consumer, given, Some((relid, relation)));
     let features = crate::api::begin::features(&prepared);
     let owner = prepared.checked.as_ref().map(|c| c.owner).unwrap_or_default();
-    crate::worker::pipeline::Target {
+    let registry = prepared.spec.schema_registry.clone();
+    let mut target = crate::worker::pipeline::Target {
         // SAFETY: MyDatabaseId is set in a connected backend.
         dboid: unsafe { pg_sys::MyDatabaseId },
         consumer_id: 0,
@@ -314,6 +315,7 @@ fn target_of(
         generation: 0,
         relid,
         owner,
+        typed: crate::sink::typed::Typed::for_format(prepared.spec.opts.format, features.key_format.as_deref()),
         opts: prepared.spec.opts,
         columns: prepared.spec.columns,
         on_error: ingest_core::policy::OnError::DeadLetter,
@@ -322,7 +324,9 @@ fn target_of(
         source_name: source_name.to_string(),
         features,
         partitioned: false,
-    }
+    };
+    crate::worker::typed::attach(&mut target, registry.as_deref());
+    target
 }
 
 #[pg_schema]

@@ -6,6 +6,7 @@ pub mod dead_letters;
 pub mod kafka;
 pub mod kinesis;
 pub mod kinesis_seek;
+pub mod registries;
 pub mod seqnums;
 pub mod spec;
 pub mod columns;

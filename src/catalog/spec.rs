@@ -83,6 +83,10 @@ pub fn upsert(key: Key, owner: pg_sys::Oid, spec: &Spec, config: Option<&str>) -
         }
         SourceKind::Kinesis => cols.push(("poll_interval", "$", spec.poll_interval.into())),
     }
+    // 0.8.0 (a database not updated yet has no such column, and no format that needs it)
+    if spec.schema_registry.is_some() || super::has_column(key.system().consumers(), "schema_registry") {
+        cols.push(("schema_registry", "$", spec.schema_registry.clone().into()));
+    }
     cols.push(("config", "$::jsonb", config.unwrap_or("{}").to_string().into()));
     let names: Vec<&str> = cols.iter().map(|c| c.0).collect();
     let values: Vec<String> = cols.iter().enumerate().map(|(i, c)| c.1.replace('$', &format!("${}", i + 1))).collect();

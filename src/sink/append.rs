@@ -28,7 +28,7 @@ pub fn append<P: Position>(
     let opts = &target.opts;
     // The relation's columns and types decide the layout; text and csv without metadata columns
     // need neither (COPY names the listed columns, or none), so they skip the catalog lookup.
-    let needs_columns = target.features.metadata.is_some() || matches!(opts.format, Format::Json | Format::Raw);
+    let needs_columns = target.features.metadata.is_some() || matches!(opts.format, Format::Json | Format::Raw | Format::Avro);
     let relation = if needs_columns { insertable_column_types(relid) } else { Vec::new() };
     // Checked at consume_begin; a relation changed since (a column dropped or retyped) fails the
     // batch, which is retried, the error in last_error, until the table or the consumer is fixed.
@@ -56,6 +56,8 @@ pub fn append<P: Position>(
         (Format::Json, _) if json_whole_message(&data) => (vec![data[0].0.clone()], true, Some(Whole::Text)),
         // json: fields match the data columns by name.
         (Format::Json, _) => (data.iter().map(|(c, _)| c.clone()).collect(), false, None),
+        // avro: record fields match the data columns by name, as json's do.
+        (Format::Avro, _) => (data.iter().map(|(c, _)| c.clone()).collect(), false, None),
         (_, Some(list)) => (list.clone(), true, None),
         // text/csv with metadata columns: the fields fill the other columns, in order.
         (_, None) if !metadata.is_empty() => (data.iter().map(|(c, _)| c.clone()).collect(), true, None),
@@ -73,7 +75,9 @@ pub fn append<P: Position>(
         .iter()
         .map(|m| m.payload.as_ref().map_or(0, Vec::len) + 1)
         .sum();
-    let plan = Plan { opts, columns: &columns, listed, whole, metadata: metadata.len(), typed: None };
+    let decoder = super::typed::decoder(target, &relation);
+    let typed = decoder.as_deref().map(|d| d as &dyn ingest_core::decode::TypedDecoder);
+    let plan = Plan { opts, columns: &columns, listed, whole, metadata: metadata.len(), typed };
     let encoding = Encoding::of(opts);
     let (prepared, mut rejected) = prepare_with(
         payloads,

@@ -10,5 +10,6 @@ pub mod partitioned;
 pub mod relation;
 pub mod target;
 pub mod transform;
+pub mod typed;
 pub mod upsert;
 pub mod write;

@@ -49,6 +49,8 @@ pub struct Target {
     pub features: Features,
     /// A stream-partitioned consumer: each message's key names its relation (`relid` is invalid).
     pub partitioned: bool,
+    /// avro: the consumer's decoder and schema registry (sink::typed).
+    pub typed: Option<super::typed::Typed>,
 }
 
 impl Target {

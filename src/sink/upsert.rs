@@ -153,7 +153,7 @@ impl Plan {
             let tombstone = messages[start].payload.is_none();
             let end = (start..range.end).find(|&i| messages[i].payload.is_none() != tombstone).unwrap_or(range.end);
             if tombstone {
-                rejected.extend(self.stage_tombstones(&messages[start..end], start, keys, key_format)?);
+                rejected.extend(self.stage_tombstones(&messages[start..end], start, keys, key_format, staging_target.typed.as_ref())?);
             } else {
                 let w = append(staging_target, self.staging_oid, &messages[start..end])?;
                 rejected.extend(w.rejected.into_iter().map(|r| Rejected { msg: r.msg + start, ..r }));
@@ -180,13 +180,17 @@ impl Plan {
         first: usize,
         keys: &[String],
         key_format: Option<&str>,
+        typed: Option<&super::typed::Typed>,
     ) -> Result<Vec<Rejected>, PgError> {
         let mut rejected = Vec::new();
         let mut lines: Vec<(usize, Vec<u8>)> = Vec::new();
         for (i, m) in tombstones.iter().enumerate() {
             let parsed = match m.key.as_deref() {
                 None => Err(("a tombstone without a key deletes nothing".to_string(), "22004")),
-                Some(k) => message_keys::key_fields(k, key_format, keys).map_err(|e| (e, "22P02")),
+                Some(k) => match (key_format, typed) {
+                    (Some("avro"), Some(t)) => t.key_fields(k, keys).map_err(|e| (e.message, e.sqlstate)),
+                    _ => message_keys::key_fields(k, key_format, keys).map_err(|e| (e, "22P02")),
+                },
             };
             match parsed {
                 Ok(fields) => {

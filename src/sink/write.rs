@@ -19,6 +19,7 @@ pub fn write_batch<P: Position>(
     relid: pg_sys::Oid,
     messages: &[Message<P>],
 ) -> Result<Written, PgError> {
+    super::typed::resolve(target, messages)?;
     if target.partitioned {
         return super::partitioned::write(target, messages);
     }

@@ -53,7 +53,11 @@ pub fn run<W: ConsumerWorker>() {
         return;
     }
     let Some((catalog, settings)) = W::prepare(&args, &loaded) else { return };
-    let Some(target) = target_of(&catalog, &args, settings) else { return };
+    let Some(mut target) = target_of(&catalog, &args, settings) else { return };
+    if let Err(e) = in_transaction(|| super::typed::attach_stored(&mut target, <W::Catalog as ConsumerCatalog>::SOURCE, args.consumer)) {
+        warning!("{} {}: could not read its schema registry: {e}", W::NAME, args.consumer);
+        return;
+    }
     let Some((source, started)) = W::connect(&args, &loaded, &catalog, &target) else { return };
     log!("{} {} worker {} started: {started}", W::NAME, args.consumer, args.index);
     Pipeline::new(target, source, catalog).run();

@@ -13,6 +13,7 @@ pub mod pin;
 pub mod pipeline;
 pub mod retry;
 pub mod supervisor;
+pub mod typed;
 
 use pgrx::bgworkers::BackgroundWorkerBuilder;
 use pgrx::pg_sys;

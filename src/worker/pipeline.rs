@@ -146,7 +146,6 @@ pub fn make_target(args: &WorkerArgs, s: TargetSettings) -> Result<Target, Targe
         generation: args.generation,
         relid: s.relid,
         owner: s.owner,
-        opts,
         columns: s.columns,
         on_error,
         max_dead_letters: s.max_dead_letters,
@@ -158,6 +157,8 @@ pub fn make_target(args: &WorkerArgs, s: TargetSettings) -> Result<Target, Targe
         source_name: s.source_name.to_string(),
         features: s.features.clone(),
         partitioned: s.partitioned,
+        typed: crate::sink::typed::Typed::for_format(opts.format, s.features.key_format.as_deref()),
+        opts,
     })
 }
 

@@ -34,9 +34,10 @@ impl Retry {
     pub fn new(source: SourceKind, consumer_id: i32, generation: i64, s: TargetSettings, max: Option<i64>) -> Retry {
         // SAFETY: MyDatabaseId is set for the whole life of a connected backend.
         let args = WorkerArgs { dboid: unsafe { pg_sys::MyDatabaseId }, consumer: consumer_id, index: 0, generation };
-        let target = make_target(&args, s).unwrap_or_else(|e| {
+        let mut target = make_target(&args, s).unwrap_or_else(|e| {
             raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("the consumer's stored settings are not usable: {e}"))
         });
+        super::typed::attach_stored(&mut target, source, consumer_id);
         Retry { source, consumer_id, target, max }
     }
 

@@ -85,6 +85,25 @@ pub trait TypedDecoder: Send + Sync {
     fn decode<'m>(&self, payload: &'m [u8], out: &mut Vec<Record<'m>>) -> Result<(), DecodeError>;
 }
 
+/// Where a typed decoder's schemas come from: the consumer's schema registry. The worker asks it
+/// for the ids a batch needs that its decoder lacks, before the batch is prepared.
+pub trait SchemaSource: Send + Sync {
+    /// The schema registered under `id`; `Ok(None)` when the registry answers that it has no
+    /// such id (its messages become dead letters); `Err(why)` when it cannot answer now (down,
+    /// 5xx, refused: an outage, the batch waits and is retried, nothing is dead-lettered).
+    fn schema(&self, id: u32) -> Result<Option<FetchedSchema>, String>;
+}
+
+/// A schema as a registry holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedSchema {
+    /// `AVRO`, `PROTOBUF`, `JSON`.
+    pub schema_type: String,
+    pub schema: String,
+    /// The schemas it references, each before those referring to it (their texts).
+    pub references: Vec<String>,
+}
+
 /// Records matched to `columns` by name: per record the indexes of the columns it fills (in
 /// column order) and their values.
 pub fn record_row<'r, 'm>(record: &'r Record<'m>, columns: &[String]) -> Result<(Vec<usize>, Vec<&'r Value<'m>>), DecodeError> {

@@ -2,6 +2,7 @@
 //! its offsets, how broker addresses are checked and how retries back off. Everything here is
 //! plain Rust, tested with `cargo test -p ingest-core`, and knows nothing of pgrx.
 
+pub mod avro;
 pub mod backoff;
 pub mod batch;
 pub mod avro_write;

@@ -41,6 +41,9 @@ pub struct Args {
     pub mode: Option<String>,
     pub key_columns: Option<Vec<Option<String>>>,
     pub key_format: Option<String>,
+    /// avro, protobuf, debezium-avro: the URL of the schema registry (one added with
+    /// add_schema_registry; None = the only one, resolved by the caller against the catalog).
+    pub schema_registry: Option<String>,
 }
 
 /// How rows are written.
@@ -82,6 +85,8 @@ pub struct Spec {
     /// upsert: the key columns (None = the primary key's, resolved against the relation).
     pub key_columns: Option<Vec<String>>,
     pub key_format: Option<String>,
+    /// The schema registry's URL (formats that need one only; see `Format::needs_registry`).
+    pub schema_registry: Option<String>,
 }
 
 /// A setting that cannot be used; each kind has its SQLSTATE (`sqlstate`).
@@ -135,6 +140,7 @@ pub fn defaults(system: System) -> Spec {
         mode: Mode::Append,
         key_columns: None,
         key_format: None,
+        schema_registry: None,
     }
 }
 
@@ -150,7 +156,8 @@ impl Args {
     /// mode 'append' drops the stored key_columns and key_format. Empty values clear (see `Args`).
     pub fn over(self, stored: &Args) -> Args {
         let format_changed = self.format.is_some() && self.format != stored.format;
-        let to_whole = matches!(self.format.as_deref(), Some("json" | "raw"));
+        let to_registry = self.format.as_deref().and_then(|f| Format::parse(f).ok()).is_some_and(Format::needs_registry);
+        let to_whole = matches!(self.format.as_deref(), Some("json" | "raw")) || to_registry;
         let to_append = self.mode.as_deref() == Some("append");
         let keep = |given: Option<String>, old: &Option<String>, dropped: bool| match given {
             Some(v) => Some(v),
@@ -172,6 +179,8 @@ impl Args {
                 None => stored.key_columns.clone(),
             },
             key_format: keep(self.key_format, &stored.key_format, to_append),
+            // a format without a registry drops the stored one
+            schema_registry: keep(self.schema_registry, &stored.schema_registry, format_changed && !to_registry),
             format: self.format.or_else(|| stored.format.clone()),
             batchsize: self.batchsize.or(stored.batchsize),
             maxbytes: self.maxbytes.or(stored.maxbytes),
@@ -198,6 +207,7 @@ impl Args {
             transform: cleared(self.transform),
             key_format: cleared(self.key_format),
             group_id: cleared(self.group_id),
+            schema_registry: cleared(self.schema_registry),
             ..self
         }
     }
@@ -229,6 +239,7 @@ impl Args {
             mode: text("mode"),
             key_columns: list("key_columns"),
             key_format: text("key_format"),
+            schema_registry: text("schema_registry"),
         }
     }
 
@@ -278,8 +289,15 @@ impl Spec {
             group_id: a.group_id,
             metadata: a.metadata,
             transform: a.transform,
+            schema_registry: a.schema_registry,
             ..d
         };
+        if spec.schema_registry.is_some() && !spec.opts.format.needs_registry() {
+            return invalid(format!(
+                "schema_registry is for the formats avro, protobuf and debezium-avro, not {}",
+                spec.opts.format.name()
+            ));
+        }
         let mut sizes = vec![("batchsize", spec.batchsize)];
         match system {
             System::Kafka => sizes.push(("maxbytes", spec.maxbytes)),
@@ -321,8 +339,8 @@ impl Spec {
             m => return invalid(format!("mode must be 'append' or 'upsert', got '{m}'")),
         };
         if let Some(f) = &key_format {
-            if !matches!(f.as_str(), "json" | "csv" | "text") {
-                return invalid(format!("key_format must be 'json', 'csv', 'text' or NULL, got '{f}'"));
+            if !matches!(f.as_str(), "json" | "csv" | "text" | "avro") {
+                return invalid(format!("key_format must be 'json', 'csv', 'text', 'avro' or NULL, got '{f}'"));
             }
         }
         self.key_columns = no_nulls(key_columns, "key_columns")?;
@@ -375,6 +393,7 @@ impl Spec {
             ("mode", self.mode.name().to_string()),
             ("key_columns", list(&self.key_columns)),
             ("key_format", opt(&self.key_format)),
+            ("schema_registry", opt(&self.schema_registry)),
         ]);
         out
     }

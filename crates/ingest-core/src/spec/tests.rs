@@ -120,8 +120,44 @@ fn decoded_formats_take_no_copy_options_and_unwired_ones_are_refused() {
     let with = |format: &str, delimiter: Option<String>| Args { format: s(format), delimiter, ..Args::default() };
     let e = Spec::check(System::Kafka, with("avro", s(";"))).unwrap_err();
     assert_eq!((e.sqlstate(), e.to_string().as_str()), ("22023", "avro format takes no delimiter (its messages are decoded, not read as COPY text)"));
-    for f in ["avro", "protobuf", "debezium", "debezium-avro"] {
+    for sys in [System::Kafka, System::Kinesis] {
+        assert_eq!(Spec::check(sys, with("avro", None)).unwrap().opts.format, crate::format::Format::Avro);
+    }
+    for f in ["protobuf", "debezium", "debezium-avro"] {
         let e = Spec::check(System::Kinesis, with(f, None)).unwrap_err();
         assert_eq!((e.sqlstate(), e.to_string()), ("0A000", format!("format {f} is not supported yet")));
     }
+}
+
+#[test]
+fn schema_registry_formats_are_accepted_and_keep_their_registry() {
+    // protobuf and debezium-avro are refused (0A000) until their decoders are wired.
+    for f in ["avro"] {
+        let given = Args { format: s(f), schema_registry: s("http://r:1/apis/ccompat/v7"), ..Args::default() };
+        let spec = Spec::check(System::Kafka, given.clone()).unwrap();
+        assert_eq!(spec.opts.format.name(), f);
+        assert!(spec.opts.format.needs_registry());
+        assert_eq!(spec.schema_registry.as_deref(), Some("http://r:1/apis/ccompat/v7"));
+        assert!(Spec::check(System::Kinesis, given.clone()).is_ok());
+        // Omitted: kept; the registry is resolved against the catalog by the caller.
+        assert_eq!(Args::default().over(&given).schema_registry, given.schema_registry);
+        assert_eq!(Spec::check(System::Kafka, Args { format: s(f), ..Args::default() }).unwrap().schema_registry, None);
+        // Options of text/csv and a column list do not apply.
+        for bad in [
+            Args { delimiter: s(","), ..given.clone() },
+            Args { columns: Some(vec![s("a")]), ..given.clone() },
+        ] {
+            assert!(matches!(Spec::check(System::Kafka, bad), Err(SpecError::Invalid(_))));
+        }
+    }
+    let stored = Args { format: s("avro"), schema_registry: s("http://r"), columns: None, ..Args::default() };
+    // Another format drops the stored registry; another registry format keeps it.
+    assert_eq!(Args { format: s("json"), ..Args::default() }.over(&stored).schema_registry, None);
+    assert_eq!(Args { format: s("protobuf"), ..Args::default() }.over(&stored).schema_registry, s("http://r"));
+    // From csv with columns to avro: the columns go.
+    assert_eq!(Args { format: s("avro"), ..Args::default() }.over(&csv_consumer()).columns, None);
+    let e = Spec::check(System::Kafka, Args { format: s("json"), schema_registry: s("http://r"), ..Args::default() }).unwrap_err();
+    assert!(e.to_string().contains("schema_registry is for the formats avro"), "{e}");
+    let row = serde_json::json!({"format": "avro", "schema_registry": "http://r"});
+    assert_eq!(Args::from_row(&row).schema_registry, s("http://r"));
 }

@@ -1,0 +1,283 @@
+//! Avro schemas (the writer's, as the registry holds them) parsed into a flat list of nodes:
+//! named types are entries referred to by index, so recursive types need no pointers and a
+//! schema is parsed once per id, never per message.
+//!
+//! Logical types are resolved here: a logical type on the wrong base type, or a decimal whose
+//! precision/scale are invalid, is ignored as the specification says (the base type is decoded).
+
+use serde_json::Value as Json;
+use std::collections::HashMap;
+
+/// One schema node; `usize` fields index `Schema::nodes`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Node {
+    Null,
+    Boolean,
+    Int,
+    Long,
+    Float,
+    Double,
+    Bytes,
+    String,
+    /// int: days since 1970-01-01.
+    Date,
+    /// int: milliseconds after midnight.
+    TimeMillis,
+    /// long: microseconds after midnight.
+    TimeMicros,
+    /// long: an instant, in milliseconds / microseconds since the epoch (UTC).
+    TimestampMillis,
+    TimestampMicros,
+    /// long: a wall-clock time, milliseconds / microseconds since 1970-01-01 00:00:00.
+    LocalTimestampMillis,
+    LocalTimestampMicros,
+    /// string holding a UUID.
+    Uuid,
+    /// fixed(16) holding a UUID's 16 bytes.
+    FixedUuid,
+    /// bytes (`fixed: None`) or fixed(n): a two's complement big-endian unscaled integer.
+    Decimal { fixed: Option<usize>, scale: i32 },
+    Fixed(usize),
+    /// fixed(12): months, days, milliseconds (three little-endian unsigned 32-bit integers).
+    Duration,
+    Enum(Vec<String>),
+    Array(usize),
+    Map(usize),
+    Union(Vec<usize>),
+    Record(Vec<(String, usize)>),
+}
+
+impl Node {
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Node::Null => "null",
+            Node::Boolean => "boolean",
+            Node::Int | Node::Date | Node::TimeMillis => "int",
+            Node::Long
+            | Node::TimeMicros
+            | Node::TimestampMillis
+            | Node::TimestampMicros
+            | Node::LocalTimestampMillis
+            | Node::LocalTimestampMicros => "long",
+            Node::Float => "float",
+            Node::Double => "double",
+            Node::Bytes | Node::Decimal { fixed: None, .. } => "bytes",
+            Node::String | Node::Uuid => "string",
+            Node::FixedUuid | Node::Decimal { fixed: Some(_), .. } | Node::Fixed(_) | Node::Duration => "fixed",
+            Node::Enum(_) => "enum",
+            Node::Array(_) => "array",
+            Node::Map(_) => "map",
+            Node::Union(_) => "union",
+            Node::Record(_) => "record",
+        }
+    }
+}
+
+/// A parsed schema: its nodes and the root's index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schema {
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) root: usize,
+}
+
+impl Schema {
+    /// Parses a schema's JSON text (the canonical or any valid form).
+    pub fn parse(text: &str) -> Result<Schema, String> {
+        Schema::parse_with(&[], text)
+    }
+
+    /// Parses a schema that names types defined in `references` (the registry's referenced
+    /// schemas, each before those referring to it).
+    pub fn parse_with(references: &[String], text: &str) -> Result<Schema, String> {
+        let mut p = Parser { nodes: Vec::new(), names: HashMap::new(), depth: 0 };
+        for (i, r) in references.iter().enumerate() {
+            let json: Json = serde_json::from_str(r).map_err(|e| format!("reference {} is not JSON: {e}", i + 1))?;
+            p.parse(&json, None).map_err(|e| format!("reference {}: {e}", i + 1))?;
+        }
+        let json: Json = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        let root = p.parse(&json, None)?;
+        Ok(Schema { nodes: p.nodes, root })
+    }
+
+    /// The root record's fields (None when the root is not a record).
+    pub(crate) fn fields(&self) -> Option<&[(String, usize)]> {
+        match &self.nodes[self.root] {
+            Node::Record(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+/// Deeper schema definitions than this are refused (a hostile schema cannot exhaust the stack).
+const MAX_SCHEMA_DEPTH: usize = 200;
+
+struct Parser {
+    nodes: Vec<Node>,
+    /// Full name -> node of the named types defined so far.
+    names: HashMap<String, usize>,
+    depth: usize,
+}
+
+fn primitive(name: &str) -> Option<Node> {
+    Some(match name {
+        "null" => Node::Null,
+        "boolean" => Node::Boolean,
+        "int" => Node::Int,
+        "long" => Node::Long,
+        "float" => Node::Float,
+        "double" => Node::Double,
+        "bytes" => Node::Bytes,
+        "string" => Node::String,
+        _ => return None,
+    })
+}
+
+/// The full name of a type defined with `name` (and maybe `namespace`) inside `ns`.
+fn full_name(name: &str, namespace: Option<&str>, ns: Option<&str>) -> (String, Option<String>) {
+    if name.contains('.') {
+        let space = name.rsplit_once('.').map(|(s, _)| s.to_string());
+        return (name.to_string(), space);
+    }
+    match namespace.or(ns).filter(|s| !s.is_empty()) {
+        Some(s) => (format!("{s}.{name}"), Some(s.to_string())),
+        None => (name.to_string(), None),
+    }
+}
+
+impl Parser {
+    fn push(&mut self, n: Node) -> usize {
+        self.nodes.push(n);
+        self.nodes.len() - 1
+    }
+
+    fn parse(&mut self, v: &Json, ns: Option<&str>) -> Result<usize, String> {
+        self.depth += 1;
+        if self.depth > MAX_SCHEMA_DEPTH {
+            return Err(format!("the schema nests deeper than {MAX_SCHEMA_DEPTH} levels"));
+        }
+        let r = self.parse_inner(v, ns);
+        self.depth -= 1;
+        r
+    }
+
+    fn lookup(&self, name: &str, ns: Option<&str>) -> Result<usize, String> {
+        let (full, _) = full_name(name, None, ns);
+        self.names
+            .get(&full)
+            .or_else(|| self.names.get(name))
+            .copied()
+            .ok_or_else(|| format!("unknown type \"{name}\""))
+    }
+
+    fn parse_inner(&mut self, v: &Json, ns: Option<&str>) -> Result<usize, String> {
+        match v {
+            Json::String(s) => match primitive(s) {
+                Some(n) => Ok(self.push(n)),
+                None => self.lookup(s, ns),
+            },
+            Json::Array(branches) => {
+                let mut ids = Vec::with_capacity(branches.len());
+                for b in branches {
+                    let id = self.parse(b, ns)?;
+                    if matches!(self.nodes[id], Node::Union(_)) {
+                        return Err("a union cannot directly contain a union".into());
+                    }
+                    ids.push(id);
+                }
+                Ok(self.push(Node::Union(ids)))
+            }
+            Json::Object(o) => {
+                let ty = o.get("type").ok_or("a schema object without \"type\"")?;
+                let logical = o.get("logicalType").and_then(Json::as_str);
+                let name_of = |o: &serde_json::Map<String, Json>| -> Result<(String, Option<String>), String> {
+                    let name = o.get("name").and_then(Json::as_str).ok_or("a named type without \"name\"")?;
+                    Ok(full_name(name, o.get("namespace").and_then(Json::as_str), ns))
+                };
+                match ty.as_str() {
+                    Some("record") | Some("error") => {
+                        let (full, space) = name_of(o)?;
+                        let id = self.push(Node::Record(Vec::new()));
+                        self.names.insert(full.clone(), id);
+                        let fields = o.get("fields").and_then(Json::as_array).ok_or_else(|| format!("record {full} without \"fields\""))?;
+                        let mut out = Vec::with_capacity(fields.len());
+                        for f in fields {
+                            let fname = f.get("name").and_then(Json::as_str).ok_or_else(|| format!("a field of {full} without \"name\""))?;
+                            let ft = f.get("type").ok_or_else(|| format!("field {fname} of {full} without \"type\""))?;
+                            out.push((fname.to_string(), self.parse(ft, space.as_deref())?));
+                        }
+                        self.nodes[id] = Node::Record(out);
+                        Ok(id)
+                    }
+                    Some("enum") => {
+                        let (full, _) = name_of(o)?;
+                        let symbols = o.get("symbols").and_then(Json::as_array).ok_or_else(|| format!("enum {full} without \"symbols\""))?;
+                        let symbols = symbols
+                            .iter()
+                            .map(|s| s.as_str().map(str::to_string).ok_or_else(|| format!("enum {full}: a symbol that is not a string")))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        let id = self.push(Node::Enum(symbols));
+                        self.names.insert(full, id);
+                        Ok(id)
+                    }
+                    Some("fixed") => {
+                        let (full, _) = name_of(o)?;
+                        let size = o.get("size").and_then(Json::as_u64).ok_or_else(|| format!("fixed {full} without a \"size\""))? as usize;
+                        let node = match logical {
+                            Some("decimal") => decimal(o, Some(size)).unwrap_or(Node::Fixed(size)),
+                            Some("duration") if size == 12 => Node::Duration,
+                            Some("uuid") if size == 16 => Node::FixedUuid,
+                            _ => Node::Fixed(size),
+                        };
+                        let id = self.push(node);
+                        self.names.insert(full, id);
+                        Ok(id)
+                    }
+                    Some("array") => {
+                        let items = self.parse(o.get("items").ok_or("an array without \"items\"")?, ns)?;
+                        Ok(self.push(Node::Array(items)))
+                    }
+                    Some("map") => {
+                        let values = self.parse(o.get("values").ok_or("a map without \"values\"")?, ns)?;
+                        Ok(self.push(Node::Map(values)))
+                    }
+                    Some(p) if primitive(p).is_some() => {
+                        let base = primitive(p).unwrap_or(Node::Null);
+                        let node = match (p, logical) {
+                            ("int", Some("date")) => Node::Date,
+                            ("int", Some("time-millis")) => Node::TimeMillis,
+                            ("long", Some("time-micros")) => Node::TimeMicros,
+                            ("long", Some("timestamp-millis")) => Node::TimestampMillis,
+                            ("long", Some("timestamp-micros")) => Node::TimestampMicros,
+                            ("long", Some("local-timestamp-millis")) => Node::LocalTimestampMillis,
+                            ("long", Some("local-timestamp-micros")) => Node::LocalTimestampMicros,
+                            ("string", Some("uuid")) => Node::Uuid,
+                            ("bytes", Some("decimal")) => decimal(o, None).unwrap_or(base),
+                            _ => base,
+                        };
+                        Ok(self.push(node))
+                    }
+                    // {"type": "SomeName"} or {"type": {...}}: the inner schema.
+                    _ => self.parse(ty, ns),
+                }
+            }
+            other => Err(format!("not a schema: {other}")),
+        }
+    }
+}
+
+/// A valid decimal's node (None: invalid precision/scale, the logical type is ignored).
+fn decimal(o: &serde_json::Map<String, Json>, fixed: Option<usize>) -> Option<Node> {
+    let precision = o.get("precision")?.as_u64()?;
+    let scale = o.get("scale").map_or(Some(0), Json::as_u64)?;
+    if precision == 0 || scale > precision {
+        return None;
+    }
+    if let Some(size) = fixed {
+        // The most digits a signed size-byte integer always holds: floor(log10(2^(8n-1) - 1)).
+        let max = ((8.0 * size as f64 - 1.0) * std::f64::consts::LOG10_2).floor() as u64;
+        if precision > max {
+            return None;
+        }
+    }
+    Some(Node::Decimal { fixed, scale: i32::try_from(scale).ok()? })
+}
