@@ -204,7 +204,7 @@ fn registry_url() -> String {
     if let Some(url) = REGISTRY.with(|r| r.borrow().as_ref().filter(|(x, _)| *x == xid).map(|(_, u)| u.clone())) {
         return url;
     }
-    let urls = registry_urls();
+    let urls = crate::catalog::registries::urls();
     let url = match urls.as_slice() {
         [only] => only.clone(),
         [] => crate::error::raise_with(
@@ -222,31 +222,18 @@ fn registry_url() -> String {
     url
 }
 
-/// The URLs of the registries added (pipeline_kafka.schema_registries, read as the superuser: the
-/// role firing the trigger cannot read the table).
-fn registry_urls() -> Vec<String> {
-    crate::xact::as_superuser(|| {
-        crate::error::spi(Spi::connect(|c| {
-            c.select("SELECT url FROM pipeline_kafka.schema_registries ORDER BY url", None, &[])?
-                .map(|row| row.get::<String>(1).map(Option::unwrap_or_default))
-                .collect::<Result<Vec<_>, _>>()
-        }))
-    })
-}
-
-/// A client of the registry at `url`, with its stored configuration (credentials stay in this
-/// backend's memory; no error names them).
+/// A client of the registry at `url`, with its stored configuration (read as the superuser: the
+/// role firing the trigger cannot read pipeline_kafka.schema_registries; the credentials stay in
+/// this backend's memory and no error names them).
 fn client(url: &str) -> ingest_registry::Client {
-    let config: Option<String> = crate::xact::as_superuser(|| {
-        crate::error::spi(Spi::get_one_with_args::<String>(
-            "SELECT config::text FROM pipeline_kafka.schema_registries WHERE url = $1",
-            &[url.into()],
-        ))
-    });
-    let config = config.and_then(|c| serde_json::from_str::<serde_json::Value>(&c).ok());
-    ingest_registry::RegistryConfig::from_json(url, config.as_ref())
-        .and_then(ingest_registry::Client::new)
-        .unwrap_or_else(|e| registry_error(e, url, ""))
+    use crate::catalog::registries::{registry_client_for, ClientError};
+    registry_client_for(Some(url)).unwrap_or_else(|e| match e {
+        ClientError::Missing(m) => crate::error::raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("pipeline_kafka.emit_tuple: {m}"),
+        ),
+        ClientError::Registry(e) => registry_error(e, url, ""),
+    })
 }
 
 #[track_caller]
