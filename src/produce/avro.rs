@@ -16,6 +16,7 @@ use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CStr;
+use std::rc::Rc;
 
 /// One column of the row and how it is written.
 struct Column {
@@ -34,6 +35,68 @@ struct Column {
 pub struct RowSchema {
     pub schema: String,
     columns: Vec<(Column, bool)>,
+    /// What the schema was derived from: the relation's name and namespace, and per attribute
+    /// (dropped, type, typmod, NOT NULL, name); a change derives it again.
+    relname: String,
+    relnamespace: pg_sys::Oid,
+    attrs: Vec<(bool, pg_sys::Oid, i32, bool, String)>,
+    /// The id last used with this schema: (registry URL, topic, id).
+    last_id: RefCell<Option<(String, String, u32)>>,
+}
+
+impl RowSchema {
+    /// Whether `rel`'s row type is still the one this schema was derived from.
+    ///
+    /// # Safety
+    /// `rel` is an open relation.
+    unsafe fn fits(&self, rel: pg_sys::Relation) -> bool {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            let attrs = crate::compat::tuple_attrs((*rel).rd_att);
+            (*(*rel).rd_rel).relnamespace == self.relnamespace
+                && CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr()).to_bytes() == self.relname.as_bytes()
+                && attrs.len() == self.attrs.len()
+                && attrs.iter().zip(&self.attrs).all(|(a, (dropped, typid, typmod, notnull, name))| {
+                    a.attisdropped == *dropped
+                        && a.atttypid == *typid
+                        && a.atttypmod == *typmod
+                        && a.attnotnull == *notnull
+                        && CStr::from_ptr(a.attname.data.as_ptr()).to_bytes() == name.as_bytes()
+                })
+        }
+    }
+}
+
+thread_local! {
+    /// Row schemas by relation, derived again when the row type changes. Bounded: cleared when full.
+    static SCHEMAS: RefCell<HashMap<pg_sys::Oid, Rc<RowSchema>>> = RefCell::new(HashMap::new());
+}
+
+/// Relations whose row schema is kept per backend at most.
+const MAX_SCHEMAS: usize = 100;
+
+/// The schema of the relation's row type, derived at its first row in this backend and again
+/// after a change of the row type (a schema per row would cost more than encoding the row).
+///
+/// # Safety
+/// `rel` is an open relation.
+pub unsafe fn row_schema(rel: pg_sys::Relation) -> Rc<RowSchema> {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let relid = (*rel).rd_id;
+        if let Some(s) = SCHEMAS.with(|m| m.borrow().get(&relid).filter(|s| s.fits(rel)).cloned()) {
+            return s;
+        }
+        let s = Rc::new(derive(rel));
+        SCHEMAS.with(|m| {
+            let mut m = m.borrow_mut();
+            if m.len() >= MAX_SCHEMAS {
+                m.clear();
+            }
+            m.insert(relid, s.clone());
+        });
+        s
+    }
 }
 
 /// The numeric typmod's (precision, scale), when it is one Avro's decimal can carry
@@ -49,12 +112,12 @@ fn decimal_of(typmod: i32) -> Option<(u32, u32)> {
     (scale >= 0 && scale <= precision).then_some((precision as u32, scale as u32))
 }
 
-/// The schema of the relation's row type. Raises 22023 for a column whose name is not a legal Avro
-/// name.
+/// Derives the schema of the relation's row type. Raises 22023 for a column whose name is not a
+/// legal Avro name.
 ///
 /// # Safety
 /// `rel` is an open relation.
-pub unsafe fn row_schema(rel: pg_sys::Relation) -> RowSchema {
+unsafe fn derive(rel: pg_sys::Relation) -> RowSchema {
     // SAFETY: as the caller guarantees; the catalog lookups are by valid oids.
     unsafe {
         let desc = (*rel).rd_att;
@@ -63,11 +126,13 @@ pub unsafe fn row_schema(rel: pg_sys::Relation) -> RowSchema {
         let nspname = if nsp.is_null() { String::from("public") } else { CStr::from_ptr(nsp).to_string_lossy().into_owned() };
         let mut fields = Vec::new();
         let mut columns = Vec::new();
+        let mut attrs = Vec::new();
         for (index, att) in crate::compat::tuple_attrs(desc).iter().enumerate() {
+            let name = CStr::from_ptr(att.attname.data.as_ptr()).to_string_lossy().into_owned();
+            attrs.push((att.attisdropped, att.atttypid, att.atttypmod, att.attnotnull, name.clone()));
             if att.attisdropped {
                 continue;
             }
-            let name = CStr::from_ptr(att.attname.data.as_ptr()).to_string_lossy().into_owned();
             if !w::valid_name(&name) {
                 crate::error::raise_with(
                     PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -102,7 +167,14 @@ pub unsafe fn row_schema(rel: pg_sys::Relation) -> RowSchema {
             fields.push(Field { name, ty, nullable });
             columns.push((Column { index, ty, as_text, output, int2: base == pg_sys::INT2OID }, nullable));
         }
-        RowSchema { schema: w::record_schema(&relname, &nspname, &fields), columns }
+        RowSchema {
+            schema: w::record_schema(&relname, &nspname, &fields),
+            columns,
+            relname,
+            relnamespace: (*(*rel).rd_rel).relnamespace,
+            attrs,
+            last_id: RefCell::new(None),
+        }
     }
 }
 
@@ -253,26 +325,33 @@ fn registry_error(e: ingest_registry::RegistryError, url: &str, subject: &str) -
     )
 }
 
-/// The id of `schema` under `<topic>-value` in the registry, registered at its first use in this
-/// backend.
-pub fn schema_id(topic: &str, schema: &str) -> u32 {
+/// The id of the row schema under `<topic>-value` in the registry, registered at its first use in
+/// this backend.
+pub fn schema_id(topic: &str, row: &RowSchema) -> u32 {
     let url = registry_url();
+    if let Some((_, _, id)) = row.last_id.borrow().as_ref().filter(|(u, t, _)| *u == url && t == topic) {
+        return *id;
+    }
+    let schema = row.schema.as_str();
     let subject = format!("{topic}-value");
     let key = (url, subject, schema.to_string());
-    if let Some(id) = IDS.with(|m| m.borrow().get(&key).copied()) {
-        return id;
-    }
-    let (url, subject, _) = &key;
-    let c = client(url);
-    let id = c
-        .register(subject, schema, ingest_registry::SchemaType::Avro, &[])
-        .unwrap_or_else(|e| registry_error(e, url, subject));
-    IDS.with(|m| {
-        let mut m = m.borrow_mut();
-        if m.len() >= MAX_IDS {
-            m.clear();
+    let id = match IDS.with(|m| m.borrow().get(&key).copied()) {
+        Some(id) => id,
+        None => {
+            let (url, subject, _) = &key;
+            let id = client(url)
+                .register(subject, schema, ingest_registry::SchemaType::Avro, &[])
+                .unwrap_or_else(|e| registry_error(e, url, subject));
+            IDS.with(|m| {
+                let mut m = m.borrow_mut();
+                if m.len() >= MAX_IDS {
+                    m.clear();
+                }
+                m.insert(key.clone(), id);
+            });
+            id
         }
-        m.insert(key, id);
-    });
+    };
+    *row.last_id.borrow_mut() = Some((key.0, topic.to_string(), id));
     id
 }

@@ -87,7 +87,7 @@ pub fn fire<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, pgr
         let body = unsafe {
             let schema = super::avro::row_schema(td.tg_relation);
             let body = super::avro::encode(&schema, tuple, tupdesc);
-            let id = super::avro::schema_id(&topic, &schema.schema);
+            let id = super::avro::schema_id(&topic, &schema);
             ingest_core::avro_write::frame(id, &body)
         };
         Some(body)

@@ -140,6 +140,27 @@ def test_every_mapped_type_is_read_back_by_fastavro_with_the_registered_schema(s
 
 
 @pytest.mark.timeout(60)
+def test_a_changed_row_type_registers_a_new_version(schema_registry, fresh_db, topic_factory):
+    """The schema is derived once per row type in a session: an ALTER TABLE in the same session
+    makes the next row go out with a new version's id (the registry's default rules allow it)."""
+    topic = topic_factory(1)
+    with pg_connect(fresh_db) as conn:
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
+        add_registry(conn, schema_registry)
+        conn.execute("CREATE TABLE v (id int8 PRIMARY KEY, a text)")
+        conn.execute("CREATE TRIGGER emit AFTER INSERT ON v FOR EACH ROW "
+                     f"EXECUTE FUNCTION pipeline_kafka.emit_tuple('{topic}', '-1', 'id', 'avro')")
+        conn.execute("INSERT INTO v VALUES (1, 'one'), (2, 'two')")
+        conn.execute("ALTER TABLE v ADD COLUMN amount numeric(8, 2) NOT NULL DEFAULT 0, DROP COLUMN a")
+        conn.execute("INSERT INTO v VALUES (3, 7.25)")
+    msgs = consume_all(topic, timeout=60, min_messages=3)
+    decoded = [decode(m["value"]) for m in msgs]
+    assert [r for _, r, _ in decoded] == [dict(id=1, a="one"), dict(id=2, a="two"), dict(id=3, amount=Decimal("7.25"))]
+    assert decoded[0][0] == decoded[1][0] != decoded[2][0]
+    assert registry_request("GET", f"/subjects/{topic}-value/versions")[1] == [1, 2]
+
+
+@pytest.mark.timeout(60)
 def test_misuse_is_refused_with_its_sqlstate(schema_registry, fresh_db, topic_factory):
     topic = topic_factory(1)
     with pg_connect(fresh_db) as conn:
