@@ -19,7 +19,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from pihelpers import (KAFKA_BOOTSTRAP, consume_all, launcher_naptime, pg_connect, registry_is_up,
+from pihelpers import (KAFKA_BOOTSTRAP, consume_all, launcher_naptime, pg_connect, query, registry_is_up,
                        registry_request, run_services, scalar, wait_until)
 
 fastavro = pytest.importorskip("fastavro")
@@ -137,6 +137,27 @@ def test_every_mapped_type_is_read_back_by_fastavro_with_the_registered_schema(s
     _, third, _ = decode(msgs[2]["value"])
     assert third["t"] == "updated" and third["n"] == Decimal("0.500") and third["id"] == 2
     assert 99 not in [decode(m["value"])[1]["id"] for m in msgs if m["value"] is not None]
+
+
+@pytest.mark.timeout(90)
+def test_rows_come_back_equal_through_a_format_avro_consumer(schema_registry, fresh_db, topic_factory):
+    """emit_tuple's Avro read back by pipeline_ingest's own Avro consumer into a table of the same
+    columns: every mapped type comes back equal."""
+    topic = topic_factory(1)
+    with pg_connect(fresh_db) as conn:
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
+        add_registry(conn, schema_registry)
+        avro_table(conn, "src", topic)
+        conn.execute(f"CREATE TABLE dst ({COLUMNS.replace('PRIMARY KEY', '')})")
+        conn.execute("SELECT pipeline_kafka.consume_begin(%s, 'dst', format := 'avro', start_offset := -2)", (topic,))
+        insert(conn, "src", FULL)
+        insert(conn, "src", dict(id=2, i4=0))
+        insert(conn, "src", dict(FULL, id=3, n=Decimal("0.001"), f8=-1e300, d=dt.date(9999, 12, 31),
+                                 tstz=dt.datetime(1900, 1, 1, tzinfo=dt.timezone.utc), b=False))
+    wait_until(lambda: scalar(fresh_db, "SELECT count(*) FROM dst") == 3, timeout=60, what="3 rows in dst")
+    # (json has no equality: rows compared as their text)
+    assert scalar(fresh_db, "SELECT count(*) FROM (SELECT sr::text FROM src sr EXCEPT SELECT dr::text FROM dst dr) x") == 0, \
+        query(fresh_db, "SELECT sr::text, dr::text FROM src sr JOIN dst dr ON sr.id = dr.id WHERE sr::text <> dr::text")
 
 
 @pytest.mark.timeout(60)
