@@ -36,6 +36,36 @@ def narrow_json(i: int) -> str:
     return f'{{"user_id": {1000000 + i}, "amount": {(i * 37) % 5000 / 100}, "ts": {1767225600 + i / 1000:.6f}}}'
 
 
+# The narrow row in Avro (user_id long, amount decimal(10,2) as bytes, ts double), framed for a
+# schema registry with the id `narrow_avro` is given (issue 21).
+NARROW_AVRO_SCHEMA = {"type": "record", "name": "Narrow", "fields": [
+    {"name": "user_id", "type": "long"},
+    {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2}},
+    {"name": "ts", "type": "double"}]}
+
+
+def _zigzag(v: int) -> bytes:
+    z, out = (v << 1) ^ (v >> 63), bytearray()
+    while True:
+        b, z = z & 0x7F, z >> 7
+        if not z:
+            out.append(b)
+            return bytes(out)
+        out.append(b | 0x80)
+
+
+def narrow_avro(schema_id: int) -> Callable[[int], bytes]:
+    import struct
+    head = b"\x00" + schema_id.to_bytes(4, "big")
+
+    def line(i: int) -> bytes:
+        cents = (i * 37) % 5000  # amount * 100, as narrow_csv's amount
+        unscaled = cents.to_bytes((cents.bit_length() + 8) // 8, "big", signed=True)
+        ts = float(f"{1767225600 + i / 1000:.6f}")
+        return head + _zigzag(1000000 + i) + _zigzag(len(unscaled)) + unscaled + struct.pack("<d", ts)
+    return line
+
+
 def narrow_bad(i: int) -> str:
     """A message of the narrow shape that cannot become a row (numeric input error, 22P02)."""
     return f"{1000000 + i},not-a-number,{1767225600 + i / 1000:.6f}"

@@ -8,6 +8,8 @@ Cases (--only takes a comma-separated list of these names):
   copy         COPY FROM a server-side file of the narrow rows (the ceiling; always measured when
                a ratio needs it)
   csv, json    pipeline_kafka, one worker, the narrow rows as csv / json messages
+  avro         the same with the narrow rows as Avro (long, decimal, double) through the schema
+               registry (scripts/services.sh's registry must be running)
   csv2         csv, two workers on the 4 partitions
   wide         csv, one worker, the wider row (20 columns, ~300 bytes; against COPY of the same)
   seed-insert  the seed's approach: a Python confluent-kafka consumer, batches of 50,000 messages,
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from common import (BEGIN, NARROW_COLUMNS, NARROW_KEY, ROOT, WIDE_COLUMNS, WIDE_KEY, backend_pids,  # noqa: E402
-                    cpu_seconds, machine, median, narrow_bad, narrow_csv, narrow_json, now_utc, peak_rss_kb, ph,
+                    cpu_seconds, machine, median, narrow_avro, narrow_bad, narrow_csv, narrow_json, now_utc, peak_rss_kb, ph,
                     private_rss_kb, rate,
                     replace_block, spread, wait_no_backends, wide_csv, write_rows_file)
 import kinesis_vs_copy  # noqa: E402
@@ -44,10 +46,10 @@ import kinesis_vs_copy  # noqa: E402
 CONSUMER = "pipeline_kafka consumer"
 PRODUCER = "pipeline_kafka producer"
 SEED_BATCH = 50_000
-CASES = ["copy", "csv", "json", "csv2", "wide", "seed-insert", "seed-copy", "deadletters", "produce", "emit",
+CASES = ["copy", "csv", "json", "avro", "csv2", "wide", "seed-insert", "seed-copy", "deadletters", "produce", "emit",
          "outbox", "latency", "rss", "kinesis"]
 # Cases measured on both table definitions (--tables); the others on the plain table only.
-TABLE_CASES = {"copy", "csv", "json", "csv2", "wide", "seed-insert", "seed-copy", "deadletters"}
+TABLE_CASES = {"copy", "csv", "json", "avro", "csv2", "wide", "seed-insert", "seed-copy", "deadletters"}
 # Cases whose ratio is taken against COPY of the narrow rows (measured in every run they are in).
 NEED_COPY = (TABLE_CASES - {"wide"}) | {"rss", "kinesis"}
 LABELS = {
@@ -55,6 +57,7 @@ LABELS = {
     "copy-wide": "raw COPY FROM file, wide row",
     "csv": "csv, 1 worker",
     "json": "json, 1 worker",
+    "avro": "avro (schema registry), 1 worker",
     "csv2": "csv, 2 workers (4 partitions)",
     "wide": "wide row (20 columns, ~300 B) csv, 1 worker",
     "seed-insert": "seed: Python consumer, INSERT per 50k",
@@ -73,7 +76,7 @@ def scaled(n: int, scale: float, minimum: int) -> int:
     return max(minimum, int(round(n * scale)))
 
 
-def fill_topic(topic: str, n: int, line: Callable[[int], str], partitions: int) -> float:
+def fill_topic(topic: str, n: int, line: Callable[[int], Any], partitions: int) -> float:
     """Create `topic` and produce rows 0..n-1 into it, message i to partition i mod partitions;
     returns the seconds it took (not part of any measurement)."""
     from confluent_kafka import Producer
@@ -88,7 +91,8 @@ def fill_topic(topic: str, n: int, line: Callable[[int], str], partitions: int) 
             failed.append(err)
 
     for i in range(n):
-        value = line(i).encode()
+        value = line(i)
+        value = value if isinstance(value, bytes) else value.encode()
         while True:
             try:
                 p.produce(topic, value, partition=i % partitions, on_delivery=report)
@@ -170,6 +174,13 @@ class Bench:
             self.topic_json = self.new_topic("bench_json")
             print(f"producing {n:,} json messages ...", flush=True)
             fill_topic(self.topic_json, n, narrow_json, parts)
+        if self.want("avro"):
+            from common import NARROW_AVRO_SCHEMA
+            self.topic_avro = self.new_topic("bench_avro")
+            sid = ph.register_schema(f"{self.topic_avro}-value", NARROW_AVRO_SCHEMA)
+            self.conn.execute("SELECT pipeline_kafka.add_schema_registry(%s)", (ph.SCHEMA_REGISTRY_URL,))
+            print(f"producing {n:,} avro messages ...", flush=True)
+            fill_topic(self.topic_avro, n, narrow_avro(sid), parts)
         if self.want("wide"):
             self.files["wide"] = write_rows_file("wide", n, wide_csv)
             self.topic_wide = self.new_topic("bench_wide")
@@ -471,6 +482,9 @@ class Bench:
                 if self.want("json"):
                     self.record("json", v, lambda: self.kafka("json", v, self.topic_json, n, "json",
                                                               NARROW_COLUMNS, NARROW_KEY))
+                if self.want("avro"):
+                    self.record("avro", v, lambda: self.kafka("avro", v, self.topic_avro, n, "avro",
+                                                              NARROW_COLUMNS, NARROW_KEY))
                 if self.want("csv2"):
                     self.record("csv2", v, lambda: self.kafka("csv2", v, self.topic_csv, n, "csv", NARROW_COLUMNS,
                                                               NARROW_KEY, parallelism=2))
@@ -506,7 +520,7 @@ class Bench:
 
     def table_rows(self) -> list[list[str]]:
         out: list[list[str]] = []
-        order = ["copy", "csv", "json", "csv2", "deadletters", "seed-insert", "seed-copy", "copy-wide", "wide",
+        order = ["copy", "csv", "json", "avro", "csv2", "deadletters", "seed-insert", "seed-copy", "copy-wide", "wide",
                  "rss", "kinesis", "produce", "emit", "outbox", "latency"]
         variants = list(self.args.tables) + (["plain"] if "plain" not in self.args.tables else [])
         sizes = {"rss": self.n_backlog, "kinesis": self.n_kinesis, "produce": self.n_produce,

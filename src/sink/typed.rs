@@ -72,7 +72,9 @@ pub fn resolve<P: Position>(target: &Target, messages: &[Message<P>]) -> Result<
     let wanted: BTreeSet<u32> = {
         let mut d = typed.lock();
         d.clear_missing();
-        let values = messages.iter().filter(|_| typed.values).filter_map(|m| m.payload.as_deref());
+        // A transform gets the messages' bytes as they are: their values are not decoded.
+        let decoded = typed.values && target.features.transform.is_none();
+        let values = messages.iter().filter(|_| decoded).filter_map(|m| m.payload.as_deref());
         let keys = messages.iter().filter(|_| typed.keys).filter_map(|m| m.key.as_deref());
         values
             .chain(keys)

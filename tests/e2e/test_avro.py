@@ -172,6 +172,12 @@ def test_two_versions_and_exactly_the_bad_messages_dead_lettered(fresh_db, topic
     assert [(bytes(v), s) for v, s, _ in letters] == [(m, s) for m, s, _ in bad]
     for (_, _, error), (_, _, want) in zip(letters, bad):
         assert want in error, (error, want)
+    # A preview of the consumer decodes the same way (its stored registry), from the beginning
+    # (the good rows now collide with the stored ones: 23505).
+    cid = scalar(fresh_db, "SELECT id FROM pipeline_kafka.consumers")
+    shown = query(fresh_db, "SELECT \"offset\", action, sqlstate FROM pipeline_kafka.preview(%s, \"limit\" := 20, "
+                            "start_offset := -2) ORDER BY 1", (cid,))
+    assert [s for _, _, s in shown] == ["23505", "22P02", "23505", "22P03", "23505", "22P03", "22P02", "22003", "23505"], shown
 
 
 def test_registry_outage_waits_and_loses_nothing(fresh_db, topic_factory, schema_registry):
