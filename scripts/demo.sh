@@ -3,7 +3,10 @@
 # endpoint registered, two topics filled by the extension's own producer (produce_message and an
 # emit_tuple trigger, sent only at COMMIT) and ingested back by consumers (csv and json), a 2-shard
 # Kinesis stream (kinesalite) of json records ingested by a Kinesis consumer, then the catalog,
-# the consumers' progress and samples of the rows printed. Expects the services running.
+# the consumers' progress and samples of the rows printed; then an Avro topic through the schema
+# registry (Apicurio): rows sent as Avro by an emit_tuple(..., 'avro') trigger, their schema
+# registered from the table's row type, ingested back by a format 'avro' consumer that fetches the
+# schema by the id in each message. Expects the services running (the registry too).
 # Idempotent: rerunning recreates the demo database.
 set -euo pipefail
 # shellcheck source=env.sh
@@ -15,12 +18,12 @@ N=1000
 pi_log "demo: (re)creating database pipeline_demo"
 psql_pg -d postgres -qc 'DROP DATABASE IF EXISTS pipeline_demo WITH (FORCE)' -c 'CREATE DATABASE pipeline_demo'
 
-pi_log "demo: (re)creating topics demo_charges (csv, 4 partitions) and demo_orders (json, 2 partitions)"
+pi_log "demo: (re)creating topics demo_charges (csv, 4 partitions), demo_orders (json, 2 partitions), demo_readings_avro (Avro, 1)"
 "$PI_VENV/bin/python" - "$KAFKA_BOOTSTRAP" <<'PY'
 import sys, time
 from confluent_kafka.admin import AdminClient, NewTopic
 a = AdminClient({"bootstrap.servers": sys.argv[1]})
-topics = {"demo_charges": 4, "demo_orders": 2}
+topics = {"demo_charges": 4, "demo_orders": 2, "demo_readings_avro": 1}
 existing = a.list_topics(timeout=10).topics
 gone = [t for t in topics if t in existing]
 if gone:
@@ -135,4 +138,50 @@ got="$(psql_pg -d pipeline_demo -tAc "$ROWS_SQL")"
 if [ "$got" -ne $((3 * N)) ]; then
   pi_die "demo: expected $((3 * N)) rows, found $got"
 fi
+# ---- Avro through the schema registry ------------------------------------------------------
+# An emit_tuple trigger with the format 'avro' registers the schema derived from reading_source's
+# row type under demo_readings_avro-value and sends each row framed with its id; a consumer with
+# format 'avro' reads the topic back into readings, decoding each message with the writer's schema
+# fetched from the registry by that id (once per id, never per message).
+curl -sf -m 5 -o /dev/null "$SCHEMA_REGISTRY_URL/subjects" \
+  || pi_die "demo: the schema registry does not answer at $SCHEMA_REGISTRY_URL (scripts/services.sh start registry)"
+pi_log "demo: Avro: $N rows through emit_tuple(..., 'avro') and the schema registry, back with format 'avro'"
+psql_pg -d pipeline_demo -q <<SQL
+SELECT pipeline_kafka.add_schema_registry('$SCHEMA_REGISTRY_URL');
+CREATE TABLE reading_source (reading_id bigint PRIMARY KEY, device text NOT NULL, reading numeric(6,2),
+                             taken timestamptz NOT NULL, day date);
+CREATE TRIGGER reading_source_to_kafka AFTER INSERT OR UPDATE ON reading_source
+    FOR EACH ROW EXECUTE FUNCTION pipeline_kafka.emit_tuple('demo_readings_avro', '-1', 'reading_id', 'avro');
+CREATE TABLE readings (reading_id bigint, device text, reading numeric(6,2), taken timestamptz, day date);
+SELECT pipeline_kafka.consume_begin('demo_readings_avro', 'readings', format := 'avro', start_offset := -2);
+INSERT INTO reading_source
+SELECT i, 'device-' || (i % 20), round((20 + (i * 37 % 100) / 10.0)::numeric, 2),
+       timestamptz '2026-01-01 00:00:00+00' + i * interval '1 second', date '2026-01-01' + i % 30
+FROM generate_series(1, $N) AS i;
+SQL
+for _ in $(seq 1 120); do
+  got="$(psql_pg -d pipeline_demo -tAc "SELECT count(*) FROM readings")"
+  [ "$got" -ge "$N" ] && break
+  sleep 0.5
+done
+psql_pg -d pipeline_demo <<'SQL'
+\echo '== pipeline_kafka.schema_registries'
+SELECT url FROM pipeline_kafka.schema_registries;
+\echo '== the Avro consumer'
+SELECT id, topic, relation, format, schema_registry, last_error FROM pipeline_kafka.consumers WHERE format = 'avro';
+\echo '== readings (Avro, decoded with the registered schema): rows, and the same as the source?'
+SELECT count(*) AS rows,
+       count(*) = (SELECT count(*) FROM reading_source)
+       AND NOT EXISTS (SELECT reading_id, device, reading, taken, day FROM reading_source
+                       EXCEPT SELECT reading_id, device, reading, taken, day FROM readings) AS same_as_source
+FROM readings;
+SELECT * FROM readings ORDER BY reading_id LIMIT 3;
+SQL
+got="$(psql_pg -d pipeline_demo -tAc "SELECT count(*) FROM readings")"
+if [ "$got" -ne "$N" ]; then
+  pi_die "demo: expected $N Avro rows in readings, found $got"
+fi
+schema="$(curl -sf -m 5 "$SCHEMA_REGISTRY_URL/subjects/demo_readings_avro-value/versions/latest")"
+pi_log "demo: the schema registered under demo_readings_avro-value: $schema"
+
 pi_log "demo: done. psql -h $PGHOST -p $PGPORT -U postgres pipeline_demo   (make stop stops the services)"

@@ -206,7 +206,7 @@ COMMENT ON FUNCTION pipeline_kafka.topic_watermarks(text, integer) IS 'the low a
 COMMENT ON FUNCTION pipeline_kafka.consumer_watermarks() IS 'the high watermark per consumer and partition (from the running worker, else from the brokers), behind the consumer_lag view';
 COMMENT ON FUNCTION pipeline_kafka.partition_status() IS 'what the workers publish per Kafka consumer and partition (worker pid, high watermark, counters, last batch), behind the consumer_status view; the caller''s consumers only';
 COMMENT ON FUNCTION pipeline_kafka.produce_message(text, bytea, integer, bytea, jsonb, timestamptz) IS 'send a message to a topic when the calling transaction commits (through the outbox); returns its outbox id';
-COMMENT ON FUNCTION pipeline_kafka.emit_tuple() IS 'row trigger: sends each new row as JSON (a tombstone on DELETE) to the topic named by its arguments (topic, partition, key column) when the transaction commits';
+COMMENT ON FUNCTION pipeline_kafka.emit_tuple() IS 'row trigger: sends each new row as JSON, or as Avro through the schema registry (a tombstone on DELETE), to the topic named by its arguments (topic, partition, key column, format ''json'' or ''avro'') when the transaction commits';
 COMMENT ON FUNCTION pipeline_kinesis.add_endpoint(text, text, text, text) IS 'name a Kinesis endpoint: region, optional credentials file and URL';
 COMMENT ON FUNCTION pipeline_kinesis.remove_endpoint(text) IS 'remove a Kinesis endpoint no consumer uses';
 COMMENT ON FUNCTION pipeline_kinesis.consume_begin() IS 'start every stopped Kinesis consumer the caller may manage; returns how many';
@@ -294,6 +294,7 @@ DECLARE
     cut integer;
     part text;
     keycol text;
+    badcol text;
     nul constant bytea := decode('00', 'hex');
     what text;
 BEGIN
@@ -325,7 +326,7 @@ BEGIN
                 USING ERRCODE = '09000', DETAIL = what;
         END IF;
         IF coalesce(args[1], '') = '' THEN
-            RAISE EXCEPTION 'pipeline_kafka.emit_tuple needs a topic: emit_tuple(''topic'' [, ''partition'' [, ''key_column'']])'
+            RAISE EXCEPTION 'pipeline_kafka.emit_tuple needs a topic: emit_tuple(''topic'' [, ''partition'' [, ''key_column'' [, ''json'' | ''avro'']]])'
                 USING ERRCODE = '09000', DETAIL = what;
         END IF;
         -- as ingest_core::broker::check_topic
@@ -341,9 +342,25 @@ BEGIN
             RAISE EXCEPTION 'pipeline_kafka.emit_tuple: "%" is not a legal Kafka topic name', args[1]
                 USING ERRCODE = '09000', DETAIL = what;
         END IF;
-        IF t.tgnargs > 3 THEN
-            RAISE EXCEPTION 'pipeline_kafka.emit_tuple takes at most three arguments: topic, partition, key column'
+        IF t.tgnargs > 4 THEN
+            RAISE EXCEPTION 'pipeline_kafka.emit_tuple takes at most four arguments: topic, partition, key column, format'
                 USING ERRCODE = '09000', DETAIL = what;
+        END IF;
+        -- 0.8.0: the format, json (the default) or avro (through the only schema registry)
+        IF coalesce(args[4], '') NOT IN ('', 'json', 'avro') THEN
+            RAISE EXCEPTION 'pipeline_kafka.emit_tuple: format must be ''json'' or ''avro'', got "%"', args[4]
+                USING ERRCODE = '09000', DETAIL = what;
+        END IF;
+        IF args[4] = 'avro' THEN
+            SELECT attname INTO badcol FROM pg_attribute
+            WHERE attrelid = t.tgrelid AND attnum > 0 AND NOT attisdropped
+              AND attname !~ '^[A-Za-z_][A-Za-z0-9_]*$'
+            ORDER BY attnum LIMIT 1;
+            IF badcol IS NOT NULL THEN
+                RAISE EXCEPTION 'pipeline_kafka.emit_tuple: column "%" of "%" is not a legal Avro field name', badcol, t.tgrelid::regclass
+                    USING ERRCODE = '22023', DETAIL = what,
+                          HINT = 'Avro field names are letters, digits and ''_'', not starting with a digit; rename the column or use the json format.';
+            END IF;
         END IF;
         part := btrim(args[2], E' \t\n\r');
         IF part IS NOT NULL AND part NOT IN ('', '-1')
@@ -368,7 +385,7 @@ $$;
 -- Event triggers run their function whatever its EXECUTE privilege: nobody needs to call it.
 REVOKE EXECUTE ON FUNCTION pipeline_kafka.emit_tuple_check() FROM PUBLIC;
 COMMENT ON FUNCTION pipeline_kafka.emit_tuple_check() IS
-    'Event trigger function: refuses a CREATE TRIGGER of pipeline_kafka.emit_tuple whose arguments or timing the trigger would refuse when it fires (09000, 42703).';
+    'Event trigger function: refuses a CREATE TRIGGER of pipeline_kafka.emit_tuple whose arguments or timing the trigger would refuse when it fires (09000, 42703; 22023 for a column name Avro cannot carry with the avro format).';
 CREATE EVENT TRIGGER pipeline_kafka_emit_tuple_check ON ddl_command_end
     WHEN TAG IN ('CREATE TRIGGER')
     EXECUTE FUNCTION pipeline_kafka.emit_tuple_check();

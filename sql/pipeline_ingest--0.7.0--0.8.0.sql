@@ -266,6 +266,107 @@ ALTER TABLE pipeline_kinesis.consumers DROP CONSTRAINT consumers_mode_check,
 -- ---------------------------------------------------------------------------------------------
 -- Issue 21: emit_tuple Avro
 -- ---------------------------------------------------------------------------------------------
+-- emit_tuple's fourth argument, the format ('json' or 'avro'): checked at CREATE TRIGGER.
+CREATE OR REPLACE FUNCTION pipeline_kafka.emit_tuple_check() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t record;
+    args text[];
+    rest bytea;
+    cut integer;
+    part text;
+    keycol text;
+    badcol text;
+    nul constant bytea := decode('00', 'hex');
+    what text;
+BEGIN
+    FOR t IN
+        SELECT tg.tgname, tg.tgrelid, tg.tgtype::integer AS tgtype, tg.tgnargs, tg.tgargs
+        FROM pg_event_trigger_ddl_commands() AS c
+        JOIN pg_trigger AS tg ON tg.oid = c.objid
+        WHERE c.classid = 'pg_catalog.pg_trigger'::regclass
+          AND tg.tgfoid = 'pipeline_kafka.emit_tuple()'::regprocedure
+    LOOP
+        what := format('trigger "%s" on %s', t.tgname, t.tgrelid::regclass);
+        args := '{}';
+        rest := t.tgargs;
+        FOR i IN 1 .. t.tgnargs LOOP
+            cut := position(nul IN rest);
+            args := args || convert_from(substring(rest FROM 1 FOR cut - 1), current_setting('server_encoding'));
+            rest := substring(rest FROM cut + 1);
+        END LOOP;
+        IF t.tgtype & (2 | 64) <> 0 THEN
+            RAISE EXCEPTION 'pipeline_kafka.emit_tuple must be used in an AFTER trigger'
+                USING ERRCODE = '09000', DETAIL = what;
+        END IF;
+        IF t.tgtype & 32 <> 0 THEN
+            RAISE EXCEPTION 'pipeline_kafka.emit_tuple cannot be used in a TRUNCATE trigger'
+                USING ERRCODE = '09000', DETAIL = what;
+        END IF;
+        IF t.tgtype & 1 = 0 THEN
+            RAISE EXCEPTION 'pipeline_kafka.emit_tuple must be used in a FOR EACH ROW trigger'
+                USING ERRCODE = '09000', DETAIL = what;
+        END IF;
+        IF coalesce(args[1], '') = '' THEN
+            RAISE EXCEPTION 'pipeline_kafka.emit_tuple needs a topic: emit_tuple(''topic'' [, ''partition'' [, ''key_column'' [, ''json'' | ''avro'']]])'
+                USING ERRCODE = '09000', DETAIL = what;
+        END IF;
+        -- as ingest_core::broker::check_topic
+        IF octet_length(args[1]) > 249 THEN
+            RAISE EXCEPTION 'pipeline_kafka.emit_tuple: topic name is longer than 249 bytes'
+                USING ERRCODE = '09000', DETAIL = what;
+        END IF;
+        IF args[1] !~ '^[A-Za-z0-9._-]+$' THEN
+            RAISE EXCEPTION 'pipeline_kafka.emit_tuple: topic name "%" is not valid: Kafka allows letters, digits, ''.'', ''_'' and ''-''', args[1]
+                USING ERRCODE = '09000', DETAIL = what;
+        END IF;
+        IF args[1] IN ('.', '..') THEN
+            RAISE EXCEPTION 'pipeline_kafka.emit_tuple: "%" is not a legal Kafka topic name', args[1]
+                USING ERRCODE = '09000', DETAIL = what;
+        END IF;
+        IF t.tgnargs > 4 THEN
+            RAISE EXCEPTION 'pipeline_kafka.emit_tuple takes at most four arguments: topic, partition, key column, format'
+                USING ERRCODE = '09000', DETAIL = what;
+        END IF;
+        -- 0.8.0: the format, json (the default) or avro (through the only schema registry)
+        IF coalesce(args[4], '') NOT IN ('', 'json', 'avro') THEN
+            RAISE EXCEPTION 'pipeline_kafka.emit_tuple: format must be ''json'' or ''avro'', got "%"', args[4]
+                USING ERRCODE = '09000', DETAIL = what;
+        END IF;
+        IF args[4] = 'avro' THEN
+            SELECT attname INTO badcol FROM pg_attribute
+            WHERE attrelid = t.tgrelid AND attnum > 0 AND NOT attisdropped
+              AND attname !~ '^[A-Za-z_][A-Za-z0-9_]*$'
+            ORDER BY attnum LIMIT 1;
+            IF badcol IS NOT NULL THEN
+                RAISE EXCEPTION 'pipeline_kafka.emit_tuple: column "%" of "%" is not a legal Avro field name', badcol, t.tgrelid::regclass
+                    USING ERRCODE = '22023', DETAIL = what,
+                          HINT = 'Avro field names are letters, digits and ''_'', not starting with a digit; rename the column or use the json format.';
+            END IF;
+        END IF;
+        part := btrim(args[2], E' \t\n\r');
+        IF part IS NOT NULL AND part NOT IN ('', '-1')
+           AND NOT (part ~ '^\+?[0-9]{1,10}$' AND part::numeric <= 2147483647) THEN
+            RAISE EXCEPTION 'pipeline_kafka.emit_tuple: partition must be an integer >= 0 or -1, got "%"', part
+                USING ERRCODE = '09000', DETAIL = what;
+        END IF;
+        keycol := nullif(args[3], '');
+        IF keycol IS NOT NULL AND NOT EXISTS (
+            SELECT FROM pg_attribute
+            WHERE attrelid = t.tgrelid AND attname = keycol AND attnum > 0 AND NOT attisdropped) THEN
+            RAISE EXCEPTION 'pipeline_kafka.emit_tuple: key column "%" does not exist', keycol
+                USING ERRCODE = '42703', DETAIL = what;
+        END IF;
+        IF t.tgtype & 8 <> 0 AND keycol IS NULL THEN
+            RAISE EXCEPTION 'pipeline_kafka.emit_tuple on DELETE sends a tombstone and needs a key column'
+                USING ERRCODE = '09000', DETAIL = what;
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION pipeline_kafka.emit_tuple_check() IS
+    'Event trigger function: refuses a CREATE TRIGGER of pipeline_kafka.emit_tuple whose arguments or timing the trigger would refuse when it fires (09000, 42703; 22023 for a column name Avro cannot carry with the avro format).';
+COMMENT ON FUNCTION pipeline_kafka.emit_tuple() IS 'row trigger: sends each new row as JSON, or as Avro through the schema registry (a tombstone on DELETE), to the topic named by its arguments (topic, partition, key column, format ''json'' or ''avro'') when the transaction commits';
 
 
 

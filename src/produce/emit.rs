@@ -1,4 +1,5 @@
-//! The `emit_tuple` trigger body: the row as `row_to_json` text into the outbox.
+//! The `emit_tuple` trigger body: the row as `row_to_json` text into the outbox, or (fourth
+//! argument 'avro') as an Avro record framed with its registered schema's id (`super::avro`).
 
 use super::{outbox, wake_producer_at_commit};
 use crate::error::raise;
@@ -25,14 +26,19 @@ pub fn fire<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, pgr
     let args = trigger.extra_args()?;
     let topic = match args.first() {
         Some(t) if !t.is_empty() => t.clone(),
-        _ => misuse("pipeline_kafka.emit_tuple needs a topic: emit_tuple('topic' [, 'partition' [, 'key_column']])"),
+        _ => misuse("pipeline_kafka.emit_tuple needs a topic: emit_tuple('topic' [, 'partition' [, 'key_column' [, 'json' | 'avro']]])"),
     };
     if let Err(problem) = ingest_core::broker::check_topic(&topic) {
         misuse(format!("pipeline_kafka.emit_tuple: {problem}"));
     }
-    if args.len() > 3 {
-        misuse("pipeline_kafka.emit_tuple takes at most three arguments: topic, partition, key column");
+    if args.len() > 4 {
+        misuse("pipeline_kafka.emit_tuple takes at most four arguments: topic, partition, key column, format");
     }
+    let avro = match args.get(3).map(String::as_str) {
+        None | Some("") | Some("json") => false,
+        Some("avro") => true,
+        Some(f) => misuse(format!("pipeline_kafka.emit_tuple: format must be 'json' or 'avro', got \"{f}\"")),
+    };
     let partition = match args.get(1).map(|s| s.trim()) {
         None | Some("") | Some("-1") => None,
         Some(p) => match p.parse::<i32>() {
@@ -76,6 +82,15 @@ pub fn fire<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, pgr
             misuse("pipeline_kafka.emit_tuple on DELETE sends a tombstone and needs a key column");
         }
         None
+    } else if avro {
+        // SAFETY: tg_relation is open and `tuple` is one of its tuples, for the trigger call.
+        let body = unsafe {
+            let schema = super::avro::row_schema(td.tg_relation);
+            let body = super::avro::encode(&schema, tuple, tupdesc);
+            let id = super::avro::schema_id(&topic, &schema);
+            ingest_core::avro_write::frame(id, &body)
+        };
+        Some(body)
     } else {
         // SAFETY: builds a composite datum of the row and calls row_to_json on it.
         let json = unsafe {

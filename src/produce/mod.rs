@@ -2,6 +2,7 @@
 //! trigger write to the `pipeline_kafka.outbox` table in the caller's transaction; each
 //! database's producer worker sends committed rows and deletes them once the broker acknowledged.
 
+pub mod avro;
 pub mod delivery;
 pub mod emit;
 pub mod outbox;

@@ -327,7 +327,8 @@ def test_emit_tuple_misuse_errors(fresh_db, topic_factory):
             ("t_dottopic", dict(topic="..", events="INSERT"), "09000", "not a legal Kafka topic name"),
             ("t_longtopic", dict(topic="a" * 250, events="INSERT"), "09000", "longer than 249 bytes"),
             ("t_notopic", dict(topic="", events="INSERT"), "09000", "needs a topic"),
-            ("t_fourargs", dict(args=("-1", "id", "extra"), events="INSERT"), "09000", "at most three arguments"),
+            ("t_fiveargs", dict(args=("-1", "id", "json", "extra"), events="INSERT"), "09000", "at most four arguments"),
+            ("t_badformat", dict(args=("-1", "id", "xml"), events="INSERT"), "09000", "format must be 'json' or 'avro'"),
         ]
         for table, trig, state, words in cases:
             conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")

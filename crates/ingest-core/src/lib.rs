@@ -5,6 +5,7 @@
 pub mod avro;
 pub mod backoff;
 pub mod batch;
+pub mod avro_write;
 pub mod broker;
 pub mod debezium;
 pub mod decode;
