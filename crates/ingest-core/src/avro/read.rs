@@ -17,6 +17,9 @@ pub(crate) const MAX_DEPTH: usize = 100;
 /// Zero-byte items (nulls, empty records) a message may hold beyond one per byte.
 const ITEM_ALLOWANCE: usize = 1 << 16;
 
+/// A record's field as `record_or_null` reads it: name, value, whether its type is an array.
+pub(crate) type Field<'s, 'm> = (&'s str, Value<'m>, bool);
+
 pub(crate) struct Reader<'m, 's> {
     buf: &'m [u8],
     pos: usize,
@@ -186,7 +189,7 @@ impl<'m, 's> Reader<'m, 's> {
 
     /// A record (through a union) as its fields' values, or None for a null: each field with
     /// whether its type is an array (arrays are JSON text, as nested values are).
-    pub(crate) fn record_or_null(&mut self, node: usize, depth: usize) -> Result<Option<Vec<(&'s str, Value<'m>, bool)>>, DecodeError> {
+    pub(crate) fn record_or_null(&mut self, node: usize, depth: usize) -> Result<Option<Vec<Field<'s, 'm>>>, DecodeError> {
         let node = self.branch(node)?;
         match self.node(node) {
             Node::Null => Ok(None),
