@@ -4,7 +4,7 @@ and <topic>-key), decoded by the Avro decoder into the events format 'debezium' 
 random history of creates, updates, deletes, tombstones, key changes and TOAST placeholders, with
 decimal, date (io.debezium.time.Date) and timestamp (io.debezium.time.MicroTimestamp) columns,
 ends in the table as in the model; an unknown schema id and a corrupt body are dead letters and
-the rest applies; Kinesis records holding the same bytes end the same."""
+the rest applies; Kinesis records holding the same bytes end the same; preview decodes them too."""
 from __future__ import annotations
 
 import datetime as dt
@@ -199,3 +199,19 @@ def test_kinesis_records_holding_the_same_events(stream_factory, fresh_db, schem
         kinesis_consume_begin(conn, "local", stream, "t", start_offset=-2, format="debezium-avro", batchsize=50)
     wait_until(lambda: _table(fresh_db) == final, timeout=120, what="the table equal to the model")
     assert scalar(fresh_db, "SELECT count(*) FROM pipeline_kinesis.dead_letters") == 0
+
+
+def test_preview_of_avro_change_events(fresh_db, topic_factory, schema_registry):
+    """preview decodes the envelopes with the registry's schemas as the consumer would."""
+    topic = topic_factory(1)
+    ids = Ids(topic)
+    row = {"id": 1, "name": "a", "price": None, "day": None, "at": None, "doc": None, "n": None}
+    produce(topic, [ids.event("c", None, row, 1), b"\x00\x00"], key=ids.key_of(1), partition=0)
+    with pg_connect(fresh_db) as conn:
+        conn.execute(TABLE.format(name="t"))
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
+        conn.execute("SELECT pipeline_kafka.add_schema_registry(%s)", (schema_registry,))
+        rows = conn.execute("SELECT \"offset\", action, row->>'name', sqlstate FROM pipeline_kafka.preview(%s, 't', "
+                            "format := 'debezium-avro')", [topic]).fetchall()
+    assert rows == [(0, "inserted", "a", None), (1, "error", None, "22P02")]
+    assert scalar(fresh_db, "SELECT count(*) FROM t") == 0
