@@ -21,7 +21,7 @@ use crate::xact::{as_role, PgError};
 use ingest_core::batch::{Message, Position};
 use ingest_core::debezium::{collapse, decode_event, decode_key, step_of, Collapsed, Op, Step};
 use ingest_core::decode::DecodeError;
-use ingest_core::format::push_text_field;
+use ingest_core::format::{push_text_field, Format};
 use ingest_core::prepare::Rejected;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
@@ -44,7 +44,7 @@ pub fn write<P: Position>(target: &Target, relid: pg_sys::Oid, messages: &[Messa
     let mut steps: Vec<Option<Vec<Step>>> = Vec::with_capacity(messages.len());
     for (i, m) in messages.iter().enumerate() {
         pgrx::check_for_interrupts!();
-        match steps_of(m, &keys, &columns) {
+        match steps_of(target, m, &keys, &columns) {
             Ok(s) => {
                 if !apply_truncate && s.contains(&Step::Truncate) {
                     log!(
@@ -104,13 +104,21 @@ pub fn write<P: Position>(target: &Target, relid: pg_sys::Oid, messages: &[Messa
 }
 
 /// A message's steps: a tombstone (no value) has none; a delete without the key in `before`
-/// takes it from the message key.
-fn steps_of<P: Position>(m: &Message<P>, keys: &[String], columns: &[String]) -> Result<Vec<Step>, DecodeError> {
+/// takes it from the message key. Format 'debezium-avro' decodes both with the consumer's Avro
+/// decoder (its schemas fetched for the batch by sink::typed), 'debezium' as JSON.
+fn steps_of<P: Position>(target: &Target, m: &Message<P>, keys: &[String], columns: &[String]) -> Result<Vec<Step>, DecodeError> {
     let Some(payload) = m.payload.as_deref() else { return Ok(Vec::new()) };
-    let event = decode_event(payload)?;
+    let avro = target.typed.as_ref().filter(|_| target.opts.format == Format::DebeziumAvro);
+    let event = match avro {
+        Some(t) => t.debezium_event(payload)?,
+        None => decode_event(payload)?,
+    };
     let message_key = match (&event, m.key.as_deref()) {
-        // a key that is not a JSON object is no help: the delete then names what it lacks
-        (Some(e), Some(k)) if e.op == Op::Delete => decode_key(k).ok().flatten(),
+        // a key that does not decode is no help: the delete then names what it lacks
+        (Some(e), Some(k)) if e.op == Op::Delete => match avro {
+            Some(t) => t.debezium_key(k).ok().flatten(),
+            None => decode_key(k).ok().flatten(),
+        },
         _ => None,
     };
     step_of(event.as_ref(), message_key.as_ref(), keys, columns)

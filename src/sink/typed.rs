@@ -35,16 +35,28 @@ pub struct Typed {
 
 impl Typed {
     /// The decoder state of a consumer of `format` and `key_format` (None when neither is typed).
+    /// Format 'debezium-avro' has Avro values and keys.
     pub fn for_format(format: Format, key_format: Option<&str>) -> Option<Typed> {
-        let typed_keys = matches!(key_format, Some("avro" | "protobuf"));
-        (matches!(format, Format::Avro | Format::Protobuf) || typed_keys).then(|| Typed {
+        let typed_keys = matches!(key_format, Some("avro" | "protobuf")) || format == Format::DebeziumAvro;
+        let typed_values = matches!(format, Format::Avro | Format::Protobuf | Format::DebeziumAvro);
+        (typed_values || typed_keys).then(|| Typed {
             decoder: Arc::new(Mutex::new(Decoder::new(format, key_format))),
             registry: None,
             registry_name: String::new(),
             registry_error: None,
-            values: matches!(format, Format::Avro | Format::Protobuf),
+            values: typed_values,
             keys: typed_keys,
         })
+    }
+
+    /// A change event of format 'debezium-avro' (None: a tombstone's).
+    pub fn debezium_event(&self, payload: &[u8]) -> Result<Option<ingest_core::debezium::Event>, DecodeError> {
+        self.lock().debezium_event(payload)
+    }
+
+    /// A message key of format 'debezium-avro' as a row.
+    pub fn debezium_key(&self, key: &[u8]) -> Result<Option<ingest_core::debezium::Row>, DecodeError> {
+        self.lock().debezium_key(key)
     }
 
     /// An upsert's key columns from a typed message key (`key_format := 'avro'` or `'protobuf'`).

@@ -21,8 +21,11 @@ pub struct Decoder {
 impl Decoder {
     /// The decoders of a consumer whose values are `format` and keys `key_format`.
     pub fn new(format: Format, key_format: Option<&str>) -> Decoder {
+        let mut avro = AvroDecoder::default();
+        // Debezium's Avro envelopes type their temporal fields by Kafka Connect name
+        avro.set_connect_names(format == Format::DebeziumAvro);
         Decoder {
-            avro: AvroDecoder::default(),
+            avro,
             protobuf: ProtobufDecoder::default(),
             protobuf_values: format == Format::Protobuf,
             protobuf_keys: key_format == Some("protobuf"),
@@ -74,6 +77,16 @@ impl Decoder {
         } else {
             self.avro.key_fields(key, keys)
         }
+    }
+
+    /// A 'debezium-avro' change event (an Avro envelope).
+    pub fn debezium_event(&self, payload: &[u8]) -> Result<Option<ingest_core::debezium::Event>, DecodeError> {
+        ingest_core::debezium::decode_avro_event(&self.avro, payload)
+    }
+
+    /// A 'debezium-avro' message key (an Avro record of the key columns).
+    pub fn debezium_key(&self, key: &[u8]) -> Result<Option<ingest_core::debezium::Row>, DecodeError> {
+        ingest_core::debezium::decode_avro_key(&self.avro, key)
     }
 
     fn values(&self) -> &dyn TypedDecoder {

@@ -435,8 +435,8 @@ def test_consume_begin_needs_a_keyed_table(fresh_db, topic_factory):
             conn.execute("SELECT pipeline_kafka.consume_begin(%s, 'nokey', format := 'debezium')", [topic])
         with pytest.raises(psycopg.errors.InvalidParameterValue, match="mode 'upsert' .* or 'replicate'"):
             conn.execute("SELECT pipeline_kafka.consume_begin(%s, 'k', format := 'debezium', mode := 'append')", [topic])
-        with pytest.raises(psycopg.errors.FeatureNotSupported):
-            conn.execute("SELECT pipeline_kafka.consume_begin(%s, 'k', format := 'debezium-avro')", [topic])
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="format debezium-avro applies change events"):
+            conn.execute("SELECT pipeline_kafka.consume_begin(%s, 'k', format := 'debezium-avro', mode := 'append')", [topic])
         with pytest.raises(psycopg.errors.FeatureNotSupported, match="not supported for stream-partitioned consumers"):
             conn.execute("SELECT pipeline_kafka.consume_begin_stream_partitioned(%s, format := 'debezium')", [topic])
 

@@ -177,23 +177,6 @@ def test_consume_begin_names_the_registry_or_takes_the_only_one(fresh_db, topic_
         conn.execute("SELECT pipeline_kafka.consume_drop(%s, 't')", [topic])
 
 
-@pytest.mark.timeout(120)
-def test_a_registry_format_without_its_decoder_is_refused(fresh_db, topic_factory, schema_registry):
-    """Until a format's decoder is built in, consume_begin refuses it (0A000): its consumer never
-    silently reads nothing nor dead-letters every message."""
-    topic = topic_factory(1)
-    with pg_connect(fresh_db) as conn:
-        conn.execute("SELECT pipeline_kafka.add_broker(%s)", [KAFKA_BOOTSTRAP])
-        conn.execute("SELECT pipeline_kafka.add_schema_registry(%s)", [schema_registry])
-        conn.execute("CREATE TABLE t (id int, v text)")
-        for f in ("debezium-avro",):  # protobuf: test_protobuf.py
-            with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
-                conn.execute(f"SELECT pipeline_kafka.consume_begin(%s, 't', format := '{f}', start_offset := -2)", [topic])
-            assert f"format {f} is not supported yet" in str(e.value)
-            conn.rollback()
-        conn.execute("SELECT pipeline_kafka.remove_schema_registry(%s)", [schema_registry])
-
-
 @pytest.mark.timeout(600)
 def test_the_rust_client_against_apicurio(schema_registry):
     """crates/ingest-registry/tests/apicurio.rs against this stack's Apicurio: Avro and Protobuf

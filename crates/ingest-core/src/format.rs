@@ -59,7 +59,10 @@ impl Format {
 
     /// Consumers can use it in this build (the decoders of the others are being wired).
     pub fn consumable(self) -> bool {
-        matches!(self, Format::Text | Format::Csv | Format::Json | Format::Raw | Format::Debezium | Format::Avro | Format::Protobuf)
+        matches!(
+            self,
+            Format::Text | Format::Csv | Format::Json | Format::Raw | Format::Debezium | Format::DebeziumAvro | Format::Avro | Format::Protobuf
+        )
     }
 
     /// Decoded by a `decode::TypedDecoder` whose schemas come from a schema registry.

@@ -19,6 +19,7 @@
 //! varint, union branch or enum index, bytes after the record) 22P03; a string that is not UTF-8
 //! 22021; a time or timestamp out of range 22008; nesting deeper than 100 levels 54001.
 
+mod envelope;
 mod read;
 mod schema;
 mod text;
@@ -26,6 +27,7 @@ mod text;
 mod tests;
 
 use crate::decode::{confluent_frame, DecodeError, Record, TypedDecoder};
+pub use envelope::{EnvelopeField, NestedField};
 pub use schema::Schema;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -46,6 +48,8 @@ pub struct AvroDecoder {
     missing: HashSet<u32>,
     /// Columns whose type is an array: an Avro array fills them as an array literal.
     array_columns: HashSet<String>,
+    /// Kafka Connect type names (`connect.name`) give types (format 'debezium-avro').
+    connect: bool,
 }
 
 impl Default for AvroDecoder {
@@ -62,7 +66,14 @@ impl AvroDecoder {
             capacity: capacity.max(1),
             missing: HashSet::new(),
             array_columns: HashSet::new(),
+            connect: false,
         }
+    }
+
+    /// Schemas inserted from now on read Kafka Connect's temporal types and
+    /// VariableScaleDecimal by their `connect.name` (Schema::parse_connect).
+    pub fn set_connect_names(&mut self, on: bool) {
+        self.connect = on;
     }
 
     /// Whether the schema `id` is known (parsed or found unusable): no need to fetch it.
@@ -81,7 +92,7 @@ impl AvroDecoder {
     /// `insert` of a schema naming types its `references` define (their texts, each before the
     /// schemas referring to it).
     pub fn insert_with_references(&mut self, id: u32, schema_json: &str, references: &[String]) -> Result<(), DecodeError> {
-        match Schema::parse_with(references, schema_json) {
+        match Schema::parse_connect(references, schema_json, self.connect) {
             Ok(s) => {
                 self.keep(id, Ok(Arc::new(s)));
                 Ok(())

@@ -17,6 +17,9 @@ pub(crate) const MAX_DEPTH: usize = 100;
 /// Zero-byte items (nulls, empty records) a message may hold beyond one per byte.
 const ITEM_ALLOWANCE: usize = 1 << 16;
 
+/// A record's field as `record_or_null` reads it: name, value, whether its type is an array.
+pub(crate) type Field<'s, 'm> = (&'s str, Value<'m>, bool);
+
 pub(crate) struct Reader<'m, 's> {
     buf: &'m [u8],
     pos: usize,
@@ -152,6 +155,17 @@ impl<'m, 's> Reader<'m, 's> {
             Node::TimestampMicros => Value::TimestampMicros(self.long()?),
             Node::LocalTimestampMillis => Value::LocalTimestampMicros(millis(self.long()?)?),
             Node::LocalTimestampMicros => Value::LocalTimestampMicros(self.long()?),
+            // nanoseconds to the nearest microsecond (PostgreSQL keeps microseconds)
+            Node::LocalTimestampNanos => Value::LocalTimestampMicros(self.long()?.saturating_add(500).div_euclid(1000)),
+            Node::TimeNanos => {
+                let ns = self.long()?;
+                Value::Text(format!("{}{:03}", text::time(ns.div_euclid(1000))?, ns.rem_euclid(1000)).into())
+            }
+            Node::MicroDuration => Value::Text(format!("{} microseconds", self.long()?).into()),
+            Node::VariableScaleDecimal => {
+                let scale = self.int()?;
+                text::decimal_value(self.bytes()?, scale)
+            }
             Node::FixedUuid => Value::Text(text::uuid(self.take(16)?).into()),
             Node::Duration => Value::Text(text::duration(self.take(12)?).into()),
             Node::Decimal { scale, .. } => {
@@ -171,6 +185,30 @@ impl<'m, 's> Reader<'m, 's> {
             }
             Node::Union(_) => return Err(corrupt("a union directly inside a union")),
         })
+    }
+
+    /// A record (through a union) as its fields' values, or None for a null: each field with
+    /// whether its type is an array (arrays are JSON text, as nested values are).
+    pub(crate) fn record_or_null(&mut self, node: usize, depth: usize) -> Result<Option<Vec<Field<'s, 'm>>>, DecodeError> {
+        let node = self.branch(node)?;
+        match self.node(node) {
+            Node::Null => Ok(None),
+            Node::Record(fields) => {
+                let depth = Self::deeper(depth)?;
+                let mut out = Vec::with_capacity(fields.len());
+                for (name, f) in fields {
+                    let array = match self.node(*f) {
+                        Node::Array(_) => true,
+                        Node::Union(b) => b.iter().any(|i| matches!(self.node(*i), Node::Array(_))),
+                        _ => false,
+                    };
+                    let v = self.value(*f, false, depth).map_err(|e| DecodeError::new(e.sqlstate, format!("field \"{name}\": {}", e.message)))?;
+                    out.push((name.as_str(), v, array));
+                }
+                Ok(Some(out))
+            }
+            other => Err(DecodeError::new("22P02", format!("a {} where a record or null was expected", other.kind()))),
+        }
     }
 
     /// The bytes of a bytes or fixed node.

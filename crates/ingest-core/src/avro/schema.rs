@@ -31,6 +31,14 @@ pub(crate) enum Node {
     /// long: a wall-clock time, milliseconds / microseconds since 1970-01-01 00:00:00.
     LocalTimestampMillis,
     LocalTimestampMicros,
+    /// long: Debezium's io.debezium.time.NanoTimestamp (a wall-clock time in nanoseconds) and
+    /// NanoTime (nanoseconds after midnight); read only with Kafka Connect names (`connect`).
+    LocalTimestampNanos,
+    TimeNanos,
+    /// long: io.debezium.time.MicroDuration (microseconds), read as interval text.
+    MicroDuration,
+    /// record {scale: int, value: bytes}: Debezium's io.debezium.data.VariableScaleDecimal.
+    VariableScaleDecimal,
     /// string holding a UUID.
     Uuid,
     /// fixed(16) holding a UUID's 16 bytes.
@@ -58,7 +66,10 @@ impl Node {
             | Node::TimestampMillis
             | Node::TimestampMicros
             | Node::LocalTimestampMillis
-            | Node::LocalTimestampMicros => "long",
+            | Node::LocalTimestampMicros
+            | Node::LocalTimestampNanos
+            | Node::TimeNanos
+            | Node::MicroDuration => "long",
             Node::Float => "float",
             Node::Double => "double",
             Node::Bytes | Node::Decimal { fixed: None, .. } => "bytes",
@@ -68,7 +79,7 @@ impl Node {
             Node::Array(_) => "array",
             Node::Map(_) => "map",
             Node::Union(_) => "union",
-            Node::Record(_) => "record",
+            Node::Record(_) | Node::VariableScaleDecimal => "record",
         }
     }
 }
@@ -86,10 +97,13 @@ impl Schema {
         Schema::parse_with(&[], text)
     }
 
-    /// Parses a schema that names types defined in `references` (the registry's referenced
-    /// schemas, each before those referring to it).
-    pub fn parse_with(references: &[String], text: &str) -> Result<Schema, String> {
-        let mut p = Parser { nodes: Vec::new(), names: HashMap::new(), depth: 0 };
+    /// `parse_with`, and with `connect` the Kafka Connect type names the Avro converter writes
+    /// (`connect.name`, Debezium's temporal types and VariableScaleDecimal) read as their values:
+    /// io.debezium.time.Date -> date; Time/MicroTime/NanoTime -> time of day;
+    /// Timestamp/MicroTimestamp/NanoTimestamp -> a wall-clock timestamp (milli/micro/nanoseconds);
+    /// MicroDuration -> interval text.
+    pub fn parse_connect(references: &[String], text: &str, connect: bool) -> Result<Schema, String> {
+        let mut p = Parser { nodes: Vec::new(), names: HashMap::new(), depth: 0, connect };
         for (i, r) in references.iter().enumerate() {
             let json: Json = serde_json::from_str(r).map_err(|e| format!("reference {} is not JSON: {e}", i + 1))?;
             p.parse(&json, None).map_err(|e| format!("reference {}: {e}", i + 1))?;
@@ -119,7 +133,11 @@ impl Schema {
             // (the schema's precision and scale are not kept: an unconstrained numeric holds
             // every value exactly)
             Node::Decimal { .. } => "numeric",
-            Node::Duration => "interval",
+            Node::Duration | Node::MicroDuration => "interval",
+            // (Kafka Connect names, read for debezium-avro only, which does not evolve)
+            Node::TimeNanos => "time",
+            Node::LocalTimestampNanos => "timestamp",
+            Node::VariableScaleDecimal => "numeric",
             Node::Array(_) | Node::Map(_) | Node::Record(_) => "jsonb",
             Node::Union(branches) => {
                 let mut types = branches.iter().filter_map(|b| self.column_type(*b));
@@ -130,6 +148,12 @@ impl Schema {
                 }
             }
         })
+    }
+
+    /// Parses a schema that names types defined in `references` (the registry's referenced
+    /// schemas, each before those referring to it).
+    pub fn parse_with(references: &[String], text: &str) -> Result<Schema, String> {
+        Schema::parse_connect(references, text, false)
     }
 
     /// The root record's fields (None when the root is not a record).
@@ -149,6 +173,8 @@ struct Parser {
     /// Full name -> node of the named types defined so far.
     names: HashMap<String, usize>,
     depth: usize,
+    /// Kafka Connect names (`connect.name`) give types (Schema::parse_connect).
+    connect: bool,
 }
 
 fn primitive(name: &str) -> Option<Node> {
@@ -238,7 +264,11 @@ impl Parser {
                             let ft = f.get("type").ok_or_else(|| format!("field {fname} of {full} without \"type\""))?;
                             out.push((fname.to_string(), self.parse(ft, space.as_deref())?));
                         }
-                        self.nodes[id] = Node::Record(out);
+                        let connect = if self.connect { o.get("connect.name").and_then(Json::as_str) } else { None };
+                        let variable = connect == Some("io.debezium.data.VariableScaleDecimal")
+                            && matches!(&out[..], [(s, si), (v, vi)] if s == "scale" && v == "value"
+                                && self.nodes[*si] == Node::Int && self.nodes[*vi] == Node::Bytes);
+                        self.nodes[id] = if variable { Node::VariableScaleDecimal } else { Node::Record(out) };
                         Ok(id)
                     }
                     Some("enum") => {
@@ -285,6 +315,7 @@ impl Parser {
                             ("long", Some("local-timestamp-micros")) => Node::LocalTimestampMicros,
                             ("string", Some("uuid")) => Node::Uuid,
                             ("bytes", Some("decimal")) => decimal(o, None).unwrap_or(base),
+                            _ if self.connect => connect_type(p, o.get("connect.name").and_then(Json::as_str)).unwrap_or(base),
                             _ => base,
                         };
                         Ok(self.push(node))
@@ -296,6 +327,21 @@ impl Parser {
             other => Err(format!("not a schema: {other}")),
         }
     }
+}
+
+/// A Kafka Connect temporal type on its Avro base type (None: not one, or on another base).
+fn connect_type(base: &str, connect_name: Option<&str>) -> Option<Node> {
+    Some(match (base, connect_name?) {
+        ("int", "io.debezium.time.Date" | "org.apache.kafka.connect.data.Date") => Node::Date,
+        ("int", "io.debezium.time.Time" | "org.apache.kafka.connect.data.Time") => Node::TimeMillis,
+        ("long", "io.debezium.time.MicroTime") => Node::TimeMicros,
+        ("long", "io.debezium.time.NanoTime") => Node::TimeNanos,
+        ("long", "io.debezium.time.Timestamp" | "org.apache.kafka.connect.data.Timestamp") => Node::LocalTimestampMillis,
+        ("long", "io.debezium.time.MicroTimestamp") => Node::LocalTimestampMicros,
+        ("long", "io.debezium.time.NanoTimestamp") => Node::LocalTimestampNanos,
+        ("long", "io.debezium.time.MicroDuration") => Node::MicroDuration,
+        _ => return None,
+    })
 }
 
 /// A valid decimal's node (None: invalid precision/scale, the logical type is ignored).

@@ -7,11 +7,14 @@
 //! base64 decimals with their scale, VariableScaleDecimal, Date, Time/MicroTime/NanoTime,
 //! Timestamp/MicroTimestamp/NanoTimestamp, bytes); without it a field loads as its JSON text, as
 //! format json would load it. Debezium's placeholder for an unchanged TOASTed column is kept
-//! apart (`Row::unavailable`): it never becomes a value.
+//! apart (`Row::unavailable`): it never becomes a value. Format 'debezium-avro' (avro.rs) builds
+//! the same events from Avro envelopes.
 
+mod avro;
 mod collapse;
 mod fields;
 
+pub use avro::{decode_avro_event, decode_avro_key};
 pub use collapse::{collapse, step_of, Collapsed, Fill, Final, Given, Key, Step};
 pub use fields::{base64, Cell, FieldSchema, PLACEHOLDER};
 
@@ -182,3 +185,5 @@ fn fill(o: &Object, schema: Option<&[(String, FieldSchema)]>) -> Result<Row, Dec
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod avro_tests;

@@ -116,7 +116,7 @@ fn the_same_metadata_written_otherwise_is_no_change() {
 }
 
 #[test]
-fn decoded_formats_take_no_copy_options_and_unwired_ones_are_refused() {
+fn decoded_formats_take_no_copy_options() {
     let with = |format: &str, delimiter: Option<String>| Args { format: s(format), delimiter, ..Args::default() };
     let e = Spec::check(System::Kafka, with("avro", s(";"))).unwrap_err();
     assert_eq!((e.sqlstate(), e.to_string().as_str()), ("22023", "avro format takes no delimiter (its messages are decoded, not read as COPY text)"));
@@ -124,10 +124,11 @@ fn decoded_formats_take_no_copy_options_and_unwired_ones_are_refused() {
         assert_eq!(Spec::check(sys, with("avro", None)).unwrap().opts.format, crate::format::Format::Avro);
         assert_eq!(Spec::check(sys, with("protobuf", None)).unwrap().opts.format, crate::format::Format::Protobuf);
     }
-    for f in ["debezium-avro"] {
-        let e = Spec::check(System::Kinesis, with(f, None)).unwrap_err();
-        assert_eq!((e.sqlstate(), e.to_string()), ("0A000", format!("format {f} is not supported yet")));
-    }
+    // every format is consumable now: debezium-avro is a change-event format (upsert by default)
+    let spec = Spec::check(System::Kinesis, with("debezium-avro", None)).unwrap();
+    assert_eq!((spec.opts.format, spec.mode), (crate::format::Format::DebeziumAvro, Mode::Upsert));
+    let e = Spec::check(System::Kafka, with("debezium-avro", s(";"))).unwrap_err();
+    assert_eq!(e.sqlstate(), "22023");
 }
 
 #[test]
@@ -148,8 +149,7 @@ fn debezium_is_applied_by_key_upsert_by_default_replicate_for_truncates() {
 
 #[test]
 fn schema_registry_formats_are_accepted_and_keep_their_registry() {
-    // protobuf and debezium-avro are refused (0A000) until their decoders are wired.
-    for f in ["avro"] {
+    for f in ["avro", "protobuf", "debezium-avro"] {
         let given = Args { format: s(f), schema_registry: s("http://r:1/apis/ccompat/v7"), ..Args::default() };
         let spec = Spec::check(System::Kafka, given.clone()).unwrap();
         assert_eq!(spec.opts.format.name(), f);
