@@ -17,6 +17,15 @@ thread_local! {
 }
 
 thread_local! {
+    /// What the running COPY reads before and after the buffer (COPY BINARY's header and
+    /// trailer; empty for text and csv).
+    static FRAME: Cell<(&'static [u8], &'static [u8])> = const { Cell::new((&[], &[])) };
+}
+
+/// COPY BINARY's trailer: a field count of -1.
+const BINARY_TRAILER: &[u8] = &[0xff, 0xff];
+
+thread_local! {
     /// The line (as COPY counts them) of the last ERROR raised inside the running COPY's row
     /// processing; None when the error came from elsewhere (statement triggers, our own checks).
     static ERROR_LINE: Cell<Option<u64>> = const { Cell::new(None) };
@@ -52,7 +61,8 @@ extern "C-unwind" fn note_error_line(arg: *mut c_void) {
             e = (*e).previous;
         }
         // the first entry with our cstate as arg is COPY's own callback or ours (not pushed by COPY)
-        let copy_callback = copy_from_error_callback as unsafe extern "C-unwind" fn(*mut c_void) as usize;
+        let copy_callback =
+            copy_from_error_callback as unsafe extern "C-unwind" fn(*mut c_void) as usize;
         if !e.is_null() && (*e).callback.map(|f| f as usize) == Some(copy_callback) {
             line = crate::compat::copy_row_line(arg.cast());
         }
@@ -77,15 +87,39 @@ const FEED_PIECE_MAX: usize = 1 << 16;
 
 #[pg_guard]
 extern "C-unwind" fn feed_copy(outbuf: *mut c_void, _minread: c_int, maxread: c_int) -> c_int {
+    let (prefix, suffix) = FRAME.with(|f| f.get());
     FEED.with(|f| {
         let (ptr, len, pos, piece) = f.get();
         // Small pieces first, doubling: a COPY that fails on an early line (as isolating bad
         // messages does, once per bad message) has copied little beyond it, while a long COPY
         // soon takes COPY's whole buffer (64 kB) at a time.
-        let n = (len - pos).min(maxread.max(0) as usize).min(piece);
-        if n > 0 {
-            // SAFETY: ptr..ptr+len is the caller's live buffer (see `copy_rows`); outbuf holds maxread bytes.
-            unsafe { std::ptr::copy_nonoverlapping(ptr.add(pos), outbuf.cast::<u8>(), n) };
+        let total = prefix.len() + len + suffix.len();
+        let n = (total - pos).min(maxread.max(0) as usize).min(piece);
+        // The stream is prefix, then the buffer, then suffix: copy the part of each in pos..pos+n.
+        let mut done = 0;
+        let mut seg_start = 0;
+        for (seg_ptr, seg_len) in [
+            (prefix.as_ptr(), prefix.len()),
+            (ptr, len),
+            (suffix.as_ptr(), suffix.len()),
+        ] {
+            let (from, to) = (
+                (pos + done).max(seg_start),
+                (pos + n).min(seg_start + seg_len),
+            );
+            if from < to {
+                // SAFETY: each segment is live for the COPY (`copy_rows_framed`: the caller's
+                // buffer, or a static); outbuf holds maxread >= n bytes and done + (to - from) <= n.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        seg_ptr.add(from - seg_start),
+                        outbuf.cast::<u8>().add(done),
+                        to - from,
+                    )
+                };
+                done += to - from;
+            }
+            seg_start += seg_len;
         }
         f.set((ptr, len, pos + n, (piece * 2).min(FEED_PIECE_MAX)));
         n as c_int
@@ -121,7 +155,12 @@ pub fn copy_option_list(opts: &ingest_core::format::CopyOptions) -> CopyOptionLi
 fn c_strings(options: &CopyOptionList) -> Vec<(CString, CString)> {
     options
         .iter()
-        .map(|(k, v)| (CString::new(*k).expect("option name"), CString::new(v.as_str()).expect("option value has no NUL")))
+        .map(|(k, v)| {
+            (
+                CString::new(*k).expect("option name"),
+                CString::new(v.as_str()).expect("option value has no NUL"),
+            )
+        })
         .collect()
 }
 
@@ -147,7 +186,10 @@ unsafe fn def_elems(c_options: &[(CString, CString)]) -> *mut pg_sys::List {
 /// failing later in the worker. Pass the same list the worker will give `copy_rows`.
 pub fn check_copy_options(options: &CopyOptionList) {
     if options.iter().any(|(_, v)| v.contains('\0')) {
-        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "COPY options cannot contain NUL characters");
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "COPY options cannot contain NUL characters",
+        );
     }
     let c_options = c_strings(options);
     // SAFETY: called in a transaction (a SQL function); ProcessCopyOptions reads the palloc'd
@@ -155,7 +197,8 @@ pub fn check_copy_options(options: &CopyOptionList) {
     // panic through pgrx's guard) for a bad option. Nothing is kept after the call.
     unsafe {
         let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
-        let out = pg_sys::palloc0(std::mem::size_of::<pg_sys::CopyFormatOptions>()).cast::<pg_sys::CopyFormatOptions>();
+        let out = pg_sys::palloc0(std::mem::size_of::<pg_sys::CopyFormatOptions>())
+            .cast::<pg_sys::CopyFormatOptions>();
         pg_sys::ProcessCopyOptions(pstate, out, true, def_elems(&c_options));
         pg_sys::pfree(out.cast());
         pg_sys::free_parsestate(pstate);
@@ -165,10 +208,41 @@ pub fn check_copy_options(options: &CopyOptionList) {
 /// COPYs `data` into `relid`. `columns` = the columns named in the data, in order (None = all).
 /// Returns the number of rows COPY processed. Raises PostgreSQL errors (the caller's transaction
 /// or subtransaction takes care of them).
-pub fn copy_rows(relid: pg_sys::Oid, columns: Option<&[&str]>, options: &CopyOptionList, data: &[u8]) -> u64 {
+pub fn copy_rows(
+    relid: pg_sys::Oid,
+    columns: Option<&[&str]>,
+    options: &CopyOptionList,
+    data: &[u8],
+) -> u64 {
+    copy_rows_framed(relid, columns, options, (&[], &[]), data)
+}
+
+/// COPY BINARY of `tuples` (the fast path's: tuples without the header and trailer, which are
+/// added here, so that any run of them is a COPY).
+pub fn copy_rows_binary(relid: pg_sys::Oid, columns: Option<&[&str]>, tuples: &[u8]) -> u64 {
+    let options: CopyOptionList = vec![("format", "binary".to_string())];
+    copy_rows_framed(
+        relid,
+        columns,
+        &options,
+        (ingest_core::rows::HEADER, BINARY_TRAILER),
+        tuples,
+    )
+}
+
+fn copy_rows_framed(
+    relid: pg_sys::Oid,
+    columns: Option<&[&str]>,
+    options: &CopyOptionList,
+    frame: (&'static [u8], &'static [u8]),
+    data: &[u8],
+) -> u64 {
     let c_options = c_strings(options);
-    let c_columns: Option<Vec<CString>> =
-        columns.map(|cols| cols.iter().map(|c| CString::new(*c).expect("column name has no NUL")).collect());
+    let c_columns: Option<Vec<CString>> = columns.map(|cols| {
+        cols.iter()
+            .map(|c| CString::new(*c).expect("column name has no NUL"))
+            .collect()
+    });
 
     // SAFETY: called in a transaction in the main thread; every pointer handed to PostgreSQL is
     // palloc'd (pstrdup) or outlives the call; `data` outlives CopyFrom, and FEED is reset after.
@@ -177,7 +251,14 @@ pub fn copy_rows(relid: pg_sys::Oid, columns: Option<&[&str]>, options: &CopyOpt
         let opened = crate::rel::OpenRelation::open(relid, lockmode);
         let rel = opened.as_ptr();
         let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
-        let nsitem = pg_sys::addRangeTableEntryForRelation(pstate, rel, lockmode, std::ptr::null_mut(), false, false);
+        let nsitem = pg_sys::addRangeTableEntryForRelation(
+            pstate,
+            rel,
+            lockmode,
+            std::ptr::null_mut(),
+            false,
+            false,
+        );
         let perm = crate::compat::InsertPermission::require_insert(nsitem);
 
         let attrs = crate::compat::tuple_attrs((*rel).rd_att);
@@ -196,7 +277,9 @@ pub fn copy_rows(relid: pg_sys::Oid, columns: Option<&[&str]>, options: &CopyOpt
         }
         perm.check(pstate);
 
-        if pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, false) == pg_sys::CheckEnableRlsResult::RLS_ENABLED as c_int {
+        if pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, false)
+            == pg_sys::CheckEnableRlsResult::RLS_ENABLED as c_int
+        {
             raise(
                 PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
                 "row-level security is enabled on the target relation; ingestion uses COPY FROM, which does not support it",
@@ -207,11 +290,15 @@ pub fn copy_rows(relid: pg_sys::Oid, columns: Option<&[&str]>, options: &CopyOpt
         let mut attnames: *mut pg_sys::List = std::ptr::null_mut();
         if let Some(cols) = &c_columns {
             for c in cols {
-                attnames = pg_sys::lappend(attnames, pg_sys::makeString(pg_sys::pstrdup(c.as_ptr())).cast());
+                attnames = pg_sys::lappend(
+                    attnames,
+                    pg_sys::makeString(pg_sys::pstrdup(c.as_ptr())).cast(),
+                );
             }
         }
 
         FEED.with(|f| f.set((data.as_ptr(), data.len(), 0, FEED_PIECE_MIN)));
+        FRAME.with(|f| f.set(frame));
         let cstate = pg_sys::BeginCopyFrom(
             pstate,
             rel,
@@ -239,6 +326,7 @@ pub fn copy_rows(relid: pg_sys::Oid, columns: Option<&[&str]>, options: &CopyOpt
         ERROR_LINE.with(|l| l.set(None));
         pg_sys::EndCopyFrom(cstate);
         FEED.with(|f| f.set((std::ptr::null(), 0, 0, 0)));
+        FRAME.with(|f| f.set((&[], &[])));
 
         pg_sys::free_parsestate(pstate);
         drop(opened);

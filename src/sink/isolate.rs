@@ -9,7 +9,7 @@
 //! `bisect` isolates by halves what has no line to point at (a transform's call, an upsert's
 //! statements): transform and upsert both use it.
 
-use super::copy::{copy_rows, take_error_line, CopyOptionList};
+use super::copy::{copy_rows, copy_rows_binary, take_error_line, CopyOptionList};
 use crate::error::{raise, spi};
 use crate::xact::PgError;
 use ingest_core::format::Format;
@@ -41,10 +41,19 @@ impl BatchSink<'_> {
     /// COPYs the items; returns the messages that failed on their data. An error that is not
     /// about the data (privileges, a missing table, resources) fails the whole batch.
     pub fn insert_isolating(&self, items: &[Item]) -> Result<Vec<Rejected>, PgError> {
-        let mut run = Isolation { items, jobs: Jobs::new(items), attempts: 0 };
+        let mut run = Isolation {
+            items,
+            jobs: Jobs::new(items),
+            attempts: 0,
+        };
         let bad = self.isolate(&mut run, 0..items.len())?;
         if !bad.is_empty() {
-            debug1!("isolated {} bad of {} messages in {} COPY attempts", bad.len(), items.len(), run.attempts);
+            debug1!(
+                "isolated {} bad of {} messages in {} COPY attempts",
+                bad.len(),
+                items.len(),
+                run.attempts
+            );
         }
         Ok(bad)
     }
@@ -67,7 +76,13 @@ impl BatchSink<'_> {
                 break;
             }
             let items = &run.items[rest.clone()];
-            match line.and_then(|l| item_at_line(items, &self.prepared.data, job.get(), l, self.lines())) {
+            // binary COPY counts one line per tuple, as text format does
+            let lines = if jobs.get(job.get()).is_some_and(|j| self.is_binary(j)) {
+                Lines::Text
+            } else {
+                self.lines()
+            };
+            match line.and_then(|l| item_at_line(items, &self.prepared.data, job.get(), l, lines)) {
                 Some(k) => {
                     // The messages before it passed in the failed COPY; usually they go in with
                     // one more (a row buffered for a later flush, or a deferred constraint, can
@@ -101,9 +116,23 @@ impl BatchSink<'_> {
         if self.format != Format::Csv {
             return Lines::Text;
         }
-        let opt = |name: &str| self.copy_options.iter().find(|(k, _)| *k == name).and_then(|(_, v)| v.as_bytes().first().copied());
+        let opt = |name: &str| {
+            self.copy_options
+                .iter()
+                .find(|(k, _)| *k == name)
+                .and_then(|(_, v)| v.as_bytes().first().copied())
+        };
         let quote = opt("quote").unwrap_or(b'"');
-        Lines::Csv { quote, escape: opt("escape").unwrap_or(quote) }
+        Lines::Csv {
+            quote,
+            escape: opt("escape").unwrap_or(quote),
+        }
+    }
+
+    /// A job of COPY BINARY tuples (the fast path).
+    fn is_binary(&self, job: &Chunk) -> bool {
+        job.columns
+            .is_some_and(|set| self.prepared.binary.get(set).copied().unwrap_or(false))
     }
 
     /// COPYs the jobs' rows, one COPY per job; `at` is the job running (the one an error came from).
@@ -111,12 +140,20 @@ impl BatchSink<'_> {
         crate::xact::as_role(self.owner, || {
             for (j, job) in jobs.iter().enumerate() {
                 at.set(j);
-                let cols: Option<Vec<&str>> = job
-                    .columns
-                    .map(|set| self.prepared.column_sets[set].iter().map(|i| self.columns[*i].as_str()).collect());
+                let cols: Option<Vec<&str>> = job.columns.map(|set| {
+                    self.prepared.column_sets[set]
+                        .iter()
+                        .map(|i| self.columns[*i].as_str())
+                        .collect()
+                });
                 let data = &self.prepared.data[job.range.clone()];
-                let n = copy_rows(self.relid, cols.as_deref(), &self.copy_options, data);
-                if n as usize != job.rows && self.format != Format::Csv {
+                let binary = self.is_binary(job);
+                let n = if binary {
+                    copy_rows_binary(self.relid, cols.as_deref(), data)
+                } else {
+                    copy_rows(self.relid, cols.as_deref(), &self.copy_options, data)
+                };
+                if n as usize != job.rows && (binary || self.format != Format::Csv) {
                     raise(
                         PgSqlErrorCode::ERRCODE_BAD_COPY_FILE_FORMAT,
                         format!("COPY took {n} rows where the messages hold {}", job.rows),
@@ -132,7 +169,11 @@ impl BatchSink<'_> {
 
 /// A message rejected with the error its COPY raised.
 fn rejected(item: &Item, e: &PgError) -> Rejected {
-    Rejected { msg: item.msg, error: e.message_with_detail(), sqlstate: e.sqlstate.clone() }
+    Rejected {
+        msg: item.msg,
+        error: e.message_with_detail(),
+        sqlstate: e.sqlstate.clone(),
+    }
 }
 
 /// Runs `attempt` on `msgs` (batch indices, in order) in a subtransaction; when it fails on the
@@ -155,7 +196,11 @@ pub fn bisect<T>(
         }
         Err(e) if !e.is_data_error() => Err(e),
         Err(e) if msgs.len() == 1 => {
-            rejected.push(Rejected { msg: msgs[0], error: e.message_with_detail(), sqlstate: e.sqlstate });
+            rejected.push(Rejected {
+                msg: msgs[0],
+                error: e.message_with_detail(),
+                sqlstate: e.sqlstate,
+            });
             Ok(())
         }
         Err(_) => {

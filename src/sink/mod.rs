@@ -5,6 +5,7 @@
 
 pub mod append;
 pub mod copy;
+pub mod fast;
 pub mod isolate;
 pub mod partitioned;
 pub mod relation;

@@ -12,6 +12,7 @@
 
 use super::copy::{blank_message, copy_message, KafkaMessage};
 use crate::sources::error::SourceError;
+use ingest_core::rows::fast::{prepare_chunk, FastPlan, Pre};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -41,7 +42,9 @@ const HIDDEN_BYTES: usize = 256 << 10;
 
 /// What the reader hands over, with the epoch it was read in.
 pub enum Delivery {
-    Messages(u64, Vec<KafkaMessage>),
+    /// The messages, and what the reader made ready of each for the fast path (rows::fast;
+    /// empty without a plan).
+    Messages(u64, Vec<KafkaMessage>, Vec<Pre>),
     /// An error event or a message carrying an error, as text ("Kafka: ...").
     Error(u64, String),
 }
@@ -50,11 +53,16 @@ struct Shared {
     stop: AtomicBool,
     epoch: AtomicU64,
     gate: Mutex<()>,
+    /// The consumer's fast-path plan (set by the main thread; read once per chunk).
+    plan: Mutex<Option<Arc<FastPlan>>>,
 }
 
 /// librdkafka's queue and client handles, used by the reader thread only while the source keeps
 /// them alive.
-struct QueuePtr(*mut rdkafka_sys::rd_kafka_queue_t, *mut rdkafka_sys::rd_kafka_t);
+struct QueuePtr(
+    *mut rdkafka_sys::rd_kafka_queue_t,
+    *mut rdkafka_sys::rd_kafka_t,
+);
 // SAFETY: librdkafka queues and clients are thread-safe; the source joins the thread before
 // destroying them.
 unsafe impl Send for QueuePtr {}
@@ -83,7 +91,12 @@ impl Reader {
         wake_fd: i32,
         headers: bool,
     ) -> std::io::Result<Reader> {
-        let shared = Arc::new(Shared { stop: AtomicBool::new(false), epoch: AtomicU64::new(0), gate: Mutex::new(()) });
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
+            gate: Mutex::new(()),
+            plan: Mutex::new(None),
+        });
         let (tx, rx) = sync_channel(IN_FLIGHT);
         let (spare_tx, spare_rx) = sync_channel(SPARE_BATCHES);
         let queue = QueuePtr(queue, rk);
@@ -98,13 +111,26 @@ impl Reader {
             libc::sigfillset(&mut all);
             libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         }
-        let spawned = std::thread::Builder::new().name("pi:kafka-reader".to_string()).spawn(move || {
-            let queue = queue;
-            run(&queue, wake_fd, headers, &thread_shared, &tx, &spare_rx)
-        });
+        let spawned = std::thread::Builder::new()
+            .name("pi:kafka-reader".to_string())
+            .spawn(move || {
+                let queue = queue;
+                run(&queue, wake_fd, headers, &thread_shared, &tx, &spare_rx)
+            });
         // SAFETY: restores the mask saved above.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-        Ok(Reader { shared, handle: Some(spawned?), rx, spare_tx })
+        Ok(Reader {
+            shared,
+            handle: Some(spawned?),
+            rx,
+            spare_tx,
+        })
+    }
+
+    /// From the next chunk on, messages are made ready (parsed and converted to COPY BINARY
+    /// tuples, on the reader thread) with `plan`; None: not.
+    pub fn set_plan(&self, plan: Option<Arc<FastPlan>>) {
+        *self.shared.plan.lock().unwrap_or_else(|p| p.into_inner()) = plan;
     }
 
     pub fn epoch(&self) -> u64 {
@@ -124,7 +150,9 @@ impl Reader {
         match self.rx.try_recv() {
             Ok(d) => Ok(Some(d)),
             Err(TryRecvError::Empty) => Ok(None),
-            Err(TryRecvError::Disconnected) => Err(SourceError::Internal("the Kafka reader thread has ended".to_string())),
+            Err(TryRecvError::Disconnected) => Err(SourceError::Internal(
+                "the Kafka reader thread has ended".to_string(),
+            )),
         }
     }
 
@@ -161,7 +189,13 @@ fn wake(fd: i32) {
 
 /// Hands `d` over, waiting while the channel is full unless the reader is asked to stop. With
 /// `pause` (the client), fetching is paused meanwhile (see `HIDDEN_BYTES`).
-fn hand_over(tx: &SyncSender<Delivery>, shared: &Shared, wake_fd: i32, mut d: Delivery, pause: Option<*mut rdkafka_sys::rd_kafka_t>) -> bool {
+fn hand_over(
+    tx: &SyncSender<Delivery>,
+    shared: &Shared,
+    wake_fd: i32,
+    mut d: Delivery,
+    pause: Option<*mut rdkafka_sys::rd_kafka_t>,
+) -> bool {
     let mut paused = false;
     let done = loop {
         match tx.try_send(d) {
@@ -200,7 +234,8 @@ unsafe fn pause_fetching(rk: *mut rdkafka_sys::rd_kafka_t, shared: &Shared, paus
     let mut list: *mut rdkafka_sys::rd_kafka_topic_partition_list_t = std::ptr::null_mut();
     // SAFETY: per the contract; the list librdkafka allocates is destroyed below.
     unsafe {
-        if rdkafka_sys::rd_kafka_assignment(rk, &mut list) != rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+        if rdkafka_sys::rd_kafka_assignment(rk, &mut list)
+            != rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
             || list.is_null()
         {
             return false;
@@ -244,7 +279,10 @@ fn run(
             // The first poll waits (briefly, to see `stop`), the rest take what is there.
             let mut timeout = POLL_MS;
             let mut bytes = 0;
-            while chunk.len() < CHUNK && bytes < CHUNK_BYTES && sizes.payload + sizes.hidden < CHUNK_BYTES {
+            while chunk.len() < CHUNK
+                && bytes < CHUNK_BYTES
+                && sizes.payload + sizes.hidden < CHUNK_BYTES
+            {
                 // SAFETY: the source keeps the queue alive until this thread has been joined.
                 let ev = unsafe { rdkafka_sys::rd_kafka_queue_poll(queue, timeout) };
                 if ev.is_null() {
@@ -255,16 +293,41 @@ fn run(
                 // before that.
                 let before = chunk.len();
                 unsafe { take_event(ev, headers, &mut chunk, &mut stash, &mut errors, &mut sizes) };
-                bytes += chunk[before..].iter().map(KafkaMessage::size).sum::<usize>();
+                bytes += chunk[before..]
+                    .iter()
+                    .map(KafkaMessage::size)
+                    .sum::<usize>();
             }
         }
         let pause = (sizes.hidden >= HIDDEN_BYTES && sizes.hidden >= sizes.payload).then_some(rk);
+        // The fast path's work, here rather than on the main thread (whose time is the COPY's).
+        let plan = shared
+            .plan
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let pre = match plan {
+            Some(plan) if !chunk.is_empty() => prepare_chunk(
+                &plan,
+                chunk.iter().map(|m| m.payload.as_deref()),
+                sizes.payload + chunk.len() * 16,
+            ),
+            _ => Vec::new(),
+        };
         for e in errors {
             if !hand_over(tx, shared, wake_fd, Delivery::Error(epoch, e), None) {
                 return;
             }
         }
-        if !chunk.is_empty() && !hand_over(tx, shared, wake_fd, Delivery::Messages(epoch, chunk), pause) {
+        if !chunk.is_empty()
+            && !hand_over(
+                tx,
+                shared,
+                wake_fd,
+                Delivery::Messages(epoch, chunk, pre),
+                pause,
+            )
+        {
             return;
         }
     }
@@ -286,7 +349,8 @@ unsafe fn header_bytes(m: *const rdkafka_sys::rd_kafka_message_t) -> usize {
     let mut hdrs: *mut rdkafka_sys::rd_kafka_headers_t = std::ptr::null_mut();
     // SAFETY: per the contract; librdkafka parses the headers it holds and keeps them with `m`.
     unsafe {
-        if rdkafka_sys::rd_kafka_message_headers(m, &mut hdrs) != rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+        if rdkafka_sys::rd_kafka_message_headers(m, &mut hdrs)
+            != rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
             || hdrs.is_null()
         {
             return 0;
