@@ -271,7 +271,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
         let mut failing_since: Option<Instant> = None;
         self.publish(&BatchStats::new());
         self.note_streams();
-        if crate::sink::fast::eligible(&self.target) {
+        if crate::guc::FAST_PATH.get() && crate::sink::fast::eligible(&self.target) {
             match in_transaction(|| {
                 crate::sink::fast::plan_for(&self.target, self.target.relid, None)
             }) {

@@ -102,6 +102,19 @@ impl<P: Position> Batch<P> {
         self.pre = pre;
     }
 
+    /// Makes the messages from index `from` on ready with `make` (a source without a reader
+    /// thread, Kinesis: on the main thread, while the batch fills).
+    pub fn prepare_tail(&mut self, from: usize, make: impl FnOnce(&[Message<P>]) -> Vec<crate::rows::fast::Pre>) {
+        if from >= self.messages.len() {
+            return;
+        }
+        let made = make(&self.messages[from..]);
+        if made.len() == self.messages.len() - from {
+            self.pre.resize(from, crate::rows::fast::Pre::Fallback);
+            self.pre.extend(made);
+        }
+    }
+
     /// One entry per message when the source made them ready for the fast path, else None.
     pub fn pre(&self) -> Option<&[crate::rows::fast::Pre]> {
         (!self.pre.is_empty() && self.pre.len() == self.messages.len()).then_some(&self.pre[..])
