@@ -18,12 +18,10 @@ pub const SQLSTATE: &str = "0A000";
 pub fn table_kind(relid: pg_sys::Oid) -> Option<String> {
     // pg_dist_partition exists only where `CREATE EXTENSION citus` ran; to_regclass avoids an error
     // (and a dependency on Citus) everywhere else.
-    let installed = Spi::get_one::<bool>(
-        "SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL",
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(false);
+    let installed = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL")
+        .ok()
+        .flatten()
+        .unwrap_or(false);
     if !installed {
         return None;
     }

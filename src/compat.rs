@@ -18,9 +18,7 @@ use pgrx::pg_sys;
 #[cfg(not(any(feature = "pg15", feature = "pg18")))]
 compile_error!("build with exactly one of the features pg15 or pg18");
 #[cfg(all(feature = "pg15", feature = "pg18"))]
-compile_error!(
-    "the features pg15 and pg18 exclude each other (use --no-default-features --features pg18)"
-);
+compile_error!("the features pg15 and pg18 exclude each other (use --no-default-features --features pg18)");
 
 /// Where COPY FROM's INSERT permission of one relation is recorded before it is checked.
 pub struct InsertPermission {
@@ -56,9 +54,7 @@ impl InsertPermission {
     /// In the memory context the namespace item was made in.
     pub unsafe fn add_column(&self, attno: i32) {
         // SAFETY: target is valid (require_insert); bms_add_member reallocates in the current context.
-        unsafe {
-            (*self.target).insertedCols = pg_sys::bms_add_member((*self.target).insertedCols, attno)
-        };
+        unsafe { (*self.target).insertedCols = pg_sys::bms_add_member((*self.target).insertedCols, attno) };
     }
 
     /// Raises PostgreSQL's permission error (42501) unless the current user may insert into the
@@ -72,11 +68,7 @@ impl InsertPermission {
             #[cfg(feature = "pg15")]
             pg_sys::ExecCheckRTPerms((*pstate).p_rtable, true);
             #[cfg(feature = "pg18")]
-            pg_sys::ExecCheckPermissions(
-                (*pstate).p_rtable,
-                pg_sys::lappend(std::ptr::null_mut(), self.target.cast()),
-                true,
-            );
+            pg_sys::ExecCheckPermissions((*pstate).p_rtable, pg_sys::lappend(std::ptr::null_mut(), self.target.cast()), true);
         }
     }
 }
@@ -93,11 +85,7 @@ pub unsafe fn tuple_attrs<'a>(tupdesc: pg_sys::TupleDesc) -> &'a [pg_sys::FormDa
         #[cfg(feature = "pg15")]
         return (*tupdesc).attrs.as_slice(natts);
         #[cfg(feature = "pg18")]
-        return if natts == 0 {
-            &[]
-        } else {
-            std::slice::from_raw_parts(pg_sys::TupleDescAttr(tupdesc, 0), natts)
-        };
+        return if natts == 0 { &[] } else { std::slice::from_raw_parts(pg_sys::TupleDescAttr(tupdesc, 0), natts) };
     }
 }
 
@@ -105,10 +93,7 @@ pub unsafe fn tuple_attrs<'a>(tupdesc: pg_sys::TupleDesc) -> &'a [pg_sys::FormDa
 ///
 /// # Safety
 /// As pqsignal: called in the process's main thread, with a handler that is async-signal-safe.
-pub unsafe fn set_signal(
-    signo: std::ffi::c_int,
-    handler: unsafe extern "C-unwind" fn(std::ffi::c_int),
-) {
+pub unsafe fn set_signal(signo: std::ffi::c_int, handler: unsafe extern "C-unwind" fn(std::ffi::c_int)) {
     // SAFETY: as the caller guarantees.
     unsafe {
         #[cfg(feature = "pg15")]
@@ -159,9 +144,7 @@ pub unsafe fn copy_state_layout_ok(cstate: pg_sys::CopyFromState, rel: pg_sys::R
     // SAFETY: CopyFromStateData starts with these fields (palloc'd, larger than the head).
     unsafe {
         let head = cstate.cast::<CopyFromStateHead>();
-        (*head).rel == rel
-            && (*head).cur_relname == (*(*rel).rd_rel).relname.data.as_ptr()
-            && (*head).cur_lineno == 0
+        (*head).rel == rel && (*head).cur_relname == (*(*rel).rd_rel).relname.data.as_ptr() && (*head).cur_lineno == 0
     }
 }
 

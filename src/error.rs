@@ -10,12 +10,7 @@ pub fn raise(code: PgSqlErrorCode, message: impl Into<String>) -> ! {
 }
 
 #[track_caller]
-pub fn raise_with(
-    code: PgSqlErrorCode,
-    message: impl Into<String>,
-    detail: Option<String>,
-    hint: Option<String>,
-) -> ! {
+pub fn raise_with(code: PgSqlErrorCode, message: impl Into<String>, detail: Option<String>, hint: Option<String>) -> ! {
     let mut r = ErrorReport::new(code, message.into(), "pipeline_ingest");
     if let Some(d) = detail {
         r = r.set_detail(d);
@@ -33,10 +28,7 @@ pub fn raise_with(
 pub fn required<T>(value: Option<T>, name: &str) -> T {
     match value {
         Some(v) => v,
-        None => raise(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            format!("{name} must not be NULL"),
-        ),
+        None => raise(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{name} must not be NULL")),
     }
 }
 
@@ -45,9 +37,6 @@ pub fn required<T>(value: Option<T>, name: &str) -> T {
 pub fn spi<T>(r: pgrx::spi::SpiResult<T>) -> T {
     match r {
         Ok(v) => v,
-        Err(e) => raise(
-            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            format!("pipeline_ingest catalog access failed: {e}"),
-        ),
+        Err(e) => raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("pipeline_ingest catalog access failed: {e}")),
     }
 }

@@ -4,8 +4,7 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::ffi::CString;
 
 /// Database the launcher connects to (to list databases; it shows in pg_stat_activity there).
-pub static LAUNCHER_DATABASE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+pub static LAUNCHER_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 /// How long SQL functions wait for a broker to answer (metadata, watermarks), in milliseconds.
 /// Superuser-only, and capped: a role must not hold a backend (and its locks) on a broker for long.
 pub static BROKER_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(5000);
@@ -134,8 +133,5 @@ pub fn max_batch_bytes() -> usize {
 }
 
 pub fn launcher_database() -> String {
-    LAUNCHER_DATABASE
-        .get()
-        .and_then(|c| c.into_string().ok())
-        .unwrap_or_else(|| "postgres".to_string())
+    LAUNCHER_DATABASE.get().and_then(|c| c.into_string().ok()).unwrap_or_else(|| "postgres".to_string())
 }

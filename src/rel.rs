@@ -18,9 +18,7 @@ impl OpenRelation {
     /// transaction (before its commit or abort).
     pub unsafe fn open(relid: pg_sys::Oid, lockmode: pg_sys::LOCKMODE) -> OpenRelation {
         // SAFETY: per the contract.
-        OpenRelation {
-            rel: unsafe { pg_sys::table_open(relid, lockmode) },
-        }
+        OpenRelation { rel: unsafe { pg_sys::table_open(relid, lockmode) } }
     }
 
     /// The open relation, valid while the guard lives.

@@ -24,10 +24,7 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry {
-            launcher_pid: 0,
-            slots: [DbSlot::default(); MAX_DATABASES],
-        }
+        Registry { launcher_pid: 0, slots: [DbSlot::default(); MAX_DATABASES] }
     }
 }
 
@@ -86,15 +83,7 @@ unsafe extern "C-unwind" fn forget_me(code: std::ffi::c_int, _arg: pg_sys::Datum
             // starts a new one. A supervisor that did not finish normally (terminated, FATAL,
             // ERROR: exit code != 0) leaves the database marked woken, so the launcher (told of
             // the exit by the postmaster) replaces it at once rather than at its next probe.
-            *s = if code != 0 {
-                DbSlot {
-                    dboid: s.dboid,
-                    wake: true,
-                    ..DbSlot::default()
-                }
-            } else {
-                DbSlot::default()
-            };
+            *s = if code != 0 { DbSlot { dboid: s.dboid, wake: true, ..DbSlot::default() } } else { DbSlot::default() };
         }
     }
 }
@@ -168,12 +157,7 @@ pub fn set_supervisor(dboid: pg_sys::Oid, pid: i32) {
         }
     } else if pid != 0 {
         if let Some(s) = reg.slots.iter_mut().find(|s| s.dboid == 0) {
-            *s = DbSlot {
-                dboid,
-                supervisor_pid: pid,
-                producer_pid: 0,
-                wake: false,
-            };
+            *s = DbSlot { dboid, supervisor_pid: pid, producer_pid: 0, wake: false };
         }
     }
 }
@@ -193,12 +177,7 @@ pub fn set_producer(dboid: pg_sys::Oid, pid: i32) {
 /// Wakes the producer worker of a database (committed outbox rows are waiting).
 pub fn wake_producer(dboid: pg_sys::Oid) {
     let dboid = dboid.to_u32();
-    let pid = REGISTRY
-        .share()
-        .slots
-        .iter()
-        .find(|s| s.dboid == dboid)
-        .map_or(0, |s| s.producer_pid);
+    let pid = REGISTRY.share().slots.iter().find(|s| s.dboid == dboid).map_or(0, |s| s.producer_pid);
     if pid > 0 {
         signal(pid);
     } else {
@@ -209,10 +188,10 @@ pub fn wake_producer(dboid: pg_sys::Oid) {
 
 pub const MAX_PARTITION_SLOTS: usize = 2048;
 
-use ingest_core::position::StreamKey;
 /// Which system a consumer reads: the one notion (`ingest_core::position::System`), under the name
 /// the API and catalog code know it by.
 pub use ingest_core::position::System as SourceKind;
+use ingest_core::position::StreamKey;
 
 /// Progress of one stream (partition, shard) of one consumer, written by its worker after every
 /// batch, read by the consumer_status views (cheap: no broker call, no catalog write per batch).
@@ -248,9 +227,7 @@ pub struct PartitionStatus {
 
 impl Default for PartitionStatus {
     fn default() -> Self {
-        PartitionStatus {
-            slots: [PartitionSlot::default(); MAX_PARTITION_SLOTS],
-        }
+        PartitionStatus { slots: [PartitionSlot::default(); MAX_PARTITION_SLOTS] }
     }
 }
 
@@ -258,8 +235,7 @@ impl Default for PartitionStatus {
 unsafe impl PGRXSharedMemory for PartitionStatus {}
 
 // SAFETY: the name is unique to this extension.
-pub static PARTITIONS: PgLwLock<PartitionStatus> =
-    unsafe { PgLwLock::new(c"pipeline_ingest_partitions") };
+pub static PARTITIONS: PgLwLock<PartitionStatus> = unsafe { PgLwLock::new(c"pipeline_ingest_partitions") };
 
 pub fn init_status() {
     pg_shmem_init!(PARTITIONS);
@@ -281,27 +257,14 @@ pub fn update_partition(
     let idx = st
         .slots
         .iter()
-        .position(|s| {
-            s.dboid == dboid
-                && s.source == source
-                && s.consumer_id == consumer_id
-                && s.stream == stream
-        })
+        .position(|s| s.dboid == dboid && s.source == source && s.consumer_id == consumer_id && s.stream == stream)
         .or_else(|| st.slots.iter().position(|s| s.dboid == 0));
     match idx {
         Some(i) => {
             let slot = &mut st.slots[i];
             if slot.dboid == 0 {
                 // high_watermark -1: not known yet (lag NULL, not 0).
-                *slot = PartitionSlot {
-                    dboid,
-                    source,
-                    consumer_id,
-                    stream,
-                    partition: number,
-                    high_watermark: -1,
-                    ..Default::default()
-                };
+                *slot = PartitionSlot { dboid, source, consumer_id, stream, partition: number, high_watermark: -1, ..Default::default() };
             }
             f(slot);
             true
@@ -313,13 +276,7 @@ pub fn update_partition(
 /// The slots of a database's consumers of one system.
 pub fn partitions_of(dboid: pg_sys::Oid, source: SourceKind) -> Vec<PartitionSlot> {
     let dboid = dboid.to_u32();
-    PARTITIONS
-        .share()
-        .slots
-        .iter()
-        .filter(|s| s.dboid == dboid && s.source == source as i32)
-        .copied()
-        .collect()
+    PARTITIONS.share().slots.iter().filter(|s| s.dboid == dboid && s.source == source as i32).copied().collect()
 }
 
 /// Frees the slots of a system's consumers that no longer exist in a database.

@@ -16,12 +16,7 @@ pub struct PgError {
 
 impl std::fmt::Display for PgError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} [SQLSTATE {}]",
-            self.message_with_detail(),
-            self.sqlstate
-        )
+        write!(f, "{} [SQLSTATE {}]", self.message_with_detail(), self.sqlstate)
     }
 }
 
@@ -38,13 +33,13 @@ fn sqlstate_text(code: PgSqlErrorCode) -> String {
 impl From<CaughtError> for PgError {
     fn from(e: CaughtError) -> Self {
         match e {
-            CaughtError::PostgresError(r)
-            | CaughtError::ErrorReport(r)
-            | CaughtError::RustPanic { ereport: r, .. } => PgError {
-                sqlstate: sqlstate_text(r.sql_error_code()),
-                message: r.message().to_string(),
-                detail: r.detail().map(str::to_string),
-            },
+            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) | CaughtError::RustPanic { ereport: r, .. } => {
+                PgError {
+                    sqlstate: sqlstate_text(r.sql_error_code()),
+                    message: r.message().to_string(),
+                    detail: r.detail().map(str::to_string),
+                }
+            }
         }
     }
 }
@@ -200,9 +195,6 @@ impl PgError {
     /// Errors about the data of a message (its values, constraints, triggers rejecting it), as
     /// opposed to errors about the system (privileges, missing tables, resources, locks).
     pub fn is_data_error(&self) -> bool {
-        matches!(
-            &self.sqlstate[..2],
-            "22" | "23" | "P0" | "09" | "27" | "2F" | "38" | "39" | "44"
-        )
+        matches!(&self.sqlstate[..2], "22" | "23" | "P0" | "09" | "27" | "2F" | "38" | "39" | "44")
     }
 }

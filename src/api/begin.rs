@@ -23,36 +23,20 @@ pub struct Prepared {
 /// owner, whose defaults apply),
 /// checked; against `relid` (named `relation` by the caller) when there is one. `transform`: the
 /// transform argument as given.
-pub fn prepare(
-    source: SourceKind,
-    existing: Option<i32>,
-    given: Args,
-    relation: Option<(pg_sys::Oid, &str)>,
-) -> Prepared {
+pub fn prepare(source: SourceKind, existing: Option<i32>, given: Args, relation: Option<(pg_sys::Oid, &str)>) -> Prepared {
     let system = crate::api::metadata_args::system(source);
     let transform_given = given.transform.clone();
     let stored: Option<Stored> = existing.and_then(|id| crate::catalog::spec::stored(source, id));
     let (merged, before) = match &stored {
-        Some(s) => (
-            given.over(&s.args),
-            Spec::check(system, s.args.clone()).ok(),
-        ),
+        Some(s) => (given.over(&s.args), Spec::check(system, s.args.clone()).ok()),
         None => (given, None),
     };
     let mut spec = args::spec(system, merged);
     let checked = relation.map(|(relid, name)| {
-        let transform = args::transform_ref(
-            transform_given.as_deref(),
-            stored.as_ref().and_then(|s| s.transform_oid),
-            &spec,
-        );
+        let transform = args::transform_ref(transform_given.as_deref(), stored.as_ref().and_then(|s| s.transform_oid), &spec);
         args::against_relation(source, relid, name, &mut spec, transform)
     });
-    Prepared {
-        spec,
-        before,
-        checked,
-    }
+    Prepared { spec, before, checked }
 }
 
 /// True when the consumer's owner `owner` is the owner of `relid` (the role it will write as):
@@ -76,11 +60,5 @@ pub fn store(key: Key, owner: pg_sys::Oid, p: &Prepared, config: Option<&str>) -
 
 /// The features of a prepared consumer (the defaults without a relation).
 pub fn features(p: &Prepared) -> Features {
-    p.checked
-        .as_ref()
-        .map(|c| c.features.clone())
-        .unwrap_or_else(|| Features {
-            mode: "append".into(),
-            ..Features::default()
-        })
+    p.checked.as_ref().map(|c| c.features.clone()).unwrap_or_else(|| Features { mode: "append".into(), ..Features::default() })
 }

@@ -38,11 +38,7 @@ fn workers_of(source: SourceKind) -> BTreeMap<i32, usize> {
         spi(Spi::connect(|c| {
             let mut out = Vec::new();
             for row in c.select(query, None, &[])? {
-                out.push((
-                    row.get::<i32>(1)?.unwrap_or_default(),
-                    row.get::<i32>(2)?.unwrap_or(1),
-                    row.get::<String>(3)?,
-                ));
+                out.push((row.get::<i32>(1)?.unwrap_or_default(), row.get::<i32>(2)?.unwrap_or(1), row.get::<String>(3)?));
             }
             Ok::<_, pgrx::spi::SpiError>(out)
         }))
@@ -59,10 +55,7 @@ fn workers_of(source: SourceKind) -> BTreeMap<i32, usize> {
         };
         set.insert(index);
     }
-    indexes
-        .into_iter()
-        .map(|(id, set)| (id, set.len()))
-        .collect()
+    indexes.into_iter().map(|(id, set)| (id, set.len())).collect()
 }
 
 /// Raises a NOTICE when the database's enabled consumers of both systems, `consumer_id` of
@@ -83,11 +76,7 @@ pub fn notice_if_workers_wait(source: SourceKind, consumer_id: i32) {
     }
     .copied()
     .unwrap_or(1);
-    let kept = if budget > 1 {
-        ", one being kept for the producer"
-    } else {
-        ""
-    };
+    let kept = if budget > 1 { ", one being kept for the producer" } else { "" };
     ErrorReport::new(
         PgSqlErrorCode::ERRCODE_WARNING,
         format!(

@@ -14,34 +14,15 @@ use ingest_core::spec::{Args, Spec, SpecError};
 use pgrx::prelude::*;
 
 /// The format and its options as the workers' COPY will use them.
-pub fn copy_options(
-    format: &str,
-    delimiter: Option<&str>,
-    quote: Option<&str>,
-    escape: Option<&str>,
-) -> CopyOptions {
+pub fn copy_options(format: &str, delimiter: Option<&str>, quote: Option<&str>, escape: Option<&str>) -> CopyOptions {
     let owned = |v: Option<&str>| v.map(str::to_string);
     // COPY's own option code judges text and csv options first, exactly as the workers' COPY
     // will (its errors and SQLSTATEs); the json and raw rules and the worker's parse come after.
-    let format_kind = Format::parse(format).unwrap_or_else(|e| {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            e.to_string(),
-        )
-    });
-    let unchecked = CopyOptions {
-        format: format_kind,
-        delimiter: owned(delimiter),
-        quote: owned(quote),
-        escape: owned(escape),
-    };
+    let format_kind = Format::parse(format).unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string()));
+    let unchecked = CopyOptions { format: format_kind, delimiter: owned(delimiter), quote: owned(quote), escape: owned(escape) };
     crate::sink::copy::check_copy_options(&crate::sink::copy::copy_option_list(&unchecked));
-    CopyOptions::new(format, owned(delimiter), owned(quote), owned(escape)).unwrap_or_else(|e| {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            e.to_string(),
-        )
-    })
+    CopyOptions::new(format, owned(delimiter), owned(quote), owned(escape))
+        .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string()))
 }
 
 /// The arguments every consume_begin and preview share: how a message's value becomes rows.
@@ -87,12 +68,7 @@ pub fn raise_spec(e: SpecError) -> ! {
 /// The settings of `args` (laid over a consumer's stored ones already), checked: the format
 /// options as COPY itself judges them, then everything `Spec::check` does.
 pub fn spec(system: System, args: Args) -> Spec {
-    copy_options(
-        args.format.as_deref().unwrap_or("text"),
-        args.delimiter.as_deref(),
-        args.quote.as_deref(),
-        args.escape.as_deref(),
-    );
+    copy_options(args.format.as_deref().unwrap_or("text"), args.delimiter.as_deref(), args.quote.as_deref(), args.escape.as_deref());
     Spec::check(system, args).unwrap_or_else(|e| raise_spec(e))
 }
 
@@ -108,25 +84,11 @@ pub struct Checked {
 /// the caller may write into it as its owner, the columns exist, the metadata columns fit, the
 /// transform function and the upsert keys. `spec.transform` and `spec.key_columns` become what is
 /// stored (the function's schema-qualified signature, the resolved keys).
-pub fn against_relation(
-    source: SourceKind,
-    relid: pg_sys::Oid,
-    relation: &str,
-    spec: &mut Spec,
-    transform: Option<TransformRef>,
-) -> Checked {
+pub fn against_relation(source: SourceKind, relid: pg_sys::Oid, relation: &str, spec: &mut Spec, transform: Option<TransformRef>) -> Checked {
     let owner = check_relation(relid, relation);
     check_columns(spec.columns.as_ref(), relid, relation);
-    let metadata = crate::api::metadata_args::check(
-        source,
-        spec.metadata.as_deref(),
-        relid,
-        relation,
-        &spec.opts,
-        spec.columns.as_ref(),
-    );
-    let features =
-        crate::api::writer_args::check(source, relid, owner, relation, spec, transform, metadata);
+    let metadata = crate::api::metadata_args::check(source, spec.metadata.as_deref(), relid, relation, &spec.opts, spec.columns.as_ref());
+    let features = crate::api::writer_args::check(source, relid, owner, relation, spec, transform, metadata);
     spec.transform = features.transform.clone();
     spec.key_columns = features.key_columns.clone();
     Checked { owner, features }
@@ -134,11 +96,7 @@ pub fn against_relation(
 
 /// The transform to check for a consumer: the one given, else the function the stored consumer
 /// pinned (not its name again: a function of that name created by another role since is not it).
-pub fn transform_ref(
-    given: Option<&str>,
-    pinned: Option<pg_sys::Oid>,
-    kept: &Spec,
-) -> Option<TransformRef> {
+pub fn transform_ref(given: Option<&str>, pinned: Option<pg_sys::Oid>, kept: &Spec) -> Option<TransformRef> {
     match (given, &kept.transform) {
         (Some(name), _) if !name.is_empty() => Some(TransformRef::Name(name.to_string())),
         (Some(_), _) | (None, None) => None,
@@ -152,16 +110,8 @@ pub fn transform_ref(
 /// The oid of the relation a user names (42P01 when there is none).
 pub fn resolve_relation(relation: &str) -> pg_sys::Oid {
     // The regclass cast raises 42P01 for an unknown relation, with the usual message.
-    let oid = spi(Spi::get_one_with_args::<pg_sys::Oid>(
-        "SELECT $1::text::regclass::oid",
-        &[relation.into()],
-    ));
-    oid.unwrap_or_else(|| {
-        raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-            format!("relation \"{relation}\" does not exist"),
-        )
-    })
+    let oid = spi(Spi::get_one_with_args::<pg_sys::Oid>("SELECT $1::text::regclass::oid", &[relation.into()]));
+    oid.unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("relation \"{relation}\" does not exist")))
 }
 
 /// May the current user SET ROLE to `role`? (Superusers may.) Consumers write as their
@@ -180,10 +130,7 @@ pub fn check_relation(relid: pg_sys::Oid, relation: &str) -> pg_sys::Oid {
     ));
     let kind = kind.unwrap_or_default();
     if kind != "r" && kind != "p" {
-        raise(
-            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-            format!("\"{relation}\" is not a table"),
-        );
+        raise(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, format!("\"{relation}\" is not a table"));
     }
     if persistence.as_deref() == Some("t") {
         // Workers are other sessions, which cannot see this session's temporary tables.
@@ -192,24 +139,14 @@ pub fn check_relation(relid: pg_sys::Oid, relation: &str) -> pg_sys::Oid {
             format!("\"{relation}\" is a temporary table; consumers write from their own sessions, which cannot see it"),
         );
     }
-    let (_, owner) = consumers::relation_name_and_owner(relid).unwrap_or_else(|| {
-        raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-            format!("relation \"{relation}\" does not exist"),
-        )
-    });
+    let (_, owner) = consumers::relation_name_and_owner(relid)
+        .unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("relation \"{relation}\" does not exist")));
     if !may_become(owner) {
         raise_with(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!(
-                "must be able to SET ROLE {} (the owner of \"{relation}\") to consume into it",
-                consumers::role_name(owner)
-            ),
+            format!("must be able to SET ROLE {} (the owner of \"{relation}\") to consume into it", consumers::role_name(owner)),
             None,
-            Some(
-                "Consumers write as their table's owner; ask a member of that role or a superuser."
-                    .into(),
-            ),
+            Some("Consumers write as their table's owner; ask a member of that role or a superuser.".into()),
         );
     }
     let may_insert = spi(Spi::get_one_with_args::<bool>(
@@ -218,10 +155,7 @@ pub fn check_relation(relid: pg_sys::Oid, relation: &str) -> pg_sys::Oid {
     ))
     .unwrap_or(false);
     if !may_insert {
-        raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("permission denied for table {relation}"),
-        );
+        raise(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("permission denied for table {relation}"));
     }
     // SAFETY: catalog lookup for an existing relation, in a transaction.
     let rls = unsafe { pg_sys::check_enable_rls(relid, owner, true) };
@@ -241,16 +175,10 @@ pub fn check_columns(cols: Option<&Vec<String>>, relid: pg_sys::Oid, relation: &
     let known = crate::catalog::insertable_columns(relid);
     for (i, c) in cols.iter().enumerate() {
         if !known.contains(c) {
-            raise(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
-                format!("column \"{c}\" of relation \"{relation}\" does not exist or is generated"),
-            );
+            raise(PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN, format!("column \"{c}\" of relation \"{relation}\" does not exist or is generated"));
         }
         if cols[..i].contains(c) {
-            raise(
-                PgSqlErrorCode::ERRCODE_DUPLICATE_COLUMN,
-                format!("column \"{c}\" is named more than once"),
-            );
+            raise(PgSqlErrorCode::ERRCODE_DUPLICATE_COLUMN, format!("column \"{c}\" is named more than once"));
         }
     }
 }

@@ -13,10 +13,7 @@ use std::path::Path;
 #[track_caller]
 pub fn check(path: &str) {
     if path.is_empty() {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            "credfile must not be empty (use NULL for the default)",
-        );
+        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "credfile must not be empty (use NULL for the default)");
     }
     if !Path::new(path).is_absolute() {
         raise_with(

@@ -8,11 +8,11 @@ mod pipeline_kafka {
     use crate::api::legacy::{transform_text, RegProcArg};
     use crate::api::{begin, is_superuser, wake_at_commit, JsonbArg};
     use crate::catalog::spec::Key;
-    use crate::catalog::{consumers, kafka as cat};
-    use crate::error::{raise, raise_with, required};
-    use crate::shmem::SourceKind;
-    use crate::sources::kafka::{client_config, Probe, ProbeError};
     use ingest_core::spec::Args;
+    use crate::catalog::{consumers, kafka as cat};
+    use crate::shmem::SourceKind;
+    use crate::error::{raise, raise_with, required};
+    use crate::sources::kafka::{client_config, Probe, ProbeError};
     use pgrx::datum::TimestampWithTimeZone;
     use pgrx::prelude::*;
     use std::time::Duration;
@@ -21,17 +21,11 @@ mod pipeline_kafka {
     /// checked here, before librdkafka sees any of it (creating a client runs commands and reads
     /// files named in settings): sizes, settings the extension manages, and, unless
     /// `any_setting`, the allow-list for roles that are not superusers (SQLSTATE 42501).
-    fn settings_arg(
-        config: Option<JsonbArg>,
-        any_setting: bool,
-    ) -> serde_json::Map<String, serde_json::Value> {
+    fn settings_arg(config: Option<JsonbArg>, any_setting: bool) -> serde_json::Map<String, serde_json::Value> {
         let map = match config.map(|j| j.parse("config")) {
             None | Some(serde_json::Value::Null) => serde_json::Map::new(),
             Some(serde_json::Value::Object(m)) => m,
-            Some(_) => raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                "config must be a JSON object of librdkafka settings",
-            ),
+            Some(_) => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "config must be a JSON object of librdkafka settings"),
         };
         if let Err(e) = ingest_core::settings::check(&map, any_setting) {
             if e.is_privilege() {
@@ -42,12 +36,7 @@ mod pipeline_kafka {
                     Some("Roles that are not superusers may give only the client tuning settings listed in README.md (Settings, \"Client settings\"); settings that run commands, load code or read files are for superusers.".into()),
                 );
             }
-            raise_with(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                e.to_string(),
-                None,
-                e.hint().map(str::to_string),
-            );
+            raise_with(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string(), None, e.hint().map(str::to_string));
         }
         map
     }
@@ -66,10 +55,7 @@ mod pipeline_kafka {
     fn add_broker(hostname: Option<&str>, config: default!(Option<JsonbArg>, "NULL")) {
         let hostname = required(hostname, "hostname");
         if let Err(e) = ingest_core::broker::parse_broker(hostname) {
-            raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                e.to_string(),
-            );
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
         }
         // Broker management is granted by a superuser, but settings that run commands or read
         // files stay superuser-only there too.
@@ -77,23 +63,13 @@ mod pipeline_kafka {
         let cfg = client_config(&[hostname.to_string()], &[&settings])
             .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e));
         if let Err(e) = crate::sources::kafka::check_settings(&cfg) {
-            raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("invalid Kafka client setting: {e}"),
-            );
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("invalid Kafka client setting: {e}"));
         }
         if cat::broker_exists(hostname) {
-            raise(
-                PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
-                format!("Kafka broker \"{hostname}\" already exists"),
-            );
+            raise(PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT, format!("Kafka broker \"{hostname}\" already exists"));
         }
         let (shown, secrets) = ingest_core::settings::split_secrets(&settings);
-        cat::insert_broker(
-            hostname,
-            &serde_json::Value::Object(shown).to_string(),
-            &secrets,
-        );
+        cat::insert_broker(hostname, &serde_json::Value::Object(shown).to_string(), &secrets);
         restart_consumers_at_commit();
     }
 
@@ -102,10 +78,7 @@ mod pipeline_kafka {
     fn remove_broker(hostname: Option<&str>) {
         let hostname = required(hostname, "hostname");
         if !cat::delete_broker(hostname) {
-            raise(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                format!("Kafka broker \"{hostname}\" does not exist"),
-            );
+            raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("Kafka broker \"{hostname}\" does not exist"));
         }
         restart_consumers_at_commit();
     }
@@ -138,28 +111,8 @@ mod pipeline_kafka {
         columns: Option<Vec<Option<String>>>,
     ) -> i32 {
         kafka_consume_begin_v070(
-            topic,
-            relation,
-            format,
-            delimiter,
-            quote,
-            escape,
-            batchsize,
-            maxbytes,
-            parallelism,
-            start_offset,
-            timeout,
-            group_id,
-            config,
-            on_error,
-            max_dead_letters,
-            columns,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
+            topic, relation, format, delimiter, quote, escape, batchsize, maxbytes, parallelism, start_offset, timeout, group_id,
+            config, on_error, max_dead_letters, columns, None, None, None, None, None, None,
         )
     }
 
@@ -193,28 +146,8 @@ mod pipeline_kafka {
     ) -> i32 {
         let transform = transform_text(transform);
         kafka_consume_begin_v070(
-            topic,
-            relation,
-            format,
-            delimiter,
-            quote,
-            escape,
-            batchsize,
-            maxbytes,
-            parallelism,
-            start_offset,
-            timeout,
-            group_id,
-            config,
-            on_error,
-            max_dead_letters,
-            columns,
-            metadata,
-            transform.as_deref(),
-            mode,
-            key_columns,
-            key_format,
-            start_time,
+            topic, relation, format, delimiter, quote, escape, batchsize, maxbytes, parallelism, start_offset, timeout, group_id,
+            config, on_error, max_dead_letters, columns, metadata, transform.as_deref(), mode, key_columns, key_format, start_time,
         )
     }
 
@@ -253,10 +186,7 @@ mod pipeline_kafka {
         let topic = required(topic, "topic");
         let relation = required(relation, "relation");
         if let Err(e) = ingest_core::broker::check_topic(topic) {
-            raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                e.to_string(),
-            );
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
         }
         let given = Args {
             batchsize,
@@ -266,21 +196,9 @@ mod pipeline_kafka {
             on_error: on_error.map(str::to_string),
             max_dead_letters,
             group_id: group_id.map(str::to_string),
-            ..args::row_args(
-                format,
-                delimiter,
-                quote,
-                escape,
-                columns,
-                metadata,
-                transform,
-                mode,
-                key_columns,
-                key_format,
-            )
+            ..args::row_args(format, delimiter, quote, escape, columns, metadata, transform, mode, key_columns, key_format)
         };
-        ingest_core::spec::check_kafka_start(start_offset, start_time.is_some())
-            .unwrap_or_else(|e| args::raise_spec(e));
+        ingest_core::spec::check_kafka_start(start_offset, start_time.is_some()).unwrap_or_else(|e| args::raise_spec(e));
         // The caller's own rights decide: a superuser may give any setting (but the reserved ones).
         let config_by_superuser = is_superuser();
         let extra = config.map(|c| settings_arg(Some(c), config_by_superuser));
@@ -290,26 +208,16 @@ mod pipeline_kafka {
         // new owner adopts it here, offsets included.
         let existing = cat::consumer_by_key(topic, relid).or_else(|| {
             let (name, _) = consumers::relation_name_and_owner(relid)?;
-            let c = cat::consumers_of_missing_relation(topic, &name)
-                .into_iter()
-                .next()?;
+            let c = cat::consumers_of_missing_relation(topic, &name).into_iter().next()?;
             consumers::set_relation(SourceKind::Kafka, c.id, relid);
             Some(c)
         });
         // A consumer that changes hands keeps nothing of its old owner's settings (its client
         // settings and secrets least of all): the arguments not given take their defaults.
-        let kept = existing
-            .as_ref()
-            .filter(|c| begin::same_owner(c.owner, relid))
-            .map(|c| c.id);
-        let extra =
-            extra.or_else(|| (existing.is_some() && kept.is_none()).then(serde_json::Map::new));
+        let kept = existing.as_ref().filter(|c| begin::same_owner(c.owner, relid)).map(|c| c.id);
+        let extra = extra.or_else(|| (existing.is_some() && kept.is_none()).then(serde_json::Map::new));
         let prepared = begin::prepare(SourceKind::Kafka, kept, given, Some((relid, relation)));
-        let owner = prepared
-            .checked
-            .as_ref()
-            .map(|c| c.owner)
-            .unwrap_or_default();
+        let owner = prepared.checked.as_ref().map(|c| c.owner).unwrap_or_default();
         // Range-checked before anything is stored (22023 / 22008).
         start_time.map(crate::api::seek::epoch_us);
 
@@ -323,21 +231,15 @@ mod pipeline_kafka {
             );
         }
         // The consumer's settings: those given, else those stored (secrets included).
-        let consumer_config = extra
-            .clone()
-            .or_else(|| existing.as_ref().map(|c| c.settings.config.clone()))
-            .unwrap_or_default();
+        let consumer_config = extra.clone().or_else(|| existing.as_ref().map(|c| c.settings.config.clone())).unwrap_or_default();
         let mut cfg = client_config(&brokers, &[&broker_config, &consumer_config])
             .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e));
         if let Some(g) = &prepared.spec.group_id {
             cfg.set("group.id", g);
         }
         let timeout_ms = crate::guc::BROKER_TIMEOUT_MS.get().max(100) as u64;
-        let probe = Probe::new(&cfg, Duration::from_millis(timeout_ms))
-            .unwrap_or_else(|e| probe_error(topic, e));
-        let partitions = probe
-            .partitions(topic)
-            .unwrap_or_else(|e| probe_error(topic, e));
+        let probe = Probe::new(&cfg, Duration::from_millis(timeout_ms)).unwrap_or_else(|e| probe_error(topic, e));
+        let partitions = probe.partitions(topic).unwrap_or_else(|e| probe_error(topic, e));
 
         if let Some(c) = existing.as_ref().filter(|c| c.owner != owner) {
             // Whoever calls (a superuser too), the consumer writes as the table's owner.
@@ -348,15 +250,8 @@ mod pipeline_kafka {
             );
         }
         let split = extra.as_ref().map(ingest_core::settings::split_secrets);
-        let config_text = split
-            .as_ref()
-            .map(|(shown, _)| serde_json::Value::Object(shown.clone()).to_string());
-        let id = begin::store(
-            Key::Kafka { topic, relid },
-            owner,
-            &prepared,
-            config_text.as_deref(),
-        );
+        let config_text = split.as_ref().map(|(shown, _)| serde_json::Value::Object(shown.clone()).to_string());
+        let id = begin::store(Key::Kafka { topic, relid }, owner, &prepared, config_text.as_deref());
         if let Some((_, secrets)) = &split {
             cat::set_config_by_superuser(id, config_by_superuser);
             cat::set_consumer_secrets(id, secrets);
@@ -383,16 +278,12 @@ mod pipeline_kafka {
         // none is), stored like start_offset; partitions created later the worker finds by time.
         if let Some(t) = start_time {
             let time_ms = crate::sources::kafka::time_ms_from_us(crate::api::seek::epoch_us(t));
-            let next = probe
-                .offsets_for_time(topic, &partitions, time_ms)
-                .unwrap_or_else(|e| probe_error(topic, e));
+            let next = probe.offsets_for_time(topic, &partitions, time_ms).unwrap_or_else(|e| probe_error(topic, e));
             cat::clear_offsets(id);
             cat::save_offsets(id, &next);
         }
         if let Some(s) = start {
-            let next = probe
-                .start_offsets(topic, &partitions, s)
-                .unwrap_or_else(|e| probe_error(topic, e));
+            let next = probe.start_offsets(topic, &partitions, s).unwrap_or_else(|e| probe_error(topic, e));
             cat::clear_offsets(id);
             cat::save_offsets(id, &next);
         }
@@ -405,9 +296,7 @@ mod pipeline_kafka {
     /// stored offsets. Returns how many were started.
     #[pg_extern(volatile, parallel_unsafe, name = "consume_begin")]
     fn consume_begin_all() -> i32 {
-        let all = cat::all_consumers()
-            .into_iter()
-            .map(|c| (c.id, c.owner, c.enabled));
+        let all = cat::all_consumers().into_iter().map(|c| (c.id, c.owner, c.enabled));
         crate::api::set_all_enabled(SourceKind::Kafka, all, true)
     }
 
@@ -415,10 +304,7 @@ mod pipeline_kafka {
     /// relation was dropped.
     #[pg_extern(volatile, parallel_unsafe)]
     fn consume_end(topic: Option<&str>, relation: Option<&str>) {
-        let c = crate::api::named_kafka_consumer(
-            required(topic, "topic"),
-            required(relation, "relation"),
-        );
+        let c = crate::api::named_kafka_consumer(required(topic, "topic"), required(relation, "relation"));
         consumers::set_enabled(SourceKind::Kafka, c.id, false);
         wake_at_commit();
     }
@@ -427,10 +313,7 @@ mod pipeline_kafka {
     /// its offsets, secret settings and dead letters. Its workers stop.
     #[pg_extern(volatile, parallel_unsafe)]
     fn consume_drop(topic: Option<&str>, relation: Option<&str>) {
-        let c = crate::api::named_kafka_consumer(
-            required(topic, "topic"),
-            required(relation, "relation"),
-        );
+        let c = crate::api::named_kafka_consumer(required(topic, "topic"), required(relation, "relation"));
         consumers::delete_consumer(SourceKind::Kafka, c.id);
         wake_at_commit();
     }
@@ -438,9 +321,7 @@ mod pipeline_kafka {
     /// Stops every consumer of this database that the current user may manage. Returns how many.
     #[pg_extern(volatile, parallel_unsafe, name = "consume_end")]
     fn consume_end_all() -> i32 {
-        let all = cat::all_consumers()
-            .into_iter()
-            .map(|c| (c.id, c.owner, c.enabled));
+        let all = cat::all_consumers().into_iter().map(|c| (c.id, c.owner, c.enabled));
         crate::api::set_all_enabled(SourceKind::Kafka, all, false)
     }
 }

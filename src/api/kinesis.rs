@@ -8,11 +8,11 @@ mod pipeline_kinesis {
     use crate::api::legacy::{transform_text, RegProcArg};
     use crate::api::{begin, wake_at_commit, JsonbArg};
     use crate::catalog::spec::Key;
+    use ingest_core::spec::{Args, KinesisStart};
     use crate::catalog::{consumers, kinesis as cat};
     use crate::error::{raise, raise_with, required};
     use crate::shmem::SourceKind;
     use ingest_core::kinesis::read::OutsideShard;
-    use ingest_core::spec::{Args, KinesisStart};
     use ingest_kinesis::{Kinesis, KinesisError};
     use pgrx::datum::TimestampWithTimeZone;
     use pgrx::prelude::*;
@@ -30,35 +30,21 @@ mod pipeline_kinesis {
         let name = crate::error::required(name, "name");
         let region = crate::error::required(region, "region");
         if name.trim().is_empty() {
-            raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                "endpoint name must not be empty",
-            );
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "endpoint name must not be empty");
         }
         if region.trim().is_empty() {
-            raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                "region must not be empty",
-            );
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "region must not be empty");
         }
         if let Some(u) = url {
-            if !(u.starts_with("http://") || u.starts_with("https://"))
-                || u.len() <= "https://".len()
-            {
-                raise(
-                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                    format!("url \"{u}\" must start with http:// or https://"),
-                );
+            if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() <= "https://".len() {
+                raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("url \"{u}\" must start with http:// or https://"));
             }
         }
         if let Some(path) = credfile {
             crate::api::credfile::check(path);
         }
         if cat::endpoint_exists(name) {
-            raise(
-                PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
-                format!("Kinesis endpoint \"{name}\" already exists"),
-            );
+            raise(PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT, format!("Kinesis endpoint \"{name}\" already exists"));
         }
         cat::insert_endpoint(name, region, credfile, url);
     }
@@ -77,10 +63,7 @@ mod pipeline_kinesis {
             );
         }
         if !cat::delete_endpoint(name) {
-            raise(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                format!("Kinesis endpoint \"{name}\" does not exist"),
-            );
+            raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("Kinesis endpoint \"{name}\" does not exist"));
         }
     }
 
@@ -91,18 +74,12 @@ mod pipeline_kinesis {
         let map = match config.map(|j| j.parse("config")) {
             None | Some(serde_json::Value::Null) => serde_json::Map::new(),
             Some(serde_json::Value::Object(m)) => m,
-            Some(_) => raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                "config must be a JSON object (or NULL)",
-            ),
+            Some(_) => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "config must be a JSON object (or NULL)"),
         };
         for (key, value) in &map {
             match key.as_str() {
                 "retry_max_ms" => {
-                    if !value
-                        .as_i64()
-                        .is_some_and(|v| (1000..=600_000).contains(&v))
-                    {
+                    if !value.as_i64().is_some_and(|v| (1000..=600_000).contains(&v)) {
                         raise(
                             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
                             format!("config retry_max_ms must be an integer from 1000 to 600000 (milliseconds), got {value}"),
@@ -121,10 +98,7 @@ mod pipeline_kinesis {
                     PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
                     format!("unknown Kinesis consumer setting \"{key}\""),
                     None,
-                    Some(format!(
-                        "The settings are retry_max_ms and {}.",
-                        OutsideShard::SETTING
-                    )),
+                    Some(format!("The settings are retry_max_ms and {}.", OutsideShard::SETTING)),
                 ),
             }
         }
@@ -203,28 +177,8 @@ mod pipeline_kinesis {
         columns: Option<Vec<Option<String>>>,
     ) -> i32 {
         kinesis_consume_begin_v070(
-            endpoint,
-            stream,
-            relation,
-            format,
-            delimiter,
-            quote,
-            escape,
-            batchsize,
-            parallelism,
-            start_offset,
-            start_time,
-            timeout,
-            poll_interval,
-            config,
-            on_error,
-            max_dead_letters,
-            columns,
-            None,
-            None,
-            None,
-            None,
-            None,
+            endpoint, stream, relation, format, delimiter, quote, escape, batchsize, parallelism, start_offset, start_time, timeout,
+            poll_interval, config, on_error, max_dead_letters, columns, None, None, None, None, None,
         )
     }
 
@@ -258,28 +212,8 @@ mod pipeline_kinesis {
     ) -> i32 {
         let transform = transform_text(transform);
         kinesis_consume_begin_v070(
-            endpoint,
-            stream,
-            relation,
-            format,
-            delimiter,
-            quote,
-            escape,
-            batchsize,
-            parallelism,
-            start_offset,
-            start_time,
-            timeout,
-            poll_interval,
-            config,
-            on_error,
-            max_dead_letters,
-            columns,
-            metadata,
-            transform.as_deref(),
-            mode,
-            key_columns,
-            key_format,
+            endpoint, stream, relation, format, delimiter, quote, escape, batchsize, parallelism, start_offset, start_time, timeout,
+            poll_interval, config, on_error, max_dead_letters, columns, metadata, transform.as_deref(), mode, key_columns, key_format,
         )
     }
 
@@ -330,29 +264,15 @@ mod pipeline_kinesis {
             poll_interval,
             on_error: on_error.map(str::to_string),
             max_dead_letters,
-            ..args::row_args(
-                format,
-                delimiter,
-                quote,
-                escape,
-                columns,
-                metadata,
-                transform,
-                mode,
-                key_columns,
-                key_format,
-            )
+            ..args::row_args(format, delimiter, quote, escape, columns, metadata, transform, mode, key_columns, key_format)
         };
-        let start = ingest_core::spec::kinesis_start(
-            start_offset,
-            start_time.map(crate::api::seek::epoch_us),
-        )
-        .unwrap_or_else(|e| args::raise_spec(e))
-        .map(|s| match (s, start_time) {
-            (KinesisStart::TrimHorizon, _) => cat::Start::TrimHorizon,
-            (KinesisStart::At(_), Some(t)) => cat::Start::At(t),
-            _ => cat::Start::Now,
-        });
+        let start = ingest_core::spec::kinesis_start(start_offset, start_time.map(crate::api::seek::epoch_us))
+            .unwrap_or_else(|e| args::raise_spec(e))
+            .map(|s| match (s, start_time) {
+                (KinesisStart::TrimHorizon, _) => cat::Start::TrimHorizon,
+                (KinesisStart::At(_), Some(t)) => cat::Start::At(t),
+                _ => cat::Start::Now,
+            });
         let config_text = config.map(|c| config_arg(Some(c)));
         let relid = args::resolve_relation(relation);
         // The consumer of this key, or one whose table was dropped and created again under the
@@ -360,26 +280,16 @@ mod pipeline_kinesis {
         // new owner adopts it here, positions included.
         let existing = cat::consumer_by_key(endpoint, stream, relid).or_else(|| {
             let (name, _) = consumers::relation_name_and_owner(relid)?;
-            let c = cat::consumers_of_missing_relation(endpoint, stream, &name)
-                .into_iter()
-                .next()?;
+            let c = cat::consumers_of_missing_relation(endpoint, stream, &name).into_iter().next()?;
             consumers::set_relation(SourceKind::Kinesis, c.id, relid);
             Some(c)
         });
         // A consumer that changes hands keeps nothing of its old owner's settings: the arguments
         // not given take their defaults.
-        let kept = existing
-            .as_ref()
-            .filter(|c| begin::same_owner(c.owner, relid))
-            .map(|c| c.id);
-        let config_text = config_text
-            .or_else(|| (existing.is_some() && kept.is_none()).then(|| "{}".to_string()));
+        let kept = existing.as_ref().filter(|c| begin::same_owner(c.owner, relid)).map(|c| c.id);
+        let config_text = config_text.or_else(|| (existing.is_some() && kept.is_none()).then(|| "{}".to_string()));
         let prepared = begin::prepare(SourceKind::Kinesis, kept, given, Some((relid, relation)));
-        let owner = prepared
-            .checked
-            .as_ref()
-            .map(|c| c.owner)
-            .unwrap_or_default();
+        let owner = prepared.checked.as_ref().map(|c| c.owner).unwrap_or_default();
 
         let ep = cat::endpoint(endpoint).unwrap_or_else(|| {
             raise_with(
@@ -393,9 +303,7 @@ mod pipeline_kinesis {
         let client = Kinesis::connect(&ep, Duration::from_millis(timeout_ms))
             .unwrap_or_else(|e| raise_kinesis_error(endpoint, stream, e))
             .interruptible(crate::worker::interrupt_pending);
-        client
-            .list_shards(stream)
-            .unwrap_or_else(|e| raise_kinesis_error(endpoint, stream, e));
+        client.list_shards(stream).unwrap_or_else(|e| raise_kinesis_error(endpoint, stream, e));
 
         if let Some(c) = existing.as_ref().filter(|c| c.owner != owner) {
             // Whoever calls (a superuser too), the consumer writes as the table's owner.
@@ -405,16 +313,7 @@ mod pipeline_kinesis {
                 consumers::role_name(c.owner)
             );
         }
-        let id = begin::store(
-            Key::Kinesis {
-                endpoint,
-                stream,
-                relid,
-            },
-            owner,
-            &prepared,
-            config_text.as_deref(),
-        );
+        let id = begin::store(Key::Kinesis { endpoint, stream, relid }, owner, &prepared, config_text.as_deref());
         // A new consumer without a start reads from now on (LATEST as of this call, kept as a
         // time so a worker that starts late or again after a crash skips nothing after it).
         if let Some(start) = start.or_else(|| existing.is_none().then_some(cat::Start::Now)) {
@@ -429,9 +328,7 @@ mod pipeline_kinesis {
     /// from its stored positions. Returns how many were started.
     #[pg_extern(volatile, parallel_unsafe, name = "consume_begin")]
     fn kinesis_consume_begin_all() -> i32 {
-        let all = cat::all_consumers()
-            .into_iter()
-            .map(|c| (c.id, c.owner, c.enabled));
+        let all = cat::all_consumers().into_iter().map(|c| (c.id, c.owner, c.enabled));
         crate::api::set_all_enabled(SourceKind::Kinesis, all, true)
     }
 
@@ -439,11 +336,7 @@ mod pipeline_kinesis {
     /// also when the relation was dropped.
     #[pg_extern(volatile, parallel_unsafe, name = "consume_end")]
     fn kinesis_consume_end(endpoint: Option<&str>, stream: Option<&str>, relation: Option<&str>) {
-        let c = crate::api::named_kinesis_consumer(
-            required(endpoint, "endpoint"),
-            required(stream, "stream"),
-            required(relation, "relation"),
-        );
+        let c = crate::api::named_kinesis_consumer(required(endpoint, "endpoint"), required(stream, "stream"), required(relation, "relation"));
         consumers::set_enabled(SourceKind::Kinesis, c.id, false);
         wake_at_commit();
     }
@@ -452,11 +345,7 @@ mod pipeline_kinesis {
     /// was dropped) with its positions and dead letters. Its workers stop.
     #[pg_extern(volatile, parallel_unsafe, name = "consume_drop")]
     fn kinesis_consume_drop(endpoint: Option<&str>, stream: Option<&str>, relation: Option<&str>) {
-        let c = crate::api::named_kinesis_consumer(
-            required(endpoint, "endpoint"),
-            required(stream, "stream"),
-            required(relation, "relation"),
-        );
+        let c = crate::api::named_kinesis_consumer(required(endpoint, "endpoint"), required(stream, "stream"), required(relation, "relation"));
         consumers::delete_consumer(SourceKind::Kinesis, c.id);
         wake_at_commit();
     }
@@ -465,9 +354,7 @@ mod pipeline_kinesis {
     /// how many.
     #[pg_extern(volatile, parallel_unsafe, name = "consume_end")]
     fn kinesis_consume_end_all() -> i32 {
-        let all = cat::all_consumers()
-            .into_iter()
-            .map(|c| (c.id, c.owner, c.enabled));
+        let all = cat::all_consumers().into_iter().map(|c| (c.id, c.owner, c.enabled));
         crate::api::set_all_enabled(SourceKind::Kinesis, all, false)
     }
 }

@@ -29,37 +29,22 @@ mod pipeline_kinesis {
                 PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
                 format!("Kinesis stream \"{stream}\" does not exist at endpoint \"{endpoint}\""),
             ),
-            KinesisError::Credentials(_) => {
-                PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION
-            }
-            KinesisError::Unavailable(_) => {
-                PgSqlErrorCode::ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION
-            }
+            KinesisError::Credentials(_) => PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+            KinesisError::Unavailable(_) => PgSqlErrorCode::ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
             KinesisError::Interrupted => {
                 // A cancel or statement timeout arrived while the call waited: PostgreSQL raises it.
                 pg_sys::check_for_interrupts!();
                 PgSqlErrorCode::ERRCODE_QUERY_CANCELED
             }
             KinesisError::Throttled(_) => PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
-            KinesisError::Refused(m) if m.starts_with("AccessDenied") => {
-                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
-            }
+            KinesisError::Refused(m) if m.starts_with("AccessDenied") => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             // An invalid argument: above all a sequence number that is not of this shard.
-            KinesisError::Refused(m)
-                if m.starts_with("InvalidArgument") || m.starts_with("ValidationException") =>
-            {
+            KinesisError::Refused(m) if m.starts_with("InvalidArgument") || m.starts_with("ValidationException") => {
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
             }
-            KinesisError::IteratorExpired(_) | KinesisError::Refused(_) => {
-                PgSqlErrorCode::ERRCODE_SYSTEM_ERROR
-            }
+            KinesisError::IteratorExpired(_) | KinesisError::Refused(_) => PgSqlErrorCode::ERRCODE_SYSTEM_ERROR,
         };
-        raise(
-            sqlstate,
-            format!(
-                "could not {doing} (Kinesis stream \"{stream}\" at endpoint \"{endpoint}\"): {e}"
-            ),
-        )
+        raise(sqlstate, format!("could not {doing} (Kinesis stream \"{stream}\" at endpoint \"{endpoint}\"): {e}"))
     }
 
     /// Moves the consumer of `stream` at `endpoint` into `relation`: shard `shard_id` to the record
@@ -80,17 +65,11 @@ mod pipeline_kinesis {
         let stream = required(stream, "stream");
         let relation = required(relation, "relation");
         let to = match (sequence_number, start_time) {
-            (Some(_), Some(_)) | (None, None) => raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                "give exactly one of sequence_number and start_time",
-            ),
+            (Some(_), Some(_)) | (None, None) => {
+                raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "give exactly one of sequence_number and start_time")
+            }
             (Some(s), None) => {
-                let seq = SeqNum::parse(s).unwrap_or_else(|e| {
-                    raise(
-                        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                        e.to_string(),
-                    )
-                });
+                let seq = SeqNum::parse(s).unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string()));
                 if shard_id.is_none() {
                     raise_with(
                         PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -112,11 +91,7 @@ mod pipeline_kinesis {
         // overwritten below) or waits and then finds the new generation.
         seek::bump_generation(c.id);
 
-        let ep = ingest_kinesis::Endpoint {
-            region: c.region.clone(),
-            url: c.url.clone(),
-            credfile: c.credfile.clone(),
-        };
+        let ep = ingest_kinesis::Endpoint { region: c.region.clone(), url: c.url.clone(), credfile: c.credfile.clone() };
         let timeout_ms = crate::guc::BROKER_TIMEOUT_MS.get().max(100) as u64;
         let client = Kinesis::connect(&ep, Duration::from_millis(timeout_ms))
             .unwrap_or_else(|e| raise_call_error(endpoint, stream, "connect", e))
@@ -132,24 +107,14 @@ mod pipeline_kinesis {
             Some(s) if listed.iter().any(|l| l == s) => vec![s.to_string()],
             Some(s) => raise(
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!(
-                    "Kinesis stream \"{stream}\" has no shard \"{s}\" (it has {} listed)",
-                    listed.len()
-                ),
+                format!("Kinesis stream \"{stream}\" has no shard \"{s}\" (it has {} listed)", listed.len()),
             ),
         };
         if let SeekTo::Sequence(seq) = &to {
             // Kinesis itself says whether the record is of this shard (it refuses the iterator).
             client
                 .iterator(stream, &chosen[0], &StartAt::AtSequence(seq.clone()))
-                .unwrap_or_else(|e| {
-                    raise_call_error(
-                        endpoint,
-                        stream,
-                        &format!("read shard \"{}\" at sequence number {seq}", chosen[0]),
-                        e,
-                    )
-                });
+                .unwrap_or_else(|e| raise_call_error(endpoint, stream, &format!("read shard \"{}\" at sequence number {seq}", chosen[0]), e));
         }
         for shard in &chosen {
             seek::move_shard(c.id, shard, &to);

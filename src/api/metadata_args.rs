@@ -26,9 +26,9 @@ fn raise_metadata(e: MetadataError) -> ! {
         MetadataError::UnknownColumn(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
         MetadataError::DuplicateColumn(_) => PgSqlErrorCode::ERRCODE_DUPLICATE_COLUMN,
         MetadataError::WrongType { .. } => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-        MetadataError::NotAnObject
-        | MetadataError::NotAColumnName(_)
-        | MetadataError::UnknownField { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        MetadataError::NotAnObject | MetadataError::NotAColumnName(_) | MetadataError::UnknownField { .. } => {
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+        }
     };
     raise(code, e.to_string())
 }
@@ -49,8 +49,7 @@ pub fn check(
 ) -> Option<String> {
     let relation_columns = insertable_column_types(relid);
     let parsed = match &metadata {
-        Some(m) => Metadata::parse(system(source), m, &relation_columns)
-            .unwrap_or_else(|e| raise_metadata(e)),
+        Some(m) => Metadata::parse(system(source), m, &relation_columns).unwrap_or_else(|e| raise_metadata(e)),
         None => Metadata::default(),
     };
     if let Some(c) = columns.into_iter().flatten().find(|c| parsed.contains(c)) {
@@ -59,10 +58,7 @@ pub fn check(
             format!("column \"{c}\" is named more than once (in columns and in metadata)"),
         );
     }
-    let data = relation_columns
-        .iter()
-        .filter(|(c, _)| !parsed.contains(c))
-        .count();
+    let data = relation_columns.iter().filter(|(c, _)| !parsed.contains(c)).count();
     if data == 0 && columns.is_none() && opts.format != Format::Raw {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE,

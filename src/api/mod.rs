@@ -1,23 +1,23 @@
 //! The SQL surface: thin functions that validate, write the catalog and wake workers at COMMIT.
 
-pub mod begin;
 pub mod budget;
+pub mod begin;
 pub mod consumer_args;
 pub mod credfile;
+pub mod metadata_args;
+pub mod writer_args;
 pub mod kafka;
+pub mod legacy;
 pub mod kinesis;
 pub mod kinesis_seek;
-pub mod lag;
-pub mod legacy;
-pub mod metadata_args;
-pub mod partitioned;
 pub mod preview;
 pub mod preview_kinesis;
+pub mod lag;
+pub mod partitioned;
 pub mod produce;
 pub mod retry;
 pub mod seek;
 pub mod status;
-pub mod writer_args;
 
 use pgrx::prelude::*;
 use pgrx::{register_xact_callback, PgXactCallbackEvent};
@@ -27,9 +27,7 @@ use pgrx::{register_xact_callback, PgXactCallbackEvent};
 pub fn wake_at_commit() {
     // SAFETY: MyDatabaseId is set for the whole life of a connected backend.
     let dboid = unsafe { pg_sys::MyDatabaseId };
-    register_xact_callback(PgXactCallbackEvent::Commit, move || {
-        crate::shmem::wake_database(dboid)
-    });
+    register_xact_callback(PgXactCallbackEvent::Commit, move || crate::shmem::wake_database(dboid));
 }
 
 /// Starts (`enabled`) or stops every consumer of one system in this database that the current
@@ -70,15 +68,10 @@ pub struct NamedConsumer<'a, C> {
 pub fn named_consumer<C>(relation: &str, n: NamedConsumer<C>) -> C {
     use crate::catalog::{consumers, spi};
     use crate::error::raise;
-    let relid = spi(Spi::get_one_with_args::<pg_sys::Oid>(
-        "SELECT pg_catalog.to_regclass($1)::oid",
-        &[relation.into()],
-    ));
+    let relid = spi(Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[relation.into()]));
     let mut found: Vec<C> = relid.and_then(n.by_relation).into_iter().collect();
     if found.is_empty() {
-        let name = relid
-            .and_then(consumers::relation_name_and_owner)
-            .map(|(name, _)| name);
+        let name = relid.and_then(consumers::relation_name_and_owner).map(|(name, _)| name);
         found = (n.of_dropped)(name.as_deref().unwrap_or(relation));
     }
     if found.len() > 1 {
@@ -87,16 +80,11 @@ pub fn named_consumer<C>(relation: &str, n: NamedConsumer<C>) -> C {
             format!("\"{relation}\" names the dropped tables of more than one consumer of {}; qualify it with its schema", n.source),
         );
     }
-    let c = found
-        .pop()
-        .unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, n.missing));
+    let c = found.pop().unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, n.missing));
     if !can_act_as((n.owner)(&c)) {
         raise(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!(
-                "must be a member of the role that owns the consumer of {} into \"{relation}\"",
-                n.source
-            ),
+            format!("must be a member of the role that owns the consumer of {} into \"{relation}\"", n.source),
         );
     }
     c
@@ -120,11 +108,7 @@ pub fn named_kafka_consumer(topic: &str, relation: &str) -> crate::catalog::kafk
 
 /// `named_consumer` for the Kinesis consumer of `stream` at `endpoint` into `relation`
 /// (consume_end, consume_drop, seek, retry_dead_letters).
-pub fn named_kinesis_consumer(
-    endpoint: &str,
-    stream: &str,
-    relation: &str,
-) -> crate::catalog::kinesis::Consumer {
+pub fn named_kinesis_consumer(endpoint: &str, stream: &str, relation: &str) -> crate::catalog::kinesis::Consumer {
     use crate::catalog::kinesis as cat;
     named_consumer(
         relation,
@@ -174,19 +158,14 @@ pub fn raise_probe_error(topic: &str, doing: &str, e: crate::sources::kafka::Pro
 pub struct JsonbArg(pub String);
 
 impl pgrx::FromDatum for JsonbArg {
-    unsafe fn from_polymorphic_datum(
-        datum: pg_sys::Datum,
-        is_null: bool,
-        _: pg_sys::Oid,
-    ) -> Option<JsonbArg> {
+    unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<JsonbArg> {
         if is_null {
             return None;
         }
         // SAFETY: a non-null jsonb datum handed to us by the function call; jsonb_out returns a
         // palloc'd C string in the current memory context, copied before it is freed.
         unsafe {
-            let text =
-                pgrx::direct_function_call::<&core::ffi::CStr>(pg_sys::jsonb_out, &[Some(datum)])?;
+            let text = pgrx::direct_function_call::<&core::ffi::CStr>(pg_sys::jsonb_out, &[Some(datum)])?;
             let owned = text.to_string_lossy().into_owned();
             pg_sys::pfree(text.as_ptr() as *mut core::ffi::c_void);
             Some(JsonbArg(owned))
@@ -199,8 +178,7 @@ unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for JsonbArg {
     unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
         let index = arg.index();
         // SAFETY: the caller (pgrx's wrapper) guarantees the argument is a jsonb datum.
-        unsafe { arg.unbox_arg_using_from_datum() }
-            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| panic!("argument {index} must not be null"))
     }
 }
 
@@ -210,10 +188,7 @@ impl JsonbArg {
     /// The value, or an error (SQLSTATE 22023) naming the argument when serde_json cannot hold it.
     pub fn parse(&self, name: &str) -> serde_json::Value {
         serde_json::from_str(&self.0).unwrap_or_else(|e| {
-            crate::error::raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("{name} is not usable JSON: {e}"),
-            )
+            crate::error::raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("{name} is not usable JSON: {e}"))
         })
     }
 }

@@ -15,11 +15,11 @@ mod pipeline_kafka {
     use crate::api::consumer_args as args;
     use crate::api::{begin, can_act_as, raise_probe_error, wake_at_commit};
     use crate::catalog::spec::Key;
+    use ingest_core::spec::Args;
     use crate::catalog::{consumers, kafka as cat};
     use crate::error::{raise, raise_with, required};
     use crate::shmem::SourceKind;
     use crate::sources::kafka::{client_config, Probe, ProbeError};
-    use ingest_core::spec::Args;
     use pgrx::prelude::*;
     use std::time::Duration;
 
@@ -27,10 +27,7 @@ mod pipeline_kafka {
     /// 42704 when there is none).
     fn managed_consumer(topic: &str) -> cat::Consumer {
         let c = cat::partitioned_consumer(topic).unwrap_or_else(|| {
-            raise(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                format!("there is no stream-partitioned consumer of topic \"{topic}\""),
-            )
+            raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("there is no stream-partitioned consumer of topic \"{topic}\""))
         });
         if !can_act_as(c.owner) {
             raise(
@@ -66,10 +63,7 @@ mod pipeline_kafka {
     ) -> i32 {
         let topic = required(topic, "topic");
         if let Err(e) = ingest_core::broker::check_topic(topic) {
-            raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                e.to_string(),
-            );
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
         }
         let given = Args {
             batchsize,
@@ -79,12 +73,9 @@ mod pipeline_kafka {
             group_id: group_id.map(str::to_string),
             on_error: on_error.map(str::to_string),
             max_dead_letters,
-            ..args::row_args(
-                format, delimiter, quote, escape, None, None, None, None, None, None,
-            )
+            ..args::row_args(format, delimiter, quote, escape, None, None, None, None, None, None)
         };
-        ingest_core::spec::check_kafka_start(start_offset, false)
-            .unwrap_or_else(|e| args::raise_spec(e));
+        ingest_core::spec::check_kafka_start(start_offset, false).unwrap_or_else(|e| args::raise_spec(e));
         if !consumers::has_features_schema(SourceKind::Kafka) {
             // Before 0.4.0 every consumer row needs a relation.
             raise_with(
@@ -128,8 +119,7 @@ mod pipeline_kafka {
                 Some("Add one with pipeline_kafka.add_broker('host:port').".into()),
             );
         }
-        let cfg = client_config(&brokers, &[&broker_config])
-            .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e));
+        let cfg = client_config(&brokers, &[&broker_config]).unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e));
         let timeout_ms = crate::guc::BROKER_TIMEOUT_MS.get().max(100) as u64;
         let fail = |e: ProbeError| -> ! { raise_probe_error(topic, "metadata", e) };
         let probe = Probe::new(&cfg, Duration::from_millis(timeout_ms)).unwrap_or_else(|e| fail(e));
@@ -145,9 +135,7 @@ mod pipeline_kafka {
             (None, true) => None,
         };
         if let Some(s) = start {
-            let next = probe
-                .start_offsets(topic, &partitions, s)
-                .unwrap_or_else(|e| fail(e));
+            let next = probe.start_offsets(topic, &partitions, s).unwrap_or_else(|e| fail(e));
             cat::clear_offsets(id);
             cat::save_offsets(id, &next);
         }

@@ -31,9 +31,7 @@ impl IntoDatum for JsonbText {
     fn into_datum(self) -> Option<pg_sys::Datum> {
         let text = std::ffi::CString::new(self.0).ok()?;
         // SAFETY: jsonb_in takes a NUL-terminated C string, valid during the call.
-        unsafe {
-            pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(text.as_ptr().into())])
-        }
+        unsafe { pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(text.as_ptr().into())]) }
     }
 
     fn type_oid() -> pg_sys::Oid {
@@ -126,19 +124,13 @@ pub fn preview_messages<P: ingest_core::batch::Position>(
         for m in messages {
             pgrx::check_for_interrupts!();
             let before = next_xid();
-            let written = crate::xact::in_subtransaction(|| {
-                crate::sink::write::write_batch(target, relid, std::slice::from_ref(m))
-            });
+            let written = crate::xact::in_subtransaction(|| crate::sink::write::write_batch(target, relid, std::slice::from_ref(m)));
             ranges.push((before, next_xid()));
             let mut rows_written = 0;
             let error = match written {
                 Ok(Ok(w)) => {
                     rows_written = w.rows.iter().map(|(_, n)| n).sum();
-                    w.rejected.into_iter().next().map(|r| PgError {
-                        sqlstate: r.sqlstate,
-                        message: r.error,
-                        detail: None,
-                    })
+                    w.rejected.into_iter().next().map(|r| PgError { sqlstate: r.sqlstate, message: r.error, detail: None })
                 }
                 // A cancel, statement_timeout or shutdown is not what the message became: it ends
                 // the preview (the next message is not written).
@@ -146,12 +138,7 @@ pub fn preview_messages<P: ingest_core::batch::Position>(
                 Ok(Err(e)) | Err(e) => Some(e),
             };
             let tombstone = m.payload.is_none() && target.features.mode == "upsert";
-            outcomes.push(Outcome {
-                rows: Vec::new(),
-                error,
-                written: rows_written,
-                tombstone,
-            });
+            outcomes.push(Outcome { rows: Vec::new(), error, written: rows_written, tombstone });
         }
         capture(target.owner, relid, &ranges, &mut outcomes);
         outcomes
@@ -182,23 +169,14 @@ fn interrupted(e: PgError) -> ! {
 
 /// A SQLSTATE's code from its five characters (as PostgreSQL's MAKE_SQLSTATE).
 fn sqlstate_code(state: &str) -> PgSqlErrorCode {
-    let code = state.bytes().take(5).enumerate().fold(0i32, |acc, (i, b)| {
-        acc | ((i32::from(b.wrapping_sub(b'0')) & 0x3f) << (6 * i))
-    });
+    let code = state.bytes().take(5).enumerate().fold(0i32, |acc, (i, b)| acc | ((i32::from(b.wrapping_sub(b'0')) & 0x3f) << (6 * i)));
     PgSqlErrorCode::from(code)
 }
 
 /// Adds to each outcome the rows of the relation that the message's write produced (see the
 /// module comment), read as the owner (its rights, as the writes had).
-fn capture(
-    owner: pg_sys::Oid,
-    relid: pg_sys::Oid,
-    ranges: &[(u64, u64)],
-    outcomes: &mut [Outcome],
-) {
-    let (Some(lo), Some(hi)) = (ranges.first().map(|r| r.0), ranges.last().map(|r| r.1)) else {
-        return;
-    };
+fn capture(owner: pg_sys::Oid, relid: pg_sys::Oid, ranges: &[(u64, u64)], outcomes: &mut [Outcome]) {
+    let (Some(lo), Some(hi)) = (ranges.first().map(|r| r.0), ranges.last().map(|r| r.1)) else { return };
     if lo == hi {
         return; // nothing was written (no transaction id was assigned)
     }
@@ -233,9 +211,7 @@ fn capture(
     });
     for (x, json) in rows {
         // SAFETY: a plain lookup of this backend's transaction state.
-        if !unsafe {
-            pg_sys::TransactionIdIsCurrentTransactionId(pg_sys::TransactionId::from(x as u32))
-        } {
+        if !unsafe { pg_sys::TransactionIdIsCurrentTransactionId(pg_sys::TransactionId::from(x as u32)) } {
             continue; // another transaction's row in the same id window
         }
         // The full id: the window's epoch part, the next epoch when the low bits wrapped.
@@ -259,13 +235,7 @@ pub fn result_rows<K: Clone>(keys: Vec<K>, outcomes: Vec<Outcome>) -> Vec<Result
     for (k, o) in keys.into_iter().zip(outcomes) {
         let action = o.action().to_string();
         if let Some(e) = o.error {
-            out.push((
-                k,
-                action,
-                None,
-                Some(e.message_with_detail()),
-                Some(e.sqlstate),
-            ));
+            out.push((k, action, None, Some(e.message_with_detail()), Some(e.sqlstate)));
         } else if o.rows.is_empty() {
             out.push((k, action, None, None, None));
         } else {
@@ -280,13 +250,7 @@ pub fn result_rows<K: Clone>(keys: Vec<K>, outcomes: Vec<Outcome>) -> Vec<Result
 /// Checks the arguments as consume_begin does for a new consumer (`begin::prepare`: the settings,
 /// the caller may act as the relation's owner, columns, metadata, transform and keys) and makes
 /// the worker's `Target` for `limit` messages.
-pub fn target(
-    source: crate::shmem::SourceKind,
-    source_name: &str,
-    relation: &str,
-    given: ingest_core::spec::Args,
-    limit: i32,
-) -> crate::worker::pipeline::Target {
+pub fn target(source: crate::shmem::SourceKind, source_name: &str, relation: &str, given: ingest_core::spec::Args, limit: i32) -> crate::worker::pipeline::Target {
     check_limit(limit);
     let relid = crate::api::consumer_args::resolve_relation(relation);
     target_of(source, source_name, None, relid, relation, given, limit)
@@ -294,10 +258,7 @@ pub fn target(
 
 fn check_limit(limit: i32) {
     if !(1..=MAX_LIMIT).contains(&limit) {
-        crate::error::raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("limit must be between 1 and {MAX_LIMIT}, got {limit}"),
-        );
+        crate::error::raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("limit must be between 1 and {MAX_LIMIT}, got {limit}"));
     }
 }
 
@@ -314,45 +275,21 @@ pub struct StoredConsumer {
 /// The `Target` of a preview of a stored consumer: its settings (`begin::prepare` with no argument
 /// given), checked as consume_begin checks them; only who may manage it may (42501), the
 /// consumer must have a relation (0A000 for a stream-partitioned one) that exists (42P01).
-pub fn consumer_target(
-    source: crate::shmem::SourceKind,
-    c: Option<StoredConsumer>,
-    consumer_id: i32,
-    limit: i32,
-) -> (StoredConsumer, crate::worker::pipeline::Target) {
+pub fn consumer_target(source: crate::shmem::SourceKind, c: Option<StoredConsumer>, consumer_id: i32, limit: i32) -> (StoredConsumer, crate::worker::pipeline::Target) {
     use crate::error::raise;
     check_limit(limit);
-    let c = c.unwrap_or_else(|| {
-        raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            format!("consumer {consumer_id} does not exist"),
-        )
-    });
+    let c = c.unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("consumer {consumer_id} does not exist")));
     if !crate::api::can_act_as(c.owner) {
-        raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("must be a member of the role that owns consumer {consumer_id}"),
-        );
+        raise(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("must be a member of the role that owns consumer {consumer_id}"));
     }
     if c.relid == pg_sys::Oid::INVALID {
         raise(PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED, format!("consumer {consumer_id} is stream-partitioned: preview it by its topic and a relation"));
     }
     let Some((relation, _)) = crate::catalog::consumers::relation_name_and_owner(c.relid) else {
         let name = c.relname.clone().unwrap_or_default();
-        raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-            format!("relation \"{name}\" of consumer {consumer_id} does not exist"),
-        )
+        raise(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("relation \"{name}\" of consumer {consumer_id} does not exist"))
     };
-    let target = target_of(
-        source,
-        &c.source_name,
-        Some(c.id),
-        c.relid,
-        &relation,
-        ingest_core::spec::Args::default(),
-        limit,
-    );
+    let target = target_of(source, &c.source_name, Some(c.id), c.relid, &relation, ingest_core::spec::Args::default(), limit);
     (c, target)
 }
 
@@ -368,11 +305,7 @@ fn target_of(
 ) -> crate::worker::pipeline::Target {
     let prepared = crate::api::begin::prepare(source, consumer, given, Some((relid, relation)));
     let features = crate::api::begin::features(&prepared);
-    let owner = prepared
-        .checked
-        .as_ref()
-        .map(|c| c.owner)
-        .unwrap_or_default();
+    let owner = prepared.checked.as_ref().map(|c| c.owner).unwrap_or_default();
     crate::worker::pipeline::Target {
         // SAFETY: MyDatabaseId is set in a connected backend.
         dboid: unsafe { pg_sys::MyDatabaseId },
@@ -385,11 +318,7 @@ fn target_of(
         columns: prepared.spec.columns,
         on_error: ingest_core::policy::OnError::DeadLetter,
         max_dead_letters: None,
-        limits: ingest_core::batch::Limits {
-            max_messages: limit as usize,
-            max_bytes: usize::MAX,
-            max_wait: std::time::Duration::ZERO,
-        },
+        limits: ingest_core::batch::Limits { max_messages: limit as usize, max_bytes: usize::MAX, max_wait: std::time::Duration::ZERO },
         source_name: source_name.to_string(),
         features,
         partitioned: false,
@@ -452,10 +381,7 @@ mod pipeline_kafka {
         let limit = required(limit, "limit");
         let start_offset = required(start_offset, "start_offset");
         if let Err(e) = ingest_core::broker::check_topic(topic) {
-            raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                e.to_string(),
-            );
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
         }
         if start_offset < -2 {
             raise(
@@ -463,26 +389,9 @@ mod pipeline_kafka {
                 format!("start_offset must be -2 (beginning), -1 (end) or an offset >= 0; got {start_offset}"),
             );
         }
-        let given = row_args(
-            Some(required(format, "format")),
-            delimiter,
-            quote,
-            escape,
-            columns,
-            metadata,
-            transform,
-            mode,
-            key_columns,
-            key_format,
-        );
+        let given = row_args(Some(required(format, "format")), delimiter, quote, escape, columns, metadata, transform, mode, key_columns, key_format);
         let target = super::target(SourceKind::Kafka, topic, relation, given, limit);
-        run(
-            topic,
-            &target,
-            limit,
-            Start::Offset(start_offset),
-            &serde_json::Map::new(),
-        )
+        run(topic, &target, limit, Start::Offset(start_offset), &serde_json::Map::new())
     }
 
     /// preview as 0.4.0 .. 0.6.0 declared it (transform regprocedure, no action column): the symbol
@@ -516,19 +425,7 @@ mod pipeline_kafka {
     > {
         let transform = transform_text(transform);
         let rows = kafka_preview_v070(
-            topic,
-            relation,
-            format,
-            delimiter,
-            quote,
-            escape,
-            columns,
-            metadata,
-            transform.as_deref(),
-            mode,
-            key_columns,
-            key_format,
-            limit,
+            topic, relation, format, delimiter, quote, escape, columns, metadata, transform.as_deref(), mode, key_columns, key_format, limit,
             start_offset,
         );
         TableIterator::new(rows.map(|(p, o, _, row, error, sqlstate)| (p, o, row, error, sqlstate)))
@@ -556,13 +453,7 @@ mod pipeline_kafka {
     /// Reads up to `limit` messages of `topic` from `start` (with the brokers' client settings and
     /// `extra`) and writes them as `target` says, rolled back; one result row per row each
     /// became (or one saying what happened).
-    fn run(
-        topic: &str,
-        target: &crate::worker::pipeline::Target,
-        limit: i32,
-        start: Start,
-        extra: &serde_json::Map<String, serde_json::Value>,
-    ) -> Rows {
+    fn run(topic: &str, target: &crate::worker::pipeline::Target, limit: i32, start: Start, extra: &serde_json::Map<String, serde_json::Value>) -> Rows {
         let (brokers, broker_config) = cat::brokers();
         if brokers.is_empty() {
             raise_with(
@@ -573,27 +464,14 @@ mod pipeline_kafka {
             );
         }
         // A managed setting stored in a broker entry (by an older release) is refused with its hint.
-        if let Some(k) = broker_config
-            .keys()
-            .chain(extra.keys())
-            .find(|k| ingest_core::settings::is_reserved(k))
-        {
+        if let Some(k) = broker_config.keys().chain(extra.keys()).find(|k| ingest_core::settings::is_reserved(k)) {
             let e = ingest_core::settings::SettingError::Reserved(k.clone());
-            raise_with(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                e.to_string(),
-                None,
-                e.hint().map(str::to_string),
-            );
+            raise_with(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string(), None, e.hint().map(str::to_string));
         }
-        let cfg = client_config(&brokers, &[&broker_config, extra])
-            .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e));
+        let cfg = client_config(&brokers, &[&broker_config, extra]).unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e));
         let timeout_ms = crate::guc::BROKER_TIMEOUT_MS.get().max(100) as u64;
-        let probe = Probe::new(&cfg, Duration::from_millis(timeout_ms))
-            .unwrap_or_else(|e| probe_error(topic, e));
-        let partitions = probe
-            .partitions(topic)
-            .unwrap_or_else(|e| probe_error(topic, e));
+        let probe = Probe::new(&cfg, Duration::from_millis(timeout_ms)).unwrap_or_else(|e| probe_error(topic, e));
+        let partitions = probe.partitions(topic).unwrap_or_else(|e| probe_error(topic, e));
         let mut starts = BTreeMap::new();
         for p in &partitions {
             let wanted = match &start {
@@ -605,9 +483,7 @@ mod pipeline_kafka {
                 // the beginning. Past the end there is nothing to show; before the first retained
                 // offset, the first retained message is next.
                 n if n >= 0 => {
-                    let (low, high) = probe
-                        .watermarks(topic, *p)
-                        .unwrap_or_else(|e| probe_error(topic, e));
+                    let (low, high) = probe.watermarks(topic, *p).unwrap_or_else(|e| probe_error(topic, e));
                     n.clamp(low, high)
                 }
                 special => special,
@@ -615,26 +491,13 @@ mod pipeline_kafka {
             starts.insert(*p, first);
         }
         let wait_for_new = matches!(start, Start::Offset(-1));
-        let messages = probe
-            .fetch(
-                topic,
-                &starts,
-                limit as usize,
-                wait_for_new,
-                target.features.uses_headers(),
-            )
-            .unwrap_or_else(|e| probe_error(topic, e));
+        let messages =
+            probe.fetch(topic, &starts, limit as usize, wait_for_new, target.features.uses_headers()).unwrap_or_else(|e| probe_error(topic, e));
         drop(probe);
         let outcomes = super::preview_messages(target, target.relid, &messages);
-        let keys: Vec<(i32, i64)> = messages
-            .iter()
-            .map(|m| (m.pos.partition, m.pos.offset))
-            .collect();
+        let keys: Vec<(i32, i64)> = messages.iter().map(|m| (m.pos.partition, m.pos.offset)).collect();
         let rows = super::result_rows(keys, outcomes);
-        TableIterator::new(
-            rows.into_iter()
-                .map(|((p, o), action, row, error, sqlstate)| (p, o, action, row, error, sqlstate)),
-        )
+        TableIterator::new(rows.into_iter().map(|((p, o), action, row, error, sqlstate)| (p, o, action, row, error, sqlstate)))
     }
 
     /// What the next `limit` messages of consumer `consumer_id` would become in its relation with
@@ -660,20 +523,10 @@ mod pipeline_kafka {
     > {
         let id = required(consumer_id, "consumer_id");
         let limit = required(limit, "limit");
-        ingest_core::spec::check_kafka_start(start_offset, false)
-            .unwrap_or_else(|e| crate::api::consumer_args::raise_spec(e));
+        ingest_core::spec::check_kafka_start(start_offset, false).unwrap_or_else(|e| crate::api::consumer_args::raise_spec(e));
         let consumer = cat::consumer(id);
-        let config = consumer
-            .as_ref()
-            .map(|c| c.settings.config.clone())
-            .unwrap_or_default();
-        let stored = consumer.map(|c| super::StoredConsumer {
-            id: c.id,
-            owner: c.owner,
-            relid: c.relid,
-            relname: None,
-            source_name: c.topic,
-        });
+        let config = consumer.as_ref().map(|c| c.settings.config.clone()).unwrap_or_default();
+        let stored = consumer.map(|c| super::StoredConsumer { id: c.id, owner: c.owner, relid: c.relid, relname: None, source_name: c.topic });
         let (c, target) = super::consumer_target(SourceKind::Kafka, stored, id, limit);
         let start = match start_offset {
             Some(n) => Start::Offset(n),

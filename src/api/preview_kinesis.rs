@@ -5,17 +5,17 @@ use pgrx::prelude::*;
 
 #[pg_schema]
 mod pipeline_kinesis {
+    use crate::api::preview::{self as pv, JsonbText};
     use crate::api::consumer_args::row_args;
     use crate::api::legacy::{transform_text, RegProcArg};
-    use crate::api::preview::{self as pv, JsonbText};
     use crate::api::JsonbArg;
     use crate::catalog::kinesis as cat;
     use crate::error::{raise, raise_with, required};
     use crate::shmem::SourceKind;
     use ingest_core::batch::{KinesisPos, Message};
     use ingest_core::kinesis::read::{OutsideShard, StartAt, Unpacked};
-    use ingest_core::spec::KinesisStart;
     use ingest_kinesis::{Kinesis, KinesisError};
+    use ingest_core::spec::KinesisStart;
     use pgrx::datum::TimestampWithTimeZone;
     use pgrx::prelude::*;
     use std::time::{Duration, Instant, SystemTime};
@@ -53,11 +53,7 @@ mod pipeline_kinesis {
         let until = Instant::now() + d;
         while Instant::now() < until {
             pgrx::check_for_interrupts!();
-            std::thread::sleep(
-                until
-                    .saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(50)),
-            );
+            std::thread::sleep(until.saturating_duration_since(Instant::now()).min(Duration::from_millis(50)));
         }
     }
 
@@ -74,9 +70,7 @@ mod pipeline_kinesis {
         wait_for_new: bool,
         idle: Duration,
     ) -> Vec<Message<KinesisPos>> {
-        let shards = client
-            .list_shards(stream)
-            .unwrap_or_else(|e| kinesis_error(endpoint, stream, e));
+        let shards = client.list_shards(stream).unwrap_or_else(|e| kinesis_error(endpoint, stream, e));
         let mut out = Vec::new();
         let mut readers: Vec<(String, (u128, u128), Option<String>)> = Vec::new();
         for s in &shards {
@@ -95,22 +89,11 @@ mod pipeline_kinesis {
                 if out.len() >= limit {
                     return out;
                 }
-                let fetched = client
-                    .get_records(&it, (limit - out.len()) as i32)
-                    .unwrap_or_else(|e| kinesis_error(endpoint, stream, e));
+                let fetched = client.get_records(&it, (limit - out.len()) as i32).unwrap_or_else(|e| kinesis_error(endpoint, stream, e));
                 let got = !fetched.records.is_empty();
                 for r in fetched.records {
                     // User records are taken out of an aggregate only up to the limit.
-                    let unpacked = Unpacked::new(
-                        shard,
-                        &r.seq,
-                        &r.partition_key,
-                        r.data,
-                        r.arrival_ms,
-                        Some(*range),
-                        OutsideShard::Skip,
-                        None,
-                    );
+                    let unpacked = Unpacked::new(shard, &r.seq, &r.partition_key, r.data, r.arrival_ms, Some(*range), OutsideShard::Skip, None);
                     for m in unpacked.take(limit.saturating_sub(out.len())) {
                         pgrx::check_for_interrupts!();
                         out.push(m);
@@ -173,21 +156,9 @@ mod pipeline_kinesis {
         let stream = required(stream, "stream");
         let relation = required(relation, "relation");
         let limit = required(limit, "limit");
-        ingest_core::spec::check_stream(stream)
-            .unwrap_or_else(|e| crate::api::consumer_args::raise_spec(e));
+        ingest_core::spec::check_stream(stream).unwrap_or_else(|e| crate::api::consumer_args::raise_spec(e));
         let start = start_at(start_offset, start_time);
-        let given = row_args(
-            Some(required(format, "format")),
-            delimiter,
-            quote,
-            escape,
-            columns,
-            metadata,
-            transform,
-            mode,
-            key_columns,
-            key_format,
-        );
+        let given = row_args(Some(required(format, "format")), delimiter, quote, escape, columns, metadata, transform, mode, key_columns, key_format);
         let target = pv::target(SourceKind::Kinesis, stream, relation, given, limit);
         run(endpoint, stream, &target, limit, start)
     }
@@ -226,26 +197,10 @@ mod pipeline_kinesis {
     > {
         let transform = transform_text(transform);
         let rows = kinesis_preview_v070(
-            endpoint,
-            stream,
-            relation,
-            format,
-            delimiter,
-            quote,
-            escape,
-            columns,
-            metadata,
-            transform.as_deref(),
-            mode,
-            key_columns,
-            key_format,
-            limit,
-            start_offset,
-            start_time,
+            endpoint, stream, relation, format, delimiter, quote, escape, columns, metadata, transform.as_deref(), mode, key_columns,
+            key_format, limit, start_offset, start_time,
         );
-        TableIterator::new(
-            rows.map(|(s, q, sub, _, row, error, sqlstate)| (s, q, sub, row, error, sqlstate)),
-        )
+        TableIterator::new(rows.map(|(s, q, sub, _, row, error, sqlstate)| (s, q, sub, row, error, sqlstate)))
     }
 
     type Rows = TableIterator<
@@ -263,70 +218,35 @@ mod pipeline_kinesis {
 
     /// Where a preview starts: TRIM_HORIZON (start_offset NULL or -2), LATEST (-1) or start_time.
     fn start_at(start_offset: Option<i32>, start_time: Option<TimestampWithTimeZone>) -> StartAt {
-        let start = ingest_core::spec::kinesis_start(
-            start_offset,
-            start_time.map(crate::api::seek::epoch_us),
-        )
-        .unwrap_or_else(|e| crate::api::consumer_args::raise_spec(e));
+        let start = ingest_core::spec::kinesis_start(start_offset, start_time.map(crate::api::seek::epoch_us))
+            .unwrap_or_else(|e| crate::api::consumer_args::raise_spec(e));
         match start {
             None | Some(KinesisStart::TrimHorizon) => StartAt::TrimHorizon,
             Some(KinesisStart::Latest) => StartAt::Latest,
-            Some(KinesisStart::At(us)) if us >= 0 => {
-                StartAt::AtTimestamp(SystemTime::UNIX_EPOCH + Duration::from_micros(us as u64))
-            }
-            Some(KinesisStart::At(us)) => StartAt::AtTimestamp(
-                SystemTime::UNIX_EPOCH - Duration::from_micros(us.unsigned_abs()),
-            ),
+            Some(KinesisStart::At(us)) if us >= 0 => StartAt::AtTimestamp(SystemTime::UNIX_EPOCH + Duration::from_micros(us as u64)),
+            Some(KinesisStart::At(us)) => StartAt::AtTimestamp(SystemTime::UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())),
         }
     }
 
     /// Reads up to `limit` records of `stream` from `start` and writes them as `target` says,
     /// rolled back; one result row per row each became (or one saying what happened).
-    fn run(
-        endpoint: &str,
-        stream: &str,
-        target: &crate::worker::pipeline::Target,
-        limit: i32,
-        start: StartAt,
-    ) -> Rows {
+    fn run(endpoint: &str, stream: &str, target: &crate::worker::pipeline::Target, limit: i32, start: StartAt) -> Rows {
         let ep = cat::endpoint(endpoint).unwrap_or_else(|| {
-            raise(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                format!("Kinesis endpoint \"{endpoint}\" does not exist"),
-            )
+            raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("Kinesis endpoint \"{endpoint}\" does not exist"))
         });
         let timeout = Duration::from_millis(crate::guc::BROKER_TIMEOUT_MS.get().max(100) as u64);
         let client = Kinesis::connect(&ep, timeout)
             .unwrap_or_else(|e| kinesis_error(endpoint, stream, e))
             .interruptible(crate::worker::interrupt_pending);
-        let messages = fetch(
-            &client,
-            endpoint,
-            stream,
-            &start,
-            limit as usize,
-            start == StartAt::Latest,
-            timeout,
-        );
+        let messages = fetch(&client, endpoint, stream, &start, limit as usize, start == StartAt::Latest, timeout);
         drop(client);
         let outcomes = pv::preview_messages(target, target.relid, &messages);
         let keys: Vec<(String, String, Option<i64>)> = messages
             .iter()
-            .map(|m| {
-                (
-                    m.pos.shard.clone(),
-                    m.pos.at.seq.as_str().to_string(),
-                    m.pos.at.sub.map(|s| s as i64),
-                )
-            })
+            .map(|m| (m.pos.shard.clone(), m.pos.at.seq.as_str().to_string(), m.pos.at.sub.map(|s| s as i64)))
             .collect();
         let rows = pv::result_rows(keys, outcomes);
-        TableIterator::new(
-            rows.into_iter()
-                .map(|((s, q, sub), action, row, error, sqlstate)| {
-                    (s, q, sub, action, row, error, sqlstate)
-                }),
-        )
+        TableIterator::new(rows.into_iter().map(|((s, q, sub), action, row, error, sqlstate)| (s, q, sub, action, row, error, sqlstate)))
     }
 
     /// What the next `limit` records of consumer `consumer_id`'s stream would become in its
@@ -356,17 +276,8 @@ mod pipeline_kinesis {
         let limit = required(limit, "limit");
         let start = start_at(start_offset, start_time);
         let consumer = cat::consumer(id);
-        let endpoint = consumer
-            .as_ref()
-            .map(|c| c.endpoint.clone())
-            .unwrap_or_default();
-        let stored = consumer.map(|c| pv::StoredConsumer {
-            id: c.id,
-            owner: c.owner,
-            relid: c.relid,
-            relname: None,
-            source_name: c.stream,
-        });
+        let endpoint = consumer.as_ref().map(|c| c.endpoint.clone()).unwrap_or_default();
+        let stored = consumer.map(|c| pv::StoredConsumer { id: c.id, owner: c.owner, relid: c.relid, relname: None, source_name: c.stream });
         let (c, target) = pv::consumer_target(SourceKind::Kinesis, stored, id, limit);
         run(&endpoint, &c.source_name, &target, limit, start)
     }

@@ -5,10 +5,10 @@ use pgrx::prelude::*;
 
 #[pg_schema]
 mod pipeline_kafka {
-    use crate::api::JsonbArg;
     use crate::error::raise;
     use crate::produce::{outbox, wake_producer_at_commit};
     use pgrx::prelude::*;
+    use crate::api::JsonbArg;
 
     fn check_brokers() {
         if !crate::produce::load_producer_settings() {
@@ -24,28 +24,17 @@ mod pipeline_kafka {
     /// The headers as the outbox stores them (None = no headers), and each one's (name, value)
     /// size in bytes, for the message's size.
     fn check_headers(headers: &Option<JsonbArg>) -> (Option<String>, Vec<(usize, usize)>) {
-        let Some(h) = headers.as_ref().map(|h| h.parse("headers")) else {
-            return (None, Vec::new());
-        };
+        let Some(h) = headers.as_ref().map(|h| h.parse("headers")) else { return (None, Vec::new()) };
         match &h {
             serde_json::Value::Null => (None, Vec::new()),
             serde_json::Value::Object(m) => {
                 if m.values().any(|v| !(v.is_string() || v.is_null())) {
-                    raise(
-                        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                        "header values must be strings or null",
-                    );
+                    raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "header values must be strings or null");
                 }
-                let sizes = m
-                    .iter()
-                    .map(|(k, v)| (k.len(), v.as_str().map_or(0, str::len)))
-                    .collect();
+                let sizes = m.iter().map(|(k, v)| (k.len(), v.as_str().map_or(0, str::len))).collect();
                 (Some(h.to_string()), sizes)
             }
-            _ => raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                "headers must be a JSON object of strings",
-            ),
+            _ => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "headers must be a JSON object of strings"),
         }
     }
 
@@ -76,14 +65,7 @@ mod pipeline_kafka {
         headers: default!(Option<JsonbArg>, "NULL"),
         timestamp: default!(Option<pgrx::datum::TimestampWithTimeZone>, "NULL"),
     ) -> i64 {
-        produce(
-            topic,
-            message.map(str::as_bytes),
-            partition,
-            key.map(str::as_bytes),
-            headers,
-            timestamp,
-        )
+        produce(topic, message.map(str::as_bytes), partition, key.map(str::as_bytes), headers, timestamp)
     }
 
     fn produce(
@@ -96,18 +78,12 @@ mod pipeline_kafka {
     ) -> i64 {
         let topic = crate::error::required(topic, "topic");
         if let Err(e) = ingest_core::broker::check_topic(topic) {
-            raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                e.to_string(),
-            );
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
         }
         let partition = match partition {
             None | Some(-1) => None,
             Some(p) if p >= 0 => Some(p),
-            Some(p) => raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("partition must be >= 0 or -1 (unassigned), got {p}"),
-            ),
+            Some(p) => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("partition must be >= 0 or -1 (unassigned), got {p}")),
         };
         let (headers, header_sizes) = check_headers(&headers);
         // A Kafka timestamp is milliseconds since 1970 (22023 infinite, 22008 out of range).
@@ -118,15 +94,7 @@ mod pipeline_kafka {
         crate::produce::check_message_size(message, key, &header_sizes);
         // SAFETY: a connected backend in a transaction.
         let role = unsafe { pg_sys::GetUserId() };
-        let id = outbox::insert(
-            topic,
-            message,
-            partition,
-            key,
-            headers.as_deref(),
-            timestamp,
-            role,
-        );
+        let id = outbox::insert(topic, message, partition, key, headers.as_deref(), timestamp, role);
         wake_producer_at_commit();
         id
     }
@@ -144,9 +112,7 @@ mod pipeline_kafka {
         // SAFETY: a connected backend in a transaction; GetUserNameFromId returns a palloc'd C
         // string (the current user exists).
         let role_name = unsafe {
-            std::ffi::CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false))
-                .to_string_lossy()
-                .into_owned()
+            std::ffi::CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false)).to_string_lossy().into_owned()
         };
         pgrx::log!("pipeline_kafka.outbox_discard: role \"{role_name}\" discarded {n} pending message(s) of topic \"{topic}\"");
         n

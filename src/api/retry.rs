@@ -10,10 +10,7 @@ use pgrx::prelude::*;
 /// `max` as given: NULL is every dead letter, a negative number an error (22023).
 fn max_arg(max: Option<i64>) -> Option<i64> {
     if let Some(m) = max.filter(|m| *m < 0) {
-        crate::error::raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("max must be NULL (all) or >= 0; got {m}"),
-        );
+        crate::error::raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("max must be NULL (all) or >= 0; got {m}"));
     }
     max
 }
@@ -28,13 +25,7 @@ fn retry_kafka(c: crate::catalog::kafka::Consumer, max: Option<i64>) -> i64 {
         partitioned: c.partitioned,
         ..target_settings(c.relid, c.owner, &c.settings, &c.topic, &c.features)
     };
-    let retry = Retry::new(
-        crate::shmem::SourceKind::Kafka,
-        c.id,
-        c.generation,
-        settings,
-        max_arg(max),
-    );
+    let retry = Retry::new(crate::shmem::SourceKind::Kafka, c.id, c.generation, settings, max_arg(max));
     let mut after = dl::KAFKA_START;
     retry.run(
         |p: &KafkaPos| format!("partition {} offset {}", p.partition, p.offset),
@@ -60,11 +51,7 @@ mod pipeline_kafka {
     /// transaction: those that become rows leave the dead letters, the others stay with their new
     /// error. Returns how many became rows.
     #[pg_extern(volatile, parallel_unsafe, name = "retry_dead_letters")]
-    fn kafka_retry_dead_letters(
-        topic: Option<&str>,
-        relation: Option<&str>,
-        max: default!(Option<i64>, "NULL"),
-    ) -> i64 {
+    fn kafka_retry_dead_letters(topic: Option<&str>, relation: Option<&str>, max: default!(Option<i64>, "NULL")) -> i64 {
         let topic = required(topic, "topic");
         let relation = required(relation, "relation");
         let c = crate::api::named_kafka_consumer(topic, relation);
@@ -74,16 +61,10 @@ mod pipeline_kafka {
     /// As `retry_dead_letters`, for the stream-partitioned consumer of `topic`: each message goes
     /// to the table its key names now, as that table's owner, under the consumer's rules.
     #[pg_extern(volatile, parallel_unsafe)]
-    fn retry_dead_letters_stream_partitioned(
-        topic: Option<&str>,
-        max: default!(Option<i64>, "NULL"),
-    ) -> i64 {
+    fn retry_dead_letters_stream_partitioned(topic: Option<&str>, max: default!(Option<i64>, "NULL")) -> i64 {
         let topic = required(topic, "topic");
         let c = cat::partitioned_consumer(topic).unwrap_or_else(|| {
-            raise(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                format!("there is no stream-partitioned consumer of topic \"{topic}\""),
-            )
+            raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("there is no stream-partitioned consumer of topic \"{topic}\""))
         });
         if !can_act_as(c.owner) {
             raise(
@@ -121,13 +102,7 @@ mod pipeline_kinesis {
         let c = crate::api::named_kinesis_consumer(endpoint, stream, relation);
         // (maxbytes is not used by a retry: letters are written CHUNK at a time)
         let settings = target_settings(c.relid, c.owner, &c.settings, &c.stream, &c.features);
-        let retry = Retry::new(
-            crate::shmem::SourceKind::Kinesis,
-            c.id,
-            c.generation,
-            settings,
-            super::max_arg(max),
-        );
+        let retry = Retry::new(crate::shmem::SourceKind::Kinesis, c.id, c.generation, settings, super::max_arg(max));
         let mut after = 0i64;
         retry.run(
             |p: &KinesisPos| format!("shard {} sequence number {}", p.shard, p.at.seq.as_str()),

@@ -24,22 +24,14 @@ pub fn epoch_us(t: TimestampWithTimeZone) -> i64 {
 /// (22023) or before `min_epoch` seconds or from 10000-01-01 on (22008).
 pub fn checked_epoch_us(t: TimestampWithTimeZone, what: &str, min_epoch: i64) -> i64 {
     if !t.is_finite() {
-        crate::error::raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("{what} must be a finite time"),
-        );
+        crate::error::raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("{what} must be a finite time"));
     }
     let pg: i64 = t.into();
     let us = pg.checked_add(UNIX_TO_PG_US).filter(|us| {
-        (min_epoch.saturating_mul(1_000_000)..crate::catalog::MAX_START_TIME_EPOCH * 1_000_000)
-            .contains(us)
+        (min_epoch.saturating_mul(1_000_000)..crate::catalog::MAX_START_TIME_EPOCH * 1_000_000).contains(us)
     });
     us.unwrap_or_else(|| {
-        let from = if min_epoch == 0 {
-            "1970-01-01"
-        } else {
-            "4713 BC"
-        };
+        let from = if min_epoch == 0 { "1970-01-01" } else { "4713 BC" };
         crate::error::raise(
             PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
             format!("{what} must be from {from} to 9999-12-31 (UTC)"),
@@ -79,10 +71,7 @@ mod pipeline_kafka {
         let topic = required(topic, "topic");
         let relation = required(relation, "relation");
         if offset.is_some() == start_time.is_some() {
-            raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                "give exactly one of offset and start_time",
-            );
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "give exactly one of offset and start_time");
         }
         if let Some(o) = offset.filter(|o| *o < -2) {
             raise(
@@ -98,51 +87,34 @@ mod pipeline_kafka {
 
         let (brokers, broker_config) = cat::brokers();
         if brokers.is_empty() {
-            raise(
-                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                "no Kafka broker is configured",
-            );
+            raise(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "no Kafka broker is configured");
         }
         // The consumer's own settings as well (they may be needed to reach the brokers), unless
         // a superuser gave settings the caller could not give: those are for the worker only.
-        let own = if ingest_core::settings::check(&c.settings.config, is_superuser()).is_ok() {
-            c.settings.config.clone()
-        } else {
-            Default::default()
-        };
+        let own = if ingest_core::settings::check(&c.settings.config, is_superuser()).is_ok() { c.settings.config.clone() } else { Default::default() };
         let mut cfg = client_config(&brokers, &[&broker_config, &own])
             .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e));
         if let Some(g) = &c.group_id {
             cfg.set("group.id", g);
         }
         let timeout_ms = crate::guc::BROKER_TIMEOUT_MS.get().max(100) as u64;
-        let probe = Probe::new(&cfg, Duration::from_millis(timeout_ms))
-            .unwrap_or_else(|e| probe_error(topic, e));
-        let all = probe
-            .partitions(topic)
-            .unwrap_or_else(|e| probe_error(topic, e));
+        let probe = Probe::new(&cfg, Duration::from_millis(timeout_ms)).unwrap_or_else(|e| probe_error(topic, e));
+        let all = probe.partitions(topic).unwrap_or_else(|e| probe_error(topic, e));
         let chosen: Vec<i32> = match partition {
             None => all,
             Some(p) if all.contains(&p) => vec![p],
             Some(p) => raise(
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!(
-                    "topic \"{topic}\" has no partition {p} (it has {})",
-                    all.len()
-                ),
+                format!("topic \"{topic}\" has no partition {p} (it has {})", all.len()),
             ),
         };
         let next: BTreeMap<i32, i64> = match time_ms {
-            Some(t) => probe
-                .offsets_for_time(topic, &chosen, t)
-                .unwrap_or_else(|e| probe_error(topic, e)),
+            Some(t) => probe.offsets_for_time(topic, &chosen, t).unwrap_or_else(|e| probe_error(topic, e)),
             None => {
                 let wanted = offset.unwrap_or(-1);
                 let mut next = BTreeMap::new();
                 for p in &chosen {
-                    let (low, high) = probe
-                        .watermarks(topic, *p)
-                        .unwrap_or_else(|e| probe_error(topic, e));
+                    let (low, high) = probe.watermarks(topic, *p).unwrap_or_else(|e| probe_error(topic, e));
                     let off = match wanted {
                         -2 => low,
                         -1 => high,

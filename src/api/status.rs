@@ -29,13 +29,7 @@ struct Shown {
 fn slot_rows(source: crate::shmem::SourceKind) -> Vec<Shown> {
     // SAFETY: MyDatabaseId is set in a connected backend; GetUserId in a transaction;
     // GetCurrentTimestamp is a plain call.
-    let (dboid, caller, now) = unsafe {
-        (
-            pg_sys::MyDatabaseId,
-            pg_sys::GetUserId(),
-            pg_sys::GetCurrentTimestamp(),
-        )
-    };
+    let (dboid, caller, now) = unsafe { (pg_sys::MyDatabaseId, pg_sys::GetUserId(), pg_sys::GetCurrentTimestamp()) };
     let table = match source {
         crate::shmem::SourceKind::Kafka => "pipeline_kafka.consumers",
         crate::shmem::SourceKind::Kinesis => "pipeline_kinesis.consumers",
@@ -71,9 +65,7 @@ fn slot_rows(source: crate::shmem::SourceKind) -> Vec<Shown> {
             batches: s.batches,
             last_batch_at: (s.last_batch_at != 0)
                 // SAFETY: a TimestampTz is a by-value int64 datum.
-                .then(|| unsafe {
-                    TimestampWithTimeZone::from_datum(pg_sys::Datum::from(s.last_batch_at), false)
-                })
+                .then(|| unsafe { TimestampWithTimeZone::from_datum(pg_sys::Datum::from(s.last_batch_at), false) })
                 .flatten(),
             skipped: s.skipped,
             rows_per_second: s.recent.rows_per_second(now),
@@ -113,23 +105,9 @@ mod pipeline_kafka {
             name!(dead_letter_run, Option<String>),
         ),
     > {
-        let rows = super::slot_rows(crate::shmem::SourceKind::Kafka)
-            .into_iter()
-            .map(|s| {
-                (
-                    s.consumer_id,
-                    s.stream,
-                    s.worker_pid,
-                    s.latest,
-                    s.messages,
-                    s.rows,
-                    s.dead_letters,
-                    s.batches,
-                    s.last_batch_at,
-                    s.rows_per_second,
-                    s.dead_letter_run,
-                )
-            });
+        let rows = super::slot_rows(crate::shmem::SourceKind::Kafka).into_iter().map(|s| {
+            (s.consumer_id, s.stream, s.worker_pid, s.latest, s.messages, s.rows, s.dead_letters, s.batches, s.last_batch_at, s.rows_per_second, s.dead_letter_run)
+        });
         TableIterator::new(rows)
     }
 
@@ -139,31 +117,16 @@ mod pipeline_kafka {
     fn topic_watermarks(
         topic: Option<&str>,
         partition: default!(Option<i32>, "NULL"),
-    ) -> TableIterator<
-        'static,
-        (
-            name!(topic, String),
-            name!(partition, i32),
-            name!(low, i64),
-            name!(high, i64),
-        ),
-    > {
+    ) -> TableIterator<'static, (name!(topic, String), name!(partition, i32), name!(low, i64), name!(high, i64))> {
         let topic = crate::error::required(topic, "topic");
         if let Err(e) = ingest_core::broker::check_topic(topic) {
-            raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                e.to_string(),
-            );
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
         }
         let (brokers, config) = crate::catalog::kafka::brokers();
         if brokers.is_empty() {
-            raise(
-                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                "no Kafka broker is configured",
-            );
+            raise(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "no Kafka broker is configured");
         }
-        let cfg = client_config(&brokers, &[&config])
-            .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e));
+        let cfg = client_config(&brokers, &[&config]).unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e));
         let timeout = Duration::from_millis(crate::guc::BROKER_TIMEOUT_MS.get().max(100) as u64);
         let fail = |e: ProbeError| -> ! { crate::api::raise_probe_error(topic, "watermarks", e) };
         let probe = Probe::new(&cfg, timeout).unwrap_or_else(|e| fail(e));
@@ -171,10 +134,7 @@ mod pipeline_kafka {
         let wanted: Vec<i32> = match partition {
             None => all,
             Some(p) if all.contains(&p) => vec![p],
-            Some(p) => raise(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                format!("Kafka topic \"{topic}\" has no partition {p}"),
-            ),
+            Some(p) => raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("Kafka topic \"{topic}\" has no partition {p}")),
         };
         let rows: Vec<_> = wanted
             .into_iter()
@@ -218,24 +178,9 @@ mod pipeline_kinesis {
         ),
     > {
         // The worker publishes MillisBehindLatest where Kafka's publish their high watermark.
-        let rows = super::slot_rows(crate::shmem::SourceKind::Kinesis)
-            .into_iter()
-            .map(|s| {
-                (
-                    s.consumer_id,
-                    s.stream,
-                    s.worker_pid,
-                    s.latest,
-                    s.messages,
-                    s.rows,
-                    s.dead_letters,
-                    s.batches,
-                    s.last_batch_at,
-                    s.skipped,
-                    s.rows_per_second,
-                    s.dead_letter_run,
-                )
-            });
+        let rows = super::slot_rows(crate::shmem::SourceKind::Kinesis).into_iter().map(|s| {
+            (s.consumer_id, s.stream, s.worker_pid, s.latest, s.messages, s.rows, s.dead_letters, s.batches, s.last_batch_at, s.skipped, s.rows_per_second, s.dead_letter_run)
+        });
         TableIterator::new(rows)
     }
 }

@@ -4,8 +4,8 @@
 //! by `ingest_core::spec::Spec::check` before.
 
 use crate::catalog::spi;
-use crate::catalog::Features;
 use crate::error::{raise, raise_with};
+use crate::catalog::Features;
 use crate::shmem::SourceKind;
 use ingest_core::format::CopyOptions;
 use ingest_core::spec::{Mode, Spec};
@@ -42,16 +42,8 @@ fn resolve_transform(source: SourceKind, name: &str) -> pg_sys::Oid {
             Some("A transform takes the batch as one array argument; name it as a regprocedure: function(argument types).".into()),
         );
     }
-    spi(Spi::get_one_with_args::<pg_sys::Oid>(
-        "SELECT pg_catalog.to_regprocedure($1)::pg_catalog.oid",
-        &[name.into()],
-    ))
-    .unwrap_or_else(|| {
-        raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION,
-            format!("function \"{name}\" does not exist"),
-        )
-    })
+    spi(Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regprocedure($1)::pg_catalog.oid", &[name.into()]))
+        .unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION, format!("function \"{name}\" does not exist")))
 }
 
 /// Checks the write settings of `spec` (its pure checks are done) against the relation; returns
@@ -70,17 +62,8 @@ pub fn check(
         TransformRef::Pinned(oid) => oid,
     });
     let transform = func.map(|f| check_transform(source, f, relid, owner, relation));
-    let key_columns = (spec.mode == Mode::Upsert).then(|| {
-        check_upsert(
-            relid,
-            relation,
-            &spec.opts,
-            spec.key_columns.clone(),
-            spec.key_format.as_deref(),
-            spec.columns.as_ref(),
-            metadata.as_deref(),
-        )
-    });
+    let key_columns = (spec.mode == Mode::Upsert)
+        .then(|| check_upsert(relid, relation, &spec.opts, spec.key_columns.clone(), spec.key_format.as_deref(), spec.columns.as_ref(), metadata.as_deref()));
     Features {
         metadata,
         transform_oid: transform.as_ref().map(|t| t.1),
@@ -96,13 +79,7 @@ pub fn check(
 /// (`Spec::check` refuses the settings that say how values become rows). The function must take exactly the batch array (42883), return void or SETOF the relation's
 /// row type (42804), and the consumer's owner must be allowed to EXECUTE it (42501). Returns it as
 /// schema-qualified regprocedure text, with its oid and owner.
-fn check_transform(
-    source: SourceKind,
-    func: pg_sys::Oid,
-    relid: pg_sys::Oid,
-    owner: pg_sys::Oid,
-    relation: &str,
-) -> (String, pg_sys::Oid, pg_sys::Oid) {
+fn check_transform(source: SourceKind, func: pg_sys::Oid, relid: pg_sys::Oid, owner: pg_sys::Oid, relation: &str) -> (String, pg_sys::Oid, pg_sys::Oid) {
     let array_type = array_type(source);
     // As the superuser with search_path pg_catalog: the stored text then names the function's
     // schema, so the worker (another session, another search_path) finds the same function.
@@ -138,21 +115,8 @@ fn check_transform(
             Ok(out)
         }))
     });
-    let Some((
-        args_ok,
-        returns_void,
-        returns_rows,
-        may_execute,
-        temporary,
-        name,
-        row_type,
-        proowner,
-    )) = row
-    else {
-        raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION,
-            "transform function does not exist",
-        )
+    let Some((args_ok, returns_void, returns_rows, may_execute, temporary, name, row_type, proowner)) = row else {
+        raise(PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION, "transform function does not exist")
     };
     if !args_ok {
         raise(
@@ -170,10 +134,7 @@ fn check_transform(
     }
     if temporary {
         // Workers are other sessions, which cannot see this session's temporary objects.
-        raise(
-            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-            format!("transform function {name} is temporary"),
-        );
+        raise(PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED, format!("transform function {name} is temporary"));
     }
     if !may_execute {
         raise(
@@ -202,11 +163,7 @@ fn check_upsert(
     // Columns metadata fields fill (e.g. {"key": "id"}): present in every row whatever the columns list.
     let from_metadata: Vec<String> = metadata
         .and_then(|m| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(m).ok())
-        .map(|m| {
-            m.values()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
+        .map(|m| m.values().filter_map(|v| v.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
     let keys = match key_columns {
         Some(k) => k,
@@ -229,18 +186,10 @@ fn check_upsert(
     let known = crate::catalog::insertable_columns(relid);
     for (i, c) in keys.iter().enumerate() {
         if !known.contains(c) {
-            raise(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
-                format!(
-                    "key column \"{c}\" of relation \"{relation}\" does not exist or is generated"
-                ),
-            );
+            raise(PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN, format!("key column \"{c}\" of relation \"{relation}\" does not exist or is generated"));
         }
         if keys[..i].contains(c) {
-            raise(
-                PgSqlErrorCode::ERRCODE_DUPLICATE_COLUMN,
-                format!("key column \"{c}\" is named more than once"),
-            );
+            raise(PgSqlErrorCode::ERRCODE_DUPLICATE_COLUMN, format!("key column \"{c}\" is named more than once"));
         }
     }
     // ON CONFLICT (keys) needs a unique index on exactly these columns, without a predicate or
@@ -269,10 +218,7 @@ fn check_upsert(
         ));
     }
     if let (Some(cols), true) = (columns, opts.format.name() != "json") {
-        if let Some(k) = keys
-            .iter()
-            .find(|k| !cols.contains(k) && !from_metadata.contains(k))
-        {
+        if let Some(k) = keys.iter().find(|k| !cols.contains(k) && !from_metadata.contains(k)) {
             invalid(format!("columns must include the key column \"{k}\": text and csv values hold whole rows, keys included"));
         }
     }

@@ -41,10 +41,7 @@ pub use crate::sink::relation::role_name;
 pub fn set_relation(sys: SourceKind, consumer_id: i32, relid: pg_sys::Oid) {
     as_superuser(|| {
         spi(Spi::run_with_args(
-            &format!(
-                "UPDATE {t} SET relation = $2::oid::regclass WHERE id = $1",
-                t = sys.consumers()
-            ),
+            &format!("UPDATE {t} SET relation = $2::oid::regclass WHERE id = $1", t = sys.consumers()),
             &[consumer_id.into(), relid.into()],
         ))
     });
@@ -53,10 +50,7 @@ pub fn set_relation(sys: SourceKind, consumer_id: i32, relid: pg_sys::Oid) {
 /// Deletes a consumer with its offsets, secrets and dead letters (foreign keys cascade).
 pub fn delete_consumer(sys: SourceKind, consumer_id: i32) {
     as_superuser(|| {
-        spi(Spi::run_with_args(
-            &format!("DELETE FROM {t} WHERE id = $1", t = sys.consumers()),
-            &[consumer_id.into()],
-        ))
+        spi(Spi::run_with_args(&format!("DELETE FROM {t} WHERE id = $1", t = sys.consumers()), &[consumer_id.into()]))
     });
 }
 
@@ -64,13 +58,10 @@ pub fn delete_consumer(sys: SourceKind, consumer_id: i32) {
 pub fn set_enabled(sys: SourceKind, id: i32, enabled: bool) -> bool {
     as_superuser(|| {
         spi(Spi::get_one_with_args::<bool>(
-            &format!(
-                "WITH u AS (UPDATE {t} SET enabled = $2, \
+            &format!("WITH u AS (UPDATE {t} SET enabled = $2, \
                  generation = generation + CASE WHEN $2 THEN 1 ELSE 0 END, \
                  last_error = CASE WHEN $2 THEN NULL ELSE last_error END \
-             WHERE id = $1 AND enabled <> $2 RETURNING 1) SELECT count(*) > 0 FROM u",
-                t = sys.consumers()
-            ),
+             WHERE id = $1 AND enabled <> $2 RETURNING 1) SELECT count(*) > 0 FROM u", t = sys.consumers()),
             &[id.into(), enabled.into()],
         ))
     })
@@ -81,12 +72,9 @@ pub fn set_enabled(sys: SourceKind, id: i32, enabled: bool) -> bool {
 pub fn set_last_error(sys: SourceKind, consumer_id: i32, error: Option<&str>) {
     as_superuser(|| {
         spi(Spi::run_with_args(
-            &format!(
-                "UPDATE {t} SET last_error = $2, \
+            &format!("UPDATE {t} SET last_error = $2, \
                  last_error_at = CASE WHEN $2 IS NULL THEN NULL ELSE now() END \
-             WHERE id = $1 AND last_error IS DISTINCT FROM $2",
-                t = sys.consumers()
-            ),
+             WHERE id = $1 AND last_error IS DISTINCT FROM $2", t = sys.consumers()),
             &[consumer_id.into(), error.into()],
         ))
     });
@@ -97,10 +85,7 @@ pub fn set_last_error(sys: SourceKind, consumer_id: i32, error: Option<&str>) {
 pub fn lock_consumer(sys: SourceKind, consumer_id: i32) -> Option<i64> {
     as_superuser(|| {
         spi(Spi::get_one_with_args::<i64>(
-            &format!(
-                "SELECT generation FROM {t} WHERE id = $1 AND enabled FOR SHARE",
-                t = sys.consumers()
-            ),
+            &format!("SELECT generation FROM {t} WHERE id = $1 AND enabled FOR SHARE", t = sys.consumers()),
             &[consumer_id.into()],
         ))
     })
@@ -129,44 +114,26 @@ pub enum RelationProblem {
 /// Where a consumer's rows go now. `Ok(oid)` when its relation exists and still belongs to the
 /// consumer's owner, or when it was dropped and a relation of the same name and owner exists again
 /// (the catalog then points at the new one).
-pub fn current_relation(
-    sys: SourceKind,
-    consumer_id: i32,
-    relid: pg_sys::Oid,
-    owner: pg_sys::Oid,
-) -> Result<pg_sys::Oid, RelationProblem> {
+pub fn current_relation(sys: SourceKind, consumer_id: i32, relid: pg_sys::Oid, owner: pg_sys::Oid) -> Result<pg_sys::Oid, RelationProblem> {
     let other_owner = |name: &str, now: pg_sys::Oid, recreated: bool| {
         let (now, was) = (role_name(now), role_name(owner));
-        let what = if recreated {
-            "was created again with owner"
-        } else {
-            "now belongs to"
-        };
+        let what = if recreated { "was created again with owner" } else { "now belongs to" };
         RelationProblem::OtherOwner(format!(
             "relation \"{name}\" {what} {now}, but the consumer belongs to {was}: nothing was written; \
              run consume_begin again as a member of {now} to continue [SQLSTATE 42501]"
         ))
     };
     if let Some((name, relowner)) = relation_name_and_owner(relid) {
-        return if relowner == owner {
-            Ok(relid)
-        } else {
-            Err(other_owner(&name, relowner, false))
-        };
+        return if relowner == owner { Ok(relid) } else { Err(other_owner(&name, relowner, false)) };
     }
     let (name, again) = as_superuser(|| {
         spi(Spi::get_two_with_args::<String, pg_sys::Oid>(
-            &format!(
-                "SELECT relname, pg_catalog.to_regclass(relname)::oid FROM {t} WHERE id = $1",
-                t = sys.consumers()
-            ),
+            &format!("SELECT relname, pg_catalog.to_regclass(relname)::oid FROM {t} WHERE id = $1", t = sys.consumers()),
             &[consumer_id.into()],
         ))
     });
     let name = name.unwrap_or_default();
-    let Some(oid) = again else {
-        return Err(RelationProblem::Missing(name));
-    };
+    let Some(oid) = again else { return Err(RelationProblem::Missing(name)) };
     match relation_name_and_owner(oid) {
         Some((_, relowner)) if relowner == owner => {
             set_relation(sys, consumer_id, oid);
@@ -187,12 +154,7 @@ pub fn has_features_schema(sys: SourceKind) -> bool {
 /// transform's pin). In a database not updated yet only the defaults are possible (55000 otherwise).
 pub fn set_features(sys: SourceKind, consumer_id: i32, f: &super::Features) {
     if !has_features_schema(sys) {
-        if f.metadata.is_some()
-            || f.transform.is_some()
-            || f.mode != "append"
-            || f.key_columns.is_some()
-            || f.key_format.is_some()
-        {
+        if f.metadata.is_some() || f.transform.is_some() || f.mode != "append" || f.key_columns.is_some() || f.key_format.is_some() {
             crate::error::raise_with(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 "metadata, transform, mode, key_columns and key_format need the extension's 0.4.0 schema",
@@ -227,12 +189,7 @@ pub fn set_features(sys: SourceKind, consumer_id: i32, f: &super::Features) {
 
 /// Stores the oid and owner of a consumer's transform function (sink::pin re-pins the oid of a
 /// function its owner created again).
-pub fn set_transform_pin(
-    sys: SourceKind,
-    consumer_id: i32,
-    oid: Option<pg_sys::Oid>,
-    owner: Option<pg_sys::Oid>,
-) {
+pub fn set_transform_pin(sys: SourceKind, consumer_id: i32, oid: Option<pg_sys::Oid>, owner: Option<pg_sys::Oid>) {
     as_superuser(|| {
         spi(Spi::run_with_args(
             &format!("UPDATE {t} SET transform_oid = $2, transform_owner = $3::oid::regrole \

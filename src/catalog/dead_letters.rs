@@ -15,10 +15,7 @@ use pgrx::prelude::*;
 pub fn lock_consumer(sys: SourceKind, consumer_id: i32) -> bool {
     as_superuser(|| {
         spi(Spi::get_one_with_args::<i32>(
-            &format!(
-                "SELECT id FROM {t} WHERE id = $1 FOR SHARE",
-                t = sys.consumers()
-            ),
+            &format!("SELECT id FROM {t} WHERE id = $1 FOR SHARE", t = sys.consumers()),
             &[consumer_id.into()],
         ))
     })
@@ -34,12 +31,7 @@ pub const KAFKA_START: KafkaAfter = (i32::MIN, i64::MIN, i64::MIN);
 /// Up to `limit` dead letters of a Kafka consumer written while `owner` owned it, after `after`
 /// in (partition, offset, id) order, locked; (id, message). Timestamps and headers are not kept
 /// in dead letters: the messages have none.
-pub fn kafka_letters(
-    consumer_id: i32,
-    owner: pg_sys::Oid,
-    after: KafkaAfter,
-    limit: i64,
-) -> Vec<(i64, Message<KafkaPos>)> {
+pub fn kafka_letters(consumer_id: i32, owner: pg_sys::Oid, after: KafkaAfter, limit: i64) -> Vec<(i64, Message<KafkaPos>)> {
     as_superuser(|| {
         spi(Spi::connect(|c| {
             let rows = c.select(
@@ -51,17 +43,8 @@ pub fn kafka_letters(
             )?;
             let mut out = Vec::new();
             for row in rows {
-                let pos = KafkaPos {
-                    partition: row.get(2)?.unwrap_or_default(),
-                    offset: row.get(3)?.unwrap_or_default(),
-                };
-                let message = Message {
-                    pos,
-                    key: row.get(4)?,
-                    payload: row.get(5)?,
-                    timestamp_ms: None,
-                    headers: None,
-                };
+                let pos = KafkaPos { partition: row.get(2)?.unwrap_or_default(), offset: row.get(3)?.unwrap_or_default() };
+                let message = Message { pos, key: row.get(4)?, payload: row.get(5)?, timestamp_ms: None, headers: None };
                 out.push((row.get::<i64>(1)?.unwrap_or_default(), message));
             }
             Ok(out)
@@ -73,12 +56,7 @@ pub fn kafka_letters(
 /// `after`, oldest first, locked; (id, record). Arrival times are not kept in dead letters: the
 /// records have none. A stored sequence number that is not one (written by hand) is kept as its
 /// digits, or 0.
-pub fn kinesis_letters(
-    consumer_id: i32,
-    owner: pg_sys::Oid,
-    after: i64,
-    limit: i64,
-) -> Vec<(i64, Message<KinesisPos>)> {
+pub fn kinesis_letters(consumer_id: i32, owner: pg_sys::Oid, after: i64, limit: i64) -> Vec<(i64, Message<KinesisPos>)> {
     as_superuser(|| {
         spi(Spi::connect(|c| {
             let rows = c.select(
@@ -91,24 +69,11 @@ pub fn kinesis_letters(
             let mut out = Vec::new();
             for row in rows {
                 let seq: String = row.get(3)?.unwrap_or_default();
-                let seq = SeqNum::parse(&seq)
-                    .unwrap_or_else(|_| SeqNum::parse("0").expect("0 is a sequence number"));
+                let seq = SeqNum::parse(&seq).unwrap_or_else(|_| SeqNum::parse("0").expect("0 is a sequence number"));
                 let sub: Option<i64> = row.get(4)?;
-                let pos = KinesisPos {
-                    shard: row.get(2)?.unwrap_or_default(),
-                    at: ShardPos {
-                        seq,
-                        sub: sub.map(|n| n.max(0) as u64),
-                    },
-                };
+                let pos = KinesisPos { shard: row.get(2)?.unwrap_or_default(), at: ShardPos { seq, sub: sub.map(|n| n.max(0) as u64) } };
                 let key: Option<String> = row.get(5)?;
-                let message = Message {
-                    pos,
-                    key: key.map(String::into_bytes),
-                    payload: row.get(6)?,
-                    timestamp_ms: None,
-                    headers: None,
-                };
+                let message = Message { pos, key: key.map(String::into_bytes), payload: row.get(6)?, timestamp_ms: None, headers: None };
                 out.push((row.get::<i64>(1)?.unwrap_or_default(), message));
             }
             Ok(out)
@@ -121,12 +86,7 @@ pub fn delete(sys: SourceKind, ids: &[i64]) {
     if ids.is_empty() {
         return;
     }
-    as_superuser(|| {
-        spi(Spi::run_with_args(
-            &format!("DELETE FROM {t} WHERE id = ANY($1)", t = sys.dead_letters()),
-            &[ids.to_vec().into()],
-        ))
-    });
+    as_superuser(|| spi(Spi::run_with_args(&format!("DELETE FROM {t} WHERE id = ANY($1)", t = sys.dead_letters()), &[ids.to_vec().into()])));
 }
 
 /// Gives dead letters the error they failed with now: (id, error, sqlstate).

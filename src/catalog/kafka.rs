@@ -33,10 +33,7 @@ pub fn insert_broker(host: &str, shown: &str, secrets: &[(String, String)]) {
 /// Replaces the secret settings of a consumer.
 pub fn set_consumer_secrets(consumer_id: i32, secrets: &[(String, String)]) {
     as_superuser(|| {
-        spi(Spi::run_with_args(
-            "DELETE FROM pipeline_kafka.secrets WHERE consumer_id = $1",
-            &[consumer_id.into()],
-        ));
+        spi(Spi::run_with_args("DELETE FROM pipeline_kafka.secrets WHERE consumer_id = $1", &[consumer_id.into()]));
         for (k, v) in secrets {
             spi(Spi::run_with_args(
                 "INSERT INTO pipeline_kafka.secrets (consumer_id, key, value) VALUES ($1, $2, $3)",
@@ -83,25 +80,14 @@ pub fn delete_broker(host: &str) -> bool {
 /// All brokers and the union of their extra client settings (later entries win on conflict).
 pub fn brokers() -> (Vec<String>, serde_json::Map<String, serde_json::Value>) {
     let rows: Vec<(String, String)> = spi(Spi::connect(|c| {
-        let t = c.select(
-            "SELECT host, config::text FROM pipeline_kafka.brokers ORDER BY host",
-            None,
-            &[],
-        )?;
+        let t = c.select("SELECT host, config::text FROM pipeline_kafka.brokers ORDER BY host", None, &[])?;
         let mut out = Vec::new();
         for row in t {
-            out.push((
-                row.get::<String>(1)?.unwrap_or_default(),
-                row.get::<String>(2)?.unwrap_or_default(),
-            ));
+            out.push((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()));
         }
         Ok(out)
     }));
-    let secrets = if rows.is_empty() {
-        Vec::new()
-    } else {
-        secrets(true)
-    };
+    let secrets = if rows.is_empty() { Vec::new() } else { secrets(true) };
     let mut hosts = Vec::new();
     let mut config = serde_json::Map::new();
     for (h, c) in rows {
@@ -143,8 +129,7 @@ pub struct Consumer {
 
 // config_by_superuser is read through the row's jsonb: a database still at 0.1.0 (before ALTER
 // EXTENSION UPDATE) calls this library through its old functions and has no such column.
-const CONSUMER_COLUMNS: &str =
-    "k.id, k.topic, k.relation::oid, k.owner::oid, k.group_id, k.maxbytes, k.parallelism, \
+const CONSUMER_COLUMNS: &str = "k.id, k.topic, k.relation::oid, k.owner::oid, k.group_id, k.maxbytes, k.parallelism, \
      k.enabled, k.generation, coalesce((to_jsonb(k) ->> 'config_by_superuser')::boolean, false), \
      k.relation IS NULL, {START_TIME_US}, {SETTINGS}, {FEATURES}";
 
@@ -168,15 +153,10 @@ fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<
 }
 
 fn select_consumers(where_sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<Consumer> {
-    let q = format!(
-        "SELECT {CONSUMER_COLUMNS} FROM pipeline_kafka.consumers k {where_sql} ORDER BY id"
-    )
-    .replace("{FEATURES}", super::FEATURE_COLUMNS)
-    .replace("{SETTINGS}", super::ROW_SETTINGS_COLUMNS)
-    .replace(
-        "{START_TIME_US}",
-        &super::start_time_us_sql("(to_jsonb(k) ->> 'start_time')::timestamptz"),
-    );
+    let q = format!("SELECT {CONSUMER_COLUMNS} FROM pipeline_kafka.consumers k {where_sql} ORDER BY id")
+        .replace("{FEATURES}", super::FEATURE_COLUMNS)
+        .replace("{SETTINGS}", super::ROW_SETTINGS_COLUMNS)
+        .replace("{START_TIME_US}", &super::start_time_us_sql("(to_jsonb(k) ->> 'start_time')::timestamptz"));
     // As the superuser: row-level security hides other roles' consumers from the caller, but the
     // functions must see them (to refuse changing them, not to create a second one).
     let mut consumers: Vec<Consumer> = as_superuser(|| {
@@ -189,19 +169,12 @@ fn select_consumers(where_sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<
             Ok(out)
         }))
     });
-    if consumers.iter().any(|c| {
-        c.settings
-            .config
-            .values()
-            .any(|v| v.as_str() == Some(ingest_core::settings::MASK))
-    }) {
+    if consumers.iter().any(|c| c.settings.config.values().any(|v| v.as_str() == Some(ingest_core::settings::MASK))) {
         let secrets = secrets(false);
         for c in consumers.iter_mut() {
             let id = c.id.to_string();
             for (_, k, v) in secrets.iter().filter(|(owner, _, _)| *owner == id) {
-                c.settings
-                    .config
-                    .insert(k.clone(), serde_json::Value::String(v.clone()));
+                c.settings.config.insert(k.clone(), serde_json::Value::String(v.clone()));
             }
         }
     }
@@ -209,18 +182,11 @@ fn select_consumers(where_sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<
 }
 
 pub fn consumer(id: i32) -> Option<Consumer> {
-    select_consumers("WHERE id = $1", &[id.into()])
-        .into_iter()
-        .next()
+    select_consumers("WHERE id = $1", &[id.into()]).into_iter().next()
 }
 
 pub fn consumer_by_key(topic: &str, relid: pg_sys::Oid) -> Option<Consumer> {
-    select_consumers(
-        "WHERE topic = $1 AND relation = $2",
-        &[topic.into(), relid.into()],
-    )
-    .into_iter()
-    .next()
+    select_consumers("WHERE topic = $1 AND relation = $2", &[topic.into(), relid.into()]).into_iter().next()
 }
 
 pub fn all_consumers() -> Vec<Consumer> {
@@ -231,13 +197,12 @@ pub fn all_consumers() -> Vec<Consumer> {
 /// as a user writes it; unqualified, it matches that table name in any schema).
 pub fn consumers_of_missing_relation(topic: &str, name: &str) -> Vec<Consumer> {
     select_consumers(
-        &format!(
-            "WHERE topic = $1 AND {}",
-            super::consumers::missing_relation_named(2)
-        ),
+        &format!("WHERE topic = $1 AND {}", super::consumers::missing_relation_named(2)),
         &[topic.into(), name.into()],
     )
 }
+
+
 
 /// Records whether a consumer's config was given by a superuser (the worker checks the config
 /// against the owner's rights otherwise). A database still at 0.1.0 has no column for it; its
@@ -272,9 +237,7 @@ pub fn set_start_time(consumer_id: i32, start_time: Option<pgrx::datum::Timestam
 /// broker entry), so the supervisor restarts their workers with the current broker list.
 pub fn bump_all_generations() {
     as_superuser(|| {
-        spi(Spi::run(
-            "UPDATE pipeline_kafka.consumers SET generation = generation + 1 WHERE enabled",
-        ))
+        spi(Spi::run("UPDATE pipeline_kafka.consumers SET generation = generation + 1 WHERE enabled"))
     });
 }
 
@@ -318,10 +281,7 @@ pub fn save_offsets(consumer_id: i32, next: &BTreeMap<i32, i64>) {
 
 pub fn clear_offsets(consumer_id: i32) {
     as_superuser(|| {
-        spi(Spi::run_with_args(
-            "DELETE FROM pipeline_kafka.offsets WHERE consumer_id = $1",
-            &[consumer_id.into()],
-        ))
+        spi(Spi::run_with_args("DELETE FROM pipeline_kafka.offsets WHERE consumer_id = $1", &[consumer_id.into()]))
     });
 }
 
@@ -353,10 +313,7 @@ pub fn insert_dead_letters(consumer_id: i32, topic: &str, letters: &[DeadLetter]
     // 0.6.0: a dead letter belongs to the consumer's owner when it was written (it stays that
     // role's when another role takes the consumer over); a database not updated yet has no column.
     let (owner_column, owner_value) = if super::has_column("pipeline_kafka.dead_letters", "owner") {
-        (
-            ", owner",
-            ", (SELECT c.owner FROM pipeline_kafka.consumers c WHERE c.id = $1)",
-        )
+        (", owner", ", (SELECT c.owner FROM pipeline_kafka.consumers c WHERE c.id = $1)")
     } else {
         ("", "")
     };
@@ -403,7 +360,6 @@ pub fn bump_generation(consumer_id: i32) {
 
 /// The stream-partitioned consumer of a topic (at most one: a partial unique index).
 pub fn partitioned_consumer(topic: &str) -> Option<Consumer> {
-    select_consumers("WHERE topic = $1 AND relation IS NULL", &[topic.into()])
-        .into_iter()
-        .next()
+    select_consumers("WHERE topic = $1 AND relation IS NULL", &[topic.into()]).into_iter().next()
 }
+

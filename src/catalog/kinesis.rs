@@ -84,8 +84,7 @@ pub struct Consumer {
     pub features: crate::catalog::Features,
 }
 
-const CONSUMER_COLUMNS: &str =
-    "k.id, k.endpoint, k.stream, k.relation::oid, k.owner::oid, k.parallelism, k.poll_interval, \
+const CONSUMER_COLUMNS: &str = "k.id, k.endpoint, k.stream, k.relation::oid, k.owner::oid, k.parallelism, k.poll_interval, \
      k.enabled, k.generation, {START_TIME_US}, e.region, e.url, e.credfile, {SETTINGS}, {FEATURES}";
 
 fn consumer_from_row(row: &pgrx::spi::SpiHeapTupleData) -> pgrx::spi::SpiResult<Consumer> {
@@ -134,9 +133,7 @@ pub fn select_consumers(where_sql: &str, args: &[pgrx::datum::DatumWithOid]) -> 
 }
 
 pub fn consumer(id: i32) -> Option<Consumer> {
-    select_consumers("WHERE k.id = $1", &[id.into()])
-        .into_iter()
-        .next()
+    select_consumers("WHERE k.id = $1", &[id.into()]).into_iter().next()
 }
 
 pub fn all_consumers() -> Vec<Consumer> {
@@ -145,25 +142,21 @@ pub fn all_consumers() -> Vec<Consumer> {
 
 /// The consumer of `stream` at `endpoint` into the relation `relid`.
 pub fn consumer_by_key(endpoint: &str, stream: &str, relid: pg_sys::Oid) -> Option<Consumer> {
-    select_consumers(
-        "WHERE k.endpoint = $1 AND k.stream = $2 AND k.relation = $3",
-        &[endpoint.into(), stream.into(), relid.into()],
-    )
-    .into_iter()
-    .next()
+    select_consumers("WHERE k.endpoint = $1 AND k.stream = $2 AND k.relation = $3", &[endpoint.into(), stream.into(), relid.into()])
+        .into_iter()
+        .next()
 }
 
 /// Consumers of `stream` at `endpoint` whose relation no longer exists and whose stored name is
 /// `name` (a name as a user writes it; unqualified, it matches that table name in any schema).
 pub fn consumers_of_missing_relation(endpoint: &str, stream: &str, name: &str) -> Vec<Consumer> {
     select_consumers(
-        &format!(
-            "WHERE k.endpoint = $1 AND k.stream = $2 AND {}",
-            super::consumers::missing_relation_named(3)
-        ),
+        &format!("WHERE k.endpoint = $1 AND k.stream = $2 AND {}", super::consumers::missing_relation_named(3)),
         &[endpoint.into(), stream.into(), name.into()],
     )
 }
+
+
 
 /// Where a consumer starts reading, as `consume_begin` was told.
 pub enum Start {
@@ -180,27 +173,15 @@ pub enum Start {
 /// every shard's checkpoint (the workers list the shards again and start them all from there).
 pub fn restart_from(consumer_id: i32, start: Start) {
     let (sql, at) = match start {
-        Start::TrimHorizon => (
-            "UPDATE pipeline_kinesis.consumers SET start_time = NULL WHERE id = $1",
-            None,
-        ),
-        Start::Now => (
-            "UPDATE pipeline_kinesis.consumers SET start_time = now() WHERE id = $1",
-            None,
-        ),
-        Start::At(t) => (
-            "UPDATE pipeline_kinesis.consumers SET start_time = $2 WHERE id = $1",
-            Some(t),
-        ),
+        Start::TrimHorizon => ("UPDATE pipeline_kinesis.consumers SET start_time = NULL WHERE id = $1", None),
+        Start::Now => ("UPDATE pipeline_kinesis.consumers SET start_time = now() WHERE id = $1", None),
+        Start::At(t) => ("UPDATE pipeline_kinesis.consumers SET start_time = $2 WHERE id = $1", Some(t)),
     };
     as_superuser(|| {
         match at {
             Some(t) => spi(Spi::run_with_args(sql, &[consumer_id.into(), t.into()])),
             None => spi(Spi::run_with_args(sql, &[consumer_id.into()])),
         }
-        spi(Spi::run_with_args(
-            "DELETE FROM pipeline_kinesis.seqnums WHERE consumer_id = $1",
-            &[consumer_id.into()],
-        ));
+        spi(Spi::run_with_args("DELETE FROM pipeline_kinesis.seqnums WHERE consumer_id = $1", &[consumer_id.into()]));
     });
 }

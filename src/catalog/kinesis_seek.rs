@@ -55,10 +55,7 @@ pub fn move_shard(consumer_id: i32, shard_id: &str, to: &SeekTo) {
 /// The shards of a consumer that a seek moved and that have no checkpoint since, with where they
 /// start. A database whose extension is not updated to 0.7.0 yet has none.
 pub fn sought(consumer_id: i32) -> BTreeMap<String, StartAt> {
-    let exists = spi(Spi::get_one::<bool>(
-        "SELECT pg_catalog.to_regclass('pipeline_kinesis.seeks') IS NOT NULL",
-    ))
-    .unwrap_or(false);
+    let exists = spi(Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('pipeline_kinesis.seeks') IS NOT NULL")).unwrap_or(false);
     if !exists {
         return BTreeMap::new();
     }
@@ -82,12 +79,8 @@ pub fn sought(consumer_id: i32) -> BTreeMap<String, StartAt> {
                 let ms: Option<i64> = row.get(3)?;
                 let at = match (seq.and_then(|s| SeqNum::parse(&s).ok()), ms) {
                     (Some(s), _) => StartAt::AtSequence(s),
-                    (None, Some(ms)) if ms >= 0 => StartAt::AtTimestamp(
-                        SystemTime::UNIX_EPOCH + Duration::from_millis(ms as u64),
-                    ),
-                    (None, Some(ms)) => StartAt::AtTimestamp(
-                        SystemTime::UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs()),
-                    ),
+                    (None, Some(ms)) if ms >= 0 => StartAt::AtTimestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(ms as u64)),
+                    (None, Some(ms)) => StartAt::AtTimestamp(SystemTime::UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())),
                     (None, None) => continue,
                 };
                 out.insert(shard, at);

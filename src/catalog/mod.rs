@@ -1,7 +1,6 @@
 //! Typed access to the extension's catalog tables. Every statement is parameterized; writes run
 //! as the bootstrap superuser because the tables are not writable by other roles.
 
-pub mod columns;
 pub mod consumers;
 pub mod dead_letters;
 pub mod kafka;
@@ -9,6 +8,7 @@ pub mod kinesis;
 pub mod kinesis_seek;
 pub mod seqnums;
 pub mod spec;
+pub mod columns;
 
 use pgrx::prelude::*;
 use pgrx::spi::SpiResult;
@@ -20,17 +20,13 @@ pub use crate::sink::target::Features;
 
 /// True when the extension exists in the current database (workers check before touching tables).
 pub fn extension_exists() -> bool {
-    spi(Spi::get_one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pipeline_ingest')",
-    ))
-    .unwrap_or(false)
+    spi(Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pipeline_ingest')"))
+        .unwrap_or(false)
 }
 
 /// The version of the extension's schema in the current database (None when not created).
 pub fn extension_version() -> Option<String> {
-    spi(Spi::get_one::<String>(
-        "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pipeline_ingest'",
-    ))
+    spi(Spi::get_one::<String>("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pipeline_ingest'"))
 }
 
 /// The schema version this library works with.
@@ -72,9 +68,7 @@ impl RowSettings {
             columns: row.get(first + 4)?,
             batchsize: row.get(first + 5)?.unwrap_or(1000),
             timeout: row.get(first + 6)?.unwrap_or(250),
-            on_error: row
-                .get(first + 7)?
-                .unwrap_or_else(|| "dead_letter".to_string()),
+            on_error: row.get(first + 7)?.unwrap_or_else(|| "dead_letter".to_string()),
             max_dead_letters: row.get(first + 8)?,
             config: match serde_json::from_str(&config) {
                 Ok(serde_json::Value::Object(m)) => m,
@@ -88,11 +82,7 @@ impl Features {
     /// Whether messages' headers are used: by a headers metadata column, or by a transform (its
     /// messages carry them). Sources copy them only then.
     pub fn uses_headers(&self) -> bool {
-        self.transform.is_some()
-            || self
-                .metadata
-                .as_deref()
-                .is_some_and(ingest_core::metadata::maps_headers)
+        self.transform.is_some() || self.metadata.as_deref().is_some_and(ingest_core::metadata::maps_headers)
     }
 }
 

@@ -44,12 +44,7 @@ fn select(query: &str, args: &[pgrx::datum::DatumWithOid]) -> BTreeMap<String, S
                 let seq: Option<String> = row.get(2)?;
                 let sub: Option<i64> = row.get(3)?;
                 let finished: bool = row.get(4)?.unwrap_or(false);
-                let last = seq
-                    .and_then(|s| SeqNum::parse(&s).ok())
-                    .map(|seq| ShardPos {
-                        seq,
-                        sub: sub.map(|n| n as u64),
-                    });
+                let last = seq.and_then(|s| SeqNum::parse(&s).ok()).map(|seq| ShardPos { seq, sub: sub.map(|n| n as u64) });
                 if let Some(shard) = shard {
                     if last.is_some() || finished {
                         out.insert(shard, ShardCheckpoint { last, finished });
@@ -109,12 +104,8 @@ pub struct DeadLetter<'a> {
 pub fn insert_dead_letters(consumer_id: i32, stream: &str, letters: &[DeadLetter]) {
     // 0.6.0: a dead letter belongs to the consumer's owner when it was written (it stays that
     // role's when another role takes the consumer over); a database not updated yet has no column.
-    let (owner_column, owner_value) = if super::has_column("pipeline_kinesis.dead_letters", "owner")
-    {
-        (
-            ", owner",
-            ", (SELECT c.owner FROM pipeline_kinesis.consumers c WHERE c.id = $1)",
-        )
+    let (owner_column, owner_value) = if super::has_column("pipeline_kinesis.dead_letters", "owner") {
+        (", owner", ", (SELECT c.owner FROM pipeline_kinesis.consumers c WHERE c.id = $1)")
     } else {
         ("", "")
     };

@@ -17,11 +17,7 @@ pub enum Key<'a> {
     /// The stream-partitioned consumer of a topic (no relation: each message's key names one).
     KafkaPartitioned { topic: &'a str },
     /// A Kinesis consumer of a stream at an endpoint into a relation.
-    Kinesis {
-        endpoint: &'a str,
-        stream: &'a str,
-        relid: pg_sys::Oid,
-    },
+    Kinesis { endpoint: &'a str, stream: &'a str, relid: pg_sys::Oid },
 }
 
 impl Key<'_> {
@@ -51,11 +47,7 @@ pub fn upsert(key: Key, owner: pg_sys::Oid, spec: &Spec, config: Option<&str>) -
             cols.push(("topic", "$", topic.to_string().into()));
             "(topic) WHERE relation IS NULL"
         }
-        Key::Kinesis {
-            endpoint,
-            stream,
-            relid: r,
-        } => {
+        Key::Kinesis { endpoint, stream, relid: r } => {
             cols.push(("endpoint", "$", endpoint.to_string().into()));
             cols.push(("stream", "$", stream.to_string().into()));
             relid = Some(r);
@@ -91,17 +83,9 @@ pub fn upsert(key: Key, owner: pg_sys::Oid, spec: &Spec, config: Option<&str>) -
         }
         SourceKind::Kinesis => cols.push(("poll_interval", "$", spec.poll_interval.into())),
     }
-    cols.push((
-        "config",
-        "$::jsonb",
-        config.unwrap_or("{}").to_string().into(),
-    ));
+    cols.push(("config", "$::jsonb", config.unwrap_or("{}").to_string().into()));
     let names: Vec<&str> = cols.iter().map(|c| c.0).collect();
-    let values: Vec<String> = cols
-        .iter()
-        .enumerate()
-        .map(|(i, c)| c.1.replace('$', &format!("${}", i + 1)))
-        .collect();
+    let values: Vec<String> = cols.iter().enumerate().map(|(i, c)| c.1.replace('$', &format!("${}", i + 1))).collect();
     let updates: Vec<String> = names[key_columns..]
         .iter()
         .filter(|n| **n != "relation" && (**n != "config" || config.is_some()))
@@ -117,8 +101,7 @@ pub fn upsert(key: Key, owner: pg_sys::Oid, spec: &Spec, config: Option<&str>) -
         updates = updates.join(", "),
     );
     let args: Vec<DatumWithOid> = cols.into_iter().map(|c| c.2).collect();
-    as_superuser(|| spi(Spi::get_one_with_args::<i32>(&sql, &args)))
-        .expect("INSERT ... RETURNING id returns a row")
+    as_superuser(|| spi(Spi::get_one_with_args::<i32>(&sql, &args))).expect("INSERT ... RETURNING id returns a row")
 }
 
 /// What a consumer has stored: its settings, as the arguments that made them, and the transform
@@ -132,21 +115,11 @@ pub struct Stored {
 pub fn stored(sys: SourceKind, consumer_id: i32) -> Option<Stored> {
     let row = as_superuser(|| {
         spi(Spi::get_one_with_args::<String>(
-            &format!(
-                "SELECT pg_catalog.to_jsonb(k)::text FROM {t} k WHERE id = $1",
-                t = sys.consumers()
-            ),
+            &format!("SELECT pg_catalog.to_jsonb(k)::text FROM {t} k WHERE id = $1", t = sys.consumers()),
             &[consumer_id.into()],
         ))
     })?;
     let v: serde_json::Value = serde_json::from_str(&row).ok()?;
-    let transform_oid = v
-        .get("transform_oid")
-        .and_then(|o| o.as_u64())
-        .and_then(|o| u32::try_from(o).ok())
-        .map(pg_sys::Oid::from);
-    Some(Stored {
-        args: Args::from_row(&v),
-        transform_oid,
-    })
+    let transform_oid = v.get("transform_oid").and_then(|o| o.as_u64()).and_then(|o| u32::try_from(o).ok()).map(pg_sys::Oid::from);
+    Some(Stored { args: Args::from_row(&v), transform_oid })
 }

@@ -11,9 +11,7 @@ fn misuse(msg: impl Into<String>) -> ! {
     raise(PgSqlErrorCode::ERRCODE_TRIGGERED_ACTION_EXCEPTION, msg)
 }
 
-pub fn fire<'a>(
-    trigger: &'a PgTrigger<'a>,
-) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, PgTriggerError> {
+pub fn fire<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, PgTriggerError> {
     if !matches!(trigger.when()?, PgTriggerWhen::After) {
         misuse("pipeline_kafka.emit_tuple must be used in an AFTER trigger");
     }
@@ -33,17 +31,13 @@ pub fn fire<'a>(
         misuse(format!("pipeline_kafka.emit_tuple: {problem}"));
     }
     if args.len() > 3 {
-        misuse(
-            "pipeline_kafka.emit_tuple takes at most three arguments: topic, partition, key column",
-        );
+        misuse("pipeline_kafka.emit_tuple takes at most three arguments: topic, partition, key column");
     }
     let partition = match args.get(1).map(|s| s.trim()) {
         None | Some("") | Some("-1") => None,
         Some(p) => match p.parse::<i32>() {
             Ok(n) if n >= 0 => Some(n),
-            _ => misuse(format!(
-                "pipeline_kafka.emit_tuple: partition must be an integer >= 0 or -1, got \"{p}\""
-            )),
+            _ => misuse(format!("pipeline_kafka.emit_tuple: partition must be an integer >= 0 or -1, got \"{p}\"")),
         },
     };
     let key_column = args.get(2).filter(|k| !k.is_empty()).cloned();
@@ -57,8 +51,7 @@ pub fn fire<'a>(
     let tupdesc = unsafe { (*td.tg_relation).rd_att };
 
     let key: Option<Vec<u8>> = key_column.as_ref().and_then(|col| {
-        let ccol = CString::new(col.as_str())
-            .unwrap_or_else(|_| misuse("key column name contains a NUL byte"));
+        let ccol = CString::new(col.as_str()).unwrap_or_else(|_| misuse("key column name contains a NUL byte"));
         // SAFETY: tupdesc and tuple belong to the firing relation; SPI_getvalue returns a palloc'd
         // C string or NULL for a NULL value.
         unsafe {
@@ -99,15 +92,7 @@ pub fn fire<'a>(
     // owner's to read, not necessarily the role whose INSERT or UPDATE fired the trigger.
     // SAFETY: tg_relation is valid for the duration of the trigger call.
     let owner = unsafe { (*(*td.tg_relation).rd_rel).relowner };
-    outbox::insert(
-        &topic,
-        message.as_deref(),
-        partition,
-        key.as_deref(),
-        None,
-        None,
-        owner,
-    );
+    outbox::insert(&topic, message.as_deref(), partition, key.as_deref(), None, None, owner);
     wake_producer_at_commit();
     Ok(None)
 }

@@ -34,9 +34,7 @@ pub fn wake_producer_at_commit() {
         WAKE_REGISTERED.with(|w| w.set(false));
         crate::shmem::wake_producer(dboid);
     });
-    register_xact_callback(PgXactCallbackEvent::Abort, || {
-        WAKE_REGISTERED.with(|w| w.set(false))
-    });
+    register_xact_callback(PgXactCallbackEvent::Abort, || WAKE_REGISTERED.with(|w| w.set(false)));
 }
 
 /// librdkafka's default message.max.bytes, used when no broker entry sets it.

@@ -46,14 +46,10 @@ pub fn insert(
         let relid = pg_sys::get_relname_relid(c"outbox".as_ptr(), nsp);
         let seqid = pg_sys::get_relname_relid(c"outbox_id_seq".as_ptr(), nsp);
         if relid == pg_sys::InvalidOid || seqid == pg_sys::InvalidOid {
-            crate::error::raise(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-                "pipeline_kafka.outbox or its id sequence does not exist",
-            );
+            crate::error::raise(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, "pipeline_kafka.outbox or its id sequence does not exist");
         }
         let id = next_id(seqid);
-        let opened =
-            crate::rel::OpenRelation::open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        let opened = crate::rel::OpenRelation::open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
         let rel = opened.as_ptr();
         let desc = (*rel).rd_att;
         let attrs = crate::compat::tuple_attrs(desc);
@@ -74,21 +70,15 @@ pub fn insert(
                 b"value" | b"message" => message.into_datum(),
                 b"headers" => headers.map(|h| {
                     let h = std::ffi::CString::new(h).expect("JSON text has no NUL");
-                    pgrx::direct_function_call_as_datum(
-                        pg_sys::jsonb_in,
-                        &[Some(pg_sys::Datum::from(h.as_ptr()))],
-                    )
-                    .expect("jsonb_in returns a value")
+                    pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(pg_sys::Datum::from(h.as_ptr()))])
+                        .expect("jsonb_in returns a value")
                 }),
                 b"timestamp" => timestamp.into_datum(),
                 b"created_at" => Some(pg_sys::Datum::from(pg_sys::GetCurrentTimestamp())),
                 b"produced_by" => Some(produced_by.into()),
                 other => crate::error::raise(
                     PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                    format!(
-                        "pipeline_kafka.outbox has a column this version does not write: {}",
-                        String::from_utf8_lossy(other)
-                    ),
+                    format!("pipeline_kafka.outbox has a column this version does not write: {}", String::from_utf8_lossy(other)),
                 ),
             };
             if let Some(v) = value {
@@ -138,11 +128,7 @@ const PENDING_COLUMNS: &str = "id, topic, \"partition\", key, value, headers::te
 /// snapshot (the worker's transaction has an xid, so SPI does not reuse the active snapshot): one
 /// committing between two of them would have its ids above the last one read sent in this pass and
 /// its lower ones in a later pass, after them.
-pub fn oldest(
-    limit: i64,
-    skip: &[String],
-    mut next: impl FnMut(&[Pending]) -> usize,
-) -> Vec<Pending> {
+pub fn oldest(limit: i64, skip: &[String], mut next: impl FnMut(&[Pending]) -> usize) -> Vec<Pending> {
     let sql = format!("SELECT {PENDING_COLUMNS} FROM pipeline_kafka.outbox WHERE topic <> ALL($2) ORDER BY id LIMIT $1");
     spi(Spi::connect(|c| {
         let mut cursor = c.try_open_cursor(sql.as_str(), &[limit.into(), skip.to_vec().into()])?;
@@ -165,9 +151,7 @@ pub fn oldest(
 
 /// The oldest committed message of `topic`, if any.
 pub fn first_of(topic: &str) -> Option<Pending> {
-    let sql = format!(
-        "SELECT {PENDING_COLUMNS} FROM pipeline_kafka.outbox WHERE topic = $1 ORDER BY id LIMIT 1"
-    );
+    let sql = format!("SELECT {PENDING_COLUMNS} FROM pipeline_kafka.outbox WHERE topic = $1 ORDER BY id LIMIT 1");
     spi(Spi::connect(|c| {
         let mut out = Vec::new();
         rows_into(c.select(sql.as_str(), None, &[topic.into()])?, &mut out)?;
@@ -179,21 +163,20 @@ pub fn first_of(topic: &str) -> Option<Pending> {
 fn rows_into(t: pgrx::spi::SpiTupleTable<'_>, out: &mut Vec<Pending>) -> pgrx::spi::SpiResult<()> {
     for row in t {
         let headers_text: Option<String> = row.get(6)?;
-        let headers =
-            match headers_text.and_then(|h| serde_json::from_str::<serde_json::Value>(&h).ok()) {
-                Some(serde_json::Value::Object(m)) => m
-                    .into_iter()
-                    .map(|(k, v)| {
-                        let value = match v {
-                            serde_json::Value::Null => None,
-                            serde_json::Value::String(s) => Some(s.into_bytes()),
-                            other => Some(other.to_string().into_bytes()),
-                        };
-                        (k, value)
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
+        let headers = match headers_text.and_then(|h| serde_json::from_str::<serde_json::Value>(&h).ok()) {
+            Some(serde_json::Value::Object(m)) => m
+                .into_iter()
+                .map(|(k, v)| {
+                    let value = match v {
+                        serde_json::Value::Null => None,
+                        serde_json::Value::String(s) => Some(s.into_bytes()),
+                        other => Some(other.to_string().into_bytes()),
+                    };
+                    (k, value)
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         out.push(Pending {
             id: row.get(1)?.unwrap_or_default(),
             topic: row.get(2)?.unwrap_or_default(),
@@ -273,10 +256,7 @@ pub fn discard(topic: &str) -> i64 {
             "WITH d AS (DELETE FROM pipeline_kafka.outbox WHERE topic = $1 RETURNING 1) SELECT count(*) FROM d",
             &[topic.into()],
         ));
-        spi(Spi::run_with_args(
-            "DELETE FROM pipeline_kafka.producer_errors WHERE topic = $1",
-            &[topic.into()],
-        ));
+        spi(Spi::run_with_args("DELETE FROM pipeline_kafka.producer_errors WHERE topic = $1", &[topic.into()]));
         n.unwrap_or(0)
     })
 }

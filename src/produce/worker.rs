@@ -37,8 +37,8 @@
 //! work: it exits once the outbox stayed empty for `IDLE_EXIT`, and the supervisor starts it again
 //! when rows are committed.
 
-use super::outbox::{self, Pending};
 use crate::sources::error::SourceError;
+use super::outbox::{self, Pending};
 use crate::worker::{reload_config_if_requested, shutdown_requested, wait};
 use crate::xact::in_transaction;
 use ingest_core::backoff::Backoff;
@@ -106,9 +106,7 @@ impl ClientContext for Reports {
         if matches!(error, KafkaError::Global(RDKafkaErrorCode::Fatal)) {
             self.fatal.store(true, Ordering::Relaxed);
         }
-        let what = error
-            .rdkafka_error_code()
-            .map_or_else(|| error.to_string(), |c| c.to_string());
+        let what = error.rdkafka_error_code().map_or_else(|| error.to_string(), |c| c.to_string());
         if let Ok(mut e) = self.client_error.lock() {
             *e = Some(format!("{what}: {reason}"));
         }
@@ -145,32 +143,20 @@ struct Client {
 
 /// `settings` identifies the broker list and settings the client is made from (a change makes a
 /// new client).
-fn make_client(
-    brokers: &[String],
-    config: &serde_json::Map<String, serde_json::Value>,
-    settings: String,
-) -> Result<Client, SourceError> {
+fn make_client(brokers: &[String], config: &serde_json::Map<String, serde_json::Value>, settings: String) -> Result<Client, SourceError> {
     let mut cfg = crate::sources::kafka::producer_config(brokers, &[config])?;
     // Never time a message out: the idempotent producer keeps a partition's order only among the
     // messages it delivers, and one that timed out would be sent again after later ones.
     cfg.remove("delivery.timeout.ms");
     cfg.set("message.timeout.ms", "0");
     if cfg.get("topic.metadata.propagation.max.ms").is_none() {
-        cfg.set(
-            "topic.metadata.propagation.max.ms",
-            super::delivery::UNKNOWN_TOPIC_AFTER_MS,
-        );
+        cfg.set("topic.metadata.propagation.max.ms", super::delivery::UNKNOWN_TOPIC_AFTER_MS);
     }
-    let producer: BaseProducer<Reports> =
-        cfg.create_with_context(Reports::default()).map_err(|e| {
-            crate::sources::kafka::config_error(&e, &cfg).context("could not create Kafka producer")
-        })?;
+    let producer: BaseProducer<Reports> = cfg
+        .create_with_context(Reports::default())
+        .map_err(|e| crate::sources::kafka::config_error(&e, &cfg).context("could not create Kafka producer"))?;
     let rescue = crate::sources::kafka_brokers::BrokerRescue::new(cfg.get("bootstrap.servers"));
-    Ok(Client {
-        settings,
-        producer,
-        rescue,
-    })
+    Ok(Client { settings, producer, rescue })
 }
 
 /// A message sent and not yet reported on.
@@ -191,9 +177,7 @@ struct Failing {
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
     crate::worker::setup_signals();
-    let dboid: u32 = BackgroundWorker::get_extra()
-        .parse()
-        .expect("producer extra holds a database oid");
+    let dboid: u32 = BackgroundWorker::get_extra().parse().expect("producer extra holds a database oid");
     let dboid = pg_sys::Oid::from(dboid);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), None);
     crate::shmem::set_producer(dboid, crate::worker::my_pid());
@@ -201,12 +185,7 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
     // takes longer (hundreds of ms of LLVM per statement) than running them.
     // SAFETY: the worker's main thread, after connecting; "jit" is a user-settable boolean.
     unsafe {
-        pg_sys::SetConfigOption(
-            c"jit".as_ptr(),
-            c"off".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_OVERRIDE,
-        );
+        pg_sys::SetConfigOption(c"jit".as_ptr(), c"off".as_ptr(), pg_sys::GucContext::PGC_USERSET, pg_sys::GucSource::PGC_S_OVERRIDE);
     }
 
     let mut client: Option<Client> = None;
@@ -233,26 +212,13 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
         let now = Instant::now();
         queue_full &= !in_flight.is_empty();
         // Topics not to read now: in backoff, or with messages in flight.
-        let mut skip: BTreeSet<String> = failing
-            .iter()
-            .filter(|(_, f)| f.until > now)
-            .map(|(t, _)| t.clone())
-            .collect();
+        let mut skip: BTreeSet<String> = failing.iter().filter(|(_, f)| f.until > now).map(|(t, _)| t.clone()).collect();
         let in_flight_topics: BTreeSet<&str> = in_flight.values().map(|m| &*m.topic).collect();
         skip.extend(in_flight_topics.into_iter().map(str::to_string));
-        let room = if queue_full {
-            0
-        } else {
-            MAX_IN_FLIGHT
-                .saturating_sub(in_flight.len())
-                .min(PASS_MESSAGES)
-        };
+        let room = if queue_full { 0 } else { MAX_IN_FLIGHT.saturating_sub(in_flight.len()).min(PASS_MESSAGES) };
         // Topics going one by one are read apart: their oldest message only.
-        let alone: Vec<String> = one_by_one
-            .keys()
-            .filter(|t| !queue_full && !skip.contains(*t))
-            .cloned()
-            .collect();
+        let alone: Vec<String> =
+            one_by_one.keys().filter(|t| !queue_full && !skip.contains(*t)).cloned().collect();
         skip.extend(one_by_one.keys().cloned());
         let skip: Vec<String> = skip.into_iter().collect();
         let loaded = in_transaction(|| {
@@ -276,11 +242,7 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
         // New broker settings: a new client once the old one has nothing in flight, or after
         // SETTINGS_DRAIN (a wrong broker address would never take its messages). The messages it
         // still held go with it, and their rows are read and sent again by the new client.
-        let settings = format!(
-            "{}|{}",
-            brokers.join(","),
-            serde_json::Value::Object(config.clone())
-        );
+        let settings = format!("{}|{}", brokers.join(","), serde_json::Value::Object(config.clone()));
         if client.as_ref().is_some_and(|c| c.settings != settings) {
             let since = *settings_changed.get_or_insert(now);
             if in_flight.is_empty() || now.duration_since(since) >= SETTINGS_DRAIN {
@@ -296,11 +258,7 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
             if !failing.is_empty() {
                 // Rows of failing topics wait out their backoff.
                 let next = failing.values().map(|f| f.until).min().unwrap_or(now);
-                wait(
-                    next.saturating_duration_since(now)
-                        .clamp(Duration::from_millis(50), Duration::from_secs(1)),
-                    None,
-                );
+                wait(next.saturating_duration_since(now).clamp(Duration::from_millis(50), Duration::from_secs(1)), None);
                 idle_since = Instant::now();
             } else if idle_since.elapsed() >= IDLE_EXIT {
                 // Nothing to do: give the slot back (the supervisor starts a producer again when
@@ -333,27 +291,14 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
             };
             if let Some(p) = problem {
                 let topics: BTreeSet<&str> = batch.iter().map(|m| m.topic.as_str()).collect();
-                record(
-                    &[],
-                    &[],
-                    &topics
-                        .iter()
-                        .map(|t| (t.to_string(), p.clone()))
-                        .collect::<Vec<_>>(),
-                    &[],
-                );
+                record(&[], &[], &topics.iter().map(|t| (t.to_string(), p.clone())).collect::<Vec<_>>(), &[]);
                 warning!("pipeline_kafka producer: {p}");
                 wait(backoff.next_delay(), None);
                 continue;
             }
             backoff.reset();
             let c = client.as_ref().expect("client was made above");
-            let Sent {
-                queued,
-                refused,
-                oversized,
-                full,
-            } = send(&c.producer, &batch);
+            let Sent { queued, refused, oversized, full } = send(&c.producer, &batch);
             queue_full = full;
             for (topic, e) in refused {
                 failed.entry(topic).or_insert(e);
@@ -370,10 +315,7 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
                 *per_topic.entry(batch[i].topic.as_str()).or_default() += 1;
             }
             for i in queued {
-                let topic = names
-                    .entry(batch[i].topic.as_str())
-                    .or_insert_with(|| Rc::from(batch[i].topic.as_str()))
-                    .clone();
+                let topic = names.entry(batch[i].topic.as_str()).or_insert_with(|| Rc::from(batch[i].topic.as_str())).clone();
                 let alone = per_topic[batch[i].topic.as_str()] == 1;
                 in_flight.insert(batch[i].id, InFlight { topic, alone });
             }
@@ -394,34 +336,18 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
                 c.producer.poll(Duration::from_millis(1));
                 pgrx::check_for_interrupts!();
                 crate::worker::exit_if_postmaster_died();
-                let reported = c
-                    .producer
-                    .context()
-                    .results
-                    .lock()
-                    .map(|r| r.len())
-                    .unwrap_or(0);
-                if reported >= in_flight.len() || Instant::now() >= deadline || shutdown_requested()
-                {
+                let reported = c.producer.context().results.lock().map(|r| r.len()).unwrap_or(0);
+                if reported >= in_flight.len() || Instant::now() >= deadline || shutdown_requested() {
                     break;
                 }
             }
-            let reports = std::mem::take(
-                &mut *c
-                    .producer
-                    .context()
-                    .results
-                    .lock()
-                    .expect("delivery report lock"),
-            );
+            let reports = std::mem::take(&mut *c.producer.context().results.lock().expect("delivery report lock"));
             if !reports.is_empty() {
                 queue_full = false;
             }
             let reported_at = Instant::now();
             for (id, r) in reports {
-                let Some(m) = in_flight.remove(&id) else {
-                    continue;
-                };
+                let Some(m) = in_flight.remove(&id) else { continue };
                 if let Some(p) = progress.get_mut(&*m.topic) {
                     *p = reported_at;
                 }
@@ -460,16 +386,10 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
             if c.producer.context().fatal.load(Ordering::Relaxed) {
                 // The idempotent producer stopped for good (librdkafka fails what it held): a new
                 // client sends the rows still in the outbox.
-                let e = c
-                    .producer
-                    .context()
-                    .client_error()
-                    .unwrap_or_else(|| "fatal producer error".into());
+                let e = c.producer.context().client_error().unwrap_or_else(|| "fatal producer error".into());
                 warning!("pipeline_kafka producer: {e}: making a new Kafka client");
                 for m in in_flight.values() {
-                    failed
-                        .entry(m.topic.to_string())
-                        .or_insert_with(|| e.clone());
+                    failed.entry(m.topic.to_string()).or_insert_with(|| e.clone());
                 }
                 client = None;
                 in_flight.clear();
@@ -482,13 +402,8 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
         progress.retain(|t, _| in_flight_topics.contains(t.as_str()));
         let now = Instant::now();
         let mut stalled: Vec<(String, String)> = Vec::new();
-        if progress
-            .values()
-            .any(|p| now.duration_since(*p) >= STALL_AFTER)
-        {
-            let why = client
-                .as_ref()
-                .and_then(|c| c.producer.context().client_error());
+        if progress.values().any(|p| now.duration_since(*p) >= STALL_AFTER) {
+            let why = client.as_ref().and_then(|c| c.producer.context().client_error());
             for (t, p) in &progress {
                 if now.duration_since(*p) < STALL_AFTER || failed.contains_key(t) {
                     continue;
@@ -519,12 +434,7 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
             waiting.remove(t);
         }
         let failed: Vec<(String, String)> = failed.into_iter().collect();
-        if !delivered.is_empty()
-            || !failed.is_empty()
-            || !stalled.is_empty()
-            || !cleared.is_empty()
-            || !dead.is_empty()
-        {
+        if !delivered.is_empty() || !failed.is_empty() || !stalled.is_empty() || !cleared.is_empty() || !dead.is_empty() {
             let errors: Vec<(String, String)> = failed.iter().chain(&stalled).cloned().collect();
             record(&delivered, &dead, &errors, &cleared);
         }
@@ -537,10 +447,7 @@ pub extern "C-unwind" fn pipeline_kafka_producer_main(_arg: pg_sys::Datum) {
         for (t, e) in &failed {
             let f = failing.entry(t.clone()).or_insert_with(|| {
                 warning!("pipeline_kafka producer: delivery to topic \"{t}\" failed: {e}");
-                Failing {
-                    backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
-                    until: Instant::now(),
-                }
+                Failing { backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)), until: Instant::now() }
             });
             f.until = Instant::now() + f.backoff.next_delay();
         }
@@ -607,13 +514,9 @@ fn send(producer: &BaseProducer<Reports>, batch: &[Pending]) -> Sent {
         }
         let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
         for (k, v) in &m.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: v.as_deref(),
-            });
+            headers = headers.insert(Header { key: k, value: v.as_deref() });
         }
-        let mut record: BaseRecord<'_, [u8], [u8], usize> =
-            BaseRecord::with_opaque_to(&m.topic, m.id as usize).headers(headers);
+        let mut record: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(&m.topic, m.id as usize).headers(headers);
         if let Some(k) = &m.key {
             record = record.key(k.as_slice());
         }
@@ -636,9 +539,7 @@ fn send(producer: &BaseProducer<Reports>, batch: &[Pending]) -> Sent {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     // The queue empties only as the broker acknowledges: waiting longer would
                     // hold the worker (and its shutdown) for as long as the broker is away.
-                    if full_since.get_or_insert_with(Instant::now).elapsed() >= QUEUE_WAIT
-                        || shutdown_requested()
-                    {
+                    if full_since.get_or_insert_with(Instant::now).elapsed() >= QUEUE_WAIT || shutdown_requested() {
                         full = true;
                         break 'messages;
                     }
@@ -658,22 +559,12 @@ fn send(producer: &BaseProducer<Reports>, batch: &[Pending]) -> Sent {
             }
         }
     }
-    Sent {
-        queued,
-        refused: failed.into_iter().collect(),
-        oversized,
-        full,
-    }
+    Sent { queued, refused: failed.into_iter().collect(), oversized, full }
 }
 
 /// In one transaction: delete delivered rows, move dead letters, record failures, clear recovered
 /// topics.
-fn record(
-    delivered: &[i64],
-    dead: &[(i64, String, &str)],
-    failed: &[(String, String)],
-    cleared: &[String],
-) {
+fn record(delivered: &[i64], dead: &[(i64, String, &str)], failed: &[(String, String)], cleared: &[String]) {
     let r = in_transaction(|| {
         outbox::delete(delivered);
         outbox::dead_letter(dead);

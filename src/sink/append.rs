@@ -5,13 +5,13 @@
 use super::copy::copy_option_list;
 use super::isolate::BatchSink;
 use super::target::{Target, Written};
-use crate::sink::relation::insertable_column_types;
 use crate::xact::PgError;
+use crate::sink::relation::insertable_column_types;
+use ingest_core::spec::{json_whole_message, raw_shape_error};
 use ingest_core::batch::{Message, Position};
 use ingest_core::format::Format;
 use ingest_core::metadata::{Encoding, MetaValues, Metadata};
 use ingest_core::prepare::{prepare_with, Plan, Whole};
-use ingest_core::spec::{json_whole_message, raw_shape_error};
 use pgrx::prelude::*;
 
 /// Plain COPY of every message's rows, bad messages isolated by bisection. Works for any relation
@@ -28,13 +28,8 @@ pub fn append<P: Position>(
     let opts = &target.opts;
     // The relation's columns and types decide the layout; text and csv without metadata columns
     // need neither (COPY names the listed columns, or none), so they skip the catalog lookup.
-    let needs_columns =
-        target.features.metadata.is_some() || matches!(opts.format, Format::Json | Format::Raw);
-    let relation = if needs_columns {
-        insertable_column_types(relid)
-    } else {
-        Vec::new()
-    };
+    let needs_columns = target.features.metadata.is_some() || matches!(opts.format, Format::Json | Format::Raw);
+    let relation = if needs_columns { insertable_column_types(relid) } else { Vec::new() };
     // Checked at consume_begin; a relation changed since (a column dropped or retyped) fails the
     // batch, which is retried, the error in last_error, until the table or the consumer is fixed.
     let metadata = match &target.features.metadata {
@@ -45,10 +40,7 @@ pub fn append<P: Position>(
         })?,
         None => Metadata::default(),
     };
-    let data: Vec<&(String, String)> = relation
-        .iter()
-        .filter(|(c, _)| !metadata.contains(c))
-        .collect();
+    let data: Vec<&(String, String)> = relation.iter().filter(|(c, _)| !metadata.contains(c)).collect();
     let (columns, listed, whole) = match (opts.format, &target.columns) {
         (Format::Raw, _) => {
             let [(column, typ)] = data.as_slice() else {
@@ -58,23 +50,15 @@ pub fn append<P: Position>(
                     detail: None,
                 });
             };
-            let kind = if typ == "bytea" {
-                Whole::Bytea
-            } else {
-                Whole::Text
-            };
+            let kind = if typ == "bytea" { Whole::Bytea } else { Whole::Text };
             (vec![column.clone()], true, Some(kind))
         }
-        (Format::Json, _) if json_whole_message(&data) => {
-            (vec![data[0].0.clone()], true, Some(Whole::Text))
-        }
+        (Format::Json, _) if json_whole_message(&data) => (vec![data[0].0.clone()], true, Some(Whole::Text)),
         // json: fields match the data columns by name.
         (Format::Json, _) => (data.iter().map(|(c, _)| c.clone()).collect(), false, None),
         (_, Some(list)) => (list.clone(), true, None),
         // text/csv with metadata columns: the fields fill the other columns, in order.
-        (_, None) if !metadata.is_empty() => {
-            (data.iter().map(|(c, _)| c.clone()).collect(), true, None)
-        }
+        (_, None) if !metadata.is_empty() => (data.iter().map(|(c, _)| c.clone()).collect(), true, None),
         (_, None) => (Vec::new(), false, None),
     };
     let mut names = columns.clone();
@@ -89,13 +73,7 @@ pub fn append<P: Position>(
         .iter()
         .map(|m| m.payload.as_ref().map_or(0, Vec::len) + 1)
         .sum();
-    let plan = Plan {
-        opts,
-        columns: &columns,
-        listed,
-        whole,
-        metadata: metadata.len(),
-    };
+    let plan = Plan { opts, columns: &columns, listed, whole, metadata: metadata.len() };
     let encoding = Encoding::of(opts);
     let (prepared, mut rejected) = prepare_with(
         payloads,
@@ -109,9 +87,7 @@ pub fn append<P: Position>(
                 timestamp_ms: m.timestamp_ms,
                 headers: m.headers.as_deref(),
             };
-            metadata
-                .encode(&values, encoding, buf)
-                .map_err(|e| (e.error, e.sqlstate))
+            metadata.encode(&values, encoding, buf).map_err(|e| (e.error, e.sqlstate))
         },
         bytes,
     );

@@ -61,8 +61,7 @@ extern "C-unwind" fn note_error_line(arg: *mut c_void) {
             e = (*e).previous;
         }
         // the first entry with our cstate as arg is COPY's own callback or ours (not pushed by COPY)
-        let copy_callback =
-            copy_from_error_callback as unsafe extern "C-unwind" fn(*mut c_void) as usize;
+        let copy_callback = copy_from_error_callback as unsafe extern "C-unwind" fn(*mut c_void) as usize;
         if !e.is_null() && (*e).callback.map(|f| f as usize) == Some(copy_callback) {
             line = crate::compat::copy_row_line(arg.cast());
         }
@@ -155,12 +154,7 @@ pub fn copy_option_list(opts: &ingest_core::format::CopyOptions) -> CopyOptionLi
 fn c_strings(options: &CopyOptionList) -> Vec<(CString, CString)> {
     options
         .iter()
-        .map(|(k, v)| {
-            (
-                CString::new(*k).expect("option name"),
-                CString::new(v.as_str()).expect("option value has no NUL"),
-            )
-        })
+        .map(|(k, v)| (CString::new(*k).expect("option name"), CString::new(v.as_str()).expect("option value has no NUL")))
         .collect()
 }
 
@@ -186,10 +180,7 @@ unsafe fn def_elems(c_options: &[(CString, CString)]) -> *mut pg_sys::List {
 /// failing later in the worker. Pass the same list the worker will give `copy_rows`.
 pub fn check_copy_options(options: &CopyOptionList) {
     if options.iter().any(|(_, v)| v.contains('\0')) {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            "COPY options cannot contain NUL characters",
-        );
+        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "COPY options cannot contain NUL characters");
     }
     let c_options = c_strings(options);
     // SAFETY: called in a transaction (a SQL function); ProcessCopyOptions reads the palloc'd
@@ -197,8 +188,7 @@ pub fn check_copy_options(options: &CopyOptionList) {
     // panic through pgrx's guard) for a bad option. Nothing is kept after the call.
     unsafe {
         let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
-        let out = pg_sys::palloc0(std::mem::size_of::<pg_sys::CopyFormatOptions>())
-            .cast::<pg_sys::CopyFormatOptions>();
+        let out = pg_sys::palloc0(std::mem::size_of::<pg_sys::CopyFormatOptions>()).cast::<pg_sys::CopyFormatOptions>();
         pg_sys::ProcessCopyOptions(pstate, out, true, def_elems(&c_options));
         pg_sys::pfree(out.cast());
         pg_sys::free_parsestate(pstate);
@@ -208,12 +198,7 @@ pub fn check_copy_options(options: &CopyOptionList) {
 /// COPYs `data` into `relid`. `columns` = the columns named in the data, in order (None = all).
 /// Returns the number of rows COPY processed. Raises PostgreSQL errors (the caller's transaction
 /// or subtransaction takes care of them).
-pub fn copy_rows(
-    relid: pg_sys::Oid,
-    columns: Option<&[&str]>,
-    options: &CopyOptionList,
-    data: &[u8],
-) -> u64 {
+pub fn copy_rows(relid: pg_sys::Oid, columns: Option<&[&str]>, options: &CopyOptionList, data: &[u8]) -> u64 {
     copy_rows_framed(relid, columns, options, (&[], &[]), data)
 }
 
@@ -238,11 +223,8 @@ fn copy_rows_framed(
     data: &[u8],
 ) -> u64 {
     let c_options = c_strings(options);
-    let c_columns: Option<Vec<CString>> = columns.map(|cols| {
-        cols.iter()
-            .map(|c| CString::new(*c).expect("column name has no NUL"))
-            .collect()
-    });
+    let c_columns: Option<Vec<CString>> =
+        columns.map(|cols| cols.iter().map(|c| CString::new(*c).expect("column name has no NUL")).collect());
 
     // SAFETY: called in a transaction in the main thread; every pointer handed to PostgreSQL is
     // palloc'd (pstrdup) or outlives the call; `data` outlives CopyFrom, and FEED is reset after.
@@ -251,14 +233,7 @@ fn copy_rows_framed(
         let opened = crate::rel::OpenRelation::open(relid, lockmode);
         let rel = opened.as_ptr();
         let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
-        let nsitem = pg_sys::addRangeTableEntryForRelation(
-            pstate,
-            rel,
-            lockmode,
-            std::ptr::null_mut(),
-            false,
-            false,
-        );
+        let nsitem = pg_sys::addRangeTableEntryForRelation(pstate, rel, lockmode, std::ptr::null_mut(), false, false);
         let perm = crate::compat::InsertPermission::require_insert(nsitem);
 
         let attrs = crate::compat::tuple_attrs((*rel).rd_att);
@@ -277,9 +252,7 @@ fn copy_rows_framed(
         }
         perm.check(pstate);
 
-        if pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, false)
-            == pg_sys::CheckEnableRlsResult::RLS_ENABLED as c_int
-        {
+        if pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, false) == pg_sys::CheckEnableRlsResult::RLS_ENABLED as c_int {
             raise(
                 PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
                 "row-level security is enabled on the target relation; ingestion uses COPY FROM, which does not support it",
@@ -290,10 +263,7 @@ fn copy_rows_framed(
         let mut attnames: *mut pg_sys::List = std::ptr::null_mut();
         if let Some(cols) = &c_columns {
             for c in cols {
-                attnames = pg_sys::lappend(
-                    attnames,
-                    pg_sys::makeString(pg_sys::pstrdup(c.as_ptr())).cast(),
-                );
+                attnames = pg_sys::lappend(attnames, pg_sys::makeString(pg_sys::pstrdup(c.as_ptr())).cast());
             }
         }
 

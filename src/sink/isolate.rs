@@ -41,19 +41,10 @@ impl BatchSink<'_> {
     /// COPYs the items; returns the messages that failed on their data. An error that is not
     /// about the data (privileges, a missing table, resources) fails the whole batch.
     pub fn insert_isolating(&self, items: &[Item]) -> Result<Vec<Rejected>, PgError> {
-        let mut run = Isolation {
-            items,
-            jobs: Jobs::new(items),
-            attempts: 0,
-        };
+        let mut run = Isolation { items, jobs: Jobs::new(items), attempts: 0 };
         let bad = self.isolate(&mut run, 0..items.len())?;
         if !bad.is_empty() {
-            debug1!(
-                "isolated {} bad of {} messages in {} COPY attempts",
-                bad.len(),
-                items.len(),
-                run.attempts
-            );
+            debug1!("isolated {} bad of {} messages in {} COPY attempts", bad.len(), items.len(), run.attempts);
         }
         Ok(bad)
     }
@@ -116,17 +107,9 @@ impl BatchSink<'_> {
         if self.format != Format::Csv {
             return Lines::Text;
         }
-        let opt = |name: &str| {
-            self.copy_options
-                .iter()
-                .find(|(k, _)| *k == name)
-                .and_then(|(_, v)| v.as_bytes().first().copied())
-        };
+        let opt = |name: &str| self.copy_options.iter().find(|(k, _)| *k == name).and_then(|(_, v)| v.as_bytes().first().copied());
         let quote = opt("quote").unwrap_or(b'"');
-        Lines::Csv {
-            quote,
-            escape: opt("escape").unwrap_or(quote),
-        }
+        Lines::Csv { quote, escape: opt("escape").unwrap_or(quote) }
     }
 
     /// A job of COPY BINARY tuples (the fast path).
@@ -140,12 +123,9 @@ impl BatchSink<'_> {
         crate::xact::as_role(self.owner, || {
             for (j, job) in jobs.iter().enumerate() {
                 at.set(j);
-                let cols: Option<Vec<&str>> = job.columns.map(|set| {
-                    self.prepared.column_sets[set]
-                        .iter()
-                        .map(|i| self.columns[*i].as_str())
-                        .collect()
-                });
+                let cols: Option<Vec<&str>> = job
+                    .columns
+                    .map(|set| self.prepared.column_sets[set].iter().map(|i| self.columns[*i].as_str()).collect());
                 let data = &self.prepared.data[job.range.clone()];
                 let binary = self.is_binary(job);
                 let n = if binary {
@@ -169,11 +149,7 @@ impl BatchSink<'_> {
 
 /// A message rejected with the error its COPY raised.
 fn rejected(item: &Item, e: &PgError) -> Rejected {
-    Rejected {
-        msg: item.msg,
-        error: e.message_with_detail(),
-        sqlstate: e.sqlstate.clone(),
-    }
+    Rejected { msg: item.msg, error: e.message_with_detail(), sqlstate: e.sqlstate.clone() }
 }
 
 /// Runs `attempt` on `msgs` (batch indices, in order) in a subtransaction; when it fails on the
@@ -196,11 +172,7 @@ pub fn bisect<T>(
         }
         Err(e) if !e.is_data_error() => Err(e),
         Err(e) if msgs.len() == 1 => {
-            rejected.push(Rejected {
-                msg: msgs[0],
-                error: e.message_with_detail(),
-                sqlstate: e.sqlstate,
-            });
+            rejected.push(Rejected { msg: msgs[0], error: e.message_with_detail(), sqlstate: e.sqlstate });
             Ok(())
         }
         Err(_) => {

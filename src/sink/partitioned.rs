@@ -32,8 +32,7 @@ pub fn write<P: Position>(target: &Target, messages: &[Message<P>]) -> Result<Wr
     let mut group_of: HashMap<pg_sys::Oid, usize> = HashMap::new();
     // A batch usually names few relations: each key is looked up and checked once per batch (a
     // new transaction: an owner or privilege changed since the last batch is seen).
-    let mut verdicts: HashMap<Option<Vec<u8>>, Result<(pg_sys::Oid, pg_sys::Oid), Refusal>> =
-        HashMap::new();
+    let mut verdicts: HashMap<Option<Vec<u8>>, Result<(pg_sys::Oid, pg_sys::Oid), Refusal>> = HashMap::new();
     let mut rejected = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         // An empty message or a tombstone holds no rows, whatever its key names (as for every
@@ -41,9 +40,7 @@ pub fn write<P: Position>(target: &Target, messages: &[Message<P>]) -> Result<Wr
         if m.payload.as_ref().is_none_or(|p| p.is_empty()) {
             continue;
         }
-        let verdict = verdicts
-            .entry(m.key.clone())
-            .or_insert_with(|| target_relation(m.key.as_deref(), target.owner));
+        let verdict = verdicts.entry(m.key.clone()).or_insert_with(|| target_relation(m.key.as_deref(), target.owner));
         match verdict {
             Ok((oid, owner)) => {
                 let g = *group_of.entry(*oid).or_insert_with(|| {
@@ -52,43 +49,24 @@ pub fn write<P: Position>(target: &Target, messages: &[Message<P>]) -> Result<Wr
                 });
                 groups[g].2.push(i);
             }
-            Err((error, sqlstate)) => rejected.push(Rejected {
-                msg: i,
-                error: error.clone(),
-                sqlstate: sqlstate.to_string(),
-            }),
+            Err((error, sqlstate)) => rejected.push(Rejected { msg: i, error: error.clone(), sqlstate: sqlstate.to_string() }),
         }
     }
     let mut rows = Vec::new();
     for (relid, owner, indexes) in groups {
         let subset: Vec<Message<P>> = indexes.iter().map(|&i| messages[i].clone()).collect();
         // As the relation's owner: COPY and whatever it fires (triggers, defaults, constraints).
-        let as_owner = Target {
-            owner,
-            ..target.clone()
-        };
-        let written = match crate::xact::try_in_subtransaction(|| append(&as_owner, relid, &subset))
-        {
+        let as_owner = Target { owner, ..target.clone() };
+        let written = match crate::xact::try_in_subtransaction(|| append(&as_owner, relid, &subset)) {
             Ok(w) => w,
             Err(e) if e.sqlstate.starts_with("42") => {
-                let error = format!(
-                    "{} (writing as {}, the owner of the relation)",
-                    e.message_with_detail(),
-                    role_name(owner)
-                );
-                rejected.extend(indexes.iter().map(|&i| Rejected {
-                    msg: i,
-                    error: error.clone(),
-                    sqlstate: e.sqlstate.clone(),
-                }));
+                let error = format!("{} (writing as {}, the owner of the relation)", e.message_with_detail(), role_name(owner));
+                rejected.extend(indexes.iter().map(|&i| Rejected { msg: i, error: error.clone(), sqlstate: e.sqlstate.clone() }));
                 continue;
             }
             Err(e) => return Err(e),
         };
-        rejected.extend(written.rejected.into_iter().map(|r| Rejected {
-            msg: indexes[r.msg],
-            ..r
-        }));
+        rejected.extend(written.rejected.into_iter().map(|r| Rejected { msg: indexes[r.msg], ..r }));
         rows.extend(written.rows.into_iter().map(|(m, n)| (indexes[m], n)));
     }
     Ok(Written { rejected, rows })
@@ -96,28 +74,14 @@ pub fn write<P: Position>(target: &Target, messages: &[Message<P>]) -> Result<Wr
 
 /// The relation a message key names and its owner, if the consumer's owner (`owner`) may write
 /// it: it has the privileges of the relation's owner, who may INSERT into it.
-fn target_relation(
-    key: Option<&[u8]>,
-    owner: pg_sys::Oid,
-) -> Result<(pg_sys::Oid, pg_sys::Oid), Refusal> {
+fn target_relation(key: Option<&[u8]>, owner: pg_sys::Oid) -> Result<(pg_sys::Oid, pg_sys::Oid), Refusal> {
     let Some(key) = key else {
         return Err(("the message has no key; a stream-partitioned consumer's message key names its target relation".into(), "42P01"));
     };
     let Some(text) = std::str::from_utf8(key).ok().filter(|t| !t.contains('\0')) else {
-        return Err((
-            "the message key is not UTF-8 text, so it names no relation".into(),
-            "42602",
-        ));
+        return Err(("the message key is not UTF-8 text, so it names no relation".into(), "42602"));
     };
-    let parts = parse_name(text).map_err(|e| {
-        (
-            format!(
-                "the message key \"{}\" is not a relation name: {e}",
-                shorten(text)
-            ),
-            "42602",
-        )
-    })?;
+    let parts = parse_name(text).map_err(|e| (format!("the message key \"{}\" is not a relation name: {e}", shorten(text)), "42602"))?;
     let (schema, name) = match parts.as_slice() {
         [name] => (None, name.as_str()),
         [schema, name] => (Some(schema.as_str()), name.as_str()),
@@ -142,17 +106,13 @@ fn target_relation(
     });
     let shown = shorten(text);
     let Some(oid) = oid else {
-        return Err((
-            format!("relation \"{shown}\" (named by the message key) does not exist"),
-            "42P01",
-        ));
+        return Err((format!("relation \"{shown}\" (named by the message key) does not exist"), "42P01"));
     };
     // The privileges are the relation's owner's (rows are written as it), and the consumer's
     // owner must have that role's privileges (pg_has_role USAGE: has_privs_of_role).
-    let (kind, schema, in_extension, relowner, has_owner_privs, may_insert, may_use_schema) =
-        as_superuser(|| {
-            spi(Spi::connect(|c| {
-                let row = c
+    let (kind, schema, in_extension, relowner, has_owner_privs, may_insert, may_use_schema) = as_superuser(|| {
+        spi(Spi::connect(|c| {
+            let row = c
                 .select(
                     "SELECT c.relkind::text, n.nspname::text, \
                             EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass \
@@ -166,31 +126,23 @@ fn target_relation(
                     &[oid.into(), owner.into()],
                 )?
                 .first();
-                Ok::<_, pgrx::spi::SpiError>((
-                    row.get::<String>(1)?.unwrap_or_default(),
-                    row.get::<String>(2)?.unwrap_or_default(),
-                    row.get::<bool>(3)?.unwrap_or(true),
-                    row.get::<pg_sys::Oid>(4)?.unwrap_or(pg_sys::Oid::INVALID),
-                    row.get::<bool>(5)?.unwrap_or(false),
-                    row.get::<bool>(6)?.unwrap_or(false),
-                    row.get::<bool>(7)?.unwrap_or(false),
-                ))
-            }))
-        });
+            Ok::<_, pgrx::spi::SpiError>((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?.unwrap_or_default(),
+                row.get::<bool>(3)?.unwrap_or(true),
+                row.get::<pg_sys::Oid>(4)?.unwrap_or(pg_sys::Oid::INVALID),
+                row.get::<bool>(5)?.unwrap_or(false),
+                row.get::<bool>(6)?.unwrap_or(false),
+                row.get::<bool>(7)?.unwrap_or(false),
+            ))
+        }))
+    });
     if kind != "r" && kind != "p" {
-        return Err((
-            format!("\"{shown}\" (named by the message key) is not a table"),
-            "42809",
-        ));
+        return Err((format!("\"{shown}\" (named by the message key) is not a table"), "42809"));
     }
     // The key comes from whoever can produce to the topic: it must never reach the extension's
     // own tables (offsets, dead letters) or system ones, whoever owns the consumer.
-    if in_extension
-        || schema.starts_with("pg_")
-        || schema == "information_schema"
-        || schema == "pipeline_kafka"
-        || schema == "pipeline_kinesis"
-    {
+    if in_extension || schema.starts_with("pg_") || schema == "information_schema" || schema == "pipeline_kafka" || schema == "pipeline_kinesis" {
         return Err((format!("stream-partitioned consumers do not write into \"{shown}\" (a system or pipeline_ingest table)"), "42501"));
     }
     // Rows are written as the relation's owner: only into a table of a role whose privileges the
@@ -210,18 +162,10 @@ fn target_relation(
         return Err((format!("permission denied for schema {schema}: the table's owner {} has no USAGE privilege on it", role_name(relowner)), "42501"));
     }
     if !may_insert {
-        return Err((
-            format!(
-                "permission denied for table {shown}: its owner {} has no INSERT privilege on it",
-                role_name(relowner)
-            ),
-            "42501",
-        ));
+        return Err((format!("permission denied for table {shown}: its owner {} has no INSERT privilege on it", role_name(relowner)), "42501"));
     }
     // SAFETY: catalog lookup for an existing relation, in a transaction.
-    if unsafe { pg_sys::check_enable_rls(oid, relowner, true) }
-        == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
-    {
+    if unsafe { pg_sys::check_enable_rls(oid, relowner, true) } == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32 {
         return Err((format!("row-level security is enabled on \"{shown}\"; ingestion uses COPY FROM, which does not support it"), "0A000"));
     }
     if let Some(kind) = crate::citus::table_kind(oid) {
@@ -276,9 +220,7 @@ fn parse_name(text: &str) -> Result<Vec<String>, String> {
             }
             match ident.chars().next() {
                 None => return Err("an identifier is missing".into()),
-                Some(c) if c.is_ascii_digit() || c == '$' => {
-                    return Err("an identifier must not start with a digit or $".into())
-                }
+                Some(c) if c.is_ascii_digit() || c == '$' => return Err("an identifier must not start with a digit or $".into()),
                 _ => {}
             }
         }

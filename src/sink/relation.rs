@@ -61,11 +61,6 @@ pub fn quoted_name(relid: pg_sys::Oid) -> String {
 
 /// A role's name, for messages.
 pub fn role_name(role: pg_sys::Oid) -> String {
-    as_superuser(|| {
-        spi(Spi::get_one_with_args::<String>(
-            "SELECT $1::oid::regrole::text",
-            &[role.into()],
-        ))
-    })
-    .unwrap_or_else(|| role.to_u32().to_string())
+    as_superuser(|| spi(Spi::get_one_with_args::<String>("SELECT $1::oid::regrole::text", &[role.into()])))
+        .unwrap_or_else(|| role.to_u32().to_string())
 }

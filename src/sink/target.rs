@@ -57,11 +57,7 @@ impl Target {
     pub fn limits_now(&self) -> Limits {
         let cap = crate::guc::max_batch_bytes();
         Limits {
-            max_messages: self
-                .limits
-                .max_messages
-                .min(cap / crate::guc::MESSAGE_COST)
-                .max(1),
+            max_messages: self.limits.max_messages.min(cap / crate::guc::MESSAGE_COST).max(1),
             max_bytes: self.limits.max_bytes.min(cap),
             max_wait: self.limits.max_wait,
         }

@@ -22,22 +22,14 @@ use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 
-pub fn write<P: Position>(
-    target: &Target,
-    relid: pg_sys::Oid,
-    messages: &[Message<P>],
-) -> Result<Written, PgError> {
+pub fn write<P: Position>(target: &Target, relid: pg_sys::Oid, messages: &[Message<P>]) -> Result<Written, PgError> {
     if messages.is_empty() {
         return Ok(Written::default());
     }
     let composite = P::SYSTEM.composite();
     let stored = target.features.transform.as_deref().unwrap_or_default();
     let (function, returns_rows) = resolve(stored, relid);
-    let statement = statement(
-        composite,
-        &function,
-        returns_rows.then(|| insert_target(relid)).as_ref(),
-    );
+    let statement = statement(composite, &function, returns_rows.then(|| insert_target(relid)).as_ref());
     let all: Vec<usize> = (0..messages.len()).collect();
     let mut written = Written::default();
     let mut done: Vec<(usize, usize)> = Vec::new();
@@ -81,11 +73,7 @@ fn resolve(stored: &str, relid: pg_sys::Oid) -> (String, bool) {
             )?;
             let mut out = None;
             for r in t {
-                out = Some((
-                    r.get::<String>(1)?.unwrap_or_default(),
-                    r.get::<bool>(2)?.unwrap_or(false),
-                    r.get::<bool>(3)?.unwrap_or(false),
-                ));
+                out = Some((r.get::<String>(1)?.unwrap_or_default(), r.get::<bool>(2)?.unwrap_or(false), r.get::<bool>(3)?.unwrap_or(false)));
             }
             Ok(out)
         }))
@@ -105,10 +93,7 @@ fn resolve(stored: &str, relid: pg_sys::Oid) -> (String, bool) {
 /// columns compute themselves).
 fn insert_target(relid: pg_sys::Oid) -> (String, String) {
     let table = super::relation::quoted_name(relid);
-    let columns: Vec<String> = super::relation::insertable_columns(relid)
-        .iter()
-        .map(quote_identifier)
-        .collect();
+    let columns: Vec<String> = super::relation::insertable_columns(relid).iter().map(quote_identifier).collect();
     (table, columns.join(", "))
 }
 
@@ -128,65 +113,41 @@ fn statement(composite: &Composite, function: &str, insert: Option<&(String, Str
 
 /// Calls the prepared statement on the messages at `part`; the number of rows it inserted. Each
 /// column's array is of the column's SQL type, the positions filling their own columns.
-fn call<P: Position>(
-    composite: &Composite,
-    statement: &str,
-    source_name: &str,
-    messages: &[Message<P>],
-    part: &[usize],
-) -> usize {
-    let each = |f: &dyn Fn(&Message<P>) -> Option<Vec<u8>>| -> Vec<Option<Vec<u8>>> {
-        part.iter().map(|&i| f(&messages[i])).collect()
-    };
+fn call<P: Position>(composite: &Composite, statement: &str, source_name: &str, messages: &[Message<P>], part: &[usize]) -> usize {
+    let each = |f: &dyn Fn(&Message<P>) -> Option<Vec<u8>>| -> Vec<Option<Vec<u8>>> { part.iter().map(|&i| f(&messages[i])).collect() };
     let mut args: Vec<DatumWithOid> = vec![source_name.into()];
     for (c, element) in composite.array_parameters() {
         let arg: DatumWithOid = match (c.part, element) {
             (Part::Source, _) => continue,
             (Part::Pos(n), "int4") => {
-                let v: Vec<Option<i32>> = part
-                    .iter()
-                    .map(|&i| match messages[i].pos.value(n) {
-                        SqlValue::Int4(v) => Some(v),
-                        _ => None,
-                    })
-                    .collect();
+                let v: Vec<Option<i32>> = part.iter().map(|&i| match messages[i].pos.value(n) {
+                    SqlValue::Int4(v) => Some(v),
+                    _ => None,
+                }).collect();
                 v.into()
             }
             (Part::Pos(n), "int8") => {
-                let v: Vec<Option<i64>> = part
-                    .iter()
-                    .map(|&i| match messages[i].pos.value(n) {
-                        SqlValue::Int4(v) => Some(i64::from(v)),
-                        SqlValue::Int8(v) => Some(v),
-                        _ => None,
-                    })
-                    .collect();
+                let v: Vec<Option<i64>> = part.iter().map(|&i| match messages[i].pos.value(n) {
+                    SqlValue::Int4(v) => Some(i64::from(v)),
+                    SqlValue::Int8(v) => Some(v),
+                    _ => None,
+                }).collect();
                 v.into()
             }
             (Part::Pos(n), _) => {
-                let v: Vec<Option<String>> = part
-                    .iter()
-                    .map(|&i| match messages[i].pos.value(n) {
-                        SqlValue::Null => None,
-                        SqlValue::Int4(v) => Some(v.to_string()),
-                        SqlValue::Int8(v) => Some(v.to_string()),
-                        SqlValue::Text(t) => Some(t.into_owned()),
-                    })
-                    .collect();
+                let v: Vec<Option<String>> = part.iter().map(|&i| match messages[i].pos.value(n) {
+                    SqlValue::Null => None,
+                    SqlValue::Int4(v) => Some(v.to_string()),
+                    SqlValue::Int8(v) => Some(v.to_string()),
+                    SqlValue::Text(t) => Some(t.into_owned()),
+                }).collect();
                 v.into()
             }
             (Part::Key, "bytea") => each(&|m| m.key.clone()).into(),
             // a text key (a Kinesis partition key is text; invalid UTF-8 replaced)
             (Part::Key, _) => {
-                let v: Vec<Option<String>> = part
-                    .iter()
-                    .map(|&i| {
-                        messages[i]
-                            .key
-                            .as_deref()
-                            .map(|k| String::from_utf8_lossy(k).into_owned())
-                    })
-                    .collect();
+                let v: Vec<Option<String>> =
+                    part.iter().map(|&i| messages[i].key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned())).collect();
                 v.into()
             }
             (Part::Value, _) => each(&|m| m.payload.clone()).into(),

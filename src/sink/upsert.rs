@@ -32,41 +32,24 @@ use std::borrow::Cow;
 const SEQ: &str = "\"pipeline_ingest.seq\"";
 const DELETE: &str = "pipeline_ingest.delete";
 
-pub fn write<P: Position>(
-    target: &Target,
-    relid: pg_sys::Oid,
-    messages: &[Message<P>],
-) -> Result<Written, PgError> {
+pub fn write<P: Position>(target: &Target, relid: pg_sys::Oid, messages: &[Message<P>]) -> Result<Written, PgError> {
     if messages.is_empty() {
         return Ok(Written::default());
     }
     let Some(keys) = target.features.key_columns.clone() else {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE,
-            "mode 'upsert' without key columns (run consume_begin again)",
-        )
+        raise(PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE, "mode 'upsert' without key columns (run consume_begin again)")
     };
     let plan = Plan::new(target, relid, &keys);
     let key_format = target.features.key_format.as_deref();
     // json values without a key field take it from the message key
     let messages: Cow<[Message<P>]> = if target.opts.format == Format::Json {
-        Cow::Owned(
-            messages
-                .iter()
-                .map(|m| with_key_fields(m, &keys, key_format))
-                .collect(),
-        )
+        Cow::Owned(messages.iter().map(|m| with_key_fields(m, &keys, key_format)).collect())
     } else {
         Cow::Borrowed(messages)
     };
     // text/csv without a column list fill every column (not the staging table's own two)
     let staging_target = Target {
-        columns: Some(
-            target
-                .columns
-                .clone()
-                .unwrap_or_else(|| plan.columns.clone()),
-        ),
+        columns: Some(target.columns.clone().unwrap_or_else(|| plan.columns.clone())),
         ..target.clone()
     };
     let all: Vec<usize> = (0..messages.len()).collect();
@@ -79,13 +62,7 @@ pub fn write<P: Position>(
             if failed.is_some() {
                 return (Vec::new(), Vec::new());
             }
-            match plan.attempt(
-                &staging_target,
-                &messages,
-                part[0]..part[part.len() - 1] + 1,
-                &keys,
-                key_format,
-            ) {
+            match plan.attempt(&staging_target, &messages, part[0]..part[part.len() - 1] + 1, &keys, key_format) {
                 Ok(done) => done,
                 Err(e) => {
                     // Not about the data: the whole batch rolls back (below), nothing else matters.
@@ -100,10 +77,7 @@ pub fn write<P: Position>(
     if let Some(e) = failed {
         return Err(e);
     }
-    let mut written = Written {
-        rejected,
-        rows: Vec::new(),
-    };
+    let mut written = Written { rejected, rows: Vec::new() };
     for (r, rows) in attempts {
         written.rejected.extend(r);
         written.rows.extend(rows);
@@ -133,19 +107,14 @@ impl Plan {
         let (staging, staging_oid) = staging_table(relid, owner, keys);
         let q = |c: &String| quote_identifier(c);
         let key_list = keys.iter().map(q).collect::<Vec<_>>().join(", ");
-        let last = format!(
-            "SELECT DISTINCT ON ({key_list}) * FROM {staging} ORDER BY {key_list}, {SEQ} DESC"
-        );
+        let last = format!("SELECT DISTINCT ON ({key_list}) * FROM {staging} ORDER BY {key_list}, {SEQ} DESC");
         let matches = keys
             .iter()
             .zip(&equals)
             .map(|(k, op)| format!("t.{k} {op} s.{k}", k = q(k)))
             .collect::<Vec<_>>()
             .join(" AND ");
-        let delete_sql = format!(
-            "DELETE FROM {table} t USING ({last}) s WHERE s.{d} AND {matches}",
-            d = quote_identifier(DELETE)
-        );
+        let delete_sql = format!("DELETE FROM {table} t USING ({last}) s WHERE s.{d} AND {matches}", d = quote_identifier(DELETE));
         // An identity column that is not a key column is never written from a message: the
         // INSERT leaves it out (it is generated, GENERATED ALWAYS or BY DEFAULT alike) and the
         // update does not touch it. A key column that is an identity column takes the message's
@@ -153,37 +122,16 @@ impl Plan {
         let generated = |c: &String| !keys.contains(c) && identity.iter().any(|(i, _)| i == c);
         let written: Vec<&String> = columns.iter().filter(|c| !generated(c)).collect();
         let insert_list = written.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
-        let overriding = if identity
-            .iter()
-            .any(|(c, always)| *always && keys.contains(c))
-        {
-            " OVERRIDING SYSTEM VALUE"
-        } else {
-            ""
-        };
-        let updates: Vec<String> = written
-            .iter()
-            .filter(|c| !keys.contains(c))
-            .map(|c| format!("{c} = EXCLUDED.{c}", c = q(c)))
-            .collect();
-        let on_conflict = if updates.is_empty() {
-            "DO NOTHING".to_string()
-        } else {
-            format!("DO UPDATE SET {}", updates.join(", "))
-        };
+        let overriding = if identity.iter().any(|(c, always)| *always && keys.contains(c)) { " OVERRIDING SYSTEM VALUE" } else { "" };
+        let updates: Vec<String> =
+            written.iter().filter(|c| !keys.contains(c)).map(|c| format!("{c} = EXCLUDED.{c}", c = q(c))).collect();
+        let on_conflict = if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
         let insert_sql = format!(
             "INSERT INTO {table} AS t ({insert_list}){overriding} SELECT {insert_list} FROM ({last}) s WHERE NOT s.{d} \
              ON CONFLICT ({key_list}) {on_conflict}",
             d = quote_identifier(DELETE)
         );
-        Plan {
-            owner,
-            staging,
-            staging_oid,
-            columns,
-            delete_sql,
-            insert_sql,
-        }
+        Plan { owner, staging, staging_oid, columns, delete_sql, insert_sql }
     }
 
     /// Stages the messages `range` (in order) and applies them to the relation. Returns the
@@ -203,22 +151,12 @@ impl Plan {
         let mut start = range.start;
         while start < range.end {
             let tombstone = messages[start].payload.is_none();
-            let end = (start..range.end)
-                .find(|&i| messages[i].payload.is_none() != tombstone)
-                .unwrap_or(range.end);
+            let end = (start..range.end).find(|&i| messages[i].payload.is_none() != tombstone).unwrap_or(range.end);
             if tombstone {
-                rejected.extend(self.stage_tombstones(
-                    &messages[start..end],
-                    start,
-                    keys,
-                    key_format,
-                )?);
+                rejected.extend(self.stage_tombstones(&messages[start..end], start, keys, key_format)?);
             } else {
                 let w = append(staging_target, self.staging_oid, &messages[start..end])?;
-                rejected.extend(w.rejected.into_iter().map(|r| Rejected {
-                    msg: r.msg + start,
-                    ..r
-                }));
+                rejected.extend(w.rejected.into_iter().map(|r| Rejected { msg: r.msg + start, ..r }));
                 rows.extend(w.rows.into_iter().map(|(i, n)| (i + start, n)));
             }
             start = end;
@@ -247,10 +185,7 @@ impl Plan {
         let mut lines: Vec<(usize, Vec<u8>)> = Vec::new();
         for (i, m) in tombstones.iter().enumerate() {
             let parsed = match m.key.as_deref() {
-                None => Err((
-                    "a tombstone without a key deletes nothing".to_string(),
-                    "22004",
-                )),
+                None => Err(("a tombstone without a key deletes nothing".to_string(), "22004")),
                 Some(k) => message_keys::key_fields(k, key_format, keys).map_err(|e| (e, "22P02")),
             };
             match parsed {
@@ -259,11 +194,7 @@ impl Plan {
                     // a row that only deletes (a sequence would advance for nothing).
                     let mut line = Vec::new();
                     for c in &self.columns {
-                        match keys
-                            .iter()
-                            .position(|k| k == c)
-                            .and_then(|i| fields[i].as_deref())
-                        {
+                        match keys.iter().position(|k| k == c).and_then(|i| fields[i].as_deref()) {
                             None => line.extend_from_slice(b"\\N"),
                             Some(s) => message_keys::copy_text_escape(s, &mut line),
                         }
@@ -272,41 +203,28 @@ impl Plan {
                     line.extend_from_slice(b"t\n");
                     lines.push((first + i, line));
                 }
-                Err((error, sqlstate)) => rejected.push(Rejected {
-                    msg: first + i,
-                    error: format!("message key: {error}"),
-                    sqlstate: sqlstate.to_string(),
-                }),
+                Err((error, sqlstate)) => {
+                    rejected.push(Rejected { msg: first + i, error: format!("message key: {error}"), sqlstate: sqlstate.to_string() })
+                }
             }
         }
         let mut columns: Vec<&str> = self.columns.iter().map(String::as_str).collect();
         columns.push(DELETE);
-        let options: super::copy::CopyOptionList = vec![
-            ("format", "text".to_string()),
-            ("encoding", "UTF8".to_string()),
-        ];
+        let options: super::copy::CopyOptionList = vec![("format", "text".to_string()), ("encoding", "UTF8".to_string())];
         let ids: Vec<usize> = (0..lines.len()).collect();
         let mut ok = Vec::new();
         let mut bad_copies = Vec::new();
         bisect(
             &ids,
             &mut |part| {
-                let data: Vec<u8> = part
-                    .iter()
-                    .flat_map(|&j| lines[j].1.iter().copied())
-                    .collect();
-                as_role(self.owner, || {
-                    super::copy::copy_rows(self.staging_oid, Some(&columns), &options, &data)
-                });
+                let data: Vec<u8> = part.iter().flat_map(|&j| lines[j].1.iter().copied()).collect();
+                as_role(self.owner, || super::copy::copy_rows(self.staging_oid, Some(&columns), &options, &data));
             },
             &mut ok,
             &mut bad_copies,
         )?;
         // bisect reports indices into `lines`: back to the batch
-        rejected.extend(bad_copies.into_iter().map(|r| Rejected {
-            msg: lines[r.msg].0,
-            ..r
-        }));
+        rejected.extend(bad_copies.into_iter().map(|r| Rejected { msg: lines[r.msg].0, ..r }));
         Ok(rejected)
     }
 }
@@ -323,9 +241,7 @@ fn identity_columns(relid: pg_sys::Oid) -> (Vec<String>, Vec<(String, bool)>) {
         )?;
         let (mut columns, mut identity) = (Vec::new(), Vec::new());
         for row in t {
-            let (Some(name), kind) = (row.get::<String>(1)?, row.get::<String>(2)?) else {
-                continue;
-            };
+            let (Some(name), kind) = (row.get::<String>(1)?, row.get::<String>(2)?) else { continue };
             match kind.as_deref() {
                 Some("a") => identity.push((name.clone(), true)),
                 Some("d") => identity.push((name.clone(), false)),
@@ -374,10 +290,7 @@ fn staging_table(relid: pg_sys::Oid, owner: pg_sys::Oid, keys: &[String]) -> (St
         ))
     });
     let (Some(columns), Some(digest)) = (columns, digest) else {
-        raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-            "the consumer's relation has no columns",
-        )
+        raise(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, "the consumer's relation has no columns")
     };
     let name = format!("pipeline_ingest_upsert_{}_{digest}", relid.to_u32());
     let existing = spi(Spi::get_one_with_args::<pg_sys::Oid>(
@@ -393,20 +306,13 @@ fn staging_table(relid: pg_sys::Oid, owner: pg_sys::Oid, keys: &[String]) -> (St
             "SELECT pg_catalog.quote_ident(rolname::text) FROM pg_catalog.pg_authid WHERE oid = $1",
             &[owner.into()],
         ))
-        .unwrap_or_else(|| {
-            raise(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                "the consumer's owner no longer exists",
-            )
-        });
+        .unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, "the consumer's owner no longer exists"));
         spi(Spi::run(&format!(
             "CREATE TEMPORARY TABLE {qualified} ({columns}, {SEQ} bigint GENERATED ALWAYS AS IDENTITY, \
              {d} boolean NOT NULL DEFAULT false) ON COMMIT DELETE ROWS",
             d = quote_identifier(DELETE)
         )));
-        spi(Spi::run(&format!(
-            "GRANT SELECT, INSERT, DELETE ON {qualified} TO {role}"
-        )));
+        spi(Spi::run(&format!("GRANT SELECT, INSERT, DELETE ON {qualified} TO {role}")));
     });
     // Read-only SPI queries of this transaction (e.g. the column list `append` reads) run on the
     // batch transaction's snapshot, taken before the table existed: let it see the new table.
@@ -416,16 +322,8 @@ fn staging_table(relid: pg_sys::Oid, owner: pg_sys::Oid, keys: &[String]) -> (St
         pg_sys::CommandCounterIncrement();
         pg_sys::UpdateActiveSnapshotCommandId();
     }
-    let oid = spi(Spi::get_one_with_args::<pg_sys::Oid>(
-        "SELECT $1::pg_catalog.regclass::oid",
-        &[qualified.as_str().into()],
-    ))
-    .unwrap_or_else(|| {
-        raise(
-            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            "staging table missing after its creation",
-        )
-    });
+    let oid = spi(Spi::get_one_with_args::<pg_sys::Oid>("SELECT $1::pg_catalog.regclass::oid", &[qualified.as_str().into()]))
+        .unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "staging table missing after its creation"));
     (qualified, oid)
 }
 
@@ -454,48 +352,29 @@ fn equality_operators(relid: pg_sys::Oid, keys: &[String]) -> Vec<String> {
         )?;
         let mut out = Vec::new();
         for r in t {
-            out.push((
-                r.get::<String>(1)?.unwrap_or_default(),
-                r.get::<String>(2)?.unwrap_or_default(),
-            ));
+            out.push((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?.unwrap_or_default()));
         }
         Ok(out)
     }));
     keys.iter()
         .map(|k| {
-            found
-                .iter()
-                .find(|(c, _)| c == k)
-                .map(|(_, op)| op.clone())
-                .unwrap_or_else(|| {
-                    raise(
-                        PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE,
-                        format!(
-                            "no unique index matches the key columns ({}) any more",
-                            keys.join(", ")
-                        ),
-                    )
-                })
+            found.iter().find(|(c, _)| c == k).map(|(_, op)| op.clone()).unwrap_or_else(|| {
+                raise(
+                    PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE,
+                    format!("no unique index matches the key columns ({}) any more", keys.join(", ")),
+                )
+            })
         })
         .collect()
 }
 
 /// A json value without some key fields gets them from the message key (ingest_core::keys).
-fn with_key_fields<P: Position>(
-    m: &Message<P>,
-    keys: &[String],
-    key_format: Option<&str>,
-) -> Message<P> {
+fn with_key_fields<P: Position>(m: &Message<P>, keys: &[String], key_format: Option<&str>) -> Message<P> {
     match (m.payload.as_deref(), m.key.as_deref()) {
-        (Some(payload), Some(key)) => {
-            match message_keys::json_with_key_fields(payload, key, key_format, keys) {
-                Some(filled) => Message {
-                    payload: Some(filled),
-                    ..m.clone()
-                },
-                None => m.clone(),
-            }
-        }
+        (Some(payload), Some(key)) => match message_keys::json_with_key_fields(payload, key, key_format, keys) {
+            Some(filled) => Message { payload: Some(filled), ..m.clone() },
+            None => m.clone(),
+        },
         _ => m.clone(),
     }
 }

@@ -33,9 +33,7 @@ impl SourceError {
         match self {
             SourceError::Setting(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             SourceError::NotFound(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            SourceError::Unreachable(_) => {
-                PgSqlErrorCode::ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION
-            }
+            SourceError::Unreachable(_) => PgSqlErrorCode::ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
             SourceError::Refused(_) => PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
             SourceError::System(_) => PgSqlErrorCode::ERRCODE_SYSTEM_ERROR,
             SourceError::Internal(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
@@ -72,9 +70,7 @@ impl From<ingest_kinesis::KinesisError> for SourceError {
         match e {
             K::NotFound(_) => SourceError::NotFound(text),
             K::Credentials(_) | K::Refused(_) => SourceError::Refused(text),
-            K::Throttled(_) | K::Unavailable(_) | K::IteratorExpired(_) | K::Interrupted => {
-                SourceError::Unreachable(text)
-            }
+            K::Throttled(_) | K::Unavailable(_) | K::IteratorExpired(_) | K::Interrupted => SourceError::Unreachable(text),
         }
     }
 }

@@ -57,39 +57,23 @@ pub struct BrokerRescue {
 
 impl BrokerRescue {
     pub fn new(bootstrap: Option<&str>) -> BrokerRescue {
-        let bootstrap = bootstrap
-            .filter(|b| !b.trim().is_empty())
-            .and_then(|b| CString::new(b).ok());
-        BrokerRescue {
-            bootstrap,
-            seen: false,
-            none_since: None,
-            tries: 0,
-            next_add: None,
-            last_look: None,
-        }
+        let bootstrap = bootstrap.filter(|b| !b.trim().is_empty()).and_then(|b| CString::new(b).ok());
+        BrokerRescue { bootstrap, seen: false, none_since: None, tries: 0, next_add: None, last_look: None }
     }
 
     /// Looks at the client if a second has passed since the last look, and re-adds the bootstrap
     /// servers when it has known no broker for too long (logged). Main thread only (logs).
     pub fn look(&mut self, rk: *mut rdkafka_sys::rd_kafka_t) {
         let now = Instant::now();
-        if self
-            .last_look
-            .is_some_and(|t| now.duration_since(t) < LOOK_EVERY)
-        {
+        if self.last_look.is_some_and(|t| now.duration_since(t) < LOOK_EVERY) {
             return;
         }
         self.last_look = Some(now);
         if self.bootstrap.is_none() {
             return;
         }
-        let Some((without, tries)) = self.step(learned_brokers(rk), now) else {
-            return;
-        };
-        let Some(bootstrap) = &self.bootstrap else {
-            return;
-        };
+        let Some((without, tries)) = self.step(learned_brokers(rk), now) else { return };
+        let Some(bootstrap) = &self.bootstrap else { return };
         // SAFETY: a live client and a NUL-terminated list; librdkafka copies what it needs.
         unsafe { rdkafka_sys::rd_kafka_brokers_add(rk, bootstrap.as_ptr()) };
         let servers = bootstrap.to_string_lossy();
@@ -182,30 +166,15 @@ mod tests {
         assert_eq!(r.step(Seen::None, at(6)), None);
         assert_eq!(r.step(Seen::None, at(7)), Some((Duration::from_secs(6), 2)));
         assert_eq!(r.step(Seen::None, at(14)), None);
-        assert_eq!(
-            r.step(Seen::None, at(15)),
-            Some((Duration::from_secs(14), 3))
-        );
-        assert_eq!(
-            r.step(Seen::None, at(31)),
-            Some((Duration::from_secs(30), 4))
-        );
-        assert_eq!(
-            r.step(Seen::None, at(61)),
-            Some((Duration::from_secs(60), 5))
-        );
+        assert_eq!(r.step(Seen::None, at(15)), Some((Duration::from_secs(14), 3)));
+        assert_eq!(r.step(Seen::None, at(31)), Some((Duration::from_secs(30), 4)));
+        assert_eq!(r.step(Seen::None, at(61)), Some((Duration::from_secs(60), 5)));
         assert_eq!(r.step(Seen::None, at(90)), None);
-        assert_eq!(
-            r.step(Seen::None, at(91)),
-            Some((Duration::from_secs(90), 6))
-        );
+        assert_eq!(r.step(Seen::None, at(91)), Some((Duration::from_secs(90), 6)));
         // learned again, lost again: a new loss, counted from 1
         assert_eq!(r.step(Seen::Some, at(92)), None);
         assert_eq!(r.step(Seen::None, at(93)), None);
-        assert_eq!(
-            r.step(Seen::None, at(95)),
-            Some((Duration::from_secs(2), 1))
-        );
+        assert_eq!(r.step(Seen::None, at(95)), Some((Duration::from_secs(2), 1)));
     }
 
     #[test]

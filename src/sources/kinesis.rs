@@ -25,9 +25,7 @@ use crate::xact::PgError;
 use ingest_core::backoff::Backoff;
 use ingest_core::batch::{Batch, KinesisPos, Limits};
 use ingest_core::kinesis::lineage::{readable, waiting_for_parents, worker_of, Progress, Shard};
-use ingest_core::kinesis::read::{
-    jitter, start_sought, OutsideShard, Rng, ShardCheckpoint, StartAt, Unpacked,
-};
+use ingest_core::kinesis::read::{jitter, start_sought, OutsideShard, Rng, ShardCheckpoint, StartAt, Unpacked};
 use ingest_core::kinesis::seqnum::{Resume, ShardPos};
 use ingest_kinesis::{Kinesis, KinesisError, Recovery};
 use std::collections::{BTreeMap, VecDeque};
@@ -141,12 +139,7 @@ impl KinesisSource {
             progress,
             readers: BTreeMap::new(),
             error: None,
-            rng: Rng::new(
-                u64::from(std::process::id())
-                    ^ (SystemTime::now()
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_nanos() as u64)),
-            ),
+            rng: Rng::new(u64::from(std::process::id()) ^ (SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64))),
             relist: false,
             relist_at: Instant::now(),
             list_backoff: Backoff::new(Duration::from_millis(500), s.retry_max),
@@ -174,20 +167,11 @@ impl KinesisSource {
     /// Lists the shards, records their lineage in the catalog and starts reading the shards that
     /// became readable.
     fn list(&mut self) -> Result<(), SourceError> {
-        let shards = self
-            .client
-            .list_shards(&self.stream)
-            .map_err(|e| self.stream_error(e))?;
+        let shards = self.client.list_shards(&self.stream).map_err(|e| self.stream_error(e))?;
         self.relist = false;
-        let mine: Vec<&Shard> = shards
-            .iter()
-            .filter(|s| worker_of(&s.id, self.parallelism) == self.index)
-            .collect();
+        let mine: Vec<&Shard> = shards.iter().filter(|s| worker_of(&s.id, self.parallelism) == self.index).collect();
         if let Err(e) = self.host.note_lineage(&mine) {
-            pgrx::warning!(
-                "pipeline_kinesis consumer {}: could not record shard lineage: {e}",
-                self.consumer_id
-            );
+            pgrx::warning!("pipeline_kinesis consumer {}: could not record shard lineage: {e}", self.consumer_id);
         }
         self.shards = shards;
         self.start_readable();
@@ -195,36 +179,17 @@ impl KinesisSource {
     }
 
     fn lineage_progress(&self) -> BTreeMap<String, Progress> {
-        self.progress
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    Progress {
-                        finished: v.finished,
-                    },
-                )
-            })
-            .collect()
+        self.progress.iter().map(|(k, v)| (k.clone(), Progress { finished: v.finished })).collect()
     }
 
     /// Adds a reader for every owned shard that may be read now.
     fn start_readable(&mut self) {
         let now = Instant::now();
-        for id in readable(
-            &self.shards,
-            &self.lineage_progress(),
-            self.parallelism,
-            self.index,
-        ) {
+        for id in readable(&self.shards, &self.lineage_progress(), self.parallelism, self.index) {
             if self.readers.contains_key(&id) {
                 continue;
             }
-            let range = self
-                .shards
-                .iter()
-                .find(|s| s.id == id)
-                .map_or((0, u128::MAX), |s| s.hash_range);
+            let range = self.shards.iter().find(|s| s.id == id).map_or((0, u128::MAX), |s| s.hash_range);
             let taken = self.progress.get(&id).and_then(|c| c.last.clone());
             self.readers.insert(
                 id,
@@ -263,10 +228,7 @@ impl KinesisSource {
                 }
                 self.start_readable();
             }
-            Err(e) => pgrx::warning!(
-                "pipeline_kinesis consumer {}: could not read shard progress: {e}",
-                self.consumer_id
-            ),
+            Err(e) => pgrx::warning!("pipeline_kinesis consumer {}: could not read shard progress: {e}", self.consumer_id),
         }
     }
 
@@ -274,9 +236,7 @@ impl KinesisSource {
     fn poll(&mut self, id: &str) {
         let now = Instant::now();
         let stream = self.stream.clone();
-        let Some(r) = self.readers.get_mut(id) else {
-            return;
-        };
+        let Some(r) = self.readers.get_mut(id) else { return };
         if r.iterator.is_none() {
             let (at, skip) = start_sought(r.taken.as_ref(), self.sought.get(id), self.start_time);
             match self.client.iterator(&stream, id, &at) {
@@ -287,30 +247,17 @@ impl KinesisSource {
                 Err(e) => return self.failed(id, e),
             }
         }
-        let Some(iterator) = r.iterator.clone() else {
-            return;
-        };
+        let Some(iterator) = r.iterator.clone() else { return };
         match self.client.get_records(&iterator, self.limit) {
             Ok(fetched) => {
                 r.backoff.reset();
                 r.millis_behind = fetched.millis_behind_latest;
                 let mut skipped = 0;
                 for rec in fetched.records {
-                    let unpacked = Unpacked::new(
-                        id,
-                        &rec.seq,
-                        &rec.partition_key,
-                        rec.data,
-                        rec.arrival_ms,
-                        Some(r.range),
-                        self.outside,
-                        r.skip.as_ref(),
-                    );
+                    let unpacked =
+                        Unpacked::new(id, &rec.seq, &rec.partition_key, rec.data, rec.arrival_ms, Some(r.range), self.outside, r.skip.as_ref());
                     skipped += unpacked.skipped_outside();
-                    if r.skip
-                        .as_ref()
-                        .is_some_and(|s| !s.already_consumed(&rec.seq, Some(u64::MAX)))
-                    {
+                    if r.skip.as_ref().is_some_and(|s| !s.already_consumed(&rec.seq, Some(u64::MAX))) {
                         // past the record the iterator was taken at: nothing more to skip
                         r.skip = None;
                     }
@@ -351,9 +298,7 @@ impl KinesisSource {
         let now = Instant::now();
         let text = format!("shard {id}: {}", self.describe(&e));
         let random = self.rng.next_u64();
-        let Some(r) = self.readers.get_mut(id) else {
-            return;
-        };
+        let Some(r) = self.readers.get_mut(id) else { return };
         if e == KinesisError::Interrupted {
             // The worker is asked to stop (or another interrupt is due): the pipeline's next wait
             // services it; the call is simply made again if the worker goes on.
@@ -365,10 +310,7 @@ impl KinesisSource {
                 // Not an outage: take a new iterator from the last record taken, at once.
                 r.iterator = None;
                 r.next_poll = now;
-                pgrx::log!(
-                    "pipeline_kinesis consumer {}: {text}; taking a new iterator",
-                    self.consumer_id
-                );
+                pgrx::log!("pipeline_kinesis consumer {}: {text}; taking a new iterator", self.consumer_id);
                 return;
             }
             Recovery::Relist => {
@@ -393,8 +335,7 @@ impl super::Source for KinesisSource {
             match self.list() {
                 Ok(()) => self.list_backoff.reset(),
                 Err(e) => {
-                    self.relist_at = Instant::now()
-                        + jitter(self.list_backoff.next_delay(), self.rng.next_u64());
+                    self.relist_at = Instant::now() + jitter(self.list_backoff.next_delay(), self.rng.next_u64());
                     self.error = Some(e.to_string());
                 }
             }
@@ -422,9 +363,7 @@ impl super::Source for KinesisSource {
             // One user record at a time, each counted against the batch's limits before the next
             // is copied out of its aggregate.
             while !batch.is_full(limits) {
-                let Some(front) = r.buffer.front_mut() else {
-                    break;
-                };
+                let Some(front) = r.buffer.front_mut() else { break };
                 if let Some(m) = front.next() {
                     batch.push(m);
                     added += 1;
@@ -468,10 +407,7 @@ impl super::Source for KinesisSource {
     }
 
     fn checkpoints(&self) -> BTreeMap<String, Option<ShardCheckpoint>> {
-        self.readers
-            .keys()
-            .map(|id| (id.clone(), self.progress.get(id).cloned()))
-            .collect()
+        self.readers.keys().map(|id| (id.clone(), self.progress.get(id).cloned())).collect()
     }
 
     fn take_skipped(&mut self) -> Vec<(String, i64)> {
@@ -479,10 +415,7 @@ impl super::Source for KinesisSource {
     }
 
     fn owned(&self) -> Vec<(String, Option<i64>)> {
-        self.readers
-            .iter()
-            .map(|(id, r)| (id.clone(), r.millis_behind))
-            .collect()
+        self.readers.iter().map(|(id, r)| (id.clone(), r.millis_behind)).collect()
     }
 
     fn all_streams(&self) -> Vec<String> {
@@ -494,17 +427,8 @@ impl super::Source for KinesisSource {
             .iter()
             .filter(|(_, r)| r.ended && r.buffer.is_empty())
             .map(|(id, r)| {
-                let last = r
-                    .taken
-                    .clone()
-                    .or_else(|| self.progress.get(id).and_then(|c| c.last.clone()));
-                (
-                    id.clone(),
-                    ShardCheckpoint {
-                        last,
-                        finished: true,
-                    },
-                )
+                let last = r.taken.clone().or_else(|| self.progress.get(id).and_then(|c| c.last.clone()));
+                (id.clone(), ShardCheckpoint { last, finished: true })
             })
             .collect()
     }

@@ -43,9 +43,7 @@ pub trait Source {
 
     /// What the checkpoint of each stream this worker owns holds, as far as the worker knows
     /// (None: nothing stored yet). The batch transaction checks the catalog still says so.
-    fn checkpoints(
-        &self,
-    ) -> BTreeMap<<Self::Pos as Position>::Stream, Option<<Self::Pos as Position>::Checkpoint>>;
+    fn checkpoints(&self) -> BTreeMap<<Self::Pos as Position>::Stream, Option<<Self::Pos as Position>::Checkpoint>>;
 
     /// The streams this worker reads, with the latest position the source reported for each (for
     /// the status view: Kafka's high watermark), without asking the server.
@@ -57,9 +55,7 @@ pub trait Source {
 
     /// Checkpoints to commit even without messages, with the next batch or alone (Kinesis: a
     /// shard read to SHARD_END, whose end must be committed before its children are read).
-    fn pending_checkpoints(
-        &self,
-    ) -> BTreeMap<<Self::Pos as Position>::Stream, <Self::Pos as Position>::Checkpoint> {
+    fn pending_checkpoints(&self) -> BTreeMap<<Self::Pos as Position>::Stream, <Self::Pos as Position>::Checkpoint> {
         BTreeMap::new()
     }
 
@@ -76,8 +72,5 @@ pub trait Source {
     }
 
     /// Called after a batch committed, with the checkpoints it stored.
-    fn committed(
-        &mut self,
-        saved: &BTreeMap<<Self::Pos as Position>::Stream, <Self::Pos as Position>::Checkpoint>,
-    );
+    fn committed(&mut self, saved: &BTreeMap<<Self::Pos as Position>::Stream, <Self::Pos as Position>::Checkpoint>);
 }

@@ -5,8 +5,8 @@
 
 use super::entry::ConsumerWorker;
 use super::pipeline::{connect_with_retry, ConsumerCatalog, Target, TargetSettings, WorkerArgs};
-use crate::catalog::kafka::{self as cat, Consumer};
 use crate::catalog::{consumers, Features, RowSettings};
+use crate::catalog::kafka::{self as cat, Consumer};
 use crate::shmem::SourceKind;
 use crate::sources::kafka::{client_config, KafkaSource};
 use crate::xact::in_transaction;
@@ -47,86 +47,41 @@ impl ConsumerWorker for KafkaWorker {
         // SAFETY: syscache lookup of a role oid, inside a transaction.
         let owner_is_superuser = unsafe { pg_sys::superuser_arg(consumer.owner) };
         let stored = cat::stored_offsets(args.consumer);
-        Some(KafkaLoaded {
-            consumer,
-            owner_is_superuser,
-            brokers,
-            broker_config,
-            stored,
-        })
+        Some(KafkaLoaded { consumer, owner_is_superuser, brokers, broker_config, stored })
     }
 
     fn is_current(l: &KafkaLoaded, args: &WorkerArgs) -> bool {
         l.consumer.enabled && l.consumer.generation == args.generation
     }
 
-    fn prepare<'a>(
-        _args: &WorkerArgs,
-        l: &'a KafkaLoaded,
-    ) -> Option<(KafkaCatalog, TargetSettings<'a>)> {
+    fn prepare<'a>(_args: &WorkerArgs, l: &'a KafkaLoaded) -> Option<(KafkaCatalog, TargetSettings<'a>)> {
         let consumer = &l.consumer;
         // consume_begin checked the settings already; checked again here in case the row was
         // written another way (e.g. by a release without the check): a consumer owned by a role
         // that is not a superuser, whose settings were not given by a superuser, gets no setting
         // that runs commands, loads code or reads files. It is stopped with the reason rather than
         // run with some of its settings left out.
-        if let Err(e) = ingest_core::settings::check(
-            &consumer.settings.config,
-            l.owner_is_superuser || consumer.config_by_superuser,
-        ) {
+        if let Err(e) = ingest_core::settings::check(&consumer.settings.config, l.owner_is_superuser || consumer.config_by_superuser) {
             let why = format!("refused its client settings: {}", e.with_hint());
             warning!("pipeline_kafka consumer {}: {why}", consumer.id);
-            if let Err(err) =
-                in_transaction(|| consumers::stop_with_error(SourceKind::Kafka, consumer.id, &why))
-            {
-                warning!(
-                    "pipeline_kafka consumer {}: could not record its error: {err}",
-                    consumer.id
-                );
+            if let Err(err) = in_transaction(|| consumers::stop_with_error(SourceKind::Kafka, consumer.id, &why)) {
+                warning!("pipeline_kafka consumer {}: could not record its error: {err}", consumer.id);
             }
             return None;
         }
-        let catalog = KafkaCatalog {
-            id: consumer.id,
-            topic: consumer.topic.clone(),
-            owner: consumer.owner,
-            partitioned: consumer.partitioned,
-        };
+        let catalog = KafkaCatalog { id: consumer.id, topic: consumer.topic.clone(), owner: consumer.owner, partitioned: consumer.partitioned };
         let settings = TargetSettings {
             maxbytes: consumer.maxbytes,
             partitioned: consumer.partitioned,
-            ..target_settings(
-                consumer.relid,
-                consumer.owner,
-                &consumer.settings,
-                &consumer.topic,
-                &consumer.features,
-            )
+            ..target_settings(consumer.relid, consumer.owner, &consumer.settings, &consumer.topic, &consumer.features)
         };
         Some((catalog, settings))
     }
 
-    fn connect(
-        args: &WorkerArgs,
-        l: &KafkaLoaded,
-        catalog: &KafkaCatalog,
-        target: &Target,
-    ) -> Option<(KafkaSource, String)> {
+    fn connect(args: &WorkerArgs, l: &KafkaLoaded, catalog: &KafkaCatalog, target: &Target) -> Option<(KafkaSource, String)> {
         let max_bytes = target.limits_now().max_bytes;
-        let source = connect(
-            args,
-            &l.consumer,
-            catalog,
-            &l.brokers,
-            &l.broker_config,
-            &l.stored,
-            max_bytes,
-        )?;
-        let started = format!(
-            "topic \"{}\", partitions {:?}",
-            l.consumer.topic,
-            source.assigned()
-        );
+        let source = connect(args, &l.consumer, catalog, &l.brokers, &l.broker_config, &l.stored, max_bytes)?;
+        let started = format!("topic \"{}\", partitions {:?}", l.consumer.topic, source.assigned());
         Some((source, started))
     }
 }
@@ -174,20 +129,9 @@ fn connect(
         if let Some(g) = &consumer.group_id {
             cfg.set("group.id", g);
         }
-        let start_time_ms = consumer
-            .start_time_us
-            .map(crate::sources::kafka::time_ms_from_us);
+        let start_time_ms = consumer.start_time_us.map(crate::sources::kafka::time_ms_from_us);
         let headers = consumer.features.uses_headers();
-        KafkaSource::new(
-            &cfg,
-            &consumer.topic,
-            consumer.parallelism,
-            args.index,
-            stored,
-            max_bytes,
-            start_time_ms,
-            headers,
-        )
+        KafkaSource::new(&cfg, &consumer.topic, consumer.parallelism, args.index, stored, max_bytes, start_time_ms, headers)
     })
 }
 
@@ -241,10 +185,7 @@ impl ConsumerCatalog for KafkaCatalog {
         cat::insert_dead_letters(self.id, &self.topic, &rows);
     }
 
-    fn current_relation(
-        &self,
-        relid: pg_sys::Oid,
-    ) -> Result<pg_sys::Oid, consumers::RelationProblem> {
+    fn current_relation(&self, relid: pg_sys::Oid) -> Result<pg_sys::Oid, consumers::RelationProblem> {
         if self.partitioned {
             return Ok(relid);
         }

@@ -28,63 +28,33 @@ pub trait ConsumerWorker {
     fn is_current(loaded: &Self::Loaded, args: &WorkerArgs) -> bool;
     /// The consumer's catalog and the settings of its target; None when the worker must not run
     /// (the reason recorded in the consumer's last_error).
-    fn prepare<'a>(
-        args: &WorkerArgs,
-        loaded: &'a Self::Loaded,
-    ) -> Option<(Self::Catalog, TargetSettings<'a>)>;
+    fn prepare<'a>(args: &WorkerArgs, loaded: &'a Self::Loaded) -> Option<(Self::Catalog, TargetSettings<'a>)>;
     /// Connects the source (retrying with backoff until it works or the worker is asked to stop);
     /// with it, what the "started" log line says of it.
-    fn connect(
-        args: &WorkerArgs,
-        loaded: &Self::Loaded,
-        catalog: &Self::Catalog,
-        target: &Target,
-    ) -> Option<(Self::Source, String)>;
+    fn connect(args: &WorkerArgs, loaded: &Self::Loaded, catalog: &Self::Catalog, target: &Target) -> Option<(Self::Source, String)>;
 }
 
 /// The whole life of a consumer worker of system `W`.
 pub fn run<W: ConsumerWorker>() {
     super::setup_signals();
-    let args = WorkerArgs::parse(BackgroundWorker::get_extra())
-        .expect("worker extra: dboid consumer index generation");
+    let args = WorkerArgs::parse(BackgroundWorker::get_extra()).expect("worker extra: dboid consumer index generation");
     // Connected as the bootstrap superuser for catalog access; rows are written as the owner.
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(args.dboid), None);
-    let loaded = in_transaction(|| {
-        if crate::catalog::extension_exists() {
-            W::load(&args)
-        } else {
-            None
-        }
-    });
+    let loaded = in_transaction(|| if crate::catalog::extension_exists() { W::load(&args) } else { None });
     let loaded = match loaded {
         Ok(Some(v)) => v,
         Ok(None) => return,
         Err(e) => {
-            warning!(
-                "{} {}: could not load its settings: {e}",
-                W::NAME,
-                args.consumer
-            );
+            warning!("{} {}: could not load its settings: {e}", W::NAME, args.consumer);
             return;
         }
     };
     if !W::is_current(&loaded, &args) {
         return;
     }
-    let Some((catalog, settings)) = W::prepare(&args, &loaded) else {
-        return;
-    };
-    let Some(target) = target_of(&catalog, &args, settings) else {
-        return;
-    };
-    let Some((source, started)) = W::connect(&args, &loaded, &catalog, &target) else {
-        return;
-    };
-    log!(
-        "{} {} worker {} started: {started}",
-        W::NAME,
-        args.consumer,
-        args.index
-    );
+    let Some((catalog, settings)) = W::prepare(&args, &loaded) else { return };
+    let Some(target) = target_of(&catalog, &args, settings) else { return };
+    let Some((source, started)) = W::connect(&args, &loaded, &catalog, &target) else { return };
+    log!("{} {} worker {} started: {started}", W::NAME, args.consumer, args.index);
     Pipeline::new(target, source, catalog).run();
 }

@@ -12,13 +12,7 @@ pub const RELOG_US: i64 = 300 * 1_000_000;
 /// Logs a change of a stream's run of dead letters (`key`: the stream's status key), if a batch
 /// made one: what `Recent::record` said, and the counters after it.
 /// `label`: the consumer as its log lines name it; `source`, `consumer_id`: whose dead letters.
-pub fn log_run_change(
-    label: &str,
-    source: SourceKind,
-    consumer_id: i32,
-    key: &str,
-    run: Option<(RunChange, Recent)>,
-) {
+pub fn log_run_change(label: &str, source: SourceKind, consumer_id: i32, key: &str, run: Option<(RunChange, Recent)>) {
     let Some((change, recent)) = run else { return };
     let stream = match source {
         SourceKind::Kafka => format!("partition {key}"),

@@ -51,67 +51,33 @@ impl ConsumerWorker for KinesisWorker {
         let consumer = cat::consumer(args.consumer)?;
         let stored = seqnums::stored(args.consumer);
         let sought = crate::catalog::kinesis_seek::sought(args.consumer);
-        Some(KinesisLoaded {
-            consumer,
-            stored,
-            sought,
-        })
+        Some(KinesisLoaded { consumer, stored, sought })
     }
 
     fn is_current(l: &KinesisLoaded, args: &WorkerArgs) -> bool {
         l.consumer.enabled && l.consumer.generation == args.generation
     }
 
-    fn prepare<'a>(
-        _args: &WorkerArgs,
-        l: &'a KinesisLoaded,
-    ) -> Option<(KinesisCatalog, TargetSettings<'a>)> {
+    fn prepare<'a>(_args: &WorkerArgs, l: &'a KinesisLoaded) -> Option<(KinesisCatalog, TargetSettings<'a>)> {
         let consumer = &l.consumer;
-        let catalog = KinesisCatalog {
-            id: consumer.id,
-            stream: consumer.stream.clone(),
-            owner: consumer.owner,
-        };
+        let catalog = KinesisCatalog { id: consumer.id, stream: consumer.stream.clone(), owner: consumer.owner };
         let settings = TargetSettings {
             maxbytes: MAX_BATCH_BYTES,
-            ..target_settings(
-                consumer.relid,
-                consumer.owner,
-                &consumer.settings,
-                &consumer.stream,
-                &consumer.features,
-            )
+            ..target_settings(consumer.relid, consumer.owner, &consumer.settings, &consumer.stream, &consumer.features)
         };
         Some((catalog, settings))
     }
 
-    fn connect(
-        args: &WorkerArgs,
-        l: &KinesisLoaded,
-        catalog: &KinesisCatalog,
-        _target: &Target,
-    ) -> Option<(KinesisSource, String)> {
-        let read = ReadSettings {
-            sought: l.sought.clone(),
-            ..read_settings(&l.consumer, args.index)
-        };
+    fn connect(args: &WorkerArgs, l: &KinesisLoaded, catalog: &KinesisCatalog, _target: &Target) -> Option<(KinesisSource, String)> {
+        let read = ReadSettings { sought: l.sought.clone(), ..read_settings(&l.consumer, args.index) };
         let source = connect_with_retry(catalog, || connect(&l.consumer, &read, &l.stored))?;
-        let started = format!(
-            "stream \"{}\", reading shards {:?}",
-            l.consumer.stream,
-            source.reading()
-        );
+        let started = format!("stream \"{}\", reading shards {:?}", l.consumer.stream, source.reading());
         Some((source, started))
     }
 }
 
 fn read_settings(c: &Consumer, index: i32) -> ReadSettings {
-    let retry_max_ms = c
-        .settings
-        .config
-        .get("retry_max_ms")
-        .and_then(serde_json::Value::as_i64)
-        .unwrap_or(DEFAULT_RETRY_MAX_MS);
+    let retry_max_ms = c.settings.config.get("retry_max_ms").and_then(serde_json::Value::as_i64).unwrap_or(DEFAULT_RETRY_MAX_MS);
     ReadSettings {
         stream: c.stream.clone(),
         parallelism: c.parallelism,
@@ -143,27 +109,13 @@ fn read_settings(c: &Consumer, index: i32) -> ReadSettings {
     }
 }
 
-fn connect(
-    c: &Consumer,
-    read: &ReadSettings,
-    stored: &BTreeMap<String, ShardCheckpoint>,
-) -> Result<KinesisSource, SourceError> {
-    let endpoint = ingest_kinesis::Endpoint {
-        region: c.region.clone(),
-        url: c.url.clone(),
-        credfile: c.credfile.clone(),
-    };
+fn connect(c: &Consumer, read: &ReadSettings, stored: &BTreeMap<String, ShardCheckpoint>) -> Result<KinesisSource, SourceError> {
+    let endpoint = ingest_kinesis::Endpoint { region: c.region.clone(), url: c.url.clone(), credfile: c.credfile.clone() };
     let timeout = Duration::from_millis(crate::guc::BROKER_TIMEOUT_MS.get().max(100) as u64);
     let client = ingest_kinesis::Kinesis::connect(&endpoint, timeout)
         .map_err(|e| SourceError::from(e).context(format_args!("endpoint \"{}\"", c.endpoint)))?
         .interruptible(super::interrupt_pending);
-    KinesisSource::new(
-        client,
-        Box::new(super::kinesis_host::Seqnums { consumer_id: c.id }),
-        c.id,
-        read,
-        stored.clone(),
-    )
+    KinesisSource::new(client, Box::new(super::kinesis_host::Seqnums { consumer_id: c.id }), c.id, read, stored.clone())
 }
 
 /// A Kinesis consumer's rows: pipeline_kinesis.consumers, seqnums and dead_letters.
@@ -204,10 +156,7 @@ impl ConsumerCatalog for KinesisCatalog {
             .map(|(m, r)| seqnums::DeadLetter {
                 shard_id: &m.pos.shard,
                 pos: &m.pos.at,
-                partition_key: m
-                    .key
-                    .as_deref()
-                    .map(|k| String::from_utf8_lossy(k).into_owned()),
+                partition_key: m.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()),
                 data: m.payload.as_deref(),
                 error: &r.error,
                 sqlstate: &r.sqlstate,
@@ -219,10 +168,7 @@ impl ConsumerCatalog for KinesisCatalog {
     fn describe(pos: &KinesisPos) -> String {
         match pos.at.sub {
             None => format!("shard {} sequence number {}", pos.shard, pos.at.seq),
-            Some(i) => format!(
-                "shard {} sequence number {} (user record {i} of the aggregate)",
-                pos.shard, pos.at.seq
-            ),
+            Some(i) => format!("shard {} sequence number {} (user record {i} of the aggregate)", pos.shard, pos.at.seq),
         }
     }
 }

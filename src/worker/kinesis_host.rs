@@ -18,11 +18,7 @@ impl KinesisHost for Seqnums {
     fn note_lineage(&self, shards: &[&Shard]) -> Result<(), PgError> {
         let lineage: Vec<seqnums::Lineage> = shards
             .iter()
-            .map(|s| seqnums::Lineage {
-                shard_id: s.id.clone(),
-                parents: s.parents().map(str::to_string).collect(),
-                closed: s.closed,
-            })
+            .map(|s| seqnums::Lineage { shard_id: s.id.clone(), parents: s.parents().map(str::to_string).collect(), closed: s.closed })
             .collect();
         in_transaction(|| seqnums::note_lineage(self.consumer_id, &lineage))
     }

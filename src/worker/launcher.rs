@@ -68,16 +68,9 @@ pub extern "C-unwind" fn pipeline_ingest_launcher_main(_arg: pg_sys::Datum) {
                 dbs.retain(|oid, _| list.contains(oid));
                 pending.retain(|oid| list.contains(oid));
                 for oid in list {
-                    let db = dbs.entry(oid).or_insert(Db {
-                        handle: None,
-                        probed: None,
-                    });
-                    let alive = db
-                        .handle
-                        .as_ref()
-                        .is_some_and(|h| h.status() != Status::Stopped);
-                    let due =
-                        db.probed.is_none_or(|t| t.elapsed() >= reprobe) || pending.contains(&oid);
+                    let db = dbs.entry(oid).or_insert(Db { handle: None, probed: None });
+                    let alive = db.handle.as_ref().is_some_and(|h| h.status() != Status::Stopped);
+                    let due = db.probed.is_none_or(|t| t.elapsed() >= reprobe) || pending.contains(&oid);
                     if alive || !due {
                         continue;
                     }

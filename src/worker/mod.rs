@@ -92,13 +92,7 @@ pub fn wait(timeout: Duration, fd: Option<i32>) -> bool {
     let ms = timeout.as_millis().min(i64::MAX as u128) as std::ffi::c_long;
     // SAFETY: MyLatch is this process's latch; the fd (if any) is owned by the caller and open.
     let rc = unsafe {
-        let rc = pg_sys::WaitLatchOrSocket(
-            pg_sys::MyLatch,
-            events as i32,
-            fd.unwrap_or(-1),
-            ms,
-            pg_sys::PG_WAIT_EXTENSION,
-        );
+        let rc = pg_sys::WaitLatchOrSocket(pg_sys::MyLatch, events as i32, fd.unwrap_or(-1), ms, pg_sys::PG_WAIT_EXTENSION);
         pg_sys::ResetLatch(pg_sys::MyLatch);
         rc
     };

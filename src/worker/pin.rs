@@ -66,15 +66,8 @@ impl std::fmt::Display for PinError {
 impl std::error::Error for PinError {}
 
 /// Checks (and re-pins) the transform of a consumer; `Err` is why the consumer stops.
-pub fn check(
-    sys: SourceKind,
-    consumer_id: i32,
-    consumer_owner: pg_sys::Oid,
-    f: &Features,
-) -> Result<(), PinError> {
-    let Some(stored) = f.transform.as_deref() else {
-        return Ok(());
-    };
+pub fn check(sys: SourceKind, consumer_id: i32, consumer_owner: pg_sys::Oid, f: &Features) -> Result<(), PinError> {
+    let Some(stored) = f.transform.as_deref() else { return Ok(()) };
     if let (Some(oid), Some(owner)) = (f.transform_oid, f.transform_owner) {
         if let Some((signature, proowner)) = locked_function(oid) {
             if signature == stored && proowner == owner {
@@ -83,17 +76,8 @@ pub fn check(
         }
     }
     // The pinned oid is gone (or names another function now): the stored signature.
-    let found = as_superuser(|| {
-        spi(Spi::get_one_with_args::<pg_sys::Oid>(
-            "SELECT pg_catalog.to_regprocedure($1)::oid",
-            &[stored.into()],
-        ))
-    })
-    .and_then(|oid| {
-        locked_function(oid)
-            .filter(|(signature, _)| signature == stored)
-            .map(|(_, owner)| (oid, owner))
-    });
+    let found = as_superuser(|| spi(Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regprocedure($1)::oid", &[stored.into()])))
+        .and_then(|oid| locked_function(oid).filter(|(signature, _)| signature == stored).map(|(_, owner)| (oid, owner)));
     let stop = |what: String, kind: fn(String) -> PinError| -> Result<(), PinError> {
         Err(kind(format!(
             "transform function {stored} {what}: it was not called and nothing was written; run consume_begin again \
@@ -131,12 +115,7 @@ pub fn check(
 fn locked_function(oid: pg_sys::Oid) -> Option<(String, pg_sys::Oid)> {
     // SAFETY: in a transaction; a lock on an object that does not exist is harmless.
     unsafe {
-        pg_sys::LockDatabaseObject(
-            pg_sys::ProcedureRelationId,
-            oid,
-            0,
-            pg_sys::AccessShareLock as pg_sys::LOCKMODE,
-        );
+        pg_sys::LockDatabaseObject(pg_sys::ProcedureRelationId, oid, 0, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
     }
     // A statement after the lock: a new snapshot (the batch transaction has written already, so
     // SPI runs it read-write), which sees what committed before the lock was granted.

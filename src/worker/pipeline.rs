@@ -48,10 +48,7 @@ pub trait ConsumerCatalog {
     /// The consumer's owner (its relation's owner when consume_begin ran): rows are written as it.
     fn owner(&self) -> pg_sys::Oid;
     /// Locks and returns the stored checkpoints of some streams.
-    fn lock_checkpoints(
-        &self,
-        streams: &[Stream<Self::Pos>],
-    ) -> BTreeMap<Stream<Self::Pos>, Checkpoint<Self::Pos>>;
+    fn lock_checkpoints(&self, streams: &[Stream<Self::Pos>]) -> BTreeMap<Stream<Self::Pos>, Checkpoint<Self::Pos>>;
     fn save_checkpoints(&self, checkpoints: &BTreeMap<Stream<Self::Pos>, Checkpoint<Self::Pos>>);
     fn insert_dead_letters(&self, letters: &[(&Message<Self::Pos>, &Rejected)]);
 
@@ -120,11 +117,7 @@ pub struct TargetSettings<'a> {
 
 /// The consumer's target as the pipeline needs it; None (the error recorded) when its settings
 /// are not usable.
-pub fn target_of<C: ConsumerCatalog>(
-    catalog: &C,
-    args: &WorkerArgs,
-    s: TargetSettings,
-) -> Option<Target> {
+pub fn target_of<C: ConsumerCatalog>(catalog: &C, args: &WorkerArgs, s: TargetSettings) -> Option<Target> {
     match make_target(args, s) {
         Ok(t) => Some(t),
         Err(e) => {
@@ -172,10 +165,7 @@ pub fn make_target(args: &WorkerArgs, s: TargetSettings) -> Result<Target, Targe
 
 /// Makes the worker's source, retrying with backoff (the error shown) until it works or the
 /// worker is asked to stop.
-pub fn connect_with_retry<C: ConsumerCatalog, T>(
-    catalog: &C,
-    mut make: impl FnMut() -> Result<T, SourceError>,
-) -> Option<T> {
+pub fn connect_with_retry<C: ConsumerCatalog, T>(catalog: &C, mut make: impl FnMut() -> Result<T, SourceError>) -> Option<T> {
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     loop {
         match make() {
@@ -330,21 +320,13 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                         failing_since = None;
                     }
                     Err(BatchError::Superseded(why)) | Err(BatchError::Stop(why)) => {
-                        log!(
-                            "{} worker {} stops: {why}",
-                            self.catalog.label(),
-                            self.target.index
-                        );
+                        log!("{} worker {} stops: {why}", self.catalog.label(), self.target.index);
                         return;
                     }
                     Err(BatchError::Failed(e)) => {
                         // A dropped table is looked for every second (logged once); others back off.
                         let missing = e.sqlstate == "42P01";
-                        let delay = if missing {
-                            Duration::from_secs(1)
-                        } else {
-                            backoff.next_delay()
-                        };
+                        let delay = if missing { Duration::from_secs(1) } else { backoff.next_delay() };
                         let msg = format!("batch of {} messages failed: {e}", batch.len());
                         if !missing || self.error_shown.as_deref() != Some(msg.as_str()) {
                             warning!(
@@ -387,9 +369,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                 last_publish = Instant::now();
                 self.publish(&BatchStats::new());
             }
-            let mut timeout = batch
-                .time_left(&limits, now)
-                .unwrap_or(Duration::from_secs(1));
+            let mut timeout = batch.time_left(&limits, now).unwrap_or(Duration::from_secs(1));
             if let Some(w) = self.source.next_wakeup() {
                 timeout = timeout.min(w);
             }
@@ -403,13 +383,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
     /// worker index may own it). Existing slots are left as they are.
     fn note_streams(&self) {
         for s in self.source.all_streams() {
-            crate::shmem::update_partition(
-                self.target.dboid,
-                C::SOURCE,
-                self.target.consumer_id,
-                slot_key::<S::Pos>(&s),
-                |_| {},
-            );
+            crate::shmem::update_partition(self.target.dboid, C::SOURCE, self.target.consumer_id, slot_key::<S::Pos>(&s), |_| {});
         }
     }
 
@@ -436,40 +410,22 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
             let st = stats.get(&stream);
             let key = slot_key::<S::Pos>(&stream);
             let mut run = None;
-            crate::shmem::update_partition(
-                self.target.dboid,
-                C::SOURCE,
-                self.target.consumer_id,
-                key,
-                |slot| {
-                    slot.worker_pid = pid;
-                    if let Some(h) = latest {
-                        slot.high_watermark = h;
-                    }
-                    if let Some(st) = st {
-                        slot.messages += st.messages;
-                        slot.rows += st.rows;
-                        slot.dead_letters += st.dead_letters;
-                        slot.batches += 1;
-                        slot.last_batch_at = now;
-                        let change = slot.recent.record(
-                            now,
-                            st.messages,
-                            st.rows,
-                            st.dead_letters,
-                            super::health::RELOG_US,
-                        );
-                        run = Some((change, slot.recent));
-                    }
-                },
-            );
-            super::health::log_run_change(
-                &self.catalog.label(),
-                C::SOURCE,
-                self.catalog.consumer_id(),
-                key.0.as_str(),
-                run,
-            );
+            crate::shmem::update_partition(self.target.dboid, C::SOURCE, self.target.consumer_id, key, |slot| {
+                slot.worker_pid = pid;
+                if let Some(h) = latest {
+                    slot.high_watermark = h;
+                }
+                if let Some(st) = st {
+                    slot.messages += st.messages;
+                    slot.rows += st.rows;
+                    slot.dead_letters += st.dead_letters;
+                    slot.batches += 1;
+                    slot.last_batch_at = now;
+                    let change = slot.recent.record(now, st.messages, st.rows, st.dead_letters, super::health::RELOG_US);
+                    run = Some((change, slot.recent));
+                }
+            });
+            super::health::log_run_change(&self.catalog.label(), C::SOURCE, self.catalog.consumer_id(), key.0.as_str(), run);
         }
     }
 
@@ -477,15 +433,9 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
     /// records skipped are not in any batch, and may come while no batch commits.
     fn publish_skipped(&mut self) {
         for (stream, n) in self.source.take_skipped() {
-            crate::shmem::update_partition(
-                self.target.dboid,
-                C::SOURCE,
-                self.target.consumer_id,
-                slot_key::<S::Pos>(&stream),
-                |slot| {
-                    slot.skipped += n;
-                },
-            );
+            crate::shmem::update_partition(self.target.dboid, C::SOURCE, self.target.consumer_id, slot_key::<S::Pos>(&stream), |slot| {
+                slot.skipped += n;
+            });
         }
     }
 
@@ -508,10 +458,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
 
     /// Logs and records an error once per distinct message (and again after a minute).
     fn show_error(&mut self, e: &str) {
-        let fresh = self.error_shown.as_deref() != Some(e)
-            || self
-                .error_recorded_at
-                .is_none_or(|t| t.elapsed() > Duration::from_secs(60));
+        let fresh = self.error_shown.as_deref() != Some(e) || self.error_recorded_at.is_none_or(|t| t.elapsed() > Duration::from_secs(60));
         if fresh {
             if self.error_shown.as_deref() != Some(e) {
                 warning!("{}: {e}", self.catalog.label());
@@ -537,11 +484,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
         let result = crate::xact::try_in_transaction(|| {
             match catalog.lock_consumer() {
                 Some(g) if g == target.generation => {}
-                _ => {
-                    return Err(BatchError::Superseded(
-                        "the consumer was stopped or changed".to_string(),
-                    ))
-                }
+                _ => return Err(BatchError::Superseded("the consumer was stopped or changed".to_string())),
             }
             let streams: Vec<Stream<S::Pos>> = next.keys().cloned().collect();
             let stored = catalog.lock_checkpoints(&streams);
@@ -559,31 +502,17 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                 Err(RelationProblem::OtherOwner(why)) => return Err(BatchError::Stop(why)),
                 Err(RelationProblem::Missing(name)) => raise(
                     PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-                    format!(
-                        "relation \"{name}\" (oid {}) no longer exists; create it again to resume",
-                        target.relid.to_u32()
-                    ),
+                    format!("relation \"{name}\" (oid {}) no longer exists; create it again to resume", target.relid.to_u32()),
                 ),
             };
             // A table made a Citus table after consume_begin: its COPY would fill the shell table.
             if let Some(kind) = crate::citus::table_kind(relid) {
-                let name = crate::catalog::consumers::relation_name_and_owner(relid)
-                    .map(|(n, _)| n)
-                    .unwrap_or_default();
-                return Err(BatchError::Stop(format!(
-                    "{} [SQLSTATE {}]",
-                    crate::citus::refusal(&name, &kind),
-                    crate::citus::SQLSTATE
-                )));
+                let name = crate::catalog::consumers::relation_name_and_owner(relid).map(|(n, _)| n).unwrap_or_default();
+                return Err(BatchError::Stop(format!("{} [SQLSTATE {}]", crate::citus::refusal(&name, &kind), crate::citus::SQLSTATE)));
             }
             // The transform function consume_begin checked, not another of the same name.
             if !batch.messages.is_empty() {
-                if let Err(why) = super::pin::check(
-                    C::SOURCE,
-                    catalog.consumer_id(),
-                    catalog.owner(),
-                    &target.features,
-                ) {
+                if let Err(why) = super::pin::check(C::SOURCE, catalog.consumer_id(), catalog.owner(), &target.features) {
                     return Err(BatchError::Stop(why.to_string()));
                 }
             }
@@ -622,12 +551,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                     first.error,
                     first.sqlstate
                 );
-                if let Decision::Stop(why) = decide(
-                    target.on_error,
-                    target.max_dead_letters,
-                    rejected.len(),
-                    &summary,
-                ) {
+                if let Decision::Stop(why) = decide(target.on_error, target.max_dead_letters, rejected.len(), &summary) {
                     return Err(BatchError::Stop(why));
                 }
                 if target.on_error == OnError::Skip {
@@ -641,10 +565,8 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                         );
                     }
                 } else {
-                    let letters: Vec<(&Message<S::Pos>, &Rejected)> = rejected
-                        .iter()
-                        .map(|r| (&batch.messages[r.msg], r))
-                        .collect();
+                    let letters: Vec<(&Message<S::Pos>, &Rejected)> =
+                        rejected.iter().map(|r| (&batch.messages[r.msg], r)).collect();
                     catalog.insert_dead_letters(&letters);
                 }
             }
@@ -654,11 +576,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
             }
             let key = |i: usize| batch.messages[i].pos.stream();
             let mut stats = BatchStats::new();
-            add_in_runs(
-                &mut stats,
-                (0..batch.messages.len()).map(|i| (key(i), 1)),
-                |s, n| s.messages += n,
-            );
+            add_in_runs(&mut stats, (0..batch.messages.len()).map(|i| (key(i), 1)), |s, n| s.messages += n);
             // `rejected` is sorted by message.
             let written_rows = written
                 .rows
@@ -693,11 +611,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
 
 /// Adds per-message counts to their streams' stats, one map update per run of messages of the
 /// same stream (a batch holds runs of each stream's messages: far fewer lookups than messages).
-fn add_in_runs<S: Ord + PartialEq>(
-    stats: &mut BatchStats<S>,
-    counts: impl Iterator<Item = (S, i64)>,
-    add: impl Fn(&mut StreamStats, i64),
-) {
+fn add_in_runs<S: Ord + PartialEq>(stats: &mut BatchStats<S>, counts: impl Iterator<Item = (S, i64)>, add: impl Fn(&mut StreamStats, i64)) {
     let mut run: Option<(S, i64)> = None;
     for (k, n) in counts {
         match &mut run {

@@ -31,32 +31,13 @@ pub struct Retry {
 
 impl Retry {
     /// The consumer's current settings as a worker would write with them.
-    pub fn new(
-        source: SourceKind,
-        consumer_id: i32,
-        generation: i64,
-        s: TargetSettings,
-        max: Option<i64>,
-    ) -> Retry {
+    pub fn new(source: SourceKind, consumer_id: i32, generation: i64, s: TargetSettings, max: Option<i64>) -> Retry {
         // SAFETY: MyDatabaseId is set for the whole life of a connected backend.
-        let args = WorkerArgs {
-            dboid: unsafe { pg_sys::MyDatabaseId },
-            consumer: consumer_id,
-            index: 0,
-            generation,
-        };
+        let args = WorkerArgs { dboid: unsafe { pg_sys::MyDatabaseId }, consumer: consumer_id, index: 0, generation };
         let target = make_target(&args, s).unwrap_or_else(|e| {
-            raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("the consumer's stored settings are not usable: {e}"),
-            )
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("the consumer's stored settings are not usable: {e}"))
         });
-        Retry {
-            source,
-            consumer_id,
-            target,
-            max,
-        }
+        Retry { source, consumer_id, target, max }
     }
 
     /// Retries the dead letters `fetch(n)` hands out (the next n at most, locked; none when there
@@ -68,46 +49,26 @@ impl Retry {
     ) -> i64 {
         let target = &self.target;
         if !dead_letters::lock_consumer(self.source, self.consumer_id) {
-            raise(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                "the consumer was dropped meanwhile",
-            );
+            raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, "the consumer was dropped meanwhile");
         }
         let relid = if target.partitioned {
             target.relid
         } else {
-            match consumers::current_relation(
-                self.source,
-                self.consumer_id,
-                target.relid,
-                target.owner,
-            ) {
+            match consumers::current_relation(self.source, self.consumer_id, target.relid, target.owner) {
                 Ok(oid) => oid,
-                Err(RelationProblem::OtherOwner(why)) => {
-                    raise_stored(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, &why)
-                }
+                Err(RelationProblem::OtherOwner(why)) => raise_stored(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, &why),
                 Err(RelationProblem::Missing(name)) => raise(
                     PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-                    format!(
-                        "relation \"{name}\" (oid {}) no longer exists; create it again first",
-                        target.relid.to_u32()
-                    ),
+                    format!("relation \"{name}\" (oid {}) no longer exists; create it again first", target.relid.to_u32()),
                 ),
             }
         };
         if !target.partitioned {
-            let name = consumers::relation_name_and_owner(relid)
-                .map(|(n, _)| n)
-                .unwrap_or_default();
+            let name = consumers::relation_name_and_owner(relid).map(|(n, _)| n).unwrap_or_default();
             crate::citus::refuse(relid, &name);
         }
         // The transform function consume_begin checked, not another of the same name.
-        if let Err(why) = super::pin::check(
-            self.source,
-            self.consumer_id,
-            target.owner,
-            &target.features,
-        ) {
+        if let Err(why) = super::pin::check(self.source, self.consumer_id, target.owner, &target.features) {
             raise(why.sqlstate(), why.text());
         }
         let chunk = target.limits_now().max_messages.min(CHUNK) as i64;
@@ -123,8 +84,7 @@ impl Retry {
             }
             pgrx::check_for_interrupts!();
             let (ids, messages): (Vec<i64>, Vec<Message<P>>) = letters.into_iter().unzip();
-            let written = crate::sink::write::write_batch(target, relid, &messages)
-                .unwrap_or_else(|e| raise_error(e));
+            let written = crate::sink::write::write_batch(target, relid, &messages).unwrap_or_else(|e| raise_error(e));
             let mut rejected = written.rejected;
             rejected.sort_by_key(|r| r.msg);
             rejected.dedup_by_key(|r| r.msg);
@@ -138,12 +98,7 @@ impl Retry {
             }
             if target.on_error == OnError::Skip {
                 for r in &rejected {
-                    warning!(
-                        "skipped the dead letter at {}: {} [SQLSTATE {}]",
-                        describe(&messages[r.msg].pos),
-                        r.error,
-                        r.sqlstate
-                    );
+                    warning!("skipped the dead letter at {}: {} [SQLSTATE {}]", describe(&messages[r.msg].pos), r.error, r.sqlstate);
                 }
                 dead_letters::delete(self.source, &ids);
             } else {
@@ -153,10 +108,8 @@ impl Retry {
                     .map(|i| ids[i])
                     .collect();
                 dead_letters::delete(self.source, &done);
-                let failed: Vec<(i64, &str, &str)> = rejected
-                    .iter()
-                    .map(|r| (ids[r.msg], r.error.as_str(), r.sqlstate.as_str()))
-                    .collect();
+                let failed: Vec<(i64, &str, &str)> =
+                    rejected.iter().map(|r| (ids[r.msg], r.error.as_str(), r.sqlstate.as_str())).collect();
                 dead_letters::set_errors(self.source, &failed);
             }
             tried += ids.len() as i64;
@@ -170,10 +123,7 @@ impl Retry {
 /// that SQLSTATE, or `default`.
 #[track_caller]
 fn raise_stored(default: PgSqlErrorCode, why: &str) -> ! {
-    match why
-        .strip_suffix(']')
-        .and_then(|w| w.rsplit_once(" [SQLSTATE "))
-    {
+    match why.strip_suffix(']').and_then(|w| w.rsplit_once(" [SQLSTATE ")) {
         Some((text, state)) if state.len() == 5 => raise(code_of(state), text),
         _ => raise(default, why),
     }
@@ -187,8 +137,6 @@ fn raise_error(e: PgError) -> ! {
 
 /// A SQLSTATE's code from its five characters (as PostgreSQL's MAKE_SQLSTATE).
 fn code_of(state: &str) -> PgSqlErrorCode {
-    let code = state.bytes().take(5).enumerate().fold(0i32, |acc, (i, b)| {
-        acc | ((i32::from(b.wrapping_sub(b'0')) & 0x3f) << (6 * i))
-    });
+    let code = state.bytes().take(5).enumerate().fold(0i32, |acc, (i, b)| acc | ((i32::from(b.wrapping_sub(b'0')) & 0x3f) << (6 * i)));
     PgSqlErrorCode::from(code)
 }

@@ -37,11 +37,7 @@ struct Key {
     index: i32,
 }
 
-const PRODUCER: Key = Key {
-    source: SourceKind::Kafka,
-    consumer: 0,
-    index: 0,
-};
+const PRODUCER: Key = Key { source: SourceKind::Kafka, consumer: 0, index: 0 };
 
 struct Running {
     generation: i64,
@@ -86,9 +82,7 @@ struct Desired {
 }
 
 /// (consumer id, stream) pairs of a query, grouped by consumer.
-fn streams_by_consumer<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(
-    query: &str,
-) -> HashMap<i32, Vec<T>> {
+fn streams_by_consumer<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(query: &str) -> HashMap<i32, Vec<T>> {
     crate::catalog::spi(Spi::connect(|c| {
         let t = c.select(query, None, &[])?;
         let mut out: HashMap<i32, Vec<T>> = HashMap::new();
@@ -110,18 +104,12 @@ fn read_desired(dboid: pg_sys::Oid) -> Desired {
     let kafka_consumers = all_consumers();
     // Kafka: partitions with a stored offset, and those running workers saw in their topic (new
     // ones have no stored offset yet). Partition p belongs to index p mod parallelism.
-    let mut partitions =
-        streams_by_consumer::<i32>("SELECT consumer_id, \"partition\" FROM pipeline_kafka.offsets");
+    let mut partitions = streams_by_consumer::<i32>("SELECT consumer_id, \"partition\" FROM pipeline_kafka.offsets");
     for slot in crate::shmem::partitions_of(dboid, SourceKind::Kafka) {
-        partitions
-            .entry(slot.consumer_id)
-            .or_default()
-            .push(slot.partition);
+        partitions.entry(slot.consumer_id).or_default().push(slot.partition);
     }
-    let outbox_pending = crate::catalog::spi(Spi::get_one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pipeline_kafka.outbox)",
-    ))
-    .unwrap_or(false);
+    let outbox_pending =
+        crate::catalog::spi(Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pipeline_kafka.outbox)")).unwrap_or(false);
     for c in kafka_consumers {
         let known = partitions.get(&c.id).into_iter().flatten().copied();
         consumers.push(Wanted {
@@ -137,21 +125,13 @@ fn read_desired(dboid: pg_sys::Oid) -> Desired {
     let kinesis_consumers = crate::catalog::kinesis::all_consumers();
     // After that read, which locks the endpoints first (the order DROP EXTENSION takes).
     follow_renames(SourceKind::Kinesis);
-    let mut shards =
-        streams_by_consumer::<String>("SELECT consumer_id, shard_id FROM pipeline_kinesis.seqnums");
+    let mut shards = streams_by_consumer::<String>("SELECT consumer_id, shard_id FROM pipeline_kinesis.seqnums");
     for slot in crate::shmem::partitions_of(dboid, SourceKind::Kinesis) {
-        shards
-            .entry(slot.consumer_id)
-            .or_default()
-            .push(slot.stream.as_str().to_string());
+        shards.entry(slot.consumer_id).or_default().push(slot.stream.as_str().to_string());
     }
     for c in kinesis_consumers {
         let p = c.parallelism.max(1);
-        let by_id = shards
-            .get(&c.id)
-            .into_iter()
-            .flatten()
-            .map(|s| ingest_core::kinesis::lineage::worker_of(s, p));
+        let by_id = shards.get(&c.id).into_iter().flatten().map(|s| ingest_core::kinesis::lineage::worker_of(s, p));
         consumers.push(Wanted {
             source: SourceKind::Kinesis,
             id: c.id,
@@ -160,10 +140,7 @@ fn read_desired(dboid: pg_sys::Oid) -> Desired {
             indexes: indexes_owning(p, by_id),
         });
     }
-    Desired {
-        consumers,
-        outbox_pending,
-    }
+    Desired { consumers, outbox_pending }
 }
 
 /// Keeps each consumer's stored relation name (`relname`) the name of its relation as it is now,
@@ -191,8 +168,7 @@ fn indexes_owning(parallelism: i32, known: impl Iterator<Item = i32>) -> BTreeSe
 /// Sets (Some) or clears (None, only if it is still the waiting message) a consumer's waiting
 /// message.
 fn show_waiting(source: SourceKind, consumer_id: i32, why: Option<&str>) {
-    let r = in_transaction(|| {
-        match why {
+    let r = in_transaction(|| match why {
         Some(w) => crate::catalog::consumers::set_last_error(source, consumer_id, Some(w)),
         None => crate::catalog::spi(Spi::run_with_args(
             &format!(
@@ -201,12 +177,9 @@ fn show_waiting(source: SourceKind, consumer_id: i32, why: Option<&str>) {
             ),
             &[consumer_id.into(), WAITING_PREFIX.into()],
         )),
-    }
     });
     if let Err(e) = r {
-        warning!(
-            "pipeline_ingest supervisor could not update {source:?} consumer {consumer_id}: {e}"
-        );
+        warning!("pipeline_ingest supervisor could not update {source:?} consumer {consumer_id}: {e}");
     }
 }
 
@@ -240,9 +213,7 @@ fn leave_when_idle(dboid: pg_sys::Oid, dbname: &str) -> bool {
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
     super::setup_signals();
-    let dboid: u32 = BackgroundWorker::get_extra()
-        .parse()
-        .expect("supervisor extra holds a database oid");
+    let dboid: u32 = BackgroundWorker::get_extra().parse().expect("supervisor extra holds a database oid");
     let dboid = pg_sys::Oid::from(dboid);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), None);
 
@@ -253,14 +224,7 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
     // SAFETY: registers a plain function with a dummy argument.
     unsafe { pg_sys::before_shmem_exit(Some(stop_workers_at_exit), pg_sys::Datum::from(0usize)) };
     crate::shmem::set_supervisor(dboid, super::my_pid());
-    let dbname = in_transaction(|| {
-        Spi::get_one::<String>("SELECT current_database()::text")
-            .ok()
-            .flatten()
-    })
-    .ok()
-    .flatten()
-    .unwrap_or_default();
+    let dbname = in_transaction(|| Spi::get_one::<String>("SELECT current_database()::text").ok().flatten()).ok().flatten().unwrap_or_default();
     log!("pipeline_ingest supervisor started for database \"{dbname}\"");
 
     let mut not_before: HashMap<Key, Instant> = HashMap::new();
@@ -320,35 +284,20 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
             }
         };
         for source in [SourceKind::Kafka, SourceKind::Kinesis] {
-            let ids: Vec<i32> = desired
-                .consumers
-                .iter()
-                .filter(|c| c.source == source)
-                .map(|c| c.id)
-                .collect();
+            let ids: Vec<i32> = desired.consumers.iter().filter(|c| c.source == source).map(|c| c.id).collect();
             crate::shmem::forget_partitions(dboid, source, &ids);
         }
         // Ordered: the producer (key 0/0) first, then consumers by system, id and index, so that
         // under the budget the same workers keep their places from pass to pass.
         let mut want: BTreeMap<Key, i64> = BTreeMap::new();
-        let producer_running = RUNNING.with_borrow(|r| {
-            r.get(&PRODUCER)
-                .is_some_and(|p| p.handle.status() != Status::Stopped)
-        });
+        let producer_running = RUNNING.with_borrow(|r| r.get(&PRODUCER).is_some_and(|p| p.handle.status() != Status::Stopped));
         if desired.outbox_pending || producer_running {
             // The producer exits by itself once the outbox stayed empty for a while.
             want.insert(PRODUCER, 0);
         }
         for c in desired.consumers.iter().filter(|c| c.enabled) {
             for index in &c.indexes {
-                want.insert(
-                    Key {
-                        source: c.source,
-                        consumer: c.id,
-                        index: *index,
-                    },
-                    c.generation,
-                );
+                want.insert(Key { source: c.source, consumer: c.id, index: *index }, c.generation);
             }
         }
 
@@ -438,9 +387,7 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
         for (key, t) in &not_before {
             if Instant::now() < *t && want.contains_key(key) {
                 if let Some(w) = waiting.get(&(key.source, key.consumer)) {
-                    blocked
-                        .entry((key.source, key.consumer))
-                        .or_insert_with(|| w.clone());
+                    blocked.entry((key.source, key.consumer)).or_insert_with(|| w.clone());
                 }
             }
         }
@@ -451,18 +398,9 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
             show_waiting(*source, *id, Some(why));
         }
         let started: Vec<(SourceKind, i32)> = if first_pass {
-            desired
-                .consumers
-                .iter()
-                .map(|c| (c.source, c.id))
-                .filter(|k| !blocked.contains_key(k))
-                .collect()
+            desired.consumers.iter().map(|c| (c.source, c.id)).filter(|k| !blocked.contains_key(k)).collect()
         } else {
-            waiting
-                .keys()
-                .copied()
-                .filter(|k| !blocked.contains_key(k))
-                .collect()
+            waiting.keys().copied().filter(|k| !blocked.contains_key(k)).collect()
         };
         for (source, id) in started {
             show_waiting(source, id, None);
@@ -470,11 +408,7 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
         waiting = blocked;
         first_pass = false;
         not_before.retain(|_, t| Instant::now() < *t);
-        if want.is_empty()
-            && not_before.is_empty()
-            && RUNNING.with_borrow(|r| r.is_empty())
-            && leave_when_idle(dboid, &dbname)
-        {
+        if want.is_empty() && not_before.is_empty() && RUNNING.with_borrow(|r| r.is_empty()) && leave_when_idle(dboid, &dbname) {
             break;
         }
         wait(Duration::from_secs(1), None);

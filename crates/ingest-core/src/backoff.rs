@@ -11,11 +11,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            min,
-            max,
-            current: None,
-        }
+        Backoff { min, max, current: None }
     }
 
     /// The delay before the next attempt: `min`, then doubling up to `max`.

@@ -123,11 +123,7 @@ impl<P: Position> Batch<P> {
     /// Adds a message made by `fill_in` in a recycled message when there is one (its fields still
     /// hold an earlier message: `fill_in` must set every field, e.g. with `refill`), else in
     /// `blank`.
-    pub fn push_with(
-        &mut self,
-        blank: impl FnOnce() -> Message<P>,
-        fill_in: impl FnOnce(&mut Message<P>),
-    ) {
+    pub fn push_with(&mut self, blank: impl FnOnce() -> Message<P>, fill_in: impl FnOnce(&mut Message<P>)) {
         let mut m = self.spare.pop().unwrap_or_else(blank);
         fill_in(&mut m);
         self.push(m);
@@ -157,8 +153,7 @@ impl<P: Position> Batch<P> {
 
     /// How long until the batch is due by time; None when empty.
     pub fn time_left(&self, l: &Limits, now: Instant) -> Option<Duration> {
-        self.started
-            .map(|s| (s + l.max_wait).saturating_duration_since(now))
+        self.started.map(|s| (s + l.max_wait).saturating_duration_since(now))
     }
 
     /// The last message's position in each stream: where each stream stands once this batch has
@@ -179,10 +174,7 @@ impl<P: Position> Batch<P> {
 
     /// What the checkpoint of each stream the batch touched holds once it has committed.
     pub fn checkpoints(&self) -> BTreeMap<P::Stream, P::Checkpoint> {
-        self.last_positions()
-            .into_iter()
-            .map(|(s, p)| (s, p.checkpoint()))
-            .collect()
+        self.last_positions().into_iter().map(|(s, p)| (s, p.checkpoint())).collect()
     }
 
     pub fn clear(&mut self) {
@@ -201,11 +193,7 @@ impl<P: Position> Batch<P> {
 
 /// The partitions a worker owns: partition p goes to worker p mod parallelism.
 pub fn partitions_for_worker(partitions: &[i32], parallelism: i32, index: i32) -> Vec<i32> {
-    let mut mine: Vec<i32> = partitions
-        .iter()
-        .copied()
-        .filter(|p| p.rem_euclid(parallelism.max(1)) == index)
-        .collect();
+    let mut mine: Vec<i32> = partitions.iter().copied().filter(|p| p.rem_euclid(parallelism.max(1)) == index).collect();
     mine.sort_unstable();
     mine
 }
@@ -215,16 +203,7 @@ mod tests {
     use super::*;
 
     fn msg(p: i32, o: i64, len: usize) -> Message<KafkaPos> {
-        Message {
-            pos: KafkaPos {
-                partition: p,
-                offset: o,
-            },
-            key: None,
-            payload: Some(vec![b'x'; len]),
-            timestamp_ms: None,
-            headers: None,
-        }
+        Message { pos: KafkaPos { partition: p, offset: o }, key: None, payload: Some(vec![b'x'; len]), timestamp_ms: None, headers: None }
     }
 
     #[test]
@@ -242,55 +221,28 @@ mod tests {
         use crate::kinesis::seqnum::{SeqNum, ShardPos};
         let pos = |shard: &str, seq: &str, sub: Option<u64>| KinesisPos {
             shard: shard.to_string(),
-            at: ShardPos {
-                seq: SeqNum::parse(seq).unwrap(),
-                sub,
-            },
+            at: ShardPos { seq: SeqNum::parse(seq).unwrap(), sub },
         };
         let mut b: Batch<KinesisPos> = Batch::default();
-        for p in [
-            pos("shardId-1", "10", None),
-            pos("shardId-2", "7", Some(0)),
-            pos("shardId-2", "7", Some(1)),
-            pos("shardId-1", "12", None),
-        ] {
-            b.push(Message {
-                pos: p,
-                key: None,
-                payload: Some(b"x".to_vec()),
-                timestamp_ms: None,
-                headers: None,
-            });
+        for p in [pos("shardId-1", "10", None), pos("shardId-2", "7", Some(0)), pos("shardId-2", "7", Some(1)), pos("shardId-1", "12", None)] {
+            b.push(Message { pos: p, key: None, payload: Some(b"x".to_vec()), timestamp_ms: None, headers: None });
         }
         let last = b.last_positions();
         assert_eq!(last["shardId-1"], pos("shardId-1", "12", None));
         assert_eq!(last["shardId-2"], pos("shardId-2", "7", Some(1)));
-        let want = crate::position::ShardCheckpoint {
-            last: Some(ShardPos {
-                seq: SeqNum::parse("7").unwrap(),
-                sub: Some(1),
-            }),
-            finished: false,
-        };
+        let want = crate::position::ShardCheckpoint { last: Some(ShardPos { seq: SeqNum::parse("7").unwrap(), sub: Some(1) }), finished: false };
         assert_eq!(b.checkpoints()["shardId-2"], want);
     }
 
     #[test]
     fn limits_by_count_bytes_and_time() {
-        let l = Limits {
-            max_messages: 3,
-            max_bytes: 100,
-            max_wait: Duration::from_millis(250),
-        };
+        let l = Limits { max_messages: 3, max_bytes: 100, max_wait: Duration::from_millis(250) };
         let mut b = Batch::default();
         assert_eq!(b.time_left(&l, Instant::now()), None);
         b.push(msg(0, 0, 10));
         assert!(!b.is_full(&l));
         assert!(b.time_left(&l, Instant::now()).unwrap() <= Duration::from_millis(250));
-        assert_eq!(
-            b.time_left(&l, Instant::now() + Duration::from_secs(1)),
-            Some(Duration::ZERO)
-        );
+        assert_eq!(b.time_left(&l, Instant::now() + Duration::from_secs(1)), Some(Duration::ZERO));
         b.push(msg(0, 1, 95));
         assert!(b.is_full(&l));
         b.clear();
@@ -305,16 +257,9 @@ mod tests {
     /// maxbytes 100000 made one batch of 1 GB when only keys and values counted.
     #[test]
     fn headers_count_toward_the_batch_bytes() {
-        let l = Limits {
-            max_messages: 100_000,
-            max_bytes: 100_000,
-            max_wait: Duration::from_secs(1),
-        };
+        let l = Limits { max_messages: 100_000, max_bytes: 100_000, max_wait: Duration::from_secs(1) };
         let big = Message {
-            pos: KafkaPos {
-                partition: 0,
-                offset: 0,
-            },
+            pos: KafkaPos { partition: 0, offset: 0 },
             key: Some(b"k".to_vec()),
             payload: Some(Vec::new()),
             timestamp_ms: None,
@@ -325,10 +270,7 @@ mod tests {
         b.push(big);
         assert!(b.is_full(&l), "one such message fills the batch");
         // many empty headers count too (each costs its bookkeeping)
-        let many = Message {
-            headers: Some(vec![(String::new(), None); 2_000]),
-            ..msg(0, 1, 0)
-        };
+        let many = Message { headers: Some(vec![(String::new(), None); 2_000]), ..msg(0, 1, 0) };
         assert_eq!(many.size(), 2_000 * crate::headers::HEADER_COST);
         let mut b = Batch::default();
         b.push(many);
@@ -338,62 +280,23 @@ mod tests {
     #[test]
     fn recycled_messages_hold_only_the_new_values() {
         let mut b = Batch::default();
-        b.push(Message {
-            pos: KafkaPos {
-                partition: 0,
-                offset: 0,
-            },
-            key: Some(b"key".to_vec()),
-            payload: Some(b"long payload".to_vec()),
-            timestamp_ms: Some(5),
-            headers: None,
-        });
+        b.push(Message { pos: KafkaPos { partition: 0, offset: 0 }, key: Some(b"key".to_vec()), payload: Some(b"long payload".to_vec()), timestamp_ms: Some(5), headers: None });
         b.clear();
         let fresh = || msg(9, 9, 0);
         b.push_with(fresh, |m| {
-            m.pos = KafkaPos {
-                partition: 1,
-                offset: 7,
-            };
+            m.pos = KafkaPos { partition: 1, offset: 7 };
             refill(&mut m.key, None);
             refill(&mut m.payload, Some(b"ab"));
             m.timestamp_ms = None;
             m.headers = None;
         });
         b.push_with(fresh, |m| {
-            m.pos = KafkaPos {
-                partition: 2,
-                offset: 8,
-            };
+            m.pos = KafkaPos { partition: 2, offset: 8 };
             refill(&mut m.payload, None);
         });
-        assert_eq!(
-            b.messages[0],
-            Message {
-                pos: KafkaPos {
-                    partition: 1,
-                    offset: 7
-                },
-                key: None,
-                payload: Some(b"ab".to_vec()),
-                timestamp_ms: None,
-                headers: None
-            }
-        );
+        assert_eq!(b.messages[0], Message { pos: KafkaPos { partition: 1, offset: 7 }, key: None, payload: Some(b"ab".to_vec()), timestamp_ms: None, headers: None });
         // The second came from `blank` (nothing left to recycle).
-        assert_eq!(
-            b.messages[1],
-            Message {
-                pos: KafkaPos {
-                    partition: 2,
-                    offset: 8
-                },
-                key: None,
-                payload: None,
-                timestamp_ms: None,
-                headers: None
-            }
-        );
+        assert_eq!(b.messages[1], Message { pos: KafkaPos { partition: 2, offset: 8 }, key: None, payload: None, timestamp_ms: None, headers: None });
         assert_eq!(b.bytes(), 2);
     }
 

@@ -42,10 +42,7 @@ pub fn check_topic(topic: &str) -> Result<(), TopicError> {
     if topic.len() > MAX_TOPIC_BYTES {
         return Err(TopicError::TooLong);
     }
-    if !topic
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
+    if !topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
         return Err(TopicError::BadCharacter(topic.to_string()));
     }
     if topic == "." || topic == ".." {
@@ -79,15 +76,8 @@ fn varint_len(n: usize) -> usize {
 /// rdkafka_header.c). `headers` are (name bytes, value bytes; 0 for a NULL value). The record
 /// batch that carries it adds 61 bytes more (`RD_KAFKAP_MSGSET_V2_SIZE`), which librdkafka does
 /// not count here but the broker does against the topic's `max.message.bytes`.
-pub fn record_wire_size(
-    key: usize,
-    value: usize,
-    headers: impl IntoIterator<Item = (usize, usize)>,
-) -> usize {
-    let headers: usize = headers
-        .into_iter()
-        .map(|(n, v)| n + v + varint_len(n) + varint_len(v))
-        .sum();
+pub fn record_wire_size(key: usize, value: usize, headers: impl IntoIterator<Item = (usize, usize)>) -> usize {
+    let headers: usize = headers.into_iter().map(|(n, v)| n + v + varint_len(n) + varint_len(v)).sum();
     RECORD_MAX_OVERHEAD + key + value + headers
 }
 
@@ -103,24 +93,16 @@ pub fn parse_broker(addr: &str) -> Result<(String, u16), BrokerError> {
     if addr.len() > MAX_HOST_BYTES + 8 {
         return Err(BrokerError::TooLong);
     }
-    if addr
-        .chars()
-        .any(|c| c.is_whitespace() || c == ',' || c.is_control())
-    {
+    if addr.chars().any(|c| c.is_whitespace() || c == ',' || c.is_control()) {
         return Err(BrokerError::BadCharacter(addr.to_string()));
     }
     let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
-        let end = rest
-            .find(']')
-            .ok_or_else(|| BrokerError::BadHost(addr.to_string()))?;
+        let end = rest.find(']').ok_or_else(|| BrokerError::BadHost(addr.to_string()))?;
         let host = &rest[..end];
         let after = &rest[end + 1..];
         let port = match after {
             "" => None,
-            p => Some(
-                p.strip_prefix(':')
-                    .ok_or_else(|| BrokerError::BadHost(addr.to_string()))?,
-            ),
+            p => Some(p.strip_prefix(':').ok_or_else(|| BrokerError::BadHost(addr.to_string()))?),
         };
         (host, port)
     } else {
@@ -129,20 +111,14 @@ pub fn parse_broker(addr: &str) -> Result<(String, u16), BrokerError> {
             None => (addr, None),
         }
     };
-    if host.is_empty()
-        || host.contains(['[', ']', '/', '@'])
-        || host.contains(':') && !addr.starts_with('[')
-    {
+    if host.is_empty() || host.contains(['[', ']', '/', '@']) || host.contains(':') && !addr.starts_with('[') {
         return Err(BrokerError::BadHost(addr.to_string()));
     }
     if host.len() > MAX_HOST_BYTES {
         return Err(BrokerError::TooLong);
     }
     // Host names (letters, digits, '-', '.', '_'), IPv4 and bracketed IPv6 (with a %zone).
-    if !host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'%'))
-    {
+    if !host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'%')) {
         return Err(BrokerError::BadHost(addr.to_string()));
     }
     let port = match port {
@@ -168,23 +144,14 @@ mod tests {
         assert_eq!(record_wire_size(0, 1_000_000 - 36, []), 1_000_000);
         // a header: name + value + a 1-byte varint for each length below 64, 2 bytes up to 8191
         assert_eq!(record_wire_size(3, 5, [(6, 3)]), 36 + 8 + 6 + 3 + 1 + 1);
-        assert_eq!(
-            record_wire_size(0, 0, [(63, 0), (64, 8191), (1, 8192)]),
-            36 + (63 + 1 + 1) + (64 + 8191 + 2 + 2) + (1 + 8192 + 1 + 3)
-        );
+        assert_eq!(record_wire_size(0, 0, [(63, 0), (64, 8191), (1, 8192)]), 36 + (63 + 1 + 1) + (64 + 8191 + 2 + 2) + (1 + 8192 + 1 + 3));
     }
 
     #[test]
     fn accepts_host_and_port_forms() {
         assert_eq!(parse_broker("localhost"), Ok(("localhost".into(), 9092)));
-        assert_eq!(
-            parse_broker("127.0.0.1:29092"),
-            Ok(("127.0.0.1".into(), 29092))
-        );
-        assert_eq!(
-            parse_broker("kafka-1.example.com:9093"),
-            Ok(("kafka-1.example.com".into(), 9093))
-        );
+        assert_eq!(parse_broker("127.0.0.1:29092"), Ok(("127.0.0.1".into(), 29092)));
+        assert_eq!(parse_broker("kafka-1.example.com:9093"), Ok(("kafka-1.example.com".into(), 9093)));
         assert_eq!(parse_broker("[::1]:9092"), Ok(("::1".into(), 9092)));
         assert_eq!(parse_broker("[::1]"), Ok(("::1".into(), 9092)));
     }
@@ -193,50 +160,20 @@ mod tests {
     fn rejects_malformed_addresses() {
         assert_eq!(parse_broker(""), Err(BrokerError::Empty));
         assert!(matches!(parse_broker("a:0"), Err(BrokerError::BadPort(_))));
-        assert!(matches!(
-            parse_broker("a:65536"),
-            Err(BrokerError::BadPort(_))
-        ));
+        assert!(matches!(parse_broker("a:65536"), Err(BrokerError::BadPort(_))));
         assert!(matches!(parse_broker("a:"), Err(BrokerError::BadPort(_))));
         assert!(matches!(parse_broker("a:x"), Err(BrokerError::BadPort(_))));
         assert!(matches!(parse_broker("a:+1"), Err(BrokerError::BadPort(_))));
-        assert!(matches!(
-            parse_broker(":9092"),
-            Err(BrokerError::BadHost(_))
-        ));
-        assert!(matches!(
-            parse_broker("a b:1"),
-            Err(BrokerError::BadCharacter(_))
-        ));
-        assert!(matches!(
-            parse_broker("a:1,b:2"),
-            Err(BrokerError::BadCharacter(_))
-        ));
-        assert!(matches!(
-            parse_broker("::1:9092"),
-            Err(BrokerError::BadHost(_))
-        ));
-        assert_eq!(
-            parse_broker(&"a".repeat(100_000)),
-            Err(BrokerError::TooLong)
-        );
-        assert_eq!(
-            parse_broker(&format!("{}:9092", "a".repeat(256))),
-            Err(BrokerError::TooLong)
-        );
+        assert!(matches!(parse_broker(":9092"), Err(BrokerError::BadHost(_))));
+        assert!(matches!(parse_broker("a b:1"), Err(BrokerError::BadCharacter(_))));
+        assert!(matches!(parse_broker("a:1,b:2"), Err(BrokerError::BadCharacter(_))));
+        assert!(matches!(parse_broker("::1:9092"), Err(BrokerError::BadHost(_))));
+        assert_eq!(parse_broker(&"a".repeat(100_000)), Err(BrokerError::TooLong));
+        assert_eq!(parse_broker(&format!("{}:9092", "a".repeat(256))), Err(BrokerError::TooLong));
         assert!(parse_broker(&format!("{}:9092", "a".repeat(255))).is_ok());
-        assert!(matches!(
-            parse_broker("h\u{e9}te:9092"),
-            Err(BrokerError::BadHost(_))
-        ));
-        assert!(matches!(
-            parse_broker("a;b:9092"),
-            Err(BrokerError::BadHost(_))
-        ));
+        assert!(matches!(parse_broker("h\u{e9}te:9092"), Err(BrokerError::BadHost(_))));
+        assert!(matches!(parse_broker("a;b:9092"), Err(BrokerError::BadHost(_))));
         assert!(matches!(parse_broker("[::1"), Err(BrokerError::BadHost(_))));
-        assert!(matches!(
-            parse_broker("user@host:1"),
-            Err(BrokerError::BadHost(_))
-        ));
+        assert!(matches!(parse_broker("user@host:1"), Err(BrokerError::BadHost(_))));
     }
 }

@@ -61,9 +61,7 @@ pub enum FormatError {
     BadDelimiter,
     #[error("message ends inside a quoted CSV field")]
     UnterminatedQuote,
-    #[error(
-        "message contains a line \"\\.\" (end-of-data marker), which would end the COPY early"
-    )]
+    #[error("message contains a line \"\\.\" (end-of-data marker), which would end the COPY early")]
     EndOfDataMarker,
     #[error("message contains \"\\.\" (COPY's end-of-data marker) outside a line of its own; text format cannot read it as data (write a period as \".\" and a backslash as \"\\\\\")")]
     BackslashPeriod,
@@ -99,21 +97,12 @@ impl CopyOptions {
         escape: Option<String>,
     ) -> Result<CopyOptions, FormatError> {
         let format = Format::parse(format)?;
-        let opts = CopyOptions {
-            format,
-            delimiter,
-            quote,
-            escape,
-        };
+        let opts = CopyOptions { format, delimiter, quote, escape };
         let d = one_byte(&opts.delimiter, "delimiter")?;
         let q = one_byte(&opts.quote, "quote")?;
         one_byte(&opts.escape, "escape")?;
         if format == Format::Raw {
-            for (v, what) in [
-                (&opts.delimiter, "delimiter"),
-                (&opts.quote, "quote"),
-                (&opts.escape, "escape"),
-            ] {
+            for (v, what) in [(&opts.delimiter, "delimiter"), (&opts.quote, "quote"), (&opts.escape, "escape")] {
                 if v.is_some() {
                     return Err(FormatError::NotForRaw(what));
                 }
@@ -137,18 +126,10 @@ impl CopyOptions {
             // COPY's text format refuses what an escape (`\t`, `\101`), `\.` or `\N` could mean.
             // consume_begin asks PostgreSQL itself; this keeps a worker from starting with such a
             // consumer stored by an older version.
-            if format == Format::Text
-                && (d == b'.' || d == b'N' || d.is_ascii_lowercase() || d.is_ascii_digit())
-            {
+            if format == Format::Text && (d == b'.' || d == b'N' || d.is_ascii_lowercase() || d.is_ascii_digit()) {
                 return Err(FormatError::TextDelimiter(d as char));
             }
-            if Some(d)
-                == q.or(if format == Format::Csv {
-                    Some(b'"')
-                } else {
-                    None
-                })
-            {
+            if Some(d) == q.or(if format == Format::Csv { Some(b'"') } else { None }) {
                 return Err(FormatError::DelimiterIsQuote);
             }
         }
@@ -160,10 +141,7 @@ impl CopyOptions {
     }
 
     fn escape_byte(&self) -> u8 {
-        self.escape
-            .as_ref()
-            .map(|s| s.as_bytes()[0])
-            .unwrap_or_else(|| self.quote_byte())
+        self.escape.as_ref().map(|s| s.as_bytes()[0]).unwrap_or_else(|| self.quote_byte())
     }
 
     /// Checks one `text` or `csv` message and returns how many rows it holds.
@@ -171,20 +149,13 @@ impl CopyOptions {
         match self.format {
             Format::Text => check_text(msg),
             Format::Csv => check_csv(msg, self.quote_byte(), self.escape_byte()),
-            Format::Json | Format::Raw => {
-                unreachable!("json and raw messages are converted, not checked")
-            }
+            Format::Json | Format::Raw => unreachable!("json and raw messages are converted, not checked"),
         }
     }
 
     /// As `push_message`, with `suffix` (the metadata columns' values, each after a delimiter)
     /// written at the end of every row the message holds.
-    pub fn push_message_with(
-        &self,
-        buf: &mut Vec<u8>,
-        msg: &[u8],
-        suffix: &[u8],
-    ) -> Result<usize, FormatError> {
+    pub fn push_message_with(&self, buf: &mut Vec<u8>, msg: &[u8], suffix: &[u8]) -> Result<usize, FormatError> {
         if suffix.is_empty() {
             return self.push_message(buf, msg);
         }
@@ -209,11 +180,7 @@ impl CopyOptions {
     /// The positions of the newlines that end rows in a checked message (text: not escaped by a
     /// backslash; csv: outside quotes), as `check_message` counts them.
     fn row_ends<'m>(&self, msg: &'m [u8]) -> impl Iterator<Item = usize> + 'm {
-        let (csv, quote, escape) = (
-            self.format == Format::Csv,
-            self.quote_byte(),
-            self.escape_byte(),
-        );
+        let (csv, quote, escape) = (self.format == Format::Csv, self.quote_byte(), self.escape_byte());
         let mut i = 0;
         let mut in_quotes = false;
         std::iter::from_fn(move || {
@@ -225,11 +192,7 @@ impl CopyOptions {
                         continue;
                     }
                 } else if in_quotes {
-                    if b == escape
-                        && escape != quote
-                        && i + 1 < msg.len()
-                        && (msg[i + 1] == quote || msg[i + 1] == escape)
-                    {
+                    if b == escape && escape != quote && i + 1 < msg.len() && (msg[i + 1] == quote || msg[i + 1] == escape) {
                         i += 2;
                         continue;
                     }
@@ -302,10 +265,7 @@ fn check_text(msg: &[u8]) -> Result<usize, FormatError> {
 
 /// Whether the `\.` at `at` is alone on its line (COPY's classic end-of-data line).
 fn line_is_marker(msg: &[u8], at: usize) -> bool {
-    let line_start = msg[..at]
-        .iter()
-        .rposition(|b| *b == b'\n')
-        .map_or(0, |p| p + 1);
+    let line_start = msg[..at].iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
     line_start == at && matches!(msg.get(at + 2), None | Some(b'\n'))
 }
 
@@ -320,11 +280,7 @@ fn check_csv(msg: &[u8], quote: u8, escape: u8) -> Result<usize, FormatError> {
     while i < msg.len() {
         let b = msg[i];
         if in_quotes {
-            if b == escape
-                && escape != quote
-                && i + 1 < msg.len()
-                && (msg[i + 1] == quote || msg[i + 1] == escape)
-            {
+            if b == escape && escape != quote && i + 1 < msg.len() && (msg[i + 1] == quote || msg[i + 1] == escape) {
                 i += 2;
                 continue;
             }
@@ -362,12 +318,7 @@ fn check_csv(msg: &[u8], quote: u8, escape: u8) -> Result<usize, FormatError> {
 }
 
 /// `msg` with every `\r\n` that ends a line turned into `\n` (borrowed when there is no `\r`).
-fn normalize_line_ends(
-    msg: &[u8],
-    format: Format,
-    quote: u8,
-    escape: u8,
-) -> std::borrow::Cow<'_, [u8]> {
+fn normalize_line_ends(msg: &[u8], format: Format, quote: u8, escape: u8) -> std::borrow::Cow<'_, [u8]> {
     if !msg.contains(&b'\r') {
         return std::borrow::Cow::Borrowed(msg);
     }
@@ -384,11 +335,7 @@ fn normalize_line_ends(
         }
         if format == Format::Csv {
             if in_quotes {
-                if b == escape
-                    && escape != quote
-                    && i + 1 < msg.len()
-                    && (msg[i + 1] == quote || msg[i + 1] == escape)
-                {
+                if b == escape && escape != quote && i + 1 < msg.len() && (msg[i + 1] == quote || msg[i + 1] == escape) {
                     out.extend_from_slice(&msg[i..i + 2]);
                     i += 2;
                     continue;
@@ -455,42 +402,16 @@ mod tests {
     #[test]
     fn options_are_validated_like_copy() {
         assert!(CopyOptions::new("TEXT", Some("|".into()), None, None).is_ok());
-        assert_eq!(
-            Format::parse("xml"),
-            Err(FormatError::UnknownFormat("xml".into()))
-        );
-        assert_eq!(
-            CopyOptions::new("text", Some("||".into()), None, None),
-            Err(FormatError::NotOneByte("delimiter"))
-        );
-        assert_eq!(
-            CopyOptions::new("text", None, Some("'".into()), None),
-            Err(FormatError::CsvOnly("quote"))
-        );
-        assert_eq!(
-            CopyOptions::new("text", None, None, Some("\\".into())),
-            Err(FormatError::CsvOnly("escape"))
-        );
-        assert_eq!(
-            CopyOptions::new("csv", Some("\"".into()), None, None),
-            Err(FormatError::DelimiterIsQuote)
-        );
-        assert_eq!(
-            CopyOptions::new("csv", Some("\n".into()), None, None),
-            Err(FormatError::BadDelimiter)
-        );
-        assert_eq!(
-            CopyOptions::new("json", Some(",".into()), None, None),
-            Err(FormatError::NotForJson("delimiter"))
-        );
-        assert!(
-            CopyOptions::new("csv", Some(";".into()), Some("'".into()), Some("\\".into())).is_ok()
-        );
+        assert_eq!(Format::parse("xml"), Err(FormatError::UnknownFormat("xml".into())));
+        assert_eq!(CopyOptions::new("text", Some("||".into()), None, None), Err(FormatError::NotOneByte("delimiter")));
+        assert_eq!(CopyOptions::new("text", None, Some("'".into()), None), Err(FormatError::CsvOnly("quote")));
+        assert_eq!(CopyOptions::new("text", None, None, Some("\\".into())), Err(FormatError::CsvOnly("escape")));
+        assert_eq!(CopyOptions::new("csv", Some("\"".into()), None, None), Err(FormatError::DelimiterIsQuote));
+        assert_eq!(CopyOptions::new("csv", Some("\n".into()), None, None), Err(FormatError::BadDelimiter));
+        assert_eq!(CopyOptions::new("json", Some(",".into()), None, None), Err(FormatError::NotForJson("delimiter")));
+        assert!(CopyOptions::new("csv", Some(";".into()), Some("'".into()), Some("\\".into())).is_ok());
         for d in [".", "N", "a", "z", "0", "9"] {
-            assert_eq!(
-                CopyOptions::new("text", Some(d.into()), None, None),
-                Err(FormatError::TextDelimiter(d.chars().next().unwrap()))
-            );
+            assert_eq!(CopyOptions::new("text", Some(d.into()), None, None), Err(FormatError::TextDelimiter(d.chars().next().unwrap())));
         }
         assert!(CopyOptions::new("csv", Some(".".into()), None, None).is_ok());
         assert!(CopyOptions::new("text", Some("A".into()), None, None).is_ok());
@@ -502,10 +423,7 @@ mod tests {
         assert_eq!(t.check_message(b"1\ta"), Ok(1));
         assert_eq!(t.check_message(b"1\ta\n2\tb\n"), Ok(2));
         assert_eq!(t.check_message(b""), Ok(0));
-        assert_eq!(
-            t.check_message(b"1\n\\.\n2"),
-            Err(FormatError::EndOfDataMarker)
-        );
+        assert_eq!(t.check_message(b"1\n\\.\n2"), Err(FormatError::EndOfDataMarker));
         assert_eq!(t.check_message(b"a\\"), Err(FormatError::TrailingBackslash));
         assert_eq!(t.check_message(b"a\\\\"), Ok(1));
     }
@@ -515,23 +433,11 @@ mod tests {
         // Issue 11 item 11: COPY drops a `\.` that ends a non-empty line and reads on, so this
         // message was stored as (9, 'mid'). Checked against PostgreSQL 15.20 COPY FROM a file.
         let t = opts("text");
-        assert_eq!(
-            t.check_message(b"9\tmid\\."),
-            Err(FormatError::BackslashPeriod)
-        );
-        assert_eq!(
-            t.check_message(b"9\tmid\\.\n10\tafter\n"),
-            Err(FormatError::BackslashPeriod)
-        );
+        assert_eq!(t.check_message(b"9\tmid\\."), Err(FormatError::BackslashPeriod));
+        assert_eq!(t.check_message(b"9\tmid\\.\n10\tafter\n"), Err(FormatError::BackslashPeriod));
         // In the middle of a field COPY raises "end-of-copy marker corrupt": refused here already.
-        assert_eq!(
-            t.check_message(b"9\tmi\\.d"),
-            Err(FormatError::BackslashPeriod)
-        );
-        assert_eq!(
-            t.check_message(b"\\.x\t1"),
-            Err(FormatError::BackslashPeriod)
-        );
+        assert_eq!(t.check_message(b"9\tmi\\.d"), Err(FormatError::BackslashPeriod));
+        assert_eq!(t.check_message(b"\\.x\t1"), Err(FormatError::BackslashPeriod));
         assert_eq!(t.check_message(b"\\."), Err(FormatError::EndOfDataMarker));
         // An escaped backslash before a period is data: `\\.` is the text `\.`.
         assert_eq!(t.check_message(b"9\tmid\\\\."), Ok(1));
@@ -543,10 +449,7 @@ mod tests {
         let t = opts("text");
         // COPY reads `1<TAB>a\<LF>b` as one row whose value holds a newline.
         assert_eq!(t.check_message(b"1\ta\\\nb\n2\tc"), Ok(2));
-        assert_eq!(
-            t.check_message(b"1\ta\\\n"),
-            Err(FormatError::TrailingBackslash)
-        );
+        assert_eq!(t.check_message(b"1\ta\\\n"), Err(FormatError::TrailingBackslash));
         assert_eq!(t.check_message(b"1\ta\\\\\n"), Ok(1));
     }
 
@@ -557,23 +460,14 @@ mod tests {
         // the neighbours. `\r\n` line ends and an escaped CR (`\` + CR, data) are fine.
         let t = opts("text");
         let mut buf = Vec::new();
-        assert_eq!(
-            t.push_message(&mut buf, b"1\ta\r2\tb"),
-            Err(FormatError::BareCarriageReturn)
-        );
-        assert_eq!(
-            t.push_message(&mut buf, b"1\ta\r"),
-            Err(FormatError::BareCarriageReturn)
-        );
+        assert_eq!(t.push_message(&mut buf, b"1\ta\r2\tb"), Err(FormatError::BareCarriageReturn));
+        assert_eq!(t.push_message(&mut buf, b"1\ta\r"), Err(FormatError::BareCarriageReturn));
         assert!(buf.is_empty());
         assert_eq!(t.push_message(&mut buf, b"1\ta\\\r\n2\tb\r\n"), Ok(2));
         assert_eq!(buf, b"1\ta\\\r\n2\tb\n".to_vec());
         let c = opts("csv");
         let mut buf = Vec::new();
-        assert_eq!(
-            c.push_message(&mut buf, b"1,a\r2,b"),
-            Err(FormatError::BareCarriageReturn)
-        );
+        assert_eq!(c.push_message(&mut buf, b"1,a\r2,b"), Err(FormatError::BareCarriageReturn));
         assert_eq!(c.push_message(&mut buf, b"1,\"a\rb\"\r\n"), Ok(1));
         assert_eq!(buf, b"1,\"a\rb\"\n".to_vec());
     }
@@ -583,21 +477,12 @@ mod tests {
         let c = opts("csv");
         assert_eq!(c.check_message(b"1,\"a\nb\"\n2,c"), Ok(2));
         assert_eq!(c.check_message(b"1,\"a\"\"b\""), Ok(1));
-        assert_eq!(
-            c.check_message(b"1,\"open"),
-            Err(FormatError::UnterminatedQuote)
-        );
-        assert_eq!(
-            c.check_message(b"1,a\n\\.\n"),
-            Err(FormatError::EndOfDataMarker)
-        );
+        assert_eq!(c.check_message(b"1,\"open"), Err(FormatError::UnterminatedQuote));
+        assert_eq!(c.check_message(b"1,a\n\\.\n"), Err(FormatError::EndOfDataMarker));
         assert_eq!(c.check_message(b"1,\"\n\\.\n\""), Ok(1));
         let custom = CopyOptions::new("csv", None, Some("'".into()), Some("\\".into())).unwrap();
         assert_eq!(custom.check_message(b"1,'it\\'s'\n"), Ok(1));
-        assert_eq!(
-            custom.check_message(b"1,'it\\'s"),
-            Err(FormatError::UnterminatedQuote)
-        );
+        assert_eq!(custom.check_message(b"1,'it\\'s"), Err(FormatError::UnterminatedQuote));
     }
 
     #[test]
@@ -613,10 +498,7 @@ mod tests {
         assert_eq!(c.push_message(&mut buf, b"1,\"x\r\ny\"\r\n2,z\r\n"), Ok(2));
         assert_eq!(buf, b"1,\"x\r\ny\"\n2,z\n".to_vec());
         let mut untouched = b"keep".to_vec();
-        assert_eq!(
-            c.push_message(&mut untouched, b"1,\"open\r\n"),
-            Err(FormatError::UnterminatedQuote)
-        );
+        assert_eq!(c.push_message(&mut untouched, b"1,\"open\r\n"), Err(FormatError::UnterminatedQuote));
         assert_eq!(untouched, b"keep".to_vec());
     }
 
@@ -640,18 +522,9 @@ mod tests {
     fn raw_takes_no_options() {
         assert_eq!(Format::parse("RAW"), Ok(Format::Raw));
         assert!(CopyOptions::new("raw", None, None, None).is_ok());
-        assert_eq!(
-            CopyOptions::new("raw", Some(",".into()), None, None),
-            Err(FormatError::NotForRaw("delimiter"))
-        );
-        assert_eq!(
-            CopyOptions::new("raw", None, Some("'".into()), None),
-            Err(FormatError::NotForRaw("quote"))
-        );
-        assert_eq!(
-            CopyOptions::new("raw", None, None, Some("\\".into())),
-            Err(FormatError::NotForRaw("escape"))
-        );
+        assert_eq!(CopyOptions::new("raw", Some(",".into()), None, None), Err(FormatError::NotForRaw("delimiter")));
+        assert_eq!(CopyOptions::new("raw", None, Some("'".into()), None), Err(FormatError::NotForRaw("quote")));
+        assert_eq!(CopyOptions::new("raw", None, None, Some("\\".into())), Err(FormatError::NotForRaw("escape")));
     }
 
     #[test]
@@ -659,23 +532,14 @@ mod tests {
         let t = opts("text");
         let mut buf = Vec::new();
         // an escaped newline continues the row; \r\n ends become \n
-        assert_eq!(
-            t.push_message_with(&mut buf, b"1\ta\\\nb\r\n2\t\\\\\n3", b"|m"),
-            Ok(3)
-        );
+        assert_eq!(t.push_message_with(&mut buf, b"1\ta\\\nb\r\n2\t\\\\\n3", b"|m"), Ok(3));
         assert_eq!(buf, b"1\ta\\\nb|m\n2\t\\\\|m\n3|m\n".to_vec());
         let c = CopyOptions::new("csv", None, Some("'".into()), Some("\\".into())).unwrap();
         let mut buf = Vec::new();
-        assert_eq!(
-            c.push_message_with(&mut buf, b"1,'a\nb\\'\n'\n2,c\n", b",m"),
-            Ok(2)
-        );
+        assert_eq!(c.push_message_with(&mut buf, b"1,'a\nb\\'\n'\n2,c\n", b",m"), Ok(2));
         assert_eq!(buf, b"1,'a\nb\\'\n',m\n2,c,m\n".to_vec());
         let mut buf = b"keep".to_vec();
-        assert_eq!(
-            c.push_message_with(&mut buf, b"1,'open", b",m"),
-            Err(FormatError::UnterminatedQuote)
-        );
+        assert_eq!(c.push_message_with(&mut buf, b"1,'open", b",m"), Err(FormatError::UnterminatedQuote));
         assert_eq!(buf, b"keep".to_vec());
     }
 }

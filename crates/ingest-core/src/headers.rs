@@ -56,26 +56,14 @@ impl<'a> ByName<'a> {
                 }
             }
         }
-        ByName {
-            headers,
-            next,
-            first,
-        }
+        ByName { headers, next, first }
     }
 
     /// Each name once, in order of first appearance, with its values.
     pub fn groups(&self) -> impl Iterator<Item = (&'a str, Group<'_, 'a>)> + '_ {
         (0..self.headers.len())
             .filter(|&i| self.first[i])
-            .map(move |i| {
-                (
-                    self.headers[i].0.as_str(),
-                    Group {
-                        by: self,
-                        at: i as u32,
-                    },
-                )
-            })
+            .map(move |i| (self.headers[i].0.as_str(), Group { by: self, at: i as u32 }))
     }
 }
 
@@ -116,14 +104,7 @@ pub(crate) fn json_string(emit: &mut impl FnMut(&[u8]), s: &str) {
             b'\n' => b"\\n",
             b'\r' => b"\\r",
             b'\t' => b"\\t",
-            c if c < 0x20 => &[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(c >> 4) as usize],
-                HEX[(c & 15) as usize],
-            ],
+            c if c < 0x20 => &[b'\\', b'u', b'0', b'0', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]],
             _ => continue,
         };
         emit(&bytes[plain..i]);
@@ -190,11 +171,7 @@ pub fn headers_json(headers: &Headers, out: &mut Vec<u8>) {
 /// What a message's headers count for in a batch's bytes: their names and values, and the
 /// bookkeeping each header costs besides (its name and value buffers).
 pub fn headers_size(headers: Option<&Headers>) -> usize {
-    headers.map_or(0, |h| {
-        h.iter()
-            .map(|(n, v)| n.len() + v.as_ref().map_or(0, Vec::len) + HEADER_COST)
-            .sum()
-    })
+    headers.map_or(0, |h| h.iter().map(|(n, v)| n.len() + v.as_ref().map_or(0, Vec::len) + HEADER_COST).sum())
 }
 
 /// Bytes of bookkeeping one header costs besides its name and value (the pair, two buffers).
@@ -206,9 +183,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     fn h(list: &[(&str, Option<&[u8]>)]) -> Vec<(String, Option<Vec<u8>>)> {
-        list.iter()
-            .map(|(n, v)| (n.to_string(), v.map(<[u8]>::to_vec)))
-            .collect()
+        list.iter().map(|(n, v)| (n.to_string(), v.map(<[u8]>::to_vec))).collect()
     }
 
     fn json(headers: &Headers) -> String {
@@ -219,17 +194,8 @@ mod tests {
 
     #[test]
     fn few_and_many_headers_group_alike() {
-        let few = h(&[
-            ("a", Some(b"1")),
-            ("b", None),
-            ("a", Some(b"2")),
-            ("c", Some(b"x")),
-            ("a", None),
-        ]);
-        assert_eq!(
-            json(&few),
-            r#"{"a": ["1", "2", null], "b": null, "c": "x"}"#
-        );
+        let few = h(&[("a", Some(b"1")), ("b", None), ("a", Some(b"2")), ("c", Some(b"x")), ("a", None)]);
+        assert_eq!(json(&few), r#"{"a": ["1", "2", null], "b": null, "c": "x"}"#);
         // The same headers among 40 more: the hash-map path gives the same grouping and order.
         let mut many = few.clone();
         for i in 0..40 {
@@ -239,10 +205,7 @@ mod tests {
         let out = json(&many);
         assert!(out.starts_with(r#"{"a": ["1", "2", null], "b": [null, "late"], "c": "x", "n0": ["0", "20"], "n1": ["1", "21"]"#), "{out}");
         assert!(out.ends_with(r#""n19": ["19", "39"]}"#), "{out}");
-        let groups: Vec<(&str, bool, usize)> = ByName::new(&many)
-            .groups()
-            .map(|(n, g)| (n, g.repeats(), g.count()))
-            .collect();
+        let groups: Vec<(&str, bool, usize)> = ByName::new(&many).groups().map(|(n, g)| (n, g.repeats(), g.count())).collect();
         assert_eq!(groups.len(), 23);
         assert_eq!(groups[0], ("a", true, 3));
         assert_eq!(groups[2], ("c", false, 1));
@@ -254,13 +217,9 @@ mod tests {
     #[test]
     fn a_hundred_thousand_headers_take_linear_time() {
         let n = 100_000;
-        let distinct: Vec<(String, Option<Vec<u8>>)> = (0..n)
-            .map(|i| (format!("h{i}"), Some(b"v".to_vec())))
-            .collect();
-        let same: Vec<(String, Option<Vec<u8>>)> =
-            (0..n).map(|_| ("h".to_string(), None)).collect();
-        let mut mixed: Vec<(String, Option<Vec<u8>>)> =
-            (0..n).map(|i| (format!("h{}", i % 1000), None)).collect();
+        let distinct: Vec<(String, Option<Vec<u8>>)> = (0..n).map(|i| (format!("h{i}"), Some(b"v".to_vec()))).collect();
+        let same: Vec<(String, Option<Vec<u8>>)> = (0..n).map(|_| ("h".to_string(), None)).collect();
+        let mut mixed: Vec<(String, Option<Vec<u8>>)> = (0..n).map(|i| (format!("h{}", i % 1000), None)).collect();
         mixed.push(("last".to_string(), Some(Vec::new())));
         for headers in [&distinct, &same, &mixed] {
             let started = Instant::now();
@@ -271,12 +230,6 @@ mod tests {
         }
         assert!(json(&same).starts_with(r#"{"h": [null, null"#));
         assert!(json(&mixed).ends_with(r#", "last": ""}"#));
-        assert_eq!(
-            headers_size(Some(&distinct)),
-            distinct
-                .iter()
-                .map(|(k, _)| k.len() + 1 + HEADER_COST)
-                .sum::<usize>()
-        );
+        assert_eq!(headers_size(Some(&distinct)), distinct.iter().map(|(k, _)| k.len() + 1 + HEADER_COST).sum::<usize>());
     }
 }

@@ -91,21 +91,12 @@ impl JsonRowEncoder {
 
     /// As `push_message`, with `suffix` (metadata columns' values, each after a tab) at the end
     /// of every row; the group's `columns` do not name them (the caller appends their indexes).
-    pub fn push_message_with(
-        &mut self,
-        msg: &[u8],
-        columns: &[String],
-        suffix: &[u8],
-    ) -> Result<usize, JsonError> {
+    pub fn push_message_with(&mut self, msg: &[u8], columns: &[String], suffix: &[u8]) -> Result<usize, JsonError> {
         let objects = message_objects(msg)?;
         let mut encoded = Vec::with_capacity(objects.len());
         for obj in &objects {
-            let present: Vec<usize> = columns
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| obj.contains_key(c.as_str()))
-                .map(|(i, _)| i)
-                .collect();
+            let present: Vec<usize> =
+                columns.iter().enumerate().filter(|(_, c)| obj.contains_key(c.as_str())).map(|(i, _)| i).collect();
             if present.is_empty() {
                 return Err(JsonError::NoMatchingField);
             }
@@ -127,11 +118,7 @@ impl JsonRowEncoder {
                     g.data.extend_from_slice(&line);
                     g.rows += 1;
                 }
-                _ => self.groups.push(RowGroup {
-                    columns: present,
-                    data: line,
-                    rows: 1,
-                }),
+                _ => self.groups.push(RowGroup { columns: present, data: line, rows: 1 }),
             }
         }
         Ok(n)
@@ -164,30 +151,17 @@ mod tests {
     fn objects_become_rows_matched_by_name() {
         let mut enc = JsonRowEncoder::default();
         let c = cols(&["id", "name", "doc"]);
-        assert_eq!(
-            enc.push_message(
-                br#"{"name":"a\tb\nc","id":1,"doc":{"x":[1,2]},"extra":5}"#,
-                &c
-            ),
-            Ok(1)
-        );
+        assert_eq!(enc.push_message(br#"{"name":"a\tb\nc","id":1,"doc":{"x":[1,2]},"extra":5}"#, &c), Ok(1));
         assert_eq!(enc.groups.len(), 1);
         assert_eq!(enc.groups[0].columns, vec![0, 1, 2]);
-        assert_eq!(
-            enc.groups[0].data,
-            b"1\ta\\tb\\nc\t{\"x\":[1,2]}\n".to_vec()
-        );
+        assert_eq!(enc.groups[0].data, b"1\ta\\tb\\nc\t{\"x\":[1,2]}\n".to_vec());
     }
 
     #[test]
     fn absent_fields_split_groups_and_nulls_stay_null() {
         let mut enc = JsonRowEncoder::default();
         let c = cols(&["id", "name"]);
-        enc.push_message(
-            br#"[{"id":1,"name":null},{"id":2,"name":"b"},{"id":3}]"#,
-            &c,
-        )
-        .unwrap();
+        enc.push_message(br#"[{"id":1,"name":null},{"id":2,"name":"b"},{"id":3}]"#, &c).unwrap();
         enc.push_message(br#"{"id":4}"#, &c).unwrap();
         assert_eq!(enc.groups.len(), 2);
         assert_eq!(enc.groups[0].data, b"1\t\\N\n2\tb\n".to_vec());
@@ -201,22 +175,10 @@ mod tests {
     fn bad_messages_are_errors_and_leave_nothing_behind() {
         let mut enc = JsonRowEncoder::default();
         let c = cols(&["id"]);
-        assert!(matches!(
-            enc.push_message(b"{not json", &c),
-            Err(JsonError::Invalid(_))
-        ));
-        assert_eq!(
-            enc.push_message(b"42", &c),
-            Err(JsonError::NotAnObject("a number"))
-        );
-        assert_eq!(
-            enc.push_message(br#"[{"id":1},3]"#, &c),
-            Err(JsonError::NotAnObject("a number"))
-        );
-        assert_eq!(
-            enc.push_message(br#"{"other":1}"#, &c),
-            Err(JsonError::NoMatchingField)
-        );
+        assert!(matches!(enc.push_message(b"{not json", &c), Err(JsonError::Invalid(_))));
+        assert_eq!(enc.push_message(b"42", &c), Err(JsonError::NotAnObject("a number")));
+        assert_eq!(enc.push_message(br#"[{"id":1},3]"#, &c), Err(JsonError::NotAnObject("a number")));
+        assert_eq!(enc.push_message(br#"{"other":1}"#, &c), Err(JsonError::NoMatchingField));
         assert_eq!(enc.push_message(b"[]", &c), Ok(0));
         assert!(enc.groups.is_empty());
         assert_eq!(enc.push_message(br#"{"id":true}"#, &c), Ok(1));
@@ -245,27 +207,15 @@ mod tests {
         let c = cols(&["doc", "s"]);
         // A newline and a tab between tokens must not split the COPY line; the string escapes
         // inside the nested value stay JSON escapes; top-level strings are unescaped.
-        assert_eq!(
-            enc.push_message(b"{\"doc\": {\"a\":\n\t\"x\\ty\"}, \"s\": \"p\\\\q\"}", &c),
-            Ok(1)
-        );
-        assert_eq!(
-            enc.groups[0].data,
-            b"{\"a\":\\n\\t\"x\\\\ty\"}\tp\\\\q\n".to_vec()
-        );
+        assert_eq!(enc.push_message(b"{\"doc\": {\"a\":\n\t\"x\\ty\"}, \"s\": \"p\\\\q\"}", &c), Ok(1));
+        assert_eq!(enc.groups[0].data, b"{\"a\":\\n\\t\"x\\\\ty\"}\tp\\\\q\n".to_vec());
     }
 
     #[test]
     fn whitespace_around_values_is_not_part_of_them() {
         let mut enc = JsonRowEncoder::default();
         let c = cols(&["id", "doc"]);
-        assert_eq!(
-            enc.push_message(
-                b" \n[ {\"id\" :  1 \n, \"doc\":\t[1 , 2]\t} ,\n{\"id\":2} ]\n ",
-                &c
-            ),
-            Ok(2)
-        );
+        assert_eq!(enc.push_message(b" \n[ {\"id\" :  1 \n, \"doc\":\t[1 , 2]\t} ,\n{\"id\":2} ]\n ", &c), Ok(2));
         assert_eq!(enc.groups[0].data, b"1\t[1 , 2]\n".to_vec());
         assert_eq!(enc.groups[1].data, b"2\n".to_vec());
     }
@@ -273,20 +223,14 @@ mod tests {
     #[test]
     fn repeated_field_names_take_the_last_value() {
         let mut enc = JsonRowEncoder::default();
-        assert_eq!(
-            enc.push_message(br#"{"id": 1, "id": 2}"#, &cols(&["id"])),
-            Ok(1)
-        );
+        assert_eq!(enc.push_message(br#"{"id": 1, "id": 2}"#, &cols(&["id"])), Ok(1));
         assert_eq!(enc.groups[0].data, b"2\n".to_vec());
     }
 
     #[test]
     fn a_suffix_ends_every_row() {
         let mut enc = JsonRowEncoder::default();
-        assert_eq!(
-            enc.push_message_with(br#"[{"id": 1}, {"id": 2}]"#, &cols(&["id"]), b"\t7"),
-            Ok(2)
-        );
+        assert_eq!(enc.push_message_with(br#"[{"id": 1}, {"id": 2}]"#, &cols(&["id"]), b"\t7"), Ok(2));
         assert_eq!(enc.groups[0].data, b"1\t7\n2\t7\n".to_vec());
         assert_eq!(enc.groups[0].columns, vec![0]);
     }
@@ -297,9 +241,6 @@ mod tests {
         assert_eq!(enc.push_message(b"", &cols(&["id"])), Ok(0));
         assert!(enc.groups.is_empty());
         // Whitespace is not empty: it is not JSON.
-        assert!(matches!(
-            enc.push_message(b" ", &cols(&["id"])),
-            Err(JsonError::Invalid(_))
-        ));
+        assert!(matches!(enc.push_message(b" ", &cols(&["id"])), Err(JsonError::Invalid(_))));
     }
 }

@@ -30,20 +30,13 @@ pub enum MetadataError {
     #[error("column \"{0}\" is named more than once (metadata and columns fill distinct columns)")]
     DuplicateColumn(String),
     #[error("column \"{column}\" is of type {found}, which cannot hold metadata field \"{field}\" (use one of: {allowed})")]
-    WrongType {
-        field: String,
-        column: String,
-        found: String,
-        allowed: String,
-    },
+    WrongType { field: String, column: String, found: String, allowed: String },
 }
 
 impl MetadataError {
     pub fn sqlstate(&self) -> &'static str {
         match self {
-            MetadataError::NotAnObject
-            | MetadataError::NotAColumnName(_)
-            | MetadataError::UnknownField { .. } => "22023",
+            MetadataError::NotAnObject | MetadataError::NotAColumnName(_) | MetadataError::UnknownField { .. } => "22023",
             MetadataError::UnknownColumn(_) => "42703",
             MetadataError::DuplicateColumn(_) => "42701",
             MetadataError::WrongType { .. } => "42804",
@@ -67,8 +60,8 @@ pub struct Metadata {
     pub columns: Vec<MetaColumn>,
 }
 
-use crate::headers::{emit_headers_json, HEX};
 pub use crate::headers::{headers_json, Headers};
+use crate::headers::{emit_headers_json, HEX};
 
 /// A message's metadata as the sources deliver it.
 #[derive(Clone, Copy)]
@@ -86,33 +79,19 @@ pub struct MetaValues<'a> {
 /// How values are written into a COPY line: text format (with its delimiter) or csv.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
-    Text {
-        delimiter: u8,
-    },
-    Csv {
-        delimiter: u8,
-        quote: u8,
-        escape: u8,
-    },
+    Text { delimiter: u8 },
+    Csv { delimiter: u8, quote: u8, escape: u8 },
 }
 
 impl Encoding {
     /// The encoding of the COPY the workers run for a consumer (json and raw rows are text format).
     pub fn of(opts: &CopyOptions) -> Encoding {
-        let byte = |v: &Option<String>, default: u8| {
-            v.as_ref().map(|s| s.as_bytes()[0]).unwrap_or(default)
-        };
+        let byte = |v: &Option<String>, default: u8| v.as_ref().map(|s| s.as_bytes()[0]).unwrap_or(default);
         match opts.format {
-            Format::Text => Encoding::Text {
-                delimiter: byte(&opts.delimiter, b'\t'),
-            },
+            Format::Text => Encoding::Text { delimiter: byte(&opts.delimiter, b'\t') },
             Format::Csv => {
                 let quote = byte(&opts.quote, b'"');
-                Encoding::Csv {
-                    delimiter: byte(&opts.delimiter, b','),
-                    quote,
-                    escape: byte(&opts.escape, quote),
-                }
+                Encoding::Csv { delimiter: byte(&opts.delimiter, b','), quote, escape: byte(&opts.escape, quote) }
             }
             Format::Json | Format::Raw => Encoding::Text { delimiter: b'\t' },
         }
@@ -194,10 +173,7 @@ struct Stack {
 
 impl Stack {
     fn new() -> Stack {
-        Stack {
-            buf: [0; 48],
-            len: 0,
-        }
+        Stack { buf: [0; 48], len: 0 }
     }
     fn get(&self) -> &[u8] {
         &self.buf[..self.len]
@@ -237,17 +213,9 @@ pub fn format_timestamp_ms(ms: i64, out: &mut impl std::fmt::Write) -> std::fmt:
     let days = ms.div_euclid(86_400_000);
     let in_day = ms.rem_euclid(86_400_000);
     let (y, mo, d) = civil_from_days(days);
-    let (h, mi, s, milli) = (
-        in_day / 3_600_000,
-        in_day / 60_000 % 60,
-        in_day / 1000 % 60,
-        in_day % 1000,
-    );
+    let (h, mi, s, milli) = (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1000 % 60, in_day % 1000);
     let (year, bc) = if y <= 0 { (1 - y, " BC") } else { (y, "") };
-    write!(
-        out,
-        "{year:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{milli:03}+00{bc}"
-    )
+    write!(out, "{year:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{milli:03}+00{bc}")
 }
 
 fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -270,30 +238,16 @@ pub fn maps_headers(json: &str) -> bool {
 impl Metadata {
     /// Parses a stored or given mapping (JSON text) against the relation's insertable columns,
     /// given as (name, base type name; "" for a type outside pg_catalog).
-    pub fn parse(
-        system: System,
-        json: &str,
-        columns: &[(String, String)],
-    ) -> Result<Metadata, MetadataError> {
-        let value: serde_json::Value =
-            serde_json::from_str(json).map_err(|_| MetadataError::NotAnObject)?;
+    pub fn parse(system: System, json: &str, columns: &[(String, String)]) -> Result<Metadata, MetadataError> {
+        let value: serde_json::Value = serde_json::from_str(json).map_err(|_| MetadataError::NotAnObject)?;
         let map = value.as_object().ok_or(MetadataError::NotAnObject)?;
         let mut out = Metadata::default();
         for (field, column) in map {
-            let column = column
-                .as_str()
-                .ok_or_else(|| MetadataError::NotAColumnName(field.clone()))?;
-            let f = system
-                .metadata_fields()
-                .find(|c| c.name == field)
-                .ok_or_else(|| MetadataError::UnknownField {
-                    field: field.clone(),
-                    known: system
-                        .metadata_fields()
-                        .map(|c| c.name)
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                })?;
+            let column = column.as_str().ok_or_else(|| MetadataError::NotAColumnName(field.clone()))?;
+            let f = system.metadata_fields().find(|c| c.name == field).ok_or_else(|| MetadataError::UnknownField {
+                field: field.clone(),
+                known: system.metadata_fields().map(|c| c.name).collect::<Vec<_>>().join(", "),
+            })?;
             let typ = columns
                 .iter()
                 .find(|(name, _)| name == column)
@@ -306,19 +260,11 @@ impl Metadata {
                 return Err(MetadataError::WrongType {
                     field: field.clone(),
                     column: column.to_string(),
-                    found: if typ.is_empty() {
-                        "a user-defined type".to_string()
-                    } else {
-                        typ.to_string()
-                    },
+                    found: if typ.is_empty() { "a user-defined type".to_string() } else { typ.to_string() },
                     allowed: f.metadata_types.join(", "),
                 });
             }
-            out.columns.push(MetaColumn {
-                field: f.part,
-                column: column.to_string(),
-                bytea: typ == "bytea",
-            });
+            out.columns.push(MetaColumn { field: f.part, column: column.to_string(), bytea: typ == "bytea" });
         }
         Ok(out)
     }
@@ -342,12 +288,7 @@ impl Metadata {
 
     /// Appends, for each metadata column, the delimiter and the message's value: the suffix of
     /// every row the message becomes. On error `out` may hold part of it (the caller drops it).
-    pub fn encode(
-        &self,
-        m: &MetaValues,
-        enc: Encoding,
-        out: &mut Vec<u8>,
-    ) -> Result<(), BadMetadata> {
+    pub fn encode(&self, m: &MetaValues, enc: Encoding, out: &mut Vec<u8>) -> Result<(), BadMetadata> {
         for c in &self.columns {
             out.push(enc.delimiter());
             let mut num = Stack::new();
@@ -411,47 +352,19 @@ mod tests {
     use super::*;
 
     fn cols(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
+        list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
     }
 
-    const KAFKA: crate::position::KafkaPos = crate::position::KafkaPos {
-        partition: 3,
-        offset: 42,
-    };
+    const KAFKA: crate::position::KafkaPos = crate::position::KafkaPos { partition: 3, offset: 42 };
 
-    fn values<'a>(
-        pos: &'a dyn PosValues,
-        key: Option<&'a [u8]>,
-        headers: Option<&'a Headers>,
-    ) -> MetaValues<'a> {
-        MetaValues {
-            source: "top\tic",
-            pos,
-            key,
-            timestamp_ms: Some(1_764_624_308_123),
-            headers,
-        }
+    fn values<'a>(pos: &'a dyn PosValues, key: Option<&'a [u8]>, headers: Option<&'a Headers>) -> MetaValues<'a> {
+        MetaValues { source: "top\tic", pos, key, timestamp_ms: Some(1_764_624_308_123), headers }
     }
 
     #[test]
     fn mappings_are_checked_against_fields_columns_and_types() {
-        let c = cols(&[
-            ("p", "int4"),
-            ("o", "int8"),
-            ("k", "bytea"),
-            ("kt", "text"),
-            ("ts", "timestamptz"),
-            ("h", "jsonb"),
-            ("small", "int2"),
-        ]);
-        let m = Metadata::parse(
-            System::Kafka,
-            r#"{"partition": "p", "offset": "o", "key": "k"}"#,
-            &c,
-        )
-        .unwrap();
+        let c = cols(&[("p", "int4"), ("o", "int8"), ("k", "bytea"), ("kt", "text"), ("ts", "timestamptz"), ("h", "jsonb"), ("small", "int2")]);
+        let m = Metadata::parse(System::Kafka, r#"{"partition": "p", "offset": "o", "key": "k"}"#, &c).unwrap();
         assert_eq!(m.column_names().collect::<Vec<_>>(), vec!["k", "o", "p"]);
         assert!(m.columns[0].bytea);
         let err = |j: &str, s: System| Metadata::parse(s, j, &c).unwrap_err().sqlstate();
@@ -464,76 +377,34 @@ mod tests {
         assert_eq!(err(r#"{"offset": "small"}"#, System::Kafka), "42804");
         assert_eq!(err(r#"{"offset": "p"}"#, System::Kafka), "42804");
         assert_eq!(err(r#"{"timestamp": "kt"}"#, System::Kafka), "42804");
-        assert_eq!(
-            err(r#"{"topic": "kt", "key": "kt"}"#, System::Kafka),
-            "42701"
-        );
-        assert!(Metadata::parse(
-            System::Kinesis,
-            r#"{"sequence_number": "kt", "arrival_time": "ts", "partition_key": "k"}"#,
-            &c
-        )
-        .is_ok());
+        assert_eq!(err(r#"{"topic": "kt", "key": "kt"}"#, System::Kafka), "42701");
+        assert!(Metadata::parse(System::Kinesis, r#"{"sequence_number": "kt", "arrival_time": "ts", "partition_key": "k"}"#, &c).is_ok());
     }
 
     #[test]
     fn text_encoding_escapes_values_and_the_delimiter() {
-        let c = cols(&[
-            ("t", "text"),
-            ("p", "int4"),
-            ("o", "int8"),
-            ("k", "text"),
-            ("ts", "timestamptz"),
-        ]);
-        let m = Metadata::parse(
-            System::Kafka,
-            r#"{"topic": "t", "partition": "p", "offset": "o", "key": "k", "timestamp": "ts"}"#,
-            &c,
-        )
-        .unwrap();
+        let c = cols(&[("t", "text"), ("p", "int4"), ("o", "int8"), ("k", "text"), ("ts", "timestamptz")]);
+        let m = Metadata::parse(System::Kafka, r#"{"topic": "t", "partition": "p", "offset": "o", "key": "k", "timestamp": "ts"}"#, &c).unwrap();
         let mut out = b"row".to_vec();
-        m.encode(
-            &values(&KAFKA, Some(b"a\\b|c"), None),
-            Encoding::Text { delimiter: b'|' },
-            &mut out,
-        )
-        .unwrap();
+        m.encode(&values(&KAFKA, Some(b"a\\b|c"), None), Encoding::Text { delimiter: b'|' }, &mut out).unwrap();
         // in field name order: key, offset, partition, timestamp, topic
-        assert_eq!(
-            out,
-            b"row|a\\\\b\\|c|42|3|2025-12-01 21:25:08.123+00|top\\tic".to_vec()
-        );
+        assert_eq!(out, b"row|a\\\\b\\|c|42|3|2025-12-01 21:25:08.123+00|top\\tic".to_vec());
     }
 
     #[test]
     fn csv_encoding_quotes_every_value_and_leaves_null_unquoted() {
         let c = cols(&[("k", "text"), ("o", "int8")]);
         let m = Metadata::parse(System::Kafka, r#"{"key": "k", "offset": "o"}"#, &c).unwrap();
-        let enc = Encoding::Csv {
-            delimiter: b',',
-            quote: b'"',
-            escape: b'"',
-        };
+        let enc = Encoding::Csv { delimiter: b',', quote: b'"', escape: b'"' };
         let mut out = Vec::new();
-        m.encode(
-            &values(&KAFKA, Some(b"say \"hi\",\nok"), None),
-            enc,
-            &mut out,
-        )
-        .unwrap();
+        m.encode(&values(&KAFKA, Some(b"say \"hi\",\nok"), None), enc, &mut out).unwrap();
         assert_eq!(out, b",\"say \"\"hi\"\",\nok\",\"42\"".to_vec());
         out.clear();
-        m.encode(&values(&KAFKA, None, None), enc, &mut out)
-            .unwrap();
+        m.encode(&values(&KAFKA, None, None), enc, &mut out).unwrap();
         assert_eq!(out, b",,\"42\"".to_vec());
-        let custom = Encoding::Csv {
-            delimiter: b';',
-            quote: b'\'',
-            escape: b'\\',
-        };
+        let custom = Encoding::Csv { delimiter: b';', quote: b'\'', escape: b'\\' };
         out.clear();
-        m.encode(&values(&KAFKA, Some(b"it's \\"), None), custom, &mut out)
-            .unwrap();
+        m.encode(&values(&KAFKA, Some(b"it's \\"), None), custom, &mut out).unwrap();
         assert_eq!(out, b";'it\\'s \\\\';'42'".to_vec());
     }
 
@@ -544,40 +415,15 @@ mod tests {
         let t = Metadata::parse(System::Kafka, r#"{"key": "kt"}"#, &c).unwrap();
         let key: &[u8] = b"\x00\\\xff";
         let mut out = Vec::new();
-        b.encode(
-            &values(&KAFKA, Some(key), None),
-            Encoding::Text { delimiter: b'\t' },
-            &mut out,
-        )
-        .unwrap();
+        b.encode(&values(&KAFKA, Some(key), None), Encoding::Text { delimiter: b'\t' }, &mut out).unwrap();
         assert_eq!(out, b"\t\\\\x005cff".to_vec());
         out.clear();
-        b.encode(
-            &values(&KAFKA, Some(key), None),
-            Encoding::Csv {
-                delimiter: b',',
-                quote: b'"',
-                escape: b'"',
-            },
-            &mut out,
-        )
-        .unwrap();
+        b.encode(&values(&KAFKA, Some(key), None), Encoding::Csv { delimiter: b',', quote: b'"', escape: b'"' }, &mut out).unwrap();
         assert_eq!(out, b",\"\\x005cff\"".to_vec());
-        let bad = t
-            .encode(
-                &values(&KAFKA, Some(key), None),
-                Encoding::Text { delimiter: b'\t' },
-                &mut Vec::new(),
-            )
-            .unwrap_err();
+        let bad = t.encode(&values(&KAFKA, Some(key), None), Encoding::Text { delimiter: b'\t' }, &mut Vec::new()).unwrap_err();
         assert_eq!(bad.sqlstate, "22021");
         out.clear();
-        t.encode(
-            &values(&KAFKA, None, None),
-            Encoding::Text { delimiter: b'\t' },
-            &mut out,
-        )
-        .unwrap();
+        t.encode(&values(&KAFKA, None, None), Encoding::Text { delimiter: b'\t' }, &mut out).unwrap();
         assert_eq!(out, b"\t\\N".to_vec());
     }
 
@@ -607,37 +453,17 @@ mod tests {
         let m = Metadata::parse(System::Kafka, r#"{"headers": "h"}"#, &c).unwrap();
         let one = vec![("x".to_string(), Some(b"q\\".to_vec()))];
         let mut out = Vec::new();
-        m.encode(
-            &values(&KAFKA, None, Some(&one)),
-            Encoding::Text { delimiter: b'\t' },
-            &mut out,
-        )
-        .unwrap();
+        m.encode(&values(&KAFKA, None, Some(&one)), Encoding::Text { delimiter: b'\t' }, &mut out).unwrap();
         assert_eq!(out, b"\t{\"x\": \"q\\\\\\\\\"}".to_vec());
         // In csv, quoted, its quotes doubled.
         let mut out = Vec::new();
-        m.encode(
-            &values(&KAFKA, None, Some(&one)),
-            Encoding::Csv {
-                delimiter: b',',
-                quote: b'"',
-                escape: b'"',
-            },
-            &mut out,
-        )
-        .unwrap();
+        m.encode(&values(&KAFKA, None, Some(&one)), Encoding::Csv { delimiter: b',', quote: b'"', escape: b'"' }, &mut out).unwrap();
         assert_eq!(out, b",\"{\"\"x\"\": \"\"q\\\\\"\"}\"".to_vec());
     }
 
     #[test]
     fn kinesis_fields() {
-        let c = cols(&[
-            ("s", "text"),
-            ("sh", "text"),
-            ("seq", "numeric"),
-            ("pk", "text"),
-            ("at", "timestamptz"),
-        ]);
+        let c = cols(&[("s", "text"), ("sh", "text"), ("seq", "numeric"), ("pk", "text"), ("at", "timestamptz")]);
         let m = Metadata::parse(
             System::Kinesis,
             r#"{"stream": "s", "shard_id": "sh", "sequence_number": "seq", "partition_key": "pk", "arrival_time": "at"}"#,
@@ -647,20 +473,12 @@ mod tests {
         let pos = crate::position::KinesisPos {
             shard: "shardId-000000000001".into(),
             at: crate::kinesis::seqnum::ShardPos {
-                seq: crate::kinesis::seqnum::SeqNum::parse(
-                    "49590338271490256608559692538361571095921575989136588898",
-                )
-                .unwrap(),
+                seq: crate::kinesis::seqnum::SeqNum::parse("49590338271490256608559692538361571095921575989136588898").unwrap(),
                 sub: None,
             },
         };
         let mut out = Vec::new();
-        m.encode(
-            &values(&pos, Some(b"pk-1"), None),
-            Encoding::Text { delimiter: b'\t' },
-            &mut out,
-        )
-        .unwrap();
+        m.encode(&values(&pos, Some(b"pk-1"), None), Encoding::Text { delimiter: b'\t' }, &mut out).unwrap();
         // field name order: arrival_time, partition_key, sequence_number, shard_id, stream
         assert_eq!(
             String::from_utf8(out).unwrap(),

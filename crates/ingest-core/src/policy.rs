@@ -47,12 +47,7 @@ pub enum Decision {
 }
 
 /// Applies a consumer's policy to a batch; `summary` describes the bad messages for the error.
-pub fn decide(
-    on_error: OnError,
-    max_dead_letters: Option<i32>,
-    rejected: usize,
-    summary: &str,
-) -> Decision {
+pub fn decide(on_error: OnError, max_dead_letters: Option<i32>, rejected: usize, summary: &str) -> Decision {
     if rejected == 0 {
         return Decision::Commit;
     }
@@ -60,9 +55,9 @@ pub fn decide(
         return Decision::Stop(summary.to_string());
     }
     match max_dead_letters {
-        Some(max) if rejected > max.max(0) as usize => Decision::Stop(format!(
-            "more than max_dead_letters ({max}) in one batch: {summary}"
-        )),
+        Some(max) if rejected > max.max(0) as usize => {
+            Decision::Stop(format!("more than max_dead_letters ({max}) in one batch: {summary}"))
+        }
         _ => Decision::Commit,
     }
 }
@@ -77,33 +72,16 @@ mod tests {
             assert_eq!(OnError::parse(p.name()), Ok(p));
         }
         assert!(OnError::parse("DEAD_LETTER").is_err());
-        assert_eq!(
-            OnError::parse("x").unwrap_err().to_string(),
-            "on_error must be 'dead_letter', 'skip' or 'stop', got \"x\""
-        );
+        assert_eq!(OnError::parse("x").unwrap_err().to_string(), "on_error must be 'dead_letter', 'skip' or 'stop', got \"x\"");
     }
 
     #[test]
     fn decisions_follow_the_policy_and_the_cap() {
         assert_eq!(decide(OnError::Stop, None, 0, "s"), Decision::Commit);
-        assert_eq!(
-            decide(OnError::Stop, None, 1, "s"),
-            Decision::Stop("s".into())
-        );
-        assert_eq!(
-            decide(OnError::DeadLetter, None, 1000, "s"),
-            Decision::Commit
-        );
-        assert_eq!(
-            decide(OnError::DeadLetter, Some(2), 2, "s"),
-            Decision::Commit
-        );
-        assert!(
-            matches!(decide(OnError::DeadLetter, Some(2), 3, "s"), Decision::Stop(m) if m.contains("max_dead_letters (2)"))
-        );
-        assert!(matches!(
-            decide(OnError::Skip, Some(0), 1, "s"),
-            Decision::Stop(_)
-        ));
+        assert_eq!(decide(OnError::Stop, None, 1, "s"), Decision::Stop("s".into()));
+        assert_eq!(decide(OnError::DeadLetter, None, 1000, "s"), Decision::Commit);
+        assert_eq!(decide(OnError::DeadLetter, Some(2), 2, "s"), Decision::Commit);
+        assert!(matches!(decide(OnError::DeadLetter, Some(2), 3, "s"), Decision::Stop(m) if m.contains("max_dead_letters (2)")));
+        assert!(matches!(decide(OnError::Skip, Some(0), 1, "s"), Decision::Stop(_)));
     }
 }

@@ -60,18 +60,8 @@ const TEXT: &[&str] = &["text", "varchar", "bpchar"];
 const KEY: &[&str] = &["text", "varchar", "bpchar", "bytea"];
 const TIME: &[&str] = &["timestamptz"];
 
-const fn col(
-    name: &'static str,
-    part: Part,
-    sql_type: &'static str,
-    metadata_types: &'static [&'static str],
-) -> Column {
-    Column {
-        name,
-        part,
-        sql_type,
-        metadata_types,
-    }
+const fn col(name: &'static str, part: Part, sql_type: &'static str, metadata_types: &'static [&'static str]) -> Column {
+    Column { name, part, sql_type, metadata_types }
 }
 
 static KAFKA_MESSAGE: Composite = Composite {
@@ -79,12 +69,7 @@ static KAFKA_MESSAGE: Composite = Composite {
     columns: &[
         col("topic", Part::Source, "text", TEXT),
         // Kafka partitions are int32; offsets int64.
-        col(
-            "partition",
-            Part::Pos(0),
-            "int4",
-            &["int4", "int8", "numeric"],
-        ),
+        col("partition", Part::Pos(0), "int4", &["int4", "int8", "numeric"]),
         col("offset", Part::Pos(1), "int8", &["int8", "numeric"]),
         col("key", Part::Key, "bytea", KEY),
         col("value", Part::Value, "bytea", &[]),
@@ -99,12 +84,7 @@ static KINESIS_RECORD: Composite = Composite {
         col("stream", Part::Source, "text", TEXT),
         col("shard_id", Part::Pos(0), "text", TEXT),
         // Kinesis sequence numbers have up to 128 digits: no integer type holds them.
-        col(
-            "sequence_number",
-            Part::Pos(1),
-            "text",
-            &["text", "varchar", "bpchar", "numeric"],
-        ),
+        col("sequence_number", Part::Pos(1), "text", &["text", "varchar", "bpchar", "numeric"]),
         col("sub_sequence", Part::Pos(2), "int8", &[]),
         col("partition_key", Part::Key, "text", KEY),
         col("data", Part::Value, "bytea", &[]),
@@ -117,17 +97,14 @@ impl Composite {
     /// type of its array: every column but the topic or stream ($1, one value for all).
     /// Timestamps go as milliseconds since the Unix epoch, headers as json text.
     pub fn array_parameters(&self) -> impl Iterator<Item = (&'static Column, &'static str)> {
-        self.columns
-            .iter()
-            .filter(|c| c.part != Part::Source)
-            .map(|c| {
-                let element = match c.part {
-                    Part::Timestamp => "int8",
-                    Part::Headers => "text",
-                    _ => c.sql_type,
-                };
-                (c, element)
-            })
+        self.columns.iter().filter(|c| c.part != Part::Source).map(|c| {
+            let element = match c.part {
+                Part::Timestamp => "int8",
+                Part::Headers => "text",
+                _ => c.sql_type,
+            };
+            (c, element)
+        })
     }
 
     /// SQL for an array of this composite built from parallel arrays of its columns' values
@@ -140,20 +117,13 @@ impl Composite {
                 fields.push("$1".to_string());
                 continue;
             }
-            let Some((_, element)) = params.next() else {
-                break;
-            };
+            let Some((_, element)) = params.next() else { break };
             fields.push(match c.part {
-                Part::Timestamp => {
-                    format!("'epoch'::pg_catalog.timestamptz + m.c{j} * interval '1 millisecond'")
-                }
+                Part::Timestamp => format!("'epoch'::pg_catalog.timestamptz + m.c{j} * interval '1 millisecond'"),
                 Part::Headers => format!("m.c{j}::pg_catalog.jsonb"),
                 _ => format!("m.c{j}"),
             });
-            arrays.push(format!(
-                "pg_catalog.unnest(${}::{element}[])",
-                arrays.len() + 2
-            ));
+            arrays.push(format!("pg_catalog.unnest(${}::{element}[])", arrays.len() + 2));
             names.push(format!("c{j}"));
         }
         format!(
@@ -195,10 +165,7 @@ impl System {
 
     /// The columns of the composite a metadata column may name, in the composite's order.
     pub fn metadata_fields(self) -> impl Iterator<Item = &'static Column> {
-        self.composite()
-            .columns
-            .iter()
-            .filter(|c| !c.metadata_types.is_empty())
+        self.composite().columns.iter().filter(|c| !c.metadata_types.is_empty())
     }
 }
 
@@ -239,10 +206,7 @@ impl StreamKey {
         }
         let mut bytes = [0; STREAM_KEY_MAX];
         bytes[..end].copy_from_slice(&name.as_bytes()[..end]);
-        StreamKey {
-            len: end as u8,
-            bytes,
-        }
+        StreamKey { len: end as u8, bytes }
     }
 
     pub fn as_str(&self) -> &str {
@@ -252,10 +216,7 @@ impl StreamKey {
 
 impl Default for StreamKey {
     fn default() -> Self {
-        StreamKey {
-            len: 0,
-            bytes: [0; STREAM_KEY_MAX],
-        }
+        StreamKey { len: 0, bytes: [0; STREAM_KEY_MAX] }
     }
 }
 
@@ -354,26 +315,15 @@ impl Position for KinesisPos {
         self.shard.clone()
     }
     fn checkpoint(&self) -> ShardCheckpoint {
-        ShardCheckpoint {
-            last: Some(self.at.clone()),
-            finished: false,
-        }
+        ShardCheckpoint { last: Some(self.at.clone()), finished: false }
     }
     fn stream_key(stream: &String) -> StreamKey {
         StreamKey::new(stream)
     }
     fn stream_number(stream: &String) -> i32 {
-        let digits: String = stream
-            .chars()
-            .rev()
-            .take_while(char::is_ascii_digit)
-            .collect();
+        let digits: String = stream.chars().rev().take_while(char::is_ascii_digit).collect();
         let digits: String = digits.chars().rev().collect();
-        digits
-            .parse::<u64>()
-            .ok()
-            .and_then(|n| i32::try_from(n).ok())
-            .unwrap_or(-1)
+        digits.parse::<u64>().ok().and_then(|n| i32::try_from(n).ok()).unwrap_or(-1)
     }
 }
 
@@ -384,39 +334,18 @@ mod tests {
 
     #[test]
     fn positions_fill_their_own_columns_of_their_composite() {
-        let k = KafkaPos {
-            partition: 3,
-            offset: 42,
-        };
-        let pos_columns = |s: System| {
-            s.composite()
-                .columns
-                .iter()
-                .filter(|c| matches!(c.part, Part::Pos(_)))
-                .count()
-        };
+        let k = KafkaPos { partition: 3, offset: 42 };
+        let pos_columns = |s: System| s.composite().columns.iter().filter(|c| matches!(c.part, Part::Pos(_))).count();
         assert_eq!(pos_columns(System::Kafka), 2);
-        assert_eq!(
-            (k.value(0), k.value(1), k.value(2)),
-            (SqlValue::Int4(3), SqlValue::Int8(42), SqlValue::Null)
-        );
-        let at = |sub| ShardPos {
-            seq: SeqNum::parse("0049").unwrap(),
-            sub,
-        };
-        let r = KinesisPos {
-            shard: "shardId-000000000001".into(),
-            at: at(Some(7)),
-        };
+        assert_eq!((k.value(0), k.value(1), k.value(2)), (SqlValue::Int4(3), SqlValue::Int8(42), SqlValue::Null));
+        let at = |sub| ShardPos { seq: SeqNum::parse("0049").unwrap(), sub };
+        let r = KinesisPos { shard: "shardId-000000000001".into(), at: at(Some(7)) };
         assert_eq!(pos_columns(System::Kinesis), 3);
         assert_eq!(r.value(0), SqlValue::Text("shardId-000000000001".into()));
         assert_eq!(r.value(1), SqlValue::Text("49".into()));
         assert_eq!(r.value(2), SqlValue::Int8(7));
         assert_eq!(KinesisPos { at: at(None), ..r }.value(2), SqlValue::Null);
-        assert_eq!(
-            (KafkaPos::SYSTEM, KinesisPos::SYSTEM),
-            (System::Kafka, System::Kinesis)
-        );
+        assert_eq!((KafkaPos::SYSTEM, KinesisPos::SYSTEM), (System::Kafka, System::Kinesis));
     }
 
     #[test]
@@ -429,56 +358,25 @@ mod tests {
              pg_catalog.unnest($4::bytea[]), pg_catalog.unnest($5::bytea[]), pg_catalog.unnest($6::int8[]), \
              pg_catalog.unnest($7::text[])) WITH ORDINALITY AS m(c1, c2, c3, c4, c5, c6, n))"
         );
-        let kinesis: Vec<(&str, &str)> = System::Kinesis
-            .composite()
-            .array_parameters()
-            .map(|(c, t)| (c.name, t))
-            .collect();
+        let kinesis: Vec<(&str, &str)> = System::Kinesis.composite().array_parameters().map(|(c, t)| (c.name, t)).collect();
         assert_eq!(
             kinesis,
-            [
-                ("shard_id", "text"),
-                ("sequence_number", "text"),
-                ("sub_sequence", "int8"),
-                ("partition_key", "text"),
-                ("data", "bytea"),
-                ("arrival_time", "int8")
-            ]
+            [("shard_id", "text"), ("sequence_number", "text"), ("sub_sequence", "int8"), ("partition_key", "text"), ("data", "bytea"), ("arrival_time", "int8")]
         );
-        assert!(System::Kinesis
-            .composite()
-            .array_sql()
-            .contains("m.c6 * interval '1 millisecond')::pipeline_kinesis.record ORDER BY m.n"));
+        assert!(System::Kinesis.composite().array_sql().contains("m.c6 * interval '1 millisecond')::pipeline_kinesis.record ORDER BY m.n"));
     }
 
     #[test]
     fn metadata_fields_are_the_composites_columns_but_the_value() {
-        let names = |s: System| {
-            s.metadata_fields()
-                .map(|c| c.name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        assert_eq!(
-            names(System::Kafka),
-            "topic, partition, offset, key, timestamp, headers"
-        );
-        assert_eq!(
-            names(System::Kinesis),
-            "stream, shard_id, sequence_number, partition_key, arrival_time"
-        );
+        let names = |s: System| s.metadata_fields().map(|c| c.name).collect::<Vec<_>>().join(", ");
+        assert_eq!(names(System::Kafka), "topic, partition, offset, key, timestamp, headers");
+        assert_eq!(names(System::Kinesis), "stream, shard_id, sequence_number, partition_key, arrival_time");
     }
 
     #[test]
     fn streams_are_keyed_by_their_whole_name_and_shown_by_their_number() {
-        assert_eq!(
-            KinesisPos::stream_number(&"shardId-000000000012".to_string()),
-            12
-        );
-        assert_eq!(
-            KinesisPos::stream_number(&"shardId-999999999999".to_string()),
-            -1
-        );
+        assert_eq!(KinesisPos::stream_number(&"shardId-000000000012".to_string()), 12);
+        assert_eq!(KinesisPos::stream_number(&"shardId-999999999999".to_string()), -1);
         assert_eq!(KinesisPos::stream_number(&"custom".to_string()), -1);
         // two shards without a number (or with the same one) have their own keys
         let key = |s: &str| KinesisPos::stream_key(&s.to_string());

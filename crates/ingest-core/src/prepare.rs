@@ -93,13 +93,7 @@ pub fn prepare<'a>(
     listed: bool,
     size_hint: usize,
 ) -> (Prepared, Vec<Rejected>) {
-    let plan = Plan {
-        opts,
-        columns,
-        listed,
-        whole: None,
-        metadata: 0,
-    };
+    let plan = Plan { opts, columns, listed, whole: None, metadata: 0 };
     prepare_with(payloads, &plan, |_, _| Ok(()), size_hint)
 }
 
@@ -117,15 +111,9 @@ where
 {
     let (opts, columns) = (plan.opts, plan.columns);
     let meta_columns = columns.len()..columns.len() + plan.metadata;
-    let mut out = Prepared {
-        data: Vec::with_capacity(size_hint),
-        ..Default::default()
-    };
-    let text_columns = if plan.whole.is_some()
-        || ((plan.listed || plan.metadata > 0) && opts.format != Format::Json)
-    {
-        out.column_sets
-            .push((0..columns.len()).chain(meta_columns.clone()).collect());
+    let mut out = Prepared { data: Vec::with_capacity(size_hint), ..Default::default() };
+    let text_columns = if plan.whole.is_some() || ((plan.listed || plan.metadata > 0) && opts.format != Format::Json) {
+        out.column_sets.push((0..columns.len()).chain(meta_columns.clone()).collect());
         Some(0)
     } else {
         None
@@ -138,11 +126,7 @@ where
         // An empty message holds no rows, except in raw format, where it is the empty value.
         if plan.metadata > 0 && (!payload.is_empty() || opts.format == Format::Raw) {
             if let Err((error, sqlstate)) = suffix(i, &mut meta) {
-                bad.push(Rejected {
-                    msg: i,
-                    error,
-                    sqlstate: sqlstate.to_string(),
-                });
+                bad.push(Rejected { msg: i, error, sqlstate: sqlstate.to_string() });
                 continue;
             }
         }
@@ -152,9 +136,7 @@ where
             if payload.is_empty() && opts.format == Format::Json {
                 continue;
             }
-            if kind == Whole::Text
-                && (payload.contains(&0) || std::str::from_utf8(payload).is_err())
-            {
+            if kind == Whole::Text && (payload.contains(&0) || std::str::from_utf8(payload).is_err()) {
                 bad.push(Rejected {
                     msg: i,
                     error: "invalid byte sequence for encoding \"UTF8\": the message is not UTF-8 text without NUL bytes".to_string(),
@@ -176,14 +158,7 @@ where
             }
             out.data.extend_from_slice(&meta);
             out.data.push(b'\n');
-            out.items.push(Item {
-                msg: i,
-                chunks: smallvec![Chunk {
-                    columns: text_columns,
-                    range: start..out.data.len(),
-                    rows: 1
-                }],
-            });
+            out.items.push(Item { msg: i, chunks: smallvec![Chunk { columns: text_columns, range: start..out.data.len(), rows: 1 }] });
             continue;
         }
         match opts.format {
@@ -203,11 +178,7 @@ where
                             };
                             let start = out.data.len();
                             out.data.extend_from_slice(&g.data);
-                            chunks.push(Chunk {
-                                columns: Some(set),
-                                range: start..out.data.len(),
-                                rows: g.rows,
-                            });
+                            chunks.push(Chunk { columns: Some(set), range: start..out.data.len(), rows: g.rows });
                         }
                         if !chunks.is_empty() {
                             out.items.push(Item { msg: i, chunks });
@@ -218,11 +189,7 @@ where
                             JsonError::Invalid(_) => "22032",
                             _ => "22P02",
                         };
-                        bad.push(Rejected {
-                            msg: i,
-                            error: e.to_string(),
-                            sqlstate: sqlstate.to_string(),
-                        });
+                        bad.push(Rejected { msg: i, error: e.to_string(), sqlstate: sqlstate.to_string() });
                     }
                 }
             }
@@ -233,17 +200,9 @@ where
                     Ok(0) => {}
                     Ok(rows) => out.items.push(Item {
                         msg: i,
-                        chunks: smallvec![Chunk {
-                            columns: text_columns,
-                            range: start..out.data.len(),
-                            rows
-                        }],
+                        chunks: smallvec![Chunk { columns: text_columns, range: start..out.data.len(), rows }],
                     }),
-                    Err(e) => bad.push(Rejected {
-                        msg: i,
-                        error: e.to_string(),
-                        sqlstate: "22P04".to_string(),
-                    }),
+                    Err(e) => bad.push(Rejected { msg: i, error: e.to_string(), sqlstate: "22P04".to_string() }),
                 }
             }
         }
@@ -284,23 +243,15 @@ pub struct Jobs<'a> {
 
 impl<'a> Jobs<'a> {
     pub fn new(items: &'a [Item]) -> Self {
-        let mut j = Jobs {
-            chunks: Vec::new(),
-            first: Vec::with_capacity(items.len() + 1),
-            rows_before: vec![0],
-            starts: Vec::new(),
-        };
+        let mut j = Jobs { chunks: Vec::new(), first: Vec::with_capacity(items.len() + 1), rows_before: vec![0], starts: Vec::new() };
         for item in items {
             j.first.push(j.chunks.len());
             for chunk in &item.chunks {
-                let joins = j.chunks.last().is_some_and(|l| {
-                    l.columns == chunk.columns && l.range.end == chunk.range.start
-                });
+                let joins = j.chunks.last().is_some_and(|l| l.columns == chunk.columns && l.range.end == chunk.range.start);
                 if !joins {
                     j.starts.push(j.chunks.len());
                 }
-                j.rows_before
-                    .push(j.rows_before.last().unwrap() + chunk.rows);
+                j.rows_before.push(j.rows_before.last().unwrap() + chunk.rows);
                 j.chunks.push(chunk);
             }
         }
@@ -341,29 +292,15 @@ pub enum Lines {
 
 /// The index in `items` of the message holding line `line` (1-based, as in COPY's error context
 /// "COPY t, line N") of COPY job `job` of `copy_jobs(items)`; None if the job has no such line.
-pub fn item_at_line(
-    items: &[Item],
-    data: &[u8],
-    job: usize,
-    line: u64,
-    lines: Lines,
-) -> Option<usize> {
+pub fn item_at_line(items: &[Item], data: &[u8], job: usize, line: u64, lines: Lines) -> Option<usize> {
     let mut at: Option<(usize, &Chunk)> = None; // (job index, last chunk) as copy_jobs merges them
     if line == 0 {
         return None;
     }
     let mut seen: u64 = 0;
-    for (k, chunk) in items
-        .iter()
-        .enumerate()
-        .flat_map(|(k, p)| p.chunks.iter().map(move |c| (k, c)))
-    {
+    for (k, chunk) in items.iter().enumerate().flat_map(|(k, p)| p.chunks.iter().map(move |c| (k, c))) {
         let (j, first) = match at {
-            Some((j, last))
-                if last.columns == chunk.columns && last.range.end == chunk.range.start =>
-            {
-                (j, false)
-            }
+            Some((j, last)) if last.columns == chunk.columns && last.range.end == chunk.range.start => (j, false),
             Some((j, _)) => (j + 1, true),
             None => (0, true),
         };
@@ -433,35 +370,15 @@ mod tests {
 
     #[test]
     fn text_messages_share_one_buffer_and_bad_ones_are_rejected() {
-        let msgs: Vec<Option<&[u8]>> = vec![
-            Some(b"1\ta"),
-            None,
-            Some(b"2\tb\n3\tc"),
-            Some(b"4\tmid\\."),
-            Some(b""),
-            Some(b"5\te"),
-        ];
+        let msgs: Vec<Option<&[u8]>> = vec![Some(b"1\ta"), None, Some(b"2\tb\n3\tc"), Some(b"4\tmid\\."), Some(b""), Some(b"5\te")];
         let (p, bad) = prepare(msgs, &opts("text"), &[], false, 64);
         assert_eq!(p.data, b"1\ta\n2\tb\n3\tc\n5\te\n".to_vec());
-        assert_eq!(
-            p.items
-                .iter()
-                .map(|i| (i.msg, i.rows()))
-                .collect::<Vec<_>>(),
-            vec![(0, 1), (2, 2), (5, 1)]
-        );
+        assert_eq!(p.items.iter().map(|i| (i.msg, i.rows())).collect::<Vec<_>>(), vec![(0, 1), (2, 2), (5, 1)]);
         assert_eq!(bad.len(), 1);
         assert_eq!((bad[0].msg, bad[0].sqlstate.as_str()), (3, "22P04"));
         // every item's chunks are None (every column) and consecutive: one COPY for all
         let jobs = copy_jobs(&p.items);
-        assert_eq!(
-            jobs,
-            vec![Chunk {
-                columns: None,
-                range: 0..p.data.len(),
-                rows: 4
-            }]
-        );
+        assert_eq!(jobs, vec![Chunk { columns: None, range: 0..p.data.len(), rows: 4 }]);
         // a part of the batch (as bisection takes) is a slice of the same buffer
         let tail = copy_jobs(&p.items[1..]);
         assert_eq!(&p.data[tail[0].range.clone()], b"2\tb\n3\tc\n5\te\n");
@@ -488,18 +405,10 @@ mod tests {
         ];
         let (p, bad) = prepare(msgs, &opts("json"), &c, false, 64);
         assert_eq!(p.column_sets, vec![vec![0, 1], vec![0]]);
-        assert_eq!(
-            bad.iter()
-                .map(|r| (r.msg, r.sqlstate.as_str()))
-                .collect::<Vec<_>>(),
-            vec![(2, "22032"), (3, "22P02")]
-        );
+        assert_eq!(bad.iter().map(|r| (r.msg, r.sqlstate.as_str())).collect::<Vec<_>>(), vec![(2, "22032"), (3, "22P02")]);
         let jobs = copy_jobs(&p.items);
         // {id,name} then {id} then {id,name}: three COPYs, rows 1, 1, 2
-        assert_eq!(
-            jobs.iter().map(|j| (j.columns, j.rows)).collect::<Vec<_>>(),
-            vec![(Some(0), 1), (Some(1), 1), (Some(0), 2)]
-        );
+        assert_eq!(jobs.iter().map(|j| (j.columns, j.rows)).collect::<Vec<_>>(), vec![(Some(0), 1), (Some(1), 1), (Some(0), 2)]);
         assert_eq!(&p.data[jobs[2].range.clone()], b"3\tc\n4\td\n");
     }
 
@@ -523,35 +432,16 @@ mod tests {
     fn metadata_ends_every_row_and_follows_the_data_columns() {
         let o = opts("text");
         let c = cols(&["a", "b"]);
-        let plan = Plan {
-            opts: &o,
-            columns: &c,
-            listed: true,
-            whole: None,
-            metadata: 1,
-        };
-        let msgs: Vec<Option<&[u8]>> =
-            vec![Some(b"1\tx\\\ny\n2\tz"), None, Some(b""), Some(b"3\tw\r\n")];
+        let plan = Plan { opts: &o, columns: &c, listed: true, whole: None, metadata: 1 };
+        let msgs: Vec<Option<&[u8]>> = vec![Some(b"1\tx\\\ny\n2\tz"), None, Some(b""), Some(b"3\tw\r\n")];
         let (p, bad) = with_meta(msgs, &plan);
         assert!(bad.is_empty());
         assert_eq!(p.data, b"1\tx\\\ny\t0\n2\tz\t0\n3\tw\t3\n".to_vec());
         assert_eq!(p.column_sets, vec![vec![0, 1, 2]]);
-        assert_eq!(
-            p.items
-                .iter()
-                .map(|i| (i.msg, i.rows()))
-                .collect::<Vec<_>>(),
-            vec![(0, 2), (3, 1)]
-        );
+        assert_eq!(p.items.iter().map(|i| (i.msg, i.rows())).collect::<Vec<_>>(), vec![(0, 2), (3, 1)]);
 
         let o = opts("csv");
-        let plan = Plan {
-            opts: &o,
-            columns: &c,
-            listed: true,
-            whole: None,
-            metadata: 1,
-        };
+        let plan = Plan { opts: &o, columns: &c, listed: true, whole: None, metadata: 1 };
         let (p, _) = with_meta(vec![Some(b"1,\"x\ny\"\n2,z")], &plan);
         assert_eq!(p.data, b"1,\"x\ny\"\t0\n2,z\t0\n".to_vec());
     }
@@ -560,41 +450,19 @@ mod tests {
     fn metadata_errors_reject_the_message() {
         let o = opts("text");
         let c = cols(&["a"]);
-        let plan = Plan {
-            opts: &o,
-            columns: &c,
-            listed: true,
-            whole: None,
-            metadata: 1,
-        };
+        let plan = Plan { opts: &o, columns: &c, listed: true, whole: None, metadata: 1 };
         let msgs: Vec<Option<&[u8]>> = (0..10).map(|_| Some(&b"v"[..])).collect();
         let (p, bad) = with_meta(msgs, &plan);
         assert_eq!(p.items.len(), 9);
-        assert_eq!(
-            bad,
-            vec![Rejected {
-                msg: 9,
-                error: "bad key".into(),
-                sqlstate: "22021".into()
-            }]
-        );
+        assert_eq!(bad, vec![Rejected { msg: 9, error: "bad key".into(), sqlstate: "22021".into() }]);
     }
 
     #[test]
     fn json_column_sets_name_the_metadata_columns_last() {
         let o = opts("json");
         let c = cols(&["id", "name"]);
-        let plan = Plan {
-            opts: &o,
-            columns: &c,
-            listed: false,
-            whole: None,
-            metadata: 2,
-        };
-        let (p, bad) = with_meta(
-            vec![Some(br#"{"name": "n", "id": 1}"#), Some(br#"{"id": 2}"#)],
-            &plan,
-        );
+        let plan = Plan { opts: &o, columns: &c, listed: false, whole: None, metadata: 2 };
+        let (p, bad) = with_meta(vec![Some(br#"{"name": "n", "id": 1}"#), Some(br#"{"id": 2}"#)], &plan);
         assert!(bad.is_empty());
         assert_eq!(p.column_sets, vec![vec![0, 1, 2, 3], vec![0, 2, 3]]);
         assert_eq!(p.data, b"1\tn\t0\n2\t1\n".to_vec());
@@ -604,171 +472,62 @@ mod tests {
     fn whole_values_bytea_text_and_json() {
         let o = opts("raw");
         let c = cols(&["v"]);
-        let bytea = Plan {
-            opts: &o,
-            columns: &c,
-            listed: false,
-            whole: Some(Whole::Bytea),
-            metadata: 0,
-        };
-        let (p, bad) = prepare_with(
-            vec![Some(&b"\x00\\\n\xff"[..]), None, Some(b"")],
-            &bytea,
-            |_, _| Ok(()),
-            8,
-        );
+        let bytea = Plan { opts: &o, columns: &c, listed: false, whole: Some(Whole::Bytea), metadata: 0 };
+        let (p, bad) = prepare_with(vec![Some(&b"\x00\\\n\xff"[..]), None, Some(b"")], &bytea, |_, _| Ok(()), 8);
         assert!(bad.is_empty());
         assert_eq!(p.data, b"\\\\x005c0aff\n\\\\x\n".to_vec());
         assert_eq!(p.column_sets, vec![vec![0]]);
-        assert_eq!(
-            p.items
-                .iter()
-                .map(|i| (i.msg, i.rows()))
-                .collect::<Vec<_>>(),
-            vec![(0, 1), (2, 1)]
-        );
+        assert_eq!(p.items.iter().map(|i| (i.msg, i.rows())).collect::<Vec<_>>(), vec![(0, 1), (2, 1)]);
 
-        let text = Plan {
-            whole: Some(Whole::Text),
-            metadata: 1,
-            ..bytea
-        };
-        let (p, bad) = with_meta(
-            vec![
-                Some(b"a\tb\\c\nd"),
-                Some(b"\xff"),
-                Some(b"nul\x00"),
-                Some(b""),
-            ],
-            &text,
-        );
+        let text = Plan { whole: Some(Whole::Text), metadata: 1, ..bytea };
+        let (p, bad) = with_meta(vec![Some(b"a\tb\\c\nd"), Some(b"\xff"), Some(b"nul\x00"), Some(b"")], &text);
         assert_eq!(p.data, b"a\\tb\\\\c\\nd\t0\n\t3\n".to_vec());
-        assert_eq!(
-            bad.iter()
-                .map(|r| (r.msg, r.sqlstate.as_str()))
-                .collect::<Vec<_>>(),
-            vec![(1, "22021"), (2, "22021")]
-        );
+        assert_eq!(bad.iter().map(|r| (r.msg, r.sqlstate.as_str())).collect::<Vec<_>>(), vec![(1, "22021"), (2, "22021")]);
         assert_eq!(p.column_sets, vec![vec![0, 1]]);
 
         // json into one json column: every JSON value as written; an empty message holds none.
         let j = opts("json");
-        let whole = Plan {
-            opts: &j,
-            columns: &c,
-            listed: false,
-            whole: Some(Whole::Text),
-            metadata: 0,
-        };
-        let (p, bad) = prepare_with(
-            vec![
-                Some(&b"[1, {\"a\": 1.0}]"[..]),
-                Some(b""),
-                Some(b"\"s\\t\"\n"),
-            ],
-            &whole,
-            |_, _| Ok(()),
-            8,
-        );
+        let whole = Plan { opts: &j, columns: &c, listed: false, whole: Some(Whole::Text), metadata: 0 };
+        let (p, bad) = prepare_with(vec![Some(&b"[1, {\"a\": 1.0}]"[..]), Some(b""), Some(b"\"s\\t\"\n")], &whole, |_, _| Ok(()), 8);
         assert!(bad.is_empty());
         assert_eq!(p.data, b"[1, {\"a\": 1.0}]\n\"s\\\\t\"\\n\n".to_vec());
-        assert_eq!(
-            p.items.iter().map(|i| i.msg).collect::<Vec<_>>(),
-            vec![0, 2]
-        );
+        assert_eq!(p.items.iter().map(|i| i.msg).collect::<Vec<_>>(), vec![0, 2]);
     }
 
     #[test]
     fn lines_of_text_rows_find_their_message() {
-        let (p, _) = prepare(
-            vec![Some(&b"1\tx\\\ny"[..]), Some(b"2\n3\n4"), Some(b"5")],
-            &opts("text"),
-            &[],
-            false,
-            64,
-        );
+        let (p, _) = prepare(vec![Some(&b"1\tx\\\ny"[..]), Some(b"2\n3\n4"), Some(b"5")], &opts("text"), &[], false, 64);
         let at = |line| item_at_line(&p.items, &p.data, 0, line, Lines::Text);
         // an escaped newline is data: message 0 is one line
-        assert_eq!(
-            (1..=6).map(at).collect::<Vec<_>>(),
-            vec![Some(0), Some(1), Some(1), Some(1), Some(2), None]
-        );
+        assert_eq!((1..=6).map(at).collect::<Vec<_>>(), vec![Some(0), Some(1), Some(1), Some(1), Some(2), None]);
         assert_eq!(at(0), None);
         assert_eq!(item_at_line(&p.items, &p.data, 1, 1, Lines::Text), None);
     }
 
     #[test]
     fn csv_lines_count_quoted_newlines_except_in_the_first_row() {
-        let csv = Lines::Csv {
-            quote: b'"',
-            escape: b'"',
-        };
-        let msgs: Vec<Option<&[u8]>> = vec![
-            Some(b"1,\"a\nb\"\n2,\"c\r\nd\""),
-            Some(b"3,\"e\n\nf\""),
-            Some(b"4,g"),
-        ];
+        let csv = Lines::Csv { quote: b'"', escape: b'"' };
+        let msgs: Vec<Option<&[u8]>> = vec![Some(b"1,\"a\nb\"\n2,\"c\r\nd\""), Some(b"3,\"e\n\nf\""), Some(b"4,g")];
         let (p, bad) = prepare(msgs, &opts("csv"), &[], false, 64);
         assert!(bad.is_empty());
         // message 0: its first row is COPY's first (quoted \n not counted), its second row has a
         // quoted \r\n (the \n counts): 1 + 2 lines; message 1: 3 lines; message 2: 1.
         let at = |line| item_at_line(&p.items, &p.data, 0, line, csv);
-        let want = vec![
-            Some(0),
-            Some(0),
-            Some(0),
-            Some(1),
-            Some(1),
-            Some(1),
-            Some(2),
-            None,
-        ];
+        let want = vec![Some(0), Some(0), Some(0), Some(1), Some(1), Some(1), Some(2), None];
         assert_eq!((1..=8).map(at).collect::<Vec<_>>(), want);
         // the same messages from the second one on: message 1's first row is now COPY's first
         let at = |line| item_at_line(&p.items[1..], &p.data, 0, line, csv);
-        assert_eq!(
-            (1..=3).map(at).collect::<Vec<_>>(),
-            vec![Some(0), Some(1), None]
-        );
+        assert_eq!((1..=3).map(at).collect::<Vec<_>>(), vec![Some(0), Some(1), None]);
         // a quoted \r in COPY's first row counts
-        let (p, _) = prepare(
-            vec![Some(&b"\"x\r\ny\",1"[..]), Some(b"2,z")],
-            &opts("csv"),
-            &[],
-            false,
-            64,
-        );
+        let (p, _) = prepare(vec![Some(&b"\"x\r\ny\",1"[..]), Some(b"2,z")], &opts("csv"), &[], false, 64);
         let at = |line| item_at_line(&p.items, &p.data, 0, line, csv);
-        assert_eq!(
-            (1..=4).map(at).collect::<Vec<_>>(),
-            vec![Some(0), Some(0), Some(1), None]
-        );
+        assert_eq!((1..=4).map(at).collect::<Vec<_>>(), vec![Some(0), Some(0), Some(1), None]);
         // an escape other than the quote only counts inside quotes, before a quote
         let o = CopyOptions::new("csv", None, None, Some("\\".to_string())).unwrap();
-        let (p, bad) = prepare(
-            vec![Some(&b"\"a\\\"\nb\",1\n2,c"[..]), Some(b"3,d")],
-            &o,
-            &[],
-            false,
-            64,
-        );
+        let (p, bad) = prepare(vec![Some(&b"\"a\\\"\nb\",1\n2,c"[..]), Some(b"3,d")], &o, &[], false, 64);
         assert!(bad.is_empty());
-        let at = |line| {
-            item_at_line(
-                &p.items,
-                &p.data,
-                0,
-                line,
-                Lines::Csv {
-                    quote: b'"',
-                    escape: b'\\',
-                },
-            )
-        };
-        assert_eq!(
-            (1..=4).map(at).collect::<Vec<_>>(),
-            vec![Some(0), Some(0), Some(1), None]
-        );
+        let at = |line| item_at_line(&p.items, &p.data, 0, line, Lines::Csv { quote: b'"', escape: b'\\' });
+        assert_eq!((1..=4).map(at).collect::<Vec<_>>(), vec![Some(0), Some(0), Some(1), None]);
     }
 
     #[test]
@@ -783,19 +542,10 @@ mod tests {
         let (p, _) = prepare(msgs, &opts("json"), &c, false, 64);
         let jobs = copy_jobs(&p.items);
         // {id,name}: 1 | {id}: 2, 3, 4 | {id,name}: 5 | {id}: 6 | {id,name}: 7
-        assert_eq!(
-            jobs.iter().map(|j| j.rows).collect::<Vec<_>>(),
-            vec![1, 3, 1, 1, 1]
-        );
+        assert_eq!(jobs.iter().map(|j| j.rows).collect::<Vec<_>>(), vec![1, 3, 1, 1, 1]);
         let at = |job, line| item_at_line(&p.items, &p.data, job, line, Lines::Text);
-        assert_eq!(
-            (at(0, 1), at(1, 1), at(1, 2), at(1, 3), at(1, 4)),
-            (Some(0), Some(1), Some(1), Some(2), None)
-        );
-        assert_eq!(
-            (at(2, 1), at(3, 1), at(4, 1), at(5, 1)),
-            (Some(3), Some(3), Some(3), None)
-        );
+        assert_eq!((at(0, 1), at(1, 1), at(1, 2), at(1, 3), at(1, 4)), (Some(0), Some(1), Some(1), Some(2), None));
+        assert_eq!((at(2, 1), at(3, 1), at(4, 1), at(5, 1)), (Some(3), Some(3), Some(3), None));
     }
 
     #[test]
@@ -811,13 +561,7 @@ mod tests {
             Some(br#"{"id": 9, "name": "f"}"#),
         ];
         let (p, _) = prepare(msgs, &opts("json"), &c, false, 64);
-        let (t, _) = prepare(
-            vec![Some(&b"1\n2"[..]), Some(b"3"), Some(b"4\n5\n6")],
-            &opts("text"),
-            &[],
-            false,
-            64,
-        );
+        let (t, _) = prepare(vec![Some(&b"1\n2"[..]), Some(b"3"), Some(b"4\n5\n6")], &opts("text"), &[], false, 64);
         for items in [&p.items, &t.items] {
             let jobs = Jobs::new(items);
             for a in 0..=items.len() {

@@ -45,14 +45,7 @@ pub enum RunChange {
 impl Recent {
     /// Counts a committed batch's messages, rows and dead letters at time `now`; `relog_us`: how
     /// often a run that goes on is logged again.
-    pub fn record(
-        &mut self,
-        now: i64,
-        messages: i64,
-        rows: i64,
-        dead_letters: i64,
-        relog_us: i64,
-    ) -> RunChange {
+    pub fn record(&mut self, now: i64, messages: i64, rows: i64, dead_letters: i64, relog_us: i64) -> RunChange {
         if self.since == 0 {
             self.since = now;
         }
@@ -100,15 +93,9 @@ impl Recent {
             return None;
         }
         Some(if self.run_dead_letters == self.run_messages {
-            format!(
-                "the last {} messages were all dead letters",
-                self.run_messages
-            )
+            format!("the last {} messages were all dead letters", self.run_messages)
         } else {
-            format!(
-                "{} of the last {} messages were dead letters",
-                self.run_dead_letters, self.run_messages
-            )
+            format!("{} of the last {} messages were dead letters", self.run_dead_letters, self.run_messages)
         })
     }
 
@@ -120,10 +107,7 @@ impl Recent {
         }
         let current = now.div_euclid(BUCKET_US);
         let oldest = current - (BUCKETS as i64 - 1);
-        let rows: i64 = (0..BUCKETS)
-            .filter(|&i| self.bucket[i] >= oldest && self.bucket[i] <= current)
-            .map(|i| self.rows[i])
-            .sum();
+        let rows: i64 = (0..BUCKETS).filter(|&i| self.bucket[i] >= oldest && self.bucket[i] <= current).map(|i| self.rows[i]).sum();
         let from = (oldest * BUCKET_US).max(self.since);
         // At least a second: the first batch alone is not a rate over no time.
         let span = (now - from).max(1_000_000);
@@ -141,41 +125,16 @@ mod tests {
     #[test]
     fn a_run_of_dead_letters_is_shown_logged_once_and_ends_with_rows() {
         let mut r = Recent::default();
-        assert_eq!(
-            r.record(100 * S, 5, 0, 5, RELOG),
-            RunChange::Quiet,
-            "5 messages are not a run yet"
-        );
+        assert_eq!(r.record(100 * S, 5, 0, 5, RELOG), RunChange::Quiet, "5 messages are not a run yet");
         assert_eq!(r.run_text(), None);
         assert_eq!(r.record(101 * S, 295, 0, 295, RELOG), RunChange::Log);
-        assert_eq!(
-            r.run_text().as_deref(),
-            Some("the last 300 messages were all dead letters")
-        );
-        assert_eq!(
-            r.record(102 * S, 100, 5, 95, RELOG),
-            RunChange::Quiet,
-            "logged already"
-        );
-        assert_eq!(
-            r.run_text().as_deref(),
-            Some("395 of the last 400 messages were dead letters")
-        );
-        assert_eq!(
-            r.record(102 * S + RELOG, 10, 0, 10, RELOG),
-            RunChange::Log,
-            "logged again after relog_us"
-        );
-        assert_eq!(
-            r.record(103 * S + RELOG, 10, 2, 8, RELOG),
-            RunChange::Ended,
-            "80% is not mostly"
-        );
+        assert_eq!(r.run_text().as_deref(), Some("the last 300 messages were all dead letters"));
+        assert_eq!(r.record(102 * S, 100, 5, 95, RELOG), RunChange::Quiet, "logged already");
+        assert_eq!(r.run_text().as_deref(), Some("395 of the last 400 messages were dead letters"));
+        assert_eq!(r.record(102 * S + RELOG, 10, 0, 10, RELOG), RunChange::Log, "logged again after relog_us");
+        assert_eq!(r.record(103 * S + RELOG, 10, 2, 8, RELOG), RunChange::Ended, "80% is not mostly");
         assert_eq!(r.run_text(), None);
-        assert_eq!(
-            r.record(104 * S + RELOG, 10, 10, 0, RELOG),
-            RunChange::Quiet
-        );
+        assert_eq!(r.record(104 * S + RELOG, 10, 10, 0, RELOG), RunChange::Quiet);
     }
 
     #[test]
@@ -207,9 +166,6 @@ mod tests {
         assert_eq!(r.rows_per_second(t0 + 120 * S), Some(0.0));
         r.record(t0 + 125 * S, 600, 600, 0, RELOG);
         let rate = r.rows_per_second(t0 + 130 * S).unwrap();
-        assert!(
-            (10.0..=12.0).contains(&rate),
-            "600 rows over the last 50-60 s: {rate}"
-        );
+        assert!((10.0..=12.0).contains(&rate), "600 rows over the last 50-60 s: {rate}");
     }
 }

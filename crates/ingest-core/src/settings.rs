@@ -11,14 +11,8 @@ const GLOBAL_ALIASES: &[(&str, &str)] = &[
     ("bootstrap.servers", "metadata.broker.list"),
     ("max.in.flight", "max.in.flight.requests.per.connection"),
     ("sasl.mechanism", "sasl.mechanisms"),
-    (
-        "sasl.oauthbearer.client.credentials.client.id",
-        "sasl.oauthbearer.client.id",
-    ),
-    (
-        "sasl.oauthbearer.client.credentials.client.secret",
-        "sasl.oauthbearer.client.secret",
-    ),
+    ("sasl.oauthbearer.client.credentials.client.id", "sasl.oauthbearer.client.id"),
+    ("sasl.oauthbearer.client.credentials.client.secret", "sasl.oauthbearer.client.secret"),
     ("max.partition.fetch.bytes", "fetch.message.max.bytes"),
     ("linger.ms", "queue.buffering.max.ms"),
     ("retries", "message.send.max.retries"),
@@ -47,8 +41,7 @@ const RESERVED: &[&str] = &[
 ];
 
 /// The hint given when `auto.offset.reset` (under any name) is refused.
-pub const START_HINT: &str =
-    "the extension decides where a consumer starts: use start_offset or start_time";
+pub const START_HINT: &str = "the extension decides where a consumer starts: use start_offset or start_time";
 
 /// What a role that is not a superuser may set in `consume_begin(config := ...)`: client tuning
 /// that runs no command, loads no code, reads or writes no file and changes no credential or
@@ -127,18 +120,13 @@ pub enum SettingError {
 impl SettingError {
     /// True for a refusal on privilege grounds (SQLSTATE 42501); the others are bad values (22023).
     pub fn is_privilege(&self) -> bool {
-        matches!(
-            self,
-            SettingError::NotAllowed(_) | SettingError::AboveCeiling(..)
-        )
+        matches!(self, SettingError::NotAllowed(_) | SettingError::AboveCeiling(..))
     }
 
     /// What to do instead, for a refused setting that has an alternative.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
-            SettingError::Reserved(k) if targets(k).contains(&"auto.offset.reset") => {
-                Some(START_HINT)
-            }
+            SettingError::Reserved(k) if targets(k).contains(&"auto.offset.reset") => Some(START_HINT),
             _ => None,
         }
     }
@@ -153,10 +141,7 @@ impl SettingError {
 }
 
 fn resolve<'a>(aliases: &[(&'a str, &'a str)], name: &'a str) -> &'a str {
-    aliases
-        .iter()
-        .find(|(alias, _)| *alias == name)
-        .map_or(name, |(_, real)| real)
+    aliases.iter().find(|(alias, _)| *alias == name).map_or(name, |(_, real)| real)
 }
 
 /// The properties a setting name can reach in librdkafka: the global property (aliases resolved)
@@ -164,10 +149,7 @@ fn resolve<'a>(aliases: &[(&'a str, &'a str)], name: &'a str) -> &'a str {
 /// Names are matched case-sensitively, as librdkafka does (`strcmp`).
 pub fn targets(name: &str) -> [&str; 2] {
     let topic_name = name.strip_prefix("topic.").unwrap_or(name);
-    [
-        resolve(GLOBAL_ALIASES, name),
-        resolve(TOPIC_ALIASES, topic_name),
-    ]
+    [resolve(GLOBAL_ALIASES, name), resolve(TOPIC_ALIASES, topic_name)]
 }
 
 /// True for a setting the extension manages (under any of its names).
@@ -185,30 +167,22 @@ pub fn allowed_for_all(name: &str) -> bool {
 /// extension manages, and (unless `any_setting`, for superusers and broker entries) the allow-list.
 pub fn check(settings: &Map<String, Value>, any_setting: bool) -> Result<(), SettingError> {
     if settings.len() > MAX_SETTINGS {
-        return Err(SettingError::TooLarge(format!(
-            "at most {MAX_SETTINGS} settings may be given"
-        )));
+        return Err(SettingError::TooLarge(format!("at most {MAX_SETTINGS} settings may be given")));
     }
     for (k, v) in settings {
         if k.len() > MAX_KEY_BYTES {
-            return Err(SettingError::TooLarge(format!(
-                "setting names are at most {MAX_KEY_BYTES} bytes long"
-            )));
+            return Err(SettingError::TooLarge(format!("setting names are at most {MAX_KEY_BYTES} bytes long")));
         }
         let len = match v {
             Value::String(s) => s.len(),
             // With serde_json's arbitrary_precision, a number jsonb accepts (1e400) gets here as
             // written; librdkafka's numeric settings are ints and doubles.
-            Value::Number(n) if n.to_string().parse::<f64>().is_ok_and(f64::is_finite) => {
-                n.to_string().len()
-            }
+            Value::Number(n) if n.to_string().parse::<f64>().is_ok_and(f64::is_finite) => n.to_string().len(),
             Value::Bool(_) => 0,
             _ => return Err(SettingError::BadValue(k.clone())),
         };
         if len > MAX_VALUE_BYTES {
-            return Err(SettingError::TooLarge(format!(
-                "the value of setting \"{k}\" is longer than {MAX_VALUE_BYTES} bytes"
-            )));
+            return Err(SettingError::TooLarge(format!("the value of setting \"{k}\" is longer than {MAX_VALUE_BYTES} bytes")));
         }
         if is_reserved(k) {
             return Err(SettingError::Reserved(k.clone()));
@@ -289,27 +263,12 @@ mod tests {
 
     #[test]
     fn reserved_settings_are_found_under_every_alias() {
-        for k in [
-            "bootstrap.servers",
-            "metadata.broker.list",
-            "enable.auto.commit",
-            "auto.commit.enable",
-            "topic.auto.commit.enable",
-            "topic.enable.auto.commit",
-            "enable.auto.offset.store",
-        ] {
+        for k in ["bootstrap.servers", "metadata.broker.list", "enable.auto.commit", "auto.commit.enable",
+                  "topic.auto.commit.enable", "topic.enable.auto.commit", "enable.auto.offset.store"] {
             assert!(is_reserved(k), "{k}");
-            assert_eq!(
-                check(&obj(&format!(r#"{{"{k}": "x"}}"#)), true),
-                Err(SettingError::Reserved(k.into()))
-            );
+            assert_eq!(check(&obj(&format!(r#"{{"{k}": "x"}}"#)), true), Err(SettingError::Reserved(k.into())));
         }
-        for k in [
-            "fetch.wait.max.ms",
-            "Auto.Offset.Reset",
-            "Enable.Auto.Commit",
-            "topic.metadata.refresh.interval.ms",
-        ] {
+        for k in ["fetch.wait.max.ms", "Auto.Offset.Reset", "Enable.Auto.Commit", "topic.metadata.refresh.interval.ms"] {
             assert!(!is_reserved(k), "{k}");
         }
     }
@@ -317,15 +276,7 @@ mod tests {
     #[test]
     fn where_a_consumer_starts_is_managed_under_every_name_and_value() {
         for k in ["auto.offset.reset", "topic.auto.offset.reset"] {
-            for v in [
-                "smallest",
-                "earliest",
-                "beginning",
-                "largest",
-                "latest",
-                "end",
-                "error",
-            ] {
+            for v in ["smallest", "earliest", "beginning", "largest", "latest", "end", "error"] {
                 let e = check(&obj(&format!(r#"{{"{k}": "{v}"}}"#)), true).unwrap_err();
                 assert_eq!(e, SettingError::Reserved(k.into()));
                 assert!(!e.is_privilege());
@@ -333,169 +284,72 @@ mod tests {
                 assert!(e.with_hint().ends_with("(HINT: the extension decides where a consumer starts: use start_offset or start_time)"));
             }
         }
-        assert_eq!(
-            SettingError::Reserved("enable.auto.commit".into()).hint(),
-            None
-        );
+        assert_eq!(SettingError::Reserved("enable.auto.commit".into()).hint(), None);
     }
 
     #[test]
     fn only_harmless_tuning_is_allowed_for_everyone() {
-        for k in [
-            "fetch.wait.max.ms",
-            "fetch.min.bytes",
-            "max.partition.fetch.bytes",
-            "fetch.message.max.bytes",
-            "socket.timeout.ms",
-            "isolation.level",
-            "client.rack",
-            "check.crcs",
-            "reconnect.backoff.max.ms",
-        ] {
+        for k in ["fetch.wait.max.ms", "fetch.min.bytes", "max.partition.fetch.bytes", "fetch.message.max.bytes",
+                  "socket.timeout.ms", "isolation.level", "client.rack", "check.crcs", "reconnect.backoff.max.ms"] {
             assert!(allowed_for_all(k), "{k}");
         }
         // Commands, code, files, credentials, endpoints; aliases; case and `topic.` variants.
-        for k in [
-            "sasl.kerberos.kinit.cmd",
-            "plugin.library.paths",
-            "ssl.ca.location",
-            "ssl.key.location",
-            "ssl.certificate.location",
-            "ssl.keystore.location",
-            "ssl.crl.location",
-            "ssl.engine.location",
-            "sasl.kerberos.keytab",
-            "sasl.oauthbearer.config",
-            "sasl.oauthbearer.token.endpoint.url",
-            "sasl.oauthbearer.assertion.private.key.file",
-            "sasl.oauthbearer.assertion.jwt.template.file",
-            "security.protocol",
-            "sasl.mechanism",
-            "sasl.mechanisms",
-            "sasl.username",
-            "sasl.password",
-            "ssl_engine_id",
-            "ssl.ca.certificate.stores",
-            "debug",
-            "offset.store.method",
-            "offset.store.path",
-            "topic.offset.store.path",
-            "auto.offset.reset",
-            "group.id",
-            "client.id",
-            "interceptor.x",
-            "FETCH.WAIT.MAX.MS",
-            "topic.fetch.wait.max.ms",
-            "fetch.wait.max.ms ",
-            "",
-        ] {
+        for k in ["sasl.kerberos.kinit.cmd", "plugin.library.paths", "ssl.ca.location", "ssl.key.location",
+                  "ssl.certificate.location", "ssl.keystore.location", "ssl.crl.location", "ssl.engine.location",
+                  "sasl.kerberos.keytab", "sasl.oauthbearer.config", "sasl.oauthbearer.token.endpoint.url",
+                  "sasl.oauthbearer.assertion.private.key.file", "sasl.oauthbearer.assertion.jwt.template.file",
+                  "security.protocol", "sasl.mechanism", "sasl.mechanisms", "sasl.username", "sasl.password",
+                  "ssl_engine_id", "ssl.ca.certificate.stores", "debug", "offset.store.method", "offset.store.path",
+                  "topic.offset.store.path", "auto.offset.reset", "group.id", "client.id", "interceptor.x",
+                  "FETCH.WAIT.MAX.MS", "topic.fetch.wait.max.ms", "fetch.wait.max.ms ", ""] {
             assert!(!allowed_for_all(k), "{k}");
         }
-        let attack = obj(
-            r#"{"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "GSSAPI",
-                            "sasl.kerberos.kinit.cmd": "id > /tmp/x"}"#,
-        );
-        assert!(matches!(
-            check(&attack, false),
-            Err(SettingError::NotAllowed(_))
-        ));
+        let attack = obj(r#"{"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "GSSAPI",
+                            "sasl.kerberos.kinit.cmd": "id > /tmp/x"}"#);
+        assert!(matches!(check(&attack, false), Err(SettingError::NotAllowed(_))));
         assert_eq!(check(&attack, true), Ok(()));
-        assert!(check(&obj(r#"{"sasl.mechanism": "PLAIN"}"#), false)
-            .unwrap_err()
-            .is_privilege());
-        assert_eq!(
-            check(
-                &obj(r#"{"fetch.wait.max.ms": 50, "check.crcs": true}"#),
-                false
-            ),
-            Ok(())
-        );
+        assert!(check(&obj(r#"{"sasl.mechanism": "PLAIN"}"#), false).unwrap_err().is_privilege());
+        assert_eq!(check(&obj(r#"{"fetch.wait.max.ms": 50, "check.crcs": true}"#), false), Ok(()));
     }
 
     #[test]
     fn buffer_sizes_are_capped_for_everyone_but_superusers() {
-        for (k, v) in [
-            ("queued.min.messages", "100001"),
-            ("queued.min.messages", "\" 1e7\""),
-            ("queued.max.messages.kbytes", "2097151"),
-            ("fetch.max.bytes", "2147483135"),
-            ("max.partition.fetch.bytes", "1000000000"),
-            ("fetch.message.max.bytes", "\"inf\""),
-            ("message.max.bytes", "1e9"),
-            ("receive.message.max.bytes", "\"2147483647\""),
-            ("queued.min.messages", "\"nan\""),
-            ("queued.min.messages", "\"lots\""),
-        ] {
+        for (k, v) in [("queued.min.messages", "100001"), ("queued.min.messages", "\" 1e7\""),
+                       ("queued.max.messages.kbytes", "2097151"), ("fetch.max.bytes", "2147483135"),
+                       ("max.partition.fetch.bytes", "1000000000"), ("fetch.message.max.bytes", "\"inf\""),
+                       ("message.max.bytes", "1e9"), ("receive.message.max.bytes", "\"2147483647\""),
+                       ("queued.min.messages", "\"nan\""), ("queued.min.messages", "\"lots\"")] {
             let o = obj(&format!(r#"{{"{k}": {v}}}"#));
             let e = check(&o, false).unwrap_err();
-            assert!(
-                matches!(e, SettingError::AboveCeiling(ref n, _) if n == k) && e.is_privilege(),
-                "{k} {v}: {e:?}"
-            );
+            assert!(matches!(e, SettingError::AboveCeiling(ref n, _) if n == k) && e.is_privilege(), "{k} {v}: {e:?}");
             assert_eq!(check(&o, true), Ok(()), "{k} {v}");
         }
-        for (k, v) in [
-            ("queued.min.messages", "100000"),
-            ("queued.min.messages", "\"5000\""),
-            ("max.partition.fetch.bytes", "1048576"),
-            ("fetch.max.bytes", "52428800"),
-            ("receive.message.max.bytes", "100000000"),
-            ("fetch.wait.max.ms", "600000"),
-        ] {
-            assert_eq!(
-                check(&obj(&format!(r#"{{"{k}": {v}}}"#)), false),
-                Ok(()),
-                "{k} {v}"
-            );
+        for (k, v) in [("queued.min.messages", "100000"), ("queued.min.messages", "\"5000\""),
+                       ("max.partition.fetch.bytes", "1048576"), ("fetch.max.bytes", "52428800"),
+                       ("receive.message.max.bytes", "100000000"), ("fetch.wait.max.ms", "600000")] {
+            assert_eq!(check(&obj(&format!(r#"{{"{k}": {v}}}"#)), false), Ok(()), "{k} {v}");
         }
     }
 
     #[test]
     fn sizes_and_value_types_are_bounded() {
         let long_key = format!(r#"{{"{}": 1}}"#, "a".repeat(MAX_KEY_BYTES + 1));
-        assert!(matches!(
-            check(&obj(&long_key), true),
-            Err(SettingError::TooLarge(_))
-        ));
+        assert!(matches!(check(&obj(&long_key), true), Err(SettingError::TooLarge(_))));
         let long_value = format!(r#"{{"ssl.ca.pem": "{}"}}"#, "a".repeat(MAX_VALUE_BYTES + 1));
-        assert!(matches!(
-            check(&obj(&long_value), true),
-            Err(SettingError::TooLarge(_))
-        ));
-        assert_eq!(
-            check(&obj(r#"{"fetch.wait.max.ms": [1]}"#), true),
-            Err(SettingError::BadValue("fetch.wait.max.ms".into()))
-        );
-        assert_eq!(
-            check(&obj(r#"{"fetch.wait.max.ms": null}"#), false),
-            Err(SettingError::BadValue("fetch.wait.max.ms".into()))
-        );
-        let many: Map<String, Value> = (0..=MAX_SETTINGS)
-            .map(|i| (format!("k{i}"), Value::Bool(true)))
-            .collect();
+        assert!(matches!(check(&obj(&long_value), true), Err(SettingError::TooLarge(_))));
+        assert_eq!(check(&obj(r#"{"fetch.wait.max.ms": [1]}"#), true), Err(SettingError::BadValue("fetch.wait.max.ms".into())));
+        assert_eq!(check(&obj(r#"{"fetch.wait.max.ms": null}"#), false), Err(SettingError::BadValue("fetch.wait.max.ms".into())));
+        let many: Map<String, Value> = (0..=MAX_SETTINGS).map(|i| (format!("k{i}"), Value::Bool(true))).collect();
         assert!(matches!(check(&many, true), Err(SettingError::TooLarge(_))));
     }
 
     #[test]
     fn secrets_are_recognised_split_and_scrubbed() {
-        for k in [
-            "sasl.password",
-            "ssl.key.password",
-            "ssl.keystore.password",
-            "sasl.oauthbearer.client.secret",
-            "sasl.jaas.config",
-            "ssl.key.pem",
-            "sasl.oauthbearer.config",
-        ] {
+        for k in ["sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret",
+                  "sasl.jaas.config", "ssl.key.pem", "sasl.oauthbearer.config"] {
             assert!(is_secret(k), "{k}");
         }
-        for k in [
-            "sasl.username",
-            "security.protocol",
-            "sasl.mechanism",
-            "ssl.ca.location",
-            "fetch.wait.max.ms",
-        ] {
+        for k in ["sasl.username", "security.protocol", "sasl.mechanism", "ssl.ca.location", "fetch.wait.max.ms"] {
             assert!(!is_secret(k), "{k}");
         }
         let m: Map<String, Value> = serde_json::from_str(
@@ -506,16 +360,7 @@ mod tests {
         assert_eq!(shown["sasl.password"], Value::String(MASK.into()));
         assert_eq!(shown["x.secret"], Value::String(MASK.into()));
         assert_eq!(shown["sasl.username"], Value::String("u".into()));
-        assert_eq!(
-            secrets,
-            vec![
-                ("sasl.password".to_string(), "hunter2".to_string()),
-                ("x.secret".to_string(), "42".to_string())
-            ]
-        );
-        assert_eq!(
-            scrub("bad value hunter2 for x", &secrets),
-            "bad value ******** for x"
-        );
+        assert_eq!(secrets, vec![("sasl.password".to_string(), "hunter2".to_string()), ("x.secret".to_string(), "42".to_string())]);
+        assert_eq!(scrub("bad value hunter2 for x", &secrets), "bad value ******** for x");
     }
 }

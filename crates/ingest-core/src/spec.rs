@@ -113,12 +113,7 @@ fn invalid<T>(msg: impl Into<String>) -> Result<T, SpecError> {
 pub fn defaults(system: System) -> Spec {
     Spec {
         system,
-        opts: CopyOptions {
-            format: Format::Text,
-            delimiter: None,
-            quote: None,
-            escape: None,
-        },
+        opts: CopyOptions { format: Format::Text, delimiter: None, quote: None, escape: None },
         columns: None,
         batchsize: match system {
             System::Kafka => 100_000,
@@ -207,15 +202,9 @@ impl Args {
     /// system (or a database not updated yet) does not have are None.
     pub fn from_row(row: &serde_json::Value) -> Args {
         let text = |k: &str| row.get(k).and_then(|v| v.as_str()).map(str::to_string);
-        let int = |k: &str| {
-            row.get(k)
-                .and_then(|v| v.as_i64())
-                .and_then(|v| i32::try_from(v).ok())
-        };
+        let int = |k: &str| row.get(k).and_then(|v| v.as_i64()).and_then(|v| i32::try_from(v).ok());
         let list = |k: &str| {
-            row.get(k)
-                .and_then(|v| v.as_array())
-                .map(|a| a.iter().map(|c| c.as_str().map(str::to_string)).collect())
+            row.get(k).and_then(|v| v.as_array()).map(|a| a.iter().map(|c| c.as_str().map(str::to_string)).collect())
         };
         Args {
             format: text("format"),
@@ -231,10 +220,7 @@ impl Args {
             on_error: text("on_error"),
             max_dead_letters: int("max_dead_letters"),
             group_id: text("group_id"),
-            metadata: row
-                .get("metadata")
-                .filter(|m| m.is_object())
-                .map(|m| m.to_string()),
+            metadata: row.get("metadata").filter(|m| m.is_object()).map(|m| m.to_string()),
             transform: text("transform"),
             mode: text("mode"),
             key_columns: list("key_columns"),
@@ -255,16 +241,8 @@ impl Args {
 }
 
 /// An array argument without NULL elements.
-fn no_nulls(
-    v: Option<Vec<Option<String>>>,
-    name: &'static str,
-) -> Result<Option<Vec<String>>, SpecError> {
-    v.map(|cols| {
-        cols.into_iter()
-            .map(|c| c.ok_or(SpecError::NullElement(name)))
-            .collect()
-    })
-    .transpose()
+fn no_nulls(v: Option<Vec<Option<String>>>, name: &'static str) -> Result<Option<Vec<String>>, SpecError> {
+    v.map(|cols| cols.into_iter().map(|c| c.ok_or(SpecError::NullElement(name))).collect()).transpose()
 }
 
 impl Spec {
@@ -279,15 +257,7 @@ impl Spec {
             return invalid("max_dead_letters must be >= 0 or NULL");
         }
         let columns = no_nulls(a.columns.clone(), "columns")?;
-        let opts = Args {
-            format: Some(
-                a.format
-                    .clone()
-                    .unwrap_or_else(|| d.opts.format.name().to_string()),
-            ),
-            ..a.clone()
-        }
-        .copy_options()?;
+        let opts = Args { format: Some(a.format.clone().unwrap_or_else(|| d.opts.format.name().to_string())), ..a.clone() }.copy_options()?;
         let spec = Spec {
             opts,
             columns,
@@ -321,36 +291,22 @@ impl Spec {
                 spec.batchsize
             ));
         }
-        spec.check_columns()?
-            .check_writer(a.mode.as_deref(), a.key_columns, a.key_format)
+        spec.check_columns()?.check_writer(a.mode.as_deref(), a.key_columns, a.key_format)
     }
 
     /// The column list fits the format (which columns exist is the caller's to check).
     fn check_columns(self) -> Result<Spec, SpecError> {
-        let Some(cols) = &self.columns else {
-            return Ok(self);
-        };
+        let Some(cols) = &self.columns else { return Ok(self) };
         match self.opts.format {
-            Format::Json => {
-                invalid("columns is for text and csv (json matches fields to columns by name)")
-            }
-            Format::Raw => invalid(
-                "columns is for text and csv (raw fills the one column not filled by metadata)",
-            ),
-            _ if cols.is_empty() => {
-                invalid("columns must name at least one column (or be NULL for all)")
-            }
+            Format::Json => invalid("columns is for text and csv (json matches fields to columns by name)"),
+            Format::Raw => invalid("columns is for text and csv (raw fills the one column not filled by metadata)"),
+            _ if cols.is_empty() => invalid("columns must name at least one column (or be NULL for all)"),
             _ => Ok(self),
         }
     }
 
     /// mode, key_columns and key_format, and what a transform excludes.
-    fn check_writer(
-        mut self,
-        mode: Option<&str>,
-        key_columns: Option<Vec<Option<String>>>,
-        key_format: Option<String>,
-    ) -> Result<Spec, SpecError> {
+    fn check_writer(mut self, mode: Option<&str>, key_columns: Option<Vec<Option<String>>>, key_format: Option<String>) -> Result<Spec, SpecError> {
         self.mode = match mode.unwrap_or("append") {
             "append" => Mode::Append,
             "upsert" => Mode::Upsert,
@@ -358,9 +314,7 @@ impl Spec {
         };
         if let Some(f) = &key_format {
             if !matches!(f.as_str(), "json" | "csv" | "text") {
-                return invalid(format!(
-                    "key_format must be 'json', 'csv', 'text' or NULL, got '{f}'"
-                ));
+                return invalid(format!("key_format must be 'json', 'csv', 'text' or NULL, got '{f}'"));
             }
         }
         self.key_columns = no_nulls(key_columns, "key_columns")?;
@@ -370,11 +324,7 @@ impl Spec {
         }
         if self.transform.is_some() {
             let o = &self.opts;
-            if o.format != Format::Text
-                || o.delimiter.is_some()
-                || o.quote.is_some()
-                || o.escape.is_some()
-            {
+            if o.format != Format::Text || o.delimiter.is_some() || o.quote.is_some() || o.escape.is_some() {
                 return invalid("a transform receives each message's raw bytes: format, delimiter, quote and escape do not apply (leave them unset)");
             }
             if self.columns.is_some() || self.metadata.is_some() {
@@ -391,11 +341,7 @@ impl Spec {
     /// the system does not have are left out.
     pub fn fields(&self) -> Vec<(&'static str, String)> {
         let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "NULL".into());
-        let list = |v: &Option<Vec<String>>| {
-            v.as_ref()
-                .map(|c| format!("{{{}}}", c.join(",")))
-                .unwrap_or_else(|| "NULL".into())
-        };
+        let list = |v: &Option<Vec<String>>| v.as_ref().map(|c| format!("{{{}}}", c.join(","))).unwrap_or_else(|| "NULL".into());
         let mut out = vec![
             ("format", self.opts.format.name().to_string()),
             ("delimiter", opt(&self.opts.delimiter)),
@@ -406,31 +352,17 @@ impl Spec {
         if self.system == System::Kafka {
             out.push(("maxbytes", self.maxbytes.to_string()));
         }
-        out.extend([
-            ("parallelism", self.parallelism.to_string()),
-            ("timeout", self.timeout.to_string()),
-        ]);
+        out.extend([("parallelism", self.parallelism.to_string()), ("timeout", self.timeout.to_string())]);
         match self.system {
             System::Kafka => out.push(("group_id", opt(&self.group_id))),
             System::Kinesis => out.push(("poll_interval", self.poll_interval.to_string())),
         }
         out.extend([
             ("on_error", self.on_error.name().to_string()),
-            (
-                "max_dead_letters",
-                self.max_dead_letters
-                    .map(|m| m.to_string())
-                    .unwrap_or_else(|| "NULL".into()),
-            ),
+            ("max_dead_letters", self.max_dead_letters.map(|m| m.to_string()).unwrap_or_else(|| "NULL".into())),
             ("columns", list(&self.columns)),
             // as JSON, not as text: `{"key": "k"}` given is `{"key":"k"}` stored
-            (
-                "metadata",
-                opt(&self.metadata.as_deref().map(|m| {
-                    serde_json::from_str::<serde_json::Value>(m)
-                        .map_or(m.to_string(), |v| v.to_string())
-                })),
-            ),
+            ("metadata", opt(&self.metadata.as_deref().map(|m| serde_json::from_str::<serde_json::Value>(m).map_or(m.to_string(), |v| v.to_string())))),
             ("transform", opt(&self.transform)),
             ("mode", self.mode.name().to_string()),
             ("key_columns", list(&self.key_columns)),
@@ -454,14 +386,9 @@ impl Spec {
 }
 
 /// A Kafka consumer's start: an offset (-2 the beginning, -1 the end, n >= 0) or a time, not both.
-pub fn check_kafka_start(
-    start_offset: Option<i64>,
-    start_time_given: bool,
-) -> Result<(), SpecError> {
+pub fn check_kafka_start(start_offset: Option<i64>, start_time_given: bool) -> Result<(), SpecError> {
     if let Some(s) = start_offset.filter(|s| *s < -2) {
-        return invalid(format!(
-            "start_offset must be -2 (beginning), -1 (end), an offset >= 0 or NULL; got {s}"
-        ));
+        return invalid(format!("start_offset must be -2 (beginning), -1 (end), an offset >= 0 or NULL; got {s}"));
     }
     if start_offset.is_some() && start_time_given {
         return invalid("give start_offset or start_time, not both");
@@ -479,10 +406,7 @@ pub enum KinesisStart {
 }
 
 /// A Kinesis start: start_offset -2 (TRIM_HORIZON), -1 (LATEST) or start_time, not both.
-pub fn kinesis_start(
-    start_offset: Option<i32>,
-    start_time_us: Option<i64>,
-) -> Result<Option<KinesisStart>, SpecError> {
+pub fn kinesis_start(start_offset: Option<i32>, start_time_us: Option<i64>) -> Result<Option<KinesisStart>, SpecError> {
     match (start_offset, start_time_us) {
         (Some(_), Some(_)) => invalid("give start_offset or start_time, not both"),
         (Some(-2), None) => Ok(Some(KinesisStart::TrimHorizon)),
@@ -500,13 +424,8 @@ pub fn check_stream(stream: &str) -> Result<(), SpecError> {
     if stream.is_empty() || stream.len() > 128 {
         return invalid("stream must be 1 to 128 characters long");
     }
-    if !stream
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-    {
-        return invalid(format!(
-            "stream \"{stream}\" may contain only letters, digits, '_', '.' and '-'"
-        ));
+    if !stream.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+        return invalid(format!("stream \"{stream}\" may contain only letters, digits, '_', '.' and '-'"));
     }
     Ok(())
 }

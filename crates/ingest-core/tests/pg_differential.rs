@@ -13,9 +13,7 @@
 #[path = "pg_differential/inputs.rs"]
 mod inputs;
 
-use ingest_core::rows::{
-    encode_field, BinaryRowWriter, ColumnPlan, ConvError, Encoded, RowPlan, ServerSettings, Value,
-};
+use ingest_core::rows::{encode_field, BinaryRowWriter, ColumnPlan, ConvError, Encoded, RowPlan, ServerSettings, Value};
 use inputs::Rng;
 use postgres::types::{FromSql, Type};
 use postgres::{Client, NoTls};
@@ -48,16 +46,11 @@ fn connect(user: &str) -> Client {
 
 /// COPY text escaping of one field.
 fn copy_text_escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('\n', "\\n")
-        .replace('\r', "\\r")
-        .replace('\t', "\\t")
+    s.replace('\\', "\\\\").replace('\n', "\\n").replace('\r', "\\r").replace('\t', "\\t")
 }
 
 fn pg_error(e: &postgres::Error) -> ConvError {
-    let db = e
-        .as_db_error()
-        .unwrap_or_else(|| panic!("not a server error: {e}"));
+    let db = e.as_db_error().unwrap_or_else(|| panic!("not a server error: {e}"));
     ConvError {
         sqlstate: Box::leak(db.code().code().to_string().into_boxed_str()),
         message: db.message().to_string(),
@@ -77,16 +70,8 @@ struct Tally {
 }
 
 /// One column type: every input through text COPY and through the encoder, then the roundtrip.
-fn run_type(
-    c: &mut Client,
-    settings: &ServerSettings,
-    sql_type: &str,
-    values: &[Value<'_>],
-) -> Tally {
-    let mut tally = Tally {
-        inputs: values.len(),
-        ..Tally::default()
-    };
+fn run_type(c: &mut Client, settings: &ServerSettings, sql_type: &str, values: &[Value<'_>]) -> Tally {
+    let mut tally = Tally { inputs: values.len(), ..Tally::default() };
     c.batch_execute(&format!(
         "DROP TABLE IF EXISTS diff_text, diff_bin;
          CREATE TEMP TABLE diff_text (id int, v {sql_type});
@@ -110,8 +95,7 @@ fn run_type(
         let mut bytes = Vec::new();
         let rust = encode_field(&plan, v, &mut bytes);
         let mut sink = c.copy_in("COPY diff_text (id, v) FROM STDIN").unwrap();
-        sink.write_all(format!("{id}\t{}\n", copy_text_escape(&text)).as_bytes())
-            .unwrap();
+        sink.write_all(format!("{id}\t{}\n", copy_text_escape(&text)).as_bytes()).unwrap();
         let pg = sink.finish().map_err(|e| pg_error(&e));
         match (rust, pg) {
             (Ok(Encoded::Fallback), _) => tally.fallbacks += 1,
@@ -125,20 +109,14 @@ fn run_type(
                 tally.accepted.push(id as usize);
             }
             (Err(r), Err(p)) if r == p => tally.equal_errors += 1,
-            (r, p) => tally.mismatches.push(format!(
-                "{sql_type} {v:?} (text {text:?}): rust {r:?}, PostgreSQL {p:?}"
-            )),
+            (r, p) => tally.mismatches.push(format!("{sql_type} {v:?} (text {text:?}): rust {r:?}, PostgreSQL {p:?}")),
         }
     }
     // The roundtrip: the Rust-written stream through COPY BINARY.
-    let mut sink = c
-        .copy_in("COPY diff_bin (id, v) FROM STDIN (FORMAT binary)")
-        .unwrap();
+    let mut sink = c.copy_in("COPY diff_bin (id, v) FROM STDIN (FORMAT binary)").unwrap();
     sink.write_all(&w.finish()).unwrap();
     if let Err(e) = sink.finish() {
-        tally.mismatches.push(format!(
-            "{sql_type}: COPY BINARY of the Rust rows failed: {e:?}"
-        ));
+        tally.mismatches.push(format!("{sql_type}: COPY BINARY of the Rust rows failed: {e:?}"));
         return tally;
     }
     let fetch = |c: &mut Client, table: &str| -> HashMap<i32, Vec<u8>> {
@@ -155,41 +133,23 @@ fn run_type(
         let want = &by_text[id];
         let v = &values[*id as usize];
         if same_bytes_as_send && bytes != want {
-            tally.mismatches.push(format!(
-                "{sql_type} {v:?}: rust bytes {bytes:?}, PostgreSQL {want:?}"
-            ));
+            tally.mismatches.push(format!("{sql_type} {v:?}: rust bytes {bytes:?}, PostgreSQL {want:?}"));
         } else if by_bin.get(id) != Some(want) {
-            tally.mismatches.push(format!(
-                "{sql_type} {v:?}: COPY BINARY row {:?}, text COPY row {want:?}",
-                by_bin.get(id)
-            ));
+            tally.mismatches.push(format!("{sql_type} {v:?}: COPY BINARY row {:?}, text COPY row {want:?}", by_bin.get(id)));
         } else {
             tally.equal_values += 1;
         }
     }
     if by_bin.len() != rust_ok.len() {
-        tally.mismatches.push(format!(
-            "{sql_type}: {} binary rows for {} encoded",
-            by_bin.len(),
-            rust_ok.len()
-        ));
+        tally.mismatches.push(format!("{sql_type}: {} binary rows for {} encoded", by_bin.len(), rust_ok.len()));
     }
     tally
 }
 
 fn run_all(c: &mut Client, label: &str) -> Vec<String> {
-    let version_num: u32 = c
-        .query_one("SHOW server_version_num", &[])
-        .unwrap()
-        .get::<_, String>(0)
-        .parse()
-        .unwrap();
+    let version_num: u32 = c.query_one("SHOW server_version_num", &[]).unwrap().get::<_, String>(0).parse().unwrap();
     let enc: String = c.query_one("SELECT current_setting('server_encoding') || '/' || current_setting('client_encoding')", &[]).unwrap().get(0);
-    let settings = ServerSettings {
-        version_num,
-        utf8: enc == "UTF8/UTF8",
-        integer_datetimes: true,
-    };
+    let settings = ServerSettings { version_num, utf8: enc == "UTF8/UTF8", integer_datetimes: true };
     assert!(settings.utf8, "the test cluster should be UTF8 ({enc})");
     let shown: String = c
         .query_one("SELECT current_setting('DateStyle') || ', ' || current_setting('TimeZone') || ', extra_float_digits ' || current_setting('extra_float_digits')", &[])
@@ -242,12 +202,7 @@ fn run_all(c: &mut Client, label: &str) -> Vec<String> {
     let mut accepted = Vec::new();
     for (ty, values) in &cases {
         let t = run_type(c, &settings, ty, values);
-        accepted.push(
-            t.accepted
-                .iter()
-                .map(|&i| values[i].clone())
-                .collect::<Vec<_>>(),
-        );
+        accepted.push(t.accepted.iter().map(|&i| values[i].clone()).collect::<Vec<_>>());
         eprintln!(
             "  {ty:<16} {:>4} inputs: {:>4} equal values, {:>4} equal errors, {:>3} to the text path, {} different",
             t.inputs, t.equal_values, t.equal_errors, t.fallbacks, t.mismatches.len()
@@ -262,18 +217,8 @@ fn run_all(c: &mut Client, label: &str) -> Vec<String> {
 
 /// A table with a column of every type: rows of accepted inputs and NULLs, written by
 /// RowPlan::write_row into one COPY BINARY stream, against the same rows through text COPY.
-fn all_types_roundtrip(
-    c: &mut Client,
-    settings: &ServerSettings,
-    types: &[&str],
-    accepted: &[Vec<Value<'_>>],
-    r: &mut Rng,
-) -> Vec<String> {
-    let cols: Vec<String> = types
-        .iter()
-        .enumerate()
-        .map(|(i, t)| format!("c{i} {t}"))
-        .collect();
+fn all_types_roundtrip(c: &mut Client, settings: &ServerSettings, types: &[&str], accepted: &[Vec<Value<'_>>], r: &mut Rng) -> Vec<String> {
+    let cols: Vec<String> = types.iter().enumerate().map(|(i, t)| format!("c{i} {t}")).collect();
     c.batch_execute(&format!(
         "CREATE TEMP TABLE all_text (id int, {0}); CREATE TEMP TABLE all_bin (id int, {0});",
         cols.join(", ")
@@ -297,49 +242,29 @@ fn all_types_roundtrip(
     for id in 0..nrows {
         let mut values = vec![Value::Int(id)];
         for col in accepted {
-            values.push(if col.is_empty() || r.below(10) == 0 {
-                Value::Null
-            } else {
-                r.pick(col).clone()
-            });
+            values.push(if col.is_empty() || r.below(10) == 0 { Value::Null } else { r.pick(col).clone() });
         }
         assert_eq!(plan.write_row(&values, &mut w), Ok(Encoded::Written));
-        let fields: Vec<String> = values
-            .iter()
-            .map(|v| v.to_text().map_or("\\N".into(), |t| copy_text_escape(&t)))
-            .collect();
+        let fields: Vec<String> = values.iter().map(|v| v.to_text().map_or("\\N".into(), |t| copy_text_escape(&t))).collect();
         text.push_str(&fields.join("\t"));
         text.push('\n');
     }
-    let mut sink = c
-        .copy_in("COPY all_bin FROM STDIN (FORMAT binary)")
-        .unwrap();
+    let mut sink = c.copy_in("COPY all_bin FROM STDIN (FORMAT binary)").unwrap();
     sink.write_all(&w.finish()).unwrap();
     sink.finish().unwrap();
     let mut sink = c.copy_in("COPY all_text FROM STDIN").unwrap();
     sink.write_all(text.as_bytes()).unwrap();
     sink.finish().unwrap();
     let rows = |c: &mut Client, t: &str| -> Vec<String> {
-        c.query(&format!("SELECT x::text FROM {t} x ORDER BY id"), &[])
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
+        c.query(&format!("SELECT x::text FROM {t} x ORDER BY id"), &[]).unwrap().iter().map(|r| r.get(0)).collect()
     };
     let (by_text, by_bin) = (rows(c, "all_text"), rows(c, "all_bin"));
     c.batch_execute("DROP TABLE all_text, all_bin").unwrap();
-    eprintln!(
-        "  all {} types in one table: {nrows} rows by COPY BINARY, {} equal to text COPY's",
-        types.len(),
-        by_text.iter().zip(&by_bin).filter(|(a, b)| a == b).count()
-    );
+    eprintln!("  all {} types in one table: {nrows} rows by COPY BINARY, {} equal to text COPY's", types.len(),
+        by_text.iter().zip(&by_bin).filter(|(a, b)| a == b).count());
     if by_text.len() != nrows as usize || by_text != by_bin {
         let first = by_text.iter().zip(&by_bin).find(|(a, b)| a != b);
-        return vec![format!(
-            "all-types table: {} text rows, {} binary rows; first difference {first:?}",
-            by_text.len(),
-            by_bin.len()
-        )];
+        return vec![format!("all-types table: {} text rows, {} binary rows; first difference {first:?}", by_text.len(), by_bin.len())];
     }
     Vec::new()
 }
@@ -362,18 +287,6 @@ fn rust_encoder_equals_postgresql_text_input() {
     let mut owner = connect("pi_rows_differential");
     failures.extend(run_all(&mut owner, "owner role settings"));
     drop(owner);
-    admin
-        .batch_execute("DROP ROLE pi_rows_differential")
-        .unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} differences:\n{}",
-        failures.len(),
-        failures
-            .iter()
-            .take(40)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    admin.batch_execute("DROP ROLE pi_rows_differential").unwrap();
+    assert!(failures.is_empty(), "{} differences:\n{}", failures.len(), failures.iter().take(40).cloned().collect::<Vec<_>>().join("\n"));
 }

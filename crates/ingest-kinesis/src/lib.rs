@@ -72,10 +72,7 @@ pub enum Recovery {
 impl KinesisError {
     /// Whether waiting and trying the same call again can help.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            KinesisError::Throttled(_) | KinesisError::Unavailable(_)
-        )
+        matches!(self, KinesisError::Throttled(_) | KinesisError::Unavailable(_))
     }
 
     /// How a shard reader recovers from this error.
@@ -83,9 +80,7 @@ impl KinesisError {
         match self {
             KinesisError::Throttled(_) | KinesisError::Interrupted => Recovery::Backoff,
             KinesisError::IteratorExpired(_) => Recovery::Retake,
-            KinesisError::Unavailable(_)
-            | KinesisError::Refused(_)
-            | KinesisError::Credentials(_) => Recovery::BackoffRetake,
+            KinesisError::Unavailable(_) | KinesisError::Refused(_) | KinesisError::Credentials(_) => Recovery::BackoffRetake,
             KinesisError::NotFound(_) => Recovery::Relist,
         }
     }
@@ -99,17 +94,13 @@ pub fn classify_code(code: Option<&str>, message: &str) -> KinesisError {
         None => message.to_string(),
     };
     match code.unwrap_or("") {
-        "ProvisionedThroughputExceededException"
-        | "LimitExceededException"
-        | "KMSThrottlingException"
-        | "ThrottlingException"
-        | "RequestLimitExceeded" => KinesisError::Throttled(text),
+        "ProvisionedThroughputExceededException" | "LimitExceededException" | "KMSThrottlingException"
+        | "ThrottlingException" | "RequestLimitExceeded" => KinesisError::Throttled(text),
         "ExpiredIteratorException" => KinesisError::IteratorExpired(text),
         "ResourceNotFoundException" => KinesisError::NotFound(text),
-        "InternalFailure"
-        | "InternalFailureException"
-        | "ServiceUnavailable"
-        | "ServiceUnavailableException" => KinesisError::Unavailable(text),
+        "InternalFailure" | "InternalFailureException" | "ServiceUnavailable" | "ServiceUnavailableException" => {
+            KinesisError::Unavailable(text)
+        }
         _ => KinesisError::Refused(text),
     }
 }
@@ -149,9 +140,7 @@ exceptions!(aws_sdk_kinesis::operation::list_shards::ListShardsError:
 );
 
 /// Classifies one operation error: by its variant, else by the code it carries.
-pub fn classify_service<E: ProvideErrorMetadata + Exception + std::fmt::Display>(
-    e: &E,
-) -> KinesisError {
+pub fn classify_service<E: ProvideErrorMetadata + Exception + std::fmt::Display>(e: &E) -> KinesisError {
     let code = e.exception().or(e.code());
     match e.message() {
         Some(m) => classify_code(code, m),
@@ -160,12 +149,8 @@ pub fn classify_service<E: ProvideErrorMetadata + Exception + std::fmt::Display>
             let mut k = classify_code(code, "");
             let text = e.to_string();
             match &mut k {
-                KinesisError::Throttled(t)
-                | KinesisError::Unavailable(t)
-                | KinesisError::IteratorExpired(t)
-                | KinesisError::NotFound(t)
-                | KinesisError::Refused(t)
-                | KinesisError::Credentials(t) => *t = text,
+                KinesisError::Throttled(t) | KinesisError::Unavailable(t) | KinesisError::IteratorExpired(t)
+                | KinesisError::NotFound(t) | KinesisError::Refused(t) | KinesisError::Credentials(t) => *t = text,
                 KinesisError::Interrupted => {}
             }
             k
@@ -188,14 +173,7 @@ where
             // dispatch failure whose source names the credentials provider's error.
             // (named only in its Debug form).
             let text = describe(e);
-            if [
-                "CredentialsNotLoaded",
-                "InvalidConfiguration",
-                "ProviderError",
-            ]
-            .iter()
-            .any(|k| format!("{d:?}").contains(k))
-            {
+            if ["CredentialsNotLoaded", "InvalidConfiguration", "ProviderError"].iter().any(|k| format!("{d:?}").contains(k)) {
                 KinesisError::Credentials(text)
             } else {
                 KinesisError::Unavailable(text)
@@ -261,9 +239,7 @@ impl Kinesis {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| {
-                KinesisError::Refused(format!("could not start the Kinesis client runtime: {e}"))
-            })?;
+            .map_err(|e| KinesisError::Refused(format!("could not start the Kinesis client runtime: {e}")))?;
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(endpoint.region.clone()));
         if let Some(url) = &endpoint.url {
@@ -271,23 +247,13 @@ impl Kinesis {
         }
         if let Some(path) = &endpoint.credfile {
             let files = aws_runtime::env_config::file::EnvConfigFiles::builder()
-                .with_file(
-                    aws_runtime::env_config::file::EnvConfigFileKind::Credentials,
-                    path,
-                )
+                .with_file(aws_runtime::env_config::file::EnvConfigFileKind::Credentials, path)
                 .build();
-            let provider = aws_config::profile::ProfileFileCredentialsProvider::builder()
-                .profile_files(files)
-                .build();
+            let provider = aws_config::profile::ProfileFileCredentialsProvider::builder().profile_files(files).build();
             loader = loader.credentials_provider(provider);
         }
         let config = runtime.block_on(loader.load());
-        Ok(Kinesis {
-            runtime,
-            client: aws_sdk_kinesis::Client::new(&config),
-            timeout,
-            interrupted: None,
-        })
+        Ok(Kinesis { runtime, client: aws_sdk_kinesis::Client::new(&config), timeout, interrupted: None })
     }
 
     /// Makes every call of this client give up with `KinesisError::Interrupted` within 100 ms of
@@ -297,10 +263,7 @@ impl Kinesis {
         self
     }
 
-    fn run<T>(
-        &self,
-        f: impl std::future::Future<Output = Result<T, KinesisError>>,
-    ) -> Result<T, KinesisError> {
+    fn run<T>(&self, f: impl std::future::Future<Output = Result<T, KinesisError>>) -> Result<T, KinesisError> {
         let limit = self.timeout;
         let check = self.interrupted;
         self.runtime.block_on(async move {
@@ -309,16 +272,9 @@ impl Kinesis {
             loop {
                 let left = limit.saturating_sub(started.elapsed());
                 if left.is_zero() {
-                    return Err(KinesisError::Unavailable(format!(
-                        "no answer within {} ms",
-                        limit.as_millis()
-                    )));
+                    return Err(KinesisError::Unavailable(format!("no answer within {} ms", limit.as_millis())));
                 }
-                let slice = if check.is_some() {
-                    left.min(Duration::from_millis(100))
-                } else {
-                    left
-                };
+                let slice = if check.is_some() { left.min(Duration::from_millis(100)) } else { left };
                 if let Ok(result) = tokio::time::timeout(slice, f.as_mut()).await {
                     return result;
                 }
@@ -343,9 +299,7 @@ impl Kinesis {
                 let page = req.send().await.map_err(|e| classify(&e))?;
                 for s in page.shards() {
                     let range = s.hash_key_range();
-                    let parse = |v: Option<&str>, default: u128| {
-                        v.and_then(|x| x.parse::<u128>().ok()).unwrap_or(default)
-                    };
+                    let parse = |v: Option<&str>, default: u128| v.and_then(|x| x.parse::<u128>().ok()).unwrap_or(default);
                     out.push(Shard {
                         id: s.shard_id().to_string(),
                         parent: s.parent_shard_id().map(str::to_string),
@@ -354,10 +308,7 @@ impl Kinesis {
                             parse(range.map(|r| r.starting_hash_key()), 0),
                             parse(range.map(|r| r.ending_hash_key()), u128::MAX),
                         ),
-                        closed: s
-                            .sequence_number_range()
-                            .and_then(|r| r.ending_sequence_number())
-                            .is_some(),
+                        closed: s.sequence_number_range().and_then(|r| r.ending_sequence_number()).is_some(),
                     });
                 }
                 match page.next_token() {
@@ -370,35 +321,26 @@ impl Kinesis {
     }
 
     /// A shard iterator at `start`.
-    pub fn iterator(
-        &self,
-        stream: &str,
-        shard: &str,
-        start: &StartAt,
-    ) -> Result<String, KinesisError> {
+    pub fn iterator(&self, stream: &str, shard: &str, start: &StartAt) -> Result<String, KinesisError> {
         self.run(async {
-            let mut req = self
-                .client
-                .get_shard_iterator()
-                .stream_name(stream)
-                .shard_id(shard);
+            let mut req = self.client.get_shard_iterator().stream_name(stream).shard_id(shard);
             req = match start {
                 StartAt::TrimHorizon => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
                 StartAt::Latest => req.shard_iterator_type(ShardIteratorType::Latest),
                 StartAt::AtTimestamp(t) => req
                     .shard_iterator_type(ShardIteratorType::AtTimestamp)
                     .timestamp(aws_sdk_kinesis::primitives::DateTime::from(*t)),
-                StartAt::AtSequence(s) => req
-                    .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
-                    .starting_sequence_number(s.as_str()),
-                StartAt::AfterSequence(s) => req
-                    .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-                    .starting_sequence_number(s.as_str()),
+                StartAt::AtSequence(s) => {
+                    req.shard_iterator_type(ShardIteratorType::AtSequenceNumber).starting_sequence_number(s.as_str())
+                }
+                StartAt::AfterSequence(s) => {
+                    req.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(s.as_str())
+                }
             };
             let out = req.send().await.map_err(|e| classify(&e))?;
-            out.shard_iterator().map(str::to_string).ok_or_else(|| {
-                KinesisError::NotFound(format!("no iterator for shard {shard} (closed and read?)"))
-            })
+            out.shard_iterator()
+                .map(str::to_string)
+                .ok_or_else(|| KinesisError::NotFound(format!("no iterator for shard {shard} (closed and read?)")))
         })
     }
 
@@ -415,16 +357,13 @@ impl Kinesis {
                 .map_err(|e| classify(&e))?;
             let mut records = Vec::with_capacity(out.records().len());
             for r in out.records() {
-                let seq = SeqNum::parse(r.sequence_number()).map_err(|e| {
-                    KinesisError::Refused(format!("Kinesis returned a bad sequence number: {e}"))
-                })?;
+                let seq = SeqNum::parse(r.sequence_number())
+                    .map_err(|e| KinesisError::Refused(format!("Kinesis returned a bad sequence number: {e}")))?;
                 records.push(RawRecord {
                     seq,
                     partition_key: r.partition_key().unwrap_or("").to_string(),
                     data: r.data().as_ref().to_vec(),
-                    arrival_ms: r
-                        .approximate_arrival_timestamp()
-                        .and_then(|t| t.to_millis().ok()),
+                    arrival_ms: r.approximate_arrival_timestamp().and_then(|t| t.to_millis().ok()),
                 });
             }
             Ok(Fetched {
@@ -440,81 +379,38 @@ impl Kinesis {
 mod tests {
     use super::*;
     use aws_sdk_kinesis::operation::get_records::GetRecordsError;
-    use aws_sdk_kinesis::types::error::{
-        ExpiredIteratorException, KmsThrottlingException, ProvisionedThroughputExceededException,
-    };
+    use aws_sdk_kinesis::types::error::{ExpiredIteratorException, KmsThrottlingException, ProvisionedThroughputExceededException};
 
     #[test]
     fn service_errors_are_classified_by_their_exception() {
         let throttled = GetRecordsError::ProvisionedThroughputExceededException(
-            ProvisionedThroughputExceededException::builder()
-                .message("Rate exceeded for shard")
-                .build(),
+            ProvisionedThroughputExceededException::builder().message("Rate exceeded for shard").build(),
         );
         let e = classify_service(&throttled);
-        assert!(
-            matches!(e, KinesisError::Throttled(ref m) if m.contains("Rate exceeded")),
-            "{e:?}"
-        );
+        assert!(matches!(e, KinesisError::Throttled(ref m) if m.contains("Rate exceeded")), "{e:?}");
         assert!(e.is_transient());
 
-        let kms = GetRecordsError::KmsThrottlingException(
-            KmsThrottlingException::builder()
-                .message("slow down")
-                .build(),
-        );
+        let kms = GetRecordsError::KmsThrottlingException(KmsThrottlingException::builder().message("slow down").build());
         assert!(matches!(classify_service(&kms), KinesisError::Throttled(_)));
 
-        let expired = GetRecordsError::ExpiredIteratorException(
-            ExpiredIteratorException::builder().message("old").build(),
-        );
+        let expired = GetRecordsError::ExpiredIteratorException(ExpiredIteratorException::builder().message("old").build());
         let e = classify_service(&expired);
         assert!(matches!(e, KinesisError::IteratorExpired(_)), "{e:?}");
-        assert!(
-            !e.is_transient(),
-            "an expired iterator is re-taken from the checkpoint, not retried as is"
-        );
+        assert!(!e.is_transient(), "an expired iterator is re-taken from the checkpoint, not retried as is");
         assert_eq!(e.recovery(), Recovery::Retake);
         assert_eq!(classify_service(&throttled).recovery(), Recovery::Backoff);
-        assert_eq!(
-            classify_code(Some("ResourceNotFoundException"), "gone").recovery(),
-            Recovery::Relist
-        );
-        assert_eq!(
-            classify_code(Some("AccessDeniedException"), "no").recovery(),
-            Recovery::BackoffRetake
-        );
-        assert_eq!(
-            classify_code(Some("InvalidArgumentException"), "bad iterator").recovery(),
-            Recovery::BackoffRetake
-        );
-        assert_eq!(
-            classify_code(Some("InternalFailure"), "").recovery(),
-            Recovery::BackoffRetake
-        );
+        assert_eq!(classify_code(Some("ResourceNotFoundException"), "gone").recovery(), Recovery::Relist);
+        assert_eq!(classify_code(Some("AccessDeniedException"), "no").recovery(), Recovery::BackoffRetake);
+        assert_eq!(classify_code(Some("InvalidArgumentException"), "bad iterator").recovery(), Recovery::BackoffRetake);
+        assert_eq!(classify_code(Some("InternalFailure"), "").recovery(), Recovery::BackoffRetake);
 
-        let limited =
-            aws_sdk_kinesis::operation::list_shards::ListShardsError::LimitExceededException(
-                aws_sdk_kinesis::types::error::LimitExceededException::builder()
-                    .message("too many")
-                    .build(),
-            );
-        assert!(matches!(
-            classify_service(&limited),
-            KinesisError::Throttled(_)
-        ));
-        assert!(matches!(
-            classify_code(Some("ResourceNotFoundException"), "no stream"),
-            KinesisError::NotFound(_)
-        ));
-        assert!(matches!(
-            classify_code(Some("AccessDeniedException"), ""),
-            KinesisError::Refused(_)
-        ));
-        assert!(matches!(
-            classify_code(Some("InternalFailure"), ""),
-            KinesisError::Unavailable(_)
-        ));
+        let limited = aws_sdk_kinesis::operation::list_shards::ListShardsError::LimitExceededException(
+            aws_sdk_kinesis::types::error::LimitExceededException::builder().message("too many").build(),
+        );
+        assert!(matches!(classify_service(&limited), KinesisError::Throttled(_)));
+        assert!(matches!(classify_code(Some("ResourceNotFoundException"), "no stream"), KinesisError::NotFound(_)));
+        assert!(matches!(classify_code(Some("AccessDeniedException"), ""), KinesisError::Refused(_)));
+        assert!(matches!(classify_code(Some("InternalFailure"), ""), KinesisError::Unavailable(_)));
     }
 
     #[test]
@@ -525,11 +421,7 @@ mod tests {
         std::env::set_var("AWS_ACCESS_KEY_ID", "test");
         std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
         static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-        let ep = Endpoint {
-            region: "us-east-1".into(),
-            url: Some(format!("http://127.0.0.1:{port}")),
-            credfile: None,
-        };
+        let ep = Endpoint { region: "us-east-1".into(), url: Some(format!("http://127.0.0.1:{port}")), credfile: None };
         let k = Kinesis::connect(&ep, Duration::from_secs(30))
             .unwrap()
             .interruptible(|| STOP.load(std::sync::atomic::Ordering::SeqCst));
@@ -542,10 +434,7 @@ mod tests {
         stopper.join().unwrap();
         assert_eq!(e, KinesisError::Interrupted);
         let took = t0.elapsed();
-        assert!(
-            took >= Duration::from_millis(300) && took < Duration::from_secs(3),
-            "took {took:?}"
-        );
+        assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "took {took:?}");
         drop(listener);
     }
 
@@ -557,26 +446,15 @@ mod tests {
         drop(listener);
         std::env::set_var("AWS_ACCESS_KEY_ID", "test");
         std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
-        let ep = Endpoint {
-            region: "us-east-1".into(),
-            url: Some(format!("http://127.0.0.1:{port}")),
-            credfile: None,
-        };
+        let ep = Endpoint { region: "us-east-1".into(), url: Some(format!("http://127.0.0.1:{port}")), credfile: None };
         let k = Kinesis::connect(&ep, Duration::from_secs(3)).unwrap();
         let t0 = std::time::Instant::now();
         let e = k.list_shards("nothing").unwrap_err();
         assert!(e.is_transient(), "{e:?}");
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "took {:?}",
-            t0.elapsed()
-        );
+        assert!(t0.elapsed() < Duration::from_secs(10), "took {:?}", t0.elapsed());
         // one readable line naming the cause, not the SDK's struct dump
         let text = e.to_string();
-        assert!(
-            text.contains("refused") || text.contains("timed out"),
-            "{text}"
-        );
+        assert!(text.contains("refused") || text.contains("timed out"), "{text}");
         assert!(!text.contains("DispatchFailure {"), "{text}");
     }
 }

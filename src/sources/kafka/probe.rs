@@ -40,11 +40,7 @@ fn interruptible<T: Send + 'static>(
             // The receiver is gone when the statement was cancelled: nobody wants the answer.
             let _ = tx.send(request(&client));
         })
-        .map_err(|e| {
-            ProbeError::Unreachable(format!(
-                "could not start a thread for the broker request: {e}"
-            ))
-        })?;
+        .map_err(|e| ProbeError::Unreachable(format!("could not start a thread for the broker request: {e}")))?;
     loop {
         match rx.recv_timeout(INTERRUPT_CHECK) {
             Ok(answer) => return answer,
@@ -52,9 +48,7 @@ fn interruptible<T: Send + 'static>(
                 pgrx::check_for_interrupts!();
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(ProbeError::Unreachable(
-                    "the broker request failed unexpectedly".into(),
-                ))
+                return Err(ProbeError::Unreachable("the broker request failed unexpectedly".into()))
             }
         }
     }
@@ -99,25 +93,21 @@ impl Probe {
         cfg.set("group.id", "pipeline_ingest_probe");
         // `fetch` stops when every partition is read to its end.
         cfg.set("enable.partition.eof", "true");
-        let consumer =
-            Arc::new(create_consumer(&cfg).map_err(|e| ProbeError::Config(e.to_string()))?);
+        let consumer = Arc::new(create_consumer(&cfg).map_err(|e| ProbeError::Config(e.to_string()))?);
         Ok(Probe { consumer, timeout })
     }
 
     /// The partition ids of a topic.
     pub fn partitions(&self, topic: &str) -> Result<Vec<i32>, ProbeError> {
         let (topic, timeout) = (topic.to_string(), self.timeout);
-        interruptible(&self.consumer, move |c| {
-            topic_partitions(c, &topic, timeout)
-        })
+        interruptible(&self.consumer, move |c| topic_partitions(c, &topic, timeout))
     }
 
     /// (low, high) watermarks of one partition.
     pub fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), ProbeError> {
         let (topic, timeout) = (topic.to_string(), self.timeout);
         interruptible(&self.consumer, move |c| {
-            c.fetch_watermarks(&topic, partition, timeout)
-                .map_err(|e| ProbeError::Unreachable(explain(c, e.to_string())))
+            c.fetch_watermarks(&topic, partition, timeout).map_err(|e| ProbeError::Unreachable(explain(c, e.to_string())))
         })
     }
 
@@ -178,20 +168,14 @@ impl Probe {
                     -1 => Offset::End,
                     n => Offset::Offset(n),
                 };
-                tpl.add_partition_offset(&topic, *p, off)
-                    .map_err(|e| ProbeError::Unreachable(e.to_string()))?;
+                tpl.add_partition_offset(&topic, *p, off).map_err(|e| ProbeError::Unreachable(e.to_string()))?;
             }
-            c.assign(&tpl).map_err(|e| {
-                ProbeError::Unreachable(format!("could not assign partitions: {e}"))
-            })?;
+            c.assign(&tpl).map_err(|e| ProbeError::Unreachable(format!("could not assign partitions: {e}")))?;
             let mut out = Vec::new();
             let mut at_end = std::collections::BTreeSet::new();
             let mut last = std::time::Instant::now();
             let result = loop {
-                if out.len() >= limit
-                    || (!wait_for_new && at_end.len() >= starts.len())
-                    || last.elapsed() >= idle
-                {
+                if out.len() >= limit || (!wait_for_new && at_end.len() >= starts.len()) || last.elapsed() >= idle {
                     break Ok(out);
                 }
                 match c.poll(INTERRUPT_CHECK) {
@@ -207,9 +191,7 @@ impl Probe {
                     Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                         at_end.insert(p);
                     }
-                    Some(Err(e)) => {
-                        break Err(ProbeError::Unreachable(c.context().explain(e.to_string())))
-                    }
+                    Some(Err(e)) => break Err(ProbeError::Unreachable(c.context().explain(e.to_string()))),
                 }
             };
             // The client is the probe's own; unassigning stops its prefetching.
@@ -237,22 +219,15 @@ pub fn offsets_at_time(
 ) -> Result<BTreeMap<i32, Option<i64>>, ProbeError> {
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
-        tpl.add_partition_offset(topic, *p, Offset::Offset(time_ms))
-            .map_err(|e| ProbeError::Unreachable(e.to_string()))?;
+        tpl.add_partition_offset(topic, *p, Offset::Offset(time_ms)).map_err(|e| ProbeError::Unreachable(e.to_string()))?;
     }
-    let found = consumer.offsets_for_times(tpl, timeout).map_err(|e| {
-        ProbeError::Unreachable(explain(
-            consumer,
-            format!("could not look up offsets by time: {e}"),
-        ))
-    })?;
+    let found = consumer
+        .offsets_for_times(tpl, timeout)
+        .map_err(|e| ProbeError::Unreachable(explain(consumer, format!("could not look up offsets by time: {e}"))))?;
     let mut out = BTreeMap::new();
     for e in found.elements() {
         if let Err(err) = e.error() {
-            return Err(ProbeError::Unreachable(format!(
-                "could not look up the offset by time of partition {}: {err}",
-                e.partition()
-            )));
+            return Err(ProbeError::Unreachable(format!("could not look up the offset by time of partition {}: {err}", e.partition())));
         }
         let off = match e.offset() {
             Offset::Offset(o) => Some(o),
@@ -286,24 +261,15 @@ fn logical_offsets(consumer: &Client, topic: &str, partitions: &[i32], which: i6
 }
 
 /// The partition ids of a topic, sorted (blocking, up to `timeout`).
-pub fn topic_partitions(
-    consumer: &Client,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Vec<i32>, ProbeError> {
-    let md = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| ProbeError::Unreachable(explain(consumer, e.to_string())))?;
-    let t = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .ok_or(ProbeError::NoTopic)?;
+pub fn topic_partitions(consumer: &Client, topic: &str, timeout: Duration) -> Result<Vec<i32>, ProbeError> {
+    let md = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| ProbeError::Unreachable(explain(consumer, e.to_string())))?;
+    let t = md.topics().iter().find(|t| t.name() == topic).ok_or(ProbeError::NoTopic)?;
     if let Some(err) = t.error() {
         let code = rdkafka::types::RDKafkaErrorCode::from(err);
         return match code {
-            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
-            | rdkafka::types::RDKafkaErrorCode::UnknownTopic => Err(ProbeError::NoTopic),
+            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition | rdkafka::types::RDKafkaErrorCode::UnknownTopic => {
+                Err(ProbeError::NoTopic)
+            }
             other => Err(ProbeError::Unreachable(other.to_string())),
         };
     }

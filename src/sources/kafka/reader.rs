@@ -59,10 +59,7 @@ struct Shared {
 
 /// librdkafka's queue and client handles, used by the reader thread only while the source keeps
 /// them alive.
-struct QueuePtr(
-    *mut rdkafka_sys::rd_kafka_queue_t,
-    *mut rdkafka_sys::rd_kafka_t,
-);
+struct QueuePtr(*mut rdkafka_sys::rd_kafka_queue_t, *mut rdkafka_sys::rd_kafka_t);
 // SAFETY: librdkafka queues and clients are thread-safe; the source joins the thread before
 // destroying them.
 unsafe impl Send for QueuePtr {}
@@ -111,20 +108,13 @@ impl Reader {
             libc::sigfillset(&mut all);
             libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         }
-        let spawned = std::thread::Builder::new()
-            .name("pi:kafka-reader".to_string())
-            .spawn(move || {
-                let queue = queue;
-                run(&queue, wake_fd, headers, &thread_shared, &tx, &spare_rx)
-            });
+        let spawned = std::thread::Builder::new().name("pi:kafka-reader".to_string()).spawn(move || {
+            let queue = queue;
+            run(&queue, wake_fd, headers, &thread_shared, &tx, &spare_rx)
+        });
         // SAFETY: restores the mask saved above.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-        Ok(Reader {
-            shared,
-            handle: Some(spawned?),
-            rx,
-            spare_tx,
-        })
+        Ok(Reader { shared, handle: Some(spawned?), rx, spare_tx })
     }
 
     /// From the next chunk on, messages are made ready (parsed and converted to COPY BINARY
@@ -150,9 +140,7 @@ impl Reader {
         match self.rx.try_recv() {
             Ok(d) => Ok(Some(d)),
             Err(TryRecvError::Empty) => Ok(None),
-            Err(TryRecvError::Disconnected) => Err(SourceError::Internal(
-                "the Kafka reader thread has ended".to_string(),
-            )),
+            Err(TryRecvError::Disconnected) => Err(SourceError::Internal("the Kafka reader thread has ended".to_string())),
         }
     }
 
@@ -189,13 +177,7 @@ fn wake(fd: i32) {
 
 /// Hands `d` over, waiting while the channel is full unless the reader is asked to stop. With
 /// `pause` (the client), fetching is paused meanwhile (see `HIDDEN_BYTES`).
-fn hand_over(
-    tx: &SyncSender<Delivery>,
-    shared: &Shared,
-    wake_fd: i32,
-    mut d: Delivery,
-    pause: Option<*mut rdkafka_sys::rd_kafka_t>,
-) -> bool {
+fn hand_over(tx: &SyncSender<Delivery>, shared: &Shared, wake_fd: i32, mut d: Delivery, pause: Option<*mut rdkafka_sys::rd_kafka_t>) -> bool {
     let mut paused = false;
     let done = loop {
         match tx.try_send(d) {
@@ -234,8 +216,7 @@ unsafe fn pause_fetching(rk: *mut rdkafka_sys::rd_kafka_t, shared: &Shared, paus
     let mut list: *mut rdkafka_sys::rd_kafka_topic_partition_list_t = std::ptr::null_mut();
     // SAFETY: per the contract; the list librdkafka allocates is destroyed below.
     unsafe {
-        if rdkafka_sys::rd_kafka_assignment(rk, &mut list)
-            != rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+        if rdkafka_sys::rd_kafka_assignment(rk, &mut list) != rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
             || list.is_null()
         {
             return false;
@@ -279,10 +260,7 @@ fn run(
             // The first poll waits (briefly, to see `stop`), the rest take what is there.
             let mut timeout = POLL_MS;
             let mut bytes = 0;
-            while chunk.len() < CHUNK
-                && bytes < CHUNK_BYTES
-                && sizes.payload + sizes.hidden < CHUNK_BYTES
-            {
+            while chunk.len() < CHUNK && bytes < CHUNK_BYTES && sizes.payload + sizes.hidden < CHUNK_BYTES {
                 // SAFETY: the source keeps the queue alive until this thread has been joined.
                 let ev = unsafe { rdkafka_sys::rd_kafka_queue_poll(queue, timeout) };
                 if ev.is_null() {
@@ -293,10 +271,7 @@ fn run(
                 // before that.
                 let before = chunk.len();
                 unsafe { take_event(ev, headers, &mut chunk, &mut stash, &mut errors, &mut sizes) };
-                bytes += chunk[before..]
-                    .iter()
-                    .map(KafkaMessage::size)
-                    .sum::<usize>();
+                bytes += chunk[before..].iter().map(KafkaMessage::size).sum::<usize>();
             }
         }
         let pause = (sizes.hidden >= HIDDEN_BYTES && sizes.hidden >= sizes.payload).then_some(rk);
@@ -349,8 +324,7 @@ unsafe fn header_bytes(m: *const rdkafka_sys::rd_kafka_message_t) -> usize {
     let mut hdrs: *mut rdkafka_sys::rd_kafka_headers_t = std::ptr::null_mut();
     // SAFETY: per the contract; librdkafka parses the headers it holds and keeps them with `m`.
     unsafe {
-        if rdkafka_sys::rd_kafka_message_headers(m, &mut hdrs)
-            != rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+        if rdkafka_sys::rd_kafka_message_headers(m, &mut hdrs) != rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
             || hdrs.is_null()
         {
             return 0;

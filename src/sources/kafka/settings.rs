@@ -16,25 +16,18 @@ fn setting_value(v: &serde_json::Value) -> Result<String, SourceError> {
         serde_json::Value::String(s) => Ok(s.clone()),
         serde_json::Value::Number(n) => Ok(n.to_string()),
         serde_json::Value::Bool(b) => Ok(b.to_string()),
-        other => Err(SourceError::Setting(format!(
-            "setting values must be strings, numbers or booleans, not {other}"
-        ))),
+        other => Err(SourceError::Setting(format!("setting values must be strings, numbers or booleans, not {other}"))),
     }
 }
 
 /// Adds user settings (in order: later maps win), refusing the ones the extension manages under
 /// any of their librdkafka names (or exactly-once would break). Who may give which setting is
 /// checked before this, by `ingest_core::settings::check`.
-fn apply_settings(
-    cfg: &mut ClientConfig,
-    extra: &[&serde_json::Map<String, serde_json::Value>],
-) -> Result<(), SourceError> {
+fn apply_settings(cfg: &mut ClientConfig, extra: &[&serde_json::Map<String, serde_json::Value>]) -> Result<(), SourceError> {
     for map in extra {
         for (k, v) in map.iter() {
             if ingest_core::settings::is_reserved(k) {
-                return Err(SourceError::Setting(
-                    ingest_core::settings::SettingError::Reserved(k.clone()).with_hint(),
-                ));
+                return Err(SourceError::Setting(ingest_core::settings::SettingError::Reserved(k.clone()).with_hint()));
             }
             cfg.set(k, setting_value(v)?);
         }
@@ -122,11 +115,7 @@ pub type Client = BaseConsumer<Context>;
 /// is polled, so a client with nothing assigned (no message can be taken by mistake) is polled
 /// briefly first.
 pub fn explain(consumer: &Client, error: String) -> String {
-    if consumer
-        .assignment()
-        .map(|a| a.count() == 0)
-        .unwrap_or(false)
-    {
+    if consumer.assignment().map(|a| a.count() == 0).unwrap_or(false) {
         for _ in 0..100 {
             if consumer.poll(Duration::ZERO).is_none() {
                 break;
@@ -138,17 +127,12 @@ pub fn explain(consumer: &Client, error: String) -> String {
 
 /// The secret settings of a client configuration (to keep them out of error messages).
 pub fn secrets_in(cfg: &ClientConfig) -> Vec<(String, String)> {
-    cfg.config_map()
-        .into_iter()
-        .filter(|(k, _)| is_secret(k))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    cfg.config_map().into_iter().filter(|(k, _)| is_secret(k)).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 /// Creates a librdkafka consumer; errors (which quote offending values) have secrets masked.
 pub fn create_consumer(cfg: &ClientConfig) -> Result<Client, SourceError> {
-    cfg.create_with_context(Context::default())
-        .map_err(|e| config_error(&e, cfg))
+    cfg.create_with_context(Context::default()).map_err(|e| config_error(&e, cfg))
 }
 
 /// A configuration (or client creation) error, secrets masked. The rdkafka crate's own message
@@ -164,7 +148,5 @@ pub fn config_error(e: &rdkafka::error::KafkaError, cfg: &ClientConfig) -> Sourc
 
 /// Checks every setting with librdkafka without creating a client (no threads, no network).
 pub fn check_settings(cfg: &ClientConfig) -> Result<(), SourceError> {
-    cfg.create_native_config()
-        .map(|_| ())
-        .map_err(|e| config_error(&e, cfg))
+    cfg.create_native_config().map(|_| ()).map_err(|e| config_error(&e, cfg))
 }

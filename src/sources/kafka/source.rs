@@ -81,16 +81,12 @@ impl KafkaSource {
         if !group_commits {
             cfg.set("group.id", "pipeline_ingest");
         }
-        let consumer =
-            create_consumer(&cfg).map_err(|e| e.context("could not create Kafka consumer"))?;
+        let consumer = create_consumer(&cfg).map_err(|e| e.context("could not create Kafka consumer"))?;
         let mut fds = [-1i32; 2];
         // SAFETY: pipe2 fills the two-element array on success.
         let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
         if rc != 0 {
-            return Err(SourceError::System(format!(
-                "could not create a wakeup pipe: {}",
-                std::io::Error::last_os_error()
-            )));
+            return Err(SourceError::System(format!("could not create a wakeup pipe: {}", std::io::Error::last_os_error())));
         }
         // SAFETY: the client pointer is valid while `consumer` lives; the queue reference is kept in
         // the struct and released in Drop (before the consumer).
@@ -98,9 +94,7 @@ impl KafkaSource {
             let rk = consumer.client().native_ptr();
             let q = rdkafka_sys::rd_kafka_queue_get_consumer(rk);
             if q.is_null() {
-                return Err(SourceError::Internal(
-                    "librdkafka has no consumer queue".to_string(),
-                ));
+                return Err(SourceError::Internal("librdkafka has no consumer queue".to_string()));
             }
             q
         };
@@ -124,13 +118,10 @@ impl KafkaSource {
             rescue: BrokerRescue::new(cfg.get("bootstrap.servers")),
         };
         src.positions = stored.iter().map(|(p, o)| (*p, Some(*o))).collect();
-        src.positions
-            .retain(|p, _| p.rem_euclid(parallelism.max(1)) == index);
+        src.positions.retain(|p, _| p.rem_euclid(parallelism.max(1)) == index);
         src.reassign(None)?;
         let reader = Reader::start(queue, src.consumer.client().native_ptr(), fds[1], headers)
-            .map_err(|e| {
-                SourceError::System(format!("could not start the Kafka reader thread: {e}"))
-            })?;
+            .map_err(|e| SourceError::System(format!("could not start the Kafka reader thread: {e}")))?;
         src.reader = Some(reader);
         Ok(src)
     }
@@ -150,19 +141,9 @@ impl KafkaSource {
         // Partitions without a stored offset start at start_time when there is one, looked up
         // again at every assignment until a batch stores their offset (a message written since
         // with a timestamp >= start_time is then still read).
-        let unstored: Vec<i32> = mine
-            .iter()
-            .copied()
-            .filter(|p| self.positions[p].is_none())
-            .collect();
+        let unstored: Vec<i32> = mine.iter().copied().filter(|p| self.positions[p].is_none()).collect();
         let by_time = match self.start_time_ms {
-            Some(t) if !unstored.is_empty() => offsets_at_time(
-                &self.consumer,
-                &self.topic,
-                &unstored,
-                t,
-                self.metadata_timeout,
-            )?,
+            Some(t) if !unstored.is_empty() => offsets_at_time(&self.consumer, &self.topic, &unstored, t, self.metadata_timeout)?,
             _ => BTreeMap::new(),
         };
         let mut tpl = TopicPartitionList::new();
@@ -174,23 +155,13 @@ impl KafkaSource {
                     Some(Some(o)) => Offset::Offset(*o),
                     // No message that recent yet: from the end as it is now (every message from
                     // there on is newer); a concrete offset, so none written meanwhile is missed.
-                    _ => {
-                        match self
-                            .consumer
-                            .fetch_watermarks(&self.topic, *p, self.metadata_timeout)
-                        {
-                            Ok((_, high)) => Offset::Offset(high),
-                            Err(e) => {
-                                return Err(SourceError::Unreachable(format!(
-                                    "could not get the end offset of partition {p}: {e}"
-                                )))
-                            }
-                        }
-                    }
+                    _ => match self.consumer.fetch_watermarks(&self.topic, *p, self.metadata_timeout) {
+                        Ok((_, high)) => Offset::Offset(high),
+                        Err(e) => return Err(SourceError::Unreachable(format!("could not get the end offset of partition {p}: {e}"))),
+                    },
                 },
             };
-            tpl.add_partition_offset(&self.topic, *p, off)
-                .map_err(|e| SourceError::Internal(e.to_string()))?;
+            tpl.add_partition_offset(&self.topic, *p, off).map_err(|e| SourceError::Internal(e.to_string()))?;
         }
         // Whatever the reader took before this assignment is read again from the assigned offsets
         // (the batch is empty when partitions are reassigned): its epoch ends here.
@@ -199,22 +170,15 @@ impl KafkaSource {
             r.recycle(self.pending.drain(..).collect());
             self.pending_pre.clear();
         }
-        self.consumer
-            .assign(&tpl)
-            .map_err(|e| SourceError::Internal(format!("could not assign partitions: {e}")))?;
+        self.consumer.assign(&tpl).map_err(|e| SourceError::Internal(format!("could not assign partitions: {e}")))?;
         Ok(())
     }
 
     /// The topic's partitions, asked of the broker.
     fn partitions_now(&self) -> Result<Vec<i32>, SourceError> {
         topic_partitions(&self.consumer, &self.topic, self.metadata_timeout).map_err(|e| match e {
-            ProbeError::NoTopic => {
-                SourceError::NotFound(format!("topic \"{}\" does not exist", self.topic))
-            }
-            other => SourceError::from(other).context(format_args!(
-                "could not get metadata of topic \"{}\"",
-                self.topic
-            )),
+            ProbeError::NoTopic => SourceError::NotFound(format!("topic \"{}\" does not exist", self.topic)),
+            other => SourceError::from(other).context(format_args!("could not get metadata of topic \"{}\"", self.topic)),
         })
     }
 
@@ -232,8 +196,7 @@ impl KafkaSource {
                 &mut high,
             )
         };
-        (err == rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
-            .then_some(high)
+        (err == rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
     }
 
     pub fn assigned(&self) -> Vec<i32> {
@@ -248,19 +211,13 @@ impl KafkaSource {
     fn commit_to_group(&self, saved: &BTreeMap<i32, i64>) {
         let mut tpl = TopicPartitionList::new();
         for (p, next) in saved {
-            if tpl
-                .add_partition_offset(&self.topic, *p, Offset::Offset(*next))
-                .is_err()
-            {
+            if tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*next)).is_err() {
                 return;
             }
         }
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             // A lost group commit only makes external lag tools lag; the next batch commits again.
-            pgrx::debug1!(
-                "pipeline_kafka: could not commit offsets of \"{}\" to its consumer group: {e}",
-                self.topic
-            );
+            pgrx::debug1!("pipeline_kafka: could not commit offsets of \"{}\" to its consumer group: {e}", self.topic);
         }
     }
 }
@@ -351,11 +308,7 @@ impl Source for KafkaSource {
         let mine = partitions_for_worker(&all, self.parallelism, self.index);
         self.all.clone_from(&all);
         if mine.iter().any(|p| !self.positions.contains_key(p)) {
-            pgrx::log!(
-                "pipeline_kafka: topic \"{}\" has new partitions, now reading {:?}",
-                self.topic,
-                mine
-            );
+            pgrx::log!("pipeline_kafka: topic \"{}\" has new partitions, now reading {:?}", self.topic, mine);
             self.reassign(Some(all))?;
         }
         Ok(())
@@ -366,10 +319,7 @@ impl Source for KafkaSource {
     }
 
     fn owned(&self) -> Vec<(i32, Option<i64>)> {
-        self.positions
-            .keys()
-            .map(|p| (*p, self.cached_high_watermark(*p)))
-            .collect()
+        self.positions.keys().map(|p| (*p, self.cached_high_watermark(*p))).collect()
     }
 
     fn all_streams(&self) -> Vec<i32> {

@@ -56,10 +56,7 @@ impl Aggregate {
     /// record naming a key the tables do not have, a key that is not UTF-8) is plain. Checks every
     /// field once, copying nothing but the key tables' ranges.
     pub fn parse(data: &[u8]) -> Option<Aggregate> {
-        if data.len() < MAGIC.len() + DIGEST_LEN
-            || data[..MAGIC.len()] != MAGIC
-            || u32::try_from(data.len()).is_err()
-        {
+        if data.len() < MAGIC.len() + DIGEST_LEN || data[..MAGIC.len()] != MAGIC || u32::try_from(data.len()).is_err() {
             return None;
         }
         let body = (MAGIC.len(), data.len() - DIGEST_LEN);
@@ -71,12 +68,7 @@ impl Aggregate {
             let start = b.as_ptr() as usize - data.as_ptr() as usize;
             (start as u32, (start + b.len()) as u32)
         };
-        let mut agg = Aggregate {
-            body,
-            keys: Vec::new(),
-            hash_keys: Vec::new(),
-            count: 0,
-        };
+        let mut agg = Aggregate { body, keys: Vec::new(), hash_keys: Vec::new(), count: 0 };
         let (mut max_key, mut max_hash_key) = (None::<u64>, None::<u64>);
         let mut r = Reader { buf: bytes, pos: 0 };
         while let Some(f) = r.field() {
@@ -100,22 +92,15 @@ impl Aggregate {
             }
         }
         // Every user record's indexes must lie in the tables (which may come after the records).
-        let fits = |max: Option<u64>, len: usize| {
-            max.is_none_or(|m| usize::try_from(m).is_ok_and(|m| m < len))
-        };
+        let fits = |max: Option<u64>, len: usize| max.is_none_or(|m| usize::try_from(m).is_ok_and(|m| m < len));
         (fits(max_key, agg.keys.len()) && fits(max_hash_key, agg.hash_keys.len())).then_some(agg)
     }
 
     /// The next user record after `at` (None after the last), moving `at` past it. `data` must be
     /// the bytes `parse` accepted.
     pub fn next<'a>(&self, data: &'a [u8], at: &mut Cursor) -> Option<UserRecord<'a>> {
-        let mut r = Reader {
-            buf: &data[self.body.0..self.body.1],
-            pos: at.pos,
-        };
-        let text = |(start, end): (u32, u32)| {
-            std::str::from_utf8(&data[start as usize..end as usize]).unwrap_or_default()
-        };
+        let mut r = Reader { buf: &data[self.body.0..self.body.1], pos: at.pos };
+        let text = |(start, end): (u32, u32)| std::str::from_utf8(&data[start as usize..end as usize]).unwrap_or_default();
         while let Some(f) = r.field() {
             let (pk, ehk, d) = match f {
                 Ok((3, Field::Bytes(b))) => parse_record(b)?,
@@ -190,21 +175,16 @@ impl<'a> Reader<'a> {
         if self.pos >= self.buf.len() {
             return None;
         }
-        let Some(tag) = self.varint() else {
-            return Some(Err(()));
-        };
+        let Some(tag) = self.varint() else { return Some(Err(())) };
         let value = match tag & 7 {
             0 => self.varint().map(Field::Varint),
             1 => self.skip(8),
-            2 => self
-                .varint()
-                .and_then(|n| usize::try_from(n).ok())
-                .and_then(|n| {
-                    let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len())?;
-                    let bytes = &self.buf[self.pos..end];
-                    self.pos = end;
-                    Some(Field::Bytes(bytes))
-                }),
+            2 => self.varint().and_then(|n| usize::try_from(n).ok()).and_then(|n| {
+                let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len())?;
+                let bytes = &self.buf[self.pos..end];
+                self.pos = end;
+                Some(Field::Bytes(bytes))
+            }),
             5 => self.skip(4),
             _ => None,
         };
@@ -259,11 +239,7 @@ mod tests {
     }
 
     /// Builds an aggregate the way the KPL lays it out (the tests' own encoder).
-    fn aggregate(
-        keys: &[&str],
-        hash_keys: &[&str],
-        records: &[(u64, Option<u64>, &[u8])],
-    ) -> Vec<u8> {
+    fn aggregate(keys: &[&str], hash_keys: &[&str], records: &[(u64, Option<u64>, &[u8])]) -> Vec<u8> {
         let mut body = Vec::new();
         for k in keys {
             bytes_field(1, k.as_bytes(), &mut body);
@@ -298,8 +274,7 @@ mod tests {
         while let Some(u) = agg.next(data, &mut at) {
             let keep = match range {
                 None => true,
-                Some((lo, hi)) => hash_key(u.explicit_hash_key, u.partition_key)
-                    .is_some_and(|h| lo <= h && h <= hi),
+                Some((lo, hi)) => hash_key(u.explicit_hash_key, u.partition_key).is_some_and(|h| lo <= h && h <= hi),
             };
             if keep {
                 out.push((u.sub, u.partition_key.to_string(), u.data.to_vec()));
@@ -311,11 +286,7 @@ mod tests {
 
     #[test]
     fn aggregates_become_their_user_records_in_order() {
-        let agg = aggregate(
-            &["a", "b"],
-            &[],
-            &[(0, None, b"one"), (1, None, b"two"), (0, None, b"")],
-        );
+        let agg = aggregate(&["a", "b"], &[], &[(0, None, b"one"), (1, None, b"two"), (0, None, b"")]);
         let rs = users(&agg, None).expect("de-aggregated");
         assert_eq!(rs.len(), 3);
         assert_eq!(rs[0], (0, "a".to_string(), b"one".to_vec()));
@@ -325,9 +296,7 @@ mod tests {
         assert_eq!((parsed.count, parsed.key_count()), (3, 2));
         // user records share their key: the table's index says which
         let mut at = Cursor::default();
-        let keys: Vec<usize> = std::iter::from_fn(|| parsed.next(&agg, &mut at))
-            .map(|u| u.key_index)
-            .collect();
+        let keys: Vec<usize> = std::iter::from_fn(|| parsed.next(&agg, &mut at)).map(|u| u.key_index).collect();
         assert_eq!(keys, vec![0, 1, 0]);
     }
 
@@ -363,15 +332,7 @@ mod tests {
     fn records_outside_the_shard_hash_range_are_dropped() {
         let low = "0";
         let high = u128::MAX.to_string();
-        let agg = aggregate(
-            &["k1", "k2"],
-            &[low, &high],
-            &[
-                (0, Some(0), b"low"),
-                (1, Some(1), b"high"),
-                (0, None, b"md5"),
-            ],
-        );
+        let agg = aggregate(&["k1", "k2"], &[low, &high], &[(0, Some(0), b"low"), (1, Some(1), b"high"), (0, None, b"md5")]);
         let half = u128::MAX / 2;
         let rs = users(&agg, Some((0, half))).unwrap();
         let mut expect = vec![b"low".to_vec()];

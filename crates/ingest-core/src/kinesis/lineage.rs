@@ -29,39 +29,25 @@ pub struct Progress {
 
 impl Shard {
     pub fn parents(&self) -> impl Iterator<Item = &str> {
-        self.parent
-            .iter()
-            .chain(self.adjacent_parent.iter())
-            .map(String::as_str)
+        self.parent.iter().chain(self.adjacent_parent.iter()).map(String::as_str)
     }
 }
 
 /// The worker a shard belongs to.
 pub fn worker_of(shard_id: &str, parallelism: i32) -> i32 {
     let n = parallelism.max(1) as u64;
-    let digits: String = shard_id
-        .chars()
-        .rev()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
+    let digits: String = shard_id.chars().rev().take_while(|c| c.is_ascii_digit()).collect();
     let number = digits.chars().rev().collect::<String>().parse::<u64>().ok();
     let key = number.unwrap_or_else(|| {
         // FNV-1a: stable across processes and releases, unlike std's hasher.
-        shard_id.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-        })
+        shard_id.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
     });
     (key % n) as i32
 }
 
 /// The shards worker `index` of `parallelism` reads now: its own shards that are not finished and
 /// whose listed parents are all finished. Sorted by id.
-pub fn readable(
-    shards: &[Shard],
-    progress: &BTreeMap<String, Progress>,
-    parallelism: i32,
-    index: i32,
-) -> Vec<String> {
+pub fn readable(shards: &[Shard], progress: &BTreeMap<String, Progress>, parallelism: i32, index: i32) -> Vec<String> {
     let listed: BTreeMap<&str, &Shard> = shards.iter().map(|s| (s.id.as_str(), s)).collect();
     let finished = |id: &str| progress.get(id).is_some_and(|p| p.finished);
     let mut out: Vec<String> = shards
@@ -101,9 +87,7 @@ mod tests {
     }
 
     fn done(ids: &[&str]) -> BTreeMap<String, Progress> {
-        ids.iter()
-            .map(|i| (i.to_string(), Progress { finished: true }))
-            .collect()
+        ids.iter().map(|i| (i.to_string(), Progress { finished: true })).collect()
     }
 
     #[test]
@@ -111,29 +95,11 @@ mod tests {
         // 0 split into 1 and 2; then 1 and 2 merged into 3.
         let shards = vec![
             shard("shardId-000000000000", None, None, true),
-            shard(
-                "shardId-000000000001",
-                Some("shardId-000000000000"),
-                None,
-                true,
-            ),
-            shard(
-                "shardId-000000000002",
-                Some("shardId-000000000000"),
-                None,
-                true,
-            ),
-            shard(
-                "shardId-000000000003",
-                Some("shardId-000000000001"),
-                Some("shardId-000000000002"),
-                false,
-            ),
+            shard("shardId-000000000001", Some("shardId-000000000000"), None, true),
+            shard("shardId-000000000002", Some("shardId-000000000000"), None, true),
+            shard("shardId-000000000003", Some("shardId-000000000001"), Some("shardId-000000000002"), false),
         ];
-        assert_eq!(
-            readable(&shards, &done(&[]), 1, 0),
-            vec!["shardId-000000000000"]
-        );
+        assert_eq!(readable(&shards, &done(&[]), 1, 0), vec!["shardId-000000000000"]);
         assert_eq!(
             readable(&shards, &done(&["shardId-000000000000"]), 1, 0),
             vec!["shardId-000000000001", "shardId-000000000002"]
@@ -141,31 +107,16 @@ mod tests {
         // one parent of the merge finished is not enough
         let p = done(&["shardId-000000000000", "shardId-000000000001"]);
         assert_eq!(readable(&shards, &p, 1, 0), vec!["shardId-000000000002"]);
-        assert_eq!(
-            waiting_for_parents(&shards, &p),
-            vec!["shardId-000000000003"]
-        );
-        let p = done(&[
-            "shardId-000000000000",
-            "shardId-000000000001",
-            "shardId-000000000002",
-        ]);
+        assert_eq!(waiting_for_parents(&shards, &p), vec!["shardId-000000000003"]);
+        let p = done(&["shardId-000000000000", "shardId-000000000001", "shardId-000000000002"]);
         assert_eq!(readable(&shards, &p, 1, 0), vec!["shardId-000000000003"]);
         assert!(waiting_for_parents(&shards, &p).is_empty());
     }
 
     #[test]
     fn parents_past_retention_do_not_block_children() {
-        let shards = vec![shard(
-            "shardId-000000000005",
-            Some("shardId-000000000001"),
-            None,
-            false,
-        )];
-        assert_eq!(
-            readable(&shards, &done(&[]), 1, 0),
-            vec!["shardId-000000000005"]
-        );
+        let shards = vec![shard("shardId-000000000005", Some("shardId-000000000001"), None, false)];
+        assert_eq!(readable(&shards, &done(&[]), 1, 0), vec!["shardId-000000000005"]);
     }
 
     #[test]
@@ -176,9 +127,7 @@ mod tests {
         let w = worker_of("custom", 3);
         assert!((0..3).contains(&w));
         assert_eq!(w, worker_of("custom", 3), "stable");
-        let shards: Vec<Shard> = (0..4)
-            .map(|i| shard(&format!("shardId-00000000000{i}"), None, None, false))
-            .collect();
+        let shards: Vec<Shard> = (0..4).map(|i| shard(&format!("shardId-00000000000{i}"), None, None, false)).collect();
         let a = readable(&shards, &done(&[]), 2, 0);
         let b = readable(&shards, &done(&[]), 2, 1);
         assert_eq!(a, vec!["shardId-000000000000", "shardId-000000000002"]);

@@ -31,19 +31,11 @@ pub enum StartAt {
 /// (an aggregate read partly is read again from its start). `taken`: the last user record this
 /// worker took from the shard (fetched, committed or not); `start_time`: where a shard with
 /// nothing taken starts (None: TRIM_HORIZON).
-pub fn start(
-    taken: Option<&ShardPos>,
-    start_time: Option<SystemTime>,
-) -> (StartAt, Option<Resume>) {
+pub fn start(taken: Option<&ShardPos>, start_time: Option<SystemTime>) -> (StartAt, Option<Resume>) {
     match taken.map(ShardPos::resume) {
-        Some(Resume::After(seq)) => (
-            StartAt::AfterSequence(seq.clone()),
-            Some(Resume::After(seq)),
-        ),
+        Some(Resume::After(seq)) => (StartAt::AfterSequence(seq.clone()), Some(Resume::After(seq))),
         Some(r @ Resume::AtSkipping { .. }) => {
-            let Resume::AtSkipping { seq, .. } = &r else {
-                unreachable!()
-            };
+            let Resume::AtSkipping { seq, .. } = &r else { unreachable!() };
             (StartAt::AtSequence(seq.clone()), Some(r))
         }
         None => match start_time {
@@ -57,11 +49,7 @@ pub fn start(
 /// AT_SEQUENCE_NUMBER, or a time: AT_TIMESTAMP): there while nothing was taken from the shard
 /// since, nothing of it skipped; once something was taken (and then committed, which makes it the
 /// shard's checkpoint), from the last record taken, as `start` says.
-pub fn start_sought(
-    taken: Option<&ShardPos>,
-    sought: Option<&StartAt>,
-    start_time: Option<SystemTime>,
-) -> (StartAt, Option<Resume>) {
+pub fn start_sought(taken: Option<&ShardPos>, sought: Option<&StartAt>, start_time: Option<SystemTime>) -> (StartAt, Option<Resume>) {
     match (taken, sought) {
         (None, Some(at)) => (at.clone(), None),
         _ => start(taken, start_time),
@@ -184,14 +172,8 @@ impl Unpacked {
 
     fn find_last(&mut self) -> Option<ShardPos> {
         let Some((agg, _)) = &self.aggregate else {
-            let taken = self
-                .skip
-                .as_ref()
-                .is_some_and(|r| r.already_consumed(&self.seq, None));
-            return (!taken).then(|| ShardPos {
-                seq: self.seq.clone(),
-                sub: None,
-            });
+            let taken = self.skip.as_ref().is_some_and(|r| r.already_consumed(&self.seq, None));
+            return (!taken).then(|| ShardPos { seq: self.seq.clone(), sub: None });
         };
         let mut at = Cursor::default();
         let mut last = None;
@@ -211,30 +193,14 @@ impl Unpacked {
             }
         }
         self.skipped_outside = skipped;
-        last.map(|sub| ShardPos {
-            seq: self.seq.clone(),
-            sub: Some(sub),
-        })
+        last.map(|sub| ShardPos { seq: self.seq.clone(), sub: Some(sub) })
     }
 }
 
 /// A message of `shard` at (`seq`, `sub`); the key is copied.
-fn message(
-    shard: &str,
-    seq: &SeqNum,
-    sub: Option<u64>,
-    key: &[u8],
-    payload: Vec<u8>,
-    arrival_ms: Option<i64>,
-) -> Message<KinesisPos> {
+fn message(shard: &str, seq: &SeqNum, sub: Option<u64>, key: &[u8], payload: Vec<u8>, arrival_ms: Option<i64>) -> Message<KinesisPos> {
     Message {
-        pos: KinesisPos {
-            shard: shard.to_string(),
-            at: ShardPos {
-                seq: seq.clone(),
-                sub,
-            },
-        },
+        pos: KinesisPos { shard: shard.to_string(), at: ShardPos { seq: seq.clone(), sub } },
         key: Some(key.to_vec()),
         payload: Some(payload),
         timestamp_ms: arrival_ms,
@@ -253,14 +219,7 @@ impl Iterator for Unpacked {
         let Some((agg, at)) = &mut self.aggregate else {
             self.done = true;
             let data = std::mem::take(&mut self.data);
-            return Some(message(
-                &self.shard,
-                &self.seq,
-                None,
-                self.partition_key.as_bytes(),
-                data,
-                self.arrival_ms,
-            ));
+            return Some(message(&self.shard, &self.seq, None, self.partition_key.as_bytes(), data, self.arrival_ms));
         };
         let mut filter = Filter {
             seq: &self.seq,
@@ -273,14 +232,7 @@ impl Iterator for Unpacked {
             if filter.verdict(&u) == Verdict::Keep {
                 self.done = self.last.as_ref().is_some_and(|l| l.sub == Some(u.sub));
                 let payload = u.data.to_vec();
-                return Some(message(
-                    &self.shard,
-                    &self.seq,
-                    Some(u.sub),
-                    u.partition_key.as_bytes(),
-                    payload,
-                    self.arrival_ms,
-                ));
+                return Some(message(&self.shard, &self.seq, Some(u.sub), u.partition_key.as_bytes(), payload, self.arrival_ms));
             }
         }
         self.done = true;
@@ -309,10 +261,7 @@ enum Verdict {
 
 impl Filter<'_> {
     fn verdict(&mut self, u: &UserRecord<'_>) -> Verdict {
-        if self
-            .skip
-            .is_some_and(|r| r.already_consumed(self.seq, Some(u.sub)))
-        {
+        if self.skip.is_some_and(|r| r.already_consumed(self.seq, Some(u.sub))) {
             return Verdict::Taken;
         }
         match (self.range, self.outside) {
@@ -326,12 +275,9 @@ impl Filter<'_> {
             Some(k) => hash_key(Some(k), u.partition_key),
             // Hashing a long key for each of thousands of user records sharing it would cost
             // what copying it did.
-            None if u.partition_key.len() >= LONG_KEY => Some(
-                *self
-                    .hashes
-                    .entry(u.key_index)
-                    .or_insert_with(|| partition_key_hash(u.partition_key)),
-            ),
+            None if u.partition_key.len() >= LONG_KEY => {
+                Some(*self.hashes.entry(u.key_index).or_insert_with(|| partition_key_hash(u.partition_key)))
+            }
             None => Some(partition_key_hash(u.partition_key)),
         };
         hash.is_some_and(|h| lo <= h && h <= hi)
@@ -344,11 +290,7 @@ impl Filter<'_> {
 pub fn jitter(delay: std::time::Duration, random: u64) -> std::time::Duration {
     let half = delay / 2;
     let spread = half.as_nanos() as u64;
-    let extra = if spread == 0 {
-        0
-    } else {
-        random % (spread + 1)
-    };
+    let extra = if spread == 0 { 0 } else { random % (spread + 1) };
     half + std::time::Duration::from_nanos(extra)
 }
 
@@ -392,17 +334,7 @@ mod tests {
         range: Option<(u128, u128)>,
         skip: Option<&Resume>,
     ) -> Vec<Message<KinesisPos>> {
-        Unpacked::new(
-            shard,
-            seq,
-            partition_key,
-            data,
-            arrival_ms,
-            range,
-            OutsideShard::Skip,
-            skip,
-        )
-        .collect()
+        Unpacked::new(shard, seq, partition_key, data, arrival_ms, range, OutsideShard::Skip, skip).collect()
     }
 
     /// An aggregate of user records with partition keys k0, k1, ... (protobuf written by hand).
@@ -432,32 +364,11 @@ mod tests {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         assert_eq!(start(None, None).0, StartAt::TrimHorizon);
         assert_eq!(start(None, Some(t)).0, StartAt::AtTimestamp(t));
-        let whole = ShardPos {
-            seq: s("42"),
-            sub: None,
-        };
-        assert_eq!(
-            start(Some(&whole), Some(t)),
-            (
-                StartAt::AfterSequence(s("42")),
-                Some(Resume::After(s("42")))
-            )
-        );
+        let whole = ShardPos { seq: s("42"), sub: None };
+        assert_eq!(start(Some(&whole), Some(t)), (StartAt::AfterSequence(s("42")), Some(Resume::After(s("42")))));
         // an aggregate read up to its user record 3: read it again, skipping 0..=3
-        let part = ShardPos {
-            seq: s("42"),
-            sub: Some(3),
-        };
-        assert_eq!(
-            start(Some(&part), None),
-            (
-                StartAt::AtSequence(s("42")),
-                Some(Resume::AtSkipping {
-                    seq: s("42"),
-                    done: 3
-                })
-            )
-        );
+        let part = ShardPos { seq: s("42"), sub: Some(3) };
+        assert_eq!(start(Some(&part), None), (StartAt::AtSequence(s("42")), Some(Resume::AtSkipping { seq: s("42"), done: 3 })));
     }
 
     #[test]
@@ -469,98 +380,35 @@ mod tests {
         let when = StartAt::AtTimestamp(t);
         assert_eq!(start_sought(None, Some(&when), None), (when.clone(), None));
         // something taken since: from there, never back at the sought position
-        let whole = ShardPos {
-            seq: s("42"),
-            sub: None,
-        };
-        assert_eq!(
-            start_sought(Some(&whole), Some(&at), None),
-            start(Some(&whole), None)
-        );
-        let part = ShardPos {
-            seq: s("40"),
-            sub: Some(1),
-        };
-        assert_eq!(
-            start_sought(Some(&part), Some(&at), None).1,
-            Some(Resume::AtSkipping {
-                seq: s("40"),
-                done: 1
-            })
-        );
+        let whole = ShardPos { seq: s("42"), sub: None };
+        assert_eq!(start_sought(Some(&whole), Some(&at), None), start(Some(&whole), None));
+        let part = ShardPos { seq: s("40"), sub: Some(1) };
+        assert_eq!(start_sought(Some(&part), Some(&at), None).1, Some(Resume::AtSkipping { seq: s("40"), done: 1 }));
         // not sought: as before
         assert_eq!(start_sought(None, None, Some(t)), start(None, Some(t)));
     }
 
     #[test]
     fn records_become_messages_once() {
-        let plain = messages(
-            "shardId-000000000001",
-            &s("7"),
-            "pk",
-            b"hello".to_vec(),
-            None,
-            None,
-            None,
-        );
+        let plain = messages("shardId-000000000001", &s("7"), "pk", b"hello".to_vec(), None, None, None);
         assert_eq!(plain.len(), 1);
         assert_eq!(plain[0].payload.as_deref(), Some(&b"hello"[..]));
         assert_eq!(plain[0].key.as_deref(), Some(&b"pk"[..]));
-        assert_eq!(
-            plain[0].pos.at,
-            ShardPos {
-                seq: s("7"),
-                sub: None
-            }
-        );
+        assert_eq!(plain[0].pos.at, ShardPos { seq: s("7"), sub: None });
 
-        let agg = messages(
-            "shardId-000000000001",
-            &s("9"),
-            "outer",
-            aggregate(5),
-            None,
-            None,
-            None,
-        );
+        let agg = messages("shardId-000000000001", &s("9"), "outer", aggregate(5), None, None, None);
         let subs: Vec<Option<u64>> = agg.iter().map(|m| m.pos.at.sub).collect();
         assert_eq!(subs, vec![Some(0), Some(1), Some(2), Some(3), Some(4)]);
         assert_eq!(agg[2].key.as_deref(), Some(&b"k2"[..]));
         assert_eq!(agg[2].payload.as_deref(), Some(&b"v2"[..]));
 
         // resumed inside the aggregate after user record 2: only 3 and 4 again
-        let skip = Resume::AtSkipping {
-            seq: s("9"),
-            done: 2,
-        };
-        let rest = messages(
-            "shardId-000000000001",
-            &s("9"),
-            "outer",
-            aggregate(5),
-            None,
-            None,
-            Some(&skip),
-        );
-        assert_eq!(
-            rest.iter().map(|m| m.pos.at.sub).collect::<Vec<_>>(),
-            vec![Some(3), Some(4)]
-        );
+        let skip = Resume::AtSkipping { seq: s("9"), done: 2 };
+        let rest = messages("shardId-000000000001", &s("9"), "outer", aggregate(5), None, None, Some(&skip));
+        assert_eq!(rest.iter().map(|m| m.pos.at.sub).collect::<Vec<_>>(), vec![Some(3), Some(4)]);
         // a later record is not affected by the skip; an earlier one is dropped
-        assert_eq!(
-            messages("x", &s("10"), "p", b"a".to_vec(), None, None, Some(&skip)).len(),
-            1
-        );
-        assert!(messages(
-            "x",
-            &s("8"),
-            "p",
-            b"a".to_vec(),
-            None,
-            None,
-            Some(&Resume::After(s("9")))
-        )
-        .is_empty());
+        assert_eq!(messages("x", &s("10"), "p", b"a".to_vec(), None, None, Some(&skip)).len(), 1);
+        assert!(messages("x", &s("8"), "p", b"a".to_vec(), None, None, Some(&Resume::After(s("9")))).is_empty());
     }
 
     /// An aggregate of `n` user records (data "v0", "v1", ...) all naming partition key `key`,
@@ -604,50 +452,16 @@ mod tests {
         assert!(data.len() < 160_000, "{}", data.len());
         let everything = Some((0, u128::MAX));
         let ((first, last), peak) = peak_during(|| {
-            let mut u = Unpacked::new(
-                "shardId-1",
-                &s("9"),
-                "outer",
-                data.clone(),
-                None,
-                everything,
-                OutsideShard::Skip,
-                None,
-            );
+            let mut u = Unpacked::new("shardId-1", &s("9"), "outer", data.clone(), None, everything, OutsideShard::Skip, None);
             (u.next().unwrap(), u.last_pos().cloned())
         });
-        assert!(
-            peak < 600_000,
-            "one message of the aggregate held {peak} bytes at its peak"
-        );
+        assert!(peak < 600_000, "one message of the aggregate held {peak} bytes at its peak");
         assert_eq!(first.key.as_deref(), Some(key.as_bytes()));
-        assert_eq!(
-            (first.pos.at.sub, first.payload.as_deref()),
-            (Some(0), Some(&b"v0"[..]))
-        );
-        assert_eq!(
-            last,
-            Some(ShardPos {
-                seq: s("9"),
-                sub: Some(n as u64 - 1)
-            })
-        );
+        assert_eq!((first.pos.at.sub, first.payload.as_deref()), (Some(0), Some(&b"v0"[..])));
+        assert_eq!(last, Some(ShardPos { seq: s("9"), sub: Some(n as u64 - 1) }));
 
-        let limits = Limits {
-            max_messages: 100_000,
-            max_bytes: 1 << 20,
-            max_wait: Duration::from_secs(1),
-        };
-        let mut u = Unpacked::new(
-            "shardId-1",
-            &s("9"),
-            "outer",
-            data.clone(),
-            None,
-            everything,
-            OutsideShard::Skip,
-            None,
-        );
+        let limits = Limits { max_messages: 100_000, max_bytes: 1 << 20, max_wait: Duration::from_secs(1) };
+        let mut u = Unpacked::new("shardId-1", &s("9"), "outer", data.clone(), None, everything, OutsideShard::Skip, None);
         let (taken, peak) = peak_during(|| {
             let mut batch: Batch<KinesisPos> = Batch::default();
             while !batch.is_full(&limits) {
@@ -660,10 +474,7 @@ mod tests {
         });
         assert_eq!(taken.0, 11, "a 1 MB batch holds 11 user records of 100 KB");
         assert!(taken.1 >= 1 << 20);
-        assert!(
-            peak < 3 << 20,
-            "a batch of 1 MB held {peak} bytes at its peak"
-        );
+        assert!(peak < 3 << 20, "a batch of 1 MB held {peak} bytes at its peak");
         assert!(!u.is_done());
         // The rest, once each and in order; the last one ends it.
         let rest: Vec<Option<u64>> = u.by_ref().map(|m| m.pos.at.sub).collect();
@@ -671,35 +482,14 @@ mod tests {
         assert!(u.is_done() && u.next().is_none());
 
         // Resumed inside the aggregate: only what follows, and the same last position.
-        let skip = Resume::AtSkipping {
-            seq: s("9"),
-            done: 4_990,
-        };
-        let u = Unpacked::new(
-            "shardId-1",
-            &s("9"),
-            "outer",
-            data.clone(),
-            None,
-            everything,
-            OutsideShard::Skip,
-            Some(&skip),
-        );
+        let skip = Resume::AtSkipping { seq: s("9"), done: 4_990 };
+        let u = Unpacked::new("shardId-1", &s("9"), "outer", data.clone(), None, everything, OutsideShard::Skip, Some(&skip));
         assert_eq!(u.last_pos().and_then(|l| l.sub), Some(n as u64 - 1));
         assert_eq!(u.count(), 9);
         // A shard whose hash range excludes the key: nothing, and no position.
         let h = crate::kinesis::kpl::partition_key_hash(&key);
         let other = if h == 0 { (1, u128::MAX) } else { (0, h - 1) };
-        let mut u = Unpacked::new(
-            "shardId-1",
-            &s("9"),
-            "outer",
-            data,
-            None,
-            Some(other),
-            OutsideShard::Skip,
-            None,
-        );
+        let mut u = Unpacked::new("shardId-1", &s("9"), "outer", data, None, Some(other), OutsideShard::Skip, None);
         assert!(u.last_pos().is_none() && u.is_done() && u.next().is_none());
     }
 
@@ -709,9 +499,7 @@ mod tests {
     #[test]
     fn user_records_outside_the_shard_are_counted_when_skipped_and_taken_when_kept() {
         let data = aggregate(6);
-        let hashes: Vec<u128> = (0..6)
-            .map(|i| crate::kinesis::kpl::partition_key_hash(&format!("k{i}")))
-            .collect();
+        let hashes: Vec<u128> = (0..6).map(|i| crate::kinesis::kpl::partition_key_hash(&format!("k{i}"))).collect();
         // The shard's range holds k2's hash key and as few others as can be.
         let h = hashes[2];
         let range = Some((h, h));
@@ -719,88 +507,25 @@ mod tests {
         let outside = 6 - inside;
         assert!(outside >= 5);
 
-        let u = Unpacked::new(
-            "shardId-1",
-            &s("9"),
-            "outer",
-            data.clone(),
-            None,
-            range,
-            OutsideShard::Skip,
-            None,
-        );
+        let u = Unpacked::new("shardId-1", &s("9"), "outer", data.clone(), None, range, OutsideShard::Skip, None);
         assert_eq!(u.skipped_outside(), outside);
         let subs: Vec<Option<u64>> = u.map(|m| m.pos.at.sub).collect();
         assert_eq!(subs, vec![Some(2)]);
 
-        let u = Unpacked::new(
-            "shardId-1",
-            &s("9"),
-            "outer",
-            data.clone(),
-            None,
-            range,
-            OutsideShard::Keep,
-            None,
-        );
+        let u = Unpacked::new("shardId-1", &s("9"), "outer", data.clone(), None, range, OutsideShard::Keep, None);
         assert_eq!(u.skipped_outside(), 0);
-        assert_eq!(
-            u.last_pos(),
-            Some(&ShardPos {
-                seq: s("9"),
-                sub: Some(5)
-            })
-        );
-        let kept: Vec<(Option<u64>, Vec<u8>)> =
-            u.map(|m| (m.pos.at.sub, m.payload.unwrap())).collect();
-        assert_eq!(
-            kept,
-            (0..6u64)
-                .map(|i| (Some(i), format!("v{i}").into_bytes()))
-                .collect::<Vec<_>>()
-        );
+        assert_eq!(u.last_pos(), Some(&ShardPos { seq: s("9"), sub: Some(5) }));
+        let kept: Vec<(Option<u64>, Vec<u8>)> = u.map(|m| (m.pos.at.sub, m.payload.unwrap())).collect();
+        assert_eq!(kept, (0..6u64).map(|i| (Some(i), format!("v{i}").into_bytes())).collect::<Vec<_>>());
 
         // Resumed after user record 3: those taken already are not counted again.
-        let skip = Resume::AtSkipping {
-            seq: s("9"),
-            done: 3,
-        };
-        let u = Unpacked::new(
-            "shardId-1",
-            &s("9"),
-            "outer",
-            data.clone(),
-            None,
-            range,
-            OutsideShard::Skip,
-            Some(&skip),
-        );
+        let skip = Resume::AtSkipping { seq: s("9"), done: 3 };
+        let u = Unpacked::new("shardId-1", &s("9"), "outer", data.clone(), None, range, OutsideShard::Skip, Some(&skip));
         assert_eq!(u.skipped_outside(), 2);
-        let u = Unpacked::new(
-            "shardId-1",
-            &s("9"),
-            "outer",
-            data,
-            None,
-            range,
-            OutsideShard::Keep,
-            Some(&skip),
-        );
-        assert_eq!(
-            u.map(|m| m.pos.at.sub).collect::<Vec<_>>(),
-            vec![Some(4), Some(5)]
-        );
+        let u = Unpacked::new("shardId-1", &s("9"), "outer", data, None, range, OutsideShard::Keep, Some(&skip));
+        assert_eq!(u.map(|m| m.pos.at.sub).collect::<Vec<_>>(), vec![Some(4), Some(5)]);
         // A plain record is never outside (it is the shard's own record).
-        let u = Unpacked::new(
-            "shardId-1",
-            &s("10"),
-            "pk",
-            b"x".to_vec(),
-            None,
-            range,
-            OutsideShard::Skip,
-            None,
-        );
+        let u = Unpacked::new("shardId-1", &s("10"), "pk", b"x".to_vec(), None, range, OutsideShard::Skip, None);
         assert_eq!((u.skipped_outside(), u.count()), (0, 1));
         assert_eq!(OutsideShard::parse("keep"), Some(OutsideShard::Keep));
         assert_eq!(OutsideShard::parse("skip"), Some(OutsideShard::Skip));

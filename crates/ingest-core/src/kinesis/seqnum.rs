@@ -24,11 +24,7 @@ impl SeqNum {
             return Err(SeqNumError::Invalid(s.chars().take(140).collect()));
         }
         let trimmed = s.trim_start_matches('0');
-        Ok(SeqNum(if trimmed.is_empty() {
-            "0".to_string()
-        } else {
-            trimmed.to_string()
-        }))
+        Ok(SeqNum(if trimmed.is_empty() { "0".to_string() } else { trimmed.to_string() }))
     }
 
     pub fn as_str(&self) -> &str {
@@ -38,10 +34,7 @@ impl SeqNum {
 
 impl Ord for SeqNum {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.0
-            .len()
-            .cmp(&other.0.len())
-            .then_with(|| self.0.cmp(&other.0))
+        self.0.len().cmp(&other.0.len()).then_with(|| self.0.cmp(&other.0))
     }
 }
 
@@ -79,10 +72,7 @@ impl ShardPos {
     pub fn resume(&self) -> Resume {
         match self.sub {
             None => Resume::After(self.seq.clone()),
-            Some(done) => Resume::AtSkipping {
-                seq: self.seq.clone(),
-                done,
-            },
+            Some(done) => Resume::AtSkipping { seq: self.seq.clone(), done },
         }
     }
 }
@@ -127,27 +117,13 @@ mod tests {
 
     #[test]
     fn resuming_skips_exactly_what_was_consumed() {
-        let whole = ShardPos {
-            seq: s("100"),
-            sub: None,
-        }
-        .resume();
+        let whole = ShardPos { seq: s("100"), sub: None }.resume();
         assert_eq!(whole, Resume::After(s("100")));
         assert!(whole.already_consumed(&s("100"), None));
         assert!(!whole.already_consumed(&s("101"), None));
 
-        let partial = ShardPos {
-            seq: s("100"),
-            sub: Some(2),
-        }
-        .resume();
-        assert_eq!(
-            partial,
-            Resume::AtSkipping {
-                seq: s("100"),
-                done: 2
-            }
-        );
+        let partial = ShardPos { seq: s("100"), sub: Some(2) }.resume();
+        assert_eq!(partial, Resume::AtSkipping { seq: s("100"), done: 2 });
         for i in 0..=2 {
             assert!(partial.already_consumed(&s("100"), Some(i)));
         }

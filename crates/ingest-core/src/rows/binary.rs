@@ -19,11 +19,7 @@ impl BinaryRowWriter {
     pub fn new() -> BinaryRowWriter {
         let mut buf = Vec::with_capacity(64 * 1024);
         buf.extend_from_slice(HEADER);
-        BinaryRowWriter {
-            row_at: buf.len(),
-            buf,
-            field_at: None,
-        }
+        BinaryRowWriter { row_at: buf.len(), buf, field_at: None }
     }
 
     /// Starts a tuple of `nfields` fields (every column of the COPY column list, in order).
@@ -88,9 +84,7 @@ mod tests {
         w.abandon_row();
         let out = w.finish();
         let mut want = HEADER.to_vec();
-        want.extend_from_slice(&[
-            0, 2, 0, 0, 0, 4, 0, 0, 0, 7, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        ]);
+        want.extend_from_slice(&[0, 2, 0, 0, 0, 4, 0, 0, 0, 7, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
         assert_eq!(out, want);
         assert_eq!(HEADER.len(), 19);
     }

@@ -26,11 +26,7 @@ fn ymd(days_1970: i64) -> (String, bool) {
 /// (year first, four digits or more, " BC" for years <= 0).
 pub(super) fn date_text(days_1970: i64) -> String {
     let (s, bc) = ymd(days_1970);
-    if bc {
-        s + " BC"
-    } else {
-        s
-    }
+    if bc { s + " BC" } else { s }
 }
 
 /// ISO text of a timestamp (microseconds since 1970-01-01 00:00), with the zone "+00" when
@@ -41,15 +37,6 @@ pub(super) fn timestamp_text(micros_1970: i64, zoned: bool) -> String {
     let (s, bc) = ymd(days);
     let (secs, frac) = (us / 1_000_000, us % 1_000_000);
     let zone = if zoned { "+00" } else { "" };
-    let s = format!(
-        "{s} {:02}:{:02}:{:02}.{frac:06}{zone}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    );
-    if bc {
-        s + " BC"
-    } else {
-        s
-    }
+    let s = format!("{s} {:02}:{:02}:{:02}.{frac:06}{zone}", secs / 3600, secs / 60 % 60, secs % 60);
+    if bc { s + " BC" } else { s }
 }

@@ -22,11 +22,7 @@ const DATE_END: i64 = 2_147_483_494 - 2_451_545;
 const TS_MIN: i64 = -211_813_488_000_000_000;
 const TS_END: i64 = 9_223_371_331_200_000_000;
 
-pub(super) fn encode_typed(
-    v: &Value<'_>,
-    ty: PgType,
-    out: &mut Vec<u8>,
-) -> Result<Encoded, ConvError> {
+pub(super) fn encode_typed(v: &Value<'_>, ty: PgType, out: &mut Vec<u8>) -> Result<Encoded, ConvError> {
     match (v, ty) {
         (Value::DateDays(d), PgType::Date) => {
             let d = i64::from(*d) - EPOCH_DAYS;
@@ -38,12 +34,8 @@ pub(super) fn encode_typed(
         }
         (Value::TimestampMicros(t), PgType::Timestamp | PgType::Timestamptz)
         | (Value::LocalTimestampMicros(t), PgType::Timestamp) => {
-            let t = t
-                .checked_sub(EPOCH_MICROS)
-                .filter(|t| (TS_MIN..TS_END).contains(t));
-            let Some(t) = t else {
-                return Ok(Encoded::Fallback);
-            };
+            let t = t.checked_sub(EPOCH_MICROS).filter(|t| (TS_MIN..TS_END).contains(t));
+            let Some(t) = t else { return Ok(Encoded::Fallback) };
             out.extend_from_slice(&t.to_be_bytes());
         }
         // Another pairing (a date into timestamp, a local time into timestamptz...): the text
@@ -96,11 +88,7 @@ impl Cur<'_> {
 }
 
 /// Date/time text in the DateStyle- and TimeZone-independent ISO form; `Fallback` for any other.
-pub(super) fn text_to_binary(
-    input: &str,
-    ty: PgType,
-    out: &mut Vec<u8>,
-) -> Result<Encoded, ConvError> {
+pub(super) fn text_to_binary(input: &str, ty: PgType, out: &mut Vec<u8>) -> Result<Encoded, ConvError> {
     Ok(match parse_iso(input, ty) {
         Some(Iso::Date(d)) => {
             out.extend_from_slice(&d.to_be_bytes());
@@ -123,10 +111,7 @@ fn parse_iso(input: &str, ty: PgType) -> Option<Iso> {
     let s = input.trim_matches(|c: char| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c'));
     let mut c = Cur(s.as_bytes(), 0);
     let y = i64::from(c.num(4)?);
-    let (m, d) = (
-        c.eat(b'-').then(|| c.num(2))??,
-        c.eat(b'-').then(|| c.num(2))??,
-    );
+    let (m, d) = (c.eat(b'-').then(|| c.num(2))??, c.eat(b'-').then(|| c.num(2))??);
     if y == 0 || !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
         return None;
     }
@@ -170,12 +155,7 @@ fn parse_iso(input: &str, ty: PgType) -> Option<Iso> {
             let neg = c.eat(b'-');
             c.1 += usize::from(!neg);
             let oh = c.num(2)?;
-            let om = if c.done() {
-                0
-            } else {
-                c.eat(b':');
-                c.num(2)?
-            };
+            let om = if c.done() { 0 } else { c.eat(b':'); c.num(2)? };
             if oh > 15 || om > 59 {
                 return None;
             }
@@ -207,7 +187,10 @@ mod tests {
         assert_eq!(civil(EPOCH_DAYS), (2000, 1, 1));
         assert_eq!(civil(-719_528), (0, 1, 1));
         assert_eq!(date_text(-719_528), "0001-01-01 BC");
-        assert_eq!(timestamp_text(-1, true), "1969-12-31 23:59:59.999999+00");
+        assert_eq!(
+            timestamp_text(-1, true),
+            "1969-12-31 23:59:59.999999+00"
+        );
         assert_eq!(
             timestamp_text(86_400_000_000 + 3_723_000_004, false),
             "1970-01-02 01:02:03.000004"
@@ -223,31 +206,12 @@ mod tests {
         };
         assert_eq!(t(" 2000-01-02 ", PgType::Date), Some(1));
         assert_eq!(t("1970-01-01", PgType::Date), Some(-EPOCH_DAYS));
-        assert_eq!(
-            t("2000-01-01T00:00:01.5", PgType::Timestamp),
-            Some(1_500_000)
-        );
+        assert_eq!(t("2000-01-01T00:00:01.5", PgType::Timestamp), Some(1_500_000));
         assert_eq!(t("2000-01-01 01:00+01", PgType::Timestamptz), Some(0));
-        assert_eq!(
-            t("2000-01-01 00:00:00-0130", PgType::Timestamptz),
-            Some(5_400_000_000)
-        );
-        assert_eq!(
-            t("2000-01-01 05:00:00+05:00", PgType::Timestamp),
-            Some(18_000_000_000)
-        );
-        for s in [
-            "2000-01-01 00:00",
-            "2001-02-29",
-            "2000-01-01 24:00",
-            "01/02/2000",
-            "2000-01-01 00:00:00.1234567Z",
-            "infinity",
-            "0044-03-15 BC",
-            "2000-01-01 00:00 PST",
-            "2000-01-01 00:00:60Z",
-            "0000-01-01Z",
-        ] {
+        assert_eq!(t("2000-01-01 00:00:00-0130", PgType::Timestamptz), Some(5_400_000_000));
+        assert_eq!(t("2000-01-01 05:00:00+05:00", PgType::Timestamp), Some(18_000_000_000));
+        for s in ["2000-01-01 00:00", "2001-02-29", "2000-01-01 24:00", "01/02/2000", "2000-01-01 00:00:00.1234567Z",
+            "infinity", "0044-03-15 BC", "2000-01-01 00:00 PST", "2000-01-01 00:00:60Z", "0000-01-01Z"] {
             assert_eq!(t(s, PgType::Timestamptz), None, "{s}");
         }
         assert_eq!(t("2000-01-01 00:00", PgType::Date), None);
@@ -256,35 +220,14 @@ mod tests {
     #[test]
     fn typed_dates_and_timestamps_to_binary() {
         let mut out = Vec::new();
-        encode_typed(
-            &Value::DateDays(EPOCH_DAYS as i32 + 1),
-            PgType::Date,
-            &mut out,
-        )
-        .unwrap();
+        encode_typed(&Value::DateDays(EPOCH_DAYS as i32 + 1), PgType::Date, &mut out).unwrap();
         assert_eq!(out, 1i32.to_be_bytes());
         out.clear();
-        encode_typed(
-            &Value::TimestampMicros(EPOCH_MICROS - 5),
-            PgType::Timestamptz,
-            &mut out,
-        )
-        .unwrap();
+        encode_typed(&Value::TimestampMicros(EPOCH_MICROS - 5), PgType::Timestamptz, &mut out).unwrap();
         assert_eq!(out, (-5i64).to_be_bytes());
+        assert_eq!(encode_typed(&Value::TimestampMicros(i64::MIN), PgType::Timestamp, &mut out), Ok(Encoded::Fallback));
         assert_eq!(
-            encode_typed(
-                &Value::TimestampMicros(i64::MIN),
-                PgType::Timestamp,
-                &mut out
-            ),
-            Ok(Encoded::Fallback)
-        );
-        assert_eq!(
-            encode_typed(
-                &Value::LocalTimestampMicros(0),
-                PgType::Timestamptz,
-                &mut out
-            ),
+            encode_typed(&Value::LocalTimestampMicros(0), PgType::Timestamptz, &mut out),
             Ok(Encoded::Fallback)
         );
     }

@@ -73,23 +73,13 @@ pub struct ColumnPlan {
 impl ColumnPlan {
     /// `typname`/`typmod` of the column's type, or of its base type when `domain` (then a
     /// domain with constraints keeps the column on the text path: its checks run after input).
-    pub fn new(
-        name: &str,
-        typname: &str,
-        typmod: i32,
-        constrained_domain: bool,
-        settings: &ServerSettings,
-    ) -> ColumnPlan {
+    pub fn new(name: &str, typname: &str, typmod: i32, constrained_domain: bool, settings: &ServerSettings) -> ColumnPlan {
         let ty = if constrained_domain || !settings.utf8 || !settings.integer_datetimes {
             None
         } else {
             PgType::from_catalog(typname, typmod)
         };
-        ColumnPlan {
-            name: name.to_string(),
-            ty,
-            settings: settings.clone(),
-        }
+        ColumnPlan { name: name.to_string(), ty, settings: settings.clone() }
     }
 }
 
@@ -108,11 +98,7 @@ impl RowPlan {
     /// Appends one row (values in column order) to `w`. Err: the column index and the error
     /// (the row is taken back; the message is a dead letter). Fallback: the row is taken back
     /// and the batch goes the text path.
-    pub fn write_row(
-        &self,
-        values: &[Value<'_>],
-        w: &mut BinaryRowWriter,
-    ) -> Result<Encoded, (usize, ConvError)> {
+    pub fn write_row(&self, values: &[Value<'_>], w: &mut BinaryRowWriter) -> Result<Encoded, (usize, ConvError)> {
         assert_eq!(values.len(), self.columns.len(), "one value per column");
         w.begin_row(values.len() as u16);
         for (i, (plan, v)) in self.columns.iter().zip(values).enumerate() {
@@ -145,20 +131,12 @@ pub enum Encoded {
 }
 
 fn done(m: text::Maybe) -> Result<Encoded, ConvError> {
-    m.map(|o| {
-        if o.is_some() {
-            Encoded::Written
-        } else {
-            Encoded::Fallback
-        }
-    })
+    m.map(|o| if o.is_some() { Encoded::Written } else { Encoded::Fallback })
 }
 
 /// The text field `s` as the column's input function reads it, in the type's send format.
 pub fn encode_text(plan: &ColumnPlan, s: &str, out: &mut Vec<u8>) -> Result<Encoded, ConvError> {
-    let Some(ty) = plan.ty else {
-        return Ok(Encoded::Fallback);
-    };
+    let Some(ty) = plan.ty else { return Ok(Encoded::Fallback) };
     let pg16 = plan.settings.pg16_number_syntax();
     done(match ty {
         PgType::Int2 => text::int(s, 16, ty.message_name(), pg16, out),
@@ -180,42 +158,25 @@ pub fn encode_text(plan: &ColumnPlan, s: &str, out: &mut Vec<u8>) -> Result<Enco
         }
         PgType::Json => text::json(s, false, out),
         PgType::Jsonb => text::json(s, true, out),
-        PgType::Date | PgType::Timestamp | PgType::Timestamptz => {
-            return datetime::text_to_binary(s, ty, out)
-        }
+        PgType::Date | PgType::Timestamp | PgType::Timestamptz => return datetime::text_to_binary(s, ty, out),
     })
 }
 
 /// `1_000` or `0x1F` (PostgreSQL 16+ reads them as numbers; 15 refuses them).
 fn numeric_uses_pg16_syntax(s: &str) -> bool {
-    let t = s.trim_start_matches(|c: char| {
-        c.is_ascii_whitespace() || c == '\x0b' || c == '+' || c == '-'
-    });
-    s.contains('_')
-        || (t.len() >= 2
-            && t.as_bytes()[0] == b'0'
-            && matches!(t.as_bytes()[1] | 0x20, b'x' | b'o' | b'b'))
+    let t = s.trim_start_matches(|c: char| c.is_ascii_whitespace() || c == '\x0b' || c == '+' || c == '-');
+    s.contains('_') || (t.len() >= 2 && t.as_bytes()[0] == b'0' && matches!(t.as_bytes()[1] | 0x20, b'x' | b'o' | b'b'))
 }
 
 /// One value (not NULL) in the column's send format.
-pub fn encode_field(
-    plan: &ColumnPlan,
-    v: &Value<'_>,
-    out: &mut Vec<u8>,
-) -> Result<Encoded, ConvError> {
-    let Some(ty) = plan.ty else {
-        return Ok(Encoded::Fallback);
-    };
+pub fn encode_field(plan: &ColumnPlan, v: &Value<'_>, out: &mut Vec<u8>) -> Result<Encoded, ConvError> {
+    let Some(ty) = plan.ty else { return Ok(Encoded::Fallback) };
     match (v, ty) {
         (Value::Text(s), _) => return encode_text(plan, s, out),
         (Value::Int(i), PgType::Int2 | PgType::Int4 | PgType::Int8) => {
             let fits = match ty {
-                PgType::Int2 => i16::try_from(*i)
-                    .map(|x| out.extend_from_slice(&x.to_be_bytes()))
-                    .is_ok(),
-                PgType::Int4 => i32::try_from(*i)
-                    .map(|x| out.extend_from_slice(&x.to_be_bytes()))
-                    .is_ok(),
+                PgType::Int2 => i16::try_from(*i).map(|x| out.extend_from_slice(&x.to_be_bytes())).is_ok(),
+                PgType::Int4 => i32::try_from(*i).map(|x| out.extend_from_slice(&x.to_be_bytes())).is_ok(),
                 _ => {
                     out.extend_from_slice(&i.to_be_bytes());
                     true
@@ -247,9 +208,7 @@ pub fn encode_field(
         (Value::Null, _) => return Ok(Encoded::Fallback),
         _ => {
             // Everything else loads as its JSON twin: its text through the input function.
-            let Some(t) = v.to_text() else {
-                return Ok(Encoded::Fallback);
-            };
+            let Some(t) = v.to_text() else { return Ok(Encoded::Fallback) };
             return encode_text(plan, &t, out);
         }
     }

@@ -157,12 +157,7 @@ fn parse_finite(input: &str, start: usize, pg16: bool) -> Result<(Decimal, usize
         dweight += exp;
         dscale = (dscale - exp).max(0);
     }
-    let mut d = Decimal {
-        neg,
-        digits,
-        dweight: dweight as i32,
-        dscale: dscale as i32,
-    };
+    let mut d = Decimal { neg, digits, dweight: dweight as i32, dscale: dscale as i32 };
     d.strip();
     Ok((d, i))
 }
@@ -170,12 +165,7 @@ fn parse_finite(input: &str, start: usize, pg16: bool) -> Result<(Decimal, usize
 impl Decimal {
     /// `unscaled * 10^-scale` (a typed decimal: Avro, Debezium).
     pub fn from_unscaled(unscaled: i128, scale: i32) -> Decimal {
-        let digits: Vec<u8> = unscaled
-            .unsigned_abs()
-            .to_string()
-            .bytes()
-            .map(|c| c - b'0')
-            .collect();
+        let digits: Vec<u8> = unscaled.unsigned_abs().to_string().bytes().map(|c| c - b'0').collect();
         let mut d = Decimal {
             neg: unscaled < 0,
             dweight: digits.len() as i32 - 1 - scale,
@@ -248,11 +238,8 @@ pub fn apply_typmod(n: &mut Numeric, tm: Option<NumericTypmod>) -> Result<(), Co
             d.dscale = tm.scale.max(0);
             let maxdigits = tm.precision - tm.scale;
             if !d.digits.is_empty() && i64::from(d.dweight) + 1 > i64::from(maxdigits) {
-                let bound = if maxdigits != 0 {
-                    format!("10^{maxdigits}")
-                } else {
-                    "1".to_string()
-                };
+                let bound =
+                    if maxdigits != 0 { format!("10^{maxdigits}") } else { "1".to_string() };
                 return Err(ConvError::new("22003", "numeric field overflow").with_detail(format!(
                     "A field with precision {}, scale {} must round to an absolute value less than {bound}.",
                     tm.precision, tm.scale
@@ -304,11 +291,7 @@ pub fn encode(n: &Numeric, out: &mut Vec<u8>) -> Result<(), ConvError> {
         let mut v: u16 = 0;
         for k in 0..4 {
             let pos = g * 4 + k;
-            let dig = if pos >= offset && pos < total {
-                d.digits[pos - offset]
-            } else {
-                0
-            };
+            let dig = if pos >= offset && pos < total { d.digits[pos - offset] } else { 0 };
             v = v * 10 + u16::from(dig);
         }
         groups.push(v);
@@ -316,13 +299,7 @@ pub fn encode(n: &Numeric, out: &mut Vec<u8>) -> Result<(), ConvError> {
     while groups.last() == Some(&0) {
         groups.pop();
     }
-    head(
-        out,
-        groups.len() as i16,
-        weight as i16,
-        if d.neg { 0x4000 } else { 0 },
-        d.dscale as i16,
-    );
+    head(out, groups.len() as i16, weight as i16, if d.neg { 0x4000 } else { 0 }, d.dscale as i16);
     for g in groups {
         out.extend_from_slice(&g.to_be_bytes());
     }
@@ -349,23 +326,14 @@ mod tests {
         let tm = tm.map(|(precision, scale)| NumericTypmod { precision, scale });
         let mut out = Vec::new();
         text_to_binary(s, tm, false, &mut out)?;
-        Ok(out
-            .chunks(2)
-            .map(|c| i16::from_be_bytes([c[0], c[1]]))
-            .collect())
+        Ok(out.chunks(2).map(|c| i16::from_be_bytes([c[0], c[1]])).collect())
     }
 
     #[test]
     fn base_10000_digits_weight_sign_dscale() {
         // 12345.678: groups 0001 2345 . 6780, weight 1, dscale 3
-        assert_eq!(
-            bin("12345.678", None).unwrap(),
-            vec![3, 1, 0, 3, 1, 2345, 6780]
-        );
-        assert_eq!(
-            bin(" -0.00012 ", None).unwrap(),
-            vec![2, -1, 0x4000, 5, 1, 2000]
-        );
+        assert_eq!(bin("12345.678", None).unwrap(), vec![3, 1, 0, 3, 1, 2345, 6780]);
+        assert_eq!(bin(" -0.00012 ", None).unwrap(), vec![2, -1, 0x4000, 5, 1, 2000]);
         assert_eq!(bin("-0", None).unwrap(), vec![0, 0, 0, 0]);
         assert_eq!(bin("0.000", None).unwrap(), vec![0, 0, 0, 3]);
         assert_eq!(bin("1e4", None).unwrap(), vec![1, 1, 0, 0, 1]);
@@ -378,55 +346,27 @@ mod tests {
 
     #[test]
     fn typmod_rounds_half_away_from_zero_and_checks_precision() {
-        assert_eq!(
-            bin("2.345", Some((5, 2))).unwrap(),
-            vec![2, 0, 0, 2, 2, 3500]
-        );
-        assert_eq!(
-            bin("-2.345", Some((5, 2))).unwrap(),
-            vec![2, 0, 0x4000, 2, 2, 3500]
-        );
-        assert_eq!(
-            bin("999.995", Some((5, 2))).unwrap_err().detail.unwrap(),
-            "A field with precision 5, scale 2 must round to an absolute value less than 10^3."
-        );
+        assert_eq!(bin("2.345", Some((5, 2))).unwrap(), vec![2, 0, 0, 2, 2, 3500]);
+        assert_eq!(bin("-2.345", Some((5, 2))).unwrap(), vec![2, 0, 0x4000, 2, 2, 3500]);
+        assert_eq!(bin("999.995", Some((5, 2))).unwrap_err().detail.unwrap(),
+            "A field with precision 5, scale 2 must round to an absolute value less than 10^3.");
         assert_eq!(bin("0.5", Some((1, 1))).unwrap(), vec![1, -1, 0, 1, 5000]);
-        assert_eq!(
-            bin("1", Some((1, 1))).unwrap_err().detail.unwrap(),
-            "A field with precision 1, scale 1 must round to an absolute value less than 1."
-        );
+        assert_eq!(bin("1", Some((1, 1))).unwrap_err().detail.unwrap(),
+            "A field with precision 1, scale 1 must round to an absolute value less than 1.");
         assert_eq!(bin("1250", Some((3, -2))).unwrap(), vec![1, 0, 0, 0, 1300]);
         assert_eq!(bin("-0.004", Some((3, 2))).unwrap(), vec![0, 0, 0, 2]);
         let e = bin("Infinity", Some((10, 2))).unwrap_err();
-        assert_eq!(
-            (e.sqlstate, e.message.as_str()),
-            ("22003", "numeric field overflow")
-        );
-        assert_eq!(
-            bin("NaN", Some((10, 2))).unwrap(),
-            vec![0, 0, 0xC000u16 as i16, 0]
-        );
+        assert_eq!((e.sqlstate, e.message.as_str()), ("22003", "numeric field overflow"));
+        assert_eq!(bin("NaN", Some((10, 2))).unwrap(), vec![0, 0, 0xC000u16 as i16, 0]);
     }
 
     #[test]
     fn syntax_and_format_errors() {
-        for s in [
-            "", " ", "1.2.3", ".", "-", "1e", "abc", "1 2", "0x10", "1_000", "--1",
-        ] {
-            assert_eq!(
-                bin(s, None).unwrap_err(),
-                ConvError::syntax("numeric", s),
-                "{s:?}"
-            );
+        for s in ["", " ", "1.2.3", ".", "-", "1e", "abc", "1 2", "0x10", "1_000", "--1"] {
+            assert_eq!(bin(s, None).unwrap_err(), ConvError::syntax("numeric", s), "{s:?}");
         }
-        assert_eq!(
-            bin("1e1073741823", None).unwrap_err().message,
-            "value overflows numeric format"
-        );
-        assert_eq!(
-            bin("1e-20000", None).unwrap_err().message,
-            "value overflows numeric format"
-        );
+        assert_eq!(bin("1e1073741823", None).unwrap_err().message, "value overflows numeric format");
+        assert_eq!(bin("1e-20000", None).unwrap_err().message, "value overflows numeric format");
         assert_eq!(bin("1e131071", None).unwrap()[1], 32767);
         assert!(bin("1e131072", None).is_err());
     }

@@ -35,9 +35,7 @@ pub fn int(input: &str, bits: u32, type_name: &str, pg16: bool, out: &mut Vec<u8
     if pg16 {
         // 16+ also reads 0x/0o/0b prefixes and 1_000: let PostgreSQL read those.
         let rest = &b[i..];
-        if rest.contains(&b'_')
-            || (rest.len() >= 2 && rest[0] == b'0' && rest[1].is_ascii_alphabetic())
-        {
+        if rest.contains(&b'_') || (rest.len() >= 2 && rest[0] == b'0' && rest[1].is_ascii_alphabetic()) {
             return Ok(None);
         }
     }
@@ -114,11 +112,7 @@ pub fn float(input: &str, double: bool, pg16: bool, out: &mut Vec<u8>) -> Maybe 
     let end;
     let mut value = if let Some(v) = special {
         end = j;
-        if neg {
-            -v
-        } else {
-            v
-        }
+        if neg { -v } else { v }
     } else {
         if rest.len() >= 2 && rest[0] == b'0' && (rest[1] | 0x20) == b'x' {
             return Ok(None);
@@ -158,22 +152,15 @@ pub fn float(input: &str, double: bool, pg16: bool, out: &mut Vec<u8>) -> Maybe 
         end = k;
         let text = &input[num_start..end];
         let v: f64 = if double {
-            text.parse()
-                .map_err(|_| ConvError::syntax(type_name, input))?
+            text.parse().map_err(|_| ConvError::syntax(type_name, input))?
         } else {
-            f64::from(
-                text.parse::<f32>()
-                    .map_err(|_| ConvError::syntax(type_name, input))?,
-            )
+            f64::from(text.parse::<f32>().map_err(|_| ConvError::syntax(type_name, input))?)
         };
         // strtod's ERANGE that PostgreSQL refuses: overflow to infinity, or a nonzero input
         // that underflowed to zero (denormals are kept).
         if v.is_infinite() || (v == 0.0 && nonzero) {
             let shown = if double || pg16 { text } else { input };
-            return Err(ConvError::new(
-                "22003",
-                format!("\"{shown}\" is out of range for type {type_name}"),
-            ));
+            return Err(ConvError::new("22003", format!("\"{shown}\" is out of range for type {type_name}")));
         }
         v
     };
@@ -192,15 +179,7 @@ pub fn float(input: &str, double: bool, pg16: bool, out: &mut Vec<u8>) -> Maybe 
         out.extend_from_slice(&value.to_bits().to_be_bytes());
     } else {
         let f = value as f32;
-        let f = if f.is_nan() {
-            if neg {
-                -f32::NAN
-            } else {
-                f32::NAN
-            }
-        } else {
-            f
-        };
+        let f = if f.is_nan() { if neg { -f32::NAN } else { f32::NAN } } else { f };
         out.extend_from_slice(&f.to_bits().to_be_bytes());
     }
     Ok(Some(()))
@@ -241,10 +220,8 @@ pub fn uuid(input: &str, out: &mut Vec<u8>) -> Maybe {
     let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     let mut bytes = [0u8; 16];
     for (n, byte) in bytes.iter_mut().enumerate() {
-        let (Some(h), Some(l)) = (
-            b.get(i).and_then(|&c| hex(c)),
-            b.get(i + 1).and_then(|&c| hex(c)),
-        ) else {
+        let (Some(h), Some(l)) = (b.get(i).and_then(|&c| hex(c)), b.get(i + 1).and_then(|&c| hex(c)))
+        else {
             return Err(err());
         };
         *byte = h << 4 | l;
@@ -285,10 +262,7 @@ pub fn bytea(input: &str, out: &mut Vec<u8>) -> Maybe {
             let h = digit(i)?;
             i += 1;
             if i >= b.len() {
-                return Err(ConvError::new(
-                    "22023",
-                    "invalid hexadecimal data: odd number of digits",
-                ));
+                return Err(ConvError::new("22023", "invalid hexadecimal data: odd number of digits"));
             }
             let l = digit(i)?;
             i += 1;
@@ -302,21 +276,14 @@ pub fn bytea(input: &str, out: &mut Vec<u8>) -> Maybe {
         if b[i] != b'\\' {
             out.push(b[i]);
             i += 1;
-        } else if i + 3 < b.len()
-            && octal(b[i + 1], b'3')
-            && octal(b[i + 2], b'7')
-            && octal(b[i + 3], b'7')
-        {
+        } else if i + 3 < b.len() && octal(b[i + 1], b'3') && octal(b[i + 2], b'7') && octal(b[i + 3], b'7') {
             out.push((b[i + 1] - b'0') << 6 | (b[i + 2] - b'0') << 3 | (b[i + 3] - b'0'));
             i += 4;
         } else if b.get(i + 1) == Some(&b'\\') {
             out.push(b'\\');
             i += 2;
         } else {
-            return Err(ConvError::new(
-                "22P02",
-                "invalid input syntax for type bytea",
-            ));
+            return Err(ConvError::new("22P02", "invalid input syntax for type bytea"));
         }
     }
     Ok(Some(()))
@@ -338,15 +305,8 @@ pub fn string(input: &str, limit: Option<u32>, pad: bool, out: &mut Vec<u8>) -> 
         None => (input.len(), input.chars().count()),
     };
     if input.as_bytes()[clip..].iter().any(|&c| c != b' ') {
-        let t = if pad {
-            "character"
-        } else {
-            "character varying"
-        };
-        return Err(ConvError::new(
-            "22001",
-            format!("value too long for type {t}({n})"),
-        ));
+        let t = if pad { "character" } else { "character varying" };
+        return Err(ConvError::new("22001", format!("value too long for type {t}({n})")));
     }
     out.extend_from_slice(&input.as_bytes()[..clip]);
     if pad {

@@ -16,10 +16,7 @@ impl NumericTypmod {
             return None;
         }
         let t = typmod - 4;
-        Some(NumericTypmod {
-            precision: (t >> 16) & 0xffff,
-            scale: ((t & 0x7ff) ^ 1024) - 1024,
-        })
+        Some(NumericTypmod { precision: (t >> 16) & 0xffff, scale: ((t & 0x7ff) ^ 1024) - 1024 })
     }
 }
 
@@ -49,11 +46,7 @@ impl PgType {
     /// From pg_type.typname (of the column's type itself, not a domain over it) and atttypmod.
     /// None: a type this model does not encode (the column stays on the text path).
     pub fn from_catalog(typname: &str, typmod: i32) -> Option<PgType> {
-        let len = if typmod >= 4 {
-            Some((typmod - 4) as u32)
-        } else {
-            None
-        };
+        let len = if typmod >= 4 { Some((typmod - 4) as u32) } else { None };
         Some(match typname {
             "int2" => PgType::Int2,
             "int4" => PgType::Int4,
@@ -140,11 +133,7 @@ pub struct ServerSettings {
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        ServerSettings {
-            version_num: 150000,
-            utf8: true,
-            integer_datetimes: true,
-        }
+        ServerSettings { version_num: 150000, utf8: true, integer_datetimes: true }
     }
 }
 
@@ -164,31 +153,16 @@ mod tests {
         // numeric(10,2): ((10 << 16) | 2) + 4
         assert_eq!(
             PgType::from_catalog("numeric", (10 << 16 | 2) + 4),
-            Some(PgType::Numeric(Some(NumericTypmod {
-                precision: 10,
-                scale: 2
-            })))
+            Some(PgType::Numeric(Some(NumericTypmod { precision: 10, scale: 2 })))
         );
         // numeric(3,-2): scale stored as 11-bit two's complement
         assert_eq!(
             NumericTypmod::from_typmod((3 << 16 | (-2i32 & 0x7ff)) + 4),
-            Some(NumericTypmod {
-                precision: 3,
-                scale: -2
-            })
+            Some(NumericTypmod { precision: 3, scale: -2 })
         );
-        assert_eq!(
-            PgType::from_catalog("numeric", -1),
-            Some(PgType::Numeric(None))
-        );
-        assert_eq!(
-            PgType::from_catalog("varchar", 9),
-            Some(PgType::Varchar(Some(5)))
-        );
-        assert_eq!(
-            PgType::from_catalog("bpchar", -1),
-            Some(PgType::Bpchar(None))
-        );
+        assert_eq!(PgType::from_catalog("numeric", -1), Some(PgType::Numeric(None)));
+        assert_eq!(PgType::from_catalog("varchar", 9), Some(PgType::Varchar(Some(5))));
+        assert_eq!(PgType::from_catalog("bpchar", -1), Some(PgType::Bpchar(None)));
         assert_eq!(PgType::from_catalog("inet", -1), None);
         assert_eq!(PgType::from_catalog("timestamptz", 3), None);
         assert_eq!(PgType::Int8.oid(), 20);

@@ -21,10 +21,7 @@ pub enum Value<'a> {
     Float(f64),
     /// Avro decimal (bytes/fixed, two's complement big-endian unscaled) up to 38 digits, Debezium's
     /// base64 decimal: value = unscaled * 10^-scale.
-    Decimal {
-        unscaled: i128,
-        scale: i32,
-    },
+    Decimal { unscaled: i128, scale: i32 },
     /// Avro bytes/fixed, Protobuf bytes.
     Bytes(Cow<'a, [u8]>),
     /// Avro date: days since 1970-01-01.
@@ -58,9 +55,7 @@ impl Value<'_> {
             }
             Value::DateDays(d) => Cow::Owned(super::calendar::date_text(i64::from(*d))),
             Value::TimestampMicros(t) => Cow::Owned(super::calendar::timestamp_text(*t, true)),
-            Value::LocalTimestampMicros(t) => {
-                Cow::Owned(super::calendar::timestamp_text(*t, false))
-            }
+            Value::LocalTimestampMicros(t) => Cow::Owned(super::calendar::timestamp_text(*t, false)),
         })
     }
 }
@@ -115,27 +110,17 @@ pub struct ConvError {
 
 impl ConvError {
     pub fn new(sqlstate: &'static str, message: impl Into<String>) -> ConvError {
-        ConvError {
-            sqlstate,
-            message: message.into(),
-            detail: None,
-        }
+        ConvError { sqlstate, message: message.into(), detail: None }
     }
 
     /// 22P02 `invalid input syntax for type T: "input"`.
     pub fn syntax(type_name: &str, input: &str) -> ConvError {
-        ConvError::new(
-            "22P02",
-            format!("invalid input syntax for type {type_name}: \"{input}\""),
-        )
+        ConvError::new("22P02", format!("invalid input syntax for type {type_name}: \"{input}\""))
     }
 
     /// 22003 `value "input" is out of range for type T` (the integer types).
     pub fn int_range(type_name: &str, input: &str) -> ConvError {
-        ConvError::new(
-            "22003",
-            format!("value \"{input}\" is out of range for type {type_name}"),
-        )
+        ConvError::new("22003", format!("value \"{input}\" is out of range for type {type_name}"))
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> ConvError {
@@ -170,10 +155,7 @@ mod tests {
         assert_eq!(float_text(0.1), "0.1");
         assert_eq!(float_text(-0.0), "-0");
         assert_eq!(float_text(f64::NEG_INFINITY), "-Infinity");
-        assert_eq!(
-            Value::Bytes(Cow::Borrowed(&[0, 255])).to_text().unwrap(),
-            "\\x00ff"
-        );
+        assert_eq!(Value::Bytes(Cow::Borrowed(&[0, 255])).to_text().unwrap(), "\\x00ff");
         assert_eq!(Value::Null.to_text(), None);
     }
 }

@@ -27,9 +27,7 @@ impl Rng {
         self.below(100) < percent
     }
     fn digits(&mut self, n: usize) -> String {
-        (0..n)
-            .map(|_| char::from(b'0' + self.below(10) as u8))
-            .collect()
+        (0..n).map(|_| char::from(b'0' + self.below(10) as u8)).collect()
     }
 }
 
@@ -38,10 +36,7 @@ fn t(s: &str) -> Value<'static> {
 }
 
 fn blanks(r: &mut Rng, s: String) -> String {
-    let pad = |r: &mut Rng| {
-        r.pick(&["", "", "", " ", "  ", "\t", "\n", "\x0b"])
-            .to_string()
-    };
+    let pad = |r: &mut Rng| r.pick(&["", "", "", " ", "  ", "\t", "\n", "\x0b"]).to_string();
     format!("{}{s}{}", pad(r), pad(r))
 }
 
@@ -61,75 +56,25 @@ fn junk(r: &mut Rng, s: String) -> String {
 }
 
 fn random_case(r: &mut Rng, s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if r.chance(50) {
-                c.to_ascii_uppercase()
-            } else {
-                c
-            }
-        })
-        .collect()
+    s.chars().map(|c| if r.chance(50) { c.to_ascii_uppercase() } else { c }).collect()
 }
 
 pub fn integers(r: &mut Rng, n: usize) -> Vec<Value<'static>> {
     let mut v: Vec<Value> = [
-        "0",
-        "-0",
-        "+0",
-        " 1",
-        "1 ",
-        "\t-5\n",
-        "32767",
-        "32768",
-        "-32768",
-        "-32769",
-        "2147483647",
-        "2147483648",
-        "-2147483648",
-        "-2147483649",
-        "9223372036854775807",
-        "9223372036854775808",
-        "-9223372036854775808",
-        "-9223372036854775809",
-        "99999999999999999999x",
-        "",
-        " ",
-        "-",
-        "+",
-        "1.0",
-        "1e3",
-        "0x10",
-        "1_000",
-        "--1",
-        "+-1",
-        "1 2",
-        "００",
-        "007",
-        "NaN",
+        "0", "-0", "+0", " 1", "1 ", "\t-5\n", "32767", "32768", "-32768", "-32769", "2147483647",
+        "2147483648", "-2147483648", "-2147483649", "9223372036854775807", "9223372036854775808",
+        "-9223372036854775808", "-9223372036854775809", "99999999999999999999x", "", " ", "-", "+",
+        "1.0", "1e3", "0x10", "1_000", "--1", "+-1", "1 2", "００", "007", "NaN",
     ]
     .iter()
     .map(|s| t(s))
     .collect();
-    for i in [
-        0i64,
-        1,
-        -1,
-        32767,
-        32768,
-        -32769,
-        2147483648,
-        i64::MIN,
-        i64::MAX,
-    ] {
+    for i in [0i64, 1, -1, 32767, 32768, -32769, 2147483648, i64::MIN, i64::MAX] {
         v.push(Value::Int(i));
     }
     v.push(Value::Float(12.0));
     v.push(Value::Bool(true));
-    v.push(Value::Decimal {
-        unscaled: 1200,
-        scale: 2,
-    });
+    v.push(Value::Decimal { unscaled: 1200, scale: 2 });
     while v.len() < n {
         // Lengths around each type's limit (5, 10, 19 digits) and beyond.
         let max = [5u64, 6, 10, 11, 19, 20][r.below(6) as usize];
@@ -143,84 +88,24 @@ pub fn integers(r: &mut Rng, n: usize) -> Vec<Value<'static>> {
 
 pub fn floats(r: &mut Rng, n: usize, max_exp: i64) -> Vec<Value<'static>> {
     let mut v: Vec<Value> = [
-        "NaN",
-        "nan",
-        "-nan",
-        "+NaN",
-        "Infinity",
-        "-Infinity",
-        "+infinity",
-        "inf",
-        "-INF",
-        "infinit",
-        "infinityy",
-        "nanx",
-        "-0",
-        "0",
-        "+0.0",
-        "1e",
-        "1e+",
-        "1e-",
-        ".5",
-        "5.",
-        ".",
-        "-.5e-3",
-        "1E5",
-        " 1.5 ",
-        "1e400",
-        "-1e400",
-        "1e-400",
-        "1e-310",
-        "4.9e-324",
-        "2.4e-324",
-        "1e39",
-        "-1e39",
-        "1e-46",
-        "1.4e-45",
-        "3.4028235e38",
-        "3.4028236e38",
-        "1.7976931348623157e308",
-        "1.7976931348623159e308",
-        "0.1",
-        "0.30000000000000004",
-        "123456789012345678901234567890",
-        "0x1p3",
-        "1,5",
-        "",
-        " ",
-        "1.5.5",
-        "+-1",
-        "1_0",
+        "NaN", "nan", "-nan", "+NaN", "Infinity", "-Infinity", "+infinity", "inf", "-INF", "infinit",
+        "infinityy", "nanx", "-0", "0", "+0.0", "1e", "1e+", "1e-", ".5", "5.", ".", "-.5e-3", "1E5",
+        " 1.5 ", "1e400", "-1e400", "1e-400", "1e-310", "4.9e-324", "2.4e-324", "1e39", "-1e39",
+        "1e-46", "1.4e-45", "3.4028235e38", "3.4028236e38", "1.7976931348623157e308",
+        "1.7976931348623159e308", "0.1", "0.30000000000000004", "123456789012345678901234567890",
+        "0x1p3", "1,5", "", " ", "1.5.5", "+-1", "1_0",
     ]
     .iter()
     .map(|s| t(s))
     .collect();
-    for f in [
-        0.1,
-        -0.0,
-        1e300,
-        f64::NAN,
-        f64::INFINITY,
-        3.4e38,
-        1e-45,
-        16777217.0,
-    ] {
+    for f in [0.1, -0.0, 1e300, f64::NAN, f64::INFINITY, 3.4e38, 1e-45, 16777217.0] {
         v.push(Value::Float(f));
     }
     v.push(Value::Int(9007199254740993));
-    v.push(Value::Decimal {
-        unscaled: -15,
-        scale: 1,
-    });
+    v.push(Value::Decimal { unscaled: -15, scale: 1 });
     while v.len() < n {
-        let int = {
-            let k = r.below(12) as usize;
-            r.digits(k)
-        };
-        let frac = {
-            let k = r.below(12) as usize;
-            r.digits(k)
-        };
+        let int = { let k = r.below(12) as usize; r.digits(k) };
+        let frac = { let k = r.below(12) as usize; r.digits(k) };
         let mut s = format!("{}{int}", sign(r));
         if r.chance(60) || int.is_empty() {
             s = format!("{s}.{frac}");
@@ -241,89 +126,26 @@ pub fn floats(r: &mut Rng, n: usize, max_exp: i64) -> Vec<Value<'static>> {
 
 pub fn numerics(r: &mut Rng, n: usize) -> Vec<Value<'static>> {
     let mut v: Vec<Value> = [
-        "0",
-        "-0",
-        "-0.000",
-        "0.0000",
-        "NaN",
-        "nan",
-        "Infinity",
-        "-Infinity",
-        "+inf",
-        "-inf",
-        "inf",
-        "infinit",
-        "1e",
-        "1e 5",
-        "1e+ 5",
-        "1E-5",
-        ".5",
-        "5.",
-        ".",
-        "+.5",
-        "-.",
-        "1.2.3",
-        "1 2",
-        "12345.678",
-        "99999.999",
-        "99999.995",
-        "-99999.995",
-        "999.995",
-        "0.005",
-        "-0.005",
-        "0.0049",
-        "1234567.891",
-        "12345678.9",
-        "99999999.995",
-        "1250",
-        "1249",
-        "-150",
-        "149.99",
-        "0.00001",
-        "0.000009",
-        "0.000005",
-        "123456789012345678901234567890.123456789012345678901234567890",
-        "1e131071",
-        "1e131072",
-        "1e-16383",
-        "1e-16384",
-        "1e1073741823",
-        "1e-1073741823",
-        "1e1073741822",
-        "0x10",
-        "1_000",
-        "",
-        " ",
-        "abc",
-        "- 1",
-        "1e5x",
-        "٣",
+        "0", "-0", "-0.000", "0.0000", "NaN", "nan", "Infinity", "-Infinity", "+inf", "-inf", "inf",
+        "infinit", "1e", "1e 5", "1e+ 5", "1E-5", ".5", "5.", ".", "+.5", "-.", "1.2.3", "1 2",
+        "12345.678", "99999.999", "99999.995", "-99999.995", "999.995", "0.005", "-0.005", "0.0049",
+        "1234567.891", "12345678.9", "99999999.995", "1250", "1249", "-150", "149.99", "0.00001",
+        "0.000009", "0.000005", "123456789012345678901234567890.123456789012345678901234567890",
+        "1e131071", "1e131072", "1e-16383", "1e-16384", "1e1073741823", "1e-1073741823",
+        "1e1073741822", "0x10", "1_000", "", " ", "abc", "- 1", "1e5x", "٣",
     ]
     .iter()
     .map(|s| t(s))
     .collect();
-    for (unscaled, scale) in [
-        (12345, 3),
-        (-5, 3),
-        (99999995, 3),
-        (i128::MAX, 10),
-        (7, 0),
-        (-1, 20),
-    ] {
+    for (unscaled, scale) in [(12345, 3), (-5, 3), (99999995, 3), (i128::MAX, 10), (7, 0), (-1, 20)] {
         v.push(Value::Decimal { unscaled, scale });
     }
     v.push(Value::Int(i64::MIN));
     v.push(Value::Float(0.1));
     v.push(Value::Float(f64::NAN));
     while v.len() < n {
-        let int = {
-            let k = r.below(10) as usize;
-            r.digits(k)
-        };
-        let frac = {
-            let k = r.below(10) as usize;
-            r.digits(k)
-        };
+        let int = { let k = r.below(10) as usize; r.digits(k) };
+        let frac = { let k = r.below(10) as usize; r.digits(k) };
         let mut s = format!("{}{int}", sign(r));
         if r.chance(70) || int.is_empty() {
             s = format!("{s}.{frac}");
@@ -339,28 +161,16 @@ pub fn numerics(r: &mut Rng, n: usize) -> Vec<Value<'static>> {
 
 pub fn bools(r: &mut Rng, n: usize) -> Vec<Value<'static>> {
     let mut v: Vec<Value> = [
-        "t", "tr", "tru", "true", "truee", "TRUE", " yes ", "y", "ye", "yess", "on", "o", "of",
-        "off", "offf", "ON", "1", "0", "2", "01", "f", "fa", "fals", "false", "n", "no", "non", "",
-        " ",
+        "t", "tr", "tru", "true", "truee", "TRUE", " yes ", "y", "ye", "yess", "on", "o", "of", "off",
+        "offf", "ON", "1", "0", "2", "01", "f", "fa", "fals", "false", "n", "no", "non", "", " ",
     ]
     .iter()
     .map(|s| t(s))
     .collect();
-    v.extend([
-        Value::Bool(true),
-        Value::Bool(false),
-        Value::Int(1),
-        Value::Int(2),
-    ]);
+    v.extend([Value::Bool(true), Value::Bool(false), Value::Int(1), Value::Int(2)]);
     while v.len() < n {
         let len = 1 + r.below(5) as usize;
-        let s: String = (0..len)
-            .map(|_| {
-                *r.pick(&[
-                    't', 'r', 'u', 'e', 'f', 'a', 'l', 's', 'y', 'o', 'n', '1', '0',
-                ])
-            })
-            .collect();
+        let s: String = (0..len).map(|_| *r.pick(&['t', 'r', 'u', 'e', 'f', 'a', 'l', 's', 'y', 'o', 'n', '1', '0'])).collect();
         let s = random_case(r, &s);
         v.push(t(&blanks(r, s)));
     }
@@ -368,34 +178,15 @@ pub fn bools(r: &mut Rng, n: usize) -> Vec<Value<'static>> {
 }
 
 pub fn strings(r: &mut Rng, n: usize) -> Vec<Value<'static>> {
-    let mut v: Vec<Value> = [
-        "",
-        " ",
-        "abcd",
-        "abcde",
-        "abcdef",
-        "abcde ",
-        "abcde  x",
-        "éééé",
-        "ééééé ",
-        "€€€€€€",
-        "😀😀😀😀😀 ",
-        "a\\b",
-        "tab\there",
-        "line\nbreak",
-        "\\N",
-        "    ",
-        "ab  ",
-    ]
-    .iter()
-    .map(|s| t(s))
-    .collect();
+    let mut v: Vec<Value> = ["", " ", "abcd", "abcde", "abcdef", "abcde ", "abcde  x", "éééé", "ééééé ",
+        "€€€€€€", "😀😀😀😀😀 ", "a\\b", "tab\there", "line\nbreak", "\\N", "    ", "ab  "]
+        .iter()
+        .map(|s| t(s))
+        .collect();
     v.extend([Value::Int(123456), Value::Bool(false), Value::Float(1.5)]);
     while v.len() < n {
         let len = r.below(9) as usize;
-        let s: String = (0..len)
-            .map(|_| *r.pick(&["a", "Z", " ", " ", "é", "€", "😀", "\\", "\t"]))
-            .collect();
+        let s: String = (0..len).map(|_| *r.pick(&["a", "Z", " ", " ", "é", "€", "😀", "\\", "\t"])).collect();
         v.push(t(&s));
     }
     v
@@ -403,32 +194,20 @@ pub fn strings(r: &mut Rng, n: usize) -> Vec<Value<'static>> {
 
 pub fn uuids(r: &mut Rng, n: usize) -> Vec<Value<'static>> {
     let mut v: Vec<Value> = [
-        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
-        "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
-        "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
-        "a0eebc999c0b4ef8bb6d6bb9bd380a11",
-        "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11",
-        "{a0eebc999c0b4ef8bb6d6bb9bd380a11}",
-        "a0eebc99-9c0b4ef8-bb6d6bb9-bd380a11",
-        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1",
-        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a111",
-        " a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
-        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11 ",
-        "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
-        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
-        "a0eebc9-99c0b-4ef8-bb6d-6bb9bd380a11",
-        "g0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
-        "a0eebc99--9c0b-4ef8-bb6d-6bb9bd380a11",
-        "",
-        "-",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+        "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}", "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+        "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11", "{a0eebc999c0b4ef8bb6d6bb9bd380a11}",
+        "a0eebc99-9c0b4ef8-bb6d6bb9-bd380a11", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a111", " a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11 ", "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}", "a0eebc9-99c0b-4ef8-bb6d-6bb9bd380a11",
+        "g0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "a0eebc99--9c0b-4ef8-bb6d-6bb9bd380a11", "", "-",
     ]
     .iter()
     .map(|s| t(s))
     .collect();
     while v.len() < n {
-        let hex: String = (0..32)
-            .map(|_| *r.pick(&['0', '7', 'a', 'f', 'F', 'C', '9']))
-            .collect();
+        let hex: String = (0..32).map(|_| *r.pick(&['0', '7', 'a', 'f', 'F', 'C', '9'])).collect();
         let mut s = String::new();
         for (i, c) in hex.chars().enumerate() {
             if i > 0 && i % 4 == 0 && r.chance(if [8, 12, 16, 20].contains(&i) { 80 } else { 5 }) {
@@ -447,28 +226,9 @@ pub fn uuids(r: &mut Rng, n: usize) -> Vec<Value<'static>> {
 
 pub fn byteas(r: &mut Rng, n: usize) -> Vec<Value<'static>> {
     let mut v: Vec<Value> = [
-        "\\x",
-        "\\x00ff",
-        "\\xDEADbeef",
-        "\\x 00 ff ",
-        "\\x0",
-        "\\x0g",
-        "\\xg0",
-        "\\x0 0",
-        "\\X00",
-        "\\xé0",
-        "abc",
-        "a\\\\b",
-        "\\001\\377",
-        "\\400",
-        "\\18",
-        "\\",
-        "a\\",
-        "\\\\\\",
-        "\\0011",
-        "é",
-        "",
-        "\\x\t\n\r 41",
+        "\\x", "\\x00ff", "\\xDEADbeef", "\\x 00 ff ", "\\x0", "\\x0g", "\\xg0", "\\x0 0", "\\X00",
+        "\\xé0", "abc", "a\\\\b", "\\001\\377", "\\400", "\\18", "\\", "a\\", "\\\\\\", "\\0011",
+        "é", "", "\\x\t\n\r 41",
     ]
     .iter()
     .map(|s| t(s))
@@ -478,14 +238,10 @@ pub fn byteas(r: &mut Rng, n: usize) -> Vec<Value<'static>> {
     while v.len() < n {
         let len = r.below(8) as usize;
         let s: String = if r.chance(50) {
-            let body: String = (0..len)
-                .map(|_| *r.pick(&["0", "a", "F", " ", "9", "\n", "z"]))
-                .collect();
+            let body: String = (0..len).map(|_| *r.pick(&["0", "a", "F", " ", "9", "\n", "z"])).collect();
             format!("\\x{body}")
         } else {
-            (0..len)
-                .map(|_| *r.pick(&["a", "\\", "0", "3", "7", "8", "é", " "]))
-                .collect()
+            (0..len).map(|_| *r.pick(&["a", "\\", "0", "3", "7", "8", "é", " "])).collect()
         };
         v.push(t(&s));
     }
@@ -494,52 +250,20 @@ pub fn byteas(r: &mut Rng, n: usize) -> Vec<Value<'static>> {
 
 pub fn jsons(r: &mut Rng, n: usize) -> Vec<Value<'static>> {
     let mut v: Vec<Value> = [
-        "{}",
-        "[]",
-        "null",
-        "true",
-        "1",
-        "-0",
-        "1.5e3",
-        "1E400",
-        "\"a\"",
-        "{\"a\": 1, \"a\": 2}",
-        " { \"b\" : [1, 2.50, \"x\"] } ",
-        "{\"é\": \"\\u00e9\"}",
-        "\"\\u0000\"",
-        "\"\\ud83d\\ude00\"",
-        "\"\\ud83d\"",
-        "01",
-        "1.",
-        ".5",
-        "{",
-        "[1,]",
-        "{\"a\" 1}",
-        "nul",
-        "",
-        " ",
-        "\"\t\"",
-        "{\"a\":{\"b\":{\"c\":[[[]]]}}}",
-        "123456789012345678901234567890.5",
-        "\"\\x\"",
+        "{}", "[]", "null", "true", "1", "-0", "1.5e3", "1E400", "\"a\"", "{\"a\": 1, \"a\": 2}",
+        " { \"b\" : [1, 2.50, \"x\"] } ", "{\"é\": \"\\u00e9\"}", "\"\\u0000\"", "\"\\ud83d\\ude00\"",
+        "\"\\ud83d\"", "01", "1.", ".5", "{", "[1,]", "{\"a\" 1}", "nul", "", " ", "\"\t\"",
+        "{\"a\":{\"b\":{\"c\":[[[]]]}}}", "123456789012345678901234567890.5", "\"\\x\"",
     ]
     .iter()
     .map(|s| t(s))
     .collect();
     while v.len() < n {
-        let scalar = |r: &mut Rng| {
-            r.pick(&["1", "-2.5", "\"s\"", "true", "null", "1e2", "\"é\""])
-                .to_string()
-        };
+        let scalar = |r: &mut Rng| r.pick(&["1", "-2.5", "\"s\"", "true", "null", "1e2", "\"é\""]).to_string();
         let s = match r.below(3) {
             0 => scalar(r),
             1 => format!("[{}, {}]", scalar(r), scalar(r)),
-            _ => format!(
-                "{{\"k{}\": {}, \"z\": {}}}",
-                r.below(9),
-                scalar(r),
-                scalar(r)
-            ),
+            _ => format!("{{\"k{}\": {}, \"z\": {}}}", r.below(9), scalar(r), scalar(r)),
         };
         let s = junk(r, s);
         v.push(t(&blanks(r, s)));
@@ -549,69 +273,23 @@ pub fn jsons(r: &mut Rng, n: usize) -> Vec<Value<'static>> {
 
 pub fn datetimes(r: &mut Rng, n: usize) -> Vec<Value<'static>> {
     let mut v: Vec<Value> = [
-        "2024-01-02",
-        " 2024-01-02 ",
-        "2024-02-29",
-        "2023-02-29",
-        "2024-13-01",
-        "2024-00-10",
-        "0000-01-01",
-        "0001-01-01",
-        "9999-12-31",
-        "2024-01-02 03:04:05",
-        "2024-01-02T03:04:05",
-        "2024-01-02 03:04",
-        "2024-01-02 03:04:05.123456",
-        "2024-01-02 03:04:05.1234565",
-        "2024-01-02 03:04:05.9999995Z",
-        "2024-01-02 03:04:05Z",
-        "2024-01-02 03:04:05+05:30",
-        "2024-01-02 03:04:05-0800",
-        "2024-01-02 03:04:05+15:59",
-        "2024-01-02 03:04:05+16",
-        "2024-01-02 24:00:00+00",
-        "2024-01-02 23:59:60+00",
-        "2024-01-02 03:04:05 PST",
-        "2024-01-02 03:04:05 Europe/Paris",
-        "2024-01-02 03:04:05 +05",
-        "01/02/2024",
-        "02.01.2024",
-        "20240102",
-        "2024-1-2",
-        "0044-03-15 BC",
-        "4714-11-24 00:00:00+00 BC",
-        "294276-12-31 23:59:59.999999+00",
-        "infinity",
-        "-infinity",
-        "epoch",
-        "2024-01-02 03:04:05.",
-        "2024-01-02 03:04:05+05:30:15",
-        "",
-        " ",
-        "x",
+        "2024-01-02", " 2024-01-02 ", "2024-02-29", "2023-02-29", "2024-13-01", "2024-00-10", "0000-01-01",
+        "0001-01-01", "9999-12-31", "2024-01-02 03:04:05", "2024-01-02T03:04:05", "2024-01-02 03:04",
+        "2024-01-02 03:04:05.123456", "2024-01-02 03:04:05.1234565", "2024-01-02 03:04:05.9999995Z",
+        "2024-01-02 03:04:05Z", "2024-01-02 03:04:05+05:30", "2024-01-02 03:04:05-0800",
+        "2024-01-02 03:04:05+15:59", "2024-01-02 03:04:05+16", "2024-01-02 24:00:00+00",
+        "2024-01-02 23:59:60+00", "2024-01-02 03:04:05 PST", "2024-01-02 03:04:05 Europe/Paris",
+        "2024-01-02 03:04:05 +05", "01/02/2024", "02.01.2024", "20240102", "2024-1-2", "0044-03-15 BC",
+        "4714-11-24 00:00:00+00 BC", "294276-12-31 23:59:59.999999+00", "infinity", "-infinity",
+        "epoch", "2024-01-02 03:04:05.", "2024-01-02 03:04:05+05:30:15", "", " ", "x",
     ]
     .iter()
     .map(|s| t(s))
     .collect();
-    for d in [
-        0,
-        19723,
-        -719_528,
-        -2_440_588,
-        2_932_896,
-        i32::MAX,
-        i32::MIN,
-    ] {
+    for d in [0, 19723, -719_528, -2_440_588, 2_932_896, i32::MAX, i32::MIN] {
         v.push(Value::DateDays(d));
     }
-    for us in [
-        0,
-        -1,
-        1_704_164_645_123_456,
-        -62_135_596_800_000_000,
-        i64::MAX,
-        i64::MIN,
-    ] {
+    for us in [0, -1, 1_704_164_645_123_456, -62_135_596_800_000_000, i64::MAX, i64::MIN] {
         v.push(Value::TimestampMicros(us));
         v.push(Value::LocalTimestampMicros(us));
     }
@@ -623,18 +301,10 @@ pub fn datetimes(r: &mut Rng, n: usize) -> Vec<Value<'static>> {
             }
             1 => {
                 let us = (r.next() % 400_000_000_000_000_000) as i64 - 200_000_000_000_000_000;
-                v.push(if r.chance(50) {
-                    Value::TimestampMicros(us)
-                } else {
-                    Value::LocalTimestampMicros(us)
-                });
+                v.push(if r.chance(50) { Value::TimestampMicros(us) } else { Value::LocalTimestampMicros(us) });
             }
             _ => {
-                let y = if r.chance(80) {
-                    1900 + r.below(200)
-                } else {
-                    r.below(10_000)
-                };
+                let y = if r.chance(80) { 1900 + r.below(200) } else { r.below(10_000) };
                 let months = if r.chance(95) { 12 } else { 13 };
                 let (m, d) = (1 + r.below(months), 1 + r.below(31));
                 let mut s = format!("{y:04}-{m:02}-{d:02}");
@@ -655,12 +325,7 @@ pub fn datetimes(r: &mut Rng, n: usize) -> Vec<Value<'static>> {
                         2 => s = format!("{s}{}{:02}", sign_pm(r), r.below(16)),
                         3 => s = format!("{s}{}{:02}:{:02}", sign_pm(r), r.below(16), r.below(60)),
                         4 => s = format!("{s}{}{:02}{:02}", sign_pm(r), r.below(16), r.below(60)),
-                        _ => {
-                            s = format!(
-                                "{s} {}",
-                                ["UTC", "PST", "CET", "America/Sao_Paulo"][r.below(4) as usize]
-                            )
-                        }
+                        _ => s = format!("{s} {}", ["UTC", "PST", "CET", "America/Sao_Paulo"][r.below(4) as usize]),
                     }
                 }
                 let s = junk(r, s);
@@ -672,9 +337,5 @@ pub fn datetimes(r: &mut Rng, n: usize) -> Vec<Value<'static>> {
 }
 
 fn sign_pm(r: &mut Rng) -> &'static str {
-    if r.chance(50) {
-        "+"
-    } else {
-        "-"
-    }
+    if r.chance(50) { "+" } else { "-" }
 }
