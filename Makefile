@@ -33,10 +33,12 @@ demo: build
 	bash scripts/services.sh start all
 	bash scripts/demo.sh
 
-# Stops every version's cluster (see PG_VERSIONS in scripts/env.sh), Kafka and kinesalite.
+# Stops every version's cluster (see PG_VERSIONS in scripts/env.sh), Kafka and kinesalite, and
+# scripts/connect.sh's Kafka Connect worker and source cluster (tests/e2e/test_debezium_real.py).
 stop:
 	for v in 15 18; do PG_VERSION=$$v bash scripts/services.sh stop pg; done
 	bash scripts/services.sh stop all
+	bash scripts/connect.sh stop
 
 status:
 	bash scripts/services.sh status all

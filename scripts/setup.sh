@@ -10,9 +10,11 @@
 #   - cargo-pgrx 0.18.1 and a pgN entry in $PGRX_HOME/config.toml (default ~/.pgrx) for each
 #     version in PG_VERSIONS
 #   - Apache Kafka broker jars (Maven project in tests/kafka)
+#   - Kafka Connect 4.1.1 and the Debezium PostgreSQL connector (Maven project in tests/connect),
+#     into $PI_CACHE/connect/... outside the clone (scripts/connect.sh runs them)
 #   - kinesalite (npm project in tests/kinesis)
 #   - Python venv $PI_VENV for the e2e tier (tests/e2e/requirements.txt)
-# Each step can be skipped with PI_SKIP_<STEP>=1: APT, PG18, CITUS, PGRX, KAFKA, KINESIS, VENV.
+# Each step can be skipped with PI_SKIP_<STEP>=1: APT, PG18, CITUS, PGRX, KAFKA, CONNECT, KINESIS, VENV.
 set -euo pipefail
 # shellcheck source=env.sh
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -215,6 +217,39 @@ kafka_step() {
     || pi_die "kafka: mvn package did not produce kafka_2.13-*.jar"
 }
 
+# ------------------------------------------------------------------ Kafka Connect + Debezium
+# tests/connect/pom.xml copies Kafka Connect's runtime (runtime/) and the Debezium PostgreSQL
+# connector (plugin/debezium-connector-postgres/, without the jackson, org.apache.kafka and slf4j jars
+# the worker provides) into a folder per version pair under $PI_CACHE/connect, shared by every clone
+# and stack. Built beside it and moved into place, so a failed run never leaves half a folder; one
+# setup at a time (flock). Done when the folder exists: then the step takes well under a second.
+connect_step() {
+  local home tmp log bad
+  home="$(bash "$PI_ROOT/scripts/connect.sh" home)"
+  if [ -f "$home/.complete" ]; then
+    step "connect: Kafka Connect + Debezium present in $home"
+    return 0
+  fi
+  mkdir -p "$(dirname "$home")"
+  exec 7>"$(dirname "$home")/build.lock"
+  flock 7
+  if [ -f "$home/.complete" ]; then exec 7>&-; step "connect: installed meanwhile by another setup"; return 0; fi
+  tmp="$home.tmp.$$"; log="$PI_RUN/mvn-connect.log"
+  rm -rf "$tmp"
+  step "connect: fetching Kafka Connect and Debezium with Maven"
+  (cd "$PI_ROOT/tests/connect" && mvn -q -B -Dstyle.color=never package -Dconnect.out="$tmp" \
+      -Ddebezium.version="${home##*-debezium-}") >"$log" 2>&1 \
+    || { tail -n 60 "$log" >&2; rm -rf "$tmp"; pi_die "connect: mvn package failed (log: $log)"; }
+  ls "$tmp"/runtime/connect-runtime-*.jar "$tmp"/plugin/debezium-connector-postgres/debezium-connector-postgres-*.jar >/dev/null \
+    || { rm -rf "$tmp"; pi_die "connect: mvn package did not produce connect-runtime and debezium-connector-postgres jars"; }
+  # The worker's own classes must not be shadowed by copies in the plugin's class loader.
+  bad="$(cd "$tmp/plugin/debezium-connector-postgres" && ls | grep -E '^(jackson-|connect-api-|connect-json-|kafka-clients-|slf4j-)' || true)"
+  [ -z "$bad" ] || { rm -rf "$tmp"; pi_die "connect: the plugin folder carries jars the worker provides: $bad"; }
+  rm -rf "$home"; mv "$tmp" "$home"; touch "$home/.complete"
+  exec 7>&-
+  step "connect: installed in $home"
+}
+
 # ------------------------------------------------------------------ kinesalite
 kinesis_step() {
   local dir="$PI_ROOT/tests/kinesis"
@@ -254,6 +289,7 @@ venv_step() {
 t_all=$SECONDS
 [ "${PI_SKIP_APT:-0}" = 1 ] || timed apt apt_step
 [ "${PI_SKIP_KAFKA:-0}" = 1 ] || timed kafka kafka_step
+[ "${PI_SKIP_CONNECT:-0}" = 1 ] || timed connect connect_step
 [ "${PI_SKIP_KINESIS:-0}" = 1 ] || timed kinesis kinesis_step
 [ "${PI_SKIP_VENV:-0}" = 1 ] || timed venv venv_step
 case " $PG_VERSIONS " in *" 18 "*) [ "${PI_SKIP_PG18:-0}" = 1 ] || timed pg18 pg18_step ;; esac

@@ -95,6 +95,8 @@ run_part() { # version part instance
     fails+=("services-$v-$part")
   fi
   [ "$started_pg" = 0 ] || bash scripts/services.sh stop pg || true
+  # test_debezium_real.py stops what it starts, unless pytest-timeout ended the run first
+  bash scripts/connect.sh stop >/dev/null 2>&1 || true
   if [ "$own" = 1 ]; then bash scripts/services.sh stop kafka || true; bash scripts/services.sh stop kinesis || true; fi
   : >"$LOGS/$v-$part.failed"
   [ ${#fails[@]} -eq 0 ] || printf '%s\n' "${fails[@]}" >"$LOGS/$v-$part.failed"

@@ -61,8 +61,11 @@ FROM pipeline_kafka.consumers c
 LEFT JOIN parts p ON p.consumer_id = c.id
 LEFT JOIN pipeline_kafka.offsets o ON o.consumer_id = p.consumer_id AND o."partition" = p."partition"
 LEFT JOIN s ON s.consumer_id = p.consumer_id AND s."partition" = p."partition"
+-- the worker still runs (pg_stat_activity shows every pid; its backend_type only to callers with
+-- the privileges of the worker's role, the bootstrap superuser: a plain owner sees NULL there)
 LEFT JOIN pg_catalog.pg_stat_activity a
-       ON a.pid = s.worker_pid AND a.backend_type = 'pipeline_kafka consumer' AND c.enabled
+       ON a.pid = s.worker_pid AND c.enabled
+      AND coalesce(a.backend_type, 'pipeline_kafka consumer') = 'pipeline_kafka consumer'
 -- the view reads the table as its owner, past row-level security: the same rule, for the caller
 WHERE pg_catalog.pg_has_role(c.owner, 'USAGE');
 GRANT SELECT ON pipeline_kafka.consumer_status TO PUBLIC;
@@ -137,8 +140,11 @@ SELECT c.id AS consumer_id,
 FROM pipeline_kinesis.consumers c
 LEFT JOIN q ON q.consumer_id = c.id
 LEFT JOIN s ON s.consumer_id = q.consumer_id AND s.shard = q.status_key
+-- the worker still runs (pg_stat_activity shows every pid; its backend_type only to callers with
+-- the privileges of the worker's role, the bootstrap superuser: a plain owner sees NULL there)
 LEFT JOIN pg_catalog.pg_stat_activity a
-       ON a.pid = s.worker_pid AND a.backend_type = 'pipeline_kinesis consumer' AND c.enabled
+       ON a.pid = s.worker_pid AND c.enabled
+      AND coalesce(a.backend_type, 'pipeline_kinesis consumer') = 'pipeline_kinesis consumer'
 -- the view reads the table as its owner, past row-level security: the same rule, for the caller
 WHERE pg_catalog.pg_has_role(c.owner, 'USAGE');
 GRANT SELECT ON pipeline_kinesis.consumer_status TO PUBLIC;

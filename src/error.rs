@@ -40,3 +40,21 @@ pub fn spi<T>(r: pgrx::spi::SpiResult<T>) -> T {
         Err(e) => raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("pipeline_ingest catalog access failed: {e}")),
     }
 }
+
+/// The first column of the first row of a read-only query (None: no row, or NULL), its error
+/// raised as `spi` does. Unlike pgrx's `Spi::get_one*` (and `Spi::run*`), which run every statement
+/// as a possible write and so assign the transaction an xid, a read assigns none: the loops that
+/// read the catalog every second in every database (supervisors, idle workers) must not burn a
+/// transaction id (and a WAL flush) per pass.
+pub fn read_one<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Option<T> {
+    spi(pgrx::spi::Spi::connect(|c| c.select(sql, Some(1), args)?.first().get_one::<T>()))
+}
+
+/// `read_one` for two columns.
+pub fn read_two<A, B>(sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> (Option<A>, Option<B>)
+where
+    A: pgrx::datum::FromDatum + pgrx::datum::IntoDatum,
+    B: pgrx::datum::FromDatum + pgrx::datum::IntoDatum,
+{
+    spi(pgrx::spi::Spi::connect(|c| c.select(sql, Some(1), args)?.first().get_two::<A, B>()))
+}

@@ -58,32 +58,33 @@ fn workers_of(source: SourceKind) -> BTreeMap<i32, usize> {
     indexes.into_iter().map(|(id, set)| (id, set.len())).collect()
 }
 
-/// Raises a NOTICE when the database's enabled consumers of both systems, `consumer_id` of
-/// `source` just begun among them, need more workers than the budget gives consumers. Cheap:
-/// two catalog queries, no broker call.
-pub fn notice_if_workers_wait(source: SourceKind, consumer_id: i32) {
+/// The workers this database's enabled consumers need, per system, when that is more than the
+/// budget gives consumers: (needed, Kafka's, Kinesis's, the consumers' limit, the budget).
+struct Shortfall {
+    needed: usize,
+    kafka: BTreeMap<i32, usize>,
+    kinesis: BTreeMap<i32, usize>,
+    limit: usize,
+    budget: i32,
+}
+
+fn shortfall() -> Option<Shortfall> {
     let budget = crate::guc::MAX_WORKERS_PER_DATABASE.get();
     let limit = consumer_worker_limit(budget);
     let kafka = workers_of(SourceKind::Kafka);
     let kinesis = workers_of(SourceKind::Kinesis);
     let needed: usize = kafka.values().chain(kinesis.values()).sum();
-    if needed <= limit {
-        return;
-    }
-    let own = match source {
-        SourceKind::Kafka => kafka.get(&consumer_id),
-        SourceKind::Kinesis => kinesis.get(&consumer_id),
-    }
-    .copied()
-    .unwrap_or(1);
-    let kept = if budget > 1 { ", one being kept for the producer" } else { "" };
+    (needed > limit).then_some(Shortfall { needed, kafka, kinesis, limit, budget })
+}
+
+fn report(s: &Shortfall, first: String) {
+    let kept = if s.budget > 1 { ", one being kept for the producer" } else { "" };
     ErrorReport::new(
         PgSqlErrorCode::ERRCODE_WARNING,
         format!(
-            "consumer {consumer_id} needs {own} worker process{}, and this database's enabled consumers need {needed} in all, \
-             more than the {limit} that pipeline_ingest.max_workers_per_database = {budget} allows{kept}: \
+            "{first}this database's enabled consumers need {} in all, more than the {} that pipeline_ingest.max_workers_per_database = {} allows{kept}: \
              the workers that find no room wait (state 'waiting' in consumer_status) until other consumers stop",
-            if own == 1 { "" } else { "es" }
+            s.needed, s.limit, s.budget
         ),
         "pipeline_ingest",
     )
@@ -91,7 +92,30 @@ pub fn notice_if_workers_wait(source: SourceKind, consumer_id: i32) {
         "Each consumer holds at least one worker process while it is enabled (one per partition or shard, up to its parallelism). \
          Raise the setting (ALTER SYSTEM SET pipeline_ingest.max_workers_per_database = {}; SELECT pg_reload_conf();) \
          or stop consumers with consume_end.",
-        needed + (budget > 1) as usize
+        s.needed + (s.budget > 1) as usize
     ))
     .report(PgLogLevel::NOTICE);
+}
+
+/// Raises a NOTICE when the database's enabled consumers of both systems, `consumer_id` of
+/// `source` just begun among them, need more workers than the budget gives consumers. Cheap:
+/// two catalog queries, no broker call.
+pub fn notice_if_workers_wait(source: SourceKind, consumer_id: i32) {
+    let Some(s) = shortfall() else { return };
+    let own = match source {
+        SourceKind::Kafka => s.kafka.get(&consumer_id),
+        SourceKind::Kinesis => s.kinesis.get(&consumer_id),
+    }
+    .copied()
+    .unwrap_or(1);
+    report(&s, format!("consumer {consumer_id} needs {own} worker process{}, and ", if own == 1 { "" } else { "es" }));
+}
+
+/// The same NOTICE after consume_begin() started `started` stored consumers at once.
+pub fn notice_if_started_workers_wait(started: i32) {
+    if started <= 0 {
+        return;
+    }
+    let Some(s) = shortfall() else { return };
+    report(&s, format!("{started} consumer{} started; ", if started == 1 { "" } else { "s" }));
 }

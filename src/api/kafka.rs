@@ -297,7 +297,9 @@ mod pipeline_kafka {
     #[pg_extern(volatile, parallel_unsafe, name = "consume_begin")]
     fn consume_begin_all() -> i32 {
         let all = cat::all_consumers().into_iter().map(|c| (c.id, c.owner, c.enabled));
-        crate::api::set_all_enabled(SourceKind::Kafka, all, true)
+        let started = crate::api::set_all_enabled(SourceKind::Kafka, all, true);
+        crate::api::budget::notice_if_started_workers_wait(started);
+        started
     }
 
     /// Stops the consumer of `topic` into `relation` (its offsets are kept); also when the

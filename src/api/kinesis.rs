@@ -329,7 +329,9 @@ mod pipeline_kinesis {
     #[pg_extern(volatile, parallel_unsafe, name = "consume_begin")]
     fn kinesis_consume_begin_all() -> i32 {
         let all = cat::all_consumers().into_iter().map(|c| (c.id, c.owner, c.enabled));
-        crate::api::set_all_enabled(SourceKind::Kinesis, all, true)
+        let started = crate::api::set_all_enabled(SourceKind::Kinesis, all, true);
+        crate::api::budget::notice_if_started_workers_wait(started);
+        started
     }
 
     /// Stops the consumer of `stream` at `endpoint` into `relation` (its positions are kept);

@@ -491,9 +491,20 @@ mod pipeline_kafka {
             starts.insert(*p, first);
         }
         let wait_for_new = matches!(start, Start::Offset(-1));
-        let messages =
-            probe.fetch(topic, &starts, limit as usize, wait_for_new, target.features.uses_headers()).unwrap_or_else(|e| probe_error(topic, e));
+        // A preview holds its messages in the caller's backend: at most max_batch_bytes of them,
+        // as a worker's batch.
+        let cap = crate::guc::max_batch_bytes();
+        let (messages, capped) = probe
+            .fetch(topic, &starts, limit as usize, cap, wait_for_new, target.features.uses_headers())
+            .unwrap_or_else(|e| probe_error(topic, e));
         drop(probe);
+        if capped {
+            pgrx::notice!(
+                "preview stopped after {} messages: the next one would pass pipeline_ingest.max_batch_bytes ({} kB of messages)",
+                messages.len(),
+                cap / 1024
+            );
+        }
         let outcomes = super::preview_messages(target, target.relid, &messages);
         let keys: Vec<(i32, i64)> = messages.iter().map(|m| (m.pos.partition, m.pos.offset)).collect();
         let rows = super::result_rows(keys, outcomes);

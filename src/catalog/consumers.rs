@@ -23,13 +23,13 @@ pub fn missing_relation_named(param: u8) -> String {
 /// The qualified name (as stored in `consumers.relname`) and the owner of a relation.
 pub fn relation_name_and_owner(relid: pg_sys::Oid) -> Option<(String, pg_sys::Oid)> {
     let (name, owner) = as_superuser(|| {
-        spi(Spi::get_two_with_args::<String, pg_sys::Oid>(
+        crate::catalog::read_two::<String, pg_sys::Oid>(
             // scalar subqueries: one row (of NULLs) also when the relation does not exist
             "SELECT (SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
                      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1), \
                     (SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1)",
             &[relid.into()],
-        ))
+        )
     });
     Some((name?, owner?))
 }
@@ -71,6 +71,15 @@ pub fn set_enabled(sys: SourceKind, id: i32, enabled: bool) -> bool {
 /// Records (or clears, with None) the last error of a consumer.
 pub fn set_last_error(sys: SourceKind, consumer_id: i32, error: Option<&str>) {
     as_superuser(|| {
+        // Looked at first: the supervisor and idle workers call this every pass, and an UPDATE
+        // (even of no row) through SPI assigns the transaction an xid (see error::read_one).
+        let differs = crate::catalog::read_one::<bool>(
+            &format!("SELECT EXISTS (SELECT 1 FROM {t} WHERE id = $1 AND last_error IS DISTINCT FROM $2)", t = sys.consumers()),
+            &[consumer_id.into(), error.into()],
+        );
+        if differs != Some(true) {
+            return;
+        }
         spi(Spi::run_with_args(
             &format!("UPDATE {t} SET last_error = $2, \
                  last_error_at = CASE WHEN $2 IS NULL THEN NULL ELSE now() END \
@@ -127,10 +136,10 @@ pub fn current_relation(sys: SourceKind, consumer_id: i32, relid: pg_sys::Oid, o
         return if relowner == owner { Ok(relid) } else { Err(other_owner(&name, relowner, false)) };
     }
     let (name, again) = as_superuser(|| {
-        spi(Spi::get_two_with_args::<String, pg_sys::Oid>(
+        crate::catalog::read_two::<String, pg_sys::Oid>(
             &format!("SELECT relname, pg_catalog.to_regclass(relname)::oid FROM {t} WHERE id = $1", t = sys.consumers()),
             &[consumer_id.into()],
-        ))
+        )
     });
     let name = name.unwrap_or_default();
     let Some(oid) = again else { return Err(RelationProblem::Missing(name)) };

@@ -14,19 +14,18 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiResult;
 
 // Defined below the catalog (the sink uses them too); named here, where callers find them.
-pub use crate::error::spi;
+pub use crate::error::{read_one, read_two, spi};
 pub use crate::sink::relation::insertable_columns;
 pub use crate::sink::target::Features;
 
 /// True when the extension exists in the current database (workers check before touching tables).
 pub fn extension_exists() -> bool {
-    spi(Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pipeline_ingest')"))
-        .unwrap_or(false)
+    read_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pipeline_ingest')", &[]).unwrap_or(false)
 }
 
 /// The version of the extension's schema in the current database (None when not created).
 pub fn extension_version() -> Option<String> {
-    spi(Spi::get_one::<String>("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pipeline_ingest'"))
+    read_one::<String>("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pipeline_ingest'", &[])
 }
 
 /// The schema version this library works with.
@@ -130,9 +129,9 @@ impl Features {
 
 /// True when `table` has `column` (e.g. a consumers table the 0.4.0 update added a column to).
 pub fn has_column(table: &str, column: &str) -> bool {
-    spi(Spi::get_one_with_args::<bool>(
+    read_one::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = $1::regclass AND attname = $2 AND NOT attisdropped)",
         &[table.into(), column.into()],
-    ))
+    )
     .unwrap_or(false)
 }

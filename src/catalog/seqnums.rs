@@ -19,7 +19,27 @@ pub struct Lineage {
 
 /// Records the lineage of shards (rows without a checkpoint are created for new shards).
 pub fn note_lineage(consumer_id: i32, shards: &[Lineage]) {
-    for s in shards {
+    // Compared first, read-only: workers note the lineage at every shard listing, and a write
+    // through SPI (even one that changes nothing) assigns the transaction an xid.
+    let known: BTreeMap<String, (Vec<String>, bool)> = as_superuser(|| {
+        spi(Spi::connect(|c| {
+            let mut out = BTreeMap::new();
+            for row in c.select(
+                "SELECT shard_id, parents, closed FROM pipeline_kinesis.seqnums WHERE consumer_id = $1",
+                None,
+                &[consumer_id.into()],
+            )? {
+                let shard: Option<String> = row.get(1)?;
+                let parents: Option<Vec<Option<String>>> = row.get(2)?;
+                let closed: Option<bool> = row.get(3)?;
+                if let Some(shard) = shard {
+                    out.insert(shard, (parents.unwrap_or_default().into_iter().flatten().collect(), closed.unwrap_or(false)));
+                }
+            }
+            Ok::<_, pgrx::spi::SpiError>(out)
+        }))
+    });
+    for s in shards.iter().filter(|s| known.get(&s.shard_id) != Some(&(s.parents.clone(), s.closed))) {
         as_superuser(|| {
             spi(Spi::run_with_args(
                 "INSERT INTO pipeline_kinesis.seqnums AS q (consumer_id, shard_id, parents, closed) \

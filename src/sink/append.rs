@@ -73,7 +73,7 @@ pub fn append<P: Position>(
         .iter()
         .map(|m| m.payload.as_ref().map_or(0, Vec::len) + 1)
         .sum();
-    let plan = Plan { opts, columns: &columns, listed, whole, metadata: metadata.len() };
+    let plan = Plan { opts, columns: &columns, listed, whole, metadata: metadata.len(), typed: None };
     let encoding = Encoding::of(opts);
     let (prepared, mut rejected) = prepare_with(
         payloads,

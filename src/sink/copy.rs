@@ -134,8 +134,8 @@ pub fn copy_option_list(opts: &ingest_core::format::CopyOptions) -> CopyOptionLi
     use ingest_core::format::Format;
     let mut o: CopyOptionList = vec![("encoding", "UTF8".to_string())];
     match opts.format {
-        Format::Json | Format::Raw => o.push(("format", "text".to_string())),
-        f => {
+        Format::Text | Format::Csv => {
+            let f = opts.format;
             o.push(("format", f.name().to_string()));
             if let Some(d) = &opts.delimiter {
                 o.push(("delimiter", d.clone()));
@@ -147,6 +147,8 @@ pub fn copy_option_list(opts: &ingest_core::format::CopyOptions) -> CopyOptionLi
                 o.push(("escape", e.clone()));
             }
         }
+        // json, raw and the decoded formats: rows are written in text format
+        _ => o.push(("format", "text".to_string())),
     }
     o
 }

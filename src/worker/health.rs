@@ -40,10 +40,10 @@ fn latest_dead_letter(source: SourceKind, consumer_id: i32) -> Option<String> {
     let table = source.dead_letters();
     let read = crate::xact::in_transaction(|| {
         crate::xact::as_superuser(|| {
-            crate::catalog::spi(Spi::get_one_with_args::<String>(
+            crate::catalog::read_one::<String>(
                 &format!("SELECT sqlstate || ' ' || error FROM {table} WHERE consumer_id = $1 ORDER BY id DESC LIMIT 1"),
                 &[consumer_id.into()],
-            ))
+            )
         })
     });
     match read {

@@ -109,7 +109,7 @@ fn read_desired(dboid: pg_sys::Oid) -> Desired {
         partitions.entry(slot.consumer_id).or_default().push(slot.partition);
     }
     let outbox_pending =
-        crate::catalog::spi(Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pipeline_kafka.outbox)")).unwrap_or(false);
+        crate::catalog::read_one::<bool>("SELECT EXISTS (SELECT 1 FROM pipeline_kafka.outbox)", &[]).unwrap_or(false);
     for c in kafka_consumers {
         let known = partitions.get(&c.id).into_iter().flatten().copied();
         consumers.push(Wanted {
@@ -148,12 +148,15 @@ fn read_desired(dboid: pg_sys::Oid) -> Desired {
 /// last name (a table created again under that name is the one adopted). Writes only rows whose
 /// relation was renamed (or moved to another schema).
 fn follow_renames(source: SourceKind) {
-    crate::catalog::spi(Spi::run(&format!(
-        "UPDATE {t} k SET relname = pg_catalog.format('%I.%I', n.nspname, r.relname) \
-         FROM pg_catalog.pg_class r JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace \
-         WHERE r.oid = k.relation AND k.relname IS DISTINCT FROM pg_catalog.format('%I.%I', n.nspname, r.relname)",
-        t = source.consumers()
-    )));
+    let renamed = "FROM pg_catalog.pg_class r JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace \
+         WHERE r.oid = k.relation AND k.relname IS DISTINCT FROM pg_catalog.format('%I.%I', n.nspname, r.relname)";
+    let t = source.consumers();
+    // Looked for first, read-only: an UPDATE through SPI, even of no row, assigns an xid, and this
+    // runs every second in every database (see error::read_one).
+    let any = crate::catalog::read_one::<bool>(&format!("SELECT EXISTS (SELECT 1 FROM {t} k, LATERAL (SELECT 1 {renamed}) x)"), &[]);
+    if any == Some(true) {
+        crate::catalog::spi(Spi::run(&format!("UPDATE {t} k SET relname = pg_catalog.format('%I.%I', n.nspname, r.relname) {renamed}")));
+    }
 }
 
 /// The worker indexes that own at least one of `known` (stream numbers, taken modulo
@@ -170,13 +173,19 @@ fn indexes_owning(parallelism: i32, known: impl Iterator<Item = i32>) -> BTreeSe
 fn show_waiting(source: SourceKind, consumer_id: i32, why: Option<&str>) {
     let r = in_transaction(|| match why {
         Some(w) => crate::catalog::consumers::set_last_error(source, consumer_id, Some(w)),
-        None => crate::catalog::spi(Spi::run_with_args(
-            &format!(
-                "UPDATE {} SET last_error = NULL, last_error_at = NULL WHERE id = $1 AND starts_with(last_error, $2)",
-                source.consumers()
-            ),
-            &[consumer_id.into(), WAITING_PREFIX.into()],
-        )),
+        None => {
+            let t = source.consumers();
+            let args = [consumer_id.into(), WAITING_PREFIX.into()];
+            // read first: an UPDATE through SPI assigns an xid even when it changes nothing
+            if crate::catalog::read_one::<bool>(&format!("SELECT EXISTS (SELECT 1 FROM {t} WHERE id = $1 AND starts_with(last_error, $2))"), &args)
+                == Some(true)
+            {
+                crate::catalog::spi(Spi::run_with_args(
+                    &format!("UPDATE {t} SET last_error = NULL, last_error_at = NULL WHERE id = $1 AND starts_with(last_error, $2)"),
+                    &args,
+                ))
+            }
+        }
     });
     if let Err(e) = r {
         warning!("pipeline_ingest supervisor could not update {source:?} consumer {consumer_id}: {e}");
@@ -194,11 +203,12 @@ fn leave_when_idle(dboid: pg_sys::Oid, dbname: &str) -> bool {
     crate::shmem::set_supervisor(dboid, 0);
     let work = in_transaction(|| {
         crate::catalog::extension_exists()
-            && crate::catalog::spi(Spi::get_one::<bool>(
+            && crate::catalog::read_one::<bool>(
                 "SELECT EXISTS (SELECT 1 FROM pipeline_kafka.consumers WHERE enabled) \
                      OR EXISTS (SELECT 1 FROM pipeline_kafka.outbox) \
                      OR EXISTS (SELECT 1 FROM pipeline_kinesis.consumers WHERE enabled)",
-            ))
+                &[],
+            )
             .unwrap_or(true)
     });
     if work.unwrap_or(true) {
@@ -224,7 +234,7 @@ pub extern "C-unwind" fn pipeline_ingest_supervisor_main(_arg: pg_sys::Datum) {
     // SAFETY: registers a plain function with a dummy argument.
     unsafe { pg_sys::before_shmem_exit(Some(stop_workers_at_exit), pg_sys::Datum::from(0usize)) };
     crate::shmem::set_supervisor(dboid, super::my_pid());
-    let dbname = in_transaction(|| Spi::get_one::<String>("SELECT current_database()::text").ok().flatten()).ok().flatten().unwrap_or_default();
+    let dbname = in_transaction(|| crate::catalog::read_one::<String>("SELECT current_database()::text", &[])).ok().flatten().unwrap_or_default();
     log!("pipeline_ingest supervisor started for database \"{dbname}\"");
 
     let mut not_before: HashMap<Key, Instant> = HashMap::new();

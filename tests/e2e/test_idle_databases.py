@@ -98,3 +98,43 @@ def test_idle_databases_hold_no_worker_and_wake_on_work(topic_factory):
         wait_until(lambda: _left(since, b) and _left(since, c), timeout=60, what="b and c idle after the restart")
         assert {r[1] for r in _workers([a])} == {SUPERVISOR, "pipeline_kafka consumer"}
         assert scalar(a, "SELECT count(DISTINCT id) FROM t") == 30
+
+
+def _next_xid() -> int:
+    """The cluster's next transaction id (the xmax of a fresh snapshot)."""
+    return int(scalar("postgres", "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"))
+
+
+@pytest.mark.timeout(180)
+def test_running_idle_consumers_assign_no_transaction_ids(fresh_db, topic_factory, stream_factory):
+    """Running consumers with nothing to read, and their supervisor, read the catalog every second
+    (the supervisor its consumers, a Kinesis worker its shards' lineage): reads must not assign
+    transaction ids. Before 0.8.0 each pass assigned at least one (pgrx's Spi::run / get_one run
+    every statement as a write), so every database with the extension burned an xid and a WAL
+    flush per second, bringing anti-wraparound vacuums closer for the whole cluster."""
+    from pihelpers import kinesis_add_endpoint, kinesis_consume_begin, kinesis_put_records, server_setting
+    db = fresh_db
+    topic = topic_factory()
+    stream, _ = stream_factory()
+    kinesis_add_endpoint(db)
+    with pg_connect(db) as conn:
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", [KAFKA_BOOTSTRAP])
+        conn.execute("CREATE TABLE t (v text)")
+        conn.execute("CREATE TABLE k (v text)")
+        conn.execute("SELECT pipeline_kafka.consume_begin(%s, 't')", [topic])
+        kinesis_consume_begin(conn, "local", stream, "k", start_offset=-2)
+    produce(topic, ["a"])
+    kinesis_put_records(stream, [("p", "b")])
+    wait_until(lambda: scalar(db, "SELECT (SELECT count(*) FROM t) + (SELECT count(*) FROM k)") == 2, timeout=60,
+               what="a row from each source")
+    # (autovacuum would ANALYZE the new database's catalogs meanwhile, which takes xids)
+    with server_setting("autovacuum", "off", "off"):
+        before = _next_xid()
+        time.sleep(6)
+        used = _next_xid() - before
+    assert used <= 1, f"{used} transaction ids assigned in 6 s by idle consumers and their supervisor"
+    # and they still work
+    produce(topic, ["c"])
+    kinesis_put_records(stream, [("p", "d")])
+    wait_until(lambda: scalar(db, "SELECT (SELECT count(*) FROM t) + (SELECT count(*) FROM k)") == 4, timeout=60,
+               what="the next rows")

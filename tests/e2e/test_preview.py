@@ -299,3 +299,28 @@ def test_kinesis_preview_of_a_consumer_and_metadata_columns(fresh_db, stream_fac
         {"id": 1, "v": "one", "st": stream, "sh": shard, "seq": seq, "pk": "key1"}
     assert row["at"] is not None
     assert scalar(db, "SELECT count(*) FROM k") == 0
+
+
+@pytest.mark.timeout(120)
+def test_preview_holds_at_most_max_batch_bytes_of_messages(fresh_db, topic_factory):
+    """A preview reads its messages into the caller's backend: at most max_batch_bytes of them, as a
+    worker's batch (before 0.8.0, up to 1000 messages of any size: a gigabyte for a plain role), with
+    a NOTICE when that cut it short; the first message is shown whatever its size."""
+    from pihelpers import server_setting
+    db = fresh_db
+    _setup_broker_only(db)
+    with pg_connect(db) as conn:
+        conn.execute("CREATE TABLE big (v text)")
+    topic = topic_factory()
+    produce(topic, ["x" * 20_000 for _ in range(10)])
+    with server_setting("pipeline_ingest.max_batch_bytes", "64kB", "64kB"):
+        notices: list[str] = []
+        with pg_connect(db) as conn:
+            conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+            rows = conn.execute("SELECT \"offset\", error FROM pipeline_kafka.preview(%s, 'big', \"limit\" := 10)",
+                                [topic]).fetchall()
+        # 3 messages of 20,000 bytes fit in 64kB, the 4th would not
+        assert rows == [(0, None), (1, None), (2, None)]
+        assert any("preview stopped after 3 messages" in n and "max_batch_bytes" in n for n in notices), notices
+    # the default (256MB) takes all ten
+    assert len(query(db, "SELECT * FROM pipeline_kafka.preview(%s, 'big', \"limit\" := 10)", [topic])) == 10

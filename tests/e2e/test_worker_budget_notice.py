@@ -67,3 +67,50 @@ def test_parallelism_counts_the_partitions_it_spreads(fresh_db, topic_factory):
     with server_setting("pipeline_ingest.max_workers_per_database", 3, "3"):
         notices = _begin(db, topic, "p", parallelism=3)
     assert len(notices) == 1 and "consumer 1 needs 3 worker processes" in notices[0][1], notices
+
+
+def test_consume_begin_of_every_stopped_consumer_says_so_too(fresh_db, topic_factory, stream_factory):
+    """consume_begin() (no arguments: every stopped consumer the caller may manage) raises the same
+    NOTICE when the consumers it starts overflow the budget (before 0.8.0 it said nothing), for
+    both systems, and none when they fit."""
+    db = fresh_db
+    t1, t2, t3 = topic_factory(1), topic_factory(1), topic_factory(1)
+    with pg_connect(db) as conn:
+        conn.execute("SELECT pipeline_kafka.add_broker(%s)", [KAFKA_BOOTSTRAP])
+    with server_setting("pipeline_ingest.max_workers_per_database", 3, "3"):
+        for t, table in [(t1, "a"), (t2, "b"), (t3, "c")]:
+            _begin(db, t, table)
+        with pg_connect(db) as conn:
+            conn.execute("SELECT pipeline_kafka.consume_end()")
+        for fn, started in [("pipeline_kafka.consume_begin()", 3), ("pipeline_kinesis.consume_begin()", 0)]:
+            notices: list = []
+            with pg_connect(db) as conn:
+                conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+                assert conn.execute(f"SELECT {fn}").fetchone()[0] == started
+            if started:
+                assert len(notices) == 1 and notices[0].startswith("3 consumers started; this database's enabled "
+                                                                   "consumers need 3 in all, more than the 2"), notices
+            else:
+                assert notices == [], notices
+        # Kinesis: its consume_begin() counts the Kafka consumers' workers too.
+        stream, _ = stream_factory()
+        kinesis_add_endpoint(db)
+        with pg_connect(db) as conn:
+            conn.execute("SELECT pipeline_kafka.consume_end(%s, 'c')", [t3])
+            conn.execute("CREATE TABLE k (x int)")
+            kinesis_consume_begin(conn, "local", stream, "k")
+            conn.execute("SELECT pipeline_kinesis.consume_end()")
+        notices = []
+        with pg_connect(db) as conn:
+            conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+            assert conn.execute("SELECT pipeline_kinesis.consume_begin()").fetchone()[0] == 1
+        assert len(notices) == 1 and notices[0].startswith("1 consumer started; "), notices
+        # room again: nothing said
+        with pg_connect(db) as conn:
+            conn.execute("SELECT pipeline_kafka.consume_end()")
+            conn.execute("SELECT pipeline_kinesis.consume_end()")
+        notices = []
+        with pg_connect(db) as conn:
+            conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+            assert conn.execute("SELECT pipeline_kinesis.consume_begin()").fetchone()[0] == 1
+        assert notices == [], notices

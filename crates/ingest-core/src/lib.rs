@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod batch;
 pub mod broker;
+pub mod decode;
 pub mod format;
 pub mod headers;
 pub mod json;

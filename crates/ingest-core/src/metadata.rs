@@ -93,7 +93,8 @@ impl Encoding {
                 let quote = byte(&opts.quote, b'"');
                 Encoding::Csv { delimiter: byte(&opts.delimiter, b','), quote, escape: byte(&opts.escape, quote) }
             }
-            Format::Json | Format::Raw => Encoding::Text { delimiter: b'\t' },
+            // json, raw and the decoded formats: rows are written in text format
+            _ => Encoding::Text { delimiter: b'\t' },
         }
     }
 

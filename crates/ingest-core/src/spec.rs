@@ -93,6 +93,9 @@ pub enum SpecError {
     /// 22004: a NULL element in an array argument.
     #[error("{0} must not contain NULL")]
     NullElement(&'static str),
+    /// 0A000: a format this build knows the name of but cannot consume yet.
+    #[error("format {0} is not supported yet")]
+    NotSupported(&'static str),
 }
 
 impl SpecError {
@@ -100,6 +103,7 @@ impl SpecError {
         match self {
             SpecError::Invalid(_) => "22023",
             SpecError::NullElement(_) => "22004",
+            SpecError::NotSupported(_) => "0A000",
         }
     }
 }
@@ -258,6 +262,9 @@ impl Spec {
         }
         let columns = no_nulls(a.columns.clone(), "columns")?;
         let opts = Args { format: Some(a.format.clone().unwrap_or_else(|| d.opts.format.name().to_string())), ..a.clone() }.copy_options()?;
+        if !opts.format.consumable() {
+            return Err(SpecError::NotSupported(opts.format.name()));
+        }
         let spec = Spec {
             opts,
             columns,
@@ -300,6 +307,7 @@ impl Spec {
         match self.opts.format {
             Format::Json => invalid("columns is for text and csv (json matches fields to columns by name)"),
             Format::Raw => invalid("columns is for text and csv (raw fills the one column not filled by metadata)"),
+            f if f.decoded() => invalid(format!("columns is for text and csv ({} fills columns by field name)", f.name())),
             _ if cols.is_empty() => invalid("columns must name at least one column (or be NULL for all)"),
             _ => Ok(self),
         }

@@ -150,15 +150,18 @@ impl Probe {
     /// `limit`, when every partition is read to its end (unless `wait_for_new`: starting at the
     /// end means waiting for new messages), or when nothing arrived for the probe's time limit.
     /// Messages come in the order the client receives them (per partition in offset order); their
-    /// headers only when `headers` (see `copy_message`).
+    /// headers only when `headers` (see `copy_message`). It also stops before the message that
+    /// would bring the messages' bytes (key, value, headers) past `max_bytes` (the first one is
+    /// taken whatever its size): the bool is true then.
     pub fn fetch(
         &self,
         topic: &str,
         starts: &BTreeMap<i32, i64>,
         limit: usize,
+        max_bytes: usize,
         wait_for_new: bool,
         headers: bool,
-    ) -> Result<Vec<KafkaMessage>, ProbeError> {
+    ) -> Result<(Vec<KafkaMessage>, bool), ProbeError> {
         let (topic, starts, idle) = (topic.to_string(), starts.clone(), self.timeout);
         interruptible(&self.consumer, move |c| {
             let mut tpl = TopicPartitionList::new();
@@ -172,11 +175,12 @@ impl Probe {
             }
             c.assign(&tpl).map_err(|e| ProbeError::Unreachable(format!("could not assign partitions: {e}")))?;
             let mut out = Vec::new();
+            let (mut bytes, mut capped) = (0usize, false);
             let mut at_end = std::collections::BTreeSet::new();
             let mut last = std::time::Instant::now();
             let result = loop {
-                if out.len() >= limit || (!wait_for_new && at_end.len() >= starts.len()) || last.elapsed() >= idle {
-                    break Ok(out);
+                if capped || out.len() >= limit || (!wait_for_new && at_end.len() >= starts.len()) || last.elapsed() >= idle {
+                    break Ok((out, capped));
                 }
                 match c.poll(INTERRUPT_CHECK) {
                     None => {}
@@ -186,6 +190,12 @@ impl Probe {
                         let mut msg = blank_message();
                         // SAFETY: `m` is a live message without an error (errors come as Err).
                         unsafe { copy_message(&*m.ptr(), &mut msg, headers) };
+                        // At most `max_bytes` of messages (the first one whatever its size).
+                        if !out.is_empty() && bytes.saturating_add(msg.size()) > max_bytes {
+                            capped = true;
+                            continue;
+                        }
+                        bytes += msg.size();
                         out.push(msg);
                     }
                     Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {

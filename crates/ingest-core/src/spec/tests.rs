@@ -114,3 +114,14 @@ fn the_same_metadata_written_otherwise_is_no_change() {
     let before = Spec::check(System::Kafka, stored.clone()).unwrap();
     assert_eq!(Spec::check(System::Kafka, given.over(&stored)).unwrap().changes_from(&before), None);
 }
+
+#[test]
+fn decoded_formats_take_no_copy_options_and_unwired_ones_are_refused() {
+    let with = |format: &str, delimiter: Option<String>| Args { format: s(format), delimiter, ..Args::default() };
+    let e = Spec::check(System::Kafka, with("avro", s(";"))).unwrap_err();
+    assert_eq!((e.sqlstate(), e.to_string().as_str()), ("22023", "avro format takes no delimiter (its messages are decoded, not read as COPY text)"));
+    for f in ["avro", "protobuf", "debezium", "debezium-avro"] {
+        let e = Spec::check(System::Kinesis, with(f, None)).unwrap_err();
+        assert_eq!((e.sqlstate(), e.to_string()), ("0A000", format!("format {f} is not supported yet")));
+    }
+}
