@@ -151,6 +151,7 @@ pub fn write<P: Position>(
         listed: opts.format != Format::Json,
         whole: None,
         metadata: 0,
+        typed: None,
     };
     let size: usize = pre
         .iter()

@@ -50,7 +50,9 @@ impl FastPlan {
             Format::Csv => (byte(&opts.delimiter, b','), byte(&opts.quote, b'"')),
             Format::Text => (byte(&opts.delimiter, b'\t'), 0),
             Format::Json => (0, 0),
-            Format::Raw => return None,
+            // raw: whole values; typed formats: their decoder needs the batch's schemas (the
+            // worker fetches them): the text path for now.
+            _ => return None,
         };
         let escape = byte(&opts.escape, quote);
         Some(FastPlan {
