@@ -228,8 +228,14 @@ pub fn offsets_at_time(
     timeout: Duration,
 ) -> Result<BTreeMap<i32, Option<i64>>, ProbeError> {
     let mut tpl = TopicPartitionList::new();
+    // ListOffsets' logical timestamps: -1 the end of a partition, -2 its beginning.
+    let at = match time_ms {
+        -1 => Offset::End,
+        -2 => Offset::Beginning,
+        t => Offset::Offset(t),
+    };
     for p in partitions {
-        tpl.add_partition_offset(topic, *p, Offset::Offset(time_ms)).map_err(|e| ProbeError::Unreachable(e.to_string()))?;
+        tpl.add_partition_offset(topic, *p, at).map_err(|e| ProbeError::Unreachable(e.to_string()))?;
     }
     let found = consumer
         .offsets_for_times(tpl, timeout)
@@ -253,7 +259,8 @@ pub fn offsets_at_time(
 /// partition, in one ListOffsets request per leader (the logical timestamps -1 and -2 of
 /// ListOffsets); a partition the answer leaves out is asked for its watermarks.
 fn logical_offsets(consumer: &Client, topic: &str, partitions: &[i32], which: i64, timeout: Duration) -> Result<BTreeMap<i32, i64>, ProbeError> {
-    let found = offsets_at_time(consumer, topic, partitions, which, timeout)?;
+    // A broker that does not answer the logical timestamps: the watermarks, as before.
+    let found = offsets_at_time(consumer, topic, partitions, which, timeout).unwrap_or_default();
     let mut out = BTreeMap::new();
     for p in partitions {
         let off = match found.get(p).copied().flatten() {
