@@ -88,7 +88,9 @@ impl FastPlan {
         if payload.is_empty() {
             return Outcome::Empty;
         }
-        if payload.contains(&b'\r') || payload.contains(&0) {
+        // \r (line ends COPY fixes from its first line) and `\.` (csv: alone on a line it ends
+        // COPY's data, a 22P04 the text path's check gives): the text path decides.
+        if payload.contains(&b'\r') || payload.contains(&0) || payload.windows(2).any(|w| w == b"\\.") {
             return Outcome::Fallback;
         }
         let Ok(text) = std::str::from_utf8(payload) else {

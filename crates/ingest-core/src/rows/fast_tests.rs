@@ -95,6 +95,7 @@ fn csv_fields_split_quote_and_null_as_copy() {
     let mut buf = Vec::new();
     assert_eq!(p.encode(b"\"open,b", &mut buf), Outcome::Fallback);
     assert_eq!(p.encode(b"a,b\n\nc,d", &mut buf), Outcome::Fallback);
+    assert_eq!(p.encode(b"3,x\n\\.\n4,y", &mut buf), Outcome::Fallback);
     let o = CopyOptions::new("csv", Some(";".into()), Some("'".into()), Some("\\".into())).unwrap();
     let p2 = FastPlan::new(&o, p.rows.columns.clone(), 2).unwrap();
     assert_eq!(
