@@ -88,6 +88,18 @@ fn server_settings() -> ServerSettings {
     }
 }
 
+/// The plan a consumer worker starts with (None, a warning logged, when it cannot be made):
+/// `pipeline_ingest.fast_path` on and an eligible consumer.
+pub fn start_plan(target: &Target, label: &str) -> Option<FastPlan> {
+    if !crate::guc::FAST_PATH.get() || !eligible(target) {
+        return None;
+    }
+    crate::xact::in_transaction(|| plan_for(target, target.relid, None)).unwrap_or_else(|e| {
+        warning!("{label}: no fast path: {e}");
+        None
+    })
+}
+
 static NEXT_PLAN: AtomicU64 = AtomicU64::new(1);
 
 /// The consumer's plan for relation `relid` as the catalog stands (in a transaction); None when
@@ -130,6 +142,27 @@ pub fn plan_for(target: &Target, relid: pg_sys::Oid, like: Option<&FastPlan>) ->
         columns,
         NEXT_PLAN.fetch_add(1, Ordering::Relaxed),
     )
+}
+
+/// Writes a batch: the fast path when the reader made it ready (`pre`) with `plan` and the
+/// relation still matches that plan (one catalog query), else today's text path
+/// (sink::write). Also the plan the source should have now, when it changed (Some(None): none).
+#[allow(clippy::type_complexity)]
+pub fn write_batch<P: Position>(
+    target: &Target,
+    relid: pg_sys::Oid,
+    plan: Option<&FastPlan>,
+    messages: &[Message<P>],
+    pre: Option<&[Pre]>,
+) -> (Result<Written, PgError>, Option<Option<FastPlan>>) {
+    if let (Some(plan), Some(pre)) = (plan, pre) {
+        let now = plan_for(target, relid, Some(plan));
+        if now.as_ref().is_some_and(|p| p.id == plan.id) {
+            return (write(target, relid, plan, messages, pre), None);
+        }
+        return (super::write::write_batch(target, relid, messages), Some(now));
+    }
+    (super::write::write_batch(target, relid, messages), None)
 }
 
 /// Writes a batch the reader made ready with `plan` (checked current by the caller): binary

@@ -29,6 +29,7 @@ use ingest_core::rows::fast::FastPlan;
 use pgrx::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use super::pipeline_stats::add_in_runs;
 use std::time::{Duration, Instant};
 
 type Stream<P> = <P as Position>::Stream;
@@ -184,16 +185,15 @@ pub fn connect_with_retry<C: ConsumerCatalog, T>(catalog: &C, mut make: impl FnM
 
 /// What a committed batch did, per stream.
 #[derive(Default)]
-struct StreamStats {
+pub(super) struct StreamStats {
     messages: i64,
     rows: i64,
     dead_letters: i64,
 }
 
-type BatchStats<S> = BTreeMap<S, StreamStats>;
+pub(super) type BatchStats<S> = BTreeMap<S, StreamStats>;
 
-/// What a committed batch did, the relation it went into, and the fast path's plan for it when
-/// the batch found it changed (Some(None): no fast path now).
+/// What a committed batch did, its relation, and the fast path's plan if it changed (sink::fast).
 type Flushed<P> = (BatchStats<Stream<P>>, pg_sys::Oid, Option<Option<FastPlan>>);
 
 /// Why a batch did not commit.
@@ -231,23 +231,14 @@ fn source_restart_after() -> Duration {
 
 impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
     pub fn new(target: Target, source: S, catalog: C) -> Self {
-        Pipeline {
-            target,
-            source,
-            catalog,
-            error_shown: None,
-            error_recorded_at: None,
-            fast: None,
-        }
+        Pipeline { target, source, catalog, error_shown: None, error_recorded_at: None, fast: None }
     }
 
-    /// Makes the fast path's plan for the consumer's relation as it is now (sink::fast) and gives
-    /// it to the source, whose reader thread then parses and converts messages with it.
+    /// Gives the source (its reader thread) the fast path's plan (sink::fast) when it changed.
     fn set_fast_plan(&mut self, plan: Option<FastPlan>) {
-        let plan = plan.map(Arc::new);
         if plan.as_ref().map(|p| p.id) != self.fast.as_ref().map(|p| p.id) {
-            self.source.set_fast_plan(plan.clone());
-            self.fast = plan;
+            self.fast = plan.map(Arc::new);
+            self.source.set_fast_plan(self.fast.clone());
         }
     }
 
@@ -261,14 +252,8 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
         let mut failing_since: Option<Instant> = None;
         self.publish(&BatchStats::new());
         self.note_streams();
-        if crate::guc::FAST_PATH.get() && crate::sink::fast::eligible(&self.target) {
-            match in_transaction(|| {
-                crate::sink::fast::plan_for(&self.target, self.target.relid, None)
-            }) {
-                Ok(plan) => self.set_fast_plan(plan),
-                Err(e) => warning!("{}: no fast path: {e}", self.catalog.label()),
-            }
-        }
+        let plan = crate::sink::fast::start_plan(&self.target, &self.catalog.label());
+        self.set_fast_plan(plan);
         while !shutdown_requested() {
             if reload_config_if_requested() {
                 limits = self.target.limits_now();
@@ -309,9 +294,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                 next.extend(pending);
                 match self.flush(&batch, &next) {
                     Ok((stats, relid, plan)) => {
-                        if let Some(plan) = plan {
-                            self.set_fast_plan(plan);
-                        }
+                        if let Some(p) = plan { self.set_fast_plan(p) }
                         self.target.relid = relid;
                         self.source.committed(&next);
                         self.publish(&stats);
@@ -516,26 +499,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                     return Err(BatchError::Stop(why.to_string()));
                 }
             }
-            // The fast path when the reader made the batch ready with a plan the relation still
-            // matches (one catalog query); else today's text path, and the source gets the plan.
-            let mut replan = None;
-            let fast = match (fast, batch.pre()) {
-                (Some(plan), Some(pre)) => {
-                    let now = crate::sink::fast::plan_for(target, relid, Some(plan));
-                    let same = now.as_ref().is_some_and(|p| p.id == plan.id);
-                    if !same {
-                        replan = Some(now);
-                    }
-                    same.then_some((plan, pre))
-                }
-                _ => None,
-            };
-            let result = match fast {
-                Some((plan, pre)) => {
-                    crate::sink::fast::write(target, relid, plan, &batch.messages, pre)
-                }
-                None => crate::sink::write::write_batch(target, relid, &batch.messages),
-            };
+            let (result, replan) = crate::sink::fast::write_batch(target, relid, fast, &batch.messages, batch.pre());
             let written = match result {
                 Ok(w) => w,
                 Err(e) => return Err(BatchError::Failed(e)),
@@ -606,25 +570,6 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
             Ok(Err(other)) => Err(other),
             Err(e) => Err(BatchError::Failed(e)),
         }
-    }
-}
-
-/// Adds per-message counts to their streams' stats, one map update per run of messages of the
-/// same stream (a batch holds runs of each stream's messages: far fewer lookups than messages).
-fn add_in_runs<S: Ord + PartialEq>(stats: &mut BatchStats<S>, counts: impl Iterator<Item = (S, i64)>, add: impl Fn(&mut StreamStats, i64)) {
-    let mut run: Option<(S, i64)> = None;
-    for (k, n) in counts {
-        match &mut run {
-            Some((rk, total)) if *rk == k => *total += n,
-            _ => {
-                if let Some((rk, total)) = run.replace((k, n)) {
-                    add(stats.entry(rk).or_default(), total);
-                }
-            }
-        }
-    }
-    if let Some((rk, total)) = run {
-        add(stats.entry(rk).or_default(), total);
     }
 }
 
