@@ -28,7 +28,7 @@
 #                       (for testing the harness before the extension is installed). The
 #                       setting is regenerated at every start, so toggling it takes effect on
 #                       the next (re)start.
-#   PI_READY_TIMEOUT=N  readiness bound in seconds (default 60).
+#   PI_READY_TIMEOUT=N  readiness bound in seconds (default 120: JVMs start slowly on a busy 2-core machine).
 #   PI_KINESIS_PATH=DIR kinesalite keeps its streams in a LevelDB store in DIR (kinesalite's
 #                       --path), so they survive a restart. The e2e tests that stop kinesalite
 #                       run a private one instead (pihelpers.Kinesalite) and leave this unset.
@@ -36,7 +36,7 @@ set -euo pipefail
 # shellcheck source=env.sh
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
-READY_TIMEOUT="${PI_READY_TIMEOUT:-60}"
+READY_TIMEOUT="${PI_READY_TIMEOUT:-120}"
 PG_DIR="$(dirname "$PIPELINE_PGDATA")"
 PG_LOG="$PG_DIR/postgres.log"
 KAFKA_DIR="$PI_RUN/kafka"
@@ -453,7 +453,7 @@ registry_start() {
     # Both interfaces on 127.0.0.1: the management one defaults to 0.0.0.0:9000 and cannot be
     # turned off. The working directory is the run dir (Quarkus may write there).
     (cd "$REGISTRY_DIR" || exit 1
-      setsid nohup "$PI_REGISTRY_JAVA" -Xmx384m -Xms64m -XX:+UseSerialGC -Djava.awt.headless=true \
+      setsid nohup "$PI_REGISTRY_JAVA" -Xmx384m -Xms64m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
       -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$REGISTRY_PORT" \
       -Dquarkus.management.host=127.0.0.1 -Dquarkus.management.port="$REGISTRY_MANAGEMENT_PORT" \
       -Djava.io.tmpdir="$REGISTRY_DIR" \

@@ -20,6 +20,9 @@ pub static MAX_WORKERS_PER_DATABASE: GucSetting<i32> = GucSetting::<i32>::new(8)
 /// Whether a consumer commits its batch as soon as the source has nothing more available right
 /// now (on), or only when the batch is full or its timeout has passed (off: pipeline_kafka's way).
 pub static FLUSH_WHEN_CAUGHT_UP: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// Whether consumer workers take the fast path (issue 23: messages parsed and converted into COPY
+/// BINARY rows on the reader thread, sink::fast); read when a worker starts.
+pub static FAST_PATH: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// The most bytes of messages one consumer batch may hold, in kB, whatever its maxbytes; its
 /// batchsize is capped at this / `MESSAGE_COST` messages. Set in the server's configuration: it
 /// bounds what any role's consumer makes its worker hold.
@@ -95,6 +98,16 @@ pub fn init() {
           (batchsize, maxbytes) or its timeout has passed; a low-rate stream is visible at once and a \
           backlog goes in batches of batchsize. Off: only full batches or the timeout commit.",
         &FLUSH_WHEN_CAUGHT_UP,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pipeline_ingest.fast_path",
+        c"Parse and convert csv, text and json messages into binary rows on the reader thread.",
+        c"On: a plain appending consumer's worker converts messages into COPY BINARY rows on its \
+          reader thread and only inserts on its main thread; what it cannot convert exactly takes \
+          the text path. Off: every batch takes the text path. Workers read it when they start.",
+        &FAST_PATH,
         GucContext::Sighup,
         GucFlags::default(),
     );

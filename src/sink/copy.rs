@@ -17,6 +17,15 @@ thread_local! {
 }
 
 thread_local! {
+    /// What the running COPY reads before and after the buffer (COPY BINARY's header and
+    /// trailer; empty for text and csv).
+    static FRAME: Cell<(&'static [u8], &'static [u8])> = const { Cell::new((&[], &[])) };
+}
+
+/// COPY BINARY's trailer: a field count of -1.
+const BINARY_TRAILER: &[u8] = &[0xff, 0xff];
+
+thread_local! {
     /// The line (as COPY counts them) of the last ERROR raised inside the running COPY's row
     /// processing; None when the error came from elsewhere (statement triggers, our own checks).
     static ERROR_LINE: Cell<Option<u64>> = const { Cell::new(None) };
@@ -77,15 +86,39 @@ const FEED_PIECE_MAX: usize = 1 << 16;
 
 #[pg_guard]
 extern "C-unwind" fn feed_copy(outbuf: *mut c_void, _minread: c_int, maxread: c_int) -> c_int {
+    let (prefix, suffix) = FRAME.with(|f| f.get());
     FEED.with(|f| {
         let (ptr, len, pos, piece) = f.get();
         // Small pieces first, doubling: a COPY that fails on an early line (as isolating bad
         // messages does, once per bad message) has copied little beyond it, while a long COPY
         // soon takes COPY's whole buffer (64 kB) at a time.
-        let n = (len - pos).min(maxread.max(0) as usize).min(piece);
-        if n > 0 {
-            // SAFETY: ptr..ptr+len is the caller's live buffer (see `copy_rows`); outbuf holds maxread bytes.
-            unsafe { std::ptr::copy_nonoverlapping(ptr.add(pos), outbuf.cast::<u8>(), n) };
+        let total = prefix.len() + len + suffix.len();
+        let n = (total - pos).min(maxread.max(0) as usize).min(piece);
+        // The stream is prefix, then the buffer, then suffix: copy the part of each in pos..pos+n.
+        let mut done = 0;
+        let mut seg_start = 0;
+        for (seg_ptr, seg_len) in [
+            (prefix.as_ptr(), prefix.len()),
+            (ptr, len),
+            (suffix.as_ptr(), suffix.len()),
+        ] {
+            let (from, to) = (
+                (pos + done).max(seg_start),
+                (pos + n).min(seg_start + seg_len),
+            );
+            if from < to {
+                // SAFETY: each segment is live for the COPY (`copy_rows_framed`: the caller's
+                // buffer, or a static); outbuf holds maxread >= n bytes and done + (to - from) <= n.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        seg_ptr.add(from - seg_start),
+                        outbuf.cast::<u8>().add(done),
+                        to - from,
+                    )
+                };
+                done += to - from;
+            }
+            seg_start += seg_len;
         }
         f.set((ptr, len, pos + n, (piece * 2).min(FEED_PIECE_MAX)));
         n as c_int
@@ -168,6 +201,29 @@ pub fn check_copy_options(options: &CopyOptionList) {
 /// Returns the number of rows COPY processed. Raises PostgreSQL errors (the caller's transaction
 /// or subtransaction takes care of them).
 pub fn copy_rows(relid: pg_sys::Oid, columns: Option<&[&str]>, options: &CopyOptionList, data: &[u8]) -> u64 {
+    copy_rows_framed(relid, columns, options, (&[], &[]), data)
+}
+
+/// COPY BINARY of `tuples` (the fast path's: tuples without the header and trailer, which are
+/// added here, so that any run of them is a COPY).
+pub fn copy_rows_binary(relid: pg_sys::Oid, columns: Option<&[&str]>, tuples: &[u8]) -> u64 {
+    let options: CopyOptionList = vec![("format", "binary".to_string())];
+    copy_rows_framed(
+        relid,
+        columns,
+        &options,
+        (ingest_core::rows::HEADER, BINARY_TRAILER),
+        tuples,
+    )
+}
+
+fn copy_rows_framed(
+    relid: pg_sys::Oid,
+    columns: Option<&[&str]>,
+    options: &CopyOptionList,
+    frame: (&'static [u8], &'static [u8]),
+    data: &[u8],
+) -> u64 {
     let c_options = c_strings(options);
     let c_columns: Option<Vec<CString>> =
         columns.map(|cols| cols.iter().map(|c| CString::new(*c).expect("column name has no NUL")).collect());
@@ -214,6 +270,7 @@ pub fn copy_rows(relid: pg_sys::Oid, columns: Option<&[&str]>, options: &CopyOpt
         }
 
         FEED.with(|f| f.set((data.as_ptr(), data.len(), 0, FEED_PIECE_MIN)));
+        FRAME.with(|f| f.set(frame));
         let cstate = pg_sys::BeginCopyFrom(
             pstate,
             rel,
@@ -241,6 +298,7 @@ pub fn copy_rows(relid: pg_sys::Oid, columns: Option<&[&str]>, options: &CopyOpt
         ERROR_LINE.with(|l| l.set(None));
         pg_sys::EndCopyFrom(cstate);
         FEED.with(|f| f.set((std::ptr::null(), 0, 0, 0)));
+        FRAME.with(|f| f.set((&[], &[])));
 
         pg_sys::free_parsestate(pstate);
         drop(opened);

@@ -9,7 +9,7 @@
 //! `bisect` isolates by halves what has no line to point at (a transform's call, an upsert's
 //! statements): transform and upsert both use it.
 
-use super::copy::{copy_rows, take_error_line, CopyOptionList};
+use super::copy::{copy_rows, copy_rows_binary, take_error_line, CopyOptionList};
 use crate::error::{raise, spi};
 use crate::xact::PgError;
 use ingest_core::format::Format;
@@ -67,7 +67,13 @@ impl BatchSink<'_> {
                 break;
             }
             let items = &run.items[rest.clone()];
-            match line.and_then(|l| item_at_line(items, &self.prepared.data, job.get(), l, self.lines())) {
+            // binary COPY counts one line per tuple, as text format does
+            let lines = if jobs.get(job.get()).is_some_and(|j| self.is_binary(j)) {
+                Lines::Text
+            } else {
+                self.lines()
+            };
+            match line.and_then(|l| item_at_line(items, &self.prepared.data, job.get(), l, lines)) {
                 Some(k) => {
                     // The messages before it passed in the failed COPY; usually they go in with
                     // one more (a row buffered for a later flush, or a deferred constraint, can
@@ -106,6 +112,12 @@ impl BatchSink<'_> {
         Lines::Csv { quote, escape: opt("escape").unwrap_or(quote) }
     }
 
+    /// A job of COPY BINARY tuples (the fast path).
+    fn is_binary(&self, job: &Chunk) -> bool {
+        job.columns
+            .is_some_and(|set| self.prepared.binary.get(set).copied().unwrap_or(false))
+    }
+
     /// COPYs the jobs' rows, one COPY per job; `at` is the job running (the one an error came from).
     fn copy(&self, jobs: &[Chunk], at: &Cell<usize>) {
         crate::xact::as_role(self.owner, || {
@@ -115,8 +127,13 @@ impl BatchSink<'_> {
                     .columns
                     .map(|set| self.prepared.column_sets[set].iter().map(|i| self.columns[*i].as_str()).collect());
                 let data = &self.prepared.data[job.range.clone()];
-                let n = copy_rows(self.relid, cols.as_deref(), &self.copy_options, data);
-                if n as usize != job.rows && self.format != Format::Csv {
+                let binary = self.is_binary(job);
+                let n = if binary {
+                    copy_rows_binary(self.relid, cols.as_deref(), data)
+                } else {
+                    copy_rows(self.relid, cols.as_deref(), &self.copy_options, data)
+                };
+                if n as usize != job.rows && (binary || self.format != Format::Csv) {
                     raise(
                         PgSqlErrorCode::ERRCODE_BAD_COPY_FILE_FORMAT,
                         format!("COPY took {n} rows where the messages hold {}", job.rows),

@@ -8,6 +8,7 @@ pub mod changes;
 pub mod citus;
 pub mod copy;
 pub mod evolve;
+pub mod fast;
 pub mod isolate;
 pub mod partitioned;
 pub mod relation;

@@ -95,6 +95,8 @@ pub struct KinesisSource {
     relist_at: Instant,
     list_backoff: Backoff,
     parents_checked: Instant,
+    /// The fast path's plan (rows::fast): records are made ready as they go into a batch.
+    fast: Option<std::sync::Arc<ingest_core::rows::fast::FastPlan>>,
 }
 
 /// How a Kinesis consumer reads, from its catalog row.
@@ -142,6 +144,7 @@ impl KinesisSource {
             relist_at: Instant::now(),
             list_backoff: Backoff::new(Duration::from_millis(500), s.retry_max),
             parents_checked: Instant::now(),
+            fast: None,
         };
         source.list()?;
         Ok(source)
@@ -355,6 +358,7 @@ impl super::Source for KinesisSource {
             self.poll(&id);
         }
         let mut added = 0;
+        let from = batch.len();
         for r in self.readers.values_mut() {
             // One user record at a time, each counted against the batch's limits before the next
             // is copied out of its aggregate.
@@ -369,7 +373,17 @@ impl super::Source for KinesisSource {
                 }
             }
         }
+        if let Some(plan) = &self.fast {
+            batch.prepare_tail(from, |ms| {
+                let bytes = ms.iter().map(|m| m.payload.as_ref().map_or(0, Vec::len) + 16).sum();
+                ingest_core::rows::fast::prepare_chunk(plan, ms.iter().map(|m| m.payload.as_deref()), bytes)
+            });
+        }
         added
+    }
+
+    fn set_fast_plan(&mut self, plan: Option<std::sync::Arc<ingest_core::rows::fast::FastPlan>>) {
+        self.fast = plan;
     }
 
     fn drained(&self) -> bool {

@@ -21,6 +21,10 @@ pub trait Source {
 
     /// The last `fill` took everything that was available: nothing more is at hand right now
     /// (a batch may then be committed without waiting for its timeout).
+    /// The consumer's fast-path plan (rows::fast): a source that reads in a thread of its own
+    /// makes its messages ready there. Default: the source does not.
+    fn set_fast_plan(&mut self, _plan: Option<std::sync::Arc<ingest_core::rows::fast::FastPlan>>) {}
+
     fn drained(&self) -> bool {
         false
     }

@@ -11,6 +11,7 @@ mod kinesis_host;
 pub mod launcher;
 pub mod pin;
 pub mod pipeline;
+mod pipeline_stats;
 pub mod retry;
 pub mod supervisor;
 pub mod typed;

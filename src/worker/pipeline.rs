@@ -25,8 +25,11 @@ use ingest_core::format::CopyOptions;
 use ingest_core::policy::{decide, Decision, OnError};
 use ingest_core::position::System;
 use ingest_core::prepare::Rejected;
+use ingest_core::rows::fast::FastPlan;
 use pgrx::prelude::*;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use super::pipeline_stats::add_in_runs;
 use std::time::{Duration, Instant};
 
 type Stream<P> = <P as Position>::Stream;
@@ -183,16 +186,16 @@ pub fn connect_with_retry<C: ConsumerCatalog, T>(catalog: &C, mut make: impl FnM
 
 /// What a committed batch did, per stream.
 #[derive(Default)]
-struct StreamStats {
+pub(super) struct StreamStats {
     messages: i64,
     rows: i64,
     dead_letters: i64,
 }
 
-type BatchStats<S> = BTreeMap<S, StreamStats>;
+pub(super) type BatchStats<S> = BTreeMap<S, StreamStats>;
 
-/// What a committed batch did, and the relation it went into.
-type Flushed<P> = (BatchStats<Stream<P>>, pg_sys::Oid);
+/// What a committed batch did, its relation, and the fast path's plan if it changed (sink::fast).
+type Flushed<P> = (BatchStats<Stream<P>>, pg_sys::Oid, Option<Option<FastPlan>>);
 
 /// Why a batch did not commit.
 enum BatchError {
@@ -211,6 +214,8 @@ pub struct Pipeline<S: Source, C: ConsumerCatalog<Pos = S::Pos>> {
     pub catalog: C,
     error_shown: Option<String>,
     error_recorded_at: Option<Instant>,
+    /// The fast path's plan (sink::fast), as the source has it.
+    fast: Option<Arc<FastPlan>>,
 }
 
 /// How long a worker goes on with a source that keeps failing (its errors, or its periodic
@@ -227,7 +232,15 @@ fn source_restart_after() -> Duration {
 
 impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
     pub fn new(target: Target, source: S, catalog: C) -> Self {
-        Pipeline { target, source, catalog, error_shown: None, error_recorded_at: None }
+        Pipeline { target, source, catalog, error_shown: None, error_recorded_at: None, fast: None }
+    }
+
+    /// Gives the source (its reader thread) the fast path's plan (sink::fast) when it changed.
+    fn set_fast_plan(&mut self, plan: Option<FastPlan>) {
+        if plan.as_ref().map(|p| p.id) != self.fast.as_ref().map(|p| p.id) {
+            self.fast = plan.map(Arc::new);
+            self.source.set_fast_plan(self.fast.clone());
+        }
     }
 
     pub fn run(&mut self) {
@@ -240,6 +253,8 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
         let mut failing_since: Option<Instant> = None;
         self.publish(&BatchStats::new());
         self.note_streams();
+        let plan = crate::sink::fast::start_plan(&self.target, &self.catalog.label());
+        self.set_fast_plan(plan);
         while !shutdown_requested() {
             if reload_config_if_requested() {
                 limits = self.target.limits_now();
@@ -279,7 +294,8 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                 let mut next = batch.checkpoints();
                 next.extend(pending);
                 match self.flush(&batch, &next) {
-                    Ok((stats, relid)) => {
+                    Ok((stats, relid, plan)) => {
+                        if let Some(p) = plan { self.set_fast_plan(p) }
                         self.target.relid = relid;
                         self.source.committed(&next);
                         self.publish(&stats);
@@ -448,6 +464,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
         let catalog = &self.catalog;
         let believed = self.source.checkpoints();
         let clear_error = self.error_shown.is_some();
+        let fast = self.fast.as_deref();
         let result = crate::xact::try_in_transaction(|| {
             match catalog.lock_consumer() {
                 Some(g) if g == target.generation => {}
@@ -483,7 +500,8 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                     return Err(BatchError::Stop(why.to_string()));
                 }
             }
-            let written = match crate::sink::write::write_batch(target, relid, &batch.messages) {
+            let (result, replan) = crate::sink::fast::write_batch(target, relid, fast, &batch.messages, batch.pre());
+            let written = match result {
                 Ok(w) => w,
                 Err(e) => return Err(BatchError::Failed(e)),
             };
@@ -536,7 +554,7 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
                     stats.entry(key(r.msg)).or_default().dead_letters += 1;
                 }
             }
-            Ok((stats, relid))
+            Ok((stats, relid, replan))
         });
         match result {
             Ok(Ok(done)) => {
@@ -553,25 +571,6 @@ impl<S: Source, C: ConsumerCatalog<Pos = S::Pos>> Pipeline<S, C> {
             Ok(Err(other)) => Err(other),
             Err(e) => Err(BatchError::Failed(e)),
         }
-    }
-}
-
-/// Adds per-message counts to their streams' stats, one map update per run of messages of the
-/// same stream (a batch holds runs of each stream's messages: far fewer lookups than messages).
-fn add_in_runs<S: Ord + PartialEq>(stats: &mut BatchStats<S>, counts: impl Iterator<Item = (S, i64)>, add: impl Fn(&mut StreamStats, i64)) {
-    let mut run: Option<(S, i64)> = None;
-    for (k, n) in counts {
-        match &mut run {
-            Some((rk, total)) if *rk == k => *total += n,
-            _ => {
-                if let Some((rk, total)) = run.replace((k, n)) {
-                    add(stats.entry(rk).or_default(), total);
-                }
-            }
-        }
-    }
-    if let Some((rk, total)) = run {
-        add(stats.entry(rk).or_default(), total);
     }
 }
 

@@ -254,3 +254,13 @@ def log_mark():
 def pytest_report_header(config):
     return (f"pipeline_ingest e2e: pg {pihelpers.PGHOST}:{pihelpers.PGPORT} kafka {pihelpers.KAFKA_BOOTSTRAP} "
             f"kinesis {pihelpers.KINESIS_ENDPOINT} managed={os.environ.get('PI_SERVICES_MANAGED', '0')}")
+
+
+@pytest.fixture
+def registry_proxy(schema_registry):
+    """A pihelpers.RegistryProxy in front of the session's registry: stop() and start() make an outage
+    without restarting Apicurio (slow on a loaded machine, and its schemas live in memory)."""
+    proxy = pihelpers.RegistryProxy(schema_registry)
+    proxy.start()
+    yield proxy
+    proxy.stop()

@@ -940,3 +940,58 @@ def wait_table_rows(db: str, table: str, n: int, timeout: float = 60.0, log_mark
         raise AssertionError(f"{exc}; has {got} rows{kinesis_diag(db, log_mark)}") from None
     got = scalar(db, f"SELECT count(*) FROM {table}")
     assert got == n, f"{table} has {got} rows, expected exactly {n}{kinesis_diag(db, log_mark)}"
+
+
+class RegistryProxy:
+    """A forwarding HTTP proxy in front of the stack's registry, stopped and started again on the
+    same port within milliseconds: an outage without restarting Apicurio (slow on a loaded
+    machine, and shared by the session's other tests)."""
+
+    def __init__(self, target: str):
+        import urllib.parse
+        self.target = target
+        self.port = None
+        self.server = None
+        self.prefix = urllib.parse.urlsplit(target).path
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.prefix}"
+
+    def start(self) -> None:
+        import http.server
+        import threading
+        import urllib.error
+        import urllib.request
+        origin = self.target[: -len(self.prefix)] if self.prefix else self.target
+
+        class Forward(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def forward(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
+                headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "accept")}
+                req = urllib.request.Request(origin + self.path, data=body, method=self.command, headers=headers)
+                try:
+                    with urllib.request.urlopen(req, timeout=10) as r:
+                        status, data, ctype = r.status, r.read(), r.headers.get("Content-Type")
+                except urllib.error.HTTPError as e:
+                    status, data, ctype = e.code, e.read(), e.headers.get("Content-Type")
+                self.send_response(status)
+                self.send_header("Content-Type", ctype or "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = forward
+
+        http.server.ThreadingHTTPServer.allow_reuse_address = True
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port or 0), Forward)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None

@@ -48,11 +48,20 @@ pub struct Batch<P> {
     /// The messages of committed batches, kept so that the next batch's messages reuse their
     /// buffers (`push_with`) instead of allocating and freeing two buffers per message.
     spare: Vec<Message<P>>,
+    /// What the source's reader made ready of each message for the fast path (rows::fast): empty,
+    /// or one per message (`push` adds `Pre::Fallback` then).
+    pre: Vec<crate::rows::fast::Pre>,
 }
 
 impl<P> Default for Batch<P> {
     fn default() -> Self {
-        Batch { messages: Vec::new(), bytes: 0, started: None, spare: Vec::new() }
+        Batch {
+            messages: Vec::new(),
+            bytes: 0,
+            started: None,
+            spare: Vec::new(),
+            pre: Vec::new(),
+        }
     }
 }
 
@@ -78,6 +87,37 @@ impl<P: Position> Batch<P> {
         }
         self.bytes += m.size();
         self.messages.push(m);
+        if !self.pre.is_empty() {
+            self.pre.push(crate::rows::fast::Pre::Fallback);
+        }
+    }
+
+    /// Adds a message with what the reader made ready of it (rows::fast).
+    pub fn push_pre(&mut self, m: Message<P>, pre: crate::rows::fast::Pre) {
+        self.pre
+            .resize(self.messages.len(), crate::rows::fast::Pre::Fallback);
+        self.pre.push(pre);
+        let pre = std::mem::take(&mut self.pre);
+        self.push(m);
+        self.pre = pre;
+    }
+
+    /// Makes the messages from index `from` on ready with `make` (a source without a reader
+    /// thread, Kinesis: on the main thread, while the batch fills).
+    pub fn prepare_tail(&mut self, from: usize, make: impl FnOnce(&[Message<P>]) -> Vec<crate::rows::fast::Pre>) {
+        if from >= self.messages.len() {
+            return;
+        }
+        let made = make(&self.messages[from..]);
+        if made.len() == self.messages.len() - from {
+            self.pre.resize(from, crate::rows::fast::Pre::Fallback);
+            self.pre.extend(made);
+        }
+    }
+
+    /// One entry per message when the source made them ready for the fast path, else None.
+    pub fn pre(&self) -> Option<&[crate::rows::fast::Pre]> {
+        (!self.pre.is_empty() && self.pre.len() == self.messages.len()).then_some(&self.pre[..])
     }
 
     /// Adds a message made by `fill_in` in a recycled message when there is one (its fields still
@@ -145,6 +185,7 @@ impl<P: Position> Batch<P> {
             std::mem::swap(&mut self.spare, &mut self.messages);
         }
         self.messages.clear();
+        self.pre.clear();
         self.bytes = 0;
         self.started = None;
     }

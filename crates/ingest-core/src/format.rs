@@ -57,23 +57,10 @@ impl Format {
         }
     }
 
-    /// Consumers can use it in this build (the decoders of the others are being wired).
-    pub fn consumable(self) -> bool {
-        matches!(
-            self,
-            Format::Text | Format::Csv | Format::Json | Format::Raw | Format::Debezium | Format::DebeziumAvro | Format::Avro | Format::Protobuf
-        )
-    }
-
-    /// Decoded by a `decode::TypedDecoder` whose schemas come from a schema registry.
-    pub fn uses_registry(self) -> bool {
-        matches!(self, Format::Avro | Format::Protobuf | Format::DebeziumAvro)
-    }
-
     /// The formats whose messages name a schema in a schema registry (consume_begin's
-    /// `schema_registry`): the same as `uses_registry`.
+    /// `schema_registry`), decoded by a `decode::TypedDecoder`.
     pub fn needs_registry(self) -> bool {
-        self.uses_registry()
+        matches!(self, Format::Avro | Format::Protobuf | Format::DebeziumAvro)
     }
 
     /// Change events (insert/update/delete of a keyed row), not rows to append.

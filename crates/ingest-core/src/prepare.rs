@@ -24,6 +24,9 @@ pub struct Prepared {
     /// The distinct column lists chunks name, by index (json: the fields present; text/csv with
     /// a column list: that list).
     pub column_sets: Vec<Vec<usize>>,
+    /// Per column set (missing = false): its chunks are COPY BINARY tuples (the fast path,
+    /// rows::fast), without the header and trailer each COPY of them adds.
+    pub binary: Vec<bool>,
 }
 
 /// One good message: its rows, in chunks by the columns they fill (text/csv: one chunk; json: one

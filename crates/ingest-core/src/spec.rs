@@ -285,9 +285,6 @@ impl Spec {
         }
         let columns = no_nulls(a.columns.clone(), "columns")?;
         let opts = Args { format: Some(a.format.clone().unwrap_or_else(|| d.opts.format.name().to_string())), ..a.clone() }.copy_options()?;
-        if !opts.format.consumable() {
-            return Err(SpecError::NotSupported(opts.format.name()));
-        }
         let spec = Spec {
             opts,
             columns,

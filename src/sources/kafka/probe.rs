@@ -112,36 +112,36 @@ impl Probe {
     }
 
     /// consume_begin's `start_offset` for each partition: -1 its end (high watermark), -2 its
-    /// beginning (low watermark), n >= 0 offset n.
-    pub fn start_offsets(&self, topic: &str, partitions: &[i32], start_offset: i64) -> Result<BTreeMap<i32, i64>, ProbeError> {
-        let mut next = BTreeMap::new();
-        for p in partitions {
-            let off = match start_offset {
-                -1 => self.watermarks(topic, *p)?.1,
-                -2 => self.watermarks(topic, *p)?.0,
-                n => n,
-            };
-            next.insert(*p, off);
+    /// beginning (low watermark), n >= 0 offset n. One ListOffsets request (per partition
+    /// leader) for all the partitions, not two per partition as fetching their watermarks.
+    pub fn start_offsets(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        start_offset: i64,
+    ) -> Result<BTreeMap<i32, i64>, ProbeError> {
+        if !matches!(start_offset, -1 | -2) || partitions.is_empty() {
+            return Ok(partitions.iter().map(|p| (*p, start_offset)).collect());
         }
-        Ok(next)
+        let (topic, partitions, timeout) = (topic.to_string(), partitions.to_vec(), self.timeout);
+        interruptible(&self.consumer, move |c| logical_offsets(c, &topic, &partitions, start_offset, timeout))
     }
 
     /// The first offset of each partition whose message timestamp is at or after `time_ms`
     /// (milliseconds since the Unix epoch); the partition's end offset (high watermark) when no
-    /// message is that recent.
-    pub fn offsets_for_time(&self, topic: &str, partitions: &[i32], time_ms: i64) -> Result<BTreeMap<i32, i64>, ProbeError> {
+    /// message is that recent. Two ListOffsets requests at most, whatever the partitions.
+    pub fn offsets_for_time(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        time_ms: i64,
+    ) -> Result<BTreeMap<i32, i64>, ProbeError> {
         let (topic, partitions, timeout) = (topic.to_string(), partitions.to_vec(), self.timeout);
         interruptible(&self.consumer, move |c| {
             let found = offsets_at_time(c, &topic, &partitions, time_ms, timeout)?;
-            let mut out = BTreeMap::new();
-            for (p, off) in found {
-                let off = match off {
-                    Some(o) => o,
-                    None => c.fetch_watermarks(&topic, p, timeout).map_err(|e| ProbeError::Unreachable(explain(c, e.to_string())))?.1,
-                };
-                out.insert(p, off);
-            }
-            Ok(out)
+            let missing: Vec<i32> = found.iter().filter(|(_, o)| o.is_none()).map(|(p, _)| *p).collect();
+            let ends = if missing.is_empty() { BTreeMap::new() } else { logical_offsets(c, &topic, &missing, -1, timeout)? };
+            Ok(found.into_iter().map(|(p, off)| (p, off.or_else(|| ends.get(&p).copied()).unwrap_or(0))).collect())
         })
     }
 
@@ -228,8 +228,14 @@ pub fn offsets_at_time(
     timeout: Duration,
 ) -> Result<BTreeMap<i32, Option<i64>>, ProbeError> {
     let mut tpl = TopicPartitionList::new();
+    // ListOffsets' logical timestamps: -1 the end of a partition, -2 its beginning.
+    let at = match time_ms {
+        -1 => Offset::End,
+        -2 => Offset::Beginning,
+        t => Offset::Offset(t),
+    };
     for p in partitions {
-        tpl.add_partition_offset(topic, *p, Offset::Offset(time_ms)).map_err(|e| ProbeError::Unreachable(e.to_string()))?;
+        tpl.add_partition_offset(topic, *p, at).map_err(|e| ProbeError::Unreachable(e.to_string()))?;
     }
     let found = consumer
         .offsets_for_times(tpl, timeout)
@@ -245,6 +251,28 @@ pub fn offsets_at_time(
             _ => None,
         };
         out.insert(e.partition(), off);
+    }
+    Ok(out)
+}
+
+/// The end (`which` -1, the high watermark) or beginning (-2, the low watermark) of each
+/// partition, in one ListOffsets request per leader (the logical timestamps -1 and -2 of
+/// ListOffsets); a partition the answer leaves out is asked for its watermarks.
+fn logical_offsets(consumer: &Client, topic: &str, partitions: &[i32], which: i64, timeout: Duration) -> Result<BTreeMap<i32, i64>, ProbeError> {
+    // A broker that does not answer the logical timestamps: the watermarks, as before.
+    let found = offsets_at_time(consumer, topic, partitions, which, timeout).unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for p in partitions {
+        let off = match found.get(p).copied().flatten() {
+            Some(o) if o >= 0 => o,
+            _ => {
+                let (low, high) = consumer
+                    .fetch_watermarks(topic, *p, timeout)
+                    .map_err(|e| ProbeError::Unreachable(explain(consumer, e.to_string())))?;
+                if which == -2 { low } else { high }
+            }
+        };
+        out.insert(*p, off);
     }
     Ok(out)
 }

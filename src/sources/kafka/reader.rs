@@ -12,6 +12,7 @@
 
 use super::copy::{blank_message, copy_message, KafkaMessage};
 use crate::sources::error::SourceError;
+use ingest_core::rows::fast::{prepare_chunk, FastPlan, Pre};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -41,7 +42,9 @@ const HIDDEN_BYTES: usize = 256 << 10;
 
 /// What the reader hands over, with the epoch it was read in.
 pub enum Delivery {
-    Messages(u64, Vec<KafkaMessage>),
+    /// The messages, and what the reader made ready of each for the fast path (rows::fast;
+    /// empty without a plan).
+    Messages(u64, Vec<KafkaMessage>, Vec<Pre>),
     /// An error event or a message carrying an error, as text ("Kafka: ...").
     Error(u64, String),
 }
@@ -50,6 +53,8 @@ struct Shared {
     stop: AtomicBool,
     epoch: AtomicU64,
     gate: Mutex<()>,
+    /// The consumer's fast-path plan (set by the main thread; read once per chunk).
+    plan: Mutex<Option<Arc<FastPlan>>>,
 }
 
 /// librdkafka's queue and client handles, used by the reader thread only while the source keeps
@@ -83,7 +88,12 @@ impl Reader {
         wake_fd: i32,
         headers: bool,
     ) -> std::io::Result<Reader> {
-        let shared = Arc::new(Shared { stop: AtomicBool::new(false), epoch: AtomicU64::new(0), gate: Mutex::new(()) });
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
+            gate: Mutex::new(()),
+            plan: Mutex::new(None),
+        });
         let (tx, rx) = sync_channel(IN_FLIGHT);
         let (spare_tx, spare_rx) = sync_channel(SPARE_BATCHES);
         let queue = QueuePtr(queue, rk);
@@ -105,6 +115,12 @@ impl Reader {
         // SAFETY: restores the mask saved above.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
         Ok(Reader { shared, handle: Some(spawned?), rx, spare_tx })
+    }
+
+    /// From the next chunk on, messages are made ready (parsed and converted to COPY BINARY
+    /// tuples, on the reader thread) with `plan`; None: not.
+    pub fn set_plan(&self, plan: Option<Arc<FastPlan>>) {
+        *self.shared.plan.lock().unwrap_or_else(|p| p.into_inner()) = plan;
     }
 
     pub fn epoch(&self) -> u64 {
@@ -259,12 +275,34 @@ fn run(
             }
         }
         let pause = (sizes.hidden >= HIDDEN_BYTES && sizes.hidden >= sizes.payload).then_some(rk);
+        // The fast path's work, here rather than on the main thread (whose time is the COPY's).
+        let plan = shared
+            .plan
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let pre = match plan {
+            Some(plan) if !chunk.is_empty() => prepare_chunk(
+                &plan,
+                chunk.iter().map(|m| m.payload.as_deref()),
+                sizes.payload + chunk.len() * 16,
+            ),
+            _ => Vec::new(),
+        };
         for e in errors {
             if !hand_over(tx, shared, wake_fd, Delivery::Error(epoch, e), None) {
                 return;
             }
         }
-        if !chunk.is_empty() && !hand_over(tx, shared, wake_fd, Delivery::Messages(epoch, chunk), pause) {
+        if !chunk.is_empty()
+            && !hand_over(
+                tx,
+                shared,
+                wake_fd,
+                Delivery::Messages(epoch, chunk, pre),
+                pause,
+            )
+        {
             return;
         }
     }

@@ -35,6 +35,8 @@ pub struct KafkaSource {
     reader: Option<Reader>,
     /// Messages the reader handed over (in the current epoch) that did not fit in the last batch.
     pending: std::collections::VecDeque<KafkaMessage>,
+    /// What the reader made ready of `pending` (one each, or empty: rows::fast).
+    pending_pre: std::collections::VecDeque<ingest_core::rows::fast::Pre>,
     error: Option<String>,
     /// The last `fill` took everything the reader had: nothing more is available right now.
     drained: bool,
@@ -106,6 +108,7 @@ impl KafkaSource {
             queue,
             reader: None,
             pending: std::collections::VecDeque::new(),
+            pending_pre: std::collections::VecDeque::new(),
             error: None,
             drained: false,
             metadata_timeout: Duration::from_secs(5),
@@ -165,6 +168,7 @@ impl KafkaSource {
         let _paused = self.reader.as_ref().map(|r| r.pause());
         if let Some(r) = &self.reader {
             r.recycle(self.pending.drain(..).collect());
+            self.pending_pre.clear();
         }
         self.consumer.assign(&tpl).map_err(|e| SourceError::Internal(format!("could not assign partitions: {e}")))?;
         Ok(())
@@ -244,14 +248,20 @@ impl Source for KafkaSource {
         self.drained = false;
         while !batch.is_full(limits) {
             if let Some(m) = self.pending.pop_front() {
-                batch.push(m);
+                match self.pending_pre.pop_front() {
+                    Some(pre) => batch.push_pre(m, pre),
+                    None => batch.push(m),
+                }
                 added += 1;
                 continue;
             }
             match reader.try_next() {
-                Ok(Some(Delivery::Messages(e, messages))) if e == epoch => self.pending = messages.into(),
+                Ok(Some(Delivery::Messages(e, messages, pre))) if e == epoch => {
+                    self.pending = messages.into();
+                    self.pending_pre = pre.into();
+                }
                 // Read before the last reassignment: librdkafka delivers these again.
-                Ok(Some(Delivery::Messages(_, messages))) => reader.recycle(messages),
+                Ok(Some(Delivery::Messages(_, messages, _))) => reader.recycle(messages),
                 Ok(Some(Delivery::Error(e, text))) => {
                     if e == epoch {
                         self.error = Some(self.consumer.context().explain(text));
@@ -266,6 +276,12 @@ impl Source for KafkaSource {
             }
         }
         added
+    }
+
+    fn set_fast_plan(&mut self, plan: Option<std::sync::Arc<ingest_core::rows::fast::FastPlan>>) {
+        if let Some(r) = &self.reader {
+            r.set_plan(plan);
+        }
     }
 
     fn drained(&self) -> bool {

@@ -44,11 +44,13 @@
 //! explicit offset take the text path) and LocalTimestampMicros -> timestamptz; extra_float_digits is output-only and changes nothing
 //! here (tests/pg_differential.rs runs under non-default values of all three to show it).
 //!
-//! Not wired yet: src/sink/copy.rs feeds text COPY; the next step gives it a binary stream.
+//! Wired in [`fast`]: a source's reader thread makes each message's tuples ready
+//! ([`fast::prepare_chunk`]); the sink frames them for `COPY ... (FORMAT binary)` (src/sink/fast.rs).
 
 mod binary;
 mod calendar;
 mod datetime;
+pub mod fast;
 mod numeric;
 mod text;
 mod types;

@@ -1,0 +1,294 @@
+//! The fast path (issue 23): a consumer whose rows the reader thread already parsed and converted
+//! into COPY BINARY tuples (ingest_core::rows::fast) is written by `COPY ... (FORMAT binary)`, the
+//! main thread only inserting. Its plan (the COPY column list with each column's type) is made
+//! from the catalog when the worker starts and checked against the catalog again for every batch
+//! (one query): a batch made with a plan that no longer matches the relation goes the text path,
+//! and the source gets the new plan. Messages the reader declined go the text path in the same
+//! batch, in order (their COPY jobs are text ones), so a value is never different, only slower;
+//! messages the reader found bad are dead letters with PostgreSQL's own error before any COPY.
+//! Constraints, triggers, defaults, partitions and generated columns are COPY's, as before.
+//!
+//! Only plain appends take it: metadata columns, transforms, upserts, stream-partitioned
+//! consumers, raw and whole-message json stay on the text path.
+
+use super::copy::copy_option_list;
+use super::isolate::BatchSink;
+use super::target::{Target, Written};
+use crate::error::spi;
+use crate::xact::PgError;
+use ingest_core::batch::{Message, Position};
+use ingest_core::format::Format;
+use ingest_core::prepare::{prepare_with, Chunk, Item, Plan, Prepared, Rejected};
+use ingest_core::rows::fast::{FastPlan, Pre};
+use ingest_core::rows::{ColumnPlan, ServerSettings};
+use pgrx::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Whether the consumer's batches may take the fast path at all.
+pub fn eligible(target: &Target) -> bool {
+    !target.partitioned
+        && target.features.transform.is_none()
+        && target.features.metadata.is_none()
+        && target.features.mode != "upsert"
+        && matches!(
+            target.opts.format,
+            Format::Csv | Format::Text | Format::Json
+        )
+}
+
+/// One column as the catalog describes it: name, type name (a domain's base type), typmod, and
+/// whether a domain's constraints keep it on the text path.
+type CatalogColumn = (String, String, i32, bool);
+
+fn catalog_columns(relid: pg_sys::Oid) -> Vec<CatalogColumn> {
+    crate::xact::as_superuser(|| {
+        spi(Spi::connect(|c| {
+            let t = c.select(
+                "SELECT a.attname::text, \
+                        CASE WHEN tn.nspname = 'pg_catalog' AND t.typtype = 'b' THEN t.typname::text ELSE '' END, \
+                        CASE WHEN t0.typtype = 'd' THEN t0.typtypmod ELSE a.atttypmod END, \
+                        t0.typtype = 'd' AND (t0.typnotnull OR EXISTS \
+                            (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.contypid = t0.oid)) \
+                 FROM pg_catalog.pg_attribute a \
+                 JOIN pg_catalog.pg_type t0 ON t0.oid = a.atttypid \
+                 JOIN pg_catalog.pg_type t ON t.oid = CASE WHEN t0.typtype = 'd' THEN t0.typbasetype ELSE t0.oid END \
+                 JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace \
+                 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+                 ORDER BY a.attnum",
+                None,
+                &[relid.into()],
+            )?;
+            let mut out = Vec::new();
+            for row in t {
+                out.push((
+                    row.get::<String>(1)?.unwrap_or_default(),
+                    row.get::<String>(2)?.unwrap_or_default(),
+                    row.get::<i32>(3)?.unwrap_or(-1),
+                    row.get::<bool>(4)?.unwrap_or(true),
+                ));
+            }
+            Ok(out)
+        }))
+    })
+}
+
+fn server_settings() -> ServerSettings {
+    // SAFETY: plain reads of the backend's encodings.
+    let (server, client) = unsafe {
+        (
+            pg_sys::GetDatabaseEncoding(),
+            pg_sys::pg_get_client_encoding(),
+        )
+    };
+    let utf8 = pg_sys::pg_enc::PG_UTF8 as i32;
+    ServerSettings {
+        version_num: pg_sys::PG_VERSION_NUM,
+        utf8: server == utf8 && client == utf8,
+        integer_datetimes: true,
+    }
+}
+
+/// The plan a consumer worker starts with (None, a warning logged, when it cannot be made):
+/// `pipeline_ingest.fast_path` on and an eligible consumer.
+pub fn start_plan(target: &Target, label: &str) -> Option<FastPlan> {
+    if !crate::guc::FAST_PATH.get() || !eligible(target) {
+        return None;
+    }
+    crate::xact::in_transaction(|| plan_for(target, target.relid, None)).unwrap_or_else(|e| {
+        warning!("{label}: no fast path: {e}");
+        None
+    })
+}
+
+static NEXT_PLAN: AtomicU64 = AtomicU64::new(1);
+
+/// The consumer's plan for relation `relid` as the catalog stands (in a transaction); None when
+/// it stays on the text path. `like`: a plan to keep (same id) when nothing changed.
+pub fn plan_for(target: &Target, relid: pg_sys::Oid, like: Option<&FastPlan>) -> Option<FastPlan> {
+    if !eligible(target) {
+        return None;
+    }
+    let settings = server_settings();
+    let all = catalog_columns(relid);
+    let wanted: Vec<&CatalogColumn> = match (&target.opts.format, &target.columns) {
+        (Format::Json, _) => {
+            if let [(_, t, _, _)] = all.as_slice() {
+                if t == "json" || t == "jsonb" {
+                    return None; // one json column: every message is one whole value
+                }
+            }
+            all.iter().collect()
+        }
+        (_, Some(list)) => {
+            let mut v = Vec::with_capacity(list.len());
+            for name in list {
+                v.push(all.iter().find(|c| &c.0 == name)?);
+            }
+            v
+        }
+        (_, None) => all.iter().collect(),
+    };
+    let columns: Vec<ColumnPlan> = wanted
+        .iter()
+        .map(|(n, t, m, d)| ColumnPlan::new(n, t, *m, *d, &settings))
+        .collect();
+    if let Some(old) = like {
+        if old.rows.columns == columns {
+            return Some(old.clone());
+        }
+    }
+    FastPlan::new(
+        &target.opts,
+        columns,
+        NEXT_PLAN.fetch_add(1, Ordering::Relaxed),
+    )
+}
+
+/// Writes a batch: the fast path when the reader made it ready (`pre`) with `plan` and the
+/// relation still matches that plan (one catalog query), else today's text path
+/// (sink::write). Also the plan the source should have now, when it changed (Some(None): none).
+#[allow(clippy::type_complexity)]
+pub fn write_batch<P: Position>(
+    target: &Target,
+    relid: pg_sys::Oid,
+    plan: Option<&FastPlan>,
+    messages: &[Message<P>],
+    pre: Option<&[Pre]>,
+) -> (Result<Written, PgError>, Option<Option<FastPlan>>) {
+    if let (Some(plan), Some(pre)) = (plan, pre) {
+        let now = plan_for(target, relid, Some(plan));
+        if now.as_ref().is_some_and(|p| p.id == plan.id) {
+            return (write(target, relid, plan, messages, pre), None);
+        }
+        return (super::write::write_batch(target, relid, messages), Some(now));
+    }
+    (super::write::write_batch(target, relid, messages), None)
+}
+
+/// Writes a batch the reader made ready with `plan` (checked current by the caller): binary
+/// COPYs for its tuples, text COPYs for the messages it declined, dead letters for the ones it
+/// found bad.
+pub fn write<P: Position>(
+    target: &Target,
+    relid: pg_sys::Oid,
+    plan: &FastPlan,
+    messages: &[Message<P>],
+    pre: &[Pre],
+) -> Result<Written, PgError> {
+    let names = plan.names();
+    let n = names.len();
+    let opts = &target.opts;
+    let text_plan = Plan {
+        opts,
+        columns: &names,
+        listed: opts.format != Format::Json,
+        whole: None,
+        metadata: 0,
+        typed: None,
+    };
+    let size: usize = pre
+        .iter()
+        .map(|p| match p {
+            Pre::Rows { chunks, .. } => chunks.iter().map(|c| c.range.len()).sum(),
+            _ => 0,
+        })
+        .sum();
+    let mut out = Prepared {
+        data: Vec::with_capacity(size),
+        ..Default::default()
+    };
+    let mut rejected = Vec::new();
+    // the column set of a list of columns in binary (true) or text
+    let set_of = |out: &mut Prepared, cols: Vec<usize>, binary: bool| -> usize {
+        if let Some(k) = out
+            .column_sets
+            .iter()
+            .zip(&out.binary)
+            .position(|(c, b)| *c == cols && *b == binary)
+        {
+            return k;
+        }
+        out.column_sets.push(cols);
+        out.binary.push(binary);
+        out.column_sets.len() - 1
+    };
+    for (i, (m, p)) in messages.iter().zip(pre).enumerate() {
+        match p {
+            Pre::Rows {
+                plan: id,
+                buf,
+                chunks: pre_chunks,
+            } if *id == plan.id => {
+                let chunks = pre_chunks
+                    .iter()
+                    .map(|c| {
+                        let cols = c.columns.clone().unwrap_or_else(|| (0..n).collect());
+                        let set = set_of(&mut out, cols, true);
+                        let start = out.data.len();
+                        out.data.extend_from_slice(&buf[c.range.clone()]);
+                        Chunk {
+                            columns: Some(set),
+                            range: start..out.data.len(),
+                            rows: c.rows,
+                        }
+                    })
+                    .collect();
+                out.items.push(Item { msg: i, chunks });
+            }
+            Pre::Empty { plan: id } if *id == plan.id => {}
+            Pre::Rejected { plan: id, error } if *id == plan.id => {
+                let text = match &error.detail {
+                    Some(d) => format!("{} ({d})", error.message),
+                    None => error.message.clone(),
+                };
+                rejected.push(Rejected {
+                    msg: i,
+                    error: text,
+                    sqlstate: error.sqlstate.to_string(),
+                });
+            }
+            _ => {
+                // The text path for this message alone, merged in its place.
+                pgrx::check_for_interrupts!();
+                let payload = m.payload.as_deref();
+                let (one, bad) = prepare_with(
+                    std::iter::once(payload),
+                    &text_plan,
+                    |_, _| Ok(()),
+                    payload.map_or(0, <[u8]>::len) + 1,
+                );
+                rejected.extend(bad.into_iter().map(|r| Rejected { msg: i, ..r }));
+                for item in one.items {
+                    let chunks = item
+                        .chunks
+                        .into_iter()
+                        .map(|c| {
+                            let set = c
+                                .columns
+                                .map(|k| set_of(&mut out, one.column_sets[k].clone(), false));
+                            let start = out.data.len();
+                            out.data.extend_from_slice(&one.data[c.range]);
+                            Chunk {
+                                columns: set,
+                                range: start..out.data.len(),
+                                rows: c.rows,
+                            }
+                        })
+                        .collect();
+                    out.items.push(Item { msg: i, chunks });
+                }
+            }
+        }
+    }
+    let sink = BatchSink {
+        relid,
+        owner: target.owner,
+        format: opts.format,
+        columns: &names,
+        copy_options: copy_option_list(opts),
+        prepared: &out,
+    };
+    rejected.extend(sink.insert_isolating(&out.items)?);
+    let rows = out.items.iter().map(|i| (i.msg, i.rows())).collect();
+    Ok(Written { rejected, rows })
+}
