@@ -55,7 +55,7 @@ pub struct Target {
     /// A stream-partitioned consumer: each message's key names its relation (`relid` is invalid).
     pub partitioned: bool,
     /// avro: the consumer's decoder and schema registry (sink::typed).
-    pub typed: Option<super::typed::Typed>,
+    pub typed: Option<super::typed_decoder::Typed>,
 }
 
 impl Target {

@@ -12,84 +12,12 @@
 use super::target::Target;
 use crate::xact::PgError;
 use super::typed_decoder::Decoder;
+/// (defined beside the decoder it wraps; the sink's `Target` holds one)
+pub use super::typed_decoder::Typed;
 use ingest_core::batch::{Message, Position};
-use ingest_core::decode::{DecodeError, SchemaSource, TypedDecoder};
-use ingest_core::format::Format;
+use ingest_core::decode::TypedDecoder;
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, MutexGuard};
-
-/// A consumer's decoder and where its schemas come from (shared by the clones of its `Target`).
-#[derive(Clone)]
-pub struct Typed {
-    decoder: Arc<Mutex<Decoder>>,
-    /// The consumer's registry (the worker attaches it; None: none is configured).
-    pub registry: Option<Arc<dyn SchemaSource>>,
-    /// How errors name the registry (its URL).
-    pub registry_name: String,
-    /// Why the registry cannot be used (no registry, removed, unusable config).
-    pub registry_error: Option<String>,
-    /// Message values are typed (format 'avro' or 'protobuf'); message keys are (key_format).
-    values: bool,
-    keys: bool,
-}
-
-impl Typed {
-    /// The decoder state of a consumer of `format` and `key_format` (None when neither is typed).
-    /// Format 'debezium-avro' has Avro values and keys.
-    pub fn for_format(format: Format, key_format: Option<&str>) -> Option<Typed> {
-        let typed_keys = matches!(key_format, Some("avro" | "protobuf")) || format == Format::DebeziumAvro;
-        let typed_values = matches!(format, Format::Avro | Format::Protobuf | Format::DebeziumAvro);
-        (typed_values || typed_keys).then(|| Typed {
-            decoder: Arc::new(Mutex::new(Decoder::new(format, key_format))),
-            registry: None,
-            registry_name: String::new(),
-            registry_error: None,
-            values: typed_values,
-            keys: typed_keys,
-        })
-    }
-
-    /// A change event of format 'debezium-avro' (None: a tombstone's).
-    pub fn debezium_event(&self, payload: &[u8]) -> Result<Option<ingest_core::debezium::Event>, DecodeError> {
-        self.lock().debezium_event(payload)
-    }
-
-    /// A message key of format 'debezium-avro' as a row.
-    pub fn debezium_key(&self, key: &[u8]) -> Result<Option<ingest_core::debezium::Row>, DecodeError> {
-        self.lock().debezium_key(key)
-    }
-
-    /// An upsert's key columns from a typed message key (`key_format := 'avro'` or `'protobuf'`).
-    pub fn key_fields(&self, key: &[u8], keys: &[String]) -> Result<Vec<Option<String>>, DecodeError> {
-        self.lock().key_fields(key, keys)
-    }
-
-    /// The top-level fields (and their new columns' types) of the schemas `payloads` name, each
-    /// schema read once, in first-seen order (message values; nothing when they are not typed).
-    pub fn value_field_types<'p>(&self, payloads: impl Iterator<Item = &'p [u8]>) -> Vec<(String, &'static str)> {
-        if !self.values {
-            return Vec::new();
-        }
-        let d = self.lock();
-        let d: &dyn TypedDecoder = &*d;
-        let mut ids = BTreeSet::new();
-        let mut names = BTreeSet::new();
-        let mut out = Vec::new();
-        for p in payloads {
-            let Ok(id) = d.schema_id(p) else { continue };
-            if ids.insert(id) {
-                out.extend(d.field_types(p).into_iter().filter(|(n, _)| names.insert(n.clone())));
-            }
-        }
-        out
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Decoder> {
-        // A panic while holding it cannot leave the decoder half-updated in a way that matters:
-        // the worst is a schema missing, fetched again.
-        self.decoder.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
+use std::sync::MutexGuard;
 
 fn outage(registry: &str, why: &str) -> PgError {
     PgError {

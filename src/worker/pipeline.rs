@@ -29,7 +29,7 @@ use ingest_core::rows::fast::FastPlan;
 use pgrx::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use super::pipeline_stats::add_in_runs;
+use super::pipeline_stats::{add_in_runs, BatchStats};
 use std::time::{Duration, Instant};
 
 type Stream<P> = <P as Position>::Stream;
@@ -184,15 +184,6 @@ pub fn connect_with_retry<C: ConsumerCatalog, T>(catalog: &C, mut make: impl FnM
     }
 }
 
-/// What a committed batch did, per stream.
-#[derive(Default)]
-pub(super) struct StreamStats {
-    messages: i64,
-    rows: i64,
-    dead_letters: i64,
-}
-
-pub(super) type BatchStats<S> = BTreeMap<S, StreamStats>;
 
 /// What a committed batch did, its relation, and the fast path's plan if it changed (sink::fast).
 type Flushed<P> = (BatchStats<Stream<P>>, pg_sys::Oid, Option<Option<FastPlan>>);

@@ -1,6 +1,16 @@
 //! Per-stream counting of a committed batch (worker::pipeline).
 
-use super::pipeline::{BatchStats, StreamStats};
+use std::collections::BTreeMap;
+
+/// What a committed batch did, per stream.
+#[derive(Default)]
+pub(super) struct StreamStats {
+    pub(super) messages: i64,
+    pub(super) rows: i64,
+    pub(super) dead_letters: i64,
+}
+
+pub(super) type BatchStats<S> = BTreeMap<S, StreamStats>;
 
 /// Adds per-message counts to their streams' stats, one map update per run of messages of the
 /// same stream (a batch holds runs of each stream's messages: far fewer lookups than messages).

@@ -8,6 +8,7 @@
 
 use super::schema::{Node, Schema};
 use super::text;
+pub(crate) use super::text::corrupt;
 use crate::decode::DecodeError;
 use crate::rows::Value;
 use std::borrow::Cow;
@@ -28,9 +29,6 @@ pub(crate) struct Reader<'m, 's> {
 }
 
 /// A corrupt body: 22P03, as COPY BINARY's own "incorrect binary data format" errors.
-pub(crate) fn corrupt(what: impl Into<String>) -> DecodeError {
-    DecodeError::new("22P03", what)
-}
 
 impl<'m, 's> Reader<'m, 's> {
     pub(crate) fn new(buf: &'m [u8], schema: &'s Schema) -> Self {

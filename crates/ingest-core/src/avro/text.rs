@@ -1,7 +1,6 @@
 //! The texts of Avro values that have no `Value` of their own (time of day, uuid, duration,
 //! decimals beyond 38 digits), and JSON / array-literal quoting.
 
-use super::read::corrupt;
 use crate::decode::DecodeError;
 use crate::rows::{decimal_text, Value};
 use std::fmt::Write;
@@ -155,4 +154,9 @@ pub(crate) fn not_a_record(id: u32, kind: &str) -> DecodeError {
 /// Bytes after the record.
 pub(crate) fn trailing(id: u32, n: usize) -> DecodeError {
     corrupt(format!("invalid Avro body for schema id {id}: {n} bytes after the end of the record"))
+}
+
+/// A body that does not decode with its schema (22P03).
+pub(crate) fn corrupt(what: impl Into<String>) -> DecodeError {
+    DecodeError::new("22P03", what)
 }
