@@ -105,7 +105,8 @@ static NEXT_PLAN: AtomicU64 = AtomicU64::new(1);
 /// The consumer's plan for relation `relid` as the catalog stands (in a transaction); None when
 /// it stays on the text path. `like`: a plan to keep (same id) when nothing changed.
 pub fn plan_for(target: &Target, relid: pg_sys::Oid, like: Option<&FastPlan>) -> Option<FastPlan> {
-    if !eligible(target) {
+    // A Citus table is written through Citus (sink::citus): a COPY would fill the shell table.
+    if !eligible(target) || crate::citus::table_kind(relid).is_some() {
         return None;
     }
     let settings = server_settings();
