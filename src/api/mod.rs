@@ -12,6 +12,7 @@ pub mod legacy;
 pub mod kinesis;
 pub mod kinesis_seek;
 pub mod preview;
+pub mod preview_outcome;
 pub mod preview_kinesis;
 pub mod lag;
 pub mod partitioned;

@@ -52,35 +52,7 @@ unsafe impl BoxRet for JsonbText {
 
 pgrx::impl_sql_translatable!(JsonbText, "jsonb");
 
-/// What one previewed message became: its rows (jsonb text) or its error.
-pub struct Outcome {
-    pub rows: Vec<String>,
-    pub error: Option<PgError>,
-    /// Rows its write made (or deleted) when it was written, before the later messages.
-    pub written: usize,
-    /// An upsert's tombstone (no value): its write deletes the row of its key.
-    pub tombstone: bool,
-}
-
-impl Outcome {
-    /// What happened to the message, for the `action` column: `inserted` (its rows are in the
-    /// relation), `replaced` (it made rows that a later message of the batch replaced or deleted),
-    /// `deleted` (an upsert's tombstone), `skipped` (it became no row: an empty message, a
-    /// transform that returned none) or `error`.
-    pub fn action(&self) -> &'static str {
-        if self.error.is_some() {
-            "error"
-        } else if !self.rows.is_empty() {
-            "inserted"
-        } else if self.tombstone {
-            "deleted"
-        } else if self.written > 0 {
-            "replaced"
-        } else {
-            "skipped"
-        }
-    }
-}
+pub use super::preview_outcome::Outcome;
 
 /// Runs `f` in a subtransaction that is always rolled back; an ERROR inside comes back as Err.
 fn rolled_back<R>(f: impl FnOnce() -> R) -> Result<R, PgError> {
@@ -138,9 +110,15 @@ pub fn preview_messages<P: ingest_core::batch::Position>(
                 Ok(Err(e)) | Err(e) => Some(e),
             };
             let tombstone = m.payload.is_none() && target.features.mode == "upsert" && !target.opts.format.change_events();
-            outcomes.push(Outcome { rows: Vec::new(), error, written: rows_written, tombstone });
+            outcomes.push(Outcome { rows: Vec::new(), error, written: rows_written, tombstone, rows_unknown: false });
         }
-        capture(target.owner, relid, &ranges, &mut outcomes);
+        // A Citus table's rows live on the worker nodes, stamped with their transaction ids, which
+        // say nothing of this backend's: what each message became is shown without its rows.
+        if crate::citus::table_kind(relid).is_none() {
+            capture(target.owner, relid, &ranges, &mut outcomes);
+        } else {
+            outcomes.iter_mut().for_each(|o| o.rows_unknown = true);
+        }
         outcomes
     });
     outcome.unwrap_or_else(|e| {
