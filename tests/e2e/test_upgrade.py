@@ -1,4 +1,4 @@
-"""Upgrades: a database created at an earlier release (0.7.0, 0.6.0, 0.5.0, 0.4.0, 0.3.0, 0.2.0, 0.1.0, each through the later ones) with a
+"""Upgrades: a database created at an earlier release (0.8.0, 0.7.0, 0.6.0, 0.5.0, 0.4.0, 0.3.0, 0.2.0, 0.1.0, each through the later ones) with a
 consumer, a Kinesis endpoint and pending outbox rows is updated in place by ALTER EXTENSION
 pipeline_ingest UPDATE. It keeps its consumers, offsets, endpoints and outbox, continues exactly
 once, and ends with the same schema as a fresh install of the current version (so every catalog
@@ -10,9 +10,9 @@ import pytest
 from pihelpers import (KAFKA_BOOTSTRAP, KINESIS_ENDPOINT, consume_all, fresh_db, pg_connect, produce, query, scalar, unique_name,
                        wait_until)
 
-PREVIOUS = "0.7.0"
+PREVIOUS = "0.8.0"
 # Releases a database may have been created at, each updated to the current version.
-RELEASES = ["0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0"]
+RELEASES = ["0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0"]
 
 # Everything the extension's schema is made of, described by names (not oids) so that two
 # databases can be compared.
@@ -78,11 +78,11 @@ def test_previous_version_is_installable_and_current_is_default():
         != PREVIOUS
     versions = {r[0] for r in query("postgres", "SELECT version FROM pg_available_extension_versions "
                                                 "WHERE name = 'pipeline_ingest'")}
-    assert set(RELEASES) <= versions and len(versions) >= 8
+    assert set(RELEASES) <= versions and len(versions) >= 9
     current = scalar("postgres", "SELECT default_version FROM pg_available_extensions WHERE name = 'pipeline_ingest'")
     # 0.1.0 is updated through every later release, with the scripts of each step.
     assert scalar("postgres", "SELECT path FROM pg_extension_update_paths('pipeline_ingest') "
-                              "WHERE source = '0.1.0' AND target = %s", (current,)) == f"0.1.0--0.2.0--0.3.0--0.4.0--0.5.0--0.6.0--0.7.0--{current}"
+                              "WHERE source = '0.1.0' AND target = %s", (current,)) == f"0.1.0--0.2.0--0.3.0--0.4.0--0.5.0--0.6.0--0.7.0--0.8.0--{current}"
 
 
 @pytest.mark.timeout(240)
