@@ -102,6 +102,30 @@ pub fn start_plan(target: &Target, label: &str) -> Option<FastPlan> {
 
 static NEXT_PLAN: AtomicU64 = AtomicU64::new(1);
 
+/// The relation's columns as its relcache entry has them (name, type, typmod, dropped,
+/// generated), read without SQL: what a plan was made from, so a batch whose relation still
+/// shows the same can keep its plan without the catalog query. (A constraint added to a domain
+/// does not show here: binary COPY runs the domain's checks too, so rows stay the same.)
+type Fingerprint = Vec<(String, u32, i32, bool, i8)>;
+
+fn fingerprint(relid: pg_sys::Oid) -> Fingerprint {
+    // SAFETY: in a transaction; RowExclusiveLock is the lock the batch's COPY takes anyway (so no
+    // lock upgrade later), kept to the end of the transaction; the tuple descriptor is read while
+    // the relation is open.
+    let rel = unsafe { pgrx::PgRelation::with_lock(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
+    let fp = rel
+        .tuple_desc()
+        .iter()
+        .map(|a| (a.name().to_string(), a.type_oid().value().to_u32(), a.type_mod(), a.is_dropped(), a.attgenerated as i8))
+        .collect();
+    fp
+}
+
+thread_local! {
+    /// The plan last made or kept (its id, relation and fingerprint).
+    static LAST: std::cell::RefCell<Option<(u64, pg_sys::Oid, Fingerprint)>> = const { std::cell::RefCell::new(None) };
+}
+
 /// The consumer's plan for relation `relid` as the catalog stands (in a transaction); None when
 /// it stays on the text path. `like`: a plan to keep (same id) when nothing changed.
 pub fn plan_for(target: &Target, relid: pg_sys::Oid, like: Option<&FastPlan>) -> Option<FastPlan> {
@@ -109,6 +133,21 @@ pub fn plan_for(target: &Target, relid: pg_sys::Oid, like: Option<&FastPlan>) ->
     if !eligible(target) || crate::citus::table_kind(relid).is_some() {
         return None;
     }
+    let fp = fingerprint(relid);
+    if let Some(old) = like {
+        let same = LAST.with(|l| matches!(&*l.borrow(), Some((id, r, f)) if *id == old.id && *r == relid && *f == fp));
+        if same {
+            return Some(old.clone());
+        }
+    }
+    let plan = make_plan(target, relid, like);
+    let id = plan.as_ref().map_or(0, |p| p.id);
+    LAST.with(|l| *l.borrow_mut() = Some((id, relid, fp)));
+    plan
+}
+
+/// The plan from the catalog (one query); `like` kept (same id) when its columns are the same.
+fn make_plan(target: &Target, relid: pg_sys::Oid, like: Option<&FastPlan>) -> Option<FastPlan> {
     let settings = server_settings();
     let all = catalog_columns(relid);
     let wanted: Vec<&CatalogColumn> = match (&target.opts.format, &target.columns) {
@@ -213,6 +252,8 @@ pub fn write<P: Position>(
         out.binary.push(binary);
         out.column_sets.len() - 1
     };
+    // The set of every column in binary, looked up once (most chunks fill every column).
+    let mut all_set: Option<usize> = None;
     for (i, (m, p)) in messages.iter().zip(pre).enumerate() {
         match p {
             Pre::Rows {
@@ -223,8 +264,10 @@ pub fn write<P: Position>(
                 let chunks = pre_chunks
                     .iter()
                     .map(|c| {
-                        let cols = c.columns.clone().unwrap_or_else(|| (0..n).collect());
-                        let set = set_of(&mut out, cols, true);
+                        let set = match &c.columns {
+                            None => *all_set.get_or_insert_with(|| set_of(&mut out, (0..n).collect(), true)),
+                            Some(cols) => set_of(&mut out, cols.clone(), true),
+                        };
                         let start = out.data.len();
                         out.data.extend_from_slice(&buf[c.range.clone()]);
                         Chunk {

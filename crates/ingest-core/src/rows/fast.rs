@@ -73,10 +73,21 @@ impl FastPlan {
     /// Appends message `payload`'s rows to `buf`; what became of it. On anything but `Rows`,
     /// nothing is left in `buf`.
     pub fn encode(&self, payload: &[u8], buf: &mut Vec<u8>) -> Outcome {
+        self.encode_with(payload, buf, &mut Vec::new())
+    }
+
+    /// `encode` with a vector for the fields of a row, reused from message to message (no
+    /// allocation per message).
+    pub fn encode_with<'a>(
+        &self,
+        payload: &'a [u8],
+        buf: &mut Vec<u8>,
+        fields: &mut Vec<Option<Cow<'a, str>>>,
+    ) -> Outcome {
         let start = buf.len();
         let r = match self.format {
-            Format::Json => self.encode_json(payload, buf),
-            _ => self.encode_delimited(payload, buf),
+            Format::Json => self.encode_json(payload, buf, fields),
+            _ => self.encode_delimited(payload, buf, fields),
         };
         if !matches!(r, Outcome::Rows(_)) {
             buf.truncate(start);
@@ -84,20 +95,28 @@ impl FastPlan {
         r
     }
 
-    fn encode_delimited(&self, payload: &[u8], buf: &mut Vec<u8>) -> Outcome {
+    fn encode_delimited<'a>(
+        &self,
+        payload: &'a [u8],
+        buf: &mut Vec<u8>,
+        fields: &mut Vec<Option<Cow<'a, str>>>,
+    ) -> Outcome {
         if payload.is_empty() {
             return Outcome::Empty;
         }
-        // \r (line ends COPY fixes from its first line) and `\.` (csv: alone on a line it ends
-        // COPY's data, a 22P04 the text path's check gives): the text path decides.
-        if payload.contains(&b'\r') || payload.contains(&0) || payload.windows(2).any(|w| w == b"\\.") {
-            return Outcome::Fallback;
+        // \r (line ends COPY fixes from its first line), NUL, and `\.` (csv: alone on a line it
+        // ends COPY's data, a 22P04 the text path's check gives): the text path decides. One pass.
+        let mut prev_backslash = false;
+        for &c in payload {
+            if c == b'\r' || c == 0 || (prev_backslash && c == b'.') {
+                return Outcome::Fallback;
+            }
+            prev_backslash = c == b'\\';
         }
         let Ok(text) = std::str::from_utf8(payload) else {
             return Outcome::Fallback;
         };
         let start = buf.len();
-        let mut fields: Vec<Option<Cow<str>>> = Vec::with_capacity(self.rows.columns.len());
         let mut rest = text;
         let mut rows = 0;
         while !rest.is_empty() {
@@ -107,15 +126,15 @@ impl FastPlan {
                 return Outcome::Fallback;
             }
             let split = if self.format == Format::Csv {
-                split_csv(rest, self.delimiter, self.quote, self.escape, &mut fields)
+                split_csv(rest, self.delimiter, self.quote, self.escape, fields)
             } else {
-                split_text(rest, self.delimiter, &mut fields)
+                split_text(rest, self.delimiter, fields)
             };
             let Some(next) = split else {
                 return Outcome::Fallback;
             };
             rest = &rest[next..];
-            if let Err(o) = self.write_row(&fields, None, buf) {
+            if let Err(o) = self.write_row(fields, None, buf) {
                 return o;
             }
             rows += 1;
@@ -127,7 +146,12 @@ impl FastPlan {
         }])
     }
 
-    fn encode_json(&self, payload: &[u8], buf: &mut Vec<u8>) -> Outcome {
+    fn encode_json<'a>(
+        &self,
+        payload: &'a [u8],
+        buf: &mut Vec<u8>,
+        fields: &mut Vec<Option<Cow<'a, str>>>,
+    ) -> Outcome {
         let objects = match message_objects(payload) {
             Ok(o) => o,
             Err(e) => return json_rejected(e),
@@ -136,7 +160,6 @@ impl FastPlan {
             return Outcome::Empty;
         }
         let mut chunks: SmallVec<[PreChunk; 1]> = SmallVec::new();
-        let mut fields: Vec<Option<Cow<str>>> = Vec::with_capacity(self.rows.columns.len());
         for obj in &objects {
             fields.clear();
             let mut present = Vec::new();
@@ -160,7 +183,7 @@ impl FastPlan {
             }
             let at = buf.len();
             let all = present.len() == self.rows.columns.len();
-            if let Err(o) = self.write_row(&fields, Some(&present), buf) {
+            if let Err(o) = self.write_row(fields, Some(&present), buf) {
                 return o;
             }
             let columns = if all { None } else { Some(present) };
@@ -479,8 +502,12 @@ pub fn prepare_chunk<'a>(
     size_hint: usize,
 ) -> Vec<Pre> {
     let mut buf = Vec::with_capacity(size_hint);
+    let mut fields = Vec::with_capacity(plan.rows.columns.len());
     let outcomes: Vec<Option<Outcome>> = payloads
-        .map(|p| p.map(|p| plan.encode(p, &mut buf)))
+        .map(|p| {
+            fields.clear();
+            p.map(|p| plan.encode_with(p, &mut buf, &mut fields))
+        })
         .collect();
     let buf = Arc::new(buf);
     outcomes

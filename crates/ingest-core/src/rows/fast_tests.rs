@@ -222,3 +222,4 @@ fn a_chunk_shares_one_buffer() {
     )
     .is_none());
 }
+

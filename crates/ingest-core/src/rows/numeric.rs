@@ -9,7 +9,8 @@ use super::value::ConvError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decimal {
     pub neg: bool,
-    pub digits: Vec<u8>,
+    /// Decimal digits, inline up to 32 (no allocation for the usual value).
+    pub digits: smallvec::SmallVec<[u8; 32]>,
     pub dweight: i32,
     pub dscale: i32,
 }
@@ -58,7 +59,9 @@ pub fn parse(input: &str, pg16: bool) -> Result<Numeric, ConvError> {
         ("-inf", Numeric::NegInf),
     ];
     let mut special = None;
-    for (word, val) in specials {
+    // A digit or a point starts no special value (the usual case: skip the seven words).
+    let plain = b.get(i).is_some_and(|c| c.is_ascii_digit() || *c == b'.');
+    for (word, val) in specials.into_iter().filter(|_| !plain) {
         if starts_with_ci(&b[i..], word) {
             i += word.len();
             special = Some(val);
@@ -100,7 +103,7 @@ fn parse_finite(input: &str, start: usize, pg16: bool) -> Result<(Decimal, usize
     if !b.get(i).is_some_and(u8::is_ascii_digit) {
         return Err(syntax(input));
     }
-    let mut digits = Vec::new();
+    let mut digits = smallvec::SmallVec::new();
     let mut dweight: i64 = -1;
     let mut dscale: i64 = 0;
     while i < b.len() {
@@ -165,7 +168,7 @@ fn parse_finite(input: &str, start: usize, pg16: bool) -> Result<(Decimal, usize
 impl Decimal {
     /// `unscaled * 10^-scale` (a typed decimal: Avro, Debezium).
     pub fn from_unscaled(unscaled: i128, scale: i32) -> Decimal {
-        let digits: Vec<u8> = unscaled.unsigned_abs().to_string().bytes().map(|c| c - b'0').collect();
+        let digits: smallvec::SmallVec<[u8; 32]> = unscaled.unsigned_abs().to_string().bytes().map(|c| c - b'0').collect();
         let mut d = Decimal {
             neg: unscaled < 0,
             dweight: digits.len() as i32 - 1 - scale,
@@ -286,7 +289,7 @@ pub fn encode(n: &Numeric, out: &mut Vec<u8>) -> Result<(), ConvError> {
     let offset = ((weight + 1) * 4 - (d.dweight + 1)) as usize;
     let total = offset + d.digits.len();
     let ngroups = total.div_ceil(4);
-    let mut groups = Vec::with_capacity(ngroups);
+    let mut groups: smallvec::SmallVec<[u16; 16]> = smallvec::SmallVec::with_capacity(ngroups);
     for g in 0..ngroups {
         let mut v: u16 = 0;
         for k in 0..4 {

@@ -94,15 +94,16 @@ pub fn float(input: &str, double: bool, pg16: bool, out: &mut Vec<u8>) -> Maybe 
     }
     let neg = b.get(i) == Some(&b'-');
     let rest = &b[j..];
-    let lower = |n: usize| (rest.len() >= n).then(|| rest[..n].to_ascii_lowercase());
+    // (no allocation: this runs for every float field)
+    let word = |w: &[u8]| rest.len() >= w.len() && rest[..w.len()].eq_ignore_ascii_case(w);
     let mut special: Option<f64> = None;
-    if lower(8).is_some_and(|w| w == b"infinity") {
+    if word(b"infinity") {
         special = Some(f64::INFINITY);
         j += 8;
-    } else if lower(3).is_some_and(|w| w == b"inf") {
+    } else if word(b"inf") {
         special = Some(f64::INFINITY);
         j += 3;
-    } else if lower(3).is_some_and(|w| w == b"nan") {
+    } else if word(b"nan") {
         if rest.get(3) == Some(&b'(') {
             return Ok(None);
         }
