@@ -46,16 +46,23 @@ import kinesis_vs_copy  # noqa: E402
 CONSUMER = "pipeline_kafka consumer"
 PRODUCER = "pipeline_kafka producer"
 SEED_BATCH = 50_000
+# The same consumers with `pipeline_ingest.fast_path = off` (the text path: the worker's main thread
+# parses every field, as before issue 23): the before/after of the fast path in one run.
+TEXT_CASES = ["csv-text", "json-text", "deadletters-text", "wide-text"]
 CASES = ["copy", "csv", "json", "avro", "csv2", "wide", "seed-insert", "seed-copy", "deadletters", "produce", "emit",
-         "outbox", "latency", "rss", "kinesis"]
+         "outbox", "latency", "rss", "kinesis"] + TEXT_CASES
 # Cases measured on both table definitions (--tables); the others on the plain table only.
-TABLE_CASES = {"copy", "csv", "json", "avro", "csv2", "wide", "seed-insert", "seed-copy", "deadletters"}
+TABLE_CASES = {"copy", "csv", "json", "avro", "csv2", "wide", "seed-insert", "seed-copy", "deadletters"} | set(TEXT_CASES)
 # Cases whose ratio is taken against COPY of the narrow rows (measured in every run they are in).
-NEED_COPY = (TABLE_CASES - {"wide"}) | {"rss", "kinesis"}
+NEED_COPY = (TABLE_CASES - {"wide", "wide-text"}) | {"rss", "kinesis"}
 LABELS = {
     "copy": "raw COPY FROM file",
     "copy-wide": "raw COPY FROM file, wide row",
     "csv": "csv, 1 worker",
+    "csv-text": "csv, 1 worker, text path (fast_path off)",
+    "json-text": "json, 1 worker, text path (fast_path off)",
+    "deadletters-text": "csv, 1% bad messages, text path (fast_path off)",
+    "wide-text": "wide row csv, 1 worker, text path (fast_path off)",
     "json": "json, 1 worker",
     "avro": "avro (schema registry), 1 worker",
     "csv2": "csv, 2 workers (4 partitions)",
@@ -163,14 +170,14 @@ class Bench:
 
     def prepare(self) -> None:
         n, parts = self.n, self.args.partitions
-        need_narrow = self.only & {"csv", "csv2", "seed-insert", "seed-copy", "deadletters"}
+        need_narrow = self.only & {"csv", "csv2", "seed-insert", "seed-copy", "deadletters", "csv-text", "deadletters-text"}
         if self.only & NEED_COPY:
             self.files["narrow"] = write_rows_file("narrow", n, narrow_csv)
         if need_narrow:
             self.topic_csv = self.new_topic("bench_csv")
             print(f"producing {n:,} csv messages ({parts} partitions) ...", flush=True)
             fill_topic(self.topic_csv, n, narrow_csv, parts)
-        if self.want("json"):
+        if self.want("json") or self.want("json-text"):
             self.topic_json = self.new_topic("bench_json")
             print(f"producing {n:,} json messages ...", flush=True)
             fill_topic(self.topic_json, n, narrow_json, parts)
@@ -181,12 +188,12 @@ class Bench:
             self.conn.execute("SELECT pipeline_kafka.add_schema_registry(%s)", (ph.SCHEMA_REGISTRY_URL,))
             print(f"producing {n:,} avro messages ...", flush=True)
             fill_topic(self.topic_avro, n, narrow_avro(sid), parts)
-        if self.want("wide"):
+        if self.want("wide") or self.want("wide-text"):
             self.files["wide"] = write_rows_file("wide", n, wide_csv)
             self.topic_wide = self.new_topic("bench_wide")
             print(f"producing {n:,} wide csv messages ...", flush=True)
             fill_topic(self.topic_wide, n, wide_csv, parts)
-        if self.want("deadletters"):
+        if self.want("deadletters") or self.want("deadletters-text"):
             self.topic_bad = self.new_topic("bench_bad")
             self.n_bad = sum(1 for i in range(n) if i % 100 == 99)
             print(f"producing {n:,} csv messages, {self.n_bad:,} of them bad ...", flush=True)
@@ -504,6 +511,8 @@ class Bench:
                     self.record("copy-wide", v, lambda: self.copy(v, "wide"))
                     self.record("wide", v, lambda: self.kafka("wide", v, self.topic_wide, n, "csv", WIDE_COLUMNS,
                                                               WIDE_KEY))
+                if self.only & set(TEXT_CASES):
+                    self.text_path_cases(v, n)
             if self.want("produce"):
                 self.record("produce", "plain", lambda: self.produce("produce"))
             if self.want("emit"):
@@ -518,12 +527,46 @@ class Bench:
             if self.want("kinesis"):
                 self.record("kinesis", "plain", self.kinesis)
 
+    def set_fast_path(self, on: bool) -> None:
+        """pipeline_ingest.fast_path for the workers started from now on (a SIGHUP setting)."""
+        if on:
+            self.conn.execute("ALTER SYSTEM RESET pipeline_ingest.fast_path")
+        else:
+            self.conn.execute("ALTER SYSTEM SET pipeline_ingest.fast_path = off")
+        self.conn.execute("SELECT pg_catalog.pg_reload_conf()")
+        want = "on" if on else "off"
+        # the postmaster reads the file on SIGHUP; a worker forked after that has the setting
+        ph.wait_until(lambda: self.conn.execute("SELECT current_setting('pipeline_ingest.fast_path')").fetchone()[0]
+                      == want, timeout=10, interval=0.05, what=f"pipeline_ingest.fast_path = {want}")
+        time.sleep(0.2)
+
+    def text_path_cases(self, v: str, n: int) -> None:
+        """The text-path twins of csv, json, deadletters and wide, with fast_path off meanwhile."""
+        self.set_fast_path(False)
+        try:
+            if self.want("csv-text") or self.want("deadletters-text"):
+                self.record("csv-text", v, lambda: self.kafka("csv-text", v, self.topic_csv, n, "csv", NARROW_COLUMNS,
+                                                              NARROW_KEY))
+            if self.want("json-text"):
+                self.record("json-text", v, lambda: self.kafka("json-text", v, self.topic_json, n, "json",
+                                                               NARROW_COLUMNS, NARROW_KEY))
+            if self.want("deadletters-text"):
+                self.record("deadletters-text", v, lambda: self.kafka("deadletters-text", v, self.topic_bad, n, "csv",
+                                                                      NARROW_COLUMNS, NARROW_KEY, dead=self.n_bad))
+            if self.want("wide-text"):
+                if ("copy-wide", v) not in self.results or not self.want("wide"):
+                    self.record("copy-wide", v, lambda: self.copy(v, "wide"))
+                self.record("wide-text", v, lambda: self.kafka("wide-text", v, self.topic_wide, n, "csv", WIDE_COLUMNS,
+                                                               WIDE_KEY))
+        finally:
+            self.set_fast_path(True)
+
     # ----------------------------------------------------------------------- the table
 
     def table_rows(self) -> list[list[str]]:
         out: list[list[str]] = []
-        order = ["copy", "csv", "json", "avro", "csv2", "deadletters", "seed-insert", "seed-copy", "copy-wide", "wide",
-                 "rss", "kinesis", "produce", "emit", "outbox", "latency"]
+        order = ["copy", "csv", "csv-text", "json", "json-text", "avro", "csv2", "deadletters", "deadletters-text",
+                 "seed-insert", "seed-copy", "copy-wide", "wide", "wide-text", "rss", "kinesis", "produce", "emit", "outbox", "latency"]
         variants = list(self.args.tables) + (["plain"] if "plain" not in self.args.tables else [])
         sizes = {"rss": self.n_backlog, "kinesis": self.n_kinesis, "produce": self.n_produce,
                  "emit": self.n_produce, "outbox": self.n_outbox, "latency": int(self.latency_s * self.args.latency_rate)}
@@ -552,7 +595,7 @@ class Bench:
                 rates = [r["rate"] for r in runs]
                 med = median(rates)
                 ratio = ""
-                ref = ("copy-wide" if case == "wide" else "copy", v if case in TABLE_CASES else "plain")
+                ref = ("copy-wide" if case in ("wide", "wide-text") else "copy", v if case in TABLE_CASES else "plain")
                 if case in TABLE_CASES | {"rss", "kinesis"} and not case.startswith("copy") and ref in self.results:
                     x = med / median([r["rate"] for r in self.results[ref]])
                     ratio = f"{x:.2f}" if x >= 0.1 else f"{x:.3f}"
@@ -571,9 +614,10 @@ class Bench:
                 if "private_mib" in runs[0]:
                     note.append(f"of it private (RssAnon, sampled every 20 ms) at most "
                                 f"{max(r['private_mib'] for r in runs):.0f} MiB")
-                if case == "deadletters" and ("csv", v) in self.results:
-                    clean = median([r["rate"] for r in self.results[("csv", v)]])
-                    note.insert(0, f"{med / clean:.2f} of clean csv (cost {100 * (1 - med / clean):.0f}%), "
+                clean_case = "csv-text" if case == "deadletters-text" else "csv"
+                if case in ("deadletters", "deadletters-text") and (clean_case, v) in self.results:
+                    clean = median([r["rate"] for r in self.results[(clean_case, v)]])
+                    note.insert(0, f"{med / clean:.2f} of clean {clean_case} (cost {100 * (1 - med / clean):.0f}%), "
                                    f"{self.n_bad:,} dead letters")
                 if case in ("produce", "emit", "outbox"):
                     note.insert(0, f"SQL {median([r['sql_s'] for r in runs]):.2f} s = "

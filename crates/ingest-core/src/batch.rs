@@ -94,12 +94,16 @@ impl<P: Position> Batch<P> {
 
     /// Adds a message with what the reader made ready of it (rows::fast).
     pub fn push_pre(&mut self, m: Message<P>, pre: crate::rows::fast::Pre) {
-        self.pre
-            .resize(self.messages.len(), crate::rows::fast::Pre::Fallback);
+        if self.pre.len() < self.messages.len() {
+            self.pre
+                .resize(self.messages.len(), crate::rows::fast::Pre::Fallback);
+        }
         self.pre.push(pre);
-        let pre = std::mem::take(&mut self.pre);
-        self.push(m);
-        self.pre = pre;
+        if self.started.is_none() {
+            self.started = Some(Instant::now());
+        }
+        self.bytes += m.size();
+        self.messages.push(m);
     }
 
     /// Makes the messages from index `from` on ready with `make` (a source without a reader

@@ -68,6 +68,81 @@ pub fn message_objects(msg: &[u8]) -> Result<Vec<Object<'_>>, JsonError> {
     }
 }
 
+/// One JSON object's fields in message order, keys borrowed from the message when they hold no
+/// escape: the fast path's view of an object (rows::fast), read in one pass without hashing.
+/// For a repeated name the last one counts, as in [`Object`].
+#[derive(Debug, Default)]
+pub struct Fields<'a>(pub Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Fields<'a> {
+    /// The value of field `name` (the last of that name).
+    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| *v)
+    }
+}
+
+/// A map key, borrowed when the message spells it without escapes.
+struct Key<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> Result<Fields<'de>, M::Error> {
+                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(8));
+                while let Some((k, v)) = m.next_entry::<Key<'de>, &'de RawValue>()? {
+                    out.push((k.0, v));
+                }
+                Ok(Fields(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The objects of one message as [`Fields`], or None when the message is not an object or an
+/// array of objects of valid JSON (then [`message_objects`] gives the error the text path gives).
+pub fn message_fields(msg: &[u8]) -> Option<Vec<Fields<'_>>> {
+    let first = msg.iter().find(|b| !b.is_ascii_whitespace())?;
+    match first {
+        b'{' => serde_json::from_slice::<Fields>(msg).ok().map(|f| vec![f]),
+        b'[' => {
+            let items: Vec<&RawValue> = serde_json::from_slice(msg).ok()?;
+            items
+                .into_iter()
+                .map(|i| match kind(i) {
+                    "an object" => serde_json::from_str::<Fields>(i.get()).ok(),
+                    _ => None,
+                })
+                .collect()
+        }
+        _ => None,
+    }
+}
+
 /// Rows that go to the relation in one COPY: the columns named, and text-format lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowGroup {
@@ -242,5 +317,32 @@ mod tests {
         assert!(enc.groups.is_empty());
         // Whitespace is not empty: it is not JSON.
         assert!(matches!(enc.push_message(b" ", &cols(&["id"])), Err(JsonError::Invalid(_))));
+    }
+
+    #[test]
+    fn message_fields_reads_what_message_objects_reads() {
+        let cases: &[&[u8]] = &[
+            br#"{"a": 1, "b": "x"}"#,
+            br#" {"a\u0062": 2, "a": 1, "a": [3, {"z": null}]} "#,
+            br#"[{"a": 1}, {"b": true}]"#,
+            br#"[]"#,
+        ];
+        for msg in cases {
+            let fields = message_fields(msg).expect("valid objects");
+            let objects = message_objects(msg).unwrap();
+            assert_eq!(fields.len(), objects.len());
+            for (f, o) in fields.iter().zip(&objects) {
+                for (k, v) in o {
+                    assert_eq!(f.get(k).map(RawValue::get), Some(v.get()), "{k}");
+                }
+                assert!(f.0.iter().all(|(k, _)| o.contains_key(k.as_ref())));
+            }
+        }
+        // a key written with an escape is read as its text
+        assert_eq!(message_fields(br#"{"a\u0062": 2}"#).unwrap()[0].get("ab").map(RawValue::get), Some("2"));
+        // anything else is left to message_objects (and its error)
+        for bad in [&b""[..], b" ", b"1", b"\"x\"", b"[1]", b"{\"a\": }", b"{} x"] {
+            assert!(message_fields(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 }

@@ -13,7 +13,7 @@
 
 use super::{encode_field, ColumnPlan, ConvError, Encoded, RowPlan, Value};
 use crate::format::{CopyOptions, Format};
-use crate::json::{message_objects, JsonError};
+use crate::json::{message_fields, message_objects, JsonError};
 use smallvec::{smallvec, SmallVec};
 use std::borrow::Cow;
 use std::ops::Range;
@@ -152,9 +152,15 @@ impl FastPlan {
         buf: &mut Vec<u8>,
         fields: &mut Vec<Option<Cow<'a, str>>>,
     ) -> Outcome {
-        let objects = match message_objects(payload) {
-            Ok(o) => o,
-            Err(e) => return json_rejected(e),
+        // One pass over the message (message_fields); anything it does not read as objects goes
+        // to message_objects, the text path's reader, for the same error or the empty message.
+        let objects = match message_fields(payload) {
+            Some(o) => o,
+            None => match message_objects(payload) {
+                Ok(o) if o.is_empty() => return Outcome::Empty,
+                Ok(_) => return Outcome::Fallback,
+                Err(e) => return json_rejected(e),
+            },
         };
         if objects.is_empty() {
             return Outcome::Empty;
