@@ -61,7 +61,6 @@ pub fn raise_spec(e: SpecError) -> ! {
     let code = match e {
         SpecError::NullElement(_) => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
         SpecError::Invalid(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        SpecError::NotSupported(_) => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
     };
     raise(code, e.to_string())
 }

@@ -60,16 +60,6 @@ pub fn users(url: &str) -> Vec<(SourceKind, i32)> {
     out
 }
 
-/// The registry a stored consumer reads schemas from (its `schema_registry`).
-pub fn of_consumer(source: SourceKind, consumer_id: i32) -> Option<String> {
-    as_superuser(|| {
-        spi(Spi::get_one_with_args::<String>(
-            &format!("SELECT schema_registry FROM {} WHERE id = $1", source.consumers()),
-            &[consumer_id.into()],
-        ))
-    })
-}
-
 /// A registry's stored config (None: no such registry).
 fn config(url: &str) -> Option<serde_json::Value> {
     let text = as_superuser(|| {

@@ -24,8 +24,7 @@ pub struct Features {
     /// not updated yet, or when the function did not exist when it was updated.
     pub transform_oid: Option<pg_sys::Oid>,
     pub transform_owner: Option<pg_sys::Oid>,
-    /// 0.8.0: formats avro, protobuf, debezium-avro: the schema registry's URL.
-    #[allow(dead_code)] // stored with the consumer; the workers read it from the catalog (worker::typed)
+    /// 0.8.0: formats avro, protobuf, debezium-avro: the schema registry's URL, as stored with the consumer.
     pub schema_registry: Option<String>,
     /// 0.8.0: typed formats: a new field of a later schema becomes a new column (sink::evolve).
     pub auto_evolve: bool,

@@ -54,7 +54,7 @@ pub fn run<W: ConsumerWorker>() {
     }
     let Some((catalog, settings)) = W::prepare(&args, &loaded) else { return };
     let Some(mut target) = target_of(&catalog, &args, settings) else { return };
-    if let Err(e) = in_transaction(|| super::typed::attach_stored(&mut target, <W::Catalog as ConsumerCatalog>::SOURCE, args.consumer)) {
+    if let Err(e) = in_transaction(|| super::typed::attach_stored(&mut target)) {
         warning!("{} {}: could not read its schema registry: {e}", W::NAME, args.consumer);
         return;
     }

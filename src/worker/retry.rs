@@ -37,7 +37,7 @@ impl Retry {
         let mut target = make_target(&args, s).unwrap_or_else(|e| {
             raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("the consumer's stored settings are not usable: {e}"))
         });
-        super::typed::attach_stored(&mut target, source, consumer_id);
+        super::typed::attach_stored(&mut target);
         Retry { source, consumer_id, target, max }
     }
 

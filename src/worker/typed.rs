@@ -3,7 +3,6 @@
 //! sink then fetches the schemas a batch needs through it (`SchemaSource`).
 
 use crate::catalog::registries;
-use crate::shmem::SourceKind;
 use crate::sink::target::Target;
 use ingest_core::decode::{FetchedSchema, SchemaSource};
 use ingest_registry::{Client, RegistryError};
@@ -41,10 +40,10 @@ pub fn attach(target: &mut Target, url: Option<&str>) {
     }
 }
 
-/// `attach` with the registry the stored consumer names.
-pub fn attach_stored(target: &mut Target, source: SourceKind, consumer_id: i32) {
+/// `attach` with the registry the stored consumer names (read with its features).
+pub fn attach_stored(target: &mut Target) {
     if target.typed.is_some() {
-        let url = registries::of_consumer(source, consumer_id);
+        let url = target.features.schema_registry.clone();
         attach(target, url.as_deref());
     }
 }

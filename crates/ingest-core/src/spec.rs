@@ -105,9 +105,6 @@ pub enum SpecError {
     /// 22004: a NULL element in an array argument.
     #[error("{0} must not contain NULL")]
     NullElement(&'static str),
-    /// 0A000: a format this build knows the name of but cannot consume yet.
-    #[error("format {0} is not supported yet")]
-    NotSupported(&'static str),
 }
 
 impl SpecError {
@@ -115,7 +112,6 @@ impl SpecError {
         match self {
             SpecError::Invalid(_) => "22023",
             SpecError::NullElement(_) => "22004",
-            SpecError::NotSupported(_) => "0A000",
         }
     }
 }
