@@ -341,7 +341,8 @@ def _shard_no(shard_id: str) -> int:
 def test_spread_kinesis_each_shard_on_one_node_through_a_split(citus_db):
     """pipeline_kinesis.consume_spread: shard s on the node of slot (its number) mod 3, its sequence
     numbers there only; a split while spread: the parent's children (on other nodes) are read only
-    once the parent is finished on its node, every record once; spread_status shows each shard once."""
+    once the parent is finished on its node, every record once; a node killed with -9 while records
+    come; spread_status shows each shard once."""
     ports, db = citus_db
     node_of_port = {v: k for k, v in ports.items()}
     stream = unique_name("citus_ks")
@@ -400,6 +401,22 @@ def test_spread_kinesis_each_shard_on_one_node_through_a_split(citus_db):
             assert c.execute("SELECT pg_relation_size('kspread')").fetchone()[0] == 0
         pos = positions()
         assert pos[owner(parent)][parent][1] is True, pos
+        for sh in shards + children:
+            assert [node for node, p in pos.items() if sh in p] == [owner(sh)], (sh, pos)
+        # a node running Kinesis workers killed with -9 while records come: its shards wait, then
+        # every record once, each shard's position still on its node only
+        kinesis_put_records(stream, [(f"k{i}", f"{i},c{i}") for i in range(600, 900)])
+        _kill9("w1")
+        for node in ports:
+            with _conn(citus_db, node) as x:
+                x.execute("SELECT recover_prepared_transactions()")
+        wait_until(lambda: _try_count(citus_db, "SELECT count(*) FROM kspread") == 900, timeout=120)
+        for node in ports:
+            with _conn(citus_db, node) as x:
+                x.execute("SELECT recover_prepared_transactions()")
+        with _conn(citus_db) as c:
+            assert c.execute("SELECT count(*), count(DISTINCT id) FROM kspread").fetchone() == (900, 900)
+        pos = positions()
         for sh in shards + children:
             assert [node for node, p in pos.items() if sh in p] == [owner(sh)], (sh, pos)
         # spread_status: every shard once, on its node
