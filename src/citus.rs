@@ -103,22 +103,19 @@ pub fn spread_of(source: ingest_core::position::System, consumer_id: i32) -> Opt
         ingest_core::position::System::Kafka => "pipeline_kafka.spread",
         ingest_core::position::System::Kinesis => "pipeline_kinesis.spread",
     };
-    crate::xact::as_superuser(|| {
-        // (a database not updated to 0.8.0 / 0.9.0 yet has no such table: not spread)
-        let present = Spi::get_one_with_args::<bool>("SELECT pg_catalog.to_regclass($1) IS NOT NULL", &[table.into()])
-            .ok()
-            .flatten()
-            .unwrap_or(false);
-        if !present {
-            return Ok((None, None));
-        }
-        Spi::get_two_with_args::<i32, i32>(
-            &format!("SELECT (SELECT slot FROM {table} WHERE consumer_id = $1), (SELECT slots FROM {table} WHERE consumer_id = $1)"),
-            &[consumer_id.into()],
-        )
-    })
-    .ok()
-    .and_then(|(slot, slots)| Some((slot?, slots?)))
+    // Read-only SPI (crate::error::read_one): supervisors ask this every pass, and pgrx's
+    // Spi::get_* would assign their transaction an xid. (A database not updated to 0.8.0 / 0.9.0
+    // yet has no such table: not spread.)
+    let present =
+        crate::error::read_one::<bool>("SELECT pg_catalog.to_regclass($1) IS NOT NULL", &[table.into()]).unwrap_or(false);
+    if !present {
+        return None;
+    }
+    let (slot, slots) = crate::error::read_two::<i32, i32>(
+        &format!("SELECT (SELECT slot FROM {table} WHERE consumer_id = $1), (SELECT slots FROM {table} WHERE consumer_id = $1)"),
+        &[consumer_id.into()],
+    );
+    Some((slot?, slots?))
 }
 
 /// The worker index on this node that reads the stream of global worker index `global` (of
