@@ -347,6 +347,12 @@ def test_spread_kinesis_each_shard_on_one_node_through_a_split(citus_db):
     node_of_port = {v: k for k, v in ports.items()}
     stream = unique_name("citus_ks")
     shards = kinesis_create_stream(stream, shards=3)
+    # a node whose own shards did not end sees a split's children at its next listing: every
+    # second here instead of every 30
+    for node in ports:
+        with _conn(citus_db, node) as x:
+            x.execute("ALTER SYSTEM SET pipeline_ingest.metadata_refresh = 1")
+            x.execute("SELECT pg_reload_conf()")
     try:
         with _conn(citus_db) as c:
             c.execute("CREATE TABLE kspread (id bigint, v text, shard text, at timestamptz DEFAULT now())")
@@ -429,6 +435,10 @@ def test_spread_kinesis_each_shard_on_one_node_through_a_split(citus_db):
         with _conn(citus_db) as c:
             c.execute("SELECT run_command_on_all_nodes(format('SELECT pipeline_kinesis.consume_end(''local'', %%L, ''kspread'')', "
                       "%s::text))", (stream,))
+        for node in ports:
+            with _conn(citus_db, node) as x:
+                x.execute("ALTER SYSTEM RESET pipeline_ingest.metadata_refresh")
+                x.execute("SELECT pg_reload_conf()")
         kinesis_delete_stream(stream)
 
 
