@@ -148,6 +148,7 @@ fn restore_holdoff(before: u32, what: &str) {
     // SAFETY: plain global read and write in the main thread, outside any holdoff section of ours.
     let after = unsafe { pg_sys::InterruptHoldoffCount };
     if after != before {
+        // SAFETY: as above; no interrupt holdoff section of ours is open here.
         unsafe { pg_sys::InterruptHoldoffCount = before };
         pgrx::log!("pipeline_ingest: a {what} abort left InterruptHoldoffCount at {after} (an abort callback swallowed an error); reset to {before}");
     }
