@@ -251,6 +251,17 @@ CREATE TABLE pipeline_kinesis.seqnums (
     PRIMARY KEY (consumer_id, shard_id)
 );
 
+-- 0.9.0 (issue 22): a Kinesis consumer spread over the nodes of a Citus cluster (consume_spread,
+-- run on every node): this node's place, kept once stored. Shard s is read on the node of slot
+-- (the number ending its id, or its FNV-1a hash) mod slots; a parent read on another node is
+-- waited for until that node's seqnums say it is finished. Written by consume_spread only.
+CREATE TABLE pipeline_kinesis.spread (
+    consumer_id integer PRIMARY KEY REFERENCES pipeline_kinesis.consumers (id) ON DELETE CASCADE,
+    slot        integer NOT NULL,
+    slots       integer NOT NULL,
+    CHECK (slots > 0 AND slot >= 0 AND slot < slots)
+);
+
 -- 0.7.0: where pipeline_kinesis.seek moved a shard. The seek clears the shard's checkpoint in
 -- seqnums; while it has none (seqnum NULL, not finished) the shard is read from this record on
 -- (AT_SEQUENCE_NUMBER) or from the first record that arrived at or after start_time
@@ -343,6 +354,7 @@ SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.seqnums', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.seeks', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.dead_letters', '');
 SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.dead_letters_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('pipeline_kinesis.spread', '');
 
 -- 0.4.0: a batch as a transform function receives it (pipeline_kafka.message[] /
 -- pipeline_kinesis.record[]), one element per message in the order read.

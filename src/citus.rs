@@ -95,26 +95,39 @@ fn has_identity_column(relid: pg_sys::Oid) -> bool {
     .unwrap_or(false)
 }
 
-/// A spread consumer's place among the Citus nodes (`pipeline_kafka.spread`, written by
-/// `consume_spread`): (slot, slots), None for a consumer that is not spread.
-pub fn spread_of(consumer_id: i32) -> Option<(i32, i32)> {
-    crate::xact::as_superuser(|| {
-        // (a database not updated to 0.8.0 yet has no such table: not spread)
-        let present = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('pipeline_kafka.spread') IS NOT NULL")
-            .ok()
-            .flatten()
-            .unwrap_or(false);
-        if !present {
-            return Ok((None, None));
+/// A spread consumer's place among the Citus nodes (`pipeline_kafka.spread` or
+/// `pipeline_kinesis.spread`, written by `consume_spread`): (slot, slots), None for a consumer
+/// that is not spread.
+pub fn spread_of(source: ingest_core::position::System, consumer_id: i32) -> Option<(i32, i32)> {
+    let table = match source {
+        ingest_core::position::System::Kafka => "pipeline_kafka.spread",
+        ingest_core::position::System::Kinesis => "pipeline_kinesis.spread",
+    };
+    // Read-only SPI (crate::error::read_one): supervisors ask this every pass, and pgrx's
+    // Spi::get_* would assign their transaction an xid. (A database not updated to 0.8.0 / 0.9.0
+    // yet has no such table: not spread.)
+    let present =
+        crate::error::read_one::<bool>("SELECT pg_catalog.to_regclass($1) IS NOT NULL", &[table.into()]).unwrap_or(false);
+    if !present {
+        return None;
+    }
+    let (slot, slots) = crate::error::read_two::<i32, i32>(
+        &format!("SELECT (SELECT slot FROM {table} WHERE consumer_id = $1), (SELECT slots FROM {table} WHERE consumer_id = $1)"),
+        &[consumer_id.into()],
+    );
+    Some((slot?, slots?))
+}
+
+/// The worker index on this node that reads the stream of global worker index `global` (of
+/// parallelism × slots when spread, see `spread_worker`), None when another node reads it.
+pub fn local_index(parallelism: i32, global_of: impl Fn(i32) -> i32, spread: Option<(i32, i32)>) -> Option<i32> {
+    match spread {
+        Some((slot, slots)) if slots > 0 => {
+            let g = global_of(parallelism.max(1) * slots);
+            (g.rem_euclid(slots) == slot).then_some(g.div_euclid(slots))
         }
-        Spi::get_two_with_args::<i32, i32>(
-            "SELECT (SELECT slot FROM pipeline_kafka.spread WHERE consumer_id = $1), \
-                    (SELECT slots FROM pipeline_kafka.spread WHERE consumer_id = $1)",
-            &[consumer_id.into()],
-        )
-    })
-    .ok()
-    .and_then(|(slot, slots)| Some((slot?, slots?)))
+        _ => Some(global_of(parallelism.max(1))),
+    }
 }
 
 /// The (parallelism, index) a worker of a spread consumer reads partitions by: node `slot` of
@@ -145,4 +158,31 @@ pub fn local_slot() -> (i32, i32) {
             "consume_spread needs a Citus cluster: this database has no Citus node list that includes this node",
         ),
     }
+}
+
+/// The shards of a spread Kinesis consumer that its consumers on the cluster's nodes (this one
+/// included) finished, with that end committed: the consumer of `stream` at `endpoint` into the
+/// table `relid` on each node, asked through Citus (`run_command_on_all_nodes`, as the calling
+/// role: a worker's bootstrap superuser). A node that does not answer adds nothing, so a child
+/// whose parent is read there waits. Raises on SPI errors (the caller runs it in a transaction of
+/// its own).
+pub fn finished_shards_on_nodes(endpoint: &str, stream: &str, relid: pg_sys::Oid) -> Vec<String> {
+    let query = "SELECT DISTINCT s.shard FROM pg_catalog.pg_class rel \
+                 JOIN pg_catalog.pg_namespace ns ON ns.oid = rel.relnamespace, \
+                 LATERAL pg_catalog.run_command_on_all_nodes(pg_catalog.format( \
+                   $c$SELECT COALESCE(pg_catalog.json_agg(q.shard_id), '[]') FROM pipeline_kinesis.seqnums q \
+                      JOIN pipeline_kinesis.consumers c ON c.id = q.consumer_id \
+                      WHERE c.endpoint = %L AND c.stream = %L AND c.relation = pg_catalog.to_regclass(%L) AND q.finished$c$, \
+                   $1, $2, pg_catalog.format('%I.%I', ns.nspname, rel.relname))) r, \
+                 LATERAL pg_catalog.json_array_elements_text(CASE WHEN r.success THEN r.result::json ELSE '[]' END) s(shard) \
+                 WHERE rel.oid = $3";
+    crate::error::spi(Spi::connect(|c| {
+        let mut out = Vec::new();
+        for row in c.select(query, None, &[endpoint.into(), stream.into(), relid.into()])? {
+            if let Some(id) = row.get::<String>(1)? {
+                out.push(id);
+            }
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    }))
 }

@@ -38,6 +38,101 @@ pub fn init() {
     pg_shmem_init!(REGISTRY);
 }
 
+/// A hold of one of this module's LWLocks, released when it goes out of scope, however that
+/// happens. pgrx's own guards (`PgLwLock::exclusive` / `share`) call LWLockRelease on drop only
+/// while `InterruptHoldoffCount > 0`, assuming that 0 means an ERROR is unwinding and that the
+/// transaction's abort will release the lock. That assumption failed in a consumer worker: after
+/// the postmaster's death its count was 0 at the guard's drop, the lock stayed held by the worker
+/// itself (held_lwlocks[0] = this lock, exclusive; its own PGPROC in the lock's wait list, seen
+/// with gdb) with no transaction to abort, and its next `update_partition` waited for itself
+/// forever in LWLockAcquire, keeping the old shared memory attached (the coordinator could not
+/// restart). Here the release does what LWLockReleaseAll does: it makes sure interrupts are held
+/// once for LWLockRelease's RESUME_INTERRUPTS, and releases the lock if this process still holds it
+/// (an abort's LWLockReleaseAll may have released it already).
+struct Release(*mut pg_sys::LWLock);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        // SAFETY: main thread; the lock is one of this module's, in shared memory for the life of
+        // the server. The count is only raised to 1 when it is 0, which LWLockRelease takes back.
+        let unheld = unsafe {
+            if pg_sys::LWLockHeldByMe(self.0) {
+                let unheld = pg_sys::InterruptHoldoffCount == 0;
+                if unheld {
+                    pg_sys::InterruptHoldoffCount = 1;
+                }
+                pg_sys::LWLockRelease(self.0);
+                unheld
+            } else {
+                false
+            }
+        };
+        if unheld {
+            // (after the release: nothing that can fail while the lock is held)
+            pgrx::log!("pipeline_ingest: released a shared-memory lock held with InterruptHoldoffCount 0 (pgrx's guard would have kept it)");
+        }
+    }
+}
+
+/// The LWLock of a `PgLwLock` (its named tranche's only lock).
+fn raw_lock<T>(lock: &PgLwLock<T>) -> *mut pg_sys::LWLock {
+    // SAFETY: the tranche was requested at preload (pg_shmem_init!); the request array is the
+    // postmaster's, inherited by every child.
+    unsafe { &raw mut (*pg_sys::GetNamedLWLockTranche(lock.name().as_ptr())).lock }
+}
+
+/// Exclusive access to `lock`'s data until the returned hold is dropped.
+pub struct Exclusive<'a, T> {
+    data: &'a mut T,
+    _release: Release,
+}
+
+impl<T> std::ops::Deref for Exclusive<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.data
+    }
+}
+
+impl<T> std::ops::DerefMut for Exclusive<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.data
+    }
+}
+
+/// Shared access to `lock`'s data until the returned hold is dropped.
+pub struct Shared<'a, T> {
+    data: &'a T,
+    _release: Release,
+}
+
+impl<T> std::ops::Deref for Shared<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.data
+    }
+}
+
+fn exclusive<T: PGRXSharedMemory>(lock: &PgLwLock<T>) -> Exclusive<'_, T> {
+    let raw = raw_lock(lock);
+    let mut g = lock.exclusive();
+    let data: *mut T = &mut *g;
+    // the hold is `Release`'s to end from here on
+    std::mem::forget(g);
+    // SAFETY: the data lives in shared memory for the server's life; the lock is held exclusively
+    // until the returned value's Release drops.
+    Exclusive { data: unsafe { &mut *data }, _release: Release(raw) }
+}
+
+fn shared<T: PGRXSharedMemory>(lock: &PgLwLock<T>) -> Shared<'_, T> {
+    let raw = raw_lock(lock);
+    let g = lock.share();
+    let data: *const T = &*g;
+    std::mem::forget(g);
+    // SAFETY: as in `exclusive`, the lock held in shared mode.
+    Shared { data: unsafe { &*data }, _release: Release(raw) }
+}
+
 fn signal(pid: i32) {
     if pid > 0 {
         // SIGUSR1 makes a PostgreSQL process set its latch. Failure only means it is gone, and
@@ -70,7 +165,7 @@ fn clear_at_exit() {
 unsafe extern "C-unwind" fn forget_me(code: std::ffi::c_int, _arg: pg_sys::Datum) {
     // SAFETY: plain global read.
     let me = unsafe { pg_sys::MyProcPid };
-    let mut reg = REGISTRY.exclusive();
+    let mut reg = exclusive(&REGISTRY);
     if reg.launcher_pid == me {
         reg.launcher_pid = 0;
     }
@@ -92,7 +187,7 @@ pub fn set_launcher_pid(pid: i32) {
     if pid != 0 {
         clear_at_exit();
     }
-    REGISTRY.exclusive().launcher_pid = pid;
+    exclusive(&REGISTRY).launcher_pid = pid;
 }
 
 /// Marks a database as needing attention and wakes its supervisor, or the launcher when the
@@ -100,7 +195,7 @@ pub fn set_launcher_pid(pid: i32) {
 pub fn wake_database(dboid: pg_sys::Oid) {
     let dboid = dboid.to_u32();
     let (pid, launcher) = {
-        let mut reg = REGISTRY.exclusive();
+        let mut reg = exclusive(&REGISTRY);
         let launcher = reg.launcher_pid;
         let slot = match reg.slots.iter().position(|s| s.dboid == dboid) {
             Some(i) => Some(i),
@@ -125,7 +220,7 @@ pub fn wake_database(dboid: pg_sys::Oid) {
 
 /// The databases marked by `wake_database` since the last call; clears the marks.
 pub fn take_woken_databases() -> Vec<u32> {
-    let mut reg = REGISTRY.exclusive();
+    let mut reg = exclusive(&REGISTRY);
     let mut out = Vec::new();
     for s in reg.slots.iter_mut() {
         if s.dboid != 0 && s.wake {
@@ -146,7 +241,7 @@ pub fn set_supervisor(dboid: pg_sys::Oid, pid: i32) {
     let dboid = dboid.to_u32();
     // SAFETY: plain global read.
     let me = unsafe { pg_sys::MyProcPid };
-    let mut reg = REGISTRY.exclusive();
+    let mut reg = exclusive(&REGISTRY);
     if let Some(s) = reg.slots.iter_mut().find(|s| s.dboid == dboid) {
         if pid != 0 {
             s.supervisor_pid = pid;
@@ -168,7 +263,7 @@ pub fn set_producer(dboid: pg_sys::Oid, pid: i32) {
         clear_at_exit();
     }
     let dboid = dboid.to_u32();
-    let mut reg = REGISTRY.exclusive();
+    let mut reg = exclusive(&REGISTRY);
     if let Some(s) = reg.slots.iter_mut().find(|s| s.dboid == dboid) {
         s.producer_pid = pid;
     }
@@ -177,7 +272,7 @@ pub fn set_producer(dboid: pg_sys::Oid, pid: i32) {
 /// Wakes the producer worker of a database (committed outbox rows are waiting).
 pub fn wake_producer(dboid: pg_sys::Oid) {
     let dboid = dboid.to_u32();
-    let pid = REGISTRY.share().slots.iter().find(|s| s.dboid == dboid).map_or(0, |s| s.producer_pid);
+    let pid = shared(&REGISTRY).slots.iter().find(|s| s.dboid == dboid).map_or(0, |s| s.producer_pid);
     if pid > 0 {
         signal(pid);
     } else {
@@ -253,7 +348,7 @@ pub fn update_partition(
 ) -> bool {
     let dboid = dboid.to_u32();
     let source = source as i32;
-    let mut st = PARTITIONS.exclusive();
+    let mut st = exclusive(&PARTITIONS);
     let idx = st
         .slots
         .iter()
@@ -276,13 +371,13 @@ pub fn update_partition(
 /// The slots of a database's consumers of one system.
 pub fn partitions_of(dboid: pg_sys::Oid, source: SourceKind) -> Vec<PartitionSlot> {
     let dboid = dboid.to_u32();
-    PARTITIONS.share().slots.iter().filter(|s| s.dboid == dboid && s.source == source as i32).copied().collect()
+    shared(&PARTITIONS).slots.iter().filter(|s| s.dboid == dboid && s.source == source as i32).copied().collect()
 }
 
 /// Frees the slots of a system's consumers that no longer exist in a database.
 pub fn forget_partitions(dboid: pg_sys::Oid, source: SourceKind, keep: &[i32]) {
     let dboid = dboid.to_u32();
-    let mut st = PARTITIONS.exclusive();
+    let mut st = exclusive(&PARTITIONS);
     for s in st.slots.iter_mut() {
         if s.dboid == dboid && s.source == source as i32 && !keep.contains(&s.consumer_id) {
             *s = PartitionSlot::default();

@@ -107,6 +107,8 @@ pub fn as_role<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
 /// back and come back as the outer `Err`.
 pub fn try_in_transaction<R, E>(f: impl FnOnce() -> Result<R, E>) -> Result<Result<R, E>, PgError> {
     let f = std::panic::AssertUnwindSafe(f);
+    // SAFETY: plain global read in the main thread.
+    let holdoff = unsafe { pg_sys::InterruptHoldoffCount };
     // SAFETY: worker main thread, outside any transaction.
     unsafe {
         pg_sys::SetCurrentStatementStartTimestamp();
@@ -130,7 +132,26 @@ pub fn try_in_transaction<R, E>(f: impl FnOnce() -> Result<R, E>) -> Result<Resu
         // SAFETY: rolls back the transaction (asked for, or left by an error).
         unsafe { pg_sys::AbortCurrentTransaction() };
     }
+    restore_holdoff(holdoff, "transaction");
     result
+}
+
+/// Puts `InterruptHoldoffCount` back to `before` after a (sub)transaction that ended in an error.
+/// Citus's abort callback runs inside AbortTransaction's HOLD_INTERRUPTS and swallows an ERROR it
+/// raised itself (transaction_management.c `SwallowErrors`, around the remote ROLLBACKs: seen when
+/// the postmaster died while it waited for the workers, "postmaster was shut down, exiting"); the
+/// ERROR set the count to 0 (errfinish), and AbortTransaction's RESUME_INTERRUPTS then took it to
+/// 4294967295. With that count every interrupt stays held (SIGTERM would never end the worker)
+/// and pgrx's LWLock guards skip their release (see shmem::Release). Our callers run outside any
+/// holdoff section of their own, so the count they started with is the right one.
+fn restore_holdoff(before: u32, what: &str) {
+    // SAFETY: plain global read and write in the main thread, outside any holdoff section of ours.
+    let after = unsafe { pg_sys::InterruptHoldoffCount };
+    if after != before {
+        // SAFETY: as above; no interrupt holdoff section of ours is open here.
+        unsafe { pg_sys::InterruptHoldoffCount = before };
+        pgrx::log!("pipeline_ingest: a {what} abort left InterruptHoldoffCount at {after} (an abort callback swallowed an error); reset to {before}");
+    }
 }
 
 /// Runs `f` in a subtransaction of the current transaction: released on success, rolled back on
@@ -153,6 +174,7 @@ pub fn try_in_subtransaction<R>(f: impl FnOnce() -> Result<R, PgError>) -> Resul
     // context is deleted after the subtransaction's resources are released, so nothing refers to
     // it any more.
     unsafe {
+        let holdoff = pg_sys::InterruptHoldoffCount;
         let old_context = pg_sys::CurrentMemoryContext;
         let old_owner = pg_sys::CurrentResourceOwner;
         let attempt = pg_sys::AllocSetContextCreateInternal(
@@ -178,6 +200,9 @@ pub fn try_in_subtransaction<R>(f: impl FnOnce() -> Result<R, PgError>) -> Resul
         pg_sys::MemoryContextSwitchTo(old_context);
         pg_sys::CurrentResourceOwner = old_owner;
         pg_sys::MemoryContextDelete(attempt);
+        if result.is_err() {
+            restore_holdoff(holdoff, "subtransaction");
+        }
         result
     }
 }

@@ -49,7 +49,7 @@ impl ConsumerWorker for KafkaWorker {
         // SAFETY: syscache lookup of a role oid, inside a transaction.
         let owner_is_superuser = unsafe { pg_sys::superuser_arg(consumer.owner) };
         let stored = cat::stored_offsets(args.consumer);
-        let spread = crate::citus::spread_of(args.consumer);
+        let spread = crate::citus::spread_of(crate::shmem::SourceKind::Kafka, args.consumer);
         Some(KafkaLoaded { consumer, owner_is_superuser, brokers, broker_config, stored, spread })
     }
 

@@ -37,6 +37,8 @@ pub struct KinesisLoaded {
     consumer: Consumer,
     stored: BTreeMap<String, ShardCheckpoint>,
     sought: BTreeMap<String, StartAt>,
+    /// A spread consumer's place among the Citus nodes (consume_spread): (slot, slots).
+    spread: Option<(i32, i32)>,
 }
 
 pub struct KinesisWorker;
@@ -51,7 +53,8 @@ impl ConsumerWorker for KinesisWorker {
         let consumer = cat::consumer(args.consumer)?;
         let stored = seqnums::stored(args.consumer);
         let sought = crate::catalog::kinesis_seek::sought(args.consumer);
-        Some(KinesisLoaded { consumer, stored, sought })
+        let spread = crate::citus::spread_of(SourceKind::Kinesis, args.consumer);
+        Some(KinesisLoaded { consumer, stored, sought, spread })
     }
 
     fn is_current(l: &KinesisLoaded, args: &WorkerArgs) -> bool {
@@ -69,8 +72,11 @@ impl ConsumerWorker for KinesisWorker {
     }
 
     fn connect(args: &WorkerArgs, l: &KinesisLoaded, catalog: &KinesisCatalog, _target: &Target) -> Option<(KinesisSource, String)> {
-        let read = ReadSettings { sought: l.sought.clone(), ..read_settings(&l.consumer, args.index) };
-        let source = connect_with_retry(catalog, || connect(&l.consumer, &read, &l.stored))?;
+        // Spread: this node's worker i reads as worker slot + slots × i of slots × parallelism
+        // (citus::spread_worker), so a shard is read on one node whatever the parallelism.
+        let (parallelism, index) = crate::citus::spread_worker(l.consumer.parallelism, args.index, l.spread);
+        let read = ReadSettings { sought: l.sought.clone(), parallelism, index, ..read_settings(&l.consumer, args.index) };
+        let source = connect_with_retry(catalog, || connect(&l.consumer, &read, &l.stored, l.spread.is_some()))?;
         let started = format!("stream \"{}\", reading shards {:?}", l.consumer.stream, source.reading());
         Some((source, started))
     }
@@ -109,13 +115,16 @@ fn read_settings(c: &Consumer, index: i32) -> ReadSettings {
     }
 }
 
-fn connect(c: &Consumer, read: &ReadSettings, stored: &BTreeMap<String, ShardCheckpoint>) -> Result<KinesisSource, SourceError> {
+fn connect(c: &Consumer, read: &ReadSettings, stored: &BTreeMap<String, ShardCheckpoint>, spread: bool) -> Result<KinesisSource, SourceError> {
     let endpoint = ingest_kinesis::Endpoint { region: c.region.clone(), url: c.url.clone(), credfile: c.credfile.clone() };
     let timeout = Duration::from_millis(crate::guc::BROKER_TIMEOUT_MS.get().max(100) as u64);
     let client = ingest_kinesis::Kinesis::connect(&endpoint, timeout)
         .map_err(|e| SourceError::from(e).context(format_args!("endpoint \"{}\"", c.endpoint)))?
         .interruptible(super::interrupt_pending);
-    KinesisSource::new(client, Box::new(super::kinesis_host::Seqnums { consumer_id: c.id }), c.id, read, stored.clone())
+    // A spread consumer's parents may be read on other nodes: their ends are asked of every node.
+    let nodes = spread.then(|| super::kinesis_host::Nodes { endpoint: c.endpoint.clone(), stream: c.stream.clone(), relid: c.relid });
+    let host = super::kinesis_host::Seqnums { consumer_id: c.id, nodes };
+    KinesisSource::new(client, Box::new(host), c.id, read, stored.clone())
 }
 
 /// A Kinesis consumer's rows: pipeline_kinesis.consumers, seqnums and dead_letters.

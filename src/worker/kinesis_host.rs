@@ -12,6 +12,15 @@ use std::collections::BTreeMap;
 /// The catalog rows of one Kinesis consumer.
 pub struct Seqnums {
     pub consumer_id: i32,
+    /// A spread consumer (consume_spread): where its namesakes on the other nodes are found.
+    pub nodes: Option<Nodes>,
+}
+
+/// What names a spread consumer on every node of the Citus cluster (its id is each node's own).
+pub struct Nodes {
+    pub endpoint: String,
+    pub stream: String,
+    pub relid: pgrx::pg_sys::Oid,
 }
 
 impl KinesisHost for Seqnums {
@@ -24,7 +33,16 @@ impl KinesisHost for Seqnums {
     }
 
     fn stored(&self) -> Result<BTreeMap<String, ShardCheckpoint>, PgError> {
-        in_transaction(|| seqnums::stored(self.consumer_id))
+        let mut stored = in_transaction(|| seqnums::stored(self.consumer_id))?;
+        if let Some(n) = &self.nodes {
+            // Parents read on other nodes: finished there (committed with their last rows) is
+            // what lets a child be read here. Only `finished` of these is used (lineage).
+            for id in in_transaction(|| crate::citus::finished_shards_on_nodes(&n.endpoint, &n.stream, n.relid))? {
+                let cp = stored.entry(id).or_insert(ShardCheckpoint { last: None, finished: true });
+                cp.finished = true;
+            }
+        }
+        Ok(stored)
     }
 
     fn stop_requested(&self) -> bool {

@@ -111,7 +111,10 @@ fn read_desired(dboid: pg_sys::Oid) -> Desired {
     let outbox_pending =
         crate::catalog::read_one::<bool>("SELECT EXISTS (SELECT 1 FROM pipeline_kafka.outbox)", &[]).unwrap_or(false);
     for c in kafka_consumers {
+        // (a spread consumer's node reads only its share: see citus::spread_worker)
+        let spread = crate::citus::spread_of(SourceKind::Kafka, c.id);
         let known = partitions.get(&c.id).into_iter().flatten().copied();
+        let known = known.filter_map(|p| crate::citus::local_index(c.parallelism, |n| p.rem_euclid(n), spread));
         consumers.push(Wanted {
             source: SourceKind::Kafka,
             id: c.id,
@@ -131,7 +134,12 @@ fn read_desired(dboid: pg_sys::Oid) -> Desired {
     }
     for c in kinesis_consumers {
         let p = c.parallelism.max(1);
-        let by_id = shards.get(&c.id).into_iter().flatten().map(|s| ingest_core::kinesis::lineage::worker_of(s, p));
+        let spread = crate::citus::spread_of(SourceKind::Kinesis, c.id);
+        let by_id = shards
+            .get(&c.id)
+            .into_iter()
+            .flatten()
+            .filter_map(|s| crate::citus::local_index(p, |n| ingest_core::kinesis::lineage::worker_of(s, n), spread));
         consumers.push(Wanted {
             source: SourceKind::Kinesis,
             id: c.id,
