@@ -168,7 +168,7 @@ impl FastPlan {
         let mut chunks: SmallVec<[PreChunk; 1]> = SmallVec::new();
         for obj in &objects {
             fields.clear();
-            let mut present = Vec::new();
+            let mut present: SmallVec<[usize; 16]> = SmallVec::new();
             for (i, c) in self.rows.columns.iter().enumerate() {
                 let Some(raw) = obj.get(c.name.as_str()) else {
                     continue;
@@ -177,6 +177,9 @@ impl FastPlan {
                 let v = raw.get();
                 fields.push(match v.as_bytes().first() {
                     Some(b'n') => None,
+                    // a string without escapes is its bytes between the quotes (valid JSON:
+                    // message_fields checked it); with escapes, serde reads them
+                    Some(b'"') if !v.contains('\\') => Some(Cow::Borrowed(&v[1..v.len() - 1])),
                     Some(b'"') => match serde_json::from_str::<Cow<str>>(v) {
                         Ok(s) => Some(s),
                         Err(e) => return json_rejected(JsonError::Invalid(e.to_string())),
@@ -192,7 +195,7 @@ impl FastPlan {
             if let Err(o) = self.write_row(fields, Some(&present), buf) {
                 return o;
             }
-            let columns = if all { None } else { Some(present) };
+            let columns = if all { None } else { Some(present.to_vec()) };
             match chunks.last_mut() {
                 Some(c) if c.columns == columns => {
                     c.range.end = buf.len();

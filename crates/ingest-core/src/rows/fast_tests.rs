@@ -163,6 +163,16 @@ fn json_rows_group_by_the_columns_present() {
     assert_eq!(t[0][1], Some(b"a\tb".to_vec()));
     assert_eq!(t[0][2], Some(b"\x01{\"x\": [1, 2]}".to_vec()));
     assert_eq!(t[3], vec![Some(4i64.to_be_bytes().to_vec()), None, None]);
+    // a string without escapes is taken as written, one with escapes as serde reads it
+    let mut b2 = Vec::new();
+    let Outcome::Rows(_) = p.encode(r#"{"id": 5, "name": "plain é, \"q\""} "#.as_bytes(), &mut b2) else {
+        panic!()
+    };
+    assert_eq!(tuples(&b2)[0][1], Some("plain é, \"q\"".as_bytes().to_vec()));
+    let Outcome::Rows(_) = p.encode(r#"{"id": 6, "name": "plain é"}"#.as_bytes(), &mut b2) else {
+        panic!()
+    };
+    assert_eq!(tuples(&b2)[1][1], Some("plain é".as_bytes().to_vec()));
     let rej = |m: &[u8]| match p.encode(m, &mut Vec::new()) {
         Outcome::Rejected(e) => e.sqlstate,
         other => panic!("{other:?}"),
