@@ -102,6 +102,22 @@ pub fn start_plan(target: &Target, label: &str) -> Option<FastPlan> {
 
 static NEXT_PLAN: AtomicU64 = AtomicU64::new(1);
 
+/// The binary plans of `relid`'s columns `names` (in that order), from the catalog; None when
+/// one of them has no binary encoding (its rows stay in COPY text). Typed formats (Avro,
+/// Protobuf) encode their records' values with them (prepare's `Plan::binary`).
+pub fn column_plans(relid: pg_sys::Oid, names: &[String]) -> Option<Vec<ColumnPlan>> {
+    let settings = server_settings();
+    let all = catalog_columns(relid);
+    names
+        .iter()
+        .map(|n| {
+            let (name, t, m, d) = all.iter().find(|c| &c.0 == n)?;
+            let p = ColumnPlan::new(name, t, *m, *d, &settings);
+            p.ty.is_some().then_some(p)
+        })
+        .collect()
+}
+
 /// The relation's columns as its relcache entry has them (name, type, typmod, dropped,
 /// generated), read without SQL: what a plan was made from, so a batch whose relation still
 /// shows the same can keep its plan without the catalog query. (A constraint added to a domain
@@ -225,6 +241,7 @@ pub fn write<P: Position>(
         whole: None,
         metadata: 0,
         typed: None,
+        binary: None,
     };
     let size: usize = pre
         .iter()

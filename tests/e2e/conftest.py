@@ -165,6 +165,12 @@ def roles(fresh_db):
                     conn.execute("SELECT pipeline_kafka.consume_drop(%s, %s)", (topic, relname))
             for c in conn.execute("SELECT endpoint, stream, relname FROM pipeline_kinesis.consumers").fetchall():
                 conn.execute("SELECT pipeline_kinesis.consume_drop(%s, %s, %s)", c)
+            # The workers are told to stop at the drop's commit; one still exiting drops its temporary
+            # (staging) tables while DROP OWNED does ("tuple concurrently deleted"): wait for them.
+            pihelpers.wait_until(lambda: conn.execute(
+                "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE datname = current_database() "
+                "AND backend_type IN ('pipeline_kafka consumer', 'pipeline_kinesis consumer')").fetchone()[0] == 0,
+                timeout=30, interval=0.05, what="the consumers' workers to exit")
         finally:
             for name in made:
                 conn.execute(f"DROP OWNED BY {name} CASCADE")

@@ -10,7 +10,8 @@
 //! whole value (format raw, or json into a relation whose one data column is json/jsonb) becomes
 //! one row whose data column is that value.
 
-use crate::decode::{push_text_row, record_row, Record, TypedDecoder};
+use crate::decode::{push_text_row, record_row, DecodeError, Record, TypedDecoder};
+use crate::rows::{encode_field, ColumnPlan, Encoded, Value};
 use crate::format::{push_text_bytes, CopyOptions, Format};
 use crate::json::{JsonError, JsonRowEncoder};
 use smallvec::{smallvec, SmallVec};
@@ -86,6 +87,10 @@ pub struct Plan<'a> {
     /// avro / protobuf: the decoder, holding every schema the batch's messages name (the
     /// worker fetched them first); its records fill `columns` by name, as json objects do.
     pub typed: Option<&'a dyn TypedDecoder>,
+    /// avro / protobuf without metadata columns: the plans of `columns` (same order), when every
+    /// one has a binary encoding: records then become COPY BINARY tuples (rows::encode_field,
+    /// issue 23's model), a message the model is unsure of goes in COPY text as before.
+    pub binary: Option<&'a [ColumnPlan]>,
 }
 
 impl std::fmt::Debug for Plan<'_> {
@@ -97,6 +102,7 @@ impl std::fmt::Debug for Plan<'_> {
             .field("whole", &self.whole)
             .field("metadata", &self.metadata)
             .field("typed", &self.typed.is_some())
+            .field("binary", &self.binary.is_some())
             .finish()
     }
 }
@@ -110,7 +116,7 @@ pub fn prepare<'a>(
     listed: bool,
     size_hint: usize,
 ) -> (Prepared, Vec<Rejected>) {
-    let plan = Plan { opts, columns, listed, whole: None, metadata: 0, typed: None };
+    let plan = Plan { opts, columns, listed, whole: None, metadata: 0, typed: None, binary: None };
     prepare_with(payloads, &plan, |_, _| Ok(()), size_hint)
 }
 
@@ -186,13 +192,7 @@ where
                         let mut chunks = SmallVec::with_capacity(enc.groups.len());
                         for mut g in enc.groups {
                             g.columns.extend(meta_columns.clone());
-                            let set = match out.column_sets.iter().position(|c| *c == g.columns) {
-                                Some(k) => k,
-                                None => {
-                                    out.column_sets.push(g.columns);
-                                    out.column_sets.len() - 1
-                                }
-                            };
+                            let set = set_index(&mut out, g.columns, false);
                             let start = out.data.len();
                             out.data.extend_from_slice(&g.data);
                             chunks.push(Chunk { columns: Some(set), range: start..out.data.len(), rows: g.rows });
@@ -219,18 +219,22 @@ where
                     });
                     continue;
                 };
-                match typed_groups(decoder, payload, columns, &meta) {
+                let binary = match plan.binary.filter(|_| plan.metadata == 0) {
+                    Some(types) => typed_binary_groups(decoder, payload, columns, types),
+                    None => Ok(None),
+                };
+                let (groups, binary) = match binary {
+                    Ok(Some(groups)) => (Ok(groups), true),
+                    // not sure of a value (or no plans): COPY text, as before
+                    Ok(None) => (typed_groups(decoder, payload, columns, &meta), false),
+                    Err(e) => (Err(e), false),
+                };
+                match groups {
                     Ok(groups) => {
                         let mut chunks = SmallVec::with_capacity(groups.len());
                         for (mut set, data, rows) in groups {
                             set.extend(meta_columns.clone());
-                            let k = match out.column_sets.iter().position(|c| *c == set) {
-                                Some(k) => k,
-                                None => {
-                                    out.column_sets.push(set);
-                                    out.column_sets.len() - 1
-                                }
-                            };
+                            let k = set_index(&mut out, set, binary);
                             let start = out.data.len();
                             out.data.extend_from_slice(&data);
                             chunks.push(Chunk { columns: Some(k), range: start..out.data.len(), rows });
@@ -264,9 +268,72 @@ where
     (out, bad)
 }
 
+/// The index of column set `set` with its rows in COPY text (`binary` false) or as COPY BINARY
+/// tuples, added when new.
+fn set_index(out: &mut Prepared, set: Vec<usize>, binary: bool) -> usize {
+    let found = (0..out.column_sets.len())
+        .find(|&k| out.column_sets[k] == set && out.binary.get(k).copied().unwrap_or(false) == binary);
+    if let Some(k) = found {
+        return k;
+    }
+    out.column_sets.push(set);
+    if binary {
+        out.binary.resize(out.column_sets.len() - 1, false);
+        out.binary.push(true);
+    }
+    out.column_sets.len() - 1
+}
+
 /// One typed message's rows in COPY text format, in runs of records that fill the same columns:
 /// (the columns' indexes, the lines, how many rows).
 type Group = (Vec<usize>, Vec<u8>, usize);
+
+/// As `typed_groups`, the rows as COPY BINARY tuples (no header or trailer) of `types`' binary
+/// encodings; Ok(None) when a value is one the model declines (the message goes in COPY text). A
+/// value its column's input function would refuse rejects the message with that error.
+fn typed_binary_groups(
+    decoder: &dyn TypedDecoder,
+    payload: &[u8],
+    columns: &[String],
+    types: &[ColumnPlan],
+) -> Result<Option<Vec<Group>>, DecodeError> {
+    let mut records: Vec<Record<'_>> = Vec::with_capacity(1);
+    decoder.decode(payload, &mut records)?;
+    let mut groups: Vec<Group> = Vec::with_capacity(1);
+    for r in &records {
+        let (present, values) = record_row(r, columns)?;
+        if !matches!(groups.last(), Some(g) if g.0 == present) {
+            groups.push((present.clone(), Vec::new(), 0));
+        }
+        let g = groups.last_mut().expect("a group");
+        g.2 += 1;
+        let data = &mut g.1;
+        data.extend_from_slice(&(present.len() as i16).to_be_bytes());
+        for (k, v) in present.iter().zip(values) {
+            if matches!(v, Value::Null) {
+                data.extend_from_slice(&(-1i32).to_be_bytes());
+                continue;
+            }
+            let at = data.len();
+            data.extend_from_slice(&[0; 4]);
+            match encode_field(&types[*k], v, data) {
+                Ok(Encoded::Written) => {
+                    let len = (data.len() - at - 4) as i32;
+                    data[at..at + 4].copy_from_slice(&len.to_be_bytes());
+                }
+                Ok(Encoded::Fallback) => return Ok(None),
+                Err(e) => {
+                    let message = match &e.detail {
+                        Some(d) => format!("{} ({d})", e.message),
+                        None => e.message.clone(),
+                    };
+                    return Err(DecodeError::new(e.sqlstate, message));
+                }
+            }
+        }
+    }
+    Ok(Some(groups))
+}
 
 fn typed_groups(decoder: &dyn TypedDecoder, payload: &[u8], columns: &[String], suffix: &[u8]) -> Result<Vec<Group>, crate::decode::DecodeError> {
     let mut records: Vec<Record<'_>> = Vec::with_capacity(1);
