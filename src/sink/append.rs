@@ -79,7 +79,7 @@ pub fn append<P: Position>(
     let typed = decoder.as_deref().map(|d| d as &dyn ingest_core::decode::TypedDecoder);
     // Typed records into COPY BINARY where every column has a binary encoding (pipeline_ingest.fast_path).
     let binary = (typed.is_some() && metadata.is_empty() && crate::guc::FAST_PATH.get())
-        .then(|| super::fast::column_plans(relid, &columns))
+        .then(|| super::plans::column_plans(relid, &columns))
         .flatten();
     let plan = Plan { opts, columns: &columns, listed, whole, metadata: metadata.len(), typed, binary: binary.as_deref() };
     let encoding = Encoding::of(opts);

@@ -14,13 +14,13 @@
 use super::copy::copy_option_list;
 use super::isolate::BatchSink;
 use super::target::{Target, Written};
-use crate::error::spi;
 use crate::xact::PgError;
 use ingest_core::batch::{Message, Position};
 use ingest_core::format::Format;
 use ingest_core::prepare::{prepare_with, Chunk, Item, Plan, Prepared, Rejected};
 use ingest_core::rows::fast::{FastPlan, Pre};
-use ingest_core::rows::{ColumnPlan, ServerSettings};
+use ingest_core::rows::ColumnPlan;
+use super::plans::{catalog_columns, server_settings, CatalogColumn};
 use pgrx::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -36,57 +36,6 @@ pub fn eligible(target: &Target) -> bool {
         )
 }
 
-/// One column as the catalog describes it: name, type name (a domain's base type), typmod, and
-/// whether a domain's constraints keep it on the text path.
-type CatalogColumn = (String, String, i32, bool);
-
-fn catalog_columns(relid: pg_sys::Oid) -> Vec<CatalogColumn> {
-    crate::xact::as_superuser(|| {
-        spi(Spi::connect(|c| {
-            let t = c.select(
-                "SELECT a.attname::text, \
-                        CASE WHEN tn.nspname = 'pg_catalog' AND t.typtype = 'b' THEN t.typname::text ELSE '' END, \
-                        CASE WHEN t0.typtype = 'd' THEN t0.typtypmod ELSE a.atttypmod END, \
-                        t0.typtype = 'd' AND (t0.typnotnull OR EXISTS \
-                            (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.contypid = t0.oid)) \
-                 FROM pg_catalog.pg_attribute a \
-                 JOIN pg_catalog.pg_type t0 ON t0.oid = a.atttypid \
-                 JOIN pg_catalog.pg_type t ON t.oid = CASE WHEN t0.typtype = 'd' THEN t0.typbasetype ELSE t0.oid END \
-                 JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace \
-                 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
-                 ORDER BY a.attnum",
-                None,
-                &[relid.into()],
-            )?;
-            let mut out = Vec::new();
-            for row in t {
-                out.push((
-                    row.get::<String>(1)?.unwrap_or_default(),
-                    row.get::<String>(2)?.unwrap_or_default(),
-                    row.get::<i32>(3)?.unwrap_or(-1),
-                    row.get::<bool>(4)?.unwrap_or(true),
-                ));
-            }
-            Ok(out)
-        }))
-    })
-}
-
-fn server_settings() -> ServerSettings {
-    // SAFETY: plain reads of the backend's encodings.
-    let (server, client) = unsafe {
-        (
-            pg_sys::GetDatabaseEncoding(),
-            pg_sys::pg_get_client_encoding(),
-        )
-    };
-    let utf8 = pg_sys::pg_enc::PG_UTF8 as i32;
-    ServerSettings {
-        version_num: pg_sys::PG_VERSION_NUM,
-        utf8: server == utf8 && client == utf8,
-        integer_datetimes: true,
-    }
-}
 
 /// The plan a consumer worker starts with (None, a warning logged, when it cannot be made):
 /// `pipeline_ingest.fast_path` on and an eligible consumer.
@@ -102,21 +51,6 @@ pub fn start_plan(target: &Target, label: &str) -> Option<FastPlan> {
 
 static NEXT_PLAN: AtomicU64 = AtomicU64::new(1);
 
-/// The binary plans of `relid`'s columns `names` (in that order), from the catalog; None when
-/// one of them has no binary encoding (its rows stay in COPY text). Typed formats (Avro,
-/// Protobuf) encode their records' values with them (prepare's `Plan::binary`).
-pub fn column_plans(relid: pg_sys::Oid, names: &[String]) -> Option<Vec<ColumnPlan>> {
-    let settings = server_settings();
-    let all = catalog_columns(relid);
-    names
-        .iter()
-        .map(|n| {
-            let (name, t, m, d) = all.iter().find(|c| &c.0 == n)?;
-            let p = ColumnPlan::new(name, t, *m, *d, &settings);
-            p.ty.is_some().then_some(p)
-        })
-        .collect()
-}
 
 /// The relation's columns as its relcache entry has them (name, type, typmod, dropped,
 /// generated), read without SQL: what a plan was made from, so a batch whose relation still

@@ -11,6 +11,7 @@ pub mod evolve;
 pub mod fast;
 pub mod isolate;
 pub mod partitioned;
+pub mod plans;
 pub mod relation;
 pub mod target;
 pub mod transform;
