@@ -374,9 +374,11 @@ impl Kinesis {
                 .map_err(|e| classify(&e))?;
             match self.take_body.take() {
                 Some(body) => {
-                    let mut answer = self.answer.borrow_mut();
-                    records::read_body(body, &mut answer).await?;
-                    records::parse(&answer)
+                    // (taken out of its cell while the body is read, put back for the next answer)
+                    let mut answer = self.answer.take();
+                    let fetched = records::read_body(body, &mut answer).await.and_then(|()| records::parse(&answer));
+                    self.answer.replace(answer);
+                    fetched
                 }
                 // (not taken: the SDK read it)
                 None => from_sdk(&out),
