@@ -5,11 +5,12 @@
 //! `parse` reads it here straight into `RawRecord`s: one pass over the bytes, each string copied
 //! once, where the SDK's schema-driven deserializer made a `Record` of owned strings and a blob
 //! per record that were copied again. The profile of a worker ingesting from kinesalite had the
-//! SDK's deserialization at a third of the worker's CPU (BENCHMARKS.md).
+//! SDK's GetRecords call at a third of the worker's CPU, its deserialization alone at a fifth
+//! (BENCHMARKS.md, "Kinesis: where the worker's time goes").
 //!
 //! The values are the SDK's: the same base64 decoder, JSON unescaping and epoch-seconds
-//! conversion (`aws_smithy_types`, `aws_smithy_json`); a differential test (records_tests.rs) reads the
-//! same answers both ways.
+//! conversion (`aws_smithy_types`, `aws_smithy_json`); a differential test (records_tests.rs)
+//! reads the same answers both ways.
 
 use crate::{Fetched, KinesisError, RawRecord};
 use aws_smithy_runtime_api::box_error::BoxError;
