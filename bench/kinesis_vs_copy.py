@@ -126,7 +126,9 @@ def main() -> None:
     print(f"ratio              : {copy_s / s:8.3f} of COPY speed")
     print(f"worker peak RSS    : {r['rss_kb'] / 1024:8.1f} MiB (sum over workers)")
     print(f"CPU while ingesting: kinesalite {r['kinesalite_cpu']:.1f} s ({100 * r['kinesalite_cpu'] / s:.0f}% of one "
-          f"core), consumer workers {r['workers_cpu']:.1f} s ({100 * r['workers_cpu'] / s:.0f}%)")
+          f"core), consumer workers {r['workers_cpu']:.2f} s ({100 * r['workers_cpu'] / s:.0f}%)")
+    print(f"CPU per record     : workers {1e6 * r['workers_cpu'] / n:.2f} µs, kinesalite "
+          f"{1e6 * r['kinesalite_cpu'] / n:.2f} µs")
 
 
 if __name__ == "__main__":

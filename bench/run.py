@@ -471,7 +471,8 @@ class Bench:
             self.conn.execute(f"DROP TABLE {t}")
         s = r["seconds"]
         return dict(seconds=s, rate=self.n_kinesis / s, rss_mib=r["rss_kb"] / 1024,
-                    kinesalite_cpu=r["kinesalite_cpu"] / s, workers_cpu=r["workers_cpu"] / s)
+                    kinesalite_cpu=r["kinesalite_cpu"] / s, workers_cpu=r["workers_cpu"] / s,
+                    cpu_us=1e6 * r["workers_cpu"] / self.n_kinesis)
 
     # ----------------------------------------------------------------------- the run
 

@@ -253,18 +253,33 @@ impl KinesisSource {
                 r.backoff.reset();
                 r.millis_behind = fetched.millis_behind_latest;
                 let mut skipped = 0;
+                let mut took = false;
+                r.buffer.reserve(fetched.records.len());
                 for rec in fetched.records {
-                    let unpacked =
-                        Unpacked::new(id, &rec.seq, &rec.partition_key, rec.data, rec.arrival_ms, Some(r.range), self.outside, r.skip.as_ref());
-                    skipped += unpacked.skipped_outside();
-                    if r.skip.as_ref().is_some_and(|s| !s.already_consumed(&rec.seq, Some(u64::MAX))) {
-                        // past the record the iterator was taken at: nothing more to skip
+                    // past the record the iterator was taken at: nothing more to skip after it
+                    let past = r.skip.as_ref().is_some_and(|s| !s.already_consumed(&rec.seq, Some(u64::MAX)));
+                    let unpacked = Unpacked::from_record(
+                        id,
+                        rec.seq,
+                        rec.partition_key,
+                        rec.data,
+                        rec.arrival_ms,
+                        Some(r.range),
+                        self.outside,
+                        r.skip.as_ref(),
+                    );
+                    if past {
                         r.skip = None;
                     }
-                    if let Some(last) = unpacked.last_pos() {
-                        r.taken = Some(last.clone());
+                    skipped += unpacked.skipped_outside();
+                    if unpacked.last_pos().is_some() {
+                        took = true;
                         r.buffer.push_back(unpacked);
                     }
+                }
+                if took {
+                    // the last user record taken from the shard: the last one of this answer
+                    r.taken = r.buffer.back().and_then(Unpacked::last_pos).cloned();
                 }
                 match fetched.next_iterator {
                     Some(next) => r.iterator = Some(next),

@@ -7,6 +7,8 @@
 //! owned by the caller's thread, within a time limit, so a PostgreSQL worker stays single-threaded
 //! in everything it sees and can check its interrupts between calls.
 
+mod records;
+
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::types::ShardIteratorType;
 use ingest_core::kinesis::lineage::Shard;
@@ -231,6 +233,10 @@ pub struct Kinesis {
     /// PostgreSQL backend passes "an interrupt is pending": a cancel, a statement timeout, a
     /// terminate).
     interrupted: Option<fn() -> bool>,
+    /// Takes GetRecords' answers from the SDK before it deserializes them (`records`).
+    take_body: records::TakeBody,
+    /// The last GetRecords answer's bytes (kept: its capacity serves the next answer).
+    answer: std::cell::RefCell<Vec<u8>>,
 }
 
 impl Kinesis {
@@ -253,7 +259,14 @@ impl Kinesis {
             loader = loader.credentials_provider(provider);
         }
         let config = runtime.block_on(loader.load());
-        Ok(Kinesis { runtime, client: aws_sdk_kinesis::Client::new(&config), timeout, interrupted: None })
+        Ok(Kinesis {
+            runtime,
+            client: aws_sdk_kinesis::Client::new(&config),
+            timeout,
+            interrupted: None,
+            take_body: records::TakeBody::default(),
+            answer: std::cell::RefCell::new(Vec::new()),
+        })
     }
 
     /// Makes every call of this client give up with `KinesisError::Interrupted` within 100 ms of
@@ -344,8 +357,39 @@ impl Kinesis {
         })
     }
 
-    /// Up to `limit` records (1..=10,000) from an iterator.
+    /// Up to `limit` records (1..=10,000) from an iterator. The SDK makes the call; its answer
+    /// is read by `records::parse` (the SDK's deserializer only sees an empty answer).
     pub fn get_records(&self, iterator: &str, limit: i32) -> Result<Fetched, KinesisError> {
+        drop(self.take_body.take());
+        self.run(async {
+            let out = self
+                .client
+                .get_records()
+                .shard_iterator(iterator)
+                .limit(limit.clamp(1, 10_000))
+                .customize()
+                .interceptor(self.take_body.clone())
+                .send()
+                .await
+                .map_err(|e| classify(&e))?;
+            match self.take_body.take() {
+                Some(body) => {
+                    // (taken out of its cell while the body is read, put back for the next answer)
+                    let mut answer = self.answer.take();
+                    let fetched = records::read_body(body, &mut answer).await.and_then(|()| records::parse(&answer));
+                    self.answer.replace(answer);
+                    fetched
+                }
+                // (not taken: the SDK read it)
+                None => from_sdk(&out),
+            }
+        })
+    }
+
+    /// `get_records` with the SDK's own deserializer (what it did before `records`): the
+    /// reference its differential tests compare with.
+    #[doc(hidden)]
+    pub fn get_records_sdk(&self, iterator: &str, limit: i32) -> Result<Fetched, KinesisError> {
         self.run(async {
             let out = self
                 .client
@@ -355,24 +399,25 @@ impl Kinesis {
                 .send()
                 .await
                 .map_err(|e| classify(&e))?;
-            let mut records = Vec::with_capacity(out.records().len());
-            for r in out.records() {
-                let seq = SeqNum::parse(r.sequence_number())
-                    .map_err(|e| KinesisError::Refused(format!("Kinesis returned a bad sequence number: {e}")))?;
-                records.push(RawRecord {
-                    seq,
-                    partition_key: r.partition_key().unwrap_or("").to_string(),
-                    data: r.data().as_ref().to_vec(),
-                    arrival_ms: r.approximate_arrival_timestamp().and_then(|t| t.to_millis().ok()),
-                });
-            }
-            Ok(Fetched {
-                records,
-                next_iterator: out.next_shard_iterator().map(str::to_string),
-                millis_behind_latest: out.millis_behind_latest(),
-            })
+            from_sdk(&out)
         })
     }
+}
+
+/// Records from the SDK's deserialized answer.
+fn from_sdk(out: &aws_sdk_kinesis::operation::get_records::GetRecordsOutput) -> Result<Fetched, KinesisError> {
+    let mut records = Vec::with_capacity(out.records().len());
+    for r in out.records() {
+        let seq =
+            SeqNum::parse(r.sequence_number()).map_err(|e| KinesisError::Refused(format!("Kinesis returned a bad sequence number: {e}")))?;
+        records.push(RawRecord {
+            seq,
+            partition_key: r.partition_key().unwrap_or("").to_string(),
+            data: r.data().as_ref().to_vec(),
+            arrival_ms: r.approximate_arrival_timestamp().and_then(|t| t.to_millis().ok()),
+        });
+    }
+    Ok(Fetched { records, next_iterator: out.next_shard_iterator().map(str::to_string), millis_behind_latest: out.millis_behind_latest() })
 }
 
 #[cfg(test)]

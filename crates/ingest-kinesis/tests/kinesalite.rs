@@ -1,6 +1,7 @@
 //! The client against kinesalite on 127.0.0.1 (KINESIS_ENDPOINT, set by scripts/env.sh; the test
 //! tier runs it after `scripts/services.sh start kinesis`): shards listed with their lineage,
-//! iterators from every kind of start position, records read exactly, SHARD_END after a split.
+//! iterators from every kind of start position, records read exactly (and as the SDK's own
+//! deserializer reads them), SHARD_END after a split.
 
 use ingest_core::kinesis::seqnum::SeqNum;
 use ingest_kinesis::{Endpoint, Kinesis, KinesisError, StartAt};
@@ -50,6 +51,11 @@ fn read_all(k: &Kinesis, stream: &str, shard: &str, start: StartAt) -> (Vec<(Seq
     let mut out = Vec::new();
     for _ in 0..50 {
         let f = k.get_records(&it, 1000).unwrap();
+        // the same answer read by the SDK's deserializer: the same records
+        let sdk = k.get_records_sdk(&it, 1000).unwrap();
+        assert_eq!(f.records, sdk.records);
+        assert!(f.records.iter().all(|r| r.arrival_ms.is_some()));
+        assert_eq!(f.next_iterator.is_some(), sdk.next_iterator.is_some());
         let empty = f.records.is_empty();
         out.extend(f.records.into_iter().map(|r| (r.seq, String::from_utf8(r.data).unwrap())));
         match f.next_iterator {

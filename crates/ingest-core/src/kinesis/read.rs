@@ -102,17 +102,25 @@ pub struct Unpacked {
     partition_key: String,
     data: Vec<u8>,
     arrival_ms: Option<i64>,
-    range: Option<(u128, u128)>,
-    outside: OutsideShard,
-    skip: Option<Resume>,
-    /// User records not taken yet that it leaves out because their hash key lies outside `range`.
+    /// User records not taken yet that it leaves out because their hash key lies outside the
+    /// shard's range.
     skipped_outside: u64,
-    /// None: a plain record.
-    aggregate: Option<(Aggregate, Cursor)>,
+    /// None: a plain record (boxed: a plain record, the common case, stays small to move).
+    aggregate: Option<Box<InAggregate>>,
     /// The last message it holds (None: none).
     last: Option<ShardPos>,
     /// The last message was taken (or there is none).
     done: bool,
+}
+
+/// What taking an aggregate's user records apart needs.
+#[derive(Debug)]
+struct InAggregate {
+    aggregate: Aggregate,
+    at: Cursor,
+    range: Option<(u128, u128)>,
+    outside: OutsideShard,
+    skip: Option<Resume>,
     /// Hash keys of long partition keys, by key table index (short ones are hashed again: cheap).
     long_key_hashes: HashMap<usize, u128>,
 }
@@ -132,23 +140,33 @@ impl Unpacked {
         outside: OutsideShard,
         skip: Option<&Resume>,
     ) -> Unpacked {
-        let aggregate = Aggregate::parse(&data).map(|a| (a, Cursor::default()));
-        let mut u = Unpacked {
-            shard: shard.to_string(),
-            seq: seq.clone(),
-            partition_key: partition_key.to_string(),
-            data,
-            arrival_ms,
-            range,
-            outside,
-            skip: skip.cloned(),
-            skipped_outside: 0,
-            aggregate,
-            last: None,
-            done: false,
-            long_key_hashes: HashMap::new(),
+        Unpacked::from_record(shard, seq.clone(), partition_key.to_string(), data, arrival_ms, range, outside, skip)
+    }
+
+    /// `new` for a record the caller owns: a plain record's sequence number, partition key and
+    /// data are moved into its message, not copied.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_record(
+        shard: &str,
+        seq: SeqNum,
+        partition_key: String,
+        data: Vec<u8>,
+        arrival_ms: Option<i64>,
+        range: Option<(u128, u128)>,
+        outside: OutsideShard,
+        skip: Option<&Resume>,
+    ) -> Unpacked {
+        let aggregate = Aggregate::parse(&data).map(|aggregate| {
+            Box::new(InAggregate { aggregate, at: Cursor::default(), range, outside, skip: skip.cloned(), long_key_hashes: HashMap::new() })
+        });
+        let mut u = Unpacked { shard: shard.to_string(), seq, partition_key, data, arrival_ms, skipped_outside: 0, aggregate, last: None, done: false };
+        u.last = match u.aggregate {
+            None => {
+                let taken = skip.is_some_and(|r| r.already_consumed(&u.seq, None));
+                (!taken).then(|| ShardPos { seq: u.seq.clone(), sub: None })
+            }
+            Some(_) => u.find_last(),
         };
-        u.last = u.find_last();
         u.done = u.last.is_none();
         u
     }
@@ -170,20 +188,13 @@ impl Unpacked {
         self.done
     }
 
+    /// The last user record of an aggregate it keeps.
     fn find_last(&mut self) -> Option<ShardPos> {
-        let Some((agg, _)) = &self.aggregate else {
-            let taken = self.skip.as_ref().is_some_and(|r| r.already_consumed(&self.seq, None));
-            return (!taken).then(|| ShardPos { seq: self.seq.clone(), sub: None });
-        };
+        let a = self.aggregate.as_deref_mut()?;
+        let agg = &a.aggregate;
         let mut at = Cursor::default();
         let mut last = None;
-        let mut filter = Filter {
-            seq: &self.seq,
-            skip: self.skip.as_ref(),
-            range: self.range,
-            outside: self.outside,
-            hashes: &mut self.long_key_hashes,
-        };
+        let mut filter = Filter { seq: &self.seq, skip: a.skip.as_ref(), range: a.range, outside: a.outside, hashes: &mut a.long_key_hashes };
         let mut skipped = 0;
         while let Some(u) = agg.next(&self.data, &mut at) {
             match filter.verdict(&u) {
@@ -216,19 +227,22 @@ impl Iterator for Unpacked {
         if self.done {
             return None;
         }
-        let Some((agg, at)) = &mut self.aggregate else {
+        let Some(a) = self.aggregate.as_deref_mut() else {
+            // A plain record: its one message takes what it holds (`last` keeps its position).
             self.done = true;
-            let data = std::mem::take(&mut self.data);
-            return Some(message(&self.shard, &self.seq, None, self.partition_key.as_bytes(), data, self.arrival_ms));
+            return Some(Message {
+                pos: KinesisPos {
+                    shard: std::mem::take(&mut self.shard),
+                    at: ShardPos { seq: std::mem::replace(&mut self.seq, SeqNum::moved_out()), sub: None },
+                },
+                key: Some(std::mem::take(&mut self.partition_key).into_bytes()),
+                payload: Some(std::mem::take(&mut self.data)),
+                timestamp_ms: self.arrival_ms,
+                headers: None,
+            });
         };
-        let mut filter = Filter {
-            seq: &self.seq,
-            skip: self.skip.as_ref(),
-            range: self.range,
-            outside: self.outside,
-            hashes: &mut self.long_key_hashes,
-        };
-        while let Some(u) = agg.next(&self.data, at) {
+        let mut filter = Filter { seq: &self.seq, skip: a.skip.as_ref(), range: a.range, outside: a.outside, hashes: &mut a.long_key_hashes };
+        while let Some(u) = a.aggregate.next(&self.data, &mut a.at) {
             if filter.verdict(&u) == Verdict::Keep {
                 self.done = self.last.as_ref().is_some_and(|l| l.sub == Some(u.sub));
                 let payload = u.data.to_vec();

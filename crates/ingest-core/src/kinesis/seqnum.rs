@@ -27,8 +27,27 @@ impl SeqNum {
         Ok(SeqNum(if trimmed.is_empty() { "0".to_string() } else { trimmed.to_string() }))
     }
 
+    /// `parse` of bytes (as a JSON answer has them): the same checks and value, without a UTF-8
+    /// pass first.
+    pub fn parse_bytes(s: &[u8]) -> Result<SeqNum, SeqNumError> {
+        if s.is_empty() || s.len() > 128 || !s.iter().all(u8::is_ascii_digit) {
+            return Err(SeqNumError::Invalid(String::from_utf8_lossy(s).chars().take(140).collect()));
+        }
+        let digits = match s.iter().position(|&c| c != b'0') {
+            Some(k) => &s[k..],
+            None => b"0",
+        };
+        // (ASCII digits: valid UTF-8, checked word by word)
+        std::str::from_utf8(digits).map(|d| SeqNum(d.to_owned())).map_err(|_| SeqNumError::Invalid(String::from_utf8_lossy(s).into_owned()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// What is left where a sequence number was moved out (not a sequence number).
+    pub(crate) fn moved_out() -> SeqNum {
+        SeqNum(String::new())
     }
 }
 
@@ -113,6 +132,16 @@ mod tests {
         assert!(SeqNum::parse("-1").is_err());
         assert!(SeqNum::parse(&"1".repeat(129)).is_err());
         assert!(SeqNum::parse(&"1".repeat(128)).is_ok());
+    }
+
+    #[test]
+    fn bytes_parse_as_text_does() {
+        let long = "1".repeat(129);
+        let max = "9".repeat(128);
+        for x in ["49590338271490256608559692538361571095921575989136588898", "007", "000", "0", "", "12a", "-1", " 1", "١", &long, &max] {
+            assert_eq!(SeqNum::parse_bytes(x.as_bytes()), SeqNum::parse(x), "{x}");
+        }
+        assert!(SeqNum::parse_bytes(b"1\xff").is_err());
     }
 
     #[test]
