@@ -17,7 +17,7 @@ use super::target::{Target, Written};
 use crate::xact::PgError;
 use ingest_core::batch::{Message, Position};
 use ingest_core::format::Format;
-use ingest_core::prepare::{prepare_with, Chunk, Item, Plan, Prepared, Rejected};
+use ingest_core::prepare::{prepare_with, set_index, Chunk, Item, Plan, Prepared, Rejected};
 use ingest_core::rows::fast::{FastPlan, Pre};
 use ingest_core::rows::ColumnPlan;
 use super::plans::{catalog_columns, server_settings, CatalogColumn};
@@ -189,20 +189,6 @@ pub fn write<P: Position>(
         ..Default::default()
     };
     let mut rejected = Vec::new();
-    // the column set of a list of columns in binary (true) or text
-    let set_of = |out: &mut Prepared, cols: Vec<usize>, binary: bool| -> usize {
-        if let Some(k) = out
-            .column_sets
-            .iter()
-            .zip(&out.binary)
-            .position(|(c, b)| *c == cols && *b == binary)
-        {
-            return k;
-        }
-        out.column_sets.push(cols);
-        out.binary.push(binary);
-        out.column_sets.len() - 1
-    };
     // The set of every column in binary, looked up once (most chunks fill every column).
     let mut all_set: Option<usize> = None;
     for (i, (m, p)) in messages.iter().zip(pre).enumerate() {
@@ -216,8 +202,8 @@ pub fn write<P: Position>(
                     .iter()
                     .map(|c| {
                         let set = match &c.columns {
-                            None => *all_set.get_or_insert_with(|| set_of(&mut out, (0..n).collect(), true)),
-                            Some(cols) => set_of(&mut out, cols.clone(), true),
+                            None => *all_set.get_or_insert_with(|| set_index(&mut out, (0..n).collect(), true)),
+                            Some(cols) => set_index(&mut out, cols.clone(), true),
                         };
                         let start = out.data.len();
                         out.data.extend_from_slice(&buf[c.range.clone()]);
@@ -232,13 +218,9 @@ pub fn write<P: Position>(
             }
             Pre::Empty { plan: id } if *id == plan.id => {}
             Pre::Rejected { plan: id, error } if *id == plan.id => {
-                let text = match &error.detail {
-                    Some(d) => format!("{} ({d})", error.message),
-                    None => error.message.clone(),
-                };
                 rejected.push(Rejected {
                     msg: i,
-                    error: text,
+                    error: error.message_with_detail(),
                     sqlstate: error.sqlstate.to_string(),
                 });
             }
@@ -260,7 +242,7 @@ pub fn write<P: Position>(
                         .map(|c| {
                             let set = c
                                 .columns
-                                .map(|k| set_of(&mut out, one.column_sets[k].clone(), false));
+                                .map(|k| set_index(&mut out, one.column_sets[k].clone(), false));
                             let start = out.data.len();
                             out.data.extend_from_slice(&one.data[c.range]);
                             Chunk {

@@ -11,7 +11,7 @@
 //! one row whose data column is that value.
 
 use crate::decode::{push_text_row, record_row, DecodeError, Record, TypedDecoder};
-use crate::rows::{encode_field, ColumnPlan, Encoded, Value};
+use crate::rows::{push_binary_field, ColumnPlan, Encoded, Value};
 use crate::format::{push_text_bytes, CopyOptions, Format};
 use crate::json::{JsonError, JsonRowEncoder};
 use smallvec::{smallvec, SmallVec};
@@ -270,7 +270,7 @@ where
 
 /// The index of column set `set` with its rows in COPY text (`binary` false) or as COPY BINARY
 /// tuples, added when new.
-fn set_index(out: &mut Prepared, set: Vec<usize>, binary: bool) -> usize {
+pub fn set_index(out: &mut Prepared, set: Vec<usize>, binary: bool) -> usize {
     let found = (0..out.column_sets.len())
         .find(|&k| out.column_sets[k] == set && out.binary.get(k).copied().unwrap_or(false) == binary);
     if let Some(k) = found {
@@ -314,21 +314,10 @@ fn typed_binary_groups(
                 data.extend_from_slice(&(-1i32).to_be_bytes());
                 continue;
             }
-            let at = data.len();
-            data.extend_from_slice(&[0; 4]);
-            match encode_field(&types[*k], v, data) {
-                Ok(Encoded::Written) => {
-                    let len = (data.len() - at - 4) as i32;
-                    data[at..at + 4].copy_from_slice(&len.to_be_bytes());
-                }
+            match push_binary_field(&types[*k], v, data) {
+                Ok(Encoded::Written) => {}
                 Ok(Encoded::Fallback) => return Ok(None),
-                Err(e) => {
-                    let message = match &e.detail {
-                        Some(d) => format!("{} ({d})", e.message),
-                        None => e.message.clone(),
-                    };
-                    return Err(DecodeError::new(e.sqlstate, message));
-                }
+                Err(e) => return Err(DecodeError::new(e.sqlstate, e.message_with_detail())),
             }
         }
     }

@@ -6,12 +6,12 @@
 //!
 //! Fields are split exactly as COPY splits them (CopyReadAttributesText / CopyReadAttributesCSV:
 //! the null marker compared before unescaping, csv's quoted empty string not NULL), and each goes
-//! through [`encode_field`], which reads it as the column's input function would. A message is
+//! through [`super::encode_field`] (framed by [`push_binary_field`]), which reads it as the column's input function would. A message is
 //! declined when anything about it is not plainly decidable here: not UTF-8, a NUL byte, a `\r`,
 //! an escape giving a non-ASCII byte; COPY's own format errors (a bare `\r`, `\.`, an unterminated
 //! quote) are left to the text path too, which reports them as today.
 
-use super::{encode_field, ColumnPlan, ConvError, Encoded, RowPlan, Value};
+use super::{push_binary_field, ColumnPlan, ConvError, Encoded, RowPlan, Value};
 use crate::format::{CopyOptions, Format};
 use crate::json::{message_fields, message_objects, JsonError};
 use smallvec::{smallvec, SmallVec};
@@ -241,13 +241,8 @@ impl FastPlan {
             if text.as_bytes().contains(&0) {
                 return Err(Outcome::Fallback);
             }
-            let at = buf.len();
-            buf.extend_from_slice(&[0; 4]);
-            match encode_field(plan, &Value::Text(Cow::Borrowed(text)), buf) {
-                Ok(Encoded::Written) => {
-                    let len = (buf.len() - at - 4) as i32;
-                    buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
-                }
+            match push_binary_field(plan, &Value::Text(Cow::Borrowed(text)), buf) {
+                Ok(Encoded::Written) => {}
                 Ok(Encoded::Fallback) => return Err(Outcome::Fallback),
                 Err(e) => return Err(Outcome::Rejected(e)),
             }

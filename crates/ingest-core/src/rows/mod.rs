@@ -168,6 +168,20 @@ fn numeric_uses_pg16_syntax(s: &str) -> bool {
     s.contains('_') || (t.len() >= 2 && t.as_bytes()[0] == b'0' && matches!(t.as_bytes()[1] | 0x20, b'x' | b'o' | b'b'))
 }
 
+/// One field of a COPY BINARY tuple: the int32 length, then `v` in the column's send format
+/// (`encode_field`). On anything but `Written` the field is left half written: the caller drops
+/// the row.
+pub fn push_binary_field(plan: &ColumnPlan, v: &Value<'_>, out: &mut Vec<u8>) -> Result<Encoded, ConvError> {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let r = encode_field(plan, v, out)?;
+    if r == Encoded::Written {
+        let len = (out.len() - at - 4) as i32;
+        out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+    Ok(r)
+}
+
 /// One value (not NULL) in the column's send format.
 pub fn encode_field(plan: &ColumnPlan, v: &Value<'_>, out: &mut Vec<u8>) -> Result<Encoded, ConvError> {
     let Some(ty) = plan.ty else { return Ok(Encoded::Fallback) };

@@ -113,6 +113,14 @@ impl ConvError {
         ConvError { sqlstate, message: message.into(), detail: None }
     }
 
+    /// The message with its DETAIL in parentheses, as a dead letter shows an error COPY raised.
+    pub fn message_with_detail(&self) -> String {
+        match &self.detail {
+            Some(d) => format!("{} ({d})", self.message),
+            None => self.message.clone(),
+        }
+    }
+
     /// 22P02 `invalid input syntax for type T: "input"`.
     pub fn syntax(type_name: &str, input: &str) -> ConvError {
         ConvError::new("22P02", format!("invalid input syntax for type {type_name}: \"{input}\""))
