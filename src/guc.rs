@@ -103,7 +103,7 @@ pub fn init() {
     );
     GucRegistry::define_bool_guc(
         c"pipeline_ingest.fast_path",
-        c"Parse and convert csv, text and json messages into binary rows on the reader thread.",
+        c"Parse and convert csv, text, json, Avro and Protobuf messages into binary rows on the reader thread.",
         c"On: a plain appending consumer's worker converts messages into COPY BINARY rows on its \
           reader thread and only inserts on its main thread; what it cannot convert exactly takes \
           the text path. Off: every batch takes the text path. Workers read it when they start.",

@@ -99,6 +99,8 @@ pub fn append<P: Position>(
         },
         bytes,
     );
+    // (a reader thread decoding the next messages with it need not wait for the COPY)
+    drop(decoder);
     let sink = BatchSink {
         relid,
         owner: target.owner,

@@ -8,6 +8,10 @@
 //! messages the reader found bad are dead letters with PostgreSQL's own error before any COPY.
 //! Constraints, triggers, defaults, partitions and generated columns are COPY's, as before.
 //!
+//! Typed records (Avro, Protobuf) take it too: the plan carries the consumer's decoder, which the
+//! reader decodes with when it holds the message's schema; a message naming a schema it does not
+//! hold yet is prepared here (after the batch's schemas are fetched), into COPY BINARY as well.
+//!
 //! Only plain appends take it: metadata columns, transforms, upserts, stream-partitioned
 //! consumers, raw and whole-message json stay on the text path.
 
@@ -32,8 +36,12 @@ pub fn eligible(target: &Target) -> bool {
         && target.features.mode != "upsert"
         && matches!(
             target.opts.format,
-            Format::Csv | Format::Text | Format::Json
+            Format::Csv | Format::Text | Format::Json | Format::Avro | Format::Protobuf
         )
+}
+
+fn typed(format: Format) -> bool {
+    matches!(format, Format::Avro | Format::Protobuf)
 }
 
 
@@ -101,6 +109,8 @@ fn make_plan(target: &Target, relid: pg_sys::Oid, like: Option<&FastPlan>) -> Op
     let settings = server_settings();
     let all = catalog_columns(relid);
     let wanted: Vec<&CatalogColumn> = match (&target.opts.format, &target.columns) {
+        // records fill the columns named like their fields, as json objects do
+        (Format::Avro | Format::Protobuf, _) => all.iter().collect(),
         (Format::Json, _) => {
             if let [(_, t, _, _)] = all.as_slice() {
                 if t == "json" || t == "jsonb" {
@@ -127,11 +137,15 @@ fn make_plan(target: &Target, relid: pg_sys::Oid, like: Option<&FastPlan>) -> Op
             return Some(old.clone());
         }
     }
-    FastPlan::new(
-        &target.opts,
-        columns,
-        NEXT_PLAN.fetch_add(1, Ordering::Relaxed),
-    )
+    let mut plan = FastPlan::new(&target.opts, columns, NEXT_PLAN.fetch_add(1, Ordering::Relaxed))?;
+    if typed(target.opts.format) {
+        let t = target.typed.as_ref().filter(|t| t.values)?;
+        // The relation's array columns, as the text path sets them for each batch (arrays fill
+        // them as array literals): the reader decodes with the same.
+        drop(super::typed::decoder(target, &super::relation::insertable_column_types(relid)));
+        plan.typed = Some(t.rows_handle());
+    }
+    Some(plan)
 }
 
 /// Writes a batch: the fast path when the reader made it ready (`pre`) with `plan` and the
@@ -146,6 +160,15 @@ pub fn write_batch<P: Position>(
     pre: Option<&[Pre]>,
 ) -> (Result<Written, PgError>, Option<Option<FastPlan>>) {
     if let (Some(plan), Some(pre)) = (plan, pre) {
+        if typed(target.opts.format) {
+            // The schemas the reader did not hold, and the columns auto_evolve adds for new
+            // fields (a new column changes the relation: the plan is made again below), as the
+            // text path does first.
+            let first = super::typed::resolve(target, messages).and_then(|()| super::evolve::evolve(target, relid, messages));
+            if let Err(e) = first {
+                return (Err(e), None);
+            }
+        }
         let now = plan_for(target, relid, Some(plan));
         if now.as_ref().is_some_and(|p| p.id == plan.id) {
             return (write(target, relid, plan, messages, pre), None);
@@ -168,14 +191,18 @@ pub fn write<P: Position>(
     let names = plan.names();
     let n = names.len();
     let opts = &target.opts;
+    // Typed messages the reader left: the decoder now holds every schema of the batch (fetched
+    // by write_batch); locked only when some message needs it.
+    let declined = pre.iter().any(|p| p.plan() != Some(plan.id));
+    let decoder = if declined { super::typed::values_decoder(target) } else { None };
     let text_plan = Plan {
         opts,
         columns: &names,
-        listed: opts.format != Format::Json,
+        listed: !matches!(opts.format, Format::Json | Format::Avro | Format::Protobuf),
         whole: None,
         metadata: 0,
-        typed: None,
-        binary: None,
+        typed: decoder.as_deref().map(|d| d as &dyn ingest_core::decode::TypedDecoder),
+        binary: decoder.as_ref().map(|_| plan.rows.columns.as_slice()),
     };
     let size: usize = pre
         .iter()
@@ -225,7 +252,8 @@ pub fn write<P: Position>(
                 });
             }
             _ => {
-                // The text path for this message alone, merged in its place.
+                // The text path for this message alone (typed: the main thread's decoding, into
+                // COPY BINARY where the model is sure), merged in its place.
                 pgrx::check_for_interrupts!();
                 let payload = m.payload.as_deref();
                 let (one, bad) = prepare_with(
@@ -240,9 +268,10 @@ pub fn write<P: Position>(
                         .chunks
                         .into_iter()
                         .map(|c| {
-                            let set = c
-                                .columns
-                                .map(|k| set_index(&mut out, one.column_sets[k].clone(), false));
+                            let set = c.columns.map(|k| {
+                                let binary = one.binary.get(k).copied().unwrap_or(false);
+                                set_index(&mut out, one.column_sets[k].clone(), binary)
+                            });
                             let start = out.data.len();
                             out.data.extend_from_slice(&one.data[c.range]);
                             Chunk {
@@ -256,6 +285,13 @@ pub fn write<P: Position>(
                 }
             }
         }
+    }
+    // (the reader decodes the next chunks meanwhile)
+    drop(decoder);
+    // SAFETY: reads the backend's log settings.
+    if unsafe { pg_sys::message_level_is_interesting(pg_sys::DEBUG1 as i32) } {
+        let ready = pre.iter().filter(|p| p.plan() == Some(plan.id)).count();
+        debug1!("fast path: {ready} of {} messages made ready by the reader", messages.len());
     }
     let sink = BatchSink {
         relid,

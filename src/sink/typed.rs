@@ -72,3 +72,9 @@ pub fn decoder<'t>(target: &'t Target, relation: &[(String, String)]) -> Option<
     d.set_array_columns(relation.iter().filter(|(_, t)| t.starts_with('_')).map(|(c, _)| c.clone()));
     Some(d)
 }
+
+/// The consumer's value decoder (None for other formats), locked as it is: for messages of a
+/// batch made ready with a plan that set its array columns (sink::fast).
+pub fn values_decoder(target: &Target) -> Option<MutexGuard<'_, Decoder>> {
+    target.typed.as_ref().filter(|t| t.values).map(Typed::lock)
+}

@@ -105,6 +105,10 @@ fn not_of_type(id: u32, s: &FetchedSchema, wanted: &str) -> DecodeError {
 }
 
 impl TypedDecoder for Decoder {
+    fn holds(&self, id: u32) -> bool {
+        self.has(id)
+    }
+
     fn schema_id(&self, payload: &[u8]) -> Result<u32, DecodeError> {
         self.values().schema_id(payload)
     }
@@ -182,6 +186,11 @@ impl Typed {
             }
         }
         out
+    }
+
+    /// The decoder as a reader thread decodes with it (rows::fast::prepare_chunk).
+    pub fn rows_handle(&self) -> ingest_core::rows::fast::TypedHandle {
+        ingest_core::rows::fast::TypedHandle(self.decoder.clone())
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Decoder> {

@@ -218,10 +218,18 @@ def producer_pids(db: str) -> list[int]:
                                     "AND datname = current_database()")]
 
 
+# The server log's size when each fresh_db was made: where a failed wait's diagnostics start reading.
+_DB_LOG_MARKS: dict[str, int] = {}
+
+
 @contextlib.contextmanager
 def fresh_db(name: Optional[str] = None, extension: bool = True) -> Iterator[str]:
     """Create a new database (with CREATE EXTENSION pipeline_ingest); drop it WITH (FORCE) after."""
     name = name or unique_name("pidb")
+    try:
+        _DB_LOG_MARKS[name] = log_size()
+    except FileNotFoundError:
+        pass
     create_database(name, extension=extension)
     try:
         yield name
@@ -903,21 +911,34 @@ def kinesis_seqnums(db: str, consumer_id: int) -> dict[str, tuple]:
 
 
 def kinesis_diag(db: str, log_mark: Optional[int] = None, limit: int = 6000) -> str:
-    """Consumers, seqnums, status and the pipeline lines of the server log since log_mark: for
-    assertion messages."""
+    """What the consumers of db say (Kafka's and Kinesis's catalog and status, only the sources that
+    have consumers) and the pipeline lines of the server log since log_mark (default: since db was
+    made by fresh_db): for assertion messages."""
     parts = []
-    for what, sql in [
-        ("consumers", "SELECT id, stream, relation::text, enabled, generation, start_time, last_error "
-                      "FROM pipeline_kinesis.consumers ORDER BY id"),
-        ("seqnums", "SELECT consumer_id, shard_id, seqnum, sub_sequence, finished, parents, closed "
-                    "FROM pipeline_kinesis.seqnums ORDER BY 1, 2"),
-        ("status", "SELECT consumer_id, shard_id, state, shard_state, worker_pid, records, rows, dead_letters, "
-                   "last_error FROM pipeline_kinesis.consumer_status ORDER BY 1, shard_id"),
-    ]:
+    checks = [
+        ("kafka consumers", "SELECT id, topic, relname, format, parallelism, enabled, generation, "
+                            "last_error FROM pipeline_kafka.consumers ORDER BY id"),
+        ("kafka offsets", "SELECT * FROM pipeline_kafka.offsets ORDER BY 1, 2"),
+        ("kafka status", "SELECT * FROM pipeline_kafka.consumer_status ORDER BY 1"),
+        ("kafka dead letters", "SELECT consumer_id, partition, \"offset\", sqlstate, error "
+                               "FROM pipeline_kafka.dead_letters ORDER BY 1, 2, 3 LIMIT 10"),
+        ("kinesis consumers", "SELECT id, stream, relation::text, enabled, generation, start_time, last_error "
+                              "FROM pipeline_kinesis.consumers ORDER BY id"),
+        ("kinesis seqnums", "SELECT consumer_id, shard_id, seqnum, sub_sequence, finished, parents, closed "
+                            "FROM pipeline_kinesis.seqnums ORDER BY 1, 2"),
+        ("kinesis status", "SELECT consumer_id, shard_id, state, shard_state, worker_pid, records, rows, "
+                           "dead_letters, last_error FROM pipeline_kinesis.consumer_status ORDER BY 1, shard_id"),
+    ]
+    for what, sql in checks:
         try:
-            parts.append(f"{what}: {query(db, sql)}")
+            rows = query(db, sql)
         except Exception as exc:  # noqa: BLE001 - diagnostics only
             parts.append(f"{what}: {exc!r}")
+            continue
+        if rows:
+            parts.append(f"{what}: {rows}")
+    if log_mark is None:
+        log_mark = _DB_LOG_MARKS.get(db)
     if log_mark is not None:
         try:
             text = log_since(log_mark)

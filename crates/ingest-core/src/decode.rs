@@ -81,6 +81,12 @@ pub trait TypedDecoder: Send + Sync {
         confluent_frame(payload).map(|f| f.schema_id)
     }
 
+    /// Whether the decoder holds schema `id` (parsed, or known to be unusable): a message naming
+    /// one it does not hold is left to the worker's main thread, which fetches it.
+    fn holds(&self, _id: u32) -> bool {
+        false
+    }
+
     /// Appends the message's records to `out`; on Err nothing of the message is kept.
     fn decode<'m>(&self, payload: &'m [u8], out: &mut Vec<Record<'m>>) -> Result<(), DecodeError>;
 

@@ -20,6 +20,7 @@ pub mod position;
 pub mod prepare;
 pub mod protobuf;
 pub mod recent;
+pub mod records;
 pub mod rows;
 pub mod settings;
 pub mod spec;

@@ -10,8 +10,8 @@
 //! whole value (format raw, or json into a relation whose one data column is json/jsonb) becomes
 //! one row whose data column is that value.
 
-use crate::decode::{push_text_row, record_row, DecodeError, Record, TypedDecoder};
-use crate::rows::{push_binary_field, ColumnPlan, Encoded, Value};
+use crate::decode::{push_text_row, record_row, Record, TypedDecoder};
+use crate::rows::ColumnPlan;
 use crate::format::{push_text_bytes, CopyOptions, Format};
 use crate::json::{JsonError, JsonRowEncoder};
 use smallvec::{smallvec, SmallVec};
@@ -219,22 +219,35 @@ where
                     });
                     continue;
                 };
-                let binary = match plan.binary.filter(|_| plan.metadata == 0) {
-                    Some(types) => typed_binary_groups(decoder, payload, columns, types),
-                    None => Ok(None),
-                };
-                let (groups, binary) = match binary {
-                    Ok(Some(groups)) => (Ok(groups), true),
-                    // not sure of a value (or no plans): COPY text, as before
-                    Ok(None) => (typed_groups(decoder, payload, columns, &meta), false),
-                    Err(e) => (Err(e), false),
-                };
+                if let Some(types) = plan.binary.filter(|_| plan.metadata == 0) {
+                    match crate::records::binary_rows(decoder, payload, columns, types, &mut out.data) {
+                        Ok(Some(pre)) => {
+                            let mut chunks = SmallVec::with_capacity(pre.len());
+                            for c in pre {
+                                let set = c.columns.unwrap_or_else(|| (0..columns.len()).collect());
+                                let k = set_index(&mut out, set, true);
+                                chunks.push(Chunk { columns: Some(k), range: c.range, rows: c.rows });
+                            }
+                            if !chunks.is_empty() {
+                                out.items.push(Item { msg: i, chunks });
+                            }
+                            continue;
+                        }
+                        // not sure of a value: COPY text, as before
+                        Ok(None) => {}
+                        Err(e) => {
+                            bad.push(Rejected { msg: i, error: e.message, sqlstate: e.sqlstate.to_string() });
+                            continue;
+                        }
+                    }
+                }
+                let groups = typed_groups(decoder, payload, columns, &meta);
                 match groups {
                     Ok(groups) => {
                         let mut chunks = SmallVec::with_capacity(groups.len());
                         for (mut set, data, rows) in groups {
                             set.extend(meta_columns.clone());
-                            let k = set_index(&mut out, set, binary);
+                            let k = set_index(&mut out, set, false);
                             let start = out.data.len();
                             out.data.extend_from_slice(&data);
                             chunks.push(Chunk { columns: Some(k), range: start..out.data.len(), rows });
@@ -287,42 +300,6 @@ pub fn set_index(out: &mut Prepared, set: Vec<usize>, binary: bool) -> usize {
 /// One typed message's rows in COPY text format, in runs of records that fill the same columns:
 /// (the columns' indexes, the lines, how many rows).
 type Group = (Vec<usize>, Vec<u8>, usize);
-
-/// As `typed_groups`, the rows as COPY BINARY tuples (no header or trailer) of `types`' binary
-/// encodings; Ok(None) when a value is one the model declines (the message goes in COPY text). A
-/// value its column's input function would refuse rejects the message with that error.
-fn typed_binary_groups(
-    decoder: &dyn TypedDecoder,
-    payload: &[u8],
-    columns: &[String],
-    types: &[ColumnPlan],
-) -> Result<Option<Vec<Group>>, DecodeError> {
-    let mut records: Vec<Record<'_>> = Vec::with_capacity(1);
-    decoder.decode(payload, &mut records)?;
-    let mut groups: Vec<Group> = Vec::with_capacity(1);
-    for r in &records {
-        let (present, values) = record_row(r, columns)?;
-        if !matches!(groups.last(), Some(g) if g.0 == present) {
-            groups.push((present.clone(), Vec::new(), 0));
-        }
-        let g = groups.last_mut().expect("a group");
-        g.2 += 1;
-        let data = &mut g.1;
-        data.extend_from_slice(&(present.len() as i16).to_be_bytes());
-        for (k, v) in present.iter().zip(values) {
-            if matches!(v, Value::Null) {
-                data.extend_from_slice(&(-1i32).to_be_bytes());
-                continue;
-            }
-            match push_binary_field(&types[*k], v, data) {
-                Ok(Encoded::Written) => {}
-                Ok(Encoded::Fallback) => return Ok(None),
-                Err(e) => return Err(DecodeError::new(e.sqlstate, e.message_with_detail())),
-            }
-        }
-    }
-    Ok(Some(groups))
-}
 
 fn typed_groups(decoder: &dyn TypedDecoder, payload: &[u8], columns: &[String], suffix: &[u8]) -> Result<Vec<Group>, crate::decode::DecodeError> {
     let mut records: Vec<Record<'_>> = Vec::with_capacity(1);

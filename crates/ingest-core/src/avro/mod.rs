@@ -188,6 +188,10 @@ impl AvroDecoder {
 }
 
 impl TypedDecoder for AvroDecoder {
+    fn holds(&self, id: u32) -> bool {
+        self.has(id)
+    }
+
     fn decode<'m>(&self, payload: &'m [u8], out: &mut Vec<Record<'m>>) -> Result<(), DecodeError> {
         let frame = confluent_frame(payload)?;
         let id = frame.schema_id;

@@ -233,6 +233,10 @@ fn one_line(s: &str) -> String {
 }
 
 impl TypedDecoder for ProtobufDecoder {
+    fn holds(&self, id: u32) -> bool {
+        self.has(id)
+    }
+
     fn decode<'m>(&self, payload: &'m [u8], out: &mut Vec<Record<'m>>) -> Result<(), DecodeError> {
         let (desc, body) = self.message(payload)?;
         let msg = DynamicMessage::decode(desc, body).map_err(|e| {

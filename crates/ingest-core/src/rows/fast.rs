@@ -31,7 +31,37 @@ pub struct FastPlan {
     /// Told apart from other plans (a batch's messages must all be made with the plan it is
     /// written with).
     pub id: u64,
+    /// avro / protobuf: what decodes the records (without it every message goes the main
+    /// thread's way).
+    pub typed: Option<TypedHandle>,
 }
+
+/// Typed messages' rows (Avro, Protobuf records), made by their decoder, which the worker's main
+/// thread keeps fetching schemas into (ingest_core::records implements it for a locked decoder).
+pub trait TypedRows: Send + Sync {
+    /// Each payload's outcome (None: no value), its rows appended to `buf`: a schema the decoder
+    /// does not hold yet is `Outcome::Fallback` (the main thread fetches it), as is a value the
+    /// row model is unsure of.
+    fn encode_chunk(&self, plan: &FastPlan, payloads: &[Option<&[u8]>], buf: &mut Vec<u8>) -> Vec<Option<Outcome>>;
+}
+
+/// A shared [`TypedRows`] (compared by identity: one consumer's decoder).
+#[derive(Clone)]
+pub struct TypedHandle(pub Arc<dyn TypedRows>);
+
+impl std::fmt::Debug for TypedHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TypedHandle")
+    }
+}
+
+impl PartialEq for TypedHandle {
+    fn eq(&self, other: &TypedHandle) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.0), Arc::as_ptr(&other.0))
+    }
+}
+
+impl Eq for TypedHandle {}
 
 impl FastPlan {
     /// None when this consumer stays on the text path: format raw, a column the model does not
@@ -49,9 +79,9 @@ impl FastPlan {
         let (delimiter, quote) = match opts.format {
             Format::Csv => (byte(&opts.delimiter, b','), byte(&opts.quote, b'"')),
             Format::Text => (byte(&opts.delimiter, b'\t'), 0),
-            Format::Json => (0, 0),
-            // raw: whole values; typed formats: their decoder needs the batch's schemas (the
-            // worker fetches them): the text path for now.
+            // typed formats: their records by name, as json's objects (FastPlan::typed decodes)
+            Format::Json | Format::Avro | Format::Protobuf => (0, 0),
+            // raw: whole values
             _ => return None,
         };
         let escape = byte(&opts.escape, quote);
@@ -62,6 +92,7 @@ impl FastPlan {
             escape,
             rows,
             id,
+            typed: None,
         })
     }
 
@@ -87,7 +118,9 @@ impl FastPlan {
         let start = buf.len();
         let r = match self.format {
             Format::Json => self.encode_json(payload, buf, fields),
-            _ => self.encode_delimited(payload, buf, fields),
+            Format::Csv | Format::Text => self.encode_delimited(payload, buf, fields),
+            // typed records: prepare_chunk hands them to the plan's decoder
+            _ => Outcome::Fallback,
         };
         if !matches!(r, Outcome::Rows(_)) {
             buf.truncate(start);
@@ -506,13 +539,21 @@ pub fn prepare_chunk<'a>(
     size_hint: usize,
 ) -> Vec<Pre> {
     let mut buf = Vec::with_capacity(size_hint);
-    let mut fields = Vec::with_capacity(plan.rows.columns.len());
-    let outcomes: Vec<Option<Outcome>> = payloads
-        .map(|p| {
-            fields.clear();
-            p.map(|p| plan.encode_with(p, &mut buf, &mut fields))
-        })
-        .collect();
+    let outcomes: Vec<Option<Outcome>> = match &plan.typed {
+        Some(typed) => {
+            let payloads: Vec<Option<&[u8]>> = payloads.collect();
+            typed.0.encode_chunk(plan, &payloads, &mut buf)
+        }
+        None => {
+            let mut fields = Vec::with_capacity(plan.rows.columns.len());
+            payloads
+                .map(|p| {
+                    fields.clear();
+                    p.map(|p| plan.encode_with(p, &mut buf, &mut fields))
+                })
+                .collect()
+        }
+    };
     let buf = Arc::new(buf);
     outcomes
         .into_iter()

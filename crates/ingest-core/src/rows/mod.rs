@@ -45,7 +45,8 @@
 //! here (tests/pg_differential.rs runs under non-default values of all three to show it).
 //!
 //! Wired in [`fast`]: a source's reader thread makes each message's tuples ready
-//! ([`fast::prepare_chunk`]); the sink frames them for `COPY ... (FORMAT binary)` (src/sink/fast.rs).
+//! ([`fast::prepare_chunk`]; typed records through the plan's decoder, crate::records); the sink
+//! frames them for `COPY ... (FORMAT binary)` (src/sink/fast.rs).
 
 mod binary;
 mod calendar;
