@@ -5,7 +5,9 @@ whose worker uses today's text COPY (fast_path off when it starts); both tables 
 rows (compared as text in one session) and both consumers the same dead letters (offset, SQLSTATE,
 error), under a non-default DateStyle, TimeZone and extra_float_digits on the owner's role in the
 database. Type errors are dead letters before any COPY on the fast path: its worker isolates by
-COPY only what it left to the text path, while the text path isolates every one by COPY.
+COPY only what it left to the text path, while the text path isolates every one by COPY. Avro and
+Protobuf records decoded on the reader thread are held against the main thread's decoding the same
+way.
 
 Every wait is bounded (wait_until on the committed offset)."""
 from __future__ import annotations
@@ -159,6 +161,7 @@ def test_fast_path_loads_what_the_text_path_loads(fresh_db, topic_factory, fmt):
     assert fast_isolated < slow_isolated / 4, (fast_isolated, slow_isolated)
 
 
+
 SALE = {"type": "record", "name": "Sale", "namespace": "pi.test", "fields": [
     {"name": "id", "type": "long"}, {"name": "qty", "type": "long"}, {"name": "price", "type": "double"},
     {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal", "precision": 20, "scale": 4}},
@@ -168,8 +171,22 @@ SALE = {"type": "record", "name": "Sale", "namespace": "pi.test", "fields": [
     {"name": "note", "type": ["null", "string"], "default": None}, {"name": "doc", "type": "string"},
     {"name": "ignored", "type": "int"},
 ]}
-SALES = ("(id bigint, qty integer, price real, amount numeric(10,2), code varchar(5), ok boolean, at timestamptz, "
-         "ref uuid, note text, doc jsonb, absent text DEFAULT 'dflt')")
+SALE_PROTO = """
+syntax = "proto3";
+package pi.test;
+message Sale {
+  int64 id = 1; int64 qty = 2; double price = 3; string code = 4; bool ok = 5;
+  optional string note = 6; string doc = 7; int32 ignored = 8;
+}
+"""
+# (the table's columns, the columns compared as text)
+SALES = {
+    "avro": ("(id bigint, qty integer, price real, amount numeric(10,2), code varchar(5), ok boolean, at timestamptz, "
+             "ref uuid, note text, doc jsonb, absent text DEFAULT 'dflt')",
+             "id, qty, price::text, amount::text, code, ok, at::text, ref::text, note, doc::text, absent"),
+    "protobuf": ("(id bigint, qty integer, price real, code varchar(5), ok boolean, note text, doc jsonb, "
+                 "absent text DEFAULT 'dflt')", "id, qty, price::text, code, ok, note, doc::text, absent"),
+}
 
 
 def _sale(i: int) -> dict:
@@ -188,39 +205,56 @@ def _sale(i: int) -> dict:
     }
 
 
+def _sale_proto(schema_id: int, i: int) -> bytes:
+    from test_protobuf import f_bytes, f_double, f_int, framed
+    v = _sale(i)
+    body = (f_int(1, v["id"]) + f_int(2, v["qty"]) + f_double(3, v["price"]) + f_bytes(4, v["code"])
+            + (f_int(5, 1) if v["ok"] else b"") + (f_bytes(6, v["note"]) if v["note"] is not None else b"")
+            + f_bytes(7, v["doc"]) + f_int(8, v["ignored"]))
+    return framed(schema_id, [0], body)
+
+
 @pytest.mark.timeout(300)
-def test_avro_records_the_reader_decodes_load_what_the_main_thread_loads(fresh_db, topic_factory, schema_registry):
-    """Avro records decoded into COPY BINARY rows on the reader thread (its decoder holds the
-    schema once the first batch fetched it) give the rows and dead letters the main thread's
-    decoding gives with fast_path off: values that do not fit (int4 and smallint overflow, a real
-    out of range, numeric(10,2) rounding and overflow, varchar(5), invalid jsonb), a corrupt body,
-    and an unknown schema id (left to the main thread, which asks the registry)."""
+@pytest.mark.parametrize("fmt", ["avro", "protobuf"])
+def test_typed_records_the_reader_decodes_load_what_the_main_thread_loads(fresh_db, topic_factory, schema_registry, fmt):
+    """Avro and Protobuf records decoded into COPY BINARY rows on the reader thread (its decoder
+    holds the schema once the first batch fetched it) give the rows and dead letters the main
+    thread's decoding gives with fast_path off: values that do not fit (int4 overflow, a real out
+    of range, numeric(10,2) rounding and overflow, varchar(5), invalid jsonb), a corrupt body, and
+    an unknown schema id (left to the main thread, which asks the registry)."""
     from pihelpers import confluent_frame, register_schema
     from test_avro import avro
     db = fresh_db
     topic = topic_factory(1)
-    sid = register_schema(f"{topic}-value", SALE)
-    first = avro(sid, SALE, _sale(1))
-    rest = [avro(sid, SALE, _sale(i)) for i in range(2, 302)]
-    rest[50] = rest[50][:-2]  # a corrupt body: 22P03
+    if fmt == "avro":
+        sid = register_schema(f"{topic}-value", SALE)
+        encode = lambda i: avro(sid, SALE, _sale(i))  # noqa: E731
+        corrupt = lambda m: m[:-2]  # noqa: E731 - the record ends early
+    else:
+        sid = register_schema(f"{topic}-value", SALE_PROTO, schema_type="PROTOBUF")
+        encode = lambda i: _sale_proto(sid, i)  # noqa: E731
+        corrupt = lambda m: m + b"\x4a\x0aab"  # noqa: E731 - field 9: 10 bytes said, 2 given
+    table, cols = SALES[fmt]
+    first = encode(1)
+    rest = [encode(i) for i in range(2, 302)]
+    rest[50] = corrupt(rest[50])  # 22P03
     rest[120] = confluent_frame(2_000_000_000, rest[120][5:])  # no such schema: 22P02
     with pg_connect(db) as conn:
-        conn.execute(f"CREATE TABLE fast {SALES}")
-        conn.execute(f"CREATE TABLE slow {SALES}")
+        conn.execute(f"CREATE TABLE fast {table}")
+        conn.execute(f"CREATE TABLE slow {table}")
         conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
         conn.execute("SELECT pipeline_kafka.add_schema_registry(%s)", (schema_registry,))
         for setting, value in [("DateStyle", "SQL, DMY"), ("TimeZone", "America/Sao_Paulo"), ("extra_float_digits", "-2"),
                                ("log_min_messages", "debug1")]:
             conn.execute(f'ALTER ROLE CURRENT_USER IN DATABASE "{db}" SET {setting} = \'{value}\'')
-    fast = _consume(db, topic, "fast", "avro", 1, [first])
+    fast = _consume(db, topic, "fast", fmt, 1, [first])
     since = log_size()
     produce(topic, rest)
     wait_until(lambda: scalar(db, 'SELECT "offset" FROM pipeline_kafka.offsets WHERE consumer_id = %s', [fast]) == 301,
                timeout=90, what="the fast consumer to commit 301 messages")
     ready = sum(int(k) for k in re.findall(r"fast path: (\d+) of \d+ messages made ready by the reader", log_since(since)))
     with server_setting("pipeline_ingest.fast_path", "off", "off"):
-        slow = _consume(db, topic, "slow", "avro", 301)
-    cols = "id, qty, price::text, amount::text, code, ok, at::text, ref::text, note, doc::text, absent"
+        slow = _consume(db, topic, "slow", fmt, 301)
     with pg_connect(db) as conn:
         conn.execute("SET TimeZone = 'Asia/Kolkata'")
         fast_rows = conn.execute(f"SELECT {cols} FROM fast ORDER BY id").fetchall()

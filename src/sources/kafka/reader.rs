@@ -281,12 +281,13 @@ fn run(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        // A panic here (a bug in a parser or decoder) must not end the thread: the chunk then
+        // goes the main thread's way, where the same input is an error the batch reports.
         let pre = match plan {
-            Some(plan) if !chunk.is_empty() => prepare_chunk(
-                &plan,
-                chunk.iter().map(|m| m.payload.as_deref()),
-                sizes.payload + chunk.len() * 16,
-            ),
+            Some(plan) if !chunk.is_empty() => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                prepare_chunk(&plan, chunk.iter().map(|m| m.payload.as_deref()), sizes.payload + chunk.len() * 16)
+            }))
+            .unwrap_or_default(),
             _ => Vec::new(),
         };
         for e in errors {
