@@ -140,9 +140,9 @@ fn make_plan(target: &Target, relid: pg_sys::Oid, like: Option<&FastPlan>) -> Op
     let mut plan = FastPlan::new(&target.opts, columns, NEXT_PLAN.fetch_add(1, Ordering::Relaxed))?;
     if typed(target.opts.format) {
         let t = target.typed.as_ref().filter(|t| t.values)?;
-        // The relation's array columns, as the text path sets them for each batch (arrays fill
-        // them as array literals): the reader decodes with the same.
-        drop(super::typed::decoder(target, &super::relation::insertable_column_types(relid)));
+        // (The decoder's array columns need no setting here: a plan exists only when every column
+        // has a binary encoding, arrays have none, and a relation changed since the last plan was
+        // written by the text path first, which sets them for each batch.)
         plan.typed = Some(t.rows_handle());
     }
     Some(plan)

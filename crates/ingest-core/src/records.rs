@@ -9,7 +9,7 @@
 //! input function would refuse rejects the message with that error.
 
 use crate::decode::{record_row, DecodeError, Record, TypedDecoder};
-use crate::rows::fast::{FastPlan, Outcome, PreChunk, TypedRows};
+use crate::rows::fast::{add_row, FastPlan, Outcome, PreChunk, TypedRows};
 use crate::rows::{push_binary_field, ColumnPlan, ConvError, Encoded, Value};
 use smallvec::SmallVec;
 use std::sync::Mutex;
@@ -57,14 +57,7 @@ fn write_records(
                 Err(e) => return Err(DecodeError::new(e.sqlstate, e.message_with_detail())),
             }
         }
-        let set = (present.len() != columns.len()).then_some(present);
-        match chunks.last_mut() {
-            Some(c) if c.columns == set => {
-                c.range.end = buf.len();
-                c.rows += 1;
-            }
-            _ => chunks.push(PreChunk { columns: set, range: at..buf.len(), rows: 1 }),
-        }
+        add_row(&mut chunks, (present.len() != columns.len()).then_some(&present[..]), at..buf.len());
     }
     Ok(Some(chunks))
 }

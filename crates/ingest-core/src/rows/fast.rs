@@ -224,22 +224,11 @@ impl FastPlan {
                 return json_rejected(JsonError::NoMatchingField);
             }
             let at = buf.len();
-            let all = present.len() == self.rows.columns.len();
             if let Err(o) = self.write_row(fields, Some(&present), buf) {
                 return o;
             }
-            let columns = if all { None } else { Some(present.to_vec()) };
-            match chunks.last_mut() {
-                Some(c) if c.columns == columns => {
-                    c.range.end = buf.len();
-                    c.rows += 1;
-                }
-                _ => chunks.push(PreChunk {
-                    columns,
-                    range: at..buf.len(),
-                    rows: 1,
-                }),
-            }
+            let all = present.len() == self.rows.columns.len();
+            add_row(&mut chunks, (!all).then_some(&present[..]), at..buf.len());
         }
         Outcome::Rows(chunks)
     }
@@ -489,6 +478,18 @@ pub enum Outcome {
     Rejected(ConvError),
     /// The text path decides.
     Fallback,
+}
+
+/// Adds a row (at `range`, just after the last chunk's) filling `columns` (None: every column) to
+/// a message's chunks: it extends the last chunk when that fills the same columns.
+pub fn add_row(chunks: &mut SmallVec<[PreChunk; 1]>, columns: Option<&[usize]>, range: Range<usize>) {
+    match chunks.last_mut() {
+        Some(c) if c.columns.as_deref() == columns => {
+            c.range.end = range.end;
+            c.rows += 1;
+        }
+        _ => chunks.push(PreChunk { columns: columns.map(<[usize]>::to_vec), range, rows: 1 }),
+    }
 }
 
 /// A run of one message's rows filling the same columns.
