@@ -250,7 +250,7 @@ def own_kinesalite(tmp_path):
 
 @pytest.fixture
 def log_mark():
-    """The server log's size when the test began (for pihelpers.kinesis_diag / log_since)."""
+    """The server log's size when the test began (for pihelpers.pipeline_diag / log_since)."""
     try:
         return pihelpers.log_size()
     except FileNotFoundError:

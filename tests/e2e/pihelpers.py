@@ -910,7 +910,7 @@ def kinesis_seqnums(db: str, consumer_id: int) -> dict[str, tuple]:
                                            "FROM pipeline_kinesis.seqnums WHERE consumer_id = %s", [consumer_id])}
 
 
-def kinesis_diag(db: str, log_mark: Optional[int] = None, limit: int = 6000) -> str:
+def pipeline_diag(db: str, log_mark: Optional[int] = None, limit: int = 6000) -> str:
     """What the consumers of db say (Kafka's and Kinesis's catalog and status, only the sources that
     have consumers) and the pipeline lines of the server log since log_mark (default: since db was
     made by fresh_db): for assertion messages."""
@@ -958,9 +958,9 @@ def wait_table_rows(db: str, table: str, n: int, timeout: float = 60.0, log_mark
                    interval=interval, what=f"{n} rows in {table}")
     except WaitTimeout as exc:
         got = scalar(db, f"SELECT count(*) FROM {table}")
-        raise AssertionError(f"{exc}; has {got} rows{kinesis_diag(db, log_mark)}") from None
+        raise AssertionError(f"{exc}; has {got} rows{pipeline_diag(db, log_mark)}") from None
     got = scalar(db, f"SELECT count(*) FROM {table}")
-    assert got == n, f"{table} has {got} rows, expected exactly {n}{kinesis_diag(db, log_mark)}"
+    assert got == n, f"{table} has {got} rows, expected exactly {n}{pipeline_diag(db, log_mark)}"
 
 
 class RegistryProxy:

@@ -119,6 +119,16 @@ def _consume(db: str, topic: str, table: str, fmt: str, n: int, msgs=None) -> in
     return cid
 
 
+def _non_default_settings(conn, db: str) -> None:
+    """A non-default DateStyle, TimeZone and extra_float_digits (and DEBUG1 logging, for the
+    workers' counts) on the owner's role in the database and on the database: the workers'
+    sessions read them."""
+    for setting, value in [("DateStyle", "SQL, DMY"), ("TimeZone", "America/Sao_Paulo"), ("extra_float_digits", "-2"),
+                           ("log_min_messages", "debug1")]:
+        conn.execute(f'ALTER ROLE CURRENT_USER IN DATABASE "{db}" SET {setting} = \'{value}\'')
+        conn.execute(f'ALTER DATABASE "{db}" SET {setting} = \'{value}\'')
+
+
 def _isolated(since: int) -> int:
     """The bad messages COPY failed on (the worker's DEBUG1 "isolated K bad of N messages ...")."""
     return sum(int(k) for k in re.findall(r"isolated (\d+) bad of \d+ messages", log_since(since)))
@@ -134,11 +144,7 @@ def test_fast_path_loads_what_the_text_path_loads(fresh_db, topic_factory, fmt):
         conn.execute(_table("fast"))
         conn.execute(_table("slow"))
         conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
-        # the owner's role in this database (the workers' sessions read these settings)
-        for setting, value in [("DateStyle", "SQL, DMY"), ("TimeZone", "America/Sao_Paulo"), ("extra_float_digits", "-2"),
-                               ("log_min_messages", "debug1")]:
-            conn.execute(f'ALTER ROLE CURRENT_USER IN DATABASE "{db}" SET {setting} = \'{value}\'')
-            conn.execute(f'ALTER DATABASE "{db}" SET {setting} = \'{value}\'')
+        _non_default_settings(conn, db)
     since = log_size()
     fast = _consume(db, topic, "fast", fmt, len(msgs), msgs)
     fast_isolated = _isolated(since)
@@ -244,9 +250,7 @@ def test_typed_records_the_reader_decodes_load_what_the_main_thread_loads(fresh_
         conn.execute(f"CREATE TABLE slow {table}")
         conn.execute("SELECT pipeline_kafka.add_broker(%s)", (KAFKA_BOOTSTRAP,))
         conn.execute("SELECT pipeline_kafka.add_schema_registry(%s)", (schema_registry,))
-        for setting, value in [("DateStyle", "SQL, DMY"), ("TimeZone", "America/Sao_Paulo"), ("extra_float_digits", "-2"),
-                               ("log_min_messages", "debug1")]:
-            conn.execute(f'ALTER ROLE CURRENT_USER IN DATABASE "{db}" SET {setting} = \'{value}\'')
+        _non_default_settings(conn, db)
     fast = _consume(db, topic, "fast", fmt, 1, [first])
     since = log_size()
     produce(topic, rest)

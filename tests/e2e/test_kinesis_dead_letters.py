@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from pihelpers import (kinesis_add_endpoint, kinesis_consume_begin, kinesis_diag, kinesis_put_records,
+from pihelpers import (kinesis_add_endpoint, kinesis_consume_begin, pipeline_diag, kinesis_put_records,
                        kinesis_seqnums, kinesis_status, pg_connect, query, scalar, wait_until)
 
 TABLE = """
@@ -67,7 +67,7 @@ def test_every_bad_kind_is_dead_lettered_with_its_bytes(stream_factory, fresh_db
                                                     "(SELECT count(*) FROM pipeline_kinesis.dead_letters)"))
                            >= len(recs) and n, timeout=60, what="every record in the table or the dead letters")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}{kinesis_diag(db, log_mark)}") from None
+        raise AssertionError(f"{exc}{pipeline_diag(db, log_mark)}") from None
     assert total == len(recs)
     assert sorted(r[0] for r in query(db, "SELECT id FROM target")) == list(range(1, 41))
     letters = query(db, "SELECT consumer_id, stream, shard_id, sequence_number, partition_key, data, sqlstate, "
@@ -106,7 +106,7 @@ def test_json_bad_records(stream_factory, fresh_db, log_mark):
         wait_until(lambda: scalar(db, "SELECT count(*) FROM pipeline_kinesis.dead_letters") == 4
                    and scalar(db, "SELECT count(*) FROM target") == 4, timeout=60, what="4 rows and 4 dead letters")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}{kinesis_diag(db, log_mark)}") from None
+        raise AssertionError(f"{exc}{pipeline_diag(db, log_mark)}") from None
     assert [r[0] for r in query(db, "SELECT id FROM target ORDER BY id")] == [1, 2, 3, 5]
     letters = {bytes(r[0]): r[1] for r in query(db, "SELECT data, sqlstate FROM pipeline_kinesis.dead_letters")}
     assert letters == {b"{not json": "22032", b"[1, 2]": "22P02", b'{"unrelated": true}': "22P02",
@@ -124,7 +124,7 @@ def test_skip_policy_moves_on(stream_factory, fresh_db, log_mark):
         wait_until(lambda: kinesis_seqnums(db, cid).get(sent[-1][0], (None,))[0] == sent[-1][1], timeout=60,
                    what="the checkpoint past every record")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}{kinesis_diag(db, log_mark)}") from None
+        raise AssertionError(f"{exc}{pipeline_diag(db, log_mark)}") from None
     assert sorted(r[0] for r in query(db, "SELECT id FROM target")) == list(range(1, 41))
     assert scalar(db, "SELECT count(*) FROM pipeline_kinesis.dead_letters") == 0
     assert scalar(db, "SELECT last_error FROM pipeline_kinesis.consumers WHERE id = %s", [cid]) is None
@@ -144,7 +144,7 @@ def test_stop_policy_disables_the_consumer(stream_factory, fresh_db, log_mark):
         wait_until(lambda: scalar(db, "SELECT NOT enabled FROM pipeline_kinesis.consumers WHERE id = %s", [cid]),
                    timeout=60, what="the consumer to be disabled")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}{kinesis_diag(db, log_mark)}") from None
+        raise AssertionError(f"{exc}{pipeline_diag(db, log_mark)}") from None
     err = scalar(db, "SELECT last_error FROM pipeline_kinesis.consumers WHERE id = %s", [cid])
     assert err and "notanumber" in err, err
     assert scalar(db, "SELECT count(*) FROM target") == 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from pihelpers import (kinesis_add_endpoint, kinesis_consume_begin, kinesis_diag, kinesis_put_records,
+from pihelpers import (kinesis_add_endpoint, kinesis_consume_begin, pipeline_diag, kinesis_put_records,
                        kinesis_seqnums, pg_connect, query, scalar, wait_table_rows)
 
 
@@ -25,7 +25,7 @@ def _caught_up(db: str, cid: int, sent: list[tuple[str, str]]) -> None:
     for shard, seq in sent:
         last[shard] = seq
     got = {s: v[0] for s, v in kinesis_seqnums(db, cid).items() if s in last}
-    assert got == last, f"checkpoints {got}, last records {last}{kinesis_diag(db)}"
+    assert got == last, f"checkpoints {got}, last records {last}{pipeline_diag(db)}"
 
 
 @pytest.mark.timeout(120)

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from pihelpers import (kinesis_add_endpoint, kinesis_consume_begin, kinesis_diag, kinesis_hash_key,
+from pihelpers import (kinesis_add_endpoint, kinesis_consume_begin, pipeline_diag, kinesis_hash_key,
                        kinesis_put_records, kinesis_seqnums, kinesis_shards, kpl_aggregate, log_since,
                        pg_connect, pg_kill9_postmaster, pg_start, query, scalar, wait_table_rows, wait_until)
 
@@ -76,7 +76,7 @@ def test_corrupt_md5_is_a_plain_record_and_bad_user_records_are_dead_letters(str
         wait_until(lambda: scalar(db, "SELECT count(*) FROM pipeline_kinesis.dead_letters") >= 2
                    and scalar(db, "SELECT count(*) FROM j") >= 4, timeout=60, what="4 rows and 2 dead letters")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}{kinesis_diag(db, log_mark)}") from None
+        raise AssertionError(f"{exc}{pipeline_diag(db, log_mark)}") from None
     assert [r[0] for r in query(db, "SELECT id FROM j ORDER BY id")] == [1, 2, 3, 4]
     letters = {r[5]: r for r in query(
         db, "SELECT consumer_id, stream, shard_id, sequence_number, sub_sequence, partition_key, data, "
@@ -224,7 +224,7 @@ def test_kill9_in_the_middle_of_an_aggregate(stream_factory, fresh_db, log_mark)
         try:
             committed = wait_until(blocked, timeout=60, what="the batch holding user record 250 to wait on the lock")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}{kinesis_diag(db, log_mark)}") from None
+            raise AssertionError(f"{exc}{pipeline_diag(db, log_mark)}") from None
         # Batches of at most 100 messages: the plain record and some user records of the aggregate
         # are committed (with the checkpoint inside the aggregate), the batch holding 250 waits.
         assert 1 < committed < 250, committed

@@ -9,7 +9,7 @@ import time
 import pytest
 from psycopg.types.json import Jsonb
 
-from pihelpers import (kinesis_add_endpoint, kinesis_consume_begin, kinesis_diag, kinesis_put_records, kinesis_status,
+from pihelpers import (kinesis_add_endpoint, kinesis_consume_begin, pipeline_diag, kinesis_put_records, kinesis_status,
                        pg_connect, scalar, unique_name, wait_table_rows, wait_until)
 
 OUTAGE_S = 20.0
@@ -49,7 +49,7 @@ def test_kinesalite_down_for_20s_mid_stream(own_kinesalite, fresh_db, log_mark):
     try:
         shown = wait_until(error_shown, timeout=OUTAGE_S - 2, what="consumer_status to show the outage")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}{kinesis_diag(db, log_mark)}") from None
+        raise AssertionError(f"{exc}{pipeline_diag(db, log_mark)}") from None
     print(f"error shown after {time.monotonic() - stopped_at:.1f}s: {shown[0]['last_error']!r}")
     # The outage lasts 20 s whatever the consumer does: this is the scenario, not a guess.
     wait_until(lambda: time.monotonic() - stopped_at >= OUTAGE_S, timeout=OUTAGE_S + 1, interval=0.5,
@@ -69,4 +69,4 @@ def test_kinesalite_down_for_20s_mid_stream(own_kinesalite, fresh_db, log_mark):
     try:
         wait_until(recovered, timeout=30, what="consumer_status to be running without an error again")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}{kinesis_diag(db, log_mark)}") from None
+        raise AssertionError(f"{exc}{pipeline_diag(db, log_mark)}") from None

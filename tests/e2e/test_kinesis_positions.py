@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pihelpers import (kinesis_add_endpoint, kinesis_consume_begin, kinesis_diag, kinesis_put_records,
+from pihelpers import (kinesis_add_endpoint, kinesis_consume_begin, pipeline_diag, kinesis_put_records,
                        kinesis_seqnums, kinesis_status, pg_connect, pg_start, pg_stop, query, scalar,
                        wait_table_rows, wait_until)
 
@@ -79,7 +79,7 @@ def test_start_offsets_new_consumers(stream_factory, fresh_db, log_mark):
     for shard, seq in post:
         last[shard] = seq
     for t, cid in ids.items():
-        assert {s: v[0] for s, v in kinesis_seqnums(db, cid).items()} == last, (t, kinesis_diag(db))
+        assert {s: v[0] for s, v in kinesis_seqnums(db, cid).items()} == last, (t, pipeline_diag(db))
 
 
 @pytest.mark.timeout(120)

@@ -9,7 +9,7 @@ import threading
 import pytest
 from psycopg.types.json import Jsonb
 
-from pihelpers import (kinesis_add_endpoint, kinesis_consume_begin, kinesis_diag, kinesis_merge_shards,
+from pihelpers import (kinesis_add_endpoint, kinesis_consume_begin, pipeline_diag, kinesis_merge_shards,
                        kinesis_put_records, kinesis_seqnums, kinesis_shards, kinesis_split_shard, kinesis_status,
                        pg_connect, query, scalar, shard_status_key, wait_table_rows, wait_until)
 
@@ -36,7 +36,7 @@ def test_four_shards(stream_factory, fresh_db, log_mark, parallelism):
     last: dict[str, str] = {}
     for shard, seq in sent:
         last[shard] = seq
-    assert {s: v[0] for s, v in kinesis_seqnums(db, cid).items()} == last, kinesis_diag(db, log_mark)
+    assert {s: v[0] for s, v in kinesis_seqnums(db, cid).items()} == last, pipeline_diag(db, log_mark)
 
     def status_complete():
         rows = kinesis_status(db, cid)
@@ -126,7 +126,7 @@ def test_split_then_merge_while_flowing(stream_factory, fresh_db, log_mark):
     # records went into every shard of the lineage (the test exercised all of them)
     per_shard = dict(query(db, "SELECT shard_id, seqnum FROM pipeline_kinesis.seqnums WHERE consumer_id = %s",
                            [cid]))
-    assert set(per_shard) == set(lineage) and all(per_shard.values()), kinesis_diag(db, log_mark)
+    assert set(per_shard) == set(lineage) and all(per_shard.values()), pipeline_diag(db, log_mark)
 
     def parents_finished():
         st = {r["shard_id"]: r for r in kinesis_status(db, cid)}
